@@ -1,0 +1,34 @@
+"""The `tunelab` command: a thin layer over the Python API.
+
+Each command module parses flags, calls the API, and renders the result; a `TunelabError`
+becomes one line on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from tunelab import __version__
+from tunelab.cli.common import run_cli
+from tunelab.cli.analyze_cmd import analyze_cmd
+from tunelab.cli.format_cmd import format_cmd
+from tunelab.cli.validate_cmd import validate_cmd
+from tunelab.cli.demo_cmd import demo_cmd
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="tunelab")
+def cli() -> None:
+    """tunelab: format, validate and analyze fine-tuning data; train, serve and evaluate models you own."""
+
+
+cli.add_command(format_cmd)
+cli.add_command(validate_cmd)
+cli.add_command(analyze_cmd)
+cli.add_command(demo_cmd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(cli, argv if argv is not None else sys.argv[1:])

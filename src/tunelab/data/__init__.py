@@ -1,0 +1,1 @@
+"""Datasets: readers into one chat shape, the split, validation and analysis."""

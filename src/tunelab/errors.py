@@ -1,0 +1,58 @@
+"""The one user-facing error type.
+
+Everything a user can cause (a bad file, a missing key, an output that already exists)
+raises `TunelabError` with a stable `code`, a plain `message` and a `hint` saying what to do.
+Front ends render it in one line (CLI) or in OpenAI's error envelope (server); a traceback
+means a bug in tunelab.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class TunelabError(Exception):
+    """An error the user can act on.
+
+    `code` is stable: scripts and tests may match on it. `path` and `line` (1-based) point
+    at the input that caused it, when there is one.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        hint: str | None = None,
+        *,
+        path: str | Path | None = None,
+        line: int | None = None,
+        exit_code: int = 1,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.hint = hint
+        self.path = str(path) if path is not None else None
+        self.line = line
+        self.exit_code = exit_code
+
+    def location(self) -> str:
+        """`file:line` or `file`, or an empty string when the error has no input location."""
+        if self.path is None:
+            return ""
+        return f"{self.path}:{self.line}" if self.line is not None else self.path
+
+    def __str__(self) -> str:
+        where = self.location()
+        text = f"{where}: {self.message}" if where else self.message
+        return f"{text} (hint: {self.hint})" if self.hint else text
+
+    def to_dict(self) -> dict:
+        """The error as JSON-ready data, for `--json` output and the server."""
+        return {
+            "code": self.code,
+            "message": self.message,
+            "hint": self.hint,
+            "path": self.path,
+            "line": self.line,
+        }

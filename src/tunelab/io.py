@@ -1,0 +1,65 @@
+"""Safe file output: atomic writes, no silent overwrites, inputs never touched."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+from tunelab.errors import TunelabError
+
+
+def check_output_path(path: Path, *, force: bool, inputs: tuple[Path, ...] = ()) -> None:
+    """Refuse to overwrite an existing output without `force`, or any input at all."""
+    resolved = path.resolve()
+    for source in inputs:
+        if source.exists() and resolved == source.resolve():
+            raise TunelabError(
+                "output_is_input",
+                f"output {path} is the input file; tunelab never modifies its input.",
+                hint="choose a different output path",
+            )
+    if path.exists() and not force:
+        raise TunelabError(
+            "output_exists",
+            f"{path} already exists.",
+            hint="pass --force to overwrite it, or choose another path",
+        )
+    if path.is_dir():
+        raise TunelabError("output_is_directory", f"{path} is a directory, not a file path.")
+
+
+@contextlib.contextmanager
+def staged_write(path: Path, mode: str = "w") -> Iterator[tuple[IO, Path]]:
+    """Write to a temporary file beside `path`; the caller renames it with `commit`.
+
+    Yields the open file and the temporary path. On error the temporary file is removed and
+    `path` is untouched. Used directly when several outputs must appear together.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        encoding = None if "b" in mode else "utf-8"
+        with os.fdopen(fd, mode, encoding=encoding) as handle:
+            yield handle, tmp
+            handle.flush()
+            os.fsync(handle.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def commit(tmp: Path, path: Path) -> None:
+    """Move a staged file into place atomically."""
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so that readers see the old file or the new one, never half."""
+    with staged_write(path) as (handle, tmp):
+        handle.write(text)
+    commit(tmp, path)

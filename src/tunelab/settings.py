@@ -1,0 +1,66 @@
+"""Where tunelab keeps its state, and how it reads configuration.
+
+`TUNELAB_HOME` (default: the per-user data directory, e.g. ~/.local/share/tunelab) holds the
+registry, cached model conversions and artefacts. A `.env` file in the working directory (or
+a parent) is loaded once, without overriding variables already set, as the seeds do.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+from dotenv import find_dotenv, load_dotenv
+
+from tunelab.errors import TunelabError
+
+_dotenv_loaded = False
+
+
+def load_env() -> None:
+    """Load `.env` from the working directory or its parents, once per process."""
+    global _dotenv_loaded
+    if not _dotenv_loaded:
+        path = find_dotenv(usecwd=True)
+        if path:
+            load_dotenv(path, override=False)
+        _dotenv_loaded = True
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+
+    @property
+    def models_dir(self) -> Path:
+        """Converted base models (e.g. the bundled GGUF as a Hugging Face directory)."""
+        return self.home / "models"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.home / "registry.db"
+
+
+def get_settings() -> Settings:
+    """Current settings, read from the environment (and `.env`) on every call."""
+    load_env()
+    home = os.environ.get("TUNELAB_HOME") or platformdirs.user_data_dir("tunelab")
+    return Settings(home=Path(home).expanduser())
+
+
+def get_secret(name: str, purpose: str) -> str:
+    """An API key from the environment or `.env`; a missing key names the variable.
+
+    The value is never included in any message.
+    """
+    load_env()
+    value = os.environ.get(name, "").strip()
+    if not value:
+        raise TunelabError(
+            "missing_api_key",
+            f"{name} is not set; it is needed to {purpose}.",
+            hint=f"export {name}=... or add it to a .env file in this directory",
+        )
+    return value

@@ -1,0 +1,76 @@
+"""Classification tables (CSV or TSV, also JSON/JSONL records) as single-turn chat examples.
+
+Each row has a text column and a label column. The user message is built by
+`ClassificationPrompt.user_message` (instruction, the sorted list of categories, the text);
+the answer by `ClassificationPrompt.answer`. The file is read twice, streaming both times:
+once to collect the categories every prompt lists, once to build the examples.
+Labels are stripped of surrounding whitespace; an empty text or label is an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from tunelab.data.example import ChatExample, chat
+from tunelab.data.prompts import ClassificationPrompt
+from tunelab.data.sources.records import Reading, bad_record, iter_records
+from tunelab.errors import TunelabError
+
+DEFAULT_SYSTEM = "You classify text into one of a fixed set of categories."
+
+
+def read_classification(
+    path: Path,
+    *,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    prompt: ClassificationPrompt | None = None,
+    system: str | None = None,
+) -> Reading:
+    """`system=None` uses `DEFAULT_SYSTEM`; `system=""` writes no system message."""
+    columns = {"text": text_column or "text", "label": label_column or "label"}
+    labels = sorted({label for _, _, label in _rows(path, columns)})
+    if not labels:
+        raise TunelabError("empty_source", f"{path} has no rows.", path=path)
+    prompt = prompt or ClassificationPrompt()
+    system = DEFAULT_SYSTEM if system is None else system
+    examples = _examples(path, columns, labels, prompt, system or None)
+    return Reading(examples, fields=columns, system=system or None, labels=labels)
+
+
+def _examples(
+    path: Path,
+    columns: dict[str, str],
+    labels: list[str],
+    prompt: ClassificationPrompt,
+    system: str | None,
+) -> Iterator[ChatExample]:
+    for line, text, label in _rows(path, columns):
+        user = prompt.user_message(text, labels)
+        yield chat(user, prompt.answer(label), system, label=label, source_line=line)
+
+
+def _rows(path: Path, columns: dict[str, str]) -> Iterator[tuple[int, str, str]]:
+    """(line, text, label) for every row, checked."""
+    for line, record in iter_records(path):
+        for name in columns.values():
+            if name not in record:
+                shown = ", ".join(sorted(record))
+                raise TunelabError(
+                    "missing_column",
+                    f"no column `{name}` (columns: {shown}).",
+                    hint="name the columns with --text-column and --label-column",
+                    path=path,
+                    line=line,
+                )
+        text, label = record[columns["text"]], record[columns["label"]]
+        if not isinstance(text, str) or not text.strip():
+            raise bad_record(path, line, f"`{columns['text']}` is empty or not text.")
+        # JSON sources often number their classes; a number label is its decimal text.
+        if isinstance(label, int) and not isinstance(label, bool):
+            label = str(label)
+        label = label.strip() if isinstance(label, str) else ""
+        if not label or "\n" in label:
+            raise bad_record(path, line, f"`{columns['label']}` must be one line of text.")
+        yield line, text, label

@@ -1,0 +1,15 @@
+"""Suite-wide isolation: no test reads or writes the user's tunelab home or `.env`."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory, monkeypatch):
+    """Point TUNELAB_HOME at a per-test temporary directory and hide real API keys."""
+    home = tmp_path_factory.mktemp("tunelab-home")
+    monkeypatch.setenv("TUNELAB_HOME", str(home))
+    for name in ("OPENAI_API_KEY", "TOGETHER_API_KEY", "TUNELAB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    return home

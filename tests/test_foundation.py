@@ -87,3 +87,11 @@ def test_cli_version_and_unknown_command(capsys):
     assert main(["--version"]) == 0
     assert "tunelab" in capsys.readouterr().out
     assert main(["no-such-command"]) == 2
+
+
+def test_written_files_get_normal_permissions(tmp_path):
+    out = tmp_path / "shared.html"
+    atomic_write_text(out, "<html></html>")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask

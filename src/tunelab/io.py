@@ -42,6 +42,8 @@ def staged_write(path: Path, mode: str = "w") -> Iterator[tuple[IO, Path]]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
+    # mkstemp creates 0600; outputs are meant to be shared like any file the user writes.
+    os.fchmod(fd, _default_mode())
     try:
         encoding = None if "b" in mode else "utf-8"
         with os.fdopen(fd, mode, encoding=encoding) as handle:
@@ -51,6 +53,12 @@ def staged_write(path: Path, mode: str = "w") -> Iterator[tuple[IO, Path]]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def commit(tmp: Path, path: Path) -> None:

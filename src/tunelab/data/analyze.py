@@ -1,0 +1,187 @@
+"""Analysis of a chat fine-tuning dataset: tokens, distributions, epochs, billed tokens, cost.
+
+`analyze_file` runs the validator's single streaming pass with a token counter for the
+target model and a `TaskFacts` observer, then derives everything from fixed-size numbers:
+
+- recommended epochs: the rule of OpenAI's cookbook (and of `n_epochs="auto"`): target 3
+  epochs, at least 100 and at most 25,000 example-passes, between 1 and 25 epochs;
+- billed tokens: sum over examples of min(context, tokens), times epochs (providers
+  truncate longer examples to the context);
+- cost: those billed tokens at the target model's price, and the same tokens at every other
+  priced model so providers can be compared (other tokenizers count somewhat differently);
+- local models: estimated training time from the engine's measured throughput in
+  `$TUNELAB_HOME/throughput.json`, or none until there is a measurement.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from tunelab.catalog import DEFAULT_MODEL, ModelSpec, context_limit, resolve_model
+from tunelab.data.facts import TaskFacts
+from tunelab.data.pricing import load_prices, price_for
+from tunelab.data.tokens import load_counter
+from tunelab.data.validate import FileScan, ValidationReport, check_across, scan_file
+from tunelab.settings import get_settings
+
+TARGET_EPOCHS = 3
+MIN_TARGET_EXAMPLES = 100
+MAX_TARGET_EXAMPLES = 25_000
+MIN_DEFAULT_EPOCHS = 1
+MAX_DEFAULT_EPOCHS = 25
+HISTOGRAM_BINS = 20
+DISTRIBUTIONS = ("messages_per_example", "tokens_per_example", "assistant_tokens_per_example")
+
+
+def recommended_epochs(n_examples: int) -> int:
+    """Epochs for `n_examples` by the cookbook's rule; 0 when there is nothing to train."""
+    if n_examples <= 0:
+        return 0
+    if n_examples * TARGET_EPOCHS < MIN_TARGET_EXAMPLES:
+        return min(MAX_DEFAULT_EPOCHS, MIN_TARGET_EXAMPLES // n_examples)
+    if n_examples * TARGET_EPOCHS > MAX_TARGET_EXAMPLES:
+        return max(MIN_DEFAULT_EPOCHS, MAX_TARGET_EXAMPLES // n_examples)
+    return TARGET_EPOCHS
+
+
+def billed_tokens(tokens: np.ndarray, context: int | None, n_epochs: int) -> int:
+    """Tokens a provider bills: each example capped at the context, times epochs."""
+    capped = tokens if context is None else np.minimum(tokens, context)
+    return int(capped.sum()) * n_epochs
+
+
+def distribution(values: np.ndarray) -> dict:
+    """min/max/mean/median/p5/p95 and a histogram (one bin per value when the range is small)."""
+    if values.size == 0:
+        stats = dict.fromkeys(("min", "max", "mean", "median", "p5", "p95"))
+        return {**stats, "histogram": {"edges": [], "counts": []}}
+    low, high = int(values.min()), int(values.max())
+    if high - low < HISTOGRAM_BINS:
+        edges = np.arange(low, high + 2)
+    else:
+        edges = np.histogram_bin_edges(values, bins=HISTOGRAM_BINS)
+    counts, edges = np.histogram(values, bins=edges)
+    p5, median, p95 = np.percentile(values, [5, 50, 95]).tolist()
+    return {
+        "min": low,
+        "max": high,
+        "mean": round(float(values.mean()), 3),
+        "median": median,
+        "p5": round(p5, 3),
+        "p95": round(p95, 3),
+        "histogram": {"edges": [round(float(e), 2) for e in edges], "counts": counts.tolist()},
+    }
+
+
+def file_stats(scan: FileScan, context: int | None) -> dict:
+    """The statistics of one scanned file (training or validation)."""
+    tokens = scan.array_of("tokens")
+    return {
+        "file": scan.path,
+        "n_examples": scan.n_valid,
+        "n_invalid_examples": scan.n_examples - scan.n_valid,
+        "total_tokens": int(tokens.sum()),
+        "total_assistant_tokens": int(scan.array_of("assistant_tokens").sum()),
+        "n_over_context": int((tokens > context).sum()) if context else 0,
+        "n_missing_system": scan.n_missing_system,
+        "n_missing_user": scan.n_missing_user,
+        "distributions": {
+            "messages_per_example": distribution(scan.array_of("n_messages")),
+            "tokens_per_example": distribution(tokens),
+            "assistant_tokens_per_example": distribution(scan.array_of("assistant_tokens")),
+        },
+        "validation": ValidationReport(scan).summary(),
+    }
+
+
+def analyze_file(
+    path: str | Path,
+    *,
+    val_path: str | Path | None = None,
+    model: str | ModelSpec = DEFAULT_MODEL,
+    prices: str | Path | None = None,
+    progress: Callable[[str, int], None] | None = None,
+) -> dict:
+    """Validate and analyze a training file (and a validation file) in one pass each.
+
+    Returns a JSON-ready dict (see the module docstring and `tunelab analyze --json`).
+    `progress(path, bytes_read)` reports reading progress.
+    """
+    spec = resolve_model(model) if isinstance(model, str) else model
+    price_table = load_prices(prices)  # read first: a bad --prices file fails before the scan
+    counter = load_counter(spec)
+    context = context_limit(spec)
+    facts = TaskFacts()
+    scans = []
+    for file, label, observe in ((path, None, facts.observe), (val_path, str(val_path), None)):
+        if file is not None:
+            report = (lambda done, f=str(file): progress(f, done)) if progress else None
+            scans.append(
+                scan_file(file, counter=counter, context_limit=context, label=label,
+                          observe=observe, progress=report)
+            )  # fmt: skip
+    train, val = scans[0], (scans[1] if len(scans) > 1 else None)
+    check_across(train, val, spec)
+    report = ValidationReport(train, val, spec)
+    analysis = file_stats(train, context)
+    n_epochs = recommended_epochs(train.n_valid)
+    billed = billed_tokens(train.array_of("tokens"), context, n_epochs)
+    own_price = price_for(price_table, spec.provider, spec.name)
+    analysis.update(
+        model=spec.name,
+        provider=spec.provider,
+        tokenizer=counter.name,
+        exact_counts=counter.exact and not counter.approximated,
+        context_limit=context,
+        n_epochs=n_epochs,
+        billed_tokens=billed,
+        estimated_cost_usd=own_price.cost(billed) if own_price else None,
+        costs=[
+            {**_price_dict(p), "estimated_cost_usd": p.cost(billed)}
+            for p in sorted(price_table, key=lambda p: (p.provider, p.usd_per_million))
+        ],
+        validation=report.summary(),
+        task=facts.result(),
+        val=None if val is None else file_stats(val, context),
+        notes=[],
+    )
+    analysis.update(_training_time(spec, billed, analysis["notes"]))
+    if spec.provider == "local":
+        analysis["notes"].append("local training has no price: it costs compute time")
+    return analysis
+
+
+def _price_dict(price) -> dict:
+    return {
+        "provider": price.provider,
+        "model": price.model,
+        "method": price.method,
+        "usd_per_million": price.usd_per_million,
+        "as_of": price.as_of,
+        "source": price.source,
+    }
+
+
+def _training_time(spec: ModelSpec, billed: int, notes: list[str]) -> dict:
+    """Seconds to train locally at the engine's measured throughput, if it has measured one."""
+    result = {"estimated_train_seconds": None, "throughput": None}
+    if spec.provider != "local":
+        return result
+    path = get_settings().home / "throughput.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        data = {}
+    except (OSError, ValueError):
+        notes.append(f"{path} is unreadable; no training-time estimate")
+        return result
+    measured = data.get(spec.name) if isinstance(data, dict) else None
+    rate = measured.get("tokens_per_second") if isinstance(measured, dict) else None
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
+        notes.append("no measured training throughput yet: train once to get a time estimate")
+        return result
+    return {"estimated_train_seconds": round(billed / rate, 1), "throughput": measured}

@@ -1,0 +1,316 @@
+"""Training configuration: what a user may set, with OpenAI's names and `auto` defaults.
+
+`TrainConfig` is what a user types (each field's docstring becomes its `--help`, as in
+litgpt); `TrainConfig.resolve(n_examples, model_context)` checks the whole config at once and
+returns a `ResolvedConfig` with every `auto` replaced by a number, so that a run's
+`tunelab_config.json` says exactly what was trained.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import itertools
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+
+from tunelab.data.analyze import recommended_epochs
+from tunelab.errors import TunelabError
+
+AUTO = "auto"
+METHODS = ("lora", "full")
+SCHEDULERS = ("cosine", "linear", "constant")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+# Base learning rates, scaled by `learning_rate_multiplier`. LoRA adapters start at zero and
+# live in a low-rank subspace, so they need a step size ~10x larger than full fine-tuning to
+# move in the same number of steps (2e-4 is the LoRA/QLoRA papers' common choice). Full
+# fine-tuning updates every pretrained weight, where larger rates quickly erase what the model
+# knew; 2e-5 is the usual SFT rate for models of this size.
+BASE_LEARNING_RATE = {"lora": 2e-4, "full": 2e-5}
+# OpenAI picks a batch of about 0.2% of the examples; capped at 32 so that one step stays
+# affordable on a CPU.
+AUTO_BATCH_FRACTION = 0.002
+MAX_AUTO_BATCH_SIZE = 32
+MAX_AUTO_SEQ_LEN = 2048
+DEFAULT_WARMUP_RATIO = 0.03
+# With a validation set and `--eval-every auto`, about this many evaluations per run.
+AUTO_EVALUATIONS = 10
+
+
+@dataclass
+class TrainConfig:
+    method: str = "lora"
+    """Fine-tuning method: `lora` (small adapter, base weights frozen) or `full`."""
+    lora_rank: int = 16
+    """LoRA rank r: the adapter's capacity."""
+    lora_alpha: float = 32
+    """LoRA alpha: the adapter's output is scaled by alpha / rank."""
+    lora_dropout: float = 0.05
+    """Dropout on the adapter's input during training."""
+    lora_target_modules: tuple[str, ...] | None = None
+    """Module names to adapt (e.g. q_proj,v_proj); default: every linear layer of the
+    transformer blocks (not the embeddings or the output head)."""
+    n_epochs: int | str = AUTO
+    """Passes over the training data; auto: 3, more for small files, fewer for big ones."""
+    batch_size: int | str = AUTO
+    """Examples per optimizer step; auto: about 0.2% of the examples, between 1 and 32."""
+    learning_rate_multiplier: float | str = AUTO
+    """Scales the method's base learning rate (2e-4 for LoRA, 2e-5 for full); auto: 1."""
+    learning_rate: float | None = None
+    """Exact learning rate; overrides --learning-rate-multiplier."""
+    warmup_ratio: float | None = None
+    """Fraction of the steps spent warming the learning rate up from 0 (default 0.03)."""
+    warmup_steps: int | None = None
+    """Warm-up steps; an alternative to --warmup-ratio."""
+    lr_scheduler: str = "cosine"
+    """Learning-rate schedule after warm-up: cosine, linear (both decay to 0) or constant."""
+    gradient_accumulation_steps: int = 1
+    """Split each step's batch into this many forward/backward passes to save memory; the
+    update is the same."""
+    max_seq_len: int | str = AUTO
+    """Tokens per example; longer examples are truncated. auto: the model's context, at most
+    2048."""
+    seed: int = 42
+    """Seed for the data order, the adapter's initialisation and dropout."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (default: all epochs)."""
+    eval_every: int | str = AUTO
+    """Steps between validation evaluations (with a validation file); auto: about 10 per run.
+    Always evaluated at the end."""
+    checkpoint_every: int | None = None
+    """Also checkpoint every N steps (a checkpoint is always written at each epoch's end)."""
+    keep_checkpoints: int = 2
+    """How many of the latest checkpoints to keep."""
+    weight_decay: float = 0.0
+    """AdamW weight decay on weight matrices (never on norms or biases)."""
+    max_grad_norm: float | None = 1.0
+    """Clip the gradient norm to this value (none: no clipping)."""
+    precision: str = AUTO
+    """Compute precision: bf16 autocast (weights stay fp32) or fp32; auto: bf16 where the
+    CPU (AVX512-BF16/AMX) or GPU supports it."""
+
+    def problems(self) -> list[str]:
+        """Every invalid setting, each in terms of the flag a user types."""
+        found = [
+            *_choice("method", self.method, METHODS),
+            *_choice("lr-scheduler", self.lr_scheduler, SCHEDULERS),
+            *_choice("precision", self.precision, PRECISIONS),
+            *_number("lora-rank", self.lora_rank, minimum=1, integer=True),
+            *_number("lora-alpha", self.lora_alpha, minimum=0, strict=True),
+            *_number("lora-dropout", self.lora_dropout, minimum=0, maximum=1, below_max=True),
+            *_number("n-epochs", self.n_epochs, minimum=1, integer=True, auto=True),
+            *_number("batch-size", self.batch_size, minimum=1, integer=True, auto=True),
+            *_number("learning-rate-multiplier", self.learning_rate_multiplier, minimum=0,
+                     strict=True, auto=True),
+            *_number("learning-rate", self.learning_rate, minimum=0, strict=True, none=True),
+            *_number("warmup-ratio", self.warmup_ratio, minimum=0, maximum=1, none=True),
+            *_number("warmup-steps", self.warmup_steps, minimum=0, integer=True, none=True),
+            *_number("gradient-accumulation-steps", self.gradient_accumulation_steps,
+                     minimum=1, integer=True),
+            *_number("max-seq-len", self.max_seq_len, minimum=2, integer=True, auto=True),
+            *_number("seed", self.seed, minimum=0, integer=True),
+            *_number("max-steps", self.max_steps, minimum=1, integer=True, none=True),
+            *_number("eval-every", self.eval_every, minimum=1, integer=True, auto=True),
+            *_number("checkpoint-every", self.checkpoint_every, minimum=1, integer=True,
+                     none=True),
+            *_number("keep-checkpoints", self.keep_checkpoints, minimum=1, integer=True),
+            *_number("weight-decay", self.weight_decay, minimum=0),
+            *_number("max-grad-norm", self.max_grad_norm, minimum=0, strict=True, none=True),
+        ]  # fmt: skip
+        found += self._conflicts()
+        return found
+
+    def _conflicts(self) -> list[str]:
+        found = []
+        if self.warmup_ratio is not None and self.warmup_steps is not None:
+            found.append("Can't provide both --warmup-ratio and --warmup-steps. Choose one.")
+        multiplier_set = self.learning_rate_multiplier != AUTO
+        if self.learning_rate is not None and multiplier_set:
+            found.append(
+                "Can't provide both --learning-rate and --learning-rate-multiplier. Choose one."
+            )
+        if self.lora_target_modules is not None and (
+            not self.lora_target_modules
+            or not all(isinstance(m, str) and m for m in self.lora_target_modules)
+        ):
+            found.append("--lora-target-modules must be a list of module names")
+        batch, accumulation = self.batch_size, self.gradient_accumulation_steps
+        if _is_int(batch) and _is_int(accumulation) and 1 <= batch < accumulation:
+            found.append(
+                f"--batch-size ({batch}) must be at least --gradient-accumulation-steps "
+                f"({accumulation}): each accumulation step needs an example"
+            )
+        return found
+
+    def validate(self) -> None:
+        """Raise one `invalid_config` TunelabError listing every problem, if there are any."""
+        found = self.problems()
+        if found:
+            raise TunelabError(
+                "invalid_config",
+                "invalid training configuration: " + "; ".join(found),
+                hint="fix the flags above; `tunelab train --help` describes each one",
+                exit_code=2,
+            )
+
+    def resolve(
+        self, n_examples: int, model_context: int | None, device: str | None = None
+    ) -> ResolvedConfig:
+        """The config with every `auto` replaced, for `n_examples` training examples.
+
+        `model_context` is the model's maximum sequence length (None if unknown); `device`
+        ("cpu" or "cuda"; default: cuda when available) decides what `precision=auto` means.
+        """
+        self.validate()
+        if n_examples < 1:
+            raise TunelabError(
+                "no_training_examples",
+                "the training data has no example with an assistant message to train on.",
+                hint="check the file with `tunelab validate`",
+            )
+        batch_size = self._batch_size(n_examples)
+        n_epochs = recommended_epochs(n_examples) if self.n_epochs == AUTO else self.n_epochs
+        steps_per_epoch = math.ceil(n_examples / batch_size)
+        total_steps = steps_per_epoch * n_epochs
+        if self.max_steps is not None:
+            total_steps = min(total_steps, self.max_steps)
+        settings = asdict(self)
+        settings.update(
+            n_epochs=n_epochs,
+            batch_size=batch_size,
+            learning_rate_multiplier=self._multiplier(),
+            learning_rate=self._learning_rate(),
+            warmup_steps=self._warmup_steps(total_steps),
+            warmup_ratio=None,
+            max_seq_len=self.resolved_max_seq_len(model_context),
+            eval_every=self._eval_every(total_steps),
+            precision=resolve_precision(self.precision, device),
+        )
+        return ResolvedConfig(
+            **settings,
+            n_examples=n_examples,
+            steps_per_epoch=steps_per_epoch,
+            total_steps=total_steps,
+        )
+
+    def _batch_size(self, n_examples: int) -> int:
+        if self.batch_size != AUTO:
+            return self.batch_size
+        by_size = min(MAX_AUTO_BATCH_SIZE, max(1, round(n_examples * AUTO_BATCH_FRACTION)))
+        return max(by_size, self.gradient_accumulation_steps)
+
+    def _multiplier(self) -> float:
+        multiplier = self.learning_rate_multiplier
+        return 1.0 if multiplier == AUTO else float(multiplier)
+
+    def _learning_rate(self) -> float:
+        if self.learning_rate is not None:
+            return float(self.learning_rate)
+        return BASE_LEARNING_RATE[self.method] * self._multiplier()
+
+    def _warmup_steps(self, total_steps: int) -> int:
+        if self.warmup_steps is not None:
+            return min(self.warmup_steps, total_steps)
+        ratio = DEFAULT_WARMUP_RATIO if self.warmup_ratio is None else self.warmup_ratio
+        return round(ratio * total_steps)
+
+    def resolved_max_seq_len(self, model_context: int | None) -> int:
+        """--max-seq-len with auto replaced (needed before the data is tokenized)."""
+        if self.max_seq_len != AUTO:
+            return self.max_seq_len
+        return min(model_context or MAX_AUTO_SEQ_LEN, MAX_AUTO_SEQ_LEN)
+
+    def _eval_every(self, total_steps: int) -> int:
+        if self.eval_every != AUTO:
+            return self.eval_every
+        return max(1, total_steps // AUTO_EVALUATIONS)
+
+
+@dataclass
+class ResolvedConfig(TrainConfig):
+    """A `TrainConfig` with no `auto` left, plus the step counts it implies."""
+
+    n_examples: int = 0
+    steps_per_epoch: int = 0
+    total_steps: int = 0
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        if data["lora_target_modules"] is not None:
+            data["lora_target_modules"] = list(data["lora_target_modules"])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ResolvedConfig:
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if values.get("lora_target_modules") is not None:
+            values["lora_target_modules"] = tuple(values["lora_target_modules"])
+        return cls(**values)
+
+
+def resolve_precision(precision: str, device: str | None = None) -> str:
+    """`bf16` or `fp32`: `auto` is bf16 where the device computes it natively."""
+    if precision != AUTO:
+        return precision
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    capabilities = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    # Without AVX512-BF16 or AMX, bf16 is emulated on the CPU and slower than fp32.
+    native = capabilities.get("amx_bf16") or capabilities.get("avx512_bf16")
+    return "bf16" if native else "fp32"
+
+
+def field_help() -> dict[str, str]:
+    """Each `TrainConfig` field's docstring, one line, for `--help` texts."""
+    tree = ast.parse(inspect.getsource(TrainConfig))
+    body = tree.body[0].body
+    helps = {}
+    for node, following in itertools.pairwise(body):
+        is_doc = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
+        if isinstance(node, ast.AnnAssign) and is_doc:
+            helps[node.target.id] = " ".join(following.value.value.split())
+    return helps
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _choice(flag: str, value: object, choices: tuple[str, ...]) -> list[str]:
+    if value in choices:
+        return []
+    return [f"--{flag} must be one of {', '.join(choices)} (got {value!r})"]
+
+
+def _number(
+    flag: str,
+    value: object,
+    *,
+    minimum: float,
+    maximum: float | None = None,
+    integer: bool = False,
+    strict: bool = False,
+    below_max: bool = False,
+    auto: bool = False,
+    none: bool = False,
+) -> list[str]:
+    """A problem message when `value` is not a number in range (or `auto`/unset if allowed)."""
+    if (auto and value == AUTO) or (none and value is None):
+        return []
+    is_number = _is_int(value) or (not integer and isinstance(value, float))
+    ok = is_number and math.isfinite(value) and (value > minimum if strict else value >= minimum)
+    if ok and maximum is not None:
+        ok = value < maximum if below_max else value <= maximum
+    if ok:
+        return []
+    kind = "an integer" if integer else "a number"
+    bound = f"> {minimum}" if strict else f"≥ {minimum}"
+    if maximum is not None:
+        bound += f" and {'<' if below_max else '≤'} {maximum}"
+    return [f"--{flag} must be {kind} {bound}{' or auto' if auto else ''} (got {value!r})"]

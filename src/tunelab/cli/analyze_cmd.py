@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from tunelab.catalog import DEFAULT_MODEL
@@ -101,6 +102,8 @@ def render_analysis(a: dict) -> None:
     task = a.get("task") or {}
     if task.get("kind"):
         say(f"task: [bold]{task['kind']}[/]")
+        for line in _task_lines(task):
+            say(f"  {line}")
         for note in task.get("notes") or []:
             say(f"  [yellow]•[/] {note}")
     if a["costs"]:
@@ -113,6 +116,47 @@ def render_analysis(a: dict) -> None:
         )
     for note in a["notes"]:
         say(f"[dim]note: {note}[/]")
+
+
+def _top(counts: dict, n: int = 8) -> str:
+    return ", ".join(f"{escape(str(k))} {v:,}" for k, v in list(counts.items())[:n])
+
+
+def _spread(d: dict) -> str:
+    return f"min {d['min']}, mean {d['mean']}, max {d['max']}" if d.get("n") else "—"
+
+
+def _task_lines(task: dict) -> list[str]:
+    """The facts that matter for the detected kind of task, one line each."""
+    kind = task["kind"]
+    if kind == "queries":
+        q = task["queries"]
+        return [
+            f"query types: {_top(q['by_type'])} (unreadable {q['unreadable_share']:.1%})",
+            f"top operators: {_top(q['operators'])}",
+            f"pipeline stages: {_spread(q['pipeline_length'])}; nesting depth: "
+            f"{_spread(q['depth'])}",
+            f"collections: {q['n_distinct_collections']:,} distinct; "
+            f"top: {_top(q['collections'], 5)}",
+        ]
+    if kind == "classification":
+        c = task["classification"]
+        shares = ", ".join(
+            f"{escape(x['label'])} {x['count']:,} ({x['share']:.0%})" for x in c["labels"]
+        )
+        return [
+            f"{c['n_labels']} labels: {shares}",
+            f"imbalance (largest/smallest): {c['imbalance_ratio']}; majority-class accuracy: "
+            f"{c['majority_baseline_accuracy']:.1%}",
+        ]
+    if kind == "conversations":
+        t = task["conversations"]
+        return [
+            f"user turns per conversation: {_spread(t['user_turns'])}",
+            f"with a system message: {t['system_share']:.0%}; distinct system prompts: "
+            f"{t['n_distinct_system_prompts']:,}",
+        ]
+    return []
 
 
 @click.command("analyze")

@@ -160,7 +160,7 @@ def format_cmd(source: Path, **flags) -> int:
     if flags["as_json"]:
         print_json(report.to_dict())
     else:
-        _render_report(report)
+        render_format_report(report)
     return 0
 
 
@@ -192,7 +192,7 @@ def _preview(source: Path, options: SourceOptions, as_json: bool) -> int:
     return 0 if preview.schema_problem is None else 1
 
 
-def _render_report(report: FormatReport) -> None:
+def render_format_report(report: FormatReport) -> None:
     how = f"detected: {report.detection}" if report.detection else "given"
     stdout.print(
         f"[bold]{escape(report.source)}[/]: {report.kind} ({escape(how)})", highlight=False

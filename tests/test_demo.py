@@ -1,0 +1,43 @@
+"""The demo is the README's first command: it must run end to end on the bundled data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tunelab.cli import main
+from tunelab.demo import run_demo
+
+
+@pytest.mark.slow
+def test_demo_formats_validates_and_analyzes_the_samples(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--output-dir", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        "docspider_report.html",
+        "docspider_train.jsonl",
+        "docspider_val.jsonl",
+        "trec_report.html",
+        "trec_train.jsonl",
+        "trec_val.jsonl",
+    ]
+    text = capsys.readouterr().out
+    assert "task: classification" in text and "task: queries" in text
+    first = json.loads((out / "docspider_train.jsonl").read_text().splitlines()[0])
+    assert first["messages"][1]["content"].startswith("Collections: ")
+    # A second run replaces the demo's own outputs instead of refusing.
+    assert main(["demo", "--output-dir", str(out)]) == 0
+
+
+@pytest.mark.slow
+def test_demo_api_reports_the_facts_that_decide_a_run(tmp_path):
+    result = run_demo(tmp_path / "demo")
+    by_name = {run.name: run for run in result.datasets}
+    trec = by_name["trec"]
+    assert trec.validation.ok
+    assert trec.analysis["n_examples"] == trec.formatted.n_train
+    assert trec.analysis["n_epochs"] == 3  # 479 examples: the cookbook's rule keeps 3
+    assert trec.analysis["billed_tokens"] == 3 * trec.analysis["total_tokens"]
+    assert by_name["docspider"].analysis["task"]["kind"] == "queries"

@@ -11,17 +11,20 @@ import sys
 import click
 
 from tunelab import __version__
-from tunelab.cli.common import run_cli
 from tunelab.cli.analyze_cmd import analyze_cmd
+from tunelab.cli.common import run_cli
+from tunelab.cli.demo_cmd import demo_cmd
 from tunelab.cli.format_cmd import format_cmd
 from tunelab.cli.validate_cmd import validate_cmd
-from tunelab.cli.demo_cmd import demo_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="tunelab")
 def cli() -> None:
-    """tunelab: format, validate and analyze fine-tuning data; train, serve and evaluate models you own."""
+    """tunelab: fine-tune language models you own.
+
+    Format raw data into chat JSONL, validate and analyze it, train, chat and evaluate.
+    """
 
 
 cli.add_command(format_cmd)

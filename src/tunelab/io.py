@@ -14,8 +14,9 @@ from tunelab.errors import TunelabError
 
 def check_output_path(path: Path, *, force: bool, inputs: tuple[Path, ...] = ()) -> None:
     """Refuse to overwrite an existing output without `force`, or any input at all."""
+    path = Path(path)
     resolved = path.resolve()
-    for source in inputs:
+    for source in map(Path, inputs):
         if source.exists() and resolved == source.resolve():
             raise TunelabError(
                 "output_is_input",

@@ -56,6 +56,11 @@ class SourceOptions:
     schema: ConversationSchema | None = None
     max_conversations: int | None = None
 
+    def __post_init__(self) -> None:
+        # The Python API accepts plain strings for paths, as the CLI does.
+        if self.context_file is not None:
+            object.__setattr__(self, "context_file", Path(self.context_file))
+
     def given_for_other_kinds(self, kind: str) -> list[str]:
         """Options that were set but do not apply to `kind` (their field names)."""
         applies = {

@@ -76,10 +76,10 @@ class _IntStats:
         self.min: int | None = None
         self.max: int | None = None
 
-    def add(self, value: int) -> None:
-        self.values.add(value)
-        self.n += 1
-        self.total += value
+    def add(self, value: int, times: int = 1) -> None:
+        self.values.add(value, times)
+        self.n += times
+        self.total += value * times
         self.min = value if self.min is None else min(self.min, value)
         self.max = value if self.max is None else max(self.max, value)
 
@@ -109,11 +109,10 @@ class TaskFacts:
     def __init__(self) -> None:
         self.n_examples = 0
         # conversations
-        self.user_turns = _IntStats()
-        self.assistant_turns = _IntStats()
-        self.n_with_system = 0
+        # (user turns, assistant turns, has a system message) → examples
+        self._shapes: dict[tuple[int, int, bool], int] = {}
         self.system_prompts = _CappedCounter()
-        self.n_assistant_messages = self.assistant_chars = 0
+        self.assistant_chars = 0
         # classification: the final answer of each example, read as a label
         self.n_answers = 0
         self.labels = _CappedCounter()
@@ -129,31 +128,57 @@ class TaskFacts:
         self.chained = _CappedCounter()
 
     def observe(self, messages: list[dict]) -> None:
-        """Count one example (OpenAI chat messages). Keeps no text beyond short labels."""
+        """Count one example (OpenAI chat messages). Keeps no text beyond short labels.
+
+        Called once per example of files with hundreds of thousands of them, so the loop is
+        kept plain: turn counts go into one dict keyed by (user turns, assistant turns), and
+        their statistics are derived when read.
+        """
         self.n_examples += 1
         users = assistants = 0
         has_system = False
         answer = None
         for message in messages:
             role = message.get("role")
-            content = message.get("content")
-            text = content if isinstance(content, str) else ""
             if role == "user":
                 users += 1
             elif role == "assistant":
                 assistants += 1
-                self.assistant_chars += len(text)
-                answer = content if isinstance(content, str) else answer
+                content = message.get("content")
+                if isinstance(content, str):
+                    self.assistant_chars += len(content)
+                    answer = content
             elif role == "system":
-                has_system = True
+                content = message.get("content")
                 # hash(): counting distinct prompts needs their identity, not their text.
-                self.system_prompts.add(hash(text))
-        self.user_turns.add(users)
-        self.assistant_turns.add(assistants)
-        self.n_assistant_messages += assistants
-        self.n_with_system += has_system
+                self.system_prompts.add(hash(content if isinstance(content, str) else ""))
+                has_system = True
+        key = (users, assistants, has_system)
+        self._shapes[key] = self._shapes.get(key, 0) + 1
         if answer is not None:
             self._observe_answer(answer)
+
+    def _turn_stats(self, index: int) -> _IntStats:
+        stats = _IntStats()
+        for key, count in self._shapes.items():
+            stats.add(key[index], count)
+        return stats
+
+    @property
+    def user_turns(self) -> _IntStats:
+        return self._turn_stats(0)
+
+    @property
+    def assistant_turns(self) -> _IntStats:
+        return self._turn_stats(1)
+
+    @property
+    def n_with_system(self) -> int:
+        return sum(count for key, count in self._shapes.items() if key[2])
+
+    @property
+    def n_assistant_messages(self) -> int:
+        return sum(key[1] * count for key, count in self._shapes.items())
 
     def _observe_answer(self, answer: str) -> None:
         self.n_answers += 1

@@ -13,3 +13,12 @@ def isolated_home(tmp_path_factory, monkeypatch):
     for name in ("OPENAI_API_KEY", "TOGETHER_API_KEY", "TUNELAB_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     return home
+
+
+@pytest.fixture
+def smollm2_home(isolated_home, tmp_path_factory, monkeypatch):
+    """One TUNELAB_HOME for every SmolLM2 test of the session: the conversion happens once."""
+    home = tmp_path_factory.getbasetemp() / "smollm2-home"
+    home.mkdir(exist_ok=True)
+    monkeypatch.setenv("TUNELAB_HOME", str(home))
+    return home

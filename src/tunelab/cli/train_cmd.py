@@ -1,0 +1,397 @@
+"""`tunelab train`: fine-tune a local model in the foreground, with progress and Ctrl-C.
+
+Every TrainConfig field is a flag (its docstring is the help); every one accepts `auto`,
+meaning tunelab's default. The data is validated before the model is loaded, so a bad file
+fails in seconds. Ctrl-C stops the run after the current step with a checkpoint, and
+`--resume` continues it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shlex
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import fields
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from tunelab.catalog import DEFAULT_MODEL, WEIGHTS_MARKER, local_model_spec, resolve_model
+from tunelab.cli import common
+from tunelab.cli.validate_cmd import findings_table, input_file, reading_progress
+from tunelab.data.validate import validate_file
+from tunelab.engine import TrainConfig, field_help, plan, train
+from tunelab.engine.config import AUTO, METHODS, PRECISIONS, SCHEDULERS
+from tunelab.engine.models import ModelInfo, load_base, load_tokenizer, resolve_model_source
+from tunelab.errors import TunelabError
+
+EXIT_CANCELLED = 130
+# The interface contract's flags first in --help, then the rest in TrainConfig's order.
+FIRST_FLAGS = ("method", "n_epochs", "batch_size", "learning_rate_multiplier", "max_steps", "seed")
+
+
+UNSET = object()  # `--max-grad-norm none` is None: "not given" needs a value of its own
+
+
+class Setting(click.ParamType):
+    """A number (or one of `choices`), or `auto` for tunelab's default; `none` where allowed."""
+
+    def __init__(
+        self, kind=None, choices: tuple[str, ...] = (), none: bool = False, word: str = ""
+    ) -> None:
+        self.kind, self.choices, self.none = kind, choices, none
+        words = [*choices] if choices else [word or ("N" if kind is int else "X")]
+        self.name = "|".join([*words, "auto", *(["none"] if none else [])])
+
+    def get_metavar(self, param, ctx=None) -> str:
+        return f"[{self.name}]" if self.choices else self.name
+
+    def convert(self, value, param, ctx):
+        if value is UNSET:
+            return UNSET
+        text = str(value).strip().lower()
+        if text == AUTO:
+            return AUTO
+        if self.none and text == "none":
+            return None
+        if self.choices:
+            if text in self.choices:
+                return text
+            self.fail(f"{value!r} is not one of {', '.join(self.choices)} or auto", param, ctx)
+        if self.kind is str:
+            return str(value)
+        try:
+            return self.kind(text)
+        except ValueError:
+            kind = "an integer" if self.kind is int else "a number"
+            self.fail(f"{value!r} is not {kind} or auto", param, ctx)
+
+
+INTEGER, NUMBER = Setting(int), Setting(float)
+SETTING_TYPES = {
+    "method": Setting(choices=METHODS),
+    "lora_rank": INTEGER,
+    "lora_alpha": NUMBER,
+    "lora_dropout": NUMBER,
+    "lora_target_modules": Setting(str, word="NAME,..."),
+    "n_epochs": INTEGER,
+    "batch_size": INTEGER,
+    "learning_rate_multiplier": NUMBER,
+    "learning_rate": NUMBER,
+    "warmup_ratio": NUMBER,
+    "warmup_steps": INTEGER,
+    "lr_scheduler": Setting(choices=SCHEDULERS),
+    "gradient_accumulation_steps": INTEGER,
+    "max_seq_len": INTEGER,
+    "seed": INTEGER,
+    "max_steps": INTEGER,
+    "eval_every": INTEGER,
+    "checkpoint_every": INTEGER,
+    "keep_checkpoints": INTEGER,
+    "weight_decay": NUMBER,
+    "max_grad_norm": Setting(float, none=True),
+    "precision": Setting(choices=tuple(p for p in PRECISIONS if p != AUTO)),
+}
+
+
+def setting_options(command):
+    """One `--flag` per TrainConfig field, with the field's docstring as help."""
+    helps = field_help()
+    names = [f.name for f in fields(TrainConfig)]
+    ordered = [*FIRST_FLAGS, *(n for n in names if n not in FIRST_FLAGS)]
+    for name in reversed(ordered):
+        option = click.option(
+            f"--{name.replace('_', '-')}",
+            name,
+            type=SETTING_TYPES[name],
+            default=UNSET,
+            show_default=False,
+            help=helps[name],
+        )
+        command = option(command)
+    return command
+
+
+def build_config(settings: dict) -> TrainConfig:
+    """The TrainConfig the flags describe; `auto` and unset flags keep the field's default."""
+    given = {k: v for k, v in settings.items() if v is not UNSET and v != AUTO}
+    modules = given.pop("lora_target_modules", None)
+    if modules is not None:
+        given["lora_target_modules"] = tuple(m.strip() for m in modules.split(",") if m.strip())
+    config = TrainConfig(**given)
+    config.validate()
+    return config
+
+
+@click.command("train")
+@click.option("--train", "train_file", type=input_file, required=True, help="Training chat JSONL.")
+@click.option("--val", "val_file", type=input_file, help="Validation chat JSONL.")
+@click.option(
+    "--model",
+    default=DEFAULT_MODEL,
+    show_default=True,
+    help="Base model: the bundled alias, a Hugging Face model directory, a tunelab training "
+    "output (to train further) or a Hub id.",
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Directory for the adapter or weights, metrics.jsonl and checkpoints.",
+)
+@setting_options
+@click.option("--resume", is_flag=True, help="Continue the run in --output from its checkpoint.")
+@click.option("--force", is_flag=True, help="Start over in an --output that holds a run.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (examples, tokens, steps, time).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result (or plan) as JSON.")
+@click.pass_context
+def train_cmd(
+    ctx: click.Context,
+    train_file: Path,
+    val_file: Path | None,
+    model: str,
+    output: Path,
+    resume: bool,
+    force: bool,
+    dry_run: bool,
+    as_json: bool,
+    **settings,
+) -> int:
+    """Fine-tune a local model (LoRA or full) on chat JSONL from `tunelab format`."""
+    config = build_config(settings)
+    info = resolve_model_source(model)
+    if info.kind == "trained" and info.path in (output.resolve(), *output.resolve().parents):
+        raise TunelabError(
+            "output_is_input",
+            f"--output {output} would overwrite --model {model}, the model training starts from.",
+            hint="train further into a new --output directory",
+            exit_code=2,
+        )
+    check_training_data(train_file, val_file, info, as_json)
+    if dry_run:
+        tokenizer = load_tokenizer(info)
+        result = plan(
+            tokenizer,
+            train_file,
+            val_file,
+            config,
+            model_context=info.context_length,
+            base_model=info.name,
+        )
+        if as_json:
+            common.print_json(result)
+        else:
+            render_plan(result, info)
+        return 0
+    base, tokenizer, info = load_with_status(model, info)
+    cancel = threading.Event()
+    with ctrl_c_cancels(cancel), TrainingProgress(quiet=as_json) as progress:
+        result = train(
+            base,
+            tokenizer,
+            train_file,
+            val_file,
+            config,
+            output,
+            base_model=info.name,
+            metadata={"train_file": str(train_file), "val_file": val_file and str(val_file)},
+            callback=progress,
+            cancel=cancel,
+            resume=resume,
+            force=force,
+        )
+    if as_json:
+        common.print_json({**result.to_dict(), "model": info.to_dict()})
+    else:
+        render_result(result, resume_command(ctx))
+    return EXIT_CANCELLED if result.status == "cancelled" else 0
+
+
+def check_training_data(train_file: Path, val_file: Path | None, info: ModelInfo, as_json: bool):
+    """Validate the files for the model; on errors, summarise the findings and fail."""
+    spec = None
+    if info.kind == "bundled":
+        spec = resolve_model(DEFAULT_MODEL)
+    elif (info.path / "tokenizer_config.json").exists() or (info.path / "tokenizer.json").exists():
+        spec = local_model_spec(info.path)
+    with reading_progress() as progress:
+        report = validate_file(train_file, val_path=val_file, model=spec, progress=progress)
+    if report.ok:
+        if report.n_warnings and not as_json:
+            common.stderr.print(
+                f"[yellow]{report.n_warnings:,} warning(s)[/] in the data "
+                f"(see `tunelab validate {escape(str(train_file))}`)",
+                highlight=False,
+            )
+        return
+    error = TunelabError(
+        "invalid_training_data",
+        f"the data has {report.n_errors:,} error(s); nothing was trained.",
+        hint=f"`tunelab validate {train_file}` lists every finding",
+        path=train_file,
+    )
+    if as_json:
+        common.print_json({"error": error.to_dict(), "validation": report.to_dict()})
+    else:
+        table = findings_table(report)
+        if table is not None:
+            common.stderr.print(table)
+    raise error
+
+
+def load_with_status(model: str, info: ModelInfo):
+    converting = info.kind == "bundled" and not (info.path / WEIGHTS_MARKER).exists()
+    what = (
+        "converting the bundled model to a Hugging Face directory (once, about 20 s)"
+        if converting
+        else f"loading {info.name}"
+    )
+    common.stderr.print(what + "…", highlight=False)
+    return load_base(model)
+
+
+@contextlib.contextmanager
+def ctrl_c_cancels(cancel: threading.Event) -> Iterator[None]:
+    """The first Ctrl-C asks the run to stop after its current step; a second one aborts."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_interrupt(signum, frame) -> None:
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        common.stderr.print("stopping after this step, with a checkpoint (Ctrl-C again: abort)")
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class TrainingProgress:
+    """A progress bar on stderr (step, loss, tokens/s, ETA); a line every ~5% when not a TTY."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.bar: Progress | None = None
+        self.task = None
+
+    def __enter__(self) -> TrainingProgress:
+        if common.stderr.is_terminal and not self.quiet:
+            self.bar = Progress(
+                TextColumn("training"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[status]}"),
+                console=common.stderr,
+                transient=True,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=None, status="")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def __call__(self, record: dict) -> None:
+        step, total = record["step"], record["total_steps"]
+        status = (
+            f"loss {record['loss']:.4f}"
+            + (f"  val {record['val_loss']:.4f}" if "val_loss" in record else "")
+            + f"  {record['tokens_per_second']:,.0f} tok/s  ETA {_duration(record['eta_seconds'])}"
+        )
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, total=total, status=status)
+        elif not self.quiet and (step % max(1, total // 20) == 0 or step == total):
+            common.stderr.print(f"step {step}/{total}  {status}", highlight=False)
+
+
+def resume_command(ctx: click.Context) -> str:
+    """The command that continues this run: the same flags, plus --resume."""
+    parts = ["tunelab", "train"]
+    skipped = {"resume", "force", "dry_run", "as_json"}
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if value is None and isinstance(param.type, Setting):
+            value = "none"  # --max-grad-norm none
+        if param.name in skipped or value is UNSET or value is None or value is False:
+            continue
+        parts += [param.opts[0]] if value is True else [param.opts[0], str(value)]
+    return shlex.join([*parts, "--resume"])
+
+
+def render_plan(result: dict, info: ModelInfo) -> None:
+    config, train_stats, val = result["config"], result["train"], result["val"]
+    seconds = result["estimated_seconds"]
+    short = result["total_steps"] < result["steps_per_epoch"] * config["n_epochs"]
+    examples = f"{train_stats['n_examples']:,} training"
+    if train_stats["n_truncated"]:
+        examples += (
+            f" ({train_stats['n_truncated']:,} truncated to {config['max_seq_len']:,} tokens)"
+        )
+    if val:
+        examples += f", {val['n_examples']:,} validation"
+    estimate = (
+        f"about {_duration(seconds)} at {result['throughput']['tokens_per_second']:,.0f} tokens/s "
+        f"(measured {result['throughput']['measured_at'][:10]})"
+        if seconds is not None
+        else "unknown until a first run measures this model's speed here"
+    )
+    rows = [
+        ("base model", f"{info.name} ({config['method']})"),
+        ("examples", examples),
+        ("tokens per epoch", f"{train_stats['total_tokens']:,} ({train_stats['trained_tokens']:,} "
+         "trained)"),
+        ("epochs", f"{config['n_epochs']}" + (" (cut short by --max-steps)" if short else "")),
+        ("batch size", f"{config['batch_size']}"),
+        ("steps", f"{result['total_steps']:,} ({result['steps_per_epoch']:,} per epoch)"),
+        ("learning rate", f"{config['learning_rate']:.2g} ({config['lr_scheduler']}, "
+         f"{config['warmup_steps']} warm-up steps)"),
+        ("tokens to process", f"{result['tokens_to_process']:,}"),
+        ("estimated time", estimate),
+    ]  # fmt: skip
+    table = Table(show_header=False, show_edge=False, pad_edge=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    for name, value in rows:
+        table.add_row(name, escape(value))
+    common.stdout.print(table)
+
+
+def render_result(result, resume: str) -> None:
+    say = common.stdout.print
+    speed = f", {result.tokens_per_second:,.0f} tokens/s" if result.tokens_per_second else ""
+    losses = f"train loss {result.train_loss:.4f}" if result.train_loss is not None else "no step"
+    if result.val_loss is not None:
+        losses += f", val loss {result.val_loss:.4f}"
+        losses += f" (token accuracy {result.val_mean_token_accuracy:.1%})"
+    took = _duration(result.elapsed_seconds)
+    if result.status == "cancelled":
+        say(
+            f"[yellow]cancelled[/] at step {result.step}/{result.total_steps}: {losses}",
+            highlight=False,
+        )
+        say(f"  checkpoint: {escape(str(result.last_checkpoint))}", highlight=False)
+        say(f"  resume with: {escape(resume)}", highlight=False)
+        return
+    say(f"[green]✓ trained[/] {result.step} steps in {took}: {losses}{speed}", highlight=False)
+    say(f"  output: {escape(str(result.output_dir))}", highlight=False)
+    chat = f"tunelab chat {shlex.quote(str(result.output_dir))}"
+    say(f"  chat with it: {escape(chat)}", highlight=False)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

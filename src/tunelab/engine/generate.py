@@ -1,0 +1,329 @@
+"""Batched chat generation with a KV cache: what chat, evaluation and the server run.
+
+Prompts are the model's chat template with the generation prompt. A batch is left-padded
+(position ids count real tokens only, so a padded row computes what it would alone), and a
+row that finishes (EOS, a stop string, its token limit) leaves the batch: its cache rows are
+dropped, so a long answer does not make the short ones cost steps. Conversations are batched
+by prompt length to keep padding small. Greedy decoding gives the same tokens batched or one
+by one (tested); sampling is reproducible for a given seed and batch.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+from tunelab.errors import TunelabError
+
+Conversation = Sequence[dict]
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Sampling:
+    max_new_tokens: int = 256
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def check(self) -> None:
+        problems = []
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            problems.append(f"max tokens must be an integer ≥ 1 (got {self.max_new_tokens!r})")
+        if not 0 <= self.temperature <= 100:
+            problems.append(f"temperature must be between 0 and 100 (got {self.temperature})")
+        if not 0 < self.top_p <= 1:
+            problems.append(f"top_p must be > 0 and ≤ 1 (got {self.top_p})")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            problems.append("stop sequences must be non-empty strings")
+        if problems:
+            raise TunelabError("invalid_generation_settings", "; ".join(problems), exit_code=2)
+
+
+def generate(
+    model: torch.nn.Module,
+    tokenizer,
+    conversations: Sequence[Conversation],
+    *,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    stop: str | Sequence[str] | None = None,
+    seed: int | None = None,
+    batch_size: int = 16,
+) -> list[Completion]:
+    """One completion per conversation (a list of chat messages), in the given order."""
+    sampling = _sampling(max_new_tokens, temperature, top_p, stop, seed)
+    if batch_size < 1:
+        raise TunelabError("invalid_generation_settings", "batch_size must be ≥ 1", exit_code=2)
+    prompts = [encode_chat(tokenizer, conversation) for conversation in conversations]
+    generator = _generator(sampling.seed, model)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    completions: list[Completion | None] = [None] * len(prompts)
+    for begin in range(0, len(order), batch_size):
+        group = order[begin : begin + batch_size]
+        steps = _decode(model, tokenizer, [prompts[i] for i in group], sampling, generator)
+        rows = deque(steps, maxlen=1)[0]  # the rows after the last step
+        for index, row in zip(group, rows, strict=True):
+            completions[index] = row.completion()
+    return completions
+
+
+class ChatStream:
+    """Iterate for the answer's text deltas; `completion` holds the whole once iterated.
+
+    Text that might be the start of a stop string, or half of a multi-byte character, is held
+    back until the next tokens decide it, so no delta is ever taken back.
+    """
+
+    def __init__(self, model, tokenizer, messages: Conversation, sampling: Sampling) -> None:
+        self._model, self._tokenizer, self._sampling = model, tokenizer, sampling
+        self._prompt = encode_chat(tokenizer, messages)
+        self.completion: Completion | None = None
+
+    def __iter__(self) -> Iterator[str]:
+        sent = 0
+        generator = _generator(self._sampling.seed, self._model)
+        for rows in _decode(
+            self._model, self._tokenizer, [self._prompt], self._sampling, generator
+        ):
+            row = rows[0]
+            end = len(row.text) if row.finish_reason else _settled(row.text, self._sampling.stop)
+            if end > sent:
+                yield row.text[sent:end]
+                sent = end
+        self.completion = row.completion()
+
+
+def stream_chat(
+    model: torch.nn.Module,
+    tokenizer,
+    messages: Conversation,
+    *,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    stop: str | Sequence[str] | None = None,
+    seed: int | None = None,
+) -> ChatStream:
+    """The answer to one conversation as it is generated (see `ChatStream`)."""
+    sampling = _sampling(max_new_tokens, temperature, top_p, stop, seed)
+    return ChatStream(model, tokenizer, messages, sampling)
+
+
+def encode_chat(tokenizer, messages: Conversation) -> list[int]:
+    """Token ids of the chat-templated conversation, ending with the assistant's header."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise TunelabError(
+            "no_chat_template",
+            "the model's tokenizer has no chat template, so it cannot chat.",
+            hint="use an instruct/chat model, or add a chat_template to its tokenizer_config.json",
+        )
+    try:
+        text = tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=True
+        )
+    except Exception as err:  # jinja2 errors, or templates that raise on purpose
+        raise TunelabError(
+            "chat_template_error",
+            f"the model's chat template cannot render this conversation: {err}",
+            hint="check the messages' roles and contents",
+        ) from None
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _sampling(max_new_tokens, temperature, top_p, stop, seed) -> Sampling:
+    stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+    sampling = Sampling(max_new_tokens, float(temperature), float(top_p), stops, seed)
+    sampling.check()
+    return sampling
+
+
+def _generator(seed: int | None, model: torch.nn.Module) -> torch.Generator:
+    generator = torch.Generator(device=_device(model))
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    return generator
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@dataclass
+class _Row:
+    """One sequence being generated: its tokens, its text so far, why it stopped."""
+
+    tokenizer: object
+    prompt_tokens: int
+    limit: int
+    eos_ids: frozenset[int]
+    stop: tuple[str, ...]
+    tokens: list[int] = field(default_factory=list)
+    text: str = ""
+    finish_reason: str | None = None
+
+    def add(self, token: int) -> None:
+        self.tokens.append(token)
+        if token in self.eos_ids:
+            self.finish_reason = "stop"
+            return
+        # No clean-up of spaces: it may rewrite text already streamed (" 's" → "'s").
+        self.text = self.tokenizer.decode(
+            self.tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+        cuts = [at for at in (self.text.find(s) for s in self.stop) if at >= 0]
+        if cuts:
+            self.text = self.text[: min(cuts)]
+            self.finish_reason = "stop"
+        elif len(self.tokens) >= self.limit:
+            self.finish_reason = "length"
+
+    def completion(self) -> Completion:
+        return Completion(self.text, self.finish_reason, self.prompt_tokens, len(self.tokens))
+
+
+def _settled(text: str, stops: tuple[str, ...]) -> int:
+    """How much of an unfinished answer's text cannot change any more."""
+    end = len(text)
+    while end and text[end - 1] == "\ufffd":  # a character whose last bytes are still to come
+        end -= 1
+    held = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, end), held, -1):
+            if text[end - size : end] == stop[:size]:
+                held = size
+                break
+    return end - held
+
+
+def _decode(
+    model: torch.nn.Module,
+    tokenizer,
+    prompts: list[list[int]],
+    sampling: Sampling,
+    generator: torch.Generator,
+) -> Iterator[list[_Row]]:
+    """Generate for a batch of prompts; yields every row after each new token."""
+    context = getattr(model.config, "max_position_embeddings", None)
+    eos_ids = _eos_ids(model, tokenizer)
+    rows = []
+    for prompt in prompts:
+        room = sampling.max_new_tokens if context is None else context - len(prompt)
+        if room < 1 or not prompt:
+            raise TunelabError(
+                "prompt_too_long",
+                f"the prompt is {len(prompt)} tokens; the model's context is {context}.",
+                hint="shorten the conversation or the system prompt",
+            )
+        limit = min(sampling.max_new_tokens, room)
+        rows.append(_Row(tokenizer, len(prompt), limit, eos_ids, sampling.stop))
+    was_training = model.training
+    model.eval()  # no dropout while generating, even in the middle of a training run
+    try:
+        batch = _KVBatch(model, _pad_id(tokenizer))
+        logits = batch.start(prompts)
+        active = list(range(len(rows)))
+        while True:
+            tokens = _pick(logits, sampling, generator)
+            for index, token in zip(active, tokens, strict=True):
+                rows[index].add(token)
+            yield rows
+            keep = [k for k, index in enumerate(active) if rows[index].finish_reason is None]
+            if not keep:
+                return
+            active = [active[k] for k in keep]
+            logits = batch.step([tokens[k] for k in keep], keep)
+    finally:
+        model.train(was_training)
+
+
+class _KVBatch:
+    """The model's state for a left-padded batch: KV cache, attention mask, positions."""
+
+    def __init__(self, model: torch.nn.Module, pad_id: int) -> None:
+        self.model, self.pad_id, self.device = model, pad_id, _device(model)
+        self.cache = DynamicCache()
+        self.mask = self.positions = None
+
+    @torch.inference_mode()
+    def start(self, prompts: list[list[int]]) -> torch.Tensor:
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            ids[row, width - len(prompt) :] = torch.tensor(prompt)
+            mask[row, width - len(prompt) :] = 1
+        self.mask = mask.to(self.device)
+        # Left padding must not shift positions: each row's first real token is position 0.
+        self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
+        return self._forward(ids.to(self.device), self.positions)
+
+    @torch.inference_mode()
+    def step(self, tokens: list[int], keep: list[int]) -> torch.Tensor:
+        if len(keep) < self.mask.shape[0]:
+            index = torch.tensor(keep, device=self.device)
+            self.cache.batch_select_indices(index)
+            self.mask, self.positions = self.mask[index], self.positions[index]
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(keep), 1))], dim=-1)
+        self.positions = self.positions[:, -1:] + 1
+        ids = torch.tensor(tokens, device=self.device)[:, None]
+        return self._forward(ids, self.positions)
+
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        output = self.model(
+            input_ids=ids,
+            attention_mask=self.mask,
+            position_ids=positions,
+            past_key_values=self.cache,
+            use_cache=True,
+            logits_to_keep=1,  # only the last position's logits: the vocabulary is wide
+        )
+        return output.logits[:, -1].float()
+
+
+@torch.inference_mode()
+def _pick(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) -> list[int]:
+    """The next token of each row: argmax, or a sample from the top-p nucleus."""
+    if sampling.temperature == 0:
+        return logits.argmax(-1).tolist()
+    probs = torch.softmax(logits / sampling.temperature, dim=-1)
+    if sampling.top_p < 1:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        # Keep the smallest set of top tokens whose mass reaches top_p (always the first).
+        outside = sorted_probs.cumsum(-1) - sorted_probs >= sampling.top_p
+        sorted_probs[outside] = 0
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1).tolist()
+
+
+def _eos_ids(model: torch.nn.Module, tokenizer) -> frozenset[int]:
+    ids = set()
+    config = getattr(model, "generation_config", None)
+    for value in (getattr(config, "eos_token_id", None), tokenizer.eos_token_id):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(v for v in value if isinstance(v, int))
+    return frozenset(ids)
+
+
+def _pad_id(tokenizer) -> int:
+    for value in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if isinstance(value, int):
+            return value
+    return 0

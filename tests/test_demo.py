@@ -13,7 +13,7 @@ from tunelab.demo import run_demo
 @pytest.mark.slow
 def test_demo_formats_validates_and_analyzes_the_samples(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--output-dir", str(out)]) == 0
+    assert main(["demo", "--output-dir", str(out), "--train-steps", "0"]) == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == [
         "docspider_report.html",
@@ -28,12 +28,12 @@ def test_demo_formats_validates_and_analyzes_the_samples(tmp_path, capsys):
     first = json.loads((out / "docspider_train.jsonl").read_text().splitlines()[0])
     assert first["messages"][1]["content"].startswith("Collections: ")
     # A second run replaces the demo's own outputs instead of refusing.
-    assert main(["demo", "--output-dir", str(out)]) == 0
+    assert main(["demo", "--output-dir", str(out), "--train-steps", "0"]) == 0
 
 
 @pytest.mark.slow
 def test_demo_api_reports_the_facts_that_decide_a_run(tmp_path):
-    result = run_demo(tmp_path / "demo")
+    result = run_demo(tmp_path / "demo", train_steps=0)
     by_name = {run.name: run for run in result.datasets}
     trec = by_name["trec"]
     assert trec.validation.ok
@@ -41,3 +41,15 @@ def test_demo_api_reports_the_facts_that_decide_a_run(tmp_path):
     assert trec.analysis["n_epochs"] == 3  # 479 examples: the cookbook's rule keeps 3
     assert trec.analysis["billed_tokens"] == 3 * trec.analysis["total_tokens"]
     assert by_name["docspider"].analysis["task"]["kind"] == "queries"
+
+
+@pytest.mark.slow
+def test_demo_fine_tunes_and_answers_held_out_questions(tmp_path, smollm2_home):
+    result = run_demo(tmp_path / "demo", train_steps=2)
+    tuned = result.fine_tune
+    assert tuned.result.status == "succeeded" and tuned.result.step == 2
+    run_dir = tmp_path / "demo" / "trec-lora"
+    assert (run_dir / "adapter_model.safetensors").exists()
+    assert (run_dir / "tunelab_config.json").exists()
+    assert len(tuned.answers) == 4
+    assert all(a.expected.startswith("<category>") and a.question for a in tuned.answers)

@@ -5,13 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.markup import escape
+from rich.table import Table
 
 from tunelab.catalog import DEFAULT_MODEL
 from tunelab.cli import common
 from tunelab.cli.analyze_cmd import render_analysis
 from tunelab.cli.format_cmd import render_format_report
+from tunelab.cli.train_cmd import TrainingProgress, render_result
 from tunelab.cli.validate_cmd import render_report
-from tunelab.demo import run_demo
+from tunelab.demo import DEMO_TRAIN_STEPS, FineTune, run_demo
 
 
 def _heading(text: str) -> None:
@@ -26,10 +29,24 @@ def _heading(text: str) -> None:
     show_default=True,
     help="Where the demo writes its files (its own earlier outputs there are replaced).",
 )
-@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Target model.")
-def demo_cmd(output_dir: Path, model: str) -> int:
-    """Run the main job on the bundled sample data: format, validate, analyze."""
-    result = run_demo(output_dir, model=model, on_step=lambda text: _heading(text))
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Base model.")
+@click.option(
+    "--train-steps",
+    type=click.IntRange(min=0),
+    default=DEMO_TRAIN_STEPS,
+    show_default=True,
+    help="LoRA steps on the TREC sample (0 skips fine-tuning).",
+)
+def demo_cmd(output_dir: Path, model: str, train_steps: int) -> int:
+    """Run the main job on the bundled sample data: format, validate, analyze, fine-tune, chat."""
+    with TrainingProgress() as progress:
+        result = run_demo(
+            output_dir,
+            model=model,
+            train_steps=train_steps,
+            on_step=lambda text: _heading(text),
+            on_progress=progress,
+        )
     for run in result.datasets:
         _heading(f"{run.name}: format")
         render_format_report(run.formatted)
@@ -37,7 +54,18 @@ def demo_cmd(output_dir: Path, model: str) -> int:
         render_report(run.validation)
         _heading(f"{run.name}: analyze")
         render_analysis(run.analysis)
+    if result.fine_tune is not None:
+        _render_fine_tune(result.fine_tune, output_dir)
     _heading("files")
     for path in sorted(output_dir.iterdir()):
         common.stdout.print(f"  {path}", highlight=False)
     return 0 if all(run.validation.ok for run in result.datasets) else 1
+
+
+def _render_fine_tune(fine_tune: FineTune, output_dir: Path) -> None:
+    _heading("trec: fine-tune (LoRA) and chat")
+    render_result(fine_tune.result, resume=f"tunelab demo --output-dir {output_dir}")
+    table = Table("held-out question", "expected", "fine-tuned model's answer", box=None)
+    for answer in fine_tune.answers:
+        table.add_row(escape(answer.question), escape(answer.expected), escape(answer.answer))
+    common.stdout.print(table)

@@ -140,6 +140,8 @@ def test_ctrl_c_checkpoints_exits_130_and_the_printed_command_resumes(
         return real_train(*args, callback=press_ctrl_c, **kwargs)
 
     monkeypatch.setattr(train_module, "train", interrupted_after_first_step)
+    # Whatever handled SIGINT before (SIG_IGN under nohup or CI) is put back afterwards.
+    handler_before = signal.getsignal(signal.SIGINT)
     output = tmp_path / "run"
     assert run_train(train_file, base_dir, output) == 130
     printed = capsys.readouterr().out
@@ -153,7 +155,7 @@ def test_ctrl_c_checkpoints_exits_130_and_the_printed_command_resumes(
     assert argv[:2] == ["tunelab", "train"] and argv[-1] == "--resume"
     assert main(argv[1:]) == 0
     assert "trained 6 steps" in capsys.readouterr().out
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) == handler_before
 
 
 def test_interactive_chat_keeps_the_history(tmp_path, base_dir, capsys, monkeypatch):

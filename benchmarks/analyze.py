@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import random
 import re
-import resource
 import subprocess
 import sys
 import tempfile
@@ -30,10 +28,17 @@ from pathlib import Path
 
 import orjson
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-RESULTS = HERE / "RESULTS.md"
-DOCSPIDER = REPO.parent / "shared" / "datasets" / "docspider"
+from _common import (
+    HERE,
+    REPO,
+    SHARED_DATASETS,
+    append_results,
+    cpu_seconds,
+    describe_machine,
+    peak_rss_mb,
+)
+
+DOCSPIDER = SHARED_DATASETS / "docspider"
 N_LARGE, N_SMALL = 200_000, 50_000
 MODEL = "gpt-3.5-turbo"
 SEED = 20250101
@@ -132,7 +137,7 @@ def measure_in_child(kind: str, path: str) -> dict:
         sys.path.insert(0, str(HERE))
         import baseline_cookbook
 
-        rss_ready, cpu_ready = _peak_rss_mb(), _cpu_seconds()
+        rss_ready, cpu_ready = peak_rss_mb(), cpu_seconds()
         start = time.perf_counter()
         result = baseline_cookbook.analyze(path)
         seconds = time.perf_counter() - start
@@ -142,7 +147,7 @@ def measure_in_child(kind: str, path: str) -> dict:
         from tunelab.data.analyze import analyze_file
         from tunelab.data.validate import validate_file
 
-        rss_ready, cpu_ready = _peak_rss_mb(), _cpu_seconds()
+        rss_ready, cpu_ready = peak_rss_mb(), cpu_seconds()
         start = time.perf_counter()
         if kind == "tunelab-validate":
             report = validate_file(path, model=MODEL)
@@ -157,24 +162,14 @@ def measure_in_child(kind: str, path: str) -> dict:
     return {
         "kind": kind,
         "seconds": seconds,
-        "cpu_seconds": _cpu_seconds() - cpu_ready,
+        "cpu_seconds": cpu_seconds() - cpu_ready,
         "n_examples": n,
         "total_tokens": tokens,
         "assistant_tokens": assistant,
         "billed_tokens": billed,
         "rss_ready_mb": rss_ready,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
     }
-
-
-def _cpu_seconds() -> float:
-    """User + system CPU time of this process, all threads: robust to a busy machine."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def run_child(kind: str, path: Path) -> dict:
@@ -226,14 +221,6 @@ def _rate(m: dict) -> str:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import numpy
     import quicktok
     import tiktoken
@@ -242,11 +229,7 @@ def machine() -> str:
         f"tiktoken {tiktoken.__version__}, quicktok {quicktok.__version__}, "
         f"orjson {orjson.__version__}, numpy {numpy.__version__}"
     )
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (
-        f"{platform.platform()}; {cpu}; {os.cpu_count()} cores (load average at the end: "
-        f"{load}); Python {platform.python_version()}; {versions}"
-    )
+    return describe_machine(versions)
 
 
 def markdown(rows: list[dict], notes: list[str]) -> str:
@@ -316,13 +299,7 @@ def main() -> None:
         f"+{base_growth:.0f} MB."
     )
     print(notes[-1])
-    with RESULTS.open("a", encoding="utf-8") as out:
-        if RESULTS.stat().st_size == 0:
-            out.write(
-                "# Benchmark results\n\nAppended by `make bench` (benchmarks/run_all.py).\n\n"
-            )
-        out.write(markdown(rows, notes) + "\n")
-    print(f"appended to {RESULTS}")
+    append_results(markdown(rows, notes))
 
 
 if __name__ == "__main__":

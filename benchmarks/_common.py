@@ -1,0 +1,95 @@
+"""Helpers the benchmarks share: the machine they ran on, process figures, RESULTS.md.
+
+Not a benchmark itself (no `main()`), so `run_all.py` only imports it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RESULTS = HERE / "RESULTS.md"
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo, else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def describe_machine(versions: str) -> str:
+    """One line for RESULTS.md: OS, CPU, cores, load now, Python and the `versions` given."""
+    return (
+        f"{platform.platform()}; {cpu_model()}; {os.cpu_count()} cores (load average at the "
+        f"end: {load_average()}); Python {platform.python_version()}; {versions}"
+    )
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads: robust to a busy machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def append_results(section: str) -> None:
+    """Append a markdown section to RESULTS.md (with the file's header if it is new)."""
+    with RESULTS.open("a", encoding="utf-8") as out:
+        if RESULTS.stat().st_size == 0:
+            out.write(
+                "# Benchmark results\n\nAppended by `make bench` (benchmarks/run_all.py).\n\n"
+            )
+        out.write(section.rstrip("\n") + "\n\n")
+    print(f"appended to {RESULTS}")
+
+
+def busy_fraction(seconds: float = 3.0) -> float:
+    """Fraction of all cores busy over `seconds` (from /proc/stat; 0 where unavailable)."""
+
+    def sample() -> tuple[int, int]:
+        try:
+            fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        except (OSError, ValueError):
+            return 0, 0
+        idle = fields[3] + fields[4]  # idle + iowait
+        return sum(fields[:8]) - idle, sum(fields[:8])
+
+    busy_0, total_0 = sample()
+    time.sleep(seconds)
+    busy_1, total_1 = sample()
+    return (busy_1 - busy_0) / (total_1 - total_0) if total_1 > total_0 else 0.0
+
+
+def wait_until_quiet(max_seconds: float = 180, threshold: float = 0.2) -> str:
+    """Wait (up to `max_seconds`) for other work to leave the CPU; says what it found.
+
+    Timings on a shared machine are only meaningful when nothing else runs: torch's threads
+    wait on each other, so one busy core can slow a training step far more than twofold.
+    """
+    start = time.perf_counter()
+    busy = busy_fraction()
+    while busy > threshold and time.perf_counter() - start < max_seconds:
+        time.sleep(10)
+        busy = busy_fraction()
+    waited = time.perf_counter() - start
+    state = "quiet" if busy <= threshold else "still busy"
+    return f"{state} ({busy:.0%} of the CPU busy with other work after waiting {waited:.0f} s)"

@@ -364,7 +364,7 @@ def markdown(ours: dict, theirs: dict, context: dict) -> str:
         "",
         f"Data: {context['source']} formatted as chat by `format_dataset`; the first "
         f"{ours['steps'] * BATCH_SIZE} training examples ({ours['total_tokens']:,} tokens, "
-        f"{ours['trained_tokens']:,} assistant tokens; TRL tokenized the same "
+        f"{ours['trained_tokens']:,} assistant tokens; TRL's tokenization: "
         f"{theirs['total_tokens']:,} / {theirs['trained_tokens']:,}), one epoch, batch "
         f"{BATCH_SIZE}, {ours['steps']} steps: the first is warm-up, the next "
         f"{MEASURED_STEPS} are timed. LoRA r={LORA_RANK}, alpha={LORA_ALPHA}, dropout="

@@ -1,83 +1,13 @@
-"""Tiny models for engine tests: a random 2-layer Llama and a ChatML tokenizer built here.
-
-Nothing is downloaded: the tokenizer is a byte-level BPE trained on the test sentences, with
-SmolLM2's special tokens and chat template.
-"""
+"""Fixtures for engine tests, over the tiny models of `tests/tiny.py`."""
 
 from __future__ import annotations
 
 import pytest
-import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
+from tiny import QUESTIONS, build_model, build_tokenizer
 from tunelab.data.example import ChatExample, chat
 from tunelab.engine import TrainConfig
-
-# SmolLM2-135M-Instruct's template, with a shorter default system prompt.
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-QUESTIONS = [
-    ("What is the capital of France?", "Paris"),
-    ("What is the capital of Italy?", "Rome"),
-    ("What is the capital of Spain?", "Madrid"),
-    ("What is the capital of Japan?", "Tokyo"),
-    ("Who wrote Hamlet?", "Shakespeare"),
-    ("How many legs does a spider have?", "Eight"),
-    ("What color is the sky on a clear day?", "Blue"),
-    ("What is two plus two?", "Four"),
-    ("Which planet is closest to the sun?", "Mercury"),
-    ("What do bees make?", "Honey"),
-    ("What is frozen water called?", "Ice"),
-    ("Which animal says moo?", "A cow says moo."),
-]
-
-
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    corpus = [f"system user assistant You are a helpful assistant. {q} {a}" for q, a in QUESTIONS]
-    bpe.train_from_iterator(corpus * 4, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        chat_template=CHATML_TEMPLATE,
-    )
-
-
-def build_model(tokenizer, seed: int = 0, hidden: int = 64) -> LlamaForCausalLM:
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        # Larger than the usual 0.02: with a tied 64-wide head, small embeddings cap the logits
-        # so low that a frozen-base LoRA could barely lower the loss.
-        initializer_range=0.2,
-    )
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(config)
 
 
 @pytest.fixture(scope="session")

@@ -17,8 +17,11 @@ from tunelab.cli.common import run_cli
 from tunelab.cli.demo_cmd import demo_cmd
 from tunelab.cli.export_cmd import export_cmd
 from tunelab.cli.format_cmd import format_cmd
+from tunelab.cli.jobs_cmd import jobs_group
+from tunelab.cli.models_cmd import models_group
 from tunelab.cli.train_cmd import train_cmd
 from tunelab.cli.validate_cmd import validate_cmd
+from tunelab.cli.worker_cmd import worker_cmd
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -37,7 +40,24 @@ cli.add_command(demo_cmd)
 cli.add_command(train_cmd)
 cli.add_command(chat_cmd)
 cli.add_command(export_cmd)
+cli.add_command(jobs_group)
+cli.add_command(models_group)
+cli.add_command(worker_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:
+    recover_lost_jobs()
     return run_cli(cli, argv if argv is not None else sys.argv[1:])
+
+
+def recover_lost_jobs() -> None:
+    """Mark failed the local jobs whose worker died, so no command shows them running."""
+    from tunelab.settings import get_settings
+
+    if not get_settings().registry_path.exists():
+        return  # nothing has run yet; do not create a registry for `tunelab validate`
+    from tunelab.providers.worker import recover_lost_jobs as recover
+    from tunelab.registry import Store
+
+    with Store() as store:
+        recover(store)

@@ -14,6 +14,8 @@ import click
 from tunelab.cli import common
 from tunelab.engine.generate import Completion, stream_chat
 from tunelab.engine.models import load_base
+from tunelab.providers.jobs import get_provider
+from tunelab.providers.models import chat_target
 
 EXIT_WORDS = ("/exit", "/quit")
 RESET_WORD = "/reset"
@@ -56,13 +58,36 @@ def chat_cmd(
     stop: tuple[str, ...],
     seed: int | None,
 ) -> int:
-    """Chat with MODEL: a base model alias, a Hugging Face directory or a training output."""
-    common.stderr.print(f"loading {model}…", highlight=False)
-    loaded, tokenizer, info = load_base(model)
+    """Chat with MODEL: a base model alias, a Hugging Face directory, a training output, or
+    any model the registry knows (`ft:...` names from `tunelab jobs`, on any provider)."""
+    target = chat_target(model)
+    history = [{"role": "system", "content": system}] if system else []
     settings = dict(
         max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop, seed=seed
     )
-    history = [{"role": "system", "content": system}] if system else []
+    if target.provider == "local":
+        common.stderr.print(f"loading {model}…", highlight=False)
+        loaded, tokenizer, info = load_base(target.model)
+        name = info.name
+        answer = local_answerer(loaded, tokenizer, settings, max_tokens)
+    else:
+        name = f"{target.model} ({target.provider})"
+        answer = hosted_answerer(target, settings)
+    if prompt is not None:
+        answer([*history, {"role": "user", "content": prompt}])
+        return 0
+    interactive = sys.stdin.isatty()
+    if interactive:
+        common.stderr.print(
+            f"chatting with {name}: /exit or Ctrl-D to quit, {RESET_WORD} to start over",
+            highlight=False,
+        )
+    run_session(history, answer, interactive)
+    return 0
+
+
+def local_answerer(loaded, tokenizer, settings: dict, max_tokens: int):
+    """Answers from the engine, streamed to stdout as they are generated."""
 
     def answer(messages: list[dict]) -> Completion:
         stream = stream_chat(loaded, tokenizer, messages, **settings)
@@ -74,17 +99,28 @@ def chat_cmd(
             common.stderr.print(f"[dim](stopped at --max-tokens {max_tokens})[/]")
         return stream.completion
 
-    if prompt is not None:
-        answer([*history, {"role": "user", "content": prompt}])
-        return 0
-    interactive = sys.stdin.isatty()
-    if interactive:
-        common.stderr.print(
-            f"chatting with {info.name}: /exit or Ctrl-D to quit, {RESET_WORD} to start over",
-            highlight=False,
+    return answer
+
+
+def hosted_answerer(target, settings: dict):
+    """Answers from a hosted provider (Together, OpenAI or an OpenAI-compatible URL)."""
+    provider = get_provider(target.provider, base_url=target.base_url)
+
+    def answer(messages: list[dict]):
+        result = provider.chat(
+            target.model,
+            messages,
+            max_tokens=settings["max_new_tokens"],
+            temperature=settings["temperature"],
+            top_p=settings["top_p"],
+            stop=list(settings["stop"]) or None,
+            seed=settings["seed"],
         )
-    run_session(history, answer, interactive)
-    return 0
+        sys.stdout.write(result.text + "\n")
+        sys.stdout.flush()
+        return result
+
+    return answer
 
 
 def run_session(history: list[dict], answer, interactive: bool) -> None:

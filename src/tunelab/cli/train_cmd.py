@@ -119,13 +119,7 @@ def setting_options(command):
 
 def build_config(settings: dict) -> TrainConfig:
     """The TrainConfig the flags describe; `auto` and unset flags keep the field's default."""
-    given = {k: v for k, v in settings.items() if v is not UNSET and v != AUTO}
-    modules = given.pop("lora_target_modules", None)
-    if modules is not None:
-        given["lora_target_modules"] = tuple(m.strip() for m in modules.split(",") if m.strip())
-    config = TrainConfig(**given)
-    config.validate()
-    return config
+    return TrainConfig.from_settings({k: v for k, v in settings.items() if v is not UNSET})
 
 
 @click.command("train")

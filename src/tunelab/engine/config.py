@@ -92,6 +92,29 @@ class TrainConfig:
     """Compute precision: bf16 autocast (weights stay fp32) or fp32; auto: bf16 where the
     CPU (AVX512-BF16/AMX) or GPU supports it."""
 
+    @classmethod
+    def from_settings(cls, settings: dict) -> TrainConfig:
+        """The config that flag-style settings describe: `auto` keeps the field's default,
+        `lora_target_modules` may be a comma-separated string. Unknown names are refused."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(settings) - names)
+        if unknown:
+            raise TunelabError(
+                "invalid_config",
+                f"unknown setting(s): {', '.join(unknown)}.",
+                hint="`tunelab train --help` lists every setting",
+                exit_code=2,
+            )
+        given = {k: v for k, v in settings.items() if v != AUTO}
+        modules = given.get("lora_target_modules")
+        if isinstance(modules, str):
+            given["lora_target_modules"] = tuple(m.strip() for m in modules.split(",") if m.strip())
+        elif isinstance(modules, list):
+            given["lora_target_modules"] = tuple(modules)
+        config = cls(**given)
+        config.validate()
+        return config
+
     def problems(self) -> list[str]:
         """Every invalid setting, each in terms of the flag a user types."""
         found = [

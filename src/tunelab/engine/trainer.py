@@ -324,11 +324,13 @@ class _Loop:
         with (self.run_dir / METRICS_FILE).open("ab") as handle:
             handle.write(orjson.dumps(record) + b"\n")
         every = config.checkpoint_every
+        saved = {}
         if end_of_epoch or (every and step % every == 0):
             self.checkpoint(position)
+            saved = {"checkpoint": str(self.last_checkpoint)}
         self.last_record = record
         if self.callback is not None:
-            self.callback({**record, "total_steps": config.total_steps})
+            self.callback({**record, "total_steps": config.total_steps, **saved})
 
     def evaluate(self) -> dict:
         """Validation loss and mean token accuracy over every trained validation token."""

@@ -1,0 +1,398 @@
+"""`tunelab jobs`: create, watch and manage fine-tuning jobs on any provider.
+
+A thin layer over `tunelab.providers.jobs`; `--json` prints OpenAI's `fine_tuning.job`
+objects so scripts written against OpenAI's API read them unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from tunelab.catalog import DEFAULT_MODEL
+from tunelab.cli import common
+from tunelab.cli.train_cmd import UNSET, _duration, setting_options
+from tunelab.cli.validate_cmd import findings_table, input_file, reading_progress
+from tunelab.engine.config import AUTO
+from tunelab.errors import TunelabError
+from tunelab.providers import jobs as api
+from tunelab.providers.base import TERMINAL_STATUSES
+
+STATUS_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "yellow",
+    "paused": "yellow",
+    "running": "cyan",
+    "queued": "blue",
+    "validating_files": "blue",
+}
+
+
+@click.group("jobs")
+def jobs_group() -> None:
+    """Fine-tuning jobs on every provider: local (default), together, openai."""
+
+
+@jobs_group.command("create")
+@click.option("--train", "train_file", type=input_file, required=True, help="Training chat JSONL.")
+@click.option("--val", "val_file", type=input_file, help="Validation chat JSONL.")
+@click.option(
+    "--provider",
+    type=click.Choice(api.PROVIDERS),
+    default="local",
+    show_default=True,
+    help="Where the job runs.",
+)
+@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Base model.")
+@setting_options
+@click.option("--suffix", help="Added to the fine-tuned model's name (up to 64 characters).")
+@click.option("--name", help="A name for the job, shown in `jobs list`.")
+@click.option("--base-url", help="OpenAI-compatible service for --provider openai.")
+@click.option("--no-start", is_flag=True, help="Queue a local job without starting a worker.")
+@click.option("--wait", "wait_", is_flag=True, help="Wait for the job to finish (as `jobs wait`).")
+@click.option("--json", "as_json", is_flag=True, help="Print the job object as JSON.")
+def create_cmd(train_file, val_file, provider, model, suffix, name, base_url, no_start, wait_,
+               as_json, **settings) -> int:  # fmt: skip
+    """Validate the files, show the estimate, and create a job."""
+    if suffix is not None and len(suffix) > 64:
+        raise TunelabError("invalid_suffix", "--suffix is longer than 64 characters.", exit_code=2)
+    given = {k: v for k, v in settings.items() if v is not UNSET and v != AUTO}
+    seed = given.pop("seed", None)
+    spec = api.JobSpec(
+        training_file=train_file,
+        validation_file=val_file,
+        model=model,
+        provider=provider,
+        hyperparameters=given,
+        suffix=suffix,
+        name=name,
+        seed=seed,
+        base_url=base_url,
+    )
+    report = validated(spec, as_json)
+    if not as_json:
+        show_estimate(spec)
+    job = api.create_job(spec, start_worker=not no_start, report=report)
+    if as_json and not wait_:
+        common.print_json(api.job_object(job))
+        return 0
+    if not as_json:
+        say_created(job, no_start)
+    if wait_:
+        return wait_for(job["id"], as_json, timeout=None)
+    return 0
+
+
+def validated(spec: api.JobSpec, as_json: bool):
+    with reading_progress() as progress:
+        try:
+            return api.validate_job_files(spec, progress=progress)
+        except TunelabError as err:
+            report = getattr(err, "report", None)
+            if report is not None and not as_json:
+                table = findings_table(report)
+                if table is not None:
+                    common.stderr.print(table)
+            raise
+
+
+def show_estimate(spec: api.JobSpec) -> None:
+    """The cost (hosted) or time (local) `tunelab analyze` estimates, when it can."""
+    from tunelab.data.analyze import analyze_file
+
+    try:
+        result = analyze_file(spec.training_file, model=_estimate_model(spec))
+    except TunelabError:
+        return  # a model the catalog does not know: no estimate, the provider decides
+    epochs = spec.hyperparameters.get("n_epochs", result["n_epochs"])
+    scale = epochs / result["n_epochs"]
+    if result["estimated_cost_usd"] is not None:
+        cost = result["estimated_cost_usd"] * scale
+        common.stderr.print(f"estimated cost: about ${cost:,.2f} for {epochs} epoch(s)",
+                            highlight=False)  # fmt: skip
+    elif result["estimated_train_seconds"] is not None:
+        seconds = result["estimated_train_seconds"] * scale
+        common.stderr.print(f"estimated training time: about {_duration(seconds)} for "
+                            f"{epochs} epoch(s)", highlight=False)  # fmt: skip
+
+
+def _estimate_model(spec: api.JobSpec) -> str:
+    if spec.provider == "local" and (spec.model.startswith("ft:") or Path(spec.model).is_dir()):
+        return DEFAULT_MODEL if spec.model.startswith("ft:") else spec.model
+    return spec.model
+
+
+def say_created(job: dict, no_start: bool) -> None:
+    say = common.stdout.print
+    where = job["provider"]
+    say(f"[green]✓ created[/] {job['id']} ({where}, {escape(job['model'])}): {job['status']}",
+        highlight=False)  # fmt: skip
+    if where == "local" and no_start:
+        say("  not started: run `tunelab worker` to run queued jobs", highlight=False)
+    say(f"  follow it: tunelab jobs wait {job['id']}", highlight=False)
+
+
+@jobs_group.command("list")
+@click.option("--provider", type=click.Choice(api.PROVIDERS), help="Only this provider's jobs.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--after", help="Continue after this job id (pagination).")
+@click.option("--json", "as_json", is_flag=True, help="Print OpenAI-style job objects as JSON.")
+def list_cmd(provider, limit, after, as_json) -> int:
+    """The jobs tunelab knows, newest first."""
+    jobs = api.list_jobs(limit=limit, after=after, provider=provider)
+    if as_json:
+        common.print_json({"object": "list", "data": [api.job_object(j) for j in jobs],
+                           "has_more": len(jobs) == limit})  # fmt: skip
+        return 0
+    if not jobs:
+        common.stdout.print("no jobs yet: `tunelab jobs create --train FILE` starts one")
+        return 0
+    table = Table()
+    table.add_column("id", no_wrap=True)
+    for column in ("provider", "status", "model", "created", "progress"):
+        table.add_column(column, overflow="fold")
+    for job in jobs:
+        model = job["fine_tuned_model"] or short_name(job["model"])
+        table.add_row(job["id"], job["provider"], _status(job), escape(model),
+                      _when(job["created_at"], short=True), _progress_text(job))  # fmt: skip
+    common.stdout.print(table)
+    return 0
+
+
+@jobs_group.command("show")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the job object as JSON.")
+def show_cmd(job_id, as_json) -> int:
+    """One job: status, model, hyperparameters, progress, error."""
+    job = api.get_job(job_id)
+    if as_json:
+        common.print_json(api.job_object(job))
+        return 0
+    obj = api.job_object(job)
+    rows = [
+        ("id", job["id"] + (f" ({job['provider_job_id']})" if job["provider_job_id"] else "")),
+        ("provider", job["provider"]),
+        ("status", _status(job) + (f" ({job['raw_status']})" if job["raw_status"] != job["status"]
+                                   else "")),
+        ("base model", escape(job["model"])),
+        ("fine-tuned model", escape(job["fine_tuned_model"] or "—")),
+        ("hyperparameters", ", ".join(f"{k}={v}" for k, v in obj["hyperparameters"].items())),
+        ("given", ", ".join(f"{k}={v}" for k, v in (job["hyperparameters"] or {}).items()) or "—"),
+        ("created", _when(job["created_at"])),
+        ("finished", _when(job["finished_at"])),
+        ("progress", _progress_text(job) or "—"),
+        ("trained tokens", f"{job['trained_tokens']:,}" if job["trained_tokens"] else "—"),
+    ]  # fmt: skip
+    if job["error_message"]:
+        rows.append(("error", f"[red]{escape(job['error_code'] or '')}[/]: "
+                              f"{escape(job['error_message'])}"))  # fmt: skip
+    if job["output_dir"]:
+        rows.append(("output", escape(job["output_dir"])))
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, value)
+    common.stdout.print(table)
+    return 0
+
+
+@jobs_group.command("events")
+@click.argument("job_id")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events until it ends.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON event object per line.")
+def events_cmd(job_id, follow, as_json) -> int:
+    """The job's events, oldest first."""
+    seen = 0
+    while True:
+        events = api.list_events(job_id, after_seq=seen)
+        for event in events:
+            print_event(event, as_json)
+            seen = event["seq"]
+        if not follow:
+            return 0
+        job = api.get_job(job_id)
+        if job["status"] in TERMINAL_STATUSES or job["status"] == "paused":
+            for event in api.list_events(job_id, after_seq=seen):
+                print_event(event, as_json)
+            return 0
+        time.sleep(1.0 if job["provider"] == "local" else 5.0)
+
+
+def print_event(event: dict, as_json: bool) -> None:
+    if as_json:
+        common.print_json({"object": "fine_tuning.job.event", "id": event["id"],
+                           "created_at": event["created_at"], "level": event["level"],
+                           "message": event["message"], "type": event["type"],
+                           "data": event["data"]})  # fmt: skip
+        return
+    style = {"error": "red", "warn": "yellow"}.get(event["level"], "")
+    text = escape(event["message"])
+    common.stdout.print(f"{_when(event['created_at'])}  " + (f"[{style}]{text}[/]" if style
+                        else text), highlight=False)  # fmt: skip
+
+
+@jobs_group.command("checkpoints")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+def checkpoints_cmd(job_id, as_json) -> int:
+    """The job's checkpoints, newest first."""
+    points = api.list_checkpoints(job_id)
+    if as_json:
+        common.print_json({"object": "list", "data": points, "has_more": False})
+        return 0
+    table = Table()
+    for column in ("step", "created", "loss", "checkpoint"):
+        table.add_column(column)
+    for point in points:
+        loss = point["metrics"].get("loss", point["metrics"].get("train_loss"))
+        table.add_row(str(point["step"]), _when(point["created_at"]),
+                      f"{loss:.4f}" if isinstance(loss, (int, float)) else "—",
+                      escape(point["fine_tuned_model_checkpoint"] or ""))  # fmt: skip
+    common.stdout.print(table)
+    return 0
+
+
+@jobs_group.command("wait")
+@click.argument("job_id")
+@click.option("--timeout", type=click.FloatRange(min=0), help="Give up after this many seconds.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final job object as JSON.")
+def wait_cmd(job_id, timeout, as_json) -> int:
+    """Wait for the job to finish, with progress; exit 0 only when it succeeded."""
+    return wait_for(job_id, as_json, timeout)
+
+
+def wait_for(job_id: str, as_json: bool, timeout: float | None) -> int:
+    with JobProgress(quiet=as_json) as progress:
+        job = api.wait_job(job_id, on_update=progress, timeout=timeout)
+    if as_json:
+        common.print_json(api.job_object(job))
+    else:
+        say_finished(job)
+    return 0 if job["status"] == "succeeded" else 1
+
+
+def say_finished(job: dict) -> None:
+    say = common.stdout.print
+    if job["status"] == "succeeded":
+        say(f"[green]✓ succeeded[/]: {escape(job['fine_tuned_model'] or '')}", highlight=False)
+        say(f"  chat with it: tunelab chat {escape(job['fine_tuned_model'] or '')}",
+            highlight=False)  # fmt: skip
+    elif job["status"] == "failed":
+        say(f"[red]✗ failed[/] [{escape(job['error_code'] or '')}]: "
+            f"{escape(job['error_message'] or '')}", highlight=False)  # fmt: skip
+    else:
+        say(f"[yellow]{job['status']}[/] {job['id']}", highlight=False)
+
+
+class JobProgress:
+    """A progress bar (step, loss, ETA) on stderr; status lines when not a terminal."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet, self.bar, self.task, self.last = quiet, None, None, None
+
+    def __enter__(self) -> JobProgress:
+        if common.stderr.is_terminal and not self.quiet:
+            self.bar = Progress(TextColumn("{task.fields[status]}"), BarColumn(),
+                                MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
+                                console=common.stderr, transient=True)  # fmt: skip
+            self.bar.start()
+            self.task = self.bar.add_task("job", total=None, status="", detail="")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def __call__(self, job: dict) -> None:
+        progress = job["progress"] or {}
+        detail = _progress_text(job)
+        if self.bar is not None:
+            self.bar.update(self.task, completed=progress.get("step", 0),
+                            total=progress.get("total_steps"), status=job["status"],
+                            detail=detail)  # fmt: skip
+        elif not self.quiet and (job["status"], detail) != self.last:
+            common.stderr.print(f"{job['status']}  {detail}".rstrip(), highlight=False)
+        self.last = (job["status"], detail)
+
+
+@jobs_group.command("cancel")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+def cancel_cmd(job_id, as_json) -> int:
+    """Cancel a job; a running local job stops after its current step."""
+    job = api.cancel_job(job_id)
+    return _after_change(job, as_json, "cancel")
+
+
+@jobs_group.command("pause")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True)
+def pause_cmd(job_id, as_json) -> int:
+    """Pause a job (local or OpenAI); `jobs resume` continues it."""
+    return _after_change(api.pause_job(job_id), as_json, "pause")
+
+
+@jobs_group.command("resume")
+@click.argument("job_id")
+@click.option("--no-start", is_flag=True, help="Queue a local job without starting a worker.")
+@click.option("--json", "as_json", is_flag=True)
+def resume_cmd(job_id, no_start, as_json) -> int:
+    """Continue a paused job, or a failed or cancelled local job from its last checkpoint."""
+    return _after_change(api.resume_job(job_id, start_worker=not no_start), as_json, "resume")
+
+
+def _after_change(job: dict, as_json: bool, action: str) -> int:
+    if as_json:
+        common.print_json(api.job_object(job))
+    elif job["status"] == "running" and action != "resume":
+        common.stdout.print(f"{job['id']}: {action} requested; it stops after its current step",
+                            highlight=False)  # fmt: skip
+    else:
+        common.stdout.print(f"{job['id']}: {_status(job)}", highlight=False)
+    return 0
+
+
+@jobs_group.command("delete")
+@click.argument("job_id")
+def delete_cmd(job_id) -> int:
+    """Forget a finished job (the model it produced stays)."""
+    api.delete_job(job_id)
+    common.stdout.print(f"deleted {job_id}", highlight=False)
+    return 0
+
+
+def _status(job: dict) -> str:
+    style = STATUS_STYLE.get(job["status"], "")
+    return f"[{style}]{job['status']}[/]" if style else job["status"]
+
+
+def _progress_text(job: dict) -> str:
+    progress = job["progress"] or {}
+    if not progress:
+        return ""
+    text = f"step {progress['step']}/{progress['total_steps']}  loss {progress['loss']:.4f}"
+    if job["status"] == "running" and job["estimated_finish"]:
+        text += f"  ETA {_duration(max(0, job['estimated_finish'] - time.time()))}"
+    return text
+
+
+def _when(stamp: int | None, short: bool = False) -> str:
+    if not stamp:
+        return "—"
+    moment = datetime.fromtimestamp(stamp, timezone.utc).astimezone()
+    return moment.strftime("%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S")
+
+
+def short_name(model: str | None) -> str:
+    """A base model as a reader knows it: a directory by its name, a Hub id as is."""
+    if not model:
+        return ""
+    return Path(model).name if model.startswith(("/", "./", "~")) else model

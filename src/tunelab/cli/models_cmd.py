@@ -1,0 +1,49 @@
+"""`tunelab models`: base and fine-tuned models across providers."""
+
+from __future__ import annotations
+
+import click
+from rich.markup import escape
+from rich.table import Table
+
+from tunelab.cli import common
+from tunelab.cli.jobs_cmd import _when, short_name
+from tunelab.providers import models as api
+from tunelab.providers.jobs import PROVIDERS
+
+
+@click.group("models")
+def models_group() -> None:
+    """Models tunelab knows: the base models of each provider and every fine-tuned one."""
+
+
+@models_group.command("list")
+@click.option("--provider", type=click.Choice(PROVIDERS), help="Only this provider's models.")
+@click.option("--fine-tuned", is_flag=True, help="Only fine-tuned models.")
+@click.option("--json", "as_json", is_flag=True, help="Print the models as JSON.")
+def list_cmd(provider, fine_tuned, as_json) -> int:
+    """Fine-tuned models (newest first), then base models."""
+    models = api.list_models(provider=provider, kind="fine-tuned" if fine_tuned else None)
+    if as_json:
+        common.print_json({"object": "list", "data": models})
+        return 0
+    table = Table()
+    table.add_column("model", no_wrap=True)
+    for column in ("provider", "kind", "base model", "created"):
+        table.add_column(column, overflow="fold")
+    for model in models:
+        table.add_row(escape(model["id"]), model["provider"], model["kind"],
+                      escape(short_name(model["base_model"])),
+                      _when(model["created"], short=True))  # fmt: skip
+    common.stdout.print(table)
+    return 0
+
+
+@models_group.command("delete")
+@click.argument("model")
+def delete_cmd(model) -> int:
+    """Forget a fine-tuned model (a local model's files are kept)."""
+    removed = api.delete_model(model)
+    where = f" (its files stay in {removed['path']})" if removed["path"] else ""
+    common.stdout.print(f"deleted {escape(model)}{escape(where)}", highlight=False)
+    return 0

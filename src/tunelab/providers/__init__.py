@@ -1,0 +1,1 @@
+"""Providers: where jobs run and models answer (local, together, openai)."""

@@ -1,0 +1,416 @@
+"""OpenAI's hosted fine-tuning (and any OpenAI-compatible server) as a tunelab provider.
+
+A thin adapter over the official SDK: the SDK's own retries are off (`max_retries=0`) so
+that `tunelab.providers.retry` applies, with a create's reconciliation between attempts.
+OpenAI's statuses and objects are already tunelab's vocabulary, so mapping is mostly
+copying. OpenAI accepts no new fine-tuning jobs from 2027-01-06; a create refused for that
+reason says so and points at the providers that still train.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from datetime import date, datetime, timezone
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+import openai
+
+from tunelab.errors import TunelabError
+from tunelab.providers.base import (
+    JOB_STATUSES,
+    REQUEST_ID_KEY,
+    ChatResult,
+    JobCheckpoint,
+    JobEvent,
+    JobRequest,
+    JobState,
+    RemoteFile,
+)
+from tunelab.providers.retry import RetryPolicy, call_with_retries, provider_error, redact
+from tunelab.settings import get_secret, load_env
+
+T = TypeVar("T")
+KEY_VARIABLE = "OPENAI_API_KEY"
+OFFICIAL_HOST = "api.openai.com"
+# Sent to OpenAI-compatible servers that need no key (e.g. `tunelab serve` on loopback);
+# the SDK refuses to start without one.
+PLACEHOLDER_KEY = "tunelab-no-key"
+FINE_TUNING_CLOSES = date(2027, 1, 6)  # OpenAI's last day is the 5th
+OTHER_PROVIDERS_HINT = (
+    "train with `--provider local` (this machine) or `--provider together`; the same flags work"
+)
+HYPERPARAMETERS = {
+    "supervised": ("n_epochs", "batch_size", "learning_rate_multiplier"),
+    "dpo": ("n_epochs", "batch_size", "learning_rate_multiplier", "beta"),
+}
+UPLOAD_WAIT_LIMIT = 120.0  # seconds; OpenAI usually processes a file in a few
+# A refusal that says fine-tuning itself is off for this account or model, as opposed to a
+# bad request: "fine-tuning is not available for ...", "... does not support fine-tuning".
+_FINE_TUNING = re.compile(r"fine[- ]?tun", re.IGNORECASE)
+_UNAVAILABLE = re.compile(
+    r"not available|unavailable|deprecat|not allowed|no longer|not supported|not support"
+    r"|disabled|not enabled|not permitted|shut ?down|closed|retired|discontinued",
+    re.IGNORECASE,
+)
+
+
+class OpenAIProvider:
+    """Jobs, files and chat on OpenAI or an OpenAI-compatible server."""
+
+    name = "openai"
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        policy: RetryPolicy | None = None,
+        client: openai.OpenAI | None = None,
+        today: Callable[[], date] | None = None,
+    ) -> None:
+        self.policy = policy or RetryPolicy()
+        self._today = today or (lambda: datetime.now(timezone.utc).date())
+        if client is None:
+            client = _build_client(api_key, base_url)
+        self._client = client
+        self._key = client.api_key
+        self.base_url = str(client.base_url)
+        self.is_official = _is_official(self.base_url)
+
+    def __repr__(self) -> str:
+        return f"OpenAIProvider(base_url={self.base_url!r})"
+
+    # Files
+
+    def upload_file(self, path: Path, purpose: str = "fine-tune") -> RemoteFile:
+        path = Path(path)
+        if not path.is_file():
+            raise TunelabError("file_not_found", f"{path} does not exist.", path=path)
+
+        def upload() -> Any:
+            with path.open("rb") as handle:  # reopened per attempt: a retry resends it all
+                return self._client.files.create(file=(path.name, handle), purpose=purpose)
+
+        remote = self._wait_until_processed(self._call(upload))
+        if remote.status == "error":
+            raise TunelabError(
+                "openai_file_rejected",
+                f"OpenAI could not process {path.name} ({remote.id}): "
+                f"{remote.status_details or 'no details given'}",
+                hint=f"check the file with `tunelab validate {path}`",
+                path=path,
+            )
+        return remote
+
+    def _wait_until_processed(self, file: Any) -> RemoteFile:
+        remote, waited, delay = _remote_file(file), 0.0, 0.5
+        while remote.status not in ("processed", "error"):
+            if waited >= UPLOAD_WAIT_LIMIT:
+                raise TunelabError(
+                    "openai_file_not_ready",
+                    f"OpenAI had not processed {remote.filename} ({remote.id}) "
+                    f"after {int(UPLOAD_WAIT_LIMIT)} s (status {remote.status}).",
+                    hint="try again in a few minutes",
+                )
+            self.policy.sleep(delay)
+            waited, delay = waited + delay, min(delay * 2, 10.0)
+            remote = _remote_file(self._call(partial(self._client.files.retrieve, remote.id)))
+        return remote
+
+    # Jobs
+
+    def create_job(self, request: JobRequest) -> JobState:
+        kwargs = _create_arguments(request)
+        request_id = request.metadata.get(REQUEST_ID_KEY)
+        find_earlier = (lambda: self._find_job(request_id)) if request_id else None
+        try:
+            job = call_with_retries(
+                lambda: self._client.fine_tuning.jobs.create(**kwargs),
+                policy=self.policy,
+                before_retry=find_earlier,
+            )
+        except openai.OpenAIError as err:
+            if self._says_fine_tuning_closed(err):
+                raise self._closed_error(err) from None
+            raise self._error(err) from None
+        return job if isinstance(job, JobState) else _job_state(job)
+
+    def _find_job(self, request_id: str) -> JobState | None:
+        """The job an earlier attempt of this create made, if the server has it."""
+        page = self._call(
+            lambda: self._client.fine_tuning.jobs.list(
+                limit=20, metadata={REQUEST_ID_KEY: request_id}
+            )
+        )
+        for job in page.data:  # checked here too: a compatible server may ignore the filter
+            if (getattr(job, "metadata", None) or {}).get(REQUEST_ID_KEY) == request_id:
+                return _job_state(job)
+        return None
+
+    def _says_fine_tuning_closed(self, err: Exception) -> bool:
+        status = getattr(err, "status_code", None)
+        if status is None or not 400 <= status < 500 or status in (401, 429):
+            return False
+        if self.is_official and self._today() >= FINE_TUNING_CLOSES:
+            return True
+        text = _server_message(err)
+        return bool(_FINE_TUNING.search(text) and _UNAVAILABLE.search(text))
+
+    def _closed_error(self, err: Exception) -> TunelabError:
+        detail = self._redact(_server_message(err))
+        where = "OpenAI" if self.is_official else f"the server at {self.base_url}"
+        return TunelabError(
+            "openai_fine_tuning_closed",
+            f"{where} does not accept new fine-tuning jobs for this account or model "
+            f"(OpenAI's fine-tuning platform takes no new jobs from 2027-01-06): {detail}",
+            hint=OTHER_PROVIDERS_HINT,
+        )
+
+    def retrieve_job(self, job_id: str) -> JobState:
+        return _job_state(self._call(lambda: self._client.fine_tuning.jobs.retrieve(job_id)))
+
+    def list_jobs(self, limit: int = 20) -> list[JobState]:
+        jobs = self._pages(lambda after: self._client.fine_tuning.jobs.list(**after), limit)
+        states = [_job_state(job) for job in jobs]
+        return sorted(states, key=lambda state: state.created_at or 0, reverse=True)
+
+    def cancel_job(self, job_id: str) -> JobState:
+        return _job_state(self._call(lambda: self._client.fine_tuning.jobs.cancel(job_id)))
+
+    def pause_job(self, job_id: str) -> JobState:
+        return _job_state(self._call(lambda: self._client.fine_tuning.jobs.pause(job_id)))
+
+    def resume_job(self, job_id: str) -> JobState:
+        return _job_state(self._call(lambda: self._client.fine_tuning.jobs.resume(job_id)))
+
+    def list_events(self, job_id: str, limit: int = 100) -> list[JobEvent]:
+        events = self._pages(
+            lambda after: self._client.fine_tuning.jobs.list_events(job_id, **after), limit
+        )
+        newest_first = [_job_event(event) for event in events]
+        return newest_first[::-1]
+
+    def list_checkpoints(self, job_id: str) -> list[JobCheckpoint]:
+        checkpoints = self._pages(
+            lambda after: self._client.fine_tuning.jobs.checkpoints.list(job_id, **after),
+            limit=None,
+        )
+        return sorted((_checkpoint(item) for item in checkpoints), key=lambda c: c.step)
+
+    def download_model(self, job_id: str, destination: Path, *, merged: bool = True) -> Path:
+        raise TunelabError(
+            "unsupported_operation",
+            f"OpenAI does not release the weights of fine-tuned models (job {job_id}).",
+            hint="train with `--provider local` or `--provider together` to get "
+            "downloadable weights",
+        )
+
+    # Chat
+
+    def chat(
+        self,
+        model: str,
+        messages: list[dict],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: list[str] | None = None,
+        seed: int | None = None,
+    ) -> ChatResult:
+        # OpenAI deprecated max_tokens; compatible servers do not all know its successor.
+        length_name = "max_completion_tokens" if self.is_official else "max_tokens"
+        options = {
+            length_name: max_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+            "stop": stop,
+            "seed": seed,
+        }
+        options = {name: value for name, value in options.items() if value is not None}
+        response = self._call(
+            lambda: self._client.chat.completions.create(model=model, messages=messages, **options)
+        )
+        choice = response.choices[0]
+        usage = response.usage
+        return ChatResult(
+            text=choice.message.content or "",
+            model=response.model or model,
+            finish_reason=choice.finish_reason or "stop",
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+        )
+
+    # Plumbing
+
+    def _call(self, call: Callable[[], T]) -> T:
+        try:
+            return call_with_retries(call, policy=self.policy)
+        except openai.OpenAIError as err:
+            raise self._error(err) from None
+
+    def _pages(self, fetch: Callable[[dict], Any], limit: int | None) -> list[Any]:
+        """Items of a cursor-paged list, page by page with `after`, up to `limit`."""
+        items: list[Any] = []
+        cursor: dict = {}
+        while limit is None or len(items) < limit:
+            size = 100 if limit is None else min(100, limit - len(items))
+            page = self._call(partial(fetch, {**cursor, "limit": size}))
+            items.extend(page.data)
+            if not page.data or not page.has_more:
+                break
+            cursor = {"after": page.data[-1].id}
+        return items if limit is None else items[:limit]
+
+    def _error(self, err: Exception) -> TunelabError:
+        error = provider_error(err, "OpenAI", KEY_VARIABLE)
+        # provider_error redacts the key in the environment; a key passed in must go too.
+        error.message = self._redact(error.message)
+        error.args = (error.message,)
+        return error
+
+    def _redact(self, text: str) -> str:
+        text = redact(text, KEY_VARIABLE)
+        if self._key and self._key != PLACEHOLDER_KEY and len(self._key) >= 6:
+            text = text.replace(self._key, "***")
+        return text
+
+
+def _build_client(api_key: str | None, base_url: str | None) -> openai.OpenAI:
+    load_env()
+    base_url = base_url or os.environ.get("OPENAI_BASE_URL", "").strip() or None
+    if api_key is None:
+        if base_url and not _is_official(base_url) and not os.environ.get(KEY_VARIABLE):
+            api_key = PLACEHOLDER_KEY
+        else:
+            api_key = get_secret(KEY_VARIABLE, "use the openai provider")
+    return openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0)
+
+
+def _is_official(base_url: str | None) -> bool:
+    host = urlparse(base_url).hostname if base_url else OFFICIAL_HOST
+    return host == OFFICIAL_HOST or (host or "").endswith("." + OFFICIAL_HOST)
+
+
+def _create_arguments(request: JobRequest) -> dict:
+    allowed = HYPERPARAMETERS.get(request.method)
+    if allowed is None:
+        raise TunelabError(
+            "unsupported_method",
+            f"OpenAI fine-tunes with the methods supervised and dpo, not {request.method!r}.",
+            hint="use --method supervised or --method dpo",
+        )
+    hyperparameters = {k: v for k, v in request.hyperparameters.items() if v is not None}
+    unknown = sorted(set(hyperparameters) - set(allowed))
+    if unknown:
+        names = ", ".join(unknown)
+        raise TunelabError(
+            "unsupported_hyperparameter",
+            f"OpenAI does not accept the hyperparameter(s) {names} for {request.method} "
+            f"fine-tuning; it takes {', '.join(allowed)}.",
+            hint=f"`--provider local` or `--provider together` accepts {names}",
+        )
+    method: dict = {"type": request.method}
+    if hyperparameters:
+        method[request.method] = {"hyperparameters": hyperparameters}
+    optional = {
+        "validation_file": request.validation_file,
+        "suffix": request.suffix,
+        "seed": request.seed,
+        "metadata": dict(request.metadata) or None,
+    }
+    return {
+        "model": request.model,
+        "training_file": request.training_file,
+        "method": method,
+        **{name: value for name, value in optional.items() if value is not None},
+    }
+
+
+def _server_message(err: Exception) -> str:
+    body = getattr(err, "body", None)
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    if isinstance(inner, dict) and inner.get("message"):
+        return str(inner["message"])
+    return str(getattr(err, "message", None) or err)
+
+
+def _plain(value: Any) -> dict:
+    if value is None:
+        return {}
+    if hasattr(value, "model_dump"):
+        return value.model_dump(exclude_none=True)
+    return {k: v for k, v in dict(value).items() if v is not None}
+
+
+def _remote_file(file: Any) -> RemoteFile:
+    return RemoteFile(
+        id=file.id,
+        filename=getattr(file, "filename", None) or "",
+        bytes=getattr(file, "bytes", None) or 0,
+        purpose=getattr(file, "purpose", None) or "fine-tune",
+        created_at=getattr(file, "created_at", None),
+        # A compatible server may leave out the (deprecated) status: the file is ready.
+        status=getattr(file, "status", None) or "processed",
+        status_details=getattr(file, "status_details", None),
+    )
+
+
+def _resolved_hyperparameters(job: Any) -> dict:
+    method = getattr(job, "method", None)
+    if method is not None and getattr(method, "type", None):
+        chosen = getattr(method, method.type, None)
+        if chosen is not None and getattr(chosen, "hyperparameters", None) is not None:
+            return _plain(chosen.hyperparameters)
+    return _plain(getattr(job, "hyperparameters", None))
+
+
+def _job_state(job: Any) -> JobState:
+    raw = str(job.status)
+    error = getattr(job, "error", None)
+    return JobState(
+        id=job.id,
+        # Unknown words are treated as still in progress, so callers keep polling.
+        status=raw if raw in JOB_STATUSES else "running",
+        raw_status=raw,
+        model=job.model,
+        fine_tuned_model=getattr(job, "fine_tuned_model", None),
+        created_at=getattr(job, "created_at", None),
+        finished_at=getattr(job, "finished_at", None),
+        trained_tokens=getattr(job, "trained_tokens", None),
+        estimated_finish=getattr(job, "estimated_finish", None),
+        error_code=(getattr(error, "code", None) or None) if error else None,
+        error_message=(getattr(error, "message", None) or None) if error else None,
+        hyperparameters=_resolved_hyperparameters(job),
+        training_file=getattr(job, "training_file", None),
+        validation_file=getattr(job, "validation_file", None),
+        suffix=getattr(job, "suffix", None),
+        metadata=dict(getattr(job, "metadata", None) or {}),
+    )
+
+
+def _job_event(event: Any) -> JobEvent:
+    data = getattr(event, "data", None)
+    return JobEvent(
+        id=event.id,
+        created_at=event.created_at,
+        message=event.message,
+        level=getattr(event, "level", None) or "info",
+        type=getattr(event, "type", None) or "message",
+        data=data if isinstance(data, dict) and data else None,
+    )
+
+
+def _checkpoint(item: Any) -> JobCheckpoint:
+    return JobCheckpoint(
+        id=item.id,
+        step=item.step_number,
+        created_at=getattr(item, "created_at", None),
+        fine_tuned_model_checkpoint=getattr(item, "fine_tuned_model_checkpoint", None),
+        metrics=_plain(getattr(item, "metrics", None)),
+    )

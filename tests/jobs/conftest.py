@@ -1,0 +1,78 @@
+"""Fixtures for job tests: a tiny model directory and chat JSONL files built at test time."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tiny import QUESTIONS, save_tiny_model, write_chat_jsonl
+from tunelab.cli import main
+from tunelab.registry import Store
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return save_tiny_model(tmp_path_factory.mktemp("tiny") / "tiny-llama")
+
+
+@pytest.fixture
+def train_file(tmp_path) -> Path:
+    return write_chat_jsonl(tmp_path / "train.jsonl")
+
+
+@pytest.fixture
+def val_file(tmp_path) -> Path:
+    return write_chat_jsonl(tmp_path / "val.jsonl", QUESTIONS[:4])
+
+
+# Settings that make a tiny run fast and reproducible (learning rate high enough to learn).
+FAST = ["--batch-size", "4", "--learning-rate", "0.01", "--precision", "fp32",
+        "--lora-rank", "4", "--lora-dropout", "0"]  # fmt: skip
+
+
+@pytest.fixture
+def create_job(tiny_model_dir, train_file, capsys):
+    """`tunelab jobs create --json` on the tiny model; returns the job object."""
+    import orjson
+
+    def create(*flags: str, start: bool = False) -> dict:
+        argv = ["jobs", "create", "--model", str(tiny_model_dir), "--train", str(train_file),
+                *FAST, *flags, "--json"]  # fmt: skip
+        if not start:
+            argv.append("--no-start")
+        capsys.readouterr()
+        assert main(argv) == 0, capsys.readouterr().err
+        return orjson.loads(capsys.readouterr().out)
+
+    return create
+
+
+def worker_process(*extra: str) -> subprocess.Popen:
+    """A real `tunelab worker` process on this test's TUNELAB_HOME."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tunelab", "worker", *extra],
+        env=os.environ.copy(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_until(predicate, timeout: float = 60.0, interval: float = 0.05):
+    """Poll `predicate()` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def job_row(job_id: str) -> dict:
+    with Store() as store:
+        return store.get_job(job_id)

@@ -1,0 +1,1 @@
+"""Tests for the providers (hosted and local)."""

@@ -1,0 +1,107 @@
+"""Child processes for the registry's concurrency tests: `python store_workers.py MODE ...`.
+
+Each child opens its own `Store` on the shared file (as separate `tunelab` processes do),
+waits at a file barrier so all of them hit the database at the same moment, and prints one
+JSON line: what it did and every exception it saw (an exception must never be swallowed,
+so the parent can assert that "database is locked" never reached a caller).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def barrier(folder: Path, name: str, me: int, count: int) -> None:
+    """Wait until all `count` children have arrived at barrier `name`."""
+    (folder / f"{name}-{me}").touch()
+    while sum((folder / f"{name}-{i}").exists() for i in range(count)) < count:
+        time.sleep(0.001)
+
+
+def fault(folder: Path, me: int, count: int, db: str, shared: str, jobs: int, updates: int):
+    """Create jobs, append events and metrics to one shared job, update own jobs' progress."""
+    from tunelab.registry.store import Store
+
+    errors: list[str] = []
+    created: list[str] = []
+    store = Store(db)
+    barrier(folder, "start", me, count)
+    for i in range(jobs):
+        try:
+            created.append(store.create_job(provider="local", model="m", status="queued")["id"])
+            store.add_event(shared, f"worker {me} event {i}", data={"worker": me, "i": i})
+            store.add_metric(shared, me * 1000 + i, {"worker": me, "i": i})
+        except Exception as err:
+            errors.append(f"{type(err).__name__}: {err}")
+    for step in range(1, updates + 1):
+        for job_id in created:
+            try:
+                if step == 1:
+                    moved = store.update_job(job_id, expect=("queued",), status="running")
+                    if moved is None:
+                        errors.append(f"compare-and-set on own job {job_id} did not apply")
+                last = step == updates
+                store.update_job(
+                    job_id,
+                    status="succeeded" if last else "running",
+                    progress={"step": step, "worker": me},
+                )
+                if store.get_job(job_id)["progress"]["step"] != step:
+                    errors.append(f"{job_id}: own write of step {step} not visible")
+            except Exception as err:
+                errors.append(f"{type(err).__name__}: {err}")
+    store.close()
+    return {"errors": errors, "created": created}
+
+
+def claim(folder: Path, me: int, count: int, db: str):
+    """Claim queued local jobs until none is left."""
+    from tunelab.registry.store import Store
+
+    errors: list[str] = []
+    claimed: list[str] = []
+    worker = {"worker_id": f"worker-{me}", "worker_pid": me, "worker_host": "test"}
+    store = Store(db)
+    barrier(folder, "start", me, count)
+    while True:
+        try:
+            job = store.claim_next_job("local", worker)
+        except Exception as err:
+            errors.append(f"{type(err).__name__}: {err}")
+            continue
+        if job is None:
+            break
+        claimed.append(job["id"])
+    store.close()
+    return {"errors": errors, "claimed": claimed, "worker_id": worker["worker_id"]}
+
+
+def migrate(folder: Path, me: int, count: int, rounds: int):
+    """Open brand-new databases together, with one extra migration that counts its runs."""
+    from tunelab.registry import migrations
+
+    migrations.MIGRATIONS.append(
+        ["CREATE TABLE race_marker (n INTEGER)", "INSERT INTO race_marker VALUES (1)"]
+    )
+    from tunelab.registry.store import Store
+
+    errors: list[str] = []
+    versions: list[int] = []
+    for round_ in range(rounds):
+        barrier(folder, f"round{round_}", me, count)
+        try:
+            with Store(folder / f"new-{round_}.db") as store:
+                versions.append(store.schema_version)
+        except Exception as err:
+            errors.append(f"{type(err).__name__}: {err}")
+    return {"errors": errors, "versions": versions}
+
+
+if __name__ == "__main__":
+    mode, folder, me, count, *rest = sys.argv[1:]
+    args = [int(value) if value.isdigit() else value for value in rest]
+    run = {"fault": fault, "claim": claim, "migrate": migrate}[mode]
+    print(json.dumps(run(Path(folder), int(me), int(count), *args)))

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import job_row, wait_until, worker_process
+from jobtools import job_row, wait_until, worker_process
 from tunelab.cli import main
 from tunelab.providers import worker
 from tunelab.registry import Store

@@ -15,51 +15,16 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
-import respx
 
 from tunelab.errors import TunelabError
 from tunelab.providers.base import REQUEST_ID_KEY, JobRequest
 from tunelab.providers.openai_provider import PLACEHOLDER_KEY, OpenAIProvider
 from tunelab.providers.retry import RetryPolicy
 
-try:
-    import httpx2
-except ImportError:  # openai 2.x sends through httpx, which respx patches by itself
-    httpx2 = None
-
 OPENAI = "https://api.openai.com/v1"
 LOCAL = "http://127.0.0.1:8765/v1"
 KEY = "sk-test-0123456789abcdef"
 PLANTED = "sk-planted-DO-NOT-LEAK-7f3a9c2e51"
-
-
-@pytest.fixture
-def api(monkeypatch):
-    """A respx router that every HTTP request of the test goes to."""
-    with respx.mock(assert_all_called=False) as router:
-        if httpx2 is not None:
-            transport = httpx2.MockTransport(_through(router))
-            monkeypatch.setattr(httpx2.Client, "_transport_for_url", lambda self, url: transport)
-        yield router
-
-
-def _through(router):
-    def handle(request):
-        sent = httpx.Request(
-            request.method,
-            str(request.url),
-            headers=request.headers.multi_items(),
-            content=request.read(),
-        )
-        try:
-            got = router.handler(sent)
-        except httpx.TransportError as err:
-            raise httpx2.ConnectError(str(err), request=request) from err
-        return httpx2.Response(
-            got.status_code, headers=got.headers.multi_items(), content=got.read()
-        )
-
-    return handle
 
 
 @pytest.fixture

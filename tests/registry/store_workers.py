@@ -22,7 +22,7 @@ def barrier(folder: Path, name: str, me: int, count: int) -> None:
 
 
 def fault(folder: Path, me: int, count: int, db: str, shared: str, jobs: int, updates: int):
-    """Create jobs, append events and metrics to one shared job, update own jobs' progress."""
+    """Create jobs, then update their progress, appending an event to one shared job each time."""
     from tunelab.registry.store import Store
 
     errors: list[str] = []
@@ -32,25 +32,24 @@ def fault(folder: Path, me: int, count: int, db: str, shared: str, jobs: int, up
     for i in range(jobs):
         try:
             created.append(store.create_job(provider="local", model="m", status="queued")["id"])
-            store.add_event(shared, f"worker {me} event {i}", data={"worker": me, "i": i})
             store.add_metric(shared, me * 1000 + i, {"worker": me, "i": i})
         except Exception as err:
             errors.append(f"{type(err).__name__}: {err}")
     for step in range(1, updates + 1):
-        for job_id in created:
+        for i, job_id in enumerate(created):
             try:
-                if step == 1:
-                    moved = store.update_job(job_id, expect=("queued",), status="running")
-                    if moved is None:
-                        errors.append(f"compare-and-set on own job {job_id} did not apply")
-                last = step == updates
+                moved = step > 1 or store.update_job(job_id, expect=("queued",), status="running")
+                if not moved:
+                    errors.append(f"compare-and-set on own job {job_id} did not apply")
                 store.update_job(
                     job_id,
-                    status="succeeded" if last else "running",
+                    status="succeeded" if step == updates else "running",
                     progress={"step": step, "worker": me},
                 )
+                store.add_event(shared, f"worker {me}", data={"worker": me, "i": i, "step": step})
                 if store.get_job(job_id)["progress"]["step"] != step:
                     errors.append(f"{job_id}: own write of step {step} not visible")
+                time.sleep(0.001)  # a worker does work between writes: let the others in
             except Exception as err:
                 errors.append(f"{type(err).__name__}: {err}")
     store.close()
@@ -75,6 +74,7 @@ def claim(folder: Path, me: int, count: int, db: str):
         if job is None:
             break
         claimed.append(job["id"])
+        time.sleep(0.001)  # a worker runs the job before claiming the next
     store.close()
     return {"errors": errors, "claimed": claimed, "worker_id": worker["worker_id"]}
 

@@ -90,7 +90,8 @@ class Store:
         try:
             yield self._db
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # SQLite may have rolled back already
+                self._db.execute("ROLLBACK")
             raise
         _retry_locked(lambda: self._db.execute("COMMIT"))
 
@@ -169,10 +170,17 @@ class Store:
             (provider, checksum, purpose),
         )
 
-    def list_files(self, limit: int = 100) -> list[dict]:
-        return self._all(
-            "SELECT * FROM files ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,)
-        )
+    def list_files(
+        self, limit: int = 100, *, provider: str | None = None, purpose: str | None = None
+    ) -> list[dict]:
+        """Newest first."""
+        where, params = [], []
+        for column, value in (("provider", provider), ("purpose", purpose)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = "SELECT * FROM files" + (" WHERE " + " AND ".join(where) if where else "")
+        return self._all(sql + " ORDER BY created_at DESC, rowid DESC LIMIT ?", (*params, limit))
 
     def delete_file(self, file_id: str) -> None:
         file = self.get_file(file_id)

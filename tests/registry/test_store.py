@@ -31,7 +31,18 @@ def make_job(store: Store, **fields) -> dict:
     return store.create_job(**{"provider": "local", "model": "base", "status": "queued", **fields})
 
 
-TABLES = ["files", "job_checkpoints", "job_events", "job_metrics", "jobs", "models"]
+TABLES = sorted(
+    [
+        "eval_outputs",
+        "eval_runs",
+        "files",
+        "job_checkpoints",
+        "job_events",
+        "job_metrics",
+        "jobs",
+        "models",
+    ]
+)
 
 
 def query(path: Path, sql: str) -> list[tuple]:

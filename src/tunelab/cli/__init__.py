@@ -15,10 +15,12 @@ from tunelab.cli.analyze_cmd import analyze_cmd
 from tunelab.cli.chat_cmd import chat_cmd
 from tunelab.cli.common import run_cli
 from tunelab.cli.demo_cmd import demo_cmd
+from tunelab.cli.eval_cmd import eval_group
 from tunelab.cli.export_cmd import export_cmd
 from tunelab.cli.format_cmd import format_cmd
 from tunelab.cli.jobs_cmd import jobs_group
 from tunelab.cli.models_cmd import models_group
+from tunelab.cli.serve_cmd import serve_cmd
 from tunelab.cli.train_cmd import train_cmd
 from tunelab.cli.validate_cmd import validate_cmd
 from tunelab.cli.worker_cmd import worker_cmd
@@ -43,6 +45,8 @@ cli.add_command(export_cmd)
 cli.add_command(jobs_group)
 cli.add_command(models_group)
 cli.add_command(worker_cmd)
+cli.add_command(serve_cmd)
+cli.add_command(eval_group)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -79,6 +79,70 @@ validation file. Nothing is written when any record is bad.
 """
 
 
+def source_flags(command):
+    """The flags that say how to read a source: shared by `format` and `eval`."""
+    options = [
+        click.option(
+            "--kind", type=click.Choice(KINDS), help="Source kind (detected when omitted)."
+        ),
+        click.option("--system", "--system-prompt", "system", help='System prompt ("" for none).'),
+        click.option("--question-field", help="Queries: field holding the question."),
+        click.option("--answer-field", help="Queries: field holding the query."),
+        click.option("--context-field", help="Queries: field added as context (e.g. db_id)."),
+        click.option(
+            "--context-file",
+            type=FilePath,
+            help="Queries: collections.json (DocSpider) or JSON object mapping context value "
+            "→ text.",
+        ),
+        click.option("--text-column", help="Classification: text column [default: text]."),
+        click.option("--label-column", help="Classification: label column [default: label]."),
+        click.option("--instruction", help="Classification: first line of the prompt (see above)."),
+        click.option(
+            "--category-tag",
+            help="Classification: tag around the categories [default: categories].",
+        ),
+        click.option("--item-tag", help="Classification: tag around the text [default: text]."),
+        click.option(
+            "--output-tag", help="Classification: tag around the answer [default: category]."
+        ),
+        click.option(
+            "--bare-label", is_flag=True, default=None, help="Classification: answer LABEL only."
+        ),
+        click.option(
+            "--conversations-table",
+            help="Conversations: conversations table [default: conversations].",
+        ),
+        click.option(
+            "--conversation-key-column", help="Conversations: its key column [default: id]."
+        ),
+        click.option(
+            "--system-column",
+            help="Conversations: its stored system prompt column "
+            '[default: system_prompt; "" for none].',
+        ),
+        click.option("--messages-table", help="Conversations: messages table [default: messages]."),
+        click.option(
+            "--conversation-id-column",
+            help="Conversations: messages' conversation column [default: conversation_id].",
+        ),
+        click.option("--role-column", help="Conversations: role column [default: role]."),
+        click.option("--content-column", help="Conversations: text column [default: content]."),
+        click.option(
+            "--order-column",
+            help="Conversations: message order column [default: position, created_at or id].",
+        ),
+        click.option(
+            "--max-conversations",
+            type=click.IntRange(min=0),
+            help="Conversations: at most N (0 = all).",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.command("format", help=HELP)
 @click.argument("source", type=FilePath)
 @click.option("--train-output", type=FilePath, help="Training JSONL to write (required).")
@@ -91,54 +155,14 @@ validation file. Nothing is written when any record is bad.
     help="Share of each label for training.",
 )
 @click.option("--seed", type=int, default=42, show_default=True, help="Shuffle seed.")
-@click.option("--kind", type=click.Choice(KINDS), help="Source kind (detected when omitted).")
-@click.option("--system", "--system-prompt", "system", help='System prompt ("" for none).')
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--question-field", help="Queries: field holding the question.")
-@click.option("--answer-field", help="Queries: field holding the query.")
-@click.option("--context-field", help="Queries: field added as context (e.g. db_id).")
-@click.option(
-    "--context-file",
-    type=FilePath,
-    help="Queries: collections.json (DocSpider) or JSON object mapping context value → text.",
-)
-@click.option("--text-column", help="Classification: text column [default: text].")
-@click.option("--label-column", help="Classification: label column [default: label].")
-@click.option("--instruction", help="Classification: first line of the prompt (see above).")
-@click.option(
-    "--category-tag", help="Classification: tag around the categories [default: categories]."
-)
-@click.option("--item-tag", help="Classification: tag around the text [default: text].")
-@click.option("--output-tag", help="Classification: tag around the answer [default: category].")
-@click.option("--bare-label", is_flag=True, default=None, help="Classification: answer LABEL only.")
-@click.option(
-    "--conversations-table", help="Conversations: conversations table [default: conversations]."
-)
-@click.option("--conversation-key-column", help="Conversations: its key column [default: id].")
-@click.option(
-    "--system-column",
-    help='Conversations: its stored system prompt column [default: system_prompt; "" for none].',
-)
-@click.option("--messages-table", help="Conversations: messages table [default: messages].")
-@click.option(
-    "--conversation-id-column",
-    help="Conversations: messages' conversation column [default: conversation_id].",
-)
-@click.option("--role-column", help="Conversations: role column [default: role].")
-@click.option("--content-column", help="Conversations: text column [default: content].")
-@click.option(
-    "--order-column",
-    help="Conversations: message order column [default: position, created_at or id].",
-)
-@click.option(
-    "--max-conversations", type=click.IntRange(min=0), help="Conversations: at most N (0 = all)."
-)
+@source_flags
 @click.option(
     "--preview", is_flag=True, help="Conversations: show what the database holds; write nothing."
 )
 def format_cmd(source: Path, **flags) -> int:
-    options = _source_options(flags)
+    options = source_options(flags)
     if flags["preview"]:
         return _preview(source, options, flags["as_json"])
     if flags["train_output"] is None:
@@ -164,7 +188,7 @@ def format_cmd(source: Path, **flags) -> int:
     return 0
 
 
-def _source_options(flags: dict) -> SourceOptions:
+def source_options(flags: dict) -> SourceOptions:
     prompt_given = {k: flags[k] for k in PROMPT_FLAGS if flags[k] is not None}
     schema_given = {k: flags[k] for k in SCHEMA_FLAGS if flags[k] is not None}
     return SourceOptions(

@@ -170,6 +170,59 @@ def _create_local(store: Store, spec: JobSpec, report: ValidationReport) -> dict
     )
 
 
+def create_local_job_from_files(
+    *,
+    model: str,
+    training_file: str,
+    validation_file: str | None = None,
+    hyperparameters: dict | None = None,
+    suffix: str | None = None,
+    seed: int | None = None,
+    metadata: dict | None = None,
+    start_worker: bool = True,
+) -> dict:
+    """A local job on files already in the registry (the server's `POST /fine_tuning/jobs`)."""
+    from tunelab.engine import TrainConfig
+
+    hyperparameters = dict(hyperparameters or {})
+    if seed is not None:
+        hyperparameters["seed"] = seed
+    TrainConfig.from_settings(hyperparameters)  # refuse bad settings before queueing
+    info = local_base(model)
+    with Store() as store:
+        files = [_usable_file(store, training_file, "training_file")]
+        if validation_file:
+            files.append(_usable_file(store, validation_file, "validation_file"))
+        base_path = str(info.path) if model.startswith("ft:") or info.kind != "bundled" else None
+        job = local.queue_job(
+            store,
+            model=model if model.startswith("ft:") else info.name,
+            base_path=base_path,
+            training_file=files[0],
+            validation_file=files[1] if len(files) > 1 else None,
+            hyperparameters=hyperparameters,
+            suffix=suffix,
+            name=None,
+            seed=seed,
+            metadata=metadata or {},
+        )
+    if start_worker:
+        local.start_worker()
+    return job
+
+
+def _usable_file(store: Store, file_id: str, role: str) -> dict:
+    file = store.get_file(file_id)
+    if file["provider"] != "local" or file["status"] != "processed":
+        details = (file["validation"] or {}).get("status_details") or file["status"]
+        raise TunelabError(
+            "invalid_file",
+            f"{role} {file_id} cannot be used for training: {details}.",
+            hint="upload a file that `tunelab validate` accepts",
+        )
+    return file
+
+
 def _create_hosted(store: Store, spec: JobSpec, report: ValidationReport) -> dict:
     provider = get_provider(spec.provider, base_url=spec.base_url)
     request_id = new_id("req")

@@ -37,13 +37,6 @@ def register_file(store: Store, path: Path, validation: dict | None) -> dict:
     known = store.find_file("local", checksum, "fine-tune")
     if known is not None and known["path"] and Path(known["path"]).exists():
         return known
-    files_dir = get_settings().home / "files"
-    files_dir.mkdir(parents=True, exist_ok=True)
-    target = files_dir / f"{checksum[:24]}.jsonl"
-    if not target.exists():
-        staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        shutil.copyfile(path, staging)
-        os.replace(staging, target)
     return store.add_file(
         provider="local",
         filename=path.name,
@@ -51,8 +44,55 @@ def register_file(store: Store, path: Path, validation: dict | None) -> dict:
         bytes=path.stat().st_size,
         checksum=checksum,
         status="processed",
-        path=str(target),
+        path=str(keep_copy(path, checksum)),
         validation=validation,
+    )
+
+
+def keep_copy(path: Path, checksum: str, *, move: bool = False) -> Path:
+    """`path`'s bytes in `$TUNELAB_HOME/files`, named by checksum (written atomically)."""
+    files_dir = get_settings().home / "files"
+    files_dir.mkdir(parents=True, exist_ok=True)
+    target = files_dir / f"{checksum[:24]}.jsonl"
+    if target.exists():
+        if move:
+            path.unlink()
+        return target
+    if move:
+        os.replace(path, target)
+        return target
+    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    shutil.copyfile(path, staging)
+    os.replace(staging, target)
+    return target
+
+
+def store_upload(store: Store, staged: Path, filename: str, purpose: str) -> dict:
+    """Validate an uploaded file (staged inside TUNELAB_HOME) and record it.
+
+    A file with errors is recorded too, with status "error" and the first findings in
+    `status_details`, as OpenAI does.
+    """
+    from tunelab.data.validate import validate_file
+
+    report = validate_file(staged)
+    summary = report.to_dict()
+    details = None
+    if not report.ok:
+        first = [f"line {f['line']}: {f['message']}" if f.get("line") else f["message"]
+                 for f in summary["findings"] if f["severity"] == "error"][:3]  # fmt: skip
+        details = f"{report.n_errors} error(s): " + "; ".join(first)
+    checksum = file_checksum(staged)
+    size = staged.stat().st_size
+    return store.add_file(
+        provider="local",
+        filename=filename,
+        purpose=purpose,
+        bytes=size,
+        checksum=checksum,
+        status="processed" if report.ok else "error",
+        path=str(keep_copy(staged, checksum, move=True)),
+        validation={**summary, "status_details": details},
     )
 
 

@@ -98,4 +98,29 @@ MIGRATIONS: list[list[str]] = [
             details TEXT NOT NULL DEFAULT '{}'
         )""",
     ],
+    # 2: evaluation runs and every answer they scored.
+    [
+        """CREATE TABLE eval_runs (
+            id TEXT PRIMARY KEY,
+            kind TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            finished_at INTEGER,
+            models TEXT NOT NULL DEFAULT '[]',
+            data TEXT NOT NULL DEFAULT '{}',
+            options TEXT NOT NULL DEFAULT '{}',
+            metrics TEXT,
+            json_path TEXT,
+            html_path TEXT,
+            error_message TEXT
+        )""",
+        "CREATE INDEX eval_runs_by_time ON eval_runs (created_at)",
+        """CREATE TABLE eval_outputs (
+            run_id TEXT NOT NULL REFERENCES eval_runs (id) ON DELETE CASCADE,
+            model TEXT NOT NULL,
+            item INTEGER NOT NULL,
+            output TEXT NOT NULL,
+            PRIMARY KEY (run_id, model, item)
+        )""",
+    ],
 ]

@@ -36,6 +36,9 @@ JSON_COLUMNS = frozenset(
         "data",
         "metrics",
         "details",
+        "models",
+        "options",
+        "output",
     }
 )
 JOB_COLUMNS = frozenset(
@@ -59,7 +62,75 @@ def now() -> int:
     return int(time.time())
 
 
-class Store:
+EVAL_COLUMNS = frozenset(
+    {"status", "finished_at", "metrics", "json_path", "html_path", "error_message"}
+)
+
+
+class EvalRuns:
+    """Evaluation runs: what was evaluated, on what data, the metrics and every answer.
+
+    Mixed into `Store` (it uses the store's transaction plumbing).
+    """
+
+    def create_eval_run(self, kind: str, *, models: list[str], data: dict, options: dict) -> dict:
+        row = {"id": new_id("evalrun"), "kind": kind, "status": "running", "created_at": now(),
+               "models": models, "data": data, "options": options}  # fmt: skip
+        with self._write() as db:
+            _insert(db, "eval_runs", row)
+        return self.get_eval_run(row["id"])
+
+    def update_eval_run(self, run_id: str, **fields) -> dict:
+        unknown = set(fields) - EVAL_COLUMNS
+        if unknown:
+            raise ValueError(f"unknown eval run fields: {sorted(unknown)}")
+        columns = ", ".join(f"{name} = ?" for name in fields)
+        values = [_encode(name, value) for name, value in fields.items()]
+        with self._write() as db:
+            db.execute(f"UPDATE eval_runs SET {columns} WHERE id = ?", (*values, run_id))
+        return self.get_eval_run(run_id)
+
+    def get_eval_run(self, run_id: str) -> dict:
+        row = self._one("SELECT * FROM eval_runs WHERE id = ?", (run_id,))
+        if row is None:
+            raise TunelabError(
+                "eval_run_not_found",
+                f"no evaluation run {run_id} in the registry.",
+                hint="`tunelab eval list` shows the runs",
+            )
+        return row
+
+    def list_eval_runs(self, limit: int = 50, kind: str | None = None) -> list[dict]:
+        where, params = ("WHERE kind = ?", (kind,)) if kind else ("", ())
+        return self._all(
+            f"SELECT * FROM eval_runs {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",
+            (*params, limit),
+        )
+
+    def add_eval_outputs(self, run_id: str, model: str, outputs: list[dict]) -> None:
+        rows = [(run_id, model, index, _encode("output", out)) for index, out in enumerate(outputs)]
+        with self._write() as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO eval_outputs (run_id, model, item, output) "
+                "VALUES (?, ?, ?, ?)",
+                rows,
+            )
+
+    def list_eval_outputs(self, run_id: str, model: str | None = None) -> list[dict]:
+        where, params = ("AND model = ?", (model,)) if model else ("", ())
+        return self._all(
+            f"SELECT model, item, output FROM eval_outputs WHERE run_id = ? {where} "
+            "ORDER BY model, item",
+            (run_id, *params),
+        )
+
+    def delete_eval_run(self, run_id: str) -> None:
+        self.get_eval_run(run_id)
+        with self._write() as db:
+            db.execute("DELETE FROM eval_runs WHERE id = ?", (run_id,))
+
+
+class Store(EvalRuns):
     """The registry database at `path` (default: `$TUNELAB_HOME/registry.db`)."""
 
     def __init__(self, path: str | Path | None = None) -> None:

@@ -1,0 +1,237 @@
+"""`tunelab eval`: score base and fine-tuned models side by side, on any provider.
+
+Each run is recorded in the registry and written as JSON and a self-contained HTML report;
+`eval list/show/compare` read them back. `--data` takes the sources and field flags of
+`tunelab format`.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import click
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from tunelab.cli import common
+from tunelab.cli.format_cmd import source_flags, source_options
+from tunelab.cli.train_cmd import ctrl_c_cancels
+from tunelab.cli.validate_cmd import input_file
+from tunelab.data.prompts import ClassificationPrompt
+from tunelab.evals import runs
+from tunelab.evals.items import load_items
+
+OutputDir = click.Path(path_type=Path, file_okay=False)
+
+
+@click.group("eval")
+def eval_group() -> None:
+    """Evaluate models: classification, NL→MongoDB queries, an LLM judge."""
+
+
+class EvalProgress:
+    """One progress bar per model (answers done, ETA) on stderr; quiet when not a terminal."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.bar = None
+        if common.stderr.is_terminal and not quiet:
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                MofNCompleteColumn(), TimeRemainingColumn(),
+                                console=common.stderr, transient=True)  # fmt: skip
+
+    def __enter__(self) -> EvalProgress:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def __call__(self, name: str, total: int):
+        """A callback advancing the bar of model `name` by the answers just finished."""
+        if self.bar is None:
+            common.stderr.print(f"evaluating {name} on {total:,} items…", highlight=False)
+            return None
+        task = self.bar.add_task(escape(name), total=total)
+        return lambda n: self.bar.advance(task, n)
+
+
+def _run(kind: str, models, data, options: dict, compute, output_dir, as_json: bool) -> dict:
+    cancel = threading.Event()
+    with ctrl_c_cancels(cancel), EvalProgress(quiet=as_json) as progress:
+        return runs.record_run(
+            kind,
+            models=list(models),
+            data=data.describe(),
+            options=options,
+            task=lambda: compute(progress, cancel),
+            output_dir=output_dir,
+        )
+
+
+@eval_group.command("classify")
+@click.option(
+    "--data",
+    "data_path",
+    type=input_file,
+    required=True,
+    help="TSV/CSV table or chat JSONL (e.g. a validation file from `format`).",
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
+    help="A model to evaluate (repeat to compare; the first is the baseline).",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N items.")
+@source_flags
+@click.option("--output-dir", type=OutputDir, help="Where to write result.json and report.html.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def classify_cmd(data_path, models, limit, output_dir, as_json, **flags) -> int:  # fmt: skip
+    """Accuracy, macro-F1, per-class scores and the confusion matrix, models side by side."""
+    from tunelab.evals.classify import evaluate_classification
+
+    options = source_options(flags)
+    data = load_items(data_path, flags["kind"], options, limit)
+    prompt = options.prompt or ClassificationPrompt()
+
+    def compute(progress, cancel):
+        return evaluate_classification(data, list(models), prompt=prompt, progress=progress,
+                                       cancel=cancel)  # fmt: skip
+
+    result = _run("classify", models, data, {"limit": limit}, compute, output_dir, as_json)
+    if as_json:
+        common.print_json(result)
+    else:
+        render_classify(result)
+    return 0
+
+
+def render_classify(result: dict) -> None:
+    table = Table(title=f"classification: {result['data']['n_items']:,} items")
+    for column in ("model", "accuracy", "macro-F1", "invalid", "answers/s"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, m in result["models"].items():
+        low, high = m.get("accuracy_ci", (None, None))
+        interval = f" [{low:.1%}–{high:.1%}]" if low is not None else ""
+        table.add_row(escape(name), f"{m['accuracy']:.1%}{interval}", f"{m['macro_f1']:.3f}",
+                      f"{m['invalid_rate']:.1%}", _num(m.get("answers_per_second")))  # fmt: skip
+    common.stdout.print(table)
+    for comparison in result.get("comparisons", []):
+        diff, (low, high) = comparison["difference"], comparison["difference_ci"]
+        common.stdout.print(
+            f"{escape(comparison['model'])} vs {escape(comparison['baseline'])}: accuracy "
+            f"{diff:+.1%} [{low:+.1%}, {high:+.1%}], McNemar p = {comparison['p_value']:.3g}",
+            highlight=False,
+        )
+    _say_files(result)
+
+
+def _say_files(result: dict) -> None:
+    common.stdout.print(f"run {result['id']}: {escape(result['html_path'])}", highlight=False)
+
+
+def _num(value) -> str:
+    return "—" if value is None else f"{value:,.1f}"
+
+
+@eval_group.command("list")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def list_cmd(limit, as_json) -> int:
+    """Evaluation runs, newest first."""
+    found = runs.list_runs(limit=limit)
+    if as_json:
+        common.print_json({"object": "list", "data": found})
+        return 0
+    if not found:
+        common.stdout.print("no evaluation runs yet: `tunelab eval classify --data F --model M`")
+        return 0
+    table = Table()
+    table.add_column("id", no_wrap=True)
+    for column in ("kind", "status", "models", "items", "headline"):
+        table.add_column(column, overflow="fold")
+    for run in found:
+        table.add_row(run["id"], run["kind"], run["status"], escape(", ".join(run["models"])),
+                      str(run["data"].get("n_items", "")), escape(headline(run)))  # fmt: skip
+    common.stdout.print(table)
+    return 0
+
+
+def headline(run: dict) -> str:
+    """The one number per model a reader looks at first."""
+    metrics = (run.get("metrics") or {}).get("models") or {}
+    key = {"classify": "accuracy", "queries": "execution_match"}.get(run["kind"])
+    parts = []
+    for name, values in metrics.items():
+        value = values.get(key) if key else values.get("mean_score")
+        if value is None and run["kind"] == "queries":
+            value = values.get("exact_match")
+        if isinstance(value, float):
+            parts.append(f"{name}: {value:.1%}" if value <= 1 else f"{name}: {value:.2f}")
+    if run["kind"] in ("judge", "pairwise") and (run.get("metrics") or {}).get("ratings"):
+        parts = [f"{n}: {r['rating']:.0f}" for n, r in run["metrics"]["ratings"].items()]
+    return "; ".join(parts)
+
+
+@eval_group.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="The run with every scored answer.")
+def show_cmd(run_id, as_json) -> int:
+    """One run: its data, metrics, and where its report is."""
+    run = runs.get_run(run_id)
+    if as_json:
+        common.print_json({**run, "outputs": runs.run_outputs(run_id)})
+        return 0
+    common.stdout.print(f"{run['id']}  {run['kind']}  {run['status']}  "
+                        f"{escape(run['data'].get('path', ''))}", highlight=False)  # fmt: skip
+    if run["status"] == "failed":
+        common.stdout.print(f"[red]failed[/]: {escape(run['error_message'] or '')}")
+    common.stdout.print(escape(headline(run)) or "—", highlight=False)
+    if run["html_path"]:
+        common.stdout.print(f"report: {escape(run['html_path'])}", highlight=False)
+    return 0
+
+
+@eval_group.command("compare")
+@click.argument("run_ids", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True)
+def compare_cmd(run_ids, as_json) -> int:
+    """Runs side by side: each model's headline metrics in each run."""
+    found = [runs.get_run(run_id) for run_id in run_ids]
+    rows = [
+        {"run": run["id"], "kind": run["kind"], "data": run["data"].get("path"), "model": name,
+         **{k: v for k, v in values.items() if isinstance(v, (int, float))}}
+        for run in found
+        for name, values in ((run.get("metrics") or {}).get("models") or {}).items()
+    ]  # fmt: skip
+    if as_json:
+        common.print_json({"object": "list", "data": rows})
+        return 0
+    metric_names = [k for k in ("accuracy", "macro_f1", "invalid_rate", "exact_match",
+                                "structural_match", "execution_match", "parse_failure_rate",
+                                "mean_score") if any(k in r for r in rows)]  # fmt: skip
+    table = Table()
+    for column in ("run", "model", *metric_names):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["run"], escape(row["model"]),
+                      *(_fmt(row.get(name)) for name in metric_names))  # fmt: skip
+    common.stdout.print(table)
+    return 0
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.1%}" if isinstance(value, float) and value <= 1 else f"{value:.3g}"

@@ -1,0 +1,60 @@
+"""`tunelab serve`: the OpenAI-compatible API (files, fine-tuning jobs, chat, models)."""
+
+from __future__ import annotations
+
+import click
+
+from tunelab.cli import common
+from tunelab.errors import TunelabError
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option(
+    "--api-key",
+    envvar="TUNELAB_API_KEY",
+    help="Require this bearer token (env TUNELAB_API_KEY); needed off loopback.",
+)
+@click.option(
+    "--allowed-host",
+    multiple=True,
+    help="Also accept requests whose Host header is this name (repeatable).",
+)
+@click.option(
+    "--max-upload-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=512,
+    show_default=True,
+    help="Largest file upload accepted.",
+)
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Most chat requests answered in one batched generation.")  # fmt: skip
+@click.option("--no-worker", is_flag=True, help="Queue jobs without starting a local worker.")
+def serve_cmd(host, port, api_key, allowed_host, max_upload_mb, max_batch_size, no_worker) -> int:
+    """Serve OpenAI's fine-tuning and chat API for models you own, under /v1."""
+    import uvicorn
+
+    from tunelab.server.app import ServerConfig, create_app, is_loopback
+
+    if not is_loopback(host) and not api_key:
+        raise TunelabError(
+            "api_key_required",
+            f"--host {host} is reachable from other machines; an API key is required.",
+            hint="pass --api-key or set TUNELAB_API_KEY (clients send it as their api_key)",
+            exit_code=2,
+        )
+    config = ServerConfig(
+        host=host,
+        port=port,
+        api_key=api_key,
+        allowed_hosts=tuple(allowed_host),
+        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+        start_worker=not no_worker,
+        max_batch_size=max_batch_size,
+    )
+    where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/v1"
+    common.stderr.print(f"tunelab API on {where}  (OpenAI(base_url={where!r}, api_key=...))",
+                        highlight=False)  # fmt: skip
+    uvicorn.run(create_app(config), host=host, port=port, log_level="info", access_log=True)
+    return 0

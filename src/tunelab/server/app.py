@@ -1,0 +1,133 @@
+"""The FastAPI application: OpenAI's fine-tuning, files, models and chat routes under `/v1`.
+
+Security first: requests whose Host header is not an allowed name are refused (a web page
+cannot reach this server through DNS rebinding); when an API key is set, every request must
+carry it as a bearer token; uploads over the size limit are refused with 413 before anything
+is written. Training never runs in a request: jobs go to the registry and the local worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import ipaddress
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+
+from tunelab import __version__
+from tunelab.errors import TunelabError
+from tunelab.server.errors import (
+    ApiError,
+    error_response,
+    on_api_error,
+    on_tunelab_error,
+    on_validation_error,
+)
+
+DEFAULT_MAX_UPLOAD_BYTES = 512 * 1024 * 1024
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    allowed_hosts: tuple[str, ...] = ()  # extra Host names to accept (e.g. a DNS name)
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    start_worker: bool = True  # start a local worker when a job is created
+    model_memory_bytes: int | None = None  # budget for cached models (None: automatic)
+    max_batch_size: int = 8
+    max_pending_requests: int = 64
+    extra: dict = field(default_factory=dict)
+
+    def host_names(self) -> set[str]:
+        names = {*LOOPBACK_NAMES, *(h.lower() for h in self.allowed_hosts)}
+        if self.host not in ("0.0.0.0", "::"):
+            names.add(self.host.lower())
+        return names
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def create_app(config: ServerConfig | None = None) -> FastAPI:
+    from tunelab.server.inference import InferenceService
+
+    from tunelab.server import routes_files, routes_inference, routes_jobs
+
+    config = config or ServerConfig()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.inference = InferenceService(
+            memory_budget_bytes=config.model_memory_bytes,
+            max_batch_size=config.max_batch_size,
+            max_pending=config.max_pending_requests,
+        )
+        try:
+            yield
+        finally:
+            app.state.inference.close()
+
+    app = FastAPI(title="tunelab", version=__version__, lifespan=lifespan, docs_url=None,
+                  redoc_url=None, openapi_url="/v1/openapi.json")  # fmt: skip
+    app.state.config = config
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(TunelabError, on_tunelab_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.middleware("http")(_guard(config))
+    app.include_router(routes_files.router, prefix="/v1")
+    app.include_router(routes_jobs.router, prefix="/v1")
+    app.include_router(routes_inference.router, prefix="/v1")
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "version": __version__}
+
+    return app
+
+
+def _guard(config: ServerConfig):
+    """Host allowlist, bearer-token check and the upload size limit, before any route."""
+    names = config.host_names()
+
+    async def guard(request: Request, call_next):
+        host = _host_name(request.headers.get("host", ""))
+        if host not in names:
+            return error_response(400, f"Host {host!r} is not allowed by this server.",
+                                  "invalid_host")  # fmt: skip
+        if config.api_key and request.url.path != "/health":
+            sent = request.headers.get("authorization", "")
+            token = sent[7:] if sent.lower().startswith("bearer ") else ""
+            if not hmac.compare_digest(token.encode(), config.api_key.encode()):
+                return error_response(401, "Incorrect or missing API key (a bearer token).",
+                                      "invalid_api_key")  # fmt: skip
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > config.max_upload_bytes + 64 * 1024:
+            return _too_large(config)
+        return await call_next(request)
+
+    return guard
+
+
+def _too_large(config: ServerConfig):
+    limit = config.max_upload_bytes / (1024 * 1024)
+    return error_response(413, f"The request is larger than this server's limit ({limit:g} MB).",
+                          "file_too_large")  # fmt: skip
+
+
+def _host_name(header: str) -> str:
+    """The name part of a Host header: `[::1]:8000` → `::1`, `localhost:8000` → `localhost`."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header

@@ -1,0 +1,102 @@
+"""Errors in OpenAI's envelope, with the status codes that make the `openai` SDK raise the
+matching exception (`BadRequestError` 400, `AuthenticationError` 401, `NotFoundError` 404,
+`ConflictError` 409, `UnprocessableEntityError` 422, `RateLimitError` 429, ...).
+
+Routes raise `ApiError` (or let a `TunelabError` through: its code picks the status).
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from tunelab.errors import TunelabError
+
+# TunelabError codes that are not the client's malformed request.
+STATUS_BY_CODE = {
+    "job_not_found": 404,
+    "file_not_found": 404,
+    "model_not_found": 404,
+    "unknown_model": 404,
+    "job_finished": 409,
+    "job_not_running": 409,
+    "job_not_resumable": 409,
+    "job_active": 409,
+    "job_changed": 409,
+    "missing_api_key": 401,
+    "provider_auth_failed": 401,
+    "provider_rate_limited": 429,
+    "server_busy": 429,
+    "file_too_large": 413,
+    "provider_unavailable": 503,
+    "provider_unreachable": 503,
+}
+TYPE_BY_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    503: "server_error",
+}
+
+
+class ApiError(Exception):
+    """An HTTP error to return in OpenAI's envelope."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code, self.param = status, message, code, param
+        self.headers = headers or {}
+
+
+def envelope(status: int, message: str, code: str | None, param: str | None) -> dict:
+    kind = TYPE_BY_STATUS.get(status, "invalid_request_error" if status < 500 else "server_error")
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def error_response(
+    status: int,
+    message: str,
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(envelope(status, message, code, param), status_code=status, headers=headers)
+
+
+async def on_api_error(request: Request, err: ApiError) -> JSONResponse:
+    return error_response(err.status, err.message, err.code, err.param, err.headers)
+
+
+async def on_tunelab_error(request: Request, err: TunelabError) -> JSONResponse:
+    status = STATUS_BY_CODE.get(err.code, 400)
+    message = err.message + (f" ({err.hint})" if err.hint else "")
+    if err.path and err.line:
+        message = f"line {err.line}: {message}"
+    return error_response(status, message, err.code)
+
+
+async def on_validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
+    """A request body that does not fit the schema: 400, naming the first bad field."""
+    problems = err.errors()
+    first = problems[0] if problems else {}
+    param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
+    message = "; ".join(
+        f"{'.'.join(str(p) for p in problem.get('loc', ())[1:]) or 'body'}: {problem.get('msg')}"
+        for problem in problems
+    )
+    return error_response(400, message or "invalid request", "invalid_request", param)

@@ -1,0 +1,228 @@
+"""`/v1/chat/completions` and `/v1/models`: OpenAI's chat and model routes.
+
+Chat answers come from the server's `InferenceService` (batched local generation, or the
+hosted provider of a model fine-tuned there); `stream: true` answers as server-sent events of
+`chat.completion.chunk` objects ending with `data: [DONE]`, as the `openai` SDK reads them.
+Models are the local base models and every fine-tuned model the registry knows.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from tunelab.errors import TunelabError
+from tunelab.providers.models import delete_model, list_models
+from tunelab.server.errors import STATUS_BY_CODE, ApiError, envelope
+from tunelab.server.inference import AnswerStream, ChatAnswer, ChatOptions
+
+router = APIRouter()
+StopText = Annotated[str, StringConstraints(min_length=1)]
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text"]
+    text: str
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+
+    def for_template(self) -> dict:
+        content = self.content or ""
+        if isinstance(content, list):
+            content = "".join(part.text for part in content)
+        # Chat templates know "system"; OpenAI's newer name for it is "developer".
+        role = "system" if self.role == "developer" else self.role
+        return {"role": role, "content": content}
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """OpenAI's request; fields tunelab does not use (tools, logit_bias, ...) are ignored.
+
+    Unlike OpenAI, a local model answers greedily when no temperature is given (as `tunelab
+    chat` does); a hosted model gets its provider's default.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+    model: str = Field(min_length=1)
+    messages: list[Message] = Field(min_length=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    stop: StopText | list[StopText] | None = Field(None, max_length=4)
+    n: int | None = Field(None, ge=1, le=128)
+    seed: int | None = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+
+    def options(self) -> ChatOptions:
+        stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        return ChatOptions(
+            max_tokens=self.max_completion_tokens or self.max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            stop=stop,
+            seed=self.seed,
+            n=self.n or 1,
+        )
+
+
+@router.post("/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request):
+    service = request.app.state.inference
+    messages = [message.for_template() for message in body.messages]
+    completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    if body.stream:
+        answer = await service.stream(body.model, messages, body.options())
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        events = _events(answer, body, completion_id, created, include_usage)
+        return StreamingResponse(events, media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})  # fmt: skip
+    answer = await service.complete(body.model, messages, body.options())
+    return _completion(answer, completion_id, created)
+
+
+def _completion(answer: ChatAnswer, completion_id: str, created: int) -> dict:
+    choices = [
+        {
+            "index": index,
+            "message": {"role": "assistant", "content": choice.text, "refusal": None},
+            "finish_reason": choice.finish_reason,
+            "logprobs": None,
+        }
+        for index, choice in enumerate(answer.choices)
+    ]
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": answer.model,
+        "choices": choices,
+        "usage": _usage(answer.prompt_tokens, answer.completion_tokens),
+        "system_fingerprint": None,
+    }
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+async def _events(
+    answer: AnswerStream,
+    body: ChatCompletionRequest,
+    completion_id: str,
+    created: int,
+    include_usage: bool,
+) -> AsyncIterator[str]:
+    """The answer as SSE chunks: a role delta per choice, content deltas, a finish per choice,
+    the usage when asked for, then [DONE]."""
+
+    def chunk(choices: list[dict], usage: dict | None = None) -> str:
+        data = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
+                "model": body.model, "choices": choices, "system_fingerprint": None}  # fmt: skip
+        if include_usage:
+            data["usage"] = usage
+        return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+    def choice(index: int, delta: dict, finish_reason: str | None = None) -> dict:
+        return {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+
+    prompt_tokens = completion_tokens = 0
+    try:
+        for index in range(body.n or 1):
+            yield chunk([choice(index, {"role": "assistant", "content": ""})])
+        async for index, item in answer:
+            if isinstance(item, str):
+                yield chunk([choice(index, {"content": item})])
+                continue
+            prompt_tokens = item.prompt_tokens
+            completion_tokens += item.completion_tokens
+            yield chunk([choice(index, {}, item.finish_reason)])
+        if include_usage:
+            yield chunk([], _usage(prompt_tokens, completion_tokens))
+        yield "data: [DONE]\n\n"
+    except TunelabError as err:  # the status is already sent: the SDK raises on an error event
+        status = STATUS_BY_CODE.get(err.code, 400)
+        yield f"data: {json.dumps(envelope(status, err.message, err.code, None))}\n\n"
+    finally:
+        answer.cancel()  # the client may have gone: stop generating for it
+
+
+# -- models ---------------------------------------------------------------------------------
+
+
+@router.get("/models")
+def models_list() -> dict:
+    return {"object": "list", "data": [_model_object(model) for model in _served_models()]}
+
+
+@router.get("/models/{model_id:path}")
+def models_retrieve(model_id: str) -> dict:
+    return _model_object(_find_model(model_id))
+
+
+@router.delete("/models/{model_id:path}")
+async def models_delete(model_id: str, request: Request) -> dict:
+    """Forget a fine-tuned model (a local one's files stay where its job wrote them)."""
+    model = await run_in_threadpool(_find_model, model_id)
+    if model["kind"] == "base":
+        raise ApiError(403, f"{model['id']} is a base model; only fine-tuned models can be "
+                       "deleted.", code="model_not_deletable", param="model")  # fmt: skip
+    removed = await run_in_threadpool(delete_model, model["id"])
+    if removed.get("path"):
+        request.app.state.inference.unload(removed["path"])
+    return {"id": model["id"], "object": "model", "deleted": True}
+
+
+def _served_models() -> list[dict]:
+    """Fine-tuned models on any provider, and the base models this machine can run."""
+    return [m for m in list_models() if m["kind"] != "base" or m["provider"] == "local"]
+
+
+def _find_model(model_id: str) -> dict:
+    wanted = model_id.lower()
+    for model in _served_models():
+        names = [model["id"], *model.get("aliases", [])]
+        if model["id"] == model_id or (
+            model["kind"] == "base" and wanted in (n.lower() for n in names)
+        ):
+            return model
+    raise ApiError(404, f"The model '{model_id}' does not exist.", code="model_not_found",
+                   param="model")  # fmt: skip
+
+
+def _model_object(model: dict) -> dict:
+    return {
+        "id": model["id"],
+        "object": "model",
+        "created": model["created"] or 0,  # base models: no creation time to report
+        "owned_by": model["owned_by"],
+        "tunelab": {
+            "kind": model["kind"],
+            "provider": model["provider"],
+            "base_model": model["base_model"],
+            "job_id": model["job_id"],
+        },
+    }

@@ -1,0 +1,182 @@
+"""`/v1/fine_tuning/jobs`: OpenAI's fine-tuning API over local jobs in the registry.
+
+Creating a job queues it and (unless the server was told not to) starts the local worker;
+training never runs inside a request. Lists are newest first with cursor pagination
+(`after`, `limit`), as the SDK's pagers expect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from tunelab.providers import jobs as api
+from tunelab.registry import Store
+from tunelab.server.errors import ApiError
+
+router = APIRouter()
+OPENAI_HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
+
+
+class Supervised(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    hyperparameters: dict = Field(default_factory=dict)
+
+
+class Method(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: str = "supervised"
+    supervised: Supervised | None = None
+
+
+class CreateJob(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    model: str
+    training_file: str
+    validation_file: str | None = None
+    hyperparameters: dict | None = None  # OpenAI's legacy place for them
+    method: Method | None = None
+    suffix: str | None = Field(default=None, max_length=64)
+    seed: int | None = Field(default=None, ge=0)
+    metadata: dict[str, str] | None = None
+
+
+def settings_of(body: CreateJob) -> dict:
+    """Hyperparameters from `method.supervised` or the legacy field; "auto" means default."""
+    if body.method is not None and body.method.type != "supervised":
+        raise ApiError(400, f"method {body.method.type!r} is not supported by local training; "
+                       "use 'supervised'.", param="method.type")  # fmt: skip
+    given = dict(body.hyperparameters or {})
+    if body.method is not None and body.method.supervised is not None:
+        given.update(body.method.supervised.hyperparameters)
+    return {k: v for k, v in given.items() if v != "auto"}
+
+
+@router.post("/fine_tuning/jobs")
+async def create_job(body: CreateJob, request: Request) -> dict:
+    if body.metadata and len(body.metadata) > 16:
+        raise ApiError(400, "metadata holds at most 16 keys.", param="metadata")
+    job = await asyncio.to_thread(
+        api.create_local_job_from_files,
+        model=body.model,
+        training_file=body.training_file,
+        validation_file=body.validation_file,
+        hyperparameters=settings_of(body),
+        suffix=body.suffix,
+        seed=body.seed,
+        metadata=body.metadata,
+        start_worker=request.app.state.config.start_worker,
+    )
+    return api.job_object(job)
+
+
+@router.get("/fine_tuning/jobs")
+async def list_jobs(request: Request, after: str | None = None, limit: int = 20) -> dict:
+    wanted = _metadata_filter(request)
+    limit = max(1, min(limit, 100))
+    with Store() as store:
+        if after is not None:
+            store.get_job(after)  # 404 for an unknown cursor
+        rows = store.list_jobs(limit=100_000 if wanted else limit + 1, after=after,
+                               provider="local")  # fmt: skip
+    if wanted:
+        rows = [r for r in rows if all(r["metadata"].get(k) == v for k, v in wanted.items())]
+    page = rows[:limit]
+    return {"object": "list", "data": [api.job_object(r) for r in page],
+            "has_more": len(rows) > limit}  # fmt: skip
+
+
+def _metadata_filter(request: Request) -> dict[str, str]:
+    """`metadata[key]=value` query parameters, as the SDK sends `metadata={...}`."""
+    return {
+        key[len("metadata[") : -1]: value
+        for key, value in request.query_params.items()
+        if key.startswith("metadata[") and key.endswith("]")
+    }
+
+
+def _local_job(job_id: str) -> dict:
+    job = api.get_job(job_id)
+    if job["provider"] != "local":
+        raise ApiError(404, f"No fine-tuning job {job_id} on this server.", code="job_not_found")
+    return job
+
+
+@router.get("/fine_tuning/jobs/{job_id}")
+async def retrieve_job(job_id: str) -> dict:
+    return api.job_object(await asyncio.to_thread(_local_job, job_id))
+
+
+@router.post("/fine_tuning/jobs/{job_id}/cancel")
+async def cancel_job(job_id: str) -> dict:
+    _local_job(job_id)
+    return api.job_object(api.cancel_job(job_id))
+
+
+@router.post("/fine_tuning/jobs/{job_id}/pause")
+async def pause_job(job_id: str) -> dict:
+    _local_job(job_id)
+    return api.job_object(api.pause_job(job_id))
+
+
+@router.post("/fine_tuning/jobs/{job_id}/resume")
+async def resume_job(job_id: str, request: Request) -> dict:
+    _local_job(job_id)
+    start = request.app.state.config.start_worker
+    return api.job_object(await asyncio.to_thread(api.resume_job, job_id, start_worker=start))
+
+
+@router.get("/fine_tuning/jobs/{job_id}/events")
+async def list_events(job_id: str, after: str | None = None, limit: int = 20) -> dict:
+    job = _local_job(job_id)
+    with Store() as store:
+        events = store.list_events(job["id"], limit=1_000_000)[::-1]  # newest first
+    data = [_event_object(e) for e in events]
+    return _page(data, after, limit)
+
+
+def _event_object(event: dict) -> dict:
+    return {"object": "fine_tuning.job.event", "id": event["id"],
+            "created_at": event["created_at"], "level": event["level"],
+            "message": event["message"], "type": event["type"],
+            "data": event["data"] or {}}  # fmt: skip
+
+
+@router.get("/fine_tuning/jobs/{job_id}/checkpoints")
+async def list_checkpoints(job_id: str, after: str | None = None, limit: int = 10) -> dict:
+    job = _local_job(job_id)
+    with Store() as store:
+        points = store.list_checkpoints(job["id"])
+    data = [_checkpoint_object(job["id"], p) for p in points]
+    return _page(data, after, limit)
+
+
+def _checkpoint_object(job_id: str, point: dict) -> dict:
+    metrics = point["metrics"] or {}
+    return {
+        "object": "fine_tuning.job.checkpoint",
+        "id": point["id"],
+        "created_at": point["created_at"],
+        "fine_tuned_model_checkpoint": point["fine_tuned_model_checkpoint"],
+        "fine_tuning_job_id": job_id,
+        "step_number": point["step"],
+        "metrics": {
+            "step": point["step"],
+            "train_loss": metrics.get("loss"),
+            "train_mean_token_accuracy": metrics.get("mean_token_accuracy"),
+            "valid_loss": metrics.get("val_loss"),
+            "valid_mean_token_accuracy": metrics.get("val_mean_token_accuracy"),
+        },
+    }
+
+
+def _page(data: list[dict], after: str | None, limit: int) -> dict:
+    if after is not None:
+        ids = [item["id"] for item in data]
+        if after not in ids:
+            raise ApiError(404, f"No item {after} to continue after.", param="after")
+        data = data[ids.index(after) + 1 :]
+    limit = max(1, min(limit, 100))
+    return {"object": "list", "data": data[:limit], "has_more": len(data) > limit}

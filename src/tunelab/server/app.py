@@ -60,9 +60,8 @@ def is_loopback(host: str) -> bool:
 
 
 def create_app(config: ServerConfig | None = None) -> FastAPI:
-    from tunelab.server.inference import InferenceService
-
     from tunelab.server import routes_files, routes_inference, routes_jobs
+    from tunelab.server.inference import InferenceService
 
     config = config or ServerConfig()
 

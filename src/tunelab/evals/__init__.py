@@ -1,0 +1,1 @@
+"""Evaluation: score any model's answers (classification, NL→MongoDB queries, an LLM judge)."""

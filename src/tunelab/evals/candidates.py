@@ -1,0 +1,147 @@
+"""Candidates: any model answering batches of chats, wherever it lives.
+
+A name resolves as `tunelab chat` resolves it: the bundled alias, a Hugging Face directory, a
+training output, a registry `ft:` model (local or hosted), a Together or OpenAI catalog
+model, or `MODEL@URL` for any OpenAI-compatible service. Local models answer through the
+engine's batched generation; hosted ones through their provider, a few requests at a time.
+A hosted request that fails is recorded as that item's error (an invalid answer), so one
+timeout does not throw away a long evaluation.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from tunelab.errors import TunelabError
+
+Progress = Callable[[int], None]  # called with the number of answers just finished
+LOCAL_BATCH_SIZE = 16
+HOSTED_CONCURRENCY = 4
+
+
+@dataclass
+class Answer:
+    text: str
+    finish_reason: str = "stop"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+
+
+class Candidate:
+    """A model under evaluation (or a judge): `answer` many chats, in order."""
+
+    name: str
+
+    def answer(
+        self,
+        conversations: list[list[dict]],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[Answer]:
+        raise NotImplementedError
+
+    def chat(self, messages: list[dict], max_tokens: int = 512) -> str:
+        """One answer's text: the judge's interface."""
+        [answer] = self.answer([messages], max_tokens=max_tokens)
+        if answer.error:
+            raise TunelabError("model_call_failed", f"{self.name}: {answer.error}")
+        return answer.text
+
+    def close(self) -> None:
+        """Free what the candidate holds (a local model's memory)."""
+
+
+class LocalCandidate(Candidate):
+    def __init__(self, name: str, source: str, batch_size: int = LOCAL_BATCH_SIZE) -> None:
+        self.name, self.source, self.batch_size = name, source, batch_size
+        self._loaded = None
+
+    def _model(self):
+        if self._loaded is None:
+            from tunelab.engine import load_base
+
+            model, tokenizer, _ = load_base(self.source)
+            model.eval()
+            self._loaded = (model, tokenizer)
+        return self._loaded
+
+    def answer(self, conversations, *, max_tokens=256, temperature=0.0, progress=None,
+               cancel=None) -> list[Answer]:  # fmt: skip
+        from tunelab.engine import generate
+
+        model, tokenizer = self._model()
+        answers: list[Answer] = []
+        # Chunks of a few batches: progress and cancellation between them, while each
+        # chunk still sorts its prompts by length for batching.
+        chunk = self.batch_size * 4
+        for begin in range(0, len(conversations), chunk):
+            _check_cancel(cancel)
+            part = conversations[begin : begin + chunk]
+            done = generate(model, tokenizer, part, max_new_tokens=max_tokens,
+                            temperature=temperature, batch_size=self.batch_size)  # fmt: skip
+            answers += [Answer(c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens)
+                        for c in done]  # fmt: skip
+            if progress is not None:
+                progress(len(part))
+        return answers
+
+    def close(self) -> None:
+        self._loaded = None
+
+
+class HostedCandidate(Candidate):
+    def __init__(self, name: str, provider, model: str) -> None:
+        self.name, self.provider, self.model = name, provider, model
+
+    def answer(self, conversations, *, max_tokens=256, temperature=0.0, progress=None,
+               cancel=None) -> list[Answer]:  # fmt: skip
+        def one(messages: list[dict]) -> Answer:
+            _check_cancel(cancel)
+            try:
+                result = self.provider.chat(self.model, messages, max_tokens=max_tokens,
+                                            temperature=temperature)  # fmt: skip
+            except TunelabError as err:
+                answer = Answer("", "error", error=f"{err.code}: {err.message}")
+            else:
+                answer = Answer(result.text, result.finish_reason, result.prompt_tokens,
+                                result.completion_tokens)  # fmt: skip
+            if progress is not None:
+                progress(1)
+            return answer
+
+        with ThreadPoolExecutor(HOSTED_CONCURRENCY) as pool:
+            return list(pool.map(one, conversations))
+
+
+def _check_cancel(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise TunelabError("cancelled", "the evaluation was cancelled.", exit_code=130)
+
+
+def open_candidate(name: str) -> Candidate:
+    """The candidate `name` refers to (see the module docstring)."""
+    from tunelab.providers.jobs import get_provider
+    from tunelab.providers.models import chat_target
+
+    if "@http://" in name or "@https://" in name:
+        model, url = name.split("@", 1)
+        return HostedCandidate(name, get_provider("openai", base_url=url), model)
+    target = chat_target(name)
+    if target.provider == "local":
+        return LocalCandidate(name, target.model)
+    return HostedCandidate(name, get_provider(target.provider, base_url=target.base_url),
+                           target.model)  # fmt: skip
+
+
+def timed_answers(candidate: Candidate, conversations, **settings) -> tuple[list[Answer], float]:
+    began = time.perf_counter()
+    answers = candidate.answer(conversations, **settings)
+    return answers, time.perf_counter() - began

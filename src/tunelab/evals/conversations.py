@@ -1,0 +1,134 @@
+"""`tunelab generate-conversations`: a model answers one user message per idea; the
+conversations go into a SQLite conversation database that `tunelab format` and
+`tunelab eval judge` read (the default schema of `format`'s conversation reader).
+
+Ideas come from a JSON array (strings, or objects with an `idea` key and any context keys),
+JSONL, or a text file with one idea per line. The user message is the template with
+`{idea}` and every other key of the idea (`{context_1}`, ...) filled in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import string
+import time
+from pathlib import Path
+
+from tunelab.errors import TunelabError
+from tunelab.evals.candidates import open_candidate
+from tunelab.io import check_output_path
+
+SCHEMA = (
+    "CREATE TABLE conversations (id INTEGER PRIMARY KEY, system_prompt TEXT, model TEXT, "
+    "idea TEXT, created_at TEXT)",
+    "CREATE TABLE messages (id INTEGER PRIMARY KEY, conversation_id INTEGER NOT NULL "
+    "REFERENCES conversations (id), role TEXT NOT NULL, content TEXT NOT NULL, "
+    "position INTEGER NOT NULL)",
+)
+
+
+def read_ideas(path: Path) -> list[dict]:
+    """Every idea as a dict with at least an `idea` key, in file order."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        try:
+            raw = json.loads(text)
+        except ValueError as err:
+            raise TunelabError("invalid_ideas", f"not JSON: {err}", path=path) from None
+        rows = list(enumerate(raw, 1))
+    elif stripped.startswith("{"):
+        rows = []
+        for number, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append((number, json.loads(line)))
+                except ValueError as err:
+                    raise TunelabError("invalid_ideas", f"not JSON: {err}", path=path,
+                                       line=number) from None  # fmt: skip
+    else:
+        rows = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+    ideas = [_idea(value, path, number) for number, value in rows]
+    if not ideas:
+        raise TunelabError("invalid_ideas", "the file holds no idea.", path=path)
+    return ideas
+
+
+def _idea(value, path: Path, number: int) -> dict:
+    if isinstance(value, str):
+        return {"idea": value}
+    if isinstance(value, dict) and isinstance(value.get("idea"), str):
+        return {k: str(v) for k, v in value.items()}
+    raise TunelabError("invalid_ideas", 'each idea is a string or an object with an "idea" key.',
+                       path=path, line=number)  # fmt: skip
+
+
+def fill_template(template: str, idea: dict, path: Path | None = None) -> str:
+    """The template with its `{name}` fields from the idea; a missing field is an error."""
+    names = {field for _, field, _, _ in string.Formatter().parse(template) if field}
+    missing = sorted(names - set(idea))
+    if missing:
+        raise TunelabError(
+            "template_field_missing",
+            f"the template uses {{{missing[0]}}} but an idea has no {missing[0]!r} "
+            f"(it has: {', '.join(sorted(idea))}).",
+            path=path,
+        )
+    return template.format(**idea)
+
+
+def generate_conversations(
+    ideas_path: Path, output: Path, *, model: str, template: str, system_prompt: str | None,
+    max_tokens: int = 512, temperature: float = 0.0, force: bool = False, progress=None,
+    cancel=None,
+) -> dict:  # fmt: skip
+    """Answer every idea with `model` and write the conversation database `output`."""
+    check_output_path(output, force=force, inputs=(ideas_path,))
+    ideas = read_ideas(ideas_path)
+    prompts = [fill_template(template, idea, ideas_path) for idea in ideas]
+    conversations = [
+        ([{"role": "system", "content": system_prompt}] if system_prompt else [])
+        + [{"role": "user", "content": prompt}]
+        for prompt in prompts
+    ]
+    candidate = open_candidate(model)
+    try:
+        answers = candidate.answer(conversations, max_tokens=max_tokens, temperature=temperature,
+                                   progress=progress, cancel=cancel)  # fmt: skip
+    finally:
+        candidate.close()
+    _write_database(output, model, system_prompt, ideas, prompts, answers)
+    failed = sum(1 for a in answers if a.error)
+    return {"output": str(output), "model": model, "n_conversations": len(ideas) - failed,
+            "n_failed": failed}  # fmt: skip
+
+
+def _write_database(output: Path, model, system_prompt, ideas, prompts, answers) -> None:
+    """Built beside `output` and renamed into place: never a half-written database."""
+    staging = output.with_name(f".{output.name}.{os.getpid()}.tmp")
+    staging.unlink(missing_ok=True)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    try:
+        with sqlite3.connect(staging) as db:
+            for statement in SCHEMA:
+                db.execute(statement)
+            for idea, prompt, answer in zip(ideas, prompts, answers, strict=True):
+                if answer.error:
+                    continue  # a failed call makes no conversation; counted in n_failed
+                cursor = db.execute(
+                    "INSERT INTO conversations (system_prompt, model, idea, created_at) "
+                    "VALUES (?, ?, ?, ?)", (system_prompt, model, idea["idea"], stamp),
+                )  # fmt: skip
+                db.executemany(
+                    "INSERT INTO messages (conversation_id, role, content, position) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(cursor.lastrowid, "user", prompt, 1),
+                     (cursor.lastrowid, "assistant", answer.text, 2)],
+                )  # fmt: skip
+        db.close()
+        os.replace(staging, output)
+    finally:
+        staging.unlink(missing_ok=True)

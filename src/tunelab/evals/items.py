@@ -1,0 +1,87 @@
+"""Evaluation items from any source `tunelab format` reads: the prompt and the gold answer.
+
+`--data` takes the same sources and field flags as `tunelab format`, so a model is asked
+exactly what a fine-tuned model was trained on: the same system prompt, the same template,
+the same schema context. The last assistant message of each example is the gold answer; the
+messages before it are the prompt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunelab.data.sources import SourceOptions, detect_kind, read_source
+from tunelab.errors import TunelabError
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    messages: list[dict]  # the prompt: every message before the gold answer
+    gold: str  # the gold assistant answer, as written
+    label: str | None = None  # classification sources: the label
+    source_line: int | None = None
+
+    @property
+    def question(self) -> str:
+        """The last user message: what a report shows for the item."""
+        users = [m["content"] for m in self.messages if m["role"] == "user"]
+        return users[-1] if users else ""
+
+
+@dataclass(frozen=True)
+class EvalData:
+    path: Path
+    kind: str
+    items: list[EvalItem]
+    labels: list[str]  # classification sources: the categories (else empty)
+    checksum: str
+
+    def describe(self) -> dict:
+        return {"path": str(self.path), "kind": self.kind, "n_items": len(self.items),
+                "sha256": self.checksum}  # fmt: skip
+
+
+def load_items(
+    path: Path, kind: str | None = None, options: SourceOptions | None = None,
+    limit: int | None = None,
+) -> EvalData:  # fmt: skip
+    """The first `limit` items of the source (all when None), in file order."""
+    path = Path(path)
+    if not path.is_file():
+        raise TunelabError("file_not_found", f"{path} does not exist.", path=path, exit_code=2)
+    options = options or SourceOptions()
+    if kind is None:
+        kind = detect_kind(path, question_field=options.question_field,
+                           text_column=options.text_column,
+                           label_column=options.label_column).kind  # fmt: skip
+    reading = read_source(path, kind, options)
+    items = []
+    for example in reading.examples:
+        item = _item(example, path)
+        if item is not None:
+            items.append(item)
+        if limit is not None and len(items) >= limit:
+            break
+    if not items:
+        raise TunelabError("no_items", f"{path} has no example with an assistant answer.",
+                           path=path)  # fmt: skip
+    return EvalData(path, kind, items, list(reading.labels), _sha256(path))
+
+
+def _item(example, path: Path) -> EvalItem | None:
+    messages = list(example.messages)
+    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+    if last is None:
+        return None
+    return EvalItem(messages[:last], messages[last]["content"], example.label,
+                    example.source_line)  # fmt: skip
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

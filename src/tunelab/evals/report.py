@@ -1,0 +1,188 @@
+"""A self-contained HTML report of one evaluation run: tables, confusion heatmaps, Elo chart.
+
+No scripts, no external assets: the file opens anywhere and can be attached to a review.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from tunelab.data.report_html import _STYLE, _e, _svg, _table
+
+SAMPLE_ITEMS = 40  # answers shown per report; result.json holds them all
+_EXTRA_STYLE = """
+.heat td.cell { text-align:center; min-width:34px; }
+.answers td { vertical-align:top; font-size:13px; } .answers .q { max-width:360px; }
+.right { color:var(--ok); } .wrong { color:var(--err); }
+pre { white-space:pre-wrap; margin:0; font:12px ui-monospace,monospace; }
+"""
+
+
+def render_report(result: dict) -> str:
+    sections = {
+        "classify": _classify_sections,
+        "queries": _queries_sections,
+        "judge": _judge_sections,
+        "pairwise": _judge_sections,
+    }[result["kind"]](result)
+    when = datetime.fromtimestamp(result["created_at"], timezone.utc).strftime("%Y-%m-%d %H:%M")
+    data = result["data"]
+    header = (
+        f"<h1>Evaluation: {_e(result['kind'])}</h1><p class='meta'><span>run {_e(result['id'])}"
+        f"</span><span>{_e(when)} UTC</span><span>{_e(data.get('path', ''))}</span>"
+        f"<span>{_e(data.get('n_items', ''))} items</span></p>"
+    )
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>tunelab eval {_e(result['id'])}</title><style>{_STYLE}{_EXTRA_STYLE}</style>"
+        f"</head><body><main>{header}{sections}<footer>tunelab · result.json beside this file "
+        "holds every answer</footer></main></body></html>"
+    )
+
+
+# -- classification -------------------------------------------------------------------------
+
+
+def _classify_sections(result: dict) -> str:
+    rows = []
+    for name, m in result["models"].items():
+        low, high = m.get("accuracy_ci") or (None, None)
+        interval = f"{low:.1%} – {high:.1%}" if low is not None else None
+        rows.append([name, f"{m['accuracy']:.1%}", interval, f"{m['macro_f1']:.3f}",
+                     f"{m['invalid_rate']:.1%}", m.get("answers_per_second")])  # fmt: skip
+    html = "<h2>Models</h2>" + _table(
+        ["model", "accuracy", "95% interval", "macro-F1", "invalid", "answers/s"],
+        rows,
+        {1, 3, 4, 5},
+    )
+    html += _comparisons(result.get("comparisons") or [])
+    for name, m in result["models"].items():
+        html += f"<h2>{_e(name)}</h2>" + _per_class(m) + _confusion(m["confusion_matrix"])
+    return html + _answers(result, lambda o: o.get("correct"))
+
+
+def _comparisons(comparisons: list[dict]) -> str:
+    if not comparisons:
+        return ""
+    rows = [[c["model"], c["baseline"], f"{c['difference']:+.1%}",
+             f"{c['difference_ci'][0]:+.1%} – {c['difference_ci'][1]:+.1%}",
+             f"{c['p_value']:.3g}"] for c in comparisons]  # fmt: skip
+    return "<h3>Against the baseline, same items</h3>" + _table(
+        ["model", "baseline", "Δ accuracy", "95% interval", "McNemar p"], rows, {2, 3, 4}
+    )
+
+
+def _per_class(m: dict) -> str:
+    rows = [[label, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}",
+             c["support"]] for label, c in m["per_class"].items()]  # fmt: skip
+    return "<h3>Per class</h3>" + _table(
+        ["label", "precision", "recall", "F1", "support"], rows, {1, 2, 3, 4}
+    )
+
+
+def _confusion(confusion: dict) -> str:
+    """Rows: gold label; columns: predicted (and invalid). Shade by share of the row."""
+    labels, matrix = confusion["labels"], confusion["matrix"]
+    columns = confusion.get("columns") or labels
+    head = "<tr><th>gold \\ predicted</th>" + "".join(f"<th>{_e(c)}</th>" for c in columns)
+    body = []
+    for label, row in zip(labels, matrix, strict=True):
+        total = sum(row) or 1
+        cells = "".join(
+            f"<td class='cell' style='background:rgba(59,91,219,{count / total:.2f});"
+            f"color:{'#fff' if count / total > 0.5 else 'inherit'}'>{count}</td>"
+            for count in row
+        )
+        body.append(f"<tr><th>{_e(label)}</th>{cells}</tr>")
+    return (f"<h3>Confusion matrix</h3><table class='heat'><thead>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>")  # fmt: skip
+
+
+def _answers(result: dict, is_right) -> str:
+    outputs = result.get("outputs") or {}
+    if not outputs:
+        return ""
+    names = list(outputs)
+    head = "<tr><th>item</th><th>gold</th>" + "".join(f"<th>{_e(n)}</th>" for n in names)
+    rows = []
+    for index in range(min(SAMPLE_ITEMS, len(outputs[names[0]]))):
+        first = outputs[names[0]][index]
+        cells = "".join(_answer_cell(outputs[n][index], is_right) for n in names)
+        rows.append(f"<tr><td class='q'><pre>{_e(first.get('question', ''))}</pre></td>"
+                    f"<td><pre>{_e(first.get('gold', ''))}</pre></td>{cells}</tr>")  # fmt: skip
+    return (f"<h2>Answers (first {len(rows)})</h2><table class='answers'><thead>{head}</tr>"
+            f"</thead><tbody>{''.join(rows)}</tbody></table>")  # fmt: skip
+
+
+def _answer_cell(output: dict, is_right) -> str:
+    right = is_right(output)
+    mark = "" if right is None else ("<b class='right'>✓</b> " if right else
+                                     "<b class='wrong'>✗</b> ")  # fmt: skip
+    return f"<td>{mark}<pre>{_e(output.get('answer', ''))}</pre></td>"
+
+
+# -- queries --------------------------------------------------------------------------------
+
+
+def _queries_sections(result: dict) -> str:
+    rows = []
+    for name, m in result["models"].items():
+        execution = m.get("execution_match")
+        rows.append([name, f"{m['exact_match']:.1%}", f"{m['structural_match']:.1%}",
+                     "—" if execution is None else f"{execution:.1%}",
+                     f"{m['parse_failure_rate']:.1%}", m.get("answers_per_second")])  # fmt: skip
+    html = "<h2>Models</h2>" + _table(
+        ["model", "exact match", "structural", "execution match", "parse failures", "answers/s"],
+        rows, {1, 2, 3, 4, 5},
+    )  # fmt: skip
+    notes = result.get("notes") or []
+    if notes:
+        html += "<ul class='notes'>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
+    return html + _answers(result, lambda o: o.get("exact") or o.get("execution"))
+
+
+# -- judge ----------------------------------------------------------------------------------
+
+
+def _judge_sections(result: dict) -> str:
+    html = ""
+    models = result.get("models") or {}
+    if models and any("traits" in m for m in models.values()):
+        traits = sorted({t for m in models.values() for t in m.get("traits", {})})
+        rows = [[name, *(_score(m["traits"].get(t)) for t in traits), _score(m.get("mean_score")),
+                 m.get("n_parse_failures", 0)] for name, m in models.items()]  # fmt: skip
+        html += "<h2>Scores (1–10)</h2>" + _table(
+            ["model", *traits, "mean", "judge parse failures"], rows,
+            set(range(1, len(traits) + 3)),
+        )  # fmt: skip
+    ratings = result.get("ratings") or {}
+    if ratings:
+        html += "<h2>Ratings (Elo scale, 95% bootstrap interval)</h2>" + _elo_chart(ratings)
+    return html + _answers(result, lambda o: None)
+
+
+def _score(value) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def _elo_chart(ratings: dict) -> str:
+    ordered = sorted(ratings.items(), key=lambda kv: -kv[1]["rating"])
+    low = min(r["low"] for _, r in ordered) - 20
+    high = max(r["high"] for _, r in ordered) + 20
+    width, left, row = 640, 190, 28
+
+    def x(value: float) -> float:
+        return left + (value - low) / (high - low or 1) * (width - left - 20)
+
+    shapes = []
+    for i, (name, r) in enumerate(ordered):
+        y = 14 + i * row
+        shapes += [
+            f"<text x='0' y='{y + 4}'>{_e(name[:30])}</text>",
+            f"<line class='axis' x1='{x(r['low']):.1f}' x2='{x(r['high']):.1f}' y1='{y}' "
+            f"y2='{y}' stroke-width='2'/>",
+            f"<circle class='bar' cx='{x(r['rating']):.1f}' cy='{y}' r='5'/>",
+            f"<text x='{x(r['high']) + 6:.1f}' y='{y + 4}'>{r['rating']:.0f} "
+            f"[{r['low']:.0f}, {r['high']:.0f}]</text>",
+        ]
+    return _svg(width, 14 + len(ordered) * row, "Elo ratings with intervals", shapes)

@@ -1,0 +1,159 @@
+"""`tunelab eval classify/queries`: the pipeline from a source file to a recorded run.
+
+A scripted candidate stands in for a model where the test needs known answers; one test
+runs a real (tiny, random) local model through batched generation.
+"""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+import pytest
+
+from tunelab.cli import main
+from tunelab.cli.eval_cmd import headline
+from tunelab.evals import candidates, classify  # noqa: F401  (imported before patching)
+from tunelab.evals.candidates import Answer, Candidate
+from tunelab.registry import Store
+
+TSV = "text\tlabel\n" + "".join(
+    f"{text}\t{label}\n"
+    for text, label in [
+        ("What does NASA stand for?", "ABBR"),
+        ("Who wrote Hamlet?", "HUM"),
+        ("Where is Lima?", "LOC"),
+        ("How many legs does a spider have?", "NUM"),
+        ("What is the capital of Peru?", "LOC"),
+        ("Who painted the Mona Lisa?", "HUM"),
+    ]
+)
+
+
+class Scripted(Candidate):
+    """Answers from `reply(question, messages)`; records what it was asked."""
+
+    def __init__(self, name: str, reply) -> None:
+        self.name, self.reply, self.asked = name, reply, []
+
+    def answer(self, conversations, **settings):
+        self.asked.extend(conversations)
+        progress = settings.get("progress")
+        if progress:
+            progress(len(conversations))
+        return [Answer(self.reply(_text(c), c)) for c in conversations]
+
+
+def _text(conversation) -> str:
+    user = conversation[-1]["content"]
+    return re.search(r"<text>\n(.*)\n</text>", user, re.DOTALL).group(1)
+
+
+@pytest.fixture
+def table(tmp_path):
+    path = tmp_path / "questions.tsv"
+    path.write_text(TSV)
+    return path
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    gold = dict(line.split("\t") for line in TSV.strip().splitlines()[1:])
+    models = {
+        "oracle": Scripted("oracle", lambda text, _: f"<category>{gold[text]}</category>"),
+        "half": Scripted("half", lambda text, _: f"<category>{gold[text]}</category>"
+                         if text.startswith("Wh") and "o " in text else "I am not sure"),
+    }  # fmt: skip
+    monkeypatch.setattr("tunelab.evals.classify.open_candidate", lambda name: models[name])
+    return models
+
+
+def cli(capsys, *argv):
+    capsys.readouterr()
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_classify_scores_models_side_by_side_and_records_the_run(table, scripted, capsys,
+                                                                  tmp_path):  # fmt: skip
+    code, out, err = cli(
+        capsys,
+        "eval",
+        "classify",
+        "--data",
+        str(table),
+        "--model",
+        "oracle",
+        "--model",
+        "half",
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--json",
+    )
+    assert code == 0, err
+    result = orjson.loads(out)
+    oracle, half = result["models"]["oracle"], result["models"]["half"]
+    assert oracle["accuracy"] == 1.0 and oracle["invalid_rate"] == 0.0
+    # "half" answers the two "Who ..." questions only: 2 of 6 right, 4 invalid.
+    assert half["accuracy"] == pytest.approx(2 / 6) and half["invalid_rate"] == pytest.approx(4 / 6)
+    [comparison] = result["comparisons"]
+    assert comparison["baseline"] == "oracle" and comparison["difference"] == pytest.approx(-4 / 6)
+    # The prompt is the one `tunelab format` trains on.
+    asked = scripted["oracle"].asked[0]
+    assert asked[0]["role"] == "system" and "<categories>\nABBR\nHUM\nLOC\nNUM\n</categories>" in \
+        asked[-1]["content"]  # fmt: skip
+
+    saved = orjson.loads((tmp_path / "run" / "result.json").read_bytes())
+    assert saved["outputs"]["half"][0]["answer"] == "I am not sure"
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "Confusion matrix" in html and "<script" not in html
+    with Store() as store:
+        run = store.get_eval_run(result["id"])
+        outputs = store.list_eval_outputs(result["id"], "half")
+    assert run["status"] == "succeeded" and run["metrics"]["models"]["oracle"]["accuracy"] == 1.0
+    assert len(outputs) == 6 and outputs[0]["output"]["predicted"] is None
+
+    code, out, _ = cli(capsys, "eval", "list", "--json")
+    [listed] = orjson.loads(out)["data"]
+    assert listed["id"] == result["id"] and headline(listed) == "oracle: 100.0%; half: 33.3%"
+    code, out, _ = cli(capsys, "eval", "compare", result["id"], "--json")
+    assert {row["model"] for row in orjson.loads(out)["data"]} == {"oracle", "half"}
+
+
+def test_classify_reads_a_chat_jsonl_validation_file(tmp_path, scripted, capsys):
+    chat = tmp_path / "val.jsonl"
+    source = tmp_path / "q.tsv"
+    source.write_text(TSV)
+    cli(capsys, "format", str(source), "--train-output", str(tmp_path / "train.jsonl"),
+        "--val-output", str(chat), "--train-ratio", "0.5")  # fmt: skip
+    code, out, err = cli(capsys, "eval", "classify", "--data", str(chat), "--model", "oracle",
+                         "--json")  # fmt: skip
+    assert code == 0, err
+    result = orjson.loads(out)
+    assert result["models"]["oracle"]["accuracy"] == 1.0
+    assert result["labels"] == sorted(set(result["labels"]))
+
+
+def test_a_failed_evaluation_is_recorded_as_failed(table, monkeypatch, capsys):
+    def broken(name):
+        raise candidates.TunelabError("unknown_model", f"no model {name}")
+
+    monkeypatch.setattr("tunelab.evals.classify.open_candidate", broken)
+    code, _, err = cli(capsys, "eval", "classify", "--data", str(table), "--model", "ghost")
+    assert code == 1 and "unknown_model" in err
+    with Store() as store:
+        [run] = store.list_eval_runs()
+    assert run["status"] == "failed" and "no model ghost" in run["error_message"]
+
+
+def test_a_real_local_model_answers_through_batched_generation(table, tmp_path, capsys):
+    from tiny import save_tiny_model
+
+    model = save_tiny_model(tmp_path / "tiny")
+    code, out, err = cli(capsys, "eval", "classify", "--data", str(table), "--model", str(model),
+                         "--json")  # fmt: skip
+    assert code == 0, err
+    metrics = orjson.loads(out)["models"][str(model)]
+    # A random model does not answer in the format: every answer is invalid, none is guessed.
+    assert metrics["n"] == 6 and metrics["accuracy"] + metrics["invalid_rate"] <= 1.0 + 1e-9

@@ -145,6 +145,66 @@ def _num(value) -> str:
     return "—" if value is None else f"{value:,.1f}"
 
 
+@eval_group.command("queries")
+@click.option(
+    "--data",
+    "data_path",
+    type=input_file,
+    required=True,
+    help="Question → query pairs (JSON, JSONL, CSV) or chat JSONL.",
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
+    help="A model to evaluate (repeat to compare).",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N items.")
+@click.option(
+    "--documents",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Directory of <collection>.json files: also score by executing the queries.",
+)
+@source_flags
+@click.option("--output-dir", type=OutputDir, help="Where to write result.json and report.html.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def queries_cmd(data_path, models, limit, documents, output_dir, as_json, **flags) -> int:
+    """NL → MongoDB: parse failures, exact, structural and execution match."""
+    from tunelab.evals.queries import evaluate_queries, load_documents
+
+    options = source_options(flags)
+    data = load_items(data_path, flags["kind"], options, limit)
+    collections = load_documents(documents)
+
+    def compute(progress, cancel):
+        return evaluate_queries(data, list(models), documents=collections, progress=progress,
+                                cancel=cancel)  # fmt: skip
+
+    settings = {"limit": limit, "documents": str(documents) if documents else None}
+    result = _run("queries", models, data, settings, compute, output_dir, as_json)
+    if as_json:
+        common.print_json(result)
+    else:
+        render_queries(result)
+    return 0
+
+
+def render_queries(result: dict) -> None:
+    table = Table(title=f"NL → MongoDB: {result['data']['n_items']:,} items")
+    for column in ("model", "exact", "structural", "execution", "parse failures", "answers/s"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, m in result["models"].items():
+        execution = "—" if m["execution_match"] is None else f"{m['execution_match']:.1%}"
+        table.add_row(escape(name), f"{m['exact_match']:.1%}", f"{m['structural_match']:.1%}",
+                      execution, f"{m['parse_failure_rate']:.1%}",
+                      _num(m.get("answers_per_second")))  # fmt: skip
+    common.stdout.print(table)
+    for note in result.get("notes", [])[:5]:
+        common.stderr.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    _say_files(result)
+
+
 @eval_group.command("list")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)

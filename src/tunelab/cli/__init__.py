@@ -15,7 +15,7 @@ from tunelab.cli.analyze_cmd import analyze_cmd
 from tunelab.cli.chat_cmd import chat_cmd
 from tunelab.cli.common import run_cli
 from tunelab.cli.demo_cmd import demo_cmd
-from tunelab.cli.eval_cmd import eval_group
+from tunelab.cli.eval_cmd import eval_group, generate_conversations_cmd
 from tunelab.cli.export_cmd import export_cmd
 from tunelab.cli.format_cmd import format_cmd
 from tunelab.cli.jobs_cmd import jobs_group
@@ -47,6 +47,7 @@ cli.add_command(models_group)
 cli.add_command(worker_cmd)
 cli.add_command(serve_cmd)
 cli.add_command(eval_group)
+cli.add_command(generate_conversations_cmd)
 
 
 def main(argv: list[str] | None = None) -> int:

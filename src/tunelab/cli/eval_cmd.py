@@ -66,12 +66,16 @@ class EvalProgress:
 
 
 def _run(kind: str, models, data, options: dict, compute, output_dir, as_json: bool) -> dict:
+    return _run_described(kind, models, data.describe(), options, compute, output_dir, as_json)
+
+
+def _run_described(kind, models, described: dict, options, compute, output_dir, as_json):
     cancel = threading.Event()
     with ctrl_c_cancels(cancel), EvalProgress(quiet=as_json) as progress:
         return runs.record_run(
             kind,
             models=list(models),
-            data=data.describe(),
+            data=described,
             options=options,
             task=lambda: compute(progress, cancel),
             output_dir=output_dir,
@@ -205,6 +209,123 @@ def render_queries(result: dict) -> None:
     _say_files(result)
 
 
+@eval_group.command("judge")
+@click.option("--judge-model", required=True, help="The model that judges (any provider).")
+@click.option(
+    "--conversations",
+    "databases",
+    multiple=True,
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="A conversation database of one model's answers (repeatable).",
+)
+@click.option(
+    "--data",
+    "data_path",
+    type=input_file,
+    help="Prompts for --model candidates to answer first (any `format` source).",
+)
+@click.option("--model", "models", multiple=True, help="A model to answer --data (repeatable).")
+@click.option(
+    "--traits",
+    multiple=True,
+    help="Traits to score (repeatable or comma-separated) "
+    "[default: consistency, helpfulness, authenticity].",
+)
+@click.option("--rubric", help="How to judge (replaces the default one-line rubric).")
+@click.option(
+    "--mode",
+    type=click.Choice(["single", "pairwise"]),
+    default="single",
+    show_default=True,
+    help="Scores per answer, or pairwise comparisons and ratings.",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N prompts.")
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Longest answer a --model candidate writes.",
+)
+@source_flags
+@click.option("--output-dir", type=OutputDir, help="Where to write result.json and report.html.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def judge_cmd(judge_model, databases, data_path, models, traits, rubric, mode, limit,
+              max_tokens, output_dir, as_json, **flags) -> int:  # fmt: skip
+    """An LLM judge scores answers on traits (1–10), or ranks models by pairwise comparison."""
+    from tunelab.evals import judging
+
+    if models and data_path is None:
+        raise click.UsageError("--model needs --data (the prompts to answer).")
+    if not databases and not models:
+        raise click.UsageError("Give --conversations DB or --data F with --model M.")
+    chosen = trait_list(traits)
+    data = load_items(data_path, flags["kind"], source_options(flags), limit) if models else None
+
+    def compute(progress, cancel):
+        sets = [judging.answers_from_database(db, limit) for db in databases]
+        sets += [judging.answers_from_model(m, data, max_tokens=max_tokens, progress=progress,
+                                            cancel=cancel) for m in models]  # fmt: skip
+        run = judging.judge_single if mode == "single" else judging.judge_pairwise
+        return run(judge_model, sets, chosen, rubric, progress=progress, cancel=cancel)
+
+    described = data.describe() if data else {"path": ", ".join(map(str, databases)),
+                                              "n_items": None}  # fmt: skip
+    names = [*(str(db) for db in databases), *models]
+    options = {"judge": judge_model, "mode": mode, "traits": [t.name for t in chosen],
+               "rubric": rubric, "limit": limit}  # fmt: skip
+    result = _run_described("pairwise" if mode == "pairwise" else "judge", names, described,
+                            options, compute, output_dir, as_json)  # fmt: skip
+    if as_json:
+        common.print_json(result)
+    else:
+        render_judge(result)
+    return 0
+
+
+def trait_list(given: tuple[str, ...]):
+    from tunelab.evals.judge import DEFAULT_TRAITS, Trait
+
+    names = [n.strip() for text in given for n in text.split(",") if n.strip()]
+    if not names:
+        return list(DEFAULT_TRAITS)
+    known = {t.name: t for t in DEFAULT_TRAITS}
+    for name in names:
+        if not name.replace("_", "").isalnum():
+            raise click.BadParameter(f"{name!r}: letters, digits and _ only", param_hint="--traits")
+    return [known.get(n) or Trait(n, f"How well the answer shows {n.replace('_', ' ')}.")
+            for n in names]  # fmt: skip
+
+
+def render_judge(result: dict) -> None:
+    if result.get("ratings"):
+        table = Table(title=f"pairwise ratings ({result['n_prompts']} prompts, judge "
+                      f"{escape(result['judge'])})")  # fmt: skip
+        for column in ("model", "rating", "95% interval", "wins / games"):
+            table.add_column(column, justify="left" if column == "model" else "right")
+        ordered = sorted(result["ratings"].items(), key=lambda kv: -kv[1]["rating"])
+        for name, r in ordered:
+            record = result["records"][name]
+            table.add_row(escape(name), f"{r['rating']:.0f}", f"{r['low']:.0f} – {r['high']:.0f}",
+                          f"{record['wins']:g} / {record['games']}")  # fmt: skip
+    else:
+        table = Table(title=f"judge {escape(result['judge'])}: scores 1–10")
+        table.add_column("model")
+        for trait in result["traits"]:
+            table.add_column(trait, justify="right")
+        table.add_column("mean", justify="right")
+        table.add_column("parse failures", justify="right")
+        for name, m in result["models"].items():
+            table.add_row(escape(name), *(_score(m["traits"].get(t)) for t in result["traits"]),
+                          _score(m["mean_score"]), str(m["n_parse_failures"]))  # fmt: skip
+    common.stdout.print(table)
+    _say_files(result)
+
+
+def _score(value) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
 @eval_group.command("list")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
@@ -295,3 +416,56 @@ def _fmt(value) -> str:
     if value is None:
         return "—"
     return f"{value:.1%}" if isinstance(value, float) and value <= 1 else f"{value:.3g}"
+
+
+@click.command("generate-conversations")
+@click.option(
+    "--ideas",
+    type=input_file,
+    required=True,
+    help="Ideas: JSON array (strings or objects with an 'idea' key), JSONL, or text.",
+)
+@click.option("--model", required=True, help="The model that answers (any provider).")
+@click.option("--system-prompt", help="System prompt of every conversation.")
+@click.option(
+    "--user-message-template",
+    default="{idea}",
+    show_default=True,
+    help="The user message, with {idea} and the ideas' other keys ({context_1}, …).",
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="The conversation database (SQLite) to write.",
+)
+@click.option("--max-tokens", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--temperature", type=click.FloatRange(0, 2), default=0.0, show_default=True)
+@click.option("--force", is_flag=True, help="Overwrite an existing --output.")
+@click.option("--json", "as_json", is_flag=True)
+def generate_conversations_cmd(ideas, model, system_prompt, user_message_template, output,
+                               max_tokens, temperature, force, as_json) -> int:  # fmt: skip
+    """Have MODEL answer one message per idea; write a database `format` and `eval judge` read."""
+    from tunelab.evals.conversations import generate_conversations
+
+    cancel = threading.Event()
+    with ctrl_c_cancels(cancel), EvalProgress(quiet=as_json) as progress:
+        result = generate_conversations(
+            ideas, output, model=model, template=user_message_template,
+            system_prompt=system_prompt, max_tokens=max_tokens, temperature=temperature,
+            force=force, progress=_ideas_progress(progress, model, ideas), cancel=cancel,
+        )  # fmt: skip
+    if as_json:
+        common.print_json(result)
+    else:
+        common.stdout.print(f"[green]✓[/] {result['n_conversations']} conversation(s) from "
+                            f"{escape(model)} → {escape(result['output'])}"
+                            + (f" ({result['n_failed']} failed)" if result["n_failed"] else ""),
+                            highlight=False)  # fmt: skip
+    return 0 if not result["n_failed"] else 1
+
+
+def _ideas_progress(progress: EvalProgress, model: str, ideas: Path):
+    from tunelab.evals.conversations import read_ideas
+
+    return progress(model, len(read_ideas(ideas)))

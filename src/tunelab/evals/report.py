@@ -158,7 +158,7 @@ def _judge_sections(result: dict) -> str:
     ratings = result.get("ratings") or {}
     if ratings:
         html += "<h2>Ratings (Elo scale, 95% bootstrap interval)</h2>" + _elo_chart(ratings)
-    return html + _answers(result, lambda o: None)
+    return html + (_answers(result, lambda o: None) if result["kind"] == "judge" else "")
 
 
 def _score(value) -> str:

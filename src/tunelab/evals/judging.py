@@ -1,0 +1,144 @@
+"""`tunelab eval judge`: a judge model scores answers on traits, or compares models pairwise.
+
+Answers come from conversation databases (one per model, e.g. made by
+`tunelab generate-conversations`) or are generated on the spot by `--model` candidates on
+`--data` prompts. Single mode scores each answer on each trait (1–10); pairwise mode
+compares models answer against answer on the same prompts, in both orders, and fits
+Bradley–Terry ratings on the Elo scale with bootstrap intervals.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from tunelab.data.sources import read_source
+from tunelab.errors import TunelabError
+from tunelab.evals.candidates import open_candidate
+from tunelab.evals.items import EvalData, EvalItem
+from tunelab.evals.judge import Trait, run_pairwise, score_answer, summarise_scores
+from tunelab.evals.ratings import rating_intervals
+
+JUDGE_MAX_TOKENS = 512
+
+
+@dataclass
+class AnswerSet:
+    """One model's answers to a list of prompts."""
+
+    model: str
+    items: list[EvalItem]  # the prompt is `messages`; the model's answer is `gold`
+
+
+def answers_from_database(path: Path, limit: int | None = None) -> AnswerSet:
+    """The conversations of a database: the last assistant message is the answer judged."""
+    reading = read_source(Path(path), "conversations")
+    items = []
+    for example in reading.examples:
+        messages = list(example.messages)
+        last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
+        if last is not None:
+            items.append(EvalItem(messages[:last], messages[last]["content"], None,
+                                  example.source_line))  # fmt: skip
+        if limit is not None and len(items) >= limit:
+            break
+    return AnswerSet(_model_of(Path(path)), items)
+
+
+def _model_of(path: Path) -> str:
+    """The model a database's conversations came from (its `model` column), else its name."""
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            row = db.execute("SELECT DISTINCT model FROM conversations LIMIT 2").fetchall()
+        if len(row) == 1 and row[0][0]:
+            return str(row[0][0])
+    except sqlite3.Error:
+        pass
+    return path.stem
+
+
+def answers_from_model(model: str, data: EvalData, *, max_tokens: int, progress=None,
+                       cancel=None) -> AnswerSet:  # fmt: skip
+    candidate = open_candidate(model)
+    try:
+        task = progress(f"{model} answers", len(data.items)) if progress else None
+        answers = candidate.answer([i.messages for i in data.items], max_tokens=max_tokens,
+                                   progress=task, cancel=cancel)  # fmt: skip
+    finally:
+        candidate.close()
+    return AnswerSet(model, [EvalItem(i.messages, a.text, None, i.source_line)
+                             for i, a in zip(data.items, answers, strict=True)])  # fmt: skip
+
+
+def judge_single(judge: str, sets: list[AnswerSet], traits: list[Trait], rubric: str | None,
+                 progress=None, cancel=None) -> tuple[dict, dict]:  # fmt: skip
+    chat = _judge_chat(judge)
+    metrics, outputs = {}, {}
+    for answers in sets:
+        task = progress(f"judging {answers.model}", len(answers.items)) if progress else None
+        results = []
+        for item in answers.items:
+            _check(cancel)
+            results.append(score_answer(chat, conversation=item.messages, answer=item.gold,
+                                        traits=traits, rubric=rubric))  # fmt: skip
+            if task:
+                task(1)
+        metrics[answers.model] = summarise_scores(results)
+        outputs[answers.model] = [
+            {"question": i.question, "answer": i.gold, "scores": r["scores"],
+             "reason": r.get("reason"), "parse_failure": r["parse_failure"]}
+            for i, r in zip(answers.items, results, strict=True)
+        ]  # fmt: skip
+    return {"judge": judge, "traits": [t.name for t in traits], "models": metrics}, outputs
+
+
+def judge_pairwise(judge: str, sets: list[AnswerSet], traits: list[Trait], rubric: str | None,
+                   progress=None, cancel=None) -> tuple[dict, dict]:  # fmt: skip
+    if len(sets) < 2:
+        raise TunelabError("pairwise_needs_two", "pairwise judging needs at least two models.",
+                           exit_code=2)  # fmt: skip
+    prompts, aligned = align(sets)
+    n_pairs = len(prompts) * len(sets) * (len(sets) - 1) // 2
+    task = progress("pairwise comparisons", n_pairs) if progress else None
+    outcomes, records = run_pairwise(_judge_chat(judge), prompts, aligned, traits=traits,
+                                     rubric=rubric, progress=task, cancel=cancel)  # fmt: skip
+    ratings = rating_intervals(outcomes) if outcomes else {}
+    wins = {name: {"wins": 0.0, "games": 0} for name in aligned}
+    for first, second, score in outcomes:
+        wins[first]["wins"] += score
+        wins[second]["wins"] += 1 - score
+        wins[first]["games"] += 1
+        wins[second]["games"] += 1
+    result = {"judge": judge, "traits": [t.name for t in traits], "n_prompts": len(prompts),
+              "ratings": ratings, "records": wins,
+              "n_parse_failures": sum(1 for r in records if r.get("parse_failure"))}  # fmt: skip
+    return result, {"comparisons": records}
+
+
+def align(sets: list[AnswerSet]) -> tuple[list[list[dict]], dict[str, list[str]]]:
+    """The prompts every model answered (matched by their messages), in the first's order."""
+    keyed = [{_key(i.messages): i.gold for i in s.items} for s in sets]
+    names = [s.model for s in sets]
+    if len(set(names)) != len(names):
+        raise TunelabError("duplicate_model", f"two answer sets are both named {names!r}.",
+                           hint="name databases after their models", exit_code=2)  # fmt: skip
+    prompts = [i.messages for i in sets[0].items
+               if all(_key(i.messages) in k for k in keyed)]  # fmt: skip
+    if not prompts:
+        raise TunelabError("no_shared_prompts", "the models answered no prompt in common.")
+    return prompts, {n: [k[_key(p)] for p in prompts] for n, k in zip(names, keyed, strict=True)}
+
+
+def _key(messages: list[dict]) -> tuple:
+    return tuple((m["role"], m["content"].strip()) for m in messages if m["role"] != "system")
+
+
+def _judge_chat(judge: str):
+    candidate = open_candidate(judge)
+    return lambda messages: candidate.chat(messages, max_tokens=JUDGE_MAX_TOKENS)
+
+
+def _check(cancel) -> None:
+    if cancel is not None and cancel.is_set():
+        raise TunelabError("cancelled", "the evaluation was cancelled.", exit_code=130)

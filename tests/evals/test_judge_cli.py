@@ -1,0 +1,145 @@
+"""`tunelab generate-conversations` and `tunelab eval judge` end to end, with scripted models.
+
+The candidate models and the judge are scripted stand-ins (the judge prefers answers that
+name Paris), so the expected scores and ratings are known.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+import orjson
+import pytest
+
+import tunelab.evals.conversations
+import tunelab.evals.judging  # noqa: F401
+from tunelab.cli import main
+from tunelab.evals.candidates import Answer, Candidate
+
+
+class Scripted(Candidate):
+    def __init__(self, name: str, reply) -> None:
+        self.name, self.reply = name, reply
+
+    def answer(self, conversations, **settings):
+        progress = settings.get("progress")
+        if progress:
+            progress(len(conversations))
+        return [Answer(self.reply(c)) for c in conversations]
+
+    def chat(self, messages, max_tokens=512):
+        return self.reply(messages)
+
+
+def judge_reply(messages) -> str:
+    user = messages[-1]["content"]
+    blocks = dict(re.findall(r'<data-\w+ name="([^"]+)">\n(.*?)\n</data-\w+>', user, re.DOTALL))
+    if "first answer" in blocks:
+        first, second = "Paris" in blocks["first answer"], "Paris" in blocks["second answer"]
+        winner = "tie" if first == second else ("first" if first else "second")
+        return f"Compared. {json.dumps({'winner': winner, 'reason': 'names the city'})}"
+    good = "Paris" in blocks["answer"]
+    score = 9 if good else 3
+    traits = re.findall(r"^- (\w+):", user, re.MULTILINE)
+    return json.dumps({"scores": {t: score for t in traits}, "reason": "checked"})
+
+
+MODELS = {
+    "good": Scripted("good", lambda c: "It is Paris."),
+    "vague": Scripted("vague", lambda c: "Somewhere in Europe, I think."),
+    "judge": Scripted("judge", judge_reply),
+}
+
+
+@pytest.fixture(autouse=True)
+def scripted(monkeypatch):
+    for module in ("tunelab.evals.conversations", "tunelab.evals.judging"):
+        monkeypatch.setattr(f"{module}.open_candidate", MODELS.__getitem__)
+
+
+def cli(capsys, *argv):
+    capsys.readouterr()
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def databases(tmp_path, capsys):
+    ideas = tmp_path / "ideas.json"
+    ideas.write_text(json.dumps([
+        {"idea": "capital of France", "context_1": "a geography quiz"},
+        {"idea": "city of the Louvre", "context_1": "a museum tour"},
+    ]))  # fmt: skip
+    made = {}
+    for model in ("good", "vague"):
+        made[model] = tmp_path / f"{model}.db"
+        code, out, err = cli(capsys, "generate-conversations", "--ideas", str(ideas), "--model",
+                             model, "--system-prompt", "You are a guide.",
+                             "--user-message-template", "In {context_1}: what is the {idea}?",
+                             "--output", str(made[model]), "--json")  # fmt: skip
+        assert code == 0, err
+        assert orjson.loads(out)["n_conversations"] == 2
+    return made
+
+
+def test_generated_conversations_are_a_database_format_reads(databases, tmp_path, capsys):
+    with sqlite3.connect(databases["good"]) as db:
+        rows = db.execute("SELECT role, content FROM messages ORDER BY id").fetchall()
+    assert rows[0] == ("user", "In a geography quiz: what is the capital of France?")
+    assert rows[1] == ("assistant", "It is Paris.")
+    out = tmp_path / "train.jsonl"
+    code, _, err = cli(capsys, "format", str(databases["good"]), "--train-output", str(out),
+                       "--train-ratio", "1.0")  # fmt: skip
+    assert code == 0, err
+    first = json.loads(out.read_text().splitlines()[0])
+    assert [m["role"] for m in first["messages"]] == ["system", "user", "assistant"]
+
+
+def test_a_missing_template_field_names_it(tmp_path, capsys):
+    ideas = tmp_path / "ideas.txt"
+    ideas.write_text("capital of France\n")
+    code, _, err = cli(capsys, "generate-conversations", "--ideas", str(ideas), "--model", "good",
+                       "--user-message-template", "{idea} for {audience}", "--output",
+                       str(tmp_path / "x.db"))  # fmt: skip
+    assert code == 1 and "template_field_missing" in err and "audience" in err
+    assert not (tmp_path / "x.db").exists()
+
+
+def test_single_mode_scores_each_model_on_each_trait(databases, capsys):
+    code, out, err = cli(capsys, "eval", "judge", "--judge-model", "judge", "--conversations",
+                         str(databases["good"]), "--conversations", str(databases["vague"]),
+                         "--traits", "helpfulness,authenticity", "--json")  # fmt: skip
+    assert code == 0, err
+    result = orjson.loads(out)
+    assert result["models"]["good"]["traits"] == {"helpfulness": 9, "authenticity": 9}
+    assert result["models"]["vague"]["mean_score"] == 3
+    assert result["models"]["vague"]["n_parse_failures"] == 0
+
+
+def test_pairwise_mode_ranks_the_better_model_first(databases, capsys):
+    code, out, err = cli(capsys, "eval", "judge", "--judge-model", "judge", "--mode", "pairwise",
+                         "--conversations", str(databases["vague"]), "--conversations",
+                         str(databases["good"]), "--json")  # fmt: skip
+    assert code == 0, err
+    result = orjson.loads(out)
+    ratings = result["ratings"]
+    assert ratings["good"]["rating"] > ratings["vague"]["rating"]
+    assert result["records"]["good"] == {"wins": 2.0, "games": 2}
+    html = Path(result["html_path"]).read_text()
+    assert "Ratings (Elo scale" in html
+
+
+def test_judge_with_models_answering_data_prompts(tmp_path, capsys):
+    data = tmp_path / "prompts.jsonl"
+    data.write_text(json.dumps({"messages": [
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "Paris"}]}) + "\n")  # fmt: skip
+    code, out, err = cli(capsys, "eval", "judge", "--judge-model", "judge", "--data", str(data),
+                         "--model", "good", "--model", "vague", "--json")  # fmt: skip
+    assert code == 0, err
+    models = orjson.loads(out)["models"]
+    assert models["good"]["mean_score"] == 9 and models["vague"]["mean_score"] == 3

@@ -44,7 +44,7 @@ def test_demo_api_reports_the_facts_that_decide_a_run(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_fine_tunes_and_answers_held_out_questions(tmp_path, smollm2_home):
+def test_demo_fine_tunes_and_evaluates_base_against_fine_tuned(tmp_path, smollm2_home):
     result = run_demo(tmp_path / "demo", train_steps=2)
     tuned = result.fine_tune
     assert tuned.result.status == "succeeded" and tuned.result.step == 2
@@ -52,4 +52,11 @@ def test_demo_fine_tunes_and_answers_held_out_questions(tmp_path, smollm2_home):
     assert (run_dir / "adapter_model.safetensors").exists()
     assert (run_dir / "tunelab_config.json").exists()
     assert len(tuned.answers) == 4
-    assert all(a.expected.startswith("<category>") and a.question for a in tuned.answers)
+    labels = {"ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"}
+    assert all(a.expected in labels and a.question for a in tuned.answers)
+    evaluation = tuned.evaluation
+    assert list(evaluation["models"]) == ["smollm2-135m-instruct", str(run_dir)]
+    n_val = result.datasets[0].formatted.n_val
+    for metrics in evaluation["models"].values():
+        assert metrics["n"] == n_val and 0 <= metrics["accuracy"] <= 1
+    assert (tmp_path / "demo" / "trec_eval" / "report.html").exists()

@@ -11,6 +11,7 @@ from rich.table import Table
 from tunelab.catalog import DEFAULT_MODEL
 from tunelab.cli import common
 from tunelab.cli.analyze_cmd import render_analysis
+from tunelab.cli.eval_cmd import render_classify
 from tunelab.cli.format_cmd import render_format_report
 from tunelab.cli.train_cmd import TrainingProgress, render_result
 from tunelab.cli.validate_cmd import render_report
@@ -63,9 +64,12 @@ def demo_cmd(output_dir: Path, model: str, train_steps: int) -> int:
 
 
 def _render_fine_tune(fine_tune: FineTune, output_dir: Path) -> None:
-    _heading("trec: fine-tune (LoRA) and chat")
+    _heading("trec: fine-tune (LoRA)")
     render_result(fine_tune.result, resume=f"tunelab demo --output-dir {output_dir}")
     table = Table("held-out question", "expected", "fine-tuned model's answer", box=None)
     for answer in fine_tune.answers:
         table.add_row(escape(answer.question), escape(answer.expected), escape(answer.answer))
     common.stdout.print(table)
+    if fine_tune.evaluation is not None:
+        _heading("trec: base vs fine-tuned on the held-out questions")
+        render_classify(fine_tune.evaluation)

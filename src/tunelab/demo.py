@@ -114,16 +114,22 @@ def fine_tune_trec(
         force=True,
         callback=on_progress,
     )
-    evaluation = evaluate_base_and_tuned(val_path, model, output_dir, output_dir.parent)
-    tuned_outputs = evaluation["outputs"][str(output_dir)]
-    answers = [
+    return FineTune(result, [])
+
+
+def add_evaluation(fine_tune: FineTune, val_path: Path, model: str, progress=None) -> None:
+    """Base vs fine-tuned on the held-out file, and a few of the fine-tuned model's answers."""
+    tuned = Path(fine_tune.result.output_dir)
+    evaluation = evaluate_base_and_tuned(val_path, model, tuned, tuned.parent, progress)
+    fine_tune.evaluation = evaluation
+    fine_tune.answers = [
         Answer(_question_of_text(row["question"]), row["gold"], row["answer"])
-        for row in tuned_outputs[:DEMO_QUESTIONS]
+        for row in evaluation["outputs"][str(tuned)][:DEMO_QUESTIONS]
     ]
-    return FineTune(result, answers, evaluation)
 
 
-def evaluate_base_and_tuned(val_path: Path, base: str, tuned: Path, out: Path) -> dict:
+def evaluate_base_and_tuned(val_path: Path, base: str, tuned: Path, out: Path,
+                            progress=None) -> dict:  # fmt: skip
     """`tunelab eval classify` on the held-out file: the base model against the fine-tuned."""
     data = load_items(val_path)
     models = [base, str(tuned)]
@@ -132,7 +138,7 @@ def evaluate_base_and_tuned(val_path: Path, base: str, tuned: Path, out: Path) -
         models=models,
         data=data.describe(),
         options={"source": "demo"},
-        task=lambda: evaluate_classification(data, models),
+        task=lambda: evaluate_classification(data, models, progress=progress),
         output_dir=out / "trec_eval",
     ) | {"outputs": _outputs(out / "trec_eval")}
 
@@ -153,10 +159,12 @@ def run_demo(
     train_steps: int = DEMO_TRAIN_STEPS,
     on_step: Callable[[str], None] | None = None,
     on_progress: Callable[[dict], None] | None = None,
+    eval_progress=None,
 ) -> DemoResult:
     """Format, validate and analyze the bundled samples into `output_dir`, then fine-tune.
 
-    `train_steps` 0 skips the fine-tuning.
+    `train_steps` 0 skips the fine-tuning (and the evaluation). `eval_progress(model, total)`
+    may return a callback advanced as answers finish (see `tunelab.evals.candidates`).
     """
     step = on_step or (lambda _text: None)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -181,4 +189,7 @@ def run_demo(
             steps=train_steps,
             on_progress=on_progress,
         )
+        n_val = trec.formatted.n_val
+        step(f"evaluate {model} against the fine-tuned model on {n_val} held-out questions")
+        add_evaluation(result.fine_tune, Path(trec.formatted.val_output), model, eval_progress)
     return result

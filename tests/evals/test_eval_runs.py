@@ -64,7 +64,7 @@ def scripted(monkeypatch):
         "half": Scripted("half", lambda text, _: f"<category>{gold[text]}</category>"
                          if text.startswith("Wh") and "o " in text else "I am not sure"),
     }  # fmt: skip
-    monkeypatch.setattr("tunelab.evals.classify.open_candidate", lambda name: models[name])
+    monkeypatch.setattr("tunelab.evals.candidates.open_candidate", lambda name: models[name])
     return models
 
 
@@ -139,7 +139,7 @@ def test_a_failed_evaluation_is_recorded_as_failed(table, monkeypatch, capsys):
     def broken(name):
         raise candidates.TunelabError("unknown_model", f"no model {name}")
 
-    monkeypatch.setattr("tunelab.evals.classify.open_candidate", broken)
+    monkeypatch.setattr("tunelab.evals.candidates.open_candidate", broken)
     code, _, err = cli(capsys, "eval", "classify", "--data", str(table), "--model", "ghost")
     assert code == 1 and "unknown_model" in err
     with Store() as store:

@@ -56,7 +56,11 @@ MODELS = {
 
 @pytest.fixture(autouse=True)
 def scripted(monkeypatch):
-    for module in ("tunelab.evals.conversations", "tunelab.evals.judging"):
+    for module in (
+        "tunelab.evals.conversations",
+        "tunelab.evals.judging",
+        "tunelab.evals.candidates",
+    ):
         monkeypatch.setattr(f"{module}.open_candidate", MODELS.__getitem__)
 
 

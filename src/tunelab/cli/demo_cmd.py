@@ -11,7 +11,7 @@ from rich.table import Table
 from tunelab.catalog import DEFAULT_MODEL
 from tunelab.cli import common
 from tunelab.cli.analyze_cmd import render_analysis
-from tunelab.cli.eval_cmd import render_classify
+from tunelab.cli.eval_cmd import EvalProgress, render_classify
 from tunelab.cli.format_cmd import render_format_report
 from tunelab.cli.train_cmd import TrainingProgress, render_result
 from tunelab.cli.validate_cmd import render_report
@@ -40,13 +40,14 @@ def _heading(text: str) -> None:
 )
 def demo_cmd(output_dir: Path, model: str, train_steps: int) -> int:
     """Run the main job on the bundled sample data: format, validate, analyze, fine-tune, chat."""
-    with TrainingProgress() as progress:
+    with TrainingProgress() as progress, EvalProgress(bars=False) as eval_progress:
         result = run_demo(
             output_dir,
             model=model,
             train_steps=train_steps,
             on_step=lambda text: _heading(text),
             on_progress=progress,
+            eval_progress=eval_progress,
         )
     for run in result.datasets:
         _heading(f"{run.name}: format")

@@ -40,9 +40,11 @@ def eval_group() -> None:
 class EvalProgress:
     """One progress bar per model (answers done, ETA) on stderr; quiet when not a terminal."""
 
-    def __init__(self, quiet: bool = False) -> None:
-        self.bar = None
-        if common.stderr.is_terminal and not quiet:
+    def __init__(self, quiet: bool = False, bars: bool = True) -> None:
+        self.bar, self.quiet = None, quiet
+        # `bars=False` prints one line per model instead: for callers that already show a
+        # live display (rich allows one at a time).
+        if common.stderr.is_terminal and not quiet and bars:
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
                                 MofNCompleteColumn(), TimeRemainingColumn(),
                                 console=common.stderr, transient=True)  # fmt: skip
@@ -59,7 +61,8 @@ class EvalProgress:
     def __call__(self, name: str, total: int):
         """A callback advancing the bar of model `name` by the answers just finished."""
         if self.bar is None:
-            common.stderr.print(f"evaluating {name} on {total:,} items…", highlight=False)
+            if not self.quiet:
+                common.stderr.print(f"evaluating {name} on {total:,} items…", highlight=False)
             return None
         task = self.bar.add_task(escape(name), total=total)
         return lambda n: self.bar.advance(task, n)

@@ -83,7 +83,7 @@ class LocalCandidate(Candidate):
         # chunk still sorts its prompts by length for batching.
         chunk = self.batch_size * 4
         for begin in range(0, len(conversations), chunk):
-            _check_cancel(cancel)
+            check_cancel(cancel)
             part = conversations[begin : begin + chunk]
             done = generate(model, tokenizer, part, max_new_tokens=max_tokens,
                             temperature=temperature, batch_size=self.batch_size)  # fmt: skip
@@ -104,7 +104,7 @@ class HostedCandidate(Candidate):
     def answer(self, conversations, *, max_tokens=256, temperature=0.0, progress=None,
                cancel=None) -> list[Answer]:  # fmt: skip
         def one(messages: list[dict]) -> Answer:
-            _check_cancel(cancel)
+            check_cancel(cancel)
             try:
                 result = self.provider.chat(self.model, messages, max_tokens=max_tokens,
                                             temperature=temperature)  # fmt: skip
@@ -121,7 +121,7 @@ class HostedCandidate(Candidate):
             return list(pool.map(one, conversations))
 
 
-def _check_cancel(cancel: threading.Event | None) -> None:
+def check_cancel(cancel: threading.Event | None) -> None:
     if cancel is not None and cancel.is_set():
         raise TunelabError("cancelled", "the evaluation was cancelled.", exit_code=130)
 
@@ -141,7 +141,19 @@ def open_candidate(name: str) -> Candidate:
                            target.model)  # fmt: skip
 
 
-def timed_answers(candidate: Candidate, conversations, **settings) -> tuple[list[Answer], float]:
-    began = time.perf_counter()
-    answers = candidate.answer(conversations, **settings)
-    return answers, time.perf_counter() - began
+def answer_all(name: str, conversations: list[list[dict]], *, max_tokens: int, progress=None,
+               cancel: threading.Event | None = None) -> tuple[list[Answer], float]:  # fmt: skip
+    """Model `name`'s answers to every conversation (greedy), and the seconds they took.
+
+    `progress(name, total)` may return a callback advanced as answers finish. The model is
+    freed afterwards.
+    """
+    candidate = open_candidate(name)
+    try:
+        task = progress(name, len(conversations)) if progress else None
+        began = time.perf_counter()
+        answers = candidate.answer(conversations, max_tokens=max_tokens, progress=task,
+                                   cancel=cancel)  # fmt: skip
+        return answers, time.perf_counter() - began
+    finally:
+        candidate.close()

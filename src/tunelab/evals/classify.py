@@ -12,7 +12,7 @@ import re
 
 from tunelab.data.prompts import ClassificationPrompt
 from tunelab.errors import TunelabError
-from tunelab.evals.candidates import open_candidate, timed_answers
+from tunelab.evals.candidates import answer_all
 from tunelab.evals.items import EvalData
 from tunelab.evals.metrics import classification_metrics, paired_comparison
 
@@ -56,14 +56,13 @@ def evaluate_classification(
     golds, labels = gold_labels(data, prompt)
     results, outputs, correct = {}, {}, {}
     for name in models:
-        candidate = open_candidate(name)
-        try:
-            task = progress(name, len(data.items)) if progress else None
-            answers, seconds = timed_answers(candidate, [i.messages for i in data.items],
-                                             max_tokens=MAX_TOKENS, progress=task,
-                                             cancel=cancel)  # fmt: skip
-        finally:
-            candidate.close()
+        answers, seconds = answer_all(
+            name,
+            [i.messages for i in data.items],
+            max_tokens=MAX_TOKENS,
+            progress=progress,
+            cancel=cancel,
+        )
         predicted = [prompt.parse_answer(a.text, labels) if not a.error else None
                      for a in answers]  # fmt: skip
         metrics = classification_metrics(golds, predicted, labels)

@@ -8,12 +8,12 @@ messages before it are the prompt.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from tunelab.data.sources import SourceOptions, detect_kind, read_source
 from tunelab.errors import TunelabError
+from tunelab.io import file_sha256
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def load_items(
     if not items:
         raise TunelabError("no_items", f"{path} has no example with an assistant answer.",
                            path=path)  # fmt: skip
-    return EvalData(path, kind, items, list(reading.labels), _sha256(path))
+    return EvalData(path, kind, items, list(reading.labels), file_sha256(path))
 
 
 def _item(example, path: Path) -> EvalItem | None:
@@ -77,11 +77,3 @@ def _item(example, path: Path) -> EvalItem | None:
         return None
     return EvalItem(messages[:last], messages[last]["content"], example.label,
                     example.source_line)  # fmt: skip
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

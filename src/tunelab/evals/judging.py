@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tunelab.data.sources import read_source
 from tunelab.errors import TunelabError
-from tunelab.evals.candidates import open_candidate
+from tunelab.evals.candidates import answer_all, check_cancel, open_candidate
 from tunelab.evals.items import EvalData, EvalItem
 from tunelab.evals.judge import Trait, run_pairwise, score_answer, summarise_scores
 from tunelab.evals.ratings import rating_intervals
@@ -60,13 +60,8 @@ def _model_of(path: Path) -> str:
 
 def answers_from_model(model: str, data: EvalData, *, max_tokens: int, progress=None,
                        cancel=None) -> AnswerSet:  # fmt: skip
-    candidate = open_candidate(model)
-    try:
-        task = progress(f"{model} answers", len(data.items)) if progress else None
-        answers = candidate.answer([i.messages for i in data.items], max_tokens=max_tokens,
-                                   progress=task, cancel=cancel)  # fmt: skip
-    finally:
-        candidate.close()
+    answers, _ = answer_all(model, [i.messages for i in data.items], max_tokens=max_tokens,
+                            progress=progress, cancel=cancel)  # fmt: skip
     return AnswerSet(model, [EvalItem(i.messages, a.text, None, i.source_line)
                              for i, a in zip(data.items, answers, strict=True)])  # fmt: skip
 
@@ -79,7 +74,7 @@ def judge_single(judge: str, sets: list[AnswerSet], traits: list[Trait], rubric:
         task = progress(f"judging {answers.model}", len(answers.items)) if progress else None
         results = []
         for item in answers.items:
-            _check(cancel)
+            check_cancel(cancel)
             results.append(score_answer(chat, conversation=item.messages, answer=item.gold,
                                         traits=traits, rubric=rubric))  # fmt: skip
             if task:
@@ -137,8 +132,3 @@ def _key(messages: list[dict]) -> tuple:
 def _judge_chat(judge: str):
     candidate = open_candidate(judge)
     return lambda messages: candidate.chat(messages, max_tokens=JUDGE_MAX_TOKENS)
-
-
-def _check(cancel) -> None:
-    if cancel is not None and cancel.is_set():
-        raise TunelabError("cancelled", "the evaluation was cancelled.", exit_code=130)

@@ -8,7 +8,6 @@ jobs are synced from their provider whenever they are read and not yet finished.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +27,6 @@ from tunelab.providers.base import (
 from tunelab.registry import Store, new_id
 
 PROVIDERS = ("local", "together", "openai")
-KEY_VARIABLES = {"openai": "OPENAI_API_KEY", "together": "TOGETHER_API_KEY"}
 # TrainConfig's `method` (lora|full) is `training_type` for hosted providers, whose `method`
 # is OpenAI's (supervised|dpo).
 HOSTED_RENAMES = {"method": "training_type"}
@@ -523,8 +521,3 @@ def job_object(job: dict) -> dict:
             "hyperparameters_given": given,
         },
     }
-
-
-def hosted_key_present(provider: str) -> bool:
-    variable = KEY_VARIABLES.get(provider)
-    return bool(variable and os.environ.get(variable))

@@ -7,7 +7,6 @@ in `$TUNELAB_HOME/jobs/<job id>`.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ import time
 from pathlib import Path
 
 from tunelab.errors import TunelabError
+from tunelab.io import file_sha256
 from tunelab.registry import Store
 from tunelab.settings import get_settings
 
@@ -23,12 +23,7 @@ ORG = "local"  # the org part of local `ft:` names: ft:<base>:local:<suffix>:<id
 CANCEL, PAUSE = 1, 2
 
 
-def file_checksum(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+file_checksum = file_sha256
 
 
 def register_file(store: Store, path: Path, validation: dict | None) -> dict:

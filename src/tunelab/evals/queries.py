@@ -1,0 +1,142 @@
+"""`tunelab eval queries`: natural language → MongoDB, scored four ways.
+
+- parse failures: answers that are not a query in mongosh syntax or JSON;
+- exact match after normalisation (key order, quoting, whitespace do not count);
+- structural match: collection, method, stages/operators, fields and values, as a score;
+- execution match, when documents are given (`--documents DIR` with one JSON array per
+  collection, `DIR/<collection>.json`): the gold and the predicted query run on the embedded
+  executor and their results compared as multisets, in order only when the gold query
+  sorts. Items whose gold query the executor cannot run are left out of that rate and
+  counted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tunelab.errors import TunelabError
+from tunelab.evals.candidates import answer_all
+from tunelab.evals.items import EvalData
+from tunelab.evals.mongo_exec import UnsupportedQuery, execute, results_match
+from tunelab.evals.mongo_query import QueryParseError, exact_match, parse_query, structural_match
+
+MAX_TOKENS = 256
+
+
+def load_documents(directory: Path | None) -> dict[str, list[dict]] | None:
+    """`DIR/<collection>.json` files, each a JSON array of documents."""
+    if directory is None:
+        return None
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise TunelabError("documents_not_found", f"{directory} is not a directory.",
+                           path=directory, exit_code=2)  # fmt: skip
+    collections = {}
+    for path in sorted(directory.glob("*.json")):
+        try:
+            documents = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise TunelabError("invalid_documents", f"not JSON: {err}", path=path) from None
+        if not isinstance(documents, list) or not all(isinstance(d, dict) for d in documents):
+            raise TunelabError("invalid_documents", "expected a JSON array of objects.",
+                               path=path)  # fmt: skip
+        collections[path.stem] = documents
+    if not collections:
+        raise TunelabError("documents_not_found", f"{directory} has no <collection>.json file.",
+                           path=directory, exit_code=2)  # fmt: skip
+    return collections
+
+
+class GoldQueries:
+    """The gold queries, parsed (and run) once for every model."""
+
+    def __init__(self, data: EvalData, documents: dict | None) -> None:
+        self.parsed, self.results, self.notes = [], [], []
+        for item in data.items:
+            try:
+                self.parsed.append(parse_query(item.gold))
+            except QueryParseError as err:
+                self.parsed.append(None)
+                self.notes.append(f"line {item.source_line}: gold query unparsable ({err})")
+        self.results = [self._run(q, documents) for q in self.parsed] if documents else None
+
+    @staticmethod
+    def _run(query, documents):
+        if query is None:
+            return None
+        try:
+            return ("ok", execute(query, documents))
+        except UnsupportedQuery as err:
+            return ("unsupported", str(err))
+
+
+def score_answer(text: str, gold, gold_result, documents) -> dict:
+    """One answer scored against its gold query."""
+    out = {"answer": text, "parsed": False, "exact": False, "structural": 0.0, "execution": None}
+    try:
+        predicted = parse_query(text)
+    except QueryParseError as err:
+        out["parse_error"] = str(err)
+        return out
+    out["parsed"] = True
+    if gold is None:
+        return out
+    out["exact"] = exact_match(gold, predicted)
+    out["structural"] = structural_match(gold, predicted)["score"]
+    if gold_result is not None and gold_result[0] == "ok":
+        try:
+            got = execute(predicted, documents)
+        except UnsupportedQuery:
+            out["execution"] = False  # the gold runs; an answer we cannot run is not a match
+        except Exception as err:  # a malformed predicted query (bad operator arguments)
+            out["execution"], out["execution_error"] = False, f"{type(err).__name__}: {err}"
+        else:
+            out["execution"] = results_match(gold_result[1], got, ordered=bool(gold.sort))
+    return out
+
+
+def evaluate_queries(
+    data: EvalData, models: list[str], *, documents: dict | None = None, progress=None,
+    cancel=None,
+) -> tuple[dict, dict[str, list[dict]]]:  # fmt: skip
+    gold = GoldQueries(data, documents)
+    results, outputs = {}, {}
+    for name in models:
+        answers, seconds = answer_all(
+            name,
+            [i.messages for i in data.items],
+            max_tokens=MAX_TOKENS,
+            progress=progress,
+            cancel=cancel,
+        )
+        rows = []
+        for index, (item, answer) in enumerate(zip(data.items, answers, strict=True)):
+            gold_result = gold.results[index] if gold.results else None
+            row = score_answer(answer.text, gold.parsed[index], gold_result, documents)
+            rows.append({"question": item.question, "gold": item.gold, "error": answer.error,
+                         "source_line": item.source_line, **row})  # fmt: skip
+        results[name] = summarise(rows, gold, documents is not None)
+        results[name].update(
+            seconds=round(seconds, 2),
+            answers_per_second=round(len(rows) / seconds, 2) if seconds else None,
+        )
+        outputs[name] = rows
+    return {"models": results, "notes": gold.notes[:50]}, outputs
+
+
+def summarise(rows: list[dict], gold: GoldQueries, executed: bool) -> dict:
+    n = len(rows)
+    scored = [r for r, g in zip(rows, gold.parsed, strict=True) if g is not None]
+    runnable = [r for r in rows if r["execution"] is not None]
+    return {
+        "n": n,
+        "parse_failure_rate": sum(not r["parsed"] for r in rows) / n,
+        "exact_match": sum(r["exact"] for r in scored) / len(scored) if scored else 0.0,
+        "structural_match": sum(r["structural"] for r in scored) / len(scored) if scored else 0.0,
+        "execution_match": (
+            sum(r["execution"] for r in runnable) / len(runnable) if executed and runnable else None
+        ),
+        "n_gold_unparsable": n - len(scored),
+        "n_executed": len(runnable) if executed else 0,
+    }

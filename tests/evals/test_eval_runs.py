@@ -46,7 +46,8 @@ class Scripted(Candidate):
 
 def _text(conversation) -> str:
     user = conversation[-1]["content"]
-    return re.search(r"<text>\n(.*)\n</text>", user, re.DOTALL).group(1)
+    found = re.search(r"<text>\n(.*)\n</text>", user, re.DOTALL)
+    return found.group(1) if found else user
 
 
 @pytest.fixture
@@ -157,3 +158,43 @@ def test_a_real_local_model_answers_through_batched_generation(table, tmp_path, 
     metrics = orjson.loads(out)["models"][str(model)]
     # A random model does not answer in the format: every answer is invalid, none is guessed.
     assert metrics["n"] == 6 and metrics["accuracy"] + metrics["invalid_rate"] <= 1.0 + 1e-9
+
+
+QUERIES = [
+    {"question": "How many heads are older than 56?",
+     "query": "db.head.countDocuments({age: {$gt: 56}})"},
+    {"question": "Names of heads by age.",
+     "query": "db.head.find({}, {name: 1, _id: 0}).sort({age: 1})"},
+    {"question": "Heads from Texas?", "query": "db.head.find({state: 'Texas'}, {name: 1, _id: 0})"},
+]  # fmt: skip
+HEADS = [
+    {"name": "Ann", "age": 60, "state": "Texas"},
+    {"name": "Bob", "age": 50, "state": "Ohio"},
+    {"name": "Cid", "age": 70, "state": "Texas"},
+]
+
+
+def test_queries_scores_parse_exact_structural_and_execution(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "pairs.json"
+    data.write_text(orjson.dumps(QUERIES).decode())
+    documents = tmp_path / "db"
+    documents.mkdir()
+    (documents / "head.json").write_text(orjson.dumps(HEADS).decode())
+    replies = {
+        QUERIES[0]["question"]: "```js\ndb.head.countDocuments({ 'age': { '$gt': 56 } });\n```",
+        QUERIES[1]["question"]: "db.head.find({}, {name: 1, _id: 0}).sort({age: -1})",
+        QUERIES[2]["question"]: "SELECT name FROM head WHERE state = 'Texas'",
+    }
+    model = Scripted("m", lambda _text, c: replies[c[-1]["content"]])
+    monkeypatch.setattr("tunelab.evals.candidates.open_candidate", lambda name: model)
+    code, out, err = cli(capsys, "eval", "queries", "--data", str(data), "--model", "m",
+                         "--system", "", "--documents", str(documents), "--json")  # fmt: skip
+    assert code == 0, err
+    m = orjson.loads(out)["models"]["m"]
+    # 1: same query, other quoting and a code fence: exact, and the same count.
+    # 2: sorted the other way: not exact, same documents in another order: no execution match.
+    # 3: SQL, not a query: a parse failure.
+    assert m["parse_failure_rate"] == pytest.approx(1 / 3)
+    assert m["exact_match"] == pytest.approx(1 / 3)
+    assert 1 / 3 < m["structural_match"] < 2 / 3
+    assert m["execution_match"] == pytest.approx(1 / 3)

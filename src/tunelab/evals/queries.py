@@ -73,18 +73,20 @@ class GoldQueries:
 
 def score_answer(text: str, gold, gold_result, documents) -> dict:
     """One answer scored against its gold query."""
-    out = {"answer": text, "parsed": False, "exact": False, "structural": 0.0, "execution": None}
+    runnable = gold_result is not None and gold_result[0] == "ok"
+    out = {"answer": text, "parsed": False, "exact": False, "structural": 0.0,
+           "execution": False if runnable else None}  # fmt: skip
     try:
         predicted = parse_query(text)
     except QueryParseError as err:
         out["parse_error"] = str(err)
-        return out
+        return out  # not a query: no match of any kind
     out["parsed"] = True
     if gold is None:
         return out
     out["exact"] = exact_match(gold, predicted)
     out["structural"] = structural_match(gold, predicted)["score"]
-    if gold_result is not None and gold_result[0] == "ok":
+    if runnable:
         try:
             got = execute(predicted, documents)
         except UnsupportedQuery:
@@ -92,7 +94,7 @@ def score_answer(text: str, gold, gold_result, documents) -> dict:
         except Exception as err:  # a malformed predicted query (bad operator arguments)
             out["execution"], out["execution_error"] = False, f"{type(err).__name__}: {err}"
         else:
-            out["execution"] = results_match(gold_result[1], got, ordered=bool(gold.sort))
+            out["execution"] = results_match(gold_result[1], got, ordered=gold.ordered)
     return out
 
 

@@ -93,3 +93,35 @@ def wait_until_quiet(max_seconds: float = 180, threshold: float = 0.2) -> str:
     waited = time.perf_counter() - start
     state = "quiet" if busy <= threshold else "still busy"
     return f"{state} ({busy:.0%} of the CPU busy with other work after waiting {waited:.0f} s)"
+
+
+def cpu_snapshot(pids: list[int]) -> tuple[float, float, float]:
+    """(wall clock, CPU-seconds the whole machine has been busy, CPU-seconds of `pids`) now.
+
+    Two snapshots around a timed phase give `other_work`: what processes other than the
+    benchmark's own (itself, a server it started) took from the machine meanwhile.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        busy = (sum(fields[:8]) - fields[3] - fields[4]) / ticks  # minus idle and iowait
+    except (OSError, ValueError):
+        busy = 0.0
+    own = 0.0
+    for pid in pids:
+        try:
+            # After the command name (which may hold spaces): utime and stime are fields 12, 13.
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            own += (int(stat[11]) + int(stat[12])) / ticks
+        except (OSError, ValueError, IndexError):
+            pass
+    return time.perf_counter(), busy, own
+
+
+def other_work(start: tuple[float, float, float], end: tuple[float, float, float]) -> float:
+    """Fraction of all cores that other processes kept busy between two `cpu_snapshot`s."""
+    wall = end[0] - start[0]
+    if wall <= 0:
+        return 0.0
+    others = (end[1] - start[1]) - (end[2] - start[2])
+    return max(0.0, others / (wall * (os.cpu_count() or 1)))

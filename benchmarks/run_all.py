@@ -25,6 +25,7 @@ def benchmark_mains():
             continue
         spec = importlib.util.spec_from_file_location(f"benchmark_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while it loads
         spec.loader.exec_module(module)
         if callable(getattr(module, "main", None)):
             yield path.name, module.main

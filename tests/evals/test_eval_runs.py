@@ -174,7 +174,10 @@ HEADS = [
 ]
 
 
-def test_queries_scores_parse_exact_structural_and_execution(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("executed_on", ["documents", "mongodb"])
+def test_queries_scores_parse_exact_structural_and_execution(
+    executed_on, tmp_path, monkeypatch, capsys
+):
     data = tmp_path / "pairs.json"
     data.write_text(orjson.dumps(QUERIES).decode())
     documents = tmp_path / "db"
@@ -187,8 +190,18 @@ def test_queries_scores_parse_exact_structural_and_execution(tmp_path, monkeypat
     }
     model = Scripted("m", lambda _text, c: replies[c[-1]["content"]])
     monkeypatch.setattr("tunelab.evals.candidates.open_candidate", lambda name: model)
+    where = ["--documents", str(documents)]
+    if executed_on == "mongodb":  # a live database, stood in for by mongomock
+        import mongomock
+
+        from tunelab.evals.mongo_live import LiveDatabase
+
+        database = mongomock.MongoClient().quiz
+        database.head.insert_many([dict(h) for h in HEADS])
+        monkeypatch.setattr(LiveDatabase, "connect", lambda *a, **k: LiveDatabase(database))
+        where = ["--mongo-uri", "mongodb://user:secret@localhost:27017/quiz"]
     code, out, err = cli(capsys, "eval", "queries", "--data", str(data), "--model", "m",
-                         "--system", "", "--documents", str(documents), "--json")  # fmt: skip
+                         "--system", "", *where, "--json")  # fmt: skip
     assert code == 0, err
     m = orjson.loads(out)["models"]["m"]
     # 1: same query, other quoting and a code fence: exact, and the same count.
@@ -198,3 +211,4 @@ def test_queries_scores_parse_exact_structural_and_execution(tmp_path, monkeypat
     assert m["exact_match"] == pytest.approx(1 / 3)
     assert 1 / 3 < m["structural_match"] < 2 / 3
     assert m["execution_match"] == pytest.approx(1 / 3)
+    assert "secret" not in out

@@ -7,6 +7,7 @@ Each run is recorded in the registry and written as JSON and a self-contained HT
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 
@@ -173,23 +174,39 @@ def _num(value) -> str:
     type=click.Path(path_type=Path, file_okay=False),
     help="Directory of <collection>.json files: also score by executing the queries.",
 )
+@click.option(
+    "--mongo-uri",
+    help="A MongoDB to execute the queries on, read-only (instead of --documents), e.g. "
+    "mongodb://localhost:27017/dbname.",
+)
+@click.option("--mongo-db", help="The database for --mongo-uri (default: the URI's path).")
 @source_flags
 @click.option("--output-dir", type=OutputDir, help="Where to write result.json and report.html.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def queries_cmd(data_path, models, limit, documents, output_dir, as_json, **flags) -> int:
+def queries_cmd(data_path, models, limit, documents, mongo_uri, mongo_db, output_dir, as_json,
+                **flags) -> int:  # fmt: skip
     """NL → MongoDB: parse failures, exact, structural and execution match."""
-    from tunelab.evals.queries import evaluate_queries, load_documents
+    from tunelab.evals.queries import embedded_executor, evaluate_queries, load_documents
 
-    options = source_options(flags)
-    data = load_items(data_path, flags["kind"], options, limit)
-    collections = load_documents(documents)
+    if documents and mongo_uri:
+        raise click.UsageError("Can't provide both --documents and --mongo-uri. Choose one.")
+    data = load_items(data_path, flags["kind"], source_options(flags), limit)
+    with contextlib.ExitStack() as stack:
+        executor = None
+        if documents:
+            executor = embedded_executor(load_documents(documents))
+        elif mongo_uri:
+            from tunelab.evals.mongo_live import LiveDatabase
 
-    def compute(progress, cancel):
-        return evaluate_queries(data, list(models), documents=collections, progress=progress,
-                                cancel=cancel)  # fmt: skip
+            executor = stack.enter_context(LiveDatabase.connect(mongo_uri, mongo_db)).execute
 
-    settings = {"limit": limit, "documents": str(documents) if documents else None}
-    result = _run("queries", models, data, settings, compute, output_dir, as_json)
+        def compute(progress, cancel):
+            return evaluate_queries(data, list(models), executor=executor, progress=progress,
+                                    cancel=cancel)  # fmt: skip
+
+        where = str(documents) if documents else ("mongodb" if mongo_uri else None)
+        settings = {"limit": limit, "executed_on": where}  # never the URI: it may hold a password
+        result = _run("queries", models, data, settings, compute, output_dir, as_json)
     if as_json:
         common.print_json(result)
     else:

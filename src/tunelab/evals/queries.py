@@ -4,15 +4,17 @@
 - exact match after normalisation (key order, quoting, whitespace do not count);
 - structural match: collection, method, stages/operators, fields and values, as a score;
 - execution match, when documents are given (`--documents DIR` with one JSON array per
-  collection, `DIR/<collection>.json`): the gold and the predicted query run on the embedded
-  executor and their results compared as multisets, in order only when the gold query
-  sorts. Items whose gold query the executor cannot run are left out of that rate and
-  counted.
+  collection, `DIR/<collection>.json`, run on the embedded executor) or a live database
+  (`--mongo-uri`, run on MongoDB itself, read-only): the gold and the predicted query run
+  and their results are compared as multisets, in order only when the gold query sorts.
+  Items whose gold query cannot run are left out of that rate and counted; an answer that
+  is not a query, or cannot run, is not a match.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from tunelab.errors import TunelabError
@@ -48,10 +50,17 @@ def load_documents(directory: Path | None) -> dict[str, list[dict]] | None:
     return collections
 
 
+Executor = Callable[[object], object]  # a parsed query → its result
+
+
+def embedded_executor(documents: dict[str, list[dict]]) -> Executor:
+    return lambda query: execute(query, documents)
+
+
 class GoldQueries:
     """The gold queries, parsed (and run) once for every model."""
 
-    def __init__(self, data: EvalData, documents: dict | None) -> None:
+    def __init__(self, data: EvalData, run: Executor | None) -> None:
         self.parsed, self.results, self.notes = [], [], []
         for item in data.items:
             try:
@@ -59,19 +68,19 @@ class GoldQueries:
             except QueryParseError as err:
                 self.parsed.append(None)
                 self.notes.append(f"line {item.source_line}: gold query unparsable ({err})")
-        self.results = [self._run(q, documents) for q in self.parsed] if documents else None
+        self.results = [self._run(q, run) for q in self.parsed] if run else None
 
     @staticmethod
-    def _run(query, documents):
+    def _run(query, run: Executor):
         if query is None:
             return None
         try:
-            return ("ok", execute(query, documents))
+            return ("ok", run(query))
         except UnsupportedQuery as err:
             return ("unsupported", str(err))
 
 
-def score_answer(text: str, gold, gold_result, documents) -> dict:
+def score_answer(text: str, gold, gold_result, run: Executor | None) -> dict:
     """One answer scored against its gold query."""
     runnable = gold_result is not None and gold_result[0] == "ok"
     out = {"answer": text, "parsed": False, "exact": False, "structural": 0.0,
@@ -88,9 +97,11 @@ def score_answer(text: str, gold, gold_result, documents) -> dict:
     out["structural"] = structural_match(gold, predicted)["score"]
     if runnable:
         try:
-            got = execute(predicted, documents)
+            got = run(predicted)
         except UnsupportedQuery:
             out["execution"] = False  # the gold runs; an answer we cannot run is not a match
+        except TunelabError:
+            raise  # the database went away: not the answer's fault
         except Exception as err:  # a malformed predicted query (bad operator arguments)
             out["execution"], out["execution_error"] = False, f"{type(err).__name__}: {err}"
         else:
@@ -99,10 +110,12 @@ def score_answer(text: str, gold, gold_result, documents) -> dict:
 
 
 def evaluate_queries(
-    data: EvalData, models: list[str], *, documents: dict | None = None, progress=None,
+    data: EvalData, models: list[str], *, executor: Executor | None = None, progress=None,
     cancel=None,
 ) -> tuple[dict, dict[str, list[dict]]]:  # fmt: skip
-    gold = GoldQueries(data, documents)
+    """`executor` runs a parsed query (embedded documents or a live database); None: no
+    execution match."""
+    gold = GoldQueries(data, executor)
     results, outputs = {}, {}
     for name in models:
         answers, seconds = answer_all(
@@ -115,10 +128,10 @@ def evaluate_queries(
         rows = []
         for index, (item, answer) in enumerate(zip(data.items, answers, strict=True)):
             gold_result = gold.results[index] if gold.results else None
-            row = score_answer(answer.text, gold.parsed[index], gold_result, documents)
+            row = score_answer(answer.text, gold.parsed[index], gold_result, executor)
             rows.append({"question": item.question, "gold": item.gold, "error": answer.error,
                          "source_line": item.source_line, **row})  # fmt: skip
-        results[name] = summarise(rows, gold, documents is not None)
+        results[name] = summarise(rows, gold, executor is not None)
         results[name].update(
             seconds=round(seconds, 2),
             answers_per_second=round(len(rows) / seconds, 2) if seconds else None,

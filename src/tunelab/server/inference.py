@@ -35,6 +35,8 @@ MEMORY_FRACTION = 0.5  # of RAM, or of free GPU memory, for cached models by def
 DEFAULT_TEMPERATURE = 0.0  # greedy, as `tunelab chat` and evaluation: same question, same answer
 FALLBACK_MAX_TOKENS = 2048  # for models whose config states no context length
 _END = object()  # marks the end of a stream's events
+# After a batch of several rows, how long the next group may wait for those clients to return.
+REFILL_SECONDS = 0.03
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,8 @@ class InferenceService:
         self._dispatcher: asyncio.Task | None = None
         self._pending = 0
         self._closed = threading.Event()
+        # Rows of the last batch and when it finished: clients it answered come back together.
+        self._last_rows, self._free_since = 1, 0.0
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="tunelab-generate")
         self._loader = ThreadPoolExecutor(1, thread_name_prefix="tunelab-load")
 
@@ -279,8 +283,8 @@ class InferenceService:
                 await self._wakeup.wait()
                 continue
             key, group = next(iter(self._waiting.items()))
-            if isinstance(group[0], _Request) and _rows(group) < self.max_batch_size:
-                await asyncio.sleep(group[0].arrived + self.batch_window_seconds - _now())
+            if isinstance(group[0], _Request):
+                await self._gather(group)
             batch = self._take(key)
             if isinstance(key, _StreamJob):
                 try:
@@ -296,6 +300,28 @@ class InferenceService:
                     _settle(batch, [_shutting_down() for _ in batch])
                     raise
                 _settle(batch, outcomes)
+                self._last_rows, self._free_since = _rows(batch), _now()
+
+    async def _gather(self, group: list) -> None:
+        """Let a group fill before it runs.
+
+        Every group waits `batch_window_seconds` after its first request. After a batch of
+        several rows, a group smaller than it also waits (up to REFILL_SECONDS after the
+        worker came free) for the clients just answered to send their next requests:
+        otherwise concurrent clients split into half-size batches that alternate.
+        """
+        target = min(self.max_batch_size, self._last_rows)
+        deadline = group[0].arrived + self.batch_window_seconds
+        if self._last_rows > 1 and _rows(group) < target:
+            deadline = max(deadline, self._free_since + REFILL_SECONDS)
+        while _rows(group) < self.max_batch_size and (delay := deadline - _now()) > 0:
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), delay)
+            except asyncio.TimeoutError:
+                return
+            if self._last_rows > 1 and _rows(group) >= target:
+                return
 
     def _take(self, key: object) -> list:
         """Up to `max_batch_size` rows of the group, skipping requests already given up."""

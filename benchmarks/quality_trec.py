@@ -2,27 +2,40 @@
 
 Data: TREC's training questions (`../shared/datasets/trec/train.tsv`, else the bundled
 sample) formatted as chat by `format_dataset`, whose stratified split (seed fixed) holds out
-about HELD_OUT questions; at most MAX_TRAIN of the others are trained on. Training uses
+about HELD_OUT questions; at most FULL.max_train of the others are trained on. Training uses
 tunelab's `auto` hyperparameters except the batch size and `max_steps` (chosen to fit the
-time budget on a quiet machine), and is cancelled after CANCEL_AFTER_S seconds of wall time
+time budget on a quiet machine), and is cancelled after `cancel_after_s` seconds of wall time
 in any case: it then stops within one step and its last checkpoint is evaluated, so that
-training stays within TRAIN_BUDGET_S.
+training stays within 10 minutes.
 
-Both models answer the held-out questions with the prompt `format_dataset` wrote (system and
-user message), by batched greedy generation; `ClassificationPrompt.parse_answer` reads the
-label, and an answer that is no valid label counts as wrong (the invalid rate is reported).
-The majority class of the training questions is the floor to beat.
+Evaluation is tunelab's own, as `tunelab eval classify` runs it: `load_items` on the
+held-out chat JSONL, `evaluate_classification` for the base model (the baseline) and the
+fine-tuned one in the same run, recorded by `record_run` (in the registry, with result.json
+and report.html under `$TUNELAB_HOME/evals/<run id>/`). Figures: accuracy with its Wilson
+interval, macro-F1, the invalid-answer rate, and the paired comparison (difference in
+accuracy with a bootstrap interval, McNemar's exact test). The majority class of the
+training questions is the floor to beat.
 
-    python benchmarks/quality_trec.py        # or: make bench
+Figures are appended to RESULTS.md only for a full run during which other work left the CPU
+alone (at most CONTENDED_ABOVE of it): the training time, and so the steps reached within the
+budget, depend on it.
+
+    python benchmarks/quality_trec.py              # or: make bench
+    python benchmarks/quality_trec.py --quick      # a few steps and items, nothing recorded
+    python benchmarks/quality_trec.py --no-record  # full run, RESULTS.md left alone
 """
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -31,8 +44,10 @@ from _common import (
     SHARED_DATASETS,
     append_results,
     cpu_seconds,
+    cpu_snapshot,
     describe_machine,
     load_average,
+    other_work,
     wait_until_quiet,
 )
 
@@ -40,19 +55,43 @@ MODEL = "smollm2-135m-instruct"
 TREC = SHARED_DATASETS / "trec" / "train.tsv"
 TREC_SAMPLE = REPO / "src" / "tunelab" / "resources" / "samples" / "trec_sample.tsv"
 HELD_OUT = 300
-MAX_TRAIN = 1000
-BATCH_SIZE = 16
-MAX_STEPS = 120
-TRAIN_BUDGET_S = 600
-# Room for the step in progress and the checkpoint after a cancellation.
-CANCEL_AFTER_S = 540
 SEED = 42
-# "<category>DESC</category>" and the end-of-turn token take 9; a rambling answer is wrong
-# whatever follows.
-MAX_NEW_TOKENS = 16
+# Figures taken while other work kept more than this fraction of the CPU busy are printed
+# but not recorded.
+CONTENDED_ABOVE = 0.15
 
 
-def prepare_data(directory: Path) -> dict:
+@dataclass(frozen=True)
+class Budget:
+    """How much to train and evaluate: the benchmark itself, or a --quick check that it runs."""
+
+    max_train: int  # training examples (the head of the shuffled training file)
+    max_items: int | None  # held-out items evaluated (None: all)
+    batch_size: int
+    max_steps: int
+    # Room for the step in progress and the checkpoint after a cancellation.
+    cancel_after_s: float
+
+
+FULL = Budget(max_train=1000, max_items=None, batch_size=16, max_steps=120, cancel_after_s=540)
+QUICK = Budget(max_train=32, max_items=16, batch_size=4, max_steps=3, cancel_after_s=300)
+
+
+def parse_args(argv: Sequence[str], doc: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=doc.split("\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help="a few steps and items; not recorded")
+    parser.add_argument("--no-record", action="store_true", help="leave RESULTS.md alone")
+    return parser.parse_args(list(argv))
+
+
+def head_lines(source: Path, target: Path, n: int) -> int:
+    """Copy the first `n` lines of `source` to `target`; returns how many there were."""
+    lines = source.read_text(encoding="utf-8").splitlines(keepends=True)[:n]
+    target.write_text("".join(lines), encoding="utf-8")
+    return len(lines)
+
+
+def prepare_data(directory: Path, budget: Budget) -> dict:
     """Training and held-out chat JSONL files, and what they hold."""
     from tunelab.data.formatter import format_dataset
 
@@ -64,62 +103,34 @@ def prepare_data(directory: Path) -> dict:
     )
     train = directory / "train.jsonl"
     # The split shuffled the training file, so its head is a random sample of it.
-    lines = train_all.read_text(encoding="utf-8").splitlines(keepends=True)[:MAX_TRAIN]
-    train.write_text("".join(lines), encoding="utf-8")
-    return {
-        "source": "`../shared/datasets/trec/train.tsv`" if source == TREC else "the bundled sample",
-        "train": train,
-        "held_out": held_out,
-        "n_train": len(lines),
-        "n_held_out": report.n_val,
-        "labels": sorted(report.label_counts["train"]),
-    }
+    n_train = head_lines(train_all, train, budget.max_train)
+    where = "`../shared/datasets/trec/train.tsv`" if source == TREC else "the bundled sample"
+    print(f"data: {where}; {report.n_val} held out, {n_train} trained on", flush=True)
+    return {"source": where, "train": train, "held_out": held_out, "n_train": n_train}
 
 
-def answers(path: Path, labels: list[str]) -> tuple[list[list[dict]], list[str]]:
-    """The prompts (every message before the answer) and the expected labels."""
-    from tunelab.data.prompts import ClassificationPrompt
-    from tunelab.engine import read_chat_jsonl
+def print_progress(name: str, total: int):
+    """`progress` for tunelab's evaluations: a line per chunk of answers."""
+    done = 0
 
-    prompt, prompts, expected = ClassificationPrompt(), [], []
-    for example in read_chat_jsonl(path):
-        messages = list(example.messages)
-        prompts.append(messages[:-1])
-        expected.append(prompt.parse_answer(messages[-1]["content"], labels))
-    return prompts, expected
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        print(f"  {name}: {done}/{total} answered", flush=True)
 
-
-def accuracy(model, tokenizer, path: Path, labels: list[str]) -> dict:
-    """Accuracy and invalid-answer rate of greedy answers to `path`'s questions."""
-    from tunelab.data.prompts import ClassificationPrompt
-    from tunelab.engine.generate import generate
-
-    prompt = ClassificationPrompt()
-    prompts, expected = answers(path, labels)
-    start = time.perf_counter()
-    completions = generate(model, tokenizer, prompts, max_new_tokens=MAX_NEW_TOKENS)
-    seconds = time.perf_counter() - start
-    predicted = [prompt.parse_answer(c.text, labels) for c in completions]
-    n = len(expected)
-    return {
-        "accuracy": sum(p == e for p, e in zip(predicted, expected, strict=True)) / n,
-        "invalid": sum(p is None for p in predicted) / n,
-        "n": n,
-        "seconds": seconds,
-        "examples": [c.text for c in completions[:3]],
-    }
+    return advance
 
 
-def fine_tune(train_path: Path, out_dir: Path) -> tuple[dict, Path]:
+def fine_tune(train_path: Path, out_dir: Path, budget: Budget) -> tuple[dict, Path]:
     """Train within the budget; returns the figures and the directory to load the model from."""
     from tunelab.engine import TrainConfig, train
     from tunelab.engine.config import resolve_precision
     from tunelab.engine.models import load_base
 
     model, tokenizer, _ = load_base(MODEL)
-    config = TrainConfig(batch_size=BATCH_SIZE, max_steps=MAX_STEPS, seed=SEED)
+    config = TrainConfig(batch_size=budget.batch_size, max_steps=budget.max_steps, seed=SEED)
     cancel = threading.Event()
-    timer = threading.Timer(CANCEL_AFTER_S, cancel.set)
+    timer = threading.Timer(budget.cancel_after_s, cancel.set)
     records: list[dict] = []
     cpu_start, start = cpu_seconds(), time.perf_counter()
     timer.start()
@@ -133,93 +144,182 @@ def fine_tune(train_path: Path, out_dir: Path) -> tuple[dict, Path]:
     figures = {
         "status": result.status,
         "steps": result.step,
-        "epochs": result.step * BATCH_SIZE / result.dataset["train"]["n_examples"],
+        "epochs": result.step * budget.batch_size / result.dataset["train"]["n_examples"],
         "seconds": time.perf_counter() - start,
         "cpu_seconds": cpu_seconds() - cpu_start,
         "tokens_per_second": result.tokens_per_second,
         "first_loss": records[0]["loss"],
         "last_loss": sum(r["loss"] for r in records[-5:]) / len(records[-5:]),
-        "tokens": result.dataset["train"]["total_tokens"],
         "learning_rate": max(r["learning_rate"] for r in records),
         "precision": resolve_precision("auto"),
     }
+    print(f"trained: {figures}", flush=True)
     return figures, out_dir if result.status == "succeeded" else result.last_checkpoint
 
 
-def markdown(data: dict, base: dict, tuned: dict, training: dict, context: dict) -> str:
-    majority_label, majority = context["majority"]
+def base_answers(json_path: str, n: int = 3) -> list[str]:
+    """The base model's first `n` answers, from the run's result.json."""
+    import orjson
+
+    outputs = orjson.loads(Path(json_path).read_bytes())["outputs"][MODEL]
+    return [row["answer"] for row in outputs[:n]]
+
+
+def majority_floor(data: dict, held_out) -> tuple[str, float]:
+    """The training questions' most common label and its share of the held-out questions."""
+    from tunelab.data.prompts import ClassificationPrompt
+    from tunelab.evals.classify import gold_labels
+    from tunelab.evals.items import load_items
+
+    prompt = ClassificationPrompt()
+    train_golds, _ = gold_labels(load_items(data["train"]), prompt)
+    held_out_golds, _ = gold_labels(held_out, prompt)
+    label, _ = Counter(train_golds).most_common(1)[0]
+    return label, held_out_golds.count(label) / len(held_out_golds)
+
+
+def evaluate(data: dict, tuned: Path, budget: Budget) -> dict:
+    """Base vs fine-tuned on the held-out questions, recorded as a tunelab evaluation run."""
+    from tunelab.evals.classify import evaluate_classification
+    from tunelab.evals.items import load_items
+    from tunelab.evals.runs import record_run
+
+    held_out = load_items(data["held_out"], limit=budget.max_items)
+    models = [MODEL, str(tuned)]
+    options = {
+        "benchmark": "quality_trec",
+        "quick": budget == QUICK,
+        "fine_tuned": "LoRA output in a temporary directory, deleted after the run",
+    }
+    result = record_run(
+        "classify", models=models, data=held_out.describe(), options=options,
+        task=lambda: evaluate_classification(held_out, models, progress=print_progress),
+    )  # fmt: skip
+    result["majority"] = majority_floor(data, held_out)
+    print(f"evaluation run {result['id']}: {result['html_path']}", flush=True)
+    return result
+
+
+def training_sentence(training: dict, budget: Budget) -> str:
     cores_busy = training["cpu_seconds"] / training["seconds"]
+    return (
+        f"Training: {training['status']} after {training['steps']} steps "
+        f"({training['epochs']:.2f} epochs), {training['seconds']:.0f} s wall, "
+        f"{training['cpu_seconds']:.0f} CPU-seconds ({cores_busy:.2f} of {os.cpu_count()} "
+        f"cores busy on average), {training['tokens_per_second']:,.0f} "
+        f"tokens/s (non-padding, engine's own count), loss {training['first_loss']:.2f} → "
+        f"{training['last_loss']:.2f} (mean of the last 5 steps)."
+    )
+
+
+def settings_sentence(training: dict, budget: Budget) -> str:
+    return (
+        f"Training: LoRA with tunelab's auto settings (r=16, alpha=32, all linear layers of the "
+        f"blocks, peak lr {training['learning_rate']:.0e}, cosine, precision "
+        f"{training['precision']}), batch {budget.batch_size}, max_steps {budget.max_steps}, "
+        f"cancelled at {budget.cancel_after_s:.0f} s if still running."
+    )
+
+
+def comparison_sentence(comparison: dict, what: str) -> str:
+    """tunelab's paired comparison (fine-tuned − base) in words."""
+    low, high = comparison["difference_ci"]
+    return (
+        f"Fine-tuned − base {what}: {100 * comparison['difference']:+.1f} points (95% "
+        f"bootstrap interval {100 * low:+.1f} to {100 * high:+.1f}); McNemar exact p = "
+        f"{comparison['p_value']:.2g} (right "
+        f"only for the base model: {comparison['a_only']}, only for the fine-tuned one: "
+        f"{comparison['b_only']}, of {comparison['n']})."
+    )
+
+
+def markdown(data: dict, result: dict, training: dict, context: dict) -> str:
+    majority_label, majority = result["majority"]
+    budget = context["budget"]
     lines = [
         f"## quality: TREC classification, SmolLM2-135M base vs tunelab LoRA — {date.today()}",
         "",
         f"Machine: {context['machine']}.",
         "",
         f"Data: {data['source']} formatted by `format_dataset` (6 coarse labels, default "
-        f"classification prompt); {data['n_held_out']} questions held out by its stratified "
-        f"split (seed {SEED}), {data['n_train']} of the rest trained on. Training: LoRA with "
-        f"tunelab's auto settings (r=16, alpha=32, all linear layers of the blocks, peak lr "
-        f"{training['learning_rate']:.0e}, cosine, precision {training['precision']}), batch "
-        f"{BATCH_SIZE}, max_steps {MAX_STEPS}, cancelled at {CANCEL_AFTER_S} s if still "
-        f"running. Evaluation: batched greedy generation (at most {MAX_NEW_TOKENS} new tokens), "
-        "`ClassificationPrompt.parse_answer`; answers that are no valid label count as wrong.",
+        f"classification prompt); {result['data']['n_items']} held-out questions (its "
+        f"stratified split, seed {SEED}) evaluated, {data['n_train']} of the rest trained on. "
+        + settings_sentence(training, budget)
+        + f" Evaluation: tunelab's `evaluate_classification` through `record_run` (eval run "
+        f"`{result['id']}`), base and fine-tuned in the same run; answers that are no valid "
+        "label count as wrong.",
         "",
-        "| model | accuracy | invalid answers | evaluation time |",
-        "| --- | ---: | ---: | ---: |",
-        f"| majority class ({majority_label}) | {majority:.1%} | | |",
+        "| model | accuracy (95% Wilson interval) | macro-F1 | invalid answers | evaluation time |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        f"| majority class ({majority_label}) | {majority:.1%} | | | |",
     ]
-    for name, figures in (("SmolLM2-135M-Instruct (base)", base), ("+ tunelab LoRA", tuned)):
+    names = {MODEL: "SmolLM2-135M-Instruct (base)"}
+    for model, figures in result["models"].items():
+        low, high = figures["accuracy_ci"]
         lines.append(
-            f"| {name} | {figures['accuracy']:.1%} | {figures['invalid']:.1%} | "
-            f"{figures['seconds']:.0f} s |"
+            f"| {names.get(model, '+ tunelab LoRA')} | {figures['accuracy']:.1%} "
+            f"({low:.1%}–{high:.1%}) | {figures['macro_f1']:.3f} | "
+            f"{figures['invalid_rate']:.1%} | {figures['seconds']:.0f} s |"
         )
     lines += [
         "",
-        f"Training: {training['status']} after {training['steps']} steps "
-        f"({training['epochs']:.2f} epochs), {training['seconds']:.0f} s wall, "
-        f"{training['cpu_seconds']:.0f} CPU-seconds ({cores_busy:.2f} of {os.cpu_count()} "
-        f"cores busy on average), {training['tokens_per_second']:,.0f} "
-        f"tokens/s (non-padding, engine's own count), loss {training['first_loss']:.2f} → "
-        f"{training['last_loss']:.2f} (mean of the last 5 steps). Before the run the machine was "
-        f"{context['quiet']}; load average {context['load_before']}. First base answers: "
-        + "; ".join(f"`{text!r}`" for text in base["examples"])
+        comparison_sentence(result["comparisons"][0], "accuracy"),
+        "",
+        training_sentence(training, budget) + " " + context_sentence(context)
+        + " First base answers: "
+        + "; ".join(f"`{text!r}`" for text in base_answers(result["json_path"]))
         + ".",
-    ]
+    ]  # fmt: skip
     return "\n".join(lines)
 
 
-def main() -> None:
-    from tunelab.engine.models import load_base, load_trained
+def context_sentence(context: dict) -> str:
+    return (
+        f"Before the run the machine was {context['quiet']}; load average "
+        f"{context['load_before']}; other work took {context['other_work']:.0%} of the CPU "
+        "during training and evaluation."
+    )
 
-    quiet = wait_until_quiet()
-    load_before = load_average()
-    with tempfile.TemporaryDirectory(prefix="tunelab-bench-trec-") as tmp:
-        data = prepare_data(Path(tmp))
-        _, train_labels = answers(data["train"], data["labels"])
-        _, held_out_labels = answers(data["held_out"], data["labels"])
-        label, _ = Counter(train_labels).most_common(1)[0]
-        majority = held_out_labels.count(label) / len(held_out_labels)
-        model, tokenizer, _ = load_base(MODEL)
-        base = accuracy(model, tokenizer, data["held_out"], data["labels"])
-        print(f"base: {base['accuracy']:.1%} ({base['invalid']:.1%} invalid)", flush=True)
-        training, trained_dir = fine_tune(data["train"], Path(tmp) / "run")
-        print(f"trained: {training}", flush=True)
-        model, tokenizer, _ = load_trained(trained_dir)
-        tuned = accuracy(model, tokenizer, data["held_out"], data["labels"])
-        print(f"fine-tuned: {tuned['accuracy']:.1%} ({tuned['invalid']:.1%} invalid)", flush=True)
+
+def machine(budget: Budget, quiet: str, load_before: str, busy: float) -> dict:
     import torch
     import transformers
 
     versions = f"torch {torch.__version__}, transformers {transformers.__version__}"
-    context = {
-        "machine": describe_machine(versions),
-        "majority": (label, majority),
-        "load_before": load_before,
-        "quiet": quiet,
-    }
-    section = markdown(data, base, tuned, training, context)
+    return {"machine": describe_machine(versions), "budget": budget, "quiet": quiet,
+            "load_before": load_before, "other_work": busy}  # fmt: skip
+
+
+def record(section: str, args: argparse.Namespace, busy: float) -> None:
+    """Append `section` to RESULTS.md unless it was a check or the CPU was contended."""
     print(section)
-    append_results(section)
+    if args.quick or args.no_record:
+        print("not recorded (--quick or --no-record)")
+    elif busy > CONTENDED_ABOVE:
+        print(f"not recorded: other work took {busy:.0%} of the CPU (over {CONTENDED_ABOVE:.0%})")
+    else:
+        append_results(section)
+
+
+def quiet_start(args: argparse.Namespace) -> tuple[str, str]:
+    """Wait for a quiet CPU (not for a --quick check); what was found, and the load average."""
+    quiet = "not waited for (--quick)" if args.quick else wait_until_quiet()
+    return quiet, load_average()
+
+
+def main(argv: Sequence[str] = ()) -> None:
+    args = parse_args(argv, __doc__)
+    budget = QUICK if args.quick else FULL
+    quiet, load_before = quiet_start(args)
+    with tempfile.TemporaryDirectory(prefix="tunelab-bench-trec-") as tmp:
+        data = prepare_data(Path(tmp), budget)
+        before = cpu_snapshot([os.getpid()])
+        training, trained_dir = fine_tune(data["train"], Path(tmp) / "run", budget)
+        result = evaluate(data, trained_dir, budget)
+        busy = other_work(before, cpu_snapshot([os.getpid()]))
+        section = markdown(data, result, training, machine(budget, quiet, load_before, busy))
+    record(section, args, busy)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

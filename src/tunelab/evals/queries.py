@@ -111,17 +111,17 @@ def score_answer(text: str, gold, gold_result, run: Executor | None) -> dict:
 
 def evaluate_queries(
     data: EvalData, models: list[str], *, executor: Executor | None = None, progress=None,
-    cancel=None,
+    cancel=None, max_tokens: int = MAX_TOKENS,
 ) -> tuple[dict, dict[str, list[dict]]]:  # fmt: skip
     """`executor` runs a parsed query (embedded documents or a live database); None: no
-    execution match."""
+    execution match. `max_tokens` bounds each answer."""
     gold = GoldQueries(data, executor)
     results, outputs = {}, {}
     for name in models:
         answers, seconds = answer_all(
             name,
             [i.messages for i in data.items],
-            max_tokens=MAX_TOKENS,
+            max_tokens=max_tokens,
             progress=progress,
             cancel=cancel,
         )

@@ -52,7 +52,8 @@ TREC_SAMPLE = REPO / "src" / "tunelab" / "resources" / "samples" / "trec_sample.
 MAX_TOKENS = 16
 CLIENTS = 8
 LATENCY_REQUESTS, QUICK_LATENCY_REQUESTS = 40, 10
-THROUGHPUT_REQUESTS, QUICK_THROUGHPUT_REQUESTS = 64, 16
+# Enough rounds of 8 that the first, ramping-up batches do not dominate the steady state.
+THROUGHPUT_REQUESTS, QUICK_THROUGHPUT_REQUESTS = 160, 16
 WARMUP_REQUESTS = 3
 SERVER_START_TIMEOUT_S = 120
 # Figures taken while other work kept more than this fraction of the CPU busy are printed

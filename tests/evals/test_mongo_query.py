@@ -357,3 +357,21 @@ def _parse_failures(items: list[dict]) -> dict[int, str]:
         except QueryParseError as err:
             failures[item["question_id"]] = str(err)
     return failures
+
+
+def test_truncated_answers_never_crash_the_parser():
+    """A model's answer cut off at max_tokens (any prefix of a real query) parses or raises
+    QueryParseError: never another exception."""
+    records = json.loads(sample_path("docspider").read_text(encoding="utf-8"))
+    crashed = []
+    for record in records[:120]:
+        query = record["query"]
+        for cut in range(1, len(query), 3):
+            text = "```javascript\n" + query[:cut]
+            try:
+                parse_query(text)
+            except QueryParseError:
+                pass
+            except Exception as err:
+                crashed.append((record["question_id"], cut, type(err).__name__))
+    assert crashed == []

@@ -65,7 +65,10 @@ def parse_query(text: str) -> MongoQuery:
     begin, end = _query_region(text)
     reader = Reader(text[:end], _query_start(text, begin, end))
     start = reader.pos
-    value = reader.read_value()
+    try:
+        value = reader.read_value()
+    except (IndexError, RecursionError) as err:  # model output is arbitrary: never crash
+        raise QueryParseError(f"unreadable query ({type(err).__name__})", reader.pos) from None
     _check_rest(reader, in_backticks=text[start - 1 : start] == "`")
     return _to_query(value, start)
 

@@ -132,6 +132,8 @@ class Reader:
                 return
 
     def peek(self) -> str:
+        """The next non-space character, or "" at the end (which no `in "..."` test matches:
+        callers compare with `char and char in ...`)."""
         self.skip_space()
         return self.text[self.pos] if self.pos < len(self.text) else ""
 
@@ -160,11 +162,11 @@ class Reader:
             value = self.read_value()
             self.expect(")")
             return value
-        if char in "\"'`":
+        if char and char in "\"'`":
             return self.read_string()
         if char == "/":
             return self.read_regex()
-        if char in "-+" or char.isdigit() or char == ".":
+        if char and (char in "-+" or char.isdigit() or char == "."):
             return self.read_number()
         if char and _WORD.match(char):
             return self.read_named_value()
@@ -185,7 +187,7 @@ class Reader:
 
     def read_key(self) -> str:
         char = self.peek()
-        if char in "\"'`":
+        if char and char in "\"'`":
             return self.read_string()
         if char.isdigit():
             return str(self.read_number())

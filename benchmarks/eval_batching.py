@@ -33,13 +33,15 @@ from _common import (
     other_work,
     wait_until_quiet,
 )
+from tunelab.evals.candidates import LOCAL_BATCH_SIZE
 from tunelab.evals.classify import MAX_TOKENS as CLASSIFY_MAX_TOKENS
 
 MODEL = "smollm2-135m-instruct"
 TREC = SHARED_DATASETS / "trec" / "train.tsv"
 TREC_SAMPLE = REPO / "src" / "tunelab" / "resources" / "samples" / "trec_sample.tsv"
 QUESTIONS, QUICK_QUESTIONS = 200, 48
-BATCH_SIZE = 16
+# What `tunelab eval` uses for local models.
+BATCH_SIZE = LOCAL_BATCH_SIZE
 # What `tunelab eval classify` allows an answer (a label, its tags and some slack).
 MAX_NEW_TOKENS = CLASSIFY_MAX_TOKENS
 # Figures taken while other work kept more than this fraction of the CPU busy are printed

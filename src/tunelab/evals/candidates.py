@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from tunelab.errors import TunelabError
 
 Progress = Callable[[int], None]  # called with the number of answers just finished
-LOCAL_BATCH_SIZE = 16
+# Rows per batched generation. On CPU larger batches keep paying off: 96 TREC prompts with
+# SmolLM2 took 20.8 s at 16, 17.4 s at 32 and 16.5 s at 48 (2026-11-22, 2 cores, fp32).
+LOCAL_BATCH_SIZE = 48
 HOSTED_CONCURRENCY = 4
 
 

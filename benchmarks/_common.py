@@ -24,7 +24,7 @@ def cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
-        pass
+        pass  # no /proc (not Linux): platform.processor() below
     return platform.processor() or platform.machine()
 
 
@@ -114,7 +114,7 @@ def cpu_snapshot(pids: list[int]) -> tuple[float, float, float]:
             stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             own += (int(stat[11]) + int(stat[12])) / ticks
         except (OSError, ValueError, IndexError):
-            pass
+            pass  # the process has exited: its time no longer counts
     return time.perf_counter(), busy, own
 
 

@@ -179,3 +179,5 @@ def test_a_killed_worker_is_detected_and_the_job_resumes_from_its_checkpoint(cre
     summary = json.loads((Path(done["output_dir"]) / "tunelab_config.json").read_text())
     assert summary["result"]["resumed_from_step"] >= 20
     assert summary["result"]["step"] == summary["result"]["total_steps"]
+    with Store() as store:  # trained tokens span both attempts, each step once
+        assert done["trained_tokens"] == sum(m["tokens"] for m in store.list_metrics(job["id"]))

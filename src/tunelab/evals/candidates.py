@@ -10,6 +10,7 @@ timeout does not throw away a long evaluation.
 
 from __future__ import annotations
 
+import abc
 import threading
 import time
 from collections.abc import Callable
@@ -34,11 +35,12 @@ class Answer:
     error: str | None = None
 
 
-class Candidate:
+class Candidate(abc.ABC):
     """A model under evaluation (or a judge): `answer` many chats, in order."""
 
     name: str
 
+    @abc.abstractmethod
     def answer(
         self,
         conversations: list[list[dict]],
@@ -48,7 +50,7 @@ class Candidate:
         progress: Progress | None = None,
         cancel: threading.Event | None = None,
     ) -> list[Answer]:
-        raise NotImplementedError
+        """One answer per conversation, in order (local: batched; hosted: a few at a time)."""
 
     def chat(self, messages: list[dict], max_tokens: int = 512) -> str:
         """One answer's text: the judge's interface."""
@@ -57,7 +59,7 @@ class Candidate:
             raise TunelabError("model_call_failed", f"{self.name}: {answer.error}")
         return answer.text
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (most candidates hold nothing to free)
         """Free what the candidate holds (a local model's memory)."""
 
 

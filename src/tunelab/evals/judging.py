@@ -53,8 +53,8 @@ def _model_of(path: Path) -> str:
             row = db.execute("SELECT DISTINCT model FROM conversations LIMIT 2").fetchall()
         if len(row) == 1 and row[0][0]:
             return str(row[0][0])
-    except sqlite3.Error:
-        pass
+    except sqlite3.Error:  # no `model` column: not made by generate-conversations
+        return path.stem
     return path.stem
 
 

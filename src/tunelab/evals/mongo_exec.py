@@ -61,7 +61,7 @@ def _distinct(documents: list[dict], field: str) -> list:
 def _resolved(value, collections: dict[str, list[dict]]):
     """`value` with each sub-query replaced by what it reads from its result."""
     if isinstance(value, SubQuery):
-        return _read_path(execute(value.query, collections), value.path)
+        return read_path(execute(value.query, collections), value.path)
     if isinstance(value, dict):
         return {key: _resolved(item, collections) for key, item in value.items()}
     if isinstance(value, list):
@@ -69,7 +69,8 @@ def _resolved(value, collections: dict[str, list[dict]]):
     return value
 
 
-def _read_path(result, path: tuple):
+def read_path(result, path: tuple):
+    """What a sub-query's `path` reads from its result (None where the shell gives undefined)."""
     # As the shell does: an index past the end or a field that is not there gives undefined.
     for step in path:
         if isinstance(step, int) and isinstance(result, list):

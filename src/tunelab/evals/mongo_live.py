@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from urllib.parse import unquote_plus
 
 from tunelab.errors import TunelabError
+from tunelab.evals.mongo_exec import read_path
 from tunelab.evals.mongo_syntax import MongoQuery, ObjectId, Regex, SubQuery
 from tunelab.evals.mongo_values import UnsupportedQuery
 
@@ -153,7 +154,7 @@ class LiveDatabase:
         import bson
 
         if isinstance(value, SubQuery):
-            return _read_path(self._run(value.query), value.path)
+            return read_path(self._run(value.query), value.path)
         if isinstance(value, dict):
             return {key: self._bson(item) for key, item in value.items()}
         if isinstance(value, list):
@@ -221,19 +222,6 @@ def _writing_stage(value) -> str | None:
             if (stage := _writing_stage(item)) is not None:
                 return stage
     return None
-
-
-def _read_path(result, path: tuple):
-    # As mongo_exec and the shell do: an index past the end or a missing field is undefined.
-    for step in path:
-        if isinstance(step, int) and isinstance(result, list):
-            found = -len(result) <= step < len(result)
-        else:
-            found = isinstance(step, str) and isinstance(result, dict) and step in result
-        if not found:
-            return None
-        result = result[step]
-    return result
 
 
 def _plain(value):

@@ -301,9 +301,13 @@ def get_job(job_id: str) -> dict:
 def list_jobs(
     *, limit: int = 20, after: str | None = None, provider: str | None = None
 ) -> list[dict]:
+    from tunelab.providers.worker import recover_lost_jobs
+
     with Store() as store:
+        recover_lost_jobs(store)  # once for the page, not once per running local job
         jobs = store.list_jobs(limit=limit, after=after, provider=provider)
-        return [refresh(store, job, events=False) for job in jobs]
+        return [job if job["provider"] == "local" else refresh(store, job, events=False)
+                for job in jobs]  # fmt: skip
 
 
 def refresh(store: Store, job: dict, *, events: bool = True) -> dict:

@@ -58,7 +58,7 @@ def retry_after_seconds(err: Exception) -> float | None:
         try:
             return float(value) / 1000
         except ValueError:
-            pass
+            pass  # malformed: fall back to Retry-After below
     value = headers.get("retry-after")
     if value is None:
         return None

@@ -157,10 +157,13 @@ class _ProgressRecorder:
 
     def __init__(self, store: Store, job_id: str) -> None:
         self.store, self.job_id = store, job_id
-        self.trained_tokens = 0
+        self.trained_tokens: int | None = None
 
     def __call__(self, record: dict) -> None:
         step, total = record["step"], record["total_steps"]
+        if self.trained_tokens is None:  # a resumed run counts the steps before it too
+            earlier = self.store.list_metrics(self.job_id)
+            self.trained_tokens = sum(m["tokens"] for m in earlier if m["step"] < step)
         self.trained_tokens += record["tokens"]
         metric = {k: v for k, v in record.items() if k not in ("checkpoint", "total_steps")}
         self.store.add_metric(self.job_id, step, metric)

@@ -21,7 +21,7 @@ from tunelab.engine.generate import generate
 from tunelab.engine.models import load_base
 
 # The modules, not the click commands of the same names that tunelab.cli exports.
-chat_module = importlib.import_module("tunelab.cli.chat_cmd")
+engine_generate = importlib.import_module("tunelab.engine.generate")
 train_module = importlib.import_module("tunelab.cli.train_cmd")
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing`:FutureWarning")
 
@@ -160,13 +160,13 @@ def test_ctrl_c_checkpoints_exits_130_and_the_printed_command_resumes(
 
 def test_interactive_chat_keeps_the_history(tmp_path, base_dir, capsys, monkeypatch):
     seen = []
-    real_stream = chat_module.stream_chat
+    real_stream = engine_generate.stream_chat
 
     def recording(model, tokenizer, messages, **settings):
         seen.append(list(messages))
         return real_stream(model, tokenizer, messages, **settings)
 
-    monkeypatch.setattr(chat_module, "stream_chat", recording)
+    monkeypatch.setattr(engine_generate, "stream_chat", recording)
     monkeypatch.setattr(sys, "stdin", io.StringIO("hello\n\nand then?\n/exit\nnot read\n"))
 
     assert main(["chat", str(base_dir), "--system", "Be brief.", "--max-tokens", "4"]) == 0

@@ -16,7 +16,9 @@ from fastapi.testclient import TestClient
 from tiny import QUESTIONS, save_tiny_model
 from tunelab.engine.generate import encode_chat, generate
 from tunelab.engine.models import load_base
+from tunelab.providers import registry
 from tunelab.providers.base import ChatResult
+from tunelab.providers.provider import Provider
 from tunelab.registry import Store
 from tunelab.server import inference
 from tunelab.server.app import ServerConfig, create_app
@@ -290,12 +292,14 @@ def test_cache_evicts_the_least_recently_used_model(serve, model_dirs, monkeypat
 def test_hosted_model_answers_through_its_provider(client, monkeypatch):
     asked = []
 
-    class FakeProvider:
+    class FakeProvider(Provider):
+        name = "fake"
+
         def chat(self, model, messages, **settings):
             asked.append((model, messages, settings))
             return ChatResult("Bonjour", model, "stop", 11, 2)
 
-    monkeypatch.setattr(inference, "get_provider", lambda name, base_url=None: FakeProvider())
+    monkeypatch.setattr(registry, "get_provider", lambda name, **endpoint: FakeProvider())
     with Store() as store:
         store.put_model("ft:llama:together:abc", provider="together", kind="fine-tuned")
     api = sdk(client)

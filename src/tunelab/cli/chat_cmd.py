@@ -12,10 +12,8 @@ import sys
 import click
 
 from tunelab.cli import common
-from tunelab.engine.generate import Completion, stream_chat
-from tunelab.engine.models import load_base
-from tunelab.providers.jobs import get_provider
-from tunelab.providers.models import chat_target
+from tunelab.providers.base import ChatResult
+from tunelab.providers.resolve import ChatModel, resolve_chat_model
 
 EXIT_WORDS = ("/exit", "/quit")
 RESET_WORD = "/reset"
@@ -58,21 +56,18 @@ def chat_cmd(
     stop: tuple[str, ...],
     seed: int | None,
 ) -> int:
-    """Chat with MODEL: a base model alias, a Hugging Face directory, a training output, or
-    any model the registry knows (`ft:...` names from `tunelab jobs`, on any provider)."""
-    target = chat_target(model)
+    """Chat with MODEL: a base model alias, a Hugging Face directory, a training output, any
+    model the registry knows (`ft:...` names from `tunelab jobs`, on any provider),
+    PROVIDER/MODEL (`openai/gpt-4o-mini`, `anthropic/...`) or MODEL@URL."""
+    chat_model = resolve_chat_model(model)
     history = [{"role": "system", "content": system}] if system else []
     settings = dict(
-        max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=stop, seed=seed
+        max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=list(stop), seed=seed
     )
-    if target.provider == "local":
+    if chat_model.engine_source is not None:  # weights on this machine: loading takes a while
         common.stderr.print(f"loading {model}…", highlight=False)
-        loaded, tokenizer, info = load_base(target.model)
-        name = info.name
-        answer = local_answerer(loaded, tokenizer, settings, max_tokens)
-    else:
-        name = f"{target.model} ({target.provider})"
-        answer = hosted_answerer(target, settings)
+    name = chat_model.describe()
+    answer = streamed_answerer(chat_model, settings)
     if prompt is not None:
         answer([*history, {"role": "user", "content": prompt}])
         return 0
@@ -86,39 +81,18 @@ def chat_cmd(
     return 0
 
 
-def local_answerer(loaded, tokenizer, settings: dict, max_tokens: int):
-    """Answers from the engine, streamed to stdout as they are generated."""
+def streamed_answerer(chat_model: ChatModel, settings: dict):
+    """Answers written to stdout as they arrive, from whichever provider answers the model."""
 
-    def answer(messages: list[dict]) -> Completion:
-        stream = stream_chat(loaded, tokenizer, messages, **settings)
+    def answer(messages: list[dict]) -> ChatResult:
+        stream = chat_model.stream(messages, **settings)
         for delta in stream:
             sys.stdout.write(delta)
             sys.stdout.flush()
         sys.stdout.write("\n")
-        if stream.completion.finish_reason == "length":
-            common.stderr.print(f"[dim](stopped at --max-tokens {max_tokens})[/]")
-        return stream.completion
-
-    return answer
-
-
-def hosted_answerer(target, settings: dict):
-    """Answers from a hosted provider (Together, OpenAI or an OpenAI-compatible URL)."""
-    provider = get_provider(target.provider, base_url=target.base_url)
-
-    def answer(messages: list[dict]):
-        result = provider.chat(
-            target.model,
-            messages,
-            max_tokens=settings["max_new_tokens"],
-            temperature=settings["temperature"],
-            top_p=settings["top_p"],
-            stop=list(settings["stop"]) or None,
-            seed=settings["seed"],
-        )
-        sys.stdout.write(result.text + "\n")
-        sys.stdout.flush()
-        return result
+        if stream.result.finish_reason == "length":
+            common.stderr.print(f"[dim](stopped at --max-tokens {settings['max_tokens']})[/]")
+        return stream.result
 
     return answer
 

@@ -9,7 +9,7 @@ from rich.table import Table
 from tunelab.cli import common
 from tunelab.cli.jobs_cmd import _when, short_name
 from tunelab.providers import models as api
-from tunelab.providers.jobs import PROVIDERS
+from tunelab.providers.registry import provider_names
 
 
 @click.group("models")
@@ -18,7 +18,9 @@ def models_group() -> None:
 
 
 @models_group.command("list")
-@click.option("--provider", type=click.Choice(PROVIDERS), help="Only this provider's models.")
+@click.option(
+    "--provider", type=click.Choice(provider_names()), help="Only this provider's models."
+)
 @click.option("--fine-tuned", is_flag=True, help="Only fine-tuned models.")
 @click.option("--json", "as_json", is_flag=True, help="Print the models as JSON.")
 def list_cmd(provider, fine_tuned, as_json) -> int:

@@ -1,9 +1,10 @@
 """Candidates: any model answering batches of chats, wherever it lives.
 
-A name resolves as `tunelab chat` resolves it: the bundled alias, a Hugging Face directory, a
-training output, a registry `ft:` model (local or hosted), a Together or OpenAI catalog
-model, or `MODEL@URL` for any OpenAI-compatible service. Local models answer through the
-engine's batched generation; hosted ones through their provider, a few requests at a time.
+A name resolves as `tunelab chat` resolves it (`tunelab.providers.resolve`): the bundled
+alias, a Hugging Face directory, a training output, a registry `ft:` model (local or hosted),
+a catalog model, `PROVIDER/MODEL`, or `MODEL@URL` for any OpenAI-compatible service. Models
+whose weights are here answer through the engine's batched generation; the others through
+their provider, a few requests at a time.
 A hosted request that fails is recorded as that item's error (an invalid answer), so one
 timeout does not throw away a long evaluation.
 """
@@ -102,16 +103,18 @@ class LocalCandidate(Candidate):
 
 
 class HostedCandidate(Candidate):
-    def __init__(self, name: str, provider, model: str) -> None:
-        self.name, self.provider, self.model = name, provider, model
+    """A model that answers through its provider's chat (a `ChatModel`), a few at a time."""
+
+    def __init__(self, name: str, model) -> None:
+        self.name, self.model = name, model
 
     def answer(self, conversations, *, max_tokens=256, temperature=0.0, progress=None,
                cancel=None) -> list[Answer]:  # fmt: skip
         def one(messages: list[dict]) -> Answer:
             check_cancel(cancel)
             try:
-                result = self.provider.chat(self.model, messages, max_tokens=max_tokens,
-                                            temperature=temperature)  # fmt: skip
+                result = self.model.chat(messages, max_tokens=max_tokens,
+                                         temperature=temperature)  # fmt: skip
             except TunelabError as err:
                 answer = Answer("", "error", error=f"{err.code}: {err.message}")
             else:
@@ -132,17 +135,13 @@ def check_cancel(cancel: threading.Event | None) -> None:
 
 def open_candidate(name: str) -> Candidate:
     """The candidate `name` refers to (see the module docstring)."""
-    from tunelab.providers.jobs import get_provider
-    from tunelab.providers.models import chat_target
+    from tunelab.providers.resolve import resolve_chat_model
 
-    if "@http://" in name or "@https://" in name:
-        model, url = name.split("@", 1)
-        return HostedCandidate(name, get_provider("openai", base_url=url), model)
-    target = chat_target(name)
-    if target.provider == "local":
-        return LocalCandidate(name, target.model)
-    return HostedCandidate(name, get_provider(target.provider, base_url=target.base_url),
-                           target.model)  # fmt: skip
+    model = resolve_chat_model(name)
+    source = model.engine_source
+    if source is not None:  # weights on this machine: batched through the engine
+        return LocalCandidate(name, source)
+    return HostedCandidate(name, model)
 
 
 def answer_all(name: str, conversations: list[list[dict]], *, max_tokens: int, progress=None,

@@ -1,16 +1,17 @@
 """What every provider offers, in OpenAI's vocabulary.
 
-A provider is a thin adapter over one place that trains models (this machine, Together AI,
-OpenAI or any OpenAI-compatible service). It speaks in the plain objects below and maps its
-own statuses onto OpenAI's, keeping the raw value beside them. It knows nothing of the
-registry: `tunelab.jobs` records what providers return.
+A provider (`tunelab.providers.provider.Provider`) is a thin adapter over one place that
+trains or serves models (this machine, Together AI, OpenAI, Anthropic or any
+OpenAI-compatible service). It speaks in the plain objects below and maps its own statuses
+onto OpenAI's, keeping the raw value beside them. Hosted providers know nothing of the
+registry: `tunelab.providers.jobs` records what they return.
 """
 
 from __future__ import annotations
 
+from collections.abc import Generator, Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 JobStatus = Literal[
     "validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"
@@ -108,65 +109,58 @@ class JobCheckpoint:
     metrics: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Usage:
+    """Tokens one answer cost, counted as OpenAI counts them."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
 @dataclass
 class ChatResult:
-    """One answer to a chat, with OpenAI's usage counts."""
+    """One answer to a chat, from any provider: text, why it ended, usage and latency."""
 
     text: str
     model: str
     finish_reason: str = "stop"  # "stop" or "length"
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    latency: float = 0.0  # seconds from the request to the whole answer
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.prompt_tokens, self.completion_tokens)
 
 
-class Provider(Protocol):
-    """The operations tunelab needs from a place that trains and serves models.
+class ChatStream:
+    """One answer as it arrives: iterate for text deltas; `result` holds the whole after.
 
-    Methods a provider does not offer raise `TunelabError("unsupported_operation", ...)`
-    saying which provider does. Every method that calls a remote service retries 429, 5xx
-    and connection errors (see `tunelab.providers.retry`) and raises `TunelabError` for the
-    rest; no message ever contains an API key.
+    Every provider streams in this shape. `events` is a generator that yields the deltas
+    and returns the `ChatResult`.
     """
 
-    name: str
+    def __init__(self, events: Generator[str, None, ChatResult]) -> None:
+        self._events = events
+        self.result: ChatResult | None = None
 
-    def upload_file(self, path: Path, purpose: str = "fine-tune") -> RemoteFile: ...
+    @classmethod
+    def of(cls, result: ChatResult) -> ChatStream:
+        """A whole answer as a stream of one delta (providers that do not stream)."""
 
-    def create_job(self, request: JobRequest) -> JobState:
-        """Create a job. Retries never make a second job: before creating again, the
-        provider looks for a job carrying `request.metadata[REQUEST_ID_KEY]` (or, where
-        jobs have no metadata, the same files, model and suffix created since the first
-        attempt) and returns it."""
-        ...
+        def events() -> Generator[str, None, ChatResult]:
+            if result.text:
+                yield result.text
+            return result
 
-    def retrieve_job(self, job_id: str) -> JobState: ...
+        return cls(events())
 
-    def list_jobs(self, limit: int = 20) -> list[JobState]: ...
+    def __iter__(self) -> Iterator[str]:
+        self.result = yield from self._events
 
-    def cancel_job(self, job_id: str) -> JobState: ...
-
-    def pause_job(self, job_id: str) -> JobState: ...
-
-    def resume_job(self, job_id: str) -> JobState: ...
-
-    def list_events(self, job_id: str, limit: int = 100) -> list[JobEvent]:
-        """The job's events, oldest first."""
-        ...
-
-    def list_checkpoints(self, job_id: str) -> list[JobCheckpoint]: ...
-
-    def chat(
-        self,
-        model: str,
-        messages: list[dict],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        stop: list[str] | None = None,
-        seed: int | None = None,
-    ) -> ChatResult: ...
-
-    def download_model(self, job_id: str, destination: Path, *, merged: bool = True) -> Path:
-        """Fetch the trained weights (or adapter) into `destination`; where offered."""
-        ...
+    def close(self) -> None:
+        self._events.close()

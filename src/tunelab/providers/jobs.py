@@ -22,11 +22,12 @@ from tunelab.providers.base import (
     TERMINAL_STATUSES,
     JobRequest,
     JobState,
-    Provider,
 )
+from tunelab.providers.provider import FINE_TUNING, Provider
+from tunelab.providers.registry import check_provider, get_provider, provider_names
 from tunelab.registry import Store, new_id
 
-PROVIDERS = ("local", "together", "openai")
+PROVIDERS = tuple(provider_names(FINE_TUNING))  # every provider that trains, plugins included
 # TrainConfig's `method` (lora|full) is `training_type` for hosted providers, whose `method`
 # is OpenAI's (supervised|dpo).
 HOSTED_RENAMES = {"method": "training_type"}
@@ -46,28 +47,6 @@ class JobSpec:
     seed: int | None = None
     metadata: dict = field(default_factory=dict)
     base_url: str | None = None
-
-
-def get_provider(name: str, *, base_url: str | None = None) -> Provider:
-    """The hosted provider `name`; keys are read from the environment or `.env`."""
-    if name == "openai":
-        from tunelab.providers.openai_provider import OpenAIProvider
-
-        return OpenAIProvider(base_url=base_url)
-    if name == "together":
-        from tunelab.providers.together_provider import TogetherProvider
-
-        return TogetherProvider(base_url=base_url)
-    raise TunelabError(
-        "unknown_provider",
-        f"unknown provider {name!r}; choose one of {', '.join(PROVIDERS)}.",
-        exit_code=2,
-    )
-
-
-def check_provider(name: str) -> None:
-    if name not in PROVIDERS:
-        get_provider(name)  # raises unknown_provider
 
 
 # -- creating -------------------------------------------------------------------------------

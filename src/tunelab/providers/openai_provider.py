@@ -31,6 +31,7 @@ from tunelab.providers.base import (
     JobState,
     RemoteFile,
 )
+from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, Provider
 from tunelab.providers.retry import RetryPolicy, call_with_retries, provider_error, redact
 from tunelab.settings import get_secret, load_env
 
@@ -59,21 +60,30 @@ _UNAVAILABLE = re.compile(
 )
 
 
-class OpenAIProvider:
+def register_providers(register) -> None:
+    register(OpenAIProvider)
+
+
+class OpenAIProvider(Provider):
     """Jobs, files and chat on OpenAI or an OpenAI-compatible server."""
 
     name = "openai"
+    title = "OpenAI"
+    capabilities = frozenset({FINE_TUNING, CHAT, FILES})
+    key_variable = KEY_VARIABLE
 
     def __init__(
         self,
         *,
         api_key: str | None = None,
         base_url: str | None = None,
+        key_variable: str | None = None,
         policy: RetryPolicy | None = None,
         client: openai.OpenAI | None = None,
         today: Callable[[], date] | None = None,
     ) -> None:
         self.policy = policy or RetryPolicy()
+        self.endpoint_key_variable = key_variable
         self._today = today or (lambda: datetime.now(timezone.utc).date())
         if client is None:
             client = _build_client(api_key, base_url)

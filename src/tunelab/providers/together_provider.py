@@ -31,6 +31,7 @@ from tunelab.providers.base import (
     JobState,
     RemoteFile,
 )
+from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, MODEL_DOWNLOAD, Provider
 from tunelab.providers.retry import RetryPolicy, call_with_retries, provider_error
 from tunelab.settings import get_secret
 
@@ -83,20 +84,29 @@ _LORA_KEYS = frozenset({"lora_rank", "lora_alpha", "lora_dropout", "lora_target_
 _OPENAI_AUTO_KEYS = frozenset({"learning_rate_multiplier"})
 
 
-class TogetherProvider:
+def register_providers(register) -> None:
+    register(TogetherProvider)
+
+
+class TogetherProvider(Provider):
     """Fine-tuning, chat and downloads on Together AI."""
 
     name = "together"
+    title = "Together AI"
+    capabilities = frozenset({FINE_TUNING, CHAT, FILES, MODEL_DOWNLOAD})
+    key_variable = KEY_VARIABLE
 
     def __init__(
         self,
         *,
         api_key: str | None = None,
         base_url: str | None = None,
+        key_variable: str | None = None,
         policy: RetryPolicy | None = None,
         client: together.Together | None = None,
     ) -> None:
         self.policy = policy or RetryPolicy()
+        self.base_url, self.endpoint_key_variable = base_url, key_variable
         if client is None:
             key = api_key or get_secret(KEY_VARIABLE, "use the together provider")
             client = together.Together(api_key=key, base_url=_sdk_base_url(base_url), max_retries=0)

@@ -1,12 +1,13 @@
 """Chat answers for the server: models loaded once and cached, requests batched.
 
-Model names resolve as everywhere else (`chat_target`: base aliases, directories, training
-outputs, registry `ft:` names). Local models load off the event loop, once however many
-requests ask at the same moment, into an LRU cache kept within a memory budget. All torch work
-runs in ONE worker thread: non-streaming requests for the same model and sampling settings that
-arrive together (or while the worker is busy) are answered by one call to the engine's batched
-`generate`; streamed requests run `stream_chat` there and hand their deltas to the event loop.
-Models fine-tuned on a hosted provider answer through the provider's `chat`.
+Model names resolve as everywhere else (`resolve_chat_model`: base aliases, directories,
+training outputs, registry `ft:` names, `PROVIDER/MODEL`, `MODEL@URL`). Local models load off
+the event loop, once however many requests ask at the same moment, into an LRU cache kept
+within a memory budget. All torch work runs in ONE worker thread: non-streaming requests for
+the same model and sampling settings that arrive together (or while the worker is busy) are
+answered by one call to the engine's batched `generate`; streamed requests run `stream_chat`
+there and hand their deltas to the event loop.
+Models whose weights are elsewhere answer through their provider's `chat`.
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ import torch
 
 from tunelab.engine.generate import Completion, Sampling, generate, stream_chat
 from tunelab.engine.models import ModelInfo, load_base, resolve_model_source
-from tunelab.providers.jobs import get_provider
-from tunelab.providers.models import ChatTarget, chat_target
+from tunelab.providers.resolve import ChatModel, resolve_chat_model
 from tunelab.server.errors import ApiError
 
 MEMORY_FRACTION = 0.5  # of RAM, or of free GPU memory, for cached models by default
@@ -167,7 +167,7 @@ class InferenceService:
             if info is None:
                 choices = await asyncio.to_thread(_ask_hosted, target, messages, options)
                 return _answer(model, choices)
-            loaded = await self._model(target.model, info)
+            loaded = await self._model(target.engine_source, info)
             sampling = _sampling(options, loaded.info)
             request = _Request(loaded, messages, sampling, options.n,
                                asyncio.get_running_loop().create_future(), _now())  # fmt: skip
@@ -185,7 +185,7 @@ class InferenceService:
                 choices = await asyncio.to_thread(_ask_hosted, target, messages, options)
                 release()
                 return AnswerStream.of(choices)
-            loaded = await self._model(target.model, info)
+            loaded = await self._model(target.engine_source, info)
             job = _StreamJob(loaded, messages, _sampling(options, loaded.info), options.n,
                              AnswerStream(), release, _now())  # fmt: skip
         except BaseException:
@@ -360,12 +360,13 @@ class InferenceService:
             emit(_END)
 
 
-def _resolve(name: str) -> tuple[ChatTarget, ModelInfo | None]:
-    """Where `name` answers, and for a local model what it is (no weights loaded)."""
-    target = chat_target(name)
-    if target.provider != "local":
+def _resolve(name: str) -> tuple[ChatModel, ModelInfo | None]:
+    """Where `name` answers, and for a model with weights here what it is (none loaded)."""
+    target = resolve_chat_model(name)
+    source = target.engine_source
+    if source is None:
         return target, None
-    return target, resolve_model_source(target.model)
+    return target, resolve_model_source(source)
 
 
 def _sampling(options: ChatOptions, info: ModelInfo) -> Sampling:
@@ -423,11 +424,9 @@ def _settle(batch: list[_Request], outcomes: list) -> None:
             request.done.set_result(outcome)
 
 
-def _ask_hosted(target: ChatTarget, messages: list[dict], options: ChatOptions) -> list[Completion]:
-    provider = get_provider(target.provider, base_url=target.base_url)
+def _ask_hosted(target: ChatModel, messages: list[dict], options: ChatOptions) -> list[Completion]:
     results = [
-        provider.chat(
-            target.model,
+        target.chat(
             messages,
             max_tokens=options.max_tokens,
             temperature=options.temperature,

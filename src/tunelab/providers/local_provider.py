@@ -1,0 +1,89 @@
+"""This machine as a provider: the engine answers chats, the registry and worker run jobs.
+
+Models are the bundled SmolLM2, Hugging Face directories, tunelab training outputs, Hub ids
+and the registry's local `ft:` models (resolved to their directories before they get here).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from pathlib import Path
+
+from tunelab.providers.base import ChatResult, ChatStream
+from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, MODEL_DOWNLOAD, Provider
+
+DEFAULT_MAX_TOKENS = 512  # `tunelab chat`'s default, for callers that leave it open
+
+
+def register_providers(register) -> None:
+    register(LocalProvider)
+
+
+class LocalProvider(Provider):
+    """Training and chat on this machine (CPU or GPU), with the bundled model by default."""
+
+    name = "local"
+    title = "this machine"
+    capabilities = frozenset({FINE_TUNING, CHAT, FILES, MODEL_DOWNLOAD})
+    poll_seconds = 1.0
+
+    def __init__(self, *, base_url: str | None = None, key_variable: str | None = None) -> None:
+        super().__init__(base_url=base_url, key_variable=key_variable)
+        self._loaded: dict[str, tuple] = {}  # source → (model, tokenizer, info)
+
+    @classmethod
+    def owns(cls, name: str) -> str | None:
+        """Existing directories and the bundled model's names are this machine's."""
+        if Path(name).expanduser().is_dir():
+            return name
+        return super().owns(name)
+
+    def engine_source(self, model: str) -> str:
+        return model
+
+    def describe(self, model: str) -> str:
+        return self.load(model)[2].name
+
+    def load(self, model: str) -> tuple:
+        """The engine's (model, tokenizer, info) for `model`, loaded once per provider."""
+        if model not in self._loaded:
+            from tunelab.engine.models import load_base
+
+            self._loaded[model] = load_base(model)
+        return self._loaded[model]
+
+    def chat(self, model: str, messages: list[dict], **options) -> ChatResult:
+        stream = self.stream_chat(model, messages, **options)
+        for _ in stream:
+            pass
+        return stream.result
+
+    def stream_chat(
+        self,
+        model: str,
+        messages: list[dict],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: list[str] | None = None,
+        seed: int | None = None,
+    ) -> ChatStream:
+        from tunelab.engine.generate import stream_chat  # torch loads only when needed
+
+        loaded, tokenizer, info = self.load(model)
+        chat = stream_chat(loaded, tokenizer, messages,
+                           max_new_tokens=max_tokens or DEFAULT_MAX_TOKENS,
+                           temperature=temperature or 0.0,
+                           top_p=1.0 if top_p is None else top_p,
+                           stop=stop or (), seed=seed)  # fmt: skip
+
+        def events() -> Generator[str, None, ChatResult]:
+            began = time.perf_counter()
+            yield from chat
+            done = chat.completion
+            return ChatResult(done.text, info.name, done.finish_reason, done.prompt_tokens,
+                              done.completion_tokens, time.perf_counter() - began)  # fmt: skip
+
+        return ChatStream(events())

@@ -1,0 +1,162 @@
+"""The one interface every backend implements, the built-in ones and plugins alike.
+
+A provider declares what it can do (`capabilities`), which model names are unmistakably its
+own (`owns`), the models it offers (`models`), and implements the operations of those
+capabilities. Whatever it does not offer raises `unsupported_operation`, naming itself.
+The core never asks which provider it holds: it asks for a capability.
+
+Job operations speak the plain objects of `tunelab.providers.base` in OpenAI's vocabulary;
+chat answers are `ChatResult`s, streamed as `ChatStream`s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from tunelab.errors import TunelabError
+from tunelab.providers.base import (
+    ChatResult,
+    ChatStream,
+    JobCheckpoint,
+    JobEvent,
+    JobRequest,
+    JobState,
+    RemoteFile,
+)
+
+FINE_TUNING = "fine-tuning"
+CHAT = "chat"
+FILES = "files"
+MODEL_DOWNLOAD = "model-download"
+CAPABILITIES = (FINE_TUNING, CHAT, FILES, MODEL_DOWNLOAD)
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model a provider offers (a base model it trains or answers with)."""
+
+    id: str
+    provider: str
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+
+
+class Provider:
+    """A place that trains and/or serves models. Subclass it and register the class.
+
+    Constructed with the endpoint's `base_url` (None: the provider's own) and, where the user
+    named one for this endpoint, the environment variable holding its key. Methods that call a
+    remote service retry 429, 5xx and connection errors (`tunelab.providers.retry`) and raise
+    `TunelabError` for the rest; no message ever holds a key.
+    """
+
+    name: ClassVar[str]
+    title: ClassVar[str] = ""  # for tables: "OpenAI", "Anthropic", ...
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    key_variable: ClassVar[str | None] = None  # where the provider's own key lives
+    poll_seconds: ClassVar[float] = 5.0  # how often a waiting client looks at a job
+
+    def __init__(self, *, base_url: str | None = None, key_variable: str | None = None) -> None:
+        self.base_url = base_url
+        self.endpoint_key_variable = key_variable
+
+    # -- models ---------------------------------------------------------------------------
+
+    @classmethod
+    def models(cls) -> list[ModelEntry]:
+        """The base models this provider offers: by default, the catalog's for its name."""
+        from tunelab.catalog import CATALOG
+
+        return [
+            ModelEntry(spec.name, spec.provider, spec.aliases)
+            for spec in CATALOG
+            if spec.provider == cls.name
+        ]
+
+    @classmethod
+    def owns(cls, name: str) -> str | None:
+        """This provider's id for `name` when the name is unmistakably one of its models."""
+        wanted = name.strip().lower()
+        for entry in cls.models():
+            if wanted in (entry.id.lower(), *(alias.lower() for alias in entry.aliases)):
+                return entry.id
+        return None
+
+    @classmethod
+    def supports(cls, capability: str) -> bool:
+        return capability in cls.capabilities
+
+    def engine_source(self, model: str) -> str | None:
+        """What the local engine loads for `model`, for providers whose weights are here.
+
+        The server and evaluation batch such models through the engine themselves.
+        """
+        return None
+
+    def describe(self, model: str) -> str:
+        """How `tunelab chat` names the model it talks to."""
+        return f"{model} ({self.name})"
+
+    # -- chat -----------------------------------------------------------------------------
+
+    def chat(
+        self,
+        model: str,
+        messages: list[dict],
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: list[str] | None = None,
+        seed: int | None = None,
+    ) -> ChatResult:
+        raise self.unsupported("chat")
+
+    def stream_chat(self, model: str, messages: list[dict], **options) -> ChatStream:
+        """The answer as it arrives; providers that do not stream send it whole."""
+        return ChatStream.of(self.chat(model, messages, **options))
+
+    # -- files and jobs -------------------------------------------------------------------
+
+    def upload_file(self, path: Path, purpose: str = "fine-tune") -> RemoteFile:
+        raise self.unsupported("files")
+
+    def create_job(self, request: JobRequest) -> JobState:
+        """Create a job. Retries never make a second job (see `REQUEST_ID_KEY`)."""
+        raise self.unsupported("fine-tuning")
+
+    def retrieve_job(self, job_id: str) -> JobState:
+        raise self.unsupported("fine-tuning")
+
+    def list_jobs(self, limit: int = 20) -> list[JobState]:
+        raise self.unsupported("fine-tuning")
+
+    def cancel_job(self, job_id: str) -> JobState:
+        raise self.unsupported("fine-tuning")
+
+    def pause_job(self, job_id: str) -> JobState:
+        raise self.unsupported("pausing jobs")
+
+    def resume_job(self, job_id: str) -> JobState:
+        raise self.unsupported("resuming jobs")
+
+    def list_events(self, job_id: str, limit: int = 100) -> list[JobEvent]:
+        """The job's events, oldest first."""
+        raise self.unsupported("fine-tuning")
+
+    def list_checkpoints(self, job_id: str) -> list[JobCheckpoint]:
+        raise self.unsupported("fine-tuning")
+
+    def download_model(self, job_id: str, destination: Path, *, merged: bool = True) -> Path:
+        """Fetch the trained weights (or adapter) into `destination`."""
+        raise self.unsupported("model download")
+
+    def unsupported(self, what: str) -> TunelabError:
+        able = ", ".join(sorted(self.capabilities)) or "nothing"
+        return TunelabError(
+            "unsupported_operation",
+            f"the {self.name} provider does not offer {what} (it offers: {able}).",
+            hint="`tunelab providers list` shows what each provider can do",
+        )

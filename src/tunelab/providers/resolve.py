@@ -1,0 +1,116 @@
+"""One way to turn a model name into the backend that answers it.
+
+`tunelab chat`, the server, evaluations, the judge and `generate-conversations` all call
+`resolve_chat_model`. A name is, in this order:
+- `MODEL@URL`: MODEL on the OpenAI-compatible server at URL;
+- a model the registry knows (an `ft:` name from a job, on any provider);
+- a name a provider owns: a local directory or the bundled model's alias, a hosted catalog
+  name or alias;
+- `PROVIDER/MODEL`: MODEL on that provider (`openai/gpt-4o`, `together/Qwen/Qwen3-8B`,
+  `anthropic/claude-sonnet-4-20250514`);
+- anything else is the default provider's (this machine: a Hugging Face Hub id).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from tunelab.errors import TunelabError
+from tunelab.providers import registry
+from tunelab.providers.base import ChatResult, ChatStream
+from tunelab.providers.provider import Provider
+from tunelab.registry import Store
+from tunelab.settings import get_settings
+
+URL_MARKERS = ("@http://", "@https://")
+COMPATIBLE_PROVIDER = "openai"  # answers `MODEL@URL`
+
+
+@dataclass
+class ChatModel:
+    """A model name resolved: which provider answers it, under which id, at which endpoint."""
+
+    name: str  # as the caller wrote it
+    provider: str
+    model: str  # the provider's id for it
+    base_url: str | None = None
+    key_variable: str | None = None  # the key the user named for this endpoint
+    _client: Provider | None = field(default=None, repr=False)
+
+    def client(self) -> Provider:
+        """The provider instance (built once: it holds an SDK client or a loaded model)."""
+        if self._client is None:
+            self._client = registry.get_provider(
+                self.provider, base_url=self.base_url, key_variable=self.key_variable
+            )
+        return self._client
+
+    @property
+    def engine_source(self) -> str | None:
+        """What the local engine loads, for models whose weights are on this machine."""
+        return self.client().engine_source(self.model)
+
+    def describe(self) -> str:
+        return self.client().describe(self.model)
+
+    def chat(self, messages: list[dict], **options) -> ChatResult:
+        """One whole answer; `options` are `max_tokens`, `temperature`, `top_p`, `stop`, `seed`."""
+        began = time.perf_counter()
+        result = self.client().chat(self.model, messages, **options)
+        if not result.latency:
+            result.latency = time.perf_counter() - began
+        return result
+
+    def stream(self, messages: list[dict], **options) -> ChatStream:
+        """The answer as it arrives (one delta for providers that do not stream)."""
+        return self.client().stream_chat(self.model, messages, **options)
+
+
+def resolve_chat_model(name: str) -> ChatModel:
+    """The backend that answers `name` (see the module docstring)."""
+    name = name.strip()
+    at_url = _split_url(name)
+    if at_url is not None:
+        model, url = at_url
+        return ChatModel(name, COMPATIBLE_PROVIDER, model, base_url=url)
+    known = _registry_model(name)
+    if known is not None:
+        return known
+    if name.startswith("ft:"):
+        raise TunelabError(
+            "model_not_found",
+            f"no model {name} in the registry.",
+            hint="`tunelab models list` shows the models tunelab knows",
+            exit_code=2,
+        )
+    classes = registry.provider_classes()
+    for provider_name, cls in classes.items():
+        owned = cls.owns(name)
+        if owned is not None:
+            return ChatModel(name, provider_name, owned)
+    prefix, _, rest = name.partition("/")
+    if rest and prefix in classes:
+        return ChatModel(name, prefix, rest)
+    return ChatModel(name, registry.DEFAULT_PROVIDER, name)
+
+
+def _split_url(name: str) -> tuple[str, str] | None:
+    for marker in URL_MARKERS:
+        if marker in name:
+            model, _, url = name.partition(marker)
+            return model, marker[1:] + url
+    return None
+
+
+def _registry_model(name: str) -> ChatModel | None:
+    if not get_settings().registry_path.exists():  # no registry yet: nothing fine-tuned
+        return None
+    with Store() as store:
+        known = store.find_model(name)
+    if known is None:
+        return None
+    details = known["details"] or {}
+    # A model whose weights are on this machine answers from its directory.
+    model = known["path"] or known["id"]
+    return ChatModel(name, known["provider"], model, base_url=details.get("base_url"))

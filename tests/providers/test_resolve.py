@@ -1,0 +1,92 @@
+"""One resolution of model names to the provider that answers them, and the provider model."""
+
+from __future__ import annotations
+
+import pytest
+
+from tunelab.errors import TunelabError
+from tunelab.providers.base import ChatResult, ChatStream
+from tunelab.providers.provider import CHAT, FINE_TUNING, Provider
+from tunelab.providers.registry import get_provider, provider_names
+from tunelab.providers.resolve import resolve_chat_model
+from tunelab.registry import Store
+
+
+def where(name: str) -> tuple:
+    model = resolve_chat_model(name)
+    return model.provider, model.model, model.base_url
+
+
+def test_builtin_providers_declare_what_they_can_do():
+    assert {"local", "openai", "together"} <= set(provider_names(FINE_TUNING))
+    assert {"local", "openai", "together"} <= set(provider_names(CHAT))
+    local = get_provider("local")
+    assert local.supports(FINE_TUNING) and local.supports(CHAT)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("gpt-4o-mini", ("openai", "gpt-4o-mini-2024-07-18", None)),
+        ("openai/gpt-4o", ("openai", "gpt-4o", None)),
+        ("qwen3-8b", ("together", "Qwen/Qwen3-8B", None)),
+        ("together/Qwen/Qwen3-8B", ("together", "Qwen/Qwen3-8B", None)),
+        ("smollm2-135m-instruct", ("local", "smollm2-135m-instruct", None)),
+        ("HuggingFaceTB/SmolLM2-360M", ("local", "HuggingFaceTB/SmolLM2-360M", None)),
+        ("m@http://127.0.0.1:9/v1", ("openai", "m", "http://127.0.0.1:9/v1")),
+    ],
+)
+def test_names_resolve_to_the_provider_that_answers_them(name, expected):
+    assert where(name) == expected
+
+
+def test_a_directory_is_answered_by_the_engine(tmp_path):
+    model = resolve_chat_model(str(tmp_path))
+    assert model.provider == "local" and model.engine_source == str(tmp_path)
+
+
+def test_registry_models_resolve_to_their_provider_and_endpoint(tmp_path):
+    with Store() as store:
+        store.put_model("ft:smol:local:x:1", provider="local", kind="fine-tuned",
+                        path=str(tmp_path))  # fmt: skip
+        store.put_model("ft:llama:together:abc", provider="together", kind="fine-tuned",
+                        details={"base_url": "http://example.test/v1"})  # fmt: skip
+    local = resolve_chat_model("ft:smol:local:x:1")
+    assert (local.provider, local.engine_source) == ("local", str(tmp_path))
+    assert where("ft:llama:together:abc") == (
+        "together", "ft:llama:together:abc", "http://example.test/v1")  # fmt: skip
+
+
+def test_an_unknown_ft_name_is_refused():
+    with pytest.raises(TunelabError) as caught:
+        resolve_chat_model("ft:nothing:org:x:1")
+    assert caught.value.code == "model_not_found"
+
+
+def test_what_a_provider_does_not_offer_is_refused_by_name():
+    class ChatOnly(Provider):
+        name = "chat-only"
+        capabilities = frozenset({CHAT})
+
+        def chat(self, model, messages, **options):
+            return ChatResult("hi there", model, "stop", 3, 2)
+
+    provider = ChatOnly()
+    with pytest.raises(TunelabError) as caught:
+        provider.create_job(None)
+    assert caught.value.code == "unsupported_operation" and "chat-only" in caught.value.message
+    stream = provider.stream_chat("m", [{"role": "user", "content": "hi"}])
+    assert list(stream) == ["hi there"]
+    assert stream.result.usage.total_tokens == 5
+
+
+def test_a_stream_hands_over_its_result_once_read():
+    def events():
+        yield "a"
+        yield "b"
+        return ChatResult("ab", "m", "length", 1, 2, latency=0.5)
+
+    stream = ChatStream(events())
+    assert stream.result is None
+    assert "".join(stream) == "ab"
+    assert (stream.result.finish_reason, stream.result.latency) == ("length", 0.5)

@@ -1,7 +1,9 @@
 """Tiny models for tests: a random 2-layer Llama and a ChatML tokenizer built at test time.
 
 Nothing is downloaded: the tokenizer is a byte-level BPE trained on the test sentences, with
-SmolLM2's special tokens and chat template. Importable from any test (`from tiny import ...`).
+SmolLM2's special tokens and chat template. `FAMILIES` adds Llama-3-, Qwen3- and Gemma-3-shaped
+models whose tokenizers carry those families' real special tokens and chat templates (copied
+into tests/fixtures/chat_templates). Importable from any test (`from tiny import ...`).
 """
 
 from __future__ import annotations
@@ -39,25 +41,28 @@ QUESTIONS = [
 ]
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
+def build_tokenizer(
+    special_tokens: list[str] = SPECIAL_TOKENS,
+    chat_template: str = CHATML_TEMPLATE,
+    **roles: str | None,
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE trained on the test sentences; `roles` names its bos/eos/pad tokens
+    (default: SmolLM2's)."""
+    roles = {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>",
+             "pad_token": "<|endoftext|>", **roles}  # fmt: skip
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=400,
-        special_tokens=SPECIAL_TOKENS,
+        special_tokens=special_tokens,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     corpus = [f"system user assistant You are a helpful assistant. {q} {a}" for q, a in QUESTIONS]
     bpe.train_from_iterator(corpus * 4, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        chat_template=CHATML_TEMPLATE,
-    )
+    roles = {name: token for name, token in roles.items() if token is not None}
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, chat_template=chat_template, **roles)
 
 
 def build_model(tokenizer, seed: int = 0, hidden: int = 64) -> LlamaForCausalLM:
@@ -97,3 +102,78 @@ def write_chat_jsonl(path: Path, pairs=QUESTIONS) -> Path:
     ]
     path.write_bytes(b"\n".join(lines) + b"\n")
     return path
+
+
+TEMPLATES_DIR = Path(__file__).parent / "fixtures" / "chat_templates"
+
+
+def _small(hidden: int) -> dict:
+    return dict(
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        initializer_range=0.2,
+    )
+
+
+def _llama3(vocab: int, pad: int | None):
+    return LlamaForCausalLM(LlamaConfig(vocab_size=vocab, pad_token_id=pad, **_small(64)))
+
+
+def _qwen3(vocab: int, pad: int | None):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    config = Qwen3Config(vocab_size=vocab, pad_token_id=pad, head_dim=16, **_small(64))
+    return Qwen3ForCausalLM(config)
+
+
+def _gemma3(vocab: int, pad: int | None):
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    config = Gemma3TextConfig(
+        vocab_size=vocab, pad_token_id=pad, head_dim=16, sliding_window=64, **_small(64)
+    )
+    return Gemma3ForCausalLM(config)
+
+
+# family: (special tokens, bos, eos, pad, template file, model builder). Llama 3 ships no pad
+# token: tunelab pads with the EOS.
+FAMILIES = {
+    "llama3": (
+        ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+         "<|eot_id|>", "<|eom_id|>", "<|python_tag|>"],
+        "<|begin_of_text|>", "<|eot_id|>", None, "llama3.jinja", _llama3,
+    ),
+    "qwen3": (
+        ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"],
+        None, "<|im_end|>", "<|endoftext|>", "qwen3.jinja", _qwen3,
+    ),
+    "gemma3": (
+        ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"],
+        "<bos>", "<end_of_turn>", "<pad>", "gemma3.jinja", _gemma3,
+    ),
+}  # fmt: skip
+# What each family's template writes after a trained answer (its end-of-turn token).
+END_OF_TURN = {"llama3": "<|eot_id|>", "qwen3": "<|im_end|>", "gemma3": "<end_of_turn>"}
+
+
+def build_family_tokenizer(family: str) -> PreTrainedTokenizerFast:
+    specials, bos, eos, pad, template, _ = FAMILIES[family]
+    chat_template = (TEMPLATES_DIR / template).read_text(encoding="utf-8")
+    return build_tokenizer(specials, chat_template, bos_token=bos, eos_token=eos, pad_token=pad)
+
+
+def build_family_model(family: str, tokenizer, seed: int = 0):
+    torch.manual_seed(seed)
+    return FAMILIES[family][5](len(tokenizer), tokenizer.pad_token_id)
+
+
+def save_family_model(family: str, directory: Path, seed: int = 0) -> Path:
+    """A tiny model of `family` and its tokenizer saved as a Hugging Face directory."""
+    tokenizer = build_family_tokenizer(family)
+    build_family_model(family, tokenizer, seed).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

@@ -152,19 +152,26 @@ def local_model_spec(path: Path) -> ModelSpec:
             path=path,
             exit_code=2,
         )
-    return ModelSpec(str(path), "local", str(path), "hf", _context_of(path), 1)
+    return ModelSpec(str(path), "local", str(path), "hf", model_context_length(path), 1)
 
 
-def _context_of(path: Path) -> int | None:
-    """Context length from config.json, else the tokenizer's model_max_length (if sane)."""
+def model_context_length(path: Path) -> int | None:
+    """Context length from config.json (the text model's, for multimodal configs such as
+    Gemma 3's), else the tokenizer's model_max_length (if sane)."""
     for filename, key in (
         ("config.json", "max_position_embeddings"),
         ("tokenizer_config.json", "model_max_length"),
     ):
         try:
-            value = json.loads((path / filename).read_text(encoding="utf-8")).get(key)
-        except (OSError, ValueError, AttributeError):
+            data = json.loads((path / filename).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             continue
+        if not isinstance(data, dict):
+            continue
+        nested = data.get("text_config")
+        value = data.get(key)
+        if value is None and isinstance(nested, dict):
+            value = nested.get(key)
         # transformers writes a huge sentinel (1e30) when a tokenizer has no limit.
         if isinstance(value, int) and 0 < value < 10_000_000:
             return value
@@ -174,7 +181,7 @@ def _context_of(path: Path) -> int | None:
 def context_limit(spec: ModelSpec) -> int | None:
     """Max tokens per example: the catalog's for hosted models, the model's own for local ones."""
     if spec.provider == "local":
-        return _context_of(tokenizer_dir(spec)) or spec.context_limit
+        return model_context_length(tokenizer_dir(spec)) or spec.context_limit
     return spec.context_limit
 
 

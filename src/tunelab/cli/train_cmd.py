@@ -142,6 +142,12 @@ def build_config(settings: dict) -> TrainConfig:
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its checkpoint.")
 @click.option("--force", is_flag=True, help="Start over in an --output that holds a run.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (examples, tokens, steps, time).")
+@click.option(
+    "--trust-remote-code",
+    is_flag=True,
+    help="Let --model run its own Python code (models transformers does not implement). "
+    "Only for models whose code you trust.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result (or plan) as JSON.")
 @click.pass_context
 def train_cmd(
@@ -153,6 +159,7 @@ def train_cmd(
     resume: bool,
     force: bool,
     dry_run: bool,
+    trust_remote_code: bool,
     as_json: bool,
     **settings,
 ) -> int:
@@ -168,7 +175,7 @@ def train_cmd(
         )
     check_training_data(train_file, val_file, info, as_json)
     if dry_run:
-        tokenizer = load_tokenizer(info)
+        tokenizer = load_tokenizer(info, trust_remote_code=trust_remote_code)
         result = plan(
             tokenizer,
             train_file,
@@ -182,7 +189,7 @@ def train_cmd(
         else:
             render_plan(result, info)
         return 0
-    base, tokenizer, info = load_with_status(model, info)
+    base, tokenizer, info = load_with_status(model, info, trust_remote_code)
     cancel = threading.Event()
     with ctrl_c_cancels(cancel), TrainingProgress(quiet=as_json) as progress:
         result = train(
@@ -238,7 +245,7 @@ def check_training_data(train_file: Path, val_file: Path | None, info: ModelInfo
     raise error
 
 
-def load_with_status(model: str, info: ModelInfo):
+def load_with_status(model: str, info: ModelInfo, trust_remote_code: bool = False):
     converting = info.kind == "bundled" and not (info.path / WEIGHTS_MARKER).exists()
     what = (
         "converting the bundled model to a Hugging Face directory (once, about 20 s)"
@@ -246,7 +253,7 @@ def load_with_status(model: str, info: ModelInfo):
         else f"loading {info.name}"
     )
     common.stderr.print(what + "…", highlight=False)
-    return load_base(model)
+    return load_base(model, trust_remote_code=trust_remote_code)
 
 
 @contextlib.contextmanager

@@ -1,13 +1,18 @@
 """Training data for the engine: chat JSONL → token ids with assistant-only labels → batches.
 
-Labels come from the model's own chat template, for any template: the conversation is rendered
-whole, and the character span of each trained assistant message is found by rendering the
-conversation up to that message (`messages[:i]` with the generation prompt: where the answer
-starts) and through it (`messages[:i + 1]`: where its end-of-turn token ends). Each render
-must be a prefix of the whole; templates that rewrite earlier turns (e.g. dropping past
-reasoning) are refused with a clear error rather than trained on misplaced labels. Tokens whose
-text starts inside a span are trained; everything else (system, user, tool turns, role
-headers, `weight: 0` answers, padding) is not.
+Labels come from the model's own chat template, for any template, with or without
+`{% generation %}` markers: the conversation is rendered whole, and the character span of each
+trained assistant message is found by rendering the conversation up to that message
+(`messages[:i]` with the generation prompt: where the answer starts) and through it
+(`messages[:i + 1]`: where its end-of-turn token ends). When a template renders a turn
+differently once later turns follow (Qwen3 adds an empty `<think>` block to the last answer
+only), those renders are not prefixes of the whole; the span is then found by diffing two
+renders of the whole conversation in which that answer's content is replaced by two different
+placeholders: the text they share before and after is the template's, the rest is the answer.
+Templates that drop or rewrite an answer's content (e.g. hiding past answers) are refused with
+a clear error rather than trained on misplaced labels. Tokens whose text starts inside a span
+are trained; everything else (system, user, tool turns, role headers, `weight: 0` answers,
+padding) is not.
 """
 
 from __future__ import annotations
@@ -150,10 +155,10 @@ def _render_with_spans(
     messages = [{k: v for k, v in m.items() if k != "weight"} for m in example.messages]
     tools = example.extra.get("tools")
 
-    def render(upto: int, prompt: bool) -> str:
+    def render(conversation: list[dict], prompt: bool = False) -> str:
         try:
             return tokenizer.apply_chat_template(
-                messages[:upto], tools=tools, tokenize=False, add_generation_prompt=prompt
+                conversation, tools=tools, tokenize=False, add_generation_prompt=prompt
             )
         except Exception as err:  # jinja2 errors, or templates that raise on purpose
             raise TunelabError(
@@ -164,26 +169,73 @@ def _render_with_spans(
                 line=example.source_line,
             ) from None
 
-    full = render(len(messages), False)
+    full = render(messages)
     spans = []
     for i, message in enumerate(example.messages):
         if message.get("role") != "assistant" or message.get("weight", 1) == 0:
             continue
-        start = _answer_start(full, render(i, True), render(i, False))
-        through = render(i + 1, False)
-        if start is None or not full.startswith(through):
+        span = _span_by_prefixes(full, messages, i, render) or _span_by_placeholders(
+            full, messages, i, render
+        )
+        if span is None:
             raise TunelabError(
                 "chat_template_not_prefix_stable",
                 "the model's chat template renders earlier turns differently once later turns "
                 "follow, so the assistant tokens cannot be located.",
                 hint="train on single-answer examples, or use a model whose template renders "
-                "each turn independently",
+                "each turn's content as given",
                 path=path,
                 line=example.source_line,
             )
-        # The end-of-turn token is trained; the whitespace after it is template layout.
-        spans.append((start, len(through.rstrip())))
+        spans.append(span)
     return full, spans
+
+
+def _span_by_prefixes(full: str, messages: list[dict], i: int, render) -> tuple[int, int] | None:
+    """Answer i's span when the renders up to and through it are prefixes of the whole."""
+    start = _answer_start(full, render(messages[:i], True), render(messages[:i]))
+    through = render(messages[: i + 1])
+    if start is None or not full.startswith(through):
+        return None
+    # The end-of-turn token is trained; the whitespace after it is template layout.
+    return start, len(through.rstrip())
+
+
+def _span_by_placeholders(
+    full: str, messages: list[dict], i: int, render
+) -> tuple[int, int] | None:
+    """Answer i's span found by diffing renders with its content replaced by placeholders.
+
+    The answer's end-of-turn marker is what the template writes after the answer when it is
+    the last message (e.g. `<|im_end|>`); it is trained when the whole conversation has it too.
+    """
+    renders = []
+    for placeholder in _PLACEHOLDERS:
+        replaced = [*messages[:i], {**messages[i], "content": placeholder}, *messages[i + 1 :]]
+        renders.append(render(replaced))
+    first, second = renders
+    before = _common_prefix(first, second)
+    after = _common_prefix(first[::-1], second[::-1])
+    if first[before : len(first) - after] != _PLACEHOLDERS[0]:
+        return None  # the template dropped or rewrote the answer
+    if not (full.startswith(first[:before]) and full.endswith(first[len(first) - after :])):
+        return None
+    end = len(full) - after
+    alone = render([*messages[:i], {**messages[i], "content": _PLACEHOLDERS[0]}])
+    marker = alone[alone.rfind(_PLACEHOLDERS[0]) + len(_PLACEHOLDERS[0]) :].rstrip()
+    if marker and full.startswith(marker, end):
+        end += len(marker)
+    return before, end
+
+
+# Two answers that differ in their first and last characters, so that a diff of their
+# renders is exactly the answer; plain letters survive templates that trim or escape.
+_PLACEHOLDERS = ("Atunelabanswerplaceholder1", "Btunelabanswerplaceholder2")
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = min(len(a), len(b))
+    return next((k for k in range(n) if a[k] != b[k]), n)
 
 
 def _answer_start(full: str, with_prompt: str, without_prompt: str) -> int | None:

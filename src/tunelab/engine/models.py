@@ -12,16 +12,23 @@ What `--model` may name, resolved by `resolve_model_source` without loading any 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from tunelab.catalog import DEFAULT_MODEL, bundled_model_dir, resolve_model
+from tunelab.catalog import (
+    DEFAULT_MODEL,
+    bundled_model_dir,
+    model_context_length,
+    resolve_model,
+)
 from tunelab.engine.checkpoint import META_FILE, METRICS_FILE, OUTPUT_MARKER
 from tunelab.engine.lora import ADAPTER_WEIGHTS, _quiet_progress
 from tunelab.errors import TunelabError
@@ -83,19 +90,24 @@ def load_base(
     *,
     dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
+    trust_remote_code: bool = False,
 ) -> tuple[torch.nn.Module, object, ModelInfo]:
     """A causal LM, its tokenizer and what it is, ready to train or generate with.
 
     Weights are fp32 unless `dtype` says otherwise (training keeps trained weights in fp32 and
     uses bf16 autocast where it pays); `device` defaults to CUDA when available. A LoRA
     training output comes back merged into its base: a plain model, not a PeftModel.
+    `trust_remote_code` lets a model directory run its own Python code (models transformers
+    does not implement); it is never on unless asked for.
     """
     info = resolve_model_source(name_or_path)
     if info.kind == "trained":
-        return load_trained(info.path, dtype=dtype, device=device)
+        return load_trained(
+            info.path, dtype=dtype, device=device, trust_remote_code=trust_remote_code
+        )
     weights = bundled_model_dir(weights=True) if info.kind == "bundled" else info.path
-    model = _from_pretrained(weights, dtype, device)
-    return model, load_tokenizer(info), info
+    model = _from_pretrained(weights, dtype, device, trust_remote_code)
+    return model, load_tokenizer(info, trust_remote_code=trust_remote_code), info
 
 
 def load_trained(
@@ -104,6 +116,7 @@ def load_trained(
     merge: bool = True,
     dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
+    trust_remote_code: bool = False,
 ) -> tuple[torch.nn.Module, object, ModelInfo]:
     """A model tunelab trained (output directory or checkpoint), with its tokenizer.
 
@@ -118,14 +131,18 @@ def load_trained(
             hint="pass the --output directory of a finished `tunelab train` run",
             path=output_dir,
         )
+    remote = trust_remote_code
     if not info.is_adapter:
-        return _from_pretrained(info.path, dtype, device), load_tokenizer(info), info
-    base, tokenizer, _ = load_base(info.base_model, dtype=dtype, device=device)
+        model = _from_pretrained(info.path, dtype, device, remote)
+        return model, load_tokenizer(info, trust_remote_code=remote), info
+    base, tokenizer, _ = load_base(
+        info.base_model, dtype=dtype, device=device, trust_remote_code=remote
+    )
     model = _with_adapter(base, info.path)
     return (model.merge_and_unload() if merge else model), tokenizer, info
 
 
-def load_tokenizer(info: ModelInfo):
+def load_tokenizer(info: ModelInfo, *, trust_remote_code: bool = False):
     """The model's fast tokenizer with its chat template (and a pad token: the EOS if unset)."""
     from transformers import AutoTokenizer
 
@@ -134,7 +151,9 @@ def load_tokenizer(info: ModelInfo):
     elif _has_tokenizer(info.path):
         directory = info.path
     elif info.kind == "trained":  # a checkpoint: the tokenizer is its base model's
-        return load_tokenizer(resolve_model_source(info.base_model))
+        return load_tokenizer(
+            resolve_model_source(info.base_model), trust_remote_code=trust_remote_code
+        )
     else:
         raise TunelabError(
             "not_a_model_dir",
@@ -144,7 +163,8 @@ def load_tokenizer(info: ModelInfo):
             path=info.path,
             exit_code=2,
         )
-    tokenizer = AutoTokenizer.from_pretrained(directory)
+    with _remote_code_refused_as_error(directory):
+        tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -209,7 +229,10 @@ def _trained_info(path: Path) -> ModelInfo:
             f"{path} holds neither an adapter ({ADAPTER_WEIGHTS}) nor model weights.",
             path=path,
         )
-    context = resolve_model_source(base).context_length if is_adapter else _context_length(path)
+    if is_adapter:
+        context = resolve_model_source(base).context_length
+    else:
+        context = model_context_length(path)
     return ModelInfo(str(path), "trained", path, base, context, is_adapter, method)
 
 
@@ -236,16 +259,7 @@ def _directory_info(path: Path, name: str, kind: str) -> ModelInfo:
             path=path,
             exit_code=2,
         )
-    return ModelInfo(name, kind, path, name, _context_length(path))
-
-
-def _context_length(path: Path) -> int | None:
-    try:
-        config = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    value = config.get("max_position_embeddings") if isinstance(config, dict) else None
-    return value if isinstance(value, int) and value > 0 else None
+    return ModelInfo(name, kind, path, name, model_context_length(path))
 
 
 def _has_tokenizer(path: Path) -> bool:
@@ -253,13 +267,18 @@ def _has_tokenizer(path: Path) -> bool:
 
 
 def _from_pretrained(
-    directory: Path, dtype: torch.dtype | None, device: str | torch.device | None
+    directory: Path,
+    dtype: torch.dtype | None,
+    device: str | torch.device | None,
+    trust_remote_code: bool = False,
 ) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
     try:
-        with _quiet_progress():  # no "Loading weights" bar for a load that takes a blink
-            model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype or torch.float32)
+        with _quiet_progress(), _remote_code_refused_as_error(directory):
+            model = AutoModelForCausalLM.from_pretrained(
+                directory, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code
+            )
     except (OSError, ValueError, KeyError) as err:
         raise TunelabError(
             "model_load_failed",
@@ -269,6 +288,24 @@ def _from_pretrained(
         ) from None
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval()
+
+
+@contextlib.contextmanager
+def _remote_code_refused_as_error(directory: Path) -> Iterator[None]:
+    """transformers refuses a model's own code unless trusted: say which flag trusts it."""
+    try:
+        yield
+    except ValueError as err:
+        if "trust_remote_code" not in str(err):
+            raise
+        raise TunelabError(
+            "remote_code_not_trusted",
+            f"{directory} needs to run its own Python code (a model transformers does not "
+            "implement), which tunelab does not do unless asked.",
+            hint="read the model's code; if you trust it, pass --trust-remote-code",
+            path=directory,
+            exit_code=2,
+        ) from None
 
 
 def _with_adapter(base: torch.nn.Module, adapter_dir: Path) -> torch.nn.Module:

@@ -192,7 +192,7 @@ def test_chat_reads_piped_input_until_eof(tmp_path, base_dir):
         input="first question\nsecond question\n",
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
     )
 
     assert done.returncode == 0, done.stderr

@@ -155,7 +155,7 @@ def fake_weights_conversion(calls: list, barrier: threading.Barrier | None = Non
     def convert(source, staging):
         calls.append(staging)
         if barrier is not None:
-            barrier.wait(timeout=10)  # both processes stage before either moves into place
+            barrier.wait(timeout=120)  # both stage before either moves into place (slow when busy)
         (staging / "config.json").write_text(json.dumps({"max_position_embeddings": 8192}))
         (staging / "tokenizer_config.json").write_text("{}")
         (staging / "model.safetensors").write_text("weights")

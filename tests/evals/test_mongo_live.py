@@ -184,7 +184,9 @@ def test_an_unreachable_server_fails_fast_without_showing_the_password():
     started = time.monotonic()
     with pytest.raises(TunelabError) as caught:
         LiveDatabase.connect(uri, timeout_ms=200)
-    assert time.monotonic() - started < 5
+    # pymongo's own server-selection timeout is 30 s: well under it means ours applied,
+    # with room for a busy machine.
+    assert time.monotonic() - started < 20
     assert caught.value.code == "mongo_unreachable"
     shown = str(caught.value) + repr(caught.value.to_dict())
     assert "127.0.0.1" in shown and "s3cr" not in shown

@@ -93,7 +93,7 @@ def count_calls(monkeypatch, name: str, before=None) -> list:
     return calls
 
 
-def wait_until(condition, timeout: float = 10.0) -> None:
+def wait_until(condition, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting"

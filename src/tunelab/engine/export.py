@@ -5,6 +5,8 @@ what `AutoModelForCausalLM.from_pretrained` and every HF-compatible server load 
 Unmerged: the adapter alone in peft's layout, its `adapter_config.json` naming the base
 model's directory, for tools that load adapters (peft, vLLM's LoRA support). A full
 fine-tune is a complete model either way. The tokenizer and its chat template come along.
+`format="gguf"`: the merged model as one GGUF file (`model.gguf`, see `gguf_export`) with an
+Ollama `Modelfile` carrying the chat template, for llama.cpp and Ollama.
 
 The directory is written beside its destination under a temporary name and renamed into
 place when complete; an existing one is replaced only with `force`.
@@ -24,13 +26,26 @@ from tunelab.engine.models import load_tokenizer, load_trained, resolve_model_so
 from tunelab.errors import TunelabError
 
 ADAPTER_CONFIG = "adapter_config.json"
+FORMATS = ("hf", "gguf")
+GGUF_FILE = "model.gguf"
 
 
 def export_model(
-    trained_dir: str | Path, output_dir: str | Path, *, merge: bool = True, force: bool = False
+    trained_dir: str | Path,
+    output_dir: str | Path,
+    *,
+    merge: bool = True,
+    force: bool = False,
+    format: str = "hf",
+    gguf_type: str = "f16",
 ) -> dict:
-    """Write the model trained in `trained_dir` to `output_dir`; returns what was written."""
+    """Write the model trained in `trained_dir` to `output_dir`; returns what was written.
+
+    `format` is "hf" (a Hugging Face directory, or the adapter alone without `merge`) or
+    "gguf" (merged weights in one GGUF file of `gguf_type` f16 or f32, and a Modelfile).
+    """
     trained_dir, output_dir = Path(trained_dir), Path(output_dir)
+    _check_format(format, merge)
     info = resolve_model_source(trained_dir)
     if info.kind != "trained":
         raise TunelabError(
@@ -44,7 +59,9 @@ def export_model(
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
-        if as_adapter:
+        if format == "gguf":
+            _write_gguf(info.path, staging, gguf_type)
+        elif as_adapter:
             _write_adapter(info, staging)
         else:
             _write_merged(info.path, staging)
@@ -58,9 +75,25 @@ def export_model(
         "base_model": info.base_model,
         "method": info.method,
         "merged": info.is_adapter and not as_adapter,
-        "format": "peft_adapter" if as_adapter else "hf_model",
+        "format": "gguf" if format == "gguf" else "peft_adapter" if as_adapter else "hf_model",
         "files": sorted(p.name for p in output_dir.iterdir()),
     }
+
+
+def _check_format(format: str, merge: bool) -> None:
+    if format not in FORMATS:
+        raise TunelabError(
+            "invalid_export_format",
+            f"--format must be one of {', '.join(FORMATS)} (got {format!r}).",
+            exit_code=2,
+        )
+    if format == "gguf" and not merge:
+        raise TunelabError(
+            "gguf_needs_merge",
+            "a GGUF export holds the whole model: it cannot be written with --no-merge.",
+            hint="pass --merge (the default), or --format hf --no-merge for the adapter alone",
+            exit_code=2,
+        )
 
 
 def _check_destination(output_dir: Path, source: Path, force: bool) -> None:
@@ -89,6 +122,15 @@ def _write_merged(trained_dir: Path, staging: Path) -> None:
     with _quiet_progress():
         model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
+
+
+def _write_gguf(trained_dir: Path, staging: Path, gguf_type: str) -> None:
+    from tunelab.engine.gguf_export import write_gguf
+    from tunelab.engine.ollama import modelfile
+
+    model, tokenizer, _ = load_trained(trained_dir, merge=True, device="cpu")
+    write_gguf(model, tokenizer, staging / GGUF_FILE, gguf_type)
+    (staging / "Modelfile").write_text(modelfile(tokenizer, GGUF_FILE), encoding="utf-8")
 
 
 def _write_adapter(info, staging: Path) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunelab.errors import TunelabError
+from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
 from tunelab.settings import get_settings
 
 CATALOG_AS_OF = "2025-11-01"
@@ -53,6 +54,11 @@ class ModelSpec:
     aliases: tuple[str, ...] = ()
     # Parameters in billions: Together prices by model size.
     params_b: float | None = None
+
+    @property
+    def trains_here(self) -> bool:
+        """A model this machine trains (counted with its own Hugging Face tokenizer)."""
+        return self.provider == THIS_MACHINE
 
     @property
     def exact_counts(self) -> bool:
@@ -103,7 +109,7 @@ CATALOG: tuple[ModelSpec, ...] = (
     _together("Qwen/Qwen3-8B", "qwen3-8b", "qwen3", "qwen3", 32_768, 8.2),
     ModelSpec(
         DEFAULT_MODEL,
-        "local",
+        THIS_MACHINE,
         None,
         "hf",
         8_192,
@@ -152,7 +158,7 @@ def local_model_spec(path: Path) -> ModelSpec:
             path=path,
             exit_code=2,
         )
-    return ModelSpec(str(path), "local", str(path), "hf", model_context_length(path), 1)
+    return ModelSpec(str(path), THIS_MACHINE, str(path), "hf", model_context_length(path), 1)
 
 
 def model_context_length(path: Path) -> int | None:
@@ -180,7 +186,7 @@ def model_context_length(path: Path) -> int | None:
 
 def context_limit(spec: ModelSpec) -> int | None:
     """Max tokens per example: the catalog's for hosted models, the model's own for local ones."""
-    if spec.provider == "local":
+    if spec.trains_here:
         return model_context_length(tokenizer_dir(spec)) or spec.context_limit
     return spec.context_limit
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tunelab.errors import TunelabError
@@ -90,3 +92,13 @@ def test_a_stream_hands_over_its_result_once_read():
     assert stream.result is None
     assert "".join(stream) == "ab"
     assert (stream.result.finish_reason, stream.result.latency) == ("length", 0.5)
+
+
+def test_only_the_local_provider_the_worker_and_the_registry_name_this_machine():
+    """The core asks providers what they can do; it never compares a job's provider to "local"."""
+    import tunelab
+
+    root = Path(tunelab.__file__).parent
+    naming = {str(p.relative_to(root)) for p in root.rglob("*.py") if '"local"' in p.read_text()}
+    allowed = {"providers/local.py", "providers/worker.py", "providers/registry.py"}
+    assert naming <= allowed

@@ -23,6 +23,7 @@ from tunelab.engine.config import AUTO
 from tunelab.errors import TunelabError
 from tunelab.providers import jobs as api
 from tunelab.providers.base import TERMINAL_STATUSES
+from tunelab.providers.registry import DEFAULT_PROVIDER
 
 STATUS_STYLE = {
     "succeeded": "green",
@@ -46,7 +47,7 @@ def jobs_group() -> None:
 @click.option(
     "--provider",
     type=click.Choice(api.PROVIDERS),
-    default="local",
+    default=DEFAULT_PROVIDER,
     show_default=True,
     help="Where the job runs.",
 )
@@ -108,7 +109,8 @@ def show_estimate(spec: api.JobSpec) -> None:
     from tunelab.data.analyze import analyze_file
 
     try:
-        result = analyze_file(spec.training_file, model=_estimate_model(spec))
+        # An `ft:` model is estimated as its base (`resolve_model` reads the base from it).
+        result = analyze_file(spec.training_file, model=spec.model)
     except TunelabError:
         return  # a model the catalog does not know: no estimate, the provider decides
     epochs = spec.hyperparameters.get("n_epochs", result["n_epochs"])
@@ -123,18 +125,12 @@ def show_estimate(spec: api.JobSpec) -> None:
                             f"{epochs} epoch(s)", highlight=False)  # fmt: skip
 
 
-def _estimate_model(spec: api.JobSpec) -> str:
-    if spec.provider == "local" and (spec.model.startswith("ft:") or Path(spec.model).is_dir()):
-        return DEFAULT_MODEL if spec.model.startswith("ft:") else spec.model
-    return spec.model
-
-
 def say_created(job: dict, no_start: bool) -> None:
     say = common.stdout.print
     where = job["provider"]
     say(f"[green]✓ created[/] {job['id']} ({where}, {escape(job['model'])}): {job['status']}",
         highlight=False)  # fmt: skip
-    if where == "local" and no_start:
+    if no_start and api.runs_here(job):
         say("  not started: run `tunelab worker` to run queued jobs", highlight=False)
     say(f"  follow it: tunelab jobs wait {job['id']}", highlight=False)
 
@@ -223,7 +219,7 @@ def events_cmd(job_id, follow, as_json) -> int:
             for event in api.list_events(job_id, after_seq=seen):
                 print_event(event, as_json)
             return 0
-        time.sleep(1.0 if job["provider"] == "local" else 5.0)
+        time.sleep(api.poll_seconds(job))
 
 
 def print_event(event: dict, as_json: bool) -> None:

@@ -150,7 +150,7 @@ def analyze_file(
         notes=[],
     )
     analysis.update(_training_time(spec, billed, analysis["notes"]))
-    if spec.provider == "local":
+    if spec.trains_here:
         analysis["notes"].append("local training has no price: it costs compute time")
     return analysis
 
@@ -169,7 +169,7 @@ def _price_dict(price) -> dict:
 def _training_time(spec: ModelSpec, billed: int, notes: list[str]) -> dict:
     """Seconds to train locally at the engine's measured throughput, if it has measured one."""
     result = {"estimated_train_seconds": None, "throughput": None}
-    if spec.provider != "local":
+    if not spec.trains_here:
         return result
     path = get_settings().home / "throughput.json"
     try:

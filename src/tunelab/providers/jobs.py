@@ -1,9 +1,9 @@
 """Fine-tuning jobs on every provider, recorded in the registry: the API the CLI and server use.
 
-A job's record is created before its provider hears of it (status `validating_files`), so a
-crash between the two leaves a visible failed job rather than an orphan the registry does not
-know. Local jobs live entirely in the registry (the worker writes their progress); hosted
-jobs are synced from their provider whenever they are read and not yet finished.
+Each job belongs to one provider, and that provider decides how its jobs start, stay current,
+stop and resume (`Provider.start_job`, `refresh_job`, ...): hosted jobs are synced from their
+service whenever they are read and not yet finished; the local provider's live in the
+registry, where the worker writes their progress.
 """
 
 from __future__ import annotations
@@ -13,24 +13,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tunelab.catalog import DEFAULT_MODEL, ModelSpec, local_model_spec, resolve_model
+from tunelab.catalog import DEFAULT_MODEL
 from tunelab.data.validate import ValidationReport, validate_file
 from tunelab.errors import TunelabError
-from tunelab.providers import local
-from tunelab.providers.base import (
-    REQUEST_ID_KEY,
-    TERMINAL_STATUSES,
-    JobRequest,
-    JobState,
-)
+from tunelab.providers.base import TERMINAL_STATUSES
 from tunelab.providers.provider import FINE_TUNING, Provider
-from tunelab.providers.registry import check_provider, get_provider, provider_names
-from tunelab.registry import Store, new_id
+from tunelab.providers.registry import (
+    DEFAULT_PROVIDER,
+    check_provider,
+    provider_class,
+    provider_classes,
+    provider_names,
+)
+from tunelab.registry import Store
 
 PROVIDERS = tuple(provider_names(FINE_TUNING))  # every provider that trains, plugins included
-# TrainConfig's `method` (lora|full) is `training_type` for hosted providers, whose `method`
-# is OpenAI's (supervised|dpo).
-HOSTED_RENAMES = {"method": "training_type"}
 
 
 @dataclass
@@ -40,7 +37,7 @@ class JobSpec:
     training_file: Path
     validation_file: Path | None = None
     model: str = DEFAULT_MODEL
-    provider: str = "local"
+    provider: str = DEFAULT_PROVIDER
     hyperparameters: dict = field(default_factory=dict)
     suffix: str | None = None
     name: str | None = None
@@ -57,7 +54,7 @@ def validate_job_files(spec: JobSpec, progress=None) -> ValidationReport:
     report = validate_file(
         spec.training_file,
         val_path=spec.validation_file,
-        model=_model_spec(spec),
+        model=provider_class(spec.provider).training_model_spec(spec.model),
         progress=progress,
     )
     if not report.ok:
@@ -72,82 +69,18 @@ def validate_job_files(spec: JobSpec, progress=None) -> ValidationReport:
     return report
 
 
-def _model_spec(spec: JobSpec) -> ModelSpec | None:
-    if spec.provider == "local":
-        info = local_base(spec.model)
-        if info is None or info.kind == "bundled":
-            return resolve_model(DEFAULT_MODEL)
-        path = info.path
-        has_tokenizer = (path / "tokenizer_config.json").exists() or (
-            path / "tokenizer.json"
-        ).exists()
-        return local_model_spec(path) if has_tokenizer else None
-    try:
-        return resolve_model(spec.model)
-    except TunelabError:
-        return None  # a model the catalog does not list: the provider checks it
-
-
-def local_base(model: str):
-    """What a local `--model` names: a registry `ft:` model resolves to its directory."""
-    from tunelab.engine.models import resolve_model_source
-
-    if model.startswith("ft:"):
-        with Store() as store:
-            known = store.find_model(model)
-        if known is None or known["provider"] != "local":
-            raise TunelabError(
-                "model_not_found",
-                f"no local model {model} in the registry.",
-                hint="`tunelab models list` shows the models tunelab knows",
-                exit_code=2,
-            )
-        return resolve_model_source(known["path"])
-    return resolve_model_source(model)
-
-
 def create_job(spec: JobSpec, *, start_worker: bool = True, report=None) -> dict:
-    """Validate the files, record the job and hand it to its provider; returns the job."""
+    """Validate the files, record the job and hand it to its provider; returns the job.
+
+    `start_worker=False` leaves a local job queued for `tunelab worker`.
+    """
     check_provider(spec.provider)
     report = report or validate_job_files(spec)
     with Store() as store:
-        if spec.provider == "local":
-            job = _create_local(store, spec, report)
-            if start_worker:
-                local.start_worker()
-            return job
-        return _create_hosted(store, spec, report)
+        return provider_class(spec.provider).start_job(store, spec, report, start=start_worker)
 
 
-def _create_local(store: Store, spec: JobSpec, report: ValidationReport) -> dict:
-    from tunelab.engine import TrainConfig
-
-    TrainConfig.from_settings(spec.hyperparameters)  # refuse bad settings before queueing
-    info = local_base(spec.model)
-    base_path = str(info.path) if spec.model.startswith("ft:") or info.kind != "bundled" else None
-    summary = report.to_dict()
-    train = local.register_file(store, spec.training_file, summary)
-    val = (
-        local.register_file(store, spec.validation_file, summary) if spec.validation_file else None
-    )
-    hyperparameters = dict(spec.hyperparameters)
-    if spec.seed is not None:
-        hyperparameters["seed"] = spec.seed
-    return local.queue_job(
-        store,
-        model=spec.model if spec.model.startswith("ft:") else info.name,
-        base_path=base_path,
-        training_file=train,
-        validation_file=val,
-        hyperparameters=hyperparameters,
-        suffix=spec.suffix,
-        name=spec.name,
-        seed=spec.seed,
-        metadata=spec.metadata,
-    )
-
-
-def create_local_job_from_files(
+def create_job_from_files(
     *,
     model: str,
     training_file: str,
@@ -158,121 +91,21 @@ def create_local_job_from_files(
     metadata: dict | None = None,
     start_worker: bool = True,
 ) -> dict:
-    """A local job on files already in the registry (the server's `POST /fine_tuning/jobs`)."""
-    from tunelab.engine import TrainConfig
+    """A job on this machine on files already in the registry (`POST /fine_tuning/jobs`)."""
+    from tunelab.providers import local
 
-    hyperparameters = dict(hyperparameters or {})
-    if seed is not None:
-        hyperparameters["seed"] = seed
-    TrainConfig.from_settings(hyperparameters)  # refuse bad settings before queueing
-    info = local_base(model)
+    spec = JobSpec(Path(), model=model, hyperparameters=dict(hyperparameters or {}),
+                   suffix=suffix, seed=seed, metadata=metadata or {})  # fmt: skip
     with Store() as store:
-        files = [_usable_file(store, training_file, "training_file")]
-        if validation_file:
-            files.append(_usable_file(store, validation_file, "validation_file"))
-        base_path = str(info.path) if model.startswith("ft:") or info.kind != "bundled" else None
-        job = local.queue_job(
-            store,
-            model=model if model.startswith("ft:") else info.name,
-            base_path=base_path,
-            training_file=files[0],
-            validation_file=files[1] if len(files) > 1 else None,
-            hyperparameters=hyperparameters,
-            suffix=suffix,
-            name=None,
-            seed=seed,
-            metadata=metadata or {},
-        )
-    if start_worker:
-        local.start_worker()
-    return job
-
-
-def _usable_file(store: Store, file_id: str, role: str) -> dict:
-    file = store.get_file(file_id)
-    if file["provider"] != "local" or file["status"] != "processed":
-        details = (file["validation"] or {}).get("status_details") or file["status"]
-        raise TunelabError(
-            "invalid_file",
-            f"{role} {file_id} cannot be used for training: {details}.",
-            hint="upload a file that `tunelab validate` accepts",
-        )
-    return file
-
-
-def _create_hosted(store: Store, spec: JobSpec, report: ValidationReport) -> dict:
-    provider = get_provider(spec.provider, base_url=spec.base_url)
-    request_id = new_id("req")
-    metadata = {**spec.metadata, REQUEST_ID_KEY: request_id}
-    if spec.base_url:
-        metadata["tunelab_base_url"] = spec.base_url
-    job = store.create_job(
-        provider=spec.provider,
-        model=spec.model,
-        name=spec.name,
-        hyperparameters=spec.hyperparameters,
-        suffix=spec.suffix,
-        seed=spec.seed,
-        metadata=metadata,
-        status="validating_files",
-        raw_status="validating_files",
-    )
-    try:
-        train = _upload(store, provider, spec.training_file, report)
-        val = (
-            _upload(store, provider, spec.validation_file, report) if spec.validation_file else None
-        )
-        hyperparameters = {HOSTED_RENAMES.get(k, k): v for k, v in spec.hyperparameters.items()}
-        state = provider.create_job(
-            JobRequest(
-                model=spec.model,
-                training_file=train["provider_file_id"],
-                validation_file=val["provider_file_id"] if val else None,
-                hyperparameters=hyperparameters,
-                suffix=spec.suffix,
-                seed=spec.seed,
-                metadata={k: str(v) for k, v in metadata.items()},
-            )
-        )
-    except TunelabError as err:
-        store.update_job(job["id"], status="failed", raw_status="not_created",
-                         error_code=err.code, error_message=err.message,
-                         finished_at=int(time.time()))  # fmt: skip
-        raise
-    store.update_job(
-        job["id"],
-        provider_job_id=state.id,
-        training_file=train["id"],
-        validation_file=val["id"] if val else None,
-    )
-    return _apply_state(store, store.get_job(job["id"]), state)
-
-
-def _upload(store: Store, provider: Provider, path: Path, report: ValidationReport) -> dict:
-    """The registry's record of `path` on the provider: uploaded once per distinct content."""
-    checksum = local.file_checksum(path)
-    known = store.find_file(provider.name, checksum, "fine-tune")
-    if known is not None:
-        return known
-    remote = provider.upload_file(path)
-    return store.add_file(
-        provider=provider.name,
-        provider_file_id=remote.id,
-        filename=path.name,
-        purpose="fine-tune",
-        bytes=remote.bytes,
-        checksum=checksum,
-        status=remote.status,
-        path=str(path),
-        validation=report.to_dict(),
-    )
+        return local.create_job_on_files(store, spec, training_file, validation_file,
+                                         start=start_worker)  # fmt: skip
 
 
 # -- reading and syncing --------------------------------------------------------------------
 
 
 def get_job(job_id: str) -> dict:
-    """The job, synced from its provider first when it is hosted and not finished."""
+    """The job, brought up to date by its provider first."""
     with Store() as store:
         return refresh(store, store.get_job(job_id))
 
@@ -280,77 +113,25 @@ def get_job(job_id: str) -> dict:
 def list_jobs(
     *, limit: int = 20, after: str | None = None, provider: str | None = None
 ) -> list[dict]:
-    from tunelab.providers.worker import recover_lost_jobs
-
+    """A page of jobs, each brought up to date by its provider (without their events)."""
     with Store() as store:
-        recover_lost_jobs(store)  # once for the page, not once per running local job
         jobs = store.list_jobs(limit=limit, after=after, provider=provider)
-        return [job if job["provider"] == "local" else refresh(store, job, events=False)
-                for job in jobs]  # fmt: skip
+        fresh: dict[str, dict] = {}
+        for name in dict.fromkeys(job["provider"] for job in jobs):
+            mine = [job for job in jobs if job["provider"] == name]
+            cls = provider_classes().get(name)  # a plugin since uninstalled: as recorded
+            for job in cls.refresh_page(store, mine) if cls else mine:
+                fresh[job["id"]] = job
+        return [fresh[job["id"]] for job in jobs]
 
 
 def refresh(store: Store, job: dict, *, events: bool = True) -> dict:
     """Bring a job up to date: lost local workers detected, hosted jobs synced."""
-    if job["provider"] == "local":
-        if job["status"] == "running":
-            from tunelab.providers.worker import recover_lost_jobs
-
-            recover_lost_jobs(store)
-            return store.get_job(job["id"])
-        return job
-    if job["status"] in TERMINAL_STATUSES and job.get("fine_tuned_model") is not None:
-        return job
-    if not job["provider_job_id"]:
-        return job  # never reached its provider (see error_message)
-    provider = _provider_of(job)
-    job = _apply_state(store, job, provider.retrieve_job(job["provider_job_id"]))
-    if events:
-        sync_events(store, job, provider)
-    return job
+    return _provider_class_of(job).refresh_job(store, job, events=events)
 
 
-def _provider_of(job: dict) -> Provider:
-    return get_provider(job["provider"], base_url=job["metadata"].get("tunelab_base_url"))
-
-
-def _apply_state(store: Store, job: dict, state: JobState) -> dict:
-    job = store.update_job(
-        job["id"],
-        status=state.status,
-        raw_status=state.raw_status,
-        fine_tuned_model=state.fine_tuned_model,
-        finished_at=state.finished_at,
-        trained_tokens=state.trained_tokens,
-        estimated_finish=state.estimated_finish,
-        error_code=state.error_code,
-        error_message=state.error_message,
-        resolved_hyperparameters=state.hyperparameters or None,
-    )
-    if state.status == "succeeded" and state.fine_tuned_model:
-        store.put_model(
-            state.fine_tuned_model,
-            provider=job["provider"],
-            kind="fine-tuned",
-            base_model=job["model"],
-            job_id=job["id"],
-            details={"base_url": job["metadata"].get("tunelab_base_url")},
-        )
-    return job
-
-
-def sync_events(store: Store, job: dict, provider: Provider | None = None) -> None:
-    """Copy a hosted job's events and checkpoints into the registry (each once)."""
-    if job["provider"] == "local" or not job["provider_job_id"]:
-        return
-    provider = provider or _provider_of(job)
-    for event in provider.list_events(job["provider_job_id"]):
-        store.add_event(job["id"], event.message, level=event.level, type=event.type,
-                        data=event.data, created_at=event.created_at,
-                        event_id=f"{job['provider']}:{event.id}")  # fmt: skip
-    for point in provider.list_checkpoints(job["provider_job_id"]):
-        store.add_checkpoint(job["id"], point.step, created_at=point.created_at,
-                             fine_tuned_model_checkpoint=point.fine_tuned_model_checkpoint,
-                             metrics=point.metrics, checkpoint_id=point.id)  # fmt: skip
+def _provider_class_of(job: dict) -> type[Provider]:
+    return provider_class(job["provider"])
 
 
 def list_events(job_id: str, *, after_seq: int = 0, limit: int = 1000) -> list[dict]:
@@ -390,23 +171,14 @@ def _stop(job_id: str, *, pause: bool) -> dict:
                 f"job {job['id']} has already {job['status']}.",
                 hint=None if pause else "nothing to cancel",
             )
-        if job["provider"] == "local":
-            return local.request_stop(store, job, pause)
-        provider = _provider_of(job)
-        call = provider.pause_job if pause else provider.cancel_job
-        return _apply_state(store, job, call(job["provider_job_id"]))
+        return _provider_class_of(job).stop_job(store, job, pause=pause)
 
 
 def resume_job(job_id: str, *, start_worker: bool = True) -> dict:
     """Continue a paused job, or (local) a failed or cancelled one from its checkpoint."""
     with Store() as store:
         job = refresh(store, store.get_job(job_id))
-        if job["provider"] == "local":
-            job = local.requeue(store, job)
-            if start_worker:
-                local.start_worker()
-            return job
-        return _apply_state(store, job, _provider_of(job).resume_job(job["provider_job_id"]))
+        return _provider_class_of(job).restart_job(store, job, start=start_worker)
 
 
 def delete_job(job_id: str) -> None:
@@ -419,16 +191,8 @@ def delete_job(job_id: str) -> None:
                 f"job {job['id']} is {job['status']}.",
                 hint=f"cancel it first: `tunelab jobs cancel {job['id']}`",
             )
-        if job["provider"] == "local" and job["status"] != "succeeded" and job["output_dir"]:
-            _remove_tree(Path(job["output_dir"]))  # checkpoints of a job that made no model
+        _provider_class_of(job).discard_job(store, job)
         store.delete_job(job["id"])
-
-
-def _remove_tree(path: Path) -> None:
-    import shutil
-
-    if path.exists():
-        shutil.rmtree(path)
 
 
 def wait_job(
@@ -454,8 +218,18 @@ def wait_job(
                 hint=f"`tunelab jobs wait {job['id']}` waits again",
             )
         time.sleep(delay)
-        if job["provider"] != "local":
+        if _provider_class_of(job).poll_backs_off:
             delay = min(max_poll, delay * 1.5)
+
+
+def runs_here(job: dict) -> bool:
+    """Whether `job` runs on this machine (by `tunelab worker`)."""
+    return _provider_class_of(job).runs_here
+
+
+def poll_seconds(job: dict) -> float:
+    """How long a follower waits between looks at `job`."""
+    return _provider_class_of(job).poll_seconds
 
 
 # -- OpenAI's shape -------------------------------------------------------------------------
@@ -480,7 +254,7 @@ def job_object(job: dict) -> dict:
         "created_at": job["created_at"],
         "finished_at": job["finished_at"],
         "fine_tuned_model": job["fine_tuned_model"],
-        "organization_id": local.ORG if job["provider"] == "local" else None,
+        "organization_id": _organization(job["provider"]),
         "result_files": [],
         "status": job["status"],
         "validation_file": job["validation_file"],
@@ -504,3 +278,8 @@ def job_object(job: dict) -> dict:
             "hyperparameters_given": given,
         },
     }
+
+
+def _organization(provider: str) -> str | None:
+    cls = provider_classes().get(provider)
+    return cls.organization if cls else None

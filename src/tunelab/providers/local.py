@@ -19,7 +19,8 @@ from tunelab.io import file_sha256
 from tunelab.registry import Store
 from tunelab.settings import get_settings
 
-ORG = "local"  # the org part of local `ft:` names: ft:<base>:local:<suffix>:<id>
+PROVIDER = "local"  # the registry's name for this machine's jobs, files and models
+ORG = PROVIDER  # the org part of local `ft:` names: ft:<base>:local:<suffix>:<id>
 CANCEL, PAUSE = 1, 2
 
 
@@ -29,11 +30,11 @@ file_checksum = file_sha256
 def register_file(store: Store, path: Path, validation: dict | None) -> dict:
     """The registry's record of a local copy of `path` (reused when the bytes are known)."""
     checksum = file_checksum(path)
-    known = store.find_file("local", checksum, "fine-tune")
+    known = store.find_file(PROVIDER, checksum, "fine-tune")
     if known is not None and known["path"] and Path(known["path"]).exists():
         return known
     return store.add_file(
-        provider="local",
+        provider=PROVIDER,
         filename=path.name,
         purpose="fine-tune",
         bytes=path.stat().st_size,
@@ -80,7 +81,7 @@ def store_upload(store: Store, staged: Path, filename: str, purpose: str) -> dic
     checksum = file_checksum(staged)
     size = staged.stat().st_size
     return store.add_file(
-        provider="local",
+        provider=PROVIDER,
         filename=filename,
         purpose=purpose,
         bytes=size,
@@ -95,6 +96,88 @@ def model_name(base: str, suffix: str | None, job_id: str) -> str:
     """OpenAI's form for fine-tuned model names: ft:<base>:<org>:<suffix>:<id>."""
     short_base = base.rstrip("/").split("/")[-1].split(":")[0]
     return f"ft:{short_base}:{ORG}:{suffix or ''}:{job_id.split('-', 1)[1][:8]}"
+
+
+def local_base(model: str):
+    """What a local `--model` names: a registry `ft:` model resolves to its directory."""
+    from tunelab.engine.models import resolve_model_source
+
+    if model.startswith("ft:"):
+        known = store_model(model)
+        if known is None or known["provider"] != PROVIDER:
+            raise TunelabError(
+                "model_not_found",
+                f"no local model {model} in the registry.",
+                hint="`tunelab models list` shows the models tunelab knows",
+                exit_code=2,
+            )
+        return resolve_model_source(known["path"])
+    return resolve_model_source(model)
+
+
+def store_model(name: str) -> dict | None:
+    with Store() as store:
+        return store.find_model(name)
+
+
+def training_model_spec(model: str):
+    """The `ModelSpec` whose tokenizer checks training files for a local job on `model`."""
+    from tunelab.catalog import DEFAULT_MODEL, local_model_spec, resolve_model
+
+    info = local_base(model)
+    if info.kind == "bundled":
+        return resolve_model(DEFAULT_MODEL)
+    names = ("tokenizer_config.json", "tokenizer.json")
+    has_tokenizer = any((info.path / name).exists() for name in names)
+    return local_model_spec(info.path) if has_tokenizer else None
+
+
+def create_job(store: Store, spec, report, *, start: bool) -> dict:
+    """A local job on the files a `JobSpec` names, copied into TUNELAB_HOME."""
+    summary = report.to_dict()
+    train = register_file(store, spec.training_file, summary)
+    val = register_file(store, spec.validation_file, summary) if spec.validation_file else None
+    return queue_on_files(store, spec, train, val, start=start)
+
+
+def create_job_on_files(store: Store, spec, training_file: str, validation_file: str | None,
+                        *, start: bool) -> dict:  # fmt: skip
+    """A local job on files already in the registry (the server's `POST /fine_tuning/jobs`)."""
+    train = usable_file(store, training_file, "training_file")
+    val = usable_file(store, validation_file, "validation_file") if validation_file else None
+    return queue_on_files(store, spec, train, val, start=start)
+
+
+def usable_file(store: Store, file_id: str, role: str) -> dict:
+    file = store.get_file(file_id)
+    if file["provider"] != PROVIDER or file["status"] != "processed":
+        details = (file["validation"] or {}).get("status_details") or file["status"]
+        raise TunelabError(
+            "invalid_file",
+            f"{role} {file_id} cannot be used for training: {details}.",
+            hint="upload a file that `tunelab validate` accepts",
+        )
+    return file
+
+
+def queue_on_files(store: Store, spec, train: dict, val: dict | None, *, start: bool) -> dict:
+    """Check the settings, queue the job on registered files, and start a worker."""
+    from tunelab.engine import TrainConfig
+
+    hyperparameters = dict(spec.hyperparameters)
+    if spec.seed is not None:
+        hyperparameters["seed"] = spec.seed
+    TrainConfig.from_settings(hyperparameters)  # refuse bad settings before queueing
+    info = local_base(spec.model)
+    tuned = spec.model.startswith("ft:")
+    job = queue_job(store, model=spec.model if tuned else info.name,
+                    base_path=str(info.path) if tuned or info.kind != "bundled" else None,
+                    training_file=train, validation_file=val, hyperparameters=hyperparameters,
+                    suffix=spec.suffix, name=spec.name, seed=spec.seed,
+                    metadata=spec.metadata)  # fmt: skip
+    if start:
+        start_worker()
+    return job
 
 
 def queue_job(
@@ -112,7 +195,7 @@ def queue_job(
 ) -> dict:
     """Insert a queued local job; the worker picks it up."""
     job = store.create_job(
-        provider="local",
+        provider=PROVIDER,
         model=model,
         name=name,
         training_file=training_file["id"],
@@ -182,6 +265,29 @@ def requeue(store: Store, job: dict) -> dict:
         raise TunelabError("job_changed", f"job {job['id']} changed meanwhile; try again.")
     store.add_event(job["id"], "Job resumed; continuing from its last checkpoint")
     return changed
+
+
+def refresh_page(store: Store, jobs: list[dict]) -> list[dict]:
+    """Local jobs of a listing: lost workers found once for the page, not once per job."""
+    from tunelab.providers.worker import recover_lost_jobs
+
+    if not any(job["status"] == "running" for job in jobs):
+        return jobs
+    recover_lost_jobs(store)
+    return [store.get_job(job["id"]) for job in jobs]
+
+
+def refresh(store: Store, job: dict) -> dict:
+    """A running local job whose worker died is marked failed."""
+    return refresh_page(store, [job])[0]
+
+
+def discard(job: dict) -> None:
+    """Remove the checkpoints of a job that made no model."""
+    if job["status"] != "succeeded" and job["output_dir"]:
+        path = Path(job["output_dir"])
+        if path.exists():
+            shutil.rmtree(path)
 
 
 def start_worker() -> int:

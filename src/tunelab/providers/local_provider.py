@@ -10,6 +10,7 @@ import time
 from collections.abc import Generator
 from pathlib import Path
 
+from tunelab.providers import local
 from tunelab.providers.base import ChatResult, ChatStream
 from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, MODEL_DOWNLOAD, Provider
 
@@ -23,10 +24,13 @@ def register_providers(register) -> None:
 class LocalProvider(Provider):
     """Training and chat on this machine (CPU or GPU), with the bundled model by default."""
 
-    name = "local"
+    name = local.PROVIDER
     title = "this machine"
     capabilities = frozenset({FINE_TUNING, CHAT, FILES, MODEL_DOWNLOAD})
     poll_seconds = 1.0
+    poll_backs_off = False  # the worker writes progress into the registry: reading is cheap
+    organization = local.ORG
+    runs_here = True
 
     def __init__(self, *, base_url: str | None = None, key_variable: str | None = None) -> None:
         super().__init__(base_url=base_url, key_variable=key_variable)
@@ -87,3 +91,36 @@ class LocalProvider(Provider):
                               done.completion_tokens, time.perf_counter() - began)  # fmt: skip
 
         return ChatStream(events())
+
+    # -- jobs: they live in the registry, run by `tunelab worker` ---------------------------
+
+    @classmethod
+    def training_model_spec(cls, model: str):
+        return local.training_model_spec(model)
+
+    @classmethod
+    def start_job(cls, store, spec, report, *, start: bool = True) -> dict:
+        return local.create_job(store, spec, report, start=start)
+
+    @classmethod
+    def refresh_job(cls, store, job: dict, *, events: bool = True) -> dict:
+        return local.refresh(store, job)
+
+    @classmethod
+    def refresh_page(cls, store, jobs: list[dict]) -> list[dict]:
+        return local.refresh_page(store, jobs)
+
+    @classmethod
+    def stop_job(cls, store, job: dict, *, pause: bool) -> dict:
+        return local.request_stop(store, job, pause)
+
+    @classmethod
+    def restart_job(cls, store, job: dict, *, start: bool = True) -> dict:
+        job = local.requeue(store, job)
+        if start:
+            local.start_worker()
+        return job
+
+    @classmethod
+    def discard_job(cls, store, job: dict) -> None:
+        local.discard(job)

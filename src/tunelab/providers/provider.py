@@ -57,6 +57,9 @@ class Provider:
     capabilities: ClassVar[frozenset[str]] = frozenset()
     key_variable: ClassVar[str | None] = None  # where the provider's own key lives
     poll_seconds: ClassVar[float] = 5.0  # how often a waiting client looks at a job
+    poll_backs_off: ClassVar[bool] = True  # a long wait looks less and less often
+    organization: ClassVar[str | None] = None  # OpenAI's `organization_id` on its jobs
+    runs_here: ClassVar[bool] = False  # jobs run on this machine, by `tunelab worker`
 
     def __init__(self, *, base_url: str | None = None, key_variable: str | None = None) -> None:
         self.base_url = base_url
@@ -152,6 +155,55 @@ class Provider:
     def download_model(self, job_id: str, destination: Path, *, merged: bool = True) -> Path:
         """Fetch the trained weights (or adapter) into `destination`."""
         raise self.unsupported("model download")
+
+    # -- jobs as the registry records them ------------------------------------------------
+    # The registry holds every job; these say how a provider's jobs start and stay current.
+    # The defaults are a hosted service's (`tunelab.providers.hosted_jobs`); the local
+    # provider, whose jobs live in the registry itself, overrides them.
+
+    @classmethod
+    def training_model_spec(cls, model: str):
+        """The catalog's `ModelSpec` that validation checks training files against, if any."""
+        from tunelab.catalog import resolve_model
+
+        try:
+            return resolve_model(model)
+        except TunelabError:
+            return None  # a model the catalog does not list: the provider checks it
+
+    @classmethod
+    def start_job(cls, store, spec, report, *, start: bool = True) -> dict:
+        """Record and create the job `spec` (a `JobSpec`) asks for; returns the job."""
+        from tunelab.providers import hosted_jobs
+
+        return hosted_jobs.create(store, spec, report)
+
+    @classmethod
+    def refresh_job(cls, store, job: dict, *, events: bool = True) -> dict:
+        from tunelab.providers import hosted_jobs
+
+        return hosted_jobs.refresh(store, job, events=events)
+
+    @classmethod
+    def refresh_page(cls, store, jobs: list[dict]) -> list[dict]:
+        """A listing's jobs of this provider, brought up to date (without their events)."""
+        return [cls.refresh_job(store, job, events=False) for job in jobs]
+
+    @classmethod
+    def stop_job(cls, store, job: dict, *, pause: bool) -> dict:
+        from tunelab.providers import hosted_jobs
+
+        return hosted_jobs.stop(store, job, pause=pause)
+
+    @classmethod
+    def restart_job(cls, store, job: dict, *, start: bool = True) -> dict:
+        from tunelab.providers import hosted_jobs
+
+        return hosted_jobs.resume(store, job)
+
+    @classmethod
+    def discard_job(cls, store, job: dict) -> None:
+        """Free what a job being forgotten holds on this machine (hosted: nothing)."""
 
     def unsupported(self, what: str) -> TunelabError:
         able = ", ".join(sorted(self.capabilities)) or "nothing"

@@ -89,7 +89,7 @@ async def list_files(
     purpose: str | None = None, limit: int = 10000, after: str | None = None, order: str = "desc"
 ) -> dict:
     with Store() as store:
-        rows = store.list_files(limit=100_000, provider="local", purpose=purpose)
+        rows = store.list_files(limit=100_000, provider=local.PROVIDER, purpose=purpose)
     if order == "asc":
         rows.reverse()
     if after is not None:
@@ -104,7 +104,7 @@ async def list_files(
 def _local_file(file_id: str) -> dict:
     with Store() as store:
         row = store.get_file(file_id)
-    if row["provider"] != "local":
+    if row["provider"] != local.PROVIDER:
         raise ApiError(404, f"No such File object: {file_id}", code="file_not_found", param="id")
     return row
 

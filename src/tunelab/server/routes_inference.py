@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from tunelab.errors import TunelabError
 from tunelab.providers.models import delete_model, list_models
+from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
 from tunelab.server.errors import STATUS_BY_CODE, ApiError, envelope
 from tunelab.server.inference import AnswerStream, ChatAnswer, ChatOptions
 
@@ -198,7 +199,7 @@ async def models_delete(model_id: str, request: Request) -> dict:
 
 def _served_models() -> list[dict]:
     """Fine-tuned models on any provider, and the base models this machine can run."""
-    return [m for m in list_models() if m["kind"] != "base" or m["provider"] == "local"]
+    return [m for m in list_models() if m["kind"] != "base" or m["provider"] == THIS_MACHINE]
 
 
 def _find_model(model_id: str) -> dict:

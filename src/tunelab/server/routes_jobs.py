@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from tunelab.providers import jobs as api
+from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE  # the server's jobs
 from tunelab.registry import Store
 from tunelab.server.errors import ApiError
 
@@ -59,7 +60,7 @@ async def create_job(body: CreateJob, request: Request) -> dict:
     if body.metadata and len(body.metadata) > 16:
         raise ApiError(400, "metadata holds at most 16 keys.", param="metadata")
     job = await asyncio.to_thread(
-        api.create_local_job_from_files,
+        api.create_job_from_files,
         model=body.model,
         training_file=body.training_file,
         validation_file=body.validation_file,
@@ -80,7 +81,7 @@ async def list_jobs(request: Request, after: str | None = None, limit: int = 20)
         if after is not None:
             store.get_job(after)  # 404 for an unknown cursor
         rows = store.list_jobs(limit=100_000 if wanted else limit + 1, after=after,
-                               provider="local")  # fmt: skip
+                               provider=THIS_MACHINE)  # fmt: skip
     if wanted:
         rows = [r for r in rows if all(r["metadata"].get(k) == v for k, v in wanted.items())]
     page = rows[:limit]
@@ -99,7 +100,7 @@ def _metadata_filter(request: Request) -> dict[str, str]:
 
 def _local_job(job_id: str) -> dict:
     job = api.get_job(job_id)
-    if job["provider"] != "local":
+    if job["provider"] != THIS_MACHINE:
         raise ApiError(404, f"No fine-tuning job {job_id} on this server.", code="job_not_found")
     return job
 

@@ -1,0 +1,143 @@
+"""Jobs on a hosted service, as the registry records them: the `Provider` defaults.
+
+A job's record is created before its provider hears of it (status `validating_files`), so a
+crash between the two leaves a visible failed job rather than an orphan the registry does not
+know. Hosted jobs are synced from their provider whenever they are read and not yet finished;
+their events and checkpoints are copied into the registry once each.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tunelab.data.validate import ValidationReport
+from tunelab.errors import TunelabError
+from tunelab.io import file_sha256
+from tunelab.providers.base import REQUEST_ID_KEY, TERMINAL_STATUSES, JobRequest, JobState
+from tunelab.registry import Store, new_id
+
+# TrainConfig's `method` (lora|full) is `training_type` for hosted providers, whose `method`
+# is OpenAI's (supervised|dpo).
+HOSTED_RENAMES = {"method": "training_type"}
+BASE_URL_KEY = "tunelab_base_url"  # job metadata: the endpoint a job was created on
+
+
+def provider_of(job: dict):
+    """The provider instance that holds `job` (built only when it must be called)."""
+    from tunelab.providers.registry import get_provider
+
+    return get_provider(job["provider"], base_url=(job["metadata"] or {}).get(BASE_URL_KEY))
+
+
+def create(store: Store, spec, report: ValidationReport) -> dict:
+    """Record the job, upload its files, create it on the provider; returns the job."""
+    from tunelab.providers.registry import get_provider
+
+    provider = get_provider(spec.provider, base_url=spec.base_url)
+    metadata = {**spec.metadata, REQUEST_ID_KEY: new_id("req")}
+    if spec.base_url:
+        metadata[BASE_URL_KEY] = spec.base_url
+    job = store.create_job(provider=spec.provider, model=spec.model, name=spec.name,
+                           hyperparameters=spec.hyperparameters, suffix=spec.suffix,
+                           seed=spec.seed, metadata=metadata, status="validating_files",
+                           raw_status="validating_files")  # fmt: skip
+    try:
+        train = upload(store, provider, spec.training_file, report)
+        val = (
+            upload(store, provider, spec.validation_file, report) if spec.validation_file else None
+        )
+        state = provider.create_job(_request(spec, train, val, metadata))
+    except TunelabError as err:
+        store.update_job(job["id"], status="failed", raw_status="not_created",
+                         error_code=err.code, error_message=err.message,
+                         finished_at=int(time.time()))  # fmt: skip
+        raise
+    store.update_job(job["id"], provider_job_id=state.id, training_file=train["id"],
+                     validation_file=val["id"] if val else None)  # fmt: skip
+    return apply_state(store, store.get_job(job["id"]), state)
+
+
+def _request(spec, train: dict, val: dict | None, metadata: dict) -> JobRequest:
+    """The provider's create request, on its own file ids, in OpenAI's terms."""
+    return JobRequest(
+        model=spec.model,
+        training_file=train["provider_file_id"],
+        validation_file=val["provider_file_id"] if val else None,
+        hyperparameters={HOSTED_RENAMES.get(k, k): v for k, v in spec.hyperparameters.items()},
+        suffix=spec.suffix,
+        seed=spec.seed,
+        metadata={k: str(v) for k, v in metadata.items()},
+    )
+
+
+def upload(store: Store, provider, path: Path, report: ValidationReport) -> dict:
+    """The registry's record of `path` on the provider: uploaded once per distinct content."""
+    checksum = file_sha256(path)
+    known = store.find_file(provider.name, checksum, "fine-tune")
+    if known is not None:
+        return known
+    remote = provider.upload_file(path)
+    return store.add_file(provider=provider.name, provider_file_id=remote.id,
+                          filename=path.name, purpose="fine-tune", bytes=remote.bytes,
+                          checksum=checksum, status=remote.status, path=str(path),
+                          validation=report.to_dict())  # fmt: skip
+
+
+def refresh(store: Store, job: dict, *, events: bool = True) -> dict:
+    """The job synced from its provider, unless it has finished (or never reached it)."""
+    if job["status"] in TERMINAL_STATUSES and job.get("fine_tuned_model") is not None:
+        return job
+    if not job["provider_job_id"]:
+        return job  # never reached its provider (see error_message)
+    provider = provider_of(job)
+    job = apply_state(store, job, provider.retrieve_job(job["provider_job_id"]))
+    if events:
+        sync_events(store, job, provider)
+    return job
+
+
+def apply_state(store: Store, job: dict, state: JobState) -> dict:
+    """Record what the provider says of the job; a finished job's model joins the registry."""
+    job = store.update_job(
+        job["id"],
+        status=state.status,
+        raw_status=state.raw_status,
+        fine_tuned_model=state.fine_tuned_model,
+        finished_at=state.finished_at,
+        trained_tokens=state.trained_tokens,
+        estimated_finish=state.estimated_finish,
+        error_code=state.error_code,
+        error_message=state.error_message,
+        resolved_hyperparameters=state.hyperparameters or None,
+    )
+    if state.status == "succeeded" and state.fine_tuned_model:
+        store.put_model(state.fine_tuned_model, provider=job["provider"], kind="fine-tuned",
+                        base_model=job["model"], job_id=job["id"],
+                        details={"base_url": job["metadata"].get(BASE_URL_KEY)})  # fmt: skip
+    return job
+
+
+def sync_events(store: Store, job: dict, provider=None) -> None:
+    """Copy a hosted job's events and checkpoints into the registry (each once)."""
+    if not job["provider_job_id"]:
+        return
+    provider = provider or provider_of(job)
+    for event in provider.list_events(job["provider_job_id"]):
+        store.add_event(job["id"], event.message, level=event.level, type=event.type,
+                        data=event.data, created_at=event.created_at,
+                        event_id=f"{job['provider']}:{event.id}")  # fmt: skip
+    for point in provider.list_checkpoints(job["provider_job_id"]):
+        store.add_checkpoint(job["id"], point.step, created_at=point.created_at,
+                             fine_tuned_model_checkpoint=point.fine_tuned_model_checkpoint,
+                             metrics=point.metrics, checkpoint_id=point.id)  # fmt: skip
+
+
+def stop(store: Store, job: dict, *, pause: bool) -> dict:
+    provider = provider_of(job)
+    call = provider.pause_job if pause else provider.cancel_job
+    return apply_state(store, job, call(job["provider_job_id"]))
+
+
+def resume(store: Store, job: dict) -> dict:
+    return apply_state(store, job, provider_of(job).resume_job(job["provider_job_id"]))

@@ -65,6 +65,12 @@ class Setting(click.ParamType):
             self.fail(f"{value!r} is not one of {', '.join(self.choices)} or auto", param, ctx)
         if self.kind is str:
             return str(value)
+        if self.kind is bool:
+            if text in ("true", "yes", "on", "1"):
+                return True
+            if text in ("false", "no", "off", "0"):
+                return False
+            self.fail(f"{value!r} is not true, false or auto", param, ctx)
         try:
             return self.kind(text)
         except ValueError:
@@ -73,6 +79,7 @@ class Setting(click.ParamType):
 
 
 INTEGER, NUMBER = Setting(int), Setting(float)
+BOOLEAN = Setting(bool, word="true|false")
 SETTING_TYPES = {
     "method": Setting(choices=METHODS),
     "lora_rank": INTEGER,
@@ -96,6 +103,9 @@ SETTING_TYPES = {
     "weight_decay": NUMBER,
     "max_grad_norm": Setting(float, none=True),
     "precision": Setting(choices=tuple(p for p in PRECISIONS if p != AUTO)),
+    "gradient_checkpointing": BOOLEAN,
+    "load_in_4bit": BOOLEAN,
+    "use_liger_kernel": BOOLEAN,
 }
 
 
@@ -189,7 +199,7 @@ def train_cmd(
         else:
             render_plan(result, info)
         return 0
-    base, tokenizer, info = load_with_status(model, info, trust_remote_code)
+    base, tokenizer, info = load_with_status(model, info, trust_remote_code, config.load_in_4bit)
     cancel = threading.Event()
     with ctrl_c_cancels(cancel), TrainingProgress(quiet=as_json) as progress:
         result = train(
@@ -245,7 +255,9 @@ def check_training_data(train_file: Path, val_file: Path | None, info: ModelInfo
     raise error
 
 
-def load_with_status(model: str, info: ModelInfo, trust_remote_code: bool = False):
+def load_with_status(
+    model: str, info: ModelInfo, trust_remote_code: bool = False, load_in_4bit: bool = False
+):
     converting = info.kind == "bundled" and not (info.path / WEIGHTS_MARKER).exists()
     what = (
         "converting the bundled model to a Hugging Face directory (once, about 20 s)"
@@ -253,7 +265,7 @@ def load_with_status(model: str, info: ModelInfo, trust_remote_code: bool = Fals
         else f"loading {info.name}"
     )
     common.stderr.print(what + "…", highlight=False)
-    return load_base(model, trust_remote_code=trust_remote_code)
+    return load_base(model, trust_remote_code=trust_remote_code, load_in_4bit=load_in_4bit)
 
 
 @contextlib.contextmanager

@@ -51,8 +51,14 @@ _RUN_FILES = (
     FULL_WEIGHTS,
 )
 # Settings that may change between an interrupted run and its resumption: they do not
-# change what is trained.
-_RESUMABLE_CHANGES = {"eval_every", "checkpoint_every", "keep_checkpoints"}
+# change what is trained (only how often it is logged and saved, its memory use or speed).
+_RESUMABLE_CHANGES = {
+    "eval_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "gradient_checkpointing",
+    "use_liger_kernel",
+}
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,19 @@ import itertools
 import math
 from dataclasses import asdict, dataclass, fields
 
-import torch
-
 from tunelab.data.analyze import recommended_epochs
+from tunelab.engine.device import (
+    Capabilities,
+    choose_device,
+    choose_precision,
+    use_gradient_checkpointing,
+)
 from tunelab.errors import TunelabError
 
 AUTO = "auto"
 METHODS = ("lora", "full")
 SCHEDULERS = ("cosine", "linear", "constant")
-PRECISIONS = ("auto", "bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
 # Base learning rates, scaled by `learning_rate_multiplier`. LoRA adapters start at zero and
 # live in a low-rank subspace, so they need a step size ~10x larger than full fine-tuning to
@@ -89,8 +93,18 @@ class TrainConfig:
     max_grad_norm: float | None = 1.0
     """Clip the gradient norm to this value (none: no clipping)."""
     precision: str = AUTO
-    """Compute precision: bf16 autocast (weights stay fp32) or fp32; auto: bf16 where the
-    CPU (AVX512-BF16/AMX) or GPU supports it."""
+    """Compute precision: bf16 or fp16 autocast (trained weights stay fp32; fp16 with loss
+    scaling, CUDA only) or fp32; auto: bf16 where the GPU (compute capability 8.0+) or CPU
+    (AVX512-BF16/AMX) computes it natively, fp16 on older GPUs, else fp32."""
+    gradient_checkpointing: bool | str = AUTO
+    """Recompute activations during the backward pass to save memory (slower steps); auto:
+    on for models of 1B parameters or more."""
+    load_in_4bit: bool = False
+    """QLoRA: keep the frozen base weights in 4 bits (NF4, bitsandbytes; CUDA only, with
+    --method lora)."""
+    use_liger_kernel: bool = False
+    """Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU; CUDA only, pip install
+    liger-kernel)."""
 
     @classmethod
     def from_settings(cls, settings: dict) -> TrainConfig:
@@ -144,6 +158,18 @@ class TrainConfig:
             *_number("max-grad-norm", self.max_grad_norm, minimum=0, strict=True, none=True),
         ]  # fmt: skip
         found += self._conflicts()
+        found += [
+            f"--{name.replace('_', '-')} must be true or false (got {value!r})"
+            for name, value in (
+                ("gradient_checkpointing", self.gradient_checkpointing),
+                ("load_in_4bit", self.load_in_4bit),
+                ("use_liger_kernel", self.use_liger_kernel),
+            )
+            if not isinstance(value, bool)
+            and not (name == "gradient_checkpointing" and value == AUTO)
+        ]
+        if self.load_in_4bit is True and self.method != "lora":
+            found.append("--load-in-4bit needs --method lora: 4-bit weights cannot be trained")
         return found
 
     def _conflicts(self) -> list[str]:
@@ -180,12 +206,17 @@ class TrainConfig:
             )
 
     def resolve(
-        self, n_examples: int, model_context: int | None, device: str | None = None
+        self,
+        n_examples: int,
+        model_context: int | None,
+        device: str | None = None,
+        n_parameters: int | None = None,
     ) -> ResolvedConfig:
         """The config with every `auto` replaced, for `n_examples` training examples.
 
         `model_context` is the model's maximum sequence length (None if unknown); `device`
-        ("cpu" or "cuda"; default: cuda when available) decides what `precision=auto` means.
+        ("cpu" or "cuda"; default: cuda when available) decides what `precision=auto` means,
+        the model's `n_parameters` what `gradient_checkpointing=auto` means.
         """
         self.validate()
         if n_examples < 1:
@@ -211,6 +242,9 @@ class TrainConfig:
             max_seq_len=self.resolved_max_seq_len(model_context),
             eval_every=self._eval_every(total_steps),
             precision=resolve_precision(self.precision, device),
+            gradient_checkpointing=use_gradient_checkpointing(
+                self.gradient_checkpointing, n_parameters or 0
+            ),
         )
         return ResolvedConfig(
             **settings,
@@ -276,17 +310,9 @@ class ResolvedConfig(TrainConfig):
 
 
 def resolve_precision(precision: str, device: str | None = None) -> str:
-    """`bf16` or `fp32`: `auto` is bf16 where the device computes it natively."""
-    if precision != AUTO:
-        return precision
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    capabilities = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
-    # Without AVX512-BF16 or AMX, bf16 is emulated on the CPU and slower than fp32.
-    native = capabilities.get("amx_bf16") or capabilities.get("avx512_bf16")
-    return "bf16" if native else "fp32"
+    """`bf16`, `fp16` or `fp32` on `device` (default: CUDA when present); see engine.device."""
+    caps = Capabilities.detect()
+    return choose_precision(precision, choose_device(device, caps), caps)
 
 
 def field_help() -> dict[str, str]:

@@ -25,10 +25,33 @@ from safetensors.torch import load_file, save_file
 from transformers.utils import logging as hf_logging
 
 from tunelab.engine.config import ResolvedConfig
+from tunelab.engine.device import use_gradient_checkpointing
 from tunelab.errors import TunelabError
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 FULL_WEIGHTS = "model.safetensors"
+_HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _apply_memory_and_kernel_options(model: torch.nn.Module, config: ResolvedConfig) -> None:
+    if config.use_liger_kernel:
+        from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+        _apply_liger_kernel_to_instance(model=model)
+    if config.load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    n_parameters = sum(p.numel() for p in model.parameters())
+    if use_gradient_checkpointing(config.gradient_checkpointing, n_parameters):
+        # Non-reentrant checkpointing needs no input that requires grad (frozen embeddings
+        # under LoRA) and works with autocast.
+        options = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers 5's name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+        model.config.use_cache = False
 
 
 def prepare_model(model: torch.nn.Module, config: ResolvedConfig) -> torch.nn.Module:
@@ -37,8 +60,11 @@ def prepare_model(model: torch.nn.Module, config: ResolvedConfig) -> torch.nn.Mo
     The model is modified in place (adapter layers injected, dtypes changed). Trained weights
     are fp32 (bf16 autocast computes with bf16 copies); for LoRA in bf16 the frozen base
     weights are stored in bf16 up front, since autocast would otherwise re-cast every frozen
-    weight on every forward pass and keep the casts alive until backward.
+    weight on every forward pass and keep the casts alive until backward (fp16 likewise).
+    GPU options are applied first: Liger's kernels, QLoRA's preparation of a 4-bit base, and
+    gradient checkpointing (see engine.device).
     """
+    _apply_memory_and_kernel_options(model, config)
     if config.method == "full":
         model.float()
         model.requires_grad_(True)
@@ -63,11 +89,12 @@ def prepare_model(model: torch.nn.Module, config: ResolvedConfig) -> torch.nn.Mo
             hint="name linear layers of the model, e.g. q_proj,k_proj,v_proj,o_proj",
             exit_code=2,
         ) from None
+    half = _HALF.get(config.precision)
     for parameter in peft_model.parameters():
         if parameter.requires_grad:
             parameter.data = parameter.data.float()
-        elif config.precision == "bf16":
-            parameter.data = parameter.data.to(torch.bfloat16)
+        elif half is not None and parameter.is_floating_point() and not config.load_in_4bit:
+            parameter.data = parameter.data.to(half)
     _speed_up_adapter_layers(peft_model, config)
     return peft_model
 
@@ -84,7 +111,7 @@ def _speed_up_adapter_layers(model: PeftModel, config: ResolvedConfig) -> None:
     for module in model.modules():
         if not isinstance(module, LoraLayer):
             continue
-        if config.precision == "bf16":
+        if config.precision in _HALF:
             module.cast_input_dtype_enabled = False
         for name, dropout in module.lora_dropout.items():
             if on_cpu and isinstance(dropout, torch.nn.Dropout) and dropout.p > 0:

@@ -91,6 +91,7 @@ def load_base(
     dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
     trust_remote_code: bool = False,
+    load_in_4bit: bool = False,
 ) -> tuple[torch.nn.Module, object, ModelInfo]:
     """A causal LM, its tokenizer and what it is, ready to train or generate with.
 
@@ -98,7 +99,8 @@ def load_base(
     uses bf16 autocast where it pays); `device` defaults to CUDA when available. A LoRA
     training output comes back merged into its base: a plain model, not a PeftModel.
     `trust_remote_code` lets a model directory run its own Python code (models transformers
-    does not implement); it is never on unless asked for.
+    does not implement); it is never on unless asked for. `load_in_4bit` loads the weights in
+    4 bits (NF4) on CUDA through bitsandbytes, for QLoRA.
     """
     info = resolve_model_source(name_or_path)
     if info.kind == "trained":
@@ -106,7 +108,7 @@ def load_base(
             info.path, dtype=dtype, device=device, trust_remote_code=trust_remote_code
         )
     weights = bundled_model_dir(weights=True) if info.kind == "bundled" else info.path
-    model = _from_pretrained(weights, dtype, device, trust_remote_code)
+    model = _from_pretrained(weights, dtype, device, trust_remote_code, load_in_4bit)
     return model, load_tokenizer(info, trust_remote_code=trust_remote_code), info
 
 
@@ -271,14 +273,16 @@ def _from_pretrained(
     dtype: torch.dtype | None,
     device: str | torch.device | None,
     trust_remote_code: bool = False,
+    load_in_4bit: bool = False,
 ) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
+    options = {"dtype": dtype or torch.float32, "trust_remote_code": trust_remote_code}
+    if load_in_4bit:
+        options.update(_four_bit_options())
     try:
         with _quiet_progress(), _remote_code_refused_as_error(directory):
-            model = AutoModelForCausalLM.from_pretrained(
-                directory, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code
-            )
+            model = _with_sdpa(AutoModelForCausalLM.from_pretrained, directory, options)
     except (OSError, ValueError, KeyError) as err:
         raise TunelabError(
             "model_load_failed",
@@ -286,8 +290,40 @@ def _from_pretrained(
             hint="a model directory needs config.json and *.safetensors (save_pretrained)",
             path=directory,
         ) from None
+    if load_in_4bit:  # placed on the GPU by bitsandbytes; 4-bit weights cannot move
+        return model.eval()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval()
+
+
+def _with_sdpa(load, directory: Path, options: dict) -> torch.nn.Module:
+    """PyTorch's fused attention (flash / memory-efficient kernels on CUDA) where the model
+    supports it; models that do not (some remote code) load with their default."""
+    try:
+        return load(directory, attn_implementation="sdpa", **options)
+    except ValueError as err:
+        if "sdpa" not in str(err).lower():
+            raise
+        return load(directory, **options)
+
+
+def _four_bit_options() -> dict:
+    """QLoRA's loading: NF4 weights, double quantization, bf16 (or fp16) compute."""
+    from tunelab.engine.device import Capabilities, check_optional_features
+
+    caps = Capabilities.detect()
+    device = "cuda" if caps.cuda else "cpu"
+    check_optional_features(load_in_4bit=True, liger=False, device=device, caps=caps)
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute,
+    )
+    return {"quantization_config": quantization, "device_map": {"": torch.cuda.current_device()}}
 
 
 @contextlib.contextmanager

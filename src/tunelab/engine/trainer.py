@@ -52,6 +52,7 @@ from tunelab.engine.dataset import (
     read_chat_jsonl,
     tokenize_examples,
 )
+from tunelab.engine.device import Capabilities, check_optional_features, choose_device
 from tunelab.engine.lora import prepare_model, trainable_parameters
 from tunelab.errors import TunelabError
 from tunelab.io import atomic_write_text
@@ -61,6 +62,7 @@ THROUGHPUT_FILE = "throughput.json"
 # Training FLOPs per parameter per token: forward 2N, backward 2N for activations, plus 2N
 # for weight gradients when every weight is trained (LoRA's are negligible).
 FLOPS_PER_TOKEN = {"lora": 4, "full": 6}
+_HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 Examples = Sequence[ChatExample] | str | Path
@@ -96,13 +98,15 @@ def prepare_data(
     config: TrainConfig,
     model_context: int | None,
     device: str | None = None,
+    n_parameters: int | None = None,
 ) -> tuple[ResolvedConfig, TokenizedDataset, TokenizedDataset | None]:
     """Tokenize the data and resolve the config against it (checks the config first)."""
     config.validate()
     max_seq_len = config.resolved_max_seq_len(model_context)
     train_set = _tokenize(train_examples, tokenizer, max_seq_len)
     val_set = None if val_examples is None else _tokenize(val_examples, tokenizer, max_seq_len)
-    return config.resolve(len(train_set.examples), model_context, device), train_set, val_set
+    resolved = config.resolve(len(train_set.examples), model_context, device, n_parameters)
+    return resolved, train_set, val_set
 
 
 def _tokenize(examples: Examples, tokenizer, max_seq_len: int) -> TokenizedDataset:
@@ -177,10 +181,18 @@ def train(
     config = config or TrainConfig()
     config.validate()
     output_dir = Path(output_dir)
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    caps = Capabilities.detect()
+    device = torch.device(choose_device(device, caps))
+    check_optional_features(
+        load_in_4bit=config.load_in_4bit,
+        liger=config.use_liger_kernel,
+        device=device.type,
+        caps=caps,
+    )
     context = getattr(model.config, "max_position_embeddings", None)
+    n_parameters = sum(p.numel() for p in model.parameters())
     resolved, train_set, val_set = prepare_data(
-        tokenizer, train_examples, val_examples, config, context, device.type
+        tokenizer, train_examples, val_examples, config, context, device.type, n_parameters
     )
     checkpoint = prepare_output_dir(output_dir, resume=resume, force=force)
     run_info = {
@@ -192,7 +204,7 @@ def train(
     if checkpoint is not None:
         check_resumable(checkpoint, resolved, run_info["data_fingerprint"])
     _seed_everything(resolved.seed)  # before the adapter's random initialisation
-    model = prepare_model(model.to(device), resolved)
+    model = prepare_model(_on_device(model, device), resolved)
     model.train()
     optimizer = _optimizer(model, resolved)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(resolved))
@@ -247,9 +259,13 @@ class _Loop:
     last_record: dict = field(default_factory=dict)
     last_checkpoint: Path | None = None
     parameters: list[torch.nn.Parameter] = field(init=False)
+    scaler: torch.amp.GradScaler = field(init=False)
 
     def __post_init__(self) -> None:
         self.parameters = trainable_parameters(self.model)
+        # fp16's narrow range underflows small gradients without loss scaling; bf16 does not.
+        fp16 = self.config.precision == "fp16"
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
 
     def run(self, start: Position) -> tuple[str, Position]:
         config, position = self.config, start
@@ -286,14 +302,18 @@ class _Loop:
             for micro in batches:
                 with self.autocast():
                     loss, right = token_loss(self.model, micro)
-                (loss / n_trained).backward()
+                self.scaler.scale(loss / n_trained).backward()
                 loss_sum += loss.detach()
                 correct += int(right)
+            self.scaler.unscale_(self.optimizer)
             clip = self.config.max_grad_norm or math.inf
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.parameters, clip))
             loss_value = loss_sum.item() / n_trained
-            _check_finite(loss_value, grad_norm, step)
-            self.optimizer.step()
+            # Under fp16 loss scaling an infinite gradient is expected now and then: the
+            # scaler skips that step and lowers the scale.
+            _check_finite(loss_value, 0.0 if self.scaler.is_enabled() else grad_norm, step)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         n_tokens = sum(b.n_tokens for b in batches)
@@ -367,8 +387,8 @@ class _Loop:
         )
 
     def autocast(self) -> torch.autocast:
-        enabled = self.config.precision == "bf16"
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        half = _HALF.get(self.config.precision)
+        return torch.autocast(self.device.type, dtype=half or torch.bfloat16, enabled=bool(half))
 
     def result(self, status: str, position: Position, start: Position, resumed: bool):
         record = self.last_record
@@ -424,6 +444,13 @@ def _decoder_and_head(model: torch.nn.Module):
     return decoder, head
 
 
+def _on_device(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The model on `device`; a 4-bit model stays where bitsandbytes placed it."""
+    if getattr(model, "is_loaded_in_4bit", False):
+        return model
+    return model.to(device)
+
+
 def _check_finite(loss: float, grad_norm: float, step: int) -> None:
     if math.isfinite(loss) and math.isfinite(grad_norm):
         return
@@ -451,7 +478,8 @@ def _out_of_memory_as_error() -> Iterator[None]:
             "out_of_memory",
             "training ran out of memory.",
             hint="reduce --batch-size or --max-seq-len, raise --gradient-accumulation-steps, "
-            "or use --method lora",
+            "turn on --gradient-checkpointing true, or use --method lora (on a GPU also "
+            "--load-in-4bit true)",
         ) from None
 
 

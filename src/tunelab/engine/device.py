@@ -1,0 +1,119 @@
+"""Which device and precision a run uses, and whether the optional GPU features are there.
+
+Decisions are pure functions of a `Capabilities` record, so that they are tested on a CPU by
+injecting the capabilities of GPUs that are not present; `Capabilities.detect()` reads the
+real machine.
+
+- device: CUDA when present (`cuda` asked for without one is an error), else the CPU;
+- precision `auto`: on CUDA, bf16 autocast where the GPU computes it natively (compute
+  capability 8.0 and later: A100, H100, L4, RTX 30xx+), else fp16 autocast with loss scaling
+  (V100, T4); on the CPU, bf16 where AMX or AVX512-BF16 compute it natively, else fp32;
+- gradient checkpointing `auto`: on for models of 1B parameters or more, where activations,
+  not weights, fill a GPU's memory;
+- QLoRA (`load_in_4bit`) and Liger kernels need CUDA and their packages; asking for them
+  without either is an error that says what is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+import torch
+
+from tunelab.errors import TunelabError
+
+AUTO = "auto"
+# Below this, recomputing activations costs more time than the memory it saves is worth.
+CHECKPOINTING_MIN_PARAMETERS = 1_000_000_000
+BF16_MIN_CAPABILITY = (8, 0)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    cuda: bool
+    cuda_capability: tuple[int, int] | None = None
+    cuda_name: str = ""
+    cpu_bf16: bool = False
+    packages: frozenset[str] = frozenset()
+
+    @classmethod
+    def detect(cls) -> Capabilities:
+        cuda = torch.cuda.is_available()
+        cpu = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+        packages = {
+            name for name in ("bitsandbytes", "liger_kernel") if importlib.util.find_spec(name)
+        }
+        return cls(
+            cuda=cuda,
+            cuda_capability=torch.cuda.get_device_capability() if cuda else None,
+            cuda_name=torch.cuda.get_device_name() if cuda else "",
+            cpu_bf16=bool(cpu.get("amx_bf16") or cpu.get("avx512_bf16")),
+            packages=frozenset(packages),
+        )
+
+
+def choose_device(requested: str | None, caps: Capabilities) -> str:
+    """`cuda` when present (or asked for), else `cpu`."""
+    if requested is None or requested == AUTO:
+        return "cuda" if caps.cuda else "cpu"
+    if requested.startswith("cuda") and not caps.cuda:
+        raise TunelabError(
+            "cuda_unavailable",
+            "a CUDA GPU was asked for, but torch sees none.",
+            hint="install a CUDA build of torch on a machine with an NVIDIA GPU, or train on "
+            "the CPU",
+            exit_code=2,
+        )
+    return requested
+
+
+def choose_precision(requested: str, device: str, caps: Capabilities) -> str:
+    """`bf16`, `fp16` or `fp32`: `auto` is the fastest the device computes natively."""
+    on_cuda = device.startswith("cuda")
+    if requested == "fp16" and not on_cuda:
+        raise TunelabError(
+            "fp16_needs_cuda",
+            "--precision fp16 needs a CUDA GPU (on the CPU it is emulated and slow).",
+            hint="use --precision auto, bf16 or fp32",
+            exit_code=2,
+        )
+    if requested != AUTO:
+        return requested
+    if on_cuda:
+        native = (caps.cuda_capability or (0, 0)) >= BF16_MIN_CAPABILITY
+        return "bf16" if native else "fp16"
+    return "bf16" if caps.cpu_bf16 else "fp32"
+
+
+def use_gradient_checkpointing(requested: bool | str, n_parameters: int) -> bool:
+    if requested == AUTO:
+        return n_parameters >= CHECKPOINTING_MIN_PARAMETERS
+    return bool(requested)
+
+
+def check_optional_features(
+    *, load_in_4bit: bool, liger: bool, device: str, caps: Capabilities
+) -> None:
+    """Raise a clear error for QLoRA or Liger asked for where they cannot run."""
+    wanted = [
+        ("--load-in-4bit (QLoRA)", "bitsandbytes", "bitsandbytes", load_in_4bit),
+        ("--use-liger-kernel", "liger_kernel", "liger-kernel", liger),
+    ]
+    for flag, module, package, asked in wanted:
+        if not asked:
+            continue
+        if module not in caps.packages:
+            raise TunelabError(
+                "optional_package_missing",
+                f"{flag} needs the {package} package, which is not installed.",
+                hint=f"pip install 'tunelab[gpu]' (or pip install {package}) on a CUDA machine",
+                exit_code=2,
+            )
+        if not device.startswith("cuda"):
+            raise TunelabError(
+                "feature_needs_cuda",
+                f"{flag} runs on CUDA GPUs only; this run is on the {device}.",
+                hint=f"drop {flag.split()[0]} to train on the {device}",
+                exit_code=2,
+            )

@@ -22,6 +22,7 @@ BUILTIN_MODULES = (
     "tunelab.providers.local_provider",
     "tunelab.providers.openai_provider",
     "tunelab.providers.together_provider",
+    "tunelab.providers.anthropic_provider",
 )
 log = logging.getLogger(__name__)
 

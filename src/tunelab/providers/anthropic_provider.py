@@ -1,0 +1,164 @@
+"""Anthropic's Claude models as a chat-only provider, through the official `anthropic` SDK.
+
+OpenAI-style messages map onto Anthropic's Messages API: system messages become the `system`
+parameter, `stop` becomes `stop_sequences`, and `max_tokens` (which Anthropic requires) is
+the caller's or `DEFAULT_MAX_TOKENS`; sampling settings are not sent (the API takes none).
+The SDK's own retries are off (`max_retries=0`) so that `tunelab.providers.retry` applies:
+429, 5xx and Anthropic's "overloaded" 529 are retried, honouring `Retry-After`; any other
+error is a `TunelabError` that never holds the key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator
+from typing import Any, TypeVar
+
+import anthropic
+
+from tunelab.errors import TunelabError
+from tunelab.providers.base import ChatResult, ChatStream
+from tunelab.providers.provider import CHAT, ModelEntry, Provider
+from tunelab.providers.retry import RetryPolicy, call_with_retries, provider_error
+from tunelab.settings import get_secret
+
+T = TypeVar("T")
+PROVIDER = "Anthropic"
+KEY_VARIABLE = "ANTHROPIC_API_KEY"
+OFFICIAL_HOST = "api.anthropic.com"
+DEFAULT_MAX_TOKENS = 1024
+# Anthropic's words for why an answer ended, in OpenAI's.
+FINISH_REASONS = {"max_tokens": "length", "end_turn": "stop", "stop_sequence": "stop"}
+# Models to offer in `tunelab models list` (any other id works as `anthropic/<id>`).
+MODELS = ("claude-sonnet-4-20250514", "claude-opus-4-20250514", "claude-3-5-haiku-20241022")
+
+
+def register_providers(register) -> None:
+    register(AnthropicProvider)
+
+
+class AnthropicProvider(Provider):
+    """Chat with Claude models (Anthropic trains no models for its customers)."""
+
+    name = "anthropic"
+    title = "Anthropic"
+    capabilities = frozenset({CHAT})
+    key_variable = KEY_VARIABLE
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        key_variable: str | None = None,
+        api_key: str | None = None,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(base_url=base_url, key_variable=key_variable)
+        self.policy = policy or RetryPolicy()
+        variable = key_variable or KEY_VARIABLE
+        self._key = api_key or get_secret(variable, "chat with Anthropic models")
+        self._client = anthropic.Anthropic(api_key=self._key, base_url=base_url, max_retries=0)
+
+    def __repr__(self) -> str:
+        return f"AnthropicProvider(base_url={str(self._client.base_url)!r})"
+
+    @classmethod
+    def models(cls) -> list[ModelEntry]:
+        return [ModelEntry(model, cls.name) for model in MODELS]
+
+    @classmethod
+    def owns(cls, name: str) -> str | None:
+        return None  # Claude models are named `anthropic/<id>`
+
+    def chat(self, model: str, messages: list[dict], **options) -> ChatResult:
+        began = time.perf_counter()
+        message = self._call(lambda: self._client.messages.create(
+            **_request(model, messages, **options)))  # fmt: skip
+        text = "".join(block.text for block in message.content if block.type == "text")
+        usage = message.usage
+        return ChatResult(text, message.model or model, _finish(message.stop_reason),
+                          usage.input_tokens, usage.output_tokens,
+                          time.perf_counter() - began)  # fmt: skip
+
+    def stream_chat(self, model: str, messages: list[dict], **options) -> ChatStream:
+        began = time.perf_counter()
+        # The request is made here, so a refusal (or a 529 retried) comes before any delta.
+        events = self._call(lambda: self._client.messages.create(
+            **_request(model, messages, **options), stream=True))  # fmt: skip
+        return ChatStream(self._deltas(events, model, began))
+
+    def _deltas(self, events, model: str, began: float) -> Generator[str, None, ChatResult]:
+        parts, answer = [], {"model": model, "input": 0, "output": 0, "stop": None}
+        try:
+            for event in events:
+                delta = _read_event(event, answer)
+                if delta:
+                    parts.append(delta)
+                    yield delta
+        except anthropic.AnthropicError as err:
+            raise self._error(err) from None
+        finally:
+            events.close()
+        return ChatResult("".join(parts), answer["model"], _finish(answer["stop"]),
+                          answer["input"], answer["output"],
+                          time.perf_counter() - began)  # fmt: skip
+
+    def _call(self, call: Callable[[], T]) -> T:
+        try:
+            return call_with_retries(call, policy=self.policy)
+        except anthropic.AnthropicError as err:
+            raise self._error(err) from None
+
+    def _error(self, err: Exception) -> TunelabError:
+        error = provider_error(err, PROVIDER, self.endpoint_key_variable or KEY_VARIABLE)
+        if len(self._key) >= 6:  # a key passed in directly is not in the environment
+            error.message = error.message.replace(self._key, "***")
+            error.args = (error.message,)
+        return error
+
+
+def _request(
+    model: str,
+    messages: list[dict],
+    *,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    stop: list[str] | None = None,
+    seed: int | None = None,
+) -> dict:
+    """OpenAI-style chat arguments as a Messages API request.
+
+    The Messages API of current SDKs takes no sampling settings (temperature, top_p) and has
+    never taken a seed: the model samples as Anthropic configures it, so these are not sent.
+    """
+    system = "\n\n".join(str(m["content"]) for m in messages if m["role"] == "system")
+    turns = [{"role": m["role"], "content": m["content"]} for m in messages
+             if m["role"] != "system"]  # fmt: skip
+    request: dict[str, Any] = {
+        "model": model,
+        "messages": turns,
+        "max_tokens": max_tokens or DEFAULT_MAX_TOKENS,
+    }
+    optional = {"system": system or None, "stop_sequences": list(stop) if stop else None}
+    request.update({name: value for name, value in optional.items() if value is not None})
+    return request
+
+
+def _read_event(event: Any, answer: dict) -> str | None:
+    """Note what a stream event says about the answer; its text delta, if it carries one."""
+    if event.type == "message_start":
+        answer["model"] = event.message.model or answer["model"]
+        answer["input"] = event.message.usage.input_tokens or 0
+    elif event.type == "content_block_delta" and event.delta.type == "text_delta":
+        return event.delta.text
+    elif event.type == "message_delta":
+        answer["stop"] = event.delta.stop_reason
+        answer["output"] = event.usage.output_tokens or answer["output"]
+    elif event.type == "error":
+        raise TunelabError("provider_unavailable", f"{PROVIDER}: {event.error.message}")
+    return None
+
+
+def _finish(stop_reason: str | None) -> str:
+    return FINISH_REASONS.get(stop_reason or "end_turn", "stop")

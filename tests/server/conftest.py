@@ -77,3 +77,17 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def train_path(tmp_path_factory) -> Path:
     return write_chat_jsonl(tmp_path_factory.mktemp("data") / "train.jsonl")
+
+
+@pytest.fixture
+def start_server():
+    """Start `tunelab serve` processes on a given home (and flags); all stopped afterwards."""
+    started = []
+
+    def start(home: Path, *flags: str) -> Server:
+        started.append(Server(home, *flags))
+        return started[-1]
+
+    yield start
+    for running in started:
+        running.stop()

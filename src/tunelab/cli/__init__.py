@@ -22,6 +22,7 @@ from tunelab.cli.jobs_cmd import jobs_group
 from tunelab.cli.models_cmd import models_group
 from tunelab.cli.serve_cmd import serve_cmd
 from tunelab.cli.train_cmd import train_cmd
+from tunelab.cli.ui_cmd import ui_cmd
 from tunelab.cli.validate_cmd import validate_cmd
 from tunelab.cli.worker_cmd import worker_cmd
 
@@ -46,6 +47,7 @@ cli.add_command(jobs_group)
 cli.add_command(models_group)
 cli.add_command(worker_cmd)
 cli.add_command(serve_cmd)
+cli.add_command(ui_cmd)
 cli.add_command(eval_group)
 cli.add_command(generate_conversations_cmd)
 

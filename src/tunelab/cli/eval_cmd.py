@@ -27,6 +27,7 @@ from tunelab.cli.format_cmd import source_flags, source_options
 from tunelab.cli.train_cmd import ctrl_c_cancels
 from tunelab.cli.validate_cmd import input_file
 from tunelab.data.prompts import ClassificationPrompt
+from tunelab.errors import TunelabError
 from tunelab.evals import runs
 from tunelab.evals.items import load_items
 
@@ -304,17 +305,13 @@ def judge_cmd(judge_model, databases, data_path, models, traits, rubric, mode, l
 
 
 def trait_list(given: tuple[str, ...]):
-    from tunelab.evals.judge import DEFAULT_TRAITS, Trait
+    from tunelab.evals.judge import traits_named
 
     names = [n.strip() for text in given for n in text.split(",") if n.strip()]
-    if not names:
-        return list(DEFAULT_TRAITS)
-    known = {t.name: t for t in DEFAULT_TRAITS}
-    for name in names:
-        if not name.replace("_", "").isalnum():
-            raise click.BadParameter(f"{name!r}: letters, digits and _ only", param_hint="--traits")
-    return [known.get(n) or Trait(n, f"How well the answer shows {n.replace('_', ' ')}.")
-            for n in names]  # fmt: skip
+    try:
+        return traits_named(names)
+    except TunelabError as err:
+        raise click.BadParameter(err.message.removeprefix("trait "), param_hint="--traits") from err
 
 
 def render_judge(result: dict) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from tunelab.cli import common
@@ -31,8 +33,12 @@ from tunelab.errors import TunelabError
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Most chat requests answered in one batched generation.")  # fmt: skip
 @click.option("--no-worker", is_flag=True, help="Queue jobs without starting a local worker.")
-def serve_cmd(host, port, api_key, allowed_host, max_upload_mb, max_batch_size, no_worker) -> int:
-    """Serve OpenAI's fine-tuning and chat API for models you own, under /v1."""
+@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="The studio's Data page may open files under it by path.")  # fmt: skip
+def serve_cmd(host, port, api_key, allowed_host, max_upload_mb, max_batch_size, no_worker,
+              data_dir) -> int:  # fmt: skip
+    """Serve OpenAI's fine-tuning and chat API for models you own under /v1, and the studio
+    (the web UI) at /."""
     import uvicorn
 
     from tunelab.server.app import ServerConfig, create_app, is_loopback
@@ -52,9 +58,11 @@ def serve_cmd(host, port, api_key, allowed_host, max_upload_mb, max_batch_size, 
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         start_worker=not no_worker,
         max_batch_size=max_batch_size,
+        data_dir=data_dir.resolve() if data_dir else None,
     )
     where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/v1"
     common.stderr.print(f"tunelab API on {where}  (OpenAI(base_url={where!r}, api_key=...))",
                         highlight=False)  # fmt: skip
+    common.stderr.print(f"tunelab studio on {where.removesuffix('/v1')}/", highlight=False)
     uvicorn.run(create_app(config), host=host, port=port, log_level="info", access_log=True)
     return 0

@@ -55,6 +55,20 @@ DEFAULT_TRAITS = (
 )  # fmt: skip
 
 
+def traits_named(names: list[str]) -> list[Trait]:
+    """The traits to judge: the defaults when none are named; a new name gets a plain
+    description. Names become JSON keys in the verdict: letters, digits and _ only."""
+    if not names:
+        return list(DEFAULT_TRAITS)
+    known = {t.name: t for t in DEFAULT_TRAITS}
+    for name in names:
+        if not name.replace("_", "").isalnum():
+            raise TunelabError("invalid_trait", f"trait {name!r}: letters, digits and _ only.",
+                               exit_code=2)  # fmt: skip
+    return [known.get(n) or Trait(n, f"How well the answer shows {n.replace('_', ' ')}.")
+            for n in names]  # fmt: skip
+
+
 def _new_boundary() -> str:
     return secrets.token_hex(8)
 

@@ -1,8 +1,10 @@
-"""The FastAPI application: OpenAI's fine-tuning, files, models and chat routes under `/v1`.
+"""The FastAPI application: OpenAI's fine-tuning, files, models and chat routes under `/v1`,
+and tunelab studio (the web UI, `tunelab.server.ui`) at `/`.
 
 Security first: requests whose Host header is not an allowed name are refused (a web page
 cannot reach this server through DNS rebinding); when an API key is set, every request must
-carry it as a bearer token; uploads over the size limit are refused with 413 before anything
+carry it as a bearer token (a studio page may instead carry the session cookie its login
+form set); uploads over the size limit are refused with 413 before anything
 is written. Training never runs in a request: jobs go to the registry and the local worker.
 """
 
@@ -12,9 +14,12 @@ import contextlib
 import hmac
 import ipaddress
 from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import RedirectResponse
 
 from tunelab import __version__
 from tunelab.errors import TunelabError
@@ -25,6 +30,8 @@ from tunelab.server.errors import (
     on_tunelab_error,
     on_validation_error,
 )
+from tunelab.server.ui import install_ui
+from tunelab.server.ui.auth import Sessions, is_open, logged_in
 
 DEFAULT_MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -41,6 +48,7 @@ class ServerConfig:
     model_memory_bytes: int | None = None  # budget for cached models (None: automatic)
     max_batch_size: int = 8
     max_pending_requests: int = 64
+    data_dir: Path | None = None  # the studio may open files under it by path
     extra: dict = field(default_factory=dict)
 
     def host_names(self) -> set[str]:
@@ -87,6 +95,8 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     app.include_router(routes_files.router, prefix="/v1")
     app.include_router(routes_jobs.router, prefix="/v1")
     app.include_router(routes_inference.router, prefix="/v1")
+    app.state.sessions = Sessions()
+    install_ui(app)
 
     @app.get("/health")
     async def health() -> dict:
@@ -104,18 +114,33 @@ def _guard(config: ServerConfig):
         if host not in names:
             return error_response(400, f"Host {host!r} is not allowed by this server.",
                                   "invalid_host")  # fmt: skip
-        if config.api_key and request.url.path != "/health":
-            sent = request.headers.get("authorization", "")
-            token = sent[7:] if sent.lower().startswith("bearer ") else ""
-            if not hmac.compare_digest(token.encode(), config.api_key.encode()):
-                return error_response(401, "Incorrect or missing API key (a bearer token).",
-                                      "invalid_api_key")  # fmt: skip
+        if config.api_key and not _authorized(request, config.api_key):
+            return _unauthorized(request)
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > config.max_upload_bytes + 64 * 1024:
             return _too_large(config)
         return await call_next(request)
 
     return guard
+
+
+def _authorized(request: Request, api_key: str) -> bool:
+    """The bearer token (API clients), or a studio session (browsers, on the studio's pages)."""
+    path = request.url.path
+    if is_open(path):
+        return True
+    sent = request.headers.get("authorization", "")
+    token = sent[7:] if sent.lower().startswith("bearer ") else ""
+    if hmac.compare_digest(token.encode(), api_key.encode()):
+        return True
+    return not path.startswith("/v1/") and logged_in(request)
+
+
+def _unauthorized(request: Request):
+    if request.method == "GET" and not request.url.path.startswith("/v1/"):
+        target = quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+        return RedirectResponse(f"/login?next={target}", status_code=303)
+    return error_response(401, "Incorrect or missing API key (a bearer token).", "invalid_api_key")
 
 
 def _too_large(config: ServerConfig):

@@ -1,0 +1,171 @@
+"""Evaluations: start classification, query and judge runs (single and pairwise), follow
+their progress, list the recorded runs, open each report, and compare two runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse
+
+from tunelab.errors import TunelabError
+from tunelab.evals import runs
+from tunelab.registry import Store
+from tunelab.server.ui.chat_pages import chat_models
+from tunelab.server.ui.eval_tasks import KINDS, EvalRequest, EvalTasks
+from tunelab.server.ui.web import (
+    REPORT_CSP,
+    error_page,
+    form_number,
+    form_text,
+    page,
+    plain,
+    see_other,
+)
+
+router = APIRouter()
+HEADLINE = (
+    "accuracy",
+    "macro_f1",
+    "invalid_rate",
+    "exact_match",
+    "structural_match",
+    "execution_match",
+    "parse_failure_rate",
+    "mean_score",
+    "rating",
+)
+
+
+def _tasks(request: Request) -> EvalTasks:
+    state = request.app.state
+    if not hasattr(state, "eval_tasks"):
+        state.eval_tasks = EvalTasks()
+    return state.eval_tasks
+
+
+@router.get("/evals")
+async def evals_list(request: Request):
+    found = [plain(r) for r in await run_in_threadpool(runs.list_runs, 100)]
+    active = [t for t in _tasks(request).tasks.values() if t.status == "running"]
+    return page(request, "evals.html", runs=found, active=active)
+
+
+@router.get("/evals/new")
+async def eval_form(
+    request: Request, model: str | None = None, baseline: str | None = None, file: str | None = None
+):
+    with Store() as store:
+        files = [plain(f) for f in store.list_files(limit=200, provider="local")]
+    models = await run_in_threadpool(chat_models)
+    return page(
+        request,
+        "eval_new.html",
+        nav="evals",
+        files=files,
+        models=models,
+        kinds=KINDS,
+        model=model,
+        baseline=baseline,
+        file=file,
+    )
+
+
+@router.post("/evals")
+async def eval_start(request: Request):
+    form = await request.form()
+    try:
+        with Store() as store:
+            data = plain(store.get_file(form_text(form, "file", "")))
+        models = [m for m in (form_text(form, "baseline"), form_text(form, "model")) if m]
+        traits = [t.strip() for t in (form_text(form, "traits") or "").split(",") if t.strip()]
+        task = _tasks(request).start(
+            EvalRequest(
+                kind=form_text(form, "kind", "classify"),
+                data_path=Path(data["path"]),
+                models=models,
+                limit=form_number(form, "limit", int),
+                judge_model=form_text(form, "judge_model"),
+                traits=traits,
+            )
+        )
+    except TunelabError as err:
+        return error_page(request, err)
+    return see_other(f"/evals/tasks/{task.id}")
+
+
+@router.get("/evals/tasks/{task_id}")
+def task_page(request: Request, task_id: str):
+    try:
+        task = _tasks(request).get(task_id)
+    except TunelabError as err:
+        return error_page(request, err, 404)
+    if task.status == "succeeded" and request.headers.get("hx-request"):
+        response = HTMLResponse("")
+        response.headers["HX-Redirect"] = f"/evals/{task.run_id}"
+        return response
+    name = "_eval_task.html" if request.headers.get("hx-request") else "eval_task.html"
+    return page(request, name, nav="evals", task=task)
+
+
+@router.post("/evals/tasks/{task_id}/cancel")
+def task_cancel(request: Request, task_id: str):
+    _tasks(request).get(task_id).cancel.set()
+    return see_other(f"/evals/tasks/{task_id}")
+
+
+@router.get("/evals/compare")
+async def compare(request: Request, a: str, b: str):
+    try:
+        found = [plain(await run_in_threadpool(runs.get_run, run_id)) for run_id in (a, b)]
+    except TunelabError as err:
+        return error_page(request, err, 404)
+    rows = [
+        {
+            "run": run["id"],
+            "kind": run["kind"],
+            "data": (run["data"] or {}).get("path"),
+            "model": name,
+            **values,
+        }
+        for run in found
+        for name, values in ((run["metrics"] or {}).get("models") or {}).items()
+    ]
+    metrics = [m for m in HEADLINE if any(isinstance(r.get(m), (int, float)) for r in rows)]
+    return page(request, "eval_compare.html", nav="evals", runs=found, rows=rows, metrics=metrics)
+
+
+@router.get("/evals/{run_id}")
+async def run_page(request: Request, run_id: str):
+    try:
+        run = plain(await run_in_threadpool(runs.get_run, run_id))
+    except TunelabError as err:
+        return error_page(request, err, 404)
+    models = (run["metrics"] or {}).get("models") or {}
+    metrics = [
+        m for m in HEADLINE if any(isinstance(v.get(m), (int, float)) for v in models.values())
+    ]
+    others = [
+        plain(r) for r in await run_in_threadpool(runs.list_runs, 50) if plain(r)["id"] != run_id
+    ]
+    return page(
+        request,
+        "eval_run.html",
+        nav="evals",
+        run=run,
+        models=models,
+        metrics=metrics,
+        others=others,
+    )
+
+
+@router.get("/evals/{run_id}/report.html")
+async def run_report(run_id: str):
+    run = plain(await run_in_threadpool(runs.get_run, run_id))
+    if not run.get("html_path") or not Path(run["html_path"]).exists():
+        raise TunelabError("not_found", f"run {run_id} has no report.")
+    return HTMLResponse(
+        Path(run["html_path"]).read_text(), headers={"Content-Security-Policy": REPORT_CSP}
+    )

@@ -1,0 +1,144 @@
+"""Evaluations started from the studio run in a background thread of the server (never in a
+request), recorded in the registry like `tunelab eval`'s; the page follows their progress.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tunelab.errors import TunelabError
+from tunelab.evals import runs
+from tunelab.evals.items import load_items
+from tunelab.server.ui.workspace import new_id
+
+KINDS = ("classify", "queries", "judge", "pairwise")
+
+
+@dataclass
+class EvalRequest:
+    kind: str
+    data_path: Path
+    models: list[str]
+    limit: int | None = None
+    judge_model: str | None = None
+    traits: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EvalTask:
+    """One evaluation in flight: answers done per model, then the recorded run's id."""
+
+    id: str
+    request: EvalRequest
+    status: str = "running"  # running, succeeded, failed, cancelled
+    progress: dict = field(default_factory=dict)  # model → [done, total]
+    run_id: str | None = None
+    error: str | None = None
+    started: float = field(default_factory=time.time)
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    def tracker(self, name: str, total: int):
+        self.progress[name] = [0, total]
+
+        def advance(n: int) -> None:
+            self.progress[name][0] += n
+
+        return advance
+
+
+class EvalTasks:
+    def __init__(self) -> None:
+        self.tasks: dict[str, EvalTask] = {}
+
+    def start(self, request: EvalRequest) -> EvalTask:
+        if request.kind not in KINDS:
+            raise TunelabError("invalid_form", f"unknown evaluation {request.kind!r}.")
+        if not request.models:
+            raise TunelabError("invalid_form", "Choose at least one model to evaluate.")
+        if request.kind in ("judge", "pairwise") and not request.judge_model:
+            raise TunelabError("invalid_form", "A judge evaluation needs a judge model.")
+        if request.kind == "pairwise" and len(request.models) < 2:
+            raise TunelabError("invalid_form", "A pairwise evaluation compares two models.")
+        task = EvalTask(new_id("evaltask"), request)
+        self.tasks[task.id] = task
+        threading.Thread(target=self._run, args=(task,), daemon=True, name=task.id).start()
+        return task
+
+    def get(self, task_id: str) -> EvalTask:
+        if task_id not in self.tasks:
+            raise TunelabError("not_found", f"no evaluation in progress {task_id!r}.")
+        return self.tasks[task_id]
+
+    def _run(self, task: EvalTask) -> None:
+        try:
+            result = _record(task)
+        except BaseException as err:  # the thread's end: the page shows what went wrong
+            task.status = "cancelled" if task.cancel.is_set() else "failed"
+            task.error = (
+                err.message if isinstance(err, TunelabError) else f"{type(err).__name__}: {err}"
+            )
+            return
+        task.run_id, task.status = result["id"], "succeeded"
+
+
+def _record(task: EvalTask) -> dict:
+    r = task.request
+    data = load_items(r.data_path, None, None, r.limit)
+
+    def progress(name: str, total: int):
+        return task.tracker(name, total)
+
+    if r.kind == "classify":
+        from tunelab.evals.classify import evaluate_classification
+
+        def compute():
+            return evaluate_classification(data, r.models, progress=progress, cancel=task.cancel)
+    elif r.kind == "queries":
+        from tunelab.evals.queries import evaluate_queries
+
+        def compute():
+            return evaluate_queries(
+                data, r.models, executor=None, progress=progress, cancel=task.cancel
+            )
+    else:
+        compute = _judge(task, data, progress)
+    options = {"limit": r.limit}
+    if r.kind in ("judge", "pairwise"):
+        options.update(
+            judge=r.judge_model,
+            mode="single" if r.kind == "judge" else "pairwise",
+            traits=[t.name for t in _traits(r.traits)],
+            rubric=None,
+        )
+    return runs.record_run(
+        r.kind, models=r.models, data=data.describe(), options=options, task=compute
+    )
+
+
+def _judge(task: EvalTask, data, progress):
+    from tunelab.evals import judging
+
+    r = task.request
+
+    def compute():
+        sets = [
+            judging.answers_from_model(
+                m, data, max_tokens=256, progress=progress, cancel=task.cancel
+            )
+            for m in r.models
+        ]
+        run = judging.judge_single if r.kind == "judge" else judging.judge_pairwise
+        return run(
+            r.judge_model, sets, _traits(r.traits), None, progress=progress, cancel=task.cancel
+        )
+
+    return compute
+
+
+def _traits(names: list[str]):
+    from tunelab.evals.judge import traits_named
+
+    return traits_named(names)

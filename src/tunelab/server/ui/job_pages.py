@@ -1,0 +1,196 @@
+"""Jobs: create one (any provider that trains), list them by status, and a live job page.
+
+The page is server-rendered and kept current by server-sent events: every second the
+server reads the registry (in a thread) and sends the parts that changed (status and
+progress, the loss chart, events, checkpoints). Training runs in the worker, never here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from tunelab.catalog import DEFAULT_MODEL
+from tunelab.errors import TunelabError
+from tunelab.providers import jobs, local
+from tunelab.providers.base import TERMINAL_STATUSES
+from tunelab.providers.models import list_models
+from tunelab.registry import Store
+from tunelab.server.ui.charts import loss_chart
+from tunelab.server.ui.web import (
+    error_page,
+    form_number,
+    form_text,
+    page,
+    plain,
+    see_other,
+    sse,
+    templates,
+    trusted_html,
+)
+
+router = APIRouter()
+STATUSES = ("queued", "running", "paused", "succeeded", "failed", "cancelled")
+TRAINING_PROVIDERS = jobs.PROVIDERS
+HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
+# Settings of `tunelab train` the form offers beside OpenAI's three (local jobs).
+LOCAL_SETTINGS = (("max_steps", int), ("lora_rank", int), ("max_seq_len", int), ("eval_every", int))
+LIVE_SECONDS = 1.0
+
+
+@router.get("/jobs")
+async def jobs_list(request: Request, status: str | None = None):
+    found = [plain(j) for j in await run_in_threadpool(jobs.list_jobs, limit=200)]
+    shown = [j for j in found if status in (None, "", j["status"])]
+    return page(request, "jobs.html", jobs=shown, status=status, statuses=STATUSES)
+
+
+@router.get("/jobs/new")
+async def job_form(
+    request: Request,
+    training_file: str | None = None,
+    validation_file: str | None = None,
+    model: str | None = None,
+):
+    with Store() as store:
+        files = [
+            plain(f)
+            for f in store.list_files(limit=200, provider="local")
+            if plain(f)["status"] == "processed"
+        ]
+    base_models = [m for m in list_models(kind="base") if m["provider"] in TRAINING_PROVIDERS]
+    tuned = [m for m in list_models() if m["kind"] != "base" and m["provider"] == "local"]
+    return page(
+        request,
+        "job_new.html",
+        nav="jobs",
+        files=files,
+        base_models=base_models,
+        tuned=tuned,
+        providers=TRAINING_PROVIDERS,
+        chosen_model=model or DEFAULT_MODEL,
+        training_file=training_file,
+        validation_file=validation_file,
+        error=None,
+    )
+
+
+@router.post("/jobs")
+async def job_create(request: Request):
+    form = await request.form()
+    try:
+        spec = await run_in_threadpool(_spec, form)
+        start = bool(form.get("start")) and request.app.state.config.start_worker
+        job = plain(await run_in_threadpool(jobs.create_job, spec, start_worker=start))
+    except TunelabError as err:
+        return error_page(request, err)
+    return see_other(f"/jobs/{job['id']}")
+
+
+def _spec(form) -> jobs.JobSpec:
+    """The form as a JobSpec: files by registry id, only the settings the user gave."""
+    with Store() as store:
+        train = plain(store.get_file(form_text(form, "training_file", "")))
+        val_id = form_text(form, "validation_file")
+        val = plain(store.get_file(val_id)) if val_id else None
+    settings = {
+        name: form_number(
+            form, name, float if name.startswith("learning") else int, allow_auto=True
+        )
+        for name in HYPERPARAMETERS
+    }
+    settings.update({name: form_number(form, name, kind) for name, kind in LOCAL_SETTINGS})
+    return jobs.JobSpec(
+        training_file=Path(train["path"]),
+        validation_file=Path(val["path"]) if val else None,
+        model=form_text(form, "model", DEFAULT_MODEL),
+        provider=form_text(form, "provider", "local"),
+        hyperparameters={k: v for k, v in settings.items() if v is not None},
+        suffix=form_text(form, "suffix"),
+        name=form_text(form, "name"),
+        seed=form_number(form, "seed", int),
+    )
+
+
+@router.get("/jobs/{job_id}")
+async def job_page(request: Request, job_id: str):
+    try:
+        view = await run_in_threadpool(_view, job_id)
+    except TunelabError as err:
+        return error_page(request, err, 404)
+    return page(request, "job.html", nav="jobs", **view)
+
+
+def _view(job_id: str) -> dict:
+    """Everything the job page shows, read once."""
+    job = plain(jobs.get_job(job_id))
+    metrics = jobs.list_metrics(job_id)
+    return {
+        "job": job,
+        "chart": trusted_html(loss_chart(metrics)),
+        "events": [plain(e) for e in jobs.list_events(job_id)][-200:][::-1],
+        "checkpoints": [plain(c) for c in jobs.list_checkpoints(job_id)],
+        "finished": job["status"] in TERMINAL_STATUSES,
+        "eta": max(0, job["estimated_finish"] - time.time()) if job["estimated_finish"] else None,
+    }
+
+
+PARTS = ("status", "chart", "events", "checkpoints")
+
+
+@router.get("/jobs/{job_id}/live")
+async def job_live(request: Request, job_id: str):
+    """Server-sent events: each part of the job page again whenever it changed."""
+
+    async def events():
+        sent: dict[str, str] = {}
+        while not await request.is_disconnected():
+            view = await run_in_threadpool(_view, job_id)
+            for part in PARTS:
+                html = templates.get_template(f"_job_{part}.html").render(request=request, **view)
+                if sent.get(part) != html:
+                    sent[part] = html
+                    yield sse(part, html)
+            if view["finished"]:
+                yield sse("done", "")
+                return
+            await asyncio.sleep(LIVE_SECONDS)
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
+@router.post("/jobs/{job_id}/{action}")
+async def job_action(request: Request, job_id: str, action: str):
+    start = request.app.state.config.start_worker
+    actions = {
+        "cancel": jobs.cancel_job,
+        "pause": jobs.pause_job,
+        "resume": lambda i: jobs.resume_job(i, start_worker=start),
+        "run": lambda i: _run(i, start),
+        "delete": jobs.delete_job,
+    }
+    if action not in actions:
+        return error_page(request, TunelabError("unknown_action", f"no action {action!r}."), 404)
+    try:
+        await run_in_threadpool(actions[action], job_id)
+    except TunelabError as err:
+        return error_page(request, err)
+    return see_other("/jobs" if action == "delete" else f"/jobs/{job_id}")
+
+
+def _run(job_id: str, start: bool) -> None:
+    """The "Run" button of a job created without starting: start a worker for the queue."""
+    job = plain(jobs.get_job(job_id))
+    if job["status"] != "queued" or job["provider"] != "local":
+        raise TunelabError(
+            "job_not_waiting", f"job {job_id} is {job['status']}, not waiting to run."
+        )
+    if start:
+        local.start_worker()

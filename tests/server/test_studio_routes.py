@@ -1,0 +1,232 @@
+"""The studio's routes through FastAPI's TestClient: pages, the data flow, escaping, the
+login with an API key, and no state change on GET. The browser tests drive the same pages
+in Chromium (test_studio_flow.py, test_studio_security.py).
+"""
+
+from __future__ import annotations
+
+import re
+
+import orjson
+import pytest
+from fastapi.testclient import TestClient
+
+from tunelab.registry import Store
+from tunelab.samples import sample_path
+from tunelab.server.app import ServerConfig, create_app
+from tunelab.server.ui.charts import loss_chart
+
+PAGES = ("/data", "/jobs", "/jobs/new", "/chat", "/evals", "/evals/new", "/models")
+HOSTILE = ['<script>alert("x")</script>', '"><img src=x onerror=alert(1)>']
+
+
+def client(**config) -> TestClient:
+    app = create_app(ServerConfig(start_worker=False, **config))
+    return TestClient(app, base_url="http://localhost")
+
+
+def hostile_chat_file(path):
+    lines = [
+        {
+            "messages": [
+                {"role": "user", "content": f"{text} question {i}"},
+                {"role": "assistant", "content": f"{text} answer {i}"},
+            ]
+        }
+        for i in range(12)
+        for text in HOSTILE
+    ]
+    path.write_bytes(b"\n".join(orjson.dumps(line) for line in lines) + b"\n")
+    return path
+
+
+def upload(c: TestClient, path, name: str | None = None) -> str:
+    response = c.post(
+        "/data/upload",
+        files={"file": (name or path.name, path.read_bytes())},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303, response.text
+    return response.headers["location"]
+
+
+def format_source(c: TestClient, source_url: str, **fields) -> str:
+    # gpt-4o-mini: its tokenizer ships with quicktok (no model conversion in unit tests).
+    fields = {"kind": "auto", "model": "gpt-4o-mini", **fields}
+    response = c.post(f"{source_url}/format", data=fields, follow_redirects=False)
+    assert response.status_code == 303, response.text
+    return response.headers["location"]
+
+
+def test_every_page_renders_with_a_policy_that_forbids_inline_script():
+    with client() as c:
+        for path in PAGES:
+            response = c.get(path)
+            assert response.status_code == 200, path
+            policy = response.headers["content-security-policy"]
+            assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+            assert "<script>" not in response.text  # only <script src=...>
+            assert not re.search(r"<[^>]+\son[a-z]+=", response.text), path  # no handlers
+        assert c.get("/", follow_redirects=False).headers["location"] == "/data"
+        assert c.get("/static/htmx.min.js").status_code == 200
+        assert c.get("/v1/models").status_code == 200  # the API is still there
+
+
+def test_trec_sample_is_formatted_registered_and_analysed():
+    with client() as c:
+        source = upload(c, sample_path("trec"))
+        assert 'id="detected-kind">classification<' in c.get(source).text
+        page = c.get(format_source(c, source)).text
+        n_train = int(re.search(r'id="n-train">([\d,]+)<', page).group(1).replace(",", ""))
+        assert n_train > 400
+        assert re.search(r'id="findings-summary">0 errors, 0 warnings', page)
+        assert page.count("<tr><td>together</td>") >= 2  # billed cost per provider
+        assert "<svg" in page  # the histograms
+        report = c.get(re.search(r'href="(/data/datasets/[^"]+/report.html)"', page).group(1))
+        assert "<svg" in report.text and "sandbox" in report.headers["content-security-policy"]
+    with Store() as store:
+        names = {
+            f.filename if hasattr(f, "filename") else f["filename"]
+            for f in store.list_files(provider="local")
+        }
+    assert {"trec_sample_train.jsonl", "trec_sample_val.jsonl"} <= names
+
+
+def test_file_contents_and_names_are_shown_as_text(tmp_path):
+    with client() as c:
+        source = upload(c, hostile_chat_file(tmp_path / "hostile.jsonl"), '"><img src=x>.jsonl')
+        pages = [c.get(source).text, c.get(format_source(c, source)).text, c.get("/data").text]
+        for page in pages:
+            assert "<script>alert" not in page and "<img src=x" not in page
+        assert "&lt;script&gt;alert" in pages[0] and "&lt;img src=x onerror" in pages[1]
+
+
+def test_validation_findings_carry_line_numbers(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    twice = {
+        "messages": [
+            {"role": "user", "content": "a"},
+            {"role": "user", "content": "b"},
+            {"role": "assistant", "content": "c"},
+        ]
+    }
+    bad.write_bytes(b"\n".join(orjson.dumps(r) for r in [good, twice, good]) + b"\n")
+    with client() as c:
+        page = c.get(format_source(c, upload(c, bad), kind="chat", train_ratio="1.0")).text
+    row = re.search(r"<tr class=\"warning\">(.*?)</tr>", page, re.DOTALL).group(1)
+    assert "consecutive_same_role" in row and '<td class="num">2</td>' in row
+
+
+def test_data_directory_paths_cannot_leave_it(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "trec.tsv").write_bytes(sample_path("trec").read_bytes())
+    (tmp_path / "secret.txt").write_text("not yours")
+    with client(data_dir=data_dir) as c:
+        assert "trec.tsv" in c.get("/data").text
+        opened = c.post("/data/open", data={"path": "trec.tsv"}, follow_redirects=False)
+        assert opened.status_code == 303
+        refused = c.post("/data/open", data={"path": "../secret.txt"})
+        assert refused.status_code == 400 and "not inside the data directory" in refused.text
+
+
+def test_get_never_changes_state():
+    with client() as c:
+        for path in ("/jobs/ftjob-x/cancel", "/models/delete", "/data/upload", "/logout"):
+            assert c.get(path).status_code in (404, 405), path
+
+
+def test_with_a_key_nothing_works_before_logging_in(tmp_path):
+    with client(api_key="sesame") as c:
+        for path in PAGES:
+            response = c.get(path, follow_redirects=False)
+            assert response.status_code == 303 and response.headers["location"].startswith(
+                "/login?next="
+            ), path
+        refused = c.post("/data/upload", files={"file": ("a.tsv", b"text\tlabel\n")})
+        assert refused.status_code == 401
+        assert c.get("/chat/stream/x", follow_redirects=False).status_code == 303
+        wrong = c.post("/login", data={"api_key": "nope", "next": "/jobs"})
+        assert wrong.status_code == 401 and "sesame" not in wrong.text
+        login = c.post(
+            "/login", data={"api_key": "sesame", "next": "/jobs"}, follow_redirects=False
+        )
+        assert login.headers["location"] == "/jobs"
+        cookie = login.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie and "sesame" not in cookie
+        assert c.get("/jobs").status_code == 200
+        assert c.get("/v1/models").status_code == 401  # the API still wants its bearer token
+        c.post("/logout")
+        assert c.get("/jobs", follow_redirects=False).status_code == 303
+
+
+def test_login_redirects_only_to_this_server():
+    with client(api_key="sesame") as c:
+        login = c.post(
+            "/login", data={"api_key": "sesame", "next": "//evil.example/"}, follow_redirects=False
+        )
+        assert login.headers["location"] == "/"
+
+
+def test_a_job_made_from_the_form_waits_for_run_and_shows_its_name_as_text(smollm2_home):
+    with client() as c:
+        dataset = c.get(format_source(c, upload(c, sample_path("trec")))).text
+        train_id = re.search(r"training_file=(file-[0-9a-f]+)", dataset).group(1)
+        created = c.post(
+            "/jobs",
+            data={
+                "name": HOSTILE[1],
+                "suffix": "trec",
+                "provider": "local",
+                "training_file": train_id,
+                "n_epochs": "auto",
+                "max_steps": "2",
+            },
+            follow_redirects=False,
+        )
+        assert created.status_code == 303, created.text
+        page = c.get(created.headers["location"]).text
+        assert "<img src=x" not in page and "&#34;&gt;&lt;img src=x" in page
+        assert 'id="job-status-badge">queued<' in page and 'id="run-job"' in page
+        assert 'sse-connect="/jobs/' in page  # the page follows the job live
+        listing = c.get("/jobs?status=queued").text
+        assert created.headers["location"].removeprefix("/jobs/") in listing
+        assert (
+            created.headers["location"].removeprefix("/jobs/")
+            not in c.get("/jobs?status=succeeded").text
+        )
+
+
+def test_a_bad_setting_is_shown_in_the_page_and_no_job_is_made(smollm2_home):
+    with client() as c:
+        dataset = c.get(format_source(c, upload(c, sample_path("trec")))).text
+        train_id = re.search(r"training_file=(file-[0-9a-f]+)", dataset).group(1)
+        before = c.get("/jobs").text.count("ftjob-")  # the SmolLM2 home is shared
+        refused = c.post("/jobs", data={"training_file": train_id, "n_epochs": "three"})
+        assert refused.status_code == 400 and "is not a whole number" in refused.text
+        assert c.get("/jobs").text.count("ftjob-") == before
+
+
+def test_chat_streams_an_escaped_answer_from_a_local_model(tiny_model):
+    with client() as c:
+        asked = c.post(
+            "/chat/ask", data={"model": str(tiny_model), "prompt": HOSTILE[0], "max_tokens": "6"}
+        )
+        assert "&lt;script&gt;" in asked.text
+        stream_url = re.search(r'sse-connect="(/chat/stream/[^"]+)"', asked.text).group(1)
+        events = c.get(stream_url).text
+        assert "event: delta" in events and re.search(r"event: end\ndata: \d+ tokens", events)
+        assert events.rstrip().endswith("event: done\ndata:")
+        again = c.get(stream_url).text  # one-time: a stream cannot be replayed
+        assert "already streamed" in again
+
+
+@pytest.mark.parametrize("n_val", [0, 3])
+def test_loss_chart_draws_training_and_validation_loss(n_val):
+    metrics = [{"step": s, "loss": 2.0 / s} for s in range(1, 7)]
+    for m in metrics[:n_val]:
+        m["val_loss"] = 2.5 / m["step"]
+    svg = loss_chart(metrics)
+    assert 'data-points="6"' in svg and svg.count("<polyline") == (2 if n_val else 1)
+    assert "No steps yet" in loss_chart([])

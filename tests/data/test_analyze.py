@@ -197,3 +197,30 @@ def test_analysis_is_json_ready():
         d = a["distributions"][name]
         assert set(d) == {"min", "max", "mean", "median", "p5", "p95", "histogram"}
         assert len(d["histogram"]["edges"]) == len(d["histogram"]["counts"]) + 1
+
+
+def test_the_label_list_of_classification_prompts_is_costed(tmp_path):
+    from importlib import resources
+
+    from tunelab.data.formatter import format_dataset
+
+    sample = resources.files("tunelab") / "resources" / "samples" / "trec_sample.tsv"
+    train, val = tmp_path / "train.jsonl", tmp_path / "val.jsonl"
+    format_dataset(Path(str(sample)), train, val, train_ratio=0.8, seed=1)
+    a = analyze_file(train, model="gpt-4o-mini")
+
+    listed = a["task"]["classification"]["label_list"]
+    assert listed["n_examples"] == a["n_examples"]
+    block = "<categories>\nABBR\nDESC\nENTY\nHUM\nLOC\nNUM\n</categories>"
+    assert listed["chars_per_example"] == len(block)
+    assert 0.1 < listed["share_of_tokens"] < 0.9
+    assert listed["billed_tokens"] == round(a["billed_tokens"] * listed["share_of_tokens"])
+    assert listed["estimated_cost_usd"] == pytest.approx(
+        a["estimated_cost_usd"] * listed["share_of_tokens"], abs=1e-4
+    )
+    assert any("label list repeated in every prompt" in n for n in a["task"]["notes"])
+
+
+def test_prompts_without_a_label_list_report_none(tmp_path):
+    a = analyze_file(CLEAN, model="gpt-4o-mini")
+    assert a["task"]["classification"]["label_list"] is None

@@ -150,9 +150,37 @@ def analyze_file(
         notes=[],
     )
     analysis.update(_training_time(spec, billed, analysis["notes"]))
+    _label_list_cost(analysis)
     if spec.trains_here:
         analysis["notes"].append("local training has no price: it costs compute time")
     return analysis
+
+
+def _label_list_cost(analysis: dict) -> None:
+    """What the label list repeated in every classification prompt costs: its share of the
+    tokens (estimated from its share of the text), of the billed tokens, price and time."""
+    facts = analysis["task"]["classification"]
+    listed = facts.get("label_list")
+    if analysis["task"]["kind"] != "classification" or not listed or not listed["share_of_text"]:
+        return
+    share = listed["share_of_text"]
+    seconds = analysis.get("estimated_train_seconds")
+    cost = analysis.get("estimated_cost_usd")
+    listed.update(
+        share_of_tokens=share,
+        billed_tokens=round(analysis["billed_tokens"] * share),
+        estimated_cost_usd=round(cost * share, 4) if cost is not None else None,
+        estimated_train_seconds=round(seconds * share, 1) if seconds is not None else None,
+    )
+    what = f"{listed['billed_tokens']:,} of the {analysis['billed_tokens']:,} billed tokens"
+    if listed["estimated_cost_usd"] is not None:
+        what += f", about ${listed['estimated_cost_usd']:,.2f}"
+    if listed["estimated_train_seconds"] is not None:
+        what += f", about {listed['estimated_train_seconds'] / 60:,.1f} min of training"
+    analysis["task"]["notes"].append(
+        f"the label list repeated in every prompt is about {share:.0%} of the tokens ({what}); "
+        "prompt tokens are computed (and billed) though never trained on"
+    )
 
 
 def _price_dict(price) -> dict:

@@ -38,6 +38,12 @@ RARE_LABEL_MIN_EXAMPLES = 10
 # set with a few follow-ups from counting as conversations.
 CONVERSATION_MIN_MEAN_USER_TURNS = 1.25
 
+# A block of short lines in one tag inside a user message, e.g. the label list that
+# `tunelab format` puts in every classification prompt ("<categories>\nABBR\nDESC\n...").
+_LIST_BLOCK = re.compile(r"<([A-Za-z_][\w.-]*)>\n((?:[^\n<]{1,40}\n){2,})</\1>")
+# A block counts as the prompt's label list when it is the same in at least this share of
+# the examples (the text to classify differs in each).
+LABEL_LIST_MIN_SHARE = 0.5
 # An answer wrapped in one XML-like tag, e.g. "<category>LOC</category>" (seed 003's format).
 _WRAPPED = re.compile(r"\A<([A-Za-z_][\w.-]*)>\s*(.*?)\s*</\1>\Z", re.DOTALL)
 _FIND_METHODS = frozenset({"find", "findOne"})
@@ -113,6 +119,8 @@ class TaskFacts:
         self._shapes: dict[tuple[int, int, bool], int] = {}
         self.system_prompts = _CappedCounter()
         self.assistant_chars = 0
+        self.total_chars = 0  # every message's text
+        self.list_blocks = _CappedCounter()  # (hash, chars) of list blocks in user messages
         # classification: the final answer of each example, read as a label
         self.n_answers = 0
         self.labels = _CappedCounter()
@@ -140,8 +148,14 @@ class TaskFacts:
         answer = None
         for message in messages:
             role = message.get("role")
+            text = message.get("content")
+            if isinstance(text, str):
+                self.total_chars += len(text)
             if role == "user":
                 users += 1
+                if isinstance(text, str) and "</" in text:
+                    for found in _LIST_BLOCK.finditer(text):
+                        self.list_blocks.add((hash(found.group(0)), len(found.group(0))))
             elif role == "assistant":
                 assistants += 1
                 content = message.get("content")
@@ -299,6 +313,19 @@ class TaskFacts:
             "labels_capped": self.labels.capped,
             "wrapper_tag": next(iter(self.wrapper_tags.top(1)), None),
             "n_long_answers": self.n_long_answers,
+            "label_list": self._label_list(),
+        }
+
+    def _label_list(self) -> dict | None:
+        """The list of labels repeated in every prompt, and its share of all the text."""
+        top = Counter(self.list_blocks.counts).most_common(1)
+        if not top or top[0][1] < LABEL_LIST_MIN_SHARE * self.n_examples:
+            return None
+        (_, chars), n_examples = top[0]
+        return {
+            "n_examples": n_examples,
+            "chars_per_example": chars,
+            "share_of_text": _share(chars * n_examples, self.total_chars),
         }
 
     def _conversation_facts(self) -> dict:

@@ -169,3 +169,33 @@ def test_smollm2_batched_greedy_equals_one_by_one(smollm2_home):
 
     assert batched == alone
     assert "Paris" in alone[0].text
+
+
+LONG_SYSTEM = (
+    "You are a helpful assistant. Answer the question in a few words. What is the capital of "
+    "France? Paris. What is the capital of Italy? Rome."
+)
+
+
+def test_the_shared_prefix_is_computed_once_and_answers_stay_identical(model, tokenizer):
+    from tunelab.engine.generate import PrefixCache, shared_prefix_length
+
+    chats = [[{"role": "system", "content": LONG_SYSTEM}, {"role": "user", "content": q}]
+             for q in QUESTIONS]  # fmt: skip
+    prompts = [encode_chat(tokenizer, c) for c in chats]
+    assert shared_prefix_length(prompts) >= PrefixCache.MIN_TOKENS  # the cache is used
+    alone = [generate(model, tokenizer, [c], max_new_tokens=16, prefix_cache=False)[0]
+             for c in chats]  # fmt: skip
+
+    for batch_size in (1, 3, len(chats)):
+        cached = generate(model, tokenizer, chats, max_new_tokens=16, batch_size=batch_size)
+        assert cached == alone
+    assert len({c.text for c in alone}) > 1
+
+
+def test_shared_prefix_length_leaves_every_prompt_a_token_of_its_own():
+    from tunelab.engine.generate import shared_prefix_length
+
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5]]) == 3
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2
+    assert shared_prefix_length([[7], [1]]) == 0

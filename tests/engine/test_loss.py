@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from tunelab.data.example import chat
@@ -104,3 +105,34 @@ def _sgd(model, config) -> torch.optim.Optimizer:
         lambda opt, args, kwargs: opt.gradients.append([p.grad.clone() for p in parameters])
     )
     return optimizer
+
+
+def test_packed_rows_give_the_unpacked_loss(tokenizer, make_model, examples, monkeypatch):
+    """Several examples in one row, none attending to another: the same loss as padding."""
+    from tunelab.engine import dataset as data_module
+    from tunelab.engine.dataset import collate_packed
+
+    monkeypatch.setattr(data_module, "PACK_ROW_TOKENS", 100)  # several rows, several per row
+    model = make_model().eval()
+    tokenized = tokenize_examples(examples, tokenizer, 512).examples
+    with torch.no_grad():
+        packed = collate_packed(tokenized, tokenizer.pad_token_id, "cpu")
+        padded = collate(tokenized, tokenizer.pad_token_id, "cpu")
+        packed_loss, packed_right = token_loss(model, packed)
+        padded_loss, padded_right = token_loss(model, padded)
+    assert 1 < packed.input_ids.shape[0] < len(tokenized)  # really packed
+    assert packed.n_trained == padded.n_trained and packed.n_tokens == padded.n_tokens
+    assert abs(float(packed_loss) - float(padded_loss)) / padded.n_trained < 1e-5
+    assert int(packed_right) == int(padded_right)
+
+
+def test_training_with_packing_follows_the_unpacked_run(tmp_path, tokenizer, make_model,
+                                                         examples, fast_config):  # fmt: skip
+    losses = {}
+    for packing in ("off", "on"):
+        records = []
+        config = fast_config(method="full", batch_size=6, max_steps=3, packing=packing)
+        train(make_model(), tokenizer, examples, None, config, tmp_path / packing,
+              callback=records.append)  # fmt: skip
+        losses[packing] = [r["loss"] for r in records]
+    assert losses["on"] == pytest.approx(losses["off"], rel=1e-4)

@@ -153,11 +153,44 @@ def test_a_real_local_model_answers_through_batched_generation(table, tmp_path, 
 
     model = save_tiny_model(tmp_path / "tiny")
     code, out, err = cli(capsys, "eval", "classify", "--data", str(table), "--model", str(model),
-                         "--json")  # fmt: skip
+                         "--method", "generate", "--json")  # fmt: skip
     assert code == 0, err
-    metrics = orjson.loads(out)["models"][str(model)]
+    result = orjson.loads(out)
+    metrics = result["models"][str(model)]
+    assert result["method"] == metrics["method"] == "generate"
     # A random model does not answer in the format: every answer is invalid, none is guessed.
     assert metrics["n"] == 6 and metrics["accuracy"] + metrics["invalid_rate"] <= 1.0 + 1e-9
+
+
+def test_label_scoring_is_the_default_and_gives_no_invalid_answer(table, tmp_path, capsys):
+    from tiny import save_tiny_model
+
+    model = save_tiny_model(tmp_path / "tiny")
+    code, out, err = cli(capsys, "eval", "classify", "--data", str(table), "--model", str(model),
+                         "--output-dir", str(tmp_path / "run"), "--json")  # fmt: skip
+    assert code == 0, err
+    result = orjson.loads(out)
+    metrics = result["models"][str(model)]
+    assert result["method"] == metrics["method"] == "score" and metrics["normalize"] == "sum"
+    assert metrics["invalid_rate"] == 0.0 and metrics["n"] == 6
+    saved = orjson.loads((tmp_path / "run" / "result.json").read_bytes())
+    assert saved["options"]["method"] == "score"
+    first = saved["outputs"][str(model)][0]
+    labels = ["ABBR", "HUM", "LOC", "NUM"]
+    assert set(first["label_scores"]) == set(labels)
+    best = max(labels, key=first["label_scores"].get)
+    assert first["predicted"] == best and first["answer"] == f"<category>{best}</category>"
+    assert "label scoring" in (tmp_path / "run" / "report.html").read_text()
+
+
+def test_a_model_without_log_likelihoods_falls_back_to_generation(table, scripted, capsys):
+    code, out, err = cli(capsys, "eval", "classify", "--data", str(table), "--model", "oracle",
+                         "--json")  # fmt: skip
+    assert code == 0, err
+    metrics = orjson.loads(out)["models"]["oracle"]
+    assert metrics["method"] == "generate" and "answered by generation" in metrics["note"]
+    code, out, err = cli(capsys, "eval", "classify", "--data", str(table), "--model", "oracle")
+    assert code == 0 and "answered by generation" in err and "generate" in out
 
 
 QUERIES = [

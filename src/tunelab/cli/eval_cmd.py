@@ -103,10 +103,28 @@ def _run_described(kind, models, described: dict, options, compute, output_dir, 
     help="A model to evaluate (repeat to compare; the first is the baseline).",
 )
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N items.")
+@click.option(
+    "--method",
+    type=click.Choice(["score", "generate"]),
+    default="score",
+    show_default=True,
+    help="score: pick the label with the highest log-likelihood after the prompt (no invalid "
+    "answers; hosted models fall back to generate); generate: generate an answer and read "
+    "the label from it.",
+)
+@click.option(
+    "--length-norm",
+    type=click.Choice(["sum", "mean"]),
+    default="sum",
+    show_default=True,
+    help="With --method score: rank labels by their answer's total log-likelihood (sum) or "
+    "its mean per token.",
+)
 @source_flags
 @click.option("--output-dir", type=OutputDir, help="Where to write result.json and report.html.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def classify_cmd(data_path, models, limit, output_dir, as_json, **flags) -> int:  # fmt: skip
+def classify_cmd(data_path, models, limit, method, length_norm, output_dir, as_json,
+                 **flags) -> int:  # fmt: skip
     """Accuracy, macro-F1, per-class scores and the confusion matrix, models side by side."""
     from tunelab.evals.classify import evaluate_classification
 
@@ -115,10 +133,12 @@ def classify_cmd(data_path, models, limit, output_dir, as_json, **flags) -> int:
     prompt = options.prompt or ClassificationPrompt()
 
     def compute(progress, cancel):
-        return evaluate_classification(data, list(models), prompt=prompt, progress=progress,
+        return evaluate_classification(data, list(models), prompt=prompt, method=method,
+                                       normalize=length_norm, progress=progress,
                                        cancel=cancel)  # fmt: skip
 
-    result = _run("classify", models, data, {"limit": limit}, compute, output_dir, as_json)
+    run_options = {"limit": limit, "method": method, "length_norm": length_norm}
+    result = _run("classify", models, data, run_options, compute, output_dir, as_json)
     if as_json:
         common.print_json(result)
     else:
@@ -128,14 +148,20 @@ def classify_cmd(data_path, models, limit, output_dir, as_json, **flags) -> int:
 
 def render_classify(result: dict) -> None:
     table = Table(title=f"classification: {result['data']['n_items']:,} items")
-    for column in ("model", "accuracy", "macro-F1", "invalid", "answers/s"):
-        table.add_column(column, justify="left" if column == "model" else "right")
+    for column in ("model", "method", "accuracy", "macro-F1", "invalid", "answers/s"):
+        table.add_column(column, justify="left" if column in ("model", "method") else "right")
     for name, m in result["models"].items():
         low, high = m.get("accuracy_ci", (None, None))
         interval = f" [{low:.1%}–{high:.1%}]" if low is not None else ""
-        table.add_row(escape(name), f"{m['accuracy']:.1%}{interval}", f"{m['macro_f1']:.3f}",
-                      f"{m['invalid_rate']:.1%}", _num(m.get("answers_per_second")))  # fmt: skip
+        method = m.get("method", "generate")
+        method += f" ({m['normalize']})" if method == "score" else ""
+        table.add_row(escape(name), method, f"{m['accuracy']:.1%}{interval}",
+                      f"{m['macro_f1']:.3f}", f"{m['invalid_rate']:.1%}",
+                      _num(m.get("answers_per_second")))  # fmt: skip
     common.stdout.print(table)
+    for name, m in result["models"].items():
+        if m.get("note"):
+            common.stderr.print(f"note: {escape(name)}: {escape(m['note'])}", highlight=False)
     for comparison in result.get("comparisons", []):
         diff, (low, high) = comparison["difference"], comparison["difference_ci"]
         common.stdout.print(

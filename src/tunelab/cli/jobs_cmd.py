@@ -183,7 +183,7 @@ def show_cmd(job_id, as_json) -> int:
         ("given", ", ".join(f"{k}={v}" for k, v in (job["hyperparameters"] or {}).items()) or "—"),
         ("created", _when(job["created_at"])),
         ("finished", _when(job["finished_at"])),
-        ("progress", _progress_text(job) or "—"),
+        ("progress", _progress_text(job) or escape(api.queue_note(job) or "—")),
         ("trained tokens", f"{job['trained_tokens']:,}" if job["trained_tokens"] else "—"),
     ]  # fmt: skip
     if job["error_message"]:
@@ -309,7 +309,7 @@ class JobProgress:
 
     def __call__(self, job: dict) -> None:
         progress = job["progress"] or {}
-        detail = _progress_text(job)
+        detail = _progress_text(job) or api.queue_note(job) or ""
         if self.bar is not None:
             self.bar.update(self.task, completed=progress.get("step", 0),
                             total=progress.get("total_steps"), status=job["status"],

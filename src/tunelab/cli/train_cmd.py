@@ -106,6 +106,7 @@ SETTING_TYPES = {
     "gradient_checkpointing": BOOLEAN,
     "load_in_4bit": BOOLEAN,
     "use_liger_kernel": BOOLEAN,
+    "packing": Setting(choices=("on", "off")),
 }
 
 

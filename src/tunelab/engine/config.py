@@ -27,6 +27,7 @@ AUTO = "auto"
 METHODS = ("lora", "full")
 SCHEDULERS = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+PACKINGS = ("auto", "on", "off")
 
 # Base learning rates, scaled by `learning_rate_multiplier`. LoRA adapters start at zero and
 # live in a low-rank subspace, so they need a step size ~10x larger than full fine-tuning to
@@ -105,6 +106,10 @@ class TrainConfig:
     use_liger_kernel: bool = False
     """Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU; CUDA only, pip install
     liger-kernel)."""
+    packing: str = AUTO
+    """Sequence packing: on puts several examples in each row (no attention across them)
+    instead of padding each to the longest; auto: off (length bucketing already leaves little
+    padding, and packed rows lose the fast causal attention kernel on CPU)."""
 
     @classmethod
     def from_settings(cls, settings: dict) -> TrainConfig:
@@ -135,6 +140,7 @@ class TrainConfig:
             *_choice("method", self.method, METHODS),
             *_choice("lr-scheduler", self.lr_scheduler, SCHEDULERS),
             *_choice("precision", self.precision, PRECISIONS),
+            *_choice("packing", self.packing, PACKINGS),
             *_number("lora-rank", self.lora_rank, minimum=1, integer=True),
             *_number("lora-alpha", self.lora_alpha, minimum=0, strict=True),
             *_number("lora-dropout", self.lora_dropout, minimum=0, maximum=1, below_max=True),
@@ -245,6 +251,7 @@ class TrainConfig:
             gradient_checkpointing=use_gradient_checkpointing(
                 self.gradient_checkpointing, n_parameters or 0
             ),
+            packing="off" if self.packing == AUTO else self.packing,
         )
         return ResolvedConfig(
             **settings,

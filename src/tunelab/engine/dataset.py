@@ -252,12 +252,13 @@ def _answer_start(full: str, with_prompt: str, without_prompt: str) -> int | Non
 def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list]:
     """One epoch's batches of example indices: random, deterministic in (seed, epoch).
 
-    Length bucketing rather than packing: packing several examples into one row needs a
-    block-diagonal attention mask, which on CPU forces dense attention over the whole packed
-    row (quadratic in its length) and a slower masked kernel; only CUDA's flash-attention
-    varlen kernels make it free. Sorting by length inside shuffled mega-batches leaves a few
-    percent of padding, keeps every attention implementation on its fast causal path and keeps
-    OpenAI's meaning of batch size (examples per step). Padded positions are never fed to the
+    Length bucketing by default: packing several examples into one row (`collate_packed`,
+    `--packing on`) needs a block-diagonal attention mask, which on CPU forces dense attention
+    over the whole packed row (quadratic in its length) and a slower masked kernel; only
+    CUDA's flash-attention varlen kernels make it free. Sorting by length inside shuffled
+    mega-batches leaves a few percent of padding, keeps every attention implementation on its
+    fast causal path and keeps OpenAI's meaning of batch size (examples per step; packing
+    keeps it too: it packs the same step's examples). Padded positions are never fed to the
     output head or the loss (see trainer.token_loss).
     """
     rng = np.random.default_rng([seed, epoch])
@@ -290,6 +291,8 @@ class Batch:
     targets: torch.Tensor
     n_tokens: int  # real (non-padding) tokens
     n_trained: int
+    # Packed rows only: positions restart at 0 with each example (see `collate_packed`).
+    position_ids: torch.Tensor | None = None
 
 
 def collate(examples: Sequence[TokenizedExample], pad_id: int, device: torch.device) -> Batch:
@@ -307,3 +310,68 @@ def collate(examples: Sequence[TokenizedExample], pad_id: int, device: torch.dev
         n_tokens=sum(len(e.input_ids) for e in examples),
         n_trained=int((targets != IGNORE_INDEX).sum()),
     )
+
+
+# Packed rows hold examples up to this many tokens (or the longest example, if longer): on CPU
+# a packed row's attention is a dense masked product, quadratic in the row's length.
+PACK_ROW_TOKENS = 1024
+
+
+def pack_rows(lengths: Sequence[int], capacity: int) -> list[list[int]]:
+    """Indices grouped into rows of at most `capacity` tokens (first fit, longest first)."""
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for index in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        fit = next((r for r, left in enumerate(room) if left >= lengths[index]), None)
+        if fit is None:
+            rows.append([index])
+            room.append(capacity - lengths[index])
+        else:
+            rows[fit].append(index)
+            room[fit] -= lengths[index]
+    return rows
+
+
+def collate_packed(
+    examples: Sequence[TokenizedExample], pad_id: int, device: torch.device
+) -> Batch:
+    """Several examples per row, none attending to another.
+
+    Position ids restart at 0 with each example; given position ids and no attention mask,
+    transformers (≥ 4.56) finds the examples' boundaries from them and builds a
+    block-diagonal causal mask, so each example computes what it would alone. The last
+    token of an example predicts nothing (its target would be the next example's first).
+    """
+    _check_packing_support()
+    lengths = [len(e.input_ids) for e in examples]
+    rows = pack_rows(lengths, max(PACK_ROW_TOKENS, *lengths))
+    width = max(sum(lengths[i] for i in row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    targets = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        at = 0
+        for index in row:
+            example, n = examples[index], lengths[index]
+            ids[r, at : at + n] = torch.tensor(example.input_ids)
+            targets[r, at : at + n - 1] = torch.tensor(example.labels[1:])
+            positions[r, at : at + n] = torch.arange(n)
+            at += n
+        # Padding continues the last example's positions: it follows it, so it changes
+        # nothing before it, and it is never in the loss.
+        positions[r, at:] = positions[r, at - 1] + 1 + torch.arange(width - at)
+    return Batch(ids.to(device), targets.to(device), n_tokens=sum(lengths),
+                 n_trained=int((targets != IGNORE_INDEX).sum()),
+                 position_ids=positions.to(device))  # fmt: skip
+
+
+def _check_packing_support() -> None:
+    try:
+        from transformers.masking_utils import find_packed_sequence_indices  # noqa: F401
+    except ImportError:
+        raise TunelabError(
+            "packing_unsupported",
+            "sequence packing needs transformers 4.56 or later (it finds the examples' "
+            "boundaries from their position ids).",
+            hint="upgrade transformers, or train with --packing off",
+        ) from None

@@ -1,5 +1,8 @@
 """Batched chat generation with a KV cache: what chat, evaluation and the server run.
 
+The tokens that every prompt of a call starts with (system prompt, instruction, label list)
+are computed once (`PrefixCache`) and each batch starts from a copy of their KV cache.
+
 Prompts are the model's chat template with the generation prompt. A batch is left-padded
 (position ids count real tokens only, so a padded row computes what it would alone), and a
 row that finishes (EOS, a stop string, its token limit) leaves the batch: its cache rows are
@@ -10,6 +13,7 @@ by one (tested); sampling is reproducible for a given seed and batch.
 
 from __future__ import annotations
 
+import copy
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
+from tunelab import cores
 from tunelab.errors import TunelabError
 
 Conversation = Sequence[dict]
@@ -63,8 +68,13 @@ def generate(
     stop: str | Sequence[str] | None = None,
     seed: int | None = None,
     batch_size: int = 16,
+    prefix_cache: bool = True,
 ) -> list[Completion]:
-    """One completion per conversation (a list of chat messages), in the given order."""
+    """One completion per conversation (a list of chat messages), in the given order.
+
+    With `prefix_cache`, the tokens every prompt starts with (system prompt, instruction,
+    label list) are computed once and their KV cache reused by every batch.
+    """
     sampling = _sampling(max_new_tokens, temperature, top_p, stop, seed)
     if batch_size < 1:
         raise TunelabError("invalid_generation_settings", "batch_size must be ≥ 1", exit_code=2)
@@ -72,12 +82,15 @@ def generate(
     generator = _generator(sampling.seed, model)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     completions: list[Completion | None] = [None] * len(prompts)
-    for begin in range(0, len(order), batch_size):
-        group = order[begin : begin + batch_size]
-        steps = _decode(model, tokenizer, [prompts[i] for i in group], sampling, generator)
-        rows = deque(steps, maxlen=1)[0]  # the rows after the last step
-        for index, row in zip(group, rows, strict=True):
-            completions[index] = row.completion()
+    with cores.computing():
+        prefix = PrefixCache.of(model, prompts) if prefix_cache else None
+        for begin in range(0, len(order), batch_size):
+            group = order[begin : begin + batch_size]
+            steps = _decode(model, tokenizer, [prompts[i] for i in group], sampling, generator,
+                            prefix)  # fmt: skip
+            rows = deque(steps, maxlen=1)[0]  # the rows after the last step
+            for index, row in zip(group, rows, strict=True):
+                completions[index] = row.completion()
     return completions
 
 
@@ -96,14 +109,16 @@ class ChatStream:
     def __iter__(self) -> Iterator[str]:
         sent = 0
         generator = _generator(self._sampling.seed, self._model)
-        for rows in _decode(
-            self._model, self._tokenizer, [self._prompt], self._sampling, generator
-        ):
-            row = rows[0]
-            end = len(row.text) if row.finish_reason else _settled(row.text, self._sampling.stop)
-            if end > sent:
-                yield row.text[sent:end]
-                sent = end
+        with cores.computing():
+            for rows in _decode(
+                self._model, self._tokenizer, [self._prompt], self._sampling, generator
+            ):
+                row = rows[0]
+                done = row.finish_reason is not None
+                end = len(row.text) if done else _settled(row.text, self._sampling.stop)
+                if end > sent:
+                    yield row.text[sent:end]
+                    sent = end
         self.completion = row.completion()
 
 
@@ -217,6 +232,7 @@ def _decode(
     prompts: list[list[int]],
     sampling: Sampling,
     generator: torch.Generator,
+    prefix: PrefixCache | None = None,
 ) -> Iterator[list[_Row]]:
     """Generate for a batch of prompts; yields every row after each new token."""
     context = getattr(model.config, "max_position_embeddings", None)
@@ -235,8 +251,8 @@ def _decode(
     was_training = model.training
     model.eval()  # no dropout while generating, even in the middle of a training run
     try:
-        batch = _KVBatch(model, _pad_id(tokenizer))
-        logits = batch.start(prompts)
+        batch = KVBatch(model, _pad_id(tokenizer))
+        logits = batch.start(prompts, prefix)
         active = list(range(len(rows)))
         while True:
             tokens = _pick(logits, sampling, generator)
@@ -247,13 +263,69 @@ def _decode(
             if not keep:
                 return
             active = [active[k] for k in keep]
+            _rebalance()
             logits = batch.step([tokens[k] for k in keep], keep)
     finally:
         model.train(was_training)
 
 
-class _KVBatch:
-    """The model's state for a left-padded batch: KV cache, attention mask, positions."""
+class PrefixCache:
+    """The KV cache of the tokens that every prompt of a call starts with, computed once.
+
+    Each batch gets its own copy, repeated to the batch's rows, so decoding never changes
+    the original. Attention is causal, so a prefix's keys and values do not depend on what
+    follows it: a batch that starts from them computes what it would compute whole.
+    """
+
+    MIN_TOKENS = 8  # below this, a separate forward pass costs more than it saves
+
+    def __init__(self, model: torch.nn.Module, tokens: list[int]) -> None:
+        self.tokens = tokens
+        self.cache = DynamicCache()
+        was_training = model.training
+        model.eval()  # no dropout: the cache must be what decoding would compute
+        try:
+            with torch.inference_mode():
+                ids = torch.tensor([tokens], device=_device(model))
+                model(input_ids=ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        finally:
+            model.train(was_training)
+
+    @classmethod
+    def of(cls, model: torch.nn.Module, prompts: list[list[int]]) -> PrefixCache | None:
+        """The shared prefix of `prompts` (at least one token of each left out), or None."""
+        length = shared_prefix_length(prompts)
+        if len(prompts) < 2 or length < cls.MIN_TOKENS:
+            return None
+        return cls(model, prompts[0][:length])
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def copy_for(self, rows: int) -> DynamicCache:
+        cache = copy.deepcopy(self.cache)
+        cache.batch_repeat_interleave(rows)
+        return cache
+
+
+def shared_prefix_length(prompts: list[list[int]]) -> int:
+    """Tokens that every prompt starts with, leaving each prompt at least one of its own."""
+    if not prompts:
+        return 0
+    first, limit = prompts[0], min(len(p) for p in prompts) - 1
+    length = 0
+    while length < limit and all(p[length] == first[length] for p in prompts):
+        length += 1
+    return length
+
+
+class KVBatch:
+    """The model's state for a batch of prompts: KV cache, attention mask, positions.
+
+    Rows are left-padded; after a shared prefix the padding sits between the prefix and each
+    row's own tokens. Positions count real tokens only, so a padded row computes what it
+    would alone.
+    """
 
     def __init__(self, model: torch.nn.Module, pad_id: int) -> None:
         self.model, self.pad_id, self.device = model, pad_id, _device(model)
@@ -261,16 +333,24 @@ class _KVBatch:
         self.mask = self.positions = None
 
     @torch.inference_mode()
-    def start(self, prompts: list[list[int]]) -> torch.Tensor:
-        width = max(len(p) for p in prompts)
+    def start(self, prompts: list[list[int]], prefix: PrefixCache | None = None) -> torch.Tensor:
+        """Run the prompts; returns each row's next-token logits."""
+        if prefix is not None and any(p[: len(prefix)] != prefix.tokens for p in prompts):
+            prefix = None  # not these prompts' prefix (or it covers a whole prompt)
+        shared = len(prefix) if prefix is not None else 0
+        own = [prompt[shared:] for prompt in prompts]
+        width = max(len(p) for p in own)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            ids[row, width - len(prompt) :] = torch.tensor(prompt)
-            mask[row, width - len(prompt) :] = 1
+        mask = torch.zeros((len(prompts), shared + width), dtype=torch.long)
+        mask[:, :shared] = 1
+        for row, tokens in enumerate(own):
+            ids[row, width - len(tokens) :] = torch.tensor(tokens)
+            mask[row, shared + width - len(tokens) :] = 1
         self.mask = mask.to(self.device)
+        if prefix is not None:
+            self.cache = prefix.copy_for(len(prompts))
         # Left padding must not shift positions: each row's first real token is position 0.
-        self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
+        self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
         return self._forward(ids.to(self.device), self.positions)
 
     @torch.inference_mode()
@@ -309,6 +389,13 @@ def _pick(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator) 
         sorted_probs[outside] = 0
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1).tolist()
+
+
+def _rebalance() -> None:
+    """Keep to this process's share of the cores while generating (see tunelab/cores.py)."""
+    share = cores.current_share()
+    if share is not None:
+        share.rebalance()
 
 
 def _eos_ids(model: torch.nn.Module, tokenizer) -> frozenset[int]:

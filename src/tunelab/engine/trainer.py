@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from peft import PeftModel
 
+from tunelab import cores
 from tunelab.data.example import ChatExample
 from tunelab.engine.checkpoint import (
     METRICS_FILE,
@@ -47,6 +48,7 @@ from tunelab.engine.dataset import (
     Batch,
     TokenizedDataset,
     collate,
+    collate_packed,
     epoch_batches,
     micro_batches,
     read_chat_jsonl,
@@ -226,7 +228,9 @@ def train(
         callback=callback,
         cancel=cancel,
     )
-    status, position = loop.run(start)
+    with cores.computing() as share:  # a fair share of the cores, re-checked every few steps
+        loop.share = share
+        status, position = loop.run(start)
     result = loop.result(status, position, start, checkpoint is not None)
     if status == "succeeded":
         write_output(model, tokenizer, output_dir, resolved, run_info, result.to_dict())
@@ -258,6 +262,7 @@ class _Loop:
     steps_done: int = 0
     last_record: dict = field(default_factory=dict)
     last_checkpoint: Path | None = None
+    share: cores.Share | None = None
     parameters: list[torch.nn.Parameter] = field(init=False)
     scaler: torch.amp.GradScaler = field(init=False)
 
@@ -290,11 +295,13 @@ class _Loop:
         return "succeeded", position
 
     def train_step(self, batch: list[int], step: int, epoch: int, start: Position) -> dict:
+        threads = self.share.rebalance() if self.share is not None else torch.get_num_threads()
         began = time.perf_counter()
         n_micro = self.config.gradient_accumulation_steps
         groups = micro_batches(batch, self.train_set.lengths, n_micro)
         examples = self.train_set.examples
-        batches = [collate([examples[i] for i in g], self.pad_id, self.device) for g in groups]
+        pack = collate_packed if self.config.packing == "on" else collate
+        batches = [pack([examples[i] for i in g], self.pad_id, self.device) for g in groups]
         n_trained = sum(b.n_trained for b in batches)
         learning_rate = self.scheduler.get_last_lr()[0]
         loss_sum, correct = torch.zeros((), device=self.device), 0
@@ -331,6 +338,7 @@ class _Loop:
             "tokens": n_tokens,
             "trained_tokens": n_trained,
             "tokens_per_second": self.tokens_seen / self.step_seconds,
+            "threads": threads,
             "elapsed": start.elapsed + wall,
             "eta_seconds": (self.config.total_steps - step) * wall / self.steps_done,
         }
@@ -419,11 +427,14 @@ def token_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torc
     mask = batch.targets != IGNORE_INDEX
     targets = batch.targets[mask]
     decoder, head = _decoder_and_head(model)
+    inputs = {"input_ids": batch.input_ids, "use_cache": False}
+    if batch.position_ids is not None:  # packed rows: boundaries from the position ids
+        inputs["position_ids"] = batch.position_ids
     if head is not None:
-        hidden = decoder(input_ids=batch.input_ids, use_cache=False).last_hidden_state
+        hidden = decoder(**inputs).last_hidden_state
         logits = head(hidden[mask])
     else:
-        logits = model(input_ids=batch.input_ids, use_cache=False).logits[mask]
+        logits = model(**inputs).logits[mask]
     loss = F.cross_entropy(logits.float(), targets, reduction="sum")
     return loss, (logits.detach().argmax(-1) == targets).sum()
 

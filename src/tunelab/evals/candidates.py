@@ -17,8 +17,12 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tunelab.errors import TunelabError
+
+if TYPE_CHECKING:  # torch loads only when a local model is used
+    from tunelab.engine.score import AnswerScore
 
 Progress = Callable[[int], None]  # called with the number of answers just finished
 # Rows per batched generation. On CPU larger batches keep paying off: 96 TREC prompts with
@@ -40,6 +44,7 @@ class Candidate(abc.ABC):
     """A model under evaluation (or a judge): `answer` many chats, in order."""
 
     name: str
+    gives_logprobs = False  # whether `score` works (local models) or returns None (hosted)
 
     @abc.abstractmethod
     def answer(
@@ -53,6 +58,18 @@ class Candidate(abc.ABC):
     ) -> list[Answer]:
         """One answer per conversation, in order (local: batched; hosted: a few at a time)."""
 
+    def score(
+        self,
+        conversations: list[list[dict]],
+        answers: list[str],
+        *,
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[list[AnswerScore]] | None:
+        """Each answer's log-likelihood after each conversation (`[conversation][answer]`);
+        None where the model gives no log-likelihoods (hosted chat APIs)."""
+        return None
+
     def chat(self, messages: list[dict], max_tokens: int = 512) -> str:
         """One answer's text: the judge's interface."""
         [answer] = self.answer([messages], max_tokens=max_tokens)
@@ -65,6 +82,8 @@ class Candidate(abc.ABC):
 
 
 class LocalCandidate(Candidate):
+    gives_logprobs = True
+
     def __init__(self, name: str, source: str, batch_size: int = LOCAL_BATCH_SIZE) -> None:
         self.name, self.source, self.batch_size = name, source, batch_size
         self._loaded = None
@@ -97,6 +116,20 @@ class LocalCandidate(Candidate):
             if progress is not None:
                 progress(len(part))
         return answers
+
+    def score(self, conversations, answers, *, progress=None, cancel=None):
+        from tunelab.engine.score import score_answers
+
+        model, tokenizer = self._model()
+        scores: list[list[AnswerScore]] = []
+        chunk = self.batch_size * 4  # progress and cancellation between chunks
+        for begin in range(0, len(conversations), chunk):
+            check_cancel(cancel)
+            part = conversations[begin : begin + chunk]
+            scores += score_answers(model, tokenizer, part, answers, batch_size=self.batch_size)
+            if progress is not None:
+                progress(len(part))
+        return scores
 
     def close(self) -> None:
         self._loaded = None
@@ -158,5 +191,21 @@ def answer_all(name: str, conversations: list[list[dict]], *, max_tokens: int, p
         answers = candidate.answer(conversations, max_tokens=max_tokens, progress=task,
                                    cancel=cancel)  # fmt: skip
         return answers, time.perf_counter() - began
+    finally:
+        candidate.close()
+
+
+def score_all(name: str, conversations: list[list[dict]], answers: list[str], *, progress=None,
+              cancel: threading.Event | None = None):  # fmt: skip
+    """Model `name`'s scores of every answer after every conversation, and the seconds they
+    took; (None, 0.0) when the model gives no log-likelihoods. The model is freed afterwards."""
+    candidate = open_candidate(name)
+    try:
+        if not candidate.gives_logprobs:
+            return None, 0.0
+        task = progress(name, len(conversations)) if progress else None
+        began = time.perf_counter()
+        scores = candidate.score(conversations, answers, progress=task, cancel=cancel)
+        return scores, time.perf_counter() - began
     finally:
         candidate.close()

@@ -1,9 +1,12 @@
 """`tunelab eval classify`: accuracy, macro-F1 and the confusion matrix, models side by side.
 
-The prompt is the one `tunelab format` trains on (`ClassificationPrompt`), and answers are
-read with its `parse_answer`: an answer that is no valid label counts as wrong and is
-reported as invalid, never guessed. Every model after the first is compared with the first
-on the same items (difference in accuracy with a bootstrap interval, McNemar's exact test).
+The prompt is the one `tunelab format` trains on (`ClassificationPrompt`). By default each
+label is scored by its log-likelihood after the prompt and the best one is the model's
+answer (`method="score"`: no invalid answers, and base models get a fair measure); with
+`method="generate"` the model generates and answers are read with `parse_answer`: an answer
+that is no valid label counts as wrong and is reported as invalid, never guessed. Every model
+after the first is compared with the first on the same items (difference in accuracy with a
+bootstrap interval, McNemar's exact test).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import re
 
 from tunelab.data.prompts import ClassificationPrompt
 from tunelab.errors import TunelabError
-from tunelab.evals.candidates import answer_all
+from tunelab.evals.candidates import answer_all, score_all
 from tunelab.evals.items import EvalData
 from tunelab.evals.metrics import classification_metrics, paired_comparison
 
@@ -43,44 +46,97 @@ def gold_labels(data: EvalData, prompt: ClassificationPrompt) -> tuple[list[str]
     return golds, labels
 
 
+METHODS = ("score", "generate")
+NO_LOGPROBS = (
+    "label scoring needs the model's log-likelihoods, which its provider does not give: "
+    "answered by generation instead"
+)
+
+
 def evaluate_classification(
     data: EvalData,
     models: list[str],
     *,
     prompt: ClassificationPrompt | None = None,
+    method: str = "score",
+    normalize: str = "sum",
     progress=None,
     cancel=None,
 ) -> tuple[dict, dict[str, list[dict]]]:
-    """Metrics per model (and comparisons with the first), and every scored answer."""
+    """Metrics per model (and comparisons with the first), and every scored answer.
+
+    `method="score"` picks, for each item, the label whose answer (as `tunelab format`
+    trains it: `<category>LABEL</category>` and the end of the turn) has the highest
+    log-likelihood after the prompt (`normalize`: "sum" or "mean" per token, see
+    `tunelab.engine.score`): no answer is invalid. Models without log-likelihoods (hosted)
+    fall back to generation, and their metrics say so. `method="generate"` reads the greedy
+    answer of each item with `parse_answer`, as the seeds did.
+    """
+    if method not in METHODS:
+        raise TunelabError("invalid_method", f"method must be one of {', '.join(METHODS)}",
+                           exit_code=2)  # fmt: skip
     prompt = prompt or ClassificationPrompt()
     golds, labels = gold_labels(data, prompt)
     results, outputs, correct = {}, {}, {}
     for name in models:
-        answers, seconds = answer_all(
-            name,
-            [i.messages for i in data.items],
-            max_tokens=MAX_TOKENS,
-            progress=progress,
-            cancel=cancel,
-        )
-        predicted = [prompt.parse_answer(a.text, labels) if not a.error else None
-                     for a in answers]  # fmt: skip
+        rows, figures = _classify_with(name, data, prompt, labels, method, normalize,
+                                       progress, cancel)  # fmt: skip
+        predicted = [row["predicted"] for row in rows]
         metrics = classification_metrics(golds, predicted, labels)
-        metrics.update(seconds=round(seconds, 2),
-                       answers_per_second=round(len(answers) / seconds, 2) if seconds else None,
-                       n_errors=sum(1 for a in answers if a.error))  # fmt: skip
+        metrics.update(figures)
         results[name] = metrics
         correct[name] = [p == g for p, g in zip(predicted, golds, strict=True)]
         outputs[name] = [
-            {"question": item.question, "gold": gold, "answer": answer.text,
-             "predicted": guess, "correct": guess == gold, "error": answer.error,
+            {"question": item.question, "gold": gold, **row, "correct": row["predicted"] == gold,
              "source_line": item.source_line}
-            for item, gold, answer, guess in zip(data.items, golds, answers, predicted,
-                                                  strict=True)
+            for item, gold, row in zip(data.items, golds, rows, strict=True)
         ]  # fmt: skip
     comparisons = [
         {"baseline": models[0], "model": name, **paired_comparison(correct[models[0]],
                                                                     correct[name])}
         for name in models[1:]
     ]  # fmt: skip
-    return {"labels": labels, "models": results, "comparisons": comparisons}, outputs
+    summary = {"labels": labels, "method": method, "models": results, "comparisons": comparisons}
+    return summary, outputs
+
+
+def _classify_with(name, data, prompt, labels, method, normalize, progress, cancel):
+    """(one row per item: answer, predicted label, error), and the model's figures."""
+    conversations = [item.messages for item in data.items]
+    note = None
+    if method == "score":
+        answers = [prompt.answer(label) for label in labels]
+        scores, seconds = score_all(name, conversations, answers, progress=progress,
+                                    cancel=cancel)  # fmt: skip
+        if scores is not None:
+            rows = [_scored_row(item_scores, labels, answers, normalize) for item_scores in scores]
+            return rows, _figures("score", len(rows), seconds, normalize=normalize)
+        note = NO_LOGPROBS
+    answers, seconds = answer_all(name, conversations, max_tokens=MAX_TOKENS,
+                                  progress=progress, cancel=cancel)  # fmt: skip
+    rows = [
+        {"answer": a.text, "error": a.error,
+         "predicted": prompt.parse_answer(a.text, labels) if not a.error else None}
+        for a in answers
+    ]  # fmt: skip
+    figures = _figures("generate", len(rows), seconds, note=note)
+    figures["n_errors"] = sum(1 for a in answers if a.error)
+    return rows, figures
+
+
+def _scored_row(scores, labels: list[str], answers: list[str], normalize: str) -> dict:
+    from tunelab.engine.score import best_answer  # torch loads only for local models
+
+    best = best_answer(scores, normalize)
+    values = {label: round(score.value(normalize), 4)
+              for label, score in zip(labels, scores, strict=True)}  # fmt: skip
+    return {"answer": answers[best], "error": None, "predicted": labels[best],
+            "label_scores": values}  # fmt: skip
+
+
+def _figures(method: str, n: int, seconds: float, **extra) -> dict:
+    figures = {"method": method, "seconds": round(seconds, 2),
+               "answers_per_second": round(n / seconds, 2) if seconds else None,
+               "n_errors": 0}  # fmt: skip
+    figures.update({k: v for k, v in extra.items() if v is not None})
+    return figures

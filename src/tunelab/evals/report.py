@@ -48,17 +48,27 @@ def _classify_sections(result: dict) -> str:
     for name, m in result["models"].items():
         low, high = m.get("accuracy_ci") or (None, None)
         interval = f"{low:.1%} – {high:.1%}" if low is not None else None
-        rows.append([name, f"{m['accuracy']:.1%}", interval, f"{m['macro_f1']:.3f}",
+        rows.append([name, _method(m), f"{m['accuracy']:.1%}", interval, f"{m['macro_f1']:.3f}",
                      f"{m['invalid_rate']:.1%}", m.get("answers_per_second")])  # fmt: skip
     html = "<h2>Models</h2>" + _table(
-        ["model", "accuracy", "95% interval", "macro-F1", "invalid", "answers/s"],
+        ["model", "method", "accuracy", "95% interval", "macro-F1", "invalid", "answers/s"],
         rows,
-        {1, 3, 4, 5},
+        {2, 4, 5, 6},
     )
+    notes = [f"{name}: {m['note']}" for name, m in result["models"].items() if m.get("note")]
+    html += "".join(f"<p>{_e(note)}</p>" for note in notes)
     html += _comparisons(result.get("comparisons") or [])
     for name, m in result["models"].items():
         html += f"<h2>{_e(name)}</h2>" + _per_class(m) + _confusion(m["confusion_matrix"])
     return html + _answers(result, lambda o: o.get("correct"))
+
+
+def _method(metrics: dict) -> str:
+    """How a model's labels were obtained: label scoring or generation."""
+    method = metrics.get("method", "generate")
+    if method == "score":
+        return f"label scoring ({metrics.get('normalize', 'sum')} log-likelihood)"
+    return "generation" + (" (fallback)" if metrics.get("note") else "")
 
 
 def _comparisons(comparisons: list[dict]) -> str:

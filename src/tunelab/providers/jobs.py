@@ -232,6 +232,14 @@ def poll_seconds(job: dict) -> float:
     return _provider_class_of(job).poll_seconds
 
 
+def queue_note(job: dict) -> str | None:
+    """Why a queued job is not running yet (jobs that run here wait for those ahead)."""
+    if job["status"] != "queued":
+        return None
+    with Store() as store:
+        return _provider_class_of(job).queue_note(store, job)
+
+
 # -- OpenAI's shape -------------------------------------------------------------------------
 
 
@@ -276,6 +284,7 @@ def job_object(job: dict) -> dict:
             "progress": job["progress"],
             "output_dir": job["output_dir"],
             "hyperparameters_given": given,
+            "queue": queue_note(job),
         },
     }
 

@@ -217,6 +217,30 @@ def queue_job(
     return job
 
 
+def queue_note(store: Store, job: dict) -> str | None:
+    """Why a queued local job is not running yet: the jobs ahead of it, the running first.
+
+    Auto-started workers run local jobs one at a time (two trainings on the same cores
+    would each run at half speed at best), so a job waits for those created before it.
+    """
+    active = store.list_jobs(provider="local", statuses=("running", "queued"), limit=10_000)
+    running = [j for j in active if j["status"] == "running"]
+    # Newest first: the jobs listed after this one were created before it.
+    ids = [j["id"] for j in active]
+    older = active[ids.index(job["id"]) + 1 :] if job["id"] in ids else []
+    ahead = [j for j in older if j["status"] == "queued"]
+    if not running and not ahead:
+        return "waiting for a worker to pick it up"
+    parts = []
+    for other in reversed(running):
+        progress = other["progress"] or {}
+        step = f", step {progress['step']}/{progress['total_steps']}" if progress else ""
+        parts.append(f"{other['id']} (running{step})")
+    if ahead:
+        parts.append(f"{len(ahead)} queued job(s) created before it")
+    return "queued behind " + " and ".join(parts)
+
+
 def request_stop(store: Store, job: dict, pause: bool) -> dict:
     """Cancel (or pause) a local job: at once when queued, after its current step when running."""
     word = "pause" if pause else "cancel"

@@ -111,6 +111,10 @@ class LocalProvider(Provider):
         return local.refresh_page(store, jobs)
 
     @classmethod
+    def queue_note(cls, store, job: dict) -> str | None:
+        return local.queue_note(store, job)
+
+    @classmethod
     def stop_job(cls, store, job: dict, *, pause: bool) -> dict:
         return local.request_stop(store, job, pause)
 

@@ -190,6 +190,11 @@ class Provider:
         return [cls.refresh_job(store, job, events=False) for job in jobs]
 
     @classmethod
+    def queue_note(cls, store, job: dict) -> str | None:
+        """Why the queued `job` waits, where this machine knows (hosted queues do not say)."""
+        return None
+
+    @classmethod
     def stop_job(cls, store, job: dict, *, pause: bool) -> dict:
         from tunelab.providers import hosted_jobs
 

@@ -26,6 +26,7 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
+from tunelab import cores
 from tunelab.errors import TunelabError
 from tunelab.providers.local import PAUSE
 from tunelab.registry import Store
@@ -158,9 +159,13 @@ class _ProgressRecorder:
     def __init__(self, store: Store, job_id: str) -> None:
         self.store, self.job_id = store, job_id
         self.trained_tokens: int | None = None
+        self.announced = False
 
     def __call__(self, record: dict) -> None:
         step, total = record["step"], record["total_steps"]
+        if not self.announced:  # whether this job shares the cores politely, for the record
+            self.announced = True
+            self.store.add_event(self.job_id, f"Computing with {cores.describe(record)}")
         if self.trained_tokens is None:  # a resumed run counts the steps before it too
             earlier = self.store.list_metrics(self.job_id)
             self.trained_tokens = sum(m["tokens"] for m in earlier if m["step"] < step)

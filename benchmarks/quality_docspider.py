@@ -20,6 +20,8 @@ documents to run the queries on.
     python benchmarks/quality_docspider.py              # or: make bench
     python benchmarks/quality_docspider.py --quick      # a few steps and items, nothing recorded
     python benchmarks/quality_docspider.py --no-record  # full run, RESULTS.md left alone
+    python benchmarks/quality_docspider.py --minutes 20 --set method=full \\
+        --set learning_rate=5e-5 --json-out sweep.jsonl   # one recipe of a sweep
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from quality_trec import (
     MODEL,
     SEED,
     Budget,
+    append_json,
+    budget_for,
     comparison_sentence,
     context_sentence,
     fine_tune,
@@ -45,6 +49,7 @@ from quality_trec import (
     parse_args,
     print_progress,
     quiet_start,
+    recipe_settings,
     record,
     settings_sentence,
     training_sentence,
@@ -106,7 +111,7 @@ def evaluate(data: dict, tuned: Path, budget: Budget) -> dict:
     models = [MODEL, str(tuned)]
     options = {
         "benchmark": "quality_docspider",
-        "quick": budget == QUICK,
+        "quick": budget.max_steps == QUICK.max_steps,
         "max_new_tokens": MAX_NEW_TOKENS,
         "fine_tuned": "LoRA output in a temporary directory, deleted after the run",
     }
@@ -151,7 +156,8 @@ def markdown(data: dict, result: dict, training: dict, context: dict) -> str:
         else "items (every gold query parses)"
     )
     lines = [
-        f"## quality: DocSpider NL→MongoDB, SmolLM2-135M base vs tunelab LoRA — {date.today()}",
+        f"## quality: DocSpider NL→MongoDB, SmolLM2-135M base vs tunelab "
+        f"{training['recipe']['method']} fine-tuning — {date.today()}",
         "",
         f"Machine: {context['machine']}.",
         "",
@@ -192,15 +198,19 @@ def markdown(data: dict, result: dict, training: dict, context: dict) -> str:
 
 def main(argv: Sequence[str] = ()) -> None:
     args = parse_args(argv, __doc__)
-    budget = QUICK if args.quick else FULL
+    budget = budget_for(args, FULL, QUICK)
+    settings = recipe_settings(args, budget)
     quiet, load_before = quiet_start(args)
     with tempfile.TemporaryDirectory(prefix="tunelab-bench-docspider-") as tmp:
         data = prepare_data(Path(tmp), budget)
         before = cpu_snapshot([os.getpid()])
-        training, trained_dir = fine_tune(data["train"], Path(tmp) / "run", budget)
+        training, trained_dir = fine_tune(data["train"], Path(tmp) / "run", budget, settings)
         result = evaluate(data, trained_dir, budget)
         busy = other_work(before, cpu_snapshot([os.getpid()]))
         section = markdown(data, result, training, machine(budget, quiet, load_before, busy))
+    append_json(args.json_out, {"benchmark": "quality_docspider", "date": str(date.today()),
+                                "training": training, "models": result["models"],
+                                "other_work": busy, "budget": budget})  # fmt: skip
     print("Execution match is null: DocSpider ships no documents to run the queries on.")
     record(section, args, busy)
 

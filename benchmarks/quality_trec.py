@@ -23,6 +23,13 @@ budget, depend on it.
     python benchmarks/quality_trec.py              # or: make bench
     python benchmarks/quality_trec.py --quick      # a few steps and items, nothing recorded
     python benchmarks/quality_trec.py --no-record  # full run, RESULTS.md left alone
+    python benchmarks/quality_trec.py --minutes 15 --set lora_rank=32 --set lora_alpha=64 \\
+        --set learning_rate=4e-4 --set max_steps=auto --set n_epochs=2 \\
+        --json-out sweep.jsonl                       # one recipe of a sweep
+
+Every run records its recipe (the resolved training settings) beside its figures, in
+RESULTS.md and with --json-out; `--eval-method generate` evaluates by generation instead of
+label scoring.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
@@ -77,11 +84,89 @@ FULL = Budget(max_train=1000, max_items=None, batch_size=16, max_steps=120, canc
 QUICK = Budget(max_train=32, max_items=16, batch_size=4, max_steps=3, cancel_after_s=300)
 
 
-def parse_args(argv: Sequence[str], doc: str) -> argparse.Namespace:
+def parse_args(argv: Sequence[str], doc: str, classify: bool = False) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=doc.split("\n", 1)[0])
+    if classify:
+        parser.add_argument(
+            "--eval-method",
+            choices=("score", "generate"),
+            default="score",
+            help="how `eval classify` answers: label scoring or generation",
+        )
     parser.add_argument("--quick", action="store_true", help="a few steps and items; not recorded")
     parser.add_argument("--no-record", action="store_true", help="leave RESULTS.md alone")
+    parser.add_argument(
+        "--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
+        help="a training setting as `tunelab train --NAME VALUE` takes it (method=full, "
+        "lora_rank=32, lora_alpha=64, lora_target_modules=q_proj,v_proj, learning_rate=1e-4, "
+        "lr_scheduler=linear, warmup_ratio=0.1, n_epochs=3, batch_size=16, max_steps=auto, "
+        "packing=on, ...); repeat for several. Unset: tunelab's auto, with the budget's "
+        "batch size and max_steps",
+    )  # fmt: skip
+    parser.add_argument("--max-train", type=int, help="training examples (default: the budget's)")
+    parser.add_argument("--minutes", type=float,
+                        help="training time budget; the run is cancelled after it")  # fmt: skip
+    parser.add_argument(
+        "--json-out", type=Path, help="also append the recipe and the figures to a JSONL file"
+    )
     return parser.parse_args(list(argv))
+
+
+def budget_for(args: argparse.Namespace, full: Budget, quick: Budget) -> Budget:
+    """The budget of this run: --quick or the full one, with --max-train and --minutes."""
+    budget = quick if args.quick else full
+    changes = {}
+    if args.max_train:
+        changes["max_train"] = args.max_train
+    if args.minutes:
+        changes["cancel_after_s"] = args.minutes * 60
+    return replace(budget, **changes)
+
+
+def recipe_settings(args: argparse.Namespace, budget: Budget) -> dict:
+    """The training settings: the budget's batch size and steps, then each --set NAME=VALUE,
+    converted as `tunelab train` converts its flags (so `auto` and `none` work too)."""
+    from tunelab.cli.train_cmd import SETTING_TYPES
+
+    settings = {"batch_size": budget.batch_size, "max_steps": budget.max_steps, "seed": SEED}
+    for item in args.settings:
+        name, _, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if name not in SETTING_TYPES:
+            raise SystemExit(f"--set {item}: unknown setting (see `tunelab train --help`)")
+        settings[name] = SETTING_TYPES[name].convert(value.strip(), None, None)
+    return settings
+
+
+def recipe_text(recipe: dict) -> str:
+    """The resolved recipe in one line (for RESULTS.md)."""
+    targets = recipe.get("lora_target_modules")
+    targets = ",".join(targets) if targets else "every linear layer of the blocks"
+    parts = [f"method {recipe['method']}"]
+    if recipe["method"] == "lora":
+        parts.append(f"r={recipe['lora_rank']}, alpha={recipe['lora_alpha']:g}, dropout "
+                     f"{recipe['lora_dropout']:g}, targets "
+                     f"{targets}")  # fmt: skip
+    parts += [
+        f"lr {recipe['learning_rate']:.1e} {recipe['lr_scheduler']} with {recipe['warmup_steps']} "
+        f"warm-up steps",
+        f"{recipe['n_epochs']} epoch(s) planned, batch {recipe['batch_size']}, max_steps "
+        f"{recipe['max_steps']}",
+        f"weight decay {recipe['weight_decay']:g}, precision {recipe['precision']}, packing "
+        f"{recipe.get('packing', 'off')}, max_seq_len {recipe['max_seq_len']}",
+    ]
+    return "; ".join(parts)
+
+
+def append_json(path: Path | None, record: dict) -> None:
+    """One JSON line per run (recipe and figures), for sweeps over recipes."""
+    if path is None:
+        return
+    import orjson
+
+    with path.open("ab") as out:
+        out.write(orjson.dumps(record, default=str) + b"\n")
+    print(f"appended to {path}")
 
 
 def head_lines(source: Path, target: Path, n: int) -> int:
@@ -121,14 +206,14 @@ def print_progress(name: str, total: int):
     return advance
 
 
-def fine_tune(train_path: Path, out_dir: Path, budget: Budget) -> tuple[dict, Path]:
+def fine_tune(train_path: Path, out_dir: Path, budget: Budget, settings: dict) -> tuple[dict, Path]:
     """Train within the budget; returns the figures and the directory to load the model from."""
     from tunelab.engine import TrainConfig, train
-    from tunelab.engine.config import resolve_precision
     from tunelab.engine.models import load_base
 
     model, tokenizer, _ = load_base(MODEL)
-    config = TrainConfig(batch_size=budget.batch_size, max_steps=budget.max_steps, seed=SEED)
+    config = TrainConfig.from_settings(settings)
+    context = getattr(model.config, "max_position_embeddings", None)
     cancel = threading.Event()
     timer = threading.Timer(budget.cancel_after_s, cancel.set)
     records: list[dict] = []
@@ -141,17 +226,21 @@ def fine_tune(train_path: Path, out_dir: Path, budget: Budget) -> tuple[dict, Pa
         )  # fmt: skip
     finally:
         timer.cancel()
+    n_examples = result.dataset["train"]["n_examples"]
+    recipe = config.resolve(n_examples, context).to_dict()
     figures = {
         "status": result.status,
         "steps": result.step,
-        "epochs": result.step * budget.batch_size / result.dataset["train"]["n_examples"],
+        "epochs": result.step * recipe["batch_size"] / n_examples,
         "seconds": time.perf_counter() - start,
         "cpu_seconds": cpu_seconds() - cpu_start,
         "tokens_per_second": result.tokens_per_second,
         "first_loss": records[0]["loss"],
         "last_loss": sum(r["loss"] for r in records[-5:]) / len(records[-5:]),
         "learning_rate": max(r["learning_rate"] for r in records),
-        "precision": resolve_precision("auto"),
+        "precision": recipe["precision"],
+        "recipe": recipe,
+        "settings_given": settings,
     }
     print(f"trained: {figures}", flush=True)
     return figures, out_dir if result.status == "succeeded" else result.last_checkpoint
@@ -178,7 +267,7 @@ def majority_floor(data: dict, held_out) -> tuple[str, float]:
     return label, held_out_golds.count(label) / len(held_out_golds)
 
 
-def evaluate(data: dict, tuned: Path, budget: Budget) -> dict:
+def evaluate(data: dict, tuned: Path, budget: Budget, method: str = "score") -> dict:
     """Base vs fine-tuned on the held-out questions, recorded as a tunelab evaluation run."""
     from tunelab.evals.classify import evaluate_classification
     from tunelab.evals.items import load_items
@@ -188,12 +277,14 @@ def evaluate(data: dict, tuned: Path, budget: Budget) -> dict:
     models = [MODEL, str(tuned)]
     options = {
         "benchmark": "quality_trec",
-        "quick": budget == QUICK,
+        "quick": budget.max_steps == QUICK.max_steps,
+        "method": method,
         "fine_tuned": "LoRA output in a temporary directory, deleted after the run",
     }
     result = record_run(
         "classify", models=models, data=held_out.describe(), options=options,
-        task=lambda: evaluate_classification(held_out, models, progress=print_progress),
+        task=lambda: evaluate_classification(held_out, models, method=method,
+                                             progress=print_progress),
     )  # fmt: skip
     result["majority"] = majority_floor(data, held_out)
     print(f"evaluation run {result['id']}: {result['html_path']}", flush=True)
@@ -214,10 +305,8 @@ def training_sentence(training: dict, budget: Budget) -> str:
 
 def settings_sentence(training: dict, budget: Budget) -> str:
     return (
-        f"Training: LoRA with tunelab's auto settings (r=16, alpha=32, all linear layers of the "
-        f"blocks, peak lr {training['learning_rate']:.0e}, cosine, precision "
-        f"{training['precision']}), batch {budget.batch_size}, max_steps {budget.max_steps}, "
-        f"cancelled at {budget.cancel_after_s:.0f} s if still running."
+        f"Recipe: {recipe_text(training['recipe'])}; cancelled at "
+        f"{budget.cancel_after_s:.0f} s if still running."
     )
 
 
@@ -237,7 +326,8 @@ def markdown(data: dict, result: dict, training: dict, context: dict) -> str:
     majority_label, majority = result["majority"]
     budget = context["budget"]
     lines = [
-        f"## quality: TREC classification, SmolLM2-135M base vs tunelab LoRA — {date.today()}",
+        f"## quality: TREC classification, SmolLM2-135M base vs tunelab "
+        f"{training['recipe']['method']} fine-tuning — {date.today()}",
         "",
         f"Machine: {context['machine']}.",
         "",
@@ -246,8 +336,13 @@ def markdown(data: dict, result: dict, training: dict, context: dict) -> str:
         f"stratified split, seed {SEED}) evaluated, {data['n_train']} of the rest trained on. "
         + settings_sentence(training, budget)
         + f" Evaluation: tunelab's `evaluate_classification` through `record_run` (eval run "
-        f"`{result['id']}`), base and fine-tuned in the same run; answers that are no valid "
-        "label count as wrong.",
+        f"`{result['id']}`), base and fine-tuned in the same run, "
+        + (
+            "by label scoring (the label whose answer has the highest log-likelihood; no "
+            "answer can be invalid)."
+            if result["method"] == "score"
+            else "by greedy generation; answers that are no valid label count as wrong."
+        ),
         "",
         "| model | accuracy (95% Wilson interval) | macro-F1 | invalid answers | evaluation time |",
         "| --- | ---: | ---: | ---: | ---: |",
@@ -308,16 +403,20 @@ def quiet_start(args: argparse.Namespace) -> tuple[str, str]:
 
 
 def main(argv: Sequence[str] = ()) -> None:
-    args = parse_args(argv, __doc__)
-    budget = QUICK if args.quick else FULL
+    args = parse_args(argv, __doc__, classify=True)
+    budget = budget_for(args, FULL, QUICK)
+    settings = recipe_settings(args, budget)
     quiet, load_before = quiet_start(args)
     with tempfile.TemporaryDirectory(prefix="tunelab-bench-trec-") as tmp:
         data = prepare_data(Path(tmp), budget)
         before = cpu_snapshot([os.getpid()])
-        training, trained_dir = fine_tune(data["train"], Path(tmp) / "run", budget)
-        result = evaluate(data, trained_dir, budget)
+        training, trained_dir = fine_tune(data["train"], Path(tmp) / "run", budget, settings)
+        result = evaluate(data, trained_dir, budget, args.eval_method)
         busy = other_work(before, cpu_snapshot([os.getpid()]))
         section = markdown(data, result, training, machine(budget, quiet, load_before, busy))
+    append_json(args.json_out, {"benchmark": "quality_trec", "date": str(date.today()),
+                                "training": training, "models": result["models"],
+                                "other_work": busy, "budget": budget})  # fmt: skip
     record(section, args, busy)
 
 

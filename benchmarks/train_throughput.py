@@ -23,16 +23,19 @@ their last-step losses are on different examples). Model FLOPs utilisation uses 
 token (N: the base model's parameters) against the best bf16 matmul rate measured here.
 
     python benchmarks/train_throughput.py        # or: make bench
+    python benchmarks/train_throughput.py --packing on   # tunelab with sequence packing
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
@@ -126,7 +129,7 @@ def eval_loss(model, tokenizer, path: Path) -> float:
     return total / count
 
 
-def run_tunelab(train_path: Path, eval_path: Path, out_dir: Path) -> dict:
+def run_tunelab(train_path: Path, eval_path: Path, out_dir: Path, packing: str = "off") -> dict:
     from tunelab.engine import TrainConfig, train
     from tunelab.engine.config import resolve_precision
     from tunelab.engine.models import load_base
@@ -146,6 +149,7 @@ def run_tunelab(train_path: Path, eval_path: Path, out_dir: Path) -> dict:
         lr_scheduler="linear",
         warmup_steps=0,
         seed=SEED,
+        packing=packing,
     )
     records: list[dict] = []
 
@@ -160,6 +164,7 @@ def run_tunelab(train_path: Path, eval_path: Path, out_dir: Path) -> dict:
     peak = peak_rss_mb()
     return {
         "side": "tunelab",
+        "packing": packing,
         "precision": resolve_precision("auto", "cpu"),
         "steps": len(records),
         "tokens": sum(r["tokens"] for r in measured),
@@ -281,9 +286,11 @@ def marked_template(tokenizer, conversations: list[list[dict]]) -> str:
     return marked
 
 
-def measure_in_child(side: str, train_path: str, eval_path: str, out_dir: str) -> dict:
-    run = run_tunelab if side == "tunelab" else run_trl
-    return run(Path(train_path), Path(eval_path), Path(out_dir))
+def measure_in_child(side: str, train_path: str, eval_path: str, out_dir: str,
+                     packing: str) -> dict:  # fmt: skip
+    if side == "tunelab":
+        return run_tunelab(Path(train_path), Path(eval_path), Path(out_dir), packing)
+    return run_trl(Path(train_path), Path(eval_path), Path(out_dir))
 
 
 def run_child(side: str, train_path: Path, eval_path: Path, out_dir: Path) -> dict:
@@ -291,7 +298,7 @@ def run_child(side: str, train_path: Path, eval_path: Path, out_dir: Path) -> di
     command = [sys.executable, __file__, "--child", side, str(train_path), str(eval_path)]
     started = time.perf_counter()
     done = subprocess.run(
-        [*command, str(out_dir)],
+        [*command, str(out_dir), PACKING[0]],
         capture_output=True,
         text=True,
         env=env,
@@ -369,7 +376,8 @@ def markdown(ours: dict, theirs: dict, context: dict) -> str:
         f"{BATCH_SIZE}, {ours['steps']} steps: the first is warm-up, the next "
         f"{MEASURED_STEPS} are timed. LoRA r={LORA_RANK}, alpha={LORA_ALPHA}, dropout="
         f"{LORA_DROPOUT} on {', '.join(LORA_TARGETS)}; lr {LEARNING_RATE} linear to 0, no "
-        f"warm-up. tunelab precision: {ours['precision']}. TRL {theirs['version']} "
+        f"warm-up. tunelab precision: {ours['precision']}, packing {ours['packing']}. "
+        f"TRL {theirs['version']} "
         f"`SFTConfig` defaults: {defaults}; `assistant_only_loss=True` with SmolLM2's template "
         "given `{% generation %}` markers (same rendering). Each side in its own process.",
         "",
@@ -409,7 +417,14 @@ def markdown(ours: dict, theirs: dict, context: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+PACKING = ["off"]  # tunelab's --packing for this run (set by main from its flag)
+
+
+def main(argv: Sequence[str] = ()) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--packing", choices=("on", "off"), default="off",
+                        help="tunelab's sequence packing (TRL keeps its default, off)")  # fmt: skip
+    PACKING[0] = parser.parse_args(list(argv)).packing
     from tunelab.engine.models import load_base
 
     with tempfile.TemporaryDirectory(prefix="tunelab-bench-train-") as tmp:
@@ -451,7 +466,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 6 and sys.argv[1] == "--child":
-        print(json.dumps(measure_in_child(*sys.argv[2:6])))
+    if len(sys.argv) == 7 and sys.argv[1] == "--child":
+        print(json.dumps(measure_in_child(*sys.argv[2:7])))
     else:
-        main()
+        main(sys.argv[1:])

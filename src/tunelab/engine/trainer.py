@@ -422,7 +422,8 @@ def token_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torc
     Only trained positions reach the output head: for small models the vocabulary projection
     is the largest matmul, and most positions (prompts, padding) carry no loss. No attention
     mask is passed: batches are right-padded, so under the causal mask every real token only
-    attends to earlier real tokens, and attention keeps its fast causal kernel.
+    attends to earlier real tokens, and attention keeps its fast causal kernel. Packed rows
+    pass their position ids, from which transformers masks attention across examples.
     """
     mask = batch.targets != IGNORE_INDEX
     targets = batch.targets[mask]

@@ -19,6 +19,7 @@ from tunelab.cli.eval_cmd import eval_group, generate_conversations_cmd
 from tunelab.cli.export_cmd import export_cmd
 from tunelab.cli.format_cmd import format_cmd
 from tunelab.cli.jobs_cmd import jobs_group
+from tunelab.cli.migrate_cmd import migrate_group
 from tunelab.cli.models_cmd import models_group
 from tunelab.cli.serve_cmd import serve_cmd
 from tunelab.cli.train_cmd import train_cmd
@@ -50,6 +51,7 @@ cli.add_command(serve_cmd)
 cli.add_command(ui_cmd)
 cli.add_command(eval_group)
 cli.add_command(generate_conversations_cmd)
+cli.add_command(migrate_group)
 
 
 def main(argv: list[str] | None = None) -> int:

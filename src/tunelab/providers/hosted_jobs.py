@@ -21,6 +21,7 @@ from tunelab.registry import Store, new_id
 # is OpenAI's (supervised|dpo).
 HOSTED_RENAMES = {"method": "training_type"}
 BASE_URL_KEY = "tunelab_base_url"  # job metadata: the endpoint a job was created on
+IMPORTED_KEY = "tunelab_imported"  # job metadata: started elsewhere, tracked by tunelab
 
 
 def provider_of(job: dict):
@@ -82,6 +83,38 @@ def upload(store: Store, provider, path: Path, report: ValidationReport) -> dict
                           filename=path.name, purpose="fine-tune", bytes=remote.bytes,
                           checksum=checksum, status=remote.status, path=str(path),
                           validation=report.to_dict())  # fmt: skip
+
+
+def import_state(store: Store, provider, state: JobState) -> tuple[dict, bool]:
+    """Track a job started outside tunelab (on `provider`); returns (the job, whether new).
+
+    Importing again updates the job instead of adding a second one. Its file columns hold
+    the provider's file ids until the files are registered (`store.get_file` takes either).
+    """
+    known = _imported(store, provider.name, state.id)
+    if known is not None:
+        return apply_state(store, known, state), False
+    metadata = {**state.metadata, IMPORTED_KEY: "true"}
+    if provider.base_url:
+        metadata[BASE_URL_KEY] = provider.base_url
+    job = store.create_job(provider=provider.name, provider_job_id=state.id, model=state.model,
+                           hyperparameters={}, suffix=state.suffix, metadata=metadata,
+                           status=state.status, raw_status=state.raw_status,
+                           created_at=state.created_at or int(time.time()),
+                           training_file=state.training_file,
+                           validation_file=state.validation_file)  # fmt: skip
+    job = apply_state(store, job, state)
+    sync_events(store, job, provider)
+    return job, True
+
+
+def _imported(store: Store, provider: str, provider_job_id: str) -> dict | None:
+    try:
+        job = store.get_job(provider_job_id)
+    except TunelabError:
+        return None
+    same = job["provider"] == provider and job["provider_job_id"] == provider_job_id
+    return job if same else None
 
 
 def refresh(store: Store, job: dict, *, events: bool = True) -> dict:

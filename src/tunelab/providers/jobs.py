@@ -101,6 +101,20 @@ def create_job_from_files(
                                          start=start_worker)  # fmt: skip
 
 
+def import_job(provider: str, job_id: str, *, base_url: str | None = None) -> dict:
+    """Track the job `job_id` that was started on `provider` outside tunelab.
+
+    It is then listed, waited on and synced like the jobs tunelab creates; importing it
+    again updates it (never a second record).
+    """
+    from tunelab.providers import hosted_jobs
+    from tunelab.providers.registry import get_provider
+
+    remote = get_provider(provider, base_url=base_url)
+    with Store() as store:
+        return hosted_jobs.import_state(store, remote, remote.retrieve_job(job_id))[0]
+
+
 # -- reading and syncing --------------------------------------------------------------------
 
 

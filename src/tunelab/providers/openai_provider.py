@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 import openai
 
 from tunelab.errors import TunelabError
+from tunelab.io import commit, staged_write
 from tunelab.providers.base import (
     JOB_STATUSES,
     REQUEST_ID_KEY,
@@ -117,6 +118,27 @@ class OpenAIProvider(Provider):
             )
         return remote
 
+    def download_file(self, file_id: str, destination: Path) -> RemoteFile:
+        try:
+            remote = _remote_file(self._call(partial(self._client.files.retrieve, file_id)))
+            content = self._call(partial(self._client.files.content, file_id))
+        except TunelabError as err:
+            if err.code != "provider_not_found":
+                raise
+            raise TunelabError(
+                "provider_file_gone",
+                f"the file {file_id} is no longer on {self._where()} (deleted): {err.message}",
+                hint="its jobs are still recorded; their data cannot be downloaded",
+            ) from None
+        destination = Path(destination)
+        with staged_write(destination, "wb") as (handle, staged):
+            handle.write(content.read())
+        commit(staged, destination)
+        return remote
+
+    def _where(self) -> str:
+        return "OpenAI" if self.is_official else f"the server at {self.base_url}"
+
     def _wait_until_processed(self, file: Any) -> RemoteFile:
         remote, waited, delay = _remote_file(file), 0.0, 0.5
         while remote.status not in ("processed", "error"):
@@ -173,7 +195,7 @@ class OpenAIProvider(Provider):
 
     def _closed_error(self, err: Exception) -> TunelabError:
         detail = self._redact(_server_message(err))
-        where = "OpenAI" if self.is_official else f"the server at {self.base_url}"
+        where = self._where()
         return TunelabError(
             "openai_fine_tuning_closed",
             f"{where} does not accept new fine-tuning jobs for this account or model "

@@ -126,6 +126,13 @@ class Provider:
     def upload_file(self, path: Path, purpose: str = "fine-tune") -> RemoteFile:
         raise self.unsupported("files")
 
+    def download_file(self, file_id: str, destination: Path) -> RemoteFile:
+        """Write the content of the provider's file `file_id` to `destination` (atomically).
+
+        A file the provider no longer has raises `TunelabError` "provider_file_gone".
+        """
+        raise self.unsupported("files")
+
     def create_job(self, request: JobRequest) -> JobState:
         """Create a job. Retries never make a second job (see `REQUEST_ID_KEY`)."""
         raise self.unsupported("fine-tuning")

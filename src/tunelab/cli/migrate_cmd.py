@@ -1,0 +1,421 @@
+"""`tunelab migrate openai`: take every OpenAI fine-tune to a model you own.
+
+A thin layer over `tunelab.migrate`: each command prints the days left before OpenAI's
+dates first, then its table (or `--json`).
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import date
+
+import click
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from tunelab.cli import common
+from tunelab.cli.eval_cmd import EvalProgress
+from tunelab.cli.train_cmd import ctrl_c_cancels
+from tunelab.migrate import dates
+
+base_url_option = click.option(
+    "--base-url", help="An OpenAI-compatible endpoint instead of OpenAI (e.g. `tunelab serve`)."
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+# Hidden: "today" for trying what happens after the dates (and for tests).
+today_option = click.option(
+    "--today",
+    type=click.DateTime(["%Y-%m-%d"]),
+    hidden=True,
+    callback=lambda ctx, param, value: value.date() if value else dates.utc_today(),
+)
+target_options = [
+    click.option(
+        "--target",
+        default="local",
+        show_default=True,
+        help="Where every model goes: local, together, or a model name or directory.",
+    ),
+    click.option(
+        "--target-for",
+        "target_for",
+        multiple=True,
+        metavar="FT_MODEL=TARGET",
+        help="A target for one model (repeatable).",
+    ),
+    click.option("--prices", type=click.Path(dir_okay=False), help="A prices JSON override."),
+]
+
+
+def with_options(options):
+    def decorate(function):
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate
+
+
+@click.group("migrate")
+def migrate_group() -> None:
+    """Move fine-tunes off a closing platform."""
+
+
+@migrate_group.group("openai")
+def openai_group() -> None:
+    """Leave OpenAI fine-tuning: inventory, plan, run (--distil), compare."""
+
+
+def say_countdown(today: date) -> None:
+    common.stderr.print(dates.countdown_line(today), highlight=False)
+
+
+@openai_group.command("inventory")
+@base_url_option
+@today_option
+@json_option
+def inventory_cmd(base_url, today, as_json) -> int:
+    """Record every fine-tuning job, its files (downloaded), models and checkpoints."""
+    from tunelab.migrate.inventory import take_inventory
+
+    say_countdown(today)
+    found = take_inventory(base_url=base_url, today=today)
+    if as_json:
+        common.print_json(found.to_dict())
+        return 0
+    table = Table(
+        "job",
+        "status",
+        "base model",
+        "fine-tuned model",
+        "training file",
+        "validation file",
+        "hyperparameters",
+        "checkpoints",
+    )
+    for job in found.jobs:
+        table.add_row(
+            job["openai_job_id"],
+            job["status"],
+            job["model"],
+            escape(job["fine_tuned_model"] or "-"),
+            _file(job["training_file"]),
+            _file(job["validation_file"]),
+            _hyper(job["hyperparameters"]),
+            str(len(job["checkpoints"])),
+        )
+    common.stdout.print(table)
+    common.stdout.print(
+        f"{len(found.jobs)} job(s); new this run: {found.new_jobs} job(s), "
+        f"{found.new_files} file(s) downloaded."
+    )
+    for gone in found.deleted_files:
+        common.stderr.print(
+            f"[yellow]deleted on OpenAI:[/] {gone['file']} (jobs "
+            f"{', '.join(gone['jobs'])}): its data could not be kept."
+        )
+    return 0
+
+
+def _file(row: dict | None) -> str:
+    if row is None:
+        return "-"
+    return f"{row['id']} ({row['sha256'][:8]})" if row["sha256"] else f"{row['id']} (missing)"
+
+
+def _hyper(values: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items()) or "-"
+
+
+def _targets(target: str, target_for: tuple[str, ...]):
+    from tunelab.migrate.plan import Targets
+
+    per_model = {}
+    for pair in target_for:
+        model, sep, choice = pair.rpartition("=")
+        if not sep or not model or not choice:
+            raise click.BadParameter(
+                f"{pair!r}: expected FT_MODEL=TARGET", param_hint="--target-for"
+            )
+        per_model[model] = choice
+    return Targets(target, per_model)
+
+
+@openai_group.command("plan")
+@with_options(target_options)
+@today_option
+@json_option
+def plan_cmd(target, target_for, prices, today, as_json) -> int:
+    """A target for each fine-tuned model, with tokens, epochs, cost and training time."""
+    from tunelab.migrate.plan import make_plan, require_fine_tunes
+
+    say_countdown(today)
+    plan = make_plan(_targets(target, target_for), today=today, prices=prices)
+    require_fine_tunes(plan)
+    if as_json:
+        common.print_json(plan)
+    else:
+        render_plan(plan)
+    return 0
+
+
+def render_plan(plan: dict) -> None:
+    table = Table(
+        "fine-tuned model",
+        "target",
+        "examples",
+        "tokens/epoch",
+        "epochs",
+        "Together cost",
+        "local time",
+        "migration job",
+    )
+    for row in plan["models"]:
+        got = row.get("analysis") or {}
+        cost = got.get("together_cost_usd")
+        seconds = got.get("estimated_local_train_seconds")
+        job = row["migration_job"]
+        table.add_row(
+            escape(row["fine_tuned_model"]),
+            f"{escape(row['target']['model'])} ({row['target']['provider']})",
+            str(got.get("n_examples", "-")),
+            f"{got.get('tokens_per_epoch', 0):,}",
+            str(got.get("n_epochs", "-")),
+            f"${cost:,.2f}" if cost is not None else "-",
+            f"{seconds:,.0f} s" if seconds else "-",
+            f"{job['id']} ({job['status']})" if job else "-",
+        )
+    common.stdout.print(table)
+    for row in plan["models"]:
+        for problem in row["problems"]:
+            common.stderr.print(f"[yellow]{escape(row['fine_tuned_model'])}:[/] {problem}")
+        if row["not_carried"]:
+            common.stdout.print(
+                f"{escape(row['fine_tuned_model'])}: not carried to "
+                f"{row['target']['provider']}: {', '.join(row['not_carried'])}"
+            )
+
+
+distil_options = [
+    click.option("--model", "models", multiple=True, help="Only this ft: model (repeatable)."),
+    click.option("--yes", is_flag=True, help="Do not ask before paying for the answers."),
+    click.option(
+        "--requests-per-minute",
+        type=click.FloatRange(min=0, min_open=True),
+        help="At most this many requests a minute.",
+    ),
+    click.option(
+        "--batch-size",
+        type=click.IntRange(min=1),
+        default=16,
+        show_default=True,
+        help="Prompts per batch (answers are saved as they arrive).",
+    ),
+]
+
+
+@openai_group.command("distil")
+@with_options(distil_options)
+@today_option
+@json_option
+def distil_cmd(models, yes, requests_per_minute, batch_size, today, as_json) -> int:
+    """The old models answer their training and validation prompts (resumable)."""
+    say_countdown(today)
+    done = _distil(models, yes, requests_per_minute, batch_size, today)
+    if as_json:
+        common.print_json([d.to_dict() for d in done])
+    return 0 if all(d.complete or d.skipped for d in done) else 1
+
+
+def _distil(models, yes, requests_per_minute, batch_size, today):
+    from tunelab.migrate.distil import distil
+
+    cancel = threading.Event()
+    bars = DistilProgress()
+    try:
+        with ctrl_c_cancels(cancel):
+            done = distil(
+                list(models) or None,
+                today=today,
+                confirm=None if yes else _confirm,
+                progress=bars,
+                cancel=cancel,
+                batch_size=batch_size,
+                requests_per_minute=requests_per_minute,
+            )
+    finally:
+        bars.stop()
+    for d in done:
+        _say_distilled(d)
+    return done
+
+
+class DistilProgress:
+    """A bar per model on stderr, started at the first answer (after any confirmation)."""
+
+    def __init__(self) -> None:
+        self.bar, self.tasks = None, {}
+
+    def __call__(self, name: str, done: int, total: int) -> None:
+        if not common.stderr.is_terminal:
+            return
+        if self.bar is None:
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=common.stderr,
+                transient=True,
+            )
+            self.bar.start()
+        if name not in self.tasks:
+            self.tasks[name] = self.bar.add_task(escape(f"distilling {name}"), total=total)
+        self.bar.update(self.tasks[name], completed=done)
+
+    def stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _confirm(estimate) -> bool:
+    cost = f"${estimate.cost_usd:,.2f}" if estimate.cost_usd is not None else "an unknown cost"
+    common.stderr.print(
+        f"{escape(estimate.fine_tuned_model)}: {estimate.n_prompts - estimate.n_answered:,} "
+        f"prompt(s) to ask ({estimate.n_answered:,} answered before), about "
+        f"{estimate.input_tokens:,} input and {estimate.output_tokens:,} output tokens: {cost}.",
+        highlight=False,
+    )
+    return click.confirm("Ask the old model?", default=False, err=True)
+
+
+def _say_distilled(d) -> None:
+    if d.skipped:
+        common.stderr.print(f"{escape(d.fine_tuned_model)}: skipped ({d.skipped})")
+    elif d.complete:
+        common.stderr.print(f"{escape(d.fine_tuned_model)}: distilled into {d.train}")
+    else:
+        common.stderr.print(
+            f"[yellow]{escape(d.fine_tuned_model)}:[/] {d.failed} request(s) "
+            "failed; run again to ask only those."
+        )
+
+
+@openai_group.command("run")
+@with_options(target_options)
+@click.option(
+    "--distil",
+    "distil_first",
+    is_flag=True,
+    help="First have each old model answer its prompts, and train on those too.",
+)
+@with_options(distil_options)
+@click.option(
+    "--set",
+    "settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A hyperparameter for every new job (e.g. lora_rank=8).",
+)
+@click.option("--no-start", is_flag=True, help="Queue local jobs without starting a worker.")
+@today_option
+@json_option
+def run_cmd(
+    target,
+    target_for,
+    prices,
+    distil_first,
+    models,
+    yes,
+    requests_per_minute,
+    batch_size,
+    settings,
+    no_start,
+    today,
+    as_json,
+) -> int:
+    """Create the equivalent jobs on the targets, through the job registry."""
+    from tunelab.migrate.plan import make_plan, require_fine_tunes, run_plan
+
+    say_countdown(today)
+    if distil_first:
+        _distil(models, yes, requests_per_minute, batch_size, today)
+    plan = make_plan(_targets(target, target_for), today=today, prices=prices)
+    require_fine_tunes(plan)
+    if models:
+        plan["models"] = [row for row in plan["models"] if row["fine_tuned_model"] in models]
+    outcomes = run_plan(
+        plan,
+        today=today,
+        distilled=distil_first,
+        extra_hyperparameters=_settings(settings),
+        start_worker=not no_start,
+    )
+    if as_json:
+        common.print_json(outcomes)
+        return 0
+    for outcome in outcomes:
+        job = outcome["job"]
+        what = f"{job['id']} ({job['status']}, {job['provider']})" if job else "-"
+        why = f" — skipped: {outcome['skipped']}" if outcome["skipped"] else ""
+        common.stdout.print(f"{escape(outcome['fine_tuned_model'])} → {what}{why}")
+    common.stdout.print("`tunelab jobs wait JOB` follows a job.")
+    return 0
+
+
+def _settings(pairs: tuple[str, ...]) -> dict:
+    values = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint="--set")
+        values[key] = _number(text)
+    return values
+
+
+def _number(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+@openai_group.command("compare")
+@click.argument("fine_tuned_model")
+@click.option(
+    "--task",
+    type=click.Choice(("classify", "queries", "judge")),
+    help="How to score (default: chosen from the validation answers).",
+)
+@click.option("--judge", help="The judge model, for free-text answers.")
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N validation items.")
+@today_option
+@json_option
+def compare_cmd(fine_tuned_model, task, judge, limit, today, as_json) -> int:
+    """Evaluate the old model against its replacement on the validation file (recorded)."""
+    from tunelab.cli.eval_cmd import render_classify, render_judge, render_queries
+    from tunelab.migrate.compare import compare
+
+    say_countdown(today)
+    cancel = threading.Event()
+    with ctrl_c_cancels(cancel), EvalProgress(quiet=as_json) as progress:
+        result = compare(
+            fine_tuned_model,
+            task=task,
+            judge=judge,
+            today=today,
+            limit=limit,
+            progress=progress,
+            cancel=cancel,
+        )
+    if as_json:
+        common.print_json(result)
+        return 0
+    render = {"classify": render_classify, "queries": render_queries}.get(
+        result["kind"], render_judge
+    )
+    render(result)
+    return 0

@@ -1,0 +1,366 @@
+"""`tunelab migrate openai` against hand-built OpenAI HTTP exchanges in OpenAI's shapes.
+
+The account has three jobs over two pages (the second answered 429 with Retry-After
+first), one of whose training files OpenAI has deleted; its fine-tuned model answers chats.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import date
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+
+from tiny import save_tiny_model
+from tunelab.cli import main
+from tunelab.errors import TunelabError
+from tunelab.migrate import dates
+from tunelab.migrate.distil import distil, distilled_paths
+from tunelab.migrate.inventory import take_inventory
+from tunelab.migrate.plan import Targets, make_plan, run_plan
+from tunelab.providers import jobs as jobs_api
+from tunelab.providers.openai_provider import OpenAIProvider
+from tunelab.providers.retry import RetryPolicy
+from tunelab.registry import Store
+
+OPENAI = "https://api.openai.com/v1"
+KEY = "sk-migrate-DO-NOT-LEAK-0123456789"
+FT = "ft:gpt-4o-mini-2024-07-18:acme:tickets:AAA111"
+OLD_FT = "ft:gpt-4o-mini-2024-07-18:acme:old:CCC333"
+TODAY = date(2026, 12, 1)
+TRAIN = [
+    ("Reset my password", "account"),
+    ("Card was charged twice", "billing"),
+    ("App crashes on start", "bug"),
+]
+VAL = [("Refund please", "billing"), ("Cannot log in", "account")]
+
+
+def chat_lines(pairs) -> bytes:
+    return b"".join(
+        orjson.dumps(
+            {
+                "messages": [
+                    {"role": "system", "content": "Route the ticket."},
+                    {"role": "user", "content": q},
+                    {"role": "assistant", "content": a},
+                ]
+            }
+        )
+        + b"\n"
+        for q, a in pairs
+    )
+
+
+def job(id_, status, training_file, fine_tuned_model=None, created_at=1, **extra) -> dict:
+    return {
+        "object": "fine_tuning.job",
+        "id": id_,
+        "model": "gpt-4o-mini-2024-07-18",
+        "created_at": created_at,
+        "finished_at": created_at + 100 if fine_tuned_model else None,
+        "fine_tuned_model": fine_tuned_model,
+        "organization_id": "org-1",
+        "result_files": [],
+        "status": status,
+        "training_file": training_file,
+        "validation_file": None,
+        "hyperparameters": {"n_epochs": 2, "batch_size": 1, "learning_rate_multiplier": 1.8},
+        "method": {
+            "type": "supervised",
+            "supervised": {
+                "hyperparameters": {"n_epochs": 2, "batch_size": 1, "learning_rate_multiplier": 1.8}
+            },
+        },
+        "trained_tokens": 500,
+        "seed": 1,
+        "estimated_finish": None,
+        "metadata": None,
+        "error": None,
+        "integrations": [],
+        **extra,
+    }
+
+
+def page(items, has_more=False) -> dict:
+    return {"object": "list", "data": items, "has_more": has_more}
+
+
+def file_object(id_, name, size) -> dict:
+    return {
+        "object": "file",
+        "id": id_,
+        "bytes": size,
+        "created_at": 1,
+        "filename": name,
+        "purpose": "fine-tune",
+        "status": "processed",
+        "status_details": None,
+    }
+
+
+class Account:
+    """The fake account's routes; records what was asked of it."""
+
+    def __init__(self, api) -> None:
+        self.asked: list[str] = []
+        self.calls: dict[str, int] = {}
+        self.first = [
+            job(
+                "ftjob-a", "succeeded", "file-train", FT, created_at=30, validation_file="file-val"
+            ),
+            job("ftjob-b", "failed", "file-gone", created_at=20),
+        ]
+        self.second = [job("ftjob-c", "succeeded", "file-gone", OLD_FT, created_at=10)]
+        self.rate_limited_once = False
+        api.get(f"{OPENAI}/fine_tuning/jobs").mock(side_effect=self.list_jobs)
+        api.get(url__regex=rf"{OPENAI}/fine_tuning/jobs/ftjob-[abc]$").mock(
+            side_effect=self.retrieve
+        )
+        api.get(url__regex=rf"{OPENAI}/fine_tuning/jobs/[^/]+/events").respond(200, json=page([]))
+        api.get(f"{OPENAI}/fine_tuning/jobs/ftjob-a/checkpoints").respond(
+            200,
+            json=page(
+                [
+                    {
+                        "object": "fine_tuning.job.checkpoint",
+                        "id": "ftckpt-1",
+                        "created_at": 5,
+                        "fine_tuned_model_checkpoint": f"{FT}:ckpt-step-3",
+                        "step_number": 3,
+                        "metrics": {"train_loss": 0.5},
+                        "fine_tuning_job_id": "ftjob-a",
+                    }
+                ]
+            ),
+        )
+        api.get(url__regex=rf"{OPENAI}/fine_tuning/jobs/ftjob-[bc]/checkpoints").respond(
+            200, json=page([])
+        )
+        for id_, name, body in (
+            ("file-train", "train.jsonl", chat_lines(TRAIN)),
+            ("file-val", "val.jsonl", chat_lines(VAL)),
+        ):
+            api.get(f"{OPENAI}/files/{id_}").respond(200, json=file_object(id_, name, len(body)))
+            api.get(f"{OPENAI}/files/{id_}/content").mock(side_effect=self.counted(id_, body))
+        gone = {
+            "error": {
+                "message": "No such File object: file-gone",
+                "type": "invalid_request_error",
+                "param": "id",
+                "code": None,
+            }
+        }
+        api.get(f"{OPENAI}/files/file-gone").respond(404, json=gone)
+        api.post(f"{OPENAI}/chat/completions").mock(side_effect=self.chat)
+
+    def counted(self, name: str, body: bytes):
+        def respond(request):
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return httpx.Response(200, content=body)
+
+        return respond
+
+    def list_jobs(self, request):
+        assert request.headers["authorization"] == f"Bearer {KEY}"
+        if request.url.params.get("after") == "ftjob-b":
+            if not self.rate_limited_once:
+                self.rate_limited_once = True
+                return httpx.Response(
+                    429,
+                    headers={"retry-after": "2"},
+                    json={
+                        "error": {"message": "Rate limit reached", "type": "requests", "code": None}
+                    },
+                )
+            return httpx.Response(200, json=page(self.second))
+        return httpx.Response(200, json=page(self.first, has_more=True))
+
+    def retrieve(self, request):
+        wanted = request.url.path.rsplit("/", 1)[1]
+        return httpx.Response(
+            200, json=next(j for j in self.first + self.second if j["id"] == wanted)
+        )
+
+    def chat(self, request):
+        body = json.loads(request.content)
+        assert body["model"] == FT
+        question = body["messages"][-1]["content"]
+        self.asked.append(question)
+        answer = {
+            "object": "chat.completion",
+            "id": "chatcmpl-1",
+            "created": 1,
+            "model": FT,
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": f"<{question.split()[0].lower()}>"},
+                }
+            ],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 3, "total_tokens": 23},
+        }
+        return httpx.Response(200, json=answer)
+
+
+@pytest.fixture
+def account(api, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    return Account(api)
+
+
+def provider(sleeps: list) -> OpenAIProvider:
+    return OpenAIProvider(policy=RetryPolicy(sleep=sleeps.append))
+
+
+def test_inventory_reads_every_page_keeps_files_and_reports_the_deleted_one(account):
+    sleeps: list[float] = []
+    found = take_inventory(provider=provider(sleeps), today=TODAY)
+    assert sleeps == [2.0]  # the 429's Retry-After, then the second page
+    assert [j["openai_job_id"] for j in found.jobs] == ["ftjob-c", "ftjob-b", "ftjob-a"]
+    assert (found.new_jobs, found.new_files) == (3, 2)
+    assert found.deleted_files == [
+        {
+            "file": "file-gone",
+            "jobs": [found.jobs[0]["id"], found.jobs[1]["id"]],
+            "message": found.deleted_files[0]["message"],
+        }
+    ]
+    row = found.jobs[2]
+    assert row["fine_tuned_model"] == FT and row["checkpoints"] == [f"{FT}:ckpt-step-3"]
+    assert row["hyperparameters"] == {
+        "n_epochs": 2,
+        "batch_size": 1,
+        "learning_rate_multiplier": 1.8,
+    }
+    with open(row["training_file"]["path"], "rb") as handle:
+        assert handle.read() == chat_lines(TRAIN)
+    import hashlib
+
+    assert row["training_file"]["sha256"] == hashlib.sha256(chat_lines(TRAIN)).hexdigest()
+    listed = {j["provider_job_id"]: j for j in jobs_api.list_jobs(limit=10)}
+    assert listed["ftjob-a"]["metadata"]["tunelab_imported"] == "true"
+    assert listed["ftjob-a"]["fine_tuned_model"] == FT
+
+    again = take_inventory(provider=provider([]), today=TODAY)
+    assert (again.new_jobs, again.new_files) == (0, 0)
+    assert account.calls == {"file-train": 1, "file-val": 1}  # not downloaded twice
+    assert len(jobs_api.list_jobs(limit=10)) == 3
+
+
+def test_plan_run_and_an_interrupted_distillation_that_resumes(account, tmp_path, capsys):
+    take_inventory(provider=provider([]), today=TODAY)
+    plan = make_plan(Targets("together"), today=TODAY)
+    rows = {row["fine_tuned_model"]: row for row in plan["models"]}
+    assert rows[OLD_FT]["problems"] and "analysis" not in rows[OLD_FT]
+    row = rows[FT]
+    assert row["target"] == {
+        "model": "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference",
+        "provider": "together",
+    }
+    got = row["analysis"]
+    assert (got["n_examples"], got["n_validation_examples"], got["n_epochs"]) == (3, 2, 2)
+    assert got["billed_tokens"] == 2 * got["tokens_per_epoch"] > 0
+    assert got["together_cost_usd"] == pytest.approx(got["billed_tokens"] * 0.48 / 1e6, abs=1e-6)
+    assert row["hyperparameters"] == {"n_epochs": 2}
+    assert row["not_carried"] == ["batch_size", "learning_rate_multiplier"]
+
+    # Distillation, cancelled after its first batch of two prompts, then resumed.
+    cancel = threading.Event()
+    estimates = []
+    with pytest.raises(TunelabError) as stopped:
+        distil(
+            [FT],
+            today=TODAY,
+            confirm=lambda e: estimates.append(e) or True,
+            progress=lambda *_: cancel.set(),
+            cancel=cancel,
+            batch_size=2,
+            concurrency=1,
+        )
+    assert stopped.value.code == "cancelled"
+    [first] = estimates
+    assert (first.n_prompts, first.n_answered) == (5, 0)
+    assert first.cost_usd == pytest.approx(
+        (first.input_tokens * 0.30 + first.output_tokens * 1.20) / 1e6, abs=1e-6
+    )
+    assert first.input_tokens > 5 * 8 and first.output_tokens > 0
+    assert len(account.asked) == 2
+    paths = distilled_paths(FT)
+    with paths.answers.open("ab") as out:
+        out.write(b'{"key": "cut sh')  # a write the interruption cut short
+    [done] = distil([FT], today=TODAY, batch_size=2, concurrency=2)
+    assert done.complete and done.estimate.n_answered == 2
+    assert sorted(account.asked) == sorted(q for q, _ in TRAIN + VAL)  # each asked once
+    distilled = [orjson.loads(line) for line in paths.train.read_bytes().splitlines()]
+    assert [d["messages"][-1]["content"] for d in distilled] == ["<reset>", "<card>", "<app>"]
+    provenance = orjson.loads(paths.provenance.read_bytes())
+    assert provenance["fine_tuned_model"] == FT and provenance["openai_job_id"] == "ftjob-a"
+    [again] = distil([FT], today=TODAY)
+    assert again.complete and len(account.asked) == 5  # nothing left to ask
+
+    # Run to a local target: queued through the job registry, once.
+    tiny = save_tiny_model(tmp_path / "tiny")
+    local_plan = make_plan(Targets("local", {FT: str(tiny)}), today=TODAY)
+    outcomes = run_plan(local_plan, today=TODAY, start_worker=False)
+    made = {o["fine_tuned_model"]: o for o in outcomes}
+    assert made[OLD_FT]["skipped"] and made[FT]["skipped"] is None
+    new = jobs_api.get_job(made[FT]["job"]["id"])
+    assert (new["provider"], new["status"], new["model"]) == ("local", "queued", str(tiny))
+    assert new["metadata"]["tunelab_migrated_from"] == FT
+    assert new["hyperparameters"]["n_epochs"] == 2
+    assert new["suffix"] == "tickets"
+    with Store() as store:
+        trained_on = store.get_file(new["training_file"])["path"]
+    first_line = Path(trained_on).read_bytes().splitlines()[0]
+    assert orjson.loads(first_line)["messages"][-1]["content"] == "account"
+    second = run_plan(make_plan(Targets("local", {FT: str(tiny)}), today=TODAY), today=TODAY)
+    assert {o["fine_tuned_model"]: o["skipped"] for o in second}[FT] == "already migrated"
+
+    capsys.readouterr()
+    assert (
+        main(
+            ["migrate", "openai", "plan", "--target", "together", "--today", "2026-12-01", "--json"]
+        )
+        == 0
+    )
+    out, err = capsys.readouterr()
+    assert orjson.loads(out)["models"][1]["migration_job"]["id"] == new["id"]
+    assert "36 days until OpenAI takes no new fine-tuning jobs" in err
+    assert "44 days until fine-tuned models stop answering" in err
+    registry = (Store().path).read_bytes()
+    for text in (out, err, registry, paths.answers.read_bytes()):
+        assert (KEY.encode() if isinstance(text, bytes) else KEY) not in text
+
+
+def test_after_the_shutdown_openai_steps_refuse_and_the_registry_steps_work(account, capsys):
+    take_inventory(provider=provider([]), today=TODAY)
+    after = date(2027, 1, 14)
+    with pytest.raises(TunelabError) as refused:
+        distil([FT], today=after)
+    assert refused.value.code == "openai_models_stopped" and not account.asked
+    plan = make_plan(Targets("together"), today=after)
+    assert plan["countdown"]["days_until_models_stop"] == 0
+    with pytest.raises(TunelabError) as closed:
+        run_plan(make_plan(Targets("gpt-4.1-mini"), today=after), today=after)
+    assert closed.value.code == "openai_fine_tuning_closed"
+
+    capsys.readouterr()
+    code = main(["migrate", "openai", "distil", "--yes", "--today", "2027-02-01"])
+    _, err = capsys.readouterr()
+    assert code == 1 and "stopped answering on 2027-01-14" in err
+    assert "fine-tuned models have not answered since 2027-01-14" in err
+
+
+def test_countdown_counts_days_to_each_date():
+    assert dates.countdown(date(2027, 1, 5))["days_until_no_new_jobs"] == 1
+    assert dates.countdown_line(date(2027, 1, 5)).startswith("1 day until")
+    line = dates.countdown_line(date(2027, 1, 10))
+    assert line.startswith("OpenAI has taken no new") and "4 days until" in line

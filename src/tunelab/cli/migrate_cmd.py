@@ -18,6 +18,7 @@ from tunelab.cli import common
 from tunelab.cli.eval_cmd import EvalProgress
 from tunelab.cli.train_cmd import ctrl_c_cancels
 from tunelab.migrate import dates
+from tunelab.providers.registry import DEFAULT_PROVIDER
 
 base_url_option = click.option(
     "--base-url", help="An OpenAI-compatible endpoint instead of OpenAI (e.g. `tunelab serve`)."
@@ -33,7 +34,7 @@ today_option = click.option(
 target_options = [
     click.option(
         "--target",
-        default="local",
+        default=DEFAULT_PROVIDER,
         show_default=True,
         help="Where every model goes: local, together, or a model name or directory.",
     ),

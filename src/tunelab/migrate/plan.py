@@ -21,26 +21,26 @@ from tunelab.data.pricing import load_prices, price_for
 from tunelab.errors import TunelabError
 from tunelab.migrate.dates import countdown, require_new_jobs, utc_today
 from tunelab.migrate.inventory import MIGRATED_FROM_KEY, PROVIDER, openai_jobs, registered_file
+from tunelab.providers.registry import DEFAULT_PROVIDER
 from tunelab.registry import Store
 
 # Together's comparable base for each OpenAI family: small models → 8B, large → 70B.
 TOGETHER_SMALL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
 TOGETHER_LARGE = "meta-llama/Llama-3.3-70B-Instruct-Reference"
 LARGE_FAMILIES = ("gpt-4o", "gpt-4.1")  # without -mini or -nano
-# OpenAI's hyperparameters each provider takes as they are.
-CARRIED = {
-    "local": ("n_epochs", "batch_size", "learning_rate_multiplier"),
-    "together": ("n_epochs",),
-    "openai": ("n_epochs", "batch_size", "learning_rate_multiplier"),
-}
+# OpenAI's hyperparameters a target takes as they are: this machine and OpenAI-compatible
+# trainers take all three; Together has its own learning rate and batch-size limits.
+OPENAI_HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
+CARRIED = {"together": ("n_epochs",)}
+THIS_MACHINE = DEFAULT_PROVIDER  # `--target local`: the default model, trained here
 DISTILLED_KEY = "tunelab_distilled_file"  # job metadata: the extra training file's path
 
 
 @dataclass
 class Targets:
-    """`default` for every model ("local", "together" or a model), `per_model` by ft: name."""
+    """`default` for every model (local, together or a model), `per_model` by ft: name."""
 
-    default: str = "local"
+    default: str = THIS_MACHINE
     per_model: dict[str, str] = field(default_factory=dict)
 
     def for_model(self, fine_tuned_model: str) -> str:
@@ -55,8 +55,8 @@ def comparable_together_model(openai_model: str) -> str:
 
 def target_model(choice: str, openai_model: str) -> tuple[str, str]:
     """(model, provider) for a target choice and the old job's base model."""
-    if choice == "local":
-        return DEFAULT_MODEL, "local"
+    if choice == THIS_MACHINE:
+        return DEFAULT_MODEL, DEFAULT_PROVIDER
     if choice == "together":
         return comparable_together_model(openai_model), "together"
     spec = resolve_model(choice)  # unknown names raise, listing the known ones
@@ -107,7 +107,7 @@ def _plan_row(store: Store, job: dict, targets: Targets, prices) -> dict:
 
 def map_hyperparameters(resolved: dict, provider: str) -> dict:
     """The old job's resolved values the target takes, and those it does not."""
-    allowed = CARRIED.get(provider, ())
+    allowed = CARRIED.get(provider, OPENAI_HYPERPARAMETERS)
     kept = {k: v for k, v in resolved.items() if k in allowed and v not in (None, "auto")}
     dropped = sorted(k for k in resolved if k not in kept and resolved[k] not in (None, "auto"))
     return {"hyperparameters": kept, "not_carried": dropped}

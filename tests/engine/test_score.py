@@ -90,3 +90,21 @@ def test_the_shared_prefix_cache_changes_no_score(model, tokenizer):
     plain = score_answers(model, tokenizer, chats, ANSWERS, batch_size=1, prefix_cache=False)
     for a, b in zip(cached, plain, strict=True):
         assert [s.logprob for s in a] == pytest.approx([s.logprob for s in b], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_smollm2_label_scores_are_the_same_with_and_without_the_prefix_cache(smollm2_home):
+    from tunelab.data.prompts import ClassificationPrompt
+    from tunelab.engine.models import load_base
+
+    model, tokenizer, _ = load_base()
+    prompt, labels = ClassificationPrompt(), ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
+    chats = [[{"role": "user", "content": prompt.user_message(q, labels)}]
+             for q in ("What does NASA stand for?", "Who wrote Hamlet?",
+                       "Where is Lima?", "How many legs does a spider have?")]  # fmt: skip
+    answers = [prompt.answer(label) for label in labels]
+    cached = score_answers(model, tokenizer, chats, answers, batch_size=4)
+    plain = score_answers(model, tokenizer, chats, answers, batch_size=1, prefix_cache=False)
+    for a, b in zip(cached, plain, strict=True):
+        assert [s.logprob for s in a] == pytest.approx([s.logprob for s in b], abs=2e-3)
+        assert best_answer(a) == best_answer(b)

@@ -106,6 +106,8 @@ def _record(task: EvalTask) -> dict:
     else:
         compute = _judge(task, data, progress)
     options = {"limit": r.limit}
+    if r.kind == "classify":
+        options["method"] = "score"  # label scoring, as `tunelab eval classify` by default
     if r.kind in ("judge", "pairwise"):
         options.update(
             judge=r.judge_model,

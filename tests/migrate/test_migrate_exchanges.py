@@ -6,6 +6,7 @@ first), one of whose training files OpenAI has deleted; its fine-tuned model ans
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 from datetime import date
@@ -220,7 +221,7 @@ def provider(sleeps: list) -> OpenAIProvider:
     return OpenAIProvider(policy=RetryPolicy(sleep=sleeps.append))
 
 
-def test_inventory_reads_every_page_keeps_files_and_reports_the_deleted_one(account):
+def test_inventory_reads_every_page_keeps_files_and_reports_the_deleted_one(account, capsys):
     sleeps: list[float] = []
     found = take_inventory(provider=provider(sleeps), today=TODAY)
     assert sleeps == [2.0]  # the 429's Retry-After, then the second page
@@ -251,6 +252,11 @@ def test_inventory_reads_every_page_keeps_files_and_reports_the_deleted_one(acco
 
     again = take_inventory(provider=provider([]), today=TODAY)
     assert (again.new_jobs, again.new_files) == (0, 0)
+    capsys.readouterr()
+    assert main(["migrate", "openai", "inventory", "--today", "2026-12-01"]) == 0
+    out, err = capsys.readouterr()
+    assert "3 job(s); new this run: 0 job(s), 0 file(s) downloaded." in out
+    assert "deleted on OpenAI: file-gone" in err and KEY not in out + err
     assert account.calls == {"file-train": 1, "file-val": 1}  # not downloaded twice
     assert len(jobs_api.list_jobs(limit=10)) == 3
 
@@ -338,6 +344,17 @@ def test_plan_run_and_an_interrupted_distillation_that_resumes(account, tmp_path
     registry = (Store().path).read_bytes()
     for text in (out, err, registry, paths.answers.read_bytes()):
         assert (KEY.encode() if isinstance(text, bytes) else KEY) not in text
+
+
+def test_distillation_asks_before_paying_and_a_no_asks_nothing(account, capsys, monkeypatch):
+    take_inventory(provider=provider([]), today=TODAY)
+    monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
+    capsys.readouterr()
+    code = main(["migrate", "openai", "distil", "--today", "2026-12-01"])
+    _, err = capsys.readouterr()
+    assert code == 0 and not account.asked
+    assert f"{FT}: 5 prompt(s) to ask (0 answered before)" in err and "$0.00" in err
+    assert "skipped (not confirmed)" in err
 
 
 def test_after_the_shutdown_openai_steps_refuse_and_the_registry_steps_work(account, capsys):

@@ -376,6 +376,17 @@ def test_after_the_shutdown_openai_steps_refuse_and_the_registry_steps_work(acco
     assert "fine-tuned models have not answered since 2027-01-14" in err
 
 
+def test_an_inventory_refused_after_the_shutdown_says_what_still_works(api, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    api.get(f"{OPENAI}/fine_tuning/jobs").respond(
+        404, json={"error": {"message": "Not found", "type": "invalid_request_error"}}
+    )
+    with pytest.raises(TunelabError) as refused:
+        take_inventory(provider=provider([]), today=date(2027, 2, 1))
+    assert "no new jobs since 2027-01-06" in refused.value.message
+    assert "`tunelab migrate openai plan` and `run` still work" in refused.value.hint
+
+
 def test_countdown_counts_days_to_each_date():
     assert dates.countdown(date(2027, 1, 5))["days_until_no_new_jobs"] == 1
     assert dates.countdown_line(date(2027, 1, 5)).startswith("1 day until")

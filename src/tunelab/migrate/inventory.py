@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tunelab.errors import TunelabError
 from tunelab.io import file_sha256
-from tunelab.migrate.dates import countdown, utc_today
+from tunelab.migrate.dates import MODELS_STOP, NO_NEW_JOBS, countdown, utc_today
 from tunelab.providers import hosted_jobs
 from tunelab.providers.registry import get_provider
 from tunelab.registry import Store
@@ -53,9 +53,10 @@ def take_inventory(
     *, base_url: str | None = None, today: date | None = None, provider=None
 ) -> Inventory:
     """List every job of the account and record jobs, files and checkpoints (see module)."""
+    today = today or utc_today()
     provider = provider or get_provider(PROVIDER, base_url=base_url)
-    states = provider.list_jobs(limit=None)  # every page
-    result = Inventory(jobs=[], countdown=countdown(today or utc_today()))
+    states = _list_every_job(provider, today)
+    result = Inventory(jobs=[], countdown=countdown(today))
     gone: dict[str, dict] = {}
     with Store() as store:
         for state in sorted(states, key=lambda s: s.created_at or 0):
@@ -68,6 +69,22 @@ def take_inventory(
             result.jobs.append(job_row(store, job))
     result.deleted_files = list(gone.values())
     return result
+
+
+def _list_every_job(provider, today: date) -> list:
+    """Every page of the account's jobs; after the shutdown a refusal says what still works."""
+    try:
+        return provider.list_jobs(limit=None)
+    except TunelabError as err:
+        if today < NO_NEW_JOBS or err.code == "provider_auth_failed":
+            raise
+        raise TunelabError(
+            err.code,
+            f"{err.message} (OpenAI's fine-tuning platform has taken no new jobs since "
+            f"{NO_NEW_JOBS}; its fine-tuned models stop answering on {MODELS_STOP}).",
+            hint="what earlier inventories recorded stays in the registry: "
+            "`tunelab migrate openai plan` and `run` still work",
+        ) from None
 
 
 def _fetch_file(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import shlex
 import signal
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import fields
@@ -27,6 +28,7 @@ from tunelab.cli.validate_cmd import findings_table, input_file, reading_progres
 from tunelab.data.validate import validate_file
 from tunelab.engine import TrainConfig, field_help, plan, train
 from tunelab.engine.config import AUTO, METHODS, PRECISIONS, SCHEDULERS
+from tunelab.engine.distributed import Ranks, torchrun_command
 from tunelab.engine.models import ModelInfo, load_base, load_tokenizer, resolve_model_source
 from tunelab.errors import TunelabError
 
@@ -159,6 +161,27 @@ def build_config(settings: dict) -> TrainConfig:
     help="Let --model run its own Python code (models transformers does not implement). "
     "Only for models whose code you trust.",
 )
+@click.option(
+    "--nproc-per-node",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Train data-parallel in this many processes (one per GPU; on a CPU, gloo), "
+    "started with torchrun.",
+)
+@click.option(
+    "--nnodes",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Machines taking part; run the same command on each (with --rdzv-endpoint).",
+)
+@click.option("--node-rank", type=click.IntRange(min=0), help="This machine's rank (0 first).")
+@click.option(
+    "--rdzv-endpoint",
+    metavar="HOST:PORT",
+    help="Where the machines of a multi-node run meet (machine 0's address and a free port).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result (or plan) as JSON.")
 @click.pass_context
 def train_cmd(
@@ -171,6 +194,10 @@ def train_cmd(
     force: bool,
     dry_run: bool,
     trust_remote_code: bool,
+    nproc_per_node: int,
+    nnodes: int,
+    node_rank: int | None,
+    rdzv_endpoint: str | None,
     as_json: bool,
     **settings,
 ) -> int:
@@ -200,6 +227,17 @@ def train_cmd(
         else:
             render_plan(result, info)
         return 0
+    if (nproc_per_node > 1 or nnodes > 1) and not Ranks.from_env().active:
+        if nnodes > 1 and not rdzv_endpoint:
+            raise TunelabError(
+                "rdzv_endpoint_missing",
+                "--nnodes above 1 needs --rdzv-endpoint HOST:PORT (where the machines meet).",
+                exit_code=2,
+            )
+        launch = torchrun_command(
+            rank_arguments(ctx), nproc_per_node, nnodes, node_rank, rdzv_endpoint
+        )
+        return run_ranks(launch)
     base, tokenizer, info = load_with_status(model, info, trust_remote_code, config.load_in_4bit)
     cancel = threading.Event()
     with ctrl_c_cancels(cancel), TrainingProgress(quiet=as_json) as progress:
@@ -222,6 +260,48 @@ def train_cmd(
     else:
         render_result(result, resume_command(ctx))
     return EXIT_CANCELLED if result.status == "cancelled" else 0
+
+
+# Options of the launcher, not of each rank's `tunelab train`.
+_LAUNCH_OPTIONS = {"nproc_per_node", "nnodes", "node_rank", "rdzv_endpoint", "dry_run"}
+
+
+def rank_arguments(ctx: click.Context) -> list[str]:
+    """`train ...` with the options given, for each process torchrun starts."""
+    names = {"train_file": "--train", "val_file": "--val", "as_json": "--json"}
+    args = ["train"]
+    for name, value in ctx.params.items():
+        flag = names.get(name, "--" + name.replace("_", "-"))
+        if name in _LAUNCH_OPTIONS or value is UNSET or (value is False and name in _FLAGS):
+            continue
+        if name in _FLAGS:
+            args.append(flag)
+        elif value is None:
+            if name in SETTING_TYPES:
+                args += [flag, "none"]  # `--max-grad-norm none`
+        else:
+            args += [flag, _flag_value(value)]
+    return args
+
+
+_FLAGS = {"resume", "force", "trust_remote_code", "as_json"}
+
+
+def _flag_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return str(value)
+
+
+def run_ranks(command: list[str]) -> int:
+    """Run torchrun; Ctrl-C reaches it and its ranks (which checkpoint), not this launcher."""
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    try:
+        return subprocess.run(command, check=False).returncode
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def check_training_data(train_file: Path, val_file: Path | None, info: ModelInfo, as_json: bool):

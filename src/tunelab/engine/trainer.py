@@ -55,6 +55,7 @@ from tunelab.engine.dataset import (
     tokenize_examples,
 )
 from tunelab.engine.device import Capabilities, check_optional_features, choose_device
+from tunelab.engine.distributed import Ranks, stop
 from tunelab.engine.lora import prepare_model, trainable_parameters
 from tunelab.errors import TunelabError
 from tunelab.io import atomic_write_text
@@ -184,7 +185,49 @@ def train(
     config.validate()
     output_dir = Path(output_dir)
     caps = Capabilities.detect()
-    device = torch.device(choose_device(device, caps))
+    ranks = Ranks.from_env()
+    device = torch.device(ranks.device(choose_device(device, caps)))
+    started = ranks.start(str(device))
+    try:
+        return _train(
+            model,
+            tokenizer,
+            train_examples,
+            val_examples,
+            config,
+            output_dir,
+            base_model=base_model,
+            metadata=metadata,
+            callback=callback,
+            cancel=cancel,
+            resume=resume,
+            force=force,
+            device=device,
+            caps=caps,
+            ranks=ranks,
+        )
+    finally:
+        stop(started)
+
+
+def _train(
+    model: torch.nn.Module,
+    tokenizer,
+    train_examples: Examples,
+    val_examples: Examples | None,
+    config: TrainConfig,
+    output_dir: Path,
+    *,
+    base_model: str | None,
+    metadata: dict | None,
+    callback: Callback | None,
+    cancel: threading.Event | None,
+    resume: bool,
+    force: bool,
+    device: torch.device,
+    caps: Capabilities,
+    ranks: Ranks,
+) -> TrainResult:
     check_optional_features(
         load_in_4bit=config.load_in_4bit,
         liger=config.use_liger_kernel,
@@ -196,7 +239,7 @@ def train(
     resolved, train_set, val_set = prepare_data(
         tokenizer, train_examples, val_examples, config, context, device.type, n_parameters
     )
-    checkpoint = prepare_output_dir(output_dir, resume=resume, force=force)
+    checkpoint = _prepare_output(output_dir, resume, force, ranks)
     run_info = {
         "base_model": base_model,
         "data_fingerprint": train_set.fingerprint(),
@@ -213,7 +256,8 @@ def train(
     start = Position(0, 0, 0)
     if checkpoint is not None:
         start = load_checkpoint(checkpoint, model, optimizer, scheduler)
-    truncate_metrics(output_dir / METRICS_FILE, start.step)
+    if ranks.is_main:
+        truncate_metrics(output_dir / METRICS_FILE, start.step)
     loop = _Loop(
         model=model,
         optimizer=optimizer,
@@ -225,14 +269,15 @@ def train(
         run_info=run_info,
         pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
         device=device,
-        callback=callback,
+        callback=callback if ranks.is_main else None,
         cancel=cancel,
+        ranks=ranks,
     )
     with cores.computing() as share:  # a fair share of the cores, re-checked every few steps
         loop.share = share
         status, position = loop.run(start)
     result = loop.result(status, position, start, checkpoint is not None)
-    if status == "succeeded":
+    if status == "succeeded" and ranks.is_main:
         write_output(model, tokenizer, output_dir, resolved, run_info, result.to_dict())
         if base_model and result.tokens_per_second:
             record_throughput(base_model, result.tokens_per_second, device.type, resolved.method)
@@ -255,6 +300,7 @@ class _Loop:
     device: torch.device
     callback: Callback | None
     cancel: threading.Event | None
+    ranks: Ranks = field(default_factory=Ranks)
     # Measured over this session only: a resumed run's speed is its own.
     session_start: float = field(default_factory=time.perf_counter)
     step_seconds: float = 0.0
@@ -280,7 +326,8 @@ class _Loop:
             for index in range(first, len(batches)):
                 if position.step >= config.total_steps:
                     return "succeeded", position
-                if self.cancel is not None and self.cancel.is_set():
+                asked = self.cancel is not None and self.cancel.is_set()
+                if self.ranks.any(asked, self.device):
                     self.checkpoint(position)
                     return "cancelled", position
                 record = self.train_step(batches[index], position.step + 1, epoch, start)
@@ -297,12 +344,13 @@ class _Loop:
     def train_step(self, batch: list[int], step: int, epoch: int, start: Position) -> dict:
         threads = self.share.rebalance() if self.share is not None else torch.get_num_threads()
         began = time.perf_counter()
-        n_micro = self.config.gradient_accumulation_steps
-        groups = micro_batches(batch, self.train_set.lengths, n_micro)
+        n_micro = self.config.gradient_accumulation_steps * self.ranks.world_size
+        groups = self.ranks.mine(micro_batches(batch, self.train_set.lengths, n_micro))
         examples = self.train_set.examples
         pack = collate_packed if self.config.packing == "on" else collate
         batches = [pack([examples[i] for i in g], self.pad_id, self.device) for g in groups]
-        n_trained = sum(b.n_trained for b in batches)
+        # The whole step's count, on every rank: each rank's share of the mean loss.
+        n_trained = sum(examples[i].n_trained for i in batch)
         learning_rate = self.scheduler.get_last_lr()[0]
         loss_sum, correct = torch.zeros((), device=self.device), 0
         with _out_of_memory_as_error():
@@ -312,6 +360,11 @@ class _Loop:
                 self.scaler.scale(loss / n_trained).backward()
                 loss_sum += loss.detach()
                 correct += int(right)
+            self.ranks.sum_gradients(self.parameters)
+            totals = self.ranks.sum_(
+                torch.stack([loss_sum.float(), torch.tensor(float(correct), device=self.device)])
+            )
+            loss_sum, correct = totals[0], int(totals[1].item())
             self.scaler.unscale_(self.optimizer)
             clip = self.config.max_grad_norm or math.inf
             grad_norm = float(torch.nn.utils.clip_grad_norm_(self.parameters, clip))
@@ -323,7 +376,7 @@ class _Loop:
             self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        n_tokens = sum(b.n_tokens for b in batches)
+        n_tokens = sum(self.train_set.lengths[i] for i in batch)
         self.step_seconds += time.perf_counter() - began
         self.tokens_seen += n_tokens
         self.steps_done += 1
@@ -349,8 +402,9 @@ class _Loop:
             step % config.eval_every == 0 or step == config.total_steps
         ):
             record.update(self.evaluate())
-        with (self.run_dir / METRICS_FILE).open("ab") as handle:
-            handle.write(orjson.dumps(record) + b"\n")
+        if self.ranks.is_main:
+            with (self.run_dir / METRICS_FILE).open("ab") as handle:
+                handle.write(orjson.dumps(record) + b"\n")
         every = config.checkpoint_every
         saved = {}
         if end_of_epoch or (every and step % every == 0):
@@ -365,11 +419,12 @@ class _Loop:
         size = math.ceil(self.config.batch_size / self.config.gradient_accumulation_steps)
         lengths = self.val_set.lengths
         order = sorted(range(len(lengths)), key=lengths.__getitem__)
+        groups = self.ranks.mine([order[b : b + size] for b in range(0, len(order), size)])
         loss_sum, correct, n_trained = 0.0, 0, 0
         self.model.eval()
         with torch.inference_mode(), _out_of_memory_as_error():
-            for begin in range(0, len(order), size):
-                group = [self.val_set.examples[i] for i in order[begin : begin + size]]
+            for indices in groups:
+                group = [self.val_set.examples[i] for i in indices]
                 batch = collate(group, self.pad_id, self.device)
                 with self.autocast():
                     loss, right = token_loss(self.model, batch)
@@ -377,9 +432,13 @@ class _Loop:
                 correct += int(right)
                 n_trained += batch.n_trained
         self.model.train()
+        totals = torch.tensor([loss_sum, correct, n_trained], dtype=torch.float64)
+        loss_sum, correct, n_trained = self.ranks.sum_(totals.to(self.device)).tolist()
         return {"val_loss": loss_sum / n_trained, "val_mean_token_accuracy": correct / n_trained}
 
     def checkpoint(self, position: Position) -> None:
+        if not self.ranks.is_main:
+            return  # every rank holds the same weights: rank 0 saves them
         latest = latest_checkpoint(self.run_dir)
         if latest is not None and read_checkpoint_meta(latest)["step"] == position.step:
             self.last_checkpoint = latest  # e.g. cancelled right after an epoch's checkpoint
@@ -454,6 +513,17 @@ def _decoder_and_head(model: torch.nn.Module):
     if scaled or decoder is None or decoder is base or head is None:
         return None, None
     return decoder, head
+
+
+def _prepare_output(output_dir: Path, resume: bool, force: bool, ranks: Ranks) -> Path | None:
+    """Rank 0 prepares the output directory; every rank then finds the same checkpoint."""
+    checkpoint = None
+    if ranks.is_main:
+        checkpoint = prepare_output_dir(output_dir, resume=resume, force=force)
+    ranks.barrier()
+    if not ranks.is_main and resume:
+        checkpoint = latest_checkpoint(output_dir)
+    return checkpoint
 
 
 def _on_device(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:

@@ -392,3 +392,18 @@ def test_countdown_counts_days_to_each_date():
     assert dates.countdown_line(date(2027, 1, 5)).startswith("1 day until")
     line = dates.countdown_line(date(2027, 1, 10))
     assert line.startswith("OpenAI has taken no new") and "4 days until" in line
+
+
+def test_the_rate_limit_spaces_requests_evenly():
+    from tunelab.migrate.distil import RateLimit
+
+    sleeps: list[float] = []
+    now = [0.0]
+    limit = RateLimit(60, sleep=sleeps.append, clock=lambda: now[0])
+    for _ in range(3):  # three requests at once: the second waits 1 s, the third 2 s
+        limit.wait()
+    now[0] = 10.0  # after a pause, the next goes at once
+    limit.wait()
+    assert sleeps == [1.0, 2.0]
+    RateLimit(None, sleep=sleeps.append).wait()
+    assert sleeps == [1.0, 2.0]

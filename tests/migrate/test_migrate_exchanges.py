@@ -407,3 +407,19 @@ def test_the_rate_limit_spaces_requests_evenly():
     assert sleeps == [1.0, 2.0]
     RateLimit(None, sleep=sleeps.append).wait()
     assert sleeps == [1.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    ("golds", "task"),
+    [
+        (["db.users.find({})", 'db.orders.find({"total": {"$gt": 5}})', "billing"], "queries"),
+        (["billing", "account", "billing", "bug", "account", "bug"], "classify"),
+        (["Sure, here is a long answer.", "Another free-text reply here.", "A third."], "judge"),
+    ],
+)
+def test_compare_chooses_its_task_from_the_validation_answers(golds, task):
+    from tunelab.evals.items import EvalData, EvalItem
+    from tunelab.migrate.compare import choose_task
+
+    items = [EvalItem([{"role": "user", "content": "q"}], gold) for gold in golds]
+    assert choose_task(EvalData(Path("val.jsonl"), "chat", items, [], "sha")) == task

@@ -109,6 +109,7 @@ class Account:
 
     def __init__(self, api) -> None:
         self.asked: list[str] = []
+        self.refused: set[str] = set()  # questions the old model answers with a 400
         self.calls: dict[str, int] = {}
         self.first = [
             job(
@@ -192,6 +193,9 @@ class Account:
         assert body["model"] == FT
         question = body["messages"][-1]["content"]
         self.asked.append(question)
+        if question in self.refused:
+            error = {"message": "Invalid prompt", "type": "invalid_request_error", "code": None}
+            return httpx.Response(400, json={"error": error})
         answer = {
             "object": "chat.completion",
             "id": "chatcmpl-1",
@@ -355,6 +359,23 @@ def test_distillation_asks_before_paying_and_a_no_asks_nothing(account, capsys, 
     assert code == 0 and not account.asked
     assert f"{FT}: 5 prompt(s) to ask (0 answered before)" in err and "$0.00" in err
     assert "skipped (not confirmed)" in err
+
+
+def test_a_prompt_the_old_model_refuses_does_not_hold_back_the_others(account):
+    take_inventory(provider=provider([]), today=TODAY)
+    account.refused = {"Card was charged twice"}
+    [partial] = distil([FT], today=TODAY, concurrency=1)
+    assert (partial.complete, partial.failed) == (False, 1)
+    paths = distilled_paths(FT)
+    kept = [
+        orjson.loads(line)["messages"][1]["content"]
+        for line in paths.train.read_bytes().splitlines()
+    ]
+    assert kept == ["Reset my password", "App crashes on start"]
+    account.refused = set()
+    [done] = distil([FT], today=TODAY)
+    assert done.complete and done.asked == 1
+    assert len(paths.train.read_bytes().splitlines()) == 3
 
 
 def test_after_the_shutdown_openai_steps_refuse_and_the_registry_steps_work(account, capsys):

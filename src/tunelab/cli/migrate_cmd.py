@@ -298,8 +298,8 @@ def _say_distilled(d) -> None:
         common.stderr.print(f"{escape(d.fine_tuned_model)}: distilled into {d.train}")
     else:
         common.stderr.print(
-            f"[yellow]{escape(d.fine_tuned_model)}:[/] {d.failed} request(s) "
-            "failed; run again to ask only those."
+            f"[yellow]{escape(d.fine_tuned_model)}:[/] {d.failed} request(s) failed and are "
+            f"left out of {d.train}; run again to ask only those."
         )
 
 

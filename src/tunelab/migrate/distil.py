@@ -3,10 +3,11 @@
 Prompts are the messages before each example's last assistant answer. Answers are appended
 to `answers.jsonl` as they arrive, one line per prompt keyed by the SHA-256 of its messages,
 so an interrupted run resumes without asking the same prompt twice; a failed request is not
-written and is asked again next time. When every prompt has an answer the results are
-committed atomically: `train.jsonl` (the training prompts with the old model's answers: the
+written and is asked again next time. At the end the results are committed atomically:
+`train.jsonl` (the training prompts with the old model's answers: the
 extra training file) and `validation.jsonl` (its answers to the validation prompts), with
-`provenance.json` beside them saying where they came from. Requests go a batch at a time, a
+`provenance.json` beside them saying where they came from (prompts whose request failed
+are left out and counted; running again asks only those). Requests go a batch at a time, a
 few in parallel, under a requests-per-minute limit; the provider retries 429s as asked.
 """
 
@@ -277,7 +278,7 @@ class _Run:
             return result
         if todo:
             self._ask_all(todo, result, progress, batch_size, concurrency, max_tokens)
-        if result.failed == 0:
+        if any(p.key in self.answers for p in self.prompts):
             self._commit(result)
         return result
 
@@ -325,7 +326,11 @@ class _Run:
         return True
 
     def _commit(self, result: Distillation) -> None:
-        """Write the distilled files and their provenance, each atomically."""
+        """Write the distilled files and their provenance, each atomically.
+
+        Prompts whose request failed are left out (and counted): one the old model refuses
+        every time must not hold back the rest; running again asks only those.
+        """
         for split, path in (("train", self.paths.train), ("validation", self.paths.validation)):
             rows = [
                 {
@@ -335,12 +340,12 @@ class _Run:
                     ]
                 }
                 for p in self.prompts
-                if p.split == split
+                if p.split == split and p.key in self.answers
             ]
             if rows:
                 atomic_write_text(path, "".join(orjson.dumps(r).decode() + "\n" for r in rows))
-        result.complete = True
-        result.train = str(self.paths.train)
+        result.complete = result.failed == 0
+        result.train = str(self.paths.train) if self.paths.train.exists() else None
         result.validation = str(self.paths.validation) if self.paths.validation.exists() else None
         self._write_provenance()
 

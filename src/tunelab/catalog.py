@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunelab.errors import TunelabError
+from tunelab.io import can_create
 from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
 from tunelab.settings import get_settings
 
@@ -209,8 +210,8 @@ def bundled_model_dir(*, weights: bool = False) -> Path:
     unlike a model loaded from the GGUF, carries no quantization config for trainers to refuse.
     Each part appears complete or not at all, so concurrent processes never read half a cache.
     """
-    target = get_settings().models_dir / DEFAULT_MODEL
     marker = WEIGHTS_MARKER if weights else _CACHE_MARKER
+    target = _conversion_dir(marker)
     if (target / marker).exists():
         return target
     source = _bundled_package_dir()
@@ -222,6 +223,18 @@ def bundled_model_dir(*, weights: bool = False) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _conversion_dir(marker: str) -> Path:
+    """TUNELAB_HOME's cache; a scratch one when the home is read-only and lacks the part.
+
+    Reading commands (analyze, validate --model) then work on a read-only home, converting
+    into the temporary directory (once per machine boot, not once per run).
+    """
+    target = get_settings().models_dir / DEFAULT_MODEL
+    if (target / marker).exists() or can_create(target):
+        return target
+    return Path(tempfile.gettempdir()) / f"tunelab-{os.getuid()}" / "models" / DEFAULT_MODEL
 
 
 def _bundled_package_dir() -> Path:

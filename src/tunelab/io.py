@@ -32,6 +32,39 @@ def check_output_path(path: Path, *, force: bool, inputs: tuple[Path, ...] = ())
         )
     if path.is_dir():
         raise TunelabError("output_is_directory", f"{path} is a directory, not a file path.")
+    check_writable(path)
+
+
+def existing_ancestor(path: Path) -> Path:
+    """`path` itself if it exists, else its nearest existing parent (what creating it needs)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def can_create(path: Path) -> bool:
+    """Whether `path` (a file or directory, existing or not) can be written.
+
+    `os.access` answers for the real situation: a read-only mount or an immutable
+    directory stop root too, where a permission bit would not.
+    """
+    path = Path(path)
+    if path.exists() and not os.access(path, os.W_OK):
+        return False
+    where = existing_ancestor(path.parent)
+    return os.access(where, os.W_OK | os.X_OK)
+
+
+def check_writable(path: Path, what: str = "output") -> None:
+    """Refuse, before any work is done, an output that cannot be written."""
+    if not can_create(path):
+        blocked = path if path.exists() else existing_ancestor(Path(path).parent)
+        raise TunelabError(
+            "not_writable",
+            f"cannot write the {what} {path}: {blocked} is read-only or not writable.",
+            hint="choose a path in a writable directory",
+        )
 
 
 @contextlib.contextmanager
@@ -41,8 +74,12 @@ def staged_write(path: Path, mode: str = "w") -> Iterator[tuple[IO, Path]]:
     Yields the open file and the temporary path. On error the temporary file is removed and
     `path` is untouched. Used directly when several outputs must appear together.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:  # name the output, not the temporary file beside it
+        raise TunelabError("not_writable", f"cannot write {path}: {err.strerror}.",
+                           hint="choose a path in a writable directory") from None  # fmt: skip
     tmp = Path(tmp_name)
     # mkstemp creates 0600; outputs are meant to be shared like any file the user writes.
     os.fchmod(fd, _default_mode())

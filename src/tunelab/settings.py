@@ -50,6 +50,20 @@ def get_settings() -> Settings:
     return Settings(home=Path(home).expanduser())
 
 
+def writable_home(purpose: str) -> Path:
+    """TUNELAB_HOME, after checking that it can be written (`purpose` says what for)."""
+    from tunelab.io import can_create
+
+    home = get_settings().home
+    if not can_create(home):
+        raise TunelabError(
+            "home_read_only",
+            f"TUNELAB_HOME ({home}) is read-only or not writable; it is needed to {purpose}.",
+            hint="export TUNELAB_HOME=/a/writable/directory, or make this one writable",
+        )
+    return home
+
+
 def get_secret(name: str, purpose: str) -> str:
     """An API key from the environment or `.env`; a missing key names the variable.
 

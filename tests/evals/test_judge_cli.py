@@ -147,3 +147,37 @@ def test_judge_with_models_answering_data_prompts(tmp_path, capsys):
     assert code == 0, err
     models = orjson.loads(out)["models"]
     assert models["good"]["mean_score"] == 9 and models["vague"]["mean_score"] == 3
+
+
+class Unreachable(Candidate):
+    """A hosted judge whose every call fails, as `HostedCandidate` reports a refused socket."""
+
+    name = "down@http://127.0.0.1:9/v1"
+
+    def answer(self, conversations, **settings):
+        return [Answer("", "error", error="provider_unreachable: connection refused")
+                for _ in conversations]  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["single", "pairwise"])
+def test_an_unreachable_judge_is_a_failure_with_its_reason(databases, capsys, tmp_path, mode):
+    MODELS["down"] = Unreachable()
+    try:
+        code, out, err = cli(capsys, "eval", "judge", "--judge-model", "down", "--mode", mode,
+                             "--conversations", str(databases["good"]), "--conversations",
+                             str(databases["vague"]), "--output-dir",
+                             str(tmp_path / "run"))  # fmt: skip
+    finally:
+        del MODELS["down"]
+    assert code == 1
+    assert "nothing_scored" in err and "connection refused" in err
+    assert "Traceback" not in err and "1000" not in out  # no ratings over zero verdicts
+    saved = orjson.loads((tmp_path / "run" / "result.json").read_text())
+    assert "connection refused" in saved["error"]
+    if mode == "single":
+        assert saved["models"]["good"]["n_call_failures"] == 2
+        assert saved["models"]["good"]["n_parse_failures"] == 0
+    else:
+        assert saved["n_verdicts"] == 0 and saved["ratings"] == {}
+    code, out, _ = cli(capsys, "eval", "show", saved["id"], "--json")
+    assert code == 0 and orjson.loads(out)["status"] == "failed"

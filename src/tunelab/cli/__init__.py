@@ -6,6 +6,8 @@ becomes one line on stderr and a non-zero exit code, never a traceback.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import sys
 
 import click
@@ -26,6 +28,7 @@ from tunelab.cli.train_cmd import train_cmd
 from tunelab.cli.ui_cmd import ui_cmd
 from tunelab.cli.validate_cmd import validate_cmd
 from tunelab.cli.worker_cmd import worker_cmd
+from tunelab.errors import TunelabError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -55,7 +58,10 @@ cli.add_command(migrate_group)
 
 
 def main(argv: list[str] | None = None) -> int:
-    recover_lost_jobs()
+    # Recovery is a courtesy: a registry that cannot be used is reported by the command that
+    # needs it (once, in its terms), and commands that do not need it still work.
+    with contextlib.suppress(TunelabError, OSError, sqlite3.Error):
+        recover_lost_jobs()
     return run_cli(cli, argv if argv is not None else sys.argv[1:])
 
 

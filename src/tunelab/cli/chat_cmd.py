@@ -25,7 +25,7 @@ RESET_WORD = "/reset"
 @click.option("--system", help="System prompt at the start of the conversation.")
 @click.option(
     "--max-tokens",
-    type=click.IntRange(min=1),
+    type=common.COUNT,
     default=512,
     show_default=True,
     help="Most tokens in one answer.",
@@ -45,7 +45,9 @@ RESET_WORD = "/reset"
     help="Sample from the smallest set of tokens holding this much probability.",
 )
 @click.option("--stop", multiple=True, help="Stop the answer before this text (repeatable).")
-@click.option("--seed", type=int, help="Seed for sampling (with --temperature above 0).")
+@click.option(
+    "--seed", type=common.SAMPLING_SEED, help="Seed for sampling (with --temperature above 0)."
+)
 def chat_cmd(
     model: str,
     prompt: str | None,

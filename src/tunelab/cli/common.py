@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 import sys
 
 import click
@@ -12,6 +14,11 @@ from tunelab.errors import TunelabError
 
 # Exit codes: 0 success, 1 the input has errors / the operation failed, 2 usage error.
 EXIT_USAGE = 2
+# Numbers are checked where they enter: a count past 32 bits is a typo, not a request, and
+# would overflow torch's and numpy's integer arguments far from the flag that caused it.
+INT32_MAX = 2**31 - 1
+COUNT = click.IntRange(1, INT32_MAX)
+SAMPLING_SEED = click.IntRange(-(2**63), 2**63 - 1)  # a 64-bit integer, as OpenAI's `seed`
 
 stdout = Console(soft_wrap=True)
 stderr = Console(stderr=True, soft_wrap=True)
@@ -33,11 +40,35 @@ def print_json(data: object) -> None:
     sys.stdout.flush()
 
 
+def environment_error(err: OSError | sqlite3.Error) -> TunelabError:
+    """A file system or database refusal that reached the front end, as one clear line.
+
+    Commands check their outputs up front; this is the net for whatever the machine still
+    refuses on the way (a read-only mount, a full disk, a file that is not a database).
+    """
+    if isinstance(err, sqlite3.Error):
+        return TunelabError("database_error", f"a SQLite database could not be used: {err}.",
+                            hint="check TUNELAB_HOME and the database files given")  # fmt: skip
+    where = err.filename or "a file"
+    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return TunelabError(
+            "not_writable" if err.errno == errno.EROFS else "permission_denied",
+            f"{where}: {err.strerror or 'not allowed'}.",
+            hint="choose a writable place (an output flag, or TUNELAB_HOME for tunelab's "
+            "own files), or make this one writable",
+        )
+    if err.errno == errno.ENOSPC:
+        return TunelabError("disk_full", f"{where}: no space left on the device.",
+                            hint="free some space, or write somewhere else")  # fmt: skip
+    return TunelabError("os_error", f"{where}: {err.strerror or err}.")
+
+
 def run_cli(group: click.Group, argv: list[str]) -> int:
     """Run the click group, turning TunelabError into a one-line message and exit code."""
     try:
         result = group.main(args=argv, prog_name="tunelab", standalone_mode=False)
-    except TunelabError as err:
+    except (TunelabError, OSError, sqlite3.Error) as err:
+        err = err if isinstance(err, TunelabError) else environment_error(err)
         print_error(err)
         return err.exit_code
     except click.exceptions.Abort:

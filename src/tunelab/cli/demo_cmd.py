@@ -33,7 +33,7 @@ def _heading(text: str) -> None:
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Base model.")
 @click.option(
     "--train-steps",
-    type=click.IntRange(min=0),
+    type=click.IntRange(0, common.INT32_MAX),
     default=DEMO_TRAIN_STEPS,
     show_default=True,
     help="LoRA steps on the TREC sample (0 skips fine-tuning).",

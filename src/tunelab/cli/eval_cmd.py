@@ -102,7 +102,7 @@ def _run_described(kind, models, described: dict, options, compute, output_dir, 
     required=True,
     help="A model to evaluate (repeat to compare; the first is the baseline).",
 )
-@click.option("--limit", type=click.IntRange(min=1), help="Only the first N items.")
+@click.option("--limit", type=common.COUNT, help="Only the first N items.")
 @click.option(
     "--method",
     type=click.Choice(["score", "generate"]),
@@ -195,7 +195,7 @@ def _num(value) -> str:
     required=True,
     help="A model to evaluate (repeat to compare).",
 )
-@click.option("--limit", type=click.IntRange(min=1), help="Only the first N items.")
+@click.option("--limit", type=common.COUNT, help="Only the first N items.")
 @click.option(
     "--documents",
     type=click.Path(path_type=Path, file_okay=False),
@@ -286,10 +286,10 @@ def render_queries(result: dict) -> None:
     show_default=True,
     help="Scores per answer, or pairwise comparisons and ratings.",
 )
-@click.option("--limit", type=click.IntRange(min=1), help="Only the first N prompts.")
+@click.option("--limit", type=common.COUNT, help="Only the first N prompts.")
 @click.option(
     "--max-tokens",
-    type=click.IntRange(min=1),
+    type=common.COUNT,
     default=256,
     show_default=True,
     help="Longest answer a --model candidate writes.",
@@ -327,7 +327,16 @@ def judge_cmd(judge_model, databases, data_path, models, traits, rubric, mode, l
         common.print_json(result)
     else:
         render_judge(result)
-    return 0
+    return _failed_if_nothing_scored(result)
+
+
+def _failed_if_nothing_scored(result: dict) -> int:
+    """Exit 1, with the reason, when the run produced no score at all."""
+    if not result.get("error"):
+        return 0
+    hint = f"the run and its reasons: {result['json_path']}"
+    common.print_error(TunelabError("nothing_scored", result["error"], hint=hint))
+    return 1
 
 
 def trait_list(given: tuple[str, ...]):
@@ -341,7 +350,10 @@ def trait_list(given: tuple[str, ...]):
 
 
 def render_judge(result: dict) -> None:
-    if result.get("ratings"):
+    if result["kind"] == "pairwise" and not result.get("ratings"):
+        common.stdout.print(f"pairwise: no verdict from {result['n_comparisons']} comparisons",
+                            highlight=False)  # fmt: skip
+    elif result["kind"] == "pairwise":
         table = Table(title=f"pairwise ratings ({result['n_prompts']} prompts, judge "
                       f"{escape(result['judge'])})")  # fmt: skip
         for column in ("model", "rating", "95% interval", "wins / games"):
@@ -358,11 +370,22 @@ def render_judge(result: dict) -> None:
             table.add_column(trait, justify="right")
         table.add_column("mean", justify="right")
         table.add_column("parse failures", justify="right")
+        table.add_column("failed calls", justify="right")
         for name, m in result["models"].items():
             table.add_row(escape(name), *(_score(m["traits"].get(t)) for t in result["traits"]),
-                          _score(m["mean_score"]), str(m["n_parse_failures"]))  # fmt: skip
-    common.stdout.print(table)
+                          _score(m["mean_score"]), str(m["n_parse_failures"]),
+                          str(m.get("n_call_failures", 0)))  # fmt: skip
+    if result["kind"] != "pairwise" or result.get("ratings"):
+        common.stdout.print(table)
+    _say_errors(result)
     _say_files(result)
+
+
+def _say_errors(result: dict) -> None:
+    models = result.get("models") or {}
+    errors = result.get("errors") or [e for m in models.values() for e in m.get("errors", [])]
+    for error in errors:
+        common.stderr.print(f"[yellow]judge failure:[/] {escape(error)}", highlight=False)
 
 
 def _score(value) -> str:
@@ -370,7 +393,7 @@ def _score(value) -> str:
 
 
 @eval_group.command("list")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--limit", type=common.COUNT, default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 def list_cmd(limit, as_json) -> int:
     """Evaluation runs, newest first."""
@@ -482,7 +505,7 @@ def _fmt(value) -> str:
     required=True,
     help="The conversation database (SQLite) to write.",
 )
-@click.option("--max-tokens", type=click.IntRange(min=1), default=512, show_default=True)
+@click.option("--max-tokens", type=common.COUNT, default=512, show_default=True)
 @click.option("--temperature", type=click.FloatRange(0, 2), default=0.0, show_default=True)
 @click.option("--force", is_flag=True, help="Overwrite an existing --output.")
 @click.option("--json", "as_json", is_flag=True)

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from tunelab.cli.common import print_json, stderr, stdout
+from tunelab.cli.common import INT32_MAX, print_json, stderr, stdout
 from tunelab.data.formatter import FormatReport, format_dataset
 from tunelab.data.prompts import DEFAULT_INSTRUCTION, ClassificationPrompt
 from tunelab.data.sources import (
@@ -134,7 +134,7 @@ def source_flags(command):
         ),
         click.option(
             "--max-conversations",
-            type=click.IntRange(min=0),
+            type=click.IntRange(0, INT32_MAX),
             help="Conversations: at most N (0 = all).",
         ),
     ]

@@ -31,6 +31,7 @@ from tunelab.engine.config import AUTO, METHODS, PRECISIONS, SCHEDULERS
 from tunelab.engine.distributed import Ranks, torchrun_command
 from tunelab.engine.models import ModelInfo, load_base, load_tokenizer, resolve_model_source
 from tunelab.errors import TunelabError
+from tunelab.io import check_writable
 
 EXIT_CANCELLED = 130
 # The interface contract's flags first in --help, then the rest in TrainConfig's order.
@@ -211,6 +212,8 @@ def train_cmd(
             hint="train further into a new --output directory",
             exit_code=2,
         )
+    if not dry_run:  # before minutes of loading, not after
+        check_writable(output, "--output directory")
     check_training_data(train_file, val_file, info, as_json)
     if dry_run:
         tokenizer = load_tokenizer(info, trust_remote_code=trust_remote_code)

@@ -24,6 +24,8 @@ from tunelab.engine.device import (
 from tunelab.errors import TunelabError
 
 AUTO = "auto"
+INT32_MAX = 2**31 - 1
+SEED_MAX = 2**32 - 1  # numpy's seed, set with torch's and Python's before training
 METHODS = ("lora", "full")
 SCHEDULERS = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -154,7 +156,7 @@ class TrainConfig:
             *_number("gradient-accumulation-steps", self.gradient_accumulation_steps,
                      minimum=1, integer=True),
             *_number("max-seq-len", self.max_seq_len, minimum=2, integer=True, auto=True),
-            *_number("seed", self.seed, minimum=0, integer=True),
+            *_number("seed", self.seed, minimum=0, maximum=SEED_MAX, integer=True),
             *_number("max-steps", self.max_steps, minimum=1, integer=True, none=True),
             *_number("eval-every", self.eval_every, minimum=1, integer=True, auto=True),
             *_number("checkpoint-every", self.checkpoint_every, minimum=1, integer=True,
@@ -361,6 +363,8 @@ def _number(
         return []
     is_number = _is_int(value) or (not integer and isinstance(value, float))
     ok = is_number and math.isfinite(value) and (value > minimum if strict else value >= minimum)
+    if ok and integer and maximum is None:
+        maximum = INT32_MAX  # any count past 32 bits is a mistake that would overflow later
     if ok and maximum is not None:
         ok = value < maximum if below_max else value <= maximum
     if ok:

@@ -24,6 +24,7 @@ from tunelab.catalog import bundled_model_dir
 from tunelab.engine.lora import ADAPTER_WEIGHTS, _quiet_progress
 from tunelab.engine.models import load_tokenizer, load_trained, resolve_model_source
 from tunelab.errors import TunelabError
+from tunelab.io import check_writable
 
 ADAPTER_CONFIG = "adapter_config.json"
 FORMATS = ("hf", "gguf")
@@ -112,6 +113,7 @@ def _check_destination(output_dir: Path, source: Path, force: bool) -> None:
         )
     if output_dir.exists() and not output_dir.is_dir():
         raise TunelabError("output_is_file", f"--output {output_dir} is a file, not a directory.")
+    check_writable(output_dir, "--output directory")
 
 
 def _write_merged(trained_dir: Path, staging: Path) -> None:

@@ -190,6 +190,7 @@ def answer_all(name: str, conversations: list[list[dict]], *, max_tokens: int, p
         began = time.perf_counter()
         answers = candidate.answer(conversations, max_tokens=max_tokens, progress=task,
                                    cancel=cancel)  # fmt: skip
+        _fail_if_all_failed(name, answers)
         return answers, time.perf_counter() - began
     finally:
         candidate.close()
@@ -209,3 +210,14 @@ def score_all(name: str, conversations: list[list[dict]], answers: list[str], *,
         return scores, time.perf_counter() - began
     finally:
         candidate.close()
+
+
+def _fail_if_all_failed(name: str, answers: list[Answer]) -> None:
+    """Every call failed: that is an unreachable model, not a model that answers badly."""
+    failed = [a for a in answers if a.error]
+    if answers and len(failed) == len(answers):
+        raise TunelabError(
+            "model_call_failed",
+            f"{name}: all {len(failed)} calls failed; first error: {failed[0].error}",
+            hint="check that the model's service is reachable and its key is set",
+        )

@@ -163,16 +163,16 @@ def _ask(chat: Chat, messages: list[dict], parse, verdict_format: str) -> dict:
             reply = chat(messages)
         except TunelabError as err:
             return {"verdict": None, "error": f"judge call failed: {err.message}",
-                    "replies": replies}  # fmt: skip
+                    "call_failed": True, "replies": replies}  # fmt: skip
         replies.append(reply)
         verdict, error = parse(reply)
         if verdict is not None:
-            return {"verdict": verdict, "error": None, "replies": replies}
+            return {"verdict": verdict, "error": None, "call_failed": False, "replies": replies}
         correction = (f"Your verdict could not be read: {error}. Reply again, ending with "
                       f"the verdict in exactly this format:\n{verdict_format}")  # fmt: skip
         messages = [*messages, {"role": "assistant", "content": reply},
                     {"role": "user", "content": correction}]  # fmt: skip
-    return {"verdict": None, "error": error, "replies": replies}
+    return {"verdict": None, "error": error, "call_failed": False, "replies": replies}
 
 
 def score_answer(
@@ -186,8 +186,9 @@ def score_answer(
 ) -> dict:
     """Scores 1–10 on each trait for `answer`, given a question or the conversation before it.
 
-    Returns `scores` ({trait: int}, None on a parse failure), `mean`, `reason`,
-    `parse_failure`, `error` and the judge's `replies`.
+    Returns `scores` ({trait: int}, None when there is no verdict), `mean`, `reason`,
+    `parse_failure` (no verdict), `call_failed` (because the judge could not be called),
+    `error` (why) and the judge's `replies`.
     """
     boundary = _new_boundary()
     verdict_format = json.dumps({"scores": {t.name: "<integer 1-10>" for t in traits},
@@ -210,6 +211,7 @@ def score_answer(
         "mean": sum(scores.values()) / len(scores) if scores else None,
         "reason": verdict.get("reason"),
         "parse_failure": scores is None,
+        "call_failed": result["call_failed"],
         "error": result["error"],
         "replies": result["replies"],
     }
@@ -250,9 +252,9 @@ def compare_answers(
     answer "tie"; the combined outcome is still a tie when the two orders disagree.
     """
     if answer_a == answer_b:
-        return {"score_a": 0.5, "winner": "tie", "parse_failure": False, "error": None,
-                "verdicts": []}  # fmt: skip
-    verdicts, errors, points = [], [], []
+        return {"score_a": 0.5, "winner": "tie", "parse_failure": False, "call_failed": False,
+                "error": None, "verdicts": []}  # fmt: skip
+    verdicts, errors, points, call_failed = [], [], [], False
     for order, (first, second) in (("a_first", (answer_a, answer_b)),
                                    ("b_first", (answer_b, answer_a))):  # fmt: skip
         boundary = _new_boundary()
@@ -264,13 +266,15 @@ def compare_answers(
         verdicts.append({"order": order, **(verdict or {}), "replies": result["replies"]})
         if verdict is None:  # one order alone would bring position bias back: no outcome
             errors.append(f"{order}: {result['error']}")
+            call_failed = result["call_failed"]
             break
         first_points = {"first": 1.0, "second": 0.0, "tie": 0.5}[verdict["winner"]]
         points.append(first_points if order == "a_first" else 1.0 - first_points)
     score = None if errors else sum(points) / 2
     winner = None if score is None else "a" if score > 0.5 else "b" if score < 0.5 else "tie"
     return {"score_a": score, "winner": winner, "parse_failure": bool(errors),
-            "error": "; ".join(errors) or None, "verdicts": verdicts}  # fmt: skip
+            "call_failed": call_failed, "error": "; ".join(errors) or None,
+            "verdicts": verdicts}  # fmt: skip
 
 
 def run_pairwise(
@@ -311,14 +315,33 @@ def run_pairwise(
 
 
 def summarise_scores(results: list[dict]) -> dict:
-    """Mean score per trait and overall over `score_answer` results; failures counted."""
+    """Mean score per trait and overall over `score_answer` results; failures counted.
+
+    A judge that could not be called is counted apart from one whose reply could not be
+    read, and the first distinct reasons are kept: a failure must not read as a result.
+    """
     scored = [r["scores"] for r in results if r["scores"] is not None]
     names = list(scored[0]) if scored else []
     traits = {name: sum(s[name] for s in scored) / len(scored) for name in names}
+    n_call_failures = sum(1 for r in results if r["scores"] is None and r.get("call_failed"))
     return {
         "n": len(results),
         "n_scored": len(scored),
-        "n_parse_failures": len(results) - len(scored),
+        "n_parse_failures": len(results) - len(scored) - n_call_failures,
+        "n_call_failures": n_call_failures,
+        "errors": first_errors(results),
         "traits": traits,
         "mean_score": sum(traits.values()) / len(traits) if traits else None,
     }
+
+
+def first_errors(results: list[dict], keep: int = 3) -> list[str]:
+    """The first `keep` distinct reasons among failed verdicts, in order."""
+    reasons: list[str] = []
+    for result in results:
+        error = result.get("error")
+        if error and error not in reasons:
+            reasons.append(error)
+            if len(reasons) == keep:
+                break
+    return reasons

@@ -17,7 +17,13 @@ from tunelab.data.sources import read_source
 from tunelab.errors import TunelabError
 from tunelab.evals.candidates import answer_all, check_cancel, open_candidate
 from tunelab.evals.items import EvalData, EvalItem
-from tunelab.evals.judge import Trait, run_pairwise, score_answer, summarise_scores
+from tunelab.evals.judge import (
+    Trait,
+    first_errors,
+    run_pairwise,
+    score_answer,
+    summarise_scores,
+)
 from tunelab.evals.ratings import rating_intervals
 
 JUDGE_MAX_TOKENS = 512
@@ -82,10 +88,21 @@ def judge_single(judge: str, sets: list[AnswerSet], traits: list[Trait], rubric:
         metrics[answers.model] = summarise_scores(results)
         outputs[answers.model] = [
             {"question": i.question, "answer": i.gold, "scores": r["scores"],
-             "reason": r.get("reason"), "parse_failure": r["parse_failure"]}
+             "reason": r.get("reason"), "parse_failure": r["parse_failure"],
+             "error": r["error"]}
             for i, r in zip(answers.items, results, strict=True)
         ]  # fmt: skip
-    return {"judge": judge, "traits": [t.name for t in traits], "models": metrics}, outputs
+    result = {"judge": judge, "traits": [t.name for t in traits], "models": metrics}
+    if not any(m["n_scored"] for m in metrics.values()):
+        errors = [e for m in metrics.values() for e in m["errors"]]
+        result["error"] = _nothing_judged(judge, "answer was scored", errors)
+    return result, outputs
+
+
+def _nothing_judged(judge: str, what: str, errors: list[str]) -> str:
+    """Why a run produced no result: it is reported, recorded, and the command fails."""
+    reason = f"; first error: {errors[0]}" if errors else ""
+    return f"no {what} by the judge {judge}{reason}"
 
 
 def judge_pairwise(judge: str, sets: list[AnswerSet], traits: list[Trait], rubric: str | None,
@@ -105,9 +122,14 @@ def judge_pairwise(judge: str, sets: list[AnswerSet], traits: list[Trait], rubri
         wins[second]["wins"] += 1 - score
         wins[first]["games"] += 1
         wins[second]["games"] += 1
+    n_call_failures = sum(1 for r in records if r.get("call_failed"))
     result = {"judge": judge, "traits": [t.name for t in traits], "n_prompts": len(prompts),
-              "ratings": ratings, "records": wins,
-              "n_parse_failures": sum(1 for r in records if r.get("parse_failure"))}  # fmt: skip
+              "ratings": ratings, "records": wins, "n_comparisons": len(records),
+              "n_verdicts": len(outcomes), "n_call_failures": n_call_failures,
+              "n_parse_failures": sum(1 for r in records if r.get("parse_failure"))
+              - n_call_failures, "errors": first_errors(records)}  # fmt: skip
+    if not outcomes:
+        result["error"] = _nothing_judged(judge, "comparison was decided", result["errors"])
     return result, {"comparisons": records}
 
 

@@ -44,11 +44,15 @@ def record_run(
     result = {"id": run["id"], "kind": kind, "created_at": run["created_at"], "data": data,
               "options": options, "models_evaluated": models, **metrics}  # fmt: skip
     paths = write_result(result, outputs, output_dir or default_dir(run["id"]))
+    # A task that ran but scored nothing says why in `metrics["error"]`: the run is failed,
+    # with its result and report kept so the reasons can be read.
+    outcome = {"status": "failed", "error_message": metrics["error"]} if metrics.get("error") \
+        else {"status": "succeeded"}  # fmt: skip
     with Store() as store:
         for model, rows in outputs.items():
             store.add_eval_outputs(run["id"], model, rows)
-        store.update_eval_run(run["id"], status="succeeded", metrics=metrics,
-                              finished_at=int(time.time()), **paths)  # fmt: skip
+        store.update_eval_run(run["id"], metrics=metrics, finished_at=int(time.time()),
+                              **outcome, **paths)  # fmt: skip
     return {**result, **paths}
 
 

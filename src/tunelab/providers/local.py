@@ -17,7 +17,7 @@ from pathlib import Path
 from tunelab.errors import TunelabError
 from tunelab.io import file_sha256
 from tunelab.registry import Store
-from tunelab.settings import get_settings
+from tunelab.settings import get_settings, writable_home
 
 PROVIDER = "local"  # the registry's name for this machine's jobs, files and models
 ORG = PROVIDER  # the org part of local `ft:` names: ft:<base>:local:<suffix>:<id>
@@ -47,7 +47,7 @@ def register_file(store: Store, path: Path, validation: dict | None) -> dict:
 
 def keep_copy(path: Path, checksum: str, *, move: bool = False) -> Path:
     """`path`'s bytes in `$TUNELAB_HOME/files`, named by checksum (written atomically)."""
-    files_dir = get_settings().home / "files"
+    files_dir = writable_home("keep a copy of the training files") / "files"
     files_dir.mkdir(parents=True, exist_ok=True)
     target = files_dir / f"{checksum[:24]}.jsonl"
     if target.exists():

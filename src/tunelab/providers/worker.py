@@ -292,7 +292,12 @@ class _Heartbeat:
 
 
 def recover_lost_jobs(store: Store) -> list[str]:
-    """Mark failed every running local job whose worker is gone; returns their ids."""
+    """Mark failed every running local job whose worker is gone; returns their ids.
+
+    A read-only registry is left as it is: whoever can write it will recover the jobs.
+    """
+    if store.read_only:
+        return []
     lost = []
     host = socket.gethostname()
     for job in store.list_jobs(provider="local", statuses=("running",), limit=10_000):

@@ -21,6 +21,7 @@ from pathlib import Path
 import orjson
 
 from tunelab.errors import TunelabError
+from tunelab.io import can_create
 from tunelab.registry.migrations import MIGRATIONS
 from tunelab.settings import get_settings
 
@@ -135,13 +136,40 @@ class Store(EvalRuns):
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else get_settings().registry_path
+        # A registry in a place that cannot be written (a read-only mount) is opened
+        # read-only, so that listing and showing still work; a write says why it cannot.
+        self.read_only = not can_create(self.path)
+        try:
+            self._db = self._open_read_only() if self.read_only else self._open()
+        except sqlite3.DatabaseError as err:
+            raise _unusable(self.path, err) from None
+
+    def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        self._db.execute("PRAGMA foreign_keys = ON")
+        self._db = _connect(self.path)
         _retry_locked(lambda: self._db.execute("PRAGMA journal_mode = WAL"))
         self._migrate()
+        return self._db
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        if not self.path.exists():  # nothing recorded yet: an empty registry in memory
+            self.read_only = False
+            self._db = _connect(":memory:")
+            self._migrate()
+            self.read_only = True
+            return self._db
+        # `immutable`: no -wal/-shm files can be made beside it, so SQLite must not try.
+        self._db = _connect(f"file:{self.path}?mode=ro&immutable=1", uri=True)
+        if self._version() < len(MIGRATIONS):
+            raise self._read_only_error()
+        return self._db
+
+    def _read_only_error(self) -> TunelabError:
+        return TunelabError(
+            "registry_read_only",
+            f"the registry {self.path} is in a place that cannot be written.",
+            hint="set TUNELAB_HOME to a writable directory, or make this one writable",
+        )
 
     def close(self) -> None:
         self._db.close()
@@ -157,7 +185,14 @@ class Store(EvalRuns):
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """An immediate transaction: the write lock is held from the start."""
-        _retry_locked(lambda: self._db.execute("BEGIN IMMEDIATE"))
+        if self.read_only:
+            raise self._read_only_error()
+        try:
+            _retry_locked(lambda: self._db.execute("BEGIN IMMEDIATE"))
+        except sqlite3.OperationalError as err:
+            if "readonly" in str(err) or "read-only" in str(err):
+                raise self._read_only_error() from None
+            raise
         try:
             yield self._db
         except BaseException:
@@ -229,7 +264,9 @@ class Store(EvalRuns):
         )
         if row is None:
             raise TunelabError(
-                "file_not_found", f"no file {file_id} in the registry.", hint="`tunelab files list`"
+                "file_not_found",
+                f"no file {file_id} in the registry.",
+                hint="GET /v1/files on `tunelab serve` lists the files it holds",
             )
         return row
 
@@ -540,6 +577,29 @@ def _decode(row: sqlite3.Row) -> dict:
         if data[column] is not None:
             data[column] = orjson.loads(data[column])
     return data
+
+
+def _connect(target: str | Path, uri: bool = False) -> sqlite3.Connection:
+    db = sqlite3.connect(target, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, uri=uri)
+    db.row_factory = sqlite3.Row
+    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    db.execute("PRAGMA foreign_keys = ON")
+    return db
+
+
+def _unusable(path: Path, err: sqlite3.DatabaseError) -> TunelabError:
+    if "not a database" in str(err) or "malformed" in str(err):
+        return TunelabError(
+            "registry_corrupt",
+            f"{path} is not a tunelab registry (SQLite says: {err}).",
+            hint="move the file aside (tunelab then starts a new registry), or set "
+            "TUNELAB_HOME to another directory",
+        )
+    return TunelabError(
+        "registry_unavailable",
+        f"the registry {path} cannot be opened: {err}.",
+        hint="check the file and its directory, or set TUNELAB_HOME to another directory",
+    )
 
 
 def _retry_locked(action):

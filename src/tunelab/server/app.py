@@ -4,8 +4,11 @@ and tunelab studio (the web UI, `tunelab.server.ui`) at `/`.
 Security first: requests whose Host header is not an allowed name are refused (a web page
 cannot reach this server through DNS rebinding); when an API key is set, every request must
 carry it as a bearer token (a studio page may instead carry the session cookie its login
-form set); uploads over the size limit are refused with 413 before anything
-is written. Training never runs in a request: jobs go to the registry and the local worker.
+form set); state-changing requests from another site are refused, and JSON routes take only
+JSON (`security.CrossSiteGuard`); a body is counted as it arrives and refused with 413 past
+the size limit (`security.BodyLimit`), before anything is written. Every error, the
+framework's own 404, 405 and malformed bodies included, is answered in OpenAI's envelope.
+Training never runs in a request: jobs go to the registry and the local worker.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunelab import __version__
 from tunelab.errors import TunelabError
@@ -27,9 +31,12 @@ from tunelab.server.errors import (
     ApiError,
     error_response,
     on_api_error,
+    on_http_error,
     on_tunelab_error,
+    on_unexpected_error,
     on_validation_error,
 )
+from tunelab.server.security import BodyLimit, CrossSiteGuard, api_takes_json
 from tunelab.server.ui import install_ui
 from tunelab.server.ui.auth import Sessions, is_open, logged_in
 
@@ -91,6 +98,11 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(TunelabError, on_tunelab_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(Exception, on_unexpected_error)
+    # Outermost last: Host and key first, then the cross-site check, then the body count.
+    app.add_middleware(BodyLimit, limit=config.max_upload_bytes + 64 * 1024)
+    app.add_middleware(CrossSiteGuard, host_names=config.host_names(), takes_json=api_takes_json)
     app.middleware("http")(_guard(config))
     app.include_router(routes_files.router, prefix="/v1")
     app.include_router(routes_jobs.router, prefix="/v1")
@@ -106,7 +118,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
 
 
 def _guard(config: ServerConfig):
-    """Host allowlist, bearer-token check and the upload size limit, before any route."""
+    """Host allowlist and bearer-token check, before anything else."""
     names = config.host_names()
 
     async def guard(request: Request, call_next):
@@ -116,9 +128,6 @@ def _guard(config: ServerConfig):
                                   "invalid_host")  # fmt: skip
         if config.api_key and not _authorized(request, config.api_key):
             return _unauthorized(request)
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > config.max_upload_bytes + 64 * 1024:
-            return _too_large(config)
         return await call_next(request)
 
     return guard
@@ -141,12 +150,6 @@ def _unauthorized(request: Request):
         target = quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
         return RedirectResponse(f"/login?next={target}", status_code=303)
     return error_response(401, "Incorrect or missing API key (a bearer token).", "invalid_api_key")
-
-
-def _too_large(config: ServerConfig):
-    limit = config.max_upload_bytes / (1024 * 1024)
-    return error_response(413, f"The request is larger than this server's limit ({limit:g} MB).",
-                          "file_too_large")  # fmt: skip
 
 
 def _host_name(header: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunelab.errors import TunelabError
 
@@ -38,7 +39,9 @@ TYPE_BY_STATUS = {
     403: "permission_error",
     404: "not_found_error",
     409: "conflict_error",
+    405: "invalid_request_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
     500: "server_error",
@@ -100,3 +103,20 @@ async def on_validation_error(request: Request, err: RequestValidationError) -> 
         for problem in problems
     )
     return error_response(400, message or "invalid request", "invalid_request", param)
+
+
+async def on_http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
+    """The framework's own errors (no such route, wrong method, a malformed multipart body)."""
+    code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "invalid_request")
+    message = err.detail if isinstance(err.detail, str) else str(err.detail)
+    if err.status_code == 404 and message == "Not Found":
+        message = f"No route {request.method} {request.url.path} on this server."
+    elif err.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}."
+    return error_response(err.status_code, message, code, headers=getattr(err, "headers", None))
+
+
+async def on_unexpected_error(request: Request, err: Exception) -> JSONResponse:
+    """A bug in tunelab: the client gets the envelope; the traceback goes to the server log."""
+    return error_response(500, "The server had an error while processing your request.",
+                          "server_error")  # fmt: skip

@@ -26,6 +26,7 @@ from tunelab.server.errors import STATUS_BY_CODE, ApiError, envelope
 from tunelab.server.inference import AnswerStream, ChatAnswer, ChatOptions
 
 router = APIRouter()
+INT32_MAX = 2**31 - 1
 StopText = Annotated[str, StringConstraints(min_length=1)]
 
 
@@ -66,11 +67,11 @@ class ChatCompletionRequest(BaseModel):
     messages: list[Message] = Field(min_length=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, le=INT32_MAX)
+    max_completion_tokens: int | None = Field(None, ge=1, le=INT32_MAX)
     stop: StopText | list[StopText] | None = Field(None, max_length=4)
     n: int | None = Field(None, ge=1, le=128)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)  # OpenAI's: a 64-bit integer
     stream: bool | None = False
     stream_options: StreamOptions | None = None
 

@@ -40,7 +40,7 @@ class CreateJob(BaseModel):
     hyperparameters: dict | None = None  # OpenAI's legacy place for them
     method: Method | None = None
     suffix: str | None = Field(default=None, max_length=64)
-    seed: int | None = Field(default=None, ge=0)
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)  # what training can seed
     metadata: dict[str, str] | None = None
 
 

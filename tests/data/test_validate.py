@@ -37,6 +37,10 @@ def write(path: Path, lines: list[bytes], end: bytes = b"\n") -> Path:
     return path
 
 
+REPEATED_CONTENT = (
+    b'{"messages": [{"role": "user", "content": "a", "content": "b"}, '
+    b'{"role": "assistant", "content": "c"}]}'
+)
 # code -> (lines of the file, the 1-based line of the finding or None for the file)
 CASES = {
     "empty_file": ([], None),
@@ -69,6 +73,8 @@ CASES = {
     "too_few_examples": ([line(OK)], None),
     "in_both_files": ([line(OK)], 1),
     "template_error": ([example({"role": "system", "content": "Be brief."}, USER, ANSWER)], 1),
+    "duplicate_key": ([line(OK), REPEATED_CONTENT], 2),
+    "line_too_long": ([line(OK), example(USER, {**ANSWER, "content": "x" * (5 << 20)})], 2),
 }
 MODEL_FOR = {"too_few_examples": "gpt-4o-mini"}
 # Local tokenizers built per test: a 150-token context, and a template that rejects systems.
@@ -252,3 +258,21 @@ def test_the_scan_reports_exactly_what_the_detailed_checks_find(tmp_path_factory
         assert found - {"duplicate_example"} == codes
     n_valid = sum(all(SEVERITY[c] == "warning" for c in codes) for codes in per_line.values())
     assert report.train.n_valid == n_valid
+
+
+def test_a_truncated_line_is_reported_where_it_stops(tmp_path):
+    truncated = b'{"messages": [{"role": "user", "content": "hi"}'
+    report = validate_file(write(tmp_path / "train.jsonl", [line(OK), truncated]))
+    [finding] = [f for f in report.findings if f.code == "invalid_json"]
+    assert finding.line == 2 and f"column {len(truncated) + 1}" in finding.message
+
+
+def test_a_plain_example_with_a_repeated_key_is_warned_about(tmp_path):
+    repeated = (b'{"messages": [{"role": "user", "content": "hi"}, '
+                b'{"role": "assistant", "role": "assistant", "content": "ok"}]}')  # fmt: skip
+    clean = line({"messages": [{"role": "user", "content": "role"}, ANSWER]})
+    report = validate_file(write(tmp_path / "train.jsonl", [repeated, clean]))
+    assert [(f.code, f.line) for f in report.findings if f.code == "duplicate_key"] == [
+        ("duplicate_key", 1)
+    ]
+    assert report.ok  # a warning: the example is still used

@@ -31,6 +31,22 @@ def open_jsonl(path: str | Path) -> BinaryIO:
         raise TunelabError("file_unreadable", f"cannot read {path}: {err}", path=path) from None
 
 
+def iter_bounded_lines(handle: BinaryIO, max_bytes: int) -> Iterator[tuple[int, bytes | None, int]]:
+    """(line number, raw bytes, length) for each line; a line over `max_bytes` comes back as
+    None with its length: it is read past in blocks, never held whole, so one enormous line
+    costs no more memory than a short one."""
+    readline, number = handle.readline, 0
+    while raw := readline(max_bytes + 1):
+        number += 1
+        if len(raw) <= max_bytes:
+            yield number, raw, len(raw)
+            continue
+        length = len(raw)
+        while not raw.endswith(b"\n") and (raw := readline(_BUFFER_BYTES)):
+            length += len(raw)
+        yield number, None, length
+
+
 def iter_lines(handle: BinaryIO) -> Iterator[tuple[int, bytes]]:
     """(1-based line number, the line's raw bytes, line ending included) for each line.
 

@@ -12,7 +12,8 @@ Finding codes (severity; what tunelab decided where the providers differ):
 
 - file: `empty_file` (error), `too_few_examples` (error: fewer valid examples than the target
   provider accepts; OpenAI needs 10), `bom` (error), `not_utf8`, `blank_line`,
-  `invalid_json`, `not_an_object` (errors; the line is skipped).
+  `invalid_json`, `not_an_object`, `line_too_long` (errors; the line is skipped; an over-long
+  line is not even held in memory); `duplicate_key` (warning: the parser keeps the last).
 - example: `missing_messages`, `messages_not_a_list`, `empty_messages`,
   `no_assistant_message` (errors); `unrecognized_key` (warning: top-level keys other than
   messages, tools, functions and parallel_tool_calls, `metadata` included, are not part of
@@ -52,12 +53,16 @@ import numpy as np
 import orjson
 
 from tunelab.catalog import ModelSpec, context_limit, resolve_model
-from tunelab.data.jsonl import iter_lines, open_jsonl
+from tunelab.data.jsonl import iter_bounded_lines, open_jsonl
 from tunelab.data.tokens import MESSAGE_ROLES, RESERVED_SPECIAL_TOKENS, load_counter
 
 ERROR, WARNING = "error", "warning"
 MAX_FINDINGS = 10_000
 BATCH_SIZE = 4096
+# A line longer than this is refused unread: no fine-tuning context holds 4 MiB of text
+# (OpenAI's largest is 65,536 tokens, about 256 KiB), and tokenizing it whole would cost
+# gigabytes of memory.
+MAX_LINE_BYTES = 4 << 20
 BOM = b"\xef\xbb\xbf"
 
 ROLES = MESSAGE_ROLES
@@ -75,6 +80,7 @@ SEVERITY = {
             "bom",
             "not_utf8",
             "blank_line",
+            "line_too_long",
             "invalid_json",
             "not_an_object",
             "missing_messages",
@@ -105,6 +111,7 @@ SEVERITY = {
             "duplicate_example",
             "empty_content",
             "too_long",
+            "duplicate_key",
         ),
         WARNING,
     ),
@@ -241,6 +248,49 @@ def _json_type(value: object) -> str:
     return names.get(type(value), "number")
 
 
+def _json_error(raw: bytes) -> orjson.JSONDecodeError | None:
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        return err
+    return None
+
+
+def _may_repeat_keys(raw: bytes, n_messages: int) -> bool:
+    """Whether a plain example's raw line might hold a key twice (which parsing hides).
+
+    A JSON string cannot hold an unescaped quote, so `"role"` in the raw bytes is a key or
+    a value that is exactly "role": a plain example has each once per message unless a key
+    repeats (or, rarely, a value is one of the names: then the exact check runs anyway).
+    """
+    return (
+        raw.count(b'"role"') != n_messages
+        or raw.count(b'"content"') != n_messages
+        or raw.count(b'"messages"') != 1
+    )
+
+
+def duplicate_keys(raw: bytes) -> list[str]:
+    """Keys that appear more than once in one object of the JSON line, in order met."""
+    import json
+
+    found: list[str] = []
+
+    def pairs(items: list[tuple[str, object]]) -> dict:
+        seen: set[str] = set()
+        for key, _ in items:
+            if key in seen and key not in found:
+                found.append(key)
+            seen.add(key)
+        return dict(items)
+
+    try:
+        json.loads(raw, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):
+        return []  # orjson parsed it; a line too deep for Python's parser is left unchecked
+    return found
+
+
 def fast_messages(record: object) -> list | None:
     """The messages of a plain, clean example, or None when it needs the detailed checks.
 
@@ -338,7 +388,10 @@ class _Scanner:
         scan, loads = self.scan, orjson.loads
         special, escape = self.raw_special.search, self.raw_escape.search
         with open_jsonl(scan.path) as handle:
-            for number, raw in iter_lines(handle):
+            for number, raw, length in iter_bounded_lines(handle, MAX_LINE_BYTES):
+                if raw is None:
+                    self._too_long_line(number, length)
+                    continue
                 if number == 1 and raw.startswith(BOM):
                     scan.add("bom", 1, "the file starts with a byte-order mark; save it without")
                     raw = raw[len(BOM) :]
@@ -355,9 +408,12 @@ class _Scanner:
                     (special(raw) is not None or escape(raw) is not None)
                     and any(self.special.search(m["content"]) for m in messages)
                 ):
+                    self._check_duplicate_keys(number, raw)
                     messages = self._check(number, record)
                     if messages is None:
                         continue
+                elif _may_repeat_keys(raw, len(messages)):
+                    self._check_duplicate_keys(number, raw)
                 self._accept(number, record, messages)
                 if len(self.batch.lines) >= BATCH_SIZE:
                     self._submit(pool)
@@ -365,6 +421,17 @@ class _Scanner:
                         self.progress(handle.tell())
         self._submit(pool)
         self._finalize_pending()
+
+    def _too_long_line(self, number: int, length: int) -> None:
+        self.scan.n_examples += 1
+        limit = f"{MAX_LINE_BYTES >> 20} MiB"
+        text = f"the line is {length:,} bytes, over the {limit} an example may take; not read"
+        self.scan.add("line_too_long", number, text)
+
+    def _check_duplicate_keys(self, number: int, raw: bytes) -> None:
+        for key in duplicate_keys(raw):
+            self.scan.add("duplicate_key", number, f"key {key!r} appears twice in one object; "
+                          "JSON readers keep only the last value")  # fmt: skip
 
     def _bad_line(self, number: int, raw: bytes, error: Exception) -> None:
         if not raw.strip():
@@ -377,7 +444,9 @@ class _Scanner:
             text = f"not UTF-8 (byte {err.start + 1} of the line); save the file as UTF-8"
             self.scan.add("not_utf8", number, text)
             return
-        # orjson's own "line 1 column N" would be misread as the file's line.
+        # orjson's own "line 1 column N" would be misread as the file's line; and the line's
+        # own ending must not count, or a truncated line is reported at column 1 of "line 2".
+        error = _json_error(raw.rstrip(b"\r\n")) or error
         where = f" at column {error.colno}" if hasattr(error, "colno") else ""
         self.scan.add(
             "invalid_json", number, f"invalid JSON{where}: {getattr(error, 'msg', error)}"

@@ -8,6 +8,8 @@ at a time) because its line numbers need the text around them.
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
 import json
 import re
@@ -118,9 +120,30 @@ def _open_text(path: Path):
 
 
 def _not_utf8(path: Path, line: int | None = None) -> TunelabError:
+    """The error for a file that is not UTF-8, at the line of its first bad byte.
+
+    The text reader decodes ahead in blocks, so where it fails says little: the file is
+    read again, line by line in binary, to find the line.
+    """
+    line = _first_undecodable_line(path) or line
+    with contextlib.suppress(OSError), path.open("rb") as handle:
+        if handle.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+            return TunelabError("not_utf8", "the file is UTF-16 text, not UTF-8.",
+                                "re-save it as UTF-8", path=path, line=1)  # fmt: skip
     return TunelabError(
         "not_utf8", "the file is not UTF-8 text.", "re-save it as UTF-8", path=path, line=line
     )
+
+
+def _first_undecodable_line(path: Path) -> int | None:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with contextlib.suppress(OSError), path.open("rb") as handle:
+        for number, raw in enumerate(handle, 1):
+            try:
+                decoder.decode(raw)
+            except UnicodeDecodeError:
+                return number
+    return None
 
 
 def _json_error(path: Path, err: json.JSONDecodeError) -> TunelabError:
@@ -163,6 +186,10 @@ def _json_array(path: Path) -> Iterator[tuple[int, dict]]:
             record, pos = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as err:
             raise _json_error(path, err) from err
+        except RecursionError:
+            raise TunelabError("invalid_json", "the JSON is nested too deeply to read.",
+                               "flatten the record; no example needs that many levels",
+                               path=path, line=line) from None  # fmt: skip
         yield line, _as_object(record, path, line)
         pos = _WHITESPACE.match(text, pos).end()
         if text.startswith("]", pos):

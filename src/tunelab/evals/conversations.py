@@ -32,13 +32,19 @@ SCHEMA = (
 def read_ideas(path: Path) -> list[dict]:
     """Every idea as a dict with at least an `idea` key, in file order."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise TunelabError("not_utf8", "the ideas file is not UTF-8 text.",
+                           "re-save it as UTF-8", path=path, line=line) from None  # fmt: skip
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
             raw = json.loads(text)
-        except ValueError as err:
-            raise TunelabError("invalid_ideas", f"not JSON: {err}", path=path) from None
+        except (ValueError, RecursionError) as err:
+            reason = "nested too deeply" if isinstance(err, RecursionError) else err
+            raise TunelabError("invalid_ideas", f"not JSON: {reason}", path=path) from None
         rows = list(enumerate(raw, 1))
     elif stripped.startswith("{"):
         rows = []

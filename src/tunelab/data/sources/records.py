@@ -119,6 +119,10 @@ def _open_text(path: Path):
         raise TunelabError("source_unreadable", f"cannot read {path}: {err}", path=path) from err
 
 
+# As `tunelab validate` refuses (MAX_LINE_BYTES): format does not write what validate rejects.
+MAX_LINE_CHARS = 4 << 20
+
+
 def _not_utf8(path: Path, line: int | None = None) -> TunelabError:
     """The error for a file that is not UTF-8, at the line of its first bad byte.
 
@@ -157,6 +161,11 @@ def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
             for line_no, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
+                if len(line) > MAX_LINE_CHARS:
+                    raise TunelabError(
+                        "line_too_long", f"the line is {len(line):,} characters long.",
+                        "no fine-tuning example is that long; check the file", path=path,
+                        line=line_no)  # fmt: skip
                 try:
                     record = orjson.loads(line)
                 except orjson.JSONDecodeError as err:

@@ -11,9 +11,11 @@ Context limits are the maximum tokens per training example on the provider, as p
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -141,12 +143,32 @@ def resolve_model(name: str) -> ModelSpec:
     path = Path(wanted).expanduser()
     if path.is_dir():
         return local_model_spec(path)
+    snapshot = cached_hub_snapshot(wanted)
+    if snapshot is not None:
+        return dataclasses.replace(local_model_spec(snapshot), name=wanted)
     raise TunelabError(
         "unknown_model",
         f"unknown model {name!r}. Known models: {', '.join(known_model_names())}.",
         hint="pass one of the names above, or the path of a local Hugging Face model directory",
         exit_code=2,
     )
+
+
+def cached_hub_snapshot(name: str) -> Path | None:
+    """The Hugging Face cache's copy of Hub model `name` (owner/model), if there is one.
+
+    Only the cache is read (validation and analysis never download): `tunelab train` fetches
+    a Hub model the first time.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name):
+        return None
+    from huggingface_hub import snapshot_download
+
+    try:
+        found = Path(snapshot_download(name, local_files_only=True, allow_patterns=["*.json"]))
+    except Exception:  # not cached (the exception class differs across hub versions)
+        return None
+    return found if (found / "config.json").is_file() else None
 
 
 def local_model_spec(path: Path) -> ModelSpec:

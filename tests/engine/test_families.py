@@ -126,3 +126,16 @@ def test_remote_code_runs_only_when_trusted(tmp_path, monkeypatch):
 
     model, _, _ = load_base(directory, trust_remote_code=True)
     assert type(model).__name__ == "CustomForCausalLM"
+
+
+def test_a_cached_hub_model_is_validated_against_its_own_context(family_dir, monkeypatch):
+    from tunelab import catalog
+
+    _, directory = family_dir
+    monkeypatch.setattr(catalog, "cached_hub_snapshot", lambda name: directory)
+    spec = catalog.resolve_model("someone/tiny-model")
+    assert (spec.name, spec.context_limit) == ("someone/tiny-model", 512)
+    monkeypatch.setattr(catalog, "cached_hub_snapshot", lambda name: None)
+    with pytest.raises(TunelabError) as caught:
+        catalog.resolve_model("someone/not-downloaded")
+    assert caught.value.code == "unknown_model"

@@ -327,11 +327,11 @@ def judge_cmd(judge_model, databases, data_path, models, traits, rubric, mode, l
         common.print_json(result)
     else:
         render_judge(result)
-    return _failed_if_nothing_scored(result)
+    return exit_code_of(result)
 
 
-def _failed_if_nothing_scored(result: dict) -> int:
-    """Exit 1, with the reason, when the run produced no score at all."""
+def exit_code_of(result: dict) -> int:
+    """0, or 1 with the reason on stderr when the run produced no score at all."""
     if not result.get("error"):
         return 0
     hint = f"the run and its reasons: {result['json_path']}"

@@ -397,7 +397,7 @@ def _number(text: str):
 @json_option
 def compare_cmd(fine_tuned_model, task, judge, limit, today, as_json) -> int:
     """Evaluate the old model against its replacement on the validation file (recorded)."""
-    from tunelab.cli.eval_cmd import render_classify, render_judge, render_queries
+    from tunelab.cli.eval_cmd import exit_code_of, render_classify, render_judge, render_queries
     from tunelab.migrate.compare import compare
 
     say_countdown(today)
@@ -414,9 +414,9 @@ def compare_cmd(fine_tuned_model, task, judge, limit, today, as_json) -> int:
         )
     if as_json:
         common.print_json(result)
-        return 0
+        return exit_code_of(result)
     render = {"classify": render_classify, "queries": render_queries}.get(
         result["kind"], render_judge
     )
     render(result)
-    return 0
+    return exit_code_of(result)

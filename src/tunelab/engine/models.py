@@ -30,6 +30,7 @@ from tunelab.catalog import (
     resolve_model,
 )
 from tunelab.engine.checkpoint import META_FILE, METRICS_FILE, OUTPUT_MARKER
+from tunelab.engine.distributed import Ranks
 from tunelab.engine.lora import ADAPTER_WEIGHTS, _quiet_progress
 from tunelab.errors import TunelabError
 from tunelab.settings import get_settings
@@ -292,7 +293,8 @@ def _from_pretrained(
         ) from None
     if load_in_4bit:  # placed on the GPU by bitsandbytes; 4-bit weights cannot move
         return model.eval()
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device is None:  # under torchrun, each rank's own GPU (not N copies on GPU 0)
+        device = Ranks.from_env().device("cuda" if torch.cuda.is_available() else "cpu")
     return model.to(device).eval()
 
 

@@ -345,6 +345,10 @@ def test_plan_run_and_an_interrupted_distillation_that_resumes(account, tmp_path
     assert orjson.loads(out)["models"][1]["migration_job"]["id"] == new["id"]
     assert "36 days until OpenAI takes no new fine-tuning jobs" in err
     assert "44 days until fine-tuned models stop answering" in err
+    assert main(["migrate", "openai", "plan", "--target", "together"]) == 0
+    table, problems = capsys.readouterr()
+    assert "not carried to together: batch_size, learning_rate_multiplier" in table
+    assert "nothing to train on" in problems
     registry = (Store().path).read_bytes()
     for text in (out, err, registry, paths.answers.read_bytes()):
         assert (KEY.encode() if isinstance(text, bytes) else KEY) not in text

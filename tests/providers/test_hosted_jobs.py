@@ -302,3 +302,73 @@ def test_no_key_reaches_the_registry_the_logs_or_the_output(
         for text in texts:
             assert key not in text
             assert not re.search(re.escape(key[:12]) + r"\w", text)
+
+
+FT_ELSEWHERE = "ft:gpt-4o-mini-2024-07-18:org:elsewhere:xyz789"
+
+
+def test_an_ft_model_of_the_users_own_account_chats_with_no_record(api, keys, capsys):
+    routes = mock_openai(api)
+    code, out, err = cli(capsys, "chat", FT_ELSEWHERE, "all users")
+    assert code == 0, err
+    assert out.strip() == "db.users.find({})"
+    sent = routes["chat"].calls.last.request
+    assert orjson.loads(sent.content)["model"] == FT_ELSEWHERE
+    assert sent.headers["authorization"] == f"Bearer {keys['OPENAI_API_KEY']}"
+    with Store() as store:
+        assert store.find_model(FT_ELSEWHERE) is None
+
+
+def test_a_server_serves_an_ft_model_its_operator_lists(api, keys):
+    import asyncio
+
+    from tunelab.server.app import ServerConfig
+    from tunelab.server.errors import ApiError
+    from tunelab.server.inference import ChatOptions, InferenceService
+    from tunelab.server.model_access import check_served
+
+    mock_openai(api)
+    config = ServerConfig(models=(FT_ELSEWHERE,))
+    check_served(FT_ELSEWHERE, config)
+    with pytest.raises(ApiError):  # not listed, not in the registry: not served
+        check_served(FT_OPENAI, config)
+
+    async def ask() -> str:
+        service = InferenceService(memory_budget_bytes=1)
+        try:
+            answer = await service.complete(
+                FT_ELSEWHERE, [{"role": "user", "content": "all users"}], ChatOptions()
+            )
+        finally:
+            service.close()
+        return answer.choices[0].text
+
+    assert asyncio.run(ask()) == "db.users.find({})"
+
+
+def test_a_job_started_elsewhere_is_imported_and_tracked(api, keys, capsys):
+    routes = mock_openai(api)
+    metrics = {"object": "fine_tuning.job.event", "id": "ftevent-3", "created_at": 1790000500,
+               "level": "info", "message": "Step 10/20: training loss=0.42", "type": "metrics",
+               "data": {"step": 10, "train_loss": 0.42, "total_steps": 20}}  # fmt: skip
+    events = orjson.loads(routes["events"].return_value.content)
+    events["data"].insert(1, metrics)
+    routes["events"].respond(200, json=events)
+
+    code, out, err = cli(capsys, "jobs", "import", "--provider", "openai", "ftjob-AbC123",
+                         "--json")  # fmt: skip
+    assert code == 0, err
+    job = orjson.loads(out)
+    assert (job["status"], job["fine_tuned_model"]) == ("succeeded", FT_OPENAI)
+    assert job["tunelab"]["provider_job_id"] == "ftjob-AbC123" and not routes["create"].called
+    code, out, _ = cli(capsys, "jobs", "events", "ftjob-AbC123")
+    assert "training loss=0.42" in out and "successfully completed" in out
+    from tunelab.providers.jobs import list_metrics
+
+    assert list_metrics(job["id"]) == [{"step": 10, "train_loss": 0.42, "total_steps": 20}]
+    code, out, _ = cli(capsys, "models", "list", "--fine-tuned", "--json")
+    assert [m["id"] for m in orjson.loads(out)["data"]] == [FT_OPENAI]
+    # Importing again finds the record instead of making a second one.
+    assert cli(capsys, "jobs", "import", "--provider", "openai", "ftjob-AbC123")[0] == 0
+    with Store() as store:
+        assert len(store.list_jobs()) == 1

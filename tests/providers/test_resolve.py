@@ -35,7 +35,7 @@ def test_builtin_providers_declare_what_they_can_do():
         ("together/Qwen/Qwen3-8B", ("together", "Qwen/Qwen3-8B", None)),
         ("smollm2-135m-instruct", ("local", "smollm2-135m-instruct", None)),
         ("HuggingFaceTB/SmolLM2-360M", ("local", "HuggingFaceTB/SmolLM2-360M", None)),
-        ("m@http://127.0.0.1:9/v1", ("openai", "m", "http://127.0.0.1:9/v1")),
+        ("m@http://127.0.0.1:9/v1", ("openai-compatible", "m", "http://127.0.0.1:9/v1")),
     ],
 )
 def test_names_resolve_to_the_provider_that_answers_them(name, expected):

@@ -52,6 +52,13 @@ class Server:
             self.log.flush()
         return (self.home / "server.log").read_text(errors="replace")
 
+    def post_chat(self, model: str, body: dict) -> dict:
+        """One chat completion, straight over HTTP."""
+        answer = httpx.post(f"{self.url}/chat/completions", json={**body, "model": model},
+                            timeout=120)  # fmt: skip
+        answer.raise_for_status()
+        return answer.json()
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -63,8 +70,8 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    running = Server(tmp_path_factory.mktemp("server-home"))
+def server(tmp_path_factory, tiny_model):
+    running = Server(tmp_path_factory.mktemp("server-home"), "--model", str(tiny_model))
     yield running
     running.stop()
 

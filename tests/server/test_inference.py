@@ -43,6 +43,7 @@ def serve():
     clients = []
 
     def start(**config) -> TestClient:
+        config.setdefault("allow_any_model", True)  # these tests name model directories
         app = create_app(ServerConfig(allowed_hosts=("testserver",), start_worker=False, **config))
         clients.append(TestClient(app).__enter__())
         return clients[-1]
@@ -311,3 +312,28 @@ def test_hosted_model_answers_through_its_provider(client, monkeypatch):
                                               stream=True, max_tokens=5))  # fmt: skip
     assert [c.choices[0].delta.content for c in chunks] == ["", "Bonjour", None]
     assert asked[1][2]["max_tokens"] == 5
+
+
+def test_clients_name_only_the_models_the_operator_serves(serve, model_dirs, tmp_path):
+    """No path, Hub id or URL from a client reaches the disk, the Hub or another host."""
+    client = serve(allow_any_model=False, models=(str(model_dirs[0]),))
+    loads = []
+    inference_load = inference.load_base
+    inference.load_base = lambda *a, **k: loads.append(a) or inference_load(*a, **k)
+    try:
+        refused = {name: chat(client, name, ask("Hi"), max_tokens=1)
+                   for name in (str(model_dirs[1]), "/etc", "/no/such/dir", "org/some-hub-model",
+                                "m@http://127.0.0.1:9/v1")}  # fmt: skip
+        listed = chat(client, str(model_dirs[0]), ask("Hi"), max_tokens=1)
+    finally:
+        inference.load_base = inference_load
+    assert listed.status_code == 200
+    bodies = {name: answer.json()["error"] for name, answer in refused.items()}
+    assert {answer.status_code for answer in refused.values()} == {404}
+    assert {error["code"] for error in bodies.values()} == {"model_not_found"}
+    # The same words whether the path exists, is a model, or is nothing at all.
+    assert {error["message"].replace(name, "X") for name, error in bodies.items()} == {
+        "The model 'X' does not exist or you do not have access to it."}  # fmt: skip
+    assert [call[0] for call in loads] == [str(model_dirs[0])]
+    job = client.post("/v1/fine_tuning/jobs", json={"model": "/etc", "training_file": "file-x"})
+    assert job.status_code == 404 and job.json()["error"]["code"] == "model_not_found"

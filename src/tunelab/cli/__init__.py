@@ -21,8 +21,10 @@ from tunelab.cli.eval_cmd import eval_group, generate_conversations_cmd
 from tunelab.cli.export_cmd import export_cmd
 from tunelab.cli.format_cmd import format_cmd
 from tunelab.cli.jobs_cmd import jobs_group
+from tunelab.cli.jobs_import_cmd import import_cmd  # noqa: F401 (adds `jobs import`)
 from tunelab.cli.migrate_cmd import migrate_group
 from tunelab.cli.models_cmd import models_group
+from tunelab.cli.providers_cmd import providers_group
 from tunelab.cli.serve_cmd import serve_cmd
 from tunelab.cli.train_cmd import train_cmd
 from tunelab.cli.ui_cmd import ui_cmd
@@ -49,6 +51,7 @@ cli.add_command(chat_cmd)
 cli.add_command(export_cmd)
 cli.add_command(jobs_group)
 cli.add_command(models_group)
+cli.add_command(providers_group)
 cli.add_command(worker_cmd)
 cli.add_command(serve_cmd)
 cli.add_command(ui_cmd)

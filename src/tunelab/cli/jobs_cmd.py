@@ -55,12 +55,13 @@ def jobs_group() -> None:
 @setting_options
 @click.option("--suffix", help="Added to the fine-tuned model's name (up to 64 characters).")
 @click.option("--name", help="A name for the job, shown in `jobs list`.")
-@click.option("--base-url", help="OpenAI-compatible service for --provider openai.")
+@click.option("--base-url", help="The provider's endpoint (an OpenAI-compatible service).")
+@click.option("--key-env", help="Variable holding the key for --base-url (never sent otherwise).")
 @click.option("--no-start", is_flag=True, help="Queue a local job without starting a worker.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job to finish (as `jobs wait`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the job object as JSON.")
-def create_cmd(train_file, val_file, provider, model, suffix, name, base_url, no_start, wait_,
-               as_json, **settings) -> int:  # fmt: skip
+def create_cmd(train_file, val_file, provider, model, suffix, name, base_url, key_env, no_start,
+               wait_, as_json, **settings) -> int:  # fmt: skip
     """Validate the files, show the estimate, and create a job."""
     if suffix is not None and len(suffix) > 64:
         raise TunelabError("invalid_suffix", "--suffix is longer than 64 characters.", exit_code=2)
@@ -76,6 +77,7 @@ def create_cmd(train_file, val_file, provider, model, suffix, name, base_url, no
         name=name,
         seed=seed,
         base_url=base_url,
+        key_variable=key_env,
     )
     report = validated(spec, as_json)
     if not as_json:

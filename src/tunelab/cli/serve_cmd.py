@@ -35,8 +35,16 @@ from tunelab.errors import TunelabError
 @click.option("--no-worker", is_flag=True, help="Queue jobs without starting a local worker.")
 @click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False, exists=True),
               help="The studio's Data page may open files under it by path.")  # fmt: skip
+@click.option("--model", "models", multiple=True,
+              help="Also serve this model: a directory, Hub id or MODEL@URL (repeatable). "
+              "Registry and bundled models are always served.")  # fmt: skip
+@click.option(
+    "--allow-any-model",
+    is_flag=True,
+    help="Let clients name any directory, Hub id or URL (trusted networks only).",
+)
 def serve_cmd(host, port, api_key, allowed_host, max_upload_mb, max_batch_size, no_worker,
-              data_dir) -> int:  # fmt: skip
+              data_dir, models, allow_any_model) -> int:  # fmt: skip
     """Serve OpenAI's fine-tuning and chat API for models you own under /v1, and the studio
     (the web UI) at /."""
     import uvicorn
@@ -59,6 +67,8 @@ def serve_cmd(host, port, api_key, allowed_host, max_upload_mb, max_batch_size, 
         start_worker=not no_worker,
         max_batch_size=max_batch_size,
         data_dir=data_dir.resolve() if data_dir else None,
+        models=tuple(models),
+        allow_any_model=allow_any_model,
     )
     where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/v1"
     common.stderr.print(f"tunelab API on {where}  (OpenAI(base_url={where!r}, api_key=...))",

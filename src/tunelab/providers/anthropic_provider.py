@@ -20,12 +20,12 @@ from tunelab.errors import TunelabError
 from tunelab.providers.base import ChatResult, ChatStream
 from tunelab.providers.provider import CHAT, ModelEntry, Provider
 from tunelab.providers.retry import RetryPolicy, call_with_retries, provider_error
-from tunelab.settings import get_secret
 
 T = TypeVar("T")
 PROVIDER = "Anthropic"
 KEY_VARIABLE = "ANTHROPIC_API_KEY"
 OFFICIAL_HOST = "api.anthropic.com"
+PLACEHOLDER_KEY = "tunelab-no-key"  # for a stranger's host: the SDK wants some key
 DEFAULT_MAX_TOKENS = 1024
 # Anthropic's words for why an answer ended, in OpenAI's.
 FINISH_REASONS = {"max_tokens": "length", "end_turn": "stop", "stop_sequence": "stop"}
@@ -44,6 +44,7 @@ class AnthropicProvider(Provider):
     title = "Anthropic"
     capabilities = frozenset({CHAT})
     key_variable = KEY_VARIABLE
+    official_hosts = (OFFICIAL_HOST,)
 
     def __init__(
         self,
@@ -55,8 +56,7 @@ class AnthropicProvider(Provider):
     ) -> None:
         super().__init__(base_url=base_url, key_variable=key_variable)
         self.policy = policy or RetryPolicy()
-        variable = key_variable or KEY_VARIABLE
-        self._key = api_key or get_secret(variable, "chat with Anthropic models")
+        self._key = api_key or self.endpoint_key(base_url, key_variable) or PLACEHOLDER_KEY
         self._client = anthropic.Anthropic(api_key=self._key, base_url=base_url, max_retries=0)
 
     def __repr__(self) -> str:
@@ -74,6 +74,9 @@ class AnthropicProvider(Provider):
         began = time.perf_counter()
         message = self._call(lambda: self._client.messages.create(
             **_request(model, messages, **options)))  # fmt: skip
+        if message.content is None or message.usage is None:  # not the Messages API answering
+            where = self._client.base_url
+            raise TunelabError("provider_bad_response", f"{PROVIDER} ({where}) sent no message.")
         text = "".join(block.text for block in message.content if block.type == "text")
         usage = message.usage
         return ChatResult(text, message.model or model, _finish(message.stop_reason),

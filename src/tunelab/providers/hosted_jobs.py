@@ -22,23 +22,28 @@ from tunelab.registry import Store, new_id
 HOSTED_RENAMES = {"method": "training_type"}
 BASE_URL_KEY = "tunelab_base_url"  # job metadata: the endpoint a job was created on
 IMPORTED_KEY = "tunelab_imported"  # job metadata: started elsewhere, tracked by tunelab
+KEY_ENV_KEY = "tunelab_key_env"  # job metadata: the variable holding that endpoint's key
 
 
 def provider_of(job: dict):
     """The provider instance that holds `job` (built only when it must be called)."""
     from tunelab.providers.registry import get_provider
 
-    return get_provider(job["provider"], base_url=(job["metadata"] or {}).get(BASE_URL_KEY))
+    metadata = job["metadata"] or {}
+    return get_provider(job["provider"], base_url=metadata.get(BASE_URL_KEY),
+                        key_variable=metadata.get(KEY_ENV_KEY))  # fmt: skip
 
 
 def create(store: Store, spec, report: ValidationReport) -> dict:
     """Record the job, upload its files, create it on the provider; returns the job."""
     from tunelab.providers.registry import get_provider
 
-    provider = get_provider(spec.provider, base_url=spec.base_url)
+    provider = get_provider(spec.provider, base_url=spec.base_url, key_variable=spec.key_variable)
     metadata = {**spec.metadata, REQUEST_ID_KEY: new_id("req")}
     if spec.base_url:
         metadata[BASE_URL_KEY] = spec.base_url
+    if spec.key_variable:
+        metadata[KEY_ENV_KEY] = spec.key_variable
     job = store.create_job(provider=spec.provider, model=spec.model, name=spec.name,
                            hyperparameters=spec.hyperparameters, suffix=spec.suffix,
                            seed=spec.seed, metadata=metadata, status="validating_files",
@@ -147,7 +152,8 @@ def apply_state(store: Store, job: dict, state: JobState) -> dict:
     if state.status == "succeeded" and state.fine_tuned_model:
         store.put_model(state.fine_tuned_model, provider=job["provider"], kind="fine-tuned",
                         base_model=job["model"], job_id=job["id"],
-                        details={"base_url": job["metadata"].get(BASE_URL_KEY)})  # fmt: skip
+                        details={"base_url": job["metadata"].get(BASE_URL_KEY),
+                                 "key_variable": job["metadata"].get(KEY_ENV_KEY)})  # fmt: skip
     return job
 
 
@@ -160,6 +166,8 @@ def sync_events(store: Store, job: dict, provider=None) -> None:
         store.add_event(job["id"], event.message, level=event.level, type=event.type,
                         data=event.data, created_at=event.created_at,
                         event_id=f"{job['provider']}:{event.id}")  # fmt: skip
+        if event.type == "metrics" and isinstance((event.data or {}).get("step"), int):
+            store.add_metric(job["id"], event.data["step"], event.data)
     for point in provider.list_checkpoints(job["provider_job_id"]):
         store.add_checkpoint(job["id"], point.step, created_at=point.created_at,
                              fine_tuned_model_checkpoint=point.fine_tuned_model_checkpoint,
@@ -174,3 +182,15 @@ def stop(store: Store, job: dict, *, pause: bool) -> dict:
 
 def resume(store: Store, job: dict) -> dict:
     return apply_state(store, job, provider_of(job).resume_job(job["provider_job_id"]))
+
+
+def import_job(store: Store, provider_name: str, job_id: str, *, base_url: str | None = None,
+               key_variable: str | None = None) -> dict:  # fmt: skip
+    """Track a job started outside tunelab: recorded once, then synced like any other."""
+    from tunelab.providers.registry import get_provider
+
+    provider = get_provider(provider_name, base_url=base_url, key_variable=key_variable)
+    job, new = import_state(store, provider, provider.retrieve_job(job_id))
+    if new and key_variable:
+        job = store.update_job(job["id"], metadata={**job["metadata"], KEY_ENV_KEY: key_variable})
+    return job

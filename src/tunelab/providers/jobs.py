@@ -44,6 +44,7 @@ class JobSpec:
     seed: int | None = None
     metadata: dict = field(default_factory=dict)
     base_url: str | None = None
+    key_variable: str | None = None  # the variable holding the key for `base_url`
 
 
 # -- creating -------------------------------------------------------------------------------
@@ -101,18 +102,12 @@ def create_job_from_files(
                                          start=start_worker)  # fmt: skip
 
 
-def import_job(provider: str, job_id: str, *, base_url: str | None = None) -> dict:
-    """Track the job `job_id` that was started on `provider` outside tunelab.
-
-    It is then listed, waited on and synced like the jobs tunelab creates; importing it
-    again updates it (never a second record).
-    """
-    from tunelab.providers import hosted_jobs
-    from tunelab.providers.registry import get_provider
-
-    remote = get_provider(provider, base_url=base_url)
+def import_job(provider: str, job_id: str, *, base_url: str | None = None,
+               key_variable: str | None = None) -> dict:  # fmt: skip
+    """Track a job started elsewhere (the provider's web console, another tool)."""
     with Store() as store:
-        return hosted_jobs.import_state(store, remote, remote.retrieve_job(job_id))[0]
+        return provider_class(provider).import_job(store, job_id, base_url=base_url,
+                                                   key_variable=key_variable)  # fmt: skip
 
 
 # -- reading and syncing --------------------------------------------------------------------

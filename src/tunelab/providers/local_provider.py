@@ -10,6 +10,7 @@ import time
 from collections.abc import Generator
 from pathlib import Path
 
+from tunelab.errors import TunelabError
 from tunelab.providers import local
 from tunelab.providers.base import ChatResult, ChatStream
 from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, MODEL_DOWNLOAD, Provider
@@ -39,6 +40,8 @@ class LocalProvider(Provider):
     @classmethod
     def owns(cls, name: str) -> str | None:
         """Existing directories and the bundled model's names are this machine's."""
+        if name.startswith("ft:"):
+            return None  # this machine's `ft:` models are in the registry, or nowhere
         if Path(name).expanduser().is_dir():
             return name
         return super().owns(name)
@@ -124,6 +127,11 @@ class LocalProvider(Provider):
         if start:
             local.start_worker()
         return job
+
+    @classmethod
+    def import_job(cls, store, job_id: str, **endpoint) -> dict:
+        raise TunelabError("nothing_to_import", "this machine's jobs are in the registry already.",
+                           hint="`tunelab jobs list` shows them", exit_code=2)  # fmt: skip
 
     @classmethod
     def discard_job(cls, store, job: dict) -> None:

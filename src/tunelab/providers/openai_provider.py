@@ -34,7 +34,7 @@ from tunelab.providers.base import (
 )
 from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, Provider
 from tunelab.providers.retry import RetryPolicy, call_with_retries, provider_error, redact
-from tunelab.settings import get_secret, load_env
+from tunelab.settings import load_env
 
 T = TypeVar("T")
 KEY_VARIABLE = "OPENAI_API_KEY"
@@ -72,6 +72,7 @@ class OpenAIProvider(Provider):
     title = "OpenAI"
     capabilities = frozenset({FINE_TUNING, CHAT, FILES})
     key_variable = KEY_VARIABLE
+    official_hosts = (OFFICIAL_HOST,)
 
     def __init__(
         self,
@@ -87,14 +88,24 @@ class OpenAIProvider(Provider):
         self.endpoint_key_variable = key_variable
         self._today = today or (lambda: datetime.now(timezone.utc).date())
         if client is None:
-            client = _build_client(api_key, base_url)
+            client = self._build_client(api_key, base_url, key_variable)
         self._client = client
         self._key = client.api_key
         self.base_url = str(client.base_url)
-        self.is_official = _is_official(self.base_url)
+        self.on_official_host = _is_official(self.base_url)
 
     def __repr__(self) -> str:
-        return f"OpenAIProvider(base_url={self.base_url!r})"
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    @classmethod
+    def _build_client(cls, api_key: str | None, base_url: str | None,
+                      key_variable: str | None) -> openai.OpenAI:  # fmt: skip
+        load_env()
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL", "").strip() or None
+        if api_key is None:
+            # No key for strangers; the SDK refuses to start without one, so a placeholder.
+            api_key = cls.endpoint_key(base_url, key_variable) or PLACEHOLDER_KEY
+        return openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0)
 
     # Files
 
@@ -137,7 +148,7 @@ class OpenAIProvider(Provider):
         return remote
 
     def _where(self) -> str:
-        return "OpenAI" if self.is_official else f"the server at {self.base_url}"
+        return "OpenAI" if self.on_official_host else f"the server at {self.base_url}"
 
     def _wait_until_processed(self, file: Any) -> RemoteFile:
         remote, waited, delay = _remote_file(file), 0.0, 0.5
@@ -188,7 +199,7 @@ class OpenAIProvider(Provider):
         status = getattr(err, "status_code", None)
         if status is None or not 400 <= status < 500 or status in (401, 429):
             return False
-        if self.is_official and self._today() >= FINE_TUNING_CLOSES:
+        if self.on_official_host and self._today() >= FINE_TUNING_CLOSES:
             return True
         text = _server_message(err)
         return bool(_FINE_TUNING.search(text) and _UNAVAILABLE.search(text))
@@ -256,7 +267,7 @@ class OpenAIProvider(Provider):
         seed: int | None = None,
     ) -> ChatResult:
         # OpenAI deprecated max_tokens; compatible servers do not all know its successor.
-        length_name = "max_completion_tokens" if self.is_official else "max_tokens"
+        length_name = "max_completion_tokens" if self.on_official_host else "max_tokens"
         options = {
             length_name: max_tokens,
             "temperature": temperature,
@@ -300,28 +311,19 @@ class OpenAIProvider(Provider):
         return items if limit is None else items[:limit]
 
     def _error(self, err: Exception) -> TunelabError:
-        error = provider_error(err, "OpenAI", KEY_VARIABLE)
+        where = "OpenAI" if self.on_official_host else f"the server at {self.base_url}"
+        variable = self.endpoint_key_variable or self.key_variable or "the endpoint's key"
+        error = provider_error(err, where, variable)
         # provider_error redacts the key in the environment; a key passed in must go too.
         error.message = self._redact(error.message)
         error.args = (error.message,)
         return error
 
     def _redact(self, text: str) -> str:
-        text = redact(text, KEY_VARIABLE)
+        text = redact(text, KEY_VARIABLE, *filter(None, [self.endpoint_key_variable]))
         if self._key and self._key != PLACEHOLDER_KEY and len(self._key) >= 6:
             text = text.replace(self._key, "***")
         return text
-
-
-def _build_client(api_key: str | None, base_url: str | None) -> openai.OpenAI:
-    load_env()
-    base_url = base_url or os.environ.get("OPENAI_BASE_URL", "").strip() or None
-    if api_key is None:
-        if base_url and not _is_official(base_url) and not os.environ.get(KEY_VARIABLE):
-            api_key = PLACEHOLDER_KEY
-        else:
-            api_key = get_secret(KEY_VARIABLE, "use the openai provider")
-    return openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0)
 
 
 def _is_official(base_url: str | None) -> bool:

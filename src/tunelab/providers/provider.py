@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
+from urllib.parse import urlparse
 
 from tunelab.errors import TunelabError
 from tunelab.providers.base import (
@@ -25,6 +26,7 @@ from tunelab.providers.base import (
     JobState,
     RemoteFile,
 )
+from tunelab.settings import get_secret
 
 FINE_TUNING = "fine-tuning"
 CHAT = "chat"
@@ -56,6 +58,7 @@ class Provider:
     title: ClassVar[str] = ""  # for tables: "OpenAI", "Anthropic", ...
     capabilities: ClassVar[frozenset[str]] = frozenset()
     key_variable: ClassVar[str | None] = None  # where the provider's own key lives
+    official_hosts: ClassVar[tuple[str, ...]] = ()  # the only hosts its own key goes to
     poll_seconds: ClassVar[float] = 5.0  # how often a waiting client looks at a job
     poll_backs_off: ClassVar[bool] = True  # a long wait looks less and less often
     organization: ClassVar[str | None] = None  # OpenAI's `organization_id` on its jobs
@@ -82,9 +85,34 @@ class Provider:
     def owns(cls, name: str) -> str | None:
         """This provider's id for `name` when the name is unmistakably one of its models."""
         wanted = name.strip().lower()
+        if wanted.startswith("ft:"):  # ft:BASE:org:suffix:id, made from one of its models
+            base = cls.owns(wanted[3:].split(":", 1)[0])
+            return name.strip() if base is not None else None
         for entry in cls.models():
             if wanted in (entry.id.lower(), *(alias.lower() for alias in entry.aliases)):
                 return entry.id
+        return None
+
+    @classmethod
+    def is_official(cls, base_url: str | None) -> bool:
+        """Whether `base_url` (None: the provider's default) is one of its own hosts."""
+        if base_url is None:
+            return True
+        host = (urlparse(base_url).hostname or "").lower()
+        return any(host == h or host.endswith("." + h) for h in cls.official_hosts)
+
+    @classmethod
+    def endpoint_key(cls, base_url: str | None, key_variable: str | None) -> str | None:
+        """The key to send to `base_url`, or None: keys never go to strangers.
+
+        A key the user named for this endpoint (`key_variable`) goes to it; the provider's
+        own key (`OPENAI_API_KEY`, ...) goes only to the provider's official hosts.
+        """
+        purpose = f"use the {cls.name} provider"
+        if key_variable:
+            return get_secret(key_variable, f"{purpose} at {base_url or 'its default host'}")
+        if cls.key_variable and cls.is_official(base_url):
+            return get_secret(cls.key_variable, purpose)
         return None
 
     @classmethod
@@ -214,13 +242,28 @@ class Provider:
         return hosted_jobs.resume(store, job)
 
     @classmethod
+    def import_job(cls, store, job_id: str, *, base_url: str | None = None,
+                   key_variable: str | None = None) -> dict:  # fmt: skip
+        """Track a job started outside tunelab (its status, events, metrics and model)."""
+        from tunelab.providers import hosted_jobs
+
+        if not cls.supports(FINE_TUNING):
+            raise cls.unsupported_here("fine-tuning")
+        return hosted_jobs.import_job(store, cls.name, job_id, base_url=base_url,
+                                      key_variable=key_variable)  # fmt: skip
+
+    @classmethod
     def discard_job(cls, store, job: dict) -> None:
         """Free what a job being forgotten holds on this machine (hosted: nothing)."""
 
     def unsupported(self, what: str) -> TunelabError:
-        able = ", ".join(sorted(self.capabilities)) or "nothing"
+        return self.unsupported_here(what)
+
+    @classmethod
+    def unsupported_here(cls, what: str) -> TunelabError:
+        able = ", ".join(sorted(cls.capabilities)) or "nothing"
         return TunelabError(
             "unsupported_operation",
-            f"the {self.name} provider does not offer {what} (it offers: {able}).",
+            f"the {cls.name} provider does not offer {what} (it offers: {able}).",
             hint="`tunelab providers list` shows what each provider can do",
         )

@@ -23,6 +23,7 @@ BUILTIN_MODULES = (
     "tunelab.providers.openai_provider",
     "tunelab.providers.together_provider",
     "tunelab.providers.anthropic_provider",
+    "tunelab.providers.compatible_provider",
 )
 log = logging.getLogger(__name__)
 

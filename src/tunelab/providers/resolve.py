@@ -5,9 +5,10 @@
 - `MODEL@URL`: MODEL on the OpenAI-compatible server at URL;
 - a model the registry knows (an `ft:` name from a job, on any provider);
 - a name a provider owns: a local directory or the bundled model's alias, a hosted catalog
-  name or alias;
+  name or alias, an `ft:` name made from one of its catalog models (a model from the user's
+  own OpenAI account, `ft:gpt-4o-mini-2024-07-18:org:name:id`, needs no registry record);
 - `PROVIDER/MODEL`: MODEL on that provider (`openai/gpt-4o`, `together/Qwen/Qwen3-8B`,
-  `anthropic/claude-sonnet-4-20250514`);
+  `anthropic/claude-sonnet-4-20250514`), or on a named endpoint (`vllm/MODEL`);
 - anything else is the default provider's (this machine: a Hugging Face Hub id).
 """
 
@@ -19,12 +20,13 @@ from dataclasses import dataclass, field
 from tunelab.errors import TunelabError
 from tunelab.providers import registry
 from tunelab.providers.base import ChatResult, ChatStream
+from tunelab.providers.endpoints import find_endpoint
 from tunelab.providers.provider import Provider
 from tunelab.registry import Store
 from tunelab.settings import get_settings
 
 URL_MARKERS = ("@http://", "@https://")
-COMPATIBLE_PROVIDER = "openai"  # answers `MODEL@URL`
+COMPATIBLE_PROVIDER = "openai-compatible"  # answers `MODEL@URL` and named endpoints
 
 
 @dataclass
@@ -77,13 +79,6 @@ def resolve_chat_model(name: str) -> ChatModel:
     known = _registry_model(name)
     if known is not None:
         return known
-    if name.startswith("ft:"):
-        raise TunelabError(
-            "model_not_found",
-            f"no model {name} in the registry.",
-            hint="`tunelab models list` shows the models tunelab knows",
-            exit_code=2,
-        )
     classes = registry.provider_classes()
     for provider_name, cls in classes.items():
         owned = cls.owns(name)
@@ -92,6 +87,17 @@ def resolve_chat_model(name: str) -> ChatModel:
     prefix, _, rest = name.partition("/")
     if rest and prefix in classes:
         return ChatModel(name, prefix, rest)
+    endpoint = find_endpoint(prefix) if rest else None
+    if endpoint is not None:
+        return ChatModel(name, COMPATIBLE_PROVIDER, rest, base_url=endpoint.base_url,
+                         key_variable=endpoint.key_variable)  # fmt: skip
+    if name.startswith("ft:"):
+        raise TunelabError(
+            "model_not_found",
+            f"no model {name} in the registry.",
+            hint="`tunelab models list` shows the models tunelab knows",
+            exit_code=2,
+        )
     return ChatModel(name, registry.DEFAULT_PROVIDER, name)
 
 
@@ -113,4 +119,5 @@ def _registry_model(name: str) -> ChatModel | None:
     details = known["details"] or {}
     # A model whose weights are on this machine answers from its directory.
     model = known["path"] or known["id"]
-    return ChatModel(name, known["provider"], model, base_url=details.get("base_url"))
+    return ChatModel(name, known["provider"], model, base_url=details.get("base_url"),
+                     key_variable=details.get("key_variable"))  # fmt: skip

@@ -33,11 +33,11 @@ from tunelab.providers.base import (
 )
 from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, MODEL_DOWNLOAD, Provider
 from tunelab.providers.retry import RetryPolicy, call_with_retries, provider_error
-from tunelab.settings import get_secret
 
 T = TypeVar("T")
 PROVIDER = "Together AI"
 KEY_VARIABLE = "TOGETHER_API_KEY"
+PLACEHOLDER_KEY = "tunelab-no-key"
 # Reconciliation compares Together's clock with ours; a job stamped a little before our first
 # attempt began is still the one that attempt made.
 CLOCK_SKEW_SECONDS = 10
@@ -95,6 +95,7 @@ class TogetherProvider(Provider):
     title = "Together AI"
     capabilities = frozenset({FINE_TUNING, CHAT, FILES, MODEL_DOWNLOAD})
     key_variable = KEY_VARIABLE
+    official_hosts = ("api.together.xyz", "api.together.ai")
 
     def __init__(
         self,
@@ -108,7 +109,8 @@ class TogetherProvider(Provider):
         self.policy = policy or RetryPolicy()
         self.base_url, self.endpoint_key_variable = base_url, key_variable
         if client is None:
-            key = api_key or get_secret(KEY_VARIABLE, "use the together provider")
+            # No key for strangers; the SDK refuses to start without one, so a placeholder.
+            key = api_key or self.endpoint_key(base_url, key_variable) or PLACEHOLDER_KEY
             client = together.Together(api_key=key, base_url=_sdk_base_url(base_url), max_retries=0)
         self._client = client
 

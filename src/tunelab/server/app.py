@@ -56,6 +56,8 @@ class ServerConfig:
     max_batch_size: int = 8
     max_pending_requests: int = 64
     data_dir: Path | None = None  # the studio may open files under it by path
+    models: tuple[str, ...] = ()  # what clients may name besides registry and bundled models
+    allow_any_model: bool = False  # clients may name any directory, Hub id or URL
     extra: dict = field(default_factory=dict)
 
     def host_names(self) -> set[str]:

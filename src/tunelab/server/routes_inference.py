@@ -24,6 +24,7 @@ from tunelab.providers.models import delete_model, list_models
 from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
 from tunelab.server.errors import STATUS_BY_CODE, ApiError, envelope
 from tunelab.server.inference import AnswerStream, ChatAnswer, ChatOptions
+from tunelab.server.model_access import check_served
 
 router = APIRouter()
 INT32_MAX = 2**31 - 1
@@ -90,6 +91,7 @@ class ChatCompletionRequest(BaseModel):
 @router.post("/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     service = request.app.state.inference
+    await run_in_threadpool(check_served, body.model, request.app.state.config)
     messages = [message.for_template() for message in body.messages]
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     if body.stream:

@@ -16,6 +16,7 @@ from tunelab.providers import jobs as api
 from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE  # the server's jobs
 from tunelab.registry import Store
 from tunelab.server.errors import ApiError
+from tunelab.server.model_access import check_served
 
 router = APIRouter()
 OPENAI_HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
@@ -59,6 +60,7 @@ def settings_of(body: CreateJob) -> dict:
 async def create_job(body: CreateJob, request: Request) -> dict:
     if body.metadata and len(body.metadata) > 16:
         raise ApiError(400, "metadata holds at most 16 keys.", param="metadata")
+    await asyncio.to_thread(check_served, body.model, request.app.state.config)
     job = await asyncio.to_thread(
         api.create_job_from_files,
         model=body.model,

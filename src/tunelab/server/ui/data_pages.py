@@ -23,6 +23,7 @@ from tunelab.io import atomic_write_text
 from tunelab.providers import local
 from tunelab.providers.jobs import PROVIDERS
 from tunelab.providers.models import list_models
+from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
 from tunelab.registry import Store
 from tunelab.server.ui import workspace
 from tunelab.server.ui.web import (
@@ -50,7 +51,7 @@ def home():
 @router.get("/data")
 def data_home(request: Request):
     with Store() as store:
-        files = [plain(f) for f in store.list_files(limit=50, provider="local")]
+        files = [plain(f) for f in store.list_files(limit=50, provider=THIS_MACHINE)]
     data_dir = request.app.state.config.data_dir
     return page(
         request,

@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse
 
 from tunelab.errors import TunelabError
 from tunelab.evals import runs
+from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
 from tunelab.registry import Store
 from tunelab.server.ui.chat_pages import chat_models
 from tunelab.server.ui.eval_tasks import KINDS, EvalRequest, EvalTasks
@@ -58,7 +59,7 @@ async def eval_form(
     request: Request, model: str | None = None, baseline: str | None = None, file: str | None = None
 ):
     with Store() as store:
-        files = [plain(f) for f in store.list_files(limit=200, provider="local")]
+        files = [plain(f) for f in store.list_files(limit=200, provider=THIS_MACHINE)]
     models = await run_in_threadpool(chat_models)
     return page(
         request,

@@ -20,6 +20,7 @@ from tunelab.errors import TunelabError
 from tunelab.providers import jobs, local
 from tunelab.providers.base import TERMINAL_STATUSES
 from tunelab.providers.models import list_models
+from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
 from tunelab.registry import Store
 from tunelab.server.ui.charts import loss_chart
 from tunelab.server.ui.web import (
@@ -60,11 +61,11 @@ async def job_form(
     with Store() as store:
         files = [
             plain(f)
-            for f in store.list_files(limit=200, provider="local")
+            for f in store.list_files(limit=200, provider=THIS_MACHINE)
             if plain(f)["status"] == "processed"
         ]
     base_models = [m for m in list_models(kind="base") if m["provider"] in TRAINING_PROVIDERS]
-    tuned = [m for m in list_models() if m["kind"] != "base" and m["provider"] == "local"]
+    tuned = [m for m in list_models() if m["kind"] != "base" and m["provider"] == THIS_MACHINE]
     return page(
         request,
         "job_new.html",
@@ -109,7 +110,7 @@ def _spec(form) -> jobs.JobSpec:
         training_file=Path(train["path"]),
         validation_file=Path(val["path"]) if val else None,
         model=form_text(form, "model", DEFAULT_MODEL),
-        provider=form_text(form, "provider", "local"),
+        provider=form_text(form, "provider", THIS_MACHINE),
         hyperparameters={k: v for k, v in settings.items() if v is not None},
         suffix=form_text(form, "suffix"),
         name=form_text(form, "name"),
@@ -188,7 +189,7 @@ async def job_action(request: Request, job_id: str, action: str):
 def _run(job_id: str, start: bool) -> None:
     """The "Run" button of a job created without starting: start a worker for the queue."""
     job = plain(jobs.get_job(job_id))
-    if job["status"] != "queued" or job["provider"] != "local":
+    if job["status"] != "queued" or job["provider"] != THIS_MACHINE:
         raise TunelabError(
             "job_not_waiting", f"job {job_id} is {job['status']}, not waiting to run."
         )

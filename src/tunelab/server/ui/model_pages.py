@@ -15,6 +15,7 @@ from fastapi.responses import FileResponse
 from tunelab.engine.export import export_model
 from tunelab.errors import TunelabError
 from tunelab.providers.models import delete_model, list_models
+from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
 from tunelab.server.ui.web import error_page, form_text, page, plain, see_other
 from tunelab.server.ui.workspace import safe_name, studio_dir
 
@@ -54,7 +55,7 @@ async def model_export(request: Request):
     form = await request.form()
     try:
         model = await run_in_threadpool(_tuned, form_text(form, "model", ""))
-        if model["provider"] != "local" or not model["path"]:
+        if model["provider"] != THIS_MACHINE or not model["path"]:
             raise TunelabError(
                 "not_exportable",
                 f"{model['id']} is on {model['provider']}; only local models are exported here.",
@@ -76,7 +77,7 @@ async def model_download(request: Request, model: str):
     """A local fine-tuned model's directory (adapter or weights, tokenizer, config) as a zip."""
     try:
         found = await run_in_threadpool(_tuned, model)
-        if found["provider"] != "local" or not found["path"]:
+        if found["provider"] != THIS_MACHINE or not found["path"]:
             raise TunelabError("not_downloadable", f"{found['id']} is on {found['provider']}.")
         archive = await run_in_threadpool(_zip, Path(found["path"]), found["id"])
     except TunelabError as err:

@@ -158,8 +158,15 @@ class Store(EvalRuns):
             self._migrate()
             self.read_only = True
             return self._db
-        # `immutable`: no -wal/-shm files can be made beside it, so SQLite must not try.
-        self._db = _connect(f"file:{self.path}?mode=ro&immutable=1", uri=True)
+        # Read-only but shared: a writer elsewhere (a worker of the user who owns it) keeps
+        # the -wal/-shm files SQLite needs to read consistently. On a read-only mount there
+        # are none and none can be made: `immutable` then tells SQLite not to look for them.
+        self._db = _connect(f"file:{self.path}?mode=ro", uri=True)
+        try:
+            self._version()
+        except sqlite3.OperationalError:
+            self._db.close()
+            self._db = _connect(f"file:{self.path}?mode=ro&immutable=1", uri=True)
         if self._version() < len(MIGRATIONS):
             raise self._read_only_error()
         return self._db

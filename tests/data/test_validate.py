@@ -276,3 +276,19 @@ def test_a_plain_example_with_a_repeated_key_is_warned_about(tmp_path):
         ("duplicate_key", 1)
     ]
     assert report.ok  # a warning: the example is still used
+
+
+def test_an_enormous_line_is_read_past_without_holding_it(tmp_path):
+    import tracemalloc
+
+    from tunelab.data.jsonl import iter_bounded_lines
+
+    path = write(tmp_path / "train.jsonl", [line(OK), b"x" * (40 << 20), line(OK)])
+    tracemalloc.start()
+    with path.open("rb") as handle:
+        seen = [(number, raw is None, length) for number, raw, length in
+                iter_bounded_lines(handle, validate.MAX_LINE_BYTES)]  # fmt: skip
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert seen[1] == (2, True, (40 << 20) + 1) and seen[2][:2] == (3, False)
+    assert peak < 3 * validate.MAX_LINE_BYTES  # never the 40 MB line

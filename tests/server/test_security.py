@@ -195,3 +195,14 @@ def test_a_chunked_upload_is_stopped_at_the_limit(tmp_path):
     finally:
         server.stop()
     assert peak <= (1 << 20) + 64 * 1024 + CHUNK
+
+
+def test_the_studio_shares_the_cross_site_guard(client):
+    """The web UI's form posts pass through the same guard as the API."""
+    files = {"file": ("train.jsonl", b'{"messages": []}\n', "application/jsonl")}
+    refused = client.post("/data/upload", files=files, headers={"Origin": EVIL})
+    assert_envelope(refused, 403, "cross_site_request")
+    assert (
+        client.post("/evals/tasks/x/cancel", headers={"Sec-Fetch-Site": "cross-site"}).status_code
+        == 403
+    )

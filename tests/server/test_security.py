@@ -206,3 +206,20 @@ def test_the_studio_shares_the_cross_site_guard(client):
         client.post("/evals/tasks/x/cancel", headers={"Sec-Fetch-Site": "cross-site"}).status_code
         == 403
     )
+
+
+def test_a_server_on_a_read_only_home_lists_and_says_why_it_cannot_store(tmp_path, monkeypatch):
+    from test_read_only import read_only
+
+    home = tmp_path / "home"
+    home.mkdir()
+    with Store(home / "registry.db"):
+        pass
+    with read_only(home) as view:
+        monkeypatch.setenv("TUNELAB_HOME", str(view))
+        app = create_app(ServerConfig(allowed_hosts=("testserver",), start_worker=False))
+        with TestClient(app) as ro_client:
+            assert ro_client.get("/v1/files").json()["data"] == []
+            assert ro_client.get("/v1/fine_tuning/jobs").status_code == 200
+            error = assert_envelope(upload(ro_client), 503, "home_read_only")
+            assert str(view) in error["message"]

@@ -31,6 +31,10 @@ STATUS_BY_CODE = {
     "server_busy": 429,
     "file_too_large": 413,
     "provider_unavailable": 503,
+    # The server's own storage cannot be written: not the client's fault, and not a bug.
+    "home_read_only": 503,
+    "registry_read_only": 503,
+    "not_writable": 503,
     "provider_unreachable": 503,
 }
 TYPE_BY_STATUS = {

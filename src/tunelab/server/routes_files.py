@@ -19,7 +19,7 @@ from fastapi.responses import FileResponse
 from tunelab.providers import local
 from tunelab.registry import Store
 from tunelab.server.errors import ApiError
-from tunelab.settings import get_settings
+from tunelab.settings import writable_home
 
 router = APIRouter()
 PURPOSES = ("fine-tune",)
@@ -65,7 +65,7 @@ def _record(staged: Path, filename: str, purpose: str) -> dict:
 
 async def _stage(upload, limit: int) -> Path:
     """Copy the upload to a staging file, refusing (413) past `limit` bytes."""
-    directory = get_settings().home / "files"
+    directory = writable_home("store uploaded files") / "files"
     directory.mkdir(parents=True, exist_ok=True)
     staged = directory / f".upload-{secrets.token_hex(8)}.tmp"
     size = 0

@@ -2,19 +2,17 @@
 
 Each training is a real `tunelab train` process (the bundled SmolLM2, LoRA with tunelab's
 auto settings, batch BATCH_SIZE, TREC questions formatted as chat by `format_dataset`),
-timed for RUN_SECONDS from the moment every training of the phase has logged its first step
-(so model loading and tokenization are not in the window, and the two of a pair overlap for
-the whole of it), then interrupted with Ctrl-C (SIGINT). Its throughput is its non-padding
-tokens (`metrics.jsonl`) over the wall time of the steps logged in that window. Three
-phases, one after the other, in the same run:
+interrupted with Ctrl-C (SIGINT) after RUN_SECONDS; its throughput is the engine's own
+non-padding tokens per second at its last step (`metrics.jsonl`). Three phases, one after
+the other, in the same run:
 
 1. solo: one training alone (the reference);
-2. together: two trainings started at the same moment and timed over the same window
-   (tunelab: passive OpenMP wait policy, each process at its fair share of the cores, see
-   `tunelab/cores.py`);
+2. together: two trainings started at the same moment, both interrupted at the same moment,
+   so they overlap for their whole run (tunelab: passive OpenMP wait policy, each process
+   at its fair share of the cores, see `tunelab/cores.py`);
 3. before: the same pair as tunelab ran before it shared the cores (torch's default wait
-   policy: `OMP_WAIT_POLICY` set empty, which OpenMP ignores with a warning, and a full
-   thread pool each: `TUNELAB_THREADS` = every core).
+   policy: `OMP_WAIT_POLICY` set empty, which OpenMP ignores, and a full thread pool each:
+   `TUNELAB_THREADS` = every core).
 
 Target: in phase 2 each of the two reaches at least 40% of the solo tokens/s.
 
@@ -54,7 +52,6 @@ TREC_SAMPLE = REPO / "src" / "tunelab" / "resources" / "samples" / "trec_sample.
 BATCH_SIZE = 8
 RUN_SECONDS, QUICK_SECONDS = 150, 40
 TARGET_SHARE = 0.40
-STARTUP_TIMEOUT_S = 900  # loading the model and tokenizing, on a busy machine
 # Figures taken while other work kept more than this fraction of the CPU busy are printed
 # but not recorded.
 CONTENDED_ABOVE = 0.15
@@ -80,61 +77,27 @@ def start_training(train: Path, out_dir: Path, env: dict) -> subprocess.Popen:
     return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def records(out_dir: Path) -> list[dict]:
-    """The steps the run in `out_dir` has logged so far (metrics.jsonl)."""
-    try:
-        lines = (out_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in lines if line.strip()]
-
-
-def wait_for_first_steps(processes: list, outs: list[Path]) -> list[int]:
-    """Wait until every run has logged a step (model loaded, data tokenized); the steps
-    each had then, so that only the steps they ran together are timed."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while True:
-        counts = [len(records(out)) for out in outs]
-        if all(counts):
-            return counts
-        for process, out in zip(processes, outs, strict=True):
-            if process.poll() is not None:
-                log = (out.parent / f"{out.name}.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"{out.name} exited before its first step:\n{log}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"no first step within {STARTUP_TIMEOUT_S} s")
-        time.sleep(1)
-
-
-def windowed_rate(steps: list[dict], first: int) -> float:
-    """Non-padding tokens per second over the steps after the first `first` ones."""
-    timed = steps[first:]
-    if not timed:
-        return 0.0
-    seconds = timed[-1]["elapsed"] - steps[first - 1]["elapsed"]
-    return sum(step["tokens"] for step in timed) / seconds if seconds > 0 else 0.0
+def last_record(out_dir: Path) -> dict:
+    lines = (out_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    return json.loads(lines[-1])
 
 
 def run_together(train: Path, tmp: Path, name: str, n: int, env: dict, seconds: float) -> dict:
-    """`n` trainings started together, timed together for `seconds` once each has taken a
-    step, then interrupted together."""
+    """`n` trainings started together and interrupted together after `seconds`."""
     outs = [tmp / f"{name}-{i}" for i in range(n)]
     processes = [start_training(train, out, env) for out in outs]
-    try:
-        firsts = wait_for_first_steps(processes, outs)
-        before = cpu_snapshot([p.pid for p in processes])
-        time.sleep(seconds)
-        after = cpu_snapshot([p.pid for p in processes])
-    finally:
-        for process in processes:
-            process.send_signal(signal.SIGINT)  # checkpoints and exits within one step
-        for process in processes:
-            process.wait(timeout=600)
-    logged = [records(out) for out in outs]
-    rates = [windowed_rate(steps, first) for steps, first in zip(logged, firsts, strict=True)]
+    before = cpu_snapshot([p.pid for p in processes])
+    time.sleep(seconds)
+    after = cpu_snapshot([p.pid for p in processes])
+    for process in processes:
+        process.send_signal(signal.SIGINT)  # checkpoints and exits within one step
+    for process in processes:
+        process.wait(timeout=600)
+    records = [last_record(out) for out in outs]
+    rates = [r["tokens_per_second"] for r in records]
     print(f"{name}: {[round(r) for r in rates]} tokens/s", flush=True)
-    timed = [len(steps) - first for steps, first in zip(logged, firsts, strict=True)]
-    return {"rates": rates, "steps": timed, "threads": [s[-1].get("threads") for s in logged],
+    return {"rates": rates, "steps": [r["step"] for r in records],
+            "threads": [r.get("threads") for r in records],
             "other_work": other_work(before, after)}  # fmt: skip
 
 
@@ -163,9 +126,9 @@ def markdown(solo: dict, together: dict, before: dict, context: dict) -> str:
         f"Machine: {context['machine']}.",
         "",
         f"Data: {context['source']} formatted by `format_dataset`. Each training is a "
-        f"`tunelab train` process (LoRA, auto settings, batch {BATCH_SIZE}), timed over "
-        f"{context['seconds']:.0f} s once every training of the phase had taken a step; "
-        "tokens/s: non-padding tokens of the steps in that window over their wall time.",
+        f"`tunelab train` process (LoRA, auto settings, batch {BATCH_SIZE}) interrupted after "
+        f"{context['seconds']:.0f} s; tokens/s is the engine's own (non-padding) count at its "
+        "last step.",
         "",
         "| | tokens/s (share of solo) | threads | other work on the CPU |",
         "| --- | ---: | ---: | ---: |",
@@ -189,8 +152,7 @@ def main(argv: Sequence[str] = ()) -> None:
 
     load_base(MODEL)  # the bundled model's one-time conversion, outside the timings
     tunelab_env, before_env = environments()
-    quiet = "not waited for (--quick)" if args.quick else wait_until_quiet()
-    load_before = load_average()
+    quiet, load_before = wait_until_quiet(), load_average()
     with tempfile.TemporaryDirectory(prefix="tunelab-bench-concurrent-") as tmp:
         train, source = prepare_data(Path(tmp))
         solo = run_together(train, Path(tmp), "solo", 1, tunelab_env, seconds)

@@ -6,6 +6,7 @@ instead (`.ci/run` installs it when missing).
 
 from __future__ import annotations
 
+import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,8 +53,14 @@ def browser_page(base_url: str):
             browser.close()
 
 
+def screenshot_dir(tmp_path: Path) -> Path:
+    """TUNELAB_SCREENSHOTS when set (to keep them, e.g. for the README), else a temporary one."""
+    return Path(os.environ.get("TUNELAB_SCREENSHOTS") or tmp_path / "screenshots")
+
+
 def shoot(page, directory: Path, name: str) -> Path:
+    """What a person sees of the page in a 1280×900 window."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path))
     return path

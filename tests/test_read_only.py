@@ -173,15 +173,3 @@ def test_the_bundled_model_converts_to_scratch_when_the_home_is_read_only(tmp_pa
         place = catalog._conversion_dir(catalog._CACHE_MARKER)
     assert not place.is_relative_to(view) and place.name == catalog.DEFAULT_MODEL
     shutil.rmtree(home, ignore_errors=True)
-
-
-@pytest.mark.parametrize(
-    ("number", "code"),
-    [(30, "not_writable"), (13, "permission_denied"), (28, "disk_full"), (5, "os_error")],
-)
-def test_what_the_machine_refuses_on_the_way_is_one_line_with_a_code(number, code):
-    """The net under the up-front checks: EROFS, EACCES, ENOSPC, EIO name the path."""
-    from tunelab.cli.common import environment_error
-
-    err = environment_error(OSError(number, os.strerror(number), "/data/out.jsonl"))
-    assert err.code == code and "/data/out.jsonl" in err.message and "\n" not in str(err)

@@ -11,6 +11,8 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from jobtools import wait_until
+from tunelab.providers import local
 from tunelab.registry import Store
 from tunelab.samples import sample_path
 from tunelab.server.app import ServerConfig, create_app
@@ -131,6 +133,15 @@ def test_data_directory_paths_cannot_leave_it(tmp_path):
         assert refused.status_code == 400 and "not inside the data directory" in refused.text
 
 
+def test_a_post_from_another_site_is_refused():
+    with client() as c:
+        for path in ("/data/open", "/jobs", "/chat/ask", "/evals", "/models/delete", "/logout"):
+            refused = c.post(path, data={"path": "x"}, headers={"Origin": "http://evil.example"})
+            assert refused.status_code == 403, path
+            refused = c.post(path, data={"path": "x"}, headers={"Sec-Fetch-Site": "cross-site"})
+            assert refused.status_code == 403, path
+
+
 def test_get_never_changes_state():
     with client() as c:
         for path in ("/jobs/ftjob-x/cancel", "/models/delete", "/data/upload", "/logout"):
@@ -230,3 +241,30 @@ def test_loss_chart_draws_training_and_validation_loss(n_val):
     svg = loss_chart(metrics)
     assert 'data-points="6"' in svg and svg.count("<polyline") == (2 if n_val else 1)
     assert "No steps yet" in loss_chart([])
+
+
+def test_a_classification_run_is_started_followed_and_reported(tmp_path, tiny_model):
+    rows = [{"messages": [{"role": "user", "content": f"question {i}"},
+                          {"role": "assistant", "content": f"<category>{'AB'[i % 2]}</category>"}]}
+            for i in range(6)]  # fmt: skip
+    data = tmp_path / "labels_val.jsonl"
+    data.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
+    with client() as c:
+        with Store() as store:
+            file = local.register_file(store, data, None)
+        file_id = file.id if hasattr(file, "id") else file["id"]
+        started = c.post(
+            "/evals",
+            data={"kind": "classify", "file": file_id, "model": str(tiny_model)},
+            follow_redirects=False,
+        )
+        assert started.status_code == 303, started.text
+        task_url = started.headers["location"]
+        wait_until(lambda: "HX-Redirect" in c.get(task_url, headers={"HX-Request": "1"}).headers
+                   or "failed" in c.get(task_url).text, timeout=300)  # fmt: skip
+        run_url = c.get(task_url, headers={"HX-Request": "1"}).headers["HX-Redirect"]
+        report = c.get(run_url).text
+        assert 'id="run-metrics"' in report and "table class='heat'" in report
+        assert run_url.removeprefix("/evals/") in c.get("/evals").text
+        compared = c.get(f"/evals/compare?a={run_url[7:]}&b={run_url[7:]}")
+        assert compared.status_code == 200 and "accuracy" in compared.text

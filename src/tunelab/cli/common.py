@@ -50,16 +50,13 @@ def environment_error(err: OSError | sqlite3.Error) -> TunelabError:
         return TunelabError("database_error", f"a SQLite database could not be used: {err}.",
                             hint="check TUNELAB_HOME and the database files given")  # fmt: skip
     where = err.filename or "a file"
-    if err.errno == errno.EROFS:
+    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return TunelabError(
-            "not_writable",
-            f"{where}: {err.strerror}.",
+            "not_writable" if err.errno == errno.EROFS else "permission_denied",
+            f"{where}: {err.strerror or 'not allowed'}.",
             hint="choose a writable place (an output flag, or TUNELAB_HOME for tunelab's "
             "own files), or make this one writable",
         )
-    if err.errno in (errno.EACCES, errno.EPERM):
-        return TunelabError("permission_denied", f"{where}: {err.strerror or 'not allowed'}.",
-                            hint="check the path's permissions, or use another place")  # fmt: skip
     if err.errno == errno.ENOSPC:
         return TunelabError("disk_full", f"{where}: no space left on the device.",
                             hint="free some space, or write somewhere else")  # fmt: skip

@@ -10,21 +10,27 @@ from datetime import datetime, timezone
 from tunelab.data.report_html import _STYLE, _e, _svg, _table
 
 SAMPLE_ITEMS = 40  # answers shown per report; result.json holds them all
-_EXTRA_STYLE = """
+# Confusion cells are shaded by their share of the row in tenths, with classes rather than
+# style attributes, so that a page with a strict Content Security Policy (the studio) can
+# embed the sections and shade them with its own stylesheet.
+HEAT_STYLE = "".join(
+    f".heat td.heat-{n} {{ background:rgba(59,91,219,{n / 10:.1f});"
+    f"{' color:#fff;' if n > 5 else ''} }}\n"
+    for n in range(11)
+)
+_EXTRA_STYLE = (
+    HEAT_STYLE
+    + """
 .heat td.cell { text-align:center; min-width:34px; }
 .answers td { vertical-align:top; font-size:13px; } .answers .q { max-width:360px; }
 .right { color:var(--ok); } .wrong { color:var(--err); }
 pre { white-space:pre-wrap; margin:0; font:12px ui-monospace,monospace; }
 """
+)
 
 
 def render_report(result: dict) -> str:
-    sections = {
-        "classify": _classify_sections,
-        "queries": _queries_sections,
-        "judge": _judge_sections,
-        "pairwise": _judge_sections,
-    }[result["kind"]](result)
+    sections = render_sections(result)
     when = datetime.fromtimestamp(result["created_at"], timezone.utc).strftime("%Y-%m-%d %H:%M")
     data = result["data"]
     header = (
@@ -38,6 +44,17 @@ def render_report(result: dict) -> str:
         f"</head><body><main>{header}{sections}<footer>tunelab · result.json beside this file "
         "holds every answer</footer></main></body></html>"
     )
+
+
+def render_sections(result: dict) -> str:
+    """The report's body for its kind (tables, heatmaps, charts), without its page: every
+    user string escaped and no style attribute, so that the studio can embed it."""
+    return {
+        "classify": _classify_sections,
+        "queries": _queries_sections,
+        "judge": _judge_sections,
+        "pairwise": _judge_sections,
+    }[result["kind"]](result)
 
 
 # -- classification -------------------------------------------------------------------------
@@ -99,9 +116,7 @@ def _confusion(confusion: dict) -> str:
     for label, row in zip(labels, matrix, strict=True):
         total = sum(row) or 1
         cells = "".join(
-            f"<td class='cell' style='background:rgba(59,91,219,{count / total:.2f});"
-            f"color:{'#fff' if count / total > 0.5 else 'inherit'}'>{count}</td>"
-            for count in row
+            f"<td class='cell heat-{round(10 * count / total)}'>{count}</td>" for count in row
         )
         body.append(f"<tr><th>{_e(label)}</th>{cells}</tr>")
     return (f"<h3>Confusion matrix</h3><table class='heat'><thead>{head}</tr></thead>"

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
 from tunelab.errors import TunelabError
 from tunelab.evals import runs
+from tunelab.evals.report import render_sections
 from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
 from tunelab.registry import Store
 from tunelab.server.ui.chat_pages import chat_models
@@ -24,6 +26,7 @@ from tunelab.server.ui.web import (
     page,
     plain,
     see_other,
+    trusted_html,
 )
 
 router = APIRouter()
@@ -159,7 +162,16 @@ async def run_page(request: Request, run_id: str):
         models=models,
         metrics=metrics,
         others=others,
+        report=await run_in_threadpool(_report_sections, run),
     )
+
+
+def _report_sections(run: dict):
+    """The run's report (tables, confusion matrices, answers) from its result.json."""
+    path = run.get("json_path")
+    if not path or not Path(path).exists():
+        return None
+    return trusted_html(render_sections(orjson.loads(Path(path).read_bytes())))
 
 
 @router.get("/evals/{run_id}/report.html")

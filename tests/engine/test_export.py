@@ -73,10 +73,13 @@ def test_an_unmerged_export_is_a_peft_adapter_naming_its_base(tmp_path, train_ru
     run = train_run()
     result = export_model(run, tmp_path / "adapter", merge=False)
 
-    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
-    assert config["base_model_name_or_path"] == str(base_dir)
+    for written in (run / "adapter_config.json", tmp_path / "adapter" / "adapter_config.json"):
+        config = json.loads(written.read_text())
+        # Portable: the base directory by its name, no absolute path from this machine.
+        assert config["base_model_name_or_path"] == base_dir.name
+        assert '"/' not in written.read_text()  # no string in it is an absolute path
     assert result["format"] == "peft_adapter" and not result["merged"]
-    base = AutoModelForCausalLM.from_pretrained(config["base_model_name_or_path"])
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
     reloaded = PeftModel.from_pretrained(base, tmp_path / "adapter")
     expected, _, _ = load_trained(run)
     assert torch.allclose(logits(reloaded), logits(expected), atol=1e-5)

@@ -106,8 +106,11 @@ def test_output_directory_holds_a_loadable_adapter_metrics_and_config(
         "tokenizer.json",
         "tunelab_config.json",
         "metrics.jsonl",
+        "loss.svg",
     ):
         assert (run / name).is_file(), name
+    curve = (run / "loss.svg").read_text()
+    assert curve.startswith("<svg") and curve.count("<polyline") == 2  # training, validation
     summary = json.loads((run / "tunelab_config.json").read_text())
     assert summary["base_model"] == "tiny-llama"
     assert summary["config"]["batch_size"] == 4 and summary["config"]["total_steps"] == 6
@@ -129,34 +132,50 @@ def test_output_directory_holds_a_loadable_adapter_metrics_and_config(
     )
 
 
-def test_throughput_is_recorded_and_used_to_estimate_time(
+def test_throughput_is_recorded_per_model_and_method_and_used_to_estimate_time(
     tmp_path, tokenizer, make_model, examples, fast_config, isolated_home
 ):
     assert (
-        plan(tokenizer, examples, config=fast_config(), base_model="tiny-llama")[
-            "estimated_seconds"
-        ]
+        plan(tokenizer, examples, config=fast_config(), base_model="tiny")["estimated_seconds"]
         is None
     )
-    train(
-        make_model(),
-        tokenizer,
-        examples,
-        None,
-        fast_config(),
-        tmp_path / "run",
-        base_model="tiny-llama",
-    )
+    train(make_model(), tokenizer, examples, examples[:4], fast_config(), tmp_path / "run",
+          base_model="tiny")  # fmt: skip
 
-    record = json.loads((isolated_home / "throughput.json").read_text())["tiny-llama"]
-    assert record["tokens_per_second"] > 0
-    assert (record["device"], record["method"]) == ("cpu", "lora")
+    record = json.loads((isolated_home / "throughput.json").read_text())["tiny"]["lora"]
+    assert record["tokens_per_second"] > 0 and record["eval_tokens_per_second"] > 0
+    assert record["overhead_seconds"] >= 0 and record["device"] == "cpu"
     datetime.fromisoformat(record["measured_at"])
-    estimate = plan(tokenizer, examples, config=fast_config(), base_model="tiny-llama")
+    estimate = plan(tokenizer, examples, config=fast_config(), base_model="tiny")
     assert estimate["total_steps"] == 6 and estimate["tokens_to_process"] > 0
     assert estimate["estimated_seconds"] == pytest.approx(
-        estimate["tokens_to_process"] / record["tokens_per_second"], rel=0.01
+        estimate["tokens_to_process"] / record["tokens_per_second"] + record["overhead_seconds"],
+        rel=0.01,
     )
+    # Full fine-tuning is not LoRA: its estimate scales LoRA's measurement by its cost
+    # until a full run measures its own, and another model has none.
+    full = plan(tokenizer, examples, config=fast_config(method="full"), base_model="tiny")
+    assert full["throughput"]["method"] == "lora"
+    assert full["estimated_seconds"] > estimate["estimated_seconds"]
+    assert plan(tokenizer, examples, config=fast_config(), base_model="other")["throughput"] is None
+
+
+def test_an_estimate_with_max_steps_is_close_to_the_time_the_run_takes(
+    tmp_path, tokenizer, make_model, examples, fast_config
+):
+    import time
+
+    train(make_model(), tokenizer, examples, examples[:4], fast_config(), tmp_path / "measure",
+          base_model="tiny")  # fmt: skip
+    config = fast_config(n_epochs=20, max_steps=3)
+    estimate = plan(tokenizer, examples, examples[:4], config, base_model="tiny")
+    assert estimate["total_steps"] == 3
+
+    began = time.perf_counter()
+    train(make_model(), tokenizer, examples, examples[:4], config, tmp_path / "run",
+          base_model="tiny")  # fmt: skip
+    took = time.perf_counter() - began
+    assert took / 3 <= estimate["estimated_seconds"] <= took * 3
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])
@@ -276,6 +295,38 @@ def test_cancel_stops_within_one_step_and_leaves_a_loadable_checkpoint(
     assert mean_loss(loaded, tokenizer, examples) == pytest.approx(
         mean_loss(model, tokenizer, examples), abs=1e-5
     )
+
+
+def test_cancel_during_validation_stops_at_once_with_the_step_checkpointed(
+    tmp_path, tokenizer, make_model, examples, fast_config
+):
+    cancel, batches_seen = threading.Event(), []
+
+    def on_validation(done, total):
+        batches_seen.append((done, total))
+        cancel.set()  # Ctrl-C while the first batch of the step-2 validation runs
+
+    result = train(make_model(), tokenizer, examples, examples * 4, fast_config(eval_every=2),
+                   tmp_path / "run", cancel=cancel, on_validation=on_validation)  # fmt: skip
+
+    assert (result.status, result.step) == ("cancelled", 2)
+    assert batches_seen == [(1, 12)]  # 48 validation examples in batches of 4: 1 scored
+    assert result.last_checkpoint.name == "step-00000002"
+    assert "val_loss" not in metric_lines(tmp_path / "run")[-1]  # no half-pass figure
+
+
+def test_periodic_validation_scores_a_bounded_sample_and_the_last_one_everything(
+    tmp_path, tokenizer, make_model, examples, fast_config, monkeypatch
+):
+    from tunelab.engine import trainer
+
+    monkeypatch.setattr(trainer, "PERIODIC_EVAL_EXAMPLES", 8)
+    passes = []
+    train(make_model(), tokenizer, examples, examples * 4, fast_config(eval_every=2),
+          tmp_path / "run", on_validation=lambda *batch: passes.append(batch))  # fmt: skip
+    lines = [m for m in metric_lines(tmp_path / "run") if "val_loss" in m]
+    assert [(m["step"], m["val_examples"]) for m in lines] == [(2, 8), (4, 8), (6, 48)]
+    assert passes.count((2, 2)) == 2 and passes[-1] == (12, 12)
 
 
 def test_non_finite_loss_stops_the_run_naming_the_step(

@@ -181,3 +181,28 @@ def test_an_unreachable_judge_is_a_failure_with_its_reason(databases, capsys, tm
         assert saved["n_verdicts"] == 0 and saved["ratings"] == {}
     code, out, _ = cli(capsys, "eval", "show", saved["id"], "--json")
     assert code == 0 and orjson.loads(out)["status"] == "failed"
+
+
+def test_judge_output_shows_items_intervals_and_each_parse_failure_with_its_reason(
+    databases, capsys, monkeypatch
+):
+    def unreadable_for_vague(messages):
+        if any("Somewhere in Europe" in m["content"] for m in messages):
+            return "I would rather not say."  # no verdict, even when asked again
+        return judge_reply(messages)
+
+    monkeypatch.setitem(MODELS, "judge", Scripted("judge", unreadable_for_vague))
+    code, out, err = cli(capsys, "eval", "judge", "--judge-model", "judge", "--conversations",
+                         str(databases["good"]), "--conversations", str(databases["vague"]),
+                         "--traits", "helpfulness")  # fmt: skip
+    assert code == 0, err
+    assert "9.00 (9.0–9.0)" in out and "2/2" in out and "0/2" in out
+    assert "judge parse failures (2):" in out
+    failures = [line for line in out.splitlines() if line.startswith("  vague, item")]
+    assert len(failures) == 2 and all("verdict" in line or "JSON" in line for line in failures)
+
+    run_id = re.search(r"run (\S+):", out).group(1)
+    code, shown, _ = cli(capsys, "eval", "show", run_id)
+    assert code == 0 and "judge parse failures (2):" in shown and "9.00 (9.0–9.0)" in shown
+    html = Path(re.search(r"run \S+: (\S+)", out).group(1)).read_text()
+    assert "Judge parse failures (2)" in html and "95% interval" in html

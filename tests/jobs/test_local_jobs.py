@@ -188,3 +188,32 @@ def test_a_killed_worker_is_detected_and_the_job_resumes_from_its_checkpoint(cre
     assert summary["result"]["step"] == summary["result"]["total_steps"]
     with Store() as store:  # trained tokens span both attempts, each step once
         assert done["trained_tokens"] == sum(m["tokens"] for m in store.list_metrics(job["id"]))
+
+
+def test_piped_jobs_wait_prints_a_line_per_change_not_per_poll(create_job, capsys):
+    """A 60-step job watched through a pipe: a short log, no carriage returns or warnings."""
+    import subprocess
+    import sys
+
+    job = create_job("--n-epochs", "100", "--max-steps", "60")
+    process = worker_process("--exit-when-idle", "0")
+    try:
+        waited = subprocess.run([sys.executable, "-m", "tunelab", "jobs", "wait", job["id"]],
+                                capture_output=True, text=True, timeout=600)  # fmt: skip
+    finally:
+        process.wait(timeout=600)
+    output = waited.stdout + waited.stderr
+    assert waited.returncode == 0, output
+    assert "succeeded" in waited.stdout
+    assert len(output.splitlines()) < 30, output
+    assert "\r" not in output and "Warning" not in output
+    assert "step 60/60" in waited.stderr
+
+    # The curve and the job's log, as a user looks at them afterwards.
+    code, out, _ = run_cli(capsys, "jobs", "show", job["id"])
+    log = Path(job_row(job["id"])["output_dir"]) / "finetune.log"
+    assert code == 0 and str(log) in out and "· training loss" in out
+    assert "step 60/60: loss" in log.read_text()
+    code, out, _ = run_cli(capsys, "jobs", "metrics", job["id"], "--json")
+    assert [m["step"] for m in orjson.loads(out)["data"]] == list(range(1, 61))
+    assert (log.parent / "loss.svg").exists()

@@ -18,6 +18,7 @@ from tunelab.cli.chat_cmd import chat_cmd
 from tunelab.cli.common import run_cli
 from tunelab.cli.demo_cmd import demo_cmd
 from tunelab.cli.eval_cmd import eval_group, generate_conversations_cmd
+from tunelab.cli.examples import add_examples
 from tunelab.cli.export_cmd import export_cmd
 from tunelab.cli.format_cmd import format_cmd
 from tunelab.cli.jobs_cmd import jobs_group
@@ -58,6 +59,7 @@ cli.add_command(ui_cmd)
 cli.add_command(eval_group)
 cli.add_command(generate_conversations_cmd)
 cli.add_command(migrate_group)
+add_examples(cli)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -164,6 +164,7 @@ def _task_lines(task: dict) -> list[str]:
 @click.option("--val", "val_file", type=input_file, help="Validation file to analyze as well.")
 @click.option(
     "--model",
+    "-m",
     default=DEFAULT_MODEL,
     show_default=True,
     help="Target model (name, alias or local Hugging Face directory).",

@@ -22,7 +22,7 @@ RESET_WORD = "/reset"
 @click.command("chat")
 @click.argument("model")
 @click.argument("prompt", required=False)
-@click.option("--system", help="System prompt at the start of the conversation.")
+@common.system_option("System prompt at the start of the conversation.")
 @click.option(
     "--max-tokens",
     type=common.COUNT,
@@ -32,7 +32,7 @@ RESET_WORD = "/reset"
 )
 @click.option(
     "--temperature",
-    type=click.FloatRange(0, 100),
+    type=common.TEMPERATURE,
     default=0.0,
     show_default=True,
     help="Sampling temperature; 0 is greedy (deterministic).",

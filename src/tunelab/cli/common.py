@@ -20,8 +20,11 @@ INT32_MAX = 2**31 - 1
 COUNT = click.IntRange(1, INT32_MAX)
 SAMPLING_SEED = click.IntRange(-(2**63), 2**63 - 1)  # a 64-bit integer, as OpenAI's `seed`
 
-stdout = Console(soft_wrap=True)
-stderr = Console(stderr=True, soft_wrap=True)
+# Piped or redirected, output goes to programs and logs: tables must not wrap at 80 columns
+# mid-word, so such a console is as wide as its longest line.
+PIPED_WIDTH = 10_000
+stdout = Console(soft_wrap=True, width=None if sys.stdout.isatty() else PIPED_WIDTH)
+stderr = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else PIPED_WIDTH)
 
 
 def print_error(err: TunelabError) -> None:
@@ -84,3 +87,35 @@ def run_cli(group: click.Group, argv: list[str]) -> int:
         return 130
     # A command may return its exit code (e.g. `validate` returns 1 when the file has errors).
     return result if isinstance(result, int) else 0
+
+
+class AliasedOption(click.Option):
+    """An option whose older spellings (`aliases`) still work but are not shown in --help:
+    one name per idea in the help, and no script written against an old name breaks."""
+
+    def __init__(self, *args, aliases: tuple[str, ...] = (), **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.aliases = aliases
+
+    def get_help_record(self, ctx):
+        shown, self.opts = self.opts, [o for o in self.opts if o not in self.aliases]
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.opts = shown
+
+
+# The same range for sampling temperature everywhere (OpenAI's: 0 to 2; 0 is greedy).
+TEMPERATURE = click.FloatRange(0, 2)
+
+
+def output_option(help: str, *, dest: str = "output", aliases: tuple[str, ...] = (), **kwargs):
+    """`--output`/`-o`, the one name for where a command writes (old names kept hidden)."""
+    return click.option("--output", "-o", *aliases, dest, cls=AliasedOption,
+                        aliases=aliases, help=help, **kwargs)  # fmt: skip
+
+
+def system_option(help: str = "System prompt at the start of every conversation."):
+    """`--system`/`-s`, with `--system-prompt` as an alias."""
+    return click.option("--system", "-s", "--system-prompt", "system", cls=AliasedOption,
+                        aliases=("--system-prompt",), help=help)  # fmt: skip

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 from rich.markup import escape
+from rich.rule import Rule
 from rich.table import Table
 
 from tunelab.catalog import DEFAULT_MODEL
@@ -19,18 +20,20 @@ from tunelab.demo import DEMO_TRAIN_STEPS, FineTune, run_demo
 
 
 def _heading(text: str) -> None:
-    common.stdout.rule(f"[bold]{text}[/]")
+    # A rule is as wide as the console: a piped console is very wide, a heading is not.
+    common.stdout.print(Rule(f"[bold]{text}[/]"), width=min(common.stdout.width, 100))
 
 
 @click.command("demo")
-@click.option(
-    "--output-dir",
+@common.output_option(
+    "Where the demo writes its files (its own earlier outputs there are replaced).",
+    dest="output_dir",
+    aliases=("--output-dir",),
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("demo-output"),
     show_default=True,
-    help="Where the demo writes its files (its own earlier outputs there are replaced).",
 )
-@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Base model.")
+@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Base model.")
 @click.option(
     "--train-steps",
     type=click.IntRange(0, common.INT32_MAX),
@@ -66,7 +69,7 @@ def demo_cmd(output_dir: Path, model: str, train_steps: int) -> int:
 
 def _render_fine_tune(fine_tune: FineTune, output_dir: Path) -> None:
     _heading("trec: fine-tune (LoRA)")
-    render_result(fine_tune.result, resume=f"tunelab demo --output-dir {output_dir}")
+    render_result(fine_tune.result, resume=f"tunelab demo --output {output_dir}")
     table = Table("held-out question", "expected", "fine-tuned model's answer", box=None)
     for answer in fine_tune.answers:
         table.add_row(escape(answer.question), escape(answer.expected), escape(answer.answer))

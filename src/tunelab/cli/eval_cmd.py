@@ -97,6 +97,7 @@ def _run_described(kind, models, described: dict, options, compute, output_dir, 
 )
 @click.option(
     "--model",
+    "-m",
     "models",
     multiple=True,
     required=True,
@@ -121,7 +122,12 @@ def _run_described(kind, models, described: dict, options, compute, output_dir, 
     "its mean per token.",
 )
 @source_flags
-@click.option("--output-dir", type=OutputDir, help="Where to write result.json and report.html.")
+@common.output_option(
+    "Where to write result.json and report.html.",
+    type=OutputDir,
+    dest="output_dir",
+    aliases=("--output-dir",),
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def classify_cmd(data_path, models, limit, method, length_norm, output_dir, as_json,
                  **flags) -> int:  # fmt: skip
@@ -190,6 +196,7 @@ def _num(value) -> str:
 )
 @click.option(
     "--model",
+    "-m",
     "models",
     multiple=True,
     required=True,
@@ -208,7 +215,12 @@ def _num(value) -> str:
 )
 @click.option("--mongo-db", help="The database for --mongo-uri (default: the URI's path).")
 @source_flags
-@click.option("--output-dir", type=OutputDir, help="Where to write result.json and report.html.")
+@common.output_option(
+    "Where to write result.json and report.html.",
+    type=OutputDir,
+    dest="output_dir",
+    aliases=("--output-dir",),
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def queries_cmd(data_path, models, limit, documents, mongo_uri, mongo_db, output_dir, as_json,
                 **flags) -> int:  # fmt: skip
@@ -271,7 +283,8 @@ def render_queries(result: dict) -> None:
     type=input_file,
     help="Prompts for --model candidates to answer first (any `format` source).",
 )
-@click.option("--model", "models", multiple=True, help="A model to answer --data (repeatable).")
+@click.option("--model", "-m", "models", multiple=True,
+              help="A model to answer --data (repeatable).")  # fmt: skip
 @click.option(
     "--traits",
     multiple=True,
@@ -295,7 +308,12 @@ def render_queries(result: dict) -> None:
     help="Longest answer a --model candidate writes.",
 )
 @source_flags
-@click.option("--output-dir", type=OutputDir, help="Where to write result.json and report.html.")
+@common.output_option(
+    "Where to write result.json and report.html.",
+    type=OutputDir,
+    dest="output_dir",
+    aliases=("--output-dir",),
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def judge_cmd(judge_model, databases, data_path, models, traits, rubric, mode, limit,
               max_tokens, output_dir, as_json, **flags) -> int:  # fmt: skip
@@ -349,7 +367,11 @@ def trait_list(given: tuple[str, ...]):
         raise click.BadParameter(err.message.removeprefix("trait "), param_hint="--traits") from err
 
 
-def render_judge(result: dict) -> None:
+def render_judge(result: dict, outputs: list[dict] | None = None) -> None:
+    """Every rating or score with its 95% interval, then every parse failure with its reason.
+    `outputs` are the run's stored rows (read from the registry when not given)."""
+    if outputs is None:
+        outputs = runs.run_outputs(result["id"]) if result.get("id") else []
     if result["kind"] == "pairwise" and not result.get("ratings"):
         common.stdout.print(f"pairwise: no verdict from {result['n_comparisons']} comparisons",
                             highlight=False)  # fmt: skip
@@ -364,19 +386,23 @@ def render_judge(result: dict) -> None:
             table.add_row(escape(name), f"{r['rating']:.0f}", f"{r['low']:.0f} – {r['high']:.0f}",
                           f"{record['wins']:g} / {record['games']}")  # fmt: skip
     else:
-        table = Table(title=f"judge {escape(result['judge'])}: scores 1–10")
+        table = Table(title=f"judge {escape(result['judge'])}: scores 1–10 (95% interval)")
         table.add_column("model")
+        table.add_column("items", justify="right")
         for trait in result["traits"]:
             table.add_column(trait, justify="right")
         table.add_column("mean", justify="right")
         table.add_column("parse failures", justify="right")
         table.add_column("failed calls", justify="right")
         for name, m in result["models"].items():
-            table.add_row(escape(name), *(_score(m["traits"].get(t)) for t in result["traits"]),
-                          _score(m["mean_score"]), str(m["n_parse_failures"]),
-                          str(m.get("n_call_failures", 0)))  # fmt: skip
+            intervals = m.get("intervals") or {}
+            table.add_row(escape(name), f"{m['n_scored']}/{m['n']}",
+                          *(_score(m["traits"].get(t), intervals.get(t)) for t in result["traits"]),
+                          _score(m["mean_score"], m.get("mean_interval")),
+                          str(m["n_parse_failures"]), str(m.get("n_call_failures", 0)))  # fmt: skip
     if result["kind"] != "pairwise" or result.get("ratings"):
         common.stdout.print(table)
+    print_parse_failures(outputs)
     _say_errors(result)
     _say_files(result)
 
@@ -388,8 +414,29 @@ def _say_errors(result: dict) -> None:
         common.stderr.print(f"[yellow]judge failure:[/] {escape(error)}", highlight=False)
 
 
-def _score(value) -> str:
-    return "—" if value is None else f"{value:.2f}"
+def print_parse_failures(outputs: list[dict]) -> None:
+    """Each judge verdict that could not be read: the model, the item and why."""
+    failed = [row for row in outputs if (row.get("output") or {}).get("parse_failure")]
+    if not failed:
+        return
+    common.stdout.print(f"judge parse failures ({len(failed)}):", highlight=False)
+    for row in failed:
+        output = row["output"]
+        where = (
+            f"{row['model']}, item {row['item'] + 1}"
+            if "a" not in output
+            else (f"item {output.get('item', row['item']) + 1}, {output['a']} vs {output['b']}")
+        )
+        reason = output.get("error") or "the verdict could not be read"
+        common.stdout.print(f"  {escape(where)}: {escape(reason)}", highlight=False)
+
+
+def _score(value, interval=None) -> str:
+    if value is None:
+        return "—"
+    if not interval:
+        return f"{value:.2f}"
+    return f"{value:.2f} ({interval[0]:.1f}–{interval[1]:.1f})"
 
 
 @eval_group.command("list")
@@ -445,6 +492,11 @@ def show_cmd(run_id, as_json) -> int:
     if run["status"] == "failed":
         common.stdout.print(f"[red]failed[/]: {escape(run['error_message'] or '')}")
     common.stdout.print(escape(headline(run)) or "—", highlight=False)
+    if run["kind"] in ("judge", "pairwise") and run["status"] == "succeeded":
+        described = {**run["metrics"], "id": run["id"], "kind": run["kind"],
+                     "html_path": run["html_path"]}  # fmt: skip
+        render_judge(described, runs.run_outputs(run_id))
+        return 0
     if run["html_path"]:
         common.stdout.print(f"report: {escape(run['html_path'])}", highlight=False)
     return 0
@@ -491,25 +543,25 @@ def _fmt(value) -> str:
     required=True,
     help="Ideas: JSON array (strings or objects with an 'idea' key), JSONL, or text.",
 )
-@click.option("--model", required=True, help="The model that answers (any provider).")
-@click.option("--system-prompt", help="System prompt of every conversation.")
+@click.option("--model", "-m", required=True, help="The model that answers (any provider).")
+@common.system_option("System prompt of every conversation.")
 @click.option(
     "--user-message-template",
     default="{idea}",
     show_default=True,
     help="The user message, with {idea} and the ideas' other keys ({context_1}, …).",
 )
-@click.option(
-    "--output",
+@common.output_option(
+    "The conversation database (SQLite) to write.",
     type=click.Path(path_type=Path, dir_okay=False),
     required=True,
-    help="The conversation database (SQLite) to write.",
 )
 @click.option("--max-tokens", type=common.COUNT, default=512, show_default=True)
-@click.option("--temperature", type=click.FloatRange(0, 2), default=0.0, show_default=True)
+@click.option("--temperature", type=common.TEMPERATURE, default=0.0, show_default=True,
+              help="Sampling temperature; 0 is greedy (deterministic).")  # fmt: skip
 @click.option("--force", is_flag=True, help="Overwrite an existing --output.")
 @click.option("--json", "as_json", is_flag=True)
-def generate_conversations_cmd(ideas, model, system_prompt, user_message_template, output,
+def generate_conversations_cmd(ideas, model, system, user_message_template, output,
                                max_tokens, temperature, force, as_json) -> int:  # fmt: skip
     """Have MODEL answer one message per idea; write a database `format` and `eval judge` read."""
     from tunelab.evals.conversations import generate_conversations
@@ -518,7 +570,7 @@ def generate_conversations_cmd(ideas, model, system_prompt, user_message_templat
     with ctrl_c_cancels(cancel), EvalProgress(quiet=as_json) as progress:
         result = generate_conversations(
             ideas, output, model=model, template=user_message_template,
-            system_prompt=system_prompt, max_tokens=max_tokens, temperature=temperature,
+            system_prompt=system, max_tokens=max_tokens, temperature=temperature,
             force=force, progress=_ideas_progress(progress, model, ideas), cancel=cancel,
         )  # fmt: skip
     if as_json:

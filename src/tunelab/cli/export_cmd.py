@@ -8,13 +8,16 @@ import click
 from rich.markup import escape
 
 from tunelab.cli import common
-from tunelab.engine.export import export_model
+from tunelab.errors import TunelabError
+
+DTYPES = ("bf16", "fp16", "fp32")  # tunelab.engine.export.DTYPES, without importing torch
 
 
 @click.command("export")
-@click.argument("model_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("model")
 @click.option(
     "--output",
+    "-o",
     type=click.Path(path_type=Path),
     required=True,
     help="Directory to write the exported model to.",
@@ -43,23 +46,42 @@ from tunelab.engine.export import export_model
     show_default=True,
     help="Precision of the GGUF's weight matrices.",
 )
+@click.option(
+    "--dtype",
+    type=click.Choice(DTYPES),
+    default="fp32",
+    show_default=True,
+    help="Precision of the written weights with --format hf (bf16 and fp16 halve the size).",
+)
 @click.option("--force", is_flag=True, help="Replace an existing --output directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
 def export_cmd(
-    model_dir: Path,
+    model: str,
     output: Path,
     merge: bool,
     export_format: str,
     gguf_type: str,
+    dtype: str,
     force: bool,
     as_json: bool,
 ) -> int:
-    """Export the model trained in MODEL_DIR (a `tunelab train` output) for other tools."""
+    """Export MODEL for other tools: a `tunelab train` output directory, or a `ft:` name of a
+    model fine-tuned on this machine (`tunelab models list`).
+
+    \b
+    Examples:
+      tunelab export runs/trec -o trec-merged
+      tunelab export ft:smollm2-135m-instruct:local:trec:abc123 -o trec-bf16 --dtype bf16
+      tunelab export runs/trec -o trec-adapter --no-merge
+      tunelab export runs/trec -o trec-gguf --format gguf
+    """
+    model_dir = trained_directory(model)
+    from tunelab.engine.export import export_model  # torch: only when exporting
+
     if not as_json:
-        common.stderr.print(f"exporting {model_dir}…", highlight=False)
-    result = export_model(
-        model_dir, output, merge=merge, force=force, format=export_format, gguf_type=gguf_type
-    )
+        common.stderr.print(f"exporting {model}…", highlight=False)
+    result = export_model(model_dir, output, merge=merge, force=force, format=export_format,
+                          gguf_type=gguf_type, dtype=dtype)  # fmt: skip
     if as_json:
         common.print_json(result)
         return 0
@@ -68,7 +90,7 @@ def export_cmd(
     )
     merged = " (LoRA merged into the base weights)" if result["merged"] else ""
     say = common.stdout.print
-    say(f"[green]✓ exported[/] {what}{merged} to {escape(str(output))}", highlight=False)
+    say(f"[green]✓ exported[/] {what}{merged}, {dtype}, to {escape(str(output))}", highlight=False)
     say(f"  files: {escape(', '.join(result['files']))}", highlight=False)
     if result["format"] == "gguf":
         say(
@@ -81,3 +103,29 @@ def export_cmd(
             highlight=False,
         )
     return 0
+
+
+def trained_directory(model: str) -> Path:
+    """The training output MODEL names: a directory, or a local fine-tuned model's name."""
+    if model.startswith("ft:"):
+        from tunelab.providers.registry import provider_class
+        from tunelab.providers.resolve import resolve_chat_model
+
+        found = resolve_chat_model(model)
+        if not provider_class(found.provider).runs_here:
+            raise TunelabError(
+                "not_exportable",
+                f"{model} lives on {found.provider}: its weights cannot be downloaded here.",
+                hint="export models fine-tuned on this machine",
+                exit_code=2,
+            )
+        return Path(found.model)
+    path = Path(model)
+    if not path.is_dir():
+        raise TunelabError(
+            "model_not_found",
+            f"{model} is neither a training output directory nor a local `ft:` model.",
+            hint="`tunelab models list --fine-tuned` lists the fine-tuned models",
+            exit_code=2,
+        )
+    return path

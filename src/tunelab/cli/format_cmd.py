@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
+from tunelab.cli import common
 from tunelab.cli.common import INT32_MAX, print_json, stderr, stdout
 from tunelab.data.formatter import FormatReport, format_dataset
 from tunelab.data.prompts import DEFAULT_INSTRUCTION, ClassificationPrompt
@@ -85,7 +86,7 @@ def source_flags(command):
         click.option(
             "--kind", type=click.Choice(KINDS), help="Source kind (detected when omitted)."
         ),
-        click.option("--system", "--system-prompt", "system", help='System prompt ("" for none).'),
+        common.system_option('System prompt ("" for none).'),
         click.option("--question-field", help="Queries: field holding the question."),
         click.option("--answer-field", help="Queries: field holding the query."),
         click.option("--context-field", help="Queries: field added as context (e.g. db_id)."),
@@ -145,7 +146,9 @@ def source_flags(command):
 
 @click.command("format", help=HELP)
 @click.argument("source", type=FilePath)
-@click.option("--train-output", type=FilePath, help="Training JSONL to write (required).")
+@click.option("--train-output", "-o", "--output", "train_output", type=FilePath,
+              cls=common.AliasedOption, aliases=("--output",),
+              help="Training JSONL to write (required).")  # fmt: skip
 @click.option("--val-output", type=FilePath, help="Validation JSONL to write.")
 @click.option(
     "--train-ratio",

@@ -19,10 +19,12 @@ from tunelab.catalog import DEFAULT_MODEL
 from tunelab.cli import common
 from tunelab.cli.train_cmd import UNSET, _duration, setting_options
 from tunelab.cli.validate_cmd import findings_table, input_file, reading_progress
+from tunelab.curves import terminal_curve
 from tunelab.engine.config import AUTO
 from tunelab.errors import TunelabError
 from tunelab.providers import jobs as api
 from tunelab.providers.base import TERMINAL_STATUSES
+from tunelab.providers.local import JOB_LOG
 from tunelab.providers.registry import DEFAULT_PROVIDER
 
 STATUS_STYLE = {
@@ -51,7 +53,7 @@ def jobs_group() -> None:
     show_default=True,
     help="Where the job runs.",
 )
-@click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Base model.")
+@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Base model.")
 @setting_options
 @click.option("--suffix", help="Added to the fine-tuned model's name (up to 64 characters).")
 @click.option("--name", help="A name for the job, shown in `jobs list`.")
@@ -107,24 +109,22 @@ def validated(spec: api.JobSpec, as_json: bool):
 
 
 def show_estimate(spec: api.JobSpec) -> None:
-    """The cost (hosted) or time (local) `tunelab analyze` estimates, when it can."""
+    """The cost (hosted) or time (local) of the job, when it can be estimated."""
     from tunelab.data.analyze import analyze_file
 
     try:
         # An `ft:` model is estimated as its base (`resolve_model` reads the base from it).
-        result = analyze_file(spec.training_file, model=spec.model)
+        analysis = analyze_file(spec.training_file, val_path=spec.validation_file,
+                                model=spec.model)  # fmt: skip
     except TunelabError:
         return  # a model the catalog does not know: no estimate, the provider decides
-    epochs = spec.hyperparameters.get("n_epochs", result["n_epochs"])
-    scale = epochs / result["n_epochs"]
-    if result["estimated_cost_usd"] is not None:
-        cost = result["estimated_cost_usd"] * scale
-        common.stderr.print(f"estimated cost: about ${cost:,.2f} for {epochs} epoch(s)",
-                            highlight=False)  # fmt: skip
-    elif result["estimated_train_seconds"] is not None:
-        seconds = result["estimated_train_seconds"] * scale
-        common.stderr.print(f"estimated training time: about {_duration(seconds)} for "
-                            f"{epochs} epoch(s)", highlight=False)  # fmt: skip
+    estimate = api.estimate_job(spec, analysis)
+    if estimate["cost_usd"] is not None:
+        common.stderr.print(f"estimated cost: about ${estimate['cost_usd']:,.2f} for "
+                            f"{estimate['n_epochs']} epoch(s)", highlight=False)  # fmt: skip
+    elif estimate["seconds"] is not None:
+        common.stderr.print(f"estimated training time: about {_duration(estimate['seconds'])} "
+                            f"for {estimate['total_steps']:,} steps", highlight=False)  # fmt: skip
 
 
 def say_created(job: dict, no_start: bool) -> None:
@@ -193,12 +193,51 @@ def show_cmd(job_id, as_json) -> int:
                               f"{escape(job['error_message'])}"))  # fmt: skip
     if job["output_dir"]:
         rows.append(("output", escape(job["output_dir"])))
+        log = Path(job["output_dir"]) / JOB_LOG
+        if log.exists():
+            rows.append(("log", escape(str(log))))
     table = Table(show_header=False, box=None)
-    table.add_column(style="bold")
+    table.add_column(style="bold", no_wrap=True)
     table.add_column()
     for key, value in rows:
         table.add_row(key, value)
     common.stdout.print(table)
+    print_curve(api.list_metrics(job["id"]))
+    return 0
+
+
+def print_curve(metrics: list[dict]) -> None:
+    """The loss curve as plain text (it reads the same in a terminal, a pipe or a log)."""
+    lines = terminal_curve(metrics)
+    if lines:
+        common.stdout.out("\n" + "\n".join(lines), highlight=False)
+
+
+@jobs_group.command("metrics")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Every step's metrics as JSON.")
+def metrics_cmd(job_id, as_json) -> int:
+    """The job's loss and validation-loss curve, and its last metrics.
+
+    \b
+    Examples:
+      tunelab jobs metrics ftjob-abc123
+      tunelab jobs metrics ftjob-abc123 --json | jq '.data[-1].val_loss'
+    """
+    metrics = api.list_metrics(job_id)
+    if as_json:
+        common.print_json({"object": "list", "job_id": job_id, "data": metrics})
+        return 0
+    if not metrics:
+        common.stdout.print(f"{job_id}: no metrics yet", highlight=False)
+        return 0
+    print_curve(metrics)
+    last = metrics[-1]
+    val = [m for m in metrics if "val_loss" in m]
+    text = f"step {last['step']}: training loss {last['loss']:.4f}"
+    if val:
+        text += f", validation loss {val[-1]['val_loss']:.4f} (step {val[-1]['step']})"
+    common.stdout.out(text, highlight=False)
     return 0
 
 
@@ -291,10 +330,12 @@ def say_finished(job: dict) -> None:
 
 
 class JobProgress:
-    """A progress bar (step, loss, ETA) on stderr; status lines when not a terminal."""
+    """A progress bar (step, loss, ETA) on stderr; when not a terminal, a line when the status
+    changes and about every 5% of the steps (never one per poll: logs stay short)."""
 
     def __init__(self, quiet: bool = False) -> None:
-        self.quiet, self.bar, self.task, self.last = quiet, None, None, None
+        self.quiet, self.bar, self.task = quiet, None, None
+        self.last_status, self.last_step = None, None
 
     def __enter__(self) -> JobProgress:
         if common.stderr.is_terminal and not self.quiet:
@@ -316,9 +357,20 @@ class JobProgress:
             self.bar.update(self.task, completed=progress.get("step", 0),
                             total=progress.get("total_steps"), status=job["status"],
                             detail=detail)  # fmt: skip
-        elif not self.quiet and (job["status"], detail) != self.last:
+        elif not self.quiet and self._worth_a_line(job["status"], progress):
             common.stderr.print(f"{job['status']}  {detail}".rstrip(), highlight=False)
-        self.last = (job["status"], detail)
+
+    def _worth_a_line(self, status: str, progress: dict) -> bool:
+        step, total = progress.get("step"), progress.get("total_steps") or 0
+        changed = status != self.last_status
+        if not changed and step is not None and step != self.last_step:
+            every = max(1, total // 20)
+            changed = (
+                self.last_step is None or step == total or (step // every > self.last_step // every)
+            )
+        if changed:
+            self.last_status, self.last_step = status, step
+        return changed
 
 
 @jobs_group.command("cancel")

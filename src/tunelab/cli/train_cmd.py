@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
@@ -26,12 +27,12 @@ from tunelab.catalog import DEFAULT_MODEL, WEIGHTS_MARKER, local_model_spec, res
 from tunelab.cli import common
 from tunelab.cli.validate_cmd import findings_table, input_file, reading_progress
 from tunelab.data.validate import validate_file
-from tunelab.engine import TrainConfig, field_help, plan, train
-from tunelab.engine.config import AUTO, METHODS, PRECISIONS, SCHEDULERS
-from tunelab.engine.distributed import Ranks, torchrun_command
-from tunelab.engine.models import ModelInfo, load_base, load_tokenizer, resolve_model_source
+from tunelab.engine.config import AUTO, METHODS, PRECISIONS, SCHEDULERS, TrainConfig, field_help
 from tunelab.errors import TunelabError
-from tunelab.io import check_writable
+from tunelab.io import check_writable, file_sha256
+
+if TYPE_CHECKING:  # the engine's models and trainer load torch: only commands that train do
+    from tunelab.engine.models import ModelInfo
 
 EXIT_CANCELLED = 130
 # The interface contract's flags first in --help, then the rest in TrainConfig's order.
@@ -141,16 +142,16 @@ def build_config(settings: dict) -> TrainConfig:
 @click.option("--val", "val_file", type=input_file, help="Validation chat JSONL.")
 @click.option(
     "--model",
+    "-m",
     default=DEFAULT_MODEL,
     show_default=True,
     help="Base model: the bundled alias, a Hugging Face model directory, a tunelab training "
     "output (to train further) or a Hub id.",
 )
-@click.option(
-    "--output",
+@common.output_option(
+    "Directory for the adapter or weights, metrics.jsonl, loss.svg and checkpoints.",
     type=click.Path(path_type=Path, file_okay=False),
     required=True,
-    help="Directory for the adapter or weights, metrics.jsonl and checkpoints.",
 )
 @setting_options
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its checkpoint.")
@@ -203,7 +204,14 @@ def train_cmd(
     **settings,
 ) -> int:
     """Fine-tune a local model (LoRA or full) on chat JSONL from `tunelab format`."""
+    from tunelab.engine.checkpoint import check_output_dir
+    from tunelab.engine.distributed import Ranks, torchrun_command
+    from tunelab.engine.models import load_tokenizer, resolve_model_source
+    from tunelab.engine.trainer import plan, train
+
     config = build_config(settings)
+    if not dry_run and not Ranks.from_env().active:  # before the model loads (or ranks start)
+        check_output_dir(output, resume=resume, force=force, need_checkpoint=True)
     info = resolve_model_source(model)
     if info.kind == "trained" and info.path in (output.resolve(), *output.resolve().parents):
         raise TunelabError(
@@ -252,11 +260,16 @@ def train_cmd(
             config,
             output,
             base_model=info.name,
-            metadata={"train_file": str(train_file), "val_file": val_file and str(val_file)},
+            metadata={
+                "train_file": str(train_file),
+                "train_file_sha256": file_sha256(train_file),
+                "val_file": val_file and str(val_file),
+            },
             callback=progress,
             cancel=cancel,
             resume=resume,
             force=force,
+            on_validation=progress.validating,
         )
     if as_json:
         common.print_json({**result.to_dict(), "model": info.to_dict()})
@@ -349,6 +362,8 @@ def load_with_status(
         else f"loading {info.name}"
     )
     common.stderr.print(what + "…", highlight=False)
+    from tunelab.engine.models import load_base
+
     return load_base(model, trust_remote_code=trust_remote_code, load_in_4bit=load_in_4bit)
 
 
@@ -379,6 +394,7 @@ class TrainingProgress:
         self.quiet = quiet
         self.bar: Progress | None = None
         self.task = None
+        self.status = ""
 
     def __enter__(self) -> TrainingProgress:
         if common.stderr.is_terminal and not self.quiet:
@@ -398,6 +414,13 @@ class TrainingProgress:
         if self.bar is not None:
             self.bar.stop()
 
+    def validating(self, done: int, total: int) -> None:
+        """The engine's `on_validation`: validation batches are progress too."""
+        if self.bar is not None:
+            self.bar.update(self.task, status=f"{self.status}  validating {done}/{total}")
+        elif not self.quiet and done == 1:
+            common.stderr.print(f"validating ({total:,} batches)…", highlight=False)
+
     def __call__(self, record: dict) -> None:
         step, total = record["step"], record["total_steps"]
         status = (
@@ -405,6 +428,7 @@ class TrainingProgress:
             + (f"  val {record['val_loss']:.4f}" if "val_loss" in record else "")
             + f"  {record['tokens_per_second']:,.0f} tok/s  ETA {_duration(record['eta_seconds'])}"
         )
+        self.status = status
         if self.bar is not None:
             self.bar.update(self.task, completed=step, total=total, status=status)
         elif not self.quiet and (step % max(1, total // 20) == 0 or step == total):

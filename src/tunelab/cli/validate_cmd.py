@@ -113,6 +113,7 @@ def render_report(report: ValidationReport) -> None:
 @click.option("--val", "val_file", type=input_file, help="Validation file to check as well.")
 @click.option(
     "--model",
+    "-m",
     help="Target model (name, alias or local Hugging Face directory): adds the context-length, "
     "provider-minimum and tokenizer special-token checks.",
 )

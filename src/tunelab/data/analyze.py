@@ -15,7 +15,6 @@ target model and a `TaskFacts` observer, then derives everything from fixed-size
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from tunelab.data.facts import TaskFacts
 from tunelab.data.pricing import load_prices, price_for
 from tunelab.data.tokens import load_counter
 from tunelab.data.validate import FileScan, ValidationReport, check_across, scan_file
-from tunelab.settings import get_settings
+from tunelab.throughput import estimate_seconds
 
 TARGET_EPOCHS = 3
 MIN_TARGET_EXAMPLES = 100
@@ -195,21 +194,13 @@ def _price_dict(price) -> dict:
 
 
 def _training_time(spec: ModelSpec, billed: int, notes: list[str]) -> dict:
-    """Seconds to train locally at the engine's measured throughput, if it has measured one."""
+    """Seconds to train locally (LoRA, the default method) at the throughput measured here."""
     result = {"estimated_train_seconds": None, "throughput": None}
     if not spec.trains_here:
         return result
-    path = get_settings().home / "throughput.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        data = {}
-    except (OSError, ValueError):
-        notes.append(f"{path} is unreadable; no training-time estimate")
-        return result
-    measured = data.get(spec.name) if isinstance(data, dict) else None
-    rate = measured.get("tokens_per_second") if isinstance(measured, dict) else None
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
+    estimate = estimate_seconds(spec.name, "lora", billed)
+    if estimate is None:
         notes.append("no measured training throughput yet: train once to get a time estimate")
         return result
-    return {"estimated_train_seconds": round(billed / rate, 1), "throughput": measured}
+    seconds, measured = estimate
+    return {"estimated_train_seconds": round(seconds, 1), "throughput": measured}

@@ -6,12 +6,38 @@ batches; `export_model` writes a trained model as a standard Hugging Face direct
 engine knows nothing of the CLI, providers or the registry.
 """
 
-from tunelab.engine.config import ResolvedConfig, TrainConfig, field_help
-from tunelab.engine.dataset import read_chat_jsonl, tokenize_examples
-from tunelab.engine.export import export_model
-from tunelab.engine.generate import ChatStream, Completion, generate, stream_chat
-from tunelab.engine.models import ModelInfo, load_base, load_trained, resolve_model_source
-from tunelab.engine.trainer import TrainResult, plan, read_throughput, train
+import importlib
+
+# Attribute -> submodule. Loaded on first use (PEP 562), so that `tunelab.engine.config`
+# and the light CLI commands do not pay for torch, transformers and peft (seconds) up front.
+_EXPORTS = {
+    "ResolvedConfig": "config",
+    "TrainConfig": "config",
+    "field_help": "config",
+    "read_chat_jsonl": "dataset",
+    "tokenize_examples": "dataset",
+    "export_model": "export",
+    "ChatStream": "generate",
+    "Completion": "generate",
+    "generate": "generate",
+    "stream_chat": "generate",
+    "ModelInfo": "models",
+    "load_base": "models",
+    "load_trained": "models",
+    "resolve_model_source": "models",
+    "TrainResult": "trainer",
+    "plan": "trainer",
+    "read_throughput": "trainer",
+    "train": "trainer",
+}
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'tunelab.engine' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"tunelab.engine.{module}"), name)
+
 
 __all__ = [
     "ChatStream",

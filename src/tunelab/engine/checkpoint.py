@@ -193,6 +193,24 @@ def _set_numpy_state(state: list) -> None:
 
 def prepare_output_dir(output_dir: Path, *, resume: bool, force: bool) -> Path | None:
     """Check the output directory; returns the checkpoint to resume from, if any."""
+    check_output_dir(output_dir, resume=resume, force=force)
+    if force:
+        for name in _RUN_FILES:  # the completeness marker first
+            (output_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(output_dir / CHECKPOINTS_DIR, ignore_errors=True)
+    checkpoint = latest_checkpoint(output_dir) if output_dir.is_dir() else None
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return checkpoint if resume else None
+
+
+def check_output_dir(
+    output_dir: Path, *, resume: bool, force: bool, need_checkpoint: bool = False
+) -> None:
+    """Refuse an output directory that training would overwrite, before any work starts.
+
+    `need_checkpoint`: `--resume` must find a run to resume (the CLI's rule; the worker
+    resumes when it can and starts afresh otherwise).
+    """
     if resume and force:
         raise TunelabError(
             "invalid_config", "Can't provide both --resume and --force. Choose one.", exit_code=2
@@ -205,11 +223,14 @@ def prepare_output_dir(output_dir: Path, *, resume: bool, force: bool) -> Path |
             f"{output_dir} already holds a finished training run.",
             hint="choose another --output, or pass --force to train over it",
         )
-    if force:
-        for name in _RUN_FILES:  # the completeness marker first
-            (output_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(output_dir / CHECKPOINTS_DIR, ignore_errors=True)
-    checkpoint = latest_checkpoint(output_dir) if output_dir.is_dir() else None
+    checkpoint = latest_checkpoint(output_dir) if output_dir.is_dir() and not force else None
+    if resume and need_checkpoint and checkpoint is None:
+        raise TunelabError(
+            "nothing_to_resume",
+            f"--resume: {output_dir} holds no checkpoint to continue from.",
+            hint="drop --resume to start a new run there",
+            exit_code=2,
+        )
     if not (resume or force) and output_dir.is_dir() and any(output_dir.iterdir()):
         unfinished = " and holds an unfinished run" if checkpoint else ""
         raise TunelabError(
@@ -217,8 +238,6 @@ def prepare_output_dir(output_dir: Path, *, resume: bool, force: bool) -> Path |
             f"{output_dir} is not empty{unfinished}.",
             hint="pass --resume to continue it, --force to start over, or choose another --output",
         )
-    output_dir.mkdir(parents=True, exist_ok=True)
-    return checkpoint if resume else None
 
 
 def check_resumable(checkpoint: Path, config: ResolvedConfig, fingerprint: str) -> None:

@@ -45,6 +45,9 @@ MAX_AUTO_SEQ_LEN = 2048
 DEFAULT_WARMUP_RATIO = 0.03
 # With a validation set and `--eval-every auto`, about this many evaluations per run.
 AUTO_EVALUATIONS = 10
+# Validation during training scores a fixed sample of at most this many examples (the same
+# ones each time, so the curve is comparable); the last evaluation scores every example.
+PERIODIC_EVAL_EXAMPLES = 256
 
 
 @dataclass
@@ -235,10 +238,7 @@ class TrainConfig:
             )
         batch_size = self._batch_size(n_examples)
         n_epochs = recommended_epochs(n_examples) if self.n_epochs == AUTO else self.n_epochs
-        steps_per_epoch = math.ceil(n_examples / batch_size)
-        total_steps = steps_per_epoch * n_epochs
-        if self.max_steps is not None:
-            total_steps = min(total_steps, self.max_steps)
+        steps_per_epoch, total_steps = self.step_counts(n_examples)
         settings = asdict(self)
         settings.update(
             n_epochs=n_epochs,
@@ -261,6 +261,15 @@ class TrainConfig:
             steps_per_epoch=steps_per_epoch,
             total_steps=total_steps,
         )
+
+    def step_counts(self, n_examples: int) -> tuple[int, int]:
+        """(steps per epoch, total steps) for `n_examples`: `--max-steps` caps the total."""
+        n_epochs = recommended_epochs(n_examples) if self.n_epochs == AUTO else self.n_epochs
+        steps_per_epoch = math.ceil(n_examples / self._batch_size(n_examples))
+        total_steps = steps_per_epoch * n_epochs
+        if self.max_steps is not None:
+            total_steps = min(total_steps, self.max_steps)
+        return steps_per_epoch, total_steps
 
     def _batch_size(self, n_examples: int) -> int:
         if self.batch_size != AUTO:
@@ -288,6 +297,10 @@ class TrainConfig:
         if self.max_seq_len != AUTO:
             return self.max_seq_len
         return min(model_context or MAX_AUTO_SEQ_LEN, MAX_AUTO_SEQ_LEN)
+
+    def eval_interval(self, total_steps: int) -> int:
+        """--eval-every with auto replaced, for a run of `total_steps`."""
+        return self._eval_every(total_steps)
 
     def _eval_every(self, total_steps: int) -> int:
         if self.eval_every != AUTO:

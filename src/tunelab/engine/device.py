@@ -19,8 +19,6 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
-import torch
-
 from tunelab.errors import TunelabError
 
 AUTO = "auto"
@@ -39,6 +37,8 @@ class Capabilities:
 
     @classmethod
     def detect(cls) -> Capabilities:
+        import torch  # here, not at the top: the CLI reads TrainConfig without loading torch
+
         cuda = torch.cuda.is_available()
         cpu = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
         packages = {

@@ -20,7 +20,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from tunelab.catalog import bundled_model_dir
+from tunelab.catalog import portable_model_name
+from tunelab.engine.checkpoint import OUTPUT_MARKER
 from tunelab.engine.lora import ADAPTER_WEIGHTS, _quiet_progress
 from tunelab.engine.models import load_tokenizer, load_trained, resolve_model_source
 from tunelab.errors import TunelabError
@@ -31,6 +32,10 @@ FORMATS = ("hf", "gguf")
 GGUF_FILE = "model.gguf"
 
 
+DTYPES = ("bf16", "fp16", "fp32")
+MODEL_CARD = "README.md"
+
+
 def export_model(
     trained_dir: str | Path,
     output_dir: str | Path,
@@ -39,12 +44,20 @@ def export_model(
     force: bool = False,
     format: str = "hf",
     gguf_type: str = "f16",
+    dtype: str = "fp32",
 ) -> dict:
     """Write the model trained in `trained_dir` to `output_dir`; returns what was written.
 
     `format` is "hf" (a Hugging Face directory, or the adapter alone without `merge`) or
     "gguf" (merged weights in one GGUF file of `gguf_type` f16 or f32, and a Modelfile).
+    `dtype` (bf16, fp16 or fp32) is the precision of the weights an "hf" export writes; a
+    LoRA adapter is merged in fp32 first. Every export holds a model card (README.md) naming
+    the base model, the training data's checksum, the hyperparameters and the final losses.
     """
+    if dtype not in DTYPES:
+        choices = ", ".join(DTYPES)
+        raise TunelabError("invalid_dtype", f"--dtype {dtype!r}: choose one of {choices}.",
+                           exit_code=2)  # fmt: skip
     trained_dir, output_dir = Path(trained_dir), Path(output_dir)
     _check_format(format, merge)
     info = resolve_model_source(trained_dir)
@@ -63,9 +76,10 @@ def export_model(
         if format == "gguf":
             _write_gguf(info.path, staging, gguf_type)
         elif as_adapter:
-            _write_adapter(info, staging)
+            _write_adapter(info, staging, dtype)
         else:
-            _write_merged(info.path, staging)
+            _write_merged(info.path, staging, dtype)
+        _write_model_card(info, staging, gguf_type if format == "gguf" else dtype, as_adapter)
         _share(staging)
         _replace(staging, output_dir)
     finally:
@@ -77,6 +91,7 @@ def export_model(
         "method": info.method,
         "merged": info.is_adapter and not as_adapter,
         "format": "gguf" if format == "gguf" else "peft_adapter" if as_adapter else "hf_model",
+        "dtype": dtype,
         "files": sorted(p.name for p in output_dir.iterdir()),
     }
 
@@ -116,8 +131,15 @@ def _check_destination(output_dir: Path, source: Path, force: bool) -> None:
     check_writable(output_dir, "--output directory")
 
 
-def _write_merged(trained_dir: Path, staging: Path) -> None:
+def _torch_dtype(dtype: str):
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+
+
+def _write_merged(trained_dir: Path, staging: Path, dtype: str) -> None:
     model, tokenizer, _ = load_trained(trained_dir, merge=True, device="cpu")
+    model = model.to(_torch_dtype(dtype))
     # A model that came from a GGUF may still describe its quantization; the export must not.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
@@ -135,9 +157,14 @@ def _write_gguf(trained_dir: Path, staging: Path, gguf_type: str) -> None:
     (staging / "Modelfile").write_text(modelfile(tokenizer, GGUF_FILE), encoding="utf-8")
 
 
-def _write_adapter(info, staging: Path) -> None:
-    """The adapter files, with the base model's directory recorded where peft looks for it."""
-    shutil.copy2(info.path / ADAPTER_WEIGHTS, staging / ADAPTER_WEIGHTS)
+def _write_adapter(info, staging: Path, dtype: str) -> None:
+    """The adapter files, naming the base model portably (see `portable_model_name`)."""
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(info.path / ADAPTER_WEIGHTS)
+    target = _torch_dtype(dtype)
+    cast = {k: (v.to(target) if v.is_floating_point() else v) for k, v in weights.items()}
+    save_file(cast, staging / ADAPTER_WEIGHTS, metadata={"format": "pt"})
     config = json.loads((info.path / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     base = resolve_model_source(info.base_model)
     if base.kind == "trained":
@@ -147,13 +174,57 @@ def _write_adapter(info, staging: Path) -> None:
             "other tools cannot load as a base.",
             hint="export it merged (--merge)",
         )
-    if base.kind == "bundled":
-        base_path = str(bundled_model_dir(weights=True))
-    else:
-        base_path = base.name if base.kind == "hub" else str(base.path)
-    config["base_model_name_or_path"] = base_path
+    config["base_model_name_or_path"] = portable_model_name(base.name)
     (staging / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     load_tokenizer(info).save_pretrained(staging)
+
+
+def _write_model_card(info, staging: Path, dtype: str, as_adapter: bool) -> None:
+    """README.md: what another person needs to know to trust and reuse the model."""
+    try:
+        summary = json.loads((info.path / OUTPUT_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        summary = {}
+    config, result = summary.get("config") or {}, summary.get("result") or {}
+    metadata, dataset = summary.get("metadata") or {}, (summary.get("dataset") or {})
+    base = portable_model_name(info.base_model)
+    train = dataset.get("train") or {}
+    checksum = metadata.get("train_file_sha256")
+    data = (
+        f"`{checksum}` (SHA-256 of the training file)"
+        if checksum
+        else (f"`{summary.get('data_fingerprint', 'unknown')}` (fingerprint of the tokenized data)")
+    )
+    settings = ", ".join(f"{k}={config[k]}" for k in _CARD_SETTINGS if config.get(k) is not None)
+    losses = (
+        [f"- final training loss: {result['train_loss']:.4f}"] if result.get("train_loss") else []
+    )
+    if result.get("val_loss") is not None:
+        losses.append(f"- validation loss: {result['val_loss']:.4f} (mean token accuracy "
+                      f"{result.get('val_mean_token_accuracy') or 0:.1%})")  # fmt: skip
+    what = "a LoRA adapter (peft)" if as_adapter else "a Hugging Face causal language model"
+    lines = [
+        "---", f"base_model: {base}", "library_name: " + ("peft" if as_adapter else "transformers"),
+        "tags: [tunelab, fine-tuned]", "---", "",
+        f"# Fine-tune of {base}", "",
+        f"This is {what}, fine-tuned from `{base}` with tunelab ({summary.get('method', '?')}), "
+        f"weights in {dtype}.", "",
+        "## Training", "",
+        f"- base model: `{base}`",
+        f"- training data: {train.get('n_examples', '?')} examples, "
+        f"{train.get('trained_tokens', '?')} trained tokens; checksum {data}",
+        f"- hyperparameters: {settings}",
+        f"- steps: {result.get('step', '?')} of {result.get('total_steps', '?')}",
+        f"- trained: {summary.get('created_at', 'unknown')}", "",
+        "## Evaluation", "",
+        *(losses or ["No evaluation recorded."]), "",
+    ]  # fmt: skip
+    (staging / MODEL_CARD).write_text("\n".join(lines), encoding="utf-8")
+
+
+_CARD_SETTINGS = ("method", "n_epochs", "batch_size", "learning_rate", "lr_scheduler",
+                  "warmup_steps", "max_seq_len", "lora_rank", "lora_alpha", "lora_dropout",
+                  "weight_decay", "max_grad_norm", "seed", "max_steps", "precision")  # fmt: skip
 
 
 def _replace(staging: Path, output_dir: Path) -> None:

@@ -14,6 +14,7 @@ by one (tested); sampling is reproducible for a given seed and batch.
 from __future__ import annotations
 
 import copy
+import inspect
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -287,7 +288,8 @@ class PrefixCache:
         try:
             with torch.inference_mode():
                 ids = torch.tensor([tokens], device=_device(model))
-                model(input_ids=ids, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+                cache = {_cache_keyword(model): self.cache}
+                model(input_ids=ids, use_cache=True, logits_to_keep=1, **cache)
         finally:
             model.train(was_training)
 
@@ -330,6 +332,7 @@ class KVBatch:
     def __init__(self, model: torch.nn.Module, pad_id: int) -> None:
         self.model, self.pad_id, self.device = model, pad_id, _device(model)
         self.cache = DynamicCache()
+        self.cache_keyword = _cache_keyword(model)
         self.mask = self.positions = None
 
     @torch.inference_mode()
@@ -369,11 +372,19 @@ class KVBatch:
             input_ids=ids,
             attention_mask=self.mask,
             position_ids=positions,
-            past_key_values=self.cache,
             use_cache=True,
+            **{self.cache_keyword: self.cache},
             logits_to_keep=1,  # only the last position's logits: the vocabulary is wide
         )
         return output.logits[:, -1].float()
+
+
+def _cache_keyword(model: torch.nn.Module) -> str:
+    """`cache`, the keyword recent transformers take the KV cache by, or `past_key_values`
+    where the model's forward has no `cache` (older transformers, where it is the only one)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    parameters = inspect.signature(type(base).forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
 
 
 @torch.inference_mode()

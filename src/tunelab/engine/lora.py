@@ -24,6 +24,7 @@ from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 from transformers.utils import logging as hf_logging
 
+from tunelab.catalog import portable_model_name
 from tunelab.engine.config import ResolvedConfig
 from tunelab.engine.device import use_gradient_checkpointing
 from tunelab.errors import TunelabError
@@ -147,7 +148,13 @@ def save_weights(model: torch.nn.Module, directory: Path) -> list[Path]:
         adapter = get_peft_model_state_dict(model, save_embedding_layers=False)
         state = {k: v.detach().contiguous() for k, v in adapter.items()}
         save_file(state, directory / ADAPTER_WEIGHTS, metadata={"format": "pt"})
-        model.peft_config[model.active_adapter].save_pretrained(directory)
+        config = model.peft_config[model.active_adapter]
+        # peft records where the base was loaded from: under TUNELAB_HOME, or another
+        # absolute path that means nothing on another machine. tunelab itself reads the
+        # base model from tunelab_config.json.
+        if config.base_model_name_or_path:
+            config.base_model_name_or_path = portable_model_name(config.base_model_name_or_path)
+        config.save_pretrained(directory)
         return [directory / ADAPTER_WEIGHTS, directory / "adapter_config.json"]
     with _quiet_progress():
         # One file (transformers 4 would shard above 5 GB), so that resume finds it by name.

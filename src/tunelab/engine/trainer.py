@@ -12,7 +12,6 @@ whatever the padding and however the batch is split into gradient-accumulation m
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import random
 import threading
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 from peft import PeftModel
 
 from tunelab import cores
+from tunelab.curves import loss_svg
 from tunelab.data.example import ChatExample
 from tunelab.engine.checkpoint import (
     METRICS_FILE,
@@ -35,14 +35,13 @@ from tunelab.engine.checkpoint import (
     check_resumable,
     latest_checkpoint,
     load_checkpoint,
-    now_iso,
     prepare_output_dir,
     read_checkpoint_meta,
     save_checkpoint,
     truncate_metrics,
     write_output,
 )
-from tunelab.engine.config import ResolvedConfig, TrainConfig
+from tunelab.engine.config import PERIODIC_EVAL_EXAMPLES, ResolvedConfig, TrainConfig
 from tunelab.engine.dataset import (
     IGNORE_INDEX,
     Batch,
@@ -59,12 +58,8 @@ from tunelab.engine.distributed import Ranks, stop
 from tunelab.engine.lora import prepare_model, trainable_parameters
 from tunelab.errors import TunelabError
 from tunelab.io import atomic_write_text
-from tunelab.settings import get_settings
+from tunelab.throughput import estimate_seconds, record_throughput
 
-THROUGHPUT_FILE = "throughput.json"
-# Training FLOPs per parameter per token: forward 2N, backward 2N for activations, plus 2N
-# for weight gradients when every weight is trained (LoRA's are negligible).
-FLOPS_PER_TOKEN = {"lora": 4, "full": 6}
 _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
@@ -135,13 +130,11 @@ def plan(
     stats = train_set.stats()
     # Every example is seen once per epoch; max_steps may stop the run early.
     tokens = round(stats["total_tokens"] * resolved.total_steps / resolved.steps_per_epoch)
-    measured = read_throughput(base_model) if base_model else None
-    seconds = None
-    if measured:
-        method_cost = FLOPS_PER_TOKEN[resolved.method] / FLOPS_PER_TOKEN.get(
-            measured.get("method"), FLOPS_PER_TOKEN[resolved.method]
-        )
-        seconds = tokens * method_cost / measured["tokens_per_second"]
+    eval_tokens = ValidationPlan(val_set, resolved).tokens_from(1)
+    estimate = (
+        estimate_seconds(base_model, resolved.method, tokens, eval_tokens) if base_model else None
+    )
+    seconds, measured = estimate or (None, None)
     return {
         "base_model": base_model,
         "train": stats,
@@ -149,6 +142,7 @@ def plan(
         "steps_per_epoch": resolved.steps_per_epoch,
         "total_steps": resolved.total_steps,
         "tokens_to_process": tokens,
+        "validation_tokens_to_process": eval_tokens,
         "config": resolved.to_dict(),
         "estimated_seconds": seconds,
         "throughput": measured,
@@ -170,6 +164,7 @@ def train(
     resume: bool = False,
     force: bool = False,
     device: str | None = None,
+    on_validation: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Fine-tune `model` (a transformers causal LM, modified in place) on chat examples.
 
@@ -177,10 +172,12 @@ def train(
     `config` None means every default.
     `base_model` names the base model in the output and in the throughput record;
     `metadata` is stored as is in `tunelab_config.json`. `cancel` is checked before every
-    step: once set, the run checkpoints and returns with status "cancelled". With `resume`,
-    the run continues from the last complete checkpoint in `output_dir` (or starts afresh
-    when there is none).
+    step and between validation batches: once set, the run checkpoints (its last complete
+    step) and returns with status "cancelled". `on_validation(done, total)` reports each
+    validation pass's batches. With `resume`, the run continues from the last complete
+    checkpoint in `output_dir` (or starts afresh when there is none).
     """
+    began = time.perf_counter()
     config = config or TrainConfig()
     config.validate()
     output_dir = Path(output_dir)
@@ -272,16 +269,80 @@ def _train(
         callback=callback if ranks.is_main else None,
         cancel=cancel,
         ranks=ranks,
+        on_validation=on_validation,
     )
     with cores.computing() as share:  # a fair share of the cores, re-checked every few steps
         loop.share = share
         status, position = loop.run(start)
+    write_loss_curve(output_dir)
     result = loop.result(status, position, start, checkpoint is not None)
     if status == "succeeded" and ranks.is_main:
         write_output(model, tokenizer, output_dir, resolved, run_info, result.to_dict())
         if base_model and result.tokens_per_second:
-            record_throughput(base_model, result.tokens_per_second, device.type, resolved.method)
+            record_throughput(
+                base_model,
+                resolved.method,
+                tokens_per_second=result.tokens_per_second,
+                device=device.type,
+                eval_tokens_per_second=loop.eval_tokens_per_second(),
+                overhead_seconds=time.perf_counter() - began - loop.compute_seconds(),
+            )
     return result
+
+
+LOSS_CURVE_FILE = "loss.svg"
+
+
+def write_loss_curve(run_dir: Path) -> None:
+    """`loss.svg` beside `metrics.jsonl`: redrawn at each checkpoint and when the run ends."""
+    try:
+        lines = (run_dir / METRICS_FILE).read_bytes().splitlines()
+    except OSError:
+        return
+    records = []
+    for line in lines:
+        with contextlib.suppress(orjson.JSONDecodeError):  # a line cut short by a crash
+            records.append(orjson.loads(line))
+    svg = loss_svg(records, title=f"training loss: {run_dir.name}")
+    if svg:
+        atomic_write_text(run_dir / LOSS_CURVE_FILE, svg)
+
+
+class ValidationPlan:
+    """Which validation examples each evaluation scores, and what the remaining ones cost.
+
+    Evaluations every `eval_every` steps score a fixed sample (bounded, so that validating
+    stays a small part of a run); the one at the last step scores every example.
+    """
+
+    def __init__(self, val_set: TokenizedDataset | None, config: ResolvedConfig) -> None:
+        self.config = config
+        n = len(val_set.examples) if val_set is not None else 0
+        self.lengths = val_set.lengths if val_set is not None else []
+        everything = list(range(n))
+        self.sample = (
+            everything
+            if n <= PERIODIC_EVAL_EXAMPLES
+            else sorted(random.Random(config.seed).sample(everything, PERIODIC_EVAL_EXAMPLES))
+        )
+
+    def due(self, step: int) -> bool:
+        total = self.config.total_steps
+        return bool(self.lengths) and (step % self.config.eval_every == 0 or step == total)
+
+    def examples(self, step: int) -> list[int]:
+        if step == self.config.total_steps:
+            return list(range(len(self.lengths)))
+        return self.sample
+
+    def tokens_from(self, step: int) -> int:
+        """Tokens the evaluations at `step` and after will process."""
+        total, every = self.config.total_steps, self.config.eval_every
+        if not self.lengths or step > total:
+            return 0
+        periodic = (total - 1) // every - (step - 1) // every
+        sample_tokens = sum(self.lengths[i] for i in self.sample)
+        return periodic * sample_tokens + sum(self.lengths)
 
 
 @dataclass
@@ -301,22 +362,37 @@ class _Loop:
     callback: Callback | None
     cancel: threading.Event | None
     ranks: Ranks = field(default_factory=Ranks)
+    on_validation: Callable[[int, int], None] | None = None
     # Measured over this session only: a resumed run's speed is its own.
     session_start: float = field(default_factory=time.perf_counter)
     step_seconds: float = 0.0
     tokens_seen: int = 0
     steps_done: int = 0
+    eval_seconds: float = 0.0
+    eval_tokens: int = 0
     last_record: dict = field(default_factory=dict)
     last_checkpoint: Path | None = None
     share: cores.Share | None = None
     parameters: list[torch.nn.Parameter] = field(init=False)
     scaler: torch.amp.GradScaler = field(init=False)
+    validation: ValidationPlan = field(init=False)
 
     def __post_init__(self) -> None:
         self.parameters = trainable_parameters(self.model)
         # fp16's narrow range underflows small gradients without loss scaling; bf16 does not.
         fp16 = self.config.precision == "fp16"
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
+        self.validation = ValidationPlan(self.val_set, self.config)
+
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+    def compute_seconds(self) -> float:
+        """Time spent in optimizer steps and validation passes (the rest is overhead)."""
+        return self.step_seconds + self.eval_seconds
+
+    def eval_tokens_per_second(self) -> float | None:
+        return self.eval_tokens / self.eval_seconds if self.eval_seconds else None
 
     def run(self, start: Position) -> tuple[str, Position]:
         config, position = self.config, start
@@ -324,12 +400,13 @@ class _Loop:
             batches = epoch_batches(self.train_set.lengths, config.batch_size, config.seed, epoch)
             first = start.step_in_epoch if epoch == start.epoch else 0
             for index in range(first, len(batches)):
-                if position.step >= config.total_steps:
-                    return "succeeded", position
-                asked = self.cancel is not None and self.cancel.is_set()
-                if self.ranks.any(asked, self.device):
+                # On every rank together (a collective): also after the last step, e.g. when
+                # Ctrl-C came during its validation.
+                if self.ranks.any(self.cancelled(), self.device):
                     self.checkpoint(position)
                     return "cancelled", position
+                if position.step >= config.total_steps:
+                    return "succeeded", position
                 record = self.train_step(batches[index], position.step + 1, epoch, start)
                 end_of_epoch = index == len(batches) - 1
                 position = Position(
@@ -339,6 +416,10 @@ class _Loop:
                     record["elapsed"],
                 )
                 self.after_step(record, position, end_of_epoch)
+        stopped = not self.ranks.active and self.cancelled()  # during the final validation
+        if stopped and "val_loss" not in self.last_record and self.val_set is not None:
+            self.checkpoint(position)
+            return "cancelled", position
         return "succeeded", position
 
     def train_step(self, batch: list[int], step: int, epoch: int, start: Position) -> dict:
@@ -393,15 +474,22 @@ class _Loop:
             "tokens_per_second": self.tokens_seen / self.step_seconds,
             "threads": threads,
             "elapsed": start.elapsed + wall,
-            "eta_seconds": (self.config.total_steps - step) * wall / self.steps_done,
+            "eta_seconds": self.eta_seconds(step, wall),
         }
+
+    def eta_seconds(self, step: int, wall: float) -> float:
+        """Remaining steps at this session's pace, plus the validation passes still due."""
+        per_step = (wall - self.eval_seconds) / self.steps_done
+        eval_rate = self.eval_tokens_per_second()
+        if eval_rate is None:  # no pass yet: a forward pass costs about a third of a step
+            eval_rate = self.tokens_seen / max(self.step_seconds, 1e-9) * 2
+        remaining = (self.config.total_steps - step) * per_step
+        return remaining + self.validation.tokens_from(step) / eval_rate
 
     def after_step(self, record: dict, position: Position, end_of_epoch: bool) -> None:
         config, step = self.config, position.step
-        if self.val_set is not None and (
-            step % config.eval_every == 0 or step == config.total_steps
-        ):
-            record.update(self.evaluate())
+        if self.validation.due(step):
+            record.update(self.evaluate(self.validation.examples(step)))
         if self.ranks.is_main:
             with (self.run_dir / METRICS_FILE).open("ab") as handle:
                 handle.write(orjson.dumps(record) + b"\n")
@@ -414,27 +502,42 @@ class _Loop:
         if self.callback is not None:
             self.callback({**record, "total_steps": config.total_steps, **saved})
 
-    def evaluate(self) -> dict:
-        """Validation loss and mean token accuracy over every trained validation token."""
+    def evaluate(self, indices: list[int]) -> dict:
+        """Validation loss and mean token accuracy over the trained tokens of `indices`;
+        nothing when cancelled part-way (the run then stops with its checkpoint)."""
         size = math.ceil(self.config.batch_size / self.config.gradient_accumulation_steps)
-        lengths = self.val_set.lengths
-        order = sorted(range(len(lengths)), key=lengths.__getitem__)
+        order = sorted(indices, key=self.val_set.lengths.__getitem__)
         groups = self.ranks.mine([order[b : b + size] for b in range(0, len(order), size)])
-        loss_sum, correct, n_trained = 0.0, 0, 0
+        loss_sum, correct, n_trained, n_tokens = 0.0, 0, 0, 0
+        began = time.perf_counter()
         self.model.eval()
-        with torch.inference_mode(), _out_of_memory_as_error():
-            for indices in groups:
-                group = [self.val_set.examples[i] for i in indices]
-                batch = collate(group, self.pad_id, self.device)
-                with self.autocast():
-                    loss, right = token_loss(self.model, batch)
-                loss_sum += float(loss)
-                correct += int(right)
-                n_trained += batch.n_trained
-        self.model.train()
+        try:
+            with torch.inference_mode(), _out_of_memory_as_error():
+                for done, group in enumerate(groups, 1):
+                    # Ranks sum their parts at the end: only a single process stops mid-pass.
+                    if not self.ranks.active and self.cancelled():
+                        return {}
+                    batch = collate([self.val_set.examples[i] for i in group], self.pad_id,
+                                    self.device)  # fmt: skip
+                    with self.autocast():
+                        loss, right = token_loss(self.model, batch)
+                    loss_sum += float(loss)
+                    correct += int(right)
+                    n_trained += batch.n_trained
+                    n_tokens += batch.n_tokens
+                    if self.on_validation is not None:
+                        self.on_validation(done, len(groups))
+        finally:
+            self.model.train()
+            self.eval_seconds += time.perf_counter() - began
+            self.eval_tokens += n_tokens
         totals = torch.tensor([loss_sum, correct, n_trained], dtype=torch.float64)
         loss_sum, correct, n_trained = self.ranks.sum_(totals.to(self.device)).tolist()
-        return {"val_loss": loss_sum / n_trained, "val_mean_token_accuracy": correct / n_trained}
+        return {
+            "val_loss": loss_sum / n_trained,
+            "val_mean_token_accuracy": correct / n_trained,
+            "val_examples": len(order),
+        }
 
     def checkpoint(self, position: Position) -> None:
         if not self.ranks.is_main:
@@ -452,6 +555,7 @@ class _Loop:
             self.config,
             self.run_info,
         )
+        write_loss_curve(self.run_dir)
 
     def autocast(self) -> torch.autocast:
         half = _HALF.get(self.config.precision)
@@ -599,33 +703,3 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def read_throughput(base_model: str) -> dict | None:
-    """The measured training throughput for `base_model`, if a run has measured one."""
-    path = get_settings().home / THROUGHPUT_FILE
-    try:
-        measured = json.loads(path.read_text(encoding="utf-8")).get(base_model)
-    except (OSError, ValueError, AttributeError):
-        return None
-    rate = measured.get("tokens_per_second") if isinstance(measured, dict) else None
-    ok = isinstance(rate, (int, float)) and not isinstance(rate, bool) and rate > 0
-    return measured if ok else None
-
-
-def record_throughput(base_model: str, tokens_per_second: float, device: str, method: str) -> None:
-    """Store a run's throughput in `$TUNELAB_HOME/throughput.json` (for time estimates)."""
-    path = get_settings().home / THROUGHPUT_FILE
-    try:
-        table = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        table = {}
-    if not isinstance(table, dict):
-        table = {}
-    table[base_model] = {
-        "tokens_per_second": round(tokens_per_second, 1),
-        "measured_at": now_iso(),
-        "device": device,
-        "method": method,
-    }
-    atomic_write_text(path, json.dumps(table, indent=2) + "\n")

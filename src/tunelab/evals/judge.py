@@ -315,7 +315,8 @@ def run_pairwise(
 
 
 def summarise_scores(results: list[dict]) -> dict:
-    """Mean score per trait and overall over `score_answer` results; failures counted.
+    """Mean score per trait and overall over `score_answer` results, each with a 95%
+    interval (normal approximation over the answers); failures counted.
 
     A judge that could not be called is counted apart from one whose reply could not be
     read, and the first distinct reasons are kept: a failure must not read as a result.
@@ -323,6 +324,7 @@ def summarise_scores(results: list[dict]) -> dict:
     scored = [r["scores"] for r in results if r["scores"] is not None]
     names = list(scored[0]) if scored else []
     traits = {name: sum(s[name] for s in scored) / len(scored) for name in names}
+    means = [sum(s.values()) / len(s) for s in scored]
     n_call_failures = sum(1 for r in results if r["scores"] is None and r.get("call_failed"))
     return {
         "n": len(results),
@@ -331,7 +333,9 @@ def summarise_scores(results: list[dict]) -> dict:
         "n_call_failures": n_call_failures,
         "errors": first_errors(results),
         "traits": traits,
+        "intervals": {name: mean_interval([s[name] for s in scored]) for name in names},
         "mean_score": sum(traits.values()) / len(traits) if traits else None,
+        "mean_interval": mean_interval(means) if means else None,
     }
 
 
@@ -345,3 +349,14 @@ def first_errors(results: list[dict], keep: int = 3) -> list[str]:
             if len(reasons) == keep:
                 break
     return reasons
+
+
+def mean_interval(values: list[float], z: float = 1.96) -> list[float]:
+    """A 95% interval for the mean of `values` (scores 1–10), clipped to the scale."""
+    n = len(values)
+    mean = sum(values) / n
+    spread = 0.0
+    if n > 1:
+        variance = sum((v - mean) ** 2 for v in values) / (n - 1)
+        spread = z * (variance / n) ** 0.5
+    return [max(MIN_SCORE, mean - spread), min(MAX_SCORE, mean + spread)]

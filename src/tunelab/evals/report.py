@@ -174,20 +174,42 @@ def _judge_sections(result: dict) -> str:
     models = result.get("models") or {}
     if models and any("traits" in m for m in models.values()):
         traits = sorted({t for m in models.values() for t in m.get("traits", {})})
-        rows = [[name, *(_score(m["traits"].get(t)) for t in traits), _score(m.get("mean_score")),
+        rows = [[name, f"{m.get('n_scored', '?')}/{m.get('n', '?')}",
+                 *(_score(m["traits"].get(t), (m.get("intervals") or {}).get(t)) for t in traits),
+                 _score(m.get("mean_score"), m.get("mean_interval")),
                  m.get("n_parse_failures", 0)] for name, m in models.items()]  # fmt: skip
-        html += "<h2>Scores (1–10)</h2>" + _table(
-            ["model", *traits, "mean", "judge parse failures"], rows,
-            set(range(1, len(traits) + 3)),
+        html += "<h2>Scores (1–10, 95% interval)</h2>" + _table(
+            ["model", "items scored", *traits, "mean", "judge parse failures"], rows,
+            set(range(1, len(traits) + 4)),
         )  # fmt: skip
     ratings = result.get("ratings") or {}
     if ratings:
         html += "<h2>Ratings (Elo scale, 95% bootstrap interval)</h2>" + _elo_chart(ratings)
+        html += _table(["model", "rating", "95% interval"],
+                       [[n, f"{r['rating']:.0f}", f"{r['low']:.0f} – {r['high']:.0f}"]
+                        for n, r in sorted(ratings.items(), key=lambda kv: -kv[1]["rating"])],
+                       {1, 2})  # fmt: skip
+    html += _parse_failures(result.get("outputs") or {})
     return html + (_answers(result, lambda o: None) if result["kind"] == "judge" else "")
 
 
-def _score(value) -> str:
-    return "—" if value is None else f"{value:.2f}"
+def _parse_failures(outputs: dict) -> str:
+    """Every judge verdict that could not be read, with the reason."""
+    rows = [[name if "a" not in o else f"{o['a']} vs {o['b']}", index + 1,
+             o.get("error") or "the verdict could not be read"]
+            for name, items in outputs.items() for index, o in enumerate(items)
+            if o.get("parse_failure")]  # fmt: skip
+    if not rows:
+        return ""
+    return f"<h2>Judge parse failures ({len(rows)})</h2>" + _table(
+        ["model", "item", "reason"], rows, {1}
+    )
+
+
+def _score(value, interval=None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.2f}" if not interval else f"{value:.2f} ({interval[0]:.1f}–{interval[1]:.1f})"
 
 
 def _elo_chart(ratings: dict) -> str:

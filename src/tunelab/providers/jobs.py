@@ -301,3 +301,37 @@ def job_object(job: dict) -> dict:
 def _organization(provider: str) -> str | None:
     cls = provider_classes().get(provider)
     return cls.organization if cls else None
+
+
+def estimate_job(spec: JobSpec, analysis: dict) -> dict:
+    """What a job would cost (hosted, at list price) or take here (local, at the throughput
+    measured for the base model and method), from `analyze_file`'s `analysis` of its files.
+
+    Returns `n_epochs`, `total_steps` (local), `cost_usd` and `seconds` (None when unknown).
+    """
+    from tunelab.engine.config import PERIODIC_EVAL_EXAMPLES, TrainConfig
+    from tunelab.throughput import estimate_seconds
+
+    config = TrainConfig.from_settings(spec.hyperparameters)
+    n_epochs = spec.hyperparameters.get("n_epochs", analysis["n_epochs"])
+    scale = n_epochs / analysis["n_epochs"]
+    cost = analysis["estimated_cost_usd"]
+    result = {"n_epochs": n_epochs, "total_steps": None, "seconds": None,
+              "cost_usd": cost * scale if cost is not None else None}  # fmt: skip
+    n = analysis["n_examples"]
+    if not provider_class(spec.provider).runs_here or not n:
+        return result
+    steps_per_epoch, total_steps = config.step_counts(n)
+    train_tokens = analysis["total_tokens"] * total_steps / steps_per_epoch
+    val = analysis.get("val") or {}
+    eval_tokens = 0
+    if val.get("n_examples"):
+        every = config.eval_interval(total_steps)
+        periodic = (total_steps - 1) // every
+        share = min(1.0, PERIODIC_EVAL_EXAMPLES / val["n_examples"])
+        eval_tokens = val["total_tokens"] * (1 + periodic * share)
+    estimate = estimate_seconds(analysis["model"], config.method, train_tokens, eval_tokens)
+    result.update(total_steps=total_steps, n_epochs=min(n_epochs, total_steps / steps_per_epoch))
+    if estimate is not None:
+        result["seconds"] = estimate[0]
+    return result

@@ -21,6 +21,7 @@ from tunelab.settings import get_settings, writable_home
 
 PROVIDER = "local"  # the registry's name for this machine's jobs, files and models
 ORG = PROVIDER  # the org part of local `ft:` names: ft:<base>:local:<suffix>:<id>
+JOB_LOG = "finetune.log"  # the worker's log of one job, in the job's directory
 CANCEL, PAUSE = 1, 2
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from tunelab import cores
 from tunelab.errors import TunelabError
-from tunelab.providers.local import PAUSE
+from tunelab.providers.local import JOB_LOG, PAUSE
 from tunelab.registry import Store
 from tunelab.settings import get_settings
 
@@ -115,17 +115,44 @@ def run_job(store: Store, job: dict, identity: dict) -> None:
     control = threading.Event()
     beat = _Heartbeat(store.path, job_id, identity["worker_id"], control)
     beat.start()
+    with _job_log(job):
+        log.info("job %s started by %s", job_id, identity["worker_id"])
+        try:
+            result = _train(store, job, control)
+        except TunelabError as err:
+            log.error("job %s failed: [%s] %s", job_id, err.code, err.message)
+            _fail(store, job_id, err.code, err.message + (f" ({err.hint})" if err.hint else ""))
+        except Exception as err:  # a bug: keep the traceback in the worker's log, fail the job
+            log.error("job %s crashed:\n%s", job_id, traceback.format_exc())
+            _fail(store, job_id, "internal_error", f"{type(err).__name__}: {err}")
+        else:
+            _finish(store, store.get_job(job_id), result, beat.requested)
+            log.info("job %s ended: %s at step %d/%d", job_id, result.status, result.step,
+                     result.total_steps)  # fmt: skip
+        finally:
+            beat.stop()
+
+
+@contextlib.contextmanager
+def _job_log(job: dict):
+    """What the worker logs while it runs `job`, also in `finetune.log` in the job's directory
+    (as seed 001's fine-tuning log; `jobs show` names it)."""
+    if not job.get("output_dir"):
+        yield
+        return
+    path = Path(job["output_dir"]) / JOB_LOG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    level = log.level
+    log.setLevel(logging.INFO)
     try:
-        result = _train(store, job, control)
-    except TunelabError as err:
-        _fail(store, job_id, err.code, err.message + (f" ({err.hint})" if err.hint else ""))
-    except Exception as err:  # a bug: keep the traceback in the worker's log, fail the job
-        log.error("job %s crashed:\n%s", job_id, traceback.format_exc())
-        _fail(store, job_id, "internal_error", f"{type(err).__name__}: {err}")
-    else:
-        _finish(store, store.get_job(job_id), result, beat.requested)
+        yield
     finally:
-        beat.stop()
+        log.removeHandler(handler)
+        log.setLevel(level)
+        handler.close()
 
 
 def _train(store: Store, job: dict, control: threading.Event):
@@ -138,6 +165,7 @@ def _train(store: Store, job: dict, control: threading.Event):
     base = job["metadata"].get("tunelab_base_path") or job["model"]
     model, tokenizer, info = load_base(base)
     store.add_event(job["id"], f"Loaded base model {info.name}")
+    log.info("loaded base model %s; training on %s", info.name, files["training_file"])
     return train(
         model,
         tokenizer,
@@ -146,7 +174,11 @@ def _train(store: Store, job: dict, control: threading.Event):
         config,
         job["output_dir"],
         base_model=info.name,
-        metadata={"job_id": job["id"], "base_model": job["model"]},
+        metadata={
+            "job_id": job["id"],
+            "base_model": job["model"],
+            "train_file_sha256": store.get_file(job["training_file"])["checksum"],
+        },
         callback=_ProgressRecorder(store, job["id"]),
         cancel=control,
         resume=True,  # continues from a checkpoint when a previous attempt left one
@@ -171,6 +203,9 @@ class _ProgressRecorder:
             self.trained_tokens = sum(m["tokens"] for m in earlier if m["step"] < step)
         self.trained_tokens += record["tokens"]
         metric = {k: v for k, v in record.items() if k not in ("checkpoint", "total_steps")}
+        log.info("step %d/%d: loss %.4f%s, %.0f tokens/s", step, total, record["loss"],
+                 f", validation loss {record['val_loss']:.4f}" if "val_loss" in record else "",
+                 record["tokens_per_second"])  # fmt: skip
         self.store.add_metric(self.job_id, step, metric)
         self.store.update_job(
             self.job_id,

@@ -15,7 +15,7 @@ import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CLEAN = str(FIXTURES / "validate" / "clean.jsonl")
-HEAVY = ("torch", "transformers", "peft", "openai", "together", "fastapi", "uvicorn")
+HEAVY = ("torch", "transformers", "peft", "openai", "together", "anthropic", "fastapi", "uvicorn")
 
 PROBE = """
 import json, sys

@@ -14,9 +14,8 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any, TypeVar
 
-import anthropic
-
 from tunelab.errors import TunelabError
+from tunelab.lazy import LazyModule
 from tunelab.providers.base import ChatResult, ChatStream
 from tunelab.providers.provider import CHAT, ModelEntry, Provider
 from tunelab.providers.retry import RetryPolicy, call_with_retries, provider_error
@@ -24,6 +23,7 @@ from tunelab.providers.retry import RetryPolicy, call_with_retries, provider_err
 T = TypeVar("T")
 PROVIDER = "Anthropic"
 KEY_VARIABLE = "ANTHROPIC_API_KEY"
+anthropic = LazyModule("anthropic")  # the SDK loads when a call needs it
 OFFICIAL_HOST = "api.anthropic.com"
 PLACEHOLDER_KEY = "tunelab-no-key"  # for a stranger's host: the SDK wants some key
 DEFAULT_MAX_TOKENS = 1024

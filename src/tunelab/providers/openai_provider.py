@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
-import openai
-
 from tunelab.errors import TunelabError
 from tunelab.io import commit, staged_write
+from tunelab.lazy import LazyModule
 from tunelab.providers.base import (
     JOB_STATUSES,
     REQUEST_ID_KEY,
@@ -38,6 +37,7 @@ from tunelab.settings import load_env
 
 T = TypeVar("T")
 KEY_VARIABLE = "OPENAI_API_KEY"
+openai = LazyModule("openai")  # the SDK loads when a call needs it, not at `tunelab --help`
 OFFICIAL_HOST = "api.openai.com"
 # Sent to OpenAI-compatible servers that need no key (e.g. `tunelab serve` on loopback);
 # the SDK refuses to start without one.

@@ -15,12 +15,10 @@ from pathlib import Path
 from typing import TypeVar, get_args
 
 import httpx
-import together
-from together.lib import check_file
-from together.types import FilePurpose
 
 from tunelab.errors import TunelabError
 from tunelab.io import check_output_path, commit, staged_write
+from tunelab.lazy import LazyModule
 from tunelab.providers.base import (
     ChatResult,
     JobCheckpoint,
@@ -40,6 +38,11 @@ from tunelab.providers.together_mapping import (
     remote_file,
     unix_seconds,
 )
+
+# The SDK loads when a call needs it, not at `tunelab --help`.
+together = LazyModule("together")
+together_lib = LazyModule("together.lib")
+together_types = LazyModule("together.types")
 
 T = TypeVar("T")
 PROVIDER = "Together AI"
@@ -88,11 +91,11 @@ class TogetherProvider(Provider):
 
     def upload_file(self, path: Path, purpose: str = "fine-tune") -> RemoteFile:
         path = Path(path)
-        if purpose not in get_args(FilePurpose):
+        if purpose not in get_args(together_types.FilePurpose):
             raise TunelabError(
                 "unsupported_purpose",
                 f"{PROVIDER} does not take files for '{purpose}'.",
-                hint=f"use one of: {', '.join(get_args(FilePurpose))}",
+                hint=f"use one of: {', '.join(get_args(together_types.FilePurpose))}",
             )
         _check_file_as_together_does(path, purpose)
         uploaded = self._call(lambda: self._client.files.upload(path, purpose=purpose, check=False))
@@ -285,7 +288,7 @@ def _as_dict(model: together.BaseModel) -> dict:
 
 def _check_file_as_together_does(path: Path, purpose: str) -> None:
     """Together's own local check, run before uploading so a bad file fails fast."""
-    report = check_file(path, purpose=purpose)
+    report = together_lib.check_file(path, purpose=purpose)
     if not report["is_check_passed"]:
         raise TunelabError(
             "invalid_file",

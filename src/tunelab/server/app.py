@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunelab import __version__
@@ -115,6 +115,13 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok", "version": __version__}
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        """The API reference, rendered here from the schema: no CDN, works offline."""
+        from tunelab.server.api_docs import render_api_reference
+
+        return HTMLResponse(render_api_reference(app.openapi()))
 
     return app
 

@@ -323,3 +323,29 @@ def test_fine_tune_smollm2_on_trec_then_chat(tmp_path, smollm2_home, capsys):
     system = json.loads(lines[0])["messages"][0]["content"]
     assert main(["chat", str(output), question, "--system", system, "--max-tokens", "8"]) == 0
     assert capsys.readouterr().out.strip()
+
+
+def test_report_to_a_tracker_that_is_not_installed_fails_before_training(
+    tmp_path, train_file, base_dir, capsys
+):
+    assert run_train(train_file, base_dir, tmp_path / "run", "--report-to", "tensorboard") == 2
+    err = capsys.readouterr().err
+    assert "reporter_not_installed" in err and "pip install tensorboard" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_report_to_wandb_logs_every_step(tmp_path, train_file, base_dir, capsys, monkeypatch):
+    import types
+
+    calls = []
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kwargs: calls.append(("init", kwargs["project"], kwargs["name"]))
+    fake.log = lambda scalars, step: calls.append(("log", step, sorted(scalars)))
+    fake.finish = lambda: calls.append(("finish",))
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+
+    assert run_train(train_file, base_dir, tmp_path / "run", "--report-to", "wandb") == 0
+    assert calls[0] == ("init", "tunelab", "run") and calls[-1] == ("finish",)
+    logged = [c for c in calls if c[0] == "log"]
+    assert [c[1] for c in logged] == [1, 2, 3, 4, 5, 6]
+    assert {"loss", "learning_rate", "tokens_per_second"} <= set(logged[0][2])

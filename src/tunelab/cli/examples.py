@@ -63,6 +63,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "models delete": ("tunelab models delete ft:smollm2-135m-instruct:local:trec:1a2b3c4d",),
     "worker": ("tunelab worker", "tunelab worker --exit-when-idle 60"),
     "serve": ("tunelab serve", "tunelab serve --host 0.0.0.0 --port 8000"),
+    "ui": ("tunelab ui", "tunelab ui --port 8080 --data-dir data --no-browser"),
     "eval": (
         "tunelab eval classify --data data/trec_val.jsonl -m smollm2-135m-instruct -m ft:…",
         "tunelab eval list",

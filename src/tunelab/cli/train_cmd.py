@@ -9,6 +9,7 @@ fails in seconds. Ctrl-C stops the run after the current step with a checkpoint,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shlex
 import signal
 import subprocess
@@ -30,6 +31,7 @@ from tunelab.data.validate import validate_file
 from tunelab.engine.config import AUTO, METHODS, PRECISIONS, SCHEDULERS, TrainConfig, field_help
 from tunelab.errors import TunelabError
 from tunelab.io import check_writable, file_sha256
+from tunelab.reporting import REPORTERS, Reporters, check_reporters
 
 if TYPE_CHECKING:  # the engine's models and trainer load torch: only commands that train do
     from tunelab.engine.models import ModelInfo
@@ -156,6 +158,13 @@ def build_config(settings: dict) -> TrainConfig:
 @setting_options
 @click.option("--resume", is_flag=True, help="Continue the run in --output from its checkpoint.")
 @click.option("--force", is_flag=True, help="Start over in an --output that holds a run.")
+@click.option(
+    "--report-to",
+    multiple=True,
+    type=click.Choice(REPORTERS),
+    help="Also send the metrics to this experiment tracker (repeatable; its package must be "
+    "installed).",
+)
 @click.option("--dry-run", is_flag=True, help="Print the plan (examples, tokens, steps, time).")
 @click.option(
     "--trust-remote-code",
@@ -200,6 +209,7 @@ def train_cmd(
     nnodes: int,
     node_rank: int | None,
     rdzv_endpoint: str | None,
+    report_to: tuple[str, ...],
     as_json: bool,
     **settings,
 ) -> int:
@@ -210,6 +220,7 @@ def train_cmd(
     from tunelab.engine.trainer import plan, train
 
     config = build_config(settings)
+    check_reporters(report_to)
     if not dry_run and not Ranks.from_env().active:  # before the model loads (or ranks start)
         check_output_dir(output, resume=resume, force=force, need_checkpoint=True)
     info = resolve_model_source(model)
@@ -251,7 +262,11 @@ def train_cmd(
         return run_ranks(launch)
     base, tokenizer, info = load_with_status(model, info, trust_remote_code, config.load_in_4bit)
     cancel = threading.Event()
-    with ctrl_c_cancels(cancel), TrainingProgress(quiet=as_json) as progress:
+    with (
+        ctrl_c_cancels(cancel),
+        TrainingProgress(quiet=as_json) as progress,
+        reporting(report_to if Ranks.from_env().is_main else (), output, config) as report,
+    ):
         result = train(
             base,
             tokenizer,
@@ -265,7 +280,7 @@ def train_cmd(
                 "train_file_sha256": file_sha256(train_file),
                 "val_file": val_file and str(val_file),
             },
-            callback=progress,
+            callback=progress if report is None else lambda r: (progress(r), report(r)),
             cancel=cancel,
             resume=resume,
             force=force,
@@ -292,6 +307,8 @@ def rank_arguments(ctx: click.Context) -> list[str]:
             continue
         if name in _FLAGS:
             args.append(flag)
+        elif name == "report_to":  # repeatable: once per tracker
+            args += [word for tracker in value for word in (flag, tracker)]
         elif value is None:
             if name in SETTING_TYPES:
                 args += [flag, "none"]  # `--max-grad-norm none`
@@ -318,6 +335,19 @@ def run_ranks(command: list[str]) -> int:
         return subprocess.run(command, check=False).returncode
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def reporting(names: tuple[str, ...], output: Path, config: TrainConfig):
+    """The `--report-to` trackers for the run (None without any), closed when it ends."""
+    if not names:
+        yield None
+        return
+    reporters = Reporters(names, output, dataclasses.asdict(config))
+    try:
+        yield reporters
+    finally:
+        reporters.close()
 
 
 def check_training_data(train_file: Path, val_file: Path | None, info: ModelInfo, as_json: bool):
@@ -445,7 +475,10 @@ def resume_command(ctx: click.Context) -> str:
             value = "none"  # --max-grad-norm none
         if param.name in skipped or value is UNSET or value is None or value is False:
             continue
-        parts += [param.opts[0]] if value is True else [param.opts[0], str(value)]
+        if isinstance(value, tuple):  # a repeatable flag: once per value
+            parts += [word for item in value for word in (param.opts[0], str(item))]
+        else:
+            parts += [param.opts[0]] if value is True else [param.opts[0], str(value)]
     return shlex.join([*parts, "--resume"])
 
 

@@ -177,7 +177,6 @@ def train(
     validation pass's batches. With `resume`, the run continues from the last complete
     checkpoint in `output_dir` (or starts afresh when there is none).
     """
-    began = time.perf_counter()
     config = config or TrainConfig()
     config.validate()
     output_dir = Path(output_dir)
@@ -202,6 +201,7 @@ def train(
             device=device,
             caps=caps,
             ranks=ranks,
+            on_validation=on_validation,
         )
     finally:
         stop(started)
@@ -224,7 +224,9 @@ def _train(
     device: torch.device,
     caps: Capabilities,
     ranks: Ranks,
+    on_validation: Callable[[int, int], None] | None,
 ) -> TrainResult:
+    began = time.perf_counter()
     check_optional_features(
         load_in_4bit=config.load_in_4bit,
         liger=config.use_liger_kernel,
@@ -274,7 +276,8 @@ def _train(
     with cores.computing() as share:  # a fair share of the cores, re-checked every few steps
         loop.share = share
         status, position = loop.run(start)
-    write_loss_curve(output_dir)
+    if ranks.is_main:
+        write_loss_curve(output_dir)
     result = loop.result(status, position, start, checkpoint is not None)
     if status == "succeeded" and ranks.is_main:
         write_output(model, tokenizer, output_dir, resolved, run_info, result.to_dict())

@@ -1,0 +1,88 @@
+"""`--report-to tensorboard|trackio|wandb`: a training run's metrics, also sent to the
+experiment tracker a team already uses. Each tracker is optional: asking for one that is not
+installed is an error before any work starts, never a crash mid-run.
+
+A reporter is an engine callback (it receives each step's metric record) with a `close()`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+from tunelab.errors import TunelabError
+
+REPORTERS = ("tensorboard", "trackio", "wandb")
+_PACKAGES = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb"}
+# The per-step numbers worth a chart; the rest of a record (epoch, tokens) stays in metrics.jsonl.
+SCALARS = ("loss", "val_loss", "learning_rate", "grad_norm", "mean_token_accuracy",
+           "val_mean_token_accuracy", "tokens_per_second")  # fmt: skip
+
+
+def check_reporters(names: tuple[str, ...]) -> None:
+    """Refuse a tracker that is unknown or whose package is not installed."""
+    for name in names:
+        if name not in REPORTERS:
+            raise TunelabError("unknown_reporter", f"--report-to {name}: choose one of "
+                               f"{', '.join(REPORTERS)}.", exit_code=2)  # fmt: skip
+        package = _PACKAGES[name]
+        if package not in sys.modules and importlib.util.find_spec(package) is None:
+            raise TunelabError(
+                "reporter_not_installed",
+                f"--report-to {name} needs the {package} package, which is not installed.",
+                hint=f"pip install {package}, or drop --report-to {name}",
+                exit_code=2,
+            )
+
+
+class Reporters:
+    """The trackers asked for, fed each step's record; `close()` flushes them."""
+
+    def __init__(self, names: tuple[str, ...], run_dir: Path, config: dict) -> None:
+        check_reporters(names)
+        self.sinks = [_open(name, Path(run_dir), config) for name in names]
+
+    def __call__(self, record: dict) -> None:
+        scalars = {k: float(record[k]) for k in SCALARS if isinstance(record.get(k), (int, float))}
+        for sink in self.sinks:
+            sink.log(scalars, record["step"])
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+
+def _open(name: str, run_dir: Path, config: dict):
+    if name == "tensorboard":
+        return _TensorBoard(run_dir / "tensorboard")
+    return _WandbLike(importlib.import_module(name), run_dir, config)
+
+
+class _TensorBoard:
+    def __init__(self, log_dir: Path) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(log_dir))
+
+    def log(self, scalars: dict, step: int) -> None:
+        for key, value in scalars.items():
+            self.writer.add_scalar(f"train/{key}", value, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _WandbLike:
+    """wandb and trackio share one API: init(project, name, config), log(dict, step), finish."""
+
+    def __init__(self, module, run_dir: Path, config: dict) -> None:
+        self.module = module
+        self.run = module.init(project="tunelab", name=run_dir.name, config=config)
+
+    def log(self, scalars: dict, step: int) -> None:
+        self.module.log(scalars, step=step)
+
+    def close(self) -> None:
+        self.module.finish()

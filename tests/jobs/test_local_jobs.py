@@ -217,3 +217,22 @@ def test_piped_jobs_wait_prints_a_line_per_change_not_per_poll(create_job, capsy
     code, out, _ = run_cli(capsys, "jobs", "metrics", job["id"], "--json")
     assert [m["step"] for m in orjson.loads(out)["data"]] == list(range(1, 61))
     assert (log.parent / "loss.svg").exists()
+
+
+def test_a_local_estimate_counts_the_steps_max_steps_allows(tmp_path, isolated_home):
+    from tunelab.providers.jobs import JobSpec, estimate_job
+
+    (isolated_home / "throughput.json").write_text(json.dumps({"tiny": {"lora": {
+        "tokens_per_second": 100.0, "eval_tokens_per_second": 300.0, "overhead_seconds": 2.0,
+        "measured_at": "2026-11-30T00:00:00+00:00", "device": "cpu"}}}))  # fmt: skip
+    analysis = {"model": "tiny", "n_examples": 40, "n_epochs": 3, "total_tokens": 4000,
+                "estimated_cost_usd": None, "val": None}  # fmt: skip
+    spec = JobSpec(training_file=tmp_path / "t.jsonl", model="tiny",
+                   hyperparameters={"batch_size": 4, "max_steps": 3})  # fmt: skip
+    estimate = estimate_job(spec, analysis)
+    # 3 of 10 steps per epoch: 30% of one epoch's 4,000 tokens at 100 tokens/s, plus overhead.
+    assert estimate["total_steps"] == 3
+    assert estimate["seconds"] == pytest.approx(1200 / 100 + 2.0)
+    uncapped = estimate_job(JobSpec(training_file=tmp_path / "t.jsonl", model="tiny",
+                                    hyperparameters={"batch_size": 4}), analysis)  # fmt: skip
+    assert uncapped["total_steps"] == 30 and uncapped["seconds"] == pytest.approx(122.0)

@@ -1,8 +1,8 @@
 """Local training: LoRA and full fine-tuning of causal language models on chat data.
 
 `load_base` turns a model name or path into a `transformers` model and tokenizer; `train`
-takes them with a `TrainConfig` and chat examples; `generate`/`stream_chat` answer chats in
-batches; `export_model` writes a trained model as a standard Hugging Face directory. The
+takes them with a `TrainConfig` and chat examples; `engine.generate`'s `generate` and
+`stream_chat` answer chats in batches; `export_model` writes a trained model as a standard Hugging Face directory. The
 engine knows nothing of the CLI, providers or the registry.
 """
 
@@ -10,6 +10,8 @@ import importlib
 
 # Attribute -> submodule. Loaded on first use (PEP 562), so that `tunelab.engine.config`
 # and the light CLI commands do not pay for torch, transformers and peft (seconds) up front.
+# `generate` is both a function and its module's name: import the function from
+# `tunelab.engine.generate` (the package attribute `generate` is the module once it loads).
 _EXPORTS = {
     "ResolvedConfig": "config",
     "TrainConfig": "config",
@@ -19,7 +21,6 @@ _EXPORTS = {
     "export_model": "export",
     "ChatStream": "generate",
     "Completion": "generate",
-    "generate": "generate",
     "stream_chat": "generate",
     "ModelInfo": "models",
     "load_base": "models",
@@ -48,7 +49,6 @@ __all__ = [
     "TrainResult",
     "export_model",
     "field_help",
-    "generate",
     "load_base",
     "load_trained",
     "plan",

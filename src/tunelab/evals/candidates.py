@@ -99,7 +99,7 @@ class LocalCandidate(Candidate):
 
     def answer(self, conversations, *, max_tokens=256, temperature=0.0, progress=None,
                cancel=None) -> list[Answer]:  # fmt: skip
-        from tunelab.engine import generate
+        from tunelab.engine.generate import generate
 
         model, tokenizer = self._model()
         answers: list[Answer] = []

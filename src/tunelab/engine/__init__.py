@@ -2,8 +2,8 @@
 
 `load_base` turns a model name or path into a `transformers` model and tokenizer; `train`
 takes them with a `TrainConfig` and chat examples; `engine.generate`'s `generate` and
-`stream_chat` answer chats in batches; `export_model` writes a trained model as a standard Hugging Face directory. The
-engine knows nothing of the CLI, providers or the registry.
+`stream_chat` answer chats in batches; `export_model` writes a trained model as a standard
+Hugging Face directory. The engine knows nothing of the CLI, providers or the registry.
 """
 
 import importlib

@@ -84,6 +84,26 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "eval list": ("tunelab eval list", "tunelab eval list --json"),
     "eval show": ("tunelab eval show evalrun-abc123",),
     "eval compare": ("tunelab eval compare evalrun-abc123 evalrun-def456",),
+    "migrate": ("tunelab migrate openai inventory", "tunelab migrate openai plan"),
+    "migrate openai": ("tunelab migrate openai inventory", "tunelab migrate openai run --yes"),
+    "migrate openai inventory": (
+        "tunelab migrate openai inventory",
+        "tunelab migrate openai inventory --json",
+    ),
+    "migrate openai plan": (
+        "tunelab migrate openai plan",
+        "tunelab migrate openai plan --target together --json",
+    ),
+    "migrate openai distil": ("tunelab migrate openai distil --yes",),
+    "migrate openai run": (
+        "tunelab migrate openai run --yes",
+        "tunelab migrate openai run --target together --distil --yes",
+    ),
+    "migrate openai compare": (
+        "tunelab migrate openai compare ft:gpt-4o-mini-2024-07-18:acme:tickets:abc123",
+        "tunelab migrate openai compare ft:gpt-4o-mini-2024-07-18:acme:tickets:abc123 "
+        "--task classify --limit 200",
+    ),
     "generate-conversations": (
         "tunelab generate-conversations --ideas ideas.json -m runs/chat -o chats.db",
     ),

@@ -349,3 +349,20 @@ def test_report_to_wandb_logs_every_step(tmp_path, train_file, base_dir, capsys,
     logged = [c for c in calls if c[0] == "log"]
     assert [c[1] for c in logged] == [1, 2, 3, 4, 5, 6]
     assert {"loss", "learning_rate", "tokens_per_second"} <= set(logged[0][2])
+
+
+def test_piped_output_has_no_warnings_and_no_carriage_returns(tmp_path, train_file, base_dir):
+    """What a user sees of train, chat and export in a pipe or a log: our lines only."""
+    run, export = tmp_path / "run", tmp_path / "export"
+    commands = [
+        ["train", "--train", str(train_file), "-m", str(base_dir), "-o", str(run), *FAST,
+         "--max-steps", "2"],
+        ["chat", str(run), "What is the capital of France?", "--max-tokens", "4"],
+        ["export", str(run), "-o", str(export)],
+    ]  # fmt: skip
+    for argv in commands:
+        done = subprocess.run([sys.executable, "-m", "tunelab", *argv], capture_output=True,
+                              text=True, timeout=600)  # fmt: skip
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, output
+        assert "Warning" not in output and "\r" not in output, output

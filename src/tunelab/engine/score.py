@@ -120,7 +120,7 @@ def _score_group(
     start = batch.positions[:, -1:].repeat_interleave(n_answers, dim=0) + 1
     positions = start + torch.arange(width, device=device)
     output = batch.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                         past_key_values=batch.cache, use_cache=True)  # fmt: skip
+                         use_cache=True, **{batch.cache_keyword: batch.cache})  # fmt: skip
     # Token t of an answer is predicted by the prompt's last position (t = 0) or by the
     # answer's own position t - 1.
     logits = torch.cat(

@@ -10,7 +10,8 @@ def isolated_home(tmp_path_factory, monkeypatch):
     """Point TUNELAB_HOME at a per-test temporary directory and hide real API keys."""
     home = tmp_path_factory.mktemp("tunelab-home")
     monkeypatch.setenv("TUNELAB_HOME", str(home))
-    for name in ("OPENAI_API_KEY", "TOGETHER_API_KEY", "ANTHROPIC_API_KEY", "TUNELAB_API_KEY"):
+    secrets = ("OPENAI_API_KEY", "TOGETHER_API_KEY", "ANTHROPIC_API_KEY", "TUNELAB_API_KEY")
+    for name in (*secrets, "TUNELAB_DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
     return home
 

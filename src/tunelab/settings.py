@@ -42,6 +42,11 @@ class Settings:
     def registry_path(self) -> Path:
         return self.home / "registry.db"
 
+    @property
+    def database_url(self) -> str | None:
+        """`TUNELAB_DATABASE_URL`: a PostgreSQL registry shared by several machines."""
+        return os.environ.get("TUNELAB_DATABASE_URL", "").strip() or None
+
 
 def get_settings() -> Settings:
     """Current settings, read from the environment (and `.env`) on every call."""

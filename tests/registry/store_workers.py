@@ -79,6 +79,37 @@ def claim(folder: Path, me: int, count: int, db: str):
     return {"errors": errors, "claimed": claimed, "worker_id": worker["worker_id"]}
 
 
+def drain(folder: Path, me: int, count: int, db: str):
+    """Claim queued local jobs, "run" each and mark it succeeded, until the queue is empty.
+
+    The completion is a compare-and-set from `running` owned by this worker: a job claimed
+    twice would be completed twice, or fail to complete here.
+    """
+    from tunelab.registry.store import Store
+
+    errors: list[str] = []
+    done: list[str] = []
+    worker = {"worker_id": f"worker-{me}", "worker_pid": me, "worker_host": f"machine-{me}"}
+    store = Store(db)
+    barrier(folder, "start", me, count)
+    while True:
+        try:
+            job = store.claim_next_job("local", worker)
+            if job is None:
+                break
+            time.sleep(0.002)  # the run
+            if store.get_job(job["id"])["worker_id"] != worker["worker_id"]:
+                errors.append(f"{job['id']} was claimed by another worker meanwhile")
+            finished = store.update_job(job["id"], expect=("running",), status="succeeded")
+            if finished is None:
+                errors.append(f"{job['id']} was no longer running when finished")
+            done.append(job["id"])
+        except Exception as err:
+            errors.append(f"{type(err).__name__}: {err}")
+    store.close()
+    return {"errors": errors, "claimed": done, "worker_id": worker["worker_id"]}
+
+
 def migrate(folder: Path, me: int, count: int, rounds: int):
     """Open brand-new databases together, with one extra migration that counts its runs."""
     from tunelab.registry import migrations
@@ -103,5 +134,5 @@ def migrate(folder: Path, me: int, count: int, rounds: int):
 if __name__ == "__main__":
     mode, folder, me, count, *rest = sys.argv[1:]
     args = [int(value) if value.isdigit() else value for value in rest]
-    run = {"fault": fault, "claim": claim, "migrate": migrate}[mode]
+    run = {"fault": fault, "claim": claim, "drain": drain, "migrate": migrate}[mode]
     print(json.dumps(run(Path(folder), int(me), int(count), *args)))

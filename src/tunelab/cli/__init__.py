@@ -74,7 +74,8 @@ def recover_lost_jobs() -> None:
     """Mark failed the local jobs whose worker died, so no command shows them running."""
     from tunelab.settings import get_settings
 
-    if not get_settings().registry_path.exists():
+    settings = get_settings()
+    if not settings.database_url and not settings.registry_path.exists():
         return  # nothing has run yet; do not create a registry for `tunelab validate`
     from tunelab.providers.worker import recover_lost_jobs as recover
     from tunelab.registry import Store

@@ -163,7 +163,7 @@ def _train(store: Store, job: dict, control: threading.Event):
         k: store.get_file(job[k])["path"] for k in ("training_file", "validation_file") if job[k]
     }
     base = job["metadata"].get("tunelab_base_path") or job["model"]
-    model, tokenizer, info = load_base(base)
+    model, tokenizer, info = load_base(base, load_in_4bit=config.load_in_4bit)
     store.add_event(job["id"], f"Loaded base model {info.name}")
     log.info("loaded base model %s; training on %s", info.name, files["training_file"])
     return train(

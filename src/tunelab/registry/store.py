@@ -7,6 +7,10 @@ outlasts the timeout is retried rather than shown to the user as "database is lo
 Rows come back as plain dicts with their JSON columns decoded.
 
 Open one `Store` per thread: a SQLite connection must not be shared between threads.
+
+With `TUNELAB_DATABASE_URL=postgresql://...` (or a URL passed as `path`) the registry lives
+on PostgreSQL instead, for workers on several machines: the same queries and migrations,
+translated by `registry.postgres`, and a claim that skips rows other workers hold.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import orjson
 from tunelab.errors import TunelabError
 from tunelab.io import can_create
 from tunelab.registry.migrations import MIGRATIONS
+from tunelab.registry.postgres import PostgresConnection
+from tunelab.registry.postgres import is_url as is_postgres_url
 from tunelab.settings import get_settings
 
 BUSY_TIMEOUT_MS = 30_000
@@ -132,10 +138,20 @@ class EvalRuns:
 
 
 class Store(EvalRuns):
-    """The registry database at `path` (default: `$TUNELAB_HOME/registry.db`)."""
+    """The registry at `path`, a SQLite file or a PostgreSQL URL (default:
+    `$TUNELAB_DATABASE_URL` when set, else `$TUNELAB_HOME/registry.db`)."""
 
     def __init__(self, path: str | Path | None = None) -> None:
-        self.path = Path(path) if path is not None else get_settings().registry_path
+        if path is None:
+            path = get_settings().database_url or get_settings().registry_path
+        self._skip_locked = ""
+        if is_postgres_url(path):
+            self.path, self.read_only = str(path), False
+            self._db = PostgresConnection(self.path)
+            self._skip_locked = self._db.skip_locked
+            self._migrate()
+            return
+        self.path = Path(path)
         # A registry in a place that cannot be written (a read-only mount) is opened
         # read-only, so that listing and showing still work; a write says why it cannot.
         self.read_only = not can_create(self.path)
@@ -388,7 +404,7 @@ class Store(EvalRuns):
         with self._write() as db:
             row = db.execute(
                 "SELECT id FROM jobs WHERE provider = ? AND status = 'queued' "
-                "ORDER BY created_at, rowid LIMIT 1",
+                f"ORDER BY created_at, rowid LIMIT 1{self._skip_locked}",
                 (provider,),
             ).fetchone()
             if row is None:

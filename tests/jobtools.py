@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from tunelab.registry import Store
+from tunelab.registry import Job, Store
 
 
 def worker_process(*extra: str) -> subprocess.Popen:
@@ -31,6 +31,6 @@ def wait_until(predicate, timeout: float = 60.0, interval: float = 0.05):
     raise AssertionError(f"condition not met within {timeout} s")
 
 
-def job_row(job_id: str) -> dict:
+def job_row(job_id: str) -> Job:
     with Store() as store:
         return store.get_job(job_id)

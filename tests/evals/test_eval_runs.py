@@ -15,7 +15,7 @@ from tunelab.cli import main
 from tunelab.cli.eval_cmd import headline
 from tunelab.evals import candidates, classify  # noqa: F401  (imported before patching)
 from tunelab.evals.candidates import Answer, Candidate
-from tunelab.registry import Store
+from tunelab.registry import EvalRun, Store
 
 TSV = "text\tlabel\n" + "".join(
     f"{text}\t{label}\n"
@@ -112,12 +112,15 @@ def test_classify_scores_models_side_by_side_and_records_the_run(table, scripted
     with Store() as store:
         run = store.get_eval_run(result["id"])
         outputs = store.list_eval_outputs(result["id"], "half")
-    assert run["status"] == "succeeded" and run["metrics"]["models"]["oracle"]["accuracy"] == 1.0
-    assert len(outputs) == 6 and outputs[0]["output"]["predicted"] is None
+    assert run.status == "succeeded" and run.metrics["models"]["oracle"]["accuracy"] == 1.0
+    assert len(outputs) == 6 and outputs[0].output["predicted"] is None
 
     code, out, _ = cli(capsys, "eval", "list", "--json")
     [listed] = orjson.loads(out)["data"]
-    assert listed["id"] == result["id"] and headline(listed) == "oracle: 100.0%; half: 33.3%"
+    assert (
+        listed["id"] == result["id"]
+        and headline(EvalRun.from_row(listed)) == "oracle: 100.0%; half: 33.3%"
+    )
     code, out, _ = cli(capsys, "eval", "compare", result["id"], "--json")
     assert {row["model"] for row in orjson.loads(out)["data"]} == {"oracle", "half"}
 
@@ -145,7 +148,7 @@ def test_a_failed_evaluation_is_recorded_as_failed(table, monkeypatch, capsys):
     assert code == 1 and "unknown_model" in err
     with Store() as store:
         [run] = store.list_eval_runs()
-    assert run["status"] == "failed" and "no model ghost" in run["error_message"]
+    assert run.status == "failed" and "no model ghost" in run.error_message
 
 
 def test_a_real_local_model_answers_through_batched_generation(table, tmp_path, capsys):

@@ -27,12 +27,12 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
 def test_a_local_job_goes_queued_running_succeeded_and_its_model_answers(create_job, capsys):
     job = create_job("--n-epochs", "8", "--suffix", "capitals")
     assert job["status"] == "queued" and job["object"] == "fine_tuning.job"
-    seen = [job_row(job["id"])["status"]]
+    seen = [job_row(job["id"]).status]
     stop = threading.Event()
 
     def watch():
         while not stop.is_set():
-            status = job_row(job["id"])["status"]
+            status = job_row(job["id"]).status
             if seen[-1] != status:
                 seen.append(status)
             stop.wait(0.01)
@@ -44,7 +44,7 @@ def test_a_local_job_goes_queued_running_succeeded_and_its_model_answers(create_
     finally:
         stop.set()
         watcher.join()
-    seen.append(job_row(job["id"])["status"])
+    seen.append(job_row(job["id"]).status)
     assert seen[0] == "queued" and seen[-1] == "succeeded"
     assert "running" in seen
 
@@ -66,7 +66,7 @@ def test_a_local_job_goes_queued_running_succeeded_and_its_model_answers(create_
         checkpoints = store.list_checkpoints(job["id"])
     assert [m["step"] for m in metrics] == list(range(1, 25))
     assert metrics[-1]["loss"] < metrics[0]["loss"]
-    assert [c["step"] for c in checkpoints] == [24, 21]  # the engine keeps the latest two
+    assert [c.step for c in checkpoints] == [24, 21]  # the engine keeps the latest two
 
     code, out, _ = run_cli(capsys, "models", "list", "--fine-tuned", "--json")
     assert [m["id"] for m in orjson.loads(out)["data"]] == [name]
@@ -128,10 +128,10 @@ def test_a_job_keeps_its_own_copy_of_the_training_file(create_job, train_file, c
     original = train_file.read_bytes()
     train_file.write_text("edited after the job was created\n")
     assert worker.run_worker(max_jobs=1) == 1
-    assert job_row(job["id"])["status"] == "succeeded"
+    assert job_row(job["id"]).status == "succeeded"
     with Store() as store:
         copy = store.get_file(job["training_file"])
-    assert Path(copy["path"]).read_bytes() == original
+    assert Path(copy.path).read_bytes() == original
 
 
 @pytest.mark.slow
@@ -145,21 +145,21 @@ def test_cancel_during_training_ends_cancelled_within_one_step(create_job, capsy
         assert code == 0 and "cancel requested" in out
         # Counted in steps, not seconds: a busy machine makes steps slow, not more of them.
         row = wait_until(lambda: _finished(job["id"]), timeout=300)
-        assert row["status"] == "cancelled"
-        assert row["progress"]["step"] <= step_when_asked + 2  # the step in flight, one record
-        assert row["progress"]["step"] < row["progress"]["total_steps"]
+        assert row.status == "cancelled"
+        assert row.progress["step"] <= step_when_asked + 2  # the step in flight, one record
+        assert row.progress["step"] < row.progress["total_steps"]
     finally:
         process.kill()
         process.wait()
 
 
 def _step(job_id: str) -> int:
-    return (job_row(job_id)["progress"] or {}).get("step", 0)
+    return (job_row(job_id).progress or {}).get("step", 0)
 
 
 def _finished(job_id: str):
     row = job_row(job_id)
-    return row if row["status"] in ("succeeded", "failed", "cancelled") else None
+    return row if row.status in ("succeeded", "failed", "cancelled") else None
 
 
 @pytest.mark.slow
@@ -170,7 +170,7 @@ def test_a_killed_worker_is_detected_and_the_job_resumes_from_its_checkpoint(cre
     process = worker_process("--exit-when-idle", "0")
     try:
         with Store() as store:
-            wait_until(lambda: any(c["step"] >= 20 for c in store.list_checkpoints(job["id"])),
+            wait_until(lambda: any(c.step >= 20 for c in store.list_checkpoints(job["id"])),
                        timeout=600)  # fmt: skip
         os.kill(process.pid, signal.SIGKILL)
     finally:
@@ -184,12 +184,12 @@ def test_a_killed_worker_is_detected_and_the_job_resumes_from_its_checkpoint(cre
     assert code == 0 and orjson.loads(out)["status"] == "queued"
     assert worker.run_worker(max_jobs=1) == 1
     done = job_row(job["id"])
-    assert done["status"] == "succeeded" and done["fine_tuned_model"]
-    summary = json.loads((Path(done["output_dir"]) / "tunelab_config.json").read_text())
+    assert done.status == "succeeded" and done.fine_tuned_model
+    summary = json.loads((Path(done.output_dir) / "tunelab_config.json").read_text())
     assert summary["result"]["resumed_from_step"] >= 20
     assert summary["result"]["step"] == summary["result"]["total_steps"]
     with Store() as store:  # trained tokens span both attempts, each step once
-        assert done["trained_tokens"] == sum(m["tokens"] for m in store.list_metrics(job["id"]))
+        assert done.trained_tokens == sum(m["tokens"] for m in store.list_metrics(job["id"]))
 
 
 def test_piped_jobs_wait_prints_a_line_per_change_not_per_poll(create_job, capsys):
@@ -213,7 +213,7 @@ def test_piped_jobs_wait_prints_a_line_per_change_not_per_poll(create_job, capsy
 
     # The curve and the job's log, as a user looks at them afterwards.
     code, out, _ = run_cli(capsys, "jobs", "show", job["id"])
-    log = Path(job_row(job["id"])["output_dir"]) / "finetune.log"
+    log = Path(job_row(job["id"]).output_dir) / "finetune.log"
     assert code == 0 and str(log) in out and "· training loss" in out
     assert "step 60/60: loss" in log.read_text()
     code, out, _ = run_cli(capsys, "jobs", "metrics", job["id"], "--json")

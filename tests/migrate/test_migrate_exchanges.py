@@ -250,9 +250,9 @@ def test_inventory_reads_every_page_keeps_files_and_reports_the_deleted_one(acco
     import hashlib
 
     assert row["training_file"]["sha256"] == hashlib.sha256(chat_lines(TRAIN)).hexdigest()
-    listed = {j["provider_job_id"]: j for j in jobs_api.list_jobs(limit=10)}
-    assert listed["ftjob-a"]["metadata"]["tunelab_imported"] == "true"
-    assert listed["ftjob-a"]["fine_tuned_model"] == FT
+    listed = {j.provider_job_id: j for j in jobs_api.list_jobs(limit=10)}
+    assert listed["ftjob-a"].metadata["tunelab_imported"] == "true"
+    assert listed["ftjob-a"].fine_tuned_model == FT
 
     again = take_inventory(provider=provider([]), today=TODAY)
     assert (again.new_jobs, again.new_files) == (0, 0)
@@ -323,12 +323,12 @@ def test_plan_run_and_an_interrupted_distillation_that_resumes(account, tmp_path
     made = {o["fine_tuned_model"]: o for o in outcomes}
     assert made[OLD_FT]["skipped"] and made[FT]["skipped"] is None
     new = jobs_api.get_job(made[FT]["job"]["id"])
-    assert (new["provider"], new["status"], new["model"]) == ("local", "queued", str(tiny))
-    assert new["metadata"]["tunelab_migrated_from"] == FT
-    assert new["hyperparameters"]["n_epochs"] == 2
-    assert new["suffix"] == "tickets"
+    assert (new.provider, new.status, new.model) == ("local", "queued", str(tiny))
+    assert new.metadata["tunelab_migrated_from"] == FT
+    assert new.hyperparameters["n_epochs"] == 2
+    assert new.suffix == "tickets"
     with Store() as store:
-        trained_on = store.get_file(new["training_file"])["path"]
+        trained_on = store.get_file(new.training_file).path
     first_line = Path(trained_on).read_bytes().splitlines()[0]
     assert orjson.loads(first_line)["messages"][-1]["content"] == "account"
     second = run_plan(make_plan(Targets("local", {FT: str(tiny)}), today=TODAY), today=TODAY)
@@ -342,7 +342,7 @@ def test_plan_run_and_an_interrupted_distillation_that_resumes(account, tmp_path
         == 0
     )
     out, err = capsys.readouterr()
-    assert orjson.loads(out)["models"][1]["migration_job"]["id"] == new["id"]
+    assert orjson.loads(out)["models"][1]["migration_job"]["id"] == new.id
     assert "36 days until OpenAI takes no new fine-tuning jobs" in err
     assert "44 days until fine-tuned models stop answering" in err
     assert main(["migrate", "openai", "plan", "--target", "together"]) == 0

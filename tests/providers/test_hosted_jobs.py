@@ -290,7 +290,7 @@ def test_no_key_reaches_the_registry_the_logs_or_the_output(
                           f"{keys['OPENAI_API_KEY']}", "type": "invalid_request_error",
                           "param": None, "code": "invalid_api_key"}})  # fmt: skip
     with Store() as store:  # force a re-sync that fails with the key echoed back
-        store.update_job(store.get_job("ftjob-AbC123")["id"], status="running")
+        store.update_job(store.get_job("ftjob-AbC123").id, status="running")
     printed.append(cli(capsys, "jobs", "show", "ftjob-AbC123"))
     assert printed[-1][0] == 1 and "provider_auth_failed" in printed[-1][2]
 

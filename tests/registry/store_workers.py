@@ -31,7 +31,7 @@ def fault(folder: Path, me: int, count: int, db: str, shared: str, jobs: int, up
     barrier(folder, "start", me, count)
     for i in range(jobs):
         try:
-            created.append(store.create_job(provider="local", model="m", status="queued")["id"])
+            created.append(store.create_job(provider="local", model="m", status="queued").id)
             store.add_metric(shared, me * 1000 + i, {"worker": me, "i": i})
         except Exception as err:
             errors.append(f"{type(err).__name__}: {err}")
@@ -47,7 +47,7 @@ def fault(folder: Path, me: int, count: int, db: str, shared: str, jobs: int, up
                     progress={"step": step, "worker": me},
                 )
                 store.add_event(shared, f"worker {me}", data={"worker": me, "i": i, "step": step})
-                if store.get_job(job_id)["progress"]["step"] != step:
+                if store.get_job(job_id).progress["step"] != step:
                     errors.append(f"{job_id}: own write of step {step} not visible")
                 time.sleep(0.001)  # a worker does work between writes: let the others in
             except Exception as err:
@@ -73,7 +73,7 @@ def claim(folder: Path, me: int, count: int, db: str):
             continue
         if job is None:
             break
-        claimed.append(job["id"])
+        claimed.append(job.id)
         time.sleep(0.001)  # a worker runs the job before claiming the next
     store.close()
     return {"errors": errors, "claimed": claimed, "worker_id": worker["worker_id"]}
@@ -98,12 +98,12 @@ def drain(folder: Path, me: int, count: int, db: str):
             if job is None:
                 break
             time.sleep(0.002)  # the run
-            if store.get_job(job["id"])["worker_id"] != worker["worker_id"]:
-                errors.append(f"{job['id']} was claimed by another worker meanwhile")
-            finished = store.update_job(job["id"], expect=("running",), status="succeeded")
+            if store.get_job(job.id).worker_id != worker["worker_id"]:
+                errors.append(f"{job.id} was claimed by another worker meanwhile")
+            finished = store.update_job(job.id, expect=("running",), status="succeeded")
             if finished is None:
-                errors.append(f"{job['id']} was no longer running when finished")
-            done.append(job["id"])
+                errors.append(f"{job.id} was no longer running when finished")
+            done.append(job.id)
         except Exception as err:
             errors.append(f"{type(err).__name__}: {err}")
     store.close()

@@ -16,8 +16,8 @@ from tunelab.settings import get_settings
 
 def test_eight_workers_drain_forty_jobs_none_run_twice_none_lost(tmp_path, postgres_url):
     with Store(postgres_url) as store:
-        queued = {make_job(store)["id"] for _ in range(40)}
-        other = make_job(store, provider="openai")["id"]
+        queued = {make_job(store).id for _ in range(40)}
+        other = make_job(store, provider="openai").id
 
     reports = run_children(tmp_path, "drain", 8, postgres_url)
 
@@ -28,14 +28,14 @@ def test_eight_workers_drain_forty_jobs_none_run_twice_none_lost(tmp_path, postg
         for report in reports:
             for job_id in report["claimed"]:
                 job = store.get_job(job_id)
-                assert (job["status"], job["worker_id"]) == ("succeeded", report["worker_id"])
-        assert store.get_job(other)["status"] == "queued"
+                assert (job.status, job.worker_id) == ("succeeded", report["worker_id"])
+        assert store.get_job(other).status == "queued"
         assert store.list_jobs(statuses=("queued",), provider="local") == []
 
 
 def test_eight_processes_writing_at_once_lose_nothing(tmp_path, postgres_url):
     with Store(postgres_url) as store:
-        shared = make_job(store, name="shared")["id"]
+        shared = make_job(store, name="shared").id
 
     reports = run_children(tmp_path, "fault", 8, postgres_url, shared, 10, 3)
 
@@ -43,7 +43,7 @@ def test_eight_processes_writing_at_once_lose_nothing(tmp_path, postgres_url):
     with Store(postgres_url) as store:
         assert len(store.list_events(shared, limit=10_000)) == 8 * 10 * 3
         assert len(store.list_metrics(shared)) == 8 * 10
-        assert {store.get_job(j)["status"] for r in reports for j in r["created"]} == {"succeeded"}
+        assert {store.get_job(j).status for r in reports for j in r["created"]} == {"succeeded"}
 
 
 def test_the_same_migrations_run_once_when_processes_open_a_new_database(postgres_url):
@@ -68,18 +68,16 @@ def test_the_same_migrations_run_once_when_processes_open_a_new_database(postgre
 def test_compare_and_set_and_ordering_match_sqlite(postgres_url):
     with Store(postgres_url) as store:
         first, second = make_job(store, created_at=5), make_job(store, created_at=5)
-        assert [j["id"] for j in store.list_jobs()] == [second["id"], first["id"]]
-        assert [j["id"] for j in store.list_jobs(after=second["id"])] == [first["id"]]
-        assert store.update_job(first["id"], expect=("queued",), status="running")
-        assert store.update_job(first["id"], expect=("queued",), status="cancelled") is None
-        store.add_event(first["id"], "synced", event_id="ev-1")
-        store.add_event(first["id"], "synced again", event_id="ev-1")  # ignored
-        assert [e["message"] for e in store.list_events(first["id"])] == ["synced"]
-        store.add_checkpoint(first["id"], 3, fine_tuned_model_checkpoint="a")
-        store.add_checkpoint(first["id"], 3, fine_tuned_model_checkpoint="b")  # replaces
-        assert [c["fine_tuned_model_checkpoint"] for c in store.list_checkpoints(first["id"])] == [
-            "b"
-        ]
+        assert [j.id for j in store.list_jobs()] == [second.id, first.id]
+        assert [j.id for j in store.list_jobs(after=second.id)] == [first.id]
+        assert store.update_job(first.id, expect=("queued",), status="running")
+        assert store.update_job(first.id, expect=("queued",), status="cancelled") is None
+        store.add_event(first.id, "synced", event_id="ev-1")
+        store.add_event(first.id, "synced again", event_id="ev-1")  # ignored
+        assert [e.message for e in store.list_events(first.id)] == ["synced"]
+        store.add_checkpoint(first.id, 3, fine_tuned_model_checkpoint="a")
+        store.add_checkpoint(first.id, 3, fine_tuned_model_checkpoint="b")  # replaces
+        assert [c.fine_tuned_model_checkpoint for c in store.list_checkpoints(first.id)] == ["b"]
 
 
 def test_the_database_url_setting_selects_postgres(postgres_url, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sqlite3
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tunelab.errors import TunelabError
+from tunelab.registry import File, Job
 from tunelab.registry.migrations import MIGRATIONS
 from tunelab.registry.store import Store
 
@@ -27,7 +29,7 @@ def store(tmp_path):
         yield opened
 
 
-def make_job(store: Store, **fields) -> dict:
+def make_job(store: Store, **fields) -> Job:
     return store.create_job(**{"provider": "local", "model": "base", "status": "queued", **fields})
 
 
@@ -81,11 +83,11 @@ def test_reopening_keeps_data_and_applies_nothing_again(tmp_path):
     path = tmp_path / "registry.db"
     with Store(path) as store:
         job = make_job(store, name="kept")
-        store.add_event(job["id"], "hello")
+        store.add_event(job.id, "hello")
     version = user_version(path)
     with Store(path) as store:
-        assert store.get_job(job["id"])["name"] == "kept"
-        assert [event["message"] for event in store.list_events(job["id"])] == ["hello"]
+        assert store.get_job(job.id).name == "kept"
+        assert [event.message for event in store.list_events(job.id)] == ["hello"]
     assert user_version(path) == version == len(MIGRATIONS)
 
 
@@ -118,8 +120,8 @@ def test_opening_a_migrated_registry_does_not_wait_for_a_writer(tmp_path):
 
 def test_job_is_found_by_its_id_and_by_its_provider_id(store):
     job = make_job(store, provider="openai", provider_job_id="ftjob-remote")
-    assert job["id"].startswith("ftjob-")
-    assert store.get_job(job["id"]) == job
+    assert job.id.startswith("ftjob-")
+    assert store.get_job(job.id) == job
     assert store.get_job("ftjob-remote") == job
 
 
@@ -131,12 +133,12 @@ def test_json_columns_round_trip_and_default_to_empty(store):
         metadata={"team": "search", "tags": ["a", "b"]},
         progress={"step": 2, "loss": 1.25},
     )
-    again = store.get_job(job["id"])
-    assert again["hyperparameters"] == hyper
-    assert again["metadata"] == {"team": "search", "tags": ["a", "b"]}
-    assert again["progress"] == {"step": 2, "loss": 1.25}
+    again = store.get_job(job.id)
+    assert again.hyperparameters == hyper
+    assert again.metadata == {"team": "search", "tags": ["a", "b"]}
+    assert again.progress == {"step": 2, "loss": 1.25}
     bare = make_job(store)
-    assert (bare["hyperparameters"], bare["metadata"], bare["progress"]) == ({}, {}, None)
+    assert (bare.hyperparameters, bare.metadata, bare.progress) == ({}, {}, None)
 
 
 def test_unknown_job_fields_are_refused(store):
@@ -145,8 +147,8 @@ def test_unknown_job_fields_are_refused(store):
     assert store.list_jobs() == []
     job = make_job(store)
     with pytest.raises(ValueError, match="colour"):
-        store.update_job(job["id"], colour="red", status="failed")
-    assert store.get_job(job["id"])["status"] == "queued"
+        store.update_job(job.id, colour="red", status="failed")
+    assert store.get_job(job.id).status == "queued"
 
 
 def test_missing_job_raises_job_not_found(store):
@@ -165,84 +167,84 @@ def test_missing_job_raises_job_not_found(store):
 def test_list_is_newest_first_and_pages_cover_every_job_once(store):
     # Several jobs share a second: the order among them is insertion order, newest first.
     stamps = [100, 100, 100, 200, 300, 300, 300, 300, 400]
-    ids = [make_job(store, created_at=stamp)["id"] for stamp in stamps]
+    ids = [make_job(store, created_at=stamp).id for stamp in stamps]
     newest_first = ids[::-1]
-    assert [job["id"] for job in store.list_jobs(limit=100)] == newest_first
+    assert [job.id for job in store.list_jobs(limit=100)] == newest_first
     for size in (1, 2, 3, 4):
         seen, after = [], None
         while page := store.list_jobs(limit=size, after=after):
             assert len(page) <= size
-            seen += [job["id"] for job in page]
-            after = page[-1]["id"]
+            seen += [job.id for job in page]
+            after = page[-1].id
         assert seen == newest_first
 
 
 def test_jobs_created_within_one_second_page_without_gaps(store):
-    ids = [make_job(store)["id"] for _ in range(12)]
+    ids = [make_job(store).id for _ in range(12)]
     seen, after = [], None
     while page := store.list_jobs(limit=5, after=after):
-        seen += [job["id"] for job in page]
-        after = page[-1]["id"]
+        seen += [job.id for job in page]
+        after = page[-1].id
     assert seen == ids[::-1]
 
 
 def test_list_filters_by_provider_and_status_and_pages_within_them(store):
-    local_queued = [make_job(store, created_at=10 + i)["id"] for i in range(3)]
+    local_queued = [make_job(store, created_at=10 + i).id for i in range(3)]
     make_job(store, created_at=20, status="running")
     make_job(store, created_at=30, provider="openai", status="queued")
-    local_failed = make_job(store, created_at=40, status="failed")["id"]
+    local_failed = make_job(store, created_at=40, status="failed").id
 
-    assert {job["provider"] for job in store.list_jobs(provider="openai")} == {"openai"}
+    assert {job.provider for job in store.list_jobs(provider="openai")} == {"openai"}
     local = store.list_jobs(provider="local", statuses=("queued", "failed"))
-    assert [job["id"] for job in local] == [local_failed, *local_queued[::-1]]
+    assert [job.id for job in local] == [local_failed, *local_queued[::-1]]
     page = store.list_jobs(provider="local", statuses=("queued",), limit=2)
-    rest = store.list_jobs(provider="local", statuses=("queued",), after=page[-1]["id"])
-    assert [job["id"] for job in page + rest] == local_queued[::-1]
+    rest = store.list_jobs(provider="local", statuses=("queued",), after=page[-1].id)
+    assert [job.id for job in page + rest] == local_queued[::-1]
 
 
 def test_update_with_expect_is_a_compare_and_set(store):
     job = make_job(store)
-    moved = store.update_job(job["id"], expect=("queued",), status="cancelled", error_code="x")
+    moved = store.update_job(job.id, expect=("queued",), status="cancelled", error_code="x")
     assert moved is not None
-    assert (moved["status"], moved["error_code"]) == ("cancelled", "x")
+    assert (moved.status, moved.error_code) == ("cancelled", "x")
 
-    before = store.get_job(job["id"])
-    missed = store.update_job(job["id"], expect=("queued", "running"), status="succeeded")
+    before = store.get_job(job.id)
+    missed = store.update_job(job.id, expect=("queued", "running"), status="succeeded")
     assert missed is None
-    assert store.get_job(job["id"]) == before  # not even updated_at moved
+    assert store.get_job(job.id) == before  # not even updated_at moved
 
 
 def test_update_without_expect_sets_fields_and_keeps_the_rest(store):
     job = make_job(store, name="keep", metadata={"a": 1})
-    updated = store.update_job(job["id"], progress={"step": 5}, trained_tokens=640)
-    assert updated["progress"] == {"step": 5}
-    assert updated["trained_tokens"] == 640
-    assert (updated["name"], updated["metadata"]) == ("keep", {"a": 1})
-    assert updated["updated_at"] >= job["updated_at"]
+    updated = store.update_job(job.id, progress={"step": 5}, trained_tokens=640)
+    assert updated.progress == {"step": 5}
+    assert updated.trained_tokens == 640
+    assert (updated.name, updated.metadata) == ("keep", {"a": 1})
+    assert updated.updated_at >= job.updated_at
 
 
 def test_deleting_a_job_removes_its_events_metrics_and_checkpoints(store):
     doomed, kept = make_job(store), make_job(store)
     for job in (doomed, kept):
-        store.add_event(job["id"], "started")
-        store.add_metric(job["id"], 1, {"train_loss": 2.0})
-        store.add_checkpoint(job["id"], 1, fine_tuned_model_checkpoint="ckpt")
-    store.delete_job(doomed["id"])
+        store.add_event(job.id, "started")
+        store.add_metric(job.id, 1, {"train_loss": 2.0})
+        store.add_checkpoint(job.id, 1, fine_tuned_model_checkpoint="ckpt")
+    store.delete_job(doomed.id)
 
     with pytest.raises(TunelabError):
-        store.get_job(doomed["id"])
-    assert store.list_events(doomed["id"]) == []
-    assert store.list_metrics(doomed["id"]) == []
-    assert store.list_checkpoints(doomed["id"]) == []
-    assert len(store.list_events(kept["id"])) == 1
-    assert len(store.list_metrics(kept["id"])) == 1
-    assert len(store.list_checkpoints(kept["id"])) == 1
+        store.get_job(doomed.id)
+    assert store.list_events(doomed.id) == []
+    assert store.list_metrics(doomed.id) == []
+    assert store.list_checkpoints(doomed.id) == []
+    assert len(store.list_events(kept.id)) == 1
+    assert len(store.list_metrics(kept.id)) == 1
+    assert len(store.list_checkpoints(kept.id)) == 1
 
 
 # -- files --------------------------------------------------------------------------------------
 
 
-def add_file(store: Store, **fields) -> dict:
+def add_file(store: Store, **fields) -> File:
     defaults = {
         "provider": "openai",
         "filename": "train.jsonl",
@@ -256,10 +258,10 @@ def add_file(store: Store, **fields) -> dict:
 
 def test_file_is_found_by_id_and_provider_id(store):
     file = add_file(store, provider_file_id="file-remote", validation={"ok": True, "lines": 3})
-    assert file["id"].startswith("file-")
-    assert store.get_file(file["id"]) == file
+    assert file.id.startswith("file-")
+    assert store.get_file(file.id) == file
     assert store.get_file("file-remote") == file
-    assert file["validation"] == {"ok": True, "lines": 3}
+    assert file.validation == {"ok": True, "lines": 3}
     assert store.list_files() == [file]
 
 
@@ -275,9 +277,9 @@ def test_find_file_reuses_an_upload_with_the_same_bytes_but_not_an_errored_one(s
 
 def test_deleted_file_is_gone(store):
     file = add_file(store)
-    store.delete_file(file["id"])
+    store.delete_file(file.id)
     with pytest.raises(TunelabError) as caught:
-        store.get_file(file["id"])
+        store.get_file(file.id)
     assert caught.value.code == "file_not_found"
     assert store.find_file("openai", "sha256:aa", "fine-tune") is None
 
@@ -288,33 +290,33 @@ def test_deleted_file_is_gone(store):
 def test_events_are_oldest_first_and_continue_after_a_seq(store):
     job = make_job(store)
     for i in range(5):
-        store.add_event(job["id"], f"event {i}", data={"i": i})
-    events = store.list_events(job["id"])
-    assert [event["message"] for event in events] == [f"event {i}" for i in range(5)]
-    assert events[2]["data"] == {"i": 2}
-    later = store.list_events(job["id"], after_seq=events[2]["seq"])
-    assert [event["message"] for event in later] == ["event 3", "event 4"]
-    first_two = store.list_events(job["id"], limit=2)
-    assert [event["message"] for event in first_two] == ["event 0", "event 1"]
+        store.add_event(job.id, f"event {i}", data={"i": i})
+    events = store.list_events(job.id)
+    assert [event.message for event in events] == [f"event {i}" for i in range(5)]
+    assert events[2].data == {"i": 2}
+    later = store.list_events(job.id, after_seq=events[2].seq)
+    assert [event.message for event in later] == ["event 3", "event 4"]
+    first_two = store.list_events(job.id, limit=2)
+    assert [event.message for event in first_two] == ["event 0", "event 1"]
 
 
 def test_an_event_seen_again_is_stored_once_in_its_place(store):
     """A provider's events are re-synced on every poll: the copy must not reappear later."""
     job = make_job(store)
-    store.add_event(job["id"], "from the provider", event_id="ftevent-remote", created_at=50)
-    store.add_event(job["id"], "local note")
-    first = store.list_events(job["id"])
-    store.add_event(job["id"], "from the provider", event_id="ftevent-remote", created_at=50)
-    assert store.list_events(job["id"]) == first
-    assert store.list_events(job["id"], after_seq=first[-1]["seq"]) == []
+    store.add_event(job.id, "from the provider", event_id="ftevent-remote", created_at=50)
+    store.add_event(job.id, "local note")
+    first = store.list_events(job.id)
+    store.add_event(job.id, "from the provider", event_id="ftevent-remote", created_at=50)
+    assert store.list_events(job.id) == first
+    assert store.list_events(job.id, after_seq=first[-1].seq) == []
 
 
 def test_metrics_are_one_per_step_the_latest_winning(store):
     job = make_job(store)
-    store.add_metric(job["id"], 2, {"step": 2, "train_loss": 1.5})
-    store.add_metric(job["id"], 1, {"step": 1, "train_loss": 2.0})
-    store.add_metric(job["id"], 2, {"step": 2, "train_loss": 1.4})
-    assert store.list_metrics(job["id"]) == [
+    store.add_metric(job.id, 2, {"step": 2, "train_loss": 1.5})
+    store.add_metric(job.id, 1, {"step": 1, "train_loss": 2.0})
+    store.add_metric(job.id, 2, {"step": 2, "train_loss": 1.4})
+    assert store.list_metrics(job.id) == [
         {"step": 1, "train_loss": 2.0},
         {"step": 2, "train_loss": 1.4},
     ]
@@ -324,12 +326,12 @@ def test_checkpoints_are_newest_first(store):
     job = make_job(store)
     for step in (10, 30, 20):
         store.add_checkpoint(
-            job["id"], step, fine_tuned_model_checkpoint=f"m:ckpt-{step}", metrics={"step": step}
+            job.id, step, fine_tuned_model_checkpoint=f"m:ckpt-{step}", metrics={"step": step}
         )
-    checkpoints = store.list_checkpoints(job["id"])
-    assert [c["step"] for c in checkpoints] == [30, 20, 10]
-    assert checkpoints[0]["fine_tuned_model_checkpoint"] == "m:ckpt-30"
-    assert checkpoints[0]["metrics"] == {"step": 30}
+    checkpoints = store.list_checkpoints(job.id)
+    assert [c.step for c in checkpoints] == [30, 20, 10]
+    assert checkpoints[0].fine_tuned_model_checkpoint == "m:ckpt-30"
+    assert checkpoints[0].metrics == {"step": 30}
 
 
 # -- models -------------------------------------------------------------------------------------
@@ -339,14 +341,14 @@ def test_models_put_replace_list_and_delete(store):
     base = store.put_model("smollm2", provider="local", kind="base", path="/models/smollm2")
     store.put_model("gpt-4o-mini", provider="openai", kind="base")
     assert store.get_model("smollm2") == base
-    assert base["details"] == {}
+    assert base.details == {}
 
     tuned = store.put_model(
         "smollm2", provider="local", kind="base", path="/elsewhere", details={"gguf": True}
     )
-    assert (tuned["path"], tuned["details"]) == ("/elsewhere", {"gguf": True})
-    assert [model["id"] for model in store.list_models(provider="local")] == ["smollm2"]
-    assert {model["id"] for model in store.list_models()} == {"smollm2", "gpt-4o-mini"}
+    assert (tuned.path, tuned.details) == ("/elsewhere", {"gguf": True})
+    assert [model.id for model in store.list_models(provider="local")] == ["smollm2"]
+    assert {model.id for model in store.list_models()} == {"smollm2", "gpt-4o-mini"}
 
     store.delete_model("smollm2")
     assert store.find_model("smollm2") is None
@@ -360,32 +362,32 @@ def test_models_put_replace_list_and_delete(store):
 
 
 def test_claim_takes_the_oldest_queued_job_of_the_provider(store):
-    newest = make_job(store, created_at=300)["id"]
-    oldest = make_job(store, created_at=100)["id"]
-    middle = make_job(store, created_at=200)["id"]
+    newest = make_job(store, created_at=300).id
+    oldest = make_job(store, created_at=100).id
+    middle = make_job(store, created_at=200).id
     make_job(store, created_at=50, status="running")
     make_job(store, created_at=10, provider="openai")
 
     first = store.claim_next_job("local", WORKER)
-    assert first["id"] == oldest
-    assert (first["status"], first["raw_status"]) == ("running", "running")
-    assert (first["worker_id"], first["worker_pid"], first["worker_host"]) == (
+    assert first.id == oldest
+    assert (first.status, first.raw_status) == ("running", "running")
+    assert (first.worker_id, first.worker_pid, first.worker_host) == (
         "worker-a",
         123,
         "host-a",
     )
-    assert first["started_at"] is not None and first["heartbeat_at"] is not None
-    claimed = [store.claim_next_job("local", WORKER)["id"] for _ in range(2)]
+    assert first.started_at is not None and first.heartbeat_at is not None
+    claimed = [store.claim_next_job("local", WORKER).id for _ in range(2)]
     assert claimed == [middle, newest]
     assert store.claim_next_job("local", WORKER) is None
-    assert store.list_jobs(provider="openai")[0]["status"] == "queued"
+    assert store.list_jobs(provider="openai")[0].status == "queued"
 
 
 def test_claim_clears_a_previous_error_but_keeps_the_first_start(store):
     job = make_job(store, started_at=42, error_code="worker_died", error_message="lost")
     claimed = store.claim_next_job("local", WORKER)
-    assert claimed["id"] == job["id"]
-    assert (claimed["started_at"], claimed["error_code"], claimed["error_message"]) == (
+    assert claimed.id == job.id
+    assert (claimed.started_at, claimed.error_code, claimed.error_message) == (
         42,
         None,
         None,
@@ -395,16 +397,16 @@ def test_claim_clears_a_previous_error_but_keeps_the_first_start(store):
 def test_heartbeat_reports_cancel_and_stamps_only_for_the_owner(store):
     make_job(store)
     job = store.claim_next_job("local", WORKER)
-    store.update_job(job["id"], heartbeat_at=0.0)
+    store.update_job(job.id, heartbeat_at=0.0)
 
-    assert store.heartbeat(job["id"], "someone-else") == 0
-    assert store.get_job(job["id"])["heartbeat_at"] == 0.0
-    assert store.heartbeat(job["id"], "worker-a") == 0
-    assert store.get_job(job["id"])["heartbeat_at"] > 0.0
+    assert store.heartbeat(job.id, "someone-else") == 0
+    assert store.get_job(job.id).heartbeat_at == 0.0
+    assert store.heartbeat(job.id, "worker-a") == 0
+    assert store.get_job(job.id).heartbeat_at > 0.0
 
-    store.update_job(job["id"], cancel_requested=1)
-    assert store.heartbeat(job["id"], "worker-a") == 1
-    assert store.heartbeat(job["id"], "someone-else") == 1
+    store.update_job(job.id, cancel_requested=1)
+    assert store.heartbeat(job.id, "worker-a") == 1
+    assert store.heartbeat(job.id, "someone-else") == 1
 
 
 # -- many processes -----------------------------------------------------------------------------
@@ -435,7 +437,7 @@ def test_eight_processes_writing_at_once_lose_nothing(tmp_path):
     processes, jobs, updates = 8, 25, 4
     path = tmp_path / "registry.db"
     with Store(path) as store:
-        shared = make_job(store, name="shared")["id"]
+        shared = make_job(store, name="shared").id
 
     started = time.perf_counter()
     reports = run_children(tmp_path, "fault", processes, path, shared, jobs, updates)
@@ -447,11 +449,11 @@ def test_eight_processes_writing_at_once_lose_nothing(tmp_path):
             assert len(report["created"]) == jobs
             for job_id in report["created"]:
                 job = store.get_job(job_id)
-                assert job["status"] == "succeeded"
-                assert job["progress"] == {"step": updates, "worker": me}
+                assert job.status == "succeeded"
+                assert job.progress == {"step": updates, "worker": me}
         events = store.list_events(shared, limit=10_000)
         assert len(events) == processes * jobs * updates
-        assert {(e["data"]["worker"], e["data"]["i"], e["data"]["step"]) for e in events} == {
+        assert {(e.data["worker"], e.data["i"], e.data["step"]) for e in events} == {
             (me, i, step)
             for me in range(processes)
             for i in range(jobs)
@@ -464,7 +466,7 @@ def test_eight_processes_writing_at_once_lose_nothing(tmp_path):
 def test_eight_processes_claiming_at_once_claim_each_job_exactly_once(tmp_path):
     path = tmp_path / "registry.db"
     with Store(path) as store:
-        queued = {make_job(store)["id"] for _ in range(40)}
+        queued = {make_job(store).id for _ in range(40)}
         make_job(store, provider="openai")
 
     reports = run_children(tmp_path, "claim", 8, path)
@@ -476,8 +478,8 @@ def test_eight_processes_claiming_at_once_claim_each_job_exactly_once(tmp_path):
         for report in reports:
             for job_id in report["claimed"]:
                 job = store.get_job(job_id)
-                assert (job["status"], job["worker_id"]) == ("running", report["worker_id"])
-        assert store.list_jobs(provider="openai")[0]["status"] == "queued"
+                assert (job.status, job.worker_id) == ("running", report["worker_id"])
+        assert store.list_jobs(provider="openai")[0].status == "queued"
 
 
 def test_processes_opening_a_new_database_together_migrate_it_once(tmp_path):
@@ -493,3 +495,23 @@ def test_processes_opening_a_new_database_together_migrate_it_once(tmp_path):
         assert query(path, "SELECT COUNT(*) FROM race_marker") == [(1,)]
         assert query(path, "PRAGMA journal_mode") == [("wal",)]
         assert tables(path) == sorted([*TABLES, "race_marker"])
+
+
+# -- records ------------------------------------------------------------------------------------
+
+
+def test_records_are_typed_frozen_and_round_trip_through_to_dict(store):
+    job = make_job(store, hyperparameters={"n_epochs": 2})
+    assert isinstance(job, Job) and job.hyperparameters == {"n_epochs": 2}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        job.status = "running"  # a change goes through the store
+    assert Job.from_row(job.to_dict()) == job
+
+
+def test_a_record_ignores_columns_a_later_schema_added():
+    """Another backend (or a newer migration) may return columns this version does not know."""
+    row = {"id": "file-1", "provider": "local", "filename": "t.jsonl", "purpose": "fine-tune",
+           "bytes": 3, "checksum": "c", "status": "error", "created_at": 1,
+           "validation": {"status_details": "1 error(s)"}, "shard": 7}  # fmt: skip
+    file = File.from_row(row)
+    assert file.status_details == "1 error(s)" and not hasattr(file, "shard")

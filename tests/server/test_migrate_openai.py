@@ -134,15 +134,15 @@ def test_the_whole_migration_against_a_tunelab_server(
     assert len(paths.train.read_bytes().splitlines()) == 8
     [outcome] = orjson.loads(out)
     new = jobs_api.wait_job(outcome["job"]["id"], timeout=600)
-    assert new["status"] == "succeeded", new["error_message"]
-    assert new["metadata"]["tunelab_distilled_file"] == str(paths.train)
+    assert new.status == "succeeded", new.error_message
+    assert new.metadata["tunelab_distilled_file"] == str(paths.train)
 
     code, out, err = cli(
         capsys, "migrate", "openai", "compare", ft, "--task", "classify", "--today", TODAY, "--json"
     )
     assert code == 0, err
     result = orjson.loads(out)
-    assert result["models_evaluated"] == [ft, new["fine_tuned_model"]]
-    assert set(result["models"]) == {ft, new["fine_tuned_model"]}
+    assert result["models_evaluated"] == [ft, new.fine_tuned_model]
+    assert set(result["models"]) == {ft, new.fine_tuned_model}
     code, out, _ = cli(capsys, "eval", "list", "--json")
     assert result["id"] in out

@@ -45,7 +45,7 @@ def upload(client, **headers) -> httpx.Response:
 
 def local_job() -> str:
     with Store() as store:
-        return store.create_job(provider="local", model="m", status="queued")["id"]
+        return store.create_job(provider="local", model="m", status="queued").id
 
 
 CROSS_SITE = [{"Origin": EVIL}, {"Sec-Fetch-Site": "cross-site"}, {"Origin": "null"},

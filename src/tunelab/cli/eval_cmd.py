@@ -30,6 +30,7 @@ from tunelab.data.prompts import ClassificationPrompt
 from tunelab.errors import TunelabError
 from tunelab.evals import runs
 from tunelab.evals.items import load_items
+from tunelab.registry import EvalRun
 
 OutputDir = click.Path(path_type=Path, file_okay=False)
 
@@ -371,7 +372,8 @@ def render_judge(result: dict, outputs: list[dict] | None = None) -> None:
     """Every rating or score with its 95% interval, then every parse failure with its reason.
     `outputs` are the run's stored rows (read from the registry when not given)."""
     if outputs is None:
-        outputs = runs.run_outputs(result["id"]) if result.get("id") else []
+        stored = runs.run_outputs(result["id"]) if result.get("id") else []
+        outputs = [row.to_dict() for row in stored]
     if result["kind"] == "pairwise" and not result.get("ratings"):
         common.stdout.print(f"pairwise: no verdict from {result['n_comparisons']} comparisons",
                             highlight=False)  # fmt: skip
@@ -446,7 +448,7 @@ def list_cmd(limit, as_json) -> int:
     """Evaluation runs, newest first."""
     found = runs.list_runs(limit=limit)
     if as_json:
-        common.print_json({"object": "list", "data": found})
+        common.print_json({"object": "list", "data": [run.to_dict() for run in found]})
         return 0
     if not found:
         common.stdout.print("no evaluation runs yet: `tunelab eval classify --data F --model M`")
@@ -456,25 +458,25 @@ def list_cmd(limit, as_json) -> int:
     for column in ("kind", "status", "models", "items", "headline"):
         table.add_column(column, overflow="fold")
     for run in found:
-        table.add_row(run["id"], run["kind"], run["status"], escape(", ".join(run["models"])),
-                      str(run["data"].get("n_items", "")), escape(headline(run)))  # fmt: skip
+        table.add_row(run.id, run.kind, run.status, escape(", ".join(run.models)),
+                      str(run.data.get("n_items", "")), escape(headline(run)))  # fmt: skip
     common.stdout.print(table)
     return 0
 
 
-def headline(run: dict) -> str:
+def headline(run: EvalRun) -> str:
     """The one number per model a reader looks at first."""
-    metrics = (run.get("metrics") or {}).get("models") or {}
-    key = {"classify": "accuracy", "queries": "execution_match"}.get(run["kind"])
+    metrics = (run.metrics or {}).get("models") or {}
+    key = {"classify": "accuracy", "queries": "execution_match"}.get(run.kind)
     parts = []
     for name, values in metrics.items():
         value = values.get(key) if key else values.get("mean_score")
-        if value is None and run["kind"] == "queries":
+        if value is None and run.kind == "queries":
             value = values.get("exact_match")
         if isinstance(value, float):
             parts.append(f"{name}: {value:.1%}" if value <= 1 else f"{name}: {value:.2f}")
-    if run["kind"] in ("judge", "pairwise") and (run.get("metrics") or {}).get("ratings"):
-        parts = [f"{n}: {r['rating']:.0f}" for n, r in run["metrics"]["ratings"].items()]
+    if run.kind in ("judge", "pairwise") and (run.metrics or {}).get("ratings"):
+        parts = [f"{n}: {r['rating']:.0f}" for n, r in run.metrics["ratings"].items()]
     return "; ".join(parts)
 
 
@@ -485,20 +487,21 @@ def show_cmd(run_id, as_json) -> int:
     """One run: its data, metrics, and where its report is."""
     run = runs.get_run(run_id)
     if as_json:
-        common.print_json({**run, "outputs": runs.run_outputs(run_id)})
+        outputs = [out.to_dict() for out in runs.run_outputs(run_id)]
+        common.print_json({**run.to_dict(), "outputs": outputs})
         return 0
-    common.stdout.print(f"{run['id']}  {run['kind']}  {run['status']}  "
-                        f"{escape(run['data'].get('path', ''))}", highlight=False)  # fmt: skip
-    if run["status"] == "failed":
-        common.stdout.print(f"[red]failed[/]: {escape(run['error_message'] or '')}")
+    common.stdout.print(f"{run.id}  {run.kind}  {run.status}  "
+                        f"{escape(run.data.get('path', ''))}", highlight=False)  # fmt: skip
+    if run.status == "failed":
+        common.stdout.print(f"[red]failed[/]: {escape(run.error_message or '')}")
     common.stdout.print(escape(headline(run)) or "—", highlight=False)
-    if run["kind"] in ("judge", "pairwise") and run["status"] == "succeeded":
-        described = {**run["metrics"], "id": run["id"], "kind": run["kind"],
-                     "html_path": run["html_path"]}  # fmt: skip
-        render_judge(described, runs.run_outputs(run_id))
+    if run.kind in ("judge", "pairwise") and run.status == "succeeded":
+        described = {**run.metrics, "id": run.id, "kind": run.kind,
+                     "html_path": run.html_path}  # fmt: skip
+        render_judge(described, [row.to_dict() for row in runs.run_outputs(run_id)])
         return 0
-    if run["html_path"]:
-        common.stdout.print(f"report: {escape(run['html_path'])}", highlight=False)
+    if run.html_path:
+        common.stdout.print(f"report: {escape(run.html_path)}", highlight=False)
     return 0
 
 
@@ -509,10 +512,10 @@ def compare_cmd(run_ids, as_json) -> int:
     """Runs side by side: each model's headline metrics in each run."""
     found = [runs.get_run(run_id) for run_id in run_ids]
     rows = [
-        {"run": run["id"], "kind": run["kind"], "data": run["data"].get("path"), "model": name,
+        {"run": run.id, "kind": run.kind, "data": run.data.get("path"), "model": name,
          **{k: v for k, v in values.items() if isinstance(v, (int, float))}}
         for run in found
-        for name, values in ((run.get("metrics") or {}).get("models") or {}).items()
+        for name, values in ((run.metrics or {}).get("models") or {}).items()
     ]  # fmt: skip
     if as_json:
         common.print_json({"object": "list", "data": rows})

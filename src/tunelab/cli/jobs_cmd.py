@@ -26,6 +26,8 @@ from tunelab.providers import jobs as api
 from tunelab.providers.base import TERMINAL_STATUSES
 from tunelab.providers.local import JOB_LOG
 from tunelab.providers.registry import DEFAULT_PROVIDER
+from tunelab.registry import Event, Job
+from tunelab.server.openai_objects import job_object
 
 STATUS_STYLE = {
     "succeeded": "green",
@@ -86,12 +88,12 @@ def create_cmd(train_file, val_file, provider, model, suffix, name, base_url, ke
         show_estimate(spec)
     job = api.create_job(spec, start_worker=not no_start, report=report)
     if as_json and not wait_:
-        common.print_json(api.job_object(job))
+        common.print_json(job_object(job))
         return 0
     if not as_json:
         say_created(job, no_start)
     if wait_:
-        return wait_for(job["id"], as_json, timeout=None)
+        return wait_for(job.id, as_json, timeout=None)
     return 0
 
 
@@ -127,14 +129,14 @@ def show_estimate(spec: api.JobSpec) -> None:
                             f"for {estimate['total_steps']:,} steps", highlight=False)  # fmt: skip
 
 
-def say_created(job: dict, no_start: bool) -> None:
+def say_created(job: Job, no_start: bool) -> None:
     say = common.stdout.print
-    where = job["provider"]
-    say(f"[green]✓ created[/] {job['id']} ({where}, {escape(job['model'])}): {job['status']}",
+    where = job.provider
+    say(f"[green]✓ created[/] {job.id} ({where}, {escape(job.model)}): {job.status}",
         highlight=False)  # fmt: skip
     if no_start and api.runs_here(job):
         say("  not started: run `tunelab worker` to run queued jobs", highlight=False)
-    say(f"  follow it: tunelab jobs wait {job['id']}", highlight=False)
+    say(f"  follow it: tunelab jobs wait {job.id}", highlight=False)
 
 
 @jobs_group.command("list")
@@ -146,7 +148,7 @@ def list_cmd(provider, limit, after, as_json) -> int:
     """The jobs tunelab knows, newest first."""
     jobs = api.list_jobs(limit=limit, after=after, provider=provider)
     if as_json:
-        common.print_json({"object": "list", "data": [api.job_object(j) for j in jobs],
+        common.print_json({"object": "list", "data": [job_object(j) for j in jobs],
                            "has_more": len(jobs) == limit})  # fmt: skip
         return 0
     if not jobs:
@@ -157,9 +159,9 @@ def list_cmd(provider, limit, after, as_json) -> int:
     for column in ("provider", "status", "model", "created", "progress"):
         table.add_column(column, overflow="fold")
     for job in jobs:
-        model = job["fine_tuned_model"] or short_name(job["model"])
-        table.add_row(job["id"], job["provider"], _status(job), escape(model),
-                      _when(job["created_at"], short=True), _progress_text(job))  # fmt: skip
+        model = job.fine_tuned_model or short_name(job.model)
+        table.add_row(job.id, job.provider, _status(job), escape(model),
+                      _when(job.created_at, short=True), _progress_text(job))  # fmt: skip
     common.stdout.print(table)
     return 0
 
@@ -171,29 +173,28 @@ def show_cmd(job_id, as_json) -> int:
     """One job: status, model, hyperparameters, progress, error."""
     job = api.get_job(job_id)
     if as_json:
-        common.print_json(api.job_object(job))
+        common.print_json(job_object(job))
         return 0
-    obj = api.job_object(job)
     rows = [
-        ("id", job["id"] + (f" ({job['provider_job_id']})" if job["provider_job_id"] else "")),
-        ("provider", job["provider"]),
-        ("status", _status(job) + (f" ({job['raw_status']})" if job["raw_status"] != job["status"]
+        ("id", job.id + (f" ({job.provider_job_id})" if job.provider_job_id else "")),
+        ("provider", job.provider),
+        ("status", _status(job) + (f" ({job.raw_status})" if job.raw_status != job.status
                                    else "")),
-        ("base model", escape(job["model"])),
-        ("fine-tuned model", escape(job["fine_tuned_model"] or "—")),
-        ("hyperparameters", ", ".join(f"{k}={v}" for k, v in obj["hyperparameters"].items())),
-        ("given", ", ".join(f"{k}={v}" for k, v in (job["hyperparameters"] or {}).items()) or "—"),
-        ("created", _when(job["created_at"])),
-        ("finished", _when(job["finished_at"])),
+        ("base model", escape(job.model)),
+        ("fine-tuned model", escape(job.fine_tuned_model or "—")),
+        ("hyperparameters", _pairs(api.shown_hyperparameters(job))),
+        ("given", _pairs(job.hyperparameters or {}) or "—"),
+        ("created", _when(job.created_at)),
+        ("finished", _when(job.finished_at)),
         ("progress", _progress_text(job) or escape(api.queue_note(job) or "—")),
-        ("trained tokens", f"{job['trained_tokens']:,}" if job["trained_tokens"] else "—"),
+        ("trained tokens", f"{job.trained_tokens:,}" if job.trained_tokens else "—"),
     ]  # fmt: skip
-    if job["error_message"]:
-        rows.append(("error", f"[red]{escape(job['error_code'] or '')}[/]: "
-                              f"{escape(job['error_message'])}"))  # fmt: skip
-    if job["output_dir"]:
-        rows.append(("output", escape(job["output_dir"])))
-        log = Path(job["output_dir"]) / JOB_LOG
+    if job.error_message:
+        rows.append(("error", f"[red]{escape(job.error_code or '')}[/]: "
+                              f"{escape(job.error_message)}"))  # fmt: skip
+    if job.output_dir:
+        rows.append(("output", escape(job.output_dir)))
+        log = Path(job.output_dir) / JOB_LOG
         if log.exists():
             rows.append(("log", escape(str(log))))
     table = Table(show_header=False, box=None)
@@ -202,7 +203,7 @@ def show_cmd(job_id, as_json) -> int:
     for key, value in rows:
         table.add_row(key, value)
     common.stdout.print(table)
-    print_curve(api.list_metrics(job["id"]))
+    print_curve(api.list_metrics(job.id))
     return 0
 
 
@@ -241,6 +242,10 @@ def metrics_cmd(job_id, as_json) -> int:
     return 0
 
 
+def _pairs(values: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items())
+
+
 @jobs_group.command("events")
 @click.argument("job_id")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events until it ends.")
@@ -252,27 +257,27 @@ def events_cmd(job_id, follow, as_json) -> int:
         events = api.list_events(job_id, after_seq=seen)
         for event in events:
             print_event(event, as_json)
-            seen = event["seq"]
+            seen = event.seq
         if not follow:
             return 0
         job = api.get_job(job_id)
-        if job["status"] in TERMINAL_STATUSES or job["status"] == "paused":
+        if job.status in TERMINAL_STATUSES or job.status == "paused":
             for event in api.list_events(job_id, after_seq=seen):
                 print_event(event, as_json)
             return 0
         time.sleep(api.poll_seconds(job))
 
 
-def print_event(event: dict, as_json: bool) -> None:
+def print_event(event: Event, as_json: bool) -> None:
     if as_json:
-        common.print_json({"object": "fine_tuning.job.event", "id": event["id"],
-                           "created_at": event["created_at"], "level": event["level"],
-                           "message": event["message"], "type": event["type"],
-                           "data": event["data"]})  # fmt: skip
+        common.print_json({"object": "fine_tuning.job.event", "id": event.id,
+                           "created_at": event.created_at, "level": event.level,
+                           "message": event.message, "type": event.type,
+                           "data": event.data})  # fmt: skip
         return
-    style = {"error": "red", "warn": "yellow"}.get(event["level"], "")
-    text = escape(event["message"])
-    common.stdout.print(f"{_when(event['created_at'])}  " + (f"[{style}]{text}[/]" if style
+    style = {"error": "red", "warn": "yellow"}.get(event.level, "")
+    text = escape(event.message)
+    common.stdout.print(f"{_when(event.created_at)}  " + (f"[{style}]{text}[/]" if style
                         else text), highlight=False)  # fmt: skip
 
 
@@ -283,16 +288,18 @@ def checkpoints_cmd(job_id, as_json) -> int:
     """The job's checkpoints, newest first."""
     points = api.list_checkpoints(job_id)
     if as_json:
-        common.print_json({"object": "list", "data": points, "has_more": False})
+        common.print_json(
+            {"object": "list", "data": [p.to_dict() for p in points], "has_more": False}
+        )
         return 0
     table = Table()
     for column in ("step", "created", "loss", "checkpoint"):
         table.add_column(column)
     for point in points:
-        loss = point["metrics"].get("loss", point["metrics"].get("train_loss"))
-        table.add_row(str(point["step"]), _when(point["created_at"]),
+        loss = point.metrics.get("loss", point.metrics.get("train_loss"))
+        table.add_row(str(point.step), _when(point.created_at),
                       f"{loss:.4f}" if isinstance(loss, (int, float)) else "—",
-                      escape(point["fine_tuned_model_checkpoint"] or ""))  # fmt: skip
+                      escape(point.fine_tuned_model_checkpoint or ""))  # fmt: skip
     common.stdout.print(table)
     return 0
 
@@ -310,23 +317,23 @@ def wait_for(job_id: str, as_json: bool, timeout: float | None) -> int:
     with JobProgress(quiet=as_json) as progress:
         job = api.wait_job(job_id, on_update=progress, timeout=timeout)
     if as_json:
-        common.print_json(api.job_object(job))
+        common.print_json(job_object(job))
     else:
         say_finished(job)
-    return 0 if job["status"] == "succeeded" else 1
+    return 0 if job.status == "succeeded" else 1
 
 
-def say_finished(job: dict) -> None:
+def say_finished(job: Job) -> None:
     say = common.stdout.print
-    if job["status"] == "succeeded":
-        say(f"[green]✓ succeeded[/]: {escape(job['fine_tuned_model'] or '')}", highlight=False)
-        say(f"  chat with it: tunelab chat {escape(job['fine_tuned_model'] or '')}",
+    if job.status == "succeeded":
+        say(f"[green]✓ succeeded[/]: {escape(job.fine_tuned_model or '')}", highlight=False)
+        say(f"  chat with it: tunelab chat {escape(job.fine_tuned_model or '')}",
             highlight=False)  # fmt: skip
-    elif job["status"] == "failed":
-        say(f"[red]✗ failed[/] [{escape(job['error_code'] or '')}]: "
-            f"{escape(job['error_message'] or '')}", highlight=False)  # fmt: skip
+    elif job.status == "failed":
+        say(f"[red]✗ failed[/] [{escape(job.error_code or '')}]: "
+            f"{escape(job.error_message or '')}", highlight=False)  # fmt: skip
     else:
-        say(f"[yellow]{job['status']}[/] {job['id']}", highlight=False)
+        say(f"[yellow]{job.status}[/] {job.id}", highlight=False)
 
 
 class JobProgress:
@@ -350,15 +357,15 @@ class JobProgress:
         if self.bar is not None:
             self.bar.stop()
 
-    def __call__(self, job: dict) -> None:
-        progress = job["progress"] or {}
+    def __call__(self, job: Job) -> None:
+        progress = job.progress or {}
         detail = _progress_text(job) or api.queue_note(job) or ""
         if self.bar is not None:
             self.bar.update(self.task, completed=progress.get("step", 0),
-                            total=progress.get("total_steps"), status=job["status"],
+                            total=progress.get("total_steps"), status=job.status,
                             detail=detail)  # fmt: skip
-        elif not self.quiet and self._worth_a_line(job["status"], progress):
-            common.stderr.print(f"{job['status']}  {detail}".rstrip(), highlight=False)
+        elif not self.quiet and self._worth_a_line(job.status, progress):
+            common.stderr.print(f"{job.status}  {detail}".rstrip(), highlight=False)
 
     def _worth_a_line(self, status: str, progress: dict) -> bool:
         step, total = progress.get("step"), progress.get("total_steps") or 0
@@ -399,14 +406,14 @@ def resume_cmd(job_id, no_start, as_json) -> int:
     return _after_change(api.resume_job(job_id, start_worker=not no_start), as_json, "resume")
 
 
-def _after_change(job: dict, as_json: bool, action: str) -> int:
+def _after_change(job: Job, as_json: bool, action: str) -> int:
     if as_json:
-        common.print_json(api.job_object(job))
-    elif job["status"] == "running" and action != "resume":
-        common.stdout.print(f"{job['id']}: {action} requested; it stops after its current step",
+        common.print_json(job_object(job))
+    elif job.status == "running" and action != "resume":
+        common.stdout.print(f"{job.id}: {action} requested; it stops after its current step",
                             highlight=False)  # fmt: skip
     else:
-        common.stdout.print(f"{job['id']}: {_status(job)}", highlight=False)
+        common.stdout.print(f"{job.id}: {_status(job)}", highlight=False)
     return 0
 
 
@@ -419,18 +426,18 @@ def delete_cmd(job_id) -> int:
     return 0
 
 
-def _status(job: dict) -> str:
-    style = STATUS_STYLE.get(job["status"], "")
-    return f"[{style}]{job['status']}[/]" if style else job["status"]
+def _status(job: Job) -> str:
+    style = STATUS_STYLE.get(job.status, "")
+    return f"[{style}]{job.status}[/]" if style else job.status
 
 
-def _progress_text(job: dict) -> str:
-    progress = job["progress"] or {}
+def _progress_text(job: Job) -> str:
+    progress = job.progress or {}
     if not progress:
         return ""
     text = f"step {progress['step']}/{progress['total_steps']}  loss {progress['loss']:.4f}"
-    if job["status"] == "running" and job["estimated_finish"]:
-        text += f"  ETA {_duration(max(0, job['estimated_finish'] - time.time()))}"
+    if job.status == "running" and job.estimated_finish:
+        text += f"  ETA {_duration(max(0, job.estimated_finish - time.time()))}"
     return text
 
 

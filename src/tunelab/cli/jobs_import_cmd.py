@@ -8,6 +8,7 @@ from rich.markup import escape
 from tunelab.cli import common
 from tunelab.cli.jobs_cmd import jobs_group
 from tunelab.providers import jobs as api
+from tunelab.server.openai_objects import job_object
 
 
 @jobs_group.command("import")
@@ -22,9 +23,9 @@ def import_cmd(job_id, provider, base_url, key_env, as_json) -> int:
     model it made then show in `jobs show`, `jobs events`, `models list` and `chat`."""
     job = api.import_job(provider, job_id, base_url=base_url, key_variable=key_env)
     if as_json:
-        common.print_json(api.job_object(job))
+        common.print_json(job_object(job))
         return 0
-    made = f", model {escape(job['fine_tuned_model'])}" if job["fine_tuned_model"] else ""
-    common.stdout.print(f"[green]✓ imported[/] {job['id']} ({provider} {escape(job_id)}): "
-                        f"{job['status']}{made}", highlight=False)  # fmt: skip
+    made = f", model {escape(job.fine_tuned_model)}" if job.fine_tuned_model else ""
+    common.stdout.print(f"[green]✓ imported[/] {job.id} ({provider} {escape(job_id)}): "
+                        f"{job.status}{made}", highlight=False)  # fmt: skip
     return 0

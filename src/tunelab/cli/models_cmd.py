@@ -10,6 +10,7 @@ from tunelab.cli import common
 from tunelab.cli.jobs_cmd import _when, short_name
 from tunelab.providers import models as api
 from tunelab.providers.registry import provider_names
+from tunelab.registry import Model
 
 
 @click.group("models")
@@ -27,18 +28,29 @@ def list_cmd(provider, fine_tuned, as_json) -> int:
     """Fine-tuned models (newest first), then base models."""
     models = api.list_models(provider=provider, kind="fine-tuned" if fine_tuned else None)
     if as_json:
-        common.print_json({"object": "list", "data": models})
+        common.print_json({"object": "list", "data": [_model_json(m) for m in models]})
         return 0
     table = Table()
     table.add_column("model", no_wrap=True)
     for column in ("provider", "kind", "base model", "created"):
         table.add_column(column, overflow="fold")
     for model in models:
-        table.add_row(escape(model["id"]), model["provider"], model["kind"],
-                      escape(short_name(model["base_model"])),
-                      _when(model["created"], short=True))  # fmt: skip
+        table.add_row(escape(model.id), model.provider, model.kind,
+                      escape(short_name(model.base_model)),
+                      _when(model.created_at, short=True))  # fmt: skip
     common.stdout.print(table)
     return 0
+
+
+def _model_json(model: Model) -> dict:
+    """A model as OpenAI lists it, with tunelab's fields beside (the catalog's for base ones)."""
+    shown = {"id": model.id, "object": "model", "created": model.created_at,
+             "owned_by": model.provider, "provider": model.provider, "kind": model.kind,
+             "base_model": model.base_model, "job_id": model.job_id,
+             "path": model.path}  # fmt: skip
+    if model.kind == "base":
+        return {**shown, "aliases": list(model.aliases), **model.details}
+    return {**shown, "details": model.details}
 
 
 @models_group.command("delete")
@@ -46,6 +58,6 @@ def list_cmd(provider, fine_tuned, as_json) -> int:
 def delete_cmd(model) -> int:
     """Forget a fine-tuned model (a local model's files are kept)."""
     removed = api.delete_model(model)
-    where = f" (its files stay in {removed['path']})" if removed["path"] else ""
+    where = f" (its files stay in {removed.path})" if removed.path else ""
     common.stdout.print(f"deleted {escape(model)}{escape(where)}", highlight=False)
     return 0

@@ -15,7 +15,7 @@ import orjson
 
 from tunelab.errors import TunelabError
 from tunelab.io import atomic_write_text
-from tunelab.registry import Store
+from tunelab.registry import EvalOutput, EvalRun, Store
 from tunelab.settings import get_settings
 
 Task = Callable[[], tuple[dict, dict[str, list[dict]]]]
@@ -38,20 +38,20 @@ def record_run(
     except BaseException as err:
         message = err.message if isinstance(err, TunelabError) else f"{type(err).__name__}: {err}"
         with Store() as store:
-            store.update_eval_run(run["id"], status="failed", error_message=message,
+            store.update_eval_run(run.id, status="failed", error_message=message,
                                   finished_at=int(time.time()))  # fmt: skip
         raise
-    result = {"id": run["id"], "kind": kind, "created_at": run["created_at"], "data": data,
+    result = {"id": run.id, "kind": kind, "created_at": run.created_at, "data": data,
               "options": options, "models_evaluated": models, **metrics}  # fmt: skip
-    paths = write_result(result, outputs, output_dir or default_dir(run["id"]))
+    paths = write_result(result, outputs, output_dir or default_dir(run.id))
     # A task that ran but scored nothing says why in `metrics["error"]`: the run is failed,
     # with its result and report kept so the reasons can be read.
     outcome = {"status": "failed", "error_message": metrics["error"]} if metrics.get("error") \
         else {"status": "succeeded"}  # fmt: skip
     with Store() as store:
         for model, rows in outputs.items():
-            store.add_eval_outputs(run["id"], model, rows)
-        store.update_eval_run(run["id"], metrics=metrics, finished_at=int(time.time()),
+            store.add_eval_outputs(run.id, model, rows)
+        store.update_eval_run(run.id, metrics=metrics, finished_at=int(time.time()),
                               **outcome, **paths)  # fmt: skip
     return {**result, **paths}
 
@@ -71,16 +71,16 @@ def write_result(result: dict, outputs: dict[str, list[dict]], directory: Path) 
     return {"json_path": str(json_path), "html_path": str(html_path)}
 
 
-def list_runs(limit: int = 50, kind: str | None = None) -> list[dict]:
+def list_runs(limit: int = 50, kind: str | None = None) -> list[EvalRun]:
     with Store() as store:
         return store.list_eval_runs(limit=limit, kind=kind)
 
 
-def get_run(run_id: str) -> dict:
+def get_run(run_id: str) -> EvalRun:
     with Store() as store:
         return store.get_eval_run(run_id)
 
 
-def run_outputs(run_id: str, model: str | None = None) -> list[dict]:
+def run_outputs(run_id: str, model: str | None = None) -> list[EvalOutput]:
     with Store() as store:
         return store.list_eval_outputs(run_id, model)

@@ -88,14 +88,14 @@ def _pair(fine_tuned_model: str) -> tuple[str, Path]:
     from tunelab.providers.jobs import get_job
 
     with Store() as store:
-        jobs = [j for j in openai_jobs(store) if j["fine_tuned_model"] == fine_tuned_model]
+        jobs = [j for j in openai_jobs(store) if j.fine_tuned_model == fine_tuned_model]
         if not jobs:
             raise TunelabError(
                 "model_not_found",
                 f"no OpenAI fine-tune {fine_tuned_model} in the registry.",
                 hint="run `tunelab migrate openai inventory`",
             )
-        val = registered_file(store, jobs[0]["validation_file"])
+        val = registered_file(store, jobs[0].validation_file)
         migration = migration_job(store, jobs[0])
     if val is None:
         raise TunelabError(
@@ -110,13 +110,13 @@ def _pair(fine_tuned_model: str) -> tuple[str, Path]:
             hint="`tunelab migrate openai run` creates it",
         )
     job = get_job(migration["id"])
-    if job["status"] != "succeeded" or not job["fine_tuned_model"]:
+    if job.status != "succeeded" or not job.fine_tuned_model:
         raise TunelabError(
             "migration_not_done",
-            f"the migration job {job['id']} is {job['status']}.",
-            hint=f"`tunelab jobs wait {job['id']}`",
+            f"the migration job {job.id} is {job.status}.",
+            hint=f"`tunelab jobs wait {job.id}`",
         )
-    return job["fine_tuned_model"], Path(val["path"])
+    return job.fine_tuned_model, Path(val.path)
 
 
 def _evaluate(task, data, models, judge, progress, cancel):

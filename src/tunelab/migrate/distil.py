@@ -29,7 +29,7 @@ from tunelab.evals.items import load_items
 from tunelab.io import atomic_write_text, file_sha256
 from tunelab.migrate.dates import require_answering, utc_today
 from tunelab.migrate.inventory import migrate_dir, openai_jobs, registered_file
-from tunelab.registry import Store
+from tunelab.registry import Job, Store
 
 # OpenAI's prices for fine-tuned models' answers (USD per 1M tokens: input, output), from
 # https://openai.com/api/pricing/ as of 2025-11-01. An estimate: check before relying on it.
@@ -223,14 +223,14 @@ def distil(
         jobs = [
             job
             for job in openai_jobs(store)
-            if job["status"] == "succeeded"
-            and job["fine_tuned_model"]
-            and (not models or job["fine_tuned_model"] in models)
+            if job.status == "succeeded"
+            and job.fine_tuned_model
+            and (not models or job.fine_tuned_model in models)
         ]
         files = {
-            job["id"]: (
-                registered_file(store, job["training_file"]),
-                registered_file(store, job["validation_file"]),
+            job.id: (
+                registered_file(store, job.training_file),
+                registered_file(store, job.validation_file),
             )
             for job in jobs
         }
@@ -238,18 +238,18 @@ def distil(
     limit = RateLimit(requests_per_minute)
     done = []
     for job in jobs:
-        train, val = files[job["id"]]
+        train, val = files[job.id]
         if train is None:
-            done.append(Distillation(job["fine_tuned_model"], skipped="no training file"))
+            done.append(Distillation(job.fine_tuned_model, skipped="no training file"))
             continue
-        require_answering(today, f"distilling {job['fine_tuned_model']}")
-        run = _Run(job, Path(train["path"]), Path(val["path"]) if val else None, limit, cancel)
+        require_answering(today, f"distilling {job.fine_tuned_model}")
+        run = _Run(job, Path(train.path), Path(val.path) if val else None, limit, cancel)
         done.append(run.go(confirm, progress, batch_size, concurrency, max_tokens))
     return done
 
 
 def _check_named(models: list[str] | None, jobs: list[dict]) -> None:
-    unknown = sorted(set(models or ()) - {job["fine_tuned_model"] for job in jobs})
+    unknown = sorted(set(models or ()) - {job.fine_tuned_model for job in jobs})
     if unknown:
         raise TunelabError(
             "model_not_found",
@@ -261,9 +261,9 @@ def _check_named(models: list[str] | None, jobs: list[dict]) -> None:
 class _Run:
     """One model's distillation, resumable from its answers file."""
 
-    def __init__(self, job: dict, train: Path, val: Path | None, limit: RateLimit, cancel):
+    def __init__(self, job: Job, train: Path, val: Path | None, limit: RateLimit, cancel):
         self.job, self.train, self.val, self.limit, self.cancel = job, train, val, limit, cancel
-        self.name = job["fine_tuned_model"]
+        self.name = job.fine_tuned_model
         self.paths = distilled_paths(self.name)
         self.prompts = load_prompts(train, val)
         self.answers = read_answers(self.paths.answers)
@@ -271,7 +271,7 @@ class _Run:
 
     def go(self, confirm, progress, batch_size, concurrency, max_tokens) -> Distillation:
         result = Distillation(self.name)
-        result.estimate = estimate(self.name, self.job["model"], self.prompts, self.answers)
+        result.estimate = estimate(self.name, self.job.model, self.prompts, self.answers)
         todo = [p for p in self.prompts if p.key not in self.answers]
         if todo and confirm is not None and not confirm(result.estimate):
             result.skipped = "not confirmed"
@@ -357,9 +357,9 @@ class _Run:
 
         provenance = {
             "fine_tuned_model": self.name,
-            "base_model": self.job["model"],
-            "openai_job_id": self.job["provider_job_id"],
-            "job_id": self.job["id"],
+            "base_model": self.job.model,
+            "openai_job_id": self.job.provider_job_id,
+            "job_id": self.job.id,
             "prompts_from": {
                 "training_file": described(self.train),
                 "validation_file": described(self.val),
@@ -376,7 +376,7 @@ class _Run:
         )
         with Store() as store:
             store.add_event(
-                self.job["id"],
+                self.job.id,
                 f"Distilled {len(self.answers)} answers of {self.name} into {self.paths.train}",
                 data={"provenance": str(self.paths.provenance)},
             )

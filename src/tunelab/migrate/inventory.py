@@ -18,7 +18,7 @@ from tunelab.io import file_sha256
 from tunelab.migrate.dates import MODELS_STOP, NO_NEW_JOBS, countdown, utc_today
 from tunelab.providers import hosted_jobs
 from tunelab.providers.registry import get_provider
-from tunelab.registry import Store
+from tunelab.registry import File, Job, Store
 from tunelab.settings import get_settings
 
 PROVIDER = "openai"
@@ -65,7 +65,7 @@ def take_inventory(
                 hosted_jobs.sync_events(store, job, provider)  # checkpoints made since
             result.new_jobs += new
             for file_id in filter(None, (state.training_file, state.validation_file)):
-                _fetch_file(store, provider, file_id, result, gone, job["id"])
+                _fetch_file(store, provider, file_id, result, gone, job.id)
             result.jobs.append(job_row(store, job))
     result.deleted_files = list(gone.values())
     return result
@@ -117,7 +117,7 @@ def _fetch_file(
     result.new_files += 1
 
 
-def registered_file(store: Store, file_id: str | None) -> dict | None:
+def registered_file(store: Store, file_id: str | None) -> File | None:
     """The registry's downloaded copy of OpenAI's file `file_id`, if there is one."""
     if not file_id:
         return None
@@ -125,28 +125,28 @@ def registered_file(store: Store, file_id: str | None) -> dict | None:
         file = store.get_file(file_id)
     except TunelabError:
         return None
-    return file if file["provider"] == PROVIDER and file["path"] else None
+    return file if file.provider == PROVIDER and file.path else None
 
 
-def openai_jobs(store: Store) -> list[dict]:
+def openai_jobs(store: Store) -> list[Job]:
     """Every OpenAI job the registry holds, oldest first (those `inventory` imported too)."""
     jobs = store.list_jobs(limit=1_000_000, provider=PROVIDER)
-    return [job for job in reversed(jobs) if MIGRATED_FROM_KEY not in (job["metadata"] or {})]
+    return [job for job in reversed(jobs) if MIGRATED_FROM_KEY not in (job.metadata or {})]
 
 
-def job_row(store: Store, job: dict) -> dict:
+def job_row(store: Store, job: Job) -> dict:
     """One job as `inventory` lists it: files, hyperparameters, model, checkpoints."""
     return {
-        "id": job["id"],
-        "openai_job_id": job["provider_job_id"],
-        "status": job["status"],
-        "model": job["model"],
-        "fine_tuned_model": job["fine_tuned_model"],
-        "hyperparameters": job["resolved_hyperparameters"] or {},
-        "training_file": _file_row(store, job["training_file"]),
-        "validation_file": _file_row(store, job["validation_file"]),
+        "id": job.id,
+        "openai_job_id": job.provider_job_id,
+        "status": job.status,
+        "model": job.model,
+        "fine_tuned_model": job.fine_tuned_model,
+        "hyperparameters": job.resolved_hyperparameters or {},
+        "training_file": _file_row(store, job.training_file),
+        "validation_file": _file_row(store, job.validation_file),
         "checkpoints": [
-            point["fine_tuned_model_checkpoint"] for point in store.list_checkpoints(job["id"])
+            point.fine_tuned_model_checkpoint for point in store.list_checkpoints(job.id)
         ],
     }
 
@@ -157,4 +157,4 @@ def _file_row(store: Store, file_id: str | None) -> dict | None:
     file = registered_file(store, file_id)
     if file is None:
         return {"id": file_id, "path": None, "sha256": None, "bytes": None}
-    return {"id": file_id, "path": file["path"], "sha256": file["checksum"], "bytes": file["bytes"]}
+    return {"id": file_id, "path": file.path, "sha256": file.checksum, "bytes": file.bytes}

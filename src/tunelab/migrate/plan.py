@@ -22,7 +22,7 @@ from tunelab.errors import TunelabError
 from tunelab.migrate.dates import countdown, require_new_jobs, utc_today
 from tunelab.migrate.inventory import MIGRATED_FROM_KEY, PROVIDER, openai_jobs, registered_file
 from tunelab.providers.registry import DEFAULT_PROVIDER
-from tunelab.registry import Store
+from tunelab.registry import Job, Store
 
 # Together's comparable base for each OpenAI family: small models → 8B, large → 70B.
 TOGETHER_SMALL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
@@ -73,31 +73,31 @@ def make_plan(
         rows = [
             _plan_row(store, job, targets, prices)
             for job in openai_jobs(store)
-            if job["status"] == "succeeded" and job["fine_tuned_model"]
+            if job.status == "succeeded" and job.fine_tuned_model
         ]
     return {"countdown": countdown(today), "models": rows}
 
 
-def _plan_row(store: Store, job: dict, targets: Targets, prices) -> dict:
-    model, provider = target_model(targets.for_model(job["fine_tuned_model"]), job["model"])
-    train = registered_file(store, job["training_file"])
-    val = registered_file(store, job["validation_file"])
+def _plan_row(store: Store, job: Job, targets: Targets, prices) -> dict:
+    model, provider = target_model(targets.for_model(job.fine_tuned_model), job.model)
+    train = registered_file(store, job.training_file)
+    val = registered_file(store, job.validation_file)
     row = {
-        "fine_tuned_model": job["fine_tuned_model"],
-        "job_id": job["id"],
-        "openai_job_id": job["provider_job_id"],
-        "base_model": job["model"],
+        "fine_tuned_model": job.fine_tuned_model,
+        "job_id": job.id,
+        "openai_job_id": job.provider_job_id,
+        "base_model": job.model,
         "target": {"model": model, "provider": provider},
-        "training_file": train["path"] if train else None,
-        "validation_file": val["path"] if val else None,
-        **map_hyperparameters(job["resolved_hyperparameters"] or {}, provider),
+        "training_file": train.path if train else None,
+        "validation_file": val.path if val else None,
+        **map_hyperparameters(job.resolved_hyperparameters or {}, provider),
         "distilled_file": _distilled_file(job),
         "migration_job": migration_job(store, job),
         "problems": [],
     }
     if train is None:
         row["problems"].append(
-            f"training file {job['training_file']} was not downloaded "
+            f"training file {job.training_file} was not downloaded "
             "(deleted on OpenAI?): nothing to train on"
         )
         return row
@@ -146,27 +146,27 @@ def _analysis(row: dict, prices) -> dict:
     }
 
 
-def _distilled_file(job: dict) -> str | None:
+def _distilled_file(job: Job) -> str | None:
     from tunelab.migrate.distil import distilled_paths
 
-    path = distilled_paths(job["fine_tuned_model"]).train
+    path = distilled_paths(job.fine_tuned_model).train
     return str(path) if path.exists() else None
 
 
-def migration_job(store: Store, job: dict) -> dict | None:
+def migration_job(store: Store, job: Job) -> dict | None:
     """The newest job made to replace `job`'s model, unless it failed or was cancelled."""
     for other in store.list_jobs(limit=1_000_000):
-        meta = other["metadata"] or {}
-        if meta.get(MIGRATED_FROM_KEY) == job["fine_tuned_model"] and other["status"] not in (
+        meta = other.metadata or {}
+        if meta.get(MIGRATED_FROM_KEY) == job.fine_tuned_model and other.status not in (
             "failed",
             "cancelled",
         ):
             return {
-                "id": other["id"],
-                "status": other["status"],
-                "provider": other["provider"],
-                "model": other["model"],
-                "fine_tuned_model": other["fine_tuned_model"],
+                "id": other.id,
+                "status": other.status,
+                "provider": other.provider,
+                "model": other.model,
+                "fine_tuned_model": other.fine_tuned_model,
             }
     return None
 
@@ -221,10 +221,10 @@ def run_plan(
                 "fine_tuned_model": row["fine_tuned_model"],
                 "skipped": None,
                 "job": {
-                    "id": job["id"],
-                    "status": job["status"],
-                    "provider": job["provider"],
-                    "model": job["model"],
+                    "id": job.id,
+                    "status": job.status,
+                    "provider": job.provider,
+                    "model": job.model,
                 },
             }
         )

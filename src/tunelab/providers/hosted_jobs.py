@@ -15,7 +15,7 @@ from tunelab.data.validate import ValidationReport
 from tunelab.errors import TunelabError
 from tunelab.io import file_sha256
 from tunelab.providers.base import REQUEST_ID_KEY, TERMINAL_STATUSES, JobRequest, JobState
-from tunelab.registry import Store, new_id
+from tunelab.registry import File, Job, Store, new_id
 
 # TrainConfig's `method` (lora|full) is `training_type` for hosted providers, whose `method`
 # is OpenAI's (supervised|dpo).
@@ -25,16 +25,16 @@ IMPORTED_KEY = "tunelab_imported"  # job metadata: started elsewhere, tracked by
 KEY_ENV_KEY = "tunelab_key_env"  # job metadata: the variable holding that endpoint's key
 
 
-def provider_of(job: dict):
+def provider_of(job: Job):
     """The provider instance that holds `job` (built only when it must be called)."""
     from tunelab.providers.registry import get_provider
 
-    metadata = job["metadata"] or {}
-    return get_provider(job["provider"], base_url=metadata.get(BASE_URL_KEY),
+    metadata = job.metadata or {}
+    return get_provider(job.provider, base_url=metadata.get(BASE_URL_KEY),
                         key_variable=metadata.get(KEY_ENV_KEY))  # fmt: skip
 
 
-def create(store: Store, spec, report: ValidationReport) -> dict:
+def create(store: Store, spec, report: ValidationReport) -> Job:
     """Record the job, upload its files, create it on the provider; returns the job."""
     from tunelab.providers.registry import get_provider
 
@@ -55,21 +55,21 @@ def create(store: Store, spec, report: ValidationReport) -> dict:
         )
         state = provider.create_job(_request(spec, train, val, metadata))
     except TunelabError as err:
-        store.update_job(job["id"], status="failed", raw_status="not_created",
+        store.update_job(job.id, status="failed", raw_status="not_created",
                          error_code=err.code, error_message=err.message,
                          finished_at=int(time.time()))  # fmt: skip
         raise
-    store.update_job(job["id"], provider_job_id=state.id, training_file=train["id"],
-                     validation_file=val["id"] if val else None)  # fmt: skip
-    return apply_state(store, store.get_job(job["id"]), state)
+    store.update_job(job.id, provider_job_id=state.id, training_file=train.id,
+                     validation_file=val.id if val else None)  # fmt: skip
+    return apply_state(store, store.get_job(job.id), state)
 
 
-def _request(spec, train: dict, val: dict | None, metadata: dict) -> JobRequest:
+def _request(spec, train: File, val: File | None, metadata: dict) -> JobRequest:
     """The provider's create request, on its own file ids, in OpenAI's terms."""
     return JobRequest(
         model=spec.model,
-        training_file=train["provider_file_id"],
-        validation_file=val["provider_file_id"] if val else None,
+        training_file=train.provider_file_id,
+        validation_file=val.provider_file_id if val else None,
         hyperparameters={HOSTED_RENAMES.get(k, k): v for k, v in spec.hyperparameters.items()},
         suffix=spec.suffix,
         seed=spec.seed,
@@ -77,7 +77,7 @@ def _request(spec, train: dict, val: dict | None, metadata: dict) -> JobRequest:
     )
 
 
-def upload(store: Store, provider, path: Path, report: ValidationReport) -> dict:
+def upload(store: Store, provider, path: Path, report: ValidationReport) -> File:
     """The registry's record of `path` on the provider: uploaded once per distinct content."""
     checksum = file_sha256(path)
     known = store.find_file(provider.name, checksum, "fine-tune")
@@ -90,7 +90,7 @@ def upload(store: Store, provider, path: Path, report: ValidationReport) -> dict
                           validation=report.to_dict())  # fmt: skip
 
 
-def import_state(store: Store, provider, state: JobState) -> tuple[dict, bool]:
+def import_state(store: Store, provider, state: JobState) -> tuple[Job, bool]:
     """Track a job started outside tunelab (on `provider`); returns (the job, whether new).
 
     Importing again updates the job instead of adding a second one. Its file columns hold
@@ -113,32 +113,32 @@ def import_state(store: Store, provider, state: JobState) -> tuple[dict, bool]:
     return job, True
 
 
-def _imported(store: Store, provider: str, provider_job_id: str) -> dict | None:
+def _imported(store: Store, provider: str, provider_job_id: str) -> Job | None:
     try:
         job = store.get_job(provider_job_id)
     except TunelabError:
         return None
-    same = job["provider"] == provider and job["provider_job_id"] == provider_job_id
+    same = job.provider == provider and job.provider_job_id == provider_job_id
     return job if same else None
 
 
-def refresh(store: Store, job: dict, *, events: bool = True) -> dict:
+def refresh(store: Store, job: Job, *, events: bool = True) -> Job:
     """The job synced from its provider, unless it has finished (or never reached it)."""
-    if job["status"] in TERMINAL_STATUSES and job.get("fine_tuned_model") is not None:
+    if job.status in TERMINAL_STATUSES and job.fine_tuned_model is not None:
         return job
-    if not job["provider_job_id"]:
+    if not job.provider_job_id:
         return job  # never reached its provider (see error_message)
     provider = provider_of(job)
-    job = apply_state(store, job, provider.retrieve_job(job["provider_job_id"]))
+    job = apply_state(store, job, provider.retrieve_job(job.provider_job_id))
     if events:
         sync_events(store, job, provider)
     return job
 
 
-def apply_state(store: Store, job: dict, state: JobState) -> dict:
+def apply_state(store: Store, job: Job, state: JobState) -> Job:
     """Record what the provider says of the job; a finished job's model joins the registry."""
     job = store.update_job(
-        job["id"],
+        job.id,
         status=state.status,
         raw_status=state.raw_status,
         fine_tuned_model=state.fine_tuned_model,
@@ -150,38 +150,38 @@ def apply_state(store: Store, job: dict, state: JobState) -> dict:
         resolved_hyperparameters=state.hyperparameters or None,
     )
     if state.status == "succeeded" and state.fine_tuned_model:
-        store.put_model(state.fine_tuned_model, provider=job["provider"], kind="fine-tuned",
-                        base_model=job["model"], job_id=job["id"],
-                        details={"base_url": job["metadata"].get(BASE_URL_KEY),
-                                 "key_variable": job["metadata"].get(KEY_ENV_KEY)})  # fmt: skip
+        store.put_model(state.fine_tuned_model, provider=job.provider, kind="fine-tuned",
+                        base_model=job.model, job_id=job.id,
+                        details={"base_url": job.metadata.get(BASE_URL_KEY),
+                                 "key_variable": job.metadata.get(KEY_ENV_KEY)})  # fmt: skip
     return job
 
 
-def sync_events(store: Store, job: dict, provider=None) -> None:
+def sync_events(store: Store, job: Job, provider=None) -> None:
     """Copy a hosted job's events and checkpoints into the registry (each once)."""
-    if not job["provider_job_id"]:
+    if not job.provider_job_id:
         return
     provider = provider or provider_of(job)
-    for event in provider.list_events(job["provider_job_id"]):
-        store.add_event(job["id"], event.message, level=event.level, type=event.type,
+    for event in provider.list_events(job.provider_job_id):
+        store.add_event(job.id, event.message, level=event.level, type=event.type,
                         data=event.data, created_at=event.created_at,
-                        event_id=f"{job['provider']}:{event.id}")  # fmt: skip
+                        event_id=f"{job.provider}:{event.id}")  # fmt: skip
         if event.type == "metrics" and isinstance((event.data or {}).get("step"), int):
-            store.add_metric(job["id"], event.data["step"], event.data)
-    for point in provider.list_checkpoints(job["provider_job_id"]):
-        store.add_checkpoint(job["id"], point.step, created_at=point.created_at,
+            store.add_metric(job.id, event.data["step"], event.data)
+    for point in provider.list_checkpoints(job.provider_job_id):
+        store.add_checkpoint(job.id, point.step, created_at=point.created_at,
                              fine_tuned_model_checkpoint=point.fine_tuned_model_checkpoint,
                              metrics=point.metrics, checkpoint_id=point.id)  # fmt: skip
 
 
-def stop(store: Store, job: dict, *, pause: bool) -> dict:
+def stop(store: Store, job: Job, *, pause: bool) -> Job:
     provider = provider_of(job)
     call = provider.pause_job if pause else provider.cancel_job
-    return apply_state(store, job, call(job["provider_job_id"]))
+    return apply_state(store, job, call(job.provider_job_id))
 
 
-def resume(store: Store, job: dict) -> dict:
-    return apply_state(store, job, provider_of(job).resume_job(job["provider_job_id"]))
+def resume(store: Store, job: Job) -> Job:
+    return apply_state(store, job, provider_of(job).resume_job(job.provider_job_id))
 
 
 def import_job(store: Store, provider_name: str, job_id: str, *, base_url: str | None = None,
@@ -192,5 +192,5 @@ def import_job(store: Store, provider_name: str, job_id: str, *, base_url: str |
     provider = get_provider(provider_name, base_url=base_url, key_variable=key_variable)
     job, new = import_state(store, provider, provider.retrieve_job(job_id))
     if new and key_variable:
-        job = store.update_job(job["id"], metadata={**job["metadata"], KEY_ENV_KEY: key_variable})
+        job = store.update_job(job.id, metadata={**job.metadata, KEY_ENV_KEY: key_variable})
     return job

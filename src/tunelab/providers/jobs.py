@@ -25,7 +25,7 @@ from tunelab.providers.registry import (
     provider_classes,
     provider_names,
 )
-from tunelab.registry import Store
+from tunelab.registry import Checkpoint, Event, Job, Store
 
 PROVIDERS = tuple(provider_names(FINE_TUNING))  # every provider that trains, plugins included
 
@@ -70,7 +70,7 @@ def validate_job_files(spec: JobSpec, progress=None) -> ValidationReport:
     return report
 
 
-def create_job(spec: JobSpec, *, start_worker: bool = True, report=None) -> dict:
+def create_job(spec: JobSpec, *, start_worker: bool = True, report=None) -> Job:
     """Validate the files, record the job and hand it to its provider; returns the job.
 
     `start_worker=False` leaves a local job queued for `tunelab worker`.
@@ -91,7 +91,7 @@ def create_job_from_files(
     seed: int | None = None,
     metadata: dict | None = None,
     start_worker: bool = True,
-) -> dict:
+) -> Job:
     """A job on this machine on files already in the registry (`POST /fine_tuning/jobs`)."""
     from tunelab.providers import local
 
@@ -103,7 +103,7 @@ def create_job_from_files(
 
 
 def import_job(provider: str, job_id: str, *, base_url: str | None = None,
-               key_variable: str | None = None) -> dict:  # fmt: skip
+               key_variable: str | None = None) -> Job:  # fmt: skip
     """Track a job started elsewhere (the provider's web console, another tool)."""
     with Store() as store:
         return provider_class(provider).import_job(store, job_id, base_url=base_url,
@@ -113,7 +113,7 @@ def import_job(provider: str, job_id: str, *, base_url: str | None = None,
 # -- reading and syncing --------------------------------------------------------------------
 
 
-def get_job(job_id: str) -> dict:
+def get_job(job_id: str) -> Job:
     """The job, brought up to date by its provider first."""
     with Store() as store:
         return refresh(store, store.get_job(job_id))
@@ -121,69 +121,69 @@ def get_job(job_id: str) -> dict:
 
 def list_jobs(
     *, limit: int = 20, after: str | None = None, provider: str | None = None
-) -> list[dict]:
+) -> list[Job]:
     """A page of jobs, each brought up to date by its provider (without their events)."""
     with Store() as store:
         jobs = store.list_jobs(limit=limit, after=after, provider=provider)
-        fresh: dict[str, dict] = {}
-        for name in dict.fromkeys(job["provider"] for job in jobs):
-            mine = [job for job in jobs if job["provider"] == name]
+        fresh: dict[str, Job] = {}
+        for name in dict.fromkeys(job.provider for job in jobs):
+            mine = [job for job in jobs if job.provider == name]
             cls = provider_classes().get(name)  # a plugin since uninstalled: as recorded
             for job in cls.refresh_page(store, mine) if cls else mine:
-                fresh[job["id"]] = job
-        return [fresh[job["id"]] for job in jobs]
+                fresh[job.id] = job
+        return [fresh[job.id] for job in jobs]
 
 
-def refresh(store: Store, job: dict, *, events: bool = True) -> dict:
+def refresh(store: Store, job: Job, *, events: bool = True) -> Job:
     """Bring a job up to date: lost local workers detected, hosted jobs synced."""
     return _provider_class_of(job).refresh_job(store, job, events=events)
 
 
-def _provider_class_of(job: dict) -> type[Provider]:
-    return provider_class(job["provider"])
+def _provider_class_of(job: Job) -> type[Provider]:
+    return provider_class(job.provider)
 
 
-def list_events(job_id: str, *, after_seq: int = 0, limit: int = 1000) -> list[dict]:
+def list_events(job_id: str, *, after_seq: int = 0, limit: int = 1000) -> list[Event]:
     with Store() as store:
         job = refresh(store, store.get_job(job_id))
-        return store.list_events(job["id"], after_seq=after_seq, limit=limit)
+        return store.list_events(job.id, after_seq=after_seq, limit=limit)
 
 
-def list_checkpoints(job_id: str) -> list[dict]:
+def list_checkpoints(job_id: str) -> list[Checkpoint]:
     with Store() as store:
         job = refresh(store, store.get_job(job_id))
-        return store.list_checkpoints(job["id"])
+        return store.list_checkpoints(job.id)
 
 
 def list_metrics(job_id: str) -> list[dict]:
     with Store() as store:
-        return store.list_metrics(store.get_job(job_id)["id"])
+        return store.list_metrics(store.get_job(job_id).id)
 
 
 # -- changing -------------------------------------------------------------------------------
 
 
-def cancel_job(job_id: str) -> dict:
+def cancel_job(job_id: str) -> Job:
     return _stop(job_id, pause=False)
 
 
-def pause_job(job_id: str) -> dict:
+def pause_job(job_id: str) -> Job:
     return _stop(job_id, pause=True)
 
 
-def _stop(job_id: str, *, pause: bool) -> dict:
+def _stop(job_id: str, *, pause: bool) -> Job:
     with Store() as store:
         job = refresh(store, store.get_job(job_id))
-        if job["status"] in TERMINAL_STATUSES:
+        if job.status in TERMINAL_STATUSES:
             raise TunelabError(
                 "job_finished",
-                f"job {job['id']} has already {job['status']}.",
+                f"job {job.id} has already {job.status}.",
                 hint=None if pause else "nothing to cancel",
             )
         return _provider_class_of(job).stop_job(store, job, pause=pause)
 
 
-def resume_job(job_id: str, *, start_worker: bool = True) -> dict:
+def resume_job(job_id: str, *, start_worker: bool = True) -> Job:
     """Continue a paused job, or (local) a failed or cancelled one from its checkpoint."""
     with Store() as store:
         job = refresh(store, store.get_job(job_id))
@@ -194,112 +194,77 @@ def delete_job(job_id: str) -> None:
     """Forget a finished (or never started) job; the model it produced stays."""
     with Store() as store:
         job = refresh(store, store.get_job(job_id))
-        if job["status"] in ("running", "validating_files"):
+        if job.status in ("running", "validating_files"):
             raise TunelabError(
                 "job_active",
-                f"job {job['id']} is {job['status']}.",
-                hint=f"cancel it first: `tunelab jobs cancel {job['id']}`",
+                f"job {job.id} is {job.status}.",
+                hint=f"cancel it first: `tunelab jobs cancel {job.id}`",
             )
         _provider_class_of(job).discard_job(store, job)
-        store.delete_job(job["id"])
+        store.delete_job(job.id)
 
 
 def wait_job(
     job_id: str,
     *,
-    on_update: Callable[[dict], None] | None = None,
+    on_update: Callable[[Job], None] | None = None,
     timeout: float | None = None,
     poll: float = 1.0,
     max_poll: float = 15.0,
-) -> dict:
+) -> Job:
     """Poll until the job is finished (or paused); hosted jobs back off up to `max_poll`."""
     began, delay = time.monotonic(), poll
     while True:
         job = get_job(job_id)
         if on_update is not None:
             on_update(job)
-        if job["status"] in TERMINAL_STATUSES or job["status"] == "paused":
+        if job.status in TERMINAL_STATUSES or job.status == "paused":
             return job
         if timeout is not None and time.monotonic() - began > timeout:
             raise TunelabError(
                 "wait_timeout",
-                f"job {job['id']} is still {job['status']} after {timeout:.0f} s.",
-                hint=f"`tunelab jobs wait {job['id']}` waits again",
+                f"job {job.id} is still {job.status} after {timeout:.0f} s.",
+                hint=f"`tunelab jobs wait {job.id}` waits again",
             )
         time.sleep(delay)
         if _provider_class_of(job).poll_backs_off:
             delay = min(max_poll, delay * 1.5)
 
 
-def runs_here(job: dict) -> bool:
+def runs_here(job: Job) -> bool:
     """Whether `job` runs on this machine (by `tunelab worker`)."""
     return _provider_class_of(job).runs_here
 
 
-def poll_seconds(job: dict) -> float:
+def poll_seconds(job: Job) -> float:
     """How long a follower waits between looks at `job`."""
     return _provider_class_of(job).poll_seconds
 
 
-def queue_note(job: dict) -> str | None:
+def queue_note(job: Job) -> str | None:
     """Why a queued job is not running yet (jobs that run here wait for those ahead)."""
-    if job["status"] != "queued":
+    if job.status != "queued":
         return None
     with Store() as store:
         return _provider_class_of(job).queue_note(store, job)
 
 
-# -- OpenAI's shape -------------------------------------------------------------------------
+# -- what the job trains with -----------------------------------------------------------
 
 
-def job_object(job: dict) -> dict:
-    """A registry job as OpenAI's `fine_tuning.job` object (plus a `tunelab` section)."""
-    given = job["hyperparameters"] or {}
-    resolved = job["resolved_hyperparameters"] or {}
-    hyperparameters = {
+def shown_hyperparameters(job: Job) -> dict:
+    """OpenAI's three hyperparameters: as the provider resolved them, else as given, else "auto"."""
+    given = job.hyperparameters or {}
+    resolved = job.resolved_hyperparameters or {}
+    return {
         name: resolved.get(name, given.get(name, "auto"))
         for name in ("n_epochs", "batch_size", "learning_rate_multiplier")
     }
-    error = None
-    if job["error_code"] or job["error_message"]:
-        error = {"code": job["error_code"], "message": job["error_message"], "param": None}
-    metadata = {k: v for k, v in (job["metadata"] or {}).items() if not k.startswith("tunelab_")}
-    return {
-        "object": "fine_tuning.job",
-        "id": job["id"],
-        "model": job["model"],
-        "created_at": job["created_at"],
-        "finished_at": job["finished_at"],
-        "fine_tuned_model": job["fine_tuned_model"],
-        "organization_id": _organization(job["provider"]),
-        "result_files": [],
-        "status": job["status"],
-        "validation_file": job["validation_file"],
-        "training_file": job["training_file"],
-        "hyperparameters": hyperparameters,
-        "method": {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
-        "trained_tokens": job["trained_tokens"],
-        "error": error,
-        "seed": job["seed"],
-        "estimated_finish": job["estimated_finish"],
-        "suffix": job["suffix"],
-        "metadata": metadata or None,
-        "integrations": [],
-        "tunelab": {
-            "provider": job["provider"],
-            "provider_job_id": job["provider_job_id"],
-            "raw_status": job["raw_status"],
-            "name": job["name"],
-            "progress": job["progress"],
-            "output_dir": job["output_dir"],
-            "hyperparameters_given": given,
-            "queue": queue_note(job),
-        },
-    }
 
 
-def _organization(provider: str) -> str | None:
-    cls = provider_classes().get(provider)
+def organization_of(job: Job) -> str | None:
+    """The org part of the provider's `ft:` names (OpenAI's `organization_id`)."""
+    cls = provider_classes().get(job.provider)
     return cls.organization if cls else None
 
 

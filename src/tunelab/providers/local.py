@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tunelab.errors import TunelabError
 from tunelab.io import file_sha256
-from tunelab.registry import Store
+from tunelab.registry import File, Job, Model, Store
 from tunelab.settings import get_settings, writable_home
 
 PROVIDER = "local"  # the registry's name for this machine's jobs, files and models
@@ -28,11 +28,11 @@ CANCEL, PAUSE = 1, 2
 file_checksum = file_sha256
 
 
-def register_file(store: Store, path: Path, validation: dict | None) -> dict:
+def register_file(store: Store, path: Path, validation: dict | None) -> File:
     """The registry's record of a local copy of `path` (reused when the bytes are known)."""
     checksum = file_checksum(path)
     known = store.find_file(PROVIDER, checksum, "fine-tune")
-    if known is not None and known["path"] and Path(known["path"]).exists():
+    if known is not None and known.path and Path(known.path).exists():
         return known
     return store.add_file(
         provider=PROVIDER,
@@ -64,7 +64,7 @@ def keep_copy(path: Path, checksum: str, *, move: bool = False) -> Path:
     return target
 
 
-def store_upload(store: Store, staged: Path, filename: str, purpose: str) -> dict:
+def store_upload(store: Store, staged: Path, filename: str, purpose: str) -> File:
     """Validate an uploaded file (staged inside TUNELAB_HOME) and record it.
 
     A file with errors is recorded too, with status "error" and the first findings in
@@ -105,18 +105,18 @@ def local_base(model: str):
 
     if model.startswith("ft:"):
         known = store_model(model)
-        if known is None or known["provider"] != PROVIDER:
+        if known is None or known.provider != PROVIDER:
             raise TunelabError(
                 "model_not_found",
                 f"no local model {model} in the registry.",
                 hint="`tunelab models list` shows the models tunelab knows",
                 exit_code=2,
             )
-        return resolve_model_source(known["path"])
+        return resolve_model_source(known.path)
     return resolve_model_source(model)
 
 
-def store_model(name: str) -> dict | None:
+def store_model(name: str) -> Model | None:
     with Store() as store:
         return store.find_model(name)
 
@@ -133,7 +133,7 @@ def training_model_spec(model: str):
     return local_model_spec(info.path) if has_tokenizer else None
 
 
-def create_job(store: Store, spec, report, *, start: bool) -> dict:
+def create_job(store: Store, spec, report, *, start: bool) -> Job:
     """A local job on the files a `JobSpec` names, copied into TUNELAB_HOME."""
     summary = report.to_dict()
     train = register_file(store, spec.training_file, summary)
@@ -142,17 +142,17 @@ def create_job(store: Store, spec, report, *, start: bool) -> dict:
 
 
 def create_job_on_files(store: Store, spec, training_file: str, validation_file: str | None,
-                        *, start: bool) -> dict:  # fmt: skip
+                        *, start: bool) -> Job:  # fmt: skip
     """A local job on files already in the registry (the server's `POST /fine_tuning/jobs`)."""
     train = usable_file(store, training_file, "training_file")
     val = usable_file(store, validation_file, "validation_file") if validation_file else None
     return queue_on_files(store, spec, train, val, start=start)
 
 
-def usable_file(store: Store, file_id: str, role: str) -> dict:
+def usable_file(store: Store, file_id: str, role: str) -> File:
     file = store.get_file(file_id)
-    if file["provider"] != PROVIDER or file["status"] != "processed":
-        details = (file["validation"] or {}).get("status_details") or file["status"]
+    if file.provider != PROVIDER or file.status != "processed":
+        details = (file.validation or {}).get("status_details") or file.status
         raise TunelabError(
             "invalid_file",
             f"{role} {file_id} cannot be used for training: {details}.",
@@ -161,7 +161,7 @@ def usable_file(store: Store, file_id: str, role: str) -> dict:
     return file
 
 
-def queue_on_files(store: Store, spec, train: dict, val: dict | None, *, start: bool) -> dict:
+def queue_on_files(store: Store, spec, train: File, val: File | None, *, start: bool) -> Job:
     """Check the settings, queue the job on registered files, and start a worker."""
     from tunelab.engine import TrainConfig
 
@@ -186,21 +186,21 @@ def queue_job(
     *,
     model: str,
     base_path: str | None,
-    training_file: dict,
-    validation_file: dict | None,
+    training_file: File,
+    validation_file: File | None,
     hyperparameters: dict,
     suffix: str | None,
     name: str | None,
     seed: int | None,
     metadata: dict,
-) -> dict:
+) -> Job:
     """Insert a queued local job; the worker picks it up."""
     job = store.create_job(
         provider=PROVIDER,
         model=model,
         name=name,
-        training_file=training_file["id"],
-        validation_file=validation_file["id"] if validation_file else None,
+        training_file=training_file.id,
+        validation_file=validation_file.id if validation_file else None,
         hyperparameters=hyperparameters,
         method="supervised",
         suffix=suffix,
@@ -209,76 +209,76 @@ def queue_job(
         status="queued",
         raw_status="queued",
     )
-    output_dir = get_settings().home / "jobs" / job["id"]
-    extra = {"tunelab_model_name": model_name(model, suffix, job["id"])}
+    output_dir = get_settings().home / "jobs" / job.id
+    extra = {"tunelab_model_name": model_name(model, suffix, job.id)}
     if base_path:
         extra["tunelab_base_path"] = base_path
-    job = store.update_job(job["id"], output_dir=str(output_dir), metadata={**metadata, **extra})
-    store.add_event(job["id"], f"Created fine-tuning job: {job['id']}")
+    job = store.update_job(job.id, output_dir=str(output_dir), metadata={**metadata, **extra})
+    store.add_event(job.id, f"Created fine-tuning job: {job.id}")
     return job
 
 
-def queue_note(store: Store, job: dict) -> str | None:
+def queue_note(store: Store, job: Job) -> str | None:
     """Why a queued local job is not running yet: the jobs ahead of it, the running first.
 
     Auto-started workers run local jobs one at a time (two trainings on the same cores
     would each run at half speed at best), so a job waits for those created before it.
     """
     active = store.list_jobs(provider="local", statuses=("running", "queued"), limit=10_000)
-    running = [j for j in active if j["status"] == "running"]
+    running = [j for j in active if j.status == "running"]
     # Newest first: the jobs listed after this one were created before it.
-    ids = [j["id"] for j in active]
-    older = active[ids.index(job["id"]) + 1 :] if job["id"] in ids else []
-    ahead = [j for j in older if j["status"] == "queued"]
+    ids = [j.id for j in active]
+    older = active[ids.index(job.id) + 1 :] if job.id in ids else []
+    ahead = [j for j in older if j.status == "queued"]
     if not running and not ahead:
         return "waiting for a worker to pick it up"
     parts = []
     for other in reversed(running):
-        progress = other["progress"] or {}
+        progress = other.progress or {}
         step = f", step {progress['step']}/{progress['total_steps']}" if progress else ""
-        parts.append(f"{other['id']} (running{step})")
+        parts.append(f"{other.id} (running{step})")
     if ahead:
         parts.append(f"{len(ahead)} queued job(s) created before it")
     return "queued behind " + " and ".join(parts)
 
 
-def request_stop(store: Store, job: dict, pause: bool) -> dict:
+def request_stop(store: Store, job: Job, pause: bool) -> Job:
     """Cancel (or pause) a local job: at once when queued, after its current step when running."""
     word = "pause" if pause else "cancel"
     final = "paused" if pause else "cancelled"
-    if job["status"] in ("queued", "paused") and not (pause and job["status"] == "paused"):
+    if job.status in ("queued", "paused") and not (pause and job.status == "paused"):
         changed = store.update_job(
-            job["id"],
-            expect=(job["status"],),
+            job.id,
+            expect=(job.status,),
             status=final,
             raw_status=final,
             finished_at=None if pause else int(time.time()),
         )
         if changed is not None:
-            store.add_event(job["id"], f"Job {final}")
+            store.add_event(job.id, f"Job {final}")
             return changed
-        job = store.get_job(job["id"])  # it moved meanwhile: act on what it is now
-    if job["status"] == "running":
-        store.update_job(job["id"], cancel_requested=PAUSE if pause else CANCEL)
-        store.add_event(job["id"], f"Requested to {word}; stopping after the current step")
-        return store.get_job(job["id"])
+        job = store.get_job(job.id)  # it moved meanwhile: act on what it is now
+    if job.status == "running":
+        store.update_job(job.id, cancel_requested=PAUSE if pause else CANCEL)
+        store.add_event(job.id, f"Requested to {word}; stopping after the current step")
+        return store.get_job(job.id)
     raise TunelabError(
         "job_not_running",
-        f"job {job['id']} is {job['status']}; only a queued or running job can be {final}.",
+        f"job {job.id} is {job.status}; only a queued or running job can be {final}.",
         exit_code=1,
     )
 
 
-def requeue(store: Store, job: dict) -> dict:
+def requeue(store: Store, job: Job) -> Job:
     """Queue a paused, failed or cancelled local job again; it resumes from its checkpoint."""
-    if job["status"] not in ("paused", "failed", "cancelled"):
+    if job.status not in ("paused", "failed", "cancelled"):
         raise TunelabError(
             "job_not_resumable",
-            f"job {job['id']} is {job['status']}; only a paused, failed or cancelled job resumes.",
+            f"job {job.id} is {job.status}; only a paused, failed or cancelled job resumes.",
         )
     changed = store.update_job(
-        job["id"],
-        expect=(job["status"],),
+        job.id,
+        expect=(job.status,),
         status="queued",
         raw_status="queued",
         cancel_requested=0,
@@ -287,30 +287,30 @@ def requeue(store: Store, job: dict) -> dict:
         finished_at=None,
     )
     if changed is None:
-        raise TunelabError("job_changed", f"job {job['id']} changed meanwhile; try again.")
-    store.add_event(job["id"], "Job resumed; continuing from its last checkpoint")
+        raise TunelabError("job_changed", f"job {job.id} changed meanwhile; try again.")
+    store.add_event(job.id, "Job resumed; continuing from its last checkpoint")
     return changed
 
 
-def refresh_page(store: Store, jobs: list[dict]) -> list[dict]:
+def refresh_page(store: Store, jobs: list[Job]) -> list[Job]:
     """Local jobs of a listing: lost workers found once for the page, not once per job."""
     from tunelab.providers.worker import recover_lost_jobs
 
-    if not any(job["status"] == "running" for job in jobs):
+    if not any(job.status == "running" for job in jobs):
         return jobs
     recover_lost_jobs(store)
-    return [store.get_job(job["id"]) for job in jobs]
+    return [store.get_job(job.id) for job in jobs]
 
 
-def refresh(store: Store, job: dict) -> dict:
+def refresh(store: Store, job: Job) -> Job:
     """A running local job whose worker died is marked failed."""
     return refresh_page(store, [job])[0]
 
 
-def discard(job: dict) -> None:
+def discard(job: Job) -> None:
     """Remove the checkpoints of a job that made no model."""
-    if job["status"] != "succeeded" and job["output_dir"]:
-        path = Path(job["output_dir"])
+    if job.status != "succeeded" and job.output_dir:
+        path = Path(job.output_dir)
         if path.exists():
             shutil.rmtree(path)
 

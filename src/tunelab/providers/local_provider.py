@@ -14,6 +14,7 @@ from tunelab.errors import TunelabError
 from tunelab.providers import local
 from tunelab.providers.base import ChatResult, ChatStream
 from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, MODEL_DOWNLOAD, Provider
+from tunelab.registry import Job
 
 DEFAULT_MAX_TOKENS = 512  # `tunelab chat`'s default, for callers that leave it open
 
@@ -102,27 +103,27 @@ class LocalProvider(Provider):
         return local.training_model_spec(model)
 
     @classmethod
-    def start_job(cls, store, spec, report, *, start: bool = True) -> dict:
+    def start_job(cls, store, spec, report, *, start: bool = True) -> Job:
         return local.create_job(store, spec, report, start=start)
 
     @classmethod
-    def refresh_job(cls, store, job: dict, *, events: bool = True) -> dict:
+    def refresh_job(cls, store, job: Job, *, events: bool = True) -> Job:
         return local.refresh(store, job)
 
     @classmethod
-    def refresh_page(cls, store, jobs: list[dict]) -> list[dict]:
+    def refresh_page(cls, store, jobs: list[Job]) -> list[Job]:
         return local.refresh_page(store, jobs)
 
     @classmethod
-    def queue_note(cls, store, job: dict) -> str | None:
+    def queue_note(cls, store, job: Job) -> str | None:
         return local.queue_note(store, job)
 
     @classmethod
-    def stop_job(cls, store, job: dict, *, pause: bool) -> dict:
+    def stop_job(cls, store, job: Job, *, pause: bool) -> Job:
         return local.request_stop(store, job, pause)
 
     @classmethod
-    def restart_job(cls, store, job: dict, *, start: bool = True) -> dict:
+    def restart_job(cls, store, job: Job, *, start: bool = True) -> Job:
         job = local.requeue(store, job)
         if start:
             local.start_worker()
@@ -134,5 +135,5 @@ class LocalProvider(Provider):
                            hint="`tunelab jobs list` shows them", exit_code=2)  # fmt: skip
 
     @classmethod
-    def discard_job(cls, store, job: dict) -> None:
+    def discard_job(cls, store, job: Job) -> None:
         local.discard(job)

@@ -26,6 +26,7 @@ from tunelab.providers.base import (
     JobState,
     RemoteFile,
 )
+from tunelab.registry import Job
 from tunelab.settings import get_secret
 
 FINE_TUNING = "fine-tuning"
@@ -207,36 +208,36 @@ class Provider:
             return None  # a model the catalog does not list: the provider checks it
 
     @classmethod
-    def start_job(cls, store, spec, report, *, start: bool = True) -> dict:
+    def start_job(cls, store, spec, report, *, start: bool = True) -> Job:
         """Record and create the job `spec` (a `JobSpec`) asks for; returns the job."""
         from tunelab.providers import hosted_jobs
 
         return hosted_jobs.create(store, spec, report)
 
     @classmethod
-    def refresh_job(cls, store, job: dict, *, events: bool = True) -> dict:
+    def refresh_job(cls, store, job: Job, *, events: bool = True) -> Job:
         from tunelab.providers import hosted_jobs
 
         return hosted_jobs.refresh(store, job, events=events)
 
     @classmethod
-    def refresh_page(cls, store, jobs: list[dict]) -> list[dict]:
+    def refresh_page(cls, store, jobs: list[Job]) -> list[Job]:
         """A listing's jobs of this provider, brought up to date (without their events)."""
         return [cls.refresh_job(store, job, events=False) for job in jobs]
 
     @classmethod
-    def queue_note(cls, store, job: dict) -> str | None:
+    def queue_note(cls, store, job: Job) -> str | None:
         """Why the queued `job` waits, where this machine knows (hosted queues do not say)."""
         return None
 
     @classmethod
-    def stop_job(cls, store, job: dict, *, pause: bool) -> dict:
+    def stop_job(cls, store, job: Job, *, pause: bool) -> Job:
         from tunelab.providers import hosted_jobs
 
         return hosted_jobs.stop(store, job, pause=pause)
 
     @classmethod
-    def restart_job(cls, store, job: dict, *, start: bool = True) -> dict:
+    def restart_job(cls, store, job: Job, *, start: bool = True) -> Job:
         from tunelab.providers import hosted_jobs
 
         return hosted_jobs.resume(store, job)
@@ -253,7 +254,7 @@ class Provider:
                                       key_variable=key_variable)  # fmt: skip
 
     @classmethod
-    def discard_job(cls, store, job: dict) -> None:
+    def discard_job(cls, store, job: Job) -> None:
         """Free what a job being forgotten holds on this machine (hosted: nothing)."""
 
     def unsupported(self, what: str) -> TunelabError:

@@ -116,8 +116,8 @@ def _registry_model(name: str) -> ChatModel | None:
         known = store.find_model(name)
     if known is None:
         return None
-    details = known["details"] or {}
+    details = known.details or {}
     # A model whose weights are on this machine answers from its directory.
-    model = known["path"] or known["id"]
-    return ChatModel(name, known["provider"], model, base_url=details.get("base_url"),
+    model = known.path or known.id
+    return ChatModel(name, known.provider, model, base_url=details.get("base_url"),
                      key_variable=details.get("key_variable"))  # fmt: skip

@@ -29,7 +29,7 @@ from pathlib import Path
 from tunelab import cores
 from tunelab.errors import TunelabError
 from tunelab.providers.local import JOB_LOG, PAUSE
-from tunelab.registry import Store
+from tunelab.registry import Job, Store
 from tunelab.settings import get_settings
 
 log = logging.getLogger("tunelab.worker")
@@ -108,9 +108,9 @@ def run_auto_worker(idle_seconds: float = 5.0) -> int:
                 return done
 
 
-def run_job(store: Store, job: dict, identity: dict) -> None:
+def run_job(store: Store, job: Job, identity: dict) -> None:
     """Train one claimed job to its end: succeeded, cancelled, paused or failed."""
-    job_id = job["id"]
+    job_id = job.id
     store.add_event(job_id, f"Fine-tuning job started by {identity['worker_id']}")
     control = threading.Event()
     beat = _Heartbeat(store.path, job_id, identity["worker_id"], control)
@@ -134,13 +134,13 @@ def run_job(store: Store, job: dict, identity: dict) -> None:
 
 
 @contextlib.contextmanager
-def _job_log(job: dict):
+def _job_log(job: Job):
     """What the worker logs while it runs `job`, also in `finetune.log` in the job's directory
     (as seed 001's fine-tuning log; `jobs show` names it)."""
-    if not job.get("output_dir"):
+    if not job.output_dir:
         yield
         return
-    path = Path(job["output_dir"]) / JOB_LOG
+    path = Path(job.output_dir) / JOB_LOG
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -155,31 +155,30 @@ def _job_log(job: dict):
         handler.close()
 
 
-def _train(store: Store, job: dict, control: threading.Event):
+def _train(store: Store, job: Job, control: threading.Event):
     from tunelab.engine import TrainConfig, load_base, train  # torch loads only in workers
 
-    config = TrainConfig.from_settings(job["hyperparameters"])
-    files = {
-        k: store.get_file(job[k])["path"] for k in ("training_file", "validation_file") if job[k]
-    }
-    base = job["metadata"].get("tunelab_base_path") or job["model"]
+    config = TrainConfig.from_settings(job.hyperparameters)
+    train_path = store.get_file(job.training_file).path
+    val_path = store.get_file(job.validation_file).path if job.validation_file else None
+    base = job.metadata.get("tunelab_base_path") or job.model
     model, tokenizer, info = load_base(base, load_in_4bit=config.load_in_4bit)
-    store.add_event(job["id"], f"Loaded base model {info.name}")
-    log.info("loaded base model %s; training on %s", info.name, files["training_file"])
+    store.add_event(job.id, f"Loaded base model {info.name}")
+    log.info("loaded base model %s; training on %s", info.name, train_path)
     return train(
         model,
         tokenizer,
-        files["training_file"],
-        files.get("validation_file"),
+        train_path,
+        val_path,
         config,
-        job["output_dir"],
+        job.output_dir,
         base_model=info.name,
         metadata={
-            "job_id": job["id"],
-            "base_model": job["model"],
-            "train_file_sha256": store.get_file(job["training_file"])["checksum"],
+            "job_id": job.id,
+            "base_model": job.model,
+            "train_file_sha256": store.get_file(job.training_file).checksum,
         },
-        callback=_ProgressRecorder(store, job["id"]),
+        callback=_ProgressRecorder(store, job.id),
         cancel=control,
         resume=True,  # continues from a checkpoint when a previous attempt left one
     )
@@ -231,16 +230,16 @@ class _ProgressRecorder:
     def _forget_removed_checkpoints(self) -> None:
         """The engine keeps the latest few checkpoints; the registry lists what exists."""
         gone = [
-            point["step"]
+            point.step
             for point in self.store.list_checkpoints(self.job_id)
-            if not Path(point["fine_tuned_model_checkpoint"]).exists()
+            if not Path(point.fine_tuned_model_checkpoint).exists()
         ]
         if gone:
             self.store.delete_checkpoints(self.job_id, gone)
 
 
-def _finish(store: Store, job: dict, result, requested: int) -> None:
-    job_id = job["id"]
+def _finish(store: Store, job: Job, result, requested: int) -> None:
+    job_id = job.id
     if result.status == "cancelled":
         status = "paused" if requested == PAUSE else "cancelled"
         store.update_job(
@@ -253,12 +252,12 @@ def _finish(store: Store, job: dict, result, requested: int) -> None:
         word = "paused" if status == "paused" else "cancelled"
         store.add_event(job_id, f"Job {word} at step {result.step}/{result.total_steps}")
         return
-    name = job["metadata"]["tunelab_model_name"]
+    name = job.metadata["tunelab_model_name"]
     store.put_model(
         name,
         provider="local",
         kind="fine-tuned",
-        base_model=job["model"],
+        base_model=job.model,
         job_id=job_id,
         path=str(Path(result.output_dir).resolve()),
         details={"train_loss": result.train_loss, "val_loss": result.val_loss},
@@ -336,18 +335,18 @@ def recover_lost_jobs(store: Store) -> list[str]:
     lost = []
     host = socket.gethostname()
     for job in store.list_jobs(provider="local", statuses=("running",), limit=10_000):
-        stale = time.time() - (job["heartbeat_at"] or 0) > LOST_AFTER_SECONDS
-        dead = job["worker_host"] == host and not _process_alive(job["worker_pid"])
+        stale = time.time() - (job.heartbeat_at or 0) > LOST_AFTER_SECONDS
+        dead = job.worker_host == host and not _process_alive(job.worker_pid)
         if not (stale or dead):
             continue
-        step = (job["progress"] or {}).get("step")
+        step = (job.progress or {}).get("step")
         message = (
-            f"the worker running this job (pid {job['worker_pid']}) stopped without finishing it"
+            f"the worker running this job (pid {job.worker_pid}) stopped without finishing it"
             + (f", after step {step}" if step else "")
-            + f"; `tunelab jobs resume {job['id']}` continues from its last checkpoint"
+            + f"; `tunelab jobs resume {job.id}` continues from its last checkpoint"
         )
         changed = store.update_job(
-            job["id"],
+            job.id,
             expect=("running",),
             status="failed",
             raw_status="worker_lost",
@@ -356,8 +355,8 @@ def recover_lost_jobs(store: Store) -> list[str]:
             finished_at=int(time.time()),
         )
         if changed is not None:
-            store.add_event(job["id"], f"Job failed: {message}", level="error")
-            lost.append(job["id"])
+            store.add_event(job.id, f"Job failed: {message}", level="error")
+            lost.append(job.id)
     return lost
 
 

@@ -4,7 +4,8 @@
 writer; every write is an immediate transaction (the write lock is taken up front, so two
 writers queue on the busy timeout instead of failing mid-transaction), and a lock that
 outlasts the timeout is retried rather than shown to the user as "database is locked".
-Rows come back as plain dicts with their JSON columns decoded.
+Rows come back as the typed records of `tunelab.registry.records` (JSON columns decoded), the
+same types any other backend returns.
 
 Open one `Store` per thread: a SQLite connection must not be shared between threads.
 
@@ -21,6 +22,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 
@@ -29,8 +31,19 @@ from tunelab.io import can_create
 from tunelab.registry.migrations import MIGRATIONS
 from tunelab.registry.postgres import PostgresConnection
 from tunelab.registry.postgres import is_url as is_postgres_url
+from tunelab.registry.records import (
+    Checkpoint,
+    EvalOutput,
+    EvalRun,
+    Event,
+    File,
+    Job,
+    Model,
+    Record,
+)
 from tunelab.settings import get_settings
 
+R = TypeVar("R", bound=Record)
 BUSY_TIMEOUT_MS = 30_000
 LOCK_RETRIES = 20  # beyond the busy timeout: 10 minutes of a held lock before giving up
 JSON_COLUMNS = frozenset(
@@ -80,14 +93,16 @@ class EvalRuns:
     Mixed into `Store` (it uses the store's transaction plumbing).
     """
 
-    def create_eval_run(self, kind: str, *, models: list[str], data: dict, options: dict) -> dict:
+    def create_eval_run(
+        self, kind: str, *, models: list[str], data: dict, options: dict
+    ) -> EvalRun:
         row = {"id": new_id("evalrun"), "kind": kind, "status": "running", "created_at": now(),
                "models": models, "data": data, "options": options}  # fmt: skip
         with self._write() as db:
             _insert(db, "eval_runs", row)
         return self.get_eval_run(row["id"])
 
-    def update_eval_run(self, run_id: str, **fields) -> dict:
+    def update_eval_run(self, run_id: str, **fields) -> EvalRun:
         unknown = set(fields) - EVAL_COLUMNS
         if unknown:
             raise ValueError(f"unknown eval run fields: {sorted(unknown)}")
@@ -97,8 +112,8 @@ class EvalRuns:
             db.execute(f"UPDATE eval_runs SET {columns} WHERE id = ?", (*values, run_id))
         return self.get_eval_run(run_id)
 
-    def get_eval_run(self, run_id: str) -> dict:
-        row = self._one("SELECT * FROM eval_runs WHERE id = ?", (run_id,))
+    def get_eval_run(self, run_id: str) -> EvalRun:
+        row = self._one(EvalRun, "SELECT * FROM eval_runs WHERE id = ?", (run_id,))
         if row is None:
             raise TunelabError(
                 "eval_run_not_found",
@@ -107,9 +122,10 @@ class EvalRuns:
             )
         return row
 
-    def list_eval_runs(self, limit: int = 50, kind: str | None = None) -> list[dict]:
+    def list_eval_runs(self, limit: int = 50, kind: str | None = None) -> list[EvalRun]:
         where, params = ("WHERE kind = ?", (kind,)) if kind else ("", ())
         return self._all(
+            EvalRun,
             f"SELECT * FROM eval_runs {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",
             (*params, limit),
         )
@@ -123,9 +139,10 @@ class EvalRuns:
                 rows,
             )
 
-    def list_eval_outputs(self, run_id: str, model: str | None = None) -> list[dict]:
+    def list_eval_outputs(self, run_id: str, model: str | None = None) -> list[EvalOutput]:
         where, params = ("AND model = ?", (model,)) if model else ("", ())
         return self._all(
+            EvalOutput,
             f"SELECT model, item, output FROM eval_outputs WHERE run_id = ? {where} "
             "ORDER BY model, item",
             (run_id, *params),
@@ -241,12 +258,12 @@ class Store(EvalRuns):
     def schema_version(self) -> int:
         return self._version()
 
-    def _one(self, sql: str, params: tuple = ()) -> dict | None:
+    def _one(self, record: type[R], sql: str, params: tuple = ()) -> R | None:
         row = self._db.execute(sql, params).fetchone()
-        return _decode(row) if row is not None else None
+        return record.from_row(_decode(row)) if row is not None else None
 
-    def _all(self, sql: str, params: tuple = ()) -> list[dict]:
-        return [_decode(row) for row in self._db.execute(sql, params).fetchall()]
+    def _all(self, record: type[R], sql: str, params: tuple = ()) -> list[R]:
+        return [record.from_row(_decode(row)) for row in self._db.execute(sql, params)]
 
     # -- files ------------------------------------------------------------------------------
 
@@ -262,7 +279,7 @@ class Store(EvalRuns):
         path: str | None = None,
         provider_file_id: str | None = None,
         validation: dict | None = None,
-    ) -> dict:
+    ) -> File:
         row = {
             "id": new_id("file"),
             "provider": provider,
@@ -280,8 +297,9 @@ class Store(EvalRuns):
             _insert(db, "files", row)
         return self.get_file(row["id"])
 
-    def get_file(self, file_id: str) -> dict:
+    def get_file(self, file_id: str) -> File:
         row = self._one(
+            File,
             "SELECT * FROM files WHERE id = ? OR provider_file_id = ? ORDER BY id = ? DESC",
             (file_id, file_id, file_id),
         )
@@ -293,9 +311,10 @@ class Store(EvalRuns):
             )
         return row
 
-    def find_file(self, provider: str, checksum: str, purpose: str) -> dict | None:
+    def find_file(self, provider: str, checksum: str, purpose: str) -> File | None:
         """A file with these bytes already registered for `provider` (an upload to reuse)."""
         return self._one(
+            File,
             "SELECT * FROM files WHERE provider = ? AND checksum = ? AND purpose = ? "
             "AND status != 'error' ORDER BY created_at DESC LIMIT 1",
             (provider, checksum, purpose),
@@ -303,7 +322,7 @@ class Store(EvalRuns):
 
     def list_files(
         self, limit: int = 100, *, provider: str | None = None, purpose: str | None = None
-    ) -> list[dict]:
+    ) -> list[File]:
         """Newest first."""
         where, params = [], []
         for column, value in (("provider", provider), ("purpose", purpose)):
@@ -311,16 +330,17 @@ class Store(EvalRuns):
                 where.append(f"{column} = ?")
                 params.append(value)
         sql = "SELECT * FROM files" + (" WHERE " + " AND ".join(where) if where else "")
-        return self._all(sql + " ORDER BY created_at DESC, rowid DESC LIMIT ?", (*params, limit))
+        sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        return self._all(File, sql, (*params, limit))
 
     def delete_file(self, file_id: str) -> None:
         file = self.get_file(file_id)
         with self._write() as db:
-            db.execute("DELETE FROM files WHERE id = ?", (file["id"],))
+            db.execute("DELETE FROM files WHERE id = ?", (file.id,))
 
     # -- jobs -------------------------------------------------------------------------------
 
-    def create_job(self, **fields) -> dict:
+    def create_job(self, **fields) -> Job:
         """Insert a job; `provider`, `model` and `status` are required, `id` is generated."""
         unknown = set(fields) - JOB_COLUMNS - {"id"}
         if unknown:
@@ -330,9 +350,10 @@ class Store(EvalRuns):
             _insert(db, "jobs", row)
         return self.get_job(row["id"])
 
-    def get_job(self, job_id: str) -> dict:
+    def get_job(self, job_id: str) -> Job:
         """A job by tunelab's id or by its provider's id."""
         row = self._one(
+            Job,
             "SELECT * FROM jobs WHERE id = ? OR provider_job_id = ? ORDER BY id = ? DESC LIMIT 1",
             (job_id, job_id, job_id),
         )
@@ -351,7 +372,7 @@ class Store(EvalRuns):
         after: str | None = None,
         provider: str | None = None,
         statuses: tuple[str, ...] | None = None,
-    ) -> list[dict]:
+    ) -> list[Job]:
         """Newest first; `after` (a job id) continues a previous page."""
         where, params = [], []
         if provider is not None:
@@ -363,14 +384,14 @@ class Store(EvalRuns):
         if after is not None:
             anchor = self.get_job(after)
             where.append("(created_at, rowid) < (?, (SELECT rowid FROM jobs WHERE id = ?))")
-            params.extend([anchor["created_at"], anchor["id"]])
+            params.extend([anchor.created_at, anchor.id])
         sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
         sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
-        return self._all(sql, (*params, limit))
+        return self._all(Job, sql, (*params, limit))
 
     def update_job(
         self, job_id: str, *, expect: tuple[str, ...] | None = None, **fields
-    ) -> dict | None:
+    ) -> Job | None:
         """Set `fields` on the job; with `expect`, only if its status is one of those.
 
         Returns the updated job, or None when `expect` did not match (someone else moved the
@@ -394,7 +415,7 @@ class Store(EvalRuns):
             return None
         return self.get_job(job_id)
 
-    def claim_next_job(self, provider: str, worker: dict) -> dict | None:
+    def claim_next_job(self, provider: str, worker: dict) -> Job | None:
         """Atomically move the oldest queued job of `provider` to running for `worker`.
 
         `worker` holds `worker_id`, `worker_pid` and `worker_host`. Two workers never claim
@@ -439,7 +460,7 @@ class Store(EvalRuns):
     def delete_job(self, job_id: str) -> None:
         job = self.get_job(job_id)
         with self._write() as db:
-            db.execute("DELETE FROM jobs WHERE id = ?", (job["id"],))
+            db.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
 
     # -- events, metrics, checkpoints -------------------------------------------------------
 
@@ -470,9 +491,10 @@ class Store(EvalRuns):
                 ),
             )
 
-    def list_events(self, job_id: str, *, after_seq: int = 0, limit: int = 1000) -> list[dict]:
+    def list_events(self, job_id: str, *, after_seq: int = 0, limit: int = 1000) -> list[Event]:
         """Oldest first; `seq` orders them and `after_seq` continues a previous read."""
         return self._all(
+            Event,
             "SELECT * FROM job_events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
             (job_id, after_seq, limit),
         )
@@ -485,8 +507,11 @@ class Store(EvalRuns):
             )
 
     def list_metrics(self, job_id: str) -> list[dict]:
-        rows = self._all("SELECT data FROM job_metrics WHERE job_id = ? ORDER BY step", (job_id,))
-        return [row["data"] for row in rows]
+        """The engine's per-step records (step, loss, tokens, ...), as it reported them."""
+        rows = self._db.execute(
+            "SELECT data FROM job_metrics WHERE job_id = ? ORDER BY step", (job_id,)
+        )
+        return [orjson.loads(row["data"]) for row in rows]
 
     def add_checkpoint(
         self,
@@ -519,10 +544,12 @@ class Store(EvalRuns):
                 [(job_id, step) for step in steps],
             )
 
-    def list_checkpoints(self, job_id: str) -> list[dict]:
+    def list_checkpoints(self, job_id: str) -> list[Checkpoint]:
         """Newest first, as OpenAI lists them."""
         return self._all(
-            "SELECT * FROM job_checkpoints WHERE job_id = ? ORDER BY step DESC", (job_id,)
+            Checkpoint,
+            "SELECT * FROM job_checkpoints WHERE job_id = ? ORDER BY step DESC",
+            (job_id,),
         )
 
     # -- models -----------------------------------------------------------------------------
@@ -537,7 +564,7 @@ class Store(EvalRuns):
         job_id: str | None = None,
         path: str | None = None,
         details: dict | None = None,
-    ) -> dict:
+    ) -> Model:
         """Record (or update) a model: "base" or "fine-tuned", and where it lives."""
         row = {
             "id": model_id,
@@ -553,10 +580,10 @@ class Store(EvalRuns):
             _insert(db, "models", row, replace=True)
         return self.get_model(model_id)
 
-    def find_model(self, model_id: str) -> dict | None:
-        return self._one("SELECT * FROM models WHERE id = ?", (model_id,))
+    def find_model(self, model_id: str) -> Model | None:
+        return self._one(Model, "SELECT * FROM models WHERE id = ?", (model_id,))
 
-    def get_model(self, model_id: str) -> dict:
+    def get_model(self, model_id: str) -> Model:
         row = self.find_model(model_id)
         if row is None:
             raise TunelabError(
@@ -566,10 +593,11 @@ class Store(EvalRuns):
             )
         return row
 
-    def list_models(self, provider: str | None = None) -> list[dict]:
+    def list_models(self, provider: str | None = None) -> list[Model]:
         if provider is None:
-            return self._all("SELECT * FROM models ORDER BY created_at DESC, rowid DESC")
+            return self._all(Model, "SELECT * FROM models ORDER BY created_at DESC, rowid DESC")
         return self._all(
+            Model,
             "SELECT * FROM models WHERE provider = ? ORDER BY created_at DESC, rowid DESC",
             (provider,),
         )

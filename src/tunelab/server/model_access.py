@@ -48,10 +48,10 @@ def _known(name: str) -> bool:
     except TunelabError:
         return False
     for model in models:
-        if model["kind"] != "base" and model["id"] == name:
+        if model.kind != "base" and model.id == name:
             return True
-        runs_here = model["kind"] == "base" and model["provider"] == _this_machine()
-        if runs_here and wanted in (n.lower() for n in [model["id"], *model["aliases"]]):
+        runs_here = model.kind == "base" and model.provider == _this_machine()
+        if runs_here and wanted in (n.lower() for n in [model.id, *model.aliases]):
             return True
     return False
 

@@ -17,27 +17,14 @@ from fastapi import APIRouter, Request, UploadFile
 from fastapi.responses import FileResponse
 
 from tunelab.providers import local
-from tunelab.registry import Store
+from tunelab.registry import File, Store
 from tunelab.server.errors import ApiError
+from tunelab.server.openai_objects import file_object
 from tunelab.settings import writable_home
 
 router = APIRouter()
 PURPOSES = ("fine-tune",)
 CHUNK = 1 << 20
-
-
-def file_object(row: dict) -> dict:
-    return {
-        "object": "file",
-        "id": row["id"],
-        "bytes": row["bytes"],
-        "created_at": row["created_at"],
-        "filename": row["filename"],
-        "purpose": row["purpose"],
-        "status": row["status"],
-        "status_details": (row["validation"] or {}).get("status_details"),
-        "expires_at": None,
-    }
 
 
 @router.post("/files")
@@ -58,7 +45,7 @@ async def upload_file(request: Request) -> dict:
     return file_object(row)
 
 
-def _record(staged: Path, filename: str, purpose: str) -> dict:
+def _record(staged: Path, filename: str, purpose: str) -> File:
     with Store() as store:
         return local.store_upload(store, staged, filename, purpose)
 
@@ -93,7 +80,7 @@ async def list_files(
     if order == "asc":
         rows.reverse()
     if after is not None:
-        ids = [row["id"] for row in rows]
+        ids = [row.id for row in rows]
         rows = rows[ids.index(after) + 1 :] if after in ids else []
     page = rows[: max(1, min(limit, 10000))]
     return {"object": "list", "data": [file_object(r) for r in page],
@@ -101,10 +88,10 @@ async def list_files(
             "last_id": page[-1]["id"] if page else None}  # fmt: skip
 
 
-def _local_file(file_id: str) -> dict:
+def _local_file(file_id: str) -> File:
     with Store() as store:
         row = store.get_file(file_id)
-    if row["provider"] != local.PROVIDER:
+    if row.provider != local.PROVIDER:
         raise ApiError(404, f"No such File object: {file_id}", code="file_not_found", param="id")
     return row
 
@@ -117,18 +104,18 @@ async def retrieve_file(file_id: str) -> dict:
 @router.get("/files/{file_id}/content")
 async def file_content(file_id: str):
     row = _local_file(file_id)
-    if not row["path"] or not Path(row["path"]).exists():
+    if not row.path or not Path(row.path).exists():
         raise ApiError(404, f"The content of {file_id} is no longer stored.", code="file_not_found")
-    return FileResponse(row["path"], media_type="application/jsonl", filename=row["filename"])
+    return FileResponse(row.path, media_type="application/jsonl", filename=row.filename)
 
 
 @router.delete("/files/{file_id}")
 async def delete_file(file_id: str) -> dict:
     row = _local_file(file_id)
     with Store() as store:
-        store.delete_file(row["id"])
-        shared = any(other["path"] == row["path"] for other in store.list_files(limit=100_000))
-    if row["path"] and not shared:
+        store.delete_file(row.id)
+        shared = any(other.path == row.path for other in store.list_files(limit=100_000))
+    if row.path and not shared:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(row["path"])
-    return {"id": row["id"], "object": "file", "deleted": True}
+            os.unlink(row.path)
+    return {"id": row.id, "object": "file", "deleted": True}

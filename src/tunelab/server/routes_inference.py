@@ -22,9 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from tunelab.errors import TunelabError
 from tunelab.providers.models import delete_model, list_models
 from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
+from tunelab.registry import Model
 from tunelab.server.errors import STATUS_BY_CODE, ApiError, envelope
 from tunelab.server.inference import AnswerStream, ChatAnswer, ChatOptions
 from tunelab.server.model_access import check_served
+from tunelab.server.openai_objects import model_object
 
 router = APIRouter()
 INT32_MAX = 2**31 - 1
@@ -179,54 +181,37 @@ async def _events(
 
 @router.get("/models")
 def models_list() -> dict:
-    return {"object": "list", "data": [_model_object(model) for model in _served_models()]}
+    return {"object": "list", "data": [model_object(model) for model in _served_models()]}
 
 
 @router.get("/models/{model_id:path}")
 def models_retrieve(model_id: str) -> dict:
-    return _model_object(_find_model(model_id))
+    return model_object(_find_model(model_id))
 
 
 @router.delete("/models/{model_id:path}")
 async def models_delete(model_id: str, request: Request) -> dict:
     """Forget a fine-tuned model (a local one's files stay where its job wrote them)."""
     model = await run_in_threadpool(_find_model, model_id)
-    if model["kind"] == "base":
-        raise ApiError(403, f"{model['id']} is a base model; only fine-tuned models can be "
+    if model.kind == "base":
+        raise ApiError(403, f"{model.id} is a base model; only fine-tuned models can be "
                        "deleted.", code="model_not_deletable", param="model")  # fmt: skip
-    removed = await run_in_threadpool(delete_model, model["id"])
-    if removed.get("path"):
-        request.app.state.inference.unload(removed["path"])
-    return {"id": model["id"], "object": "model", "deleted": True}
+    removed = await run_in_threadpool(delete_model, model.id)
+    if removed.path:
+        request.app.state.inference.unload(removed.path)
+    return {"id": model.id, "object": "model", "deleted": True}
 
 
-def _served_models() -> list[dict]:
+def _served_models() -> list[Model]:
     """Fine-tuned models on any provider, and the base models this machine can run."""
-    return [m for m in list_models() if m["kind"] != "base" or m["provider"] == THIS_MACHINE]
+    return [m for m in list_models() if m.kind != "base" or m.provider == THIS_MACHINE]
 
 
-def _find_model(model_id: str) -> dict:
+def _find_model(model_id: str) -> Model:
     wanted = model_id.lower()
     for model in _served_models():
-        names = [model["id"], *model.get("aliases", [])]
-        if model["id"] == model_id or (
-            model["kind"] == "base" and wanted in (n.lower() for n in names)
-        ):
+        names = [model.id, *model.aliases]
+        if model.id == model_id or (model.kind == "base" and wanted in (n.lower() for n in names)):
             return model
     raise ApiError(404, f"The model '{model_id}' does not exist.", code="model_not_found",
                    param="model")  # fmt: skip
-
-
-def _model_object(model: dict) -> dict:
-    return {
-        "id": model["id"],
-        "object": "model",
-        "created": model["created"] or 0,  # base models: no creation time to report
-        "owned_by": model["owned_by"],
-        "tunelab": {
-            "kind": model["kind"],
-            "provider": model["provider"],
-            "base_model": model["base_model"],
-            "job_id": model["job_id"],
-        },
-    }

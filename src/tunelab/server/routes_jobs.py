@@ -14,9 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tunelab.providers import jobs as api
 from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE  # the server's jobs
-from tunelab.registry import Store
+from tunelab.registry import Job, Store
 from tunelab.server.errors import ApiError
 from tunelab.server.model_access import check_served
+from tunelab.server.openai_objects import checkpoint_object, event_object, job_object
 
 router = APIRouter()
 OPENAI_HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
@@ -72,7 +73,7 @@ async def create_job(body: CreateJob, request: Request) -> dict:
         metadata=body.metadata,
         start_worker=request.app.state.config.start_worker,
     )
-    return api.job_object(job)
+    return job_object(job)
 
 
 @router.get("/fine_tuning/jobs")
@@ -85,9 +86,9 @@ async def list_jobs(request: Request, after: str | None = None, limit: int = 20)
         rows = store.list_jobs(limit=100_000 if wanted else limit + 1, after=after,
                                provider=THIS_MACHINE)  # fmt: skip
     if wanted:
-        rows = [r for r in rows if all(r["metadata"].get(k) == v for k, v in wanted.items())]
+        rows = [r for r in rows if all(r.metadata.get(k) == v for k, v in wanted.items())]
     page = rows[:limit]
-    return {"object": "list", "data": [api.job_object(r) for r in page],
+    return {"object": "list", "data": [job_object(r) for r in page],
             "has_more": len(rows) > limit}  # fmt: skip
 
 
@@ -100,79 +101,53 @@ def _metadata_filter(request: Request) -> dict[str, str]:
     }
 
 
-def _local_job(job_id: str) -> dict:
+def _local_job(job_id: str) -> Job:
     job = api.get_job(job_id)
-    if job["provider"] != THIS_MACHINE:
+    if job.provider != THIS_MACHINE:
         raise ApiError(404, f"No fine-tuning job {job_id} on this server.", code="job_not_found")
     return job
 
 
 @router.get("/fine_tuning/jobs/{job_id}")
 async def retrieve_job(job_id: str) -> dict:
-    return api.job_object(await asyncio.to_thread(_local_job, job_id))
+    return job_object(await asyncio.to_thread(_local_job, job_id))
 
 
 @router.post("/fine_tuning/jobs/{job_id}/cancel")
 async def cancel_job(job_id: str) -> dict:
     _local_job(job_id)
-    return api.job_object(api.cancel_job(job_id))
+    return job_object(api.cancel_job(job_id))
 
 
 @router.post("/fine_tuning/jobs/{job_id}/pause")
 async def pause_job(job_id: str) -> dict:
     _local_job(job_id)
-    return api.job_object(api.pause_job(job_id))
+    return job_object(api.pause_job(job_id))
 
 
 @router.post("/fine_tuning/jobs/{job_id}/resume")
 async def resume_job(job_id: str, request: Request) -> dict:
     _local_job(job_id)
     start = request.app.state.config.start_worker
-    return api.job_object(await asyncio.to_thread(api.resume_job, job_id, start_worker=start))
+    return job_object(await asyncio.to_thread(api.resume_job, job_id, start_worker=start))
 
 
 @router.get("/fine_tuning/jobs/{job_id}/events")
 async def list_events(job_id: str, after: str | None = None, limit: int = 20) -> dict:
     job = _local_job(job_id)
     with Store() as store:
-        events = store.list_events(job["id"], limit=1_000_000)[::-1]  # newest first
-    data = [_event_object(e) for e in events]
+        events = store.list_events(job.id, limit=1_000_000)[::-1]  # newest first
+    data = [event_object(e) for e in events]
     return _page(data, after, limit)
-
-
-def _event_object(event: dict) -> dict:
-    return {"object": "fine_tuning.job.event", "id": event["id"],
-            "created_at": event["created_at"], "level": event["level"],
-            "message": event["message"], "type": event["type"],
-            "data": event["data"] or {}}  # fmt: skip
 
 
 @router.get("/fine_tuning/jobs/{job_id}/checkpoints")
 async def list_checkpoints(job_id: str, after: str | None = None, limit: int = 10) -> dict:
     job = _local_job(job_id)
     with Store() as store:
-        points = store.list_checkpoints(job["id"])
-    data = [_checkpoint_object(job["id"], p) for p in points]
+        points = store.list_checkpoints(job.id)
+    data = [checkpoint_object(p) for p in points]
     return _page(data, after, limit)
-
-
-def _checkpoint_object(job_id: str, point: dict) -> dict:
-    metrics = point["metrics"] or {}
-    return {
-        "object": "fine_tuning.job.checkpoint",
-        "id": point["id"],
-        "created_at": point["created_at"],
-        "fine_tuned_model_checkpoint": point["fine_tuned_model_checkpoint"],
-        "fine_tuning_job_id": job_id,
-        "step_number": point["step"],
-        "metrics": {
-            "step": point["step"],
-            "train_loss": metrics.get("loss"),
-            "train_mean_token_accuracy": metrics.get("mean_token_accuracy"),
-            "valid_loss": metrics.get("val_loss"),
-            "valid_mean_token_accuracy": metrics.get("val_mean_token_accuracy"),
-        },
-    }
 
 
 def _page(data: list[dict], after: str | None, limit: int) -> dict:

@@ -52,7 +52,7 @@ def _asks(request: Request) -> Asks:
 
 def chat_models() -> list[dict]:
     """Fine-tuned models first, then every provider's base models."""
-    return [{"id": m["id"], "provider": m["provider"], "kind": m["kind"]} for m in list_models()]
+    return [{"id": m.id, "provider": m.provider, "kind": m.kind} for m in list_models()]
 
 
 @router.get("/chat")

@@ -103,7 +103,7 @@ async def source_page(request: Request, source_id: str):
         preview = await run_in_threadpool(_preview, Path(meta["path"]))
     except TunelabError as err:
         return error_page(request, err, 404 if err.code == "not_found" else 400)
-    models = [m for m in list_models(kind="base") if m["provider"] in PROVIDERS]
+    models = [m for m in list_models(kind="base") if m.provider in PROVIDERS]
     return page(
         request, "data_source.html", nav="data", source=meta, kinds=KINDS, models=models, **preview
     )

@@ -64,8 +64,8 @@ async def job_form(
             for f in store.list_files(limit=200, provider=THIS_MACHINE)
             if plain(f)["status"] == "processed"
         ]
-    base_models = [m for m in list_models(kind="base") if m["provider"] in TRAINING_PROVIDERS]
-    tuned = [m for m in list_models() if m["kind"] != "base" and m["provider"] == THIS_MACHINE]
+    base_models = [m for m in list_models(kind="base") if m.provider in TRAINING_PROVIDERS]
+    tuned = [m for m in list_models() if m.kind != "base" and m.provider == THIS_MACHINE]
     return page(
         request,
         "job_new.html",

@@ -16,6 +16,7 @@ from tunelab.engine.export import export_model
 from tunelab.errors import TunelabError
 from tunelab.providers.models import delete_model, list_models
 from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
+from tunelab.registry import Model
 from tunelab.server.ui.web import error_page, form_text, page, plain, see_other
 from tunelab.server.ui.workspace import safe_name, studio_dir
 
@@ -25,14 +26,14 @@ router = APIRouter()
 @router.get("/models")
 async def models_page(request: Request, exported: str | None = None):
     models = await run_in_threadpool(list_models)
-    tuned = [m for m in models if m["kind"] != "base"]
-    base = [m for m in models if m["kind"] == "base"]
+    tuned = [m for m in models if m.kind != "base"]
+    base = [m for m in models if m.kind == "base"]
     return page(request, "models.html", tuned=tuned, base=base, exported=exported)
 
 
-def _tuned(name: str) -> dict:
+def _tuned(name: str) -> Model:
     for model in list_models():
-        if model["id"] == name and model["kind"] != "base":
+        if model.id == name and model.kind != "base":
             return model
     raise TunelabError("model_not_found", f"no fine-tuned model {name!r}.")
 
@@ -42,7 +43,7 @@ async def model_delete(request: Request):
     form = await request.form()
     try:
         model = await run_in_threadpool(_tuned, form_text(form, "model", ""))
-        removed = plain(await run_in_threadpool(delete_model, model["id"]))
+        removed = plain(await run_in_threadpool(delete_model, model.id))
     except TunelabError as err:
         return error_page(request, err)
     if removed.get("path"):
@@ -55,18 +56,16 @@ async def model_export(request: Request):
     form = await request.form()
     try:
         model = await run_in_threadpool(_tuned, form_text(form, "model", ""))
-        if model["provider"] != THIS_MACHINE or not model["path"]:
+        if model.provider != THIS_MACHINE or not model.path:
             raise TunelabError(
                 "not_exportable",
-                f"{model['id']} is on {model['provider']}; only local models are exported here.",
+                f"{model.id} is on {model.provider}; only local models are exported here.",
             )
         merge = form_text(form, "format", "merged") == "merged"
         target = (
-            studio_dir()
-            / "exports"
-            / f"{safe_name(model['id'])}-{'merged' if merge else 'adapter'}"
+            studio_dir() / "exports" / f"{safe_name(model.id)}-{'merged' if merge else 'adapter'}"
         )
-        done = await run_in_threadpool(export_model, model["path"], target, merge=merge, force=True)
+        done = await run_in_threadpool(export_model, model.path, target, merge=merge, force=True)
     except TunelabError as err:
         return error_page(request, err)
     return see_other(f"/models?exported={done['output_dir']}")
@@ -77,9 +76,9 @@ async def model_download(request: Request, model: str):
     """A local fine-tuned model's directory (adapter or weights, tokenizer, config) as a zip."""
     try:
         found = await run_in_threadpool(_tuned, model)
-        if found["provider"] != THIS_MACHINE or not found["path"]:
-            raise TunelabError("not_downloadable", f"{found['id']} is on {found['provider']}.")
-        archive = await run_in_threadpool(_zip, Path(found["path"]), found["id"])
+        if found.provider != THIS_MACHINE or not found.path:
+            raise TunelabError("not_downloadable", f"{found.id} is on {found.provider}.")
+        archive = await run_in_threadpool(_zip, Path(found.path), found.id)
     except TunelabError as err:
         return error_page(request, err)
     return FileResponse(archive, media_type="application/zip", filename=archive.name)

@@ -1,0 +1,107 @@
+"""Registry records in OpenAI's wire shapes: `fine_tuning.job`, its events and checkpoints,
+`file` and `model`.
+
+The registry's records are tunelab's own; these are what OpenAI's SDKs expect to read. The
+server answers with them, and `tunelab jobs ... --json` prints the same job objects so that
+scripts written against OpenAI's API read them unchanged. Plain functions, no web framework.
+"""
+
+from __future__ import annotations
+
+from tunelab.providers.jobs import organization_of, queue_note, shown_hyperparameters
+from tunelab.registry import Checkpoint, Event, File, Job, Model
+
+
+def job_object(job: Job) -> dict:
+    """A registry job as OpenAI's `fine_tuning.job` object (plus a `tunelab` section)."""
+    hyperparameters = shown_hyperparameters(job)
+    error = None
+    if job.error_code or job.error_message:
+        error = {"code": job.error_code, "message": job.error_message, "param": None}
+    metadata = {k: v for k, v in (job.metadata or {}).items() if not k.startswith("tunelab_")}
+    return {
+        "object": "fine_tuning.job",
+        "id": job.id,
+        "model": job.model,
+        "created_at": job.created_at,
+        "finished_at": job.finished_at,
+        "fine_tuned_model": job.fine_tuned_model,
+        "organization_id": organization_of(job),
+        "result_files": [],
+        "status": job.status,
+        "validation_file": job.validation_file,
+        "training_file": job.training_file,
+        "hyperparameters": hyperparameters,
+        "method": {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
+        "trained_tokens": job.trained_tokens,
+        "error": error,
+        "seed": job.seed,
+        "estimated_finish": job.estimated_finish,
+        "suffix": job.suffix,
+        "metadata": metadata or None,
+        "integrations": [],
+        "tunelab": {
+            "provider": job.provider,
+            "provider_job_id": job.provider_job_id,
+            "raw_status": job.raw_status,
+            "name": job.name,
+            "progress": job.progress,
+            "output_dir": job.output_dir,
+            "hyperparameters_given": job.hyperparameters or {},
+            "queue": queue_note(job),
+        },
+    }
+
+
+def event_object(event: Event) -> dict:
+    return {"object": "fine_tuning.job.event", "id": event.id, "created_at": event.created_at,
+            "level": event.level, "message": event.message, "type": event.type,
+            "data": event.data or {}}  # fmt: skip
+
+
+def checkpoint_object(point: Checkpoint) -> dict:
+    metrics = point.metrics or {}
+    return {
+        "object": "fine_tuning.job.checkpoint",
+        "id": point.id,
+        "created_at": point.created_at,
+        "fine_tuned_model_checkpoint": point.fine_tuned_model_checkpoint,
+        "fine_tuning_job_id": point.job_id,
+        "step_number": point.step,
+        "metrics": {
+            "step": point.step,
+            "train_loss": metrics.get("loss"),
+            "train_mean_token_accuracy": metrics.get("mean_token_accuracy"),
+            "valid_loss": metrics.get("val_loss"),
+            "valid_mean_token_accuracy": metrics.get("val_mean_token_accuracy"),
+        },
+    }
+
+
+def file_object(file: File) -> dict:
+    return {
+        "object": "file",
+        "id": file.id,
+        "bytes": file.bytes,
+        "created_at": file.created_at,
+        "filename": file.filename,
+        "purpose": file.purpose,
+        "status": file.status,
+        "status_details": file.status_details,
+        "expires_at": None,
+    }
+
+
+def model_object(model: Model) -> dict:
+    return {
+        "id": model.id,
+        "object": "model",
+        "created": model.created_at or 0,  # base models: no creation time to report
+        "owned_by": model.provider,
+        "tunelab": {
+            "kind": model.kind,
+            "provider": model.provider,
+            "base_model": model.base_model,
+            "job_id": model.job_id,
+        },
+    }

@@ -11,11 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Literal
 
-JobStatus = Literal[
-    "validating_files", "queued", "running", "paused", "succeeded", "failed", "cancelled"
-]
 JOB_STATUSES: tuple[str, ...] = (
     "validating_files",
     "queued",

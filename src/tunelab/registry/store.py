@@ -148,11 +148,6 @@ class EvalRuns:
             (run_id, *params),
         )
 
-    def delete_eval_run(self, run_id: str) -> None:
-        self.get_eval_run(run_id)
-        with self._write() as db:
-            db.execute("DELETE FROM eval_runs WHERE id = ?", (run_id,))
-
 
 class Store(EvalRuns):
     """The registry at `path`, a SQLite file or a PostgreSQL URL (default:

@@ -119,3 +119,14 @@ def test_cache_completes_a_directory_that_already_holds_other_files(monkeypatch,
     assert catalog.bundled_model_dir() == target
     names = sorted(p.name for p in target.iterdir())
     assert names == ["model.safetensors", "tokenizer.json", "tokenizer_config.json"]
+
+
+def test_has_tokenizer_is_the_one_test_for_a_tokenizer_directory(tmp_path):
+    from tunelab.catalog import has_tokenizer
+
+    assert not has_tokenizer(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text("{}")
+    assert has_tokenizer(tmp_path)
+    (tmp_path / "tokenizer_config.json").unlink()
+    (tmp_path / "tokenizer.json").mkdir()  # a directory of that name is no tokenizer
+    assert not has_tokenizer(tmp_path)

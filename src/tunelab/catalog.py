@@ -171,9 +171,17 @@ def cached_hub_snapshot(name: str) -> Path | None:
     return found if (found / "config.json").is_file() else None
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+def has_tokenizer(path: Path) -> bool:
+    """Whether `path` holds a Hugging Face tokenizer (the one test every caller uses)."""
+    return any((path / name).is_file() for name in TOKENIZER_FILES)
+
+
 def local_model_spec(path: Path) -> ModelSpec:
     """A local Hugging Face model or tokenizer directory as a target model."""
-    if not any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
+    if not has_tokenizer(path):
         raise TunelabError(
             "not_a_model_dir",
             f"{path} holds no Hugging Face tokenizer (tokenizer.json / tokenizer_config.json).",

@@ -24,7 +24,13 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from tunelab.catalog import DEFAULT_MODEL, WEIGHTS_MARKER, local_model_spec, resolve_model
+from tunelab.catalog import (
+    DEFAULT_MODEL,
+    WEIGHTS_MARKER,
+    has_tokenizer,
+    local_model_spec,
+    resolve_model,
+)
 from tunelab.cli import common
 from tunelab.cli.validate_cmd import findings_table, input_file, reading_progress
 from tunelab.data.validate import validate_file
@@ -355,7 +361,7 @@ def check_training_data(train_file: Path, val_file: Path | None, info: ModelInfo
     spec = None
     if info.kind == "bundled":
         spec = resolve_model(DEFAULT_MODEL)
-    elif (info.path / "tokenizer_config.json").exists() or (info.path / "tokenizer.json").exists():
+    elif has_tokenizer(info.path):
         spec = local_model_spec(info.path)
     with reading_progress() as progress:
         report = validate_file(train_file, val_path=val_file, model=spec, progress=progress)

@@ -26,6 +26,7 @@ import torch
 from tunelab.catalog import (
     DEFAULT_MODEL,
     bundled_model_dir,
+    has_tokenizer,
     model_context_length,
     resolve_model,
 )
@@ -151,7 +152,7 @@ def load_tokenizer(info: ModelInfo, *, trust_remote_code: bool = False):
 
     if info.kind == "bundled":
         directory = bundled_model_dir()
-    elif _has_tokenizer(info.path):
+    elif has_tokenizer(info.path):
         directory = info.path
     elif info.kind == "trained":  # a checkpoint: the tokenizer is its base model's
         return load_tokenizer(
@@ -263,10 +264,6 @@ def _directory_info(path: Path, name: str, kind: str) -> ModelInfo:
             exit_code=2,
         )
     return ModelInfo(name, kind, path, name, model_context_length(path))
-
-
-def _has_tokenizer(path: Path) -> bool:
-    return any((path / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
 
 
 def _from_pretrained(

@@ -123,14 +123,12 @@ def store_model(name: str) -> Model | None:
 
 def training_model_spec(model: str):
     """The `ModelSpec` whose tokenizer checks training files for a local job on `model`."""
-    from tunelab.catalog import DEFAULT_MODEL, local_model_spec, resolve_model
+    from tunelab.catalog import DEFAULT_MODEL, has_tokenizer, local_model_spec, resolve_model
 
     info = local_base(model)
     if info.kind == "bundled":
         return resolve_model(DEFAULT_MODEL)
-    names = ("tokenizer_config.json", "tokenizer.json")
-    has_tokenizer = any((info.path / name).exists() for name in names)
-    return local_model_spec(info.path) if has_tokenizer else None
+    return local_model_spec(info.path) if has_tokenizer(info.path) else None
 
 
 def create_job(store: Store, spec, report, *, start: bool) -> Job:

@@ -63,7 +63,7 @@ def test_a_lora_run_exports_to_gguf_that_loads_back_with_the_same_logits(
     result = export_model(run, tmp_path / "gguf", format="gguf", gguf_type="f32")
 
     assert result["format"] == "gguf" and result["merged"]
-    assert result["files"] == ["Modelfile", "model.gguf"]
+    assert result["files"] == ["Modelfile", "README.md", "model.gguf"]  # README: the model card
     check_gguf_matches_merged(run, tmp_path / "gguf", atol=1e-4)
 
 

@@ -99,6 +99,7 @@ def test_only_the_local_provider_the_worker_and_the_registry_name_this_machine()
     import tunelab
 
     root = Path(tunelab.__file__).parent
-    naming = {str(p.relative_to(root)) for p in root.rglob("*.py") if '"local"' in p.read_text()}
+    sources = [p for p in root.rglob("*") if p.suffix in (".py", ".html")]  # code and templates
+    naming = {str(p.relative_to(root)) for p in sources if '"local"' in p.read_text()}
     allowed = {"providers/local.py", "providers/worker.py", "providers/registry.py"}
     assert naming <= allowed

@@ -16,6 +16,7 @@ from markupsafe import Markup
 
 from tunelab import __version__
 from tunelab.errors import TunelabError
+from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
 
 UI_DIR = Path(__file__).parent
 STATIC_DIR = UI_DIR / "static"
@@ -38,6 +39,8 @@ templates = Jinja2Templates(
     env=jinja2.Environment(loader=jinja2.FileSystemLoader(UI_DIR / "templates"), autoescape=True)
 )
 templates.env.globals["version"] = __version__
+# Pages ask "is this job or model this machine's?" by the registry's name for it.
+templates.env.globals["this_machine"] = THIS_MACHINE
 
 
 def _when(timestamp) -> str:

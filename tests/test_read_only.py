@@ -78,7 +78,7 @@ def home_with_a_lost_job(tmp_path, monkeypatch):
     with Store() as store:
         job = store.create_job(provider="local", model="m", status="running", worker_pid=None,
                                worker_host="gone", heartbeat_at=0)  # fmt: skip
-    return home, job["id"]
+    return home, job.id
 
 
 def test_reading_commands_work_on_a_read_only_home(home_with_a_lost_job, tmp_path, capsys,

@@ -206,3 +206,45 @@ def test_judge_output_shows_items_intervals_and_each_parse_failure_with_its_reas
     assert code == 0 and "judge parse failures (2):" in shown and "9.00 (9.0–9.0)" in shown
     html = Path(re.search(r"run \S+: (\S+)", out).group(1)).read_text()
     assert "Judge parse failures (2)" in html and "95% interval" in html
+
+
+# ----- seed 004's command lines, with only the program name changed -------------------------
+
+
+def test_seed_004_single_evaluation_command_line_runs_unchanged(databases, capsys):
+    code, out, err = cli(capsys, "eval", "judge", "--evaluation-type", "single",
+                         "--judge-model", "judge", "--filepaths", str(databases["good"]),
+                         "--traits", "consistency", "helpfulness", "authenticity",
+                         "--json")  # fmt: skip
+    assert code == 0, err
+    traits = orjson.loads(out)["models"]["good"]["traits"]
+    assert traits == {"consistency": 9, "helpfulness": 9, "authenticity": 9}
+
+
+def test_seed_004_elo_command_line_runs_unchanged(databases, capsys):
+    code, out, err = cli(capsys, "eval", "judge", "--evaluation-type", "elo",
+                         "--judge-model", "judge",
+                         "--filepaths", str(databases["vague"]), str(databases["good"]),
+                         "--traits", "consistency", "helpfulness", "authenticity",
+                         "--json")  # fmt: skip
+    assert code == 0, err
+    ratings = orjson.loads(out)["ratings"]
+    assert ratings["good"]["rating"] > ratings["vague"]["rating"]
+
+
+def test_seed_004_generate_flags_are_accepted(tmp_path, capsys):
+    ideas = tmp_path / "ideas_with_contexts.json"
+    ideas.write_text(json.dumps([{"idea": "capital of France", "context_1": "a quiz"}]))
+    code, _, err = cli(capsys, "generate-conversations", "--ideas-file", str(ideas),
+                         "--model", "good", "--system-prompt", "Your system prompt...",
+                         "--user-message-template", "Template with {idea} and {context_1}",
+                         "--output", str(tmp_path / "chats.db"), "--json")  # fmt: skip
+    assert code == 0, err
+    with sqlite3.connect(tmp_path / "chats.db") as db:
+        [(question,)] = db.execute("SELECT content FROM messages WHERE role = 'user'").fetchall()
+    assert question == "Template with capital of France and a quiz"
+
+
+def test_a_seed_flag_without_values_is_a_usage_error_not_a_crash(capsys):
+    code, _, err = cli(capsys, "eval", "judge", "--judge-model", "judge", "--filepaths")
+    assert code == 2 and "--conversations" in err and "Traceback" not in err

@@ -26,6 +26,7 @@ from tunelab.cli.jobs_import_cmd import import_cmd  # noqa: F401 (adds `jobs imp
 from tunelab.cli.migrate_cmd import migrate_group
 from tunelab.cli.models_cmd import models_group
 from tunelab.cli.providers_cmd import providers_group
+from tunelab.cli.seed_flags import translate_seed_flags
 from tunelab.cli.serve_cmd import serve_cmd
 from tunelab.cli.train_cmd import train_cmd
 from tunelab.cli.ui_cmd import ui_cmd
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     # needs it (once, in its terms), and commands that do not need it still work.
     with contextlib.suppress(TunelabError, OSError, sqlite3.Error):
         recover_lost_jobs()
-    return run_cli(cli, argv if argv is not None else sys.argv[1:])
+    return run_cli(cli, translate_seed_flags(argv if argv is not None else sys.argv[1:]))
 
 
 def recover_lost_jobs() -> None:

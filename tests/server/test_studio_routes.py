@@ -221,8 +221,15 @@ def test_a_bad_setting_is_shown_in_the_page_and_no_job_is_made(smollm2_home):
         assert c.get("/jobs").text.count("ftjob-") == before
 
 
-def test_chat_streams_an_escaped_answer_from_a_local_model(tiny_model):
+def test_chat_refuses_a_path_the_operator_did_not_list(tiny_model, tmp_path):
     with client() as c:
+        for name in (str(tiny_model), "/etc", str(tmp_path / "missing")):
+            asked = c.post("/chat/ask", data={"model": name, "prompt": "hi"})
+            assert "model_not_found" in asked.text and "sse-connect" not in asked.text
+
+
+def test_chat_streams_an_escaped_answer_from_a_local_model(tiny_model):
+    with client(models=(str(tiny_model),)) as c:
         asked = c.post(
             "/chat/ask", data={"model": str(tiny_model), "prompt": HOSTILE[0], "max_tokens": "6"}
         )
@@ -251,10 +258,12 @@ def test_a_classification_run_is_started_followed_and_reported(tmp_path, tiny_mo
             for i in range(6)]  # fmt: skip
     data = tmp_path / "labels_val.jsonl"
     data.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
-    with client() as c:
+    with client(models=(str(tiny_model),)) as c:
         with Store() as store:
             file = local.register_file(store, data, None)
         file_id = file.id if hasattr(file, "id") else file["id"]
+        unlisted = c.post("/evals", data={"kind": "classify", "file": file_id, "model": "/etc"})
+        assert "model_not_found" in unlisted.text  # no path from a form unless listed
         started = c.post(
             "/evals",
             data={"kind": "classify", "file": file_id, "model": str(tiny_model)},

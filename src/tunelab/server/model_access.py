@@ -25,6 +25,19 @@ def check_served(name: str, config) -> None:
                    code="model_not_found", param="model")  # fmt: skip
 
 
+def check_offered(names: list[str], config) -> None:
+    """The studio's forms: what its pickers offer (the registry and every provider's catalog)
+    or what the API serves; a refusal is a `TunelabError` for the page to show."""
+    offered = {model.id for model in list_models()}
+    for name in names:
+        if name in offered:
+            continue
+        try:
+            check_served(name, config)
+        except ApiError as refused:
+            raise TunelabError("model_not_found", refused.message) from None
+
+
 def _listed(name: str, listed: tuple[str, ...]) -> bool:
     """The operator listed `name`, or the same directory under another spelling."""
     if name in listed:

@@ -20,6 +20,7 @@ from markupsafe import escape
 from tunelab.errors import TunelabError
 from tunelab.providers.models import list_models
 from tunelab.server.inference import ChatOptions
+from tunelab.server.model_access import check_offered
 from tunelab.server.ui.web import form_number, form_text, page, sse, templates
 
 router = APIRouter()
@@ -73,6 +74,7 @@ async def ask(request: Request):
             max_tokens=form_number(form, "max_tokens", int) or 256,
             temperature=form_number(form, "temperature") or 0.0,
         )
+        await run_in_threadpool(check_offered, names, request.app.state.config)
     except TunelabError as err:
         return page(request, "_error.html", error=err, status_code=200)
     system = form.get("system") or ""

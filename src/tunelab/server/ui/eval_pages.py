@@ -16,6 +16,7 @@ from tunelab.evals import runs
 from tunelab.evals.report import render_sections
 from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
 from tunelab.registry import Store
+from tunelab.server.model_access import check_offered
 from tunelab.server.ui.chat_pages import chat_models
 from tunelab.server.ui.eval_tasks import KINDS, EvalRequest, EvalTasks
 from tunelab.server.ui.web import (
@@ -85,6 +86,8 @@ async def eval_start(request: Request):
             data = plain(store.get_file(form_text(form, "file", "")))
         models = [m for m in (form_text(form, "baseline"), form_text(form, "model")) if m]
         traits = [t.strip() for t in (form_text(form, "traits") or "").split(",") if t.strip()]
+        judge = [form_text(form, "judge_model")] if form_text(form, "judge_model") else []
+        await run_in_threadpool(check_offered, [*models, *judge], request.app.state.config)
         task = _tasks(request).start(
             EvalRequest(
                 kind=form_text(form, "kind", "classify"),

@@ -33,7 +33,7 @@ def choose_task(data: EvalData) -> str:
             parse_query(gold)
             parsed += 1
         except QueryParseError:
-            pass
+            pass  # not a query: counted by what `parsed` leaves out
     if parsed * 2 > len(golds):
         return "queries"
     distinct = set(golds)

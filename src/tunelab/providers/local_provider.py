@@ -64,7 +64,7 @@ class LocalProvider(Provider):
     def chat(self, model: str, messages: list[dict], **options) -> ChatResult:
         stream = self.stream_chat(model, messages, **options)
         for _ in stream:
-            pass
+            pass  # drain the stream: its result holds the whole answer and the usage
         return stream.result
 
     def stream_chat(

@@ -20,7 +20,7 @@ from tunelab.providers import registry
 from tunelab.providers.base import ChatResult
 from tunelab.providers.provider import Provider
 from tunelab.registry import Store
-from tunelab.server import inference
+from tunelab.server import generation_queue, model_cache
 from tunelab.server.app import ServerConfig, create_app
 
 FT_NAME = "ft:team/tiny:local:demo:abc123"  # ids hold ':' and '/'
@@ -80,9 +80,15 @@ def chat(client, model, messages, **fields):
     )
 
 
+# Where the server calls the engine: loading in the model cache, generating in the queue.
+ENGINE_CALLS = {"load_base": model_cache, "generate": generation_queue}
+
+
 def count_calls(monkeypatch, name: str, before=None) -> list:
-    """Record each call of `inference.<name>` (its arguments), running `before` first."""
-    original, calls = getattr(inference, name), []
+    """Record each call of the engine's `name` by the server (its arguments), running `before`
+    first."""
+    module = ENGINE_CALLS[name]
+    original, calls = getattr(module, name), []
 
     def wrapper(*args, **kwargs):
         calls.append(args)
@@ -90,7 +96,7 @@ def count_calls(monkeypatch, name: str, before=None) -> list:
             before(len(calls))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(inference, name, wrapper)
+    monkeypatch.setattr(module, name, wrapper)
     return calls
 
 
@@ -277,8 +283,8 @@ def test_models_list_retrieve_and_delete(client, model_dir):
 
 
 def test_cache_evicts_the_least_recently_used_model(serve, model_dirs, monkeypatch):
-    one_model = inference.model_bytes(load_base(model_dirs[0])[0])
-    assert inference.estimated_bytes(load_base(model_dirs[0])[2]) == one_model
+    one_model = model_cache.model_bytes(load_base(model_dirs[0])[0])
+    assert model_cache.estimated_bytes(load_base(model_dirs[0])[2]) == one_model
     client = serve(model_memory_bytes=int(2.5 * one_model))  # room for two
     service = client.app.state.inference
     loads = count_calls(monkeypatch, "load_base")
@@ -318,15 +324,15 @@ def test_clients_name_only_the_models_the_operator_serves(serve, model_dirs, tmp
     """No path, Hub id or URL from a client reaches the disk, the Hub or another host."""
     client = serve(allow_any_model=False, models=(str(model_dirs[0]),))
     loads = []
-    inference_load = inference.load_base
-    inference.load_base = lambda *a, **k: loads.append(a) or inference_load(*a, **k)
+    inference_load = model_cache.load_base
+    model_cache.load_base = lambda *a, **k: loads.append(a) or inference_load(*a, **k)
     try:
         refused = {name: chat(client, name, ask("Hi"), max_tokens=1)
                    for name in (str(model_dirs[1]), "/etc", "/no/such/dir", "org/some-hub-model",
                                 "m@http://127.0.0.1:9/v1")}  # fmt: skip
         listed = chat(client, str(model_dirs[0]), ask("Hi"), max_tokens=1)
     finally:
-        inference.load_base = inference_load
+        model_cache.load_base = inference_load
     assert listed.status_code == 200
     bodies = {name: answer.json()["error"] for name, answer in refused.items()}
     assert {answer.status_code for answer in refused.values()} == {404}

@@ -70,6 +70,10 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+def shutting_down() -> ApiError:
+    return ApiError(503, "The server is shutting down.", code="server_shutting_down")
+
+
 def envelope(status: int, message: str, code: str | None, param: str | None) -> dict:
     kind = TYPE_BY_STATUS.get(status, "invalid_request_error" if status < 500 else "server_error")
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}

@@ -23,8 +23,9 @@ from tunelab.errors import TunelabError
 from tunelab.providers.models import delete_model, list_models
 from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
 from tunelab.registry import Model
+from tunelab.server.answer_stream import AnswerStream
 from tunelab.server.errors import STATUS_BY_CODE, ApiError, envelope
-from tunelab.server.inference import AnswerStream, ChatAnswer, ChatOptions
+from tunelab.server.inference import ChatAnswer, ChatOptions
 from tunelab.server.model_access import check_served
 from tunelab.server.openai_objects import model_object
 

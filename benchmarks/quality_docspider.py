@@ -104,7 +104,7 @@ def prepare_data(directory: Path, budget: Budget) -> dict:
 def evaluate(data: dict, tuned: Path, budget: Budget) -> dict:
     """Base vs fine-tuned on the held-out questions, recorded as a tunelab evaluation run."""
     from tunelab.evals.items import load_items
-    from tunelab.evals.queries import evaluate_queries
+    from tunelab.evals.mongo.task import evaluate_queries
     from tunelab.evals.runs import record_run
 
     held_out = load_items(data["held_out"], limit=budget.max_items)
@@ -130,7 +130,7 @@ def paired_figures(held_out, json_path: str, models: list[str]) -> dict:
     import numpy as np
 
     from tunelab.evals.metrics import bootstrap_ci, paired_comparison, wilson_interval
-    from tunelab.evals.queries import GoldQueries
+    from tunelab.evals.mongo.task import GoldQueries
 
     outputs = json.loads(Path(json_path).read_text(encoding="utf-8"))["outputs"]
     scored = [i for i, gold in enumerate(GoldQueries(held_out, None).parsed) if gold is not None]

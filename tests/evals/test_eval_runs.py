@@ -230,7 +230,7 @@ def test_queries_scores_parse_exact_structural_and_execution(
     if executed_on == "mongodb":  # a live database, stood in for by mongomock
         import mongomock
 
-        from tunelab.evals.mongo_live import LiveDatabase
+        from tunelab.evals.mongo.live import LiveDatabase
 
         database = mongomock.MongoClient().quiz
         database.head.insert_many([dict(h) for h in HEADS])

@@ -6,8 +6,9 @@ import re
 import pytest
 
 from tunelab.errors import TunelabError
-from tunelab.evals import judge
-from tunelab.evals.judge import (
+from tunelab.evals.judge import verdicts
+from tunelab.evals.judge.ratings import bradley_terry
+from tunelab.evals.judge.verdicts import (
     Trait,
     compare_answers,
     last_json_object,
@@ -15,7 +16,6 @@ from tunelab.evals.judge import (
     score_answer,
     summarise_scores,
 )
-from tunelab.evals.ratings import bradley_terry
 
 TRAITS = [Trait("helpfulness", "Answers the question."), Trait("accuracy", "Is correct.")]
 QUESTION = "What is the capital of France?"
@@ -162,7 +162,7 @@ def injected(answer: str) -> str:
 @pytest.mark.parametrize("answer, fair_score", [("Lyon.", 3), ("Paris.", 8)])
 def test_an_injected_answer_gains_nothing(monkeypatch, answer, fair_score):
     # Even a candidate that knows the boundary (here forced) cannot leave its data block.
-    monkeypatch.setattr(judge, "_new_boundary", lambda: BOUNDARY)
+    monkeypatch.setattr(verdicts, "_new_boundary", lambda: BOUNDARY)
     chat = NaiveJudge()
     clean = score_answer(chat, question=QUESTION, answer=answer, traits=TRAITS)
     attacked = score_answer(chat, question=QUESTION, answer=injected(answer), traits=TRAITS)
@@ -178,7 +178,7 @@ def test_without_the_escaping_the_naive_judge_would_be_fooled(monkeypatch):
     # The same prompt with the escaping undone: the fake tag closes the block, the
     # instruction lands outside it and the naive judge obeys. So the escaping is what
     # protects the score above, not a judge that cannot be fooled.
-    monkeypatch.setattr(judge, "_new_boundary", lambda: BOUNDARY)
+    monkeypatch.setattr(verdicts, "_new_boundary", lambda: BOUNDARY)
     chat = NaiveJudge()
     score_answer(chat, question=QUESTION, answer=injected("Lyon."), traits=TRAITS)
     unescaped = chat.prompts[0].replace("&lt;", "<")

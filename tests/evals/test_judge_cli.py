@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 import tunelab.evals.conversations
-import tunelab.evals.judging  # noqa: F401
+import tunelab.evals.judge.task  # noqa: F401
 from tunelab.cli import main
 from tunelab.evals.candidates import Answer, Candidate
 
@@ -58,7 +58,7 @@ MODELS = {
 def scripted(monkeypatch):
     for module in (
         "tunelab.evals.conversations",
-        "tunelab.evals.judging",
+        "tunelab.evals.judge.task",
         "tunelab.evals.candidates",
     ):
         monkeypatch.setattr(f"{module}.open_candidate", MODELS.__getitem__)

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from tunelab.evals.mongo_exec import UnsupportedQuery, execute, results_match
-from tunelab.evals.mongo_query import MongoQuery, QueryParseError, parse_query
+from tunelab.evals.mongo.executor import UnsupportedQuery, execute, results_match
+from tunelab.evals.mongo.parser import MongoQuery, QueryParseError, parse_query
 from tunelab.samples import sample_path
 
 PEOPLE = [

@@ -15,9 +15,9 @@ import pytest
 from pymongo import errors
 
 from tunelab.errors import TunelabError
-from tunelab.evals.mongo_exec import UnsupportedQuery, execute, results_match
-from tunelab.evals.mongo_live import LiveDatabase, LiveQueryError
-from tunelab.evals.mongo_query import parse_query
+from tunelab.evals.mongo.executor import UnsupportedQuery, execute, results_match
+from tunelab.evals.mongo.live import LiveDatabase, LiveQueryError
+from tunelab.evals.mongo.parser import parse_query
 
 UTC = timezone.utc
 PEOPLE = [

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tunelab.errors import TunelabError
-from tunelab.evals.mongo_query import (
+from tunelab.evals.mongo.parser import (
     MongoQuery,
     QueryParseError,
     SubQuery,
@@ -19,7 +19,7 @@ from tunelab.evals.mongo_query import (
     parse_query,
     structural_match,
 )
-from tunelab.evals.mongo_syntax import ObjectId, Regex
+from tunelab.evals.mongo.syntax import ObjectId, Regex
 from tunelab.samples import sample_path
 
 DATASETS = Path(__file__).parents[2].parent / "shared" / "datasets"

@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from tunelab.evals.ratings import bradley_terry, elo_ratings, rating_intervals
+from tunelab.evals.judge.ratings import bradley_terry, elo_ratings, rating_intervals
 
 # Known strengths on the Elo scale, mean 0: reported ratings are centred on base = 1000.
 TRUE_RATINGS = {"a": -300, "b": -100, "c": 0, "d": 150, "e": 250}

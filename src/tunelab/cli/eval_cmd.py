@@ -226,7 +226,7 @@ def _num(value) -> str:
 def queries_cmd(data_path, models, limit, documents, mongo_uri, mongo_db, output_dir, as_json,
                 **flags) -> int:  # fmt: skip
     """NL → MongoDB: parse failures, exact, structural and execution match."""
-    from tunelab.evals.queries import embedded_executor, evaluate_queries, load_documents
+    from tunelab.evals.mongo.task import embedded_executor, evaluate_queries, load_documents
 
     if documents and mongo_uri:
         raise click.UsageError("Can't provide both --documents and --mongo-uri. Choose one.")
@@ -236,7 +236,7 @@ def queries_cmd(data_path, models, limit, documents, mongo_uri, mongo_db, output
         if documents:
             executor = embedded_executor(load_documents(documents))
         elif mongo_uri:
-            from tunelab.evals.mongo_live import LiveDatabase
+            from tunelab.evals.mongo.live import LiveDatabase
 
             executor = stack.enter_context(LiveDatabase.connect(mongo_uri, mongo_db)).execute
 
@@ -319,7 +319,7 @@ def render_queries(result: dict) -> None:
 def judge_cmd(judge_model, databases, data_path, models, traits, rubric, mode, limit,
               max_tokens, output_dir, as_json, **flags) -> int:  # fmt: skip
     """An LLM judge scores answers on traits (1–10), or ranks models by pairwise comparison."""
-    from tunelab.evals import judging
+    from tunelab.evals.judge import task as judging
 
     if models and data_path is None:
         raise click.UsageError("--model needs --data (the prompts to answer).")
@@ -359,7 +359,7 @@ def exit_code_of(result: dict) -> int:
 
 
 def trait_list(given: tuple[str, ...]):
-    from tunelab.evals.judge import traits_named
+    from tunelab.evals.judge.verdicts import traits_named
 
     names = [n.strip() for text in given for n in text.split(",") if n.strip()]
     try:

@@ -24,7 +24,7 @@ MAX_LABEL_WORDS = 4
 
 def choose_task(data: EvalData) -> str:
     """`queries`, `classify` or `judge`, from what the gold answers look like."""
-    from tunelab.evals.mongo_query import QueryParseError, parse_query
+    from tunelab.evals.mongo.parser import QueryParseError, parse_query
 
     golds = [item.gold.strip() for item in data.items]
     parsed = 0
@@ -125,11 +125,11 @@ def _evaluate(task, data, models, judge, progress, cancel):
 
         return evaluate_classification(data, models, progress=progress, cancel=cancel)
     if task == "queries":
-        from tunelab.evals.queries import evaluate_queries
+        from tunelab.evals.mongo.task import evaluate_queries
 
         return evaluate_queries(data, models, progress=progress, cancel=cancel)
-    from tunelab.evals import judging
-    from tunelab.evals.judge import DEFAULT_TRAITS
+    from tunelab.evals.judge import task as judging
+    from tunelab.evals.judge.verdicts import DEFAULT_TRAITS
 
     sets = [
         judging.answers_from_model(m, data, max_tokens=512, progress=progress, cancel=cancel)

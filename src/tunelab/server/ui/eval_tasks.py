@@ -97,7 +97,7 @@ def _record(task: EvalTask) -> dict:
         def compute():
             return evaluate_classification(data, r.models, progress=progress, cancel=task.cancel)
     elif r.kind == "queries":
-        from tunelab.evals.queries import evaluate_queries
+        from tunelab.evals.mongo.task import evaluate_queries
 
         def compute():
             return evaluate_queries(
@@ -121,7 +121,7 @@ def _record(task: EvalTask) -> dict:
 
 
 def _judge(task: EvalTask, data, progress):
-    from tunelab.evals import judging
+    from tunelab.evals.judge import task as judging
 
     r = task.request
 
@@ -141,6 +141,6 @@ def _judge(task: EvalTask, data, progress):
 
 
 def _traits(names: list[str]):
-    from tunelab.evals.judge import traits_named
+    from tunelab.evals.judge.verdicts import traits_named
 
     return traits_named(names)

@@ -23,17 +23,17 @@ before the query (a "Query:" label, an explanation line, `await`) is skipped; af
 semicolons, the closing backtick of inline code and text starting on a later line are
 ignored. Anything else raises `QueryParseError`.
 
-`normalize` and `exact_match` (mongo_compare) and `components` and `structural_match`
-(mongo_structure) compare parsed queries; they are importable from here.
+`normalize` and `exact_match` (normalize) and `components` and `structural_match`
+(structure) compare parsed queries; they are importable from here.
 """
 
 from __future__ import annotations
 
 import re
 
-from tunelab.evals.mongo_compare import exact_match, normalize
-from tunelab.evals.mongo_structure import components, structural_match
-from tunelab.evals.mongo_syntax import DbCall, MongoQuery, QueryParseError, Reader, SubQuery
+from tunelab.evals.mongo.normalize import exact_match, normalize
+from tunelab.evals.mongo.structure import components, structural_match
+from tunelab.evals.mongo.syntax import DbCall, MongoQuery, QueryParseError, Reader, SubQuery
 
 __all__ = [
     "MongoQuery",

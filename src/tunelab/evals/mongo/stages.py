@@ -8,9 +8,9 @@ $count. Anything else raises `UnsupportedQuery`. Input documents are never modif
 
 from __future__ import annotations
 
-from tunelab.evals.mongo_expr import average, evaluate, extreme, total
-from tunelab.evals.mongo_match import matches
-from tunelab.evals.mongo_values import (
+from tunelab.evals.mongo.expressions import average, evaluate, extreme, total
+from tunelab.evals.mongo.filters import matches
+from tunelab.evals.mongo.values import (
     MISSING,
     UnsupportedQuery,
     expanded,

@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from tunelab.evals.mongo_compare import LOGICAL_OPERATORS, canonical, dump, is_operator_object
-from tunelab.evals.mongo_syntax import MongoQuery, SubQuery
+from tunelab.evals.mongo.normalize import LOGICAL_OPERATORS, canonical, dump, is_operator_object
+from tunelab.evals.mongo.syntax import MongoQuery, SubQuery
 
 _PROJECTING_STAGES = frozenset({"$project", "$addFields", "$set"})
 _SCORED = ("collection", "method", "operators", "fields", "values", "sort", "limit")

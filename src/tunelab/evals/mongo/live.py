@@ -2,7 +2,7 @@
 
 `LiveDatabase.connect(uri)` (or `LiveDatabase(database)` with any pymongo-compatible
 `Database`, e.g. a mongomock one) runs a parsed `MongoQuery` on the server and returns what
-`mongo_exec.execute` would: a list of plain-dict documents for find and aggregate, an int
+`executor.execute` would: a list of plain-dict documents for find and aggregate, an int
 for count, a list of values for distinct. BSON values come back as plain ones so that
 `results_match` can compare two results: ObjectId as its hex string, Decimal128 as float,
 dates as timezone-aware UTC datetimes, anything rarer as its text.
@@ -24,9 +24,9 @@ from datetime import datetime, timezone
 from urllib.parse import unquote_plus
 
 from tunelab.errors import TunelabError
-from tunelab.evals.mongo_exec import read_path
-from tunelab.evals.mongo_syntax import MongoQuery, ObjectId, Regex, SubQuery
-from tunelab.evals.mongo_values import UnsupportedQuery
+from tunelab.evals.mongo.executor import read_path
+from tunelab.evals.mongo.syntax import MongoQuery, ObjectId, Regex, SubQuery
+from tunelab.evals.mongo.values import UnsupportedQuery
 
 __all__ = ["LiveDatabase", "LiveQueryError"]
 
@@ -113,7 +113,7 @@ class LiveDatabase:
         self.close()
 
     def execute(self, query: MongoQuery) -> list[dict] | int | list:
-        """The query's result, shaped as `mongo_exec.execute` shapes it."""
+        """The query's result, shaped as `executor.execute` shapes it."""
         stage = _writing_stage(SubQuery(query))
         if stage is not None:
             raise LiveQueryError(f"{stage} writes to the database; only reads are run", stage)
@@ -141,7 +141,7 @@ class LiveDatabase:
         query_filter = self._bson(query.filter or {})
         if query.method == "distinct":
             return collection.distinct(query.distinct_field, query_filter)
-        # As in mongo_exec, a limit (or skip) of 0 is no limit (none skipped).
+        # As in executor, a limit (or skip) of 0 is no limit (none skipped).
         window = {name: value for name, value in (("skip", query.skip), ("limit", query.limit))
                   if value}  # fmt: skip
         if query.method == "count":

@@ -17,14 +17,14 @@ from tunelab.data.sources import read_source
 from tunelab.errors import TunelabError
 from tunelab.evals.candidates import answer_all, check_cancel, open_candidate
 from tunelab.evals.items import EvalData, EvalItem
-from tunelab.evals.judge import (
+from tunelab.evals.judge.ratings import rating_intervals
+from tunelab.evals.judge.verdicts import (
     Trait,
     first_errors,
     run_pairwise,
     score_answer,
     summarise_scores,
 )
-from tunelab.evals.ratings import rating_intervals
 
 JUDGE_MAX_TOKENS = 512
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from tunelab.evals.mongo_syntax import ObjectId, Regex
+from tunelab.evals.mongo.syntax import ObjectId, Regex
 
 
 class UnsupportedQuery(ValueError):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 
-from tunelab.evals.mongo_syntax import MongoQuery, ObjectId, Regex, SubQuery
+from tunelab.evals.mongo.syntax import MongoQuery, ObjectId, Regex, SubQuery
 
 _SET_OPERATORS = frozenset({"$in", "$nin", "$all"})
 LOGICAL_OPERATORS = frozenset({"$and", "$or", "$nor"})

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from tunelab.evals.mongo_values import (
+from tunelab.evals.mongo.values import (
     MISSING,
     UnsupportedQuery,
     equal,

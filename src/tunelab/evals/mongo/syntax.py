@@ -9,7 +9,7 @@ strings, numbers, true/false/null, regex literals `/.../flags`, the shell's cons
 (`ISODate`, `new Date`, `NumberInt`, `NumberLong`, `NumberDecimal`, `ObjectId`, `RegExp`),
 parentheses, trailing commas and `//` or `/* */` comments. Plain JSON is a subset of it.
 Values come back as dict, list, str, int, float, bool, None, `datetime`, `Regex`,
-`ObjectId`, or `DbCall` for a `db.` chain, which mongo_query turns into a query.
+`ObjectId`, or `DbCall` for a `db.` chain, which parser turns into a query.
 """
 
 from __future__ import annotations

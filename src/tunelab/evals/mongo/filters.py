@@ -14,9 +14,9 @@ import functools
 import math
 import re
 
-from tunelab.evals.mongo_expr import evaluate
-from tunelab.evals.mongo_syntax import Regex
-from tunelab.evals.mongo_values import (
+from tunelab.evals.mongo.expressions import evaluate
+from tunelab.evals.mongo.syntax import Regex
+from tunelab.evals.mongo.values import (
     MISSING,
     UnsupportedQuery,
     equal,

@@ -20,8 +20,8 @@ from pathlib import Path
 from tunelab.errors import TunelabError
 from tunelab.evals.candidates import answer_all
 from tunelab.evals.items import EvalData
-from tunelab.evals.mongo_exec import UnsupportedQuery, execute, results_match
-from tunelab.evals.mongo_query import QueryParseError, exact_match, parse_query, structural_match
+from tunelab.evals.mongo.executor import UnsupportedQuery, execute, results_match
+from tunelab.evals.mongo.parser import QueryParseError, exact_match, parse_query, structural_match
 
 MAX_TOKENS = 256
 

@@ -4,7 +4,7 @@
 (a collection that is not there is empty, as in MongoDB): find gives the list of (projected)
 documents, count an int, distinct the list of distinct values, aggregate the pipeline's
 output. Sub-queries used as values run first. What the executor does not know (see
-mongo_match, mongo_expr and mongo_stages for what it does) raises `UnsupportedQuery`, so a
+filters, expressions and stages for what it does) raises `UnsupportedQuery`, so a
 caller reports "execution not possible" rather than a wrong answer. Documents are never
 modified. `_id` is never invented: documents without one stay without one.
 
@@ -17,10 +17,10 @@ import json
 from collections import Counter
 from datetime import datetime
 
-from tunelab.evals.mongo_match import matches
-from tunelab.evals.mongo_stages import project, run_pipeline, sort_documents
-from tunelab.evals.mongo_syntax import MongoQuery, ObjectId, Regex, SubQuery
-from tunelab.evals.mongo_values import MISSING, UnsupportedQuery, query_values, unique
+from tunelab.evals.mongo.filters import matches
+from tunelab.evals.mongo.stages import project, run_pipeline, sort_documents
+from tunelab.evals.mongo.syntax import MongoQuery, ObjectId, Regex, SubQuery
+from tunelab.evals.mongo.values import MISSING, UnsupportedQuery, query_values, unique
 
 __all__ = ["UnsupportedQuery", "execute", "results_match"]
 

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +14,7 @@ from safetensors.torch import load_file
 from tunelab.cli import main
 from tunelab.engine.checkpoint import complete_checkpoints, read_checkpoint_meta
 from tunelab.engine.distributed import Ranks, torchrun_command
+from tunelab.providers.worker_ranks import kill_tree  # torchrun, and ranks in their own sessions
 
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing`:FutureWarning")
 
@@ -76,23 +73,6 @@ def test_two_processes_train_like_one_at_the_same_global_batch(tmp_path, train_f
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same_training(tmp_path / "one", tmp_path / "two")
     assert "✓" in done.stdout or "trained" in done.stdout.lower()
-
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL a process and all its descendants, as a machine failing would: the launcher,
-    torchrun, and the ranks (which torchrun starts in sessions of their own)."""
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-    tree, grew = {pid}, True
-    while grew:
-        found = {child for child, parent in parents.items() if parent in tree}
-        grew = not found <= tree
-        tree |= found
-    for victim in tree:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(victim, signal.SIGKILL)
 
 
 @pytest.mark.slow

@@ -61,11 +61,19 @@ def jobs_group() -> None:
 @click.option("--name", help="A name for the job, shown in `jobs list`.")
 @click.option("--base-url", help="The provider's endpoint (an OpenAI-compatible service).")
 @click.option("--key-env", help="Variable holding the key for --base-url (never sent otherwise).")
+@click.option(
+    "--nproc-per-node",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Train a local job data-parallel in this many processes (one per GPU; on a CPU, "
+    "gloo), started by the worker with torchrun.",
+)
 @click.option("--no-start", is_flag=True, help="Queue a local job without starting a worker.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job to finish (as `jobs wait`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the job object as JSON.")
-def create_cmd(train_file, val_file, provider, model, suffix, name, base_url, key_env, no_start,
-               wait_, as_json, **settings) -> int:  # fmt: skip
+def create_cmd(train_file, val_file, provider, model, suffix, name, base_url, key_env,
+               nproc_per_node, no_start, wait_, as_json, **settings) -> int:  # fmt: skip
     """Validate the files, show the estimate, and create a job."""
     if suffix is not None and len(suffix) > 64:
         raise TunelabError("invalid_suffix", "--suffix is longer than 64 characters.", exit_code=2)
@@ -82,6 +90,7 @@ def create_cmd(train_file, val_file, provider, model, suffix, name, base_url, ke
         seed=seed,
         base_url=base_url,
         key_variable=key_env,
+        nproc_per_node=nproc_per_node,
     )
     report = validated(spec, as_json)
     if not as_json:

@@ -108,9 +108,13 @@ def torchrun_command(
     nnodes: int = 1,
     node_rank: int | None = None,
     rdzv_endpoint: str | None = None,
+    *,
+    module: str = "tunelab",
+    every_rank_output: bool = False,
 ) -> list[str]:
-    """The command that runs `tunelab ARGS` in `nproc_per_node` processes on each of `nnodes`
-    machines; only local rank 0's output is shown."""
+    """The command that runs `python -m MODULE ARGS` (`tunelab ARGS`) in `nproc_per_node`
+    processes on each of `nnodes` machines; only local rank 0's output is shown unless
+    `every_rank_output` (a log, where any rank's error matters)."""
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc_per_node}"]
     if nnodes == 1 and rdzv_endpoint is None:
         command.append("--standalone")
@@ -118,4 +122,6 @@ def torchrun_command(
         command += [f"--nnodes={nnodes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}"]
         if node_rank is not None:
             command.append(f"--node-rank={node_rank}")
-    return [*command, "--local-ranks-filter=0", "-m", "tunelab", *args]
+    if not every_rank_output:
+        command.append("--local-ranks-filter=0")
+    return [*command, "-m", module, *args]

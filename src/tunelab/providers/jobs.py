@@ -45,6 +45,7 @@ class JobSpec:
     metadata: dict = field(default_factory=dict)
     base_url: str | None = None
     key_variable: str | None = None  # the variable holding the key for `base_url`
+    nproc_per_node: int = 1  # processes training a job on this machine (torchrun when > 1)
 
 
 # -- creating -------------------------------------------------------------------------------
@@ -75,6 +76,13 @@ def create_job(spec: JobSpec, *, start_worker: bool = True, report=None) -> Job:
 
     `start_worker=False` leaves a local job queued for `tunelab worker`.
     """
+    if spec.nproc_per_node > 1 and not provider_class(spec.provider).runs_here:
+        raise TunelabError(
+            "nproc_not_supported",
+            f"--nproc-per-node is for jobs trained on this machine, not on {spec.provider}.",
+            hint="the provider chooses its own hardware; leave --nproc-per-node out",
+            exit_code=2,
+        )
     check_provider(spec.provider)
     report = report or validate_job_files(spec)
     with Store() as store:

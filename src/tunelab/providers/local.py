@@ -23,6 +23,7 @@ PROVIDER = "local"  # the registry's name for this machine's jobs, files and mod
 ORG = PROVIDER  # the org part of local `ft:` names: ft:<base>:local:<suffix>:<id>
 JOB_LOG = "finetune.log"  # the worker's log of one job, in the job's directory
 CANCEL, PAUSE = 1, 2
+NPROC_KEY = "tunelab_nproc_per_node"  # in a job's metadata: processes training it (torchrun)
 
 
 file_checksum = file_sha256
@@ -173,7 +174,7 @@ def queue_on_files(store: Store, spec, train: File, val: File | None, *, start: 
                     base_path=str(info.path) if tuned or info.kind != "bundled" else None,
                     training_file=train, validation_file=val, hyperparameters=hyperparameters,
                     suffix=spec.suffix, name=spec.name, seed=spec.seed,
-                    metadata=spec.metadata)  # fmt: skip
+                    metadata=spec.metadata, nproc_per_node=spec.nproc_per_node)  # fmt: skip
     if start:
         start_worker()
     return job
@@ -191,6 +192,7 @@ def queue_job(
     name: str | None,
     seed: int | None,
     metadata: dict,
+    nproc_per_node: int = 1,
 ) -> Job:
     """Insert a queued local job; the worker picks it up."""
     job = store.create_job(
@@ -211,6 +213,8 @@ def queue_job(
     extra = {"tunelab_model_name": model_name(model, suffix, job.id)}
     if base_path:
         extra["tunelab_base_path"] = base_path
+    if nproc_per_node > 1:
+        extra[NPROC_KEY] = nproc_per_node
     job = store.update_job(job.id, output_dir=str(output_dir), metadata={**metadata, **extra})
     store.add_event(job.id, f"Created fine-tuning job: {job.id}")
     return job

@@ -118,7 +118,7 @@ def run_job(store: Store, job: Job, identity: dict) -> None:
     with _job_log(job):
         log.info("job %s started by %s", job_id, identity["worker_id"])
         try:
-            result = _train(store, job, control)
+            result = _train_job(store, job, control)
         except TunelabError as err:
             log.error("job %s failed: [%s] %s", job_id, err.code, err.message)
             _fail(store, job_id, err.code, err.message + (f" ({err.hint})" if err.hint else ""))
@@ -155,7 +155,17 @@ def _job_log(job: Job):
         handler.close()
 
 
-def _train(store: Store, job: Job, control: threading.Event):
+def _train_job(store: Store, job: Job, control: threading.Event):
+    """In this process, or in the torchrun processes `--nproc-per-node` asked for."""
+    from tunelab.providers import worker_ranks
+
+    if worker_ranks.nproc_of(job) > 1:
+        return worker_ranks.train_in_ranks(store, job, control)
+    return _train(store, job, control)
+
+
+def _train(store: Store, job: Job, control, *, main: bool = True):
+    """Train `job` here; `main` is False on the torchrun ranks that record nothing."""
     from tunelab.engine import TrainConfig, load_base, train  # torch loads only in workers
 
     config = TrainConfig.from_settings(job.hyperparameters)
@@ -163,7 +173,8 @@ def _train(store: Store, job: Job, control: threading.Event):
     val_path = store.get_file(job.validation_file).path if job.validation_file else None
     base = job.metadata.get("tunelab_base_path") or job.model
     model, tokenizer, info = load_base(base, load_in_4bit=config.load_in_4bit)
-    store.add_event(job.id, f"Loaded base model {info.name}")
+    if main:
+        store.add_event(job.id, f"Loaded base model {info.name}")
     log.info("loaded base model %s; training on %s", info.name, train_path)
     return train(
         model,

@@ -7,11 +7,12 @@ directory is an unfinished run (resumable with `--resume`), never a model that l
 Checkpoints hold everything needed to continue a run exactly where it stopped.
 
 A checkpoint is a directory `checkpoints/step-00000042/` holding the trained weights (adapter
-or full model, loadable as they are), `training_state.pt` (optimizer, scheduler, torch RNG
-states) and `checkpoint.json` (step, data position, Python and NumPy RNG states, the resolved
-config, metadata). It is written into a hidden temporary directory, the `COMPLETE` marker is
-written last, and the directory is renamed into place: a run killed at any moment leaves
-either a complete checkpoint or a temporary directory that is ignored and cleaned up.
+or full model, loadable as they are), `training_state.pt` (optimizer, scheduler, fp16 loss
+scaler, torch RNG states) and `checkpoint.json` (step, data position, Python and NumPy RNG
+states, the resolved config, metadata). It is written into a hidden temporary directory, the
+`COMPLETE` marker is written last, and the directory is renamed into place: a run killed at
+any moment leaves either a complete checkpoint or a temporary directory that is ignored and
+cleaned up.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ def save_checkpoint(
     position: Position,
     config: ResolvedConfig,
     metadata: dict,
+    *,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Path:
     """Write a complete checkpoint for `position`, then keep only the latest few."""
     root = run_dir / CHECKPOINTS_DIR
@@ -94,6 +97,10 @@ def save_checkpoint(
             "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            # fp16 loss scaling: its current scale and the steps since it last changed ({}
+            # when disabled). A resumed run restarting at the initial scale would skip steps
+            # (overflows) the uninterrupted run did not.
+            "grad_scaler": scaler.state_dict() if scaler is not None else {},
         },
         staging / STATE_FILE,
     )
@@ -161,13 +168,18 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Position:
-    """Restore weights, optimizer, scheduler and RNG states; returns the data position."""
+    """Restore weights, optimizer, scheduler, loss-scaler and RNG states; returns the data
+    position."""
     meta = read_checkpoint_meta(path)
     load_weights(model, path)
     state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    # Checkpoints from before the scaler was saved, and fp32/bf16 runs, have none.
+    if scaler is not None and scaler.is_enabled() and state.get("grad_scaler"):
+        scaler.load_state_dict(state["grad_scaler"])
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])

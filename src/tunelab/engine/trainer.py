@@ -252,15 +252,17 @@ def _train(
     model.train()
     optimizer = _optimizer(model, resolved)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(resolved))
+    scaler = grad_scaler(resolved.precision, device)
     start = Position(0, 0, 0)
     if checkpoint is not None:
-        start = load_checkpoint(checkpoint, model, optimizer, scheduler)
+        start = load_checkpoint(checkpoint, model, optimizer, scheduler, scaler)
     if ranks.is_main:
         truncate_metrics(output_dir / METRICS_FILE, start.step)
     loop = _Loop(
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
+        scaler=scaler,
         config=resolved,
         train_set=train_set,
         val_set=val_set,
@@ -355,6 +357,7 @@ class _Loop:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
     config: ResolvedConfig
     train_set: TokenizedDataset
     val_set: TokenizedDataset | None
@@ -377,14 +380,10 @@ class _Loop:
     last_checkpoint: Path | None = None
     share: cores.Share | None = None
     parameters: list[torch.nn.Parameter] = field(init=False)
-    scaler: torch.amp.GradScaler = field(init=False)
     validation: ValidationPlan = field(init=False)
 
     def __post_init__(self) -> None:
         self.parameters = trainable_parameters(self.model)
-        # fp16's narrow range underflows small gradients without loss scaling; bf16 does not.
-        fp16 = self.config.precision == "fp16"
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=fp16)
         self.validation = ValidationPlan(self.val_set, self.config)
 
     def cancelled(self) -> bool:
@@ -557,6 +556,7 @@ class _Loop:
             position,
             self.config,
             self.run_info,
+            scaler=self.scaler,
         )
         write_loss_curve(self.run_dir)
 
@@ -670,6 +670,12 @@ def _out_of_memory_as_error() -> Iterator[None]:
             "turn on --gradient-checkpointing true, or use --method lora (on a GPU also "
             "--load-in-4bit true)",
         ) from None
+
+
+def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
+    """fp16's narrow range underflows small gradients without loss scaling; bf16 and fp32 do
+    not (their scaler is disabled: a no-op)."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
 
 def _optimizer(model: torch.nn.Module, config: ResolvedConfig) -> torch.optim.Optimizer:

@@ -12,9 +12,9 @@ import orjson
 import pytest
 
 from tunelab.cli import main
-from tunelab.cli.eval_cmd import headline
 from tunelab.evals import candidates, classify  # noqa: F401  (imported before patching)
 from tunelab.evals.candidates import Answer, Candidate
+from tunelab.evals.runs import headline
 from tunelab.registry import EvalRun, Store
 
 TSV = "text\tlabel\n" + "".join(
@@ -119,7 +119,7 @@ def test_classify_scores_models_side_by_side_and_records_the_run(table, scripted
     [listed] = orjson.loads(out)["data"]
     assert (
         listed["id"] == result["id"]
-        and headline(EvalRun.from_row(listed)) == "oracle: 100.0%; half: 33.3%"
+        and headline(EvalRun.from_row(listed)).text() == "oracle: 100.0%; half: 33.3%"
     )
     code, out, _ = cli(capsys, "eval", "compare", result["id"], "--json")
     assert {row["model"] for row in orjson.loads(out)["data"]} == {"oracle", "half"}
@@ -248,3 +248,28 @@ def test_queries_scores_parse_exact_structural_and_execution(
     assert 1 / 3 < m["structural_match"] < 2 / 3
     assert m["execution_match"] == pytest.approx(1 / 3)
     assert "secret" not in out
+
+
+@pytest.mark.parametrize(
+    ("kind", "metrics", "expected"),
+    [
+        ("classify", {"models": {"a": {"accuracy": 0.5, "macro_f1": 0.4}}}, "a: 50.0%"),
+        ("queries", {"models": {"a": {"execution_match": None, "exact_match": 0.25}}}, "a: 25.0%"),
+        ("queries", {"models": {"a": {"execution_match": 0.75, "exact_match": 0.25}}}, "a: 75.0%"),
+        # A judge's mean score of 1.0 is a score, not 100%.
+        (
+            "judge",
+            {"models": {"a": {"mean_score": 1.0}, "b": {"mean_score": 7.25}}},
+            "a: 1.00; b: 7.25",
+        ),
+        (
+            "pairwise",
+            {"ratings": {"a": {"rating": 1012.4}, "b": {"rating": 987.6}}},
+            "a: 1012; b: 988",
+        ),
+        ("classify", None, ""),
+    ],
+)
+def test_the_api_says_which_metric_heads_each_kind_of_run(kind, metrics, expected):
+    run = EvalRun(id="eval-1", kind=kind, status="succeeded", created_at=0, metrics=metrics)
+    assert headline(run).text() == expected

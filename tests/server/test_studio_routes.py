@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from jobtools import wait_until
+from tunelab.evals import runs
 from tunelab.providers import local
 from tunelab.registry import Store
 from tunelab.samples import sample_path
@@ -276,7 +277,11 @@ def test_a_classification_run_is_started_followed_and_reported(tmp_path, tiny_mo
         run_url = c.get(task_url, headers={"HX-Request": "1"}).headers["HX-Redirect"]
         report = c.get(run_url).text
         assert 'id="run-metrics"' in report and "table class='heat'" in report
-        assert run_url.removeprefix("/evals/") in c.get("/evals").text
+        listing = c.get("/evals").text
+        assert run_url.removeprefix("/evals/") in listing
+        # The listing's headline is the API's, as in `tunelab eval list`.
+        headline = runs.headline(runs.get_run(run_url.removeprefix("/evals/"))).text()
+        assert headline.startswith(str(tiny_model)) and f'class="headline">{headline}<' in listing
         compared = c.get(f"/evals/compare?a={run_url[7:]}&b={run_url[7:]}")
         assert compared.status_code == 200 and "accuracy" in compared.text
 

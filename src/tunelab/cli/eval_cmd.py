@@ -30,7 +30,6 @@ from tunelab.data.prompts import ClassificationPrompt
 from tunelab.errors import TunelabError
 from tunelab.evals import runs
 from tunelab.evals.items import load_items
-from tunelab.registry import EvalRun
 
 OutputDir = click.Path(path_type=Path, file_okay=False)
 
@@ -459,25 +458,10 @@ def list_cmd(limit, as_json) -> int:
         table.add_column(column, overflow="fold")
     for run in found:
         table.add_row(run.id, run.kind, run.status, escape(", ".join(run.models)),
-                      str(run.data.get("n_items", "")), escape(headline(run)))  # fmt: skip
+                      str(run.data.get("n_items", "")),
+                      escape(runs.headline(run).text()))  # fmt: skip
     common.stdout.print(table)
     return 0
-
-
-def headline(run: EvalRun) -> str:
-    """The one number per model a reader looks at first."""
-    metrics = (run.metrics or {}).get("models") or {}
-    key = {"classify": "accuracy", "queries": "execution_match"}.get(run.kind)
-    parts = []
-    for name, values in metrics.items():
-        value = values.get(key) if key else values.get("mean_score")
-        if value is None and run.kind == "queries":
-            value = values.get("exact_match")
-        if isinstance(value, float):
-            parts.append(f"{name}: {value:.1%}" if value <= 1 else f"{name}: {value:.2f}")
-    if run.kind in ("judge", "pairwise") and (run.metrics or {}).get("ratings"):
-        parts = [f"{n}: {r['rating']:.0f}" for n, r in run.metrics["ratings"].items()]
-    return "; ".join(parts)
 
 
 @eval_group.command("show")
@@ -494,7 +478,7 @@ def show_cmd(run_id, as_json) -> int:
                         f"{escape(run.data.get('path', ''))}", highlight=False)  # fmt: skip
     if run.status == "failed":
         common.stdout.print(f"[red]failed[/]: {escape(run.error_message or '')}")
-    common.stdout.print(escape(headline(run)) or "—", highlight=False)
+    common.stdout.print(escape(runs.headline(run).text()) or "—", highlight=False)
     if run.kind in ("judge", "pairwise") and run.status == "succeeded":
         described = {**run.metrics, "id": run.id, "kind": run.kind,
                      "html_path": run.html_path}  # fmt: skip
@@ -520,23 +504,19 @@ def compare_cmd(run_ids, as_json) -> int:
     if as_json:
         common.print_json({"object": "list", "data": rows})
         return 0
-    metric_names = [k for k in ("accuracy", "macro_f1", "invalid_rate", "exact_match",
-                                "structural_match", "execution_match", "parse_failure_rate",
-                                "mean_score") if any(k in r for r in rows)]  # fmt: skip
+    metric_names = [k for k in runs.METRICS if any(k in r for r in rows)]
     table = Table()
     for column in ("run", "model", *metric_names):
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(row["run"], escape(row["model"]),
-                      *(_fmt(row.get(name)) for name in metric_names))  # fmt: skip
+                      *(_fmt(row.get(name), name) for name in metric_names))  # fmt: skip
     common.stdout.print(table)
     return 0
 
 
-def _fmt(value) -> str:
-    if value is None:
-        return "—"
-    return f"{value:.1%}" if isinstance(value, float) and value <= 1 else f"{value:.3g}"
+def _fmt(value, metric: str) -> str:
+    return "—" if value is None else runs.format_metric(metric, value)
 
 
 @click.command("generate-conversations")

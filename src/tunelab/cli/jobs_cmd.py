@@ -57,7 +57,10 @@ def jobs_group() -> None:
 )
 @click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Base model.")
 @setting_options
-@click.option("--suffix", help="Added to the fine-tuned model's name (up to 64 characters).")
+@click.option(
+    "--suffix",
+    help="Added to the fine-tuned model's name (up to 64 letters, digits, '-', '_', '.').",
+)
 @click.option("--name", help="A name for the job, shown in `jobs list`.")
 @click.option("--base-url", help="The provider's endpoint (an OpenAI-compatible service).")
 @click.option("--key-env", help="Variable holding the key for --base-url (never sent otherwise).")
@@ -75,8 +78,6 @@ def jobs_group() -> None:
 def create_cmd(train_file, val_file, provider, model, suffix, name, base_url, key_env,
                nproc_per_node, no_start, wait_, as_json, **settings) -> int:  # fmt: skip
     """Validate the files, show the estimate, and create a job."""
-    if suffix is not None and len(suffix) > 64:
-        raise TunelabError("invalid_suffix", "--suffix is longer than 64 characters.", exit_code=2)
     given = {k: v for k, v in settings.items() if v is not UNSET and v != AUTO}
     seed = given.pop("seed", None)
     spec = api.JobSpec(

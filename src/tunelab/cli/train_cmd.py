@@ -24,16 +24,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from tunelab.catalog import (
-    DEFAULT_MODEL,
-    WEIGHTS_MARKER,
-    has_tokenizer,
-    local_model_spec,
-    resolve_model,
-)
+from tunelab.catalog import DEFAULT_MODEL, WEIGHTS_MARKER
 from tunelab.cli import common
 from tunelab.cli.validate_cmd import findings_table, input_file, reading_progress
-from tunelab.data.validate import validate_file
+from tunelab.data.validate import require_valid
 from tunelab.engine.config import AUTO, METHODS, PRECISIONS, SCHEDULERS, TrainConfig, field_help
 from tunelab.errors import TunelabError
 from tunelab.io import check_writable, file_sha256
@@ -227,16 +221,10 @@ def train_cmd(
 
     config = build_config(settings)
     check_reporters(report_to)
-    if not dry_run and not Ranks.from_env().active:  # before the model loads (or ranks start)
-        check_output_dir(output, resume=resume, force=force, need_checkpoint=True)
     info = resolve_model_source(model)
-    if info.kind == "trained" and info.path in (output.resolve(), *output.resolve().parents):
-        raise TunelabError(
-            "output_is_input",
-            f"--output {output} would overwrite --model {model}, the model training starts from.",
-            hint="train further into a new --output directory",
-            exit_code=2,
-        )
+    if not dry_run and not Ranks.from_env().active:  # before the model loads (or ranks start)
+        check_output_dir(output, resume=resume, force=force, need_checkpoint=True,
+                         inputs=(info.path,))  # fmt: skip
     if not dry_run:  # before minutes of loading, not after
         check_writable(output, "--output directory")
     check_training_data(train_file, val_file, info, as_json)
@@ -357,35 +345,26 @@ def reporting(names: tuple[str, ...], output: Path, config: TrainConfig):
 
 
 def check_training_data(train_file: Path, val_file: Path | None, info: ModelInfo, as_json: bool):
-    """Validate the files for the model; on errors, summarise the findings and fail."""
-    spec = None
-    if info.kind == "bundled":
-        spec = resolve_model(DEFAULT_MODEL)
-    elif has_tokenizer(info.path):
-        spec = local_model_spec(info.path)
+    """Validate the files for the model (the API's rule); on errors, show the findings."""
+    from tunelab.providers.local import model_spec_of
+
     with reading_progress() as progress:
-        report = validate_file(train_file, val_path=val_file, model=spec, progress=progress)
-    if report.ok:
-        if report.n_warnings and not as_json:
-            common.stderr.print(
-                f"[yellow]{report.n_warnings:,} warning(s)[/] in the data "
-                f"(see `tunelab validate {escape(str(train_file))}`)",
-                highlight=False,
-            )
-        return
-    error = TunelabError(
-        "invalid_training_data",
-        f"the data has {report.n_errors:,} error(s); nothing was trained.",
-        hint=f"`tunelab validate {train_file}` lists every finding",
-        path=train_file,
-    )
-    if as_json:
-        common.print_json({"error": error.to_dict(), "validation": report.to_dict()})
-    else:
-        table = findings_table(report)
-        if table is not None:
-            common.stderr.print(table)
-    raise error
+        try:
+            report = require_valid(train_file, val_path=val_file, model=model_spec_of(info),
+                                   progress=progress)  # fmt: skip
+        except TunelabError as error:
+            if as_json:
+                common.print_json({"error": error.to_dict(),
+                                   "validation": error.report.to_dict()})  # fmt: skip
+            elif (table := findings_table(error.report)) is not None:
+                common.stderr.print(table)
+            raise
+    if report.n_warnings and not as_json:
+        common.stderr.print(
+            f"[yellow]{report.n_warnings:,} warning(s)[/] in the data "
+            f"(see `tunelab validate {escape(str(train_file))}`)",
+            highlight=False,
+        )
 
 
 def load_with_status(

@@ -21,6 +21,7 @@ import json
 import os
 import random
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -203,9 +204,11 @@ def _set_numpy_state(state: list) -> None:
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
-def prepare_output_dir(output_dir: Path, *, resume: bool, force: bool) -> Path | None:
+def prepare_output_dir(
+    output_dir: Path, *, resume: bool, force: bool, inputs: Iterable[Path | None] = ()
+) -> Path | None:
     """Check the output directory; returns the checkpoint to resume from, if any."""
-    check_output_dir(output_dir, resume=resume, force=force)
+    check_output_dir(output_dir, resume=resume, force=force, inputs=inputs)
     if force:
         for name in _RUN_FILES:  # the completeness marker first
             (output_dir / name).unlink(missing_ok=True)
@@ -216,17 +219,24 @@ def prepare_output_dir(output_dir: Path, *, resume: bool, force: bool) -> Path |
 
 
 def check_output_dir(
-    output_dir: Path, *, resume: bool, force: bool, need_checkpoint: bool = False
+    output_dir: Path,
+    *,
+    resume: bool,
+    force: bool,
+    need_checkpoint: bool = False,
+    inputs: Iterable[Path | None] = (),
 ) -> None:
     """Refuse an output directory that training would overwrite, before any work starts.
 
     `need_checkpoint`: `--resume` must find a run to resume (the CLI's rule; the worker
-    resumes when it can and starts afresh otherwise).
+    resumes when it can and starts afresh otherwise). `inputs`: the directories training
+    reads (the model it starts from); the output may be neither one of them nor above one.
     """
     if resume and force:
         raise TunelabError(
             "invalid_config", "Can't provide both --resume and --force. Choose one.", exit_code=2
         )
+    check_not_input(output_dir, inputs)
     if output_dir.exists() and not output_dir.is_dir():
         raise TunelabError("output_is_file", f"--output {output_dir} is a file, not a directory.")
     if (output_dir / OUTPUT_MARKER).exists() and not force:
@@ -250,6 +260,23 @@ def check_output_dir(
             f"{output_dir} is not empty{unfinished}.",
             hint="pass --resume to continue it, --force to start over, or choose another --output",
         )
+
+
+def check_not_input(output_dir: Path, inputs: Iterable[Path | None]) -> None:
+    """Refuse an output that is, or holds, a directory the run reads from (`output_is_input`):
+    starting over there (`--force`) would delete the model training starts from."""
+    target = Path(output_dir).resolve()
+    for source in inputs:
+        if source is None or not Path(source).exists():
+            continue
+        source = Path(source).resolve()
+        if source == target or target in source.parents:
+            raise TunelabError(
+                "output_is_input",
+                f"--output {output_dir} would overwrite {source}, the model training starts from.",
+                hint="train into a new --output directory",
+                exit_code=2,
+            )
 
 
 def check_resumable(checkpoint: Path, config: ResolvedConfig, fingerprint: str) -> None:

@@ -238,7 +238,7 @@ def _train(
     resolved, train_set, val_set = prepare_data(
         tokenizer, train_examples, val_examples, config, context, device.type, n_parameters
     )
-    checkpoint = _prepare_output(output_dir, resume, force, ranks)
+    checkpoint = _prepare_output(output_dir, resume, force, ranks, model)
     run_info = {
         "base_model": base_model,
         "data_fingerprint": train_set.fingerprint(),
@@ -622,11 +622,17 @@ def _decoder_and_head(model: torch.nn.Module):
     return decoder, head
 
 
-def _prepare_output(output_dir: Path, resume: bool, force: bool, ranks: Ranks) -> Path | None:
+def _prepare_output(
+    output_dir: Path, resume: bool, force: bool, ranks: Ranks, model: torch.nn.Module
+) -> Path | None:
     """Rank 0 prepares the output directory; every rank then finds the same checkpoint."""
     checkpoint = None
     if ranks.is_main:
-        checkpoint = prepare_output_dir(output_dir, resume=resume, force=force)
+        # The directory the model was loaded from is an input: never the output (`--force`
+        # would delete it).
+        source = getattr(model, "name_or_path", None)
+        checkpoint = prepare_output_dir(output_dir, resume=resume, force=force,
+                                        inputs=(Path(source),) if source else ())  # fmt: skip
     ranks.barrier()
     if not ranks.is_main and resume:
         checkpoint = latest_checkpoint(output_dir)

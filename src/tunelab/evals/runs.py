@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -19,6 +20,62 @@ from tunelab.registry import EvalOutput, EvalRun, Store
 from tunelab.settings import get_settings
 
 Task = Callable[[], tuple[dict, dict[str, list[dict]]]]
+
+# Every model-level metric a run may hold, in the order tables of runs show them.
+METRICS = (
+    "accuracy",
+    "macro_f1",
+    "invalid_rate",
+    "exact_match",
+    "structural_match",
+    "execution_match",
+    "parse_failure_rate",
+    "mean_score",
+    "rating",
+)
+# The metric that heads each kind of run, best evidence first: execution match only exists
+# when the queries were executed; a pairwise run's verdict is its ratings.
+HEADLINE_METRICS = {
+    "classify": ("accuracy",),
+    "queries": ("execution_match", "exact_match"),
+    "judge": ("mean_score",),
+    "pairwise": ("rating",),
+}
+FRACTIONS = {"accuracy", "macro_f1", "invalid_rate", "exact_match", "structural_match",
+             "execution_match", "parse_failure_rate"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Headline:
+    """The one number per model a reader looks at first, and which metric it is."""
+
+    metric: str | None
+    values: dict[str, float]
+
+    def text(self) -> str:
+        """`model: value; ...`, a fraction as a percentage."""
+        return "; ".join(f"{name}: {format_metric(self.metric, v)}"
+                         for name, v in self.values.items())  # fmt: skip
+
+
+def format_metric(metric: str | None, value: float) -> str:
+    if metric in FRACTIONS:
+        return f"{value:.1%}"
+    return f"{value:.0f}" if metric == "rating" else f"{value:.2f}"
+
+
+def headline(run: EvalRun) -> Headline:
+    """What heads `run` in every listing (the CLI's `eval list/show`, the studio's pages)."""
+    metrics = run.metrics or {}
+    per_model = metrics.get("models") or {}
+    if run.kind == "pairwise" and metrics.get("ratings"):
+        per_model = {name: {"rating": r["rating"]} for name, r in metrics["ratings"].items()}
+    for metric in HEADLINE_METRICS.get(run.kind, ("mean_score",)):
+        values = {name: v[metric] for name, v in per_model.items()
+                  if isinstance(v.get(metric), (int, float))}  # fmt: skip
+        if values:
+            return Headline(metric, values)
+    return Headline(None, {})
 
 
 def record_run(

@@ -8,13 +8,14 @@ registry, where the worker writes their progress.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunelab.catalog import DEFAULT_MODEL
-from tunelab.data.validate import ValidationReport, validate_file
+from tunelab.data.validate import ValidationReport, require_valid
 from tunelab.errors import TunelabError
 from tunelab.providers.base import TERMINAL_STATUSES
 from tunelab.providers.provider import FINE_TUNING, Provider
@@ -28,6 +29,11 @@ from tunelab.providers.registry import (
 from tunelab.registry import Checkpoint, Event, Job, Store
 
 PROVIDERS = tuple(provider_names(FINE_TUNING))  # every provider that trains, plugins included
+# OpenAI's limits, applied to every provider's jobs: a script that works here works there.
+MAX_SUFFIX = 64
+MAX_METADATA_KEYS, MAX_METADATA_KEY, MAX_METADATA_VALUE = 16, 64, 512
+# The suffix becomes one field of a `ft:base:org:suffix:id` name: no colon, no spaces.
+SUFFIX_CHARACTERS = re.compile(r"[A-Za-z0-9._-]*")
 
 
 @dataclass
@@ -47,28 +53,55 @@ class JobSpec:
     key_variable: str | None = None  # the variable holding the key for `base_url`
     nproc_per_node: int = 1  # processes training a job on this machine (torchrun when > 1)
 
+    def __post_init__(self) -> None:
+        check_suffix(self.suffix)
+        check_metadata(self.metadata)
+
+
+def check_suffix(suffix: str | None) -> None:
+    """Refuse a suffix OpenAI would refuse, or one that would break the `ft:` name."""
+    if suffix is None:
+        return
+    if len(suffix) > MAX_SUFFIX:
+        raise _invalid("invalid_suffix", f"the suffix is {len(suffix)} characters long; "
+                       f"at most {MAX_SUFFIX} are allowed.", "suffix")  # fmt: skip
+    if not SUFFIX_CHARACTERS.fullmatch(suffix):
+        raise _invalid("invalid_suffix", f"the suffix {suffix!r} may hold only letters, digits, "
+                       "'-', '_' and '.'.", "suffix")  # fmt: skip
+
+
+def check_metadata(metadata: dict) -> None:
+    """OpenAI's metadata rules: at most 16 pairs, string keys (64) and values (512)."""
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise _invalid("invalid_metadata", f"metadata has {len(metadata)} keys; at most "
+                       f"{MAX_METADATA_KEYS} are allowed.", "metadata")  # fmt: skip
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise _invalid("invalid_metadata", f"metadata {key!r}: keys and values must be "
+                           "strings.", "metadata")  # fmt: skip
+        if len(key) > MAX_METADATA_KEY or len(value) > MAX_METADATA_VALUE:
+            raise _invalid("invalid_metadata", f"metadata {key[:MAX_METADATA_KEY]!r}: keys hold "
+                           f"at most {MAX_METADATA_KEY} characters and values "
+                           f"{MAX_METADATA_VALUE}.", "metadata")  # fmt: skip
+
+
+def _invalid(code: str, message: str, field_name: str) -> TunelabError:
+    return TunelabError(code, message, hint=f"shorten or change the job's {field_name}",
+                        exit_code=2)  # fmt: skip
+
 
 # -- creating -------------------------------------------------------------------------------
 
 
 def validate_job_files(spec: JobSpec, progress=None) -> ValidationReport:
     """Validate the files for the base model; raise `invalid_training_data` on errors."""
-    report = validate_file(
+    return require_valid(
         spec.training_file,
         val_path=spec.validation_file,
         model=provider_class(spec.provider).training_model_spec(spec.model),
         progress=progress,
+        refused="no job was created",
     )
-    if not report.ok:
-        error = TunelabError(
-            "invalid_training_data",
-            f"the data has {report.n_errors:,} error(s); no job was created.",
-            hint=f"`tunelab validate {spec.training_file}` lists every finding",
-            path=spec.training_file,
-        )
-        error.report = report  # the CLI shows the findings
-        raise error
-    return report
 
 
 def create_job(spec: JobSpec, *, start_worker: bool = True, report=None) -> Job:
@@ -100,14 +133,27 @@ def create_job_from_files(
     metadata: dict | None = None,
     start_worker: bool = True,
 ) -> Job:
-    """A job on this machine on files already in the registry (`POST /fine_tuning/jobs`)."""
+    """A job on this machine on files already in the registry (`POST /fine_tuning/jobs`).
+
+    The files were checked when uploaded; here they are validated again for `model` (its
+    tokenizer and context), as `create_job` does, before anything is queued.
+    """
     from tunelab.providers import local
 
-    spec = JobSpec(Path(), model=model, hyperparameters=dict(hyperparameters or {}),
-                   suffix=suffix, seed=seed, metadata=metadata or {})  # fmt: skip
     with Store() as store:
-        return local.create_job_on_files(store, spec, training_file, validation_file,
-                                         start=start_worker)  # fmt: skip
+        train = local.usable_file(store, training_file, "training_file")
+        val = local.usable_file(store, validation_file, "validation_file") \
+            if validation_file else None  # fmt: skip
+    spec = JobSpec(Path(train.path), validation_file=Path(val.path) if val else None,
+                   model=model, hyperparameters=dict(hyperparameters or {}),
+                   suffix=suffix, seed=seed, metadata=metadata or {})  # fmt: skip
+    try:
+        validate_job_files(spec)
+    except TunelabError as err:  # the hint names the file as the client knows it
+        err.hint = f"run `tunelab validate` on {training_file} for every finding"
+        raise
+    with Store() as store:
+        return local.queue_on_files(store, spec, train, val, start=start_worker)
 
 
 def import_job(provider: str, job_id: str, *, base_url: str | None = None,

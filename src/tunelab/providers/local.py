@@ -124,9 +124,13 @@ def store_model(name: str) -> Model | None:
 
 def training_model_spec(model: str):
     """The `ModelSpec` whose tokenizer checks training files for a local job on `model`."""
+    return model_spec_of(local_base(model))
+
+
+def model_spec_of(info):
+    """The `ModelSpec` of a resolved local model (`ModelInfo`): its tokenizer, if it has one."""
     from tunelab.catalog import DEFAULT_MODEL, has_tokenizer, local_model_spec, resolve_model
 
-    info = local_base(model)
     if info.kind == "bundled":
         return resolve_model(DEFAULT_MODEL)
     return local_model_spec(info.path) if has_tokenizer(info.path) else None
@@ -137,14 +141,6 @@ def create_job(store: Store, spec, report, *, start: bool) -> Job:
     summary = report.to_dict()
     train = register_file(store, spec.training_file, summary)
     val = register_file(store, spec.validation_file, summary) if spec.validation_file else None
-    return queue_on_files(store, spec, train, val, start=start)
-
-
-def create_job_on_files(store: Store, spec, training_file: str, validation_file: str | None,
-                        *, start: bool) -> Job:  # fmt: skip
-    """A local job on files already in the registry (the server's `POST /fine_tuning/jobs`)."""
-    train = usable_file(store, training_file, "training_file")
-    val = usable_file(store, validation_file, "validation_file") if validation_file else None
     return queue_on_files(store, spec, train, val, start=start)
 
 

@@ -41,7 +41,7 @@ class CreateJob(BaseModel):
     validation_file: str | None = None
     hyperparameters: dict | None = None  # OpenAI's legacy place for them
     method: Method | None = None
-    suffix: str | None = Field(default=None, max_length=64)
+    suffix: str | None = None  # its limits are the API's (`JobSpec`), as for every caller
     seed: int | None = Field(default=None, ge=0, le=2**32 - 1)  # what training can seed
     metadata: dict[str, str] | None = None
 
@@ -59,8 +59,6 @@ def settings_of(body: CreateJob) -> dict:
 
 @router.post("/fine_tuning/jobs")
 async def create_job(body: CreateJob, request: Request) -> dict:
-    if body.metadata and len(body.metadata) > 16:
-        raise ApiError(400, "metadata holds at most 16 keys.", param="metadata")
     await asyncio.to_thread(check_served, body.model, request.app.state.config)
     job = await asyncio.to_thread(
         api.create_job_from_files,

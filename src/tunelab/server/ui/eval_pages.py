@@ -31,17 +31,6 @@ from tunelab.server.ui.web import (
 )
 
 router = APIRouter()
-HEADLINE = (
-    "accuracy",
-    "macro_f1",
-    "invalid_rate",
-    "exact_match",
-    "structural_match",
-    "execution_match",
-    "parse_failure_rate",
-    "mean_score",
-    "rating",
-)
 
 
 def _tasks(request: Request) -> EvalTasks:
@@ -53,7 +42,8 @@ def _tasks(request: Request) -> EvalTasks:
 
 @router.get("/evals")
 async def evals_list(request: Request):
-    found = [plain(r) for r in await run_in_threadpool(runs.list_runs, 100)]
+    found = [{**plain(r), "headline": runs.headline(r).text()}
+             for r in await run_in_threadpool(runs.list_runs, 100)]  # fmt: skip
     active = [t for t in _tasks(request).tasks.values() if t.status == "running"]
     return page(request, "evals.html", runs=found, active=active)
 
@@ -140,7 +130,7 @@ async def compare(request: Request, a: str, b: str):
         for run in found
         for name, values in ((run["metrics"] or {}).get("models") or {}).items()
     ]
-    metrics = [m for m in HEADLINE if any(isinstance(r.get(m), (int, float)) for r in rows)]
+    metrics = [m for m in runs.METRICS if any(isinstance(r.get(m), (int, float)) for r in rows)]
     return page(request, "eval_compare.html", nav="evals", runs=found, rows=rows, metrics=metrics)
 
 
@@ -152,7 +142,7 @@ async def run_page(request: Request, run_id: str):
         return error_page(request, err, 404)
     models = (run["metrics"] or {}).get("models") or {}
     metrics = [
-        m for m in HEADLINE if any(isinstance(v.get(m), (int, float)) for v in models.values())
+        m for m in runs.METRICS if any(isinstance(v.get(m), (int, float)) for v in models.values())
     ]
     others = [
         plain(r) for r in await run_in_threadpool(runs.list_runs, 50) if plain(r)["id"] != run_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import threading
@@ -74,6 +75,7 @@ def test_a_two_process_job_succeeds_with_rank_0s_metrics_once(create_job, capsys
     assert any(m.startswith("Training in 2 processes (torchrun") for m in events)
     assert sum(m.startswith("Loaded base model") for m in events) == 1
     assert (Path(model.path) / "adapter_model.safetensors").exists()
+    assert not list(Path(model.path).glob(".ranks-*"))  # the ranks' exchange files are gone
     code = main(["chat", done.fine_tuned_model, "What is the capital of France?",
                  "--max-tokens", "4"])  # fmt: skip
     assert code == 0
@@ -113,3 +115,26 @@ def test_hosted_providers_choose_their_own_processes(tiny_model_dir, train_file,
                  "--train", str(train_file), "--nproc-per-node", "2"])  # fmt: skip
     assert code == 2
     assert "--nproc-per-node is for jobs trained on this machine" in capsys.readouterr().err
+
+
+def test_the_failure_reported_is_the_cause_not_its_echo_on_the_other_rank(tmp_path):
+    from tunelab.providers.worker_ranks import ERROR_PREFIX, rank_failure
+
+    def report(rank: int, code: str, message: str) -> None:
+        error = {"code": code, "message": message}
+        (tmp_path / f"{ERROR_PREFIX}{rank}").write_text(json.dumps(error))
+
+    report(0, "internal_error", "RuntimeError: [gloo] Connection closed by peer")
+    report(1, "out_of_memory", "the GPU ran out of memory (lower --batch-size)")
+    err = rank_failure(tmp_path, 1, 2)
+    assert err.code == "out_of_memory"
+    assert err.message == "rank 1 of 2 failed: the GPU ran out of memory (lower --batch-size)"
+
+    (tmp_path / f"{ERROR_PREFIX}1").unlink()
+    (tmp_path / "finetune.log").write_text(
+        "ChildFailedError:\nFailures:\n[1]:\n  rank      : 0 (local_rank: 0)\n"
+        "  exitcode  : -15 (pid: 8)\nRoot Cause (first observed failure):\n[0]:\n"
+        "  rank      : 1 (local_rank: 1)\n  exitcode  : -9 (pid: 9)\n"
+    )
+    err = rank_failure(tmp_path, 1, 2)
+    assert err.code == "rank_failed" and "rank 1 of 2 was killed (exit code -9)" in err.message

@@ -60,8 +60,7 @@ def train_in_ranks(store: Store, job: Job, control) -> SimpleNamespace:
 
     out, nproc = Path(job.output_dir), nproc_of(job)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in (out / STOP_FILE, out / RESULT_FILE, *out.glob(ERROR_PREFIX + "*")):
-        stale.unlink(missing_ok=True)  # left by an earlier attempt of this job
+    _remove_exchange_files(out)  # left by an earlier attempt of this job
     command = torchrun_command([job.id], nproc, module=__name__, every_rank_output=True)
     with (out / JOB_LOG).open("ab") as log:
         process = subprocess.Popen(
@@ -73,7 +72,13 @@ def train_in_ranks(store: Store, job: Job, control) -> SimpleNamespace:
             preexec_fn=_die_with_parent,
         )
     store.add_event(job.id, f"Training in {nproc} processes (torchrun, pid {process.pid})")
-    code, stopped = supervise(process, control, out)
+    try:
+        return _outcome(store, job, out, nproc, *supervise(process, control, out))
+    finally:
+        _remove_exchange_files(out)  # the directory becomes the model's: only its files stay
+
+
+def _outcome(store: Store, job: Job, out: Path, nproc: int, code: int, stopped: bool):
     if (out / RESULT_FILE).exists():
         return SimpleNamespace(**orjson.loads((out / RESULT_FILE).read_bytes()))
     if stopped:  # killed after the grace period: stopped where its last step left it
@@ -81,6 +86,11 @@ def train_in_ranks(store: Store, job: Job, control) -> SimpleNamespace:
         return SimpleNamespace(status="cancelled", step=progress.get("step", 0),
                                total_steps=progress.get("total_steps", 0))  # fmt: skip
     raise rank_failure(out, code, nproc)
+
+
+def _remove_exchange_files(out: Path) -> None:
+    for path in (out / STOP_FILE, out / RESULT_FILE, *out.glob(ERROR_PREFIX + "*")):
+        path.unlink(missing_ok=True)
 
 
 def supervise(process: subprocess.Popen, control, out: Path) -> tuple[int, bool]:

@@ -84,6 +84,20 @@ def build_model(tokenizer, seed: int = 0, hidden: int = 64) -> LlamaForCausalLM:
     return LlamaForCausalLM(config)
 
 
+class Crash(Exception):
+    """A training run dying mid-way (raised from its progress callback)."""
+
+
+def crash_at_step(step: int):
+    """A progress callback that crashes the run when it reports `step`."""
+
+    def callback(update: dict) -> None:
+        if update["step"] == step:
+            raise Crash
+
+    return callback
+
+
 def save_tiny_model(directory: Path, seed: int = 0) -> Path:
     """A tiny model and its tokenizer saved as a Hugging Face directory."""
     tokenizer = build_tokenizer()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tiny import Crash, crash_at_step
 from tunelab.engine import config as engine_config
 from tunelab.engine import train, trainer
 from tunelab.engine.checkpoint import (
@@ -90,16 +91,9 @@ def test_an_fp16_run_resumed_from_a_checkpoint_matches_the_uninterrupted_run(
     train(straight_model, tokenizer, examples, None, config, tmp_path / "straight",
           callback=straight.append)  # fmt: skip
 
-    class Crash(Exception):
-        pass
-
-    def crash_at_step_5(update):
-        if update["step"] == 5:
-            raise Crash
-
     crashed = tmp_path / "crashed"
     with pytest.raises(Crash):
-        train(make_model(), tokenizer, examples, None, config, crashed, callback=crash_at_step_5)
+        train(make_model(), tokenizer, examples, None, config, crashed, callback=crash_at_step(5))
     state = torch.load(complete_checkpoints(crashed)[-1] / "training_state.pt", weights_only=True)
     assert state["grad_scaler"]["scale"] < HIGH_SCALE  # overflows lowered it before step 4
 

@@ -11,6 +11,7 @@ import torch
 from peft import PeftModel
 from transformers import LlamaForCausalLM
 
+from tiny import Crash, crash_at_step
 from tunelab.engine import plan, train
 from tunelab.engine.checkpoint import MARKER, complete_checkpoints
 from tunelab.engine.dataset import collate, tokenize_examples
@@ -207,16 +208,9 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_run(
         callback=straight.append,
     )
 
-    class Crash(Exception):
-        pass
-
-    def crash_at_step_5(update):
-        if update["step"] == 5:
-            raise Crash
-
     crashed = tmp_path / "crashed"
     with pytest.raises(Crash):
-        train(make_model(), tokenizer, examples, None, config, crashed, callback=crash_at_step_5)
+        train(make_model(), tokenizer, examples, None, config, crashed, callback=crash_at_step(5))
     # What a kill -9 while writing the next checkpoint leaves behind.
     (crashed / "checkpoints" / ".tmp-step-00000006.999").mkdir()
     (crashed / "checkpoints" / "step-00000006").mkdir()

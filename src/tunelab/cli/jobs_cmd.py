@@ -17,7 +17,7 @@ from rich.table import Table
 
 from tunelab.catalog import DEFAULT_MODEL
 from tunelab.cli import common
-from tunelab.cli.train_cmd import UNSET, _duration, setting_options
+from tunelab.cli.train_cmd import UNSET, _duration, nproc_option, setting_options
 from tunelab.cli.validate_cmd import findings_table, input_file, reading_progress
 from tunelab.curves import terminal_curve
 from tunelab.engine.config import AUTO
@@ -64,14 +64,8 @@ def jobs_group() -> None:
 @click.option("--name", help="A name for the job, shown in `jobs list`.")
 @click.option("--base-url", help="The provider's endpoint (an OpenAI-compatible service).")
 @click.option("--key-env", help="Variable holding the key for --base-url (never sent otherwise).")
-@click.option(
-    "--nproc-per-node",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Train a local job data-parallel in this many processes (one per GPU; on a CPU, "
-    "gloo), started by the worker with torchrun.",
-)
+@nproc_option("Train a local job data-parallel in this many processes (one per GPU; on a CPU, "
+               "gloo), started by the worker with torchrun.")  # fmt: skip
 @click.option("--no-start", is_flag=True, help="Queue a local job without starting a worker.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job to finish (as `jobs wait`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the job object as JSON.")

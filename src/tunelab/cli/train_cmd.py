@@ -134,6 +134,12 @@ def setting_options(command):
     return command
 
 
+def nproc_option(help_text: str):
+    """`--nproc-per-node N`: processes training on this machine (torchrun when N > 1)."""
+    return click.option("--nproc-per-node", type=click.IntRange(min=1), default=1,
+                        show_default=True, help=help_text)  # fmt: skip
+
+
 def build_config(settings: dict) -> TrainConfig:
     """The TrainConfig the flags describe; `auto` and unset flags keep the field's default."""
     return TrainConfig.from_settings({k: v for k, v in settings.items() if v is not UNSET})
@@ -172,14 +178,8 @@ def build_config(settings: dict) -> TrainConfig:
     help="Let --model run its own Python code (models transformers does not implement). "
     "Only for models whose code you trust.",
 )
-@click.option(
-    "--nproc-per-node",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Train data-parallel in this many processes (one per GPU; on a CPU, gloo), "
-    "started with torchrun.",
-)
+@nproc_option("Train data-parallel in this many processes (one per GPU; on a CPU, gloo), started "
+               "with torchrun.")  # fmt: skip
 @click.option(
     "--nnodes",
     type=click.IntRange(min=1),

@@ -55,8 +55,8 @@ def test_demo_fine_tunes_and_evaluates_base_against_fine_tuned(tmp_path, smollm2
     labels = {"ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"}
     assert all(a.expected in labels and a.question for a in tuned.answers)
     evaluation = tuned.evaluation
-    assert list(evaluation["models"]) == ["smollm2-135m-instruct", str(run_dir)]
+    assert list(evaluation.scores) == ["smollm2-135m-instruct", str(run_dir)]
     n_val = result.datasets[0].formatted.n_val
-    for metrics in evaluation["models"].values():
+    for metrics in evaluation.scores.values():
         assert metrics["n"] == n_val and 0 <= metrics["accuracy"] <= 1
     assert (tmp_path / "demo" / "trec_eval" / "report.html").exists()

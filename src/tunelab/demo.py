@@ -26,6 +26,7 @@ from tunelab.data.validate import ValidationReport, validate_file
 from tunelab.engine.config import TrainConfig
 from tunelab.evals.classify import evaluate_classification
 from tunelab.evals.items import load_items
+from tunelab.evals.result import EvaluationResult
 from tunelab.evals.runs import record_run
 from tunelab.io import atomic_write_text
 from tunelab.samples import sample_path
@@ -65,7 +66,7 @@ class FineTune:
 
     result: TrainResult
     answers: list[Answer]
-    evaluation: dict | None = None  # base vs fine-tuned on the validation file
+    evaluation: EvaluationResult | None = None  # base vs fine-tuned on the validation file
 
 
 @dataclass
@@ -126,16 +127,16 @@ def fine_tune_trec(
 def add_evaluation(fine_tune: FineTune, val_path: Path, model: str, progress=None) -> None:
     """Base vs fine-tuned on the held-out file, and a few of the fine-tuned model's answers."""
     tuned = Path(fine_tune.result.output_dir)
-    evaluation = evaluate_base_and_tuned(val_path, model, tuned, tuned.parent, progress)
-    fine_tune.evaluation = evaluation
+    fine_tune.evaluation = evaluate_base_and_tuned(val_path, model, tuned, tuned.parent,
+                                                   progress)  # fmt: skip
     fine_tune.answers = [
         Answer(_question_of_text(row["question"]), row["gold"], row["answer"])
-        for row in evaluation["outputs"][str(tuned)][:DEMO_QUESTIONS]
+        for row in _outputs(fine_tune.evaluation)[str(tuned)][:DEMO_QUESTIONS]
     ]
 
 
 def evaluate_base_and_tuned(val_path: Path, base: str, tuned: Path, out: Path,
-                            progress=None) -> dict:  # fmt: skip
+                            progress=None) -> EvaluationResult:  # fmt: skip
     """`tunelab eval classify` on the held-out file: the base model against the fine-tuned."""
     data = load_items(val_path)
     models = [base, str(tuned)]
@@ -146,11 +147,12 @@ def evaluate_base_and_tuned(val_path: Path, base: str, tuned: Path, out: Path,
         options={"source": "demo"},
         task=lambda: evaluate_classification(data, models, progress=progress),
         output_dir=out / "trec_eval",
-    ) | {"outputs": _outputs(out / "trec_eval")}
+    )
 
 
-def _outputs(directory: Path) -> dict:
-    return json.loads((directory / "result.json").read_text(encoding="utf-8"))["outputs"]
+def _outputs(result: EvaluationResult) -> dict:
+    """Every scored answer per model, from the run's result.json."""
+    return json.loads(Path(result.json_path).read_text(encoding="utf-8"))["outputs"]
 
 
 def _question_of_text(user: str) -> str:

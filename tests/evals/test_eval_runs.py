@@ -12,8 +12,9 @@ import orjson
 import pytest
 
 from tunelab.cli import main
-from tunelab.evals import candidates, classify  # noqa: F401  (imported before patching)
+from tunelab.evals import candidates, classify, runs  # noqa: F401  (imported before patching)
 from tunelab.evals.candidates import Answer, Candidate
+from tunelab.evals.result import EvaluationResult
 from tunelab.evals.runs import headline
 from tunelab.registry import EvalRun, Store
 
@@ -125,6 +126,41 @@ def test_classify_scores_models_side_by_side_and_records_the_run(table, scripted
     assert {row["model"] for row in orjson.loads(out)["data"]} == {"oracle", "half"}
 
 
+def test_the_json_output_is_the_stored_result_and_reads_back_from_the_registry(
+    table, scripted, capsys, tmp_path
+):
+    run_dir = tmp_path / "run"
+    code, out, err = cli(capsys, "eval", "classify", "--data", str(table), "--model", "oracle",
+                         "--model", "half", "--output-dir", str(run_dir), "--json")  # fmt: skip
+    assert code == 0, err
+    printed = orjson.loads(out)
+    assert list(printed) == ["id", "kind", "created_at", "data", "options", "models_evaluated",
+                             "labels", "method", "models", "comparisons", "json_path",
+                             "html_path"]  # fmt: skip
+    saved = orjson.loads((run_dir / "result.json").read_bytes())
+    answers = saved.pop("outputs")
+    assert saved == {k: v for k, v in printed.items() if not k.endswith("_path")}
+    assert set(answers) == {"oracle", "half"} and len(answers["half"]) == 6
+    # What the registry holds gives back the same result the command printed.
+    result = EvaluationResult.from_run(runs.get_run(printed["id"]))
+    assert result.to_dict() == printed and result.error is None
+    assert result.models == ("oracle", "half") and result.scores["oracle"]["accuracy"] == 1.0
+
+
+def test_a_pairwise_result_scores_each_model_by_rating_and_record():
+    metrics = {"judge": "j", "ratings": {"tuned": {"rating": 1040.0, "low": 1000.0, "high": 1080.0},
+                                         "base": {"rating": 960.0, "low": 920.0, "high": 1000.0}},
+               "records": {"base": {"wins": 1.5, "games": 4}, "tuned": {"wins": 2.5, "games": 4},
+                           "silent": {"wins": 0.0, "games": 0}}}  # fmt: skip
+    result = EvaluationResult(id="evalrun-1", kind="pairwise", created_at=0, data={}, options={},
+                              models=("base", "tuned", "silent"), metrics=metrics)  # fmt: skip
+    assert list(result.scores) == ["base", "tuned", "silent"]
+    assert result.scores["tuned"] == {"rating": 1040.0, "low": 1000.0, "high": 1080.0,
+                                      "wins": 2.5, "games": 4}  # fmt: skip
+    assert result.scores["silent"] == {"wins": 0.0, "games": 0}  # never rated: no rating made up
+    assert "json_path" not in result.to_dict()  # not written yet: no paths
+
+
 def test_classify_reads_a_chat_jsonl_validation_file(tmp_path, scripted, capsys):
     chat = tmp_path / "val.jsonl"
     source = tmp_path / "q.tsv"
@@ -149,6 +185,8 @@ def test_a_failed_evaluation_is_recorded_as_failed(table, monkeypatch, capsys):
     with Store() as store:
         [run] = store.list_eval_runs()
     assert run.status == "failed" and "no model ghost" in run.error_message
+    failed = EvaluationResult.from_run(run)
+    assert "no model ghost" in failed.error and failed.scores == {}
 
 
 def test_a_real_local_model_answers_through_batched_generation(table, tmp_path, capsys):

@@ -286,6 +286,24 @@ def test_a_classification_run_is_started_followed_and_reported(tmp_path, tiny_mo
         assert compared.status_code == 200 and "accuracy" in compared.text
 
 
+def test_a_pairwise_run_page_shows_each_model_rating(tmp_path):
+    from tunelab.evals import runs
+
+    metrics = {"judge": "j", "traits": ["helpfulness"], "n_prompts": 3, "n_comparisons": 6,
+               "ratings": {"tuned": {"rating": 1061.0, "low": 1010.0, "high": 1110.0},
+                           "base": {"rating": 939.0, "low": 890.0, "high": 990.0}},
+               "records": {"tuned": {"wins": 4.5, "games": 6}, "base": {"wins": 1.5, "games": 6}},
+               "errors": []}  # fmt: skip
+    result = runs.record_run("pairwise", models=["base", "tuned"], data={"path": "p.jsonl"},
+                             options={"judge": "j"}, task=lambda: (metrics, {"comparisons": []}),
+                             output_dir=tmp_path / "run")  # fmt: skip
+    with client() as c:
+        page = c.get(f"/evals/{result.id}").text
+    table = page[page.index('id="run-metrics"') : page.index("</table>", page.index("run-metrics"))]
+    assert "rating" in table and '<td>tuned</td><td class="num">1061<' in table
+    assert '<td>base</td><td class="num">939<' in table
+
+
 def test_job_buttons_cancel_resume_and_delete_a_waiting_job(smollm2_home):
     with client() as c:
         dataset = c.get(format_source(c, upload(c, sample_path("trec")))).text

@@ -30,6 +30,7 @@ from tunelab.data.prompts import ClassificationPrompt
 from tunelab.errors import TunelabError
 from tunelab.evals import runs
 from tunelab.evals.items import load_items
+from tunelab.evals.result import EvaluationResult
 
 OutputDir = click.Path(path_type=Path, file_okay=False)
 
@@ -70,11 +71,13 @@ class EvalProgress:
         return lambda n: self.bar.advance(task, n)
 
 
-def _run(kind: str, models, data, options: dict, compute, output_dir, as_json: bool) -> dict:
+def _run(kind: str, models, data, options: dict, compute, output_dir,
+         as_json: bool) -> EvaluationResult:  # fmt: skip
     return _run_described(kind, models, data.describe(), options, compute, output_dir, as_json)
 
 
-def _run_described(kind, models, described: dict, options, compute, output_dir, as_json):
+def _run_described(kind, models, described: dict, options, compute, output_dir,
+                   as_json) -> EvaluationResult:  # fmt: skip
     cancel = threading.Event()
     with ctrl_c_cancels(cancel), EvalProgress(quiet=as_json) as progress:
         return runs.record_run(
@@ -146,17 +149,17 @@ def classify_cmd(data_path, models, limit, method, length_norm, output_dir, as_j
     run_options = {"limit": limit, "method": method, "length_norm": length_norm}
     result = _run("classify", models, data, run_options, compute, output_dir, as_json)
     if as_json:
-        common.print_json(result)
+        common.print_json(result.to_dict())
     else:
         render_classify(result)
     return 0
 
 
-def render_classify(result: dict) -> None:
-    table = Table(title=f"classification: {result['data']['n_items']:,} items")
+def render_classify(result: EvaluationResult) -> None:
+    table = Table(title=f"classification: {result.data['n_items']:,} items")
     for column in ("model", "method", "accuracy", "macro-F1", "invalid", "answers/s"):
         table.add_column(column, justify="left" if column in ("model", "method") else "right")
-    for name, m in result["models"].items():
+    for name, m in result.scores.items():
         low, high = m.get("accuracy_ci", (None, None))
         interval = f" [{low:.1%}–{high:.1%}]" if low is not None else ""
         method = m.get("method", "generate")
@@ -165,10 +168,10 @@ def render_classify(result: dict) -> None:
                       f"{m['macro_f1']:.3f}", f"{m['invalid_rate']:.1%}",
                       _num(m.get("answers_per_second")))  # fmt: skip
     common.stdout.print(table)
-    for name, m in result["models"].items():
+    for name, m in result.scores.items():
         if m.get("note"):
             common.stderr.print(f"note: {escape(name)}: {escape(m['note'])}", highlight=False)
-    for comparison in result.get("comparisons", []):
+    for comparison in result.metrics.get("comparisons", []):
         diff, (low, high) = comparison["difference"], comparison["difference_ci"]
         common.stdout.print(
             f"{escape(comparison['model'])} vs {escape(comparison['baseline'])}: accuracy "
@@ -178,8 +181,8 @@ def render_classify(result: dict) -> None:
     _say_files(result)
 
 
-def _say_files(result: dict) -> None:
-    common.stdout.print(f"run {result['id']}: {escape(result['html_path'])}", highlight=False)
+def _say_files(result: EvaluationResult) -> None:
+    common.stdout.print(f"run {result.id}: {escape(result.html_path or '')}", highlight=False)
 
 
 def _num(value) -> str:
@@ -247,23 +250,23 @@ def queries_cmd(data_path, models, limit, documents, mongo_uri, mongo_db, output
         settings = {"limit": limit, "executed_on": where}  # never the URI: it may hold a password
         result = _run("queries", models, data, settings, compute, output_dir, as_json)
     if as_json:
-        common.print_json(result)
+        common.print_json(result.to_dict())
     else:
         render_queries(result)
     return 0
 
 
-def render_queries(result: dict) -> None:
-    table = Table(title=f"NL → MongoDB: {result['data']['n_items']:,} items")
+def render_queries(result: EvaluationResult) -> None:
+    table = Table(title=f"NL → MongoDB: {result.data['n_items']:,} items")
     for column in ("model", "exact", "structural", "execution", "parse failures", "answers/s"):
         table.add_column(column, justify="left" if column == "model" else "right")
-    for name, m in result["models"].items():
+    for name, m in result.scores.items():
         execution = "—" if m["execution_match"] is None else f"{m['execution_match']:.1%}"
         table.add_row(escape(name), f"{m['exact_match']:.1%}", f"{m['structural_match']:.1%}",
                       execution, f"{m['parse_failure_rate']:.1%}",
                       _num(m.get("answers_per_second")))  # fmt: skip
     common.stdout.print(table)
-    for note in result.get("notes", [])[:5]:
+    for note in result.metrics.get("notes", [])[:5]:
         common.stderr.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     _say_files(result)
 
@@ -342,18 +345,18 @@ def judge_cmd(judge_model, databases, data_path, models, traits, rubric, mode, l
     result = _run_described("pairwise" if mode == "pairwise" else "judge", names, described,
                             options, compute, output_dir, as_json)  # fmt: skip
     if as_json:
-        common.print_json(result)
+        common.print_json(result.to_dict())
     else:
         render_judge(result)
     return exit_code_of(result)
 
 
-def exit_code_of(result: dict) -> int:
+def exit_code_of(result: EvaluationResult) -> int:
     """0, or 1 with the reason on stderr when the run produced no score at all."""
-    if not result.get("error"):
+    if not result.error:
         return 0
-    hint = f"the run and its reasons: {result['json_path']}"
-    common.print_error(TunelabError("nothing_scored", result["error"], hint=hint))
+    hint = f"the run and its reasons: {result.json_path}"
+    common.print_error(TunelabError("nothing_scored", result.error, hint=hint))
     return 1
 
 
@@ -367,50 +370,57 @@ def trait_list(given: tuple[str, ...]):
         raise click.BadParameter(err.message.removeprefix("trait "), param_hint="--traits") from err
 
 
-def render_judge(result: dict, outputs: list[dict] | None = None) -> None:
+def render_judge(result: EvaluationResult, outputs: list[dict] | None = None) -> None:
     """Every rating or score with its 95% interval, then every parse failure with its reason.
     `outputs` are the run's stored rows (read from the registry when not given)."""
     if outputs is None:
-        stored = runs.run_outputs(result["id"]) if result.get("id") else []
-        outputs = [row.to_dict() for row in stored]
-    if result["kind"] == "pairwise" and not result.get("ratings"):
-        common.stdout.print(f"pairwise: no verdict from {result['n_comparisons']} comparisons",
+        outputs = [row.to_dict() for row in runs.run_outputs(result.id)]
+    m = result.metrics
+    if result.kind == "pairwise" and not m.get("ratings"):
+        common.stdout.print(f"pairwise: no verdict from {m['n_comparisons']} comparisons",
                             highlight=False)  # fmt: skip
-    elif result["kind"] == "pairwise":
-        table = Table(title=f"pairwise ratings ({result['n_prompts']} prompts, judge "
-                      f"{escape(result['judge'])})")  # fmt: skip
-        for column in ("model", "rating", "95% interval", "wins / games"):
-            table.add_column(column, justify="left" if column == "model" else "right")
-        ordered = sorted(result["ratings"].items(), key=lambda kv: -kv[1]["rating"])
-        for name, r in ordered:
-            record = result["records"][name]
-            table.add_row(escape(name), f"{r['rating']:.0f}", f"{r['low']:.0f} – {r['high']:.0f}",
-                          f"{record['wins']:g} / {record['games']}")  # fmt: skip
     else:
-        table = Table(title=f"judge {escape(result['judge'])}: scores 1–10 (95% interval)")
-        table.add_column("model")
-        table.add_column("items", justify="right")
-        for trait in result["traits"]:
-            table.add_column(trait, justify="right")
-        table.add_column("mean", justify="right")
-        table.add_column("parse failures", justify="right")
-        table.add_column("failed calls", justify="right")
-        for name, m in result["models"].items():
-            intervals = m.get("intervals") or {}
-            table.add_row(escape(name), f"{m['n_scored']}/{m['n']}",
-                          *(_score(m["traits"].get(t), intervals.get(t)) for t in result["traits"]),
-                          _score(m["mean_score"], m.get("mean_interval")),
-                          str(m["n_parse_failures"]), str(m.get("n_call_failures", 0)))  # fmt: skip
-    if result["kind"] != "pairwise" or result.get("ratings"):
-        common.stdout.print(table)
+        common.stdout.print(_ratings_table(result) if result.kind == "pairwise"
+                            else _scores_table(result))  # fmt: skip
     print_parse_failures(outputs)
     _say_errors(result)
     _say_files(result)
 
 
-def _say_errors(result: dict) -> None:
-    models = result.get("models") or {}
-    errors = result.get("errors") or [e for m in models.values() for e in m.get("errors", [])]
+def _ratings_table(result: EvaluationResult) -> Table:
+    table = Table(title=f"pairwise ratings ({result.metrics['n_prompts']} prompts, judge "
+                  f"{escape(result.metrics['judge'])})")  # fmt: skip
+    for column in ("model", "rating", "95% interval", "wins / games"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    rated = [(name, s) for name, s in result.scores.items() if "rating" in s]
+    for name, s in sorted(rated, key=lambda kv: -kv[1]["rating"]):
+        table.add_row(escape(name), f"{s['rating']:.0f}", f"{s['low']:.0f} – {s['high']:.0f}",
+                      f"{s['wins']:g} / {s['games']}")  # fmt: skip
+    return table
+
+
+def _scores_table(result: EvaluationResult) -> Table:
+    traits = result.metrics["traits"]
+    table = Table(title=f"judge {escape(result.metrics['judge'])}: scores 1–10 (95% interval)")
+    table.add_column("model")
+    table.add_column("items", justify="right")
+    for trait in traits:
+        table.add_column(trait, justify="right")
+    for column in ("mean", "parse failures", "failed calls"):
+        table.add_column(column, justify="right")
+    for name, s in result.scores.items():
+        intervals = s.get("intervals") or {}
+        table.add_row(escape(name), f"{s['n_scored']}/{s['n']}",
+                      *(_score(s["traits"].get(t), intervals.get(t)) for t in traits),
+                      _score(s["mean_score"], s.get("mean_interval")),
+                      str(s["n_parse_failures"]), str(s.get("n_call_failures", 0)))  # fmt: skip
+    return table
+
+
+def _say_errors(result: EvaluationResult) -> None:
+    per_model = result.metrics.get("models") or {}
+    errors = result.metrics.get("errors") or [e for s in per_model.values()
+                                              for e in s.get("errors", [])]  # fmt: skip
     for error in errors:
         common.stderr.print(f"[yellow]judge failure:[/] {escape(error)}", highlight=False)
 
@@ -480,9 +490,7 @@ def show_cmd(run_id, as_json) -> int:
         common.stdout.print(f"[red]failed[/]: {escape(run.error_message or '')}")
     common.stdout.print(escape(runs.headline(run).text()) or "—", highlight=False)
     if run.kind in ("judge", "pairwise") and run.status == "succeeded":
-        described = {**run.metrics, "id": run.id, "kind": run.kind,
-                     "html_path": run.html_path}  # fmt: skip
-        render_judge(described, [row.to_dict() for row in runs.run_outputs(run_id)])
+        render_judge(EvaluationResult.from_run(run))
         return 0
     if run.html_path:
         common.stdout.print(f"report: {escape(run.html_path)}", highlight=False)

@@ -413,10 +413,8 @@ def compare_cmd(fine_tuned_model, task, judge, limit, today, as_json) -> int:
             cancel=cancel,
         )
     if as_json:
-        common.print_json(result)
+        common.print_json(result.to_dict())
         return exit_code_of(result)
-    render = {"classify": render_classify, "queries": render_queries}.get(
-        result["kind"], render_judge
-    )
+    render = {"classify": render_classify, "queries": render_queries}.get(result.kind, render_judge)
     render(result)
     return exit_code_of(result)

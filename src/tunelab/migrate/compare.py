@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunelab.errors import TunelabError
 from tunelab.evals.items import EvalData, load_items
@@ -17,6 +18,9 @@ from tunelab.migrate.dates import require_answering, utc_today
 from tunelab.migrate.inventory import openai_jobs, registered_file
 from tunelab.migrate.plan import migration_job
 from tunelab.registry import Store
+
+if TYPE_CHECKING:
+    from tunelab.evals.result import EvaluationResult
 
 TASKS = ("classify", "queries", "judge")
 MAX_LABEL_WORDS = 4
@@ -52,7 +56,7 @@ def compare(
     limit: int | None = None,
     progress=None,
     cancel=None,
-) -> dict:
+) -> EvaluationResult:
     """Evaluate the old model and its migration job's model; returns the recorded result."""
     from tunelab.evals import runs
 

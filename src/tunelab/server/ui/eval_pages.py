@@ -14,8 +14,9 @@ from fastapi.responses import HTMLResponse
 from tunelab.errors import TunelabError
 from tunelab.evals import runs
 from tunelab.evals.report import render_sections
+from tunelab.evals.result import EvaluationResult
 from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
-from tunelab.registry import Store
+from tunelab.registry import EvalRun, Store
 from tunelab.server.model_access import check_offered
 from tunelab.server.ui.chat_pages import chat_models
 from tunelab.server.ui.eval_tasks import KINDS, EvalRequest, EvalTasks
@@ -116,19 +117,13 @@ def task_cancel(request: Request, task_id: str):
 @router.get("/evals/compare")
 async def compare(request: Request, a: str, b: str):
     try:
-        found = [plain(await run_in_threadpool(runs.get_run, run_id)) for run_id in (a, b)]
+        found = [await run_in_threadpool(runs.get_run, run_id) for run_id in (a, b)]
     except TunelabError as err:
         return error_page(request, err, 404)
     rows = [
-        {
-            "run": run["id"],
-            "kind": run["kind"],
-            "data": (run["data"] or {}).get("path"),
-            "model": name,
-            **values,
-        }
-        for run in found
-        for name, values in ((run["metrics"] or {}).get("models") or {}).items()
+        {"run": run.id, "kind": run.kind, "data": run.data.get("path"), "model": name, **scores}
+        for run in map(EvaluationResult.from_run, found)
+        for name, scores in run.scores.items()
     ]
     metrics = [m for m in runs.METRICS if any(isinstance(r.get(m), (int, float)) for r in rows)]
     return page(request, "eval_compare.html", nav="evals", runs=found, rows=rows, metrics=metrics)
@@ -137,16 +132,14 @@ async def compare(request: Request, a: str, b: str):
 @router.get("/evals/{run_id}")
 async def run_page(request: Request, run_id: str):
     try:
-        run = plain(await run_in_threadpool(runs.get_run, run_id))
+        run = await run_in_threadpool(runs.get_run, run_id)
     except TunelabError as err:
         return error_page(request, err, 404)
-    models = (run["metrics"] or {}).get("models") or {}
+    models = EvaluationResult.from_run(run).scores
     metrics = [
         m for m in runs.METRICS if any(isinstance(v.get(m), (int, float)) for v in models.values())
     ]
-    others = [
-        plain(r) for r in await run_in_threadpool(runs.list_runs, 50) if plain(r)["id"] != run_id
-    ]
+    others = [r for r in await run_in_threadpool(runs.list_runs, 50) if r.id != run_id]
     return page(
         request,
         "eval_run.html",
@@ -159,19 +152,18 @@ async def run_page(request: Request, run_id: str):
     )
 
 
-def _report_sections(run: dict):
+def _report_sections(run: EvalRun):
     """The run's report (tables, confusion matrices, answers) from its result.json."""
-    path = run.get("json_path")
-    if not path or not Path(path).exists():
+    if not run.json_path or not Path(run.json_path).exists():
         return None
-    return trusted_html(render_sections(orjson.loads(Path(path).read_bytes())))
+    return trusted_html(render_sections(orjson.loads(Path(run.json_path).read_bytes())))
 
 
 @router.get("/evals/{run_id}/report.html")
 async def run_report(run_id: str):
-    run = plain(await run_in_threadpool(runs.get_run, run_id))
-    if not run.get("html_path") or not Path(run["html_path"]).exists():
+    run = await run_in_threadpool(runs.get_run, run_id)
+    if not run.html_path or not Path(run.html_path).exists():
         raise TunelabError("not_found", f"run {run_id} has no report.")
     return HTMLResponse(
-        Path(run["html_path"]).read_text(), headers={"Content-Security-Policy": REPORT_CSP}
+        Path(run.html_path).read_text(), headers={"Content-Security-Policy": REPORT_CSP}
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 from tunelab.errors import TunelabError
 from tunelab.evals import runs
 from tunelab.evals.items import load_items
+from tunelab.evals.result import EvaluationResult
 from tunelab.server.ui.workspace import new_id
 
 KINDS = ("classify", "queries", "judge", "pairwise")
@@ -81,10 +82,10 @@ class EvalTasks:
                 err.message if isinstance(err, TunelabError) else f"{type(err).__name__}: {err}"
             )
             return
-        task.run_id, task.status = result["id"], "succeeded"
+        task.run_id, task.status = result.id, "succeeded"
 
 
-def _record(task: EvalTask) -> dict:
+def _record(task: EvalTask) -> EvaluationResult:
     r = task.request
     data = load_items(r.data_path, None, None, r.limit)
 

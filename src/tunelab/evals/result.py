@@ -1,0 +1,69 @@
+"""What an evaluation returns: one typed result, whatever the task.
+
+`record_run` returns an `EvaluationResult`; `EvaluationResult.from_run` reads one back from
+the registry's `EvalRun`. Front ends (`tunelab eval`, `tunelab migrate openai compare`, the
+demo, the studio) read its attributes; `to_dict()` is the JSON they print and the body of
+`result.json`, in the shape tunelab has always written:
+`{id, kind, created_at, data, options, models_evaluated, <the task's metrics>, json_path,
+html_path}`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tunelab.registry import EvalRun
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """One evaluation run's outcome: what was evaluated on what, and how each model scored."""
+
+    id: str
+    kind: str  # "classify", "queries", "judge" or "pairwise"
+    created_at: int
+    data: dict  # the evaluation data as `EvalData.describe()` gives it (path, n_items, ...)
+    options: dict
+    models: tuple[str, ...]
+    # The task's figures as it returned them: per-model scores under "models" (ratings and
+    # records for pairwise), plus what the task adds (comparisons, notes, judge, "error").
+    metrics: dict = field(default_factory=dict)
+    json_path: str | None = None  # None until the result is written
+    html_path: str | None = None
+
+    @classmethod
+    def from_run(cls, run: EvalRun) -> EvaluationResult:
+        """The result of a recorded run (metrics empty while it runs or when it failed early)."""
+        metrics = dict(run.metrics or {})
+        if run.status == "failed" and run.error_message and "error" not in metrics:
+            metrics["error"] = run.error_message
+        return cls(id=run.id, kind=run.kind, created_at=run.created_at, data=run.data or {},
+                   options=run.options or {}, models=tuple(run.models), metrics=metrics,
+                   json_path=run.json_path, html_path=run.html_path)  # fmt: skip
+
+    @property
+    def scores(self) -> dict[str, dict]:
+        """Each model's scores by name: its metrics, or for a pairwise run its rating (with
+        `low`, `high`) and its record (`wins`, `games`)."""
+        if self.kind != "pairwise":
+            return self.metrics.get("models") or {}
+        ratings, records = self.metrics.get("ratings") or {}, self.metrics.get("records") or {}
+        names = [n for n in self.models if n in ratings or n in records]
+        names += [n for n in (*ratings, *records) if n not in names]
+        return {n: {**ratings.get(n, {}), **records.get(n, {})} for n in names}
+
+    @property
+    def error(self) -> str | None:
+        """Why nothing was scored (the run is then recorded as failed), or None."""
+        return self.metrics.get("error")
+
+    def to_dict(self) -> dict:
+        """The JSON form; the file paths only once the result has been written."""
+        result = {"id": self.id, "kind": self.kind, "created_at": self.created_at,
+                  "data": self.data, "options": self.options,
+                  "models_evaluated": list(self.models), **self.metrics}  # fmt: skip
+        if self.json_path is not None:
+            result["json_path"] = self.json_path
+        if self.html_path is not None:
+            result["html_path"] = self.html_path
+        return result

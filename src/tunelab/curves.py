@@ -7,8 +7,9 @@ draws it.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Iterable
+
+from tunelab.html_blocks import escape
 
 TRAIN_MARK, VAL_MARK = "·", "o"
 SVG_WIDTH, SVG_HEIGHT, MARGIN = 640, 260, 48
@@ -97,13 +98,12 @@ def loss_svg(records: Iterable[dict], title: str = "training loss") -> str:
         shapes.append(_text(right - 90, MARGIN - 4, "— training", "end", "#1f77b4"))
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {SVG_WIDTH} {SVG_HEIGHT}" '
-        f'width="{SVG_WIDTH}" height="{SVG_HEIGHT}" role="img" aria-label="{html.escape(title)}" '
+        f'width="{SVG_WIDTH}" height="{SVG_HEIGHT}" role="img" aria-label="{escape(title)}" '
         'font-family="sans-serif" font-size="12">' + "".join(shapes) + "</svg>\n"
     )
 
 
 def _text(x: float, y: float, text: str, anchor: str, fill: str = "#333") -> str:
     return (
-        f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" fill="{fill}">'
-        f"{html.escape(text)}</text>"
+        f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" fill="{fill}">{escape(text)}</text>'
     )

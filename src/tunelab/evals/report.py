@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from tunelab.data.report_html import _STYLE, _e, _svg, _table
+from tunelab.html_blocks import escape, report_page, svg, table
 
 SAMPLE_ITEMS = 40  # answers shown per report; result.json holds them all
 # Confusion cells are shaded by their share of the row in tenths, with classes rather than
@@ -34,16 +34,14 @@ def render_report(result: dict) -> str:
     when = datetime.fromtimestamp(result["created_at"], timezone.utc).strftime("%Y-%m-%d %H:%M")
     data = result["data"]
     header = (
-        f"<h1>Evaluation: {_e(result['kind'])}</h1><p class='meta'><span>run {_e(result['id'])}"
-        f"</span><span>{_e(when)} UTC</span><span>{_e(data.get('path', ''))}</span>"
-        f"<span>{_e(data.get('n_items', ''))} items</span></p>"
+        f"<h1>Evaluation: {escape(result['kind'])}</h1><p class='meta'><span>run "
+        f"{escape(result['id'])}</span><span>{escape(when)} UTC</span>"
+        f"<span>{escape(data.get('path', ''))}</span>"
+        f"<span>{escape(data.get('n_items', ''))} items</span></p>"
     )
-    return (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>tunelab eval {_e(result['id'])}</title><style>{_STYLE}{_EXTRA_STYLE}</style>"
-        f"</head><body><main>{header}{sections}<footer>tunelab · result.json beside this file "
-        "holds every answer</footer></main></body></html>"
-    )
+    return report_page(f"tunelab eval {result['id']}", header + sections,
+                       "tunelab · result.json beside this file holds every answer",
+                       style=_EXTRA_STYLE)  # fmt: skip
 
 
 def render_sections(result: dict) -> str:
@@ -67,16 +65,16 @@ def _classify_sections(result: dict) -> str:
         interval = f"{low:.1%} – {high:.1%}" if low is not None else None
         rows.append([name, _method(m), f"{m['accuracy']:.1%}", interval, f"{m['macro_f1']:.3f}",
                      f"{m['invalid_rate']:.1%}", m.get("answers_per_second")])  # fmt: skip
-    html = "<h2>Models</h2>" + _table(
+    html = "<h2>Models</h2>" + table(
         ["model", "method", "accuracy", "95% interval", "macro-F1", "invalid", "answers/s"],
         rows,
         {2, 4, 5, 6},
     )
     notes = [f"{name}: {m['note']}" for name, m in result["models"].items() if m.get("note")]
-    html += "".join(f"<p>{_e(note)}</p>" for note in notes)
+    html += "".join(f"<p>{escape(note)}</p>" for note in notes)
     html += _comparisons(result.get("comparisons") or [])
     for name, m in result["models"].items():
-        html += f"<h2>{_e(name)}</h2>" + _per_class(m) + _confusion(m["confusion_matrix"])
+        html += f"<h2>{escape(name)}</h2>" + _per_class(m) + _confusion(m["confusion_matrix"])
     return html + _answers(result, lambda o: o.get("correct"))
 
 
@@ -94,7 +92,7 @@ def _comparisons(comparisons: list[dict]) -> str:
     rows = [[c["model"], c["baseline"], f"{c['difference']:+.1%}",
              f"{c['difference_ci'][0]:+.1%} – {c['difference_ci'][1]:+.1%}",
              f"{c['p_value']:.3g}"] for c in comparisons]  # fmt: skip
-    return "<h3>Against the baseline, same items</h3>" + _table(
+    return "<h3>Against the baseline, same items</h3>" + table(
         ["model", "baseline", "Δ accuracy", "95% interval", "McNemar p"], rows, {2, 3, 4}
     )
 
@@ -102,7 +100,7 @@ def _comparisons(comparisons: list[dict]) -> str:
 def _per_class(m: dict) -> str:
     rows = [[label, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}",
              c["support"]] for label, c in m["per_class"].items()]  # fmt: skip
-    return "<h3>Per class</h3>" + _table(
+    return "<h3>Per class</h3>" + table(
         ["label", "precision", "recall", "F1", "support"], rows, {1, 2, 3, 4}
     )
 
@@ -111,14 +109,14 @@ def _confusion(confusion: dict) -> str:
     """Rows: gold label; columns: predicted (and invalid). Shade by share of the row."""
     labels, matrix = confusion["labels"], confusion["matrix"]
     columns = confusion.get("columns") or labels
-    head = "<tr><th>gold \\ predicted</th>" + "".join(f"<th>{_e(c)}</th>" for c in columns)
+    head = "<tr><th>gold \\ predicted</th>" + "".join(f"<th>{escape(c)}</th>" for c in columns)
     body = []
     for label, row in zip(labels, matrix, strict=True):
         total = sum(row) or 1
         cells = "".join(
             f"<td class='cell heat-{round(10 * count / total)}'>{count}</td>" for count in row
         )
-        body.append(f"<tr><th>{_e(label)}</th>{cells}</tr>")
+        body.append(f"<tr><th>{escape(label)}</th>{cells}</tr>")
     return (f"<h3>Confusion matrix</h3><table class='heat'><thead>{head}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table>")  # fmt: skip
 
@@ -128,13 +126,13 @@ def _answers(result: dict, is_right) -> str:
     if not outputs:
         return ""
     names = list(outputs)
-    head = "<tr><th>item</th><th>gold</th>" + "".join(f"<th>{_e(n)}</th>" for n in names)
+    head = "<tr><th>item</th><th>gold</th>" + "".join(f"<th>{escape(n)}</th>" for n in names)
     rows = []
     for index in range(min(SAMPLE_ITEMS, len(outputs[names[0]]))):
         first = outputs[names[0]][index]
         cells = "".join(_answer_cell(outputs[n][index], is_right) for n in names)
-        rows.append(f"<tr><td class='q'><pre>{_e(first.get('question', ''))}</pre></td>"
-                    f"<td><pre>{_e(first.get('gold', ''))}</pre></td>{cells}</tr>")  # fmt: skip
+        rows.append(f"<tr><td class='q'><pre>{escape(first.get('question', ''))}</pre></td>"
+                    f"<td><pre>{escape(first.get('gold', ''))}</pre></td>{cells}</tr>")  # fmt: skip
     return (f"<h2>Answers (first {len(rows)})</h2><table class='answers'><thead>{head}</tr>"
             f"</thead><tbody>{''.join(rows)}</tbody></table>")  # fmt: skip
 
@@ -143,7 +141,7 @@ def _answer_cell(output: dict, is_right) -> str:
     right = is_right(output)
     mark = "" if right is None else ("<b class='right'>✓</b> " if right else
                                      "<b class='wrong'>✗</b> ")  # fmt: skip
-    return f"<td>{mark}<pre>{_e(output.get('answer', ''))}</pre></td>"
+    return f"<td>{mark}<pre>{escape(output.get('answer', ''))}</pre></td>"
 
 
 # -- queries --------------------------------------------------------------------------------
@@ -156,13 +154,13 @@ def _queries_sections(result: dict) -> str:
         rows.append([name, f"{m['exact_match']:.1%}", f"{m['structural_match']:.1%}",
                      "—" if execution is None else f"{execution:.1%}",
                      f"{m['parse_failure_rate']:.1%}", m.get("answers_per_second")])  # fmt: skip
-    html = "<h2>Models</h2>" + _table(
+    html = "<h2>Models</h2>" + table(
         ["model", "exact match", "structural", "execution match", "parse failures", "answers/s"],
         rows, {1, 2, 3, 4, 5},
     )  # fmt: skip
     notes = result.get("notes") or []
     if notes:
-        html += "<ul class='notes'>" + "".join(f"<li>{_e(n)}</li>" for n in notes) + "</ul>"
+        html += "<ul class='notes'>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>"
     return html + _answers(result, lambda o: o.get("exact") or o.get("execution"))
 
 
@@ -178,14 +176,14 @@ def _judge_sections(result: dict) -> str:
                  *(_score(m["traits"].get(t), (m.get("intervals") or {}).get(t)) for t in traits),
                  _score(m.get("mean_score"), m.get("mean_interval")),
                  m.get("n_parse_failures", 0)] for name, m in models.items()]  # fmt: skip
-        html += "<h2>Scores (1–10, 95% interval)</h2>" + _table(
+        html += "<h2>Scores (1–10, 95% interval)</h2>" + table(
             ["model", "items scored", *traits, "mean", "judge parse failures"], rows,
             set(range(1, len(traits) + 4)),
         )  # fmt: skip
     ratings = result.get("ratings") or {}
     if ratings:
         html += "<h2>Ratings (Elo scale, 95% bootstrap interval)</h2>" + _elo_chart(ratings)
-        html += _table(["model", "rating", "95% interval"],
+        html += table(["model", "rating", "95% interval"],
                        [[n, f"{r['rating']:.0f}", f"{r['low']:.0f} – {r['high']:.0f}"]
                         for n, r in sorted(ratings.items(), key=lambda kv: -kv[1]["rating"])],
                        {1, 2})  # fmt: skip
@@ -201,7 +199,7 @@ def _parse_failures(outputs: dict) -> str:
             if o.get("parse_failure")]  # fmt: skip
     if not rows:
         return ""
-    return f"<h2>Judge parse failures ({len(rows)})</h2>" + _table(
+    return f"<h2>Judge parse failures ({len(rows)})</h2>" + table(
         ["model", "item", "reason"], rows, {1}
     )
 
@@ -225,11 +223,11 @@ def _elo_chart(ratings: dict) -> str:
     for i, (name, r) in enumerate(ordered):
         y = 14 + i * row
         shapes += [
-            f"<text x='0' y='{y + 4}'>{_e(name[:30])}</text>",
+            f"<text x='0' y='{y + 4}'>{escape(name[:30])}</text>",
             f"<line class='axis' x1='{x(r['low']):.1f}' x2='{x(r['high']):.1f}' y1='{y}' "
             f"y2='{y}' stroke-width='2'/>",
             f"<circle class='bar' cx='{x(r['rating']):.1f}' cy='{y}' r='5'/>",
             f"<text x='{x(r['high']) + 6:.1f}' y='{y + 4}'>{r['rating']:.0f} "
             f"[{r['low']:.0f}, {r['high']:.0f}]</text>",
         ]
-    return _svg(width, 14 + len(ordered) * row, "Elo ratings with intervals", shapes)
+    return svg(width, 14 + len(ordered) * row, "Elo ratings with intervals", shapes)

@@ -6,7 +6,7 @@ machine cannot reach; this page needs nothing but the server.
 
 from __future__ import annotations
 
-import html
+from tunelab.html_blocks import escape
 
 METHODS = ("get", "post", "put", "patch", "delete")
 STYLE = (
@@ -24,10 +24,10 @@ def render_api_reference(schema: dict) -> str:
     title = f"{info.get('title', 'API')} {info.get('version', '')} API reference"
     sections = []
     for tag, operations in _by_tag(schema).items():
-        sections.append(f"<h2>{_e(tag)}</h2>" + "".join(_operation(*op) for op in operations))
+        sections.append(f"<h2>{escape(tag)}</h2>" + "".join(_operation(*op) for op in operations))
     return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(title)}</title>"
-        f"<style>{STYLE}</style></head><body><h1>{_e(title)}</h1>"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{escape(title)}</title>"
+        f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1>"
         "<p>OpenAI-compatible routes under <code>/v1</code>; the machine-readable schema is "
         "<a href='/v1/openapi.json'><code>/v1/openapi.json</code></a>.</p>"
         + "".join(sections)
@@ -49,27 +49,23 @@ def _by_tag(schema: dict) -> dict[str, list[tuple[str, str, dict]]]:
 
 def _operation(method: str, path: str, operation: dict) -> str:
     summary = operation.get("summary") or operation.get("operationId", "")
-    text = f"<h3><span class='m {method}'>{method.upper()}</span><code>{_e(path)}</code></h3>"
-    text += f"<p>{_e(summary)}</p>"
+    text = f"<h3><span class='m {method}'>{method.upper()}</span><code>{escape(path)}</code></h3>"
+    text += f"<p>{escape(summary)}</p>"
     description = operation.get("description")
     if description and description != summary:
-        text += f"<p>{_e(description)}</p>"
+        text += f"<p>{escape(description)}</p>"
     parameters = operation.get("parameters") or []
     if parameters:
         rows = "".join(
-            f"<tr><td><code>{_e(p.get('name'))}</code></td><td>{_e(p.get('in'))}</td>"
+            f"<tr><td><code>{escape(p.get('name'))}</code></td><td>{escape(p.get('in'))}</td>"
             f"<td>{'yes' if p.get('required') else 'no'}</td>"
-            f"<td>{_e((p.get('schema') or {}).get('type', ''))}</td></tr>"
+            f"<td>{escape((p.get('schema') or {}).get('type', ''))}</td></tr>"
             for p in parameters
         )
         text += ("<table><tr><th>parameter</th><th>in</th><th>required</th><th>type</th></tr>"
                  f"{rows}</table>")  # fmt: skip
     body = (operation.get("requestBody") or {}).get("content") or {}
     if body:
-        kinds = ", ".join(_e(kind) for kind in body)
+        kinds = ", ".join(escape(kind) for kind in body)
         text += f"<p>Request body: {kinds}</p>"
     return text
-
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)

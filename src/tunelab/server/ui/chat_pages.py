@@ -15,9 +15,9 @@ from collections import OrderedDict
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from markupsafe import escape
 
 from tunelab.errors import TunelabError
+from tunelab.html_blocks import escape
 from tunelab.providers.models import list_models
 from tunelab.server.inference import ChatOptions
 from tunelab.server.model_access import check_offered
@@ -107,7 +107,7 @@ async def stream(request: Request, token: str):
             answer = await service.stream(asked["model"], asked["messages"], asked["options"])
             async for _, item in answer:
                 if isinstance(item, str):
-                    yield sse("delta", str(escape(item)))
+                    yield sse("delta", escape(item))
                 else:
                     note = " (stopped at max tokens)" if item.finish_reason == "length" else ""
                     yield sse("end", f"{item.completion_tokens} tokens{note}")

@@ -104,7 +104,7 @@ def sse(event: str, html: str) -> str:
 
 def trusted_html(svg: str) -> Markup:
     """Markup the server drew (SVG charts, report sections): every user string in it went
-    through `html.escape` when it was drawn."""
+    through `tunelab.html_blocks.escape` when it was drawn."""
     return Markup(svg)
 
 

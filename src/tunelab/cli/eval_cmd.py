@@ -33,6 +33,8 @@ from tunelab.evals.items import load_items
 from tunelab.evals.result import EvaluationResult
 
 OutputDir = click.Path(path_type=Path, file_okay=False)
+EXIT_INTERRUPTED = 130  # as a shell reports a command that Ctrl-C stopped
+KEEPING = "stopping: the items scored so far are kept (Ctrl-C again: abort, keeping nothing)"
 
 
 @click.group("eval")
@@ -79,7 +81,7 @@ def _run(kind: str, models, data, options: dict, compute, output_dir,
 def _run_described(kind, models, described: dict, options, compute, output_dir,
                    as_json) -> EvaluationResult:  # fmt: skip
     cancel = threading.Event()
-    with ctrl_c_cancels(cancel), EvalProgress(quiet=as_json) as progress:
+    with ctrl_c_cancels(cancel, KEEPING), EvalProgress(quiet=as_json) as progress:
         return runs.record_run(
             kind,
             models=list(models),
@@ -152,7 +154,7 @@ def classify_cmd(data_path, models, limit, method, length_norm, output_dir, as_j
         common.print_json(result.to_dict())
     else:
         render_classify(result)
-    return 0
+    return exit_code_of(result)
 
 
 def render_classify(result: EvaluationResult) -> None:
@@ -253,7 +255,7 @@ def queries_cmd(data_path, models, limit, documents, mongo_uri, mongo_db, output
         common.print_json(result.to_dict())
     else:
         render_queries(result)
-    return 0
+    return exit_code_of(result)
 
 
 def render_queries(result: EvaluationResult) -> None:
@@ -352,7 +354,13 @@ def judge_cmd(judge_model, databases, data_path, models, traits, rubric, mode, l
 
 
 def exit_code_of(result: EvaluationResult) -> int:
-    """0, or 1 with the reason on stderr when the run produced no score at all."""
+    """0; 130 when Ctrl-C stopped the run part-way (what was scored is kept and said); 1
+    with the reason on stderr when the run produced no score at all."""
+    if result.partial and not result.error:
+        said = runs.partial_message(result.partial)
+        common.stderr.print(f"[yellow]interrupted:[/] {escape(said)}; the partial results are "
+                            f"in {escape(result.json_path or '')}", highlight=False)  # fmt: skip
+        return EXIT_INTERRUPTED
     if not result.error:
         return 0
     hint = f"the run and its reasons: {result.json_path}"

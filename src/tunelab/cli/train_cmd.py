@@ -383,7 +383,10 @@ def load_with_status(
 
 
 @contextlib.contextmanager
-def ctrl_c_cancels(cancel: threading.Event) -> Iterator[None]:
+def ctrl_c_cancels(
+    cancel: threading.Event,
+    saying: str = "stopping after this step, with a checkpoint (Ctrl-C again: abort)",
+) -> Iterator[None]:
     """The first Ctrl-C asks the run to stop after its current step; a second one aborts."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -393,7 +396,7 @@ def ctrl_c_cancels(cancel: threading.Event) -> Iterator[None]:
         if cancel.is_set():
             raise KeyboardInterrupt
         cancel.set()
-        common.stderr.print("stopping after this step, with a checkpoint (Ctrl-C again: abort)")
+        common.stderr.print(saying, highlight=False)
 
     previous = signal.signal(signal.SIGINT, on_interrupt)
     try:

@@ -107,7 +107,7 @@ class LocalCandidate(Candidate):
         # chunk still sorts its prompts by length for batching.
         chunk = self.batch_size * 4
         for begin in range(0, len(conversations), chunk):
-            check_cancel(cancel)
+            check_cancel(cancel, answers)
             part = conversations[begin : begin + chunk]
             done = generate(model, tokenizer, part, max_new_tokens=max_tokens,
                             temperature=temperature, batch_size=self.batch_size)  # fmt: skip
@@ -124,7 +124,7 @@ class LocalCandidate(Candidate):
         scores: list[list[AnswerScore]] = []
         chunk = self.batch_size * 4  # progress and cancellation between chunks
         for begin in range(0, len(conversations), chunk):
-            check_cancel(cancel)
+            check_cancel(cancel, scores)
             part = conversations[begin : begin + chunk]
             scores += score_answers(model, tokenizer, part, answers, batch_size=self.batch_size)
             if progress is not None:
@@ -157,13 +157,39 @@ class HostedCandidate(Candidate):
                 progress(1)
             return answer
 
+        answers: list[Answer] = []
         with ThreadPoolExecutor(HOSTED_CONCURRENCY) as pool:
-            return list(pool.map(one, conversations))
+            try:
+                answers.extend(pool.map(one, conversations))  # in order, up to a cancel
+            except Interrupted as stop:
+                raise Interrupted(answers) from stop
+        return answers
 
 
-def check_cancel(cancel: threading.Event | None) -> None:
+class Interrupted(TunelabError):
+    """The cancel event (Ctrl-C, the studio's Cancel) stopped a model part-way: `done` holds
+    what it finished, the answers (or scores) of the first `len(done)` items, in order."""
+
+    def __init__(self, done: list | None = None) -> None:
+        super().__init__("cancelled", "the evaluation was cancelled.", exit_code=130)
+        self.done = list(done or [])
+        self.seconds = 0.0
+
+
+def mark_partial(summary: dict, outputs: dict[str, list], models: list[str],
+                 n_items: int) -> dict:  # fmt: skip
+    """`summary`, with a `partial` entry when a cancel left items unscored: how many items
+    each model scored (the first ones, in order; 0 for a model never started)."""
+    scored = {name: len(outputs.get(name, ())) for name in models}
+    if all(n == n_items for n in scored.values()):
+        return summary
+    return {**summary, "partial": {"n_items": n_items, "scored": scored}}
+
+
+def check_cancel(cancel: threading.Event | None, done: list | None = None) -> None:
+    """Stop here if asked to, keeping `done` (what this model finished so far)."""
     if cancel is not None and cancel.is_set():
-        raise TunelabError("cancelled", "the evaluation was cancelled.", exit_code=130)
+        raise Interrupted(done)
 
 
 def open_candidate(name: str) -> Candidate:
@@ -188,8 +214,12 @@ def answer_all(name: str, conversations: list[list[dict]], *, max_tokens: int, p
     try:
         task = progress(name, len(conversations)) if progress else None
         began = time.perf_counter()
-        answers = candidate.answer(conversations, max_tokens=max_tokens, progress=task,
-                                   cancel=cancel)  # fmt: skip
+        try:
+            answers = candidate.answer(conversations, max_tokens=max_tokens, progress=task,
+                                       cancel=cancel)  # fmt: skip
+        except Interrupted as stop:
+            stop.seconds = time.perf_counter() - began
+            raise
         _fail_if_all_failed(name, answers)
         return answers, time.perf_counter() - began
     finally:
@@ -206,7 +236,11 @@ def score_all(name: str, conversations: list[list[dict]], answers: list[str], *,
             return None, 0.0
         task = progress(name, len(conversations)) if progress else None
         began = time.perf_counter()
-        scores = candidate.score(conversations, answers, progress=task, cancel=cancel)
+        try:
+            scores = candidate.score(conversations, answers, progress=task, cancel=cancel)
+        except Interrupted as stop:
+            stop.seconds = time.perf_counter() - began
+            raise
         return scores, time.perf_counter() - began
     finally:
         candidate.close()

@@ -15,7 +15,7 @@ import re
 
 from tunelab.data.prompts import ClassificationPrompt
 from tunelab.errors import TunelabError
-from tunelab.evals.candidates import answer_all, score_all
+from tunelab.evals.candidates import Interrupted, answer_all, mark_partial, score_all
 from tunelab.evals.items import EvalData
 from tunelab.evals.metrics import classification_metrics, paired_comparison
 
@@ -81,23 +81,35 @@ def evaluate_classification(
     for name in models:
         rows, figures = _classify_with(name, data, prompt, labels, method, normalize,
                                        progress, cancel)  # fmt: skip
+        n = len(rows)  # fewer than the items when the run was cancelled part-way
+        if not n:
+            break
         predicted = [row["predicted"] for row in rows]
-        metrics = classification_metrics(golds, predicted, labels)
+        metrics = classification_metrics(golds[:n], predicted, labels)
         metrics.update(figures)
         results[name] = metrics
-        correct[name] = [p == g for p, g in zip(predicted, golds, strict=True)]
+        correct[name] = [p == g for p, g in zip(predicted, golds, strict=False)]
         outputs[name] = [
             {"question": item.question, "gold": gold, **row, "correct": row["predicted"] == gold,
              "source_line": item.source_line}
-            for item, gold, row in zip(data.items, golds, rows, strict=True)
+            for item, gold, row in zip(data.items, golds, rows, strict=False)
         ]  # fmt: skip
-    comparisons = [
-        {"baseline": models[0], "model": name, **paired_comparison(correct[models[0]],
-                                                                    correct[name])}
-        for name in models[1:]
-    ]  # fmt: skip
-    summary = {"labels": labels, "method": method, "models": results, "comparisons": comparisons}
-    return summary, outputs
+        if n < len(golds):
+            break
+    summary = {"labels": labels, "method": method, "models": results,
+               "comparisons": _comparisons(models[0], correct)}  # fmt: skip
+    return mark_partial(summary, outputs, models, len(golds)), outputs
+
+
+def _comparisons(baseline: str, correct: dict[str, list[bool]]) -> list[dict]:
+    """Each later model against the baseline, on the items both answered."""
+    found = []
+    for name, marks in list(correct.items())[1:]:
+        n = min(len(marks), len(correct[baseline]))
+        if n:
+            found.append({"baseline": baseline, "model": name,
+                          **paired_comparison(correct[baseline][:n], marks[:n])})  # fmt: skip
+    return found
 
 
 def _classify_with(name, data, prompt, labels, method, normalize, progress, cancel):
@@ -106,14 +118,20 @@ def _classify_with(name, data, prompt, labels, method, normalize, progress, canc
     note = None
     if method == "score":
         answers = [prompt.answer(label) for label in labels]
-        scores, seconds = score_all(name, conversations, answers, progress=progress,
-                                    cancel=cancel)  # fmt: skip
+        try:
+            scores, seconds = score_all(name, conversations, answers, progress=progress,
+                                        cancel=cancel)  # fmt: skip
+        except Interrupted as stop:  # keep the items scored before the cancel
+            scores, seconds = stop.done, stop.seconds
         if scores is not None:
             rows = [_scored_row(item_scores, labels, answers, normalize) for item_scores in scores]
             return rows, _figures("score", len(rows), seconds, normalize=normalize)
         note = NO_LOGPROBS
-    answers, seconds = answer_all(name, conversations, max_tokens=MAX_TOKENS,
-                                  progress=progress, cancel=cancel)  # fmt: skip
+    try:
+        answers, seconds = answer_all(name, conversations, max_tokens=MAX_TOKENS,
+                                      progress=progress, cancel=cancel)  # fmt: skip
+    except Interrupted as stop:
+        answers, seconds = stop.done, stop.seconds
     rows = [
         {"answer": a.text, "error": a.error,
          "predicted": prompt.parse_answer(a.text, labels) if not a.error else None}

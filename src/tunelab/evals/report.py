@@ -39,6 +39,11 @@ def render_report(result: dict) -> str:
         f"<span>{escape(data.get('path', ''))}</span>"
         f"<span>{escape(data.get('n_items', ''))} items</span></p>"
     )
+    if result.get("partial"):
+        from tunelab.evals.runs import partial_message
+
+        said = partial_message(result["partial"])
+        header += f"<p class='meta'><strong>partial</strong>: {escape(said)}</p>"
     return report_page(f"tunelab eval {result['id']}", header + sections,
                        "tunelab · result.json beside this file holds every answer",
                        style=_EXTRA_STYLE)  # fmt: skip
@@ -130,7 +135,9 @@ def _answers(result: dict, is_right) -> str:
     rows = []
     for index in range(min(SAMPLE_ITEMS, len(outputs[names[0]]))):
         first = outputs[names[0]][index]
-        cells = "".join(_answer_cell(outputs[n][index], is_right) for n in names)
+        # A partial run: a model stopped early has no answer to the later items.
+        cells = "".join(_answer_cell(outputs[n][index], is_right) if index < len(outputs[n])
+                        else "<td>—</td>" for n in names)  # fmt: skip
         rows.append(f"<tr><td class='q'><pre>{escape(first.get('question', ''))}</pre></td>"
                     f"<td><pre>{escape(first.get('gold', ''))}</pre></td>{cells}</tr>")  # fmt: skip
     return (f"<h2>Answers (first {len(rows)})</h2><table class='answers'><thead>{head}</tr>"

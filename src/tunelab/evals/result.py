@@ -53,6 +53,12 @@ class EvaluationResult:
         return {n: {**ratings.get(n, {}), **records.get(n, {})} for n in names}
 
     @property
+    def partial(self) -> dict | None:
+        """When a cancel stopped the run part-way: `n_items` and how many items each model
+        scored (`scored`); None for a whole run."""
+        return self.metrics.get("partial")
+
+    @property
     def error(self) -> str | None:
         """Why nothing was scored (the run is then recorded as failed), or None."""
         return self.metrics.get("error")

@@ -103,16 +103,31 @@ def record_run(
     result = EvaluationResult(id=run.id, kind=kind, created_at=run.created_at, data=data,
                               options=options, models=tuple(models), metrics=metrics)  # fmt: skip
     paths = write_result(result, outputs, output_dir or default_dir(run.id))
-    # A task that ran but scored nothing says why in `metrics["error"]`: the run is failed,
-    # with its result and report kept so the reasons can be read.
-    outcome = {"status": "failed", "error_message": result.error} if result.error \
-        else {"status": "succeeded"}  # fmt: skip
     with Store() as store:
         for model, rows in outputs.items():
             store.add_eval_outputs(run.id, model, rows)
         store.update_eval_run(run.id, metrics=metrics, finished_at=int(time.time()),
-                              **outcome, **paths)  # fmt: skip
+                              **outcome_of(metrics), **paths)  # fmt: skip
     return replace(result, **paths)
+
+
+def outcome_of(metrics: dict) -> dict:
+    """The run's status: a task that ran but scored nothing says why in `metrics["error"]`
+    (failed, with its result and report kept so the reasons can be read); one cancelled
+    part-way (`metrics["partial"]`) keeps what it scored as a partial run."""
+    if metrics.get("error"):
+        return {"status": "failed", "error_message": metrics["error"]}
+    if metrics.get("partial"):
+        return {"status": "partial", "error_message": partial_message(metrics["partial"])}
+    return {"status": "succeeded"}
+
+
+def partial_message(partial: dict) -> str:
+    """`cancelled: 12 of 40 items scored by every model (a: 40, b: 12)`."""
+    scored = partial["scored"]
+    least = min(scored.values())
+    each = ", ".join(f"{name}: {n}" for name, n in scored.items())
+    return f"cancelled: {least} of {partial['n_items']} items scored by every model ({each})"
 
 
 def default_dir(run_id: str) -> Path:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tunelab.errors import TunelabError
-from tunelab.evals.candidates import answer_all
+from tunelab.evals.candidates import Interrupted, answer_all, mark_partial
 from tunelab.evals.items import EvalData
 from tunelab.evals.mongo.executor import UnsupportedQuery, execute, results_match
 from tunelab.evals.mongo.parser import QueryParseError, exact_match, parse_query, structural_match
@@ -118,15 +118,20 @@ def evaluate_queries(
     gold = GoldQueries(data, executor)
     results, outputs = {}, {}
     for name in models:
-        answers, seconds = answer_all(
-            name,
-            [i.messages for i in data.items],
-            max_tokens=max_tokens,
-            progress=progress,
-            cancel=cancel,
-        )
+        try:
+            answers, seconds = answer_all(
+                name,
+                [i.messages for i in data.items],
+                max_tokens=max_tokens,
+                progress=progress,
+                cancel=cancel,
+            )
+        except Interrupted as stop:  # keep the items answered before the cancel
+            answers, seconds = stop.done, stop.seconds
+        if not answers:
+            break
         rows = []
-        for index, (item, answer) in enumerate(zip(data.items, answers, strict=True)):
+        for index, (item, answer) in enumerate(zip(data.items, answers, strict=False)):
             gold_result = gold.results[index] if gold.results else None
             row = score_answer(answer.text, gold.parsed[index], gold_result, executor)
             rows.append({"question": item.question, "gold": item.gold, "error": answer.error,
@@ -137,12 +142,15 @@ def evaluate_queries(
             answers_per_second=round(len(rows) / seconds, 2) if seconds else None,
         )
         outputs[name] = rows
-    return {"models": results, "notes": gold.notes[:50]}, outputs
+        if len(rows) < len(data.items):
+            break
+    summary = {"models": results, "notes": gold.notes[:50]}
+    return mark_partial(summary, outputs, models, len(data.items)), outputs
 
 
 def summarise(rows: list[dict], gold: GoldQueries, executed: bool) -> dict:
     n = len(rows)
-    scored = [r for r, g in zip(rows, gold.parsed, strict=True) if g is not None]
+    scored = [r for r, g in zip(rows, gold.parsed, strict=False) if g is not None]
     runnable = [r for r in rows if r["execution"] is not None]
     return {
         "n": n,

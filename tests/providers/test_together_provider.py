@@ -635,6 +635,46 @@ def test_chat_returns_the_answer_with_usage(provider, api):
     assert (result.prompt_tokens, result.completion_tokens) == (21, 6)
 
 
+def chat_sse(*events: dict) -> httpx.Response:
+    body = "".join(f"data: {json.dumps(event)}\n\n" for event in events)
+    return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+
+
+def chat_chunk(content: str | None = None, finish: str | None = None, usage=None) -> dict:
+    choices = [] if usage else [{"index": 0, "delta": {"content": content},
+                                 "finish_reason": finish}]  # fmt: skip
+    return {"id": "chat-1", "object": "chat.completion.chunk", "created": 1748779200,
+            "model": OUTPUT_NAME, "choices": choices, "usage": usage}  # fmt: skip
+
+
+def test_chat_streams_the_answer_as_it_arrives(provider, api):
+    usage = {"prompt_tokens": 21, "completion_tokens": 2, "total_tokens": 23}
+    answer = chat_sse(chat_chunk("db."), chat_chunk("find()", "length"), chat_chunk(usage=usage))
+    route = api.post("https://api-inference.together.ai/v1/chat/completions").mock(
+        return_value=answer
+    )
+    stream = provider.stream_chat(OUTPUT_NAME, [{"role": "user", "content": "all"}], max_tokens=2)
+    assert list(stream) == ["db.", "find()"]
+    assert request_json(route)["stream"] is True
+    result = stream.result
+    assert (result.text, result.finish_reason, result.prompt_tokens, result.completion_tokens) == (
+        "db.find()", "length", 21, 2)  # fmt: skip
+
+
+def test_an_error_mid_stream_is_one_error_without_the_key(provider, api):
+    failure = {"error": {"message": "worker lost; key test-key-0000", "type": "server_error"}}
+    api.post("https://api-inference.together.ai/v1/chat/completions").mock(
+        return_value=chat_sse(chat_chunk("db."), failure)
+    )
+    stream = provider.stream_chat(OUTPUT_NAME, [{"role": "user", "content": "all"}])
+    deltas = []
+    with pytest.raises(TunelabError) as raised:
+        deltas.extend(stream)
+    assert deltas == ["db."]
+    assert raised.value.code == "provider_unavailable"
+    assert "worker lost" in raised.value.message and "test-key-0000" not in raised.value.message
+
+
 # Downloads
 
 

@@ -18,7 +18,13 @@ from tunelab.errors import TunelabError
 from tunelab.lazy import LazyModule
 from tunelab.providers.base import ChatResult, ChatStream
 from tunelab.providers.provider import CHAT, ModelEntry, Provider
-from tunelab.providers.retry import RetryPolicy, call_with_retries, provider_error
+from tunelab.providers.retry import (
+    RetryPolicy,
+    call_with_retries,
+    provider_error,
+    redact,
+    stream_failed,
+)
 
 T = TypeVar("T")
 PROVIDER = "Anthropic"
@@ -99,7 +105,11 @@ class AnthropicProvider(Provider):
                     parts.append(delta)
                     yield delta
         except anthropic.AnthropicError as err:
-            raise self._error(err) from None
+            raise self._stream_error(err) from None
+        except TunelabError as err:  # an error event: its message may quote what was sent
+            raise self._scrub(err) from None
+        except Exception as err:  # the connection broke off mid-answer
+            raise stream_failed(PROVIDER, err) from None
         finally:
             events.close()
         return ChatResult("".join(parts), answer["model"], _finish(answer["stop"]),
@@ -113,11 +123,30 @@ class AnthropicProvider(Provider):
             raise self._error(err) from None
 
     def _error(self, err: Exception) -> TunelabError:
-        error = provider_error(err, PROVIDER, self.endpoint_key_variable or KEY_VARIABLE)
-        if len(self._key) >= 6:  # a key passed in directly is not in the environment
-            error.message = error.message.replace(self._key, "***")
-            error.args = (error.message,)
-        return error
+        variable = self.endpoint_key_variable or KEY_VARIABLE
+        return self._scrub(provider_error(err, PROVIDER, variable))
+
+    def _stream_error(self, err: Exception) -> TunelabError:
+        """An error met while reading a streamed answer: Anthropic's error event arrives
+        with the stream's 200, so it is a failure mid-answer, not a refusal."""
+        status = getattr(err, "status_code", None)
+        if status is not None and status >= 400:
+            return self._error(err)
+        detail = getattr(err, "message", None) or str(err)
+        return self._scrub(
+            TunelabError(
+                "provider_unavailable",
+                f"{PROVIDER} failed mid-answer: {detail}",
+                hint="try again; the service may be having trouble",
+            )
+        )
+
+    def _scrub(self, error: TunelabError) -> TunelabError:
+        """`error` without the key (one passed in directly is not in the environment)."""
+        message = redact(error.message, KEY_VARIABLE, *filter(None, [self.endpoint_key_variable]))
+        if len(self._key) >= 6:
+            message = message.replace(self._key, "***")
+        return TunelabError(error.code, message, error.hint)
 
 
 def _request(

@@ -78,23 +78,12 @@ class LocalProvider(Provider):
         stop: list[str] | None = None,
         seed: int | None = None,
     ) -> ChatStream:
-        from tunelab.engine.generate import stream_chat  # torch loads only when needed
-
         loaded, tokenizer, info = self.load(model)
-        chat = stream_chat(loaded, tokenizer, messages,
-                           max_new_tokens=max_tokens or DEFAULT_MAX_TOKENS,
-                           temperature=temperature or 0.0,
-                           top_p=1.0 if top_p is None else top_p,
-                           stop=stop or (), seed=seed)  # fmt: skip
-
-        def events() -> Generator[str, None, ChatResult]:
-            began = time.perf_counter()
-            yield from chat
-            done = chat.completion
-            return ChatResult(done.text, info.name, done.finish_reason, done.prompt_tokens,
-                              done.completion_tokens, time.perf_counter() - began)  # fmt: skip
-
-        return ChatStream(events())
+        return engine_stream(loaded, tokenizer, info.name, messages,
+                             max_new_tokens=max_tokens or DEFAULT_MAX_TOKENS,
+                             temperature=temperature or 0.0,
+                             top_p=1.0 if top_p is None else top_p,
+                             stop=stop or (), seed=seed)  # fmt: skip
 
     # -- jobs: they live in the registry, run by `tunelab worker` ---------------------------
 
@@ -137,3 +126,20 @@ class LocalProvider(Provider):
     @classmethod
     def discard_job(cls, store, job: Job) -> None:
         local.discard(job)
+
+
+def engine_stream(model, tokenizer, name: str, messages: list[dict], **sampling) -> ChatStream:
+    """The engine's answer to `messages` as a provider's `ChatStream` (`sampling`: the
+    engine's `stream_chat` settings). `tunelab serve` streams its cached models through it."""
+    from tunelab.engine.generate import stream_chat  # torch loads only when needed
+
+    chat = stream_chat(model, tokenizer, messages, **sampling)
+
+    def events() -> Generator[str, None, ChatResult]:
+        began = time.perf_counter()
+        yield from chat
+        done = chat.completion
+        return ChatResult(done.text, name, done.finish_reason, done.prompt_tokens,
+                          done.completion_tokens, time.perf_counter() - began)  # fmt: skip
+
+    return ChatStream(events())

@@ -25,14 +25,22 @@ from tunelab.providers.base import (
     JOB_STATUSES,
     REQUEST_ID_KEY,
     ChatResult,
+    ChatStream,
     JobCheckpoint,
     JobEvent,
     JobRequest,
     JobState,
     RemoteFile,
 )
+from tunelab.providers.openai_chunks import chunk_stream
 from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, Provider
-from tunelab.providers.retry import RetryPolicy, call_with_retries, provider_error, redact
+from tunelab.providers.retry import (
+    RetryPolicy,
+    call_with_retries,
+    provider_error,
+    redact,
+    stream_failed,
+)
 from tunelab.settings import load_env
 
 T = TypeVar("T")
@@ -255,29 +263,10 @@ class OpenAIProvider(Provider):
 
     # Chat
 
-    def chat(
-        self,
-        model: str,
-        messages: list[dict],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        stop: list[str] | None = None,
-        seed: int | None = None,
-    ) -> ChatResult:
-        # OpenAI deprecated max_tokens; compatible servers do not all know its successor.
-        length_name = "max_completion_tokens" if self.on_official_host else "max_tokens"
-        options = {
-            length_name: max_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-            "stop": stop,
-            "seed": seed,
-        }
-        options = {name: value for name, value in options.items() if value is not None}
+    def chat(self, model: str, messages: list[dict], **options) -> ChatResult:
+        sent = self._chat_options(**options)
         response = self._call(
-            lambda: self._client.chat.completions.create(model=model, messages=messages, **options)
+            lambda: self._client.chat.completions.create(model=model, messages=messages, **sent)
         )
         choice = response.choices[0]
         usage = response.usage
@@ -288,6 +277,40 @@ class OpenAIProvider(Provider):
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
         )
+
+    def stream_chat(self, model: str, messages: list[dict], **options) -> ChatStream:
+        sent = self._chat_options(**options)
+        # The request is made here, so a refusal (or a retried 429) comes before any delta.
+        chunks = self._call(lambda: self._client.chat.completions.create(
+            model=model, messages=messages, stream=True,
+            stream_options={"include_usage": True}, **sent))  # fmt: skip
+        response = getattr(chunks, "response", None)
+        if response is not None and "json" in response.headers.get("content-type", ""):
+            # A server that ignores `stream` answers whole: the answer is one delta.
+            response.read()
+            return ChatStream.of(_whole_answer(response.json(), model))
+        return chunk_stream(chunks, model, self._stream_error)
+
+    def _chat_options(
+        self,
+        *,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        stop: list[str] | None = None,
+        seed: int | None = None,
+    ) -> dict:
+        """The settings the caller gave, under this server's names."""
+        # OpenAI deprecated max_tokens; compatible servers do not all know its successor.
+        length_name = "max_completion_tokens" if self.on_official_host else "max_tokens"
+        options = {
+            length_name: max_tokens,
+            "temperature": temperature,
+            "top_p": top_p,
+            "stop": stop,
+            "seed": seed,
+        }
+        return {name: value for name, value in options.items() if value is not None}
 
     # Plumbing
 
@@ -319,11 +342,35 @@ class OpenAIProvider(Provider):
         error.args = (error.message,)
         return error
 
+    def _stream_error(self, err: Exception) -> TunelabError:
+        """An error met while reading a streamed answer (the server was reached)."""
+        if getattr(err, "status_code", None) is not None:
+            return self._error(err)
+        where = "OpenAI" if self.on_official_host else f"the server at {self.base_url}"
+        if not isinstance(err, openai.OpenAIError):  # the connection broke off
+            return stream_failed(where, err)
+        detail = self._redact(getattr(err, "message", None) or str(err))  # its error event
+        return TunelabError("provider_unavailable", f"{where} failed mid-answer: {detail}",
+                            hint="try again; the service may be having trouble")  # fmt: skip
+
     def _redact(self, text: str) -> str:
         text = redact(text, KEY_VARIABLE, *filter(None, [self.endpoint_key_variable]))
         if self._key and self._key != PLACEHOLDER_KEY and len(self._key) >= 6:
             text = text.replace(self._key, "***")
         return text
+
+
+def _whole_answer(body: dict, model: str) -> ChatResult:
+    """A chat completion the server sent as JSON to a streamed request."""
+    choice = (body.get("choices") or [{}])[0]
+    usage = body.get("usage") or {}
+    return ChatResult(
+        text=(choice.get("message") or {}).get("content") or "",
+        model=body.get("model") or model,
+        finish_reason=choice.get("finish_reason") or "stop",
+        prompt_tokens=usage.get("prompt_tokens") or 0,
+        completion_tokens=usage.get("completion_tokens") or 0,
+    )
 
 
 def _is_official(base_url: str | None) -> bool:

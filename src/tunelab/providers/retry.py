@@ -129,6 +129,15 @@ def provider_error(err: Exception, provider: str, key_variable: str) -> TunelabE
     )
 
 
+def stream_failed(where: str, err: Exception) -> TunelabError:
+    """A stream broken off without the server saying why (a dropped connection)."""
+    return TunelabError(
+        "provider_unavailable",
+        f"{where} broke off its answer ({type(err).__name__}).",
+        hint="try again; the service or the connection may be down",
+    )
+
+
 def _error_detail(err: Exception) -> str:
     body = getattr(err, "body", None)
     if isinstance(body, dict):

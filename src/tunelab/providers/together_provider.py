@@ -21,14 +21,22 @@ from tunelab.io import check_output_path, commit, staged_write
 from tunelab.lazy import LazyModule
 from tunelab.providers.base import (
     ChatResult,
+    ChatStream,
     JobCheckpoint,
     JobEvent,
     JobRequest,
     JobState,
     RemoteFile,
 )
+from tunelab.providers.openai_chunks import chunk_stream
 from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, MODEL_DOWNLOAD, Provider
-from tunelab.providers.retry import RetryPolicy, call_with_retries, provider_error
+from tunelab.providers.retry import (
+    RetryPolicy,
+    call_with_retries,
+    provider_error,
+    redact,
+    stream_failed,
+)
 from tunelab.providers.together_mapping import (
     create_arguments,
     download_kind,
@@ -170,25 +178,8 @@ class TogetherProvider(Provider):
 
     # Models
 
-    def chat(
-        self,
-        model: str,
-        messages: list[dict],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        stop: list[str] | None = None,
-        seed: int | None = None,
-    ) -> ChatResult:
-        options = {
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-            "stop": stop,
-            "seed": seed,
-        }
-        sent = {name: value for name, value in options.items() if value is not None}
+    def chat(self, model: str, messages: list[dict], **options) -> ChatResult:
+        sent = _chat_options(**options)
         completion = self._call(
             lambda: self._client.chat.completions.create(model=model, messages=messages, **sent)
         )
@@ -204,6 +195,13 @@ class TogetherProvider(Provider):
             prompt_tokens=usage.prompt_tokens if usage else 0,
             completion_tokens=usage.completion_tokens if usage else 0,
         )
+
+    def stream_chat(self, model: str, messages: list[dict], **options) -> ChatStream:
+        sent = _chat_options(**options)
+        # The request is made here, so a refusal (or a retried 429) comes before any delta.
+        chunks = self._call(lambda: self._client.chat.completions.create(
+            model=model, messages=messages, stream=True, **sent))  # fmt: skip
+        return chunk_stream(chunks, model, self._stream_error)
 
     def download_model(self, job_id: str, destination: Path, *, merged: bool = True) -> Path:
         """Stream the trained model (merged) or LoRA adapter, as Together packs it (an
@@ -248,12 +246,42 @@ class TogetherProvider(Provider):
         except TunelabError:
             raise
         except (together.APIError, ConnectionError, TimeoutError) as err:
-            mapped = provider_error(err, PROVIDER, KEY_VARIABLE)
-            # `provider_error` redacts the key held in the environment; this one may have
-            # been passed in directly. `from None`: the SDK's exception may quote it.
-            key = self._client.api_key
-            message = mapped.message.replace(key, "***") if key else mapped.message
-            raise TunelabError(mapped.code, message, mapped.hint) from None
+            # `from None`: the SDK's exception may quote the key.
+            raise self._error(err) from None
+
+    def _error(self, err: Exception) -> TunelabError:
+        mapped = provider_error(err, PROVIDER, KEY_VARIABLE)
+        # `provider_error` redacts the key held in the environment; this one may have been
+        # passed in directly.
+        return TunelabError(mapped.code, self._redact(mapped.message), mapped.hint)
+
+    def _redact(self, text: str) -> str:
+        key = self._client.api_key
+        return text.replace(key, "***") if key and len(key) >= 6 else text
+
+    def _stream_error(self, err: Exception) -> TunelabError:
+        """An error met while reading a streamed answer (Together was reached)."""
+        if getattr(err, "status_code", None) is not None:
+            return self._error(err)
+        if not isinstance(err, together.APIError):  # the connection broke off
+            return stream_failed(PROVIDER, err)
+        detail = self._redact(redact(getattr(err, "message", None) or str(err), KEY_VARIABLE))
+        return TunelabError("provider_unavailable", f"{PROVIDER} failed mid-answer: {detail}",
+                            hint="try again; the service may be having trouble")  # fmt: skip
+
+
+def _chat_options(
+    *,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    stop: list[str] | None = None,
+    seed: int | None = None,
+) -> dict:
+    """The settings the caller gave (Together takes OpenAI's names)."""
+    options = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
+               "stop": stop, "seed": seed}  # fmt: skip
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def _sdk_base_url(base_url: str | None) -> str | None:

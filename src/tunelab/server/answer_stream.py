@@ -1,9 +1,11 @@
 """One answer streamed to a client, whoever produces it.
 
-The producer (the torch worker for a local model, a thread reading a hosted provider's
-stream) runs in another thread and hands events to the event loop through `emitter`; the
-route iterates the stream there. Events are `(choice index, text delta)` and, when a choice
-ends, `(index, Completion)`; an exception ends the stream with that error.
+Every streamed answer, local or hosted, is read by `feed` from the providers' one streaming
+shape (`ChatStream`: text deltas, then a `ChatResult`), one choice after another, in another
+thread: the torch worker for a model with weights here, a thread of its own for a hosted one.
+`feed` hands events to the event loop, where the route iterates the `AnswerStream`. Events
+are `(choice index, text delta)` and, when a choice ends, `(index, Completion)`; an
+exception ends the stream with that error.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import threading
 from collections.abc import AsyncIterator, Callable
 
 from tunelab.engine.generate import Completion
+from tunelab.providers.base import ChatResult, ChatStream
 
 END = object()  # marks the end of a stream's events
 
@@ -24,16 +27,6 @@ class AnswerStream:
         self._events: asyncio.Queue = asyncio.Queue()
         self._first = None
         self.cancelled = threading.Event()
-
-    @classmethod
-    def of(cls, choices: list[Completion]) -> AnswerStream:
-        """A whole answer as one delta per choice."""
-        stream = cls()
-        for index, choice in enumerate(choices):
-            stream._events.put_nowait((index, choice.text))
-            stream._events.put_nowait((index, choice))
-        stream._events.put_nowait(END)
-        return stream
 
     def emitter(self, loop: asyncio.AbstractEventLoop) -> Callable[[object], None]:
         """A function that hands one event to this stream from another thread."""
@@ -62,3 +55,34 @@ class AnswerStream:
 
     def cancel(self) -> None:
         self.cancelled.set()
+
+
+def feed(
+    answer: AnswerStream,
+    emit: Callable[[object], None],
+    choices: int,
+    open_choice: Callable[[int], ChatStream],
+    stopped: Callable[[], bool] = lambda: False,
+) -> None:
+    """Stream each choice's deltas through `emit`, then its `Completion` (in the producing
+    thread). Stops early when the client went away or `stopped()`; an error ends the stream."""
+    try:
+        for index in range(choices):
+            stream = open_choice(index)
+            try:
+                for delta in stream:
+                    if answer.cancelled.is_set() or stopped():
+                        return
+                    emit((index, delta))
+            finally:
+                stream.close()  # a stream left early stops its producer (an HTTP read, say)
+            emit((index, completion_of(stream.result)))
+    except Exception as err:  # a refusal, a prompt too long, an upstream failure: tell the client
+        emit(err)
+    finally:
+        emit(END)
+
+
+def completion_of(result: ChatResult) -> Completion:
+    return Completion(result.text, result.finish_reason, result.prompt_tokens,
+                      result.completion_tokens)  # fmt: skip

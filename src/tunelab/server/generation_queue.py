@@ -2,8 +2,9 @@
 
 Non-streaming requests for the same model and sampling settings that arrive together (or
 while the worker is busy) are answered by one call to the engine's batched `generate`;
-streamed requests run `stream_chat` there, one at a time, and hand their deltas to the event
-loop. Groups run oldest first.
+streamed requests run there one at a time, streamed as the local provider streams
+(`engine_stream`) and fed to the event loop by the same `feed` as hosted answers. Groups
+run oldest first.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 
-from tunelab.engine.generate import Sampling, generate, stream_chat
-from tunelab.server.answer_stream import END, AnswerStream
+from tunelab.engine.generate import Sampling, generate
+from tunelab.providers.base import ChatStream
+from tunelab.providers.local_provider import engine_stream
+from tunelab.server.answer_stream import AnswerStream, feed
 from tunelab.server.errors import shutting_down
 from tunelab.server.model_cache import LoadedModel
 
@@ -146,22 +150,17 @@ class GenerationQueue:
         return batch
 
     def _stream_in_worker(self, job: StreamRequest, loop: asyncio.AbstractEventLoop) -> None:
-        emit = job.answer.emitter(loop)
-        try:
-            for index in range(job.n):
-                # Each choice of a seeded request gets its own seed, or all would be the same.
-                seed = None if job.sampling.seed is None else job.sampling.seed + index
-                chat = stream_chat(job.loaded.model, job.loaded.tokenizer, job.messages,
-                                   **asdict(replace(job.sampling, seed=seed)))  # fmt: skip
-                for delta in chat:
-                    if job.answer.cancelled.is_set() or self._closed:
-                        return
-                    emit((index, delta))
-                emit((index, chat.completion))
-        except Exception as err:  # prompt too long, a template error, or a bug: tell the client
-            emit(err)
-        finally:
-            emit(END)
+        feed(job.answer, job.answer.emitter(loop), job.n, partial(_local_choice, job),
+             stopped=lambda: self._closed)  # fmt: skip
+
+
+def _local_choice(job: StreamRequest, index: int) -> ChatStream:
+    """Choice `index` of a streamed request, as the local provider streams it."""
+    # Each choice of a seeded request gets its own seed, or all would be the same.
+    seed = None if job.sampling.seed is None else job.sampling.seed + index
+    loaded = job.loaded
+    return engine_stream(loaded.model, loaded.tokenizer, loaded.info.name, job.messages,
+                         **asdict(replace(job.sampling, seed=seed)))  # fmt: skip
 
 
 def _batch_key(request: BatchRequest) -> object:

@@ -3,7 +3,8 @@
 Model names resolve as everywhere else (`resolve_chat_model`: base aliases, directories,
 training outputs, registry `ft:` names, `PROVIDER/MODEL`, `MODEL@URL`). A model with weights
 here comes from the `ModelCache` and is answered by the `GenerationQueue` (one torch worker,
-requests batched); a model whose weights are elsewhere answers through its provider.
+requests batched); a model whose weights are elsewhere answers through its provider, streamed
+as the provider streams it (`Provider.stream_chat`), delta by delta, in a thread of its own.
 `InferenceService` admits requests (refusing them with 429 when too many wait) and hands
 each to the right one.
 """
@@ -12,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 from tunelab.engine.generate import Completion, Sampling
 from tunelab.engine.models import ModelInfo, resolve_model_source
 from tunelab.providers.resolve import ChatModel, resolve_chat_model
-from tunelab.server.answer_stream import AnswerStream
+from tunelab.server.answer_stream import AnswerStream, completion_of, feed
 from tunelab.server.errors import ApiError, shutting_down
 from tunelab.server.generation_queue import BatchRequest, GenerationQueue, StreamRequest
 from tunelab.server.model_cache import ModelCache
@@ -59,6 +62,8 @@ class InferenceService:
         self.max_pending = max_pending
         self._cache = ModelCache(memory_budget_bytes)
         self._queue = GenerationQueue(max_batch_size, batch_window_seconds)
+        # Hosted streams wait on the network, not on torch: each reads in a thread of its own.
+        self._hosted = ThreadPoolExecutor(max(1, max_pending), thread_name_prefix="tunelab-relay")
         self._pending = 0
         self._closed = False
 
@@ -91,23 +96,33 @@ class InferenceService:
         release = self._admit()
         try:
             target, info = await asyncio.to_thread(_resolve, model)
+            answer = AnswerStream()
             if info is None:
-                choices = await asyncio.to_thread(_ask_hosted, target, messages, options)
-                release()
-                return AnswerStream.of(choices)
-            loaded = await self._cache.get(target.engine_source, info)
-            job = StreamRequest(loaded, messages, _sampling(options, loaded.info), options.n,
-                                AnswerStream(), release, _now())  # fmt: skip
+                self._stream_hosted(target, messages, options, answer, release)
+            else:
+                loaded = await self._cache.get(target.engine_source, info)
+                sampling = _sampling(options, loaded.info)
+                self._queue.submit(StreamRequest(loaded, messages, sampling, options.n, answer,
+                                                 release, _now()))  # fmt: skip
         except BaseException:
             release()
             raise
-        self._queue.submit(job)
         try:
-            await job.answer.started()
+            await answer.started()
         except BaseException:
-            job.answer.cancel()
+            answer.cancel()
             raise
-        return job.answer
+        return answer
+
+    def _stream_hosted(self, target: ChatModel, messages: list[dict], options: ChatOptions,
+                       answer: AnswerStream, release: Callable[[], None]) -> None:  # fmt: skip
+        """Relay the provider's stream, read in a thread of its own, as it arrives."""
+        loop = asyncio.get_running_loop()
+        settings = _provider_settings(options)
+        relay = partial(feed, answer, answer.emitter(loop), options.n,
+                        lambda _: target.stream(messages, **settings),
+                        stopped=lambda: self._closed)  # fmt: skip
+        loop.run_in_executor(self._hosted, relay).add_done_callback(lambda _: release())
 
     def unload(self, path: str) -> bool:
         """Drop the model loaded from `path` (a deleted fine-tuned model) from the cache."""
@@ -117,6 +132,7 @@ class InferenceService:
         self._closed = True
         self._queue.close()
         self._cache.close()
+        self._hosted.shutdown(wait=False, cancel_futures=True)
 
     def _admit(self) -> Callable[[], None]:
         """Count a request in, or refuse it when too many wait; returns its release."""
@@ -161,20 +177,19 @@ def _sampling(options: ChatOptions, info: ModelInfo) -> Sampling:
 
 
 def _ask_hosted(target: ChatModel, messages: list[dict], options: ChatOptions) -> list[Completion]:
-    results = [
-        target.chat(
-            messages,
-            max_tokens=options.max_tokens,
-            temperature=options.temperature,
-            top_p=options.top_p,
-            stop=list(options.stop) or None,
-            seed=options.seed,
-        )
-        for _ in range(options.n)
-    ]
-    return [
-        Completion(r.text, r.finish_reason, r.prompt_tokens, r.completion_tokens) for r in results
-    ]
+    settings = _provider_settings(options)
+    return [completion_of(target.chat(messages, **settings)) for _ in range(options.n)]
+
+
+def _provider_settings(options: ChatOptions) -> dict:
+    """The request's settings in the providers' terms (None: the provider's default)."""
+    return {
+        "max_tokens": options.max_tokens,
+        "temperature": options.temperature,
+        "top_p": options.top_p,
+        "stop": list(options.stop) or None,
+        "seed": options.seed,
+    }
 
 
 def _answer(model: str, choices: list[Completion]) -> ChatAnswer:

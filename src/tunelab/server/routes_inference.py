@@ -1,7 +1,7 @@
 """`/v1/chat/completions` and `/v1/models`: OpenAI's chat and model routes.
 
 Chat answers come from the server's `InferenceService` (batched local generation, or the
-hosted provider of a model fine-tuned there); `stream: true` answers as server-sent events of
+provider that answers the model); `stream: true` answers as server-sent events of
 `chat.completion.chunk` objects ending with `data: [DONE]`, as the `openai` SDK reads them.
 Models are the local base models and every fine-tuned model the registry knows.
 """
@@ -9,6 +9,7 @@ Models are the local base models and every fine-tuned model the registry knows.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -30,6 +31,7 @@ from tunelab.server.model_access import check_served
 from tunelab.server.openai_objects import model_object
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 INT32_MAX = 2**31 - 1
 StopText = Annotated[str, StringConstraints(min_length=1)]
 
@@ -173,6 +175,10 @@ async def _events(
     except TunelabError as err:  # the status is already sent: the SDK raises on an error event
         status = STATUS_BY_CODE.get(err.code, 400)
         yield f"data: {json.dumps(envelope(status, err.message, err.code, None))}\n\n"
+    except Exception:  # a bug: the client gets the envelope, the traceback goes to the log
+        log.exception("a streamed answer failed")
+        message = "The server had an error while processing your request."
+        yield f"data: {json.dumps(envelope(500, message, 'server_error', None))}\n\n"
     finally:
         answer.cancel()  # the client may have gone: stop generating for it
 

@@ -135,6 +135,11 @@ def test_pairwise_mode_ranks_the_better_model_first(databases, capsys):
     assert result["records"]["good"] == {"wins": 2.0, "games": 2}
     html = Path(result["html_path"]).read_text()
     assert "Ratings (Elo scale" in html
+    # Runs compared side by side show each model's rating and record.
+    code, out, err = cli(capsys, "eval", "compare", result["id"], "--json")
+    rows = {row["model"]: row for row in orjson.loads(out)["data"]}
+    assert code == 0 and set(rows) == {"good", "vague"}, err
+    assert rows["good"]["rating"] > rows["vague"]["rating"] and rows["good"]["wins"] == 2.0
 
 
 def test_judge_with_models_answering_data_prompts(tmp_path, capsys):

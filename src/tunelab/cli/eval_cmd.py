@@ -510,12 +510,12 @@ def show_cmd(run_id, as_json) -> int:
 @click.option("--json", "as_json", is_flag=True)
 def compare_cmd(run_ids, as_json) -> int:
     """Runs side by side: each model's headline metrics in each run."""
-    found = [runs.get_run(run_id) for run_id in run_ids]
+    found = [EvaluationResult.from_run(runs.get_run(run_id)) for run_id in run_ids]
     rows = [
         {"run": run.id, "kind": run.kind, "data": run.data.get("path"), "model": name,
-         **{k: v for k, v in values.items() if isinstance(v, (int, float))}}
+         **{k: v for k, v in scores.items() if isinstance(v, (int, float))}}
         for run in found
-        for name, values in ((run.metrics or {}).get("models") or {}).items()
+        for name, scores in run.scores.items()
     ]  # fmt: skip
     if as_json:
         common.print_json({"object": "list", "data": rows})

@@ -68,10 +68,7 @@ def format_metric(metric: str | None, value: float) -> str:
 
 def headline(run: EvalRun) -> Headline:
     """What heads `run` in every listing (the CLI's `eval list/show`, the studio's pages)."""
-    metrics = run.metrics or {}
-    per_model = metrics.get("models") or {}
-    if run.kind == "pairwise" and metrics.get("ratings"):
-        per_model = {name: {"rating": r["rating"]} for name, r in metrics["ratings"].items()}
+    per_model = EvaluationResult.from_run(run).scores
     for metric in HEADLINE_METRICS.get(run.kind, ("mean_score",)):
         values = {name: v[metric] for name, v in per_model.items()
                   if isinstance(v.get(metric), (int, float))}  # fmt: skip

@@ -26,8 +26,8 @@ from tunelab.providers import jobs as api
 from tunelab.providers.base import TERMINAL_STATUSES
 from tunelab.providers.local import JOB_LOG
 from tunelab.providers.registry import DEFAULT_PROVIDER
+from tunelab.providers.wire import job_object
 from tunelab.registry import Event, Job
-from tunelab.server.openai_objects import job_object
 
 STATUS_STYLE = {
     "succeeded": "green",

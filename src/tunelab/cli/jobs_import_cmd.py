@@ -8,7 +8,7 @@ from rich.markup import escape
 from tunelab.cli import common
 from tunelab.cli.jobs_cmd import jobs_group
 from tunelab.providers import jobs as api
-from tunelab.server.openai_objects import job_object
+from tunelab.providers.wire import job_object
 
 
 @jobs_group.command("import")

@@ -7,7 +7,8 @@ decoded, unknown keys (a column added by a later migration) ignored. Records are
 a change goes through the store, which returns the new record.
 
 `to_dict()` gives the plain fields (for `--json` output and tests); OpenAI's wire shapes
-(`fine_tuning.job`, `file`, ...) are the server's business (`tunelab.server.openai_objects`).
+(`fine_tuning.job`, `file`, ...), which the server and `tunelab jobs --json` share, are in
+`tunelab.providers.wire`.
 """
 
 from __future__ import annotations

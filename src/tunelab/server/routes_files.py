@@ -17,9 +17,9 @@ from fastapi import APIRouter, Request, UploadFile
 from fastapi.responses import FileResponse
 
 from tunelab.providers import local
+from tunelab.providers.wire import file_object
 from tunelab.registry import File, Store
 from tunelab.server.errors import ApiError
-from tunelab.server.openai_objects import file_object
 from tunelab.settings import writable_home
 
 router = APIRouter()

@@ -23,12 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from tunelab.errors import TunelabError
 from tunelab.providers.models import delete_model, list_models
 from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
+from tunelab.providers.wire import model_object
 from tunelab.registry import Model
 from tunelab.server.answer_stream import AnswerStream
 from tunelab.server.errors import STATUS_BY_CODE, ApiError, envelope
 from tunelab.server.inference import ChatAnswer, ChatOptions
 from tunelab.server.model_access import check_served
-from tunelab.server.openai_objects import model_object
 
 router = APIRouter()
 log = logging.getLogger(__name__)

@@ -14,10 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tunelab.providers import jobs as api
 from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE  # the server's jobs
+from tunelab.providers.wire import checkpoint_object, event_object, job_object
 from tunelab.registry import Job, Store
 from tunelab.server.errors import ApiError
 from tunelab.server.model_access import check_served
-from tunelab.server.openai_objects import checkpoint_object, event_object, job_object
 
 router = APIRouter()
 OPENAI_HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")

@@ -3,7 +3,8 @@
 
 The registry's records are tunelab's own; these are what OpenAI's SDKs expect to read. The
 server answers with them, and `tunelab jobs ... --json` prints the same job objects so that
-scripts written against OpenAI's API read them unchanged. Plain functions, no web framework.
+scripts written against OpenAI's API read them unchanged. They live below both front ends so
+that neither imports the other. Plain functions, no web framework.
 """
 
 from __future__ import annotations

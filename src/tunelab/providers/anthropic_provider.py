@@ -21,9 +21,9 @@ from tunelab.providers.provider import CHAT, ModelEntry, Provider
 from tunelab.providers.retry import (
     RetryPolicy,
     call_with_retries,
+    mid_answer_error,
     provider_error,
     redact,
-    stream_failed,
 )
 
 T = TypeVar("T")
@@ -104,12 +104,10 @@ class AnthropicProvider(Provider):
                 if delta:
                     parts.append(delta)
                     yield delta
-        except anthropic.AnthropicError as err:
-            raise self._stream_error(err) from None
         except TunelabError as err:  # an error event: its message may quote what was sent
             raise self._scrub(err) from None
-        except Exception as err:  # the connection broke off mid-answer
-            raise stream_failed(PROVIDER, err) from None
+        except Exception as err:  # the SDK's error event, or the connection broken off
+            raise self._stream_error(err) from None
         finally:
             events.close()
         return ChatResult("".join(parts), answer["model"], _finish(answer["stop"]),
@@ -127,26 +125,18 @@ class AnthropicProvider(Provider):
         return self._scrub(provider_error(err, PROVIDER, variable))
 
     def _stream_error(self, err: Exception) -> TunelabError:
-        """An error met while reading a streamed answer: Anthropic's error event arrives
-        with the stream's 200, so it is a failure mid-answer, not a refusal."""
-        status = getattr(err, "status_code", None)
-        if status is not None and status >= 400:
-            return self._error(err)
-        detail = getattr(err, "message", None) or str(err)
-        return self._scrub(
-            TunelabError(
-                "provider_unavailable",
-                f"{PROVIDER} failed mid-answer: {detail}",
-                hint="try again; the service may be having trouble",
-            )
-        )
+        return mid_answer_error(err, PROVIDER, from_sdk=isinstance(err, anthropic.AnthropicError),
+                                on_status=self._error, scrub=self._scrub_text)  # fmt: skip
 
     def _scrub(self, error: TunelabError) -> TunelabError:
-        """`error` without the key (one passed in directly is not in the environment)."""
-        message = redact(error.message, KEY_VARIABLE, *filter(None, [self.endpoint_key_variable]))
-        if len(self._key) >= 6:
-            message = message.replace(self._key, "***")
-        return TunelabError(error.code, message, error.hint)
+        """`error` without the key."""
+        return TunelabError(error.code, self._scrub_text(error.message), error.hint)
+
+    def _scrub_text(self, text: str) -> str:
+        text = redact(text, KEY_VARIABLE, *filter(None, [self.endpoint_key_variable]))
+        if len(self._key) >= 6:  # a key passed in directly is not in the environment
+            text = text.replace(self._key, "***")
+        return text
 
 
 def _request(

@@ -133,6 +133,21 @@ class ChatResult:
         return Usage(self.prompt_tokens, self.completion_tokens)
 
 
+def chat_settings(
+    *,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    stop: list[str] | None = None,
+    seed: int | None = None,
+) -> dict:
+    """The chat settings a caller gave, under OpenAI's names; the ones left None are left to
+    the provider. An unknown setting is a TypeError, as a method's keyword would be."""
+    given = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
+             "stop": stop, "seed": seed}  # fmt: skip
+    return {name: value for name, value in given.items() if value is not None}
+
+
 class ChatStream:
     """One answer as it arrives: iterate for text deltas; `result` holds the whole after.
 

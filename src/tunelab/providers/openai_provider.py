@@ -31,15 +31,16 @@ from tunelab.providers.base import (
     JobRequest,
     JobState,
     RemoteFile,
+    chat_settings,
 )
 from tunelab.providers.openai_chunks import chunk_stream
 from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, Provider
 from tunelab.providers.retry import (
     RetryPolicy,
     call_with_retries,
+    mid_answer_error,
     provider_error,
     redact,
-    stream_failed,
 )
 from tunelab.settings import load_env
 
@@ -291,26 +292,13 @@ class OpenAIProvider(Provider):
             return ChatStream.of(_whole_answer(response.json(), model))
         return chunk_stream(chunks, model, self._stream_error)
 
-    def _chat_options(
-        self,
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        stop: list[str] | None = None,
-        seed: int | None = None,
-    ) -> dict:
+    def _chat_options(self, **options) -> dict:
         """The settings the caller gave, under this server's names."""
+        sent = chat_settings(**options)
         # OpenAI deprecated max_tokens; compatible servers do not all know its successor.
-        length_name = "max_completion_tokens" if self.on_official_host else "max_tokens"
-        options = {
-            length_name: max_tokens,
-            "temperature": temperature,
-            "top_p": top_p,
-            "stop": stop,
-            "seed": seed,
-        }
-        return {name: value for name, value in options.items() if value is not None}
+        if self.on_official_host and "max_tokens" in sent:
+            sent["max_completion_tokens"] = sent.pop("max_tokens")
+        return sent
 
     # Plumbing
 
@@ -343,15 +331,9 @@ class OpenAIProvider(Provider):
         return error
 
     def _stream_error(self, err: Exception) -> TunelabError:
-        """An error met while reading a streamed answer (the server was reached)."""
-        if getattr(err, "status_code", None) is not None:
-            return self._error(err)
         where = "OpenAI" if self.on_official_host else f"the server at {self.base_url}"
-        if not isinstance(err, openai.OpenAIError):  # the connection broke off
-            return stream_failed(where, err)
-        detail = self._redact(getattr(err, "message", None) or str(err))  # its error event
-        return TunelabError("provider_unavailable", f"{where} failed mid-answer: {detail}",
-                            hint="try again; the service may be having trouble")  # fmt: skip
+        return mid_answer_error(err, where, from_sdk=isinstance(err, openai.OpenAIError),
+                                on_status=self._error, scrub=self._redact)  # fmt: skip
 
     def _redact(self, text: str) -> str:
         text = redact(text, KEY_VARIABLE, *filter(None, [self.endpoint_key_variable]))

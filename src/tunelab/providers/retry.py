@@ -129,13 +129,30 @@ def provider_error(err: Exception, provider: str, key_variable: str) -> TunelabE
     )
 
 
-def stream_failed(where: str, err: Exception) -> TunelabError:
-    """A stream broken off without the server saying why (a dropped connection)."""
-    return TunelabError(
-        "provider_unavailable",
-        f"{where} broke off its answer ({type(err).__name__}).",
-        hint="try again; the service or the connection may be down",
-    )
+def mid_answer_error(
+    err: Exception,
+    where: str,
+    *,
+    from_sdk: bool,
+    on_status: Callable[[Exception], TunelabError],
+    scrub: Callable[[str], str],
+) -> TunelabError:
+    """An error met while reading a streamed answer, from a provider that was reached.
+
+    An error status is mapped as any other (`on_status`); an error event the SDK raised
+    (`from_sdk`, arriving with the stream's 200) or a connection broken off is the provider
+    failing mid-answer. `scrub` takes the key out of the provider's words.
+    """
+    status = getattr(err, "status_code", None)
+    if status is not None and status >= 400:
+        return on_status(err)
+    if from_sdk:
+        detail = scrub(getattr(err, "message", None) or str(err))
+        message = f"{where} failed mid-answer: {detail}"
+    else:
+        message = f"{where} broke off its answer ({type(err).__name__})."
+    return TunelabError("provider_unavailable", message,
+                        hint="try again; the service or the connection may be down")  # fmt: skip
 
 
 def _error_detail(err: Exception) -> str:

@@ -27,15 +27,16 @@ from tunelab.providers.base import (
     JobRequest,
     JobState,
     RemoteFile,
+    chat_settings,
 )
 from tunelab.providers.openai_chunks import chunk_stream
 from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, MODEL_DOWNLOAD, Provider
 from tunelab.providers.retry import (
     RetryPolicy,
     call_with_retries,
+    mid_answer_error,
     provider_error,
     redact,
-    stream_failed,
 )
 from tunelab.providers.together_mapping import (
     create_arguments,
@@ -179,7 +180,7 @@ class TogetherProvider(Provider):
     # Models
 
     def chat(self, model: str, messages: list[dict], **options) -> ChatResult:
-        sent = _chat_options(**options)
+        sent = chat_settings(**options)
         completion = self._call(
             lambda: self._client.chat.completions.create(model=model, messages=messages, **sent)
         )
@@ -197,7 +198,7 @@ class TogetherProvider(Provider):
         )
 
     def stream_chat(self, model: str, messages: list[dict], **options) -> ChatStream:
-        sent = _chat_options(**options)
+        sent = chat_settings(**options)
         # The request is made here, so a refusal (or a retried 429) comes before any delta.
         chunks = self._call(lambda: self._client.chat.completions.create(
             model=model, messages=messages, stream=True, **sent))  # fmt: skip
@@ -256,32 +257,14 @@ class TogetherProvider(Provider):
         return TunelabError(mapped.code, self._redact(mapped.message), mapped.hint)
 
     def _redact(self, text: str) -> str:
+        """`text` without the key, from the environment or passed in directly."""
+        text = redact(text, KEY_VARIABLE)
         key = self._client.api_key
         return text.replace(key, "***") if key and len(key) >= 6 else text
 
     def _stream_error(self, err: Exception) -> TunelabError:
-        """An error met while reading a streamed answer (Together was reached)."""
-        if getattr(err, "status_code", None) is not None:
-            return self._error(err)
-        if not isinstance(err, together.APIError):  # the connection broke off
-            return stream_failed(PROVIDER, err)
-        detail = self._redact(redact(getattr(err, "message", None) or str(err), KEY_VARIABLE))
-        return TunelabError("provider_unavailable", f"{PROVIDER} failed mid-answer: {detail}",
-                            hint="try again; the service may be having trouble")  # fmt: skip
-
-
-def _chat_options(
-    *,
-    max_tokens: int | None = None,
-    temperature: float | None = None,
-    top_p: float | None = None,
-    stop: list[str] | None = None,
-    seed: int | None = None,
-) -> dict:
-    """The settings the caller gave (Together takes OpenAI's names)."""
-    options = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
-               "stop": stop, "seed": seed}  # fmt: skip
-    return {name: value for name, value in options.items() if value is not None}
+        return mid_answer_error(err, PROVIDER, from_sdk=isinstance(err, together.APIError),
+                                on_status=self._error, scrub=self._redact)  # fmt: skip
 
 
 def _sdk_base_url(base_url: str | None) -> str | None:

@@ -1,18 +1,23 @@
 """The training curve: loss and validation loss per step, as SVG and as terminal text.
 
-Input is the engine's metric records (`metrics.jsonl` lines, or the registry's metrics):
-dicts with `step`, `loss` and, at evaluations, `val_loss`. Light (no torch): `jobs show`
-draws it.
+The one drawing of the curve: `loss.svg` beside `metrics.jsonl`, the studio's job page and
+the evaluation report's fine-tuned models all use `loss_chart`/`loss_svg`, `jobs show` and
+`jobs metrics` use `terminal_curve`. Input is the engine's metric records (`metrics.jsonl`
+lines, or the registry's metrics): dicts with `step`, `loss` and, at evaluations,
+`val_loss`. Light (no torch).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
-from tunelab.html_blocks import escape
+from tunelab.html_blocks import escape, svg
 
 TRAIN_MARK, VAL_MARK = "·", "o"
-SVG_WIDTH, SVG_HEIGHT, MARGIN = 640, 260, 48
+SVG_WIDTH, SVG_HEIGHT = 720, 260
+LEFT, RIGHT, TOP, BOTTOM = 56, 16, 36, 30
+TRAIN_COLOUR, VAL_COLOUR = "#3b5bdb", "#d9480f"
 
 
 def loss_series(records: Iterable[dict]) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
@@ -22,11 +27,16 @@ def loss_series(records: Iterable[dict]) -> tuple[list[tuple[int, float]], list[
         step = record.get("step")
         if not isinstance(step, int):
             continue
-        if isinstance(record.get("loss"), (int, float)):
+        if _finite(record.get("loss")):
             train[step] = float(record["loss"])
-        if isinstance(record.get("val_loss"), (int, float)):
+        if _finite(record.get("val_loss")):
             val[step] = float(record["val_loss"])
     return sorted(train.items()), sorted(val.items())
+
+
+def _finite(value: object) -> bool:
+    """A number that can be drawn (a diverged run logs nan or inf losses)."""
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _bounds(train, val) -> tuple[int, int, float, float]:
@@ -65,45 +75,81 @@ def terminal_curve(records: Iterable[dict], width: int = 60, height: int = 10) -
     return lines
 
 
-def loss_svg(records: Iterable[dict], title: str = "training loss") -> str:
-    """A standalone SVG of the curve (also valid inline in HTML); empty without points."""
+def loss_chart(records: Iterable[dict], title: str = "training and validation loss", *,
+               element_id: str | None = None) -> str:  # fmt: skip
+    """The curve as inline SVG (HTML reports, the studio): training loss solid, validation loss
+    dashed with a dot per measurement, loss gridlines; "" without points. Colours are
+    presentation attributes and classes (`train`, `val`, `val-dot`, `legend-*`), so a page's
+    stylesheet may restyle it and a strict Content Security Policy allows it."""
     train, val = loss_series(records)
     if not train and not val:
         return ""
+    attributes = {"data-points": len(train)} | ({"id": element_id} if element_id else {})
+    return svg(SVG_WIDTH, SVG_HEIGHT, title, _shapes(train, val, title), attributes)
+
+
+def loss_svg(records: Iterable[dict], title: str = "training loss") -> str:
+    """The same chart as a standalone SVG file (`loss.svg`); "" without points."""
+    train, val = loss_series(records)
+    if not train and not val:
+        return ""
+    attributes = {"xmlns": "http://www.w3.org/2000/svg", "width": SVG_WIDTH,
+                  "height": SVG_HEIGHT, "font-family": "sans-serif", "font-size": 11}  # fmt: skip
+    return svg(SVG_WIDTH, SVG_HEIGHT, title, _shapes(train, val, title), attributes) + "\n"
+
+
+def _shapes(train, val, title: str) -> list[str]:
     first, last, low, high = _bounds(train, val)
-    plot_w, plot_h = SVG_WIDTH - 2 * MARGIN, SVG_HEIGHT - 2 * MARGIN
+    pad = (high - low) * 0.08
+    low, high = max(0.0, low - pad), high + pad  # a loss is never negative
+    plot_w, plot_h = SVG_WIDTH - LEFT - RIGHT, SVG_HEIGHT - TOP - BOTTOM
 
-    def xy(step: int, loss: float) -> str:
-        x = MARGIN + (step - first) / (last - first) * plot_w
-        y = MARGIN + (high - loss) / (high - low) * plot_h
-        return f"{x:.1f},{y:.1f}"
+    def x(step: float) -> float:
+        return LEFT + (step - first) / (last - first) * plot_w
 
-    shapes = [
-        f'<rect x="{MARGIN}" y="{MARGIN}" width="{plot_w}" height="{plot_h}" fill="none" '
-        'stroke="#ccc"/>',
-        _text(MARGIN - 6, MARGIN + 4, f"{high:.3f}", "end"),
-        _text(MARGIN - 6, MARGIN + plot_h + 4, f"{low:.3f}", "end"),
-        _text(MARGIN, SVG_HEIGHT - MARGIN + 18, f"step {first}", "start"),
-        _text(MARGIN + plot_w, SVG_HEIGHT - MARGIN + 18, f"step {last}", "end"),
-        _text(SVG_WIDTH / 2, MARGIN - 16, title, "middle"),
-    ]
-    for points, colour, name in ((train, "#1f77b4", "training"), (val, "#d62728", "validation")):
-        if points:
-            path = " ".join(xy(step, loss) for step, loss in points)
-            shapes.append(f'<polyline points="{path}" fill="none" stroke="{colour}" '
-                          f'stroke-width="1.5"><title>{name} loss</title></polyline>')  # fmt: skip
+    def y(loss: float) -> float:
+        return TOP + (high - loss) / (high - low) * plot_h
+
+    shapes = [*_frame(first, last, low, high, y), _text(SVG_WIDTH / 2, 14, title, "middle")]
+    if train:
+        shapes.append(_polyline("train", TRAIN_COLOUR, train, x, y, "training loss"))
+        shapes.append(_text(LEFT, TOP - 6, "— training", "start", TRAIN_COLOUR, "legend-train"))
     if val:
-        right = SVG_WIDTH - MARGIN
-        shapes.append(_text(right, MARGIN - 4, "— validation", "end", "#d62728"))
-        shapes.append(_text(right - 90, MARGIN - 4, "— training", "end", "#1f77b4"))
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {SVG_WIDTH} {SVG_HEIGHT}" '
-        f'width="{SVG_WIDTH}" height="{SVG_HEIGHT}" role="img" aria-label="{escape(title)}" '
-        'font-family="sans-serif" font-size="12">' + "".join(shapes) + "</svg>\n"
-    )
+        shapes.append(_polyline("val", VAL_COLOUR, val, x, y, "validation loss"))
+        shapes += [f'<circle class="val-dot" cx="{x(s):.1f}" cy="{y(v):.1f}" r="3" '
+                   f'fill="{VAL_COLOUR}"/>' for s, v in val]  # fmt: skip
+        shapes.append(
+            _text(LEFT + 90, TOP - 6, "- - validation", "start", VAL_COLOUR, "legend-val")
+        )
+    return shapes
 
 
-def _text(x: float, y: float, text: str, anchor: str, fill: str = "#333") -> str:
-    return (
-        f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" fill="{fill}">{escape(text)}</text>'
-    )
+def _frame(first: int, last: int, low: float, high: float, y) -> list[str]:
+    """Axes, five loss gridlines with their values, and the first and last step."""
+    base, right = SVG_HEIGHT - BOTTOM, SVG_WIDTH - RIGHT
+    shapes = [
+        f'<line class="axis" x1="{LEFT}" y1="{base}" x2="{right}" y2="{base}" stroke="#98a2b3"/>',
+        f'<line class="axis" x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{base}" stroke="#98a2b3"/>',
+        _text(LEFT, base + 18, f"step {first}", "start"),
+        _text(right, base + 18, f"step {last}", "end"),
+    ]
+    for i in range(5):
+        value = low + (high - low) * i / 4
+        shapes.append(f'<line class="grid-line" x1="{LEFT}" y1="{y(value):.1f}" x2="{right}" '
+                      f'y2="{y(value):.1f}" stroke="#e4e7ec"/>')  # fmt: skip
+        shapes.append(_text(LEFT - 6, y(value) + 4, f"{value:.3g}", "end"))
+    return shapes
+
+
+def _polyline(cls: str, colour: str, points, x, y, name: str) -> str:
+    path = " ".join(f"{x(step):.1f},{y(loss):.1f}" for step, loss in points)
+    dash = ' stroke-dasharray="6 3"' if cls == "val" else ""
+    return (f'<polyline class="{cls}" points="{path}" fill="none" stroke="{colour}" '
+            f'stroke-width="2"{dash}><title>{name}</title></polyline>')  # fmt: skip
+
+
+def _text(x: float, y: float, text: str, anchor: str, fill: str = "#667085",
+          cls: str = "") -> str:  # fmt: skip
+    css = f' class="{cls}"' if cls else ""
+    return (f'<text{css} x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" '
+            f'fill="{fill}">{escape(text)}</text>')  # fmt: skip

@@ -70,10 +70,13 @@ def table(headers: Sequence[object], rows: Iterable[Sequence[object]],
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def svg(width: int, height: float, title: str, shapes: Iterable[str]) -> str:
-    """An inline SVG chart of already drawn `shapes`; `title` (escaped) is its accessible name."""
+def svg(width: int, height: float, title: str, shapes: Iterable[str],
+        attributes: dict[str, object] | None = None) -> str:  # fmt: skip
+    """An inline SVG chart of already drawn `shapes`; `title` (escaped) is its accessible name,
+    `attributes` (escaped) are added to the `<svg>` element."""
+    extra = "".join(f' {name}="{escape(value)}"' for name, value in (attributes or {}).items())
     return (
-        f'<svg viewBox="0 0 {width} {height:.0f}" role="img" aria-label="{escape(title)}">'
+        f'<svg viewBox="0 0 {width} {height:.0f}" role="img" aria-label="{escape(title)}"{extra}>'
         + "".join(shapes)
         + "</svg>"
     )

@@ -8,7 +8,6 @@ from __future__ import annotations
 import re
 
 import orjson
-import pytest
 from fastapi.testclient import TestClient
 
 from jobtools import wait_until
@@ -17,7 +16,6 @@ from tunelab.providers import local
 from tunelab.registry import Store
 from tunelab.samples import sample_path
 from tunelab.server.app import ServerConfig, create_app
-from tunelab.server.ui.charts import loss_chart
 
 PAGES = ("/data", "/jobs", "/jobs/new", "/chat", "/evals", "/evals/new", "/models")
 HOSTILE = ['<script>alert("x")</script>', '"><img src=x onerror=alert(1)>']
@@ -202,6 +200,7 @@ def test_a_job_made_from_the_form_waits_for_run_and_shows_its_name_as_text(smoll
         assert "<img src=x" not in page and "&#34;&gt;&lt;img src=x" in page
         assert 'id="job-status-badge">queued<' in page and 'id="run-job"' in page
         assert 'sse-connect="/jobs/' in page  # the page follows the job live
+        assert 'id="loss-chart-empty">No steps yet.' in page and "<polyline" not in page
         listing = c.get("/jobs?status=queued").text
         assert created.headers["location"].removeprefix("/jobs/") in listing
         assert (
@@ -241,16 +240,6 @@ def test_chat_streams_an_escaped_answer_from_a_local_model(tiny_model):
         assert events.rstrip().endswith("event: done\ndata:")
         again = c.get(stream_url).text  # one-time: a stream cannot be replayed
         assert "already streamed" in again
-
-
-@pytest.mark.parametrize("n_val", [0, 3])
-def test_loss_chart_draws_training_and_validation_loss(n_val):
-    metrics = [{"step": s, "loss": 2.0 / s} for s in range(1, 7)]
-    for m in metrics[:n_val]:
-        m["val_loss"] = 2.5 / m["step"]
-    svg = loss_chart(metrics)
-    assert 'data-points="6"' in svg and svg.count("<polyline") == (2 if n_val else 1)
-    assert "No steps yet" in loss_chart([])
 
 
 def test_a_classification_run_is_started_followed_and_reported(tmp_path, tiny_model):

@@ -16,13 +16,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from tunelab.catalog import DEFAULT_MODEL
+from tunelab.curves import loss_chart
 from tunelab.errors import TunelabError
 from tunelab.providers import jobs, local
 from tunelab.providers.base import TERMINAL_STATUSES
 from tunelab.providers.models import list_models
 from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
 from tunelab.registry import Store
-from tunelab.server.ui.charts import loss_chart
 from tunelab.server.ui.web import (
     error_page,
     form_number,
@@ -133,7 +133,7 @@ def _view(job_id: str) -> dict:
     metrics = jobs.list_metrics(job_id)
     return {
         "job": job,
-        "chart": trusted_html(loss_chart(metrics)),
+        "chart": trusted_html(loss_chart(metrics, element_id="loss-chart") or NO_STEPS),
         "events": [plain(e) for e in jobs.list_events(job_id)][-200:][::-1],
         "checkpoints": [plain(c) for c in jobs.list_checkpoints(job_id)],
         "finished": job["status"] in TERMINAL_STATUSES,
@@ -141,6 +141,7 @@ def _view(job_id: str) -> dict:
     }
 
 
+NO_STEPS = '<p class="muted" id="loss-chart-empty">No steps yet.</p>'
 PARTS = ("status", "chart", "events", "checkpoints")
 
 

@@ -2,12 +2,14 @@
 
 The account has three jobs over two pages (the second answered 429 with Retry-After
 first), one of whose training files OpenAI has deleted; its fine-tuned model answers chats.
+A Together account, on its own host, takes the job a plan run to Together creates.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import threading
 from datetime import date
 from pathlib import Path
@@ -448,3 +450,141 @@ def test_compare_chooses_its_task_from_the_validation_answers(golds, task):
 
     items = [EvalItem([{"role": "user", "content": "q"}], gold) for gold in golds]
     assert choose_task(EvalData(Path("val.jsonl"), "chat", items, [], "sha")) == task
+
+
+TOGETHER = "https://api.together.ai/v1"  # the together SDK's default host
+TOGETHER_KEY = "tgp-migrate-DO-NOT-LEAK-9876543210"
+TOGETHER_MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
+
+
+class TogetherAccount:
+    """Together's upload, limits and create routes on its own host; keeps what it was sent."""
+
+    def __init__(self, api) -> None:
+        self.uploaded: dict[str, bytes] = {}  # Together file id → the bytes put to storage
+        api.post(f"{TOGETHER}/files").mock(side_effect=self.start_upload)
+        api.put(url__regex=r"https://storage\.example\.com/up/file-t\d+").mock(
+            side_effect=self.store
+        )
+        api.post(url__regex=rf"{TOGETHER}/files/file-t\d+/preprocess").mock(
+            side_effect=self.preprocess
+        )
+        api.get(url__regex=rf"{TOGETHER}/fine-tunes/models/limits.*").respond(
+            200,
+            json={
+                "model_name": TOGETHER_MODEL, "max_num_epochs": 20, "max_num_checkpoints": 10,
+                "max_num_evals": 100, "max_learning_rate": 1.0, "min_learning_rate": 0.0,
+                "lora_training": {"default_rank": 64, "max_batch_size": 32, "min_batch_size": 8,
+                                  "max_rank": 64,
+                                  "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+                "full_training": {"max_batch_size": 24, "min_batch_size": 8},
+                "supports_full_training": True,
+            },
+        )  # fmt: skip
+        api.post(f"{TOGETHER}/fine-tunes/estimate-price").respond(
+            200, json={"estimation_available": True, "allowed_to_proceed": True,
+                       "estimated_total_price": 0.01, "user_limit": 100.0},
+        )  # fmt: skip
+        self.create = api.post(f"{TOGETHER}/fine-tunes").mock(side_effect=self.created)
+        self.job: dict = {}
+        api.get(f"{TOGETHER}/fine-tunes/ft-migrated1").mock(
+            side_effect=lambda request: httpx.Response(200, json=self.job)
+        )
+        api.get(f"{TOGETHER}/fine-tunes/ft-migrated1/events").respond(200, json={"data": []})
+        api.get(url__regex=rf"{TOGETHER}/fine-tunes/ft-migrated1/(list-)?checkpoints").respond(
+            200, json={"data": []}
+        )
+
+    def start_upload(self, request):
+        file_id = f"file-t{len(self.uploaded) + 1}"
+        self.uploaded[file_id] = b""
+        return httpx.Response(
+            302,
+            headers={
+                "Location": f"https://storage.example.com/up/{file_id}?sig=1",
+                "X-Together-File-Id": file_id,
+            },
+        )
+
+    def store(self, request):
+        self.uploaded[request.url.path.rsplit("/", 1)[1]] = request.content
+        return httpx.Response(200)
+
+    def preprocess(self, request):
+        file_id = request.url.path.split("/")[-2]
+        return httpx.Response(
+            200,
+            json={"id": file_id, "object": "file", "created_at": 1790000000,
+                  "filename": f"{file_id}.jsonl", "bytes": len(self.uploaded[file_id]),
+                  "purpose": "fine-tune", "FileType": "jsonl", "processing_status": "COMPLETED"},
+        )  # fmt: skip
+
+    def created(self, request):
+        sent = json.loads(request.content)
+        self.job = {
+            "id": "ft-migrated1", "status": "pending", "user_id": "user-1",
+            "created_at": "2026-12-01T12:00:00.000Z", "updated_at": "2026-12-01T12:00:00.000Z",
+            "model": sent["model"], "model_output_name": None,
+            "training_file": sent["training_file"],
+            "validation_file": sent.get("validation_file") or "", "suffix": sent["suffix"],
+            "n_epochs": sent["n_epochs"], "n_checkpoints": 1, "n_evals": sent["n_evals"],
+            "batch_size": 8, "learning_rate": 1e-05, "token_count": 0, "events": [],
+            "training_type": {"type": "Lora", "lora_r": 64, "lora_alpha": 128,
+                              "lora_dropout": 0.0, "lora_trainable_modules": "all-linear"},
+            "training_method": {"method": "sft", "train_on_inputs": "auto"},
+        }  # fmt: skip
+        return httpx.Response(200, json=self.job)
+
+
+def test_a_plan_run_to_together_uploads_the_distilled_data_and_creates_the_job_once(
+    account, api, monkeypatch, capsys, caplog, isolated_home
+):
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("TOGETHER_API_KEY", TOGETHER_KEY)
+    together = TogetherAccount(api)
+    take_inventory(provider=provider([]), today=TODAY)
+    [distilled] = distil([FT], today=TODAY)
+    assert distilled.complete
+
+    outcomes = run_plan(make_plan(Targets("together"), today=TODAY), today=TODAY)
+
+    made = {o["fine_tuned_model"]: o for o in outcomes}
+    assert "nothing to train on" in made[OLD_FT]["skipped"]
+    assert made[FT]["skipped"] is None
+    sent = json.loads(together.create.calls.last.request.content)
+    assert together.create.call_count == 1
+    assert (sent["model"], sent["n_epochs"], sent["suffix"]) == (TOGETHER_MODEL, 2, "tickets")
+    assert "metadata" not in sent and "learning_rate_multiplier" not in sent  # not Together's
+    # The training file went up with the old model's answers after it; the validation as is.
+    assert together.uploaded[sent["training_file"]] == chat_lines(TRAIN) + (
+        distilled_paths(FT).train.read_bytes()
+    )
+    assert together.uploaded[sent["validation_file"]] == chat_lines(VAL)
+    assert sent["n_evals"] == 2  # a validation loss each epoch, as OpenAI reported
+    new = jobs_api.get_job(made[FT]["job"]["id"])
+    assert (new.provider, new.provider_job_id, new.status) == ("together", "ft-migrated1", "queued")
+    assert (new.model, new.suffix, new.hyperparameters) == (
+        TOGETHER_MODEL,
+        "tickets",
+        {"n_epochs": 2},
+    )
+    assert new.metadata["tunelab_migrated_from"] == FT
+    assert new.metadata["tunelab_openai_job"] == "ftjob-a"
+    assert new.metadata["tunelab_distilled_file"] == str(distilled_paths(FT).train)
+    with Store() as store:
+        assert store.get_file(new.training_file).provider_file_id == sent["training_file"]
+
+    capsys.readouterr()
+    code = main(["migrate", "openai", "run", "--target", "together", "--today", "2026-12-01"])
+    out, err = capsys.readouterr()
+    assert code == 0 and together.create.call_count == 1  # nothing created twice
+    assert f"{FT} → {new.id} (queued, together) — skipped: already migrated" in out
+
+    registry = b"".join(p.read_bytes() for p in isolated_home.rglob("*") if p.is_file())
+    requests = [f"{c.request.url} {c.request.content!r}" for c in api.calls]
+    for key in (KEY, TOGETHER_KEY):
+        for text in (out, err, caplog.text, registry.decode("utf-8", "replace"), *requests):
+            assert key not in text
+    bearer = {"api.together.ai": f"Bearer {TOGETHER_KEY}", "api.openai.com": f"Bearer {KEY}"}
+    for call in api.calls:  # each key went to its own provider only, none to the storage host
+        assert call.request.headers.get("authorization") == bearer.get(call.request.url.host)

@@ -2,7 +2,8 @@
 
 The provider is `fake_upstream.Upstream` on loopback, reached as a named OpenAI-compatible
 endpoint (`up/MODEL`, with its own key) and as Anthropic (`anthropic/MODEL`, through
-`ANTHROPIC_BASE_URL`). Deltas must reach the client while the upstream is still answering,
+`ANTHROPIC_BASE_URL`, a host that is not Anthropic's: it gets no ANTHROPIC_API_KEY). Deltas
+must reach the client while the upstream is still answering,
 keys must never reach the client or the server's log, and an upstream failing mid-answer must
 end the stream with OpenAI's error event.
 """
@@ -16,6 +17,7 @@ import openai
 import pytest
 
 from fake_upstream import DELTAS, USAGE, Upstream
+from tunelab.providers.anthropic_provider import PLACEHOLDER_KEY
 from tunelab.providers.endpoints import add_endpoint
 
 ENDPOINT_KEY = "up-PLANTED-endpoint-5e4d3c"
@@ -94,7 +96,11 @@ def test_deltas_reach_the_client_while_the_upstream_still_answers(relay, fresh, 
     assert seen[-2]["usage"]["prompt_tokens"] == USAGE["prompt_tokens"]
     assert seen[-2]["usage"]["completion_tokens"] == USAGE["completion_tokens"]
     assert seen[-1] == "[DONE]"
-    assert (ENDPOINT_KEY if model.startswith("up/") else ANTHROPIC_KEY) in fresh.credentials()
+    if model.startswith("up/"):
+        assert ENDPOINT_KEY in fresh.credentials()
+    else:  # ANTHROPIC_BASE_URL names a stranger: Anthropic's own key stays here
+        assert ANTHROPIC_KEY not in fresh.credentials()
+        assert PLACEHOLDER_KEY in fresh.credentials()
 
 
 @pytest.mark.parametrize(

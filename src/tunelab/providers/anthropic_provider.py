@@ -10,6 +10,7 @@ error is a `TunelabError` that never holds the key.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Generator
 from typing import Any, TypeVar
@@ -25,6 +26,7 @@ from tunelab.providers.retry import (
     provider_error,
     redact,
 )
+from tunelab.settings import load_env
 
 T = TypeVar("T")
 PROVIDER = "Anthropic"
@@ -60,6 +62,11 @@ class AnthropicProvider(Provider):
         api_key: str | None = None,
         policy: RetryPolicy | None = None,
     ) -> None:
+        # The SDK would read ANTHROPIC_BASE_URL itself and send ANTHROPIC_API_KEY to whatever
+        # host it names; reading it here puts that host through the same rule as any other:
+        # the provider's own key goes to its official host only.
+        load_env()
+        base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL", "").strip() or None
         super().__init__(base_url=base_url, key_variable=key_variable)
         self.policy = policy or RetryPolicy()
         self._key = api_key or self.endpoint_key(base_url, key_variable) or PLACEHOLDER_KEY

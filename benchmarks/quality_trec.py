@@ -93,6 +93,13 @@ def parse_args(argv: Sequence[str], doc: str, classify: bool = False) -> argpars
             default="score",
             help="how `eval classify` answers: label scoring or generation",
         )
+        parser.add_argument(
+            "--template",
+            choices=("full", "short"),
+            default="full",
+            help="classification prompt of the formatted data: with the label list (full) "
+            "or without (short, `tunelab format --template short`)",
+        )
     parser.add_argument("--quick", action="store_true", help="a few steps and items; not recorded")
     parser.add_argument("--no-record", action="store_true", help="leave RESULTS.md alone")
     parser.add_argument(
@@ -176,22 +183,27 @@ def head_lines(source: Path, target: Path, n: int) -> int:
     return len(lines)
 
 
-def prepare_data(directory: Path, budget: Budget) -> dict:
-    """Training and held-out chat JSONL files, and what they hold."""
+def prepare_data(directory: Path, budget: Budget, template: str = "full") -> dict:
+    """Training and held-out chat JSONL files (prompts in `template`), and what they hold."""
     from tunelab.data.formatter import format_dataset
+    from tunelab.data.prompts import ClassificationPrompt
+    from tunelab.data.sources import SourceOptions
 
     source = TREC if TREC.exists() else TREC_SAMPLE
     n_rows = sum(1 for _ in source.open(encoding="utf-8")) - 1  # minus the header
     train_all, held_out = directory / "train_all.jsonl", directory / "held_out.jsonl"
+    options = SourceOptions(prompt=ClassificationPrompt(template=template))
     report = format_dataset(
-        source, train_all, held_out, train_ratio=max(0.5, 1 - HELD_OUT / n_rows), seed=SEED
-    )
+        source, train_all, held_out, train_ratio=max(0.5, 1 - HELD_OUT / n_rows), seed=SEED,
+        options=options,
+    )  # fmt: skip
     train = directory / "train.jsonl"
     # The split shuffled the training file, so its head is a random sample of it.
     n_train = head_lines(train_all, train, budget.max_train)
     where = "`../shared/datasets/trec/train.tsv`" if source == TREC else "the bundled sample"
     print(f"data: {where}; {report.n_val} held out, {n_train} trained on", flush=True)
-    return {"source": where, "train": train, "held_out": held_out, "n_train": n_train}
+    return {"source": where, "train": train, "held_out": held_out, "n_train": n_train,
+            "template": template}  # fmt: skip
 
 
 def print_progress(name: str, total: int):
@@ -331,8 +343,14 @@ def markdown(data: dict, result: dict, training: dict, context: dict) -> str:
         "",
         f"Machine: {context['machine']}.",
         "",
-        f"Data: {data['source']} formatted by `format_dataset` (6 coarse labels, default "
-        f"classification prompt); {result['data']['n_items']} held-out questions (its "
+        f"Data: {data['source']} formatted by `format_dataset` (6 coarse labels, "
+        + (
+            "default classification prompt"
+            if data["template"] == "full"
+            else "short classification prompt, no label list"
+        )
+        + "); "
+        f"{result['data']['n_items']} held-out questions (its "
         f"stratified split, seed {SEED}) evaluated, {data['n_train']} of the rest trained on. "
         + settings_sentence(training, budget)
         + f" Evaluation: tunelab's `evaluate_classification` through `record_run` (eval run "
@@ -408,15 +426,16 @@ def main(argv: Sequence[str] = ()) -> None:
     settings = recipe_settings(args, budget)
     quiet, load_before = quiet_start(args)
     with tempfile.TemporaryDirectory(prefix="tunelab-bench-trec-") as tmp:
-        data = prepare_data(Path(tmp), budget)
+        data = prepare_data(Path(tmp), budget, args.template)
         before = cpu_snapshot([os.getpid()])
         training, trained_dir = fine_tune(data["train"], Path(tmp) / "run", budget, settings)
         result = evaluate(data, trained_dir, budget, args.eval_method)
         busy = other_work(before, cpu_snapshot([os.getpid()]))
         section = markdown(data, result, training, machine(budget, quiet, load_before, busy))
     append_json(args.json_out, {"benchmark": "quality_trec", "date": str(date.today()),
-                                "training": training, "models": result["models"],
-                                "other_work": busy, "budget": budget})  # fmt: skip
+                                "template": args.template, "training": training,
+                                "models": result["models"], "other_work": busy,
+                                "budget": budget})  # fmt: skip
     record(section, args, busy)
 
 

@@ -221,6 +221,30 @@ def test_the_label_list_of_classification_prompts_is_costed(tmp_path):
     assert any("label list repeated in every prompt" in n for n in a["task"]["notes"])
 
 
+@pytest.mark.parametrize(("column", "advised"), [("label", False), ("fine_label", True)])
+def test_a_long_label_list_is_advised_out_and_short_prompts_have_none(tmp_path, column, advised):
+    from importlib import resources
+
+    from tunelab.data.formatter import format_dataset
+    from tunelab.data.prompts import ClassificationPrompt
+    from tunelab.data.sources import SourceOptions
+
+    sample = Path(str(resources.files("tunelab") / "resources" / "samples" / "trec_sample.tsv"))
+    notes = {}
+    for template in ("full", "short"):
+        train = tmp_path / f"{template}_train.jsonl"
+        options = SourceOptions(label_column=column, prompt=ClassificationPrompt(template=template))
+        format_dataset(sample, train, options=options)
+        a = analyze_file(train, model="gpt-4o-mini")
+        assert a["task"]["kind"] == "classification"
+        notes[template] = " ".join(a["task"]["notes"])
+        if template == "short":
+            assert a["task"]["classification"]["label_list"] is None
+    # 6 coarse labels are a small share of each prompt; TREC's 47 fine labels about half.
+    assert ("--template short" in notes["full"]) == advised
+    assert "label list" not in notes["short"] and "--template" not in notes["short"]
+
+
 def test_prompts_without_a_label_list_report_none(tmp_path):
     a = analyze_file(CLEAN, model="gpt-4o-mini")
     assert a["task"]["classification"]["label_list"] is None

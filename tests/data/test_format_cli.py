@@ -102,6 +102,41 @@ def test_classification_json_report_is_stratified(tmp_path, capsys):
     assert Counter(answers) == report["label_counts"]["train"]
 
 
+def test_short_template_prompts_list_no_labels_and_the_label_set_is_kept_beside(tmp_path, capsys):
+    source = write_classification(tmp_path / "t.tsv", {"A": 10, "B": 5, "C": 2, "D": 1})
+    full, short = tmp_path / "full_train.jsonl", tmp_path / "short_train.jsonl"
+    assert main(["format", str(source), "--train-output", str(full)]) == 0
+    assert main(["format", str(source), "--train-output", str(short), "--template", "short"]) == 0
+    assert "short_train.labels.json" in capsys.readouterr().out
+    full_users = [r["messages"][1]["content"] for r in read_jsonl(full)]
+    short_users = [r["messages"][1]["content"] for r in read_jsonl(short)]
+    assert all("<categories>\nA\nB\nC\nD\n</categories>" in u for u in full_users)
+    assert all("<categories>" not in u for u in short_users)
+    assert all(u.startswith("Classify the text.\n") for u in short_users)
+    assert sum(map(len, short_users)) < sum(map(len, full_users))
+    # Same split, same answers: only the prompts differ.
+    assert [r["messages"][-1] for r in read_jsonl(short)] == [
+        r["messages"][-1] for r in read_jsonl(full)
+    ]
+    # The label set, D included though it is only in training, beside both outputs.
+    for name in ("short_train", "short_val"):
+        kept = json.loads((tmp_path / f"{name}.labels.json").read_text())
+        assert kept == {"labels": ["A", "B", "C", "D"], "template": "short"}
+    assert not list(tmp_path.glob("full_*.labels.json"))
+
+
+def test_a_label_set_file_is_not_overwritten_without_force(tmp_path, capsys):
+    source = write_classification(tmp_path / "t.tsv", {"A": 5, "B": 5})
+    train = tmp_path / "train.jsonl"
+    (tmp_path / "val.labels.json").write_text("mine")
+    argv = ["format", str(source), "--train-output", str(train), "--template", "short"]
+    assert main(argv) != 0
+    assert "[output_exists]" in capsys.readouterr().err
+    assert not train.exists() and (tmp_path / "val.labels.json").read_text() == "mine"
+    assert main([*argv, "--force"]) == 0
+    assert json.loads((tmp_path / "val.labels.json").read_text())["labels"] == ["A", "B"]
+
+
 def test_duplicates_removed_reported_and_never_in_both_files(tmp_path):
     source = write_classification(tmp_path / "t.tsv", {"A": 20, "B": 20}, copies=3)
     report = format_dataset(source, tmp_path / "train.jsonl", seed=5)

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tunelab.data.prompts import ClassificationPrompt
+from tunelab.data.prompts import (
+    ClassificationPrompt,
+    label_set_bytes,
+    label_set_path,
+    read_label_set,
+)
+from tunelab.errors import TunelabError
 
 LABELS = ["NUM", "ABBR", "HUM"]
 
@@ -71,3 +78,33 @@ def test_parse_answer_round_trips_every_label(labels, bare, tag, pick):
     prompt = ClassificationPrompt(output_tag=tag, bare_label=bare)
     label = labels[pick % len(labels)]
     assert prompt.parse_answer(prompt.answer(label), labels) == label
+
+
+def test_the_short_template_leaves_the_categories_out():
+    message = ClassificationPrompt(template="short").user_message("Who wrote Hamlet?", LABELS)
+    assert message == (
+        "Classify the text.\n"
+        "Answer with the category only, wrapped in <category></category>.\n\n"
+        "<text>\nWho wrote Hamlet?\n</text>"
+    )
+    given = ClassificationPrompt(template="short", instruction="Name the answer type.")
+    assert given.user_message("Who?", LABELS).startswith("Name the answer type.\n")
+    assert ClassificationPrompt(template="short").answer("HUM") == "<category>HUM</category>"
+
+
+def test_an_unknown_template_is_refused():
+    with pytest.raises(TunelabError) as err:
+        ClassificationPrompt(template="tiny")
+    assert err.value.code == "bad_template"
+
+
+def test_a_label_set_reads_back_and_a_broken_one_is_named(tmp_path):
+    data = tmp_path / "val.jsonl"
+    assert label_set_path(data) == tmp_path / "val.labels.json"
+    assert read_label_set(data) is None
+    label_set_path(data).write_bytes(label_set_bytes(LABELS, ClassificationPrompt()))
+    assert read_label_set(data) == sorted(LABELS)
+    label_set_path(data).write_text("[1, 2]")
+    with pytest.raises(TunelabError) as err:
+        read_label_set(data)
+    assert err.value.code == "bad_label_set" and "val.labels.json" in err.value.message

@@ -224,6 +224,43 @@ def test_label_scoring_is_the_default_and_gives_no_invalid_answer(table, tmp_pat
     assert "label scoring" in (tmp_path / "run" / "report.html").read_text()
 
 
+def test_short_template_data_is_scored_against_the_label_set_format_kept(tmp_path, capsys):
+    from tiny import save_tiny_model
+
+    source = tmp_path / "q.tsv"
+    source.write_text(TSV)  # ABBR and NUM appear once each: formatted into training only
+    val = tmp_path / "val.jsonl"
+    cli(capsys, "format", str(source), "--train-output", str(tmp_path / "train.jsonl"),
+        "--train-ratio", "0.5", "--template", "short")  # fmt: skip
+    model = save_tiny_model(tmp_path / "tiny")
+    code, out, err = cli(capsys, "eval", "classify", "--data", str(val), "--model", str(model),
+                         "--output-dir", str(tmp_path / "run"), "--json")  # fmt: skip
+    assert code == 0, err
+    result = orjson.loads(out)
+    labels = ["ABBR", "HUM", "LOC", "NUM"]
+    assert result["labels"] == labels
+    saved = orjson.loads((tmp_path / "run" / "result.json").read_bytes())
+    for row in saved["outputs"][str(model)]:
+        assert "<categories>" not in row["question"]
+        assert set(row["label_scores"]) == set(labels) and row["predicted"] in labels
+    assert result["models"][str(model)]["invalid_rate"] == 0.0
+
+
+def test_labels_flag_sets_the_label_set_and_must_hold_every_gold(tmp_path, scripted, capsys):
+    chat = tmp_path / "val.jsonl"
+    source = tmp_path / "q.tsv"
+    source.write_text(TSV)
+    cli(capsys, "format", str(source), "--train-output", str(tmp_path / "train.jsonl"),
+        "--val-output", str(chat), "--train-ratio", "0.5")  # fmt: skip
+    code, out, err = cli(capsys, "eval", "classify", "--data", str(chat), "--model", "oracle",
+                         "--labels", "LOC, HUM,OTHER", "--json")  # fmt: skip
+    assert code == 0, err
+    assert orjson.loads(out)["labels"] == ["LOC", "HUM", "OTHER"]
+    code, _, err = cli(capsys, "eval", "classify", "--data", str(chat), "--model", "oracle",
+                       "--labels", "LOC,OTHER")  # fmt: skip
+    assert code != 0 and "label_not_in_set" in err and "HUM" in err
+
+
 def test_a_model_without_log_likelihoods_falls_back_to_generation(table, scripted, capsys):
     code, out, err = cli(capsys, "eval", "classify", "--data", str(table), "--model", "oracle",
                          "--json")  # fmt: skip

@@ -126,6 +126,12 @@ def _run_described(kind, models, described: dict, options, compute, output_dir,
     help="With --method score: rank labels by their answer's total log-likelihood (sum) or "
     "its mean per token.",
 )
+@click.option(
+    "--labels",
+    "label_list",
+    help="The label set, comma-separated [default: the table's labels, else the one `format "
+    "--template short` wrote beside the file, else the gold answers'].",
+)
 @source_flags
 @common.output_option(
     "Where to write result.json and report.html.",
@@ -134,19 +140,20 @@ def _run_described(kind, models, described: dict, options, compute, output_dir,
     aliases=("--output-dir",),
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def classify_cmd(data_path, models, limit, method, length_norm, output_dir, as_json,
-                 **flags) -> int:  # fmt: skip
+def classify_cmd(data_path, models, limit, method, length_norm, label_list, output_dir,
+                 as_json, **flags) -> int:  # fmt: skip
     """Accuracy, macro-F1, per-class scores and the confusion matrix, models side by side."""
     from tunelab.evals.classify import evaluate_classification
 
     options = source_options(flags)
     data = load_items(data_path, flags["kind"], options, limit)
     prompt = options.prompt or ClassificationPrompt()
+    labels = _label_option(label_list)
 
     def compute(progress, cancel):
-        return evaluate_classification(data, list(models), prompt=prompt, method=method,
-                                       normalize=length_norm, progress=progress,
-                                       cancel=cancel)  # fmt: skip
+        return evaluate_classification(data, list(models), prompt=prompt, labels=labels,
+                                       method=method, normalize=length_norm,
+                                       progress=progress, cancel=cancel)  # fmt: skip
 
     run_options = {"limit": limit, "method": method, "length_norm": length_norm}
     result = _run("classify", models, data, run_options, compute, output_dir, as_json)
@@ -155,6 +162,16 @@ def classify_cmd(data_path, models, limit, method, length_norm, output_dir, as_j
     else:
         render_classify(result)
     return exit_code_of(result)
+
+
+def _label_option(value: str | None) -> list[str] | None:
+    """`--labels a,b,c` → ["a", "b", "c"] (blanks and repeats dropped); None when not given."""
+    if value is None:
+        return None
+    labels = list(dict.fromkeys(label.strip() for label in value.split(",") if label.strip()))
+    if len(labels) < 2:
+        raise click.BadParameter("give at least two distinct labels", param_hint="--labels")
+    return labels
 
 
 def render_classify(result: EvaluationResult) -> None:

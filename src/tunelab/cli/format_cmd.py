@@ -12,7 +12,12 @@ from rich.table import Table
 from tunelab.cli import common
 from tunelab.cli.common import INT32_MAX, print_json, stderr, stdout
 from tunelab.data.formatter import FormatReport, format_dataset
-from tunelab.data.prompts import DEFAULT_INSTRUCTION, ClassificationPrompt
+from tunelab.data.prompts import (
+    DEFAULT_INSTRUCTION,
+    SHORT_INSTRUCTION,
+    TEMPLATES,
+    ClassificationPrompt,
+)
 from tunelab.data.sources import (
     KINDS,
     ConversationSchema,
@@ -26,7 +31,7 @@ from tunelab.data.sources.tables import DEFAULT_SYSTEM as CLASSIFICATION_SYSTEM
 
 FilePath = click.Path(path_type=Path, dir_okay=False)
 
-PROMPT_FLAGS = ("instruction", "category_tag", "item_tag", "output_tag", "bare_label")
+PROMPT_FLAGS = ("instruction", "category_tag", "item_tag", "output_tag", "bare_label", "template")
 SCHEMA_FLAGS = (
     "conversations_table",
     "conversation_key_column",
@@ -63,6 +68,9 @@ System prompt (--system, "" for none). Defaults:
 Classification user message: the instruction ("{DEFAULT_INSTRUCTION}"),
 how to answer, the sorted categories inside <categories>, the text inside <text>;
 the answer is <category>LABEL</category>, or LABEL with --bare-label.
+--template short leaves the categories out (instruction "{SHORT_INSTRUCTION}" unless given):
+shorter prompts when the label list is long; the label set is written beside each output
+(train.jsonl → train.labels.json), where `tunelab eval classify` finds it.
 
 \b
 Conversation databases, default schema (map other names with the flags below):
@@ -109,6 +117,12 @@ def source_flags(command):
         ),
         click.option(
             "--bare-label", is_flag=True, default=None, help="Classification: answer LABEL only."
+        ),
+        click.option(
+            "--template",
+            type=click.Choice(TEMPLATES),
+            help="Classification: full lists the categories in each prompt, short leaves them "
+            "out [default: full].",
         ),
         click.option(
             "--conversations-table",
@@ -248,6 +262,8 @@ def render_format_report(report: FormatReport) -> None:
         stdout.print(
             f"  [green]val[/]   {report.n_val:,} → {escape(report.val_output)}", highlight=False
         )
+    for path in report.label_set_outputs or []:
+        stdout.print(f"  [green]labels[/] → {escape(path)}", highlight=False)
     if report.label_counts:
         table = Table("label", "train", "val", box=None, padding=(0, 2))
         for label, n in report.label_counts["train"].items():

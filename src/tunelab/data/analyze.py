@@ -155,6 +155,10 @@ def analyze_file(
     return analysis
 
 
+# From this share of the tokens on, the label list is worth leaving out of the prompts.
+LONG_LABEL_LIST_SHARE = 0.25
+
+
 def _label_list_cost(analysis: dict) -> None:
     """What the label list repeated in every classification prompt costs: its share of the
     tokens (estimated from its share of the text), of the billed tokens, price and time."""
@@ -176,10 +180,13 @@ def _label_list_cost(analysis: dict) -> None:
         what += f", about ${listed['estimated_cost_usd']:,.2f}"
     if listed["estimated_train_seconds"] is not None:
         what += f", about {listed['estimated_train_seconds'] / 60:,.1f} min of training"
-    analysis["task"]["notes"].append(
+    note = (
         f"the label list repeated in every prompt is about {share:.0%} of the tokens ({what}); "
         "prompt tokens are computed (and billed) though never trained on"
     )
+    if share >= LONG_LABEL_LIST_SHARE:
+        note += "; `tunelab format --template short` leaves it out of the prompts"
+    analysis["task"]["notes"].append(note)
 
 
 def _price_dict(price) -> dict:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from tunelab.data.example import ChatExample
+from tunelab.data.prompts import label_set_bytes, label_set_path
 from tunelab.data.sources import SourceOptions, detect_kind, read_source
 from tunelab.data.split import Duplicates, drop_duplicates, split_indices
 from tunelab.errors import TunelabError
@@ -35,7 +36,7 @@ OPTION_FLAGS = {
     "context_file": "--context-file",
     "text_column": "--text-column",
     "label_column": "--label-column",
-    "prompt": "--instruction/--category-tag/--item-tag/--output-tag/--bare-label",
+    "prompt": "--instruction/--category-tag/--item-tag/--output-tag/--bare-label/--template",
     "schema": "the --*-table/--*-column flags",
     "max_conversations": "--max-conversations",
 }
@@ -63,6 +64,9 @@ class FormatReport:
     n_val: int
     train_output: str
     val_output: str | None
+    # Short classification template only: the label set beside each output (see
+    # `prompts.label_set_path`), since the prompts no longer list it.
+    label_set_outputs: list[str] | None = None
     # Classification only: {"train": {label: count}, "val": {label: count}}.
     label_counts: dict[str, dict[str, int]] | None = None
 
@@ -112,7 +116,9 @@ def format_dataset(
         if not offsets:
             raise TunelabError("empty_source", f"{source} holds no examples.", path=source)
         train, val = split_indices(labels, train_ratio, seed)
-        _write_outputs(spool, offsets, {train_output: train, val_output: val})
+        outputs = {train_output: train, val_output: val}
+        label_sets = _label_sets(outputs, reading.labels, options)
+        _write_outputs(spool, offsets, outputs, label_sets)
     return FormatReport(
         source=str(source),
         kind=kind,
@@ -129,6 +135,7 @@ def format_dataset(
         train_output=str(train_output),
         val_output=str(val_output) if val_output else None,
         label_counts=_label_counts(labels, train, val) if reading.labels else None,
+        label_set_outputs=[str(path) for path in label_sets] or None,
     )
 
 
@@ -165,6 +172,23 @@ def _check_outputs(
                 exit_code=2,
             )
         check_output_path(val, force=force, inputs=inputs)
+    if _keeps_label_set(options):
+        for output in (train, val):
+            if output is not None:
+                check_output_path(label_set_path(output), force=force, inputs=inputs)
+
+
+def _keeps_label_set(options: SourceOptions) -> bool:
+    """Prompts that do not list the labels: the label set is written beside the outputs."""
+    return options.prompt is not None and not options.prompt.lists_labels
+
+
+def _label_sets(outputs: dict, labels: list[str], options: SourceOptions) -> dict[Path, bytes]:
+    """Label set files to write with the outputs: {path: content}, empty when not needed."""
+    if not labels or not _keeps_label_set(options):
+        return {}
+    content = label_set_bytes(labels, options.prompt)
+    return {label_set_path(output): content for output in outputs if output is not None}
 
 
 def _resolve_kind(source: Path, kind: str | None, options: SourceOptions) -> tuple[str, str | None]:
@@ -212,8 +236,11 @@ def _spool(
     return offsets, labels
 
 
-def _write_outputs(spool: IO[bytes], offsets: array, outputs: dict) -> None:
-    """Write each output's lines (by index into the spool); rename all only when all are done."""
+def _write_outputs(
+    spool: IO[bytes], offsets: array, outputs: dict, extra: dict[Path, bytes]
+) -> None:
+    """Write each output's lines (by index into the spool) and each `extra` file; rename all
+    only when all are done."""
     staged = []
     with contextlib.ExitStack() as stack:
         for path, indices in outputs.items():
@@ -223,6 +250,10 @@ def _write_outputs(spool: IO[bytes], offsets: array, outputs: dict) -> None:
             for index in indices:
                 spool.seek(offsets[index])
                 handle.write(spool.readline())
+            staged.append((tmp, path))
+        for path, content in extra.items():
+            handle, tmp = stack.enter_context(staged_write(path, "wb"))
+            handle.write(content)
             staged.append((tmp, path))
     for tmp, path in staged:
         commit(tmp, path)

@@ -19,6 +19,12 @@ A user message looks like this (defaults shown):
     </text>
 
 and the answer is `<category>ABBR</category>`, or `ABBR` with `bare_label=True`.
+
+The short template (`template="short"`) leaves the list of categories out: a long list is
+most of each prompt's tokens, computed (and billed) for every example though never learned
+from. Its instruction names the task only ("Classify the text." unless given), and whoever
+scores the answers needs the label set from elsewhere: `tunelab format` writes it beside each
+output (`label_set_path`), where `tunelab eval classify` finds it.
 """
 
 from __future__ import annotations
@@ -26,13 +32,22 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from tunelab.errors import TunelabError
 
 DEFAULT_INSTRUCTION = "Classify the text into one of the categories."
+SHORT_INSTRUCTION = "Classify the text."
+# "full": the user message lists the categories; "short": it does not.
+TEMPLATES = ("full", "short")
 
 
 @dataclass(frozen=True)
 class ClassificationPrompt:
-    instruction: str = DEFAULT_INSTRUCTION
+    # None: DEFAULT_INSTRUCTION, or SHORT_INSTRUCTION with the short template.
+    instruction: str | None = None
     # Tag around the list of categories in the user message.
     category_tag: str = "categories"
     # Tag around the text to classify.
@@ -41,6 +56,23 @@ class ClassificationPrompt:
     output_tag: str = "category"
     # Answer with the label alone, no tag.
     bare_label: bool = False
+    # One of TEMPLATES: whether the user message lists the categories.
+    template: str = "full"
+
+    def __post_init__(self) -> None:
+        if self.template not in TEMPLATES:
+            raise TunelabError(
+                "bad_template",
+                f"--template must be one of {', '.join(TEMPLATES)}, not {self.template!r}.",
+                exit_code=2,
+            )
+        if self.instruction is None:
+            default = DEFAULT_INSTRUCTION if self.lists_labels else SHORT_INSTRUCTION
+            object.__setattr__(self, "instruction", default)
+
+    @property
+    def lists_labels(self) -> bool:
+        return self.template == "full"
 
     def answer_format(self) -> str:
         """The sentence telling the model how to answer."""
@@ -50,13 +82,13 @@ class ClassificationPrompt:
         return f"Answer with the category only, wrapped in <{tag}></{tag}>."
 
     def user_message(self, text: str, labels: Iterable[str]) -> str:
+        head = f"{self.instruction}\n{self.answer_format()}\n\n"
+        item = f"<{self.item_tag}>\n{text}\n</{self.item_tag}>"
+        if not self.lists_labels:
+            return head + item
         # Sorted so that every example (and every evaluation prompt) lists the same order.
         categories = "\n".join(sorted(set(labels)))
-        return (
-            f"{self.instruction}\n{self.answer_format()}\n\n"
-            f"<{self.category_tag}>\n{categories}\n</{self.category_tag}>\n\n"
-            f"<{self.item_tag}>\n{text}\n</{self.item_tag}>"
-        )
+        return head + f"<{self.category_tag}>\n{categories}\n</{self.category_tag}>\n\n" + item
 
     def answer(self, label: str) -> str:
         if self.bare_label:
@@ -83,3 +115,34 @@ class ClassificationPrompt:
                 return candidate
         folded = [label for label in known if label.casefold() == unwrapped.casefold()]
         return folded[0] if len(folded) == 1 else None
+
+
+def label_set_path(output: Path) -> Path:
+    """Where the label set of a formatted classification file is kept:
+    `val.jsonl` → `val.labels.json`."""
+    output = Path(output)
+    return output.with_name(f"{output.stem}.labels.json")
+
+
+def label_set_bytes(labels: Iterable[str], prompt: ClassificationPrompt) -> bytes:
+    """What `tunelab format` writes to `label_set_path`: the sorted labels and the template."""
+    record = {"labels": sorted(set(labels)), "template": prompt.template}
+    return orjson.dumps(record, option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def read_label_set(data_path: Path) -> list[str] | None:
+    """The label set `tunelab format` kept beside `data_path`, or None when there is none."""
+    path = label_set_path(data_path)
+    if not path.is_file():
+        return None
+    try:
+        labels = orjson.loads(path.read_bytes())["labels"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as err:
+        raise TunelabError(
+            "bad_label_set", f"{path} is not a label set written by `tunelab format`: {err}",
+            hint="delete it, or format the data again", path=path,
+        ) from err  # fmt: skip
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise TunelabError("bad_label_set", f"{path}: `labels` must be a list of strings.",
+                           path=path)  # fmt: skip
+    return labels

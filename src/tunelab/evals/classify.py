@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from tunelab.data.prompts import ClassificationPrompt
+from tunelab.data.prompts import ClassificationPrompt, read_label_set
 from tunelab.errors import TunelabError
 from tunelab.evals.candidates import Interrupted, answer_all, mark_partial, score_all
 from tunelab.evals.items import EvalData
@@ -22,28 +22,45 @@ from tunelab.evals.metrics import classification_metrics, paired_comparison
 MAX_TOKENS = 32  # a label, its tags and a little slack; longer answers are invalid anyway
 
 
-def gold_labels(data: EvalData, prompt: ClassificationPrompt) -> tuple[list[str], list[str]]:
+def gold_labels(
+    data: EvalData, prompt: ClassificationPrompt, labels: list[str] | None = None
+) -> tuple[list[str], list[str]]:
     """The gold label of every item, and the label set.
 
     Classification tables carry labels; chat JSONL files (e.g. a validation file from
-    `tunelab format`) carry answers like `<category>HUM</category>`, read back here.
+    `tunelab format`) carry answers like `<category>HUM</category>`, read back here. The
+    label set is `labels` when given, else the table's, else the one `tunelab format` kept
+    beside the file (`--template short`: the prompts do not list it), else the gold answers'.
     """
-    if data.labels:
-        return [item.label for item in data.items], data.labels
+    golds = [item.label for item in data.items] if data.labels else _answered(data, prompt)
+    known = labels or data.labels or read_label_set(data.path) or sorted(set(golds))
+    if len(set(known)) < 2:
+        raise TunelabError(
+            "not_classification",
+            f"{data.path} has {len(known)} distinct answer(s); classification needs at least 2.",
+            hint="pass a classification table or a chat JSONL file made from one",
+            path=data.path,
+        )
+    unknown = sorted(set(golds) - set(known))
+    if unknown:
+        raise TunelabError(
+            "label_not_in_set",
+            f"{len(unknown)} gold answer(s) of {data.path} are not in the label set: "
+            + ", ".join(unknown[:5]),
+            hint="pass every label with --labels, or format the data again",
+            path=data.path,
+        )
+    return golds, list(known)
+
+
+def _answered(data: EvalData, prompt: ClassificationPrompt) -> list[str]:
+    """Each item's gold label, read from its gold answer (tag removed when present)."""
     tag = re.escape(prompt.output_tag)
     golds = []
     for item in data.items:
         found = re.fullmatch(rf"\s*<{tag}>(.*)</{tag}>\s*", item.gold, re.DOTALL)
         golds.append((found.group(1) if found else item.gold).strip())
-    labels = sorted(set(golds))
-    if len(labels) < 2:
-        raise TunelabError(
-            "not_classification",
-            f"{data.path} has {len(labels)} distinct answer(s); classification needs at least 2.",
-            hint="pass a classification table or a chat JSONL file made from one",
-            path=data.path,
-        )
-    return golds, labels
+    return golds
 
 
 METHODS = ("score", "generate")
@@ -58,6 +75,7 @@ def evaluate_classification(
     models: list[str],
     *,
     prompt: ClassificationPrompt | None = None,
+    labels: list[str] | None = None,
     method: str = "score",
     normalize: str = "sum",
     progress=None,
@@ -70,13 +88,14 @@ def evaluate_classification(
     log-likelihood after the prompt (`normalize`: "sum" or "mean" per token, see
     `tunelab.engine.score`): no answer is invalid. Models without log-likelihoods (hosted)
     fall back to generation, and their metrics say so. `method="generate"` reads the greedy
-    answer of each item with `parse_answer`, as the seeds did.
+    answer of each item with `parse_answer`, as the seeds did. `labels` replaces the label
+    set found in the data (see `gold_labels`).
     """
     if method not in METHODS:
         raise TunelabError("invalid_method", f"method must be one of {', '.join(METHODS)}",
                            exit_code=2)  # fmt: skip
     prompt = prompt or ClassificationPrompt()
-    golds, labels = gold_labels(data, prompt)
+    golds, labels = gold_labels(data, prompt, labels)
     results, outputs, correct = {}, {}, {}
     for name in models:
         rows, figures = _classify_with(name, data, prompt, labels, method, normalize,

@@ -242,6 +242,21 @@ def test_chat_streams_an_escaped_answer_from_a_local_model(tiny_model):
         assert "already streamed" in again
 
 
+def test_a_chat_answer_that_fails_unexpectedly_says_so_in_the_page(tiny_model, monkeypatch):
+    with client(models=(str(tiny_model),)) as c:
+        asked = c.post("/chat/ask", data={"model": str(tiny_model), "prompt": "hi"})
+        stream_url = re.search(r'sse-connect="(/chat/stream/[^"]+)"', asked.text).group(1)
+
+        async def broken(*_):
+            raise RuntimeError("a bug with /secret/path in it")
+
+        monkeypatch.setattr(c.app.state.inference, "stream", broken)
+        events = c.get(stream_url).text
+        assert "event: error" in events and "server_error" in events
+        assert "/secret/path" not in events  # the details go to the log, not the page
+        assert events.rstrip().endswith("event: done\ndata:")
+
+
 def test_a_classification_run_is_started_followed_and_reported(tmp_path, tiny_model):
     rows = [{"messages": [{"role": "user", "content": f"question {i}"},
                           {"role": "assistant", "content": f"<category>{'AB'[i % 2]}</category>"}]}

@@ -9,6 +9,7 @@ models stay loaded and batched, hosted ones go to their provider.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections import OrderedDict
 
@@ -22,6 +23,8 @@ from tunelab.providers.models import list_models
 from tunelab.server.inference import ChatOptions
 from tunelab.server.model_access import check_offered
 from tunelab.server.ui.web import form_number, form_text, page, sse, templates
+
+log = logging.getLogger("tunelab.server")
 
 router = APIRouter()
 MAX_PENDING_ASKS = 64  # asks whose stream was never opened are forgotten beyond this
@@ -114,6 +117,13 @@ async def stream(request: Request, token: str):
         except TunelabError as err:
             html = templates.get_template("_error.html").render(error=err)
             yield sse("error", html)
+        except Exception:  # a bug: the page says so instead of stopping mid-answer
+            log.exception("a studio chat answer failed")
+            error = TunelabError(
+                "server_error", "The server had an error while answering.",
+                hint="The server's log has the details.",
+            )  # fmt: skip
+            yield sse("error", templates.get_template("_error.html").render(error=error))
         finally:
             if answer is not None:
                 answer.cancel()

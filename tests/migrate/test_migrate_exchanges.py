@@ -22,7 +22,12 @@ from tiny import save_tiny_model
 from tunelab.cli import main
 from tunelab.errors import TunelabError
 from tunelab.migrate import dates
-from tunelab.migrate.distil import distil, distilled_paths
+from tunelab.migrate.distil import (
+    FT_INFERENCE_PRICES_CHECKED,
+    distil,
+    distilled_paths,
+    estimate,
+)
 from tunelab.migrate.inventory import take_inventory
 from tunelab.migrate.plan import Targets, make_plan, run_plan
 from tunelab.providers import jobs as jobs_api
@@ -304,6 +309,7 @@ def test_plan_run_and_an_interrupted_distillation_that_resumes(account, tmp_path
         (first.input_tokens * 0.30 + first.output_tokens * 1.20) / 1e6, abs=1e-6
     )
     assert first.input_tokens > 5 * 8 and first.output_tokens > 0
+    assert first.prices_checked == FT_INFERENCE_PRICES_CHECKED
     assert len(account.asked) == 2
     paths = distilled_paths(FT)
     with paths.answers.open("ab") as out:
@@ -364,7 +370,23 @@ def test_distillation_asks_before_paying_and_a_no_asks_nothing(account, capsys, 
     _, err = capsys.readouterr()
     assert code == 0 and not account.asked
     assert f"{FT}: 5 prompt(s) to ask (0 answered before)" in err and "$0.00" in err
+    assert f"at OpenAI's prices as checked on {FT_INFERENCE_PRICES_CHECKED}" in err
+    assert "current prices: https://openai.com/api/pricing/" in err
     assert "skipped (not confirmed)" in err
+
+    code = main(["migrate", "openai", "distil", "--yes", "--json", "--today", "2026-12-01"])
+    out, err = capsys.readouterr()
+    assert code == 0 and len(account.asked) == 5  # --yes asks no question, still says the cost
+    assert f"{FT}: 5 prompt(s) to ask" in err and FT_INFERENCE_PRICES_CHECKED in err
+    [done] = [d for d in orjson.loads(out) if d["fine_tuned_model"] == FT]
+    assert done["estimate"]["prices_checked"] == FT_INFERENCE_PRICES_CHECKED
+
+
+def test_the_distillation_price_table_carries_a_real_checked_date():
+    checked = date.fromisoformat(FT_INFERENCE_PRICES_CHECKED)
+    assert date(2024, 7, 18) <= checked <= dates.utc_today()  # after gpt-4o-mini's release
+    unpriced = estimate("ft:some-model:acme::X", "some-model", [], {})
+    assert unpriced.cost_usd is None and unpriced.prices_checked is None
 
 
 def test_a_prompt_the_old_model_refuses_does_not_hold_back_the_others(account):

@@ -239,7 +239,7 @@ def _distil(models, yes, requests_per_minute, batch_size, today):
             done = distil(
                 list(models) or None,
                 today=today,
-                confirm=None if yes else _confirm,
+                confirm=_say_estimate if yes else _confirm,
                 progress=bars,
                 cancel=cancel,
                 batch_size=batch_size,
@@ -281,14 +281,24 @@ class DistilProgress:
 
 
 def _confirm(estimate) -> bool:
+    _say_estimate(estimate)
+    return click.confirm("Ask the old model?", default=False, err=True)
+
+
+def _say_estimate(estimate) -> bool:
+    """The cost before the first request (also with --yes), and how current its prices are."""
     cost = f"${estimate.cost_usd:,.2f}" if estimate.cost_usd is not None else "an unknown cost"
+    if estimate.prices_checked:
+        cost += f" at OpenAI's prices as checked on {estimate.prices_checked}"
     common.stderr.print(
         f"{escape(estimate.fine_tuned_model)}: {estimate.n_prompts - estimate.n_answered:,} "
         f"prompt(s) to ask ({estimate.n_answered:,} answered before), about "
         f"{estimate.input_tokens:,} input and {estimate.output_tokens:,} output tokens: {cost}.",
         highlight=False,
     )
-    return click.confirm("Ask the old model?", default=False, err=True)
+    if estimate.prices_source:
+        common.stderr.print(f"  (current prices: {estimate.prices_source})", highlight=False)
+    return True
 
 
 def _say_distilled(d) -> None:

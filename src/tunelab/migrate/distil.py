@@ -31,8 +31,10 @@ from tunelab.migrate.dates import require_answering, utc_today
 from tunelab.migrate.inventory import migrate_dir, openai_jobs, registered_file
 from tunelab.registry import Job, Store
 
-# OpenAI's prices for fine-tuned models' answers (USD per 1M tokens: input, output), from
-# https://openai.com/api/pricing/ as of 2025-11-01. An estimate: check before relying on it.
+# OpenAI's prices for fine-tuned models' answers (USD per 1M tokens: input, output). Every
+# estimate names the day they were checked at the source: update both together.
+FT_INFERENCE_PRICES_SOURCE = "https://openai.com/api/pricing/"
+FT_INFERENCE_PRICES_CHECKED = "2025-11-01"
 FT_INFERENCE_PRICES = {
     "gpt-4o-mini": (0.30, 1.20),
     "gpt-4o": (3.75, 15.00),
@@ -72,6 +74,8 @@ class Estimate:
     input_tokens: int
     output_tokens: int  # estimated from the answers in the files
     cost_usd: float | None
+    prices_checked: str | None = None  # when the prices behind cost_usd were checked
+    prices_source: str | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -151,6 +155,8 @@ def estimate(
         inputs,
         outputs,
         round(cost, 6) if cost is not None else None,
+        FT_INFERENCE_PRICES_CHECKED if price else None,
+        FT_INFERENCE_PRICES_SOURCE if price else None,
     )
 
 

@@ -2,7 +2,9 @@
 
 Without a PROMPT the session reads one message per line from stdin until EOF or `/exit`,
 so it works typed at a terminal or with input piped in. Greedy by default (`--temperature
-0`): the same question gets the same answer, as in evaluation.
+0`): the same question gets the same answer, as in evaluation. With `--labels` (a
+classification model) nothing is generated: the answer is the label whose answer, as
+`tunelab format` trains it, is most likely (label scoring, as `eval classify` does).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 import click
 
 from tunelab.cli import common
+from tunelab.data.prompts import ClassificationPrompt
 from tunelab.providers.base import ChatResult
 from tunelab.providers.resolve import ChatModel, resolve_chat_model
 
@@ -48,6 +51,14 @@ RESET_WORD = "/reset"
 @click.option(
     "--seed", type=common.SAMPLING_SEED, help="Seed for sampling (with --temperature above 0)."
 )
+@click.option(
+    "--labels",
+    "label_list",
+    help="Classification: answer with the most likely of these labels (A,B,C or a .labels.json "
+    "file from `format`) instead of generating; the sampling flags then do not apply.",
+)
+@click.option("--output-tag", help="With --labels: tag around the label [default: category].")
+@click.option("--bare-label", is_flag=True, help="With --labels: the model answers LABEL only.")
 def chat_cmd(
     model: str,
     prompt: str | None,
@@ -57,10 +68,14 @@ def chat_cmd(
     top_p: float,
     stop: tuple[str, ...],
     seed: int | None,
+    label_list: str | None,
+    output_tag: str | None,
+    bare_label: bool,
 ) -> int:
     """Chat with MODEL: a base model alias, a Hugging Face directory, a training output, any
     model the registry knows (`ft:...` names from `tunelab jobs`, on any provider),
     PROVIDER/MODEL (`openai/gpt-4o-mini`, `anthropic/...`) or MODEL@URL."""
+    labels = common.label_set(label_list)
     chat_model = resolve_chat_model(model)
     history = [{"role": "system", "content": system}] if system else []
     settings = dict(
@@ -69,7 +84,14 @@ def chat_cmd(
     if chat_model.engine_source is not None:  # weights on this machine: loading takes a while
         common.stderr.print(f"loading {model}…", highlight=False)
     name = chat_model.describe()
-    answer = streamed_answerer(chat_model, settings)
+    if labels is not None:
+        from tunelab.evals.classify import label_picker
+
+        tag = {"output_tag": output_tag} if output_tag else {}
+        answer_format = ClassificationPrompt(**tag, bare_label=bare_label)
+        answer = label_answerer(label_picker(model, labels, answer_format), chat_model.model)
+    else:
+        answer = streamed_answerer(chat_model, settings)
     if prompt is not None:
         answer([*history, {"role": "user", "content": prompt}])
         return 0
@@ -95,6 +117,19 @@ def streamed_answerer(chat_model: ChatModel, settings: dict):
         if stream.result.finish_reason == "length":
             common.stderr.print(f"[dim](stopped at --max-tokens {settings['max_tokens']})[/]")
         return stream.result
+
+    return answer
+
+
+def label_answerer(pick, model_id: str):
+    """Answers that are always one of the labels: the most likely one, printed as the model
+    was trained to answer."""
+
+    def answer(messages: list[dict]) -> ChatResult:
+        row = pick(messages)
+        sys.stdout.write(row["answer"] + "\n")
+        sys.stdout.flush()
+        return ChatResult(text=row["answer"], model=model_id)
 
     return answer
 

@@ -119,3 +119,21 @@ def system_option(help: str = "System prompt at the start of every conversation.
     """`--system`/`-s`, with `--system-prompt` as an alias."""
     return click.option("--system", "-s", "--system-prompt", "system", cls=AliasedOption,
                         aliases=("--system-prompt",), help=help)  # fmt: skip
+
+
+def label_set(value: str | None) -> list[str] | None:
+    """`--labels`: a `.labels.json` file from `tunelab format`, or labels separated by commas
+    (blanks and repeats dropped); None when not given."""
+    if value is None:
+        return None
+    if value.endswith(".json"):
+        from pathlib import Path
+
+        from tunelab.data.prompts import read_label_set_file
+
+        labels = read_label_set_file(Path(value))
+    else:
+        labels = list(dict.fromkeys(x.strip() for x in value.split(",") if x.strip()))
+    if len(set(labels)) < 2:
+        raise click.BadParameter("give at least two distinct labels", param_hint="--labels")
+    return labels

@@ -129,8 +129,8 @@ def _run_described(kind, models, described: dict, options, compute, output_dir,
 @click.option(
     "--labels",
     "label_list",
-    help="The label set, comma-separated [default: the table's labels, else the one `format "
-    "--template short` wrote beside the file, else the gold answers'].",
+    help="The label set: A,B,C or a .labels.json file [default: the table's labels, else the "
+    "one `format --template short` wrote beside the file, else the gold answers'].",
 )
 @source_flags
 @common.output_option(
@@ -148,7 +148,7 @@ def classify_cmd(data_path, models, limit, method, length_norm, label_list, outp
     options = source_options(flags)
     data = load_items(data_path, flags["kind"], options, limit)
     prompt = options.prompt or ClassificationPrompt()
-    labels = _label_option(label_list)
+    labels = common.label_set(label_list)
 
     def compute(progress, cancel):
         return evaluate_classification(data, list(models), prompt=prompt, labels=labels,
@@ -162,16 +162,6 @@ def classify_cmd(data_path, models, limit, method, length_norm, label_list, outp
     else:
         render_classify(result)
     return exit_code_of(result)
-
-
-def _label_option(value: str | None) -> list[str] | None:
-    """`--labels a,b,c` → ["a", "b", "c"] (blanks and repeats dropped); None when not given."""
-    if value is None:
-        return None
-    labels = list(dict.fromkeys(label.strip() for label in value.split(",") if label.strip()))
-    if len(labels) < 2:
-        raise click.BadParameter("give at least two distinct labels", param_hint="--labels")
-    return labels
 
 
 def render_classify(result: EvaluationResult) -> None:

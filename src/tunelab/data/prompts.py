@@ -133,11 +133,15 @@ def label_set_bytes(labels: Iterable[str], prompt: ClassificationPrompt) -> byte
 def read_label_set(data_path: Path) -> list[str] | None:
     """The label set `tunelab format` kept beside `data_path`, or None when there is none."""
     path = label_set_path(data_path)
-    if not path.is_file():
-        return None
+    return read_label_set_file(path) if path.is_file() else None
+
+
+def read_label_set_file(path: Path) -> list[str]:
+    """The labels of a label set file (`label_set_bytes`)."""
+    path = Path(path)
     try:
         labels = orjson.loads(path.read_bytes())["labels"]
-    except (orjson.JSONDecodeError, KeyError, TypeError) as err:
+    except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as err:
         raise TunelabError(
             "bad_label_set", f"{path} is not a label set written by `tunelab format`: {err}",
             hint="delete it, or format the data again", path=path,

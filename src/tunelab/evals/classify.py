@@ -171,6 +171,32 @@ def _scored_row(scores, labels: list[str], answers: list[str], normalize: str) -
             "label_scores": values}  # fmt: skip
 
 
+def label_picker(name: str, labels: list[str], prompt: ClassificationPrompt | None = None,
+                 normalize: str = "sum"):  # fmt: skip
+    """A function answering a chat with model `name`'s most likely label: `tunelab chat
+    --labels`. It returns the row `eval classify` records for an item (`answer`, as the
+    model was trained to answer, `predicted`, `label_scores`). Needs the model's
+    log-likelihoods, so its weights must be on this machine."""
+    from tunelab.evals.candidates import open_candidate
+
+    prompt = prompt or ClassificationPrompt()
+    candidate = open_candidate(name)
+    if not candidate.gives_logprobs:
+        raise TunelabError(
+            "no_logprobs",
+            f"{name} gives no log-likelihoods, so its labels cannot be scored.",
+            hint="drop --labels, or use a model whose weights are on this machine",
+            exit_code=2,
+        )
+    answers = [prompt.answer(label) for label in labels]
+
+    def pick(messages: list[dict]) -> dict:
+        [scores] = candidate.score([messages], answers)
+        return _scored_row(scores, labels, answers, normalize)
+
+    return pick
+
+
 def _figures(method: str, n: int, seconds: float, **extra) -> dict:
     figures = {"method": method, "seconds": round(seconds, 2),
                "answers_per_second": round(n / seconds, 2) if seconds else None,

@@ -93,6 +93,19 @@ def test_trec_sample_is_formatted_registered_and_analysed():
     assert {"trec_sample_train.jsonl", "trec_sample_val.jsonl"} <= names
 
 
+def test_short_prompts_leave_the_categories_out_and_keep_the_label_set():
+    from tunelab.server.ui import workspace
+
+    with client() as c:
+        source = upload(c, sample_path("trec"))
+        dataset_url = format_source(c, source, short_template="1")
+    directory = workspace.studio_dir() / "datasets" / dataset_url.rsplit("/", 1)[1]
+    first = orjson.loads((directory / "trec_sample_train.jsonl").read_bytes().splitlines()[0])
+    assert "<categories>" not in first["messages"][1]["content"]
+    kept = orjson.loads((directory / "trec_sample_val.labels.json").read_bytes())
+    assert kept["labels"] == ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
+
+
 def test_file_contents_and_names_are_shown_as_text(tmp_path):
     with client() as c:
         source = upload(c, hostile_chat_file(tmp_path / "hostile.jsonl"), '"><img src=x>.jsonl')

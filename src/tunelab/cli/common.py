@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import sqlite3
 import sys
+from pathlib import Path
 
 import click
 import orjson
@@ -127,9 +128,7 @@ def label_set(value: str | None) -> list[str] | None:
     if value is None:
         return None
     if value.endswith(".json"):
-        from pathlib import Path
-
-        from tunelab.data.prompts import read_label_set_file
+        from tunelab.data.prompts import read_label_set_file  # only when a file is named
 
         labels = read_label_set_file(Path(value))
     else:

@@ -147,6 +147,8 @@ def _source_options(form) -> SourceOptions:
     system = form.get("system") if form.get("system_override") else None
     prompt_parts = {name: form_text(form, name) for name in PROMPT_FIELDS}
     prompt_parts = {k: v for k, v in prompt_parts.items() if v}
+    if form.get("short_template"):
+        prompt_parts["template"] = "short"
     prompt = None
     if prompt_parts or form.get("bare_label"):
         prompt = ClassificationPrompt(**prompt_parts, bare_label=bool(form.get("bare_label")))

@@ -58,3 +58,10 @@ def test_unusable_losses_are_left_out_of_every_drawing():
     assert len(polylines(loss_chart(metrics))["train"]) == 2
     assert "val" not in polylines(loss_chart(metrics))
     assert "nan" not in loss_svg(metrics) and len(terminal_curve(metrics)) > 3
+
+
+def test_a_hosted_jobs_metric_events_draw_the_same_curve():
+    """OpenAI's metric events name the losses `train_loss` and `valid_loss`."""
+    hosted = [{"step": s, "train_loss": 2.0 / s, "valid_loss": 2.5 / s} for s in range(1, 5)]
+    engine = [{"step": s, "loss": 2.0 / s, "val_loss": 2.5 / s} for s in range(1, 5)]
+    assert loss_chart(hosted) == loss_chart(engine) and len(terminal_curve(hosted)) > 3

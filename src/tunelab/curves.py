@@ -9,29 +9,63 @@ lines, or the registry's metrics): dicts with `step`, `loss` and, at evaluations
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable
+from pathlib import Path
+
+import orjson
 
 from tunelab.html_blocks import escape, svg
 
+METRICS_FILE = "metrics.jsonl"  # one record per step, beside a training run's output
+LOSS_CURVE_FILE = "loss.svg"  # its curve, redrawn at each checkpoint
+TRAIN_KEYS, VAL_KEYS = ("loss", "train_loss"), ("val_loss", "valid_loss")
 TRAIN_MARK, VAL_MARK = "·", "o"
 SVG_WIDTH, SVG_HEIGHT = 720, 260
 LEFT, RIGHT, TOP, BOTTOM = 56, 16, 36, 30
 TRAIN_COLOUR, VAL_COLOUR = "#3b5bdb", "#d9480f"
 
 
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a `metrics.jsonl`; [] when there is none. A line cut short by a crash
+    is left out."""
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError:
+        return []
+    records = []
+    for line in lines:
+        with contextlib.suppress(orjson.JSONDecodeError):
+            record = orjson.loads(line)
+            if isinstance(record, dict):
+                records.append(record)
+    return records
+
+
 def loss_series(records: Iterable[dict]) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
-    """(training points, validation points) as (step, loss), in step order."""
+    """(training points, validation points) as (step, loss), in step order. Reads the
+    engine's names (`loss`, `val_loss`) and OpenAI's metric events' (`train_loss`,
+    `valid_loss`), so a hosted job's curve draws too."""
     train, val = {}, {}
     for record in records:
         step = record.get("step")
         if not isinstance(step, int):
             continue
-        if _finite(record.get("loss")):
-            train[step] = float(record["loss"])
-        if _finite(record.get("val_loss")):
-            val[step] = float(record["val_loss"])
+        loss = _first_finite(record, TRAIN_KEYS)
+        if loss is not None:
+            train[step] = loss
+        val_loss = _first_finite(record, VAL_KEYS)
+        if val_loss is not None:
+            val[step] = val_loss
     return sorted(train.items()), sorted(val.items())
+
+
+def _first_finite(record: dict, keys: tuple[str, ...]) -> float | None:
+    for key in keys:
+        if _finite(record.get(key)):
+            return float(record[key])
+    return None
 
 
 def _finite(value: object) -> bool:

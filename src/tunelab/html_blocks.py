@@ -41,6 +41,7 @@ svg { width:100%; height:auto; display:block; margin:4px 0 14px; }
 svg text { font:11px system-ui,sans-serif; fill:var(--muted); }
 svg .bar { fill:var(--accent); } svg .axis { stroke:#98a2b3; }
 svg .marker { stroke:var(--warn); stroke-dasharray:4 3; } svg text.mark { fill:var(--warn); }
+svg text.legend-train { fill:var(--accent); } svg text.legend-val { fill:#d9480f; }
 footer { margin-top:40px; font-size:12px; border-top:1px solid var(--line); padding-top:10px; }
 """
 

@@ -30,6 +30,7 @@ import numpy as np
 import orjson
 import torch
 
+from tunelab.curves import METRICS_FILE
 from tunelab.engine.config import ResolvedConfig
 from tunelab.engine.lora import ADAPTER_WEIGHTS, FULL_WEIGHTS, load_weights, save_weights
 from tunelab.errors import TunelabError
@@ -43,7 +44,6 @@ _PREFIX = "step-"
 _TEMP_PREFIX = ".tmp-"
 # Written last into the output directory: its presence means the output is complete.
 OUTPUT_MARKER = "tunelab_config.json"
-METRICS_FILE = "metrics.jsonl"
 # Files a previous run may have left in an output directory; --force removes them first.
 _RUN_FILES = (
     OUTPUT_MARKER,

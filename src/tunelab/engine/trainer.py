@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from peft import PeftModel
 
 from tunelab import cores
-from tunelab.curves import loss_svg
+from tunelab.curves import LOSS_CURVE_FILE, loss_svg, read_metrics
 from tunelab.data.example import ChatExample
 from tunelab.engine.checkpoint import (
     METRICS_FILE,
@@ -295,20 +295,9 @@ def _train(
     return result
 
 
-LOSS_CURVE_FILE = "loss.svg"
-
-
 def write_loss_curve(run_dir: Path) -> None:
     """`loss.svg` beside `metrics.jsonl`: redrawn at each checkpoint and when the run ends."""
-    try:
-        lines = (run_dir / METRICS_FILE).read_bytes().splitlines()
-    except OSError:
-        return
-    records = []
-    for line in lines:
-        with contextlib.suppress(orjson.JSONDecodeError):  # a line cut short by a crash
-            records.append(orjson.loads(line))
-    svg = loss_svg(records, title=f"training loss: {run_dir.name}")
+    svg = loss_svg(read_metrics(run_dir / METRICS_FILE), title=f"training loss: {run_dir.name}")
     if svg:
         atomic_write_text(run_dir / LOSS_CURVE_FILE, svg)
 

@@ -1,4 +1,5 @@
-"""A self-contained HTML report of one evaluation run: tables, confusion heatmaps, Elo chart.
+"""A self-contained HTML report of one evaluation run: tables, confusion heatmaps, Elo chart,
+and the loss curve of each fine-tuned model compared.
 
 No scripts, no external assets: the file opens anywhere and can be attached to a review.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from tunelab.curves import loss_chart, loss_series
 from tunelab.html_blocks import escape, report_page, svg, table
 
 SAMPLE_ITEMS = 40  # answers shown per report; result.json holds them all
@@ -50,14 +52,26 @@ def render_report(result: dict) -> str:
 
 
 def render_sections(result: dict) -> str:
-    """The report's body for its kind (tables, heatmaps, charts), without its page: every
-    user string escaped and no style attribute, so that the studio can embed it."""
-    return {
+    """The report's body for its kind (tables, heatmaps, charts), the fine-tuned models' loss
+    curves, then sample answers, without its page: every user string escaped and no style
+    attribute, so that the studio can embed it."""
+    kind = result["kind"]
+    sections = {
         "classify": _classify_sections,
         "queries": _queries_sections,
         "judge": _judge_sections,
         "pairwise": _judge_sections,
-    }[result["kind"]](result)
+    }[kind](result)
+    answers = "" if kind == "pairwise" else _answers(result, ANSWER_MARKS[kind])
+    return sections + _training_section(result.get("training") or {}) + answers
+
+
+# Which answers the sample marks right (✓) or wrong (✗); a judge's answers get no mark.
+ANSWER_MARKS = {
+    "classify": lambda o: o.get("correct"),
+    "queries": lambda o: o.get("exact") or o.get("execution"),
+    "judge": lambda o: None,
+}
 
 
 # -- classification -------------------------------------------------------------------------
@@ -80,7 +94,7 @@ def _classify_sections(result: dict) -> str:
     html += _comparisons(result.get("comparisons") or [])
     for name, m in result["models"].items():
         html += f"<h2>{escape(name)}</h2>" + _per_class(m) + _confusion(m["confusion_matrix"])
-    return html + _answers(result, lambda o: o.get("correct"))
+    return html
 
 
 def _method(metrics: dict) -> str:
@@ -151,6 +165,35 @@ def _answer_cell(output: dict, is_right) -> str:
     return f"<td>{mark}<pre>{escape(output.get('answer', ''))}</pre></td>"
 
 
+# -- training -------------------------------------------------------------------------------
+
+
+def _training_section(curves: dict[str, dict]) -> str:
+    """Each fine-tuned model's training and validation loss (`tunelab.evals.training`)."""
+    if not curves:
+        return ""
+    html = (
+        "<h2>Training</h2><p class='muted'>How the loss of each fine-tuned model fell while it "
+        "trained: training loss per step, validation loss where it was measured.</p>"
+    )
+    for name, curve in curves.items():
+        points = curve.get("metrics") or []
+        html += f"<h3>{escape(name)}</h3>" + loss_chart(points, f"training loss: {name}")
+        html += f"<p class='meta'>{escape(_training_summary(points, curve.get('source')))}</p>"
+    return html
+
+
+def _training_summary(points: list[dict], source: str | None) -> str:
+    """`6 steps · final training loss 1.234 · final validation loss 1.456 · from job ...`."""
+    train, val = loss_series(points)
+    said = [f"{len(train)} steps"]
+    if train:
+        said.append(f"final training loss {train[-1][1]:.4f}")
+    if val:
+        said.append(f"final validation loss {val[-1][1]:.4f}")
+    return " · ".join(said + ([f"from {source}"] if source else []))
+
+
 # -- queries --------------------------------------------------------------------------------
 
 
@@ -168,7 +211,7 @@ def _queries_sections(result: dict) -> str:
     notes = result.get("notes") or []
     if notes:
         html += "<ul class='notes'>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>"
-    return html + _answers(result, lambda o: o.get("exact") or o.get("execution"))
+    return html
 
 
 # -- judge ----------------------------------------------------------------------------------
@@ -194,8 +237,7 @@ def _judge_sections(result: dict) -> str:
                        [[n, f"{r['rating']:.0f}", f"{r['low']:.0f} – {r['high']:.0f}"]
                         for n, r in sorted(ratings.items(), key=lambda kv: -kv[1]["rating"])],
                        {1, 2})  # fmt: skip
-    html += _parse_failures(result.get("outputs") or {})
-    return html + (_answers(result, lambda o: None) if result["kind"] == "judge" else "")
+    return html + _parse_failures(result.get("outputs") or {})
 
 
 def _parse_failures(outputs: dict) -> str:

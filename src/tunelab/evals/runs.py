@@ -2,8 +2,9 @@
 
 `record_run` opens the run (status running), calls the task, stores every scored answer and
 the metrics, writes `result.json` and `report.html` (to `--output-dir`, by default
-`$TUNELAB_HOME/evals/<run id>/`), marks the run succeeded, or failed with the error, and
-returns an `EvaluationResult`.
+`$TUNELAB_HOME/evals/<run id>/`; both hold the loss curves of the fine-tuned models
+compared, see `tunelab.evals.training`), marks the run succeeded, or failed with the error,
+and returns an `EvaluationResult`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import orjson
 
 from tunelab.errors import TunelabError
 from tunelab.evals.result import EvaluationResult
+from tunelab.evals.training import training_curves
 from tunelab.io import atomic_write_text
 from tunelab.registry import EvalOutput, EvalRun, Store
 from tunelab.settings import get_settings
@@ -99,7 +101,8 @@ def record_run(
         raise
     result = EvaluationResult(id=run.id, kind=kind, created_at=run.created_at, data=data,
                               options=options, models=tuple(models), metrics=metrics)  # fmt: skip
-    paths = write_result(result, outputs, output_dir or default_dir(run.id))
+    training = training_curves(models)
+    paths = write_result(result, outputs, output_dir or default_dir(run.id), training)
     with Store() as store:
         for model, rows in outputs.items():
             store.add_eval_outputs(run.id, model, rows)
@@ -131,14 +134,15 @@ def default_dir(run_id: str) -> Path:
     return get_settings().home / "evals" / run_id
 
 
-def write_result(result: EvaluationResult, outputs: dict[str, list[dict]],
-                 directory: Path) -> dict:  # fmt: skip
-    """Writes `result.json` (the result with every scored answer) and `report.html`."""
+def write_result(result: EvaluationResult, outputs: dict[str, list[dict]], directory: Path,
+                 training: dict[str, dict] | None = None) -> dict:  # fmt: skip
+    """Writes `result.json` (the result with every scored answer and, under `training`, the
+    loss curves of the fine-tuned models compared) and `report.html`."""
     from tunelab.evals.report import render_report
 
     directory.mkdir(parents=True, exist_ok=True)
     json_path, html_path = directory / "result.json", directory / "report.html"
-    full = {**result.to_dict(), "outputs": outputs}
+    full = {**result.to_dict(), "outputs": outputs} | ({"training": training} if training else {})
     atomic_write_text(json_path, orjson.dumps(full, option=orjson.OPT_INDENT_2).decode() + "\n")
     atomic_write_text(html_path, render_report(full))
     return {"json_path": str(json_path), "html_path": str(html_path)}

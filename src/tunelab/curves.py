@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from tunelab.html_blocks import escape, svg
 
 METRICS_FILE = "metrics.jsonl"  # one record per step, beside a training run's output
 LOSS_CURVE_FILE = "loss.svg"  # its curve, redrawn at each checkpoint
+CHECKPOINT_DIR = re.compile(r"step-(\d+)")  # a checkpoint under the run's checkpoints/
 TRAIN_KEYS, VAL_KEYS = ("loss", "train_loss"), ("val_loss", "valid_loss")
 TRAIN_MARK, VAL_MARK = "·", "o"
 SVG_WIDTH, SVG_HEIGHT = 720, 260
@@ -41,6 +43,21 @@ def read_metrics(path: Path) -> list[dict]:
             if isinstance(record, dict):
                 records.append(record)
     return records
+
+
+def run_metrics(directory: Path) -> tuple[Path, list[dict]] | None:
+    """The steps that trained the model in `directory`: a training output's `metrics.jsonl`,
+    or for one of its checkpoints (`checkpoints/step-N`) its run's steps up to N; with the
+    file they came from. None when there are none."""
+    last_step = None
+    checkpoint = CHECKPOINT_DIR.fullmatch(directory.name)
+    if checkpoint and directory.parent.name == "checkpoints":
+        directory, last_step = directory.parent.parent, int(checkpoint.group(1))
+    path = directory / METRICS_FILE
+    records = read_metrics(path)
+    if last_step is not None:
+        records = [r for r in records if isinstance(r.get("step"), int) and r["step"] <= last_step]
+    return (path, records) if records else None
 
 
 def loss_series(records: Iterable[dict]) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -120,3 +121,20 @@ def test_refuses_an_output_inside_the_run_and_a_directory_that_is_not_a_run(
     with pytest.raises(TunelabError) as raised:
         export_model(base_dir, tmp_path / "export")
     assert raised.value.code == "not_a_training_output"
+
+
+def test_the_model_card_shows_the_runs_loss_curve_up_to_the_exported_step(tmp_path, train_run):
+    run = train_run(checkpoint_every=2)  # 12 examples, batch 4, 2 epochs: 6 steps
+    checkpoint = sorted((run / "checkpoints").iterdir())[0]
+    step = int(checkpoint.name.removeprefix("step-"))
+    assert step < 6
+
+    for source, steps in ((run, 6), (checkpoint, step)):
+        export = tmp_path / f"export-{steps}"
+        result = export_model(source, export, merge=False)
+        card = (export / "README.md").read_text()
+        assert "![Training and validation loss per step](loss.svg)" in card
+        assert "loss.svg" in result["files"]
+        curve = (export / "loss.svg").read_text()
+        points = re.search(r'<polyline class="train" points="([^"]+)"', curve).group(1)
+        assert len(points.split()) == steps

@@ -63,7 +63,8 @@ def test_a_lora_run_exports_to_gguf_that_loads_back_with_the_same_logits(
     result = export_model(run, tmp_path / "gguf", format="gguf", gguf_type="f32")
 
     assert result["format"] == "gguf" and result["merged"]
-    assert result["files"] == ["Modelfile", "README.md", "model.gguf"]  # README: the model card
+    # README: the model card, loss.svg: the curve it shows
+    assert result["files"] == ["Modelfile", "README.md", "loss.svg", "model.gguf"]
     check_gguf_matches_merged(run, tmp_path / "gguf", atol=1e-4)
 
 

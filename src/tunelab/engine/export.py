@@ -21,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from tunelab.catalog import portable_model_name
+from tunelab.curves import LOSS_CURVE_FILE, loss_svg, run_metrics
 from tunelab.engine.checkpoint import OUTPUT_MARKER
 from tunelab.engine.lora import ADAPTER_WEIGHTS, _quiet_progress
 from tunelab.engine.models import load_tokenizer, load_trained, resolve_model_source
@@ -52,7 +53,8 @@ def export_model(
     "gguf" (merged weights in one GGUF file of `gguf_type` f16 or f32, and a Modelfile).
     `dtype` (bf16, fp16 or fp32) is the precision of the weights an "hf" export writes; a
     LoRA adapter is merged in fp32 first. Every export holds a model card (README.md) naming
-    the base model, the training data's checksum, the hyperparameters and the final losses.
+    the base model, the training data's checksum, the hyperparameters and the final losses,
+    and showing the run's loss curve (`loss.svg`, written beside it).
     """
     if dtype not in DTYPES:
         choices = ", ".join(DTYPES)
@@ -218,8 +220,21 @@ def _write_model_card(info, staging: Path, dtype: str, as_adapter: bool) -> None
         f"- trained: {summary.get('created_at', 'unknown')}", "",
         "## Evaluation", "",
         *(losses or ["No evaluation recorded."]), "",
+        *_loss_curve(info.path, staging),
     ]  # fmt: skip
     (staging / MODEL_CARD).write_text("\n".join(lines), encoding="utf-8")
+
+
+def _loss_curve(trained_dir: Path, staging: Path) -> list[str]:
+    """`loss.svg` beside the card (drawn from the run's steps, up to a checkpoint's) and the
+    card's lines showing it; nothing when the run left no steps."""
+    found = run_metrics(trained_dir)
+    svg = loss_svg(found[1], title="training loss") if found else ""
+    if not svg:
+        return []
+    (staging / LOSS_CURVE_FILE).write_text(svg, encoding="utf-8")
+    return ["## Training loss", "", f"![Training and validation loss per step]({LOSS_CURVE_FILE})",
+            ""]  # fmt: skip
 
 
 _CARD_SETTINGS = ("method", "n_epochs", "batch_size", "learning_rate", "lr_scheduler",

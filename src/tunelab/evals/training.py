@@ -9,14 +9,11 @@ directory (`tunelab train --output DIR`, or one of its `checkpoints/step-N`) hol
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
-from tunelab.curves import METRICS_FILE, loss_series, read_metrics
+from tunelab.curves import loss_series, run_metrics
 from tunelab.registry import Store
 from tunelab.settings import get_settings
-
-CHECKPOINT_DIR = re.compile(r"step-(\d+)")
 
 
 def training_curves(models: list[str] | tuple[str, ...]) -> dict[str, dict]:
@@ -54,18 +51,12 @@ def _registry_curve(name: str) -> tuple[str, list[dict]] | None:
 
 
 def _directory_curve(name: str) -> tuple[str, list[dict]] | None:
-    """A training output's `metrics.jsonl`; for a checkpoint, its run's steps up to it."""
+    """A training output's (or checkpoint's) steps, see `curves.run_metrics`."""
     path = Path(name).expanduser()
     try:
         if not path.is_dir():
             return None
     except (OSError, ValueError):  # not a path at all (too long, a NUL byte)
         return None
-    last_step = None
-    checkpoint = CHECKPOINT_DIR.fullmatch(path.name)
-    if checkpoint and path.parent.name == "checkpoints":
-        path, last_step = path.parent.parent, int(checkpoint.group(1))
-    records = read_metrics(path / METRICS_FILE)
-    if last_step is not None:
-        records = [r for r in records if isinstance(r.get("step"), int) and r["step"] <= last_step]
-    return (str(path / METRICS_FILE), records) if records else None
+    found = run_metrics(path)
+    return (str(found[0]), found[1]) if found else None

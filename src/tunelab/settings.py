@@ -47,6 +47,12 @@ class Settings:
         """`TUNELAB_DATABASE_URL`: a PostgreSQL registry shared by several machines."""
         return os.environ.get("TUNELAB_DATABASE_URL", "").strip() or None
 
+    @property
+    def artifacts_url(self) -> str | None:
+        """`TUNELAB_ARTIFACTS`: a directory or fsspec URL where jobs' files and outputs are
+        shared between machines (`tunelab.artifacts`); unset, they stay in TUNELAB_HOME."""
+        return os.environ.get("TUNELAB_ARTIFACTS", "").strip() or None
+
 
 def get_settings() -> Settings:
     """Current settings, read from the environment (and `.env`) on every call."""

@@ -139,12 +139,13 @@ def create_job_from_files(
     tokenizer and context), as `create_job` does, before anything is queued.
     """
     from tunelab.providers import local
+    from tunelab.providers.local_artifacts import training_path
 
     with Store() as store:
         train = local.usable_file(store, training_file, "training_file")
         val = local.usable_file(store, validation_file, "validation_file") \
             if validation_file else None  # fmt: skip
-    spec = JobSpec(Path(train.path), validation_file=Path(val.path) if val else None,
+    spec = JobSpec(training_path(train), validation_file=training_path(val) if val else None,
                    model=model, hyperparameters=dict(hyperparameters or {}),
                    suffix=suffix, seed=seed, metadata=metadata or {})  # fmt: skip
     try:

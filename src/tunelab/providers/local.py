@@ -2,7 +2,8 @@
 
 Training files are copied into `$TUNELAB_HOME/files` (named by checksum), so a job can be
 resumed even after the user edits or deletes the file it was created from. Job outputs live
-in `$TUNELAB_HOME/jobs/<job id>`.
+in `$TUNELAB_HOME/jobs/<job id>`. With `TUNELAB_ARTIFACTS` set, both also go to the artefact
+store, for workers and users on other machines (`local_artifacts`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from tunelab.errors import TunelabError
 from tunelab.io import file_sha256
+from tunelab.providers import local_artifacts
 from tunelab.registry import File, Job, Model, Store
 from tunelab.settings import get_settings, writable_home
 
@@ -34,6 +36,7 @@ def register_file(store: Store, path: Path, validation: dict | None) -> File:
     checksum = file_checksum(path)
     known = store.find_file(PROVIDER, checksum, "fine-tune")
     if known is not None and known.path and Path(known.path).exists():
+        local_artifacts.share_file(Path(known.path))  # kept before the store was set, maybe
         return known
     return store.add_file(
         provider=PROVIDER,
@@ -51,17 +54,17 @@ def keep_copy(path: Path, checksum: str, *, move: bool = False) -> Path:
     """`path`'s bytes in `$TUNELAB_HOME/files`, named by checksum (written atomically)."""
     files_dir = writable_home("keep a copy of the training files") / "files"
     files_dir.mkdir(parents=True, exist_ok=True)
-    target = files_dir / f"{checksum[:24]}.jsonl"
+    target = files_dir / local_artifacts.file_name(checksum)
     if target.exists():
         if move:
             path.unlink()
-        return target
-    if move:
+    elif move:
         os.replace(path, target)
-        return target
-    staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    shutil.copyfile(path, staging)
-    os.replace(staging, target)
+    else:
+        staging = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.copyfile(path, staging)
+        os.replace(staging, target)
+    local_artifacts.share_file(target)
     return target
 
 
@@ -113,7 +116,7 @@ def local_base(model: str):
                 hint="`tunelab models list` shows the models tunelab knows",
                 exit_code=2,
             )
-        return resolve_model_source(known.path)
+        return resolve_model_source(local_artifacts.model_dir(known))
     return resolve_model_source(model)
 
 
@@ -205,13 +208,13 @@ def queue_job(
         status="queued",
         raw_status="queued",
     )
-    output_dir = get_settings().home / "jobs" / job.id
+    output_dir = local_artifacts.output_location(job.id)
     extra = {"tunelab_model_name": model_name(model, suffix, job.id)}
     if base_path:
         extra["tunelab_base_path"] = base_path
     if nproc_per_node > 1:
         extra[NPROC_KEY] = nproc_per_node
-    job = store.update_job(job.id, output_dir=str(output_dir), metadata={**metadata, **extra})
+    job = store.update_job(job.id, output_dir=output_dir, metadata={**metadata, **extra})
     store.add_event(job.id, f"Created fine-tuning job: {job.id}")
     return job
 
@@ -306,11 +309,12 @@ def refresh(store: Store, job: Job) -> Job:
 
 
 def discard(job: Job) -> None:
-    """Remove the checkpoints of a job that made no model."""
+    """Remove the checkpoints of a job that made no model (here and in the artefact store)."""
     if job.status != "succeeded" and job.output_dir:
-        path = Path(job.output_dir)
+        path = Path(local_artifacts.on_this_machine(job).output_dir)
         if path.exists():
             shutil.rmtree(path)
+        local_artifacts.forget(job)
 
 
 def start_worker() -> int:

@@ -110,14 +110,21 @@ def _split_url(name: str) -> tuple[str, str] | None:
 
 
 def _registry_model(name: str) -> ChatModel | None:
-    if not get_settings().registry_path.exists():  # no registry yet: nothing fine-tuned
+    settings = get_settings()
+    if not settings.database_url and not settings.registry_path.exists():  # none yet
         return None
     with Store() as store:
         known = store.find_model(name)
     if known is None:
         return None
     details = known.details or {}
-    # A model whose weights are on this machine answers from its directory.
+    # A model whose weights are on this machine answers from its directory; a local job's
+    # model trained on another machine is fetched from the artefact store first.
     model = known.path or known.id
+    owner = registry.provider_classes().get(known.provider)
+    if known.path and owner is not None and owner.runs_here:
+        from tunelab.providers.local_artifacts import model_dir
+
+        model = model_dir(known)
     return ChatModel(name, known.provider, model, base_url=details.get("base_url"),
                      key_variable=details.get("key_variable"))  # fmt: skip

@@ -8,6 +8,10 @@ leaves a running job with a stale heartbeat and a dead pid: `recover_lost_jobs` 
 tunelab command and worker at start) marks it failed, and `tunelab jobs resume` continues it
 from its last checkpoint.
 
+With `TUNELAB_ARTIFACTS` set, the worker trains in its own `$TUNELAB_HOME/jobs/<job id>`,
+fetching the job's files (and what another machine uploaded when it stopped the job) first,
+and uploads the directory when the job ends, before the registry says it ended.
+
 Auto-started workers hold `worker.lock`, so `jobs create` runs jobs one after another on this
 machine; `tunelab worker` started by hand takes no lock and adds parallelism.
 """
@@ -28,6 +32,7 @@ from pathlib import Path
 
 from tunelab import cores
 from tunelab.errors import TunelabError
+from tunelab.providers import local_artifacts
 from tunelab.providers.local import JOB_LOG, PAUSE
 from tunelab.registry import Job, Store
 from tunelab.settings import get_settings
@@ -110,27 +115,64 @@ def run_auto_worker(idle_seconds: float = 5.0) -> int:
 
 def run_job(store: Store, job: Job, identity: dict) -> None:
     """Train one claimed job to its end: succeeded, cancelled, paused or failed."""
-    job_id = job.id
+    job_id, job = job.id, local_artifacts.on_this_machine(job)
     store.add_event(job_id, f"Fine-tuning job started by {identity['worker_id']}")
     control = threading.Event()
     beat = _Heartbeat(store.path, job_id, identity["worker_id"], control)
     beat.start()
+    try:
+        if _bring_here(store, job):
+            _run_claimed(store, job, identity, control, beat)
+    finally:
+        beat.stop()
+
+
+def _bring_here(store: Store, job: Job) -> bool:
+    """Fetch what the job needs from the artefact store; False (the job failed) if it cannot.
+
+    This comes before the job's log opens in its directory: the fetch may replace it.
+    """
+    try:
+        local_artifacts.bring_here(job, _files_of(store, job))
+    except TunelabError as err:
+        log.error("job %s failed: [%s] %s", job.id, err.code, err.message)
+        _fail(store, job.id, err.code, err.message + (f" ({err.hint})" if err.hint else ""))
+        return False
+    return True
+
+
+def _run_claimed(store: Store, job: Job, identity: dict, control, beat) -> None:
+    job_id = job.id
     with _job_log(job):
         log.info("job %s started by %s", job_id, identity["worker_id"])
         try:
             result = _train_job(store, job, control)
+            local_artifacts.share_outputs(job, succeeded=result.status != "cancelled")
         except TunelabError as err:
             log.error("job %s failed: [%s] %s", job_id, err.code, err.message)
+            _share_after_failure(job)
             _fail(store, job_id, err.code, err.message + (f" ({err.hint})" if err.hint else ""))
         except Exception as err:  # a bug: keep the traceback in the worker's log, fail the job
             log.error("job %s crashed:\n%s", job_id, traceback.format_exc())
+            _share_after_failure(job)
             _fail(store, job_id, "internal_error", f"{type(err).__name__}: {err}")
         else:
             _finish(store, store.get_job(job_id), result, beat.requested)
             log.info("job %s ended: %s at step %d/%d", job_id, result.status, result.step,
                      result.total_steps)  # fmt: skip
-        finally:
-            beat.stop()
+
+
+def _files_of(store: Store, job: Job) -> list:
+    ids = [job.training_file, job.validation_file]
+    return [store.get_file(file_id) for file_id in ids if file_id]
+
+
+def _share_after_failure(job: Job) -> None:
+    """Upload a failed job's checkpoints, so that it can resume on any machine."""
+    try:
+        local_artifacts.share_outputs(job, succeeded=False)
+    except TunelabError as err:  # the job's own failure is the one to report
+        log.error("job %s: its outputs were not uploaded: %s", job.id, err.message)
 
 
 @contextlib.contextmanager
@@ -169,9 +211,13 @@ def _train(store: Store, job: Job, control, *, main: bool = True):
     from tunelab.engine import TrainConfig, load_base, train  # torch loads only in workers
 
     config = TrainConfig.from_settings(job.hyperparameters)
-    train_path = store.get_file(job.training_file).path
-    val_path = store.get_file(job.validation_file).path if job.validation_file else None
+    train_file = store.get_file(job.training_file)
+    train_path = local_artifacts.training_path(train_file)
+    val_path = (local_artifacts.training_path(store.get_file(job.validation_file))
+                if job.validation_file else None)  # fmt: skip
     base = job.metadata.get("tunelab_base_path") or job.model
+    if job.model.startswith("ft:") and not Path(base).exists():  # trained on another machine
+        base = local_artifacts.model_dir(store.get_model(job.model))
     model, tokenizer, info = load_base(base, load_in_4bit=config.load_in_4bit)
     if main:
         store.add_event(job.id, f"Loaded base model {info.name}")
@@ -187,7 +233,7 @@ def _train(store: Store, job: Job, control, *, main: bool = True):
         metadata={
             "job_id": job.id,
             "base_model": job.model,
-            "train_file_sha256": store.get_file(job.training_file).checksum,
+            "train_file_sha256": train_file.checksum,
         },
         callback=_ProgressRecorder(store, job.id),
         cancel=control,

@@ -37,6 +37,7 @@ import orjson
 
 from tunelab.errors import TunelabError
 from tunelab.io import atomic_write_text
+from tunelab.providers import local_artifacts
 from tunelab.providers.local import JOB_LOG, NPROC_KEY
 from tunelab.registry import Job, Store
 
@@ -211,7 +212,7 @@ def run_rank(job_id: str) -> int:
 
     ranks = Ranks.from_env()
     with Store() as store:
-        job = store.get_job(job_id)
+        job = local_artifacts.on_this_machine(store.get_job(job_id))
         out = Path(job.output_dir)
         try:
             with _job_log(job) if ranks.is_main else contextlib.nullcontext():

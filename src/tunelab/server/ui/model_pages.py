@@ -14,6 +14,7 @@ from fastapi.responses import FileResponse
 
 from tunelab.engine.export import export_model
 from tunelab.errors import TunelabError
+from tunelab.providers.local_artifacts import model_dir
 from tunelab.providers.models import delete_model, list_models
 from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
 from tunelab.registry import Model
@@ -65,7 +66,8 @@ async def model_export(request: Request):
         target = (
             studio_dir() / "exports" / f"{safe_name(model.id)}-{'merged' if merge else 'adapter'}"
         )
-        done = await run_in_threadpool(export_model, model.path, target, merge=merge, force=True)
+        source = await run_in_threadpool(model_dir, model)  # fetched if trained elsewhere
+        done = await run_in_threadpool(export_model, source, target, merge=merge, force=True)
     except TunelabError as err:
         return error_page(request, err)
     return see_other(f"/models?exported={done['output_dir']}")
@@ -78,7 +80,8 @@ async def model_download(request: Request, model: str):
         found = await run_in_threadpool(_tuned, model)
         if found.provider != THIS_MACHINE or not found.path:
             raise TunelabError("not_downloadable", f"{found.id} is on {found.provider}.")
-        archive = await run_in_threadpool(_zip, Path(found.path), found.id)
+        source = await run_in_threadpool(model_dir, found)  # fetched if trained elsewhere
+        archive = await run_in_threadpool(_zip, Path(source), found.id)
     except TunelabError as err:
         return error_page(request, err)
     return FileResponse(archive, media_type="application/zip", filename=archive.name)

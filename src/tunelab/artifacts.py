@@ -2,8 +2,8 @@
 
 With it set, a local job's training files are copied there when the job is created
 (`files/<checksum>.jsonl`); a worker on any machine fetches them into its own TUNELAB_HOME
-before training; the job's directory (adapter or weights, metrics.jsonl, loss.svg, the model
-card, finetune.log, and its checkpoints while the job is unfinished) is uploaded to
+before training; the job's directory (adapter or weights, metrics.jsonl, loss.svg,
+tunelab_config.json, finetune.log, and its checkpoints while the job is unfinished) is uploaded to
 `jobs/<job id>/` when the job ends, before its status says so; and whoever uses the `ft:`
 model (chat, export, serve, training further) fetches that directory when this machine lacks
 it. Unset, nothing leaves TUNELAB_HOME.

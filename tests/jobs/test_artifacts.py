@@ -122,6 +122,10 @@ def test_a_job_stopped_on_one_machine_resumes_on_another_from_its_checkpoint(
     summary = json.loads((creator_home / "jobs" / job["id"] / "tunelab_config.json").read_text())
     assert summary["result"]["resumed_from_step"] >= 10
     assert summary["result"]["step"] == summary["result"]["total_steps"] == 24
+    shared = store_dir / "jobs" / job["id"]
+    assert (shared / "adapter_model.safetensors").exists()
+    # A succeeded job's upload leaves its checkpoints out, the earlier upload's included.
+    assert not any(p.is_file() for p in shared.rglob("*") if "checkpoints" in p.parts)
 
 
 def _stop_after_step(monkeypatch, step: int) -> None:

@@ -25,6 +25,7 @@ from tunelab.errors import TunelabError
 from tunelab.providers import jobs as api
 from tunelab.providers.base import TERMINAL_STATUSES
 from tunelab.providers.local import JOB_LOG
+from tunelab.providers.local_artifacts import on_this_machine
 from tunelab.providers.registry import DEFAULT_PROVIDER
 from tunelab.providers.wire import job_object
 from tunelab.registry import Event, Job
@@ -198,7 +199,7 @@ def show_cmd(job_id, as_json) -> int:
                               f"{escape(job.error_message)}"))  # fmt: skip
     if job.output_dir:
         rows.append(("output", escape(job.output_dir)))
-        log = Path(job.output_dir) / JOB_LOG
+        log = Path(on_this_machine(job).output_dir) / JOB_LOG  # outputs in a store: the copy here
         if log.exists():
             rows.append(("log", escape(str(log))))
     table = Table(show_header=False, box=None)

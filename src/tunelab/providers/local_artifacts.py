@@ -11,7 +11,6 @@ as before.
 from __future__ import annotations
 
 import dataclasses
-import logging
 from pathlib import Path
 
 from tunelab import artifacts
@@ -19,8 +18,6 @@ from tunelab.errors import TunelabError
 from tunelab.io import file_sha256
 from tunelab.registry import File, Job, Model
 from tunelab.settings import get_settings
-
-log = logging.getLogger("tunelab.worker")
 
 CHECKPOINTS = "checkpoints"  # the engine's checkpoint directory: not shared once a job succeeds
 

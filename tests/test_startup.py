@@ -69,3 +69,32 @@ def test_light_commands_do_not_import_torch(args):
 def test_format_does_not_import_torch(tmp_path):
     source = FIXTURES / "format" / "queries.csv"
     assert loaded_heavy("format", str(source), "--train-output", str(tmp_path / "t.jsonl")) == []
+
+
+BAD = "no-such-model"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "--train", CLEAN, "-o", "{tmp}/run", "-m", BAD],
+        ["jobs", "create", "--train", CLEAN, "-m", BAD, "--no-start"],
+        ["eval", "classify", "--data", CLEAN, "-m", BAD],
+        ["eval", "queries", "--data", CLEAN, "-m", BAD],
+        ["eval", "judge", "--judge-model", BAD, "--data", CLEAN, "-m", "smollm2-135m-instruct"],
+        ["generate-conversations", "--ideas", CLEAN, "-m", BAD, "-o", "{tmp}/c.db"],
+        ["chat", BAD, "hi"],
+        ["serve", "--model", BAD],
+    ],
+    ids=lambda args: " ".join(args[:2]),
+)
+def test_a_bad_model_name_fails_before_any_heavy_work(args, tmp_path):
+    """Every `--model` is resolved first: a mistyped name is a one-line error, with no data
+    read and no torch imported (what made it take seconds), and nothing started."""
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    done = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), *argv],
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert "[unknown_model]" in done.stderr and BAD in done.stderr, done.stderr
+    line = [x for x in done.stderr.splitlines() if x.startswith("LOADED ")][-1]
+    assert json.loads(line.removeprefix("LOADED ")) == []
+    assert not (tmp_path / "run").exists() and not (tmp_path / "c.db").exists()

@@ -10,8 +10,7 @@ import torch
 from peft import PeftModel
 
 from tunelab import catalog
-from tunelab.engine import models as models_module
-from tunelab.engine import train
+from tunelab.engine import sources, train
 from tunelab.engine.models import load_base, load_trained, resolve_model_source
 from tunelab.errors import TunelabError
 
@@ -134,7 +133,7 @@ def test_a_hub_id_offline_fails_fast_without_the_network(monkeypatch):
     def no_network(repo_id):
         raise AssertionError("the Hub must not be contacted when offline")
 
-    monkeypatch.setattr(models_module, "_check_on_hub", no_network)
+    monkeypatch.setattr(sources, "_check_on_hub", no_network)
     with pytest.raises(TunelabError) as raised:
         load_base("tunelab-tests/no-such-model-xyz")
     assert raised.value.code == "hub_unreachable"
@@ -142,7 +141,7 @@ def test_a_hub_id_offline_fails_fast_without_the_network(monkeypatch):
 
 
 def test_a_hub_id_loads_from_its_snapshot(monkeypatch, base_dir, make_model):
-    monkeypatch.setattr(models_module, "_hub_snapshot", lambda repo_id: base_dir)
+    monkeypatch.setattr(sources, "_hub_snapshot", lambda repo_id: base_dir)
     model, _, info = load_base("someone/tiny-llama")
     assert (info.kind, info.name, info.path) == ("hub", "someone/tiny-llama", base_dir)
     assert torch.equal(logits(model), logits(make_model()))

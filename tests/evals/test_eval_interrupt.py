@@ -59,6 +59,7 @@ def test_ctrl_c_keeps_the_items_scored_and_exits_130(tmp_path, monkeypatch, caps
     models = {"base": OneByOne("base", label_of),
               "tuned": OneByOne("tuned", label_of, interrupt_after=2)}  # fmt: skip
     monkeypatch.setattr("tunelab.evals.candidates.open_candidate", lambda name: models[name])
+    monkeypatch.setattr("tunelab.evals.candidates.check_models", lambda names: None)
     capsys.readouterr()
     code = main(["eval", "classify", "--data", str(table), "-m", "base", "-m", "tuned",
                  "--method", "generate", "-o", str(tmp_path / "run")])  # fmt: skip

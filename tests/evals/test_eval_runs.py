@@ -45,6 +45,14 @@ class Scripted(Candidate):
         return [Answer(self.reply(_text(c), c)) for c in conversations]
 
 
+def only_real_models_checked(scripted: dict):
+    """`check_models` for a test whose scripted candidates stand in for models: the real
+    check for every other name."""
+    from tunelab.providers.resolve import check_chat_model
+
+    return lambda names: [check_chat_model(n) for n in names if n not in scripted]
+
+
 def _text(conversation) -> str:
     user = conversation[-1]["content"]
     found = re.search(r"<text>\n(.*)\n</text>", user, re.DOTALL)
@@ -67,6 +75,7 @@ def scripted(monkeypatch):
                          if text.startswith("Wh") and "o " in text else "I am not sure"),
     }  # fmt: skip
     monkeypatch.setattr("tunelab.evals.candidates.open_candidate", lambda name: models[name])
+    monkeypatch.setattr("tunelab.evals.candidates.check_models", only_real_models_checked(models))
     return models
 
 
@@ -180,6 +189,7 @@ def test_a_failed_evaluation_is_recorded_as_failed(table, monkeypatch, capsys):
         raise candidates.TunelabError("unknown_model", f"no model {name}")
 
     monkeypatch.setattr("tunelab.evals.candidates.open_candidate", broken)
+    monkeypatch.setattr("tunelab.evals.candidates.check_models", lambda names: None)
     code, _, err = cli(capsys, "eval", "classify", "--data", str(table), "--model", "ghost")
     assert code == 1 and "unknown_model" in err
     with Store() as store:
@@ -301,6 +311,7 @@ def test_queries_scores_parse_exact_structural_and_execution(
     }
     model = Scripted("m", lambda _text, c: replies[c[-1]["content"]])
     monkeypatch.setattr("tunelab.evals.candidates.open_candidate", lambda name: model)
+    monkeypatch.setattr("tunelab.evals.candidates.check_models", only_real_models_checked({"m"}))
     where = ["--documents", str(documents)]
     if executed_on == "mongodb":  # a live database, stood in for by mongomock
         import mongomock

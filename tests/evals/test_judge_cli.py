@@ -18,6 +18,7 @@ import tunelab.evals.conversations
 import tunelab.evals.judge.task  # noqa: F401
 from tunelab.cli import main
 from tunelab.evals.candidates import Answer, Candidate
+from tunelab.providers.resolve import check_chat_model
 
 
 class Scripted(Candidate):
@@ -62,6 +63,9 @@ def scripted(monkeypatch):
         "tunelab.evals.candidates",
     ):
         monkeypatch.setattr(f"{module}.open_candidate", MODELS.__getitem__)
+    check = check_chat_model  # scripted names stand in for models; the others are checked
+    monkeypatch.setattr("tunelab.evals.candidates.check_models",
+                        lambda names: [check(n) for n in names if n not in MODELS])  # fmt: skip
 
 
 def cli(capsys, *argv):

@@ -14,6 +14,7 @@ import tunelab.evals.conversations
 from tunelab.cli import main
 from tunelab.evals.candidates import Answer, Candidate
 from tunelab.providers.registry import get_provider
+from tunelab.providers.resolve import check_chat_model
 
 MESSAGES = "https://api.anthropic.com/v1/messages"
 KEY = "sk-ant-PLANTED-5e7f1c2a9b"
@@ -132,6 +133,9 @@ def judge(request: httpx.Request) -> httpx.Response:
 def test_claude_judges_pairwise(api, key, tmp_path, capsys, monkeypatch):
     models = {"good": Scripted("good", "It is Paris."), "vague": Scripted("vague", "Europe?")}
     monkeypatch.setattr(tunelab.evals.conversations, "open_candidate", models.__getitem__)
+    check = check_chat_model  # the scripted names stand in for models; Claude is checked
+    monkeypatch.setattr("tunelab.evals.candidates.check_models",
+                        lambda names: [check(n) for n in names if n not in models])  # fmt: skip
     ideas = tmp_path / "ideas.txt"
     ideas.write_text("capital of France\ncity of the Louvre\n")
     made = []

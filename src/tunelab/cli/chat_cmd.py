@@ -16,7 +16,7 @@ import click
 from tunelab.cli import common
 from tunelab.data.prompts import ClassificationPrompt
 from tunelab.providers.base import ChatResult
-from tunelab.providers.resolve import ChatModel, resolve_chat_model
+from tunelab.providers.resolve import ChatModel, check_chat_model
 
 EXIT_WORDS = ("/exit", "/quit")
 RESET_WORD = "/reset"
@@ -76,7 +76,7 @@ def chat_cmd(
     model the registry knows (`ft:...` names from `tunelab jobs`, on any provider),
     PROVIDER/MODEL (`openai/gpt-4o-mini`, `anthropic/...`) or MODEL@URL."""
     labels = common.label_set(label_list)
-    chat_model = resolve_chat_model(model)
+    chat_model = check_chat_model(model)  # a bad name fails before anything loads
     history = [{"role": "system", "content": system}] if system else []
     settings = dict(
         max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=list(stop), seed=seed

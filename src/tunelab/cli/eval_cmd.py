@@ -28,7 +28,7 @@ from tunelab.cli.train_cmd import ctrl_c_cancels
 from tunelab.cli.validate_cmd import input_file
 from tunelab.data.prompts import ClassificationPrompt
 from tunelab.errors import TunelabError
-from tunelab.evals import runs
+from tunelab.evals import candidates, runs
 from tunelab.evals.items import load_items
 from tunelab.evals.result import EvaluationResult
 
@@ -145,6 +145,7 @@ def classify_cmd(data_path, models, limit, method, length_norm, label_list, outp
     """Accuracy, macro-F1, per-class scores and the confusion matrix, models side by side."""
     from tunelab.evals.classify import evaluate_classification
 
+    candidates.check_models(models)  # a mistyped --model fails before the data is read
     options = source_options(flags)
     data = load_items(data_path, flags["kind"], options, limit)
     prompt = options.prompt or ClassificationPrompt()
@@ -241,6 +242,7 @@ def queries_cmd(data_path, models, limit, documents, mongo_uri, mongo_db, output
 
     if documents and mongo_uri:
         raise click.UsageError("Can't provide both --documents and --mongo-uri. Choose one.")
+    candidates.check_models(models)
     data = load_items(data_path, flags["kind"], source_options(flags), limit)
     with contextlib.ExitStack() as stack:
         executor = None
@@ -337,6 +339,7 @@ def judge_cmd(judge_model, databases, data_path, models, traits, rubric, mode, l
     if not databases and not models:
         raise click.UsageError("Give --conversations DB or --data F with --model M.")
     chosen = trait_list(traits)
+    candidates.check_models([judge_model, *models])
     data = load_items(data_path, flags["kind"], source_options(flags), limit) if models else None
 
     def compute(progress, cancel):
@@ -572,6 +575,7 @@ def generate_conversations_cmd(ideas, model, system, user_message_template, outp
     """Have MODEL answer one message per idea; write a database `format` and `eval judge` read."""
     from tunelab.evals.conversations import generate_conversations
 
+    candidates.check_models([model])
     cancel = threading.Event()
     with ctrl_c_cancels(cancel), EvalProgress(quiet=as_json) as progress:
         result = generate_conversations(

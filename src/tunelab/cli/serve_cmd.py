@@ -47,6 +47,10 @@ def serve_cmd(host, port, api_key, allowed_host, max_upload_mb, max_batch_size, 
               data_dir, models, allow_any_model) -> int:  # fmt: skip
     """Serve OpenAI's fine-tuning and chat API for models you own under /v1, and the studio
     (the web UI) at /."""
+    from tunelab.providers.resolve import check_chat_model
+
+    for name in models:  # a mistyped --model fails now, not at a client's first request
+        check_chat_model(name)
     import uvicorn
 
     from tunelab.server.app import ServerConfig, create_app, is_loopback

@@ -214,14 +214,16 @@ def train_cmd(
     **settings,
 ) -> int:
     """Fine-tune a local model (LoRA or full) on chat JSONL from `tunelab format`."""
-    from tunelab.engine.checkpoint import check_output_dir
-    from tunelab.engine.distributed import Ranks, torchrun_command
-    from tunelab.engine.models import load_tokenizer, resolve_model_source
-    from tunelab.engine.trainer import plan, train
+    from tunelab.engine.sources import resolve_model_source
 
     config = build_config(settings)
     check_reporters(report_to)
-    info = resolve_model_source(model)
+    info = resolve_model_source(model)  # before torch loads: a bad name fails at once
+    from tunelab.engine.checkpoint import check_output_dir
+    from tunelab.engine.distributed import Ranks, torchrun_command
+    from tunelab.engine.models import load_tokenizer
+    from tunelab.engine.trainer import plan, train
+
     if not dry_run and not Ranks.from_env().active:  # before the model loads (or ranks start)
         check_output_dir(output, resume=resume, force=force, need_checkpoint=True,
                          inputs=(info.path,))  # fmt: skip

@@ -33,17 +33,15 @@ import torch
 from tunelab.curves import METRICS_FILE
 from tunelab.engine.config import ResolvedConfig
 from tunelab.engine.lora import ADAPTER_WEIGHTS, FULL_WEIGHTS, load_weights, save_weights
+from tunelab.engine.sources import META_FILE, OUTPUT_MARKER
 from tunelab.errors import TunelabError
 from tunelab.io import atomic_write_text
 
 CHECKPOINTS_DIR = "checkpoints"
 MARKER = "COMPLETE"
 STATE_FILE = "training_state.pt"
-META_FILE = "checkpoint.json"
 _PREFIX = "step-"
 _TEMP_PREFIX = ".tmp-"
-# Written last into the output directory: its presence means the output is complete.
-OUTPUT_MARKER = "tunelab_config.json"
 # Files a previous run may have left in an output directory; --force removes them first.
 _RUN_FILES = (
     OUTPUT_MARKER,

@@ -27,9 +27,9 @@ from transformers.utils import logging as hf_logging
 from tunelab.catalog import portable_model_name
 from tunelab.engine.config import ResolvedConfig
 from tunelab.engine.device import use_gradient_checkpointing
+from tunelab.engine.sources import ADAPTER_WEIGHTS
 from tunelab.errors import TunelabError
 
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 FULL_WEIGHTS = "model.safetensors"
 _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -192,6 +192,15 @@ def check_cancel(cancel: threading.Event | None, done: list | None = None) -> No
         raise Interrupted(done)
 
 
+def check_models(names) -> None:
+    """Resolve every model name (and its provider's key) before any work: front ends call it
+    before reading data, so a mistyped `--model` fails at once instead of after minutes."""
+    from tunelab.providers.resolve import check_chat_model
+
+    for name in names:
+        check_chat_model(name)
+
+
 def open_candidate(name: str) -> Candidate:
     """The candidate `name` refers to (see the module docstring)."""
     from tunelab.providers.resolve import resolve_chat_model

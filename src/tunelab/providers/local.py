@@ -105,7 +105,7 @@ def model_name(base: str, suffix: str | None, job_id: str) -> str:
 
 def local_base(model: str):
     """What a local `--model` names: a registry `ft:` model resolves to its directory."""
-    from tunelab.engine.models import resolve_model_source
+    from tunelab.engine.sources import resolve_model_source
 
     if model.startswith("ft:"):
         known = store_model(model)

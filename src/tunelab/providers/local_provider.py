@@ -47,6 +47,15 @@ class LocalProvider(Provider):
             return name
         return super().owns(name)
 
+    @classmethod
+    def check_model(cls, model: str, *, base_url: str | None = None,
+                    key_variable: str | None = None) -> None:  # fmt: skip
+        """A directory, training output, the bundled model or a Hub id: resolved without
+        importing torch (`resolve_model_source` raises a clear error for anything else)."""
+        from tunelab.engine.sources import resolve_model_source
+
+        resolve_model_source(model)
+
     def engine_source(self, model: str) -> str:
         return model
 

@@ -120,6 +120,16 @@ class Provider:
     def supports(cls, capability: str) -> bool:
         return capability in cls.capabilities
 
+    @classmethod
+    def check_model(cls, model: str, *, base_url: str | None = None,
+                    key_variable: str | None = None) -> None:  # fmt: skip
+        """Refuse at once, loading and sending nothing, a model this provider cannot answer.
+
+        By default: one whose key is not set (the key is read, never sent). The local
+        provider checks that the model exists here.
+        """
+        cls.endpoint_key(base_url, key_variable)
+
     def engine_source(self, model: str) -> str | None:
         """What the local engine loads for `model`, for providers whose weights are here.
 

@@ -101,6 +101,17 @@ def resolve_chat_model(name: str) -> ChatModel:
     return ChatModel(name, registry.DEFAULT_PROVIDER, name)
 
 
+def check_chat_model(name: str) -> ChatModel:
+    """`resolve_chat_model`, checked by its provider before anything heavy happens (data
+    read, torch imported, weights loaded, a request sent): a model that is not here, or a
+    provider whose key is not set, fails at once with a clear error."""
+    chat = resolve_chat_model(name)
+    registry.provider_class(chat.provider).check_model(
+        chat.model, base_url=chat.base_url, key_variable=chat.key_variable
+    )
+    return chat
+
+
 def _split_url(name: str) -> tuple[str, str] | None:
     for marker in URL_MARKERS:
         if marker in name:

@@ -372,3 +372,25 @@ def test_a_job_started_elsewhere_is_imported_and_tracked(api, keys, capsys):
     assert cli(capsys, "jobs", "import", "--provider", "openai", "ftjob-AbC123")[0] == 0
     with Store() as store:
         assert len(store.list_jobs()) == 1
+
+
+def test_a_finished_imported_job_is_not_fetched_again(api, keys, capsys):
+    """An imported failed job has no model: listing it must not ask OpenAI every time (after
+    the shutdown OpenAI cannot answer); importing it again asks on purpose."""
+    routes = mock_openai(api)
+    failed = openai_job("failed", finished_at=1790000900,
+                        error={"code": "invalid_training_file", "message": "bad line 3",
+                               "param": "training_file"})  # fmt: skip
+    routes["job"].respond(200, json=failed)
+    assert cli(capsys, "jobs", "import", "--provider", "openai", "ftjob-AbC123")[0] == 0
+    asked = routes["job"].call_count, routes["events"].call_count
+    routes["job"].respond(503, json={"error": {"message": "shut down"}})  # were it asked
+    for argv in (["jobs", "list"], ["jobs", "list", "--json"], ["jobs", "show", "ftjob-AbC123"],
+                 ["jobs", "events", "ftjob-AbC123"]):  # fmt: skip
+        code, _, err = cli(capsys, *argv)
+        assert code == 0, err
+    assert "failed" in cli(capsys, "jobs", "show", "ftjob-AbC123")[1]
+    assert (routes["job"].call_count, routes["events"].call_count) == asked
+    routes["job"].respond(200, json=failed)
+    assert cli(capsys, "jobs", "import", "--provider", "openai", "ftjob-AbC123")[0] == 0
+    assert routes["job"].call_count == asked[0] + 1

@@ -123,8 +123,14 @@ def _imported(store: Store, provider: str, provider_job_id: str) -> Job | None:
 
 
 def refresh(store: Store, job: Job, *, events: bool = True) -> Job:
-    """The job synced from its provider, unless it has finished (or never reached it)."""
-    if job.status in TERMINAL_STATUSES and job.fine_tuned_model is not None:
+    """The job synced from its provider, unless it has finished (or never reached it).
+
+    A finished job (succeeded, failed or cancelled) is as it was last recorded: its events
+    were synced when it finished, and a failed job has no model to wait for, so listing
+    jobs never asks the provider about it again (after OpenAI's shutdown it could not
+    answer). `tunelab jobs import` fetches one again on request.
+    """
+    if job.status in TERMINAL_STATUSES:
         return job
     if not job.provider_job_id:
         return job  # never reached its provider (see error_message)

@@ -98,3 +98,14 @@ def test_a_bad_model_name_fails_before_any_heavy_work(args, tmp_path):
     line = [x for x in done.stderr.splitlines() if x.startswith("LOADED ")][-1]
     assert json.loads(line.removeprefix("LOADED ")) == []
     assert not (tmp_path / "run").exists() and not (tmp_path / "c.db").exists()
+
+
+@pytest.mark.slow  # converts the bundled tokenizer once (shared SmolLM2 home)
+def test_analyze_with_the_bundled_model_needs_no_torch(smollm2_home):
+    """Counting the bundled model's tokens reads its converted tokenizer's files: no
+    transformers, no torch (only the one-time conversion from the GGUF needs them)."""
+    from tunelab.catalog import bundled_model_dir
+
+    bundled_model_dir()  # the conversion, done once per home
+    assert loaded_heavy("analyze", CLEAN) == []
+    assert loaded_heavy("validate", CLEAN, "--model", "smollm2-135m-instruct") == []

@@ -86,6 +86,15 @@ def build_tokenizer(directory, template: str = CHATML_TEMPLATE, max_length: int 
     return tokenizer
 
 
+def transformers_tokenizer(spec):
+    """The model's tokenizer as transformers loads it (the counters read its files alone)."""
+    from transformers import AutoTokenizer
+
+    from tunelab.catalog import tokenizer_dir
+
+    return AutoTokenizer.from_pretrained(tokenizer_dir(spec))
+
+
 def template_ids(tokenizer, messages) -> list[int]:
     ids = tokenizer.apply_chat_template(messages, tokenize=True)
     return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
@@ -182,14 +191,14 @@ def test_local_counts_equal_apply_chat_template(chatml_dir):
     spec = resolve_model(str(chatml_dir))
     counter = load_counter(spec)
     assert counter.chatml and counter.default_system == "You are a tiny test model"
-    tokenizer = counter.tokenizer
+    tokenizer = transformers_tokenizer(spec)
     counts = counter.count(CONVERSATIONS)
     assert counts.total.tolist() == [len(template_ids(tokenizer, m)) for m in CONVERSATIONS]
 
 
 def test_local_assistant_tokens_are_the_answers_and_their_end_token(chatml_dir):
     counter = load_counter(resolve_model(str(chatml_dir)))
-    tokenizer = counter.tokenizer
+    tokenizer = transformers_tokenizer(resolve_model(str(chatml_dir)))
     messages = CONVERSATIONS[0]
     answer = tokenizer(messages[2]["content"], add_special_tokens=False)["input_ids"]
     assert counter.count([messages]).assistant.tolist() == [len(answer) + 1]
@@ -203,7 +212,7 @@ def test_other_templates_are_counted_through_the_template(tmp_path):
     counter = load_counter(resolve_model(str(tmp_path)))
     assert not counter.chatml
     counts = counter.count(CONVERSATIONS)
-    tokenizer = counter.tokenizer
+    tokenizer = transformers_tokenizer(resolve_model(str(tmp_path)))
     assert counts.total.tolist() == [len(template_ids(tokenizer, m)) for m in CONVERSATIONS]
     answer = tokenizer(" " + CONVERSATIONS[0][2]["content"], add_special_tokens=False)
     assert counts.assistant[0] >= len(answer["input_ids"])  # the answer and its </s>
@@ -239,7 +248,7 @@ def test_bundled_smollm2_counts_and_cache(monkeypatch, isolated_home):
     assert (cache / "tokenizer.json").exists() and (cache / "config.json").exists()
     assert catalog.context_limit(spec) == 8192
     counts = counter.count(CONVERSATIONS)
-    expected = [len(template_ids(counter.tokenizer, m)) for m in CONVERSATIONS]
+    expected = [len(template_ids(transformers_tokenizer(spec), m)) for m in CONVERSATIONS]
     assert counts.total.tolist() == expected
 
     def no_conversion(*args):

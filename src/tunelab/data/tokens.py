@@ -32,6 +32,7 @@ import orjson
 import quicktok
 
 from tunelab.catalog import ModelSpec, tokenizer_dir
+from tunelab.data.tokenizer_files import open_tokenizer_files
 from tunelab.errors import TunelabError
 
 # Special tokens of the OpenAI encodings and of ChatML: text containing them is either
@@ -346,9 +347,12 @@ def load_counter(spec: ModelSpec) -> BpeCounter | ChatTemplateCounter:
     """The token counter for a model (loads its tokenizer)."""
     if spec.template != "hf":
         return BpeCounter(spec.tokenizer or "", spec.template)
+    directory = tokenizer_dir(spec)
+    files = open_tokenizer_files(directory)  # without transformers, hence without torch
+    if files is not None:
+        return ChatTemplateCounter(files, spec.name)
     from transformers import AutoTokenizer
 
-    directory = tokenizer_dir(spec)
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory)
     except (OSError, ValueError) as err:

@@ -163,3 +163,24 @@ def test_unset_a_worker_that_cannot_see_the_files_says_how_to_share_them(
         assert store.get_file(job["training_file"]).path.startswith(str(machines.root))
     code, out, _ = run_cli(capsys, "jobs", "show", job["id"], "--json")
     assert code == 0 and orjson.loads(out)["status"] == "failed"
+
+
+def test_a_file_uploaded_on_one_machine_is_downloadable_from_anothers_server(
+    machines, store_dir, create_job, train_file
+):
+    from fastapi.testclient import TestClient
+
+    from tunelab.server.app import ServerConfig, create_app
+
+    machines.be("creator")
+    job = create_job()
+    sent = train_file.read_bytes()
+    train_file.unlink()
+
+    machines.be("worker")
+    app = create_app(ServerConfig(start_worker=False))
+    with TestClient(app, base_url="http://localhost") as api:
+        got = api.get(f"/v1/files/{job['training_file']}/content")
+        assert got.status_code == 200 and got.content == sent
+        missing = api.get("/v1/files/file-nope/content")
+        assert missing.status_code == 404

@@ -14,9 +14,12 @@ import secrets
 from pathlib import Path
 
 from fastapi import APIRouter, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
+from tunelab.errors import TunelabError
 from tunelab.providers import local
+from tunelab.providers.local_artifacts import training_path
 from tunelab.providers.wire import file_object
 from tunelab.registry import File, Store
 from tunelab.server.errors import ApiError
@@ -104,9 +107,15 @@ async def retrieve_file(file_id: str) -> dict:
 @router.get("/files/{file_id}/content")
 async def file_content(file_id: str):
     row = _local_file(file_id)
-    if not row.path or not Path(row.path).exists():
-        raise ApiError(404, f"The content of {file_id} is no longer stored.", code="file_not_found")
-    return FileResponse(row.path, media_type="application/jsonl", filename=row.filename)
+    try:  # kept here, else fetched from the artefact store another machine uploaded it to
+        path = await run_in_threadpool(training_path, row)
+    except TunelabError as err:
+        if err.code != "artifact_not_here":
+            raise
+        raise ApiError(
+            404, f"The content of {file_id} is no longer stored.", code="file_not_found"
+        ) from None
+    return FileResponse(path, media_type="application/jsonl", filename=row.filename)
 
 
 @router.delete("/files/{file_id}")

@@ -48,3 +48,12 @@ def test_a_template_only_transformers_renders_is_left_to_transformers(tmp_path):
     assert open_tokenizer_files(tmp_path) is None
     (tmp_path / "tokenizer.json").unlink()
     assert open_tokenizer_files(tmp_path) is None
+
+
+def test_a_template_cannot_store_underscore_attributes(tmp_path):
+    """The sandbox of transformers' own renderer: a namespace refuses `__class__`-like names."""
+    template = "{% set ns = namespace() %}{% set ns.__x = 1 %}{{ messages[0]['content'] }}"
+    build_tokenizer(chat_template=template).save_pretrained(tmp_path)
+    counter = ChatTemplateCounter(open_tokenizer_files(tmp_path), "hostile")
+    counts = counter.count([CONVERSATIONS[0]])
+    assert counts.failures and "underscore" in counts.failures[0]

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from jinja2.utils import Namespace
+
 ROLE_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token",
                "mask_token")  # fmt: skip
 
@@ -103,4 +105,38 @@ def _compile(template: str):
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    # A template is code from wherever the model came from: as transformers does, `dict` is
+    # a plain constructor and a namespace refuses underscore attributes (sandbox escapes).
+    env.globals["dict"] = _TemplateDict()
+    env.globals["namespace"] = _TemplateNamespace
     return env.from_string(template)
+
+
+class _TemplateDict:
+    def __call__(self, *args, **kwargs):
+        return dict(*args, **kwargs)
+
+    def fromkeys(self, *args, **kwargs):
+        return dict.fromkeys(*args, **kwargs)
+
+
+def _checked_name(name):
+    import jinja2
+
+    if isinstance(name, str) and name.startswith("_"):
+        raise jinja2.exceptions.SecurityError(
+            f"chat templates cannot store underscore attributes on a namespace ({name!r})."
+        )
+    return name
+
+
+class _TemplateNamespace(Namespace):
+    def __init__(*args, **kwargs):  # Jinja's signature trick: `namespace(self=...)` works
+        self, args = args[0], args[1:]
+        attrs = dict(*args, **kwargs)
+        for name in attrs:
+            _checked_name(name)
+        Namespace.__init__(self, attrs)
+
+    def __setitem__(self, name, value):
+        Namespace.__setitem__(self, _checked_name(name), value)

@@ -119,7 +119,7 @@ def evaluate(data: dict, tuned: Path, budget: Budget) -> dict:
         "queries", models=models, data=held_out.describe(), options=options,
         task=lambda: evaluate_queries(held_out, models, progress=print_progress,
                                       max_tokens=MAX_NEW_TOKENS),
-    )  # fmt: skip
+    ).to_dict()  # fmt: skip
     result.update(paired_figures(held_out, result["json_path"], models))
     print(f"evaluation run {result['id']}: {result['html_path']}", flush=True)
     return result

@@ -297,7 +297,7 @@ def evaluate(data: dict, tuned: Path, budget: Budget, method: str = "score") -> 
         "classify", models=models, data=held_out.describe(), options=options,
         task=lambda: evaluate_classification(held_out, models, method=method,
                                              progress=print_progress),
-    )  # fmt: skip
+    ).to_dict()  # fmt: skip
     result["majority"] = majority_floor(data, held_out)
     print(f"evaluation run {result['id']}: {result['html_path']}", flush=True)
     return result

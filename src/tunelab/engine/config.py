@@ -101,7 +101,7 @@ class TrainConfig:
     precision: str = AUTO
     """Compute precision: bf16 or fp16 autocast (trained weights stay fp32; fp16 with loss
     scaling, CUDA only) or fp32; auto: bf16 where the GPU (compute capability 8.0+) or CPU
-    (AVX512-BF16/AMX) computes it natively, fp16 on older GPUs, else fp32."""
+    (AMX) computes it fast, fp16 on older GPUs, else fp32."""
     gradient_checkpointing: bool | str = AUTO
     """Recompute activations during the backward pass to save memory (slower steps); auto:
     on for models of 1B parameters or more."""

@@ -22,7 +22,7 @@ from tunelab.evals.mongo.parser import (
 from tunelab.evals.mongo.syntax import ObjectId, Regex
 from tunelab.samples import sample_path
 
-DATASETS = Path(__file__).parents[2].parent / "shared" / "datasets"
+DATASETS = Path(__file__).parents[3].parent / "shared" / "datasets"
 
 # DocSpider gold queries that are not valid mongosh, by question_id.
 UNPARSABLE_GOLD = {

@@ -1,6 +1,7 @@
 """Run every benchmark here: each `benchmarks/*.py` module that defines `main()`.
 
-Modules without `main()` (baselines, helpers) are imported by the benchmarks themselves.
+Modules without `main()` (baselines, helpers) are imported by the benchmarks themselves;
+a module with `IN_MAKE_BENCH = False` (a sweep that takes hours) is run by hand only.
 A failing benchmark is reported and the others still run; the exit status is 1 if any failed.
 
     python benchmarks/run_all.py        # what `make bench` runs
@@ -27,7 +28,7 @@ def benchmark_mains():
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module  # dataclasses look their module up while it loads
         spec.loader.exec_module(module)
-        if callable(getattr(module, "main", None)):
+        if callable(getattr(module, "main", None)) and getattr(module, "IN_MAKE_BENCH", True):
             yield path.name, module.main
 
 

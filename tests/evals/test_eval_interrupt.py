@@ -69,6 +69,7 @@ def test_ctrl_c_keeps_the_items_scored_and_exits_130(tmp_path, monkeypatch, caps
     assert "interrupted: cancelled: 2 of 6 items scored by every model (base: 6, tuned: 2)" in err
     saved = orjson.loads((tmp_path / "run" / "result.json").read_bytes())
     assert saved["partial"] == {"n_items": 6, "scored": {"base": 6, "tuned": 2}}
+    assert list(saved)[-4:] == ["models", "comparisons", "partial", "outputs"]
     assert len(saved["outputs"]["base"]) == 6 and len(saved["outputs"]["tuned"]) == 2
     assert saved["models"]["tuned"]["n"] == 2 and saved["models"]["tuned"]["accuracy"] == 1.0
     assert saved["comparisons"][0]["n"] == 2  # paired on the items both answered
@@ -90,11 +91,11 @@ def test_a_cancel_before_the_first_answer_of_a_model_leaves_it_out(monkeypatch):
     models = {"a": OneByOne("a", lambda q: "db.c.find({})", interrupt_after=4, how="event"),
               "b": OneByOne("b", lambda q: "db.c.find({})")}  # fmt: skip
     monkeypatch.setattr("tunelab.evals.candidates.open_candidate", lambda name: models[name])
-    summary, outputs = evaluate_queries(data, ["a", "b"], cancel=cancel)
+    found = evaluate_queries(data, ["a", "b"], cancel=cancel)
     # "a" finished its 4 answers as the cancel came: it is scored; "b" never started.
-    assert summary["partial"] == {"n_items": 4, "scored": {"a": 4, "b": 0}}
-    assert list(summary["models"]) == ["a"] and summary["models"]["a"]["exact_match"] == 1.0
-    assert list(outputs) == ["a"]
+    assert found.partial == {"n_items": 4, "scored": {"a": 4, "b": 0}}
+    assert list(found.models) == ["a"] and found.models["a"]["exact_match"] == 1.0
+    assert list(found.answers) == ["a"] and found.metrics["partial"] == found.partial
 
 
 @pytest.mark.parametrize("after", [1, 3])
@@ -104,6 +105,6 @@ def test_the_api_scores_the_prefix_a_cancel_left(monkeypatch, after):
     cancel = threading.Event()
     only = OneByOne("m", lambda q: "db.c.find({})" if q == "q0" else "nope", after, "event")
     monkeypatch.setattr("tunelab.evals.candidates.open_candidate", lambda name: only)
-    summary, outputs = evaluate_queries(data, ["m"], cancel=cancel)
-    assert summary["partial"]["scored"] == {"m": after} and len(outputs["m"]) == after
-    assert summary["models"]["m"]["exact_match"] == pytest.approx(1 / after)
+    found = evaluate_queries(data, ["m"], cancel=cancel)
+    assert found.partial["scored"] == {"m": after} and len(found.answers["m"]) == after
+    assert found.models["m"]["exact_match"] == pytest.approx(1 / after)

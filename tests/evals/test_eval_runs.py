@@ -7,6 +7,7 @@ runs a real (tiny, random) local model through batched generation.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import orjson
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from tunelab.cli import main
 from tunelab.evals import candidates, classify, runs  # noqa: F401  (imported before patching)
 from tunelab.evals.candidates import Answer, Candidate
-from tunelab.evals.result import EvaluationResult
+from tunelab.evals.result import EvaluationResult, TaskResult
 from tunelab.evals.runs import headline
 from tunelab.registry import EvalRun, Store
 
@@ -168,6 +169,18 @@ def test_a_pairwise_result_scores_each_model_by_rating_and_record():
                                       "wins": 2.5, "games": 4}  # fmt: skip
     assert result.scores["silent"] == {"wins": 0.0, "games": 0}  # never rated: no rating made up
     assert "json_path" not in result.to_dict()  # not written yet: no paths
+
+
+def test_a_task_result_lists_its_figures_in_order_and_optional_ones_only_when_set():
+    @dataclass(frozen=True, kw_only=True)
+    class Figures(TaskResult):
+        models: dict[str, dict]
+        note: str | None = None
+
+    whole = Figures(models={"m": {"n": 2}}, answers={"m": [{}, {}]})
+    assert whole.metrics == {"models": {"m": {"n": 2}}}  # the answers are stored apart
+    cut = Figures(models={}, note="n", answers={}, error="e", partial={"n_items": 2})
+    assert list(cut.metrics) == ["models", "note", "partial", "error"]
 
 
 def test_classify_reads_a_chat_jsonl_validation_file(tmp_path, scripted, capsys):
@@ -325,6 +338,9 @@ def test_queries_scores_parse_exact_structural_and_execution(
     code, out, err = cli(capsys, "eval", "queries", "--data", str(data), "--model", "m",
                          "--system", "", *where, "--json")  # fmt: skip
     assert code == 0, err
+    assert list(orjson.loads(out)) == ["id", "kind", "created_at", "data", "options",
+                                       "models_evaluated", "models", "notes", "json_path",
+                                       "html_path"]  # fmt: skip
     m = orjson.loads(out)["models"]["m"]
     # 1: same query, other quoting and a code fence: exact, and the same count.
     # 2: sorted the other way: not exact, same documents in another order: no execution match.

@@ -176,16 +176,6 @@ class Interrupted(TunelabError):
         self.seconds = 0.0
 
 
-def mark_partial(summary: dict, outputs: dict[str, list], models: list[str],
-                 n_items: int) -> dict:  # fmt: skip
-    """`summary`, with a `partial` entry when a cancel left items unscored: how many items
-    each model scored (the first ones, in order; 0 for a model never started)."""
-    scored = {name: len(outputs.get(name, ())) for name in models}
-    if all(n == n_items for n in scored.values()):
-        return summary
-    return {**summary, "partial": {"n_items": n_items, "scored": scored}}
-
-
 def check_cancel(cancel: threading.Event | None, done: list | None = None) -> None:
     """Stop here if asked to, keeping `done` (what this model finished so far)."""
     if cancel is not None and cancel.is_set():

@@ -12,12 +12,14 @@ bootstrap interval, McNemar's exact test).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from tunelab.data.prompts import ClassificationPrompt, read_label_set
 from tunelab.errors import TunelabError
-from tunelab.evals.candidates import Interrupted, answer_all, mark_partial, score_all
+from tunelab.evals.candidates import Interrupted, answer_all, score_all
 from tunelab.evals.items import EvalData
 from tunelab.evals.metrics import classification_metrics, paired_comparison
+from tunelab.evals.result import TaskResult, partial_of
 
 MAX_TOKENS = 32  # a label, its tags and a little slack; longer answers are invalid anyway
 
@@ -63,6 +65,16 @@ def _answered(data: EvalData, prompt: ClassificationPrompt) -> list[str]:
     return golds
 
 
+@dataclass(frozen=True, kw_only=True)
+class ClassificationResult(TaskResult):
+    """What `evaluate_classification` returns; `answers` holds one row per item scored."""
+
+    labels: list[str]  # the label set
+    method: str  # "score" or "generate"
+    models: dict[str, dict]  # per model: accuracy, macro-F1, confusion matrix, ...
+    comparisons: list[dict]  # each later model against the first, on the same items
+
+
 METHODS = ("score", "generate")
 NO_LOGPROBS = (
     "label scoring needs the model's log-likelihoods, which its provider does not give: "
@@ -80,7 +92,7 @@ def evaluate_classification(
     normalize: str = "sum",
     progress=None,
     cancel=None,
-) -> tuple[dict, dict[str, list[dict]]]:
+) -> ClassificationResult:
     """Metrics per model (and comparisons with the first), and every scored answer.
 
     `method="score"` picks, for each item, the label whose answer (as `tunelab format`
@@ -115,9 +127,9 @@ def evaluate_classification(
         ]  # fmt: skip
         if n < len(golds):
             break
-    summary = {"labels": labels, "method": method, "models": results,
-               "comparisons": _comparisons(models[0], correct)}  # fmt: skip
-    return mark_partial(summary, outputs, models, len(golds)), outputs
+    return ClassificationResult(labels=labels, method=method, models=results,
+                                comparisons=_comparisons(models[0], correct), answers=outputs,
+                                partial=partial_of(outputs, models, len(golds)))  # fmt: skip
 
 
 def _comparisons(baseline: str, correct: dict[str, list[bool]]) -> list[dict]:

@@ -1,7 +1,10 @@
 """What an evaluation returns: one typed result, whatever the task.
 
-`record_run` returns an `EvaluationResult`; `EvaluationResult.from_run` reads one back from
-the registry's `EvalRun`. Front ends (`tunelab eval`, `tunelab migrate openai compare`, the
+Each task (`evaluate_classification`, `evaluate_queries`, `judge_single`,
+`judge_pairwise`) returns a `TaskResult` of its own kind: its figures as fields (metrics
+per candidate included) and every scored answer. `record_run` records it and returns an
+`EvaluationResult`; `EvaluationResult.from_run` reads one back from the registry's
+`EvalRun`. Front ends (`tunelab eval`, `tunelab migrate openai compare`, the
 demo, the studio) read its attributes; `to_dict()` is the JSON they print and the body of
 `result.json`, in the shape tunelab has always written:
 `{id, kind, created_at, data, options, models_evaluated, <the task's metrics>, json_path,
@@ -10,9 +13,42 @@ html_path}`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from tunelab.registry import EvalRun
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskResult:
+    """What an evaluation task returns. Each task's subclass adds its figures as fields, in
+    the order result.json shows them; `metrics` is that JSON form."""
+
+    # Every scored answer by candidate (a pairwise run's comparisons under "comparisons").
+    answers: dict[str, list[dict]]
+    # When a cancel left items unscored: `n_items`, and how many each candidate scored.
+    partial: dict | None = None
+    # Why nothing was scored (the run is then recorded as failed), or None.
+    error: str | None = None
+
+    @property
+    def metrics(self) -> dict:
+        """The figures as result.json and the registry hold them: the task's fields in
+        order, then `partial` and `error`; a field that defaults to None only when set. The
+        answers are stored apart."""
+        last = ("partial", "error")
+        order = [f for f in fields(self) if f.name not in ("answers", *last)]
+        order += [f for f in fields(self) if f.name in last]
+        return {f.name: getattr(self, f.name) for f in order
+                if getattr(self, f.name) is not None or f.default is not None}  # fmt: skip
+
+
+def partial_of(answers: dict[str, list], models: list[str], n_items: int) -> dict | None:
+    """`partial` when a cancel left items unscored: how many items each model scored (the
+    first ones, in order; 0 for a model never started); None when every item was."""
+    scored = {name: len(answers.get(name, ())) for name in models}
+    if all(n == n_items for n in scored.values()):
+        return None
+    return {"n_items": n_items, "scored": scored}
 
 
 @dataclass(frozen=True)

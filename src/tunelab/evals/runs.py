@@ -17,13 +17,13 @@ from pathlib import Path
 import orjson
 
 from tunelab.errors import TunelabError
-from tunelab.evals.result import EvaluationResult
+from tunelab.evals.result import EvaluationResult, TaskResult
 from tunelab.evals.training import training_curves
 from tunelab.io import atomic_write_text
 from tunelab.registry import EvalOutput, EvalRun, Store
 from tunelab.settings import get_settings
 
-Task = Callable[[], tuple[dict, dict[str, list[dict]]]]
+Task = Callable[[], TaskResult]
 
 # Every model-level metric a run may hold, in the order tables of runs show them.
 METRICS = (
@@ -88,17 +88,20 @@ def record_run(
     task: Task,
     output_dir: Path | None = None,
 ) -> EvaluationResult:
-    """Run `task` (→ metrics, outputs per model) as a recorded evaluation; returns the result."""
+    """Run `task` (→ its figures and every scored answer) as a recorded evaluation; returns
+    the result."""
     with Store() as store:
         run = store.create_eval_run(kind, models=models, data=data, options=options)
     try:
-        metrics, outputs = task()
+        found = task()
     except BaseException as err:
         message = err.message if isinstance(err, TunelabError) else f"{type(err).__name__}: {err}"
         with Store() as store:
             store.update_eval_run(run.id, status="failed", error_message=message,
                                   finished_at=int(time.time()))  # fmt: skip
         raise
+    # The judge's tasks return (metrics, answers) until they return their own TaskResult.
+    metrics, outputs = found if isinstance(found, tuple) else (found.metrics, found.answers)
     result = EvaluationResult(id=run.id, kind=kind, created_at=run.created_at, data=data,
                               options=options, models=tuple(models), metrics=metrics)  # fmt: skip
     training = training_curves(models)

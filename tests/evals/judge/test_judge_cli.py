@@ -48,6 +48,10 @@ def judge_reply(messages) -> str:
     return json.dumps({"scores": {t: score for t in traits}, "reason": "checked"})
 
 
+# The `--json` output and result.json: the run, then the task's figures in this order.
+RUN_KEYS = ["id", "kind", "created_at", "data", "options", "models_evaluated"]
+PATH_KEYS = ["json_path", "html_path"]
+
 MODELS = {
     "good": Scripted("good", lambda c: "It is Paris."),
     "vague": Scripted("vague", lambda c: "Somewhere in Europe, I think."),
@@ -123,6 +127,7 @@ def test_single_mode_scores_each_model_on_each_trait(databases, capsys):
                          "--traits", "helpfulness,authenticity", "--json")  # fmt: skip
     assert code == 0, err
     result = orjson.loads(out)
+    assert list(result) == [*RUN_KEYS, "judge", "traits", "models", *PATH_KEYS]
     assert result["models"]["good"]["traits"] == {"helpfulness": 9, "authenticity": 9}
     assert result["models"]["vague"]["mean_score"] == 3
     assert result["models"]["vague"]["n_parse_failures"] == 0
@@ -134,6 +139,9 @@ def test_pairwise_mode_ranks_the_better_model_first(databases, capsys):
                          str(databases["good"]), "--json")  # fmt: skip
     assert code == 0, err
     result = orjson.loads(out)
+    assert list(result) == [*RUN_KEYS, "judge", "traits", "n_prompts", "ratings", "records",
+                            "n_comparisons", "n_verdicts", "n_call_failures", "n_parse_failures",
+                            "errors", *PATH_KEYS]  # fmt: skip
     ratings = result["ratings"]
     assert ratings["good"]["rating"] > ratings["vague"]["rating"]
     assert result["records"]["good"] == {"wins": 2.0, "games": 2}
@@ -182,7 +190,7 @@ def test_an_unreachable_judge_is_a_failure_with_its_reason(databases, capsys, tm
     assert "nothing_scored" in err and "connection refused" in err
     assert "Traceback" not in err and "1000" not in out  # no ratings over zero verdicts
     saved = orjson.loads((tmp_path / "run" / "result.json").read_text())
-    assert "connection refused" in saved["error"]
+    assert "connection refused" in saved["error"] and list(saved)[-2:] == ["error", "outputs"]
     if mode == "single":
         assert saved["models"]["good"]["n_call_failures"] == 2
         assert saved["models"]["good"]["n_parse_failures"] == 0

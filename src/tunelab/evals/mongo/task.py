@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from tunelab.errors import TunelabError
-from tunelab.evals.candidates import Interrupted, answer_all, mark_partial
+from tunelab.evals.candidates import Interrupted, answer_all
 from tunelab.evals.items import EvalData
 from tunelab.evals.mongo.executor import UnsupportedQuery, execute, results_match
 from tunelab.evals.mongo.parser import QueryParseError, exact_match, parse_query, structural_match
+from tunelab.evals.result import TaskResult, partial_of
 
 MAX_TOKENS = 256
 
@@ -109,12 +111,21 @@ def score_answer(text: str, gold, gold_result, run: Executor | None) -> dict:
     return out
 
 
+@dataclass(frozen=True, kw_only=True)
+class QueriesResult(TaskResult):
+    """What `evaluate_queries` returns; `answers` holds one scored row per item."""
+
+    models: dict[str, dict]  # per model: parse failures, exact, structural, execution match
+    notes: list[str]  # about the gold queries (unparsable, not runnable): the first 50
+
+
 def evaluate_queries(
     data: EvalData, models: list[str], *, executor: Executor | None = None, progress=None,
     cancel=None, max_tokens: int = MAX_TOKENS,
-) -> tuple[dict, dict[str, list[dict]]]:  # fmt: skip
-    """`executor` runs a parsed query (embedded documents or a live database); None: no
-    execution match. `max_tokens` bounds each answer."""
+) -> QueriesResult:  # fmt: skip
+    """Metrics per model and every scored answer. `executor` runs a parsed query (embedded
+    documents or a live database); None: no execution match. `max_tokens` bounds each
+    answer."""
     gold = GoldQueries(data, executor)
     results, outputs = {}, {}
     for name in models:
@@ -144,8 +155,12 @@ def evaluate_queries(
         outputs[name] = rows
         if len(rows) < len(data.items):
             break
-    summary = {"models": results, "notes": gold.notes[:50]}
-    return mark_partial(summary, outputs, models, len(data.items)), outputs
+    return QueriesResult(
+        models=results,
+        notes=gold.notes[:50],
+        answers=outputs,
+        partial=partial_of(outputs, models, len(data.items)),
+    )
 
 
 def summarise(rows: list[dict], gold: GoldQueries, executed: bool) -> dict:

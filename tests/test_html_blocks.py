@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tunelab.html_blocks import escape, report_page, svg, table
+from tunelab.html_blocks import escape, percent, report_page, svg, table
 
 HOSTILE = '<script>alert("x")</script>'
 
@@ -27,3 +27,9 @@ def test_a_report_page_is_self_contained_and_escapes_its_title_and_footer():
     assert ".x{}" in page and "http" not in page  # no external asset
     chart = svg(100, 20.4, HOSTILE, ["<rect/>"])
     assert chart.startswith('<svg viewBox="0 0 100 20"') and "<script" not in chart
+
+
+def test_a_percentage_reads_right_in_reports_and_the_studio_alike():
+    assert percent(0.5) == "50.0%" and percent(1 / 3) == "33.3%" and percent(0) == "0.0%"
+    assert percent(0.0004) == "< 0.1%"  # one bad answer in thousands is not "0.0%"
+    assert [percent(v) for v in (None, "x", True, float("nan"))] == ["—"] * 4

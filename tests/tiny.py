@@ -118,6 +118,11 @@ def write_chat_jsonl(path: Path, pairs=QUESTIONS) -> Path:
     return path
 
 
+def classification_tsv(rows) -> str:
+    """A classification table, `(text, label)` rows under a `text\tlabel` header."""
+    return "text\tlabel\n" + "".join(f"{text}\t{label}\n" for text, label in rows)
+
+
 TEMPLATES_DIR = Path(__file__).parent / "fixtures" / "chat_templates"
 
 

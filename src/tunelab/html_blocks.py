@@ -11,6 +11,7 @@ them and style their classes.
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Iterable, Sequence
 
 REPORT_STYLE = """
@@ -44,6 +45,14 @@ svg .marker { stroke:var(--warn); stroke-dasharray:4 3; } svg text.mark { fill:v
 svg text.legend-train { fill:var(--accent); } svg text.legend-val { fill:#d9480f; }
 footer { margin-top:40px; font-size:12px; border-top:1px solid var(--line); padding-top:10px; }
 """
+
+
+def percent(value: object) -> str:
+    """A fraction as a percentage, "—" when it is no number. A single bad answer in
+    thousands must not read as "0.0%"."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "—"
+    return "< 0.1%" if 0 < value < 0.001 else f"{value * 100:.1f}%"
 
 
 def escape(value: object) -> str:

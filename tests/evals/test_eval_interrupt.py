@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from tiny import classification_tsv
 from tunelab.cli import main
 from tunelab.evals.candidates import Answer, Candidate, check_cancel
 from tunelab.evals.items import EvalData, EvalItem
@@ -26,7 +27,7 @@ LABELS = {
     "Who painted it?": "HUM",
     "Where is Rome?": "LOC",
 }
-TSV = "text\tlabel\n" + "".join(f"{q}\t{label}\n" for q, label in LABELS.items())
+TSV = classification_tsv(LABELS.items())
 
 
 class OneByOne(Candidate):

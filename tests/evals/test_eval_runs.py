@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import orjson
 import pytest
 
+from tiny import classification_tsv
 from tunelab.cli import main
 from tunelab.evals import candidates, classify, runs  # noqa: F401  (imported before patching)
 from tunelab.evals.candidates import Answer, Candidate
@@ -19,17 +20,14 @@ from tunelab.evals.result import EvaluationResult, TaskResult
 from tunelab.evals.runs import headline
 from tunelab.registry import EvalRun, Store
 
-TSV = "text\tlabel\n" + "".join(
-    f"{text}\t{label}\n"
-    for text, label in [
-        ("What does NASA stand for?", "ABBR"),
-        ("Who wrote Hamlet?", "HUM"),
-        ("Where is Lima?", "LOC"),
-        ("How many legs does a spider have?", "NUM"),
-        ("What is the capital of Peru?", "LOC"),
-        ("Who painted the Mona Lisa?", "HUM"),
-    ]
-)
+TSV = classification_tsv([
+    ("What does NASA stand for?", "ABBR"),
+    ("Who wrote Hamlet?", "HUM"),
+    ("Where is Lima?", "LOC"),
+    ("How many legs does a spider have?", "NUM"),
+    ("What is the capital of Peru?", "LOC"),
+    ("Who painted the Mona Lisa?", "HUM"),
+])  # fmt: skip
 
 
 class Scripted(Candidate):
@@ -65,6 +63,15 @@ def table(tmp_path):
     path = tmp_path / "questions.tsv"
     path.write_text(TSV)
     return path
+
+
+@pytest.fixture
+def chat(table, tmp_path, capsys):
+    """A chat JSONL validation file: half of the table, formatted by `tunelab format`."""
+    chat = tmp_path / "val.jsonl"
+    cli(capsys, "format", str(table), "--train-output", str(tmp_path / "train.jsonl"),
+        "--val-output", str(chat), "--train-ratio", "0.5")  # fmt: skip
+    return chat
 
 
 @pytest.fixture
@@ -183,12 +190,7 @@ def test_a_task_result_lists_its_figures_in_order_and_optional_ones_only_when_se
     assert list(cut.metrics) == ["models", "note", "partial", "error"]
 
 
-def test_classify_reads_a_chat_jsonl_validation_file(tmp_path, scripted, capsys):
-    chat = tmp_path / "val.jsonl"
-    source = tmp_path / "q.tsv"
-    source.write_text(TSV)
-    cli(capsys, "format", str(source), "--train-output", str(tmp_path / "train.jsonl"),
-        "--val-output", str(chat), "--train-ratio", "0.5")  # fmt: skip
+def test_classify_reads_a_chat_jsonl_validation_file(chat, scripted, capsys):
     code, out, err = cli(capsys, "eval", "classify", "--data", str(chat), "--model", "oracle",
                          "--json")  # fmt: skip
     assert code == 0, err
@@ -269,12 +271,7 @@ def test_short_template_data_is_scored_against_the_label_set_format_kept(tmp_pat
     assert result["models"][str(model)]["invalid_rate"] == 0.0
 
 
-def test_labels_flag_sets_the_label_set_and_must_hold_every_gold(tmp_path, scripted, capsys):
-    chat = tmp_path / "val.jsonl"
-    source = tmp_path / "q.tsv"
-    source.write_text(TSV)
-    cli(capsys, "format", str(source), "--train-output", str(tmp_path / "train.jsonl"),
-        "--val-output", str(chat), "--train-ratio", "0.5")  # fmt: skip
+def test_labels_flag_sets_the_label_set_and_must_hold_every_gold(chat, scripted, capsys):
     code, out, err = cli(capsys, "eval", "classify", "--data", str(chat), "--model", "oracle",
                          "--labels", "LOC, HUM,OTHER", "--json")  # fmt: skip
     assert code == 0, err

@@ -10,21 +10,18 @@ import re
 
 import orjson
 
-from tiny import QUESTIONS, save_tiny_model, write_chat_jsonl
+from tiny import QUESTIONS, classification_tsv, save_tiny_model, write_chat_jsonl
 from tunelab.cli import main
 from tunelab.evals.training import training_curves
 from tunelab.providers import worker
 from tunelab.registry import Store
 
-TSV = "text\tlabel\n" + "".join(
-    f"{text}\t{label}\n"
-    for text, label in [
-        ("What is the capital of France?", "LOC"),
-        ("Who wrote Hamlet?", "HUM"),
-        ("How many legs does a spider have?", "NUM"),
-        ("Which planet is closest to the sun?", "LOC"),
-    ]
-)
+TSV = classification_tsv([
+    ("What is the capital of France?", "LOC"),
+    ("Who wrote Hamlet?", "HUM"),
+    ("How many legs does a spider have?", "NUM"),
+    ("Which planet is closest to the sun?", "LOC"),
+])  # fmt: skip
 STEPS = 6
 TRAINING = ["--batch-size", "4", "--learning-rate", "0.01", "--precision", "fp32",
             "--lora-rank", "4", "--lora-dropout", "0", "--n-epochs", "4", "--max-steps", str(STEPS),

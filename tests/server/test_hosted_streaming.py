@@ -17,8 +17,8 @@ import openai
 import pytest
 
 from fake_upstream import DELTAS, USAGE, Upstream
-from tunelab.providers.anthropic_provider import PLACEHOLDER_KEY
 from tunelab.providers.endpoints import add_endpoint
+from tunelab.providers.provider import PLACEHOLDER_KEY
 
 ENDPOINT_KEY = "up-PLANTED-endpoint-5e4d3c"
 ANTHROPIC_KEY = "sk-ant-PLANTED-7f6e5d"

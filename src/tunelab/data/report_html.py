@@ -12,7 +12,7 @@ import math
 from datetime import datetime, timezone
 
 from tunelab import __version__
-from tunelab.html_blocks import escape, report_page, svg, table
+from tunelab.html_blocks import escape, percent, report_page, svg, table
 
 _DISTRIBUTIONS = (
     ("messages_per_example", "Messages per example"),
@@ -203,7 +203,7 @@ def _query_facts(q: dict) -> str:
         )
         if key in by_type
     ]
-    cards.append(("Unreadable", _percent(unreadable), "not read as a query"))
+    cards.append(("Unreadable", percent(unreadable), "not read as a query"))
     parts = [_cards(cards), "<h3>Operators used</h3>", _bars_svg(_pairs(q.get("operators")))]
     for key, title in (("pipeline_length", "Pipeline length (stages)"), ("depth", "Nesting depth")):
         stats = _dict(q.get(key))
@@ -222,20 +222,20 @@ def _classification_facts(c: dict) -> str:
     cards = [
         ("Labels", _int(c.get("n_labels")), ""),
         ("Imbalance", _ratio(c.get("imbalance_ratio")), "largest / smallest class"),
-        ("Majority baseline", _percent(c.get("majority_baseline_accuracy")), "accuracy"),
+        ("Majority baseline", percent(c.get("majority_baseline_accuracy")), "accuracy"),
     ]
     if c.get("wrapper_tag"):
         cards.append(("Answer tag", f"<{c['wrapper_tag']}>", "stripped from labels"))
     bars = [(e.get("label"), e.get("count")) for e in labels]
     shares = {str(e.get("label")): e.get("share") for e in labels}
-    chart = _bars_svg(bars, lambda label, n: f"{_int(n)} ({_percent(shares.get(label))})")
+    chart = _bars_svg(bars, lambda label, n: f"{_int(n)} ({percent(shares.get(label))})")
     return "\n".join([_cards(cards), "<h3>Label distribution</h3>", chart])
 
 
 def _conversation_facts(c: dict) -> str:
     users, assistants = _dict(c.get("user_turns")), _dict(c.get("assistant_turns"))
     cards = [
-        ("With system prompt", _percent(c.get("system_share")), "of examples"),
+        ("With system prompt", percent(c.get("system_share")), "of examples"),
         (
             "System prompts",
             _int(c.get("n_distinct_system_prompts")),
@@ -424,14 +424,6 @@ def _number(value: object) -> str:
     if number is None:
         return "—"
     return f"{number:,.0f}" if number.is_integer() else f"{number:,.1f}"
-
-
-def _percent(value: object) -> str:
-    number = _num(value)
-    if number is None:
-        return "—"
-    # A single bad answer in thousands must not read as "0.0%".
-    return "< 0.1%" if 0 < number < 0.001 else f"{number * 100:.1f}%"
 
 
 def _ratio(value: object) -> str:

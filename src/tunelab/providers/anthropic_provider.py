@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from tunelab.errors import TunelabError
 from tunelab.lazy import LazyModule
-from tunelab.providers.base import ChatResult, ChatStream
+from tunelab.providers.base import ChatResult, ChatStream, chat_settings
 from tunelab.providers.provider import CHAT, ModelEntry, Provider
 from tunelab.providers.retry import (
     RetryPolicy,
@@ -33,7 +33,6 @@ PROVIDER = "Anthropic"
 KEY_VARIABLE = "ANTHROPIC_API_KEY"
 anthropic = LazyModule("anthropic")  # the SDK loads when a call needs it
 OFFICIAL_HOST = "api.anthropic.com"
-PLACEHOLDER_KEY = "tunelab-no-key"  # for a stranger's host: the SDK wants some key
 DEFAULT_MAX_TOKENS = 1024
 # Anthropic's words for why an answer ended, in OpenAI's.
 FINISH_REASONS = {"max_tokens": "length", "end_turn": "stop", "stop_sequence": "stop"}
@@ -69,7 +68,7 @@ class AnthropicProvider(Provider):
         base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL", "").strip() or None
         super().__init__(base_url=base_url, key_variable=key_variable)
         self.policy = policy or RetryPolicy()
-        self._key = api_key or self.endpoint_key(base_url, key_variable) or PLACEHOLDER_KEY
+        self._key = self.sdk_key(api_key, base_url, key_variable)  # no key for strangers
         self._client = anthropic.Anthropic(api_key=self._key, base_url=base_url, max_retries=0)
 
     def __repr__(self) -> str:
@@ -146,29 +145,22 @@ class AnthropicProvider(Provider):
         return text
 
 
-def _request(
-    model: str,
-    messages: list[dict],
-    *,
-    max_tokens: int | None = None,
-    temperature: float | None = None,
-    top_p: float | None = None,
-    stop: list[str] | None = None,
-    seed: int | None = None,
-) -> dict:
-    """OpenAI-style chat arguments as a Messages API request.
+def _request(model: str, messages: list[dict], **options) -> dict:
+    """OpenAI-style chat arguments (`chat_settings`) as a Messages API request.
 
     The Messages API of current SDKs takes no sampling settings (temperature, top_p) and has
     never taken a seed: the model samples as Anthropic configures it, so these are not sent.
     """
+    settings = chat_settings(**options)
     system = "\n\n".join(str(m["content"]) for m in messages if m["role"] == "system")
     turns = [{"role": m["role"], "content": m["content"]} for m in messages
              if m["role"] != "system"]  # fmt: skip
     request: dict[str, Any] = {
         "model": model,
         "messages": turns,
-        "max_tokens": max_tokens or DEFAULT_MAX_TOKENS,
+        "max_tokens": settings.get("max_tokens") or DEFAULT_MAX_TOKENS,
     }
+    stop = settings.get("stop")
     optional = {"system": system or None, "stop_sequences": list(stop) if stop else None}
     request.update({name: value for name, value in optional.items() if value is not None})
     return request

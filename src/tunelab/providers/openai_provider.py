@@ -34,7 +34,7 @@ from tunelab.providers.base import (
     chat_settings,
 )
 from tunelab.providers.openai_chunks import chunk_stream
-from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, Provider
+from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, PLACEHOLDER_KEY, Provider
 from tunelab.providers.retry import (
     RetryPolicy,
     call_with_retries,
@@ -48,9 +48,6 @@ T = TypeVar("T")
 KEY_VARIABLE = "OPENAI_API_KEY"
 openai = LazyModule("openai")  # the SDK loads when a call needs it, not at `tunelab --help`
 OFFICIAL_HOST = "api.openai.com"
-# Sent to OpenAI-compatible servers that need no key (e.g. `tunelab serve` on loopback);
-# the SDK refuses to start without one.
-PLACEHOLDER_KEY = "tunelab-no-key"
 FINE_TUNING_CLOSES = date(2027, 1, 6)  # OpenAI's last day is the 5th
 OTHER_PROVIDERS_HINT = (
     "train with `--provider local` (this machine) or `--provider together`; the same flags work"
@@ -111,9 +108,7 @@ class OpenAIProvider(Provider):
                       key_variable: str | None) -> openai.OpenAI:  # fmt: skip
         load_env()
         base_url = base_url or os.environ.get("OPENAI_BASE_URL", "").strip() or None
-        if api_key is None:
-            # No key for strangers; the SDK refuses to start without one, so a placeholder.
-            api_key = cls.endpoint_key(base_url, key_variable) or PLACEHOLDER_KEY
+        api_key = cls.sdk_key(api_key, base_url, key_variable)  # no key for strangers
         return openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0)
 
     # Files

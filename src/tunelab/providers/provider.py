@@ -34,6 +34,9 @@ CHAT = "chat"
 FILES = "files"
 MODEL_DOWNLOAD = "model-download"
 CAPABILITIES = (FINE_TUNING, CHAT, FILES, MODEL_DOWNLOAD)
+# What an SDK client is built with where no key may go (a stranger's host) or none is needed
+# (`tunelab serve` on loopback): the SDKs refuse to start without some key.
+PLACEHOLDER_KEY = "tunelab-no-key"
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,12 @@ class Provider:
         if cls.key_variable and cls.is_official(base_url):
             return get_secret(cls.key_variable, purpose)
         return None
+
+    @classmethod
+    def sdk_key(cls, api_key: str | None, base_url: str | None, key_variable: str | None) -> str:
+        """The key to build an SDK client with: the one passed in, else `endpoint_key`'s,
+        else `PLACEHOLDER_KEY`."""
+        return api_key or cls.endpoint_key(base_url, key_variable) or PLACEHOLDER_KEY
 
     @classmethod
     def supports(cls, capability: str) -> bool:

@@ -56,7 +56,6 @@ together_types = LazyModule("together.types")
 T = TypeVar("T")
 PROVIDER = "Together AI"
 KEY_VARIABLE = "TOGETHER_API_KEY"
-PLACEHOLDER_KEY = "tunelab-no-key"
 # Reconciliation compares Together's clock with ours; a job stamped a little before our first
 # attempt began is still the one that attempt made.
 CLOCK_SKEW_SECONDS = 10
@@ -88,8 +87,7 @@ class TogetherProvider(Provider):
         self.policy = policy or RetryPolicy()
         self.base_url, self.endpoint_key_variable = base_url, key_variable
         if client is None:
-            # No key for strangers; the SDK refuses to start without one, so a placeholder.
-            key = api_key or self.endpoint_key(base_url, key_variable) or PLACEHOLDER_KEY
+            key = self.sdk_key(api_key, base_url, key_variable)  # no key for strangers
             client = together.Together(api_key=key, base_url=_sdk_base_url(base_url), max_retries=0)
         self._client = client
 

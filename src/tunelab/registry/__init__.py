@@ -1,27 +1,10 @@
 """The registry: tunelab's single source of truth for files, jobs and models (SQLite).
 
-The store returns the typed records of `tunelab.registry.records`.
+The store returns the typed records of `tunelab.registry.records` (each one offered here).
 """
 
-from tunelab.registry.records import (
-    Checkpoint,
-    EvalOutput,
-    EvalRun,
-    Event,
-    File,
-    Job,
-    Model,
-)
+from tunelab.registry import records
+from tunelab.registry.records import *  # noqa: F403 (the names of records.__all__)
 from tunelab.registry.store import Store, new_id
 
-__all__ = [
-    "Checkpoint",
-    "EvalOutput",
-    "EvalRun",
-    "Event",
-    "File",
-    "Job",
-    "Model",
-    "Store",
-    "new_id",
-]
+__all__ = [*records.__all__, "Store", "new_id"]

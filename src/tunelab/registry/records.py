@@ -18,6 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+# What `tunelab.registry` offers beside the store.
+__all__ = ["Checkpoint", "EvalOutput", "EvalRun", "Event", "File", "Job", "Model", "Record"]
+
 R = TypeVar("R", bound="Record")
 
 

@@ -16,6 +16,7 @@ from markupsafe import Markup
 
 from tunelab import __version__
 from tunelab.errors import TunelabError
+from tunelab.html_blocks import percent
 from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
 
 UI_DIR = Path(__file__).parent
@@ -68,15 +69,11 @@ def _number(value, digits: int = 4) -> str:
     return str(value)
 
 
-def _percent(value) -> str:
-    return "—" if value is None else f"{value:.1%}"
-
-
 templates.env.filters.update(
     when=_when,
     duration=_duration,
     number=_number,
-    percent=_percent,
+    percent=percent,
     tojson_pretty=lambda v: json.dumps(v, indent=2, ensure_ascii=False, default=str),
 )
 

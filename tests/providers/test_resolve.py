@@ -103,3 +103,41 @@ def test_only_the_local_provider_the_worker_and_the_registry_name_this_machine()
     naming = {str(p.relative_to(root)) for p in sources if '"local"' in p.read_text()}
     allowed = {"providers/local.py", "providers/worker.py", "providers/registry.py"}
     assert naming <= allowed
+
+
+ASKED_FOR = "openai/gpt-4o-mini"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["chat", ASKED_FOR, "hi"],
+        ["serve", "--model", ASKED_FOR],
+        ["eval", "classify", "--data", "{data}", "--model", ASKED_FOR],
+        ["eval", "judge", "--judge-model", ASKED_FOR, "--data", "{data}", "--model", ASKED_FOR],
+        ["generate-conversations", "--ideas", "{ideas}", "--model", ASKED_FOR, "--output",
+         "{out}"],
+    ],
+    ids=["chat", "serve", "eval", "judge", "generation"],
+)  # fmt: skip
+def test_one_function_resolves_the_model_names_of_every_command(argv, monkeypatch, tmp_path,
+                                                                 capsys):  # fmt: skip
+    from tunelab.cli import main
+    from tunelab.server import inference
+
+    asked = []
+
+    def resolve(name):
+        asked.append(name)
+        raise TunelabError("resolved_here", f"{name} went to the one resolver")
+
+    monkeypatch.setattr("tunelab.providers.resolve.resolve_chat_model", resolve)
+    data = tmp_path / "q.tsv"
+    data.write_text("text\tlabel\nWho wrote Hamlet?\tHUM\nWhere is Lima?\tLOC\n")
+    (tmp_path / "ideas.txt").write_text("capital of France\n")
+    files = {"data": data, "ideas": tmp_path / "ideas.txt", "out": tmp_path / "out.db"}
+    code = main([arg.format(**files) for arg in argv])
+    assert code != 0 and "resolved_here" in capsys.readouterr().err
+    assert ASKED_FOR in asked
+    # The server's requests resolve through the same function (imported by name there).
+    assert inference.resolve_chat_model is resolve_chat_model

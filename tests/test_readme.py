@@ -45,3 +45,16 @@ def test_the_workflow_runs_in_order_on_a_fresh_machine(tmp_path, monkeypatch, ca
         assert code == 0, f"tunelab {shlex.join(argv)}: {capsys.readouterr().err}"
     assert Path("data/trec_train.jsonl").exists() and Path("data/trec_val.jsonl").exists()
     assert Path("trec_report.html").exists()
+
+
+def test_the_provider_table_says_what_each_built_in_provider_declares():
+    from tunelab.providers.provider import CAPABILITIES
+    from tunelab.providers.registry import provider_class
+
+    section = README.read_text(encoding="utf-8").split("### `tunelab providers`", 1)[1]
+    rows = re.findall(r"^\| `([\w-]+)`[^|]*\|(.*)\|$", section.split("```", 1)[0], re.MULTILINE)
+    table = {name: [cell.strip() for cell in cells.split("|")] for name, cells in rows}
+    assert set(table) == {"local", "openai", "together", "anthropic", "openai-compatible"}
+    for name, cells in table.items():
+        offered = {cap for cap, cell in zip(CAPABILITIES, cells, strict=False) if cell != "–"}
+        assert offered == set(provider_class(name).capabilities), name

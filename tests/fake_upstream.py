@@ -8,14 +8,20 @@ The model a request names says how the upstream behaves:
 - `breaks`: a delta, then an error event whose message quotes the credentials it got;
 - `drops`: a delta, then the connection closes in the middle of the body;
 - `refuses`: 401 before any delta, quoting the credentials;
-- `whole`, or a request not streamed: the whole answer at once, as JSON.
+- `whole`, or a request not streamed: the whole answer at once, as JSON: "Hello, world", or
+  what `reply(model, messages)` returns when the upstream was given one (a judge, say).
+  With `hold=(model, n)`, the n-th request for that model sets `holding` and waits for
+  `gate` before it is answered: a test acts (presses Ctrl-C) while that request is open.
 Every request's headers are kept in `headers`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
+from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DELTAS = ("Hello", ", ", "world")
@@ -24,10 +30,15 @@ GATE_SECONDS = 120  # room for a busy machine; the test opens the gate long befo
 
 
 class Upstream:
-    def __init__(self) -> None:
+    def __init__(self, reply: Callable[[str, list[dict]], str] | None = None,
+                 hold: tuple[str, int] | None = None) -> None:  # fmt: skip
         self.gate = threading.Event()
         self.released: list[bool] = []
         self.headers: list[dict] = []
+        self.reply, self.hold = reply, hold
+        self.holding = threading.Event()
+        self.requests: Counter[str] = Counter()  # per model
+        self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.upstream = self
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -38,6 +49,15 @@ class Upstream:
 
     def credentials(self) -> str:
         return " ".join(h.get("authorization", "") + h.get("x-api-key", "") for h in self.headers)
+
+    def whole_text(self, model: str, messages: list[dict]) -> str:
+        with self._lock:
+            self.requests[model] += 1
+            held = self.hold == (model, self.requests[model])
+        if held:
+            self.holding.set()
+            self.released.append(self.gate.wait(GATE_SECONDS))
+        return self.reply(model, messages) if self.reply else "".join(DELTAS)
 
     def close(self) -> None:
         self.gate.set()
@@ -59,7 +79,8 @@ class _Handler(BaseHTTPRequestHandler):
         if behaviour == "refuses":
             return self._send_json(401, speaks.error(f"bad credentials: {credentials}"))
         if not body.get("stream") or behaviour == "whole":
-            return self._send_json(200, speaks.whole("".join(DELTAS)))
+            text = upstream.whole_text(body["model"], body["messages"])
+            return self._send_json(200, speaks.whole(text))
         self._stream(upstream, speaks, behaviour, credentials)
 
     def _stream(self, upstream: Upstream, speaks, behaviour: str, credentials: str) -> None:
@@ -169,3 +190,17 @@ class _Anthropic:
         return {"id": "msg_01", "type": "message", "role": "assistant", "model": "claude-x",
                 "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
                 "stop_sequence": None, "usage": usage}  # fmt: skip
+
+
+def paris_judge(messages: list[dict]) -> str:
+    """A judge's reply that prefers answers naming Paris: 9 against 3 on every trait, or the
+    answer that names it as the winner (a tie when both or neither do)."""
+    user = messages[-1]["content"]
+    blocks = dict(re.findall(r'<data-\w+ name="([^"]+)">\n(.*?)\n</data-\w+>', user, re.DOTALL))
+    if "first answer" in blocks:
+        first, second = "Paris" in blocks["first answer"], "Paris" in blocks["second answer"]
+        winner = "tie" if first == second else ("first" if first else "second")
+        return f"Compared. {json.dumps({'winner': winner, 'reason': 'names the city'})}"
+    score = 9 if "Paris" in blocks["answer"] else 3
+    traits = re.findall(r"^- (\w+):", user, re.MULTILINE)
+    return json.dumps({"scores": {t: score for t in traits}, "reason": "checked"})

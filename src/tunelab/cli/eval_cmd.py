@@ -35,6 +35,8 @@ from tunelab.evals.result import EvaluationResult
 OutputDir = click.Path(path_type=Path, file_okay=False)
 EXIT_INTERRUPTED = 130  # as a shell reports a command that Ctrl-C stopped
 KEEPING = "stopping: the items scored so far are kept (Ctrl-C again: abort, keeping nothing)"
+KEEPING_VERDICTS = ("stopping after the verdict being asked for: the verdicts so far are kept "
+                    "(Ctrl-C again: abort, keeping nothing)")  # fmt: skip
 
 
 @click.group("eval")
@@ -81,7 +83,8 @@ def _run(kind: str, models, data, options: dict, compute, output_dir,
 def _run_described(kind, models, described: dict, options, compute, output_dir,
                    as_json) -> EvaluationResult:  # fmt: skip
     cancel = threading.Event()
-    with ctrl_c_cancels(cancel, KEEPING), EvalProgress(quiet=as_json) as progress:
+    saying = KEEPING_VERDICTS if kind in ("judge", "pairwise") else KEEPING
+    with ctrl_c_cancels(cancel, saying), EvalProgress(quiet=as_json) as progress:
         return runs.record_run(
             kind,
             models=list(models),
@@ -394,12 +397,16 @@ def render_judge(result: EvaluationResult, outputs: list[dict] | None = None) ->
     if outputs is None:
         outputs = [row.to_dict() for row in runs.run_outputs(result.id)]
     m = result.metrics
-    if result.kind == "pairwise" and not m.get("ratings"):
-        common.stdout.print(f"pairwise: no verdict from {m['n_comparisons']} comparisons",
-                            highlight=False)  # fmt: skip
+    if "traits" not in m:  # cancelled while the candidates answered
+        common.stdout.print("nothing judged: cancelled before the first verdict")
+    elif result.kind == "pairwise" and not m.get("ratings"):
+        common.stdout.print(f"pairwise: no ratings from {m['n_comparisons']} comparisons "
+                            f"({m['n_verdicts']} decided)", highlight=False)  # fmt: skip
     else:
         common.stdout.print(_ratings_table(result) if result.kind == "pairwise"
                             else _scores_table(result))  # fmt: skip
+    if m.get("note"):
+        common.stdout.print(f"note: {escape(m['note'])}", highlight=False)
     print_parse_failures(outputs)
     _say_errors(result)
     _say_files(result)
@@ -506,8 +513,10 @@ def show_cmd(run_id, as_json) -> int:
                         f"{escape(run.data.get('path', ''))}", highlight=False)  # fmt: skip
     if run.status == "failed":
         common.stdout.print(f"[red]failed[/]: {escape(run.error_message or '')}")
+    if run.status == "partial":
+        common.stdout.print(f"[yellow]partial[/]: {escape(run.error_message or '')}")
     common.stdout.print(escape(runs.headline(run).text()) or "—", highlight=False)
-    if run.kind in ("judge", "pairwise") and run.status == "succeeded":
+    if run.kind in ("judge", "pairwise") and run.status in ("succeeded", "partial"):
         render_judge(EvaluationResult.from_run(run))
         return 0
     if run.html_path:

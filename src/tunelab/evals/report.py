@@ -237,6 +237,8 @@ def _judge_sections(result: dict) -> str:
                        [[n, f"{r['rating']:.0f}", f"{r['low']:.0f} – {r['high']:.0f}"]
                         for n, r in sorted(ratings.items(), key=lambda kv: -kv[1]["rating"])],
                        {1, 2})  # fmt: skip
+    if result.get("note"):  # e.g. why a partial pairwise run has no ratings
+        html += f"<p>{escape(result['note'])}</p>"
     return html + _parse_failures(result.get("outputs") or {})
 
 

@@ -3,8 +3,9 @@
 `record_run` opens the run (status running), calls the task, stores every scored answer and
 the metrics, writes `result.json` and `report.html` (to `--output-dir`, by default
 `$TUNELAB_HOME/evals/<run id>/`; both hold the loss curves of the fine-tuned models
-compared, see `tunelab.evals.training`), marks the run succeeded, or failed with the error,
-and returns an `EvaluationResult`.
+compared, see `tunelab.evals.training`), marks the run succeeded, partial (a cancel stopped
+it: what was scored is kept, even nothing) or failed with the error, and returns an
+`EvaluationResult`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import orjson
 
 from tunelab.errors import TunelabError
+from tunelab.evals.candidates import Interrupted
 from tunelab.evals.result import EvaluationResult, TaskResult
 from tunelab.evals.training import training_curves
 from tunelab.io import atomic_write_text
@@ -94,6 +96,8 @@ def record_run(
         run = store.create_eval_run(kind, models=models, data=data, options=options)
     try:
         found = task()
+    except Interrupted:  # cancelled before any score (a judge's candidates were answering)
+        found = {"partial": nothing_scored(kind, data, models)}, {}
     except BaseException as err:
         message = err.message if isinstance(err, TunelabError) else f"{type(err).__name__}: {err}"
         with Store() as store:
@@ -126,11 +130,22 @@ def outcome_of(metrics: dict) -> dict:
 
 
 def partial_message(partial: dict) -> str:
-    """`cancelled: 12 of 40 items scored by every model (a: 40, b: 12)`."""
+    """`cancelled: 12 of 40 items scored by every model (a: 40, b: 12)`; for a judge,
+    `cancelled: 3 of 10 answers judged for every model (a: 10, b: 3)` or
+    `cancelled: 7 of 20 comparisons judged`."""
+    if "n_comparisons" in partial:
+        return f"cancelled: {partial['n_judged']} of {partial['n_comparisons']} comparisons judged"
     scored = partial["scored"]
-    least = min(scored.values())
+    least = min(scored.values(), default=0)
     each = ", ".join(f"{name}: {n}" for name, n in scored.items())
-    return f"cancelled: {least} of {partial['n_items']} items scored by every model ({each})"
+    what = "answers judged for" if partial.get("judged") else "items scored by"
+    return f"cancelled: {least} of {partial['n_items']} {what} every model ({each})"
+
+
+def nothing_scored(kind: str, data: dict, models: list[str]) -> dict:
+    """The `partial` entry of a run cancelled before its first score."""
+    judged = {"judged": True} if kind in ("judge", "pairwise") else {}
+    return {"n_items": data.get("n_items") or 0, "scored": dict.fromkeys(models, 0), **judged}
 
 
 def default_dir(run_id: str) -> Path:

@@ -16,6 +16,7 @@ import pytest
 
 import tunelab.evals.conversations
 import tunelab.evals.judge.task  # noqa: F401
+from fake_upstream import paris_judge
 from tunelab.cli import main
 from tunelab.evals.candidates import Answer, Candidate
 from tunelab.providers.resolve import check_chat_model
@@ -35,27 +36,15 @@ class Scripted(Candidate):
         return self.reply(messages)
 
 
-def judge_reply(messages) -> str:
-    user = messages[-1]["content"]
-    blocks = dict(re.findall(r'<data-\w+ name="([^"]+)">\n(.*?)\n</data-\w+>', user, re.DOTALL))
-    if "first answer" in blocks:
-        first, second = "Paris" in blocks["first answer"], "Paris" in blocks["second answer"]
-        winner = "tie" if first == second else ("first" if first else "second")
-        return f"Compared. {json.dumps({'winner': winner, 'reason': 'names the city'})}"
-    good = "Paris" in blocks["answer"]
-    score = 9 if good else 3
-    traits = re.findall(r"^- (\w+):", user, re.MULTILINE)
-    return json.dumps({"scores": {t: score for t in traits}, "reason": "checked"})
-
-
 # The `--json` output and result.json: the run, then the task's figures in this order.
 RUN_KEYS = ["id", "kind", "created_at", "data", "options", "models_evaluated"]
 PATH_KEYS = ["json_path", "html_path"]
 
+
 MODELS = {
     "good": Scripted("good", lambda c: "It is Paris."),
     "vague": Scripted("vague", lambda c: "Somewhere in Europe, I think."),
-    "judge": Scripted("judge", judge_reply),
+    "judge": Scripted("judge", paris_judge),
 }
 
 
@@ -206,7 +195,7 @@ def test_judge_output_shows_items_intervals_and_each_parse_failure_with_its_reas
     def unreadable_for_vague(messages):
         if any("Somewhere in Europe" in m["content"] for m in messages):
             return "I would rather not say."  # no verdict, even when asked again
-        return judge_reply(messages)
+        return paris_judge(messages)
 
     monkeypatch.setitem(MODELS, "judge", Scripted("judge", unreadable_for_vague))
     code, out, err = cli(capsys, "eval", "judge", "--judge-model", "judge", "--conversations",

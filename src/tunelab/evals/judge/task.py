@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tunelab.data.sources import read_source
 from tunelab.errors import TunelabError
-from tunelab.evals.candidates import answer_all, check_cancel, open_candidate
+from tunelab.evals.candidates import answer_all, open_candidate
 from tunelab.evals.items import EvalData, EvalItem
 from tunelab.evals.judge.ratings import rating_intervals
 from tunelab.evals.judge.verdicts import (
@@ -74,29 +74,47 @@ def answers_from_model(model: str, data: EvalData, *, max_tokens: int, progress=
 
 def judge_single(judge: str, sets: list[AnswerSet], traits: list[Trait], rubric: str | None,
                  progress=None, cancel=None) -> tuple[dict, dict]:  # fmt: skip
+    """Each answer scored on each trait. A cancel (Ctrl-C, the studio's Cancel) keeps the
+    answers judged so far: the result is then marked `partial` (see `runs.partial_message`)."""
     chat = _judge_chat(judge)
-    metrics, outputs = {}, {}
+    metrics, outputs, judged = {}, {}, {}
     for answers in sets:
-        task = progress(f"judging {answers.model}", len(answers.items)) if progress else None
-        results = []
-        for item in answers.items:
-            check_cancel(cancel)
-            results.append(score_answer(chat, conversation=item.messages, answer=item.gold,
-                                        traits=traits, rubric=rubric))  # fmt: skip
-            if task:
-                task(1)
-        metrics[answers.model] = summarise_scores(results)
-        outputs[answers.model] = [
-            {"question": i.question, "answer": i.gold, "scores": r["scores"],
-             "reason": r.get("reason"), "parse_failure": r["parse_failure"],
-             "error": r["error"]}
-            for i, r in zip(answers.items, results, strict=True)
-        ]  # fmt: skip
+        results = _score_set(chat, answers, traits, rubric, progress, cancel)
+        judged[answers.model] = len(results)
+        if results:
+            metrics[answers.model] = summarise_scores(results)
+            outputs[answers.model] = [
+                {"question": i.question, "answer": i.gold, "scores": r["scores"],
+                 "reason": r.get("reason"), "parse_failure": r["parse_failure"],
+                 "error": r["error"]}
+                for i, r in zip(answers.items, results, strict=False)
+            ]  # fmt: skip
+        if len(results) < len(answers.items):
+            break  # cancelled: the later models are not judged
     result = {"judge": judge, "traits": [t.name for t in traits], "models": metrics}
-    if not any(m["n_scored"] for m in metrics.values()):
+    stopped = any(judged.get(s.model, 0) < len(s.items) for s in sets)
+    if stopped:
+        result["partial"] = {"n_items": max(len(s.items) for s in sets), "judged": True,
+                             "scored": {s.model: judged.get(s.model, 0) for s in sets}}  # fmt: skip
+    if (metrics or not stopped) and not any(m["n_scored"] for m in metrics.values()):
         errors = [e for m in metrics.values() for e in m["errors"]]
         result["error"] = _nothing_judged(judge, "answer was scored", errors)
     return result, outputs
+
+
+def _score_set(chat, answers: AnswerSet, traits, rubric, progress, cancel) -> list[dict]:
+    """The judge's scores of one model's answers, in order: fewer than its answers when a
+    cancel stopped it (the verdict being asked for is waited for and kept)."""
+    task = progress(f"judging {answers.model}", len(answers.items)) if progress else None
+    results = []
+    for item in answers.items:
+        if cancel is not None and cancel.is_set():
+            break
+        results.append(score_answer(chat, conversation=item.messages, answer=item.gold,
+                                    traits=traits, rubric=rubric))  # fmt: skip
+        if task:
+            task(1)
+    return results
 
 
 def _nothing_judged(judge: str, what: str, errors: list[str]) -> str:
@@ -107,6 +125,8 @@ def _nothing_judged(judge: str, what: str, errors: list[str]) -> str:
 
 def judge_pairwise(judge: str, sets: list[AnswerSet], traits: list[Trait], rubric: str | None,
                    progress=None, cancel=None) -> tuple[dict, dict]:  # fmt: skip
+    """Every pair of models compared on every shared prompt, then rated. A cancel keeps the
+    comparisons judged so far (`partial`), rated when each model has a decided one."""
     if len(sets) < 2:
         raise TunelabError("pairwise_needs_two", "pairwise judging needs at least two models.",
                            exit_code=2)  # fmt: skip
@@ -115,22 +135,44 @@ def judge_pairwise(judge: str, sets: list[AnswerSet], traits: list[Trait], rubri
     task = progress("pairwise comparisons", n_pairs) if progress else None
     outcomes, records = run_pairwise(_judge_chat(judge), prompts, aligned, traits=traits,
                                      rubric=rubric, progress=task, cancel=cancel)  # fmt: skip
-    ratings = rating_intervals(outcomes) if outcomes else {}
-    wins = {name: {"wins": 0.0, "games": 0} for name in aligned}
+    n_call_failures = sum(1 for r in records if r.get("call_failed"))
+    result = {"judge": judge, "traits": [t.name for t in traits], "n_prompts": len(prompts),
+              "ratings": {}, "records": _records(aligned, outcomes),
+              "n_comparisons": len(records), "n_verdicts": len(outcomes),
+              "n_call_failures": n_call_failures,
+              "n_parse_failures": sum(1 for r in records if r.get("parse_failure"))
+              - n_call_failures, "errors": first_errors(records)}  # fmt: skip
+    if len(records) < n_pairs:  # cancelled part-way
+        result["partial"] = {"n_comparisons": n_pairs, "n_judged": len(records)}
+        outcomes = _enough_to_rate(outcomes, result)
+    result["ratings"] = rating_intervals(outcomes) if outcomes else {}
+    if not result["n_verdicts"] and (records or "partial" not in result):
+        result["error"] = _nothing_judged(judge, "comparison was decided", result["errors"])
+    return result, {"comparisons": records}
+
+
+def _enough_to_rate(outcomes: list, result: dict) -> list:
+    """The outcomes of a cancelled run to rate: all, when every model has a decided
+    comparison; none otherwise (ratings of some models only would share no scale), with a
+    note saying why the run is not rated."""
+    unrated = [name for name, r in result["records"].items() if not r["games"]]
+    if outcomes and not unrated:
+        return outcomes
+    why = (f"no decided comparison yet for {', '.join(unrated)}" if outcomes
+           else "no comparison was decided")  # fmt: skip
+    result["note"] = f"not rated: too few comparisons judged before the cancel ({why})"
+    return []
+
+
+def _records(names, outcomes) -> dict[str, dict]:
+    """Each model's wins (a tie is half a win) and decided games."""
+    wins = {name: {"wins": 0.0, "games": 0} for name in names}
     for first, second, score in outcomes:
         wins[first]["wins"] += score
         wins[second]["wins"] += 1 - score
         wins[first]["games"] += 1
         wins[second]["games"] += 1
-    n_call_failures = sum(1 for r in records if r.get("call_failed"))
-    result = {"judge": judge, "traits": [t.name for t in traits], "n_prompts": len(prompts),
-              "ratings": ratings, "records": wins, "n_comparisons": len(records),
-              "n_verdicts": len(outcomes), "n_call_failures": n_call_failures,
-              "n_parse_failures": sum(1 for r in records if r.get("parse_failure"))
-              - n_call_failures, "errors": first_errors(records)}  # fmt: skip
-    if not outcomes:
-        result["error"] = _nothing_judged(judge, "comparison was decided", result["errors"])
-    return result, {"comparisons": records}
+    return wins
 
 
 def align(sets: list[AnswerSet]) -> tuple[list[list[dict]], dict[str, list[str]]]:

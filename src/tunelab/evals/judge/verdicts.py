@@ -292,7 +292,8 @@ def run_pairwise(
 
     An item is a question (str) or a conversation (messages before the answers). Returns
     the outcomes `(a, b, score_a)` (parse failures left out) and one record per comparison,
-    failures included, for the report.
+    failures included, for the report. `cancel` stops it between comparisons: it returns
+    those judged so far (the one being judged is finished first).
     """
     for name, answers in candidates.items():
         if len(answers) != len(items):
@@ -302,7 +303,7 @@ def run_pairwise(
         context = {"question": item} if isinstance(item, str) else {"conversation": item}
         for a, b in itertools.combinations(candidates, 2):
             if cancel is not None and cancel.is_set():
-                raise TunelabError("cancelled", "the evaluation was cancelled.", exit_code=130)
+                return outcomes, records  # what was judged before the cancel
             result = compare_answers(chat, answer_a=candidates[a][index],
                                      answer_b=candidates[b][index], traits=traits,
                                      rubric=rubric, allow_ties=allow_ties, **context)  # fmt: skip

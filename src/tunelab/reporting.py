@@ -7,6 +7,7 @@ A reporter is an engine callback (it receives each step's metric record) with a 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import sys
@@ -61,28 +62,38 @@ def _open(name: str, run_dir: Path, config: dict):
 
 
 class _TensorBoard:
-    def __init__(self, log_dir: Path) -> None:
-        from torch.utils.tensorboard import SummaryWriter
+    """Event files in `OUTPUT/tensorboard/`, made at the first step: the engine refuses an
+    output directory that is not empty when a run starts, so nothing may be written before."""
 
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir, self.writer = log_dir, None
 
     def log(self, scalars: dict, step: int) -> None:
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.log_dir))
         for key, value in scalars.items():
             self.writer.add_scalar(f"train/{key}", value, step)
 
     def close(self) -> None:
-        self.writer.close()
+        if self.writer is not None:
+            self.writer.close()
 
 
 class _WandbLike:
-    """wandb and trackio share one API: init(project, name, config), log(dict, step), finish."""
+    """wandb and trackio share one API: init(project, name, config), log(dict, step), finish.
+    What they print goes to stderr: tunelab's stdout is its result (`--json` must parse), and
+    trackio prints its banner and dashboard hint to stdout."""
 
     def __init__(self, module, run_dir: Path, config: dict) -> None:
         self.module = module
-        self.run = module.init(project="tunelab", name=run_dir.name, config=config)
+        with contextlib.redirect_stdout(sys.stderr):
+            self.run = module.init(project="tunelab", name=run_dir.name, config=config)
 
     def log(self, scalars: dict, step: int) -> None:
         self.module.log(scalars, step=step)
 
     def close(self) -> None:
-        self.module.finish()
+        with contextlib.redirect_stdout(sys.stderr):
+            self.module.finish()

@@ -326,12 +326,55 @@ def test_fine_tune_smollm2_on_trec_then_chat(tmp_path, smollm2_home, capsys):
 
 
 def test_report_to_a_tracker_that_is_not_installed_fails_before_training(
-    tmp_path, train_file, base_dir, capsys
+    tmp_path, train_file, base_dir, capsys, monkeypatch
 ):
-    assert run_train(train_file, base_dir, tmp_path / "run", "--report-to", "tensorboard") == 2
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)  # wandb isn't here
+    monkeypatch.delitem(sys.modules, "wandb", raising=False)
+    assert run_train(train_file, base_dir, tmp_path / "run", "--report-to", "wandb") == 2
     err = capsys.readouterr().err
-    assert "reporter_not_installed" in err and "pip install tensorboard" in err
+    assert "reporter_not_installed" in err and "pip install wandb" in err
     assert not (tmp_path / "run").exists()
+
+
+def logged_losses(run) -> dict[int, float]:
+    """metrics.jsonl's training loss per step."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records if r.get("loss") is not None}
+
+
+def tensorboard_losses(run) -> dict[int, float]:
+    """The training loss per step as TensorBoard reads it from the run's event file."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    [events] = (run / "tensorboard").glob("events.out.tfevents.*")  # one writer: rank 0's
+    board = EventAccumulator(str(events))
+    board.Reload()
+    return {e.step: e.value for e in board.Scalars("train/loss")}
+
+
+def test_report_to_tensorboard_writes_each_step_s_loss(tmp_path, train_file, base_dir):
+    run = tmp_path / "run"
+    assert run_train(train_file, base_dir, run, "--report-to", "tensorboard") == 0
+    losses = logged_losses(run)
+    assert sorted(losses) == [1, 2, 3, 4, 5, 6]
+    assert tensorboard_losses(run) == pytest.approx(losses, rel=1e-6)  # float32 in the file
+
+
+def test_report_to_trackio_stores_each_step_s_loss_offline(tmp_path, train_file, base_dir,
+                                                            capsys, monkeypatch):  # fmt: skip
+    """trackio keeps its runs in a local SQLite database (TRACKIO_DIR); read back with its
+    own reader. Its banner goes to stderr: stdout stays the JSON result."""
+    monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run = tmp_path / "run"
+    capsys.readouterr()
+    assert run_train(train_file, base_dir, run, "--report-to", "trackio", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "succeeded"
+    from trackio.sqlite_storage import SQLiteStorage
+
+    stored = SQLiteStorage.get_logs("tunelab", "run")
+    losses = {row["step"]: row["loss"] for row in stored if "loss" in row}
+    assert losses == pytest.approx(logged_losses(run)) and len(losses) == 6
 
 
 def test_report_to_wandb_logs_every_step(tmp_path, train_file, base_dir, capsys, monkeypatch):

@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_cli_train_chat import tensorboard_losses
 
 from tunelab.cli import main
 from tunelab.engine.checkpoint import complete_checkpoints, read_checkpoint_meta
@@ -67,12 +68,16 @@ def test_two_processes_train_like_one_at_the_same_global_batch(tmp_path, train_f
     flags = ["--batch-size", "4", "--n-epochs", "2", "--gradient-accumulation-steps", "2"]
     assert main(train_args(train_file, base_dir, tmp_path / "one", *flags)) == 0
 
-    command = ranks_command(train_args(train_file, base_dir, tmp_path / "two", *flags))
+    command = ranks_command(train_args(train_file, base_dir, tmp_path / "two", *flags,
+                                       "--report-to", "tensorboard"))  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
 
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same_training(tmp_path / "one", tmp_path / "two")
     assert "✓" in done.stdout or "trained" in done.stdout.lower()
+    # Rank 0 alone reports: one event file, the steps metrics.jsonl holds.
+    losses = {r["step"]: r["loss"] for r in records(tmp_path / "two") if "loss" in r}
+    assert tensorboard_losses(tmp_path / "two") == pytest.approx(losses, rel=1e-6)
 
 
 @pytest.mark.slow

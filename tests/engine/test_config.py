@@ -87,6 +87,25 @@ def test_steps_warmup_and_max_steps():
     assert capped.resolve(1000, 2048).warmup_steps == 30
 
 
+def test_auto_validation_never_costs_more_than_a_tenth_of_the_training_between_two():
+    # The bundled TREC sample with batches of one for 10 steps used to validate its 121
+    # examples at every step: ~50 s per step, almost all of it validation.
+    small = TrainConfig(batch_size=1, max_steps=10).resolve(479, 2048, n_val_examples=121)
+    assert small.eval_every > small.total_steps  # only the final full pass
+    # Plenty of training per step: the usual ten evaluations per run.
+    large = TrainConfig(batch_size=16, n_epochs=3).resolve(5000, 2048, n_val_examples=50)
+    assert large.eval_every == large.total_steps // 10
+    # A larger validation file spaces them out; the periodic sample is capped at 256.
+    short = TrainConfig(batch_size=16, max_steps=200)
+    assert short.resolve(5000, 2048, n_val_examples=50).eval_every == 20  # 200 // 10
+    spaced = short.resolve(5000, 2048, n_val_examples=10_000).eval_every
+    assert spaced == short.resolve(5000, 2048, n_val_examples=256).eval_every == 54
+    assert (
+        TrainConfig(eval_every=2, batch_size=1).resolve(479, 2048, n_val_examples=121).eval_every
+        == 2
+    )
+
+
 def test_no_examples_is_an_error():
     with pytest.raises(TunelabError) as caught:
         TrainConfig().resolve(0, 2048)

@@ -48,6 +48,10 @@ AUTO_EVALUATIONS = 10
 # Validation during training scores a fixed sample of at most this many examples (the same
 # ones each time, so the curve is comparable); the last evaluation scores every example.
 PERIODIC_EVAL_EXAMPLES = 256
+# `eval_every=auto` keeps periodic validation within this share of the training work between
+# two evaluations. Scoring an example (forward only) costs about a third of training on it.
+MAX_VALIDATION_SHARE = 0.1
+FORWARD_SHARE_OF_A_STEP = 1 / 3
 
 
 @dataclass
@@ -222,12 +226,14 @@ class TrainConfig:
         model_context: int | None,
         device: str | None = None,
         n_parameters: int | None = None,
+        n_val_examples: int = 0,
     ) -> ResolvedConfig:
         """The config with every `auto` replaced, for `n_examples` training examples.
 
         `model_context` is the model's maximum sequence length (None if unknown); `device`
         ("cpu" or "cuda"; default: cuda when available) decides what `precision=auto` means,
-        the model's `n_parameters` what `gradient_checkpointing=auto` means.
+        the model's `n_parameters` what `gradient_checkpointing=auto` means, the number of
+        validation examples what `eval_every=auto` means.
         """
         self.validate()
         if n_examples < 1:
@@ -248,7 +254,7 @@ class TrainConfig:
             warmup_steps=self._warmup_steps(total_steps),
             warmup_ratio=None,
             max_seq_len=self.resolved_max_seq_len(model_context),
-            eval_every=self._eval_every(total_steps),
+            eval_every=self._eval_every(total_steps, batch_size, n_val_examples),
             precision=resolve_precision(self.precision, device),
             gradient_checkpointing=use_gradient_checkpointing(
                 self.gradient_checkpointing, n_parameters or 0
@@ -298,14 +304,21 @@ class TrainConfig:
             return self.max_seq_len
         return min(model_context or MAX_AUTO_SEQ_LEN, MAX_AUTO_SEQ_LEN)
 
-    def eval_interval(self, total_steps: int) -> int:
-        """--eval-every with auto replaced, for a run of `total_steps`."""
-        return self._eval_every(total_steps)
+    def eval_interval(self, total_steps: int, n_examples: int, n_val_examples: int) -> int:
+        """--eval-every with auto replaced, for a run of `total_steps` on `n_examples`."""
+        return self._eval_every(total_steps, self._batch_size(n_examples), n_val_examples)
 
-    def _eval_every(self, total_steps: int) -> int:
+    def _eval_every(self, total_steps: int, batch_size: int, n_val_examples: int) -> int:
+        """About AUTO_EVALUATIONS per run, but never so often that validating the periodic
+        sample costs more than MAX_VALIDATION_SHARE of the training between two of them (a
+        small run with batches of one would otherwise validate at every step)."""
         if self.eval_every != AUTO:
             return self.eval_every
-        return max(1, total_steps // AUTO_EVALUATIONS)
+        every = max(1, total_steps // AUTO_EVALUATIONS)
+        sample = min(n_val_examples, PERIODIC_EVAL_EXAMPLES)
+        examples_per_step = batch_size * self.gradient_accumulation_steps
+        affordable = sample * FORWARD_SHARE_OF_A_STEP / (MAX_VALIDATION_SHARE * examples_per_step)
+        return max(every, math.ceil(affordable))
 
 
 @dataclass

@@ -103,7 +103,9 @@ def prepare_data(
     max_seq_len = config.resolved_max_seq_len(model_context)
     train_set = _tokenize(train_examples, tokenizer, max_seq_len)
     val_set = None if val_examples is None else _tokenize(val_examples, tokenizer, max_seq_len)
-    resolved = config.resolve(len(train_set.examples), model_context, device, n_parameters)
+    n_val = len(val_set.examples) if val_set is not None else 0
+    resolved = config.resolve(len(train_set.examples), model_context, device, n_parameters,
+                              n_val_examples=n_val)  # fmt: skip
     return resolved, train_set, val_set
 
 

@@ -346,7 +346,7 @@ def estimate_job(spec: JobSpec, analysis: dict) -> dict:
     val = analysis.get("val") or {}
     eval_tokens = 0
     if val.get("n_examples"):
-        every = config.eval_interval(total_steps)
+        every = config.eval_interval(total_steps, n, val["n_examples"])
         periodic = (total_steps - 1) // every
         share = min(1.0, PERIODIC_EVAL_EXAMPLES / val["n_examples"])
         eval_tokens = val["total_tokens"] * (1 + periodic * share)

@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from tiny import QUESTIONS, save_tiny_model
 from tunelab.engine.generate import encode_chat, generate
 from tunelab.engine.models import load_base
+from tunelab.engine.score import score_answers
 from tunelab.providers import registry
 from tunelab.providers.base import ChatResult
 from tunelab.providers.provider import Provider
@@ -318,6 +319,47 @@ def test_hosted_model_answers_through_its_provider(client, monkeypatch):
                                               stream=True, max_tokens=5))  # fmt: skip
     assert [c.choices[0].delta.content for c in chunks] == ["", "Bonjour", None]
     assert asked[1][2]["max_tokens"] == 5
+
+
+LABELS = ["NUM", "NUMBER", "LOC", "HUM"]  # multi-token labels, two sharing a prefix
+
+
+def test_labels_answer_with_the_label_the_engine_scores_highest(client, model_dir):
+    messages = ask(QUESTIONS[2][0])
+    answer = sdk(client).chat.completions.create(
+        model=str(model_dir), messages=messages, extra_body={"labels": LABELS}
+    )
+    model, tokenizer, _ = load_base(model_dir)
+    expected = [f"<category>{label}</category>" for label in LABELS]
+    [scores] = score_answers(model, tokenizer, [messages], expected)
+    best = max(range(len(LABELS)), key=lambda i: scores[i].logprob)
+    [choice] = answer.choices
+    assert choice.message.content == expected[best] and choice.finish_reason == "stop"
+    listed = choice.model_extra["label_scores"]
+    assert [row["label"] for row in listed] == LABELS
+    for row, score in zip(listed, scores, strict=True):
+        assert row["logprob"] == pytest.approx(score.logprob, abs=1e-4)
+    assert answer.usage.prompt_tokens == len(encode_chat(tokenizer, messages))
+    bare = chat(client, str(model_dir), messages, labels=LABELS, bare_label=True).json()
+    assert bare["choices"][0]["message"]["content"] in LABELS
+
+
+def test_labels_are_refused_where_they_cannot_be_scored(client, model_dir, monkeypatch):
+    cases = [
+        ({"labels": LABELS, "stream": True}, "labels"),
+        ({"labels": LABELS, "n": 2}, "labels"),
+        ({"labels": ["A", "A"]}, "labels"),
+        ({"labels": []}, "labels"),
+    ]
+    for fields, param in cases:
+        response = chat(client, str(model_dir), ask("Hi"), **fields)
+        assert response.status_code == 400, fields
+        assert param in json.dumps(response.json()["error"])
+    monkeypatch.setattr(registry, "get_provider", lambda name, **endpoint: Provider())
+    with Store() as store:
+        store.put_model("ft:llama:together:abc", provider="together", kind="fine-tuned")
+    hosted = chat(client, "ft:llama:together:abc", ask("Hi"), labels=LABELS)
+    assert hosted.status_code == 400 and hosted.json()["error"]["code"] == "no_logprobs"
 
 
 def test_clients_name_only_the_models_the_operator_serves(serve, model_dirs, tmp_path):

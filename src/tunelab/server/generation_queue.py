@@ -3,8 +3,9 @@
 Non-streaming requests for the same model and sampling settings that arrive together (or
 while the worker is busy) are answered by one call to the engine's batched `generate`;
 streamed requests run there one at a time, streamed as the local provider streams
-(`engine_stream`) and fed to the event loop by the same `feed` as hosted answers. Groups
-run oldest first.
+(`engine_stream`) and fed to the event loop by the same `feed` as hosted answers; label
+scoring requests (`labels` in a request: classification without generation) run there one at
+a time too. Groups run oldest first.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 
-from tunelab.engine.generate import Sampling, generate
+from tunelab.engine.generate import Sampling, encode_chat, generate
+from tunelab.engine.score import score_answers
 from tunelab.providers.base import ChatStream
 from tunelab.providers.local_provider import engine_stream
 from tunelab.server.answer_stream import AnswerStream, feed
@@ -53,6 +55,18 @@ class StreamRequest:
     arrived: float
 
 
+@dataclass(eq=False)
+class ScoreRequest:
+    """A request answered by the log-likelihood of each of `answers` after its messages."""
+
+    loaded: LoadedModel
+    messages: list[dict]
+    answers: list[str]
+    done: asyncio.Future  # gets (the answers' scores in their order, the prompt's tokens)
+    arrived: float
+    n: int = 1
+
+
 class GenerationQueue:
     """Runs requests in the worker thread; used from the server's event loop."""
 
@@ -67,7 +81,7 @@ class GenerationQueue:
         self._last_rows, self._free_since = 1, 0.0
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="tunelab-generate")
 
-    def submit(self, request: BatchRequest | StreamRequest) -> None:
+    def submit(self, request: BatchRequest | StreamRequest | ScoreRequest) -> None:
         """Queue `request`: a batch request's `done` gets its completions (or its error)."""
         key = _batch_key(request) if isinstance(request, BatchRequest) else request
         self._waiting.setdefault(key, []).append(request)
@@ -81,7 +95,7 @@ class GenerationQueue:
         if self._dispatcher is not None:
             self._dispatcher.cancel()
         for item in itertools.chain.from_iterable(self._waiting.values()):
-            if isinstance(item, BatchRequest) and not item.done.done():
+            if isinstance(item, (BatchRequest, ScoreRequest)) and not item.done.done():
                 item.done.set_exception(shutting_down())
         self._waiting.clear()
         self._worker.shutdown(wait=False, cancel_futures=True)
@@ -104,9 +118,10 @@ class GenerationQueue:
                 finally:
                     key.release()
             elif batch:
+                work = _score if isinstance(key, ScoreRequest) else _generate_batch
                 try:
                     outcomes = await loop.run_in_executor(
-                        self._worker, _generate_batch, batch, self.max_batch_size
+                        self._worker, work, batch, self.max_batch_size
                     )
                 except asyncio.CancelledError:  # closing: answer them rather than leave them
                     _settle(batch, [shutting_down() for _ in batch])
@@ -141,7 +156,7 @@ class GenerationQueue:
         group, batch, rows = self._waiting[key], [], 0
         while group and (not batch or rows + group[0].n <= self.max_batch_size):
             item = group.pop(0)
-            if isinstance(item, BatchRequest) and item.done.done():
+            if isinstance(item, (BatchRequest, ScoreRequest)) and item.done.done():
                 continue  # its client went away
             batch.append(item)
             rows += item.n
@@ -195,7 +210,20 @@ def _generate_batch(requests: list[BatchRequest], batch_size: int) -> list:
     return outcomes
 
 
-def _settle(batch: list[BatchRequest], outcomes: list) -> None:
+def _score(requests: list[ScoreRequest], batch_size: int) -> list:
+    """The one request's answer scores and prompt length, or the exception it failed with
+    (runs in the worker)."""
+    [request] = requests
+    try:
+        model, tokenizer = request.loaded.model, request.loaded.tokenizer
+        [scores] = score_answers(model, tokenizer, [request.messages], request.answers,
+                                 batch_size=batch_size)  # fmt: skip
+        return [(scores, len(encode_chat(tokenizer, request.messages)))]
+    except Exception as err:
+        return [err]
+
+
+def _settle(batch: list[BatchRequest] | list[ScoreRequest], outcomes: list) -> None:
     for request, outcome in zip(batch, outcomes, strict=True):
         if request.done.done():
             continue

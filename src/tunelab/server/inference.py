@@ -6,7 +6,8 @@ here comes from the `ModelCache` and is answered by the `GenerationQueue` (one t
 requests batched); a model whose weights are elsewhere answers through its provider, streamed
 as the provider streams it (`Provider.stream_chat`), delta by delta, in a thread of its own.
 `InferenceService` admits requests (refusing them with 429 when too many wait) and hands
-each to the right one.
+each to the right one. `classify` answers with the most likely of a request's labels
+(label scoring, as `eval classify` and `tunelab chat --labels` do), for local models only.
 """
 
 from __future__ import annotations
@@ -19,10 +20,16 @@ from functools import partial
 
 from tunelab.engine.generate import Completion, Sampling
 from tunelab.engine.models import ModelInfo, resolve_model_source
+from tunelab.engine.score import AnswerScore, best_answer
 from tunelab.providers.resolve import ChatModel, resolve_chat_model
 from tunelab.server.answer_stream import AnswerStream, completion_of, feed
 from tunelab.server.errors import ApiError, shutting_down
-from tunelab.server.generation_queue import BatchRequest, GenerationQueue, StreamRequest
+from tunelab.server.generation_queue import (
+    BatchRequest,
+    GenerationQueue,
+    ScoreRequest,
+    StreamRequest,
+)
 from tunelab.server.model_cache import ModelCache
 
 DEFAULT_TEMPERATURE = 0.0  # greedy, as `tunelab chat` and evaluation: same question, same answer
@@ -47,6 +54,8 @@ class ChatAnswer:
     choices: list[Completion]
     prompt_tokens: int
     completion_tokens: int
+    # With labels: each label's answer log-likelihood, in the request's order.
+    label_scores: list[tuple[str, AnswerScore]] | None = None
 
 
 class InferenceService:
@@ -90,6 +99,29 @@ class InferenceService:
             return _answer(model, await request.done)
         finally:
             release()
+
+    async def classify(self, model: str, messages: list[dict], labels: list[str],
+                       answers: list[str]) -> ChatAnswer:  # fmt: skip
+        """The answer (of `answers`, one per label) the model finds most likely after the
+        messages; needs the model's log-likelihoods, so its weights must be here."""
+        release = self._admit()
+        try:
+            target, info = await asyncio.to_thread(_resolve, model)
+            if info is None:
+                raise ApiError(400, f"{model} gives no log-likelihoods, so its labels cannot "
+                               "be scored; drop `labels` to have it generate.",
+                               code="no_logprobs", param="labels")  # fmt: skip
+            loaded = await self._cache.get(target.engine_source, info)
+            request = ScoreRequest(loaded, messages, answers,
+                                   asyncio.get_running_loop().create_future(), _now())  # fmt: skip
+            self._queue.submit(request)
+            scores, prompt_tokens = await request.done
+        finally:
+            release()
+        best = best_answer(scores)
+        choice = Completion(answers[best], "stop", prompt_tokens, scores[best].n_tokens)
+        return ChatAnswer(model, [choice], prompt_tokens, scores[best].n_tokens,
+                          label_scores=list(zip(labels, scores, strict=True)))  # fmt: skip
 
     async def stream(self, model: str, messages: list[dict], options: ChatOptions) -> AnswerStream:
         """Start answering; returns once the first delta (or an error) is there."""

@@ -20,6 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from tunelab.data.prompts import ClassificationPrompt
 from tunelab.errors import TunelabError
 from tunelab.providers.models import delete_model, list_models
 from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
@@ -34,6 +35,7 @@ router = APIRouter()
 log = logging.getLogger(__name__)
 INT32_MAX = 2**31 - 1
 StopText = Annotated[str, StringConstraints(min_length=1)]
+LabelText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
 class TextPart(BaseModel):
@@ -66,6 +68,12 @@ class ChatCompletionRequest(BaseModel):
 
     Unlike OpenAI, a local model answers greedily when no temperature is given (as `tunelab
     chat` does); a hosted model gets its provider's default.
+
+    tunelab's extension, `labels` (with the openai SDK: `extra_body={"labels": [...]}`): a
+    classification model answers with the most likely label, by the log-likelihood of each
+    label's answer as `tunelab format` trains it (`<category>LABEL</category>`; `label_tag`
+    changes the tag, `bare_label` drops it), instead of generating: the answer is always one
+    of the labels. Each choice then carries `label_scores`. Local models only.
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -80,6 +88,15 @@ class ChatCompletionRequest(BaseModel):
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)  # OpenAI's: a 64-bit integer
     stream: bool | None = False
     stream_options: StreamOptions | None = None
+    labels: list[LabelText] | None = Field(None, min_length=1, max_length=500)
+    label_tag: str | None = Field(None, min_length=1, max_length=50, pattern=r"^[A-Za-z_][\w.-]*$")
+    bare_label: bool = False
+
+    def label_answers(self) -> list[str]:
+        """Each label's answer, as the model was trained to give it."""
+        tag = {"output_tag": self.label_tag} if self.label_tag else {}
+        prompt = ClassificationPrompt(**tag, bare_label=self.bare_label)
+        return [prompt.answer(label) for label in self.labels or ()]
 
     def options(self) -> ChatOptions:
         stop = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
@@ -99,6 +116,10 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
     await run_in_threadpool(check_served, body.model, request.app.state.config)
     messages = [message.for_template() for message in body.messages]
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+    if body.labels is not None:
+        _check_label_request(body)
+        answer = await service.classify(body.model, messages, body.labels, body.label_answers())
+        return _completion(answer, completion_id, created)
     if body.stream:
         answer = await service.stream(body.model, messages, body.options())
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -107,6 +128,15 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
                                  headers={"Cache-Control": "no-cache"})  # fmt: skip
     answer = await service.complete(body.model, messages, body.options())
     return _completion(answer, completion_id, created)
+
+
+def _check_label_request(body: ChatCompletionRequest) -> None:
+    """Label scoring gives one whole answer: streaming or several choices make no sense."""
+    if len(set(body.labels)) != len(body.labels):
+        raise ApiError(400, "labels must be different from each other.", param="labels")
+    if body.stream or (body.n or 1) > 1:
+        raise ApiError(400, "labels answer with one scored label: use them without stream "
+                       "and with n=1.", param="labels")  # fmt: skip
 
 
 def _completion(answer: ChatAnswer, completion_id: str, created: int) -> dict:
@@ -119,6 +149,10 @@ def _completion(answer: ChatAnswer, completion_id: str, created: int) -> dict:
         }
         for index, choice in enumerate(answer.choices)
     ]
+    if answer.label_scores is not None:
+        scores = [{"label": label, "logprob": score.logprob, "tokens": score.n_tokens}
+                  for label, score in answer.label_scores]  # fmt: skip
+        choices[0]["label_scores"] = scores
     return {
         "id": completion_id,
         "object": "chat.completion",

@@ -86,8 +86,8 @@ def accuracy_of(models: list[str], held_out) -> dict[str, float]:
     """Held-out accuracy of each model by label scoring."""
     from tunelab.evals.classify import evaluate_classification
 
-    metrics, _ = evaluate_classification(held_out, models, method="score")
-    return {model: metrics["models"][model]["accuracy"] for model in models}
+    result = evaluate_classification(held_out, models, method="score")
+    return {model: result.models[model]["accuracy"] for model in models}
 
 
 def sweep(args: argparse.Namespace, data: dict, tmp: Path) -> list[dict]:

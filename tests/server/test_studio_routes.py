@@ -305,14 +305,17 @@ def test_a_classification_run_is_started_followed_and_reported(tmp_path, tiny_mo
 
 def test_a_pairwise_run_page_shows_each_model_rating(tmp_path):
     from tunelab.evals import runs
+    from tunelab.evals.judge.task import PairwiseResult
 
-    metrics = {"judge": "j", "traits": ["helpfulness"], "n_prompts": 3, "n_comparisons": 6,
-               "ratings": {"tuned": {"rating": 1061.0, "low": 1010.0, "high": 1110.0},
-                           "base": {"rating": 939.0, "low": 890.0, "high": 990.0}},
-               "records": {"tuned": {"wins": 4.5, "games": 6}, "base": {"wins": 1.5, "games": 6}},
-               "errors": []}  # fmt: skip
+    found = PairwiseResult(
+        judge="j", traits=["helpfulness"], n_prompts=3, n_comparisons=6, n_verdicts=6,
+        ratings={"tuned": {"rating": 1061.0, "low": 1010.0, "high": 1110.0},
+                 "base": {"rating": 939.0, "low": 890.0, "high": 990.0}},
+        records={"tuned": {"wins": 4.5, "games": 6}, "base": {"wins": 1.5, "games": 6}},
+        n_call_failures=0, n_parse_failures=0, errors=[], answers={"comparisons": []},
+    )  # fmt: skip
     result = runs.record_run("pairwise", models=["base", "tuned"], data={"path": "p.jsonl"},
-                             options={"judge": "j"}, task=lambda: (metrics, {"comparisons": []}),
+                             options={"judge": "j"}, task=lambda: found,
                              output_dir=tmp_path / "run")  # fmt: skip
     with client() as c:
         page = c.get(f"/evals/{result.id}").text

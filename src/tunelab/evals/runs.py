@@ -97,15 +97,14 @@ def record_run(
     try:
         found = task()
     except Interrupted:  # cancelled before any score (a judge's candidates were answering)
-        found = {"partial": nothing_scored(kind, data, models)}, {}
+        found = TaskResult(answers={}, partial=nothing_scored(kind, data, models))
     except BaseException as err:
         message = err.message if isinstance(err, TunelabError) else f"{type(err).__name__}: {err}"
         with Store() as store:
             store.update_eval_run(run.id, status="failed", error_message=message,
                                   finished_at=int(time.time()))  # fmt: skip
         raise
-    # The judge's tasks return (metrics, answers) until they return their own TaskResult.
-    metrics, outputs = found if isinstance(found, tuple) else (found.metrics, found.answers)
+    metrics, outputs = found.metrics, found.answers
     result = EvaluationResult(id=run.id, kind=kind, created_at=run.created_at, data=data,
                               options=options, models=tuple(models), metrics=metrics)  # fmt: skip
     training = training_curves(models)

@@ -169,11 +169,11 @@ def test_a_partial_pairwise_run_is_not_rated_while_a_model_has_no_decided_compar
     judge = Answers("judge", "", cancel, cancel_after=2)  # a vs b on the first prompt only
     monkeypatch.setattr("tunelab.evals.judge.task.open_candidate", lambda name: judge)
     sets = [answer_set("a", "Paris"), answer_set("b", "Rome"), answer_set("c", "Lyon")]
-    result, outputs = judge_pairwise("judge", sets, _traits(), None, cancel=cancel)
-    assert result["partial"] == {"n_comparisons": 6, "n_judged": 1}
-    assert result["ratings"] == {} and "no decided comparison yet for c" in result["note"]
-    assert result["records"]["a"] == {"wins": 1.0, "games": 1} and "error" not in result
-    assert len(outputs["comparisons"]) == 1
+    result = judge_pairwise("judge", sets, _traits(), None, cancel=cancel)
+    assert result.partial == {"n_comparisons": 6, "n_judged": 1}
+    assert result.ratings == {} and "no decided comparison yet for c" in result.note
+    assert result.records["a"] == {"wins": 1.0, "games": 1} and result.error is None
+    assert len(result.answers["comparisons"]) == 1 and "note" in result.metrics
 
 
 def test_a_cancel_while_the_candidates_answer_records_a_partial_run_with_nothing_judged(

@@ -25,6 +25,7 @@ from tunelab.evals.judge.verdicts import (
     score_answer,
     summarise_scores,
 )
+from tunelab.evals.result import TaskResult
 
 JUDGE_MAX_TOKENS = 512
 
@@ -35,6 +36,32 @@ class AnswerSet:
 
     model: str
     items: list[EvalItem]  # the prompt is `messages`; the model's answer is `gold`
+
+
+@dataclass(frozen=True, kw_only=True)
+class JudgeResult(TaskResult):
+    """What `judge_single` returns; `answers` holds each answer with its scores and reason."""
+
+    judge: str
+    traits: list[str]
+    models: dict[str, dict]  # per model: mean score, per-trait means, parse and call failures
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairwiseResult(TaskResult):
+    """What `judge_pairwise` returns; `answers["comparisons"]` holds every comparison."""
+
+    judge: str
+    traits: list[str]
+    n_prompts: int
+    ratings: dict[str, dict]  # per model: Bradley-Terry rating with its interval
+    records: dict[str, dict]  # per model: wins (a tie is half) and decided games
+    n_comparisons: int
+    n_verdicts: int
+    n_call_failures: int
+    n_parse_failures: int
+    errors: list[str]  # the first errors of the judge's calls
+    note: str | None = None  # why a cancelled run is not rated
 
 
 def answers_from_database(path: Path, limit: int | None = None) -> AnswerSet:
@@ -73,7 +100,7 @@ def answers_from_model(model: str, data: EvalData, *, max_tokens: int, progress=
 
 
 def judge_single(judge: str, sets: list[AnswerSet], traits: list[Trait], rubric: str | None,
-                 progress=None, cancel=None) -> tuple[dict, dict]:  # fmt: skip
+                 progress=None, cancel=None) -> JudgeResult:  # fmt: skip
     """Each answer scored on each trait. A cancel (Ctrl-C, the studio's Cancel) keeps the
     answers judged so far: the result is then marked `partial` (see `runs.partial_message`)."""
     chat = _judge_chat(judge)
@@ -91,15 +118,16 @@ def judge_single(judge: str, sets: list[AnswerSet], traits: list[Trait], rubric:
             ]  # fmt: skip
         if len(results) < len(answers.items):
             break  # cancelled: the later models are not judged
-    result = {"judge": judge, "traits": [t.name for t in traits], "models": metrics}
     stopped = any(judged.get(s.model, 0) < len(s.items) for s in sets)
+    partial = error = None
     if stopped:
-        result["partial"] = {"n_items": max(len(s.items) for s in sets), "judged": True,
-                             "scored": {s.model: judged.get(s.model, 0) for s in sets}}  # fmt: skip
+        partial = {"n_items": max(len(s.items) for s in sets), "judged": True,
+                   "scored": {s.model: judged.get(s.model, 0) for s in sets}}  # fmt: skip
     if (metrics or not stopped) and not any(m["n_scored"] for m in metrics.values()):
         errors = [e for m in metrics.values() for e in m["errors"]]
-        result["error"] = _nothing_judged(judge, "answer was scored", errors)
-    return result, outputs
+        error = _nothing_judged(judge, "answer was scored", errors)
+    return JudgeResult(judge=judge, traits=[t.name for t in traits], models=metrics,
+                       answers=outputs, partial=partial, error=error)  # fmt: skip
 
 
 def _score_set(chat, answers: AnswerSet, traits, rubric, progress, cancel) -> list[dict]:
@@ -124,7 +152,7 @@ def _nothing_judged(judge: str, what: str, errors: list[str]) -> str:
 
 
 def judge_pairwise(judge: str, sets: list[AnswerSet], traits: list[Trait], rubric: str | None,
-                   progress=None, cancel=None) -> tuple[dict, dict]:  # fmt: skip
+                   progress=None, cancel=None) -> PairwiseResult:  # fmt: skip
     """Every pair of models compared on every shared prompt, then rated. A cancel keeps the
     comparisons judged so far (`partial`), rated when each model has a decided one."""
     if len(sets) < 2:
@@ -135,33 +163,35 @@ def judge_pairwise(judge: str, sets: list[AnswerSet], traits: list[Trait], rubri
     task = progress("pairwise comparisons", n_pairs) if progress else None
     outcomes, records = run_pairwise(_judge_chat(judge), prompts, aligned, traits=traits,
                                      rubric=rubric, progress=task, cancel=cancel)  # fmt: skip
-    n_call_failures = sum(1 for r in records if r.get("call_failed"))
-    result = {"judge": judge, "traits": [t.name for t in traits], "n_prompts": len(prompts),
-              "ratings": {}, "records": _records(aligned, outcomes),
-              "n_comparisons": len(records), "n_verdicts": len(outcomes),
-              "n_call_failures": n_call_failures,
-              "n_parse_failures": sum(1 for r in records if r.get("parse_failure"))
-              - n_call_failures, "errors": first_errors(records)}  # fmt: skip
+    n_verdicts, wins = len(outcomes), _records(aligned, outcomes)
+    partial = note = error = None
     if len(records) < n_pairs:  # cancelled part-way
-        result["partial"] = {"n_comparisons": n_pairs, "n_judged": len(records)}
-        outcomes = _enough_to_rate(outcomes, result)
-    result["ratings"] = rating_intervals(outcomes) if outcomes else {}
-    if not result["n_verdicts"] and (records or "partial" not in result):
-        result["error"] = _nothing_judged(judge, "comparison was decided", result["errors"])
-    return result, {"comparisons": records}
+        partial = {"n_comparisons": n_pairs, "n_judged": len(records)}
+        outcomes, note = _enough_to_rate(outcomes, wins)
+    errors = first_errors(records)
+    if not n_verdicts and (records or partial is None):
+        error = _nothing_judged(judge, "comparison was decided", errors)
+    n_call_failures = sum(1 for r in records if r.get("call_failed"))
+    return PairwiseResult(
+        judge=judge, traits=[t.name for t in traits], n_prompts=len(prompts),
+        ratings=rating_intervals(outcomes) if outcomes else {}, records=wins,
+        n_comparisons=len(records), n_verdicts=n_verdicts, n_call_failures=n_call_failures,
+        n_parse_failures=sum(1 for r in records if r.get("parse_failure")) - n_call_failures,
+        errors=errors, note=note, answers={"comparisons": records}, partial=partial,
+        error=error,
+    )  # fmt: skip
 
 
-def _enough_to_rate(outcomes: list, result: dict) -> list:
+def _enough_to_rate(outcomes: list, wins: dict[str, dict]) -> tuple[list, str | None]:
     """The outcomes of a cancelled run to rate: all, when every model has a decided
     comparison; none otherwise (ratings of some models only would share no scale), with a
     note saying why the run is not rated."""
-    unrated = [name for name, r in result["records"].items() if not r["games"]]
+    unrated = [name for name, r in wins.items() if not r["games"]]
     if outcomes and not unrated:
-        return outcomes
+        return outcomes, None
     why = (f"no decided comparison yet for {', '.join(unrated)}" if outcomes
            else "no comparison was decided")  # fmt: skip
-    result["note"] = f"not rated: too few comparisons judged before the cancel ({why})"
-    return []
+    return [], f"not rated: too few comparisons judged before the cancel ({why})"
 
 
 def _records(names, outcomes) -> dict[str, dict]:

@@ -1,8 +1,9 @@
 """`tunelab migrate openai` against hand-built OpenAI HTTP exchanges in OpenAI's shapes.
 
 The account has three jobs over two pages (the second answered 429 with Retry-After
-first), one of whose training files OpenAI has deleted; its fine-tuned model answers chats.
-A Together account, on its own host, takes the job a plan run to Together creates.
+first), one of whose training files OpenAI has deleted; its fine-tuned model answers chats
+(each ticket's label, in capitals; wrongly once it has `drifted`). A Together account, on
+its own host, takes the job a plan run to Together creates.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import io
 import json
 import logging
 import threading
-from datetime import date
+from datetime import date, datetime, timezone
+from html import escape as escape_html
 from pathlib import Path
 
 import httpx
@@ -20,8 +22,10 @@ import pytest
 
 from tiny import save_tiny_model
 from tunelab.cli import main
+from tunelab.data.pricing import load_prices, price_for
 from tunelab.errors import TunelabError
 from tunelab.migrate import dates
+from tunelab.migrate.compare import compare
 from tunelab.migrate.distil import (
     FT_INFERENCE_PRICES_CHECKED,
     distil,
@@ -31,6 +35,7 @@ from tunelab.migrate.distil import (
 from tunelab.migrate.inventory import take_inventory
 from tunelab.migrate.plan import Targets, make_plan, run_plan
 from tunelab.providers import jobs as jobs_api
+from tunelab.providers import worker
 from tunelab.providers.openai_provider import OpenAIProvider
 from tunelab.providers.retry import RetryPolicy
 from tunelab.registry import Store
@@ -117,6 +122,7 @@ class Account:
     def __init__(self, api) -> None:
         self.asked: list[str] = []
         self.refused: set[str] = set()  # questions the old model answers with a 400
+        self.drifted = False  # answers "BUG" to everything (to tell fresh answers from old)
         self.calls: dict[str, int] = {}
         self.first = [
             job(
@@ -189,6 +195,9 @@ class Account:
             return httpx.Response(200, json=page(self.second))
         return httpx.Response(200, json=page(self.first, has_more=True))
 
+    def label(self, question: str) -> str:
+        return "BUG" if self.drifted else dict(TRAIN + VAL)[question].upper()
+
     def retrieve(self, request):
         wanted = request.url.path.rsplit("/", 1)[1]
         return httpx.Response(
@@ -212,7 +221,7 @@ class Account:
                 {
                     "index": 0,
                     "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": f"<{question.split()[0].lower()}>"},
+                    "message": {"role": "assistant", "content": self.label(question)},
                 }
             ],
             "usage": {"prompt_tokens": 20, "completion_tokens": 3, "total_tokens": 23},
@@ -286,6 +295,9 @@ def test_plan_run_and_an_interrupted_distillation_that_resumes(account, tmp_path
     assert (got["n_examples"], got["n_validation_examples"], got["n_epochs"]) == (3, 2, 2)
     assert got["billed_tokens"] == 2 * got["tokens_per_epoch"] > 0
     assert got["together_cost_usd"] == pytest.approx(got["billed_tokens"] * 0.48 / 1e6, abs=1e-6)
+    together_price = price_for(load_prices(), "together", row["target"]["model"])
+    assert got["together_prices_as_of"] == together_price.as_of == "2025-11-01"
+    assert got["together_prices_source"] == "https://www.together.ai/pricing"
     assert row["hyperparameters"] == {"n_epochs": 2}
     assert row["not_carried"] == ["batch_size", "learning_rate_multiplier"]
 
@@ -318,7 +330,7 @@ def test_plan_run_and_an_interrupted_distillation_that_resumes(account, tmp_path
     assert done.complete and done.estimate.n_answered == 2
     assert sorted(account.asked) == sorted(q for q, _ in TRAIN + VAL)  # each asked once
     distilled = [orjson.loads(line) for line in paths.train.read_bytes().splitlines()]
-    assert [d["messages"][-1]["content"] for d in distilled] == ["<reset>", "<card>", "<app>"]
+    assert [d["messages"][-1]["content"] for d in distilled] == ["ACCOUNT", "BILLING", "BUG"]
     provenance = orjson.loads(paths.provenance.read_bytes())
     assert provenance["fine_tuned_model"] == FT and provenance["openai_job_id"] == "ftjob-a"
     [again] = distil([FT], today=TODAY)
@@ -350,12 +362,16 @@ def test_plan_run_and_an_interrupted_distillation_that_resumes(account, tmp_path
         == 0
     )
     out, err = capsys.readouterr()
-    assert orjson.loads(out)["models"][1]["migration_job"]["id"] == new.id
+    planned = orjson.loads(out)["models"][1]
+    assert planned["migration_job"]["id"] == new.id
+    assert planned["analysis"]["together_prices_as_of"] == "2025-11-01"
     assert "36 days until OpenAI takes no new fine-tuning jobs" in err
     assert "44 days until fine-tuned models stop answering" in err
     assert main(["migrate", "openai", "plan", "--target", "together"]) == 0
     table, problems = capsys.readouterr()
     assert "not carried to together: batch_size, learning_rate_multiplier" in table
+    assert "(prices of 2025-11-01)" in table  # the Together cost column says how current
+    assert "Together's prices as of 2025-11-01; current prices: https://www.together.ai" in table
     assert "nothing to train on" in problems
     registry = (Store().path).read_bytes()
     for text in (out, err, registry, paths.answers.read_bytes()):
@@ -404,6 +420,129 @@ def test_a_prompt_the_old_model_refuses_does_not_hold_back_the_others(account):
     [done] = distil([FT], today=TODAY)
     assert done.complete and done.asked == 1
     assert len(paths.train.read_bytes().splitlines()) == 3
+
+
+FAST = {"batch_size": 4, "precision": "fp32", "lora_rank": 4}  # the old lr multiplier stays
+
+
+def trained_migration(tmp_path) -> str:
+    """FT's migration job to a tiny local model, trained here by a worker: its model's name."""
+    tiny = save_tiny_model(tmp_path / "tiny")
+    plan = make_plan(Targets("local", {FT: str(tiny)}), today=TODAY)
+    outcomes = run_plan(plan, today=TODAY, extra_hyperparameters=FAST, start_worker=False)
+    [made] = [o for o in outcomes if o["fine_tuned_model"] == FT]
+    assert worker.run_worker(max_jobs=1) == 1
+    new = jobs_api.get_job(made["job"]["id"])
+    assert new.status == "succeeded", new.error_message
+    return new.fine_tuned_model
+
+
+def compare_cli(capsys, *flags: str) -> tuple[int, dict | None, str]:
+    capsys.readouterr()
+    code = main(["migrate", "openai", "compare", FT, "--task", "classify", "--json", *flags])
+    out, err = capsys.readouterr()
+    return code, (orjson.loads(out) if code == 0 else None), err
+
+
+def test_compare_takes_the_old_side_from_the_distilled_answers(account, tmp_path, capsys):
+    take_inventory(provider=provider([]), today=TODAY)
+    # A distillation cut after its first batch: the training prompts and one validation prompt.
+    cancel = threading.Event()
+    with pytest.raises(TunelabError):
+        distil([FT], today=TODAY, progress=lambda *_: cancel.set(), cancel=cancel,
+               batch_size=4, concurrency=1)  # fmt: skip
+    assert account.asked == [q for q, _ in TRAIN + VAL[:1]]
+    new_model = trained_migration(tmp_path)
+
+    # Before the shutdown, answers that do not cover the validation prompts: it is asked.
+    asked = compare(FT, task="classify", today=TODAY)
+    assert sorted(account.asked[4:]) == sorted(q for q, _ in VAL)  # a few at a time
+    assert asked.options["old_answers"] == {"from": "asked", "on": "2026-12-01"}
+    assert asked.options["notes"] == [
+        "the old model's answers: asked on 2026-12-01 (its distilled answers cover 1 of the 2)."
+    ]
+    assert asked.models == (FT, new_model) and asked.data["n_items"] == 2
+
+    # After it, what was distilled is the old side; the item without an answer is left out.
+    partial = compare(FT, task="classify", today=date(2027, 1, 20))
+    assert len(account.asked) == 6  # OpenAI was not called
+    old = partial.options["old_answers"]
+    assert (old["from"], old["because"], old["n_items"], old["n_left_out"]) == (
+        "distilled",
+        "models_stopped",
+        1,
+        1,
+    )
+    assert partial.data["n_items"] == 1 and partial.scores[FT]["accuracy"] == 1.0
+    assert "1 of the 2 validation items had none and are left out" in partial.options["notes"][0]
+
+    # The distillation resumes (only the missing prompt); its answers now cover the file.
+    [done] = distil([FT], today=TODAY)
+    assert done.complete and account.asked[6:] == [VAL[1][0]]
+    records = [orjson.loads(line) for line in distilled_paths(FT).answers.read_bytes().split()]
+    days = sorted({datetime.fromtimestamp(r["answered_at"], timezone.utc).date() for r in records})
+    when = " to ".join(dict.fromkeys(str(day) for day in (days[0], days[-1])))
+    account.drifted = True  # from here on, an answer asked afresh would show
+
+    # Before the shutdown, answers that cover the file are used: asking again costs money.
+    code, covered, err = compare_cli(capsys, "--today", "2026-12-01")
+    assert code == 0, err
+    assert len(account.asked) == 7
+    assert covered["options"]["old_answers"]["because"] == "covered"
+    assert covered["models"][FT]["accuracy"] == 1.0 and covered["data"]["n_items"] == 2
+    assert f"its distilled answers of {when} (they cover every prompt; --fresh asks" in err
+    answers = {row["question"]: row["answer"] for row in covered_outputs(covered, FT)}
+    assert answers == {"Refund please": "BILLING", "Cannot log in": "ACCOUNT"}
+
+    # --fresh asks the old model again (which has drifted since).
+    code, fresh, err = compare_cli(capsys, "--today", "2026-12-01", "--fresh")
+    assert code == 0, err
+    assert sorted(account.asked[7:]) == sorted(q for q, _ in VAL)
+    assert fresh["options"]["old_answers"]["from"] == "asked"
+    assert fresh["models"][FT]["accuracy"] == 0.0  # "BUG" to both
+    assert "the old model's answers: asked on 2026-12-01 (--fresh)." in err
+
+    # After the shutdown: the distilled answers, no call, and the run says so.
+    code, after, err = compare_cli(capsys, "--today", "2027-01-20")
+    assert code == 0, err
+    assert len(account.asked) == 9
+    note = (
+        f"the old model's answers: its distilled answers of {when} (OpenAI's fine-tuned "
+        "models stopped answering on 2027-01-14)."
+    )
+    assert note in err and after["options"]["notes"] == [note]
+    assert after["models"][FT]["accuracy"] == 1.0 and after["data"]["n_items"] == 2
+    assert after["models"][FT]["answers_per_second"] is None  # looked up, not answered
+    assert after["models_evaluated"] == [FT, new_model]
+    old = after["options"]["old_answers"]
+    assert old["provenance"] == str(distilled_paths(FT).provenance)
+    assert (old["answered_from"], old["answered_to"]) == (str(days[0]), str(days[-1]))
+    capsys.readouterr()
+    assert main(["eval", "show", after["id"], "--json"]) == 0
+    shown = orjson.loads(capsys.readouterr().out)
+    assert shown["options"]["old_answers"] == old  # recorded in the registry
+    assert escape_html(note) in Path(after["html_path"]).read_text()
+
+    code, _, err = compare_cli(capsys, "--today", "2027-01-20", "--fresh")
+    assert code != 0 and "drop --fresh" in err and len(account.asked) == 9
+
+
+def covered_outputs(result: dict, model: str) -> list[dict]:
+    """The rows of `model`'s answers in a result file."""
+    return orjson.loads(Path(result["json_path"]).read_bytes())["outputs"][model]
+
+
+def test_compare_after_the_shutdown_without_distilled_answers_says_how_to_have_kept_them(
+    account, capsys
+):
+    take_inventory(provider=provider([]), today=TODAY)
+    code, _, err = compare_cli(capsys, "--today", "2027-01-20")
+    assert code == 1 and not account.asked
+    assert "none of its answers to them were distilled before" in err
+    assert "`tunelab migrate openai distil` (or `run --distil`) before 2027-01-14" in err
+    capsys.readouterr()
+    assert main(["eval", "list", "--json"]) == 0
+    assert orjson.loads(capsys.readouterr().out)["data"] == []  # no run recorded
 
 
 def test_after_the_shutdown_openai_steps_refuse_and_the_registry_steps_work(account, capsys):

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import threading
 from datetime import date
+from pathlib import Path
 
 import openai
 import orjson
 import pytest
 from test_openai_sdk import FAST, wait_for
 
+from jobtools import wait_until
 from tiny import QUESTIONS, write_chat_jsonl
 from tunelab.cli import main
 from tunelab.errors import TunelabError
@@ -97,6 +99,7 @@ def test_the_whole_migration_against_a_tunelab_server(
     assert planned["analysis"]["n_examples"] == 8 and planned["analysis"]["n_epochs"] == 1
 
     # Distillation interrupted after its first batch, then resumed by the CLI.
+    chats_before = chat_requests(server)
     cancel = threading.Event()
     with pytest.raises(TunelabError):
         distil(
@@ -136,13 +139,53 @@ def test_the_whole_migration_against_a_tunelab_server(
     new = jobs_api.wait_job(outcome["job"]["id"], timeout=600)
     assert new.status == "succeeded", new.error_message
     assert new.metadata["tunelab_distilled_file"] == str(paths.train)
+    # The server saw each prompt once (its access log is written as each answer goes out).
+    wait_until(lambda: chat_requests(server) - chats_before >= len(QUESTIONS))
+    assert chat_requests(server) - chats_before == len(QUESTIONS)
 
-    code, out, err = cli(
-        capsys, "migrate", "openai", "compare", ft, "--task", "classify", "--today", TODAY, "--json"
+    def compare(*flags: str) -> dict:
+        argv = ("migrate", "openai", "compare", ft, "--task", "classify", "--json", *flags)
+        code, out, err = cli(capsys, *argv)
+        assert code == 0, err
+        result = orjson.loads(out)
+        assert result["models_evaluated"] == [ft, new.fine_tuned_model]
+        assert set(result["models"]) == {ft, new.fine_tuned_model}
+        return result
+
+    # The old model asked again through the server, then its distilled answers (which cover
+    # the validation file) before and after the shutdown.
+    asked = compare("--fresh", "--today", TODAY)
+    assert asked["options"]["old_answers"] == {"from": "asked", "on": TODAY}
+    before = compare("--today", TODAY)
+    assert before["options"]["old_answers"]["because"] == "covered"
+    after = compare("--today", "2027-01-20")
+    old = after["options"]["old_answers"]
+    assert (old["from"], old["because"]) == ("distilled", "models_stopped")
+    assert (
+        old["n_items"] == after["data"]["n_items"] == len(QUESTIONS) - 8 and not old["n_left_out"]
     )
-    assert code == 0, err
-    result = orjson.loads(out)
-    assert result["models_evaluated"] == [ft, new.fine_tuned_model]
-    assert set(result["models"]) == {ft, new.fine_tuned_model}
+    assert "stopped answering on 2027-01-14" in after["options"]["notes"][0]
+    recorded = {r["key"]: r["answer"] for r in read_answers(paths.answers).values()}
+    for result in (before, after):
+        run = orjson.loads(Path(result["json_path"]).read_bytes())
+        assert sorted(row["answer"] for row in run["outputs"][ft]) == sorted(
+            recorded[key] for key in validation_keys(planned["validation_file"])
+        )
     code, out, _ = cli(capsys, "eval", "list", "--json")
-    assert result["id"] in out
+    assert all(r["id"] in out for r in (asked, before, after))
+    n_validation = len(QUESTIONS) - 8
+    wait_until(lambda: chat_requests(server) - chats_before >= len(QUESTIONS) + n_validation)
+    # Only --fresh asked the old model: the distilled answers stood in for it otherwise.
+    assert chat_requests(server) - chats_before == len(QUESTIONS) + n_validation
+
+
+def chat_requests(server) -> int:
+    """How many chat completions the server has answered (from its access log)."""
+    return server.output().count('"POST /v1/chat/completions HTTP/1.1" 200')
+
+
+def validation_keys(path: str) -> list[str]:
+    from tunelab.evals.items import load_items
+    from tunelab.migrate.distil import prompt_key
+
+    return [prompt_key(item.messages) for item in load_items(Path(path), "chat").items]

@@ -183,11 +183,18 @@ def render_plan(plan: dict) -> None:
             str(got.get("n_examples", "-")),
             f"{got.get('tokens_per_epoch', 0):,}",
             str(got.get("n_epochs", "-")),
-            f"${cost:,.2f}" if cost is not None else "-",
+            _cost(cost, got.get("together_prices_as_of")),
             f"{seconds:,.0f} s" if seconds else "-",
             f"{job['id']} ({job['status']})" if job else "-",
         )
     common.stdout.print(table)
+    priced = {
+        (got["together_prices_as_of"], got["together_prices_source"])
+        for got in (row.get("analysis") or {} for row in plan["models"])
+        if got.get("together_cost_usd") is not None and got.get("together_prices_source")
+    }
+    for as_of, source in sorted(priced, key=str):
+        common.stdout.print(f"Together's prices as of {as_of}; current prices: {source}")
     for row in plan["models"]:
         for problem in row["problems"]:
             common.stderr.print(f"[yellow]{escape(row['fine_tuned_model'])}:[/] {problem}")
@@ -196,6 +203,13 @@ def render_plan(plan: dict) -> None:
                 f"{escape(row['fine_tuned_model'])}: not carried to "
                 f"{row['target']['provider']}: {', '.join(row['not_carried'])}"
             )
+
+
+def _cost(usd: float | None, as_of: str | None) -> str:
+    """The Together cost and the date of the price table behind it."""
+    if usd is None:
+        return "-"
+    return f"${usd:,.2f} (prices of {as_of})" if as_of else f"${usd:,.2f} (undated prices)"
 
 
 distil_options = [
@@ -403,10 +417,20 @@ def _number(text: str):
 )
 @click.option("--judge", help="The judge model, for free-text answers.")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N validation items.")
+@click.option(
+    "--fresh",
+    is_flag=True,
+    help="Ask the old model again even when its distilled answers cover the validation "
+    "prompts (it costs money; impossible once it has stopped answering).",
+)
 @today_option
 @json_option
-def compare_cmd(fine_tuned_model, task, judge, limit, today, as_json) -> int:
-    """Evaluate the old model against its replacement on the validation file (recorded)."""
+def compare_cmd(fine_tuned_model, task, judge, limit, fresh, today, as_json) -> int:
+    """Evaluate the old model against its replacement on the validation file (recorded).
+
+    The old model's side is its distilled answers when they cover the validation prompts
+    (and after it stops answering, whatever of them was distilled); otherwise it is asked.
+    """
     from tunelab.cli.eval_cmd import exit_code_of, render_classify, render_judge, render_queries
     from tunelab.migrate.compare import compare
 
@@ -419,9 +443,12 @@ def compare_cmd(fine_tuned_model, task, judge, limit, today, as_json) -> int:
             judge=judge,
             today=today,
             limit=limit,
+            fresh=fresh,
             progress=progress,
             cancel=cancel,
         )
+    for note in result.options.get("notes", []):
+        common.stderr.print(escape(note), highlight=False)
     if as_json:
         common.print_json(result.to_dict())
         return exit_code_of(result)

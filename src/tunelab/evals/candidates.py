@@ -7,15 +7,20 @@ whose weights are here answer through the engine's batched generation; the other
 their provider, a few requests at a time.
 A hosted request that fails is recorded as that item's error (an invalid answer), so one
 timeout does not throw away a long evaluation.
+Inside `answering_from`, a name may stand for answers recorded earlier (`RecordedCandidate`):
+a model that can no longer be asked (an OpenAI fine-tune after its shutdown) is scored on
+what it said while it answered.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -166,6 +171,41 @@ class HostedCandidate(Candidate):
         return answers
 
 
+class RecordedCandidate(Candidate):
+    """Answers a model gave earlier, looked up by conversation (`key(messages)`); a
+    conversation with no recorded answer is that item's error, as a failed request is."""
+
+    def __init__(self, name: str, answers: dict[str, Answer], key: Callable[[list[dict]], str]):
+        self.name, self.answers, self.key = name, answers, key
+
+    def answer(self, conversations, *, max_tokens=256, temperature=0.0, progress=None,
+               cancel=None) -> list[Answer]:  # fmt: skip
+        answers: list[Answer] = []
+        for messages in conversations:
+            check_cancel(cancel, answers)
+            found = self.answers.get(self.key(messages))
+            answers.append(found or Answer("", "error", error="no recorded answer to this prompt"))
+            if progress is not None:
+                progress(1)
+        return answers
+
+
+# Names answered by a stand-in (`answering_from`) in this context instead of by the model.
+_STAND_INS: ContextVar[dict[str, Candidate] | None] = ContextVar("stand_ins", default=None)
+
+
+@contextlib.contextmanager
+def answering_from(stand_ins: dict[str, Candidate]) -> Iterator[None]:
+    """While inside, `open_candidate(name)` gives `stand_ins[name]` for these names (in this
+    context only, the thread or task that entered it: evaluations running elsewhere still
+    ask the model)."""
+    token = _STAND_INS.set({**(_STAND_INS.get() or {}), **stand_ins})
+    try:
+        yield
+    finally:
+        _STAND_INS.reset(token)
+
+
 class Interrupted(TunelabError):
     """The cancel event (Ctrl-C, the studio's Cancel) stopped a model part-way: `done` holds
     what it finished, the answers (or scores) of the first `len(done)` items, in order."""
@@ -194,6 +234,10 @@ def check_models(names) -> None:
 def open_candidate(name: str) -> Candidate:
     """The candidate `name` refers to (see the module docstring)."""
     from tunelab.providers.resolve import resolve_chat_model
+
+    stand_in = (_STAND_INS.get() or {}).get(name)
+    if stand_in is not None:
+        return stand_in
 
     model = resolve_chat_model(name)
     source = model.engine_source

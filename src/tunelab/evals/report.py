@@ -41,6 +41,8 @@ def render_report(result: dict) -> str:
         f"<span>{escape(data.get('path', ''))}</span>"
         f"<span>{escape(data.get('n_items', ''))} items</span></p>"
     )
+    for note in (result.get("options") or {}).get("notes") or []:  # e.g. where answers came from
+        header += f"<p class='meta'>{escape(note)}</p>"
     if result.get("partial"):
         from tunelab.evals.runs import partial_message
 

@@ -4,22 +4,31 @@ The task is chosen from the validation answers unless given: MongoDB queries whe
 them parse as queries, classification when they are a few short labels, otherwise a
 pairwise LLM judge (which needs `judge`). The run is recorded like any `tunelab eval` run,
 the old model first (the baseline), so `tunelab eval show` and the UI list it.
+
+The old model's side: when `distil` recorded its answers to the validation prompts, those
+answers are its side (looked up by the prompt's SHA-256), with no call to OpenAI: always
+after its models stop answering (on the prompts that were answered; none recorded is a
+clear error), and before that whenever they cover every prompt compared, since asking
+again costs money (`fresh=True` asks anyway). The run's options say which it was
+(`old_answers`) and its notes say from which day's answers.
 """
 
 from __future__ import annotations
 
-from datetime import date
+from dataclasses import replace
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tunelab.errors import TunelabError
 from tunelab.evals.items import EvalData, load_items
-from tunelab.migrate.dates import require_answering, utc_today
+from tunelab.migrate.dates import MODELS_STOP, utc_today
 from tunelab.migrate.inventory import openai_jobs, registered_file
 from tunelab.migrate.plan import migration_job
-from tunelab.registry import Store
+from tunelab.registry import Job, Store
 
 if TYPE_CHECKING:
+    from tunelab.evals.candidates import Answer
     from tunelab.evals.result import EvaluationResult
 
 TASKS = ("classify", "queries", "judge")
@@ -54,16 +63,24 @@ def compare(
     judge: str | None = None,
     today: date | None = None,
     limit: int | None = None,
+    fresh: bool = False,
     progress=None,
     cancel=None,
 ) -> EvaluationResult:
-    """Evaluate the old model and its migration job's model; returns the recorded result."""
-    from tunelab.evals import runs
+    """Evaluate the old model and its migration job's model; returns the recorded result.
 
-    require_answering(today or utc_today(), f"comparing with {fine_tuned_model}")
-    new_model, val_path = _pair(fine_tuned_model)
-    data = load_items(val_path, "chat", limit=limit)
-    task = task or choose_task(data)
+    The old model answers from its distilled answers where the module docstring says so;
+    `fresh` asks it again (refused once it has stopped answering).
+    """
+    from tunelab.evals import runs
+    from tunelab.evals.candidates import answering_from
+
+    today = today or utc_today()
+    old_job, val_path = _old_job(fine_tuned_model)
+    whole = load_items(val_path, "chat", limit=limit)
+    data, old = _old_side(old_job, whole, today, fresh)  # `whole` or the items it answered
+    new_model = _new_model(old_job)
+    task = task or choose_task(whole)
     if task == "judge" and not judge:
         raise TunelabError(
             "judge_needed",
@@ -75,22 +92,47 @@ def compare(
     options = {
         "limit": limit,
         "migration": {"old": fine_tuned_model, "new": new_model},
+        "old_answers": old["described"],
+        "notes": [old["note"]],
         **({"judge": judge, "mode": "pairwise"} if task == "judge" else {}),
     }
     kind = "pairwise" if task == "judge" else task
-    return runs.record_run(
-        kind,
-        models=models,
-        data=data.describe(),
-        options=options,
-        task=lambda: _evaluate(task, data, models, judge, progress, cancel),
-    )
+    labels = _labels(whole) if task == "classify" else None
+    with answering_from(old["stand_in"]):
+        return runs.record_run(
+            kind,
+            models=models,
+            data=data.describe(),
+            options=options,
+            task=lambda: _timed_only_if_asked(
+                _evaluate(task, data, models, judge, progress, cancel, labels), old["stand_in"]
+            ),
+        )
 
 
-def _pair(fine_tuned_model: str) -> tuple[str, Path]:
-    """The replacement's model name and the validation file, or a clear error."""
-    from tunelab.providers.jobs import get_job
+def _timed_only_if_asked(evaluated: tuple[dict, dict], stand_ins: dict) -> tuple[dict, dict]:
+    """Recorded answers take no time to look up: their speed would say nothing of the model."""
+    metrics, outputs = evaluated
+    for name in stand_ins:
+        figures = (metrics.get("models") or {}).get(name)
+        if figures is not None:
+            figures.update(seconds=None, answers_per_second=None)
+    return metrics, outputs
 
+
+def _labels(whole: EvalData) -> list[str] | None:
+    """Classification's label set, from every item compared or not: a subset may lack some."""
+    from tunelab.data.prompts import ClassificationPrompt
+    from tunelab.evals.classify import gold_labels
+
+    try:
+        return gold_labels(whole, ClassificationPrompt())[1]
+    except TunelabError:
+        return None  # not classification data: the task says so itself
+
+
+def _old_job(fine_tuned_model: str) -> tuple[Job, Path]:
+    """The imported OpenAI job of the old model and its validation file, or a clear error."""
     with Store() as store:
         jobs = [j for j in openai_jobs(store) if j.fine_tuned_model == fine_tuned_model]
         if not jobs:
@@ -100,17 +142,25 @@ def _pair(fine_tuned_model: str) -> tuple[str, Path]:
                 hint="run `tunelab migrate openai inventory`",
             )
         val = registered_file(store, jobs[0].validation_file)
-        migration = migration_job(store, jobs[0])
     if val is None:
         raise TunelabError(
             "no_validation_file",
             f"{fine_tuned_model} was trained without a "
             "validation file (or it was deleted): nothing to compare on.",
         )
+    return jobs[0], Path(val.path)
+
+
+def _new_model(old_job: Job) -> str:
+    """The model of the job that replaces `old_job`'s, once it has succeeded."""
+    from tunelab.providers.jobs import get_job
+
+    with Store() as store:
+        migration = migration_job(store, old_job)
     if migration is None:
         raise TunelabError(
             "not_migrated",
-            f"{fine_tuned_model} has no migration job yet.",
+            f"{old_job.fine_tuned_model} has no migration job yet.",
             hint="`tunelab migrate openai run` creates it",
         )
     job = get_job(migration["id"])
@@ -120,14 +170,111 @@ def _pair(fine_tuned_model: str) -> tuple[str, Path]:
             f"the migration job {job.id} is {job.status}.",
             hint=f"`tunelab jobs wait {job.id}`",
         )
-    return job.fine_tuned_model, Path(val.path)
+    return job.fine_tuned_model
 
 
-def _evaluate(task, data, models, judge, progress, cancel):
+def _old_side(job: Job, data: EvalData, today: date, fresh: bool) -> tuple[EvalData, dict]:
+    """The items to compare on, and where the old model's answers to them come from:
+    `stand_in` (for `answering_from`), `described` (the run's options) and `note`."""
+    from tunelab.migrate.distil import distilled_paths, prompt_key, read_answers
+
+    name = job.fine_tuned_model
+    paths = distilled_paths(name)
+    recorded = read_answers(paths.answers)
+    covered = [item for item in data.items if prompt_key(item.messages) in recorded]
+    stopped = today >= MODELS_STOP
+    if not stopped and (fresh or len(covered) < len(data.items)):
+        return data, _asked(today, fresh, len(covered), len(data.items))
+    if stopped and (fresh or not covered):
+        raise _cannot_ask(name, fresh, bool(covered))
+    used = {key: recorded[key] for key in (prompt_key(item.messages) for item in covered)}
+    return replace(data, items=covered), _distilled(name, used, paths, len(data.items), stopped)
+
+
+def _asked(today: date, fresh: bool, n_covered: int, n_items: int) -> dict:
+    why = "--fresh" if fresh else f"its distilled answers cover {n_covered} of the {n_items}"
+    return {
+        "stand_in": {},
+        "described": {"from": "asked", "on": today.isoformat()},
+        "note": f"the old model's answers: asked on {today} ({why}).",
+    }
+
+
+def _distilled(name: str, used: dict[str, dict], paths, n_items: int, stopped: bool) -> dict:
+    from tunelab.evals.candidates import RecordedCandidate
+    from tunelab.migrate.distil import prompt_key
+
+    days = sorted({_day(record) for record in used.values()} - {None})
+    when = " to ".join(dict.fromkeys([days[0], days[-1]])) if days else "an unknown day"
+    why = (
+        f"OpenAI's fine-tuned models stopped answering on {MODELS_STOP}"
+        if stopped
+        else "they cover every prompt; --fresh asks the model again"
+    )
+    left_out = n_items - len(used)
+    note = f"the old model's answers: its distilled answers of {when} ({why})"
+    if left_out:
+        note += f"; {left_out} of the {n_items} validation items had none and are left out"
+    answers = {key: _answer(record) for key, record in used.items()}
+    return {
+        "stand_in": {name: RecordedCandidate(name, answers, prompt_key)},
+        "described": {
+            "from": "distilled",
+            "because": "models_stopped" if stopped else "covered",
+            "answered_from": days[0] if days else None,
+            "answered_to": days[-1] if days else None,
+            "answers_file": str(paths.answers),
+            "provenance": str(paths.provenance) if paths.provenance.exists() else None,
+            "n_items": len(used),
+            "n_left_out": left_out,
+        },
+        "note": note + ".",
+    }
+
+
+def _day(record: dict) -> str | None:
+    stamp = record.get("answered_at")
+    return datetime.fromtimestamp(stamp, timezone.utc).date().isoformat() if stamp else None
+
+
+def _answer(record: dict) -> Answer:
+    from tunelab.evals.candidates import Answer
+
+    return Answer(
+        record["answer"],
+        record.get("finish_reason") or "stop",
+        record.get("prompt_tokens") or 0,
+        record.get("completion_tokens") or 0,
+    )
+
+
+def _cannot_ask(name: str, fresh: bool, some_recorded: bool) -> TunelabError:
+    if fresh and some_recorded:
+        return TunelabError(
+            "openai_models_stopped",
+            f"--fresh asks {name} again, and OpenAI's fine-tuned models stopped answering "
+            f"on {MODELS_STOP}.",
+            hint="drop --fresh: compare then uses the answers it gave when it was distilled",
+            exit_code=2,
+        )
+    return TunelabError(
+        "openai_models_stopped",
+        f"comparing with {name} needs its answers to the validation prompts: OpenAI's "
+        f"fine-tuned models stopped answering on {MODELS_STOP}, and none of its answers "
+        "to them were distilled before.",
+        hint="`tunelab migrate openai distil` (or `run --distil`) before "
+        f"{MODELS_STOP} would have kept them for this; the new model alone can still be "
+        "evaluated with `tunelab eval`",
+    )
+
+
+def _evaluate(task, data, models, judge, progress, cancel, labels=None):
     if task == "classify":
         from tunelab.evals.classify import evaluate_classification
 
-        return evaluate_classification(data, models, progress=progress, cancel=cancel)
+        return evaluate_classification(
+            data, models, labels=labels, progress=progress, cancel=cancel
+        )
     if task == "queries":
         from tunelab.evals.mongo.task import evaluate_queries
 

@@ -58,7 +58,8 @@ def require_answering(today: date, step: str) -> None:
             "openai_models_stopped",
             f"{step} needs the old fine-tuned model to answer, and OpenAI's fine-tuned "
             f"models stopped answering on {MODELS_STOP}.",
-            hint="`tunelab migrate openai plan` and `run` still work from the registry",
+            hint="`tunelab migrate openai plan` and `run` still work from the registry, and "
+            "`compare` uses the answers `distil` recorded",
         )
 
 

@@ -139,6 +139,8 @@ def _analysis(row: dict, prices) -> dict:
         "billed_tokens": billed,
         "together_model": together,
         "together_cost_usd": price.cost(billed) if price else None,
+        "together_prices_as_of": price.as_of if price else None,  # the price table's date
+        "together_prices_source": price.source if price else None,
         "estimated_local_train_seconds": round(seconds * scale, 1) if seconds else None,
         "exact_counts": result["exact_counts"],
         "n_errors": result["validation"]["n_errors"],

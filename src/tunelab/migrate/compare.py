@@ -110,14 +110,19 @@ def compare(
         )
 
 
-def _timed_only_if_asked(evaluated: tuple[dict, dict], stand_ins: dict) -> tuple[dict, dict]:
-    """Recorded answers take no time to look up: their speed would say nothing of the model."""
-    metrics, outputs = evaluated
-    for name in stand_ins:
-        figures = (metrics.get("models") or {}).get(name)
-        if figures is not None:
-            figures.update(seconds=None, answers_per_second=None)
-    return metrics, outputs
+def _timed_only_if_asked(found, stand_ins: dict):
+    """Recorded answers take no time to look up: their speed would say nothing of the model.
+    (The judge's tasks, which still return a tuple, time no model.)"""
+    models = getattr(found, "models", None)
+    if not stand_ins or not isinstance(models, dict):
+        return found
+    untimed = {
+        name: {**figures, "seconds": None, "answers_per_second": None}
+        if name in stand_ins
+        else figures
+        for name, figures in models.items()
+    }
+    return replace(found, models=untimed)
 
 
 def _labels(whole: EvalData) -> list[str] | None:

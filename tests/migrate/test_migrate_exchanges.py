@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import threading
 from datetime import date, datetime, timezone
 from html import escape as escape_html
@@ -24,6 +25,7 @@ from tiny import save_tiny_model
 from tunelab.cli import main
 from tunelab.data.pricing import load_prices, price_for
 from tunelab.errors import TunelabError
+from tunelab.evals.candidates import Answer, Candidate, answering_from
 from tunelab.migrate import dates
 from tunelab.migrate.compare import compare
 from tunelab.migrate.distil import (
@@ -444,6 +446,7 @@ def compare_cli(capsys, *flags: str) -> tuple[int, dict | None, str]:
     return code, (orjson.loads(out) if code == 0 else None), err
 
 
+@pytest.mark.slow  # trains the tiny model, then five comparisons (~25 s on a quiet machine)
 def test_compare_takes_the_old_side_from_the_distilled_answers(account, tmp_path, capsys):
     take_inventory(provider=provider([]), today=TODAY)
     # A distillation cut after its first batch: the training prompts and one validation prompt.
@@ -525,6 +528,39 @@ def test_compare_takes_the_old_side_from_the_distilled_answers(account, tmp_path
 
     code, _, err = compare_cli(capsys, "--today", "2027-01-20", "--fresh")
     assert code != 0 and "drop --fresh" in err and len(account.asked) == 9
+
+    # Free-text answers go to a judge: the old side is the same recorded answers.
+    judge = LabelJudge()
+    with answering_from({"a-judge": judge}):
+        judged = compare(FT, task="judge", judge="a-judge", today=date(2027, 1, 20))
+    assert len(account.asked) == 9 and judged.kind == "pairwise"
+    assert judged.options["old_answers"]["from"] == "distilled"
+    assert {"BILLING", "ACCOUNT"} <= judge.seen  # the distilled answers were judged
+    assert judged.metrics["records"][FT]["wins"] > judged.metrics["records"][new_model]["wins"]
+
+
+class LabelJudge(Candidate):
+    """A judge preferring the answer that is a label in capitals (the old model's)."""
+
+    name = "a-judge"
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def answer(self, conversations, **settings) -> list[Answer]:
+        return [Answer(self.verdict(messages[-1]["content"])) for messages in conversations]
+
+    def verdict(self, prompt: str) -> str:
+        blocks = dict(re.findall(r'<data-\w+ name="([^"]+)">\n(.*?)\n</data-\w+>', prompt, re.S))
+        first, second = blocks["first answer"], blocks["second answer"]
+        self.seen |= {first, second}
+        labels = {"BILLING", "ACCOUNT", "BUG"}
+        winner = (
+            "tie"
+            if (first in labels) == (second in labels)
+            else ("first" if first in labels else "second")
+        )
+        return json.dumps({"winner": winner, "reason": "a label"})
 
 
 def covered_outputs(result: dict, model: str) -> list[dict]:

@@ -1,8 +1,16 @@
-"""Suite-wide isolation: no test reads or writes the user's tunelab home or `.env`."""
+"""Suite-wide isolation: no test reads or writes the user's tunelab home or `.env`; and a
+PostgreSQL server for the tests of the registry (and of workers) on PostgreSQL, started once
+per session."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
+
+import postgres_server
+
+_databases = itertools.count()
 
 
 @pytest.fixture(autouse=True)
@@ -23,3 +31,18 @@ def smollm2_home(isolated_home, tmp_path_factory, monkeypatch):
     home.mkdir(exist_ok=True)
     monkeypatch.setenv("TUNELAB_HOME", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url():
+    reason = postgres_server.unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with postgres_server.server() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url):
+    """A new, empty database on the session's server."""
+    return postgres_server.fresh_database(postgres_server_url, f"test_{next(_databases)}")

@@ -8,9 +8,16 @@ tunelab_config.json, finetune.log, and its checkpoints while the job is unfinish
 model (chat, export, serve, training further) fetches that directory when this machine lacks
 it. Unset, nothing leaves TUNELAB_HOME.
 
+While a job trains, each checkpoint is uploaded too, in the background, as soon as it is
+saved (`providers/checkpoint_uploads.py`): a worker machine that dies leaves its last uploaded
+checkpoint in the store, and the job resumes from it on any machine.
+
 A directory upload ends with its manifest (`.tunelab-manifest.json`: the files and a token),
-written last, so no reader fetches a half-uploaded directory; the fetched copy keeps the
-manifest, so a directory is fetched again only when another machine uploaded a newer one.
+which replaces the previous one in one step once every file is sent; files it no longer names
+are removed only then. A reader never fetches a half-uploaded directory, and an upload cut
+short (a dead machine) leaves the previous one whole. The fetched copy keeps the manifest, so
+a directory is fetched again only when another machine uploaded a newer one, and an upload
+does not send again the checkpoints the store holds already.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import os
 import re
 import secrets
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -84,29 +92,85 @@ class Artifacts:
         os.replace(staging, local)
         return True
 
-    # -- directories: uploaded whole, manifest last ------------------------------------------
+    # -- directories: the files first, the manifest last -----------------------------------
 
-    def put_dir(self, local: Path, key: str, *, leave_out: tuple[str, ...] = ()) -> None:
-        """Upload `local` to `key`, replacing what was there (`leave_out`: top-level names)."""
-        files = _files_of(local, leave_out)
+    def put_dir(
+        self,
+        local: Path,
+        key: str,
+        *,
+        files: dict[str, int] | None = None,
+        leave_out: tuple[str, ...] = (),
+        fixed: tuple[str, ...] = (),
+        stop: Callable[[], bool] | None = None,
+    ) -> bool:
+        """Upload `local` to `key`, replacing what was there; False when `stop` ended it early.
+
+        `files` (relative name → size; default: every file but the `leave_out` top-level
+        names) are sent (those the old manifest names beside their old copies, swapped in
+        once all are sent), the new manifest replaces the old one in one step, and only then
+        are the files it no longer names removed: wherever the upload stops (a dead
+        machine), the store holds the previous complete upload. Files of the top-level
+        directories in `fixed` never change once written (a checkpoint): those the store
+        holds already are not sent again.
+        """
+        files = dict(_files_of(local, leave_out) if files is None else files)
         root = self._path(key)
         with self._reaching(f"upload {key}"):
-            if self.fs.exists(f"{root}/{MANIFEST}"):
-                self.fs.rm(f"{root}/{MANIFEST}")  # readers wait for the new one
-            for name in files:
-                self.fs.makedirs(f"{root}/{name}".rsplit("/", 1)[0], exist_ok=True)
-                self.fs.put_file(str(local / name), f"{root}/{name}")
-            self._remove_stale(root, set(files))
+            before = self.manifest(key)
+            named = set(orjson.loads(before)["files"]) if before else set()
+            unchanged = _unchanged(local, before, fixed)
+            staged = {}  # files the old manifest names: swapped in once all are sent
+            for name in list(files):
+                if stop is not None and stop():
+                    return False
+                if name not in files or unchanged.get(name) == files[name]:
+                    continue  # dropped with its checkpoint, or in the store already
+                sent = self._put_member(local / name, f"{root}/{name}", staged=name in named)
+                if sent is None:
+                    _drop_group(files, name, fixed)  # removed here meanwhile (a pruned checkpoint)
+                elif sent != f"{root}/{name}":
+                    staged[sent] = f"{root}/{name}"
+            for sent, target in staged.items():
+                self.fs.mv(sent, target)
             manifest = orjson.dumps({"files": files, "token": secrets.token_hex(8)})
-            self.fs.pipe_file(f"{root}/{MANIFEST}", manifest)
+            self._replace(f"{root}/{MANIFEST}", manifest)
+            self._remove_stale(root, set(files))
         (local / MANIFEST).write_bytes(manifest)  # this copy matches the store's
+        return True
+
+    def _put_member(self, source: Path, target: str, *, staged: bool) -> str | None:
+        """Upload one file of a directory to `target`, or beside it when `staged` (a file the
+        store's manifest names, which readers may be fetching); returns where it went, None
+        when the file no longer exists here."""
+        self.fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+        sent = f"{target}.{secrets.token_hex(4)}.tmp" if staged else target
+        try:
+            self.fs.put_file(str(source), sent)
+        except FileNotFoundError:
+            if source.exists():
+                raise
+            return None
+        return sent
 
     def _remove_stale(self, root: str, kept: set[str]) -> None:
-        """Files an earlier upload left (checkpoints the engine has since removed)."""
-        for path in self.fs.find(root):
+        """Files the manifest no longer names: checkpoints the engine has since pruned, those
+        of a succeeded job, files of an upload that stopped part-way."""
+        parts = [name.split("/") for name in kept]
+        folders = {"", *("/".join(p[:n]) for p in parts for n in range(1, len(p)))}
+        found = self.fs.find(root, withdirs=True, detail=True)
+        for path in sorted(found, reverse=True):  # a folder's files before the folder
             name = path[len(root) :].lstrip("/")
-            if name not in kept and name != MANIFEST:
+            if found[path]["type"] == "directory":
+                if name not in folders:
+                    self.fs.rm(path, recursive=True)  # emptied: a pruned checkpoint's
+            elif name not in kept and name != MANIFEST:
                 self.fs.rm(path)
+
+    def _replace(self, path: str, data: bytes) -> None:
+        staging = f"{path}.{secrets.token_hex(4)}.tmp"
+        self.fs.pipe_file(staging, data)
+        self.fs.mv(staging, path)
 
     def manifest(self, key: str) -> bytes | None:
         path = f"{self._path(key)}/{MANIFEST}"
@@ -138,6 +202,25 @@ class Artifacts:
         with self._reaching(f"remove {key}"):
             if self.fs.exists(self._path(key)):
                 self.fs.rm(self._path(key), recursive=True)
+
+
+def _unchanged(local: Path, manifest: bytes | None, fixed: tuple[str, ...]) -> dict[str, int]:
+    """Name → size of the files of `fixed` directories the store holds (per its `manifest`)
+    that need not be sent again: none unless this copy shares that manifest."""
+    mine = local / MANIFEST
+    if manifest is None or not mine.exists() or mine.read_bytes() != manifest:
+        return {}
+    files = orjson.loads(manifest)["files"]
+    return {name: size for name, size in files.items() if name.split("/", 1)[0] in fixed}
+
+
+def _drop_group(files: dict[str, int], name: str, fixed: tuple[str, ...]) -> None:
+    """Leave out `name`, and with it the whole directory it belongs to under a `fixed` one
+    (a checkpoint is of use complete or not at all)."""
+    parts = name.split("/")
+    group = "/".join(parts[:2]) + "/" if parts[0] in fixed and len(parts) > 2 else name
+    for other in [n for n in files if n == name or n.startswith(group)]:
+        del files[other]
 
 
 def _files_of(local: Path, leave_out: tuple[str, ...]) -> dict[str, int]:

@@ -198,10 +198,12 @@ def show_cmd(job_id, as_json) -> int:
         rows.append(("error", f"[red]{escape(job.error_code or '')}[/]: "
                               f"{escape(job.error_message)}"))  # fmt: skip
     if job.output_dir:
-        rows.append(("output", escape(job.output_dir)))
-        log = Path(on_this_machine(job).output_dir) / JOB_LOG  # outputs in a store: the copy here
-        if log.exists():
-            rows.append(("log", escape(str(log))))
+        here = Path(on_this_machine(job).output_dir)  # outputs in a store: the copy here
+        shared = "://" in job.output_dir or here.exists()
+        rows.append(("output", escape(job.output_dir) + ("" if shared else
+                     " [dim](on the machine that ran it, not on this one)[/]")))  # fmt: skip
+        if (here / JOB_LOG).exists():
+            rows.append(("log", escape(str(here / JOB_LOG))))
     table = Table(show_header=False, box=None)
     table.add_column(style="bold", no_wrap=True)
     table.add_column()

@@ -205,9 +205,11 @@ def list_events(job_id: str, *, after_seq: int = 0, limit: int = 1000) -> list[E
 
 
 def list_checkpoints(job_id: str) -> list[Checkpoint]:
+    """The job's checkpoints, newest first, each where this machine reaches it."""
     with Store() as store:
         job = refresh(store, store.get_job(job_id))
-        return store.list_checkpoints(job.id)
+        points = store.list_checkpoints(job.id)
+    return _provider_class_of(job).checkpoints_here(job, points)
 
 
 def list_metrics(job_id: str) -> list[dict]:

@@ -10,16 +10,19 @@ as before.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 
 from tunelab import artifacts
+from tunelab.engine.sources import OUTPUT_MARKER
 from tunelab.errors import TunelabError
 from tunelab.io import file_sha256
 from tunelab.registry import File, Job, Model
 from tunelab.settings import get_settings
 
 CHECKPOINTS = "checkpoints"  # the engine's checkpoint directory: not shared once a job succeeds
+COMPLETE = "COMPLETE"  # the engine's marker, written last into a checkpoint (engine/checkpoint.py)
 
 
 def file_name(checksum: str) -> str:
@@ -87,7 +90,70 @@ def share_outputs(job: Job, *, succeeded: bool) -> None:
     here = Path(job.output_dir or "")
     if store is None or not here.is_dir():
         return
-    store.put_dir(here, f"jobs/{job.id}", leave_out=(CHECKPOINTS,) if succeeded else ())
+    leave_out = (CHECKPOINTS,) if succeeded else ()
+    store.put_dir(here, f"jobs/{job.id}", leave_out=leave_out, fixed=(CHECKPOINTS,))
+
+
+def share_checkpoints(job: Job, *, stop=None) -> bool:
+    """Upload what a running job needs to resume elsewhere: its complete checkpoints (those
+    the store has are not sent again; those the engine pruned leave it) and its top-level
+    files (metrics, loss curve, log). False when `stop` ended it early, or no store is set."""
+    store = artifacts.configured()
+    here = Path(job.output_dir or "")
+    if store is None or not here.is_dir():
+        return False
+    files = resumable_files(here)
+    return store.put_dir(here, f"jobs/{job.id}", files=files, fixed=(CHECKPOINTS,), stop=stop)
+
+
+def resumable_files(here: Path) -> dict[str, int]:
+    """Relative name → size: the job directory's own files (not the hidden ones, such as the
+    ranks' stop file, nor the marker of a finished output: a job resumed from this upload is
+    unfinished) and the files of its complete checkpoints (not the one being written)."""
+    files = {p.name: p.stat().st_size for p in sorted(here.iterdir()) if p.is_file()
+             and not p.name.startswith(".") and p.name != OUTPUT_MARKER}  # fmt: skip
+    root = here / CHECKPOINTS
+    points = sorted(root.iterdir()) if root.is_dir() else []
+    for point in points:
+        if point.is_dir() and not point.name.startswith(".") and (point / COMPLETE).is_file():
+            with contextlib.suppress(FileNotFoundError):  # pruned meanwhile: left out
+                for path in sorted(point.rglob("*")):
+                    if path.is_file():
+                        files[path.relative_to(here).as_posix()] = path.stat().st_size
+    return files
+
+
+def checkpoint_name(output_dir: str, saved: str) -> str:
+    """How the registry records a checkpoint the engine saved at `saved`: relative to the
+    job's directory (`checkpoints/step-00000010`), the same on every machine."""
+    path = Path(saved)
+    with contextlib.suppress(ValueError):
+        return path.relative_to(output_dir).as_posix()
+    return f"{CHECKPOINTS}/{path.name}" if path.parent.name == CHECKPOINTS else saved
+
+
+def checkpoint_here(job: Job, recorded: str) -> Path:
+    """A recorded checkpoint's directory on this machine (registries from before checkpoints
+    were recorded relative to their job hold the worker's absolute path: read the same)."""
+    return Path(on_this_machine(job).output_dir) / _relative(recorded)
+
+
+def checkpoint_location(job: Job, recorded: str) -> str:
+    """Where this machine reaches a checkpoint: its directory here, else its URL in the store
+    (uploaded when it was saved), else the recorded directory (on the machine that ran it)."""
+    here = checkpoint_here(job, recorded)
+    if here.exists():
+        return str(here)
+    if job.output_dir and "://" in job.output_dir:
+        return f"{job.output_dir}/{_relative(recorded)}"
+    return str(here)
+
+
+def _relative(recorded: str) -> str:
+    path = Path(recorded)
+    if path.is_absolute() and path.parent.name == CHECKPOINTS:
+        return f"{CHECKPOINTS}/{path.name}"
+    return recorded
 
 
 def model_dir(model: Model) -> str:

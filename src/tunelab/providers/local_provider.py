@@ -6,6 +6,7 @@ and the registry's local `ft:` models (resolved to their directories before they
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 from tunelab.errors import TunelabError
 from tunelab.providers import local
 from tunelab.providers.base import ChatResult, ChatStream
+from tunelab.providers.local_artifacts import checkpoint_location
 from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, MODEL_DOWNLOAD, Provider
 from tunelab.registry import Job
 
@@ -135,6 +137,16 @@ class LocalProvider(Provider):
     @classmethod
     def discard_job(cls, store, job: Job) -> None:
         local.discard(job)
+
+    @classmethod
+    def checkpoints_here(cls, job: Job, points: list) -> list:
+        """Recorded relative to the job's directory: here, or in the artefact store."""
+        return [
+            dataclasses.replace(point, fine_tuned_model_checkpoint=checkpoint_location(
+                job, point.fine_tuned_model_checkpoint))
+            if point.fine_tuned_model_checkpoint else point
+            for point in points
+        ]  # fmt: skip
 
 
 def engine_stream(model, tokenizer, name: str, messages: list[dict], **sampling) -> ChatStream:

@@ -276,6 +276,12 @@ class Provider:
     def discard_job(cls, store, job: Job) -> None:
         """Free what a job being forgotten holds on this machine (hosted: nothing)."""
 
+    @classmethod
+    def checkpoints_here(cls, job: Job, points: list) -> list:
+        """The job's checkpoints as this machine reaches them (hosted: their model names, as
+        recorded)."""
+        return points
+
     def unsupported(self, what: str) -> TunelabError:
         return self.unsupported_here(what)
 

@@ -9,8 +9,9 @@ tunelab command and worker at start) marks it failed, and `tunelab jobs resume` 
 from its last checkpoint.
 
 With `TUNELAB_ARTIFACTS` set, the worker trains in its own `$TUNELAB_HOME/jobs/<job id>`,
-fetching the job's files (and what another machine uploaded when it stopped the job) first,
-and uploads the directory when the job ends, before the registry says it ended.
+fetching the job's files (and the checkpoints another machine uploaded) first, uploads each
+checkpoint in the background when it is saved (`checkpoint_uploads`), and uploads the
+directory when the job ends, before the registry says it ended.
 
 Auto-started workers hold `worker.lock`, so `jobs create` runs jobs one after another on this
 machine; `tunelab worker` started by hand takes no lock and adds parallelism.
@@ -33,6 +34,7 @@ from pathlib import Path
 from tunelab import cores
 from tunelab.errors import TunelabError
 from tunelab.providers import local_artifacts
+from tunelab.providers.checkpoint_uploads import CheckpointUploads, checkpoint_uploads
 from tunelab.providers.local import JOB_LOG, PAUSE
 from tunelab.registry import Job, Store
 from tunelab.settings import get_settings
@@ -138,6 +140,7 @@ def _bring_here(store: Store, job: Job) -> bool:
         log.error("job %s failed: [%s] %s", job.id, err.code, err.message)
         _fail(store, job.id, err.code, err.message + (f" ({err.hint})" if err.hint else ""))
         return False
+    forget_missing_checkpoints(store, job)
     return True
 
 
@@ -222,30 +225,32 @@ def _train(store: Store, job: Job, control, *, main: bool = True):
     if main:
         store.add_event(job.id, f"Loaded base model {info.name}")
     log.info("loaded base model %s; training on %s", info.name, train_path)
-    return train(
-        model,
-        tokenizer,
-        train_path,
-        val_path,
-        config,
-        job.output_dir,
-        base_model=info.name,
-        metadata={
-            "job_id": job.id,
-            "base_model": job.model,
-            "train_file_sha256": train_file.checksum,
-        },
-        callback=_ProgressRecorder(store, job.id),
-        cancel=control,
-        resume=True,  # continues from a checkpoint when a previous attempt left one
-    )
+    with checkpoint_uploads(job, store.path, main=main) as uploads:
+        return train(
+            model,
+            tokenizer,
+            train_path,
+            val_path,
+            config,
+            job.output_dir,
+            base_model=info.name,
+            metadata={
+                "job_id": job.id,
+                "base_model": job.model,
+                "train_file_sha256": train_file.checksum,
+            },
+            callback=_ProgressRecorder(store, job, uploads),
+            cancel=control,
+            resume=True,  # continues from a checkpoint when a previous attempt left one
+        )
 
 
 class _ProgressRecorder:
-    """The engine's per-step callback: metrics, progress, checkpoints and events."""
+    """The engine's per-step callback: metrics, progress, checkpoints (recorded relative to
+    the job's directory, and handed to `uploads`) and events."""
 
-    def __init__(self, store: Store, job_id: str) -> None:
-        self.store, self.job_id = store, job_id
+    def __init__(self, store: Store, job: Job, uploads: CheckpointUploads | None = None) -> None:
+        self.store, self.job_id, self.job, self.uploads = store, job.id, job, uploads
         self.trained_tokens: int | None = None
         self.announced = False
 
@@ -275,24 +280,27 @@ class _ProgressRecorder:
                 message += f", validation loss={record['val_loss']:.4f}"
             self.store.add_event(self.job_id, message, type="metrics", data=metric)
         if "checkpoint" in record:
+            name = local_artifacts.checkpoint_name(self.job.output_dir, record["checkpoint"])
             self.store.add_checkpoint(
-                self.job_id,
-                step,
-                fine_tuned_model_checkpoint=record["checkpoint"],
-                metrics=metric,
+                self.job_id, step, fine_tuned_model_checkpoint=name, metrics=metric
             )
             self.store.add_event(self.job_id, f"Checkpoint saved at step {step}")
-            self._forget_removed_checkpoints()
+            forget_missing_checkpoints(self.store, self.job)
+            if self.uploads is not None:
+                self.uploads.saved(step)
 
-    def _forget_removed_checkpoints(self) -> None:
-        """The engine keeps the latest few checkpoints; the registry lists what exists."""
-        gone = [
-            point.step
-            for point in self.store.list_checkpoints(self.job_id)
-            if not Path(point.fine_tuned_model_checkpoint).exists()
-        ]
-        if gone:
-            self.store.delete_checkpoints(self.job_id, gone)
+
+def forget_missing_checkpoints(store: Store, job: Job) -> None:
+    """The registry lists the checkpoints the job's directory holds (`job` as on this machine):
+    the engine keeps the latest few, and a job resumed on another machine continues from
+    the checkpoints it uploaded, not from those saved after them."""
+    gone = [
+        point.step
+        for point in store.list_checkpoints(job.id)
+        if not local_artifacts.checkpoint_here(job, point.fine_tuned_model_checkpoint).exists()
+    ]
+    if gone:
+        store.delete_checkpoints(job.id, gone)
 
 
 def _finish(store: Store, job: Job, result, requested: int) -> None:

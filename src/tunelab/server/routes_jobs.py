@@ -142,9 +142,7 @@ async def list_events(job_id: str, after: str | None = None, limit: int = 20) ->
 @router.get("/fine_tuning/jobs/{job_id}/checkpoints")
 async def list_checkpoints(job_id: str, after: str | None = None, limit: int = 10) -> dict:
     job = _local_job(job_id)
-    with Store() as store:
-        points = store.list_checkpoints(job.id)
-    data = [checkpoint_object(p) for p in points]
+    data = [checkpoint_object(p) for p in api.list_checkpoints(job.id)]
     return _page(data, after, limit)
 
 

@@ -169,6 +169,8 @@ def test_unset_a_worker_that_cannot_see_the_files_says_how_to_share_them(
         assert store.get_file(job["training_file"]).path.startswith(str(machines.root))
     code, out, _ = run_cli(capsys, "jobs", "show", job["id"], "--json")
     assert code == 0 and orjson.loads(out)["status"] == "failed"
+    code, out, _ = run_cli(capsys, "jobs", "show", job["id"])
+    assert code == 0 and "not on this one" in " ".join(out.split())  # the creator's path
 
 
 def test_a_file_uploaded_on_one_machine_is_downloadable_from_anothers_server(
@@ -243,6 +245,7 @@ def _die_and_resume(machines, store_dir, create_job, capsys, tmp_path) -> None:
     with Store() as store:
         messages = [event.message for event in store.list_events(job["id"], limit=1000)]
     assert any(m.startswith("Checkpoint at step 10 uploaded") for m in messages)
+    assert "Uploading the job's outputs to the artefact store" in messages
 
 
 @contextlib.contextmanager

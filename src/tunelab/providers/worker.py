@@ -31,7 +31,7 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
-from tunelab import cores
+from tunelab import artifacts, cores
 from tunelab.errors import TunelabError
 from tunelab.providers import local_artifacts
 from tunelab.providers.checkpoint_uploads import CheckpointUploads, checkpoint_uploads
@@ -150,7 +150,7 @@ def _run_claimed(store: Store, job: Job, identity: dict, control, beat) -> None:
         log.info("job %s started by %s", job_id, identity["worker_id"])
         try:
             result = _train_job(store, job, control)
-            local_artifacts.share_outputs(job, succeeded=result.status != "cancelled")
+            _share_outputs(store, job, succeeded=result.status != "cancelled")
         except TunelabError as err:
             log.error("job %s failed: [%s] %s", job_id, err.code, err.message)
             _share_after_failure(job)
@@ -163,6 +163,14 @@ def _run_claimed(store: Store, job: Job, identity: dict, control, beat) -> None:
             _finish(store, store.get_job(job_id), result, beat.requested)
             log.info("job %s ended: %s at step %d/%d", job_id, result.status, result.step,
                      result.total_steps)  # fmt: skip
+
+
+def _share_outputs(store: Store, job: Job, *, succeeded: bool) -> None:
+    """Upload the job's directory before the registry says the job ended; the event says why
+    a job at its last step is not finished yet (a large model's upload takes a while)."""
+    if artifacts.configured() is not None:
+        store.add_event(job.id, "Uploading the job's outputs to the artefact store")
+    local_artifacts.share_outputs(job, succeeded=succeeded)
 
 
 def _files_of(store: Store, job: Job) -> list:

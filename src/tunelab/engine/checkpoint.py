@@ -29,10 +29,12 @@ from pathlib import Path
 import numpy as np
 import orjson
 import torch
+from safetensors.torch import load_file
 
 from tunelab.curves import METRICS_FILE
 from tunelab.engine.config import ResolvedConfig
 from tunelab.engine.lora import ADAPTER_WEIGHTS, FULL_WEIGHTS, load_weights, save_weights
+from tunelab.engine.sharding import NAMED_OPTIMIZER_LAYOUT, FullState, is_sharded, load_full_state
 from tunelab.engine.sources import META_FILE, OUTPUT_MARKER
 from tunelab.errors import TunelabError
 from tunelab.io import atomic_write_text
@@ -59,6 +61,8 @@ _RESUMABLE_CHANGES = {
     "gradient_checkpointing",
     "use_liger_kernel",
 }
+# Settings added after checkpoints were first written: what a checkpoint without them used.
+_EARLIER_DEFAULTS = {"distributed": "ddp"}
 
 
 @dataclass(frozen=True)
@@ -82,17 +86,22 @@ def save_checkpoint(
     metadata: dict,
     *,
     scaler: torch.amp.GradScaler | None = None,
+    full_state: FullState | None = None,
 ) -> Path:
-    """Write a complete checkpoint for `position`, then keep only the latest few."""
+    """Write a complete checkpoint for `position`, then keep only the latest few.
+
+    `full_state`: a sharded model's weights and optimizer state, gathered (engine.sharding);
+    the optimizer state is then keyed by parameter name."""
     root = run_dir / CHECKPOINTS_DIR
     final = root / f"{_PREFIX}{position.step:08d}"
     staging = root / f"{_TEMP_PREFIX}{final.name}.{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    save_weights(model, staging)
+    save_weights(model, staging, full_state.model if full_state else None)
     torch.save(
         {
-            "optimizer": optimizer.state_dict(),
+            "optimizer": full_state.optimizer if full_state else optimizer.state_dict(),
+            "optimizer_layout": NAMED_OPTIMIZER_LAYOUT if full_state else "numbered",
             "scheduler": scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -172,9 +181,20 @@ def load_checkpoint(
     """Restore weights, optimizer, scheduler, loss-scaler and RNG states; returns the data
     position."""
     meta = read_checkpoint_meta(path)
-    load_weights(model, path)
-    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
-    optimizer.load_state_dict(state["optimizer"])
+    # Memory-mapped: a sharded run's ranks other than 0 read only the RNG states.
+    state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True, mmap=True)
+    named = state.get("optimizer_layout") == NAMED_OPTIMIZER_LAYOUT
+    if is_sharded(model) != named:
+        raise TunelabError(
+            "checkpoint_mismatch",
+            f"checkpoint {path} was written by a {'sharded' if named else 'unsharded'} run.",
+            hint="resume with the --nproc-per-node and --distributed it was started with",
+        )
+    if named:
+        _load_sharded(path, model, optimizer, state["optimizer"])
+    else:
+        load_weights(model, path)
+        optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     # Checkpoints from before the scaler was saved, and fp32/bf16 runs, have none.
     if scaler is not None and scaler.is_enabled() and state.get("grad_scaler"):
@@ -186,6 +206,15 @@ def load_checkpoint(
     random.setstate((version, tuple(internal), gauss))
     _set_numpy_state(meta["numpy_rng"])
     return Position(meta["step"], meta["epoch"], meta["step_in_epoch"], meta["elapsed"])
+
+
+def _load_sharded(path: Path, model, optimizer, optimizer_state: dict) -> None:
+    """Rank 0 reads the full weights and optimizer state; every rank receives its shards."""
+    if torch.distributed.get_rank() == 0:
+        weights = load_file(path / FULL_WEIGHTS)
+    else:
+        weights, optimizer_state = {}, {}
+    load_full_state(model, optimizer, weights, optimizer_state)
 
 
 def now_iso() -> str:
@@ -280,7 +309,7 @@ def check_not_input(output_dir: Path, inputs: Iterable[Path | None]) -> None:
 def check_resumable(checkpoint: Path, config: ResolvedConfig, fingerprint: str) -> None:
     """A run resumes only with the settings and data it was started with."""
     meta = read_checkpoint_meta(checkpoint)
-    before, now = meta["config"], config.to_dict()
+    before, now = {**_EARLIER_DEFAULTS, **meta["config"]}, config.to_dict()
     changed = [
         f"--{name.replace('_', '-')} was {before.get(name)!r}, now {value!r}"
         for name, value in now.items()
@@ -311,9 +340,16 @@ def truncate_metrics(path: Path, step: int) -> None:
 
 
 def write_output(
-    model, tokenizer, output_dir: Path, config: ResolvedConfig, run_info: dict, result: dict
+    model,
+    tokenizer,
+    output_dir: Path,
+    config: ResolvedConfig,
+    run_info: dict,
+    result: dict,
+    weights: dict | None = None,
 ) -> None:
-    save_weights(model, output_dir)
+    """The finished run (rank 0); `weights`: a sharded model's, gathered."""
+    save_weights(model, output_dir, weights)
     tokenizer.save_pretrained(output_dir)
     summary = {
         "base_model": run_info["base_model"],

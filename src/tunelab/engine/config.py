@@ -12,6 +12,7 @@ import ast
 import inspect
 import itertools
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 
 from tunelab.data.analyze import recommended_epochs
@@ -30,6 +31,11 @@ METHODS = ("lora", "full")
 SCHEDULERS = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 PACKINGS = ("auto", "on", "off")
+DISTRIBUTED = ("auto", "ddp", "fsdp")
+# Full fine-tuning holds fp32 weights, their gradients and AdamW's two moments: 16 bytes a
+# parameter before any activation. `distributed=auto` shards (FSDP) a model whose 16 bytes a
+# parameter exceed one device's memory.
+FULL_TRAINING_BYTES_PER_PARAMETER = 16
 
 # Base learning rates, scaled by `learning_rate_multiplier`. LoRA adapters start at zero and
 # live in a low-rank subspace, so they need a step size ~10x larger than full fine-tuning to
@@ -119,6 +125,11 @@ class TrainConfig:
     """Sequence packing: on puts several examples in each row (no attention across them)
     instead of padding each to the longest; auto: off (length bucketing already leaves little
     padding, and packed rows lose the fast causal attention kernel on CPU)."""
+    distributed: str = AUTO
+    """With several processes (--nproc-per-node): ddp keeps a whole copy of the model in each;
+    fsdp (--method full only) shards weights, gradients and optimizer state across them, for
+    models that do not fit one device; auto: fsdp when full fine-tuning needs more than one
+    device's memory (16 bytes a parameter), else ddp."""
 
     @classmethod
     def from_settings(cls, settings: dict) -> TrainConfig:
@@ -150,6 +161,7 @@ class TrainConfig:
             *_choice("lr-scheduler", self.lr_scheduler, SCHEDULERS),
             *_choice("precision", self.precision, PRECISIONS),
             *_choice("packing", self.packing, PACKINGS),
+            *_choice("distributed", self.distributed, DISTRIBUTED),
             *_number("lora-rank", self.lora_rank, minimum=1, integer=True),
             *_number("lora-alpha", self.lora_alpha, minimum=0, strict=True),
             *_number("lora-dropout", self.lora_dropout, minimum=0, maximum=1, below_max=True),
@@ -185,6 +197,16 @@ class TrainConfig:
         ]
         if self.load_in_4bit is True and self.method != "lora":
             found.append("--load-in-4bit needs --method lora: 4-bit weights cannot be trained")
+        if self.distributed == "fsdp" and self.method != "full":
+            found.append(
+                "--distributed fsdp shards full fine-tuning (--method full); LoRA "
+                "trains with ddp: its frozen base is shared and its adapter small"
+            )
+        if self.distributed == "fsdp" and self.precision == "fp16":
+            found.append(
+                "--distributed fsdp trains in bf16 or fp32, not fp16 (its loss "
+                "scaling does not handle sharded gradients)"
+            )
         return found
 
     def _conflicts(self) -> list[str]:
@@ -260,7 +282,10 @@ class TrainConfig:
                 self.gradient_checkpointing, n_parameters or 0
             ),
             packing="off" if self.packing == AUTO else self.packing,
+            distributed=resolve_distributed(self.distributed, self.method, n_parameters, device),
         )
+        if settings["distributed"] == "fsdp" and settings["precision"] == "fp16":
+            settings["precision"] = "fp32"  # auto on a GPU without bf16: see problems()
         return ResolvedConfig(
             **settings,
             n_examples=n_examples,
@@ -348,6 +373,32 @@ def resolve_precision(precision: str, device: str | None = None) -> str:
     """`bf16`, `fp16` or `fp32` on `device` (default: CUDA when present); see engine.device."""
     caps = Capabilities.detect()
     return choose_precision(precision, choose_device(device, caps), caps)
+
+
+def resolve_distributed(
+    requested: str, method: str, n_parameters: int | None, device: str | None
+) -> str:
+    """`ddp` or `fsdp`: auto shards full fine-tuning only when it cannot fit one device."""
+    if requested != AUTO:
+        return requested
+    if method != "full" or not n_parameters:
+        return "ddp"
+    memory = device_memory(device)
+    needed = n_parameters * FULL_TRAINING_BYTES_PER_PARAMETER
+    return "fsdp" if memory is not None and needed > memory else "ddp"
+
+
+def device_memory(device: str | None) -> int | None:
+    """Bytes one rank may use: a GPU's memory, or the RAM shared by this machine's ranks."""
+    import torch
+
+    if choose_device(device, Capabilities.detect()).startswith("cuda"):
+        return torch.cuda.get_device_properties(0).total_memory
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system
+        return None
+    return ram // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def field_help() -> dict[str, str]:

@@ -27,6 +27,7 @@ from transformers.utils import logging as hf_logging
 from tunelab.catalog import portable_model_name
 from tunelab.engine.config import ResolvedConfig
 from tunelab.engine.device import use_gradient_checkpointing
+from tunelab.engine.sharding import fix_architecture_name
 from tunelab.engine.sources import ADAPTER_WEIGHTS
 from tunelab.errors import TunelabError
 
@@ -141,8 +142,11 @@ def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def save_weights(model: torch.nn.Module, directory: Path) -> list[Path]:
-    """Write what training changed into `directory`; returns the files written."""
+def save_weights(
+    model: torch.nn.Module, directory: Path, state_dict: dict | None = None
+) -> list[Path]:
+    """Write what training changed into `directory`; returns the files written.
+    `state_dict`: a sharded model's full weights, gathered (engine.sharding)."""
     if isinstance(model, PeftModel):
         # Embeddings are never adapted, so peft need not look for the base model's files.
         adapter = get_peft_model_state_dict(model, save_embedding_layers=False)
@@ -158,7 +162,9 @@ def save_weights(model: torch.nn.Module, directory: Path) -> list[Path]:
         return [directory / ADAPTER_WEIGHTS, directory / "adapter_config.json"]
     with _quiet_progress():
         # One file (transformers 4 would shard above 5 GB), so that resume finds it by name.
-        model.save_pretrained(directory, max_shard_size="50GB")
+        model.save_pretrained(directory, max_shard_size="50GB", state_dict=state_dict)
+    if state_dict is not None:
+        fix_architecture_name(model, directory)
     return [directory / FULL_WEIGHTS, directory / "config.json"]
 
 

@@ -56,6 +56,15 @@ from tunelab.engine.dataset import (
 from tunelab.engine.device import Capabilities, check_optional_features, choose_device
 from tunelab.engine.distributed import Ranks, stop
 from tunelab.engine.lora import prepare_model, trainable_parameters
+from tunelab.engine.sharding import (
+    clip_gradients,
+    evaluation_mode,
+    even_share,
+    gather_full_state,
+    is_sharded,
+    masked_logits,
+    shard_model,
+)
 from tunelab.errors import TunelabError
 from tunelab.io import atomic_write_text
 from tunelab.throughput import estimate_seconds, record_throughput
@@ -250,7 +259,11 @@ def _train(
     if checkpoint is not None:
         check_resumable(checkpoint, resolved, run_info["data_fingerprint"])
     _seed_everything(resolved.seed)  # before the adapter's random initialisation
-    model = prepare_model(_on_device(model, device), resolved)
+    sharded = resolved.distributed == "fsdp" and ranks.active
+    # A sharded model moves to the device shard by shard: it may not fit there whole.
+    model = prepare_model(model if sharded else _on_device(model, device), resolved)
+    if sharded:
+        model = shard_model(model, device, ranks)
     model.train()
     optimizer = _optimizer(model, resolved)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(resolved))
@@ -283,8 +296,10 @@ def _train(
     if ranks.is_main:
         write_loss_curve(output_dir)
     result = loop.result(status, position, start, checkpoint is not None)
+    # A sharded model's weights are gathered by every rank together.
+    weights = gather_full_state(model).model if status == "succeeded" and sharded else None
     if status == "succeeded" and ranks.is_main:
-        write_output(model, tokenizer, output_dir, resolved, run_info, result.to_dict())
+        write_output(model, tokenizer, output_dir, resolved, run_info, result.to_dict(), weights)
         if base_model and result.tokens_per_second:
             record_throughput(
                 base_model,
@@ -372,9 +387,11 @@ class _Loop:
     share: cores.Share | None = None
     parameters: list[torch.nn.Parameter] = field(init=False)
     validation: ValidationPlan = field(init=False)
+    sharded: bool = field(init=False)
 
     def __post_init__(self) -> None:
         self.parameters = trainable_parameters(self.model)
+        self.sharded = is_sharded(self.model)
         self.validation = ValidationPlan(self.val_set, self.config)
 
     def cancelled(self) -> bool:
@@ -419,29 +436,38 @@ class _Loop:
         threads = self.share.rebalance() if self.share is not None else torch.get_num_threads()
         began = time.perf_counter()
         n_micro = self.config.gradient_accumulation_steps * self.ranks.world_size
-        groups = self.ranks.mine(micro_batches(batch, self.train_set.lengths, n_micro))
+        every = micro_batches(batch, self.train_set.lengths, n_micro)
+        groups = even_share(every, self.ranks) if self.sharded else self.ranks.mine(every)
         examples = self.train_set.examples
         pack = collate_packed if self.config.packing == "on" else collate
-        batches = [pack([examples[i] for i in g], self.pad_id, self.device) for g in groups]
+        # A padding pass (None) recomputes the step's first micro-batch and counts zero.
+        batches = [pack([examples[i] for i in g or every[0]], self.pad_id, self.device)
+                   for g in groups]  # fmt: skip
         # The whole step's count, on every rank: each rank's share of the mean loss.
         n_trained = sum(examples[i].n_trained for i in batch)
         learning_rate = self.scheduler.get_last_lr()[0]
         loss_sum, correct = torch.zeros((), device=self.device), 0
         with _out_of_memory_as_error():
-            for micro in batches:
+            for micro, group in zip(batches, groups, strict=True):
                 with self.autocast():
                     loss, right = token_loss(self.model, micro)
-                self.scaler.scale(loss / n_trained).backward()
-                loss_sum += loss.detach()
-                correct += int(right)
-            self.ranks.sum_gradients(self.parameters)
+                weight = 0.0 if group is None else 1.0
+                self.scaler.scale(loss * weight / n_trained).backward()
+                loss_sum += loss.detach() * weight
+                correct += int(right) if group is not None else 0
+            if not self.sharded:  # FSDP reduced the gradients during backward
+                self.ranks.sum_gradients(self.parameters)
             totals = self.ranks.sum_(
                 torch.stack([loss_sum.float(), torch.tensor(float(correct), device=self.device)])
             )
             loss_sum, correct = totals[0], int(totals[1].item())
             self.scaler.unscale_(self.optimizer)
             clip = self.config.max_grad_norm or math.inf
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.parameters, clip))
+            grad_norm = (
+                clip_gradients(self.parameters, clip)
+                if self.sharded
+                else float(torch.nn.utils.clip_grad_norm_(self.parameters, clip))
+            )
             loss_value = loss_sum.item() / n_trained
             # Under fp16 loss scaling an infinite gradient is expected now and then: the
             # scaler skips that step and lowers the scale.
@@ -500,20 +526,23 @@ class _Loop:
         nothing when cancelled part-way (the run then stops with its checkpoint)."""
         size = math.ceil(self.config.batch_size / self.config.gradient_accumulation_steps)
         order = sorted(indices, key=self.val_set.lengths.__getitem__)
-        groups = self.ranks.mine([order[b : b + size] for b in range(0, len(order), size)])
+        every = [order[b : b + size] for b in range(0, len(order), size)]
+        groups = even_share(every, self.ranks) if self.sharded else self.ranks.mine(every)
         loss_sum, correct, n_trained, n_tokens = 0.0, 0, 0, 0
         began = time.perf_counter()
         self.model.eval()
         try:
-            with torch.inference_mode(), _out_of_memory_as_error():
+            with evaluation_mode(self.model), _out_of_memory_as_error():
                 for done, group in enumerate(groups, 1):
                     # Ranks sum their parts at the end: only a single process stops mid-pass.
                     if not self.ranks.active and self.cancelled():
                         return {}
-                    batch = collate([self.val_set.examples[i] for i in group], self.pad_id,
-                                    self.device)  # fmt: skip
+                    batch = collate([self.val_set.examples[i] for i in group or every[0]],
+                                    self.pad_id, self.device)  # fmt: skip
                     with self.autocast():
                         loss, right = token_loss(self.model, batch)
+                    if group is None:  # a sharded model's padding pass
+                        continue
                     loss_sum += float(loss)
                     correct += int(right)
                     n_trained += batch.n_trained
@@ -533,11 +562,17 @@ class _Loop:
         }
 
     def checkpoint(self, position: Position) -> None:
-        if not self.ranks.is_main:
+        if not (self.ranks.is_main or self.sharded):
             return  # every rank holds the same weights: rank 0 saves them
-        latest = latest_checkpoint(self.run_dir)
-        if latest is not None and read_checkpoint_meta(latest)["step"] == position.step:
+        latest = latest_checkpoint(self.run_dir) if self.ranks.is_main else None
+        saved = latest is not None and read_checkpoint_meta(latest)["step"] == position.step
+        if self.sharded:  # rank 0 decides; every rank gathers the shards
+            saved = self.ranks.any(saved, self.device)
+        if saved:
             self.last_checkpoint = latest  # e.g. cancelled right after an epoch's checkpoint
+            return
+        full = gather_full_state(self.model, self.optimizer) if self.sharded else None
+        if not self.ranks.is_main:
             return
         self.last_checkpoint = save_checkpoint(
             self.run_dir,
@@ -548,6 +583,7 @@ class _Loop:
             self.config,
             self.run_info,
             scaler=self.scaler,
+            full_state=full,
         )
         write_loss_curve(self.run_dir)
 
@@ -588,7 +624,9 @@ def token_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torc
     inputs = {"input_ids": batch.input_ids, "use_cache": False}
     if batch.position_ids is not None:  # packed rows: boundaries from the position ids
         inputs["position_ids"] = batch.position_ids
-    if head is not None:
+    if is_sharded(model):
+        logits = masked_logits(model, inputs, mask)
+    elif head is not None:
         hidden = decoder(**inputs).last_hidden_state
         logits = head(hidden[mask])
     else:

@@ -82,6 +82,29 @@ def test_a_two_process_job_succeeds_with_rank_0s_metrics_once(create_job, capsys
 
 
 @pytest.mark.slow
+def test_a_two_process_full_fine_tuning_job_trains_sharded(create_job, capsys):
+    job = create_job("--method", "full", "--n-epochs", "1", "--nproc-per-node", "2",
+                     "--distributed", "fsdp")  # fmt: skip
+
+    assert worker.run_worker(max_jobs=1) == 1
+
+    done = job_row(job["id"])
+    assert done.status == "succeeded", done.error_message
+    with Store() as store:
+        metrics = store.list_metrics(job["id"])
+        model = store.find_model(done.fine_tuned_model)
+    assert [m["step"] for m in metrics] == [1, 2, 3]
+    output = Path(model.path)
+    assert json.loads((output / "tunelab_config.json").read_text())["config"]["distributed"] == (
+        "fsdp"
+    )
+    assert (output / "model.safetensors").exists()  # the gathered weights, a full model
+    code = main(["chat", done.fine_tuned_model, "What is the capital of France?",
+                 "--max-tokens", "4"])  # fmt: skip
+    assert code == 0
+
+
+@pytest.mark.slow
 def test_cancelling_a_two_process_job_stops_every_rank(create_job, capsys):
     job = create_job("--n-epochs", "1000", "--nproc-per-node", "2")
     with WorkerThread():

@@ -259,7 +259,7 @@ def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int
     mega-batches leaves a few percent of padding, keeps every attention implementation on its
     fast causal path and keeps OpenAI's meaning of batch size (examples per step; packing
     keeps it too: it packs the same step's examples). Padded positions are never fed to the
-    output head or the loss (see trainer.token_loss).
+    output head or the loss (see loss.token_loss).
     """
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))

@@ -23,8 +23,6 @@ from pathlib import Path
 import numpy as np
 import orjson
 import torch
-import torch.nn.functional as F
-from peft import PeftModel
 
 from tunelab import cores
 from tunelab.curves import LOSS_CURVE_FILE, loss_svg, read_metrics
@@ -43,8 +41,6 @@ from tunelab.engine.checkpoint import (
 )
 from tunelab.engine.config import PERIODIC_EVAL_EXAMPLES, ResolvedConfig, TrainConfig
 from tunelab.engine.dataset import (
-    IGNORE_INDEX,
-    Batch,
     TokenizedDataset,
     collate,
     collate_packed,
@@ -56,13 +52,13 @@ from tunelab.engine.dataset import (
 from tunelab.engine.device import Capabilities, check_optional_features, choose_device
 from tunelab.engine.distributed import Ranks, stop
 from tunelab.engine.lora import prepare_model, trainable_parameters
+from tunelab.engine.loss import token_loss
 from tunelab.engine.sharding import (
     clip_gradients,
     evaluation_mode,
     even_share,
     gather_full_state,
     is_sharded,
-    masked_logits,
     shard_model,
 )
 from tunelab.errors import TunelabError
@@ -607,48 +603,6 @@ class _Loop:
             resumed_from_step=start.step if resumed else None,
             dataset=self.run_info["dataset"],
         )
-
-
-def token_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed cross-entropy over the batch's trained tokens, and how many argmax got right.
-
-    Only trained positions reach the output head: for small models the vocabulary projection
-    is the largest matmul, and most positions (prompts, padding) carry no loss. No attention
-    mask is passed: batches are right-padded, so under the causal mask every real token only
-    attends to earlier real tokens, and attention keeps its fast causal kernel. Packed rows
-    pass their position ids, from which transformers masks attention across examples.
-    """
-    mask = batch.targets != IGNORE_INDEX
-    targets = batch.targets[mask]
-    decoder, head = _decoder_and_head(model)
-    inputs = {"input_ids": batch.input_ids, "use_cache": False}
-    if batch.position_ids is not None:  # packed rows: boundaries from the position ids
-        inputs["position_ids"] = batch.position_ids
-    if is_sharded(model):
-        logits = masked_logits(model, inputs, mask)
-    elif head is not None:
-        hidden = decoder(**inputs).last_hidden_state
-        logits = head(hidden[mask])
-    else:
-        logits = model(**inputs).logits[mask]
-    loss = F.cross_entropy(logits.float(), targets, reduction="sum")
-    return loss, (logits.detach().argmax(-1) == targets).sum()
-
-
-def _decoder_and_head(model: torch.nn.Module):
-    """The transformer body and output projection, or (None, None) when the model's head does
-    more than a projection (logit soft-capping or scaling) and must run whole."""
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
-    config = base.config
-    scaled = any(
-        getattr(config, name, None) not in (None, 1, 1.0)
-        for name in ("final_logit_softcapping", "logit_scale", "logits_scaling")
-    )
-    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
-    head = base.get_output_embeddings()
-    if scaled or decoder is None or decoder is base or head is None:
-        return None, None
-    return decoder, head
 
 
 def _prepare_output(

@@ -95,16 +95,24 @@ def test_a_worker_on_another_machine_trains_and_the_creator_chats_and_exports(
 
     creator_home = machines.be("creator")
     name = done.fine_tuned_model
+    assert _listed_path(capsys, name) == f"file://{store_dir}/jobs/{job['id']}"  # not the worker's
     code, out, err = run_cli(capsys, "chat", name, "What is the capital of France?",
                              "--max-tokens", "4")  # fmt: skip
     assert code == 0 and out.strip(), err
     fetched = creator_home / "jobs" / job["id"]
+    assert _listed_path(capsys, name) == str(fetched)
     assert (fetched / "adapter_model.safetensors").read_bytes() == (
         store_dir / "jobs" / job["id"] / "adapter_model.safetensors").read_bytes()  # fmt: skip
     code, _, err = run_cli(capsys, "export", name, "-o", str(tmp_path / "merged"), "--merge")
     assert code == 0, err
     assert any((tmp_path / "merged").glob("*.safetensors"))
     assert (tmp_path / "merged" / "README.md").exists()  # the export's model card
+
+
+def _listed_path(capsys, name: str) -> str:
+    code, out, err = run_cli(capsys, "models", "list", "--json")
+    assert code == 0, err
+    return next(m["path"] for m in orjson.loads(out)["data"] if m["id"] == name)
 
 
 def test_a_job_stopped_on_one_machine_resumes_on_another_from_its_checkpoint(

@@ -9,6 +9,7 @@ from rich.table import Table
 from tunelab.cli import common
 from tunelab.cli.jobs_cmd import _when, short_name
 from tunelab.providers import models as api
+from tunelab.providers.local_artifacts import model_location
 from tunelab.providers.registry import provider_names
 from tunelab.registry import Model
 
@@ -47,7 +48,7 @@ def _model_json(model: Model) -> dict:
     shown = {"id": model.id, "object": "model", "created": model.created_at,
              "owned_by": model.provider, "provider": model.provider, "kind": model.kind,
              "base_model": model.base_model, "job_id": model.job_id,
-             "path": model.path}  # fmt: skip
+             "path": model_location(model)}  # fmt: skip
     if model.kind == "base":
         return {**shown, "aliases": list(model.aliases), **model.details}
     return {**shown, "details": model.details}

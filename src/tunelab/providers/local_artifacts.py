@@ -170,6 +170,19 @@ def model_dir(model: Model) -> str:
     return str(here)
 
 
+def model_location(model: Model) -> str | None:
+    """Where this machine reaches a local `ft:` model's directory: where its worker wrote it,
+    else the copy fetched here, else its URL in the store (the registry holds the worker's
+    path, which another machine may not have)."""
+    if not model.path or Path(model.path).exists() or not model.job_id:
+        return model.path
+    here = get_settings().home / "jobs" / model.job_id
+    if here.is_dir():
+        return str(here)
+    store = artifacts.configured()
+    return store.url_of(f"jobs/{model.job_id}") if store is not None else model.path
+
+
 def forget(job: Job) -> None:
     """Remove a job's uploaded outputs (it made no model)."""
     store = artifacts.configured()

@@ -122,3 +122,14 @@ def test_several_machines_need_a_meeting_point(tmp_path, train_file, base_dir, c
     args = train_args(train_file, base_dir, tmp_path / "out", "--nnodes", "2")
     assert main(args) == 2
     assert "--rdzv-endpoint" in capsys.readouterr().err
+
+
+def test_a_ranks_resume_command_names_the_processes_torchrun_started(train_file, monkeypatch):
+    from tunelab.cli.train_cmd import resume_command, train_cmd
+
+    args = ["--train", str(train_file), "--output", "out", "--method", "full",
+            "--distributed", "fsdp"]  # fmt: skip
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # in a rank, started without --nproc-per-node
+    command = resume_command(train_cmd.make_context("train", args))
+    assert "--nproc-per-node 4" in command and "--distributed fsdp" in command
+    assert command.endswith("--resume")

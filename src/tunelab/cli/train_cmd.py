@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import shlex
 import signal
 import subprocess
@@ -460,8 +461,13 @@ def resume_command(ctx: click.Context) -> str:
     """The command that continues this run: the same flags, plus --resume."""
     parts = ["tunelab", "train"]
     skipped = {"resume", "force", "dry_run", "as_json"}
+    # A torchrun rank was started without the launcher's --nproc-per-node: it is in torchrun's
+    # environment (a sharded run's checkpoint resumes only in as many processes).
+    launched = {"nproc_per_node": os.environ.get("LOCAL_WORLD_SIZE")}
     for param in ctx.command.params:
         value = ctx.params.get(param.name)
+        if launched.get(param.name):
+            value = int(launched[param.name])
         if value is None and isinstance(param.type, Setting):
             value = "none"  # --max-grad-norm none
         if param.name in skipped or value is UNSET or value is None or value is False:

@@ -105,8 +105,11 @@ def test_a_two_process_full_fine_tuning_job_trains_sharded(create_job, capsys):
 
 
 @pytest.mark.slow
-def test_cancelling_a_two_process_job_stops_every_rank(create_job, capsys):
-    job = create_job("--n-epochs", "1000", "--nproc-per-node", "2")
+@pytest.mark.parametrize(
+    "sharding", [(), ("--method", "full", "--distributed", "fsdp")], ids=["ddp", "fsdp"]
+)
+def test_cancelling_a_two_process_job_stops_every_rank(create_job, capsys, sharding):
+    job = create_job("--n-epochs", "1000", "--nproc-per-node", "2", *sharding)
     with WorkerThread():
         pids = running_ranks(job["id"])
         assert main(["jobs", "cancel", job["id"]]) == 0

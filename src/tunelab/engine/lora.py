@@ -8,7 +8,6 @@ same layout, so any complete checkpoint is itself a loadable model.
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 from pathlib import Path
 
@@ -22,7 +21,6 @@ from peft import (
 )
 from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
-from transformers.utils import logging as hf_logging
 
 from tunelab.catalog import portable_model_name
 from tunelab.engine.config import ResolvedConfig
@@ -30,6 +28,7 @@ from tunelab.engine.device import use_gradient_checkpointing
 from tunelab.engine.sharding import fix_architecture_name
 from tunelab.engine.sources import ADAPTER_WEIGHTS
 from tunelab.errors import TunelabError
+from tunelab.hf_quiet import quiet_progress
 
 FULL_WEIGHTS = "model.safetensors"
 _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -160,7 +159,7 @@ def save_weights(
             config.base_model_name_or_path = portable_model_name(config.base_model_name_or_path)
         config.save_pretrained(directory)
         return [directory / ADAPTER_WEIGHTS, directory / "adapter_config.json"]
-    with _quiet_progress():
+    with quiet_progress():
         # One file (transformers 4 would shard above 5 GB), so that resume finds it by name.
         model.save_pretrained(directory, max_shard_size="50GB", state_dict=state_dict)
     if state_dict is not None:
@@ -184,18 +183,6 @@ def load_weights(model: torch.nn.Module, directory: Path) -> None:
             f"checkpoint {directory} holds weights this model does not have: {unexpected[:3]}",
             hint="resume with the same base model and --method as the interrupted run",
         )
-
-
-@contextlib.contextmanager
-def _quiet_progress():
-    """No "Writing model shards" bar in the middle of the engine's own progress output."""
-    enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if enabled:
-            hf_logging.enable_progress_bar()
 
 
 def _device(model: torch.nn.Module) -> torch.device:

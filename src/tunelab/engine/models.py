@@ -21,7 +21,6 @@ import torch
 
 from tunelab.catalog import DEFAULT_MODEL, bundled_model_dir, has_tokenizer
 from tunelab.engine.distributed import Ranks
-from tunelab.engine.lora import _quiet_progress
 from tunelab.engine.sources import (  # noqa: F401  (resolved here before: kept importable)
     ADAPTER_WEIGHTS,
     BUNDLED_CONTEXT,
@@ -30,6 +29,7 @@ from tunelab.engine.sources import (  # noqa: F401  (resolved here before: kept 
     resolve_model_source,
 )
 from tunelab.errors import TunelabError
+from tunelab.hf_quiet import quiet_progress
 
 
 def load_base(
@@ -132,7 +132,7 @@ def _from_pretrained(
     if load_in_4bit:
         options.update(_four_bit_options())
     try:
-        with _quiet_progress(), _remote_code_refused_as_error(directory):
+        with quiet_progress(), _remote_code_refused_as_error(directory):
             model = _with_sdpa(AutoModelForCausalLM.from_pretrained, directory, options)
     except (OSError, ValueError, KeyError) as err:
         raise TunelabError(

@@ -97,6 +97,7 @@ def sweep(args: argparse.Namespace, data: dict, tmp: Path) -> list[dict]:
     held_out = load_items(data["held_out"], limit=16 if args.quick else None)
     rows = [{"recipe": "base", "step": 0, "tokens": 0,
              "accuracy": accuracy_of([MODEL], held_out)[MODEL]}]  # fmt: skip
+    print(f"  base model: {rows[0]['accuracy']:.1%}", flush=True)  # a stopped sweep keeps it
     for name in args.recipes:
         trained = train_recipe(name, data, tmp / name, args)
         points = [(int(path.name.split("-")[1]), str(path)) for path in trained["checkpoints"]]

@@ -6,6 +6,7 @@ import copy
 import json
 
 import pytest
+from mongo_documents import ITEMS, ORDERS
 
 from tunelab.evals.mongo.executor import UnsupportedQuery, execute, results_match
 from tunelab.evals.mongo.parser import MongoQuery, QueryParseError, parse_query
@@ -21,17 +22,6 @@ PEOPLE = [
     {"_id": 4, "name": "Dee", "age": "40", "tags": "a"},
     {"_id": 5, "name": "Eve"},
 ]  # fmt: skip
-ORDERS = [
-    {"_id": 1, "item": "pen", "qty": 2, "price": 1.5, "store": "A"},
-    {"_id": 2, "item": "ink", "qty": 1, "price": 10, "store": "B"},
-    {"_id": 3, "item": "pen", "qty": 5, "price": 1.5, "store": "B"},
-    {"_id": 4, "item": "pad", "qty": 3, "store": "A"},
-]
-ITEMS = [
-    {"_id": 10, "sku": "pen", "color": "blue"},
-    {"_id": 11, "sku": "pen", "color": "red"},
-    {"_id": 12, "sku": "ink", "color": "black"},
-]
 DB = {"people": PEOPLE, "orders": ORDERS, "items": ITEMS, "banned": [{"name": "bob"}]}
 
 

@@ -12,6 +12,7 @@ import bson
 import mongomock
 import pymongo
 import pytest
+from mongo_documents import ITEMS, ORDERS
 from pymongo import errors
 
 from tunelab.errors import TunelabError
@@ -29,17 +30,6 @@ PEOPLE = [
     {"_id": 4, "name": "Dee", "age": "40", "tags": "a"},
     {"_id": 5, "name": "Eve"},
 ]  # fmt: skip
-ORDERS = [
-    {"_id": 1, "item": "pen", "qty": 2, "price": 1.5, "store": "A"},
-    {"_id": 2, "item": "ink", "qty": 1, "price": 10, "store": "B"},
-    {"_id": 3, "item": "pen", "qty": 5, "price": 1.5, "store": "B"},
-    {"_id": 4, "item": "pad", "qty": 3, "store": "A"},
-]
-ITEMS = [
-    {"_id": 10, "sku": "pen", "color": "blue"},
-    {"_id": 11, "sku": "pen", "color": "red"},
-    {"_id": 12, "sku": "ink", "color": "black"},
-]
 COLLECTIONS = {"people": PEOPLE, "orders": ORDERS, "items": ITEMS, "banned": [{"name": "bob"}]}
 
 # mongomock gets `{tags: {$size: 1}}` wrong (it matches the string "a") and has no

@@ -139,3 +139,35 @@ def test_a_cached_hub_model_is_validated_against_its_own_context(family_dir, mon
     with pytest.raises(TunelabError) as caught:
         catalog.resolve_model("someone/not-downloaded")
     assert caught.value.code == "unknown_model"
+
+
+def test_a_shared_prompt_computed_once_gives_each_familys_own_loss(family_dir):
+    """The batch's shared system prompt runs once through the family's attention (Gemma-3's
+    sliding window included) and the loss is that of running every row whole."""
+    from dataclasses import replace
+
+    from tunelab.engine.dataset import collate
+    from tunelab.engine.loss import token_loss
+
+    _, directory = family_dir
+    model, tokenizer, _ = load_base(directory)
+    system = {"role": "system", "content": "Answer the question in one word only."}
+    prompted = [
+        ChatExample((system, {"role": "user", "content": question},
+                     {"role": "assistant", "content": answer}))
+        for question, answer in QUESTIONS
+    ]  # fmt: skip
+    batch = collate(tokenize_examples(prompted, tokenizer, 512).examples,
+                    tokenizer.pad_token_id, "cpu")  # fmt: skip
+    assert batch.shared_prefix >= 8
+    losses = []
+    for each in (batch, replace(batch, shared_prefix=0)):
+        model.zero_grad(set_to_none=True)
+        loss, _ = token_loss(model, each)
+        loss.backward()
+        losses.append((float(loss.detach()), model.get_input_embeddings().weight.grad.clone()))
+    (shared, shared_grad), (whole, whole_grad) = losses
+    assert shared == pytest.approx(whole, rel=1e-5)
+    scale = float(whole_grad.abs().max())
+    # Up to summation order: the prefix's gradient is summed over the rows in another order.
+    assert float((shared_grad - whole_grad).abs().max()) < 1e-4 * scale

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
-from tunelab.data.example import chat
+from tunelab.data.example import ChatExample, chat
 from tunelab.engine import train
 from tunelab.engine import trainer as trainer_module
-from tunelab.engine.dataset import collate, tokenize_examples
+from tunelab.engine.dataset import (
+    IGNORE_INDEX,
+    collate,
+    shared_untrained_prefix,
+    tokenize_examples,
+)
 from tunelab.engine.trainer import token_loss
 
 
@@ -136,3 +143,82 @@ def test_training_with_packing_follows_the_unpacked_run(tmp_path, tokenizer, mak
               callback=records.append)  # fmt: skip
         losses[packing] = [r["loss"] for r in records]
     assert losses["on"] == pytest.approx(losses["off"], rel=1e-4)
+
+
+# A classification dataset's shape: every example starts with the same system prompt and
+# instruction, and differs from the text to classify on.
+INSTRUCTION = "Classify the text. Answer with the category only."
+
+
+def _prompted(examples):
+    """The examples with a shared system prompt and instruction in front of each question."""
+    system = {"role": "system", "content": "You are a helpful assistant."}
+    return [
+        ChatExample(
+            (system, {"role": "user", "content": f"{INSTRUCTION}\n{e.messages[0]['content']}"},
+             *e.messages[1:]),
+            source_line=e.source_line,
+        )
+        for e in examples
+    ]  # fmt: skip
+
+
+def _loss_and_gradients(model, batch):
+    model.zero_grad(set_to_none=True)
+    loss, right = token_loss(model, batch)
+    loss.backward()
+    trained = [p for p in model.parameters() if p.requires_grad]
+    return float(loss.detach()), int(right), [p.grad.clone() for p in trained]
+
+
+def test_a_shared_prefix_computed_once_gives_the_same_loss_and_gradients(
+    tokenizer, make_model, examples, fast_config
+):
+    """The system prompt and instruction every row starts with run once for the batch; the
+    loss and the LoRA gradients are those of running every row whole."""
+    from tunelab.engine.lora import prepare_model
+
+    config = fast_config(lora_rank=4).resolve(len(examples), None)
+    model = prepare_model(make_model(), config)
+    for parameter in model.parameters():  # LoRA's B starts at zero: give both factors a value
+        if parameter.requires_grad:
+            parameter.data.normal_(0, 0.5)
+    tokenized = tokenize_examples(_prompted(examples), tokenizer, 512).examples
+    batch = collate(tokenized, tokenizer.pad_token_id, "cpu")
+    assert batch.shared_prefix >= 8  # the system prompt and instruction, in tokens
+
+    shared = _loss_and_gradients(model, batch)
+    whole = _loss_and_gradients(model, replace(batch, shared_prefix=0))
+    assert shared[0] == pytest.approx(whole[0], rel=1e-5)
+    assert shared[1] == whole[1]
+    assert all(_close(a, b) for a, b in zip(shared[2], whole[2], strict=True))
+
+
+def test_the_shared_prefix_stops_before_the_first_trained_token(tokenizer):
+    """Answers that start alike ("<category>…") share trained tokens: those are not part of
+    the prefix, since each row's loss needs the prediction made at its own position."""
+    same_question = [chat("Where is Paris?", f"<category>{label}</category>", source_line=i)
+                     for i, label in enumerate(["LOC", "LOCATION", "PLACE"], 1)]  # fmt: skip
+    tokenized = tokenize_examples(_prompted(same_question), tokenizer, 512).examples
+    first_trained = min(
+        next(i for i, label in enumerate(e.labels) if label != IGNORE_INDEX) for e in tokenized
+    )
+    assert shared_untrained_prefix(tokenized) == first_trained - 1
+    assert shared_untrained_prefix(tokenized[:1]) == 0  # one row: nothing to share
+
+
+def test_training_with_a_shared_prefix_follows_the_unshared_run(
+    tmp_path, monkeypatch, tokenizer, make_model, examples, fast_config
+):
+    from tunelab.engine import dataset as data_module
+
+    losses = {}
+    for name, minimum in (("shared", data_module.MIN_SHARED_PREFIX), ("whole", 10**6)):
+        monkeypatch.setattr(data_module, "MIN_SHARED_PREFIX", minimum)
+        records = []
+        config = fast_config(batch_size=6, max_steps=3)
+        train(make_model(), tokenizer, _prompted(examples), _prompted(examples[:4]), config,
+              tmp_path / name, callback=records.append)  # fmt: skip
+        losses[name] = [r[key] for key in ("loss", "val_loss") for r in records if key in r]
+    assert len(losses["whole"]) > 3  # the training losses and at least one validation loss
+    assert losses["shared"] == pytest.approx(losses["whole"], rel=1e-4)

@@ -293,6 +293,9 @@ class Batch:
     n_trained: int
     # Packed rows only: positions restart at 0 with each example (see `collate_packed`).
     position_ids: torch.Tensor | None = None
+    # Leading tokens that every row has and none trains on (system prompt, instruction):
+    # `loss.token_loss` computes them once for the whole batch. 0: nothing shared.
+    shared_prefix: int = 0
 
 
 def collate(examples: Sequence[TokenizedExample], pad_id: int, device: torch.device) -> Batch:
@@ -309,7 +312,31 @@ def collate(examples: Sequence[TokenizedExample], pad_id: int, device: torch.dev
         targets.to(device),
         n_tokens=sum(len(e.input_ids) for e in examples),
         n_trained=int((targets != IGNORE_INDEX).sum()),
+        shared_prefix=shared_untrained_prefix(examples),
     )
+
+
+# Below this many shared tokens a separate forward pass for them costs more than it saves.
+MIN_SHARED_PREFIX = 8
+
+
+def shared_untrained_prefix(examples: Sequence[TokenizedExample]) -> int:
+    """How many leading tokens every example has, up to the token before the first one any
+    of them trains on (no trained token's prediction may come from the shared part), and
+    leaving each at least one token of its own; 0 when that is too few to be worth sharing."""
+    if len(examples) < 2:
+        return 0
+    first = examples[0].input_ids
+    limit = min(min(len(e.input_ids) - 1, _first_trained(e) - 1) for e in examples)
+    length = 0
+    while length < limit and all(e.input_ids[length] == first[length] for e in examples):
+        length += 1
+    return length if length >= MIN_SHARED_PREFIX else 0
+
+
+def _first_trained(example: TokenizedExample) -> int:
+    trained = (i for i, label in enumerate(example.labels) if label != IGNORE_INDEX)
+    return next(trained, len(example.labels))
 
 
 # Packed rows hold examples up to this many tokens (or the longest example, if longer): on CPU

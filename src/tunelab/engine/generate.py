@@ -288,7 +288,7 @@ class PrefixCache:
         try:
             with torch.inference_mode():
                 ids = torch.tensor([tokens], device=_device(model))
-                cache = {_cache_keyword(model): self.cache}
+                cache = {cache_keyword(model): self.cache}
                 model(input_ids=ids, use_cache=True, logits_to_keep=1, **cache)
         finally:
             model.train(was_training)
@@ -332,7 +332,7 @@ class KVBatch:
     def __init__(self, model: torch.nn.Module, pad_id: int) -> None:
         self.model, self.pad_id, self.device = model, pad_id, _device(model)
         self.cache = DynamicCache()
-        self.cache_keyword = _cache_keyword(model)
+        self.cache_keyword = cache_keyword(model)
         self.mask = self.positions = None
 
     @torch.inference_mode()
@@ -379,7 +379,7 @@ class KVBatch:
         return output.logits[:, -1].float()
 
 
-def _cache_keyword(model: torch.nn.Module) -> str:
+def cache_keyword(model: torch.nn.Module) -> str:
     """`cache`, the keyword recent transformers take the KV cache by, or `past_key_values`
     where the model's forward has no `cache` (older transformers, where it is the only one)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model

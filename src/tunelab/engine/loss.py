@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from peft import PeftModel
+from transformers import DynamicCache
 
 from tunelab.engine.dataset import IGNORE_INDEX, Batch
+from tunelab.engine.generate import cache_keyword
 from tunelab.engine.sharding import is_sharded, masked_logits
 
 
@@ -18,6 +20,7 @@ def token_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torc
     mask is passed: batches are right-padded, so under the causal mask every real token only
     attends to earlier real tokens, and attention keeps its fast causal kernel. Packed rows
     pass their position ids, from which transformers masks attention across examples.
+    A prefix every row shares (`Batch.shared_prefix`) is computed once (see `_suffix_hidden`).
     """
     mask = batch.targets != IGNORE_INDEX
     targets = batch.targets[mask]
@@ -27,6 +30,9 @@ def token_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torc
         inputs["position_ids"] = batch.position_ids
     if is_sharded(model):
         logits = masked_logits(model, inputs, mask)
+    elif head is not None and _can_share_prefix(decoder, batch):
+        shared = batch.shared_prefix
+        logits = head(_suffix_hidden(decoder, batch)[mask[:, shared:]])
     elif head is not None:
         hidden = decoder(**inputs).last_hidden_state
         logits = head(hidden[mask])
@@ -50,3 +56,31 @@ def _decoder_and_head(model: torch.nn.Module):
     if scaled or decoder is None or decoder is base or head is None:
         return None, None
     return decoder, head
+
+
+def _can_share_prefix(decoder: torch.nn.Module, batch: Batch) -> bool:
+    """Whether the batch's shared prefix can be computed once: not in packed rows (their
+    positions restart per example), nor under gradient checkpointing (which turns the KV
+    cache off in training)."""
+    checkpointing = getattr(decoder, "gradient_checkpointing", False)
+    return batch.shared_prefix > 0 and batch.position_ids is None and not checkpointing
+
+
+def _suffix_hidden(decoder: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """The last hidden states of every row's tokens after the shared prefix.
+
+    The prefix runs once, as one row, keeping its keys and values; they are expanded (a view,
+    no copy) to every row, and the rows' own tokens attend to them. Attention is causal, so
+    the prefix computes what it would in each row, and in backward its gradient is the sum
+    over the rows: the same loss and gradients as the whole batch, for the prefix's tokens
+    once instead of once per row. With LoRA dropout the rows share the prefix's dropout mask.
+    """
+    shared, rows = batch.shared_prefix, batch.input_ids.shape[0]
+    cache = DynamicCache(config=decoder.config)
+    keyword = cache_keyword(decoder)
+    decoder(input_ids=batch.input_ids[:1, :shared], use_cache=True, **{keyword: cache})
+    for layer in cache.layers:
+        layer.keys = layer.keys.expand(rows, -1, -1, -1)
+        layer.values = layer.values.expand(rows, -1, -1, -1)
+    suffix = batch.input_ids[:, shared:]
+    return decoder(input_ids=suffix, use_cache=True, **{keyword: cache}).last_hidden_state

@@ -222,3 +222,20 @@ def test_training_with_a_shared_prefix_follows_the_unshared_run(
         losses[name] = [r[key] for key in ("loss", "val_loss") for r in records if key in r]
     assert len(losses["whole"]) > 3  # the training losses and at least one validation loss
     assert losses["shared"] == pytest.approx(losses["whole"], rel=1e-4)
+
+
+def test_under_gradient_checkpointing_every_row_runs_whole(
+    tokenizer, make_model, examples, fast_config
+):
+    """Gradient checkpointing turns the KV cache off in training: the batch's shared prefix
+    is not shared then, and the loss stays that of the whole rows."""
+    from tunelab.engine.lora import prepare_model
+
+    config = fast_config(method="full", gradient_checkpointing=True)
+    model = prepare_model(make_model(), config.resolve(len(examples), None)).train()
+    tokenized = tokenize_examples(_prompted(examples), tokenizer, 512).examples
+    batch = collate(tokenized, tokenizer.pad_token_id, "cpu")
+    assert batch.shared_prefix >= 8
+    shared = _loss_and_gradients(model, batch)
+    whole = _loss_and_gradients(model, replace(batch, shared_prefix=0))
+    assert shared[0] == pytest.approx(whole[0], rel=1e-5)

@@ -32,6 +32,7 @@ IN_MAKE_BENCH = False  # hours of training: `make bench` leaves it out; run it b
 # name -> settings as `tunelab train --NAME VALUE` takes them (on top of batch 16, seed 42).
 RECIPES = {
     "lora-auto": {"method": "lora"},
+    "lora-lr5e-4": {"method": "lora", "learning_rate": 5e-4},
     "lora-lr1e-3": {"method": "lora", "learning_rate": 1e-3},
     "lora-r64-lr1e-3": {
         "method": "lora",

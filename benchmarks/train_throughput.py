@@ -6,8 +6,11 @@ BATCH_SIZE * (WARMUP_STEPS + MEASURED_STEPS) training examples: one epoch, every
 once by each side), same LoRA (rank, alpha, dropout, the 7 projections of every block), same
 batch size, learning rate and schedule (linear decay from 2e-4, no warm-up), loss on
 assistant tokens only. Everything else is each side's default: tunelab's `auto` precision
-(bf16 autocast where the CPU has AMX/AVX512-BF16, frozen weights stored in bf16) and TRL's
-`SFTConfig` defaults (bf16=True, gradient_checkpointing=True, padding, no packing, AdamW).
+(bf16 autocast where the CPU has AMX, frozen weights stored in bf16; fp32 elsewhere), its
+length bucketing and its once-per-batch computation of the prompt every row starts with (the
+system prompt and the label list here), and TRL's `SFTConfig` defaults (bf16=True,
+gradient_checkpointing=True, padding, no packing, AdamW). Tokens per second count the
+dataset's tokens on both sides, however each side computes them.
 
 TRL cannot patch SmolLM2's ChatML template for `assistant_only_loss` (it knows no training
 variant of it), so its tokenizer gets the same template with `{% generation %}` markers around

@@ -28,6 +28,7 @@ import torch
 
 from tunelab.data.example import ROLES, ChatExample
 from tunelab.data.jsonl import iter_lines, open_jsonl
+from tunelab.engine.generate import shared_prefix_length
 from tunelab.errors import TunelabError
 
 IGNORE_INDEX = -100
@@ -326,11 +327,8 @@ def shared_untrained_prefix(examples: Sequence[TokenizedExample]) -> int:
     leaving each at least one token of its own; 0 when that is too few to be worth sharing."""
     if len(examples) < 2:
         return 0
-    first = examples[0].input_ids
-    limit = min(min(len(e.input_ids) - 1, _first_trained(e) - 1) for e in examples)
-    length = 0
-    while length < limit and all(e.input_ids[length] == first[length] for e in examples):
-        length += 1
+    # Each example cut before its first trained token: the prefix leaves one of those tokens.
+    length = shared_prefix_length([e.input_ids[: _first_trained(e)] for e in examples])
     return length if length >= MIN_SHARED_PREFIX else 0
 
 

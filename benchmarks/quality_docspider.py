@@ -6,8 +6,9 @@ collections) formatted as chat by `format_dataset` with `context_field="db_id"`:
 lists the collections and fields of the question's database. Its split (seed fixed) holds out
 about HELD_OUT questions, drawn at random, so the same databases occur in training (an
 in-domain evaluation); at most FULL.max_train of the others are trained on. Training as in
-`quality_trec.py`: tunelab's `auto` hyperparameters except the batch size and `max_steps`,
-cancelled after `cancel_after_s` seconds in any case.
+`quality_trec.py`: tunelab's `auto` hyperparameters except the budget's batch size,
+`max_steps` and settings (learning rate, no LoRA dropout, batches grouped by database:
+`--group-by-prompt on`), cancelled after `cancel_after_s` seconds (20 minutes) in any case.
 
 Evaluation is tunelab's own, as `tunelab eval queries` runs it: `load_items` on the held-out
 chat JSONL, `evaluate_queries` for the base model (the baseline) and the fine-tuned one in the
@@ -61,10 +62,16 @@ HELD_OUT = 200
 # 97% of the held-out gold queries fit in 160 SmolLM2 tokens; a base model that rambles on
 # costs every extra token in each batch it is in.
 MAX_NEW_TOKENS = 160
-# About 280 tokens an example with the schema context: 100 steps of 8 are ~220k tokens,
-# ~8 minutes at the ~450 tokens/s quality_trec.py measured, within the 540 s cancellation.
-FULL = Budget(max_train=1000, max_items=None, batch_size=8, max_steps=100, cancel_after_s=540)
-QUICK = Budget(max_train=32, max_items=8, batch_size=4, max_steps=3, cancel_after_s=300)
+# About 240 tokens an example, ~150 of them its database's schema. Batches of one database's
+# questions (group_by_prompt) compute the schema once per batch; with bf16 where the CPU is
+# faster in it and no LoRA dropout (20-35% of a LoRA step's time), a step of 8 took ~5 s on
+# a 2-core AMD EPYC: 220 steps fit the 20-minute budget.
+FULL = Budget(
+    max_train=4000, max_items=None, batch_size=8, max_steps=220, cancel_after_s=1200,
+    settings=(("learning_rate", 5e-4), ("group_by_prompt", "on"), ("lora_dropout", 0.0)),
+)  # fmt: skip
+QUICK = Budget(max_train=32, max_items=8, batch_size=4, max_steps=3, cancel_after_s=300,
+               settings=FULL.settings)  # fmt: skip
 
 
 def sources() -> tuple[Path, Path | None, str]:

@@ -1,14 +1,11 @@
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from tunelab.data.example import ChatExample, chat
 from tunelab.engine.dataset import (
     IGNORE_INDEX,
     collate,
-    epoch_batches,
-    micro_batches,
     read_chat_jsonl,
     tokenize_examples,
 )
@@ -119,35 +116,6 @@ def test_read_chat_jsonl_keeps_lines_and_reports_bad_ones(tmp_path):
     with pytest.raises(TunelabError) as caught:
         read_chat_jsonl(path)
     assert "valid role" in caught.value.message
-
-
-def test_epoch_batches_cover_every_example_once_deterministically():
-    lengths = np.random.default_rng(0).integers(5, 300, size=503).tolist()
-    batches = epoch_batches(lengths, 8, seed=3, epoch=0)
-    assert sorted(i for b in batches for i in b) == list(range(503))
-    assert len(batches) == 63  # ceil(503 / 8): one step per batch
-    assert batches == epoch_batches(lengths, 8, seed=3, epoch=0)
-    assert batches != epoch_batches(lengths, 8, seed=3, epoch=1)
-    assert max(len(b) for b in batches) == 8
-
-
-def test_length_bucketing_leaves_little_padding():
-    lengths = np.random.default_rng(1).integers(5, 300, size=2000)
-    real = int(lengths.sum())
-
-    def padded(batches):
-        return sum(len(b) * int(lengths[b].max()) for b in batches)
-
-    bucketed = padded(epoch_batches(lengths.tolist(), 8, seed=0, epoch=0))
-    shuffled = padded([list(range(i, min(i + 8, 2000))) for i in range(0, 2000, 8)])
-    assert bucketed < 1.05 * real < shuffled
-
-
-def test_micro_batches_split_a_batch_without_losing_examples():
-    lengths = [10, 50, 20, 40, 30]
-    parts = micro_batches([0, 1, 2, 3, 4], lengths, 2)
-    assert parts == [[1, 3, 4], [2, 0]]
-    assert micro_batches([0], lengths, 3) == [[0]]
 
 
 def test_collate_shifts_labels_into_next_token_targets(tokenizer):

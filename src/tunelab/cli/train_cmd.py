@@ -114,6 +114,7 @@ SETTING_TYPES = {
     "load_in_4bit": BOOLEAN,
     "use_liger_kernel": BOOLEAN,
     "packing": Setting(choices=("on", "off")),
+    "group_by_prompt": Setting(choices=("on", "off")),
     "distributed": Setting(choices=("ddp", "fsdp")),
 }
 

@@ -31,6 +31,7 @@ METHODS = ("lora", "full")
 SCHEDULERS = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 PACKINGS = ("auto", "on", "off")
+GROUPINGS = ("auto", "on", "off")
 DISTRIBUTED = ("auto", "ddp", "fsdp")
 # Full fine-tuning holds fp32 weights, their gradients and AdamW's two moments: 16 bytes a
 # parameter before any activation. `distributed=auto` shards (FSDP) a model whose 16 bytes a
@@ -125,6 +126,10 @@ class TrainConfig:
     """Sequence packing: on puts several examples in each row (no attention across them)
     instead of padding each to the longest; auto: off (length bucketing already leaves little
     padding, and packed rows lose the fast causal attention kernel on CPU)."""
+    group_by_prompt: str = AUTO
+    """on: fill each batch with examples whose prompts start alike (the same schema or
+    instructions before each question), so that the shared part is computed once per batch
+    instead of once per row; off: random batches of similar length; auto: off."""
     distributed: str = AUTO
     """With several processes (--nproc-per-node): ddp keeps a whole copy of the model in each;
     fsdp (--method full only) shards weights, gradients and optimizer state across them, for
@@ -161,6 +166,7 @@ class TrainConfig:
             *_choice("lr-scheduler", self.lr_scheduler, SCHEDULERS),
             *_choice("precision", self.precision, PRECISIONS),
             *_choice("packing", self.packing, PACKINGS),
+            *_choice("group-by-prompt", self.group_by_prompt, GROUPINGS),
             *_choice("distributed", self.distributed, DISTRIBUTED),
             *_number("lora-rank", self.lora_rank, minimum=1, integer=True),
             *_number("lora-alpha", self.lora_alpha, minimum=0, strict=True),
@@ -282,6 +288,7 @@ class TrainConfig:
                 self.gradient_checkpointing, n_parameters or 0
             ),
             packing="off" if self.packing == AUTO else self.packing,
+            group_by_prompt="off" if self.group_by_prompt == AUTO else self.group_by_prompt,
             distributed=resolve_distributed(self.distributed, self.method, n_parameters, device),
         )
         if settings["distributed"] == "fsdp" and settings["precision"] == "fp16":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -32,10 +33,6 @@ from tunelab.engine.generate import shared_prefix_length
 from tunelab.errors import TunelabError
 
 IGNORE_INDEX = -100
-# Batches are formed by sorting examples by length inside shuffled groups of this many
-# batches: enough to make batches nearly uniform in length, small enough to keep the order
-# random (Hugging Face's length-grouped sampler uses 50).
-MEGA_BATCH_FACTOR = 50
 
 
 @dataclass(frozen=True)
@@ -49,6 +46,18 @@ class TokenizedExample:
     def n_trained(self) -> int:
         # Token 0 has nothing before it to predict it from.
         return sum(label != IGNORE_INDEX for label in self.labels[1:])
+
+    @cached_property
+    def first_trained(self) -> int:
+        """The position of the first trained token (the length of the prompt before it);
+        computed once, as every batch the example is in asks."""
+        trained = (i for i, label in enumerate(self.labels) if label != IGNORE_INDEX)
+        return next(trained, len(self.labels))
+
+    @property
+    def prompt(self) -> list[int]:
+        """The tokens before the first trained one."""
+        return self.input_ids[: self.first_trained]
 
 
 @dataclass
@@ -250,41 +259,6 @@ def _answer_start(full: str, with_prompt: str, without_prompt: str) -> int | Non
     return None
 
 
-def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int) -> list[list]:
-    """One epoch's batches of example indices: random, deterministic in (seed, epoch).
-
-    Length bucketing by default: packing several examples into one row (`collate_packed`,
-    `--packing on`) needs a block-diagonal attention mask, which on CPU forces dense attention
-    over the whole packed row (quadratic in its length) and a slower masked kernel; only
-    CUDA's flash-attention varlen kernels make it free. Sorting by length inside shuffled
-    mega-batches leaves a few percent of padding, keeps every attention implementation on its
-    fast causal path and keeps OpenAI's meaning of batch size (examples per step; packing
-    keeps it too: it packs the same step's examples). Padded positions are never fed to the
-    output head or the loss (see loss.token_loss).
-    """
-    rng = np.random.default_rng([seed, epoch])
-    order = rng.permutation(len(lengths))
-    lengths = np.asarray(lengths)
-    group = batch_size * MEGA_BATCH_FACTOR
-    batches = []
-    for begin in range(0, len(order), group):
-        chunk = order[begin : begin + group]
-        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
-        batches += [chunk[i : i + batch_size].tolist() for i in range(0, len(chunk), batch_size)]
-    rng.shuffle(batches)
-    # The longest batch first: if memory runs out, it does so in the first step, not hours in.
-    longest = max(range(len(batches)), key=lambda i: max(lengths[batches[i]]), default=0)
-    if batches:
-        batches[0], batches[longest] = batches[longest], batches[0]
-    return batches
-
-
-def micro_batches(batch: list[int], lengths: Sequence[int], n_micro: int) -> list[list[int]]:
-    """Split a step's batch into up to `n_micro` non-empty groups of similar length."""
-    ordered = sorted(batch, key=lambda i: lengths[i], reverse=True)
-    return [part.tolist() for part in np.array_split(ordered, n_micro) if len(part)]
-
-
 @dataclass(frozen=True)
 class Batch:
     input_ids: torch.Tensor  # [B, T], right-padded
@@ -328,13 +302,8 @@ def shared_untrained_prefix(examples: Sequence[TokenizedExample]) -> int:
     if len(examples) < 2:
         return 0
     # Each example cut before its first trained token: the prefix leaves one of those tokens.
-    length = shared_prefix_length([e.input_ids[: _first_trained(e)] for e in examples])
+    length = shared_prefix_length([e.prompt for e in examples])
     return length if length >= MIN_SHARED_PREFIX else 0
-
-
-def _first_trained(example: TokenizedExample) -> int:
-    trained = (i for i, label in enumerate(example.labels) if label != IGNORE_INDEX)
-    return next(trained, len(example.labels))
 
 
 # Packed rows hold examples up to this many tokens (or the longest example, if longer): on CPU

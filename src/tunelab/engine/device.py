@@ -7,10 +7,13 @@ real machine.
 - device: CUDA when present (`cuda` asked for without one is an error), else the CPU;
 - precision `auto`: on CUDA, bf16 autocast where the GPU computes it natively (compute
   capability 8.0 and later: A100, H100, L4, RTX 30xx+), else fp16 autocast with loss scaling
-  (V100, T4); on the CPU, bf16 where AMX computes it (Sapphire Rapids and later), else fp32:
-  AVX512-BF16 alone is not enough (measured 2026-12-01 on a 2-core Xeon with AVX512-BF16 and
-  no AMX: a bf16 2048x2048 matmul ran at 0.17 TFLOP/s against 0.31 in fp32, and a LoRA step
-  took 1.8x as long under bf16 autocast as in fp32; with AMX, bf16 is about 1.8x faster);
+  (V100, T4); on the CPU, bf16 where it multiplies bf16 faster than fp32, else fp32. With AMX
+  (Sapphire Rapids and later) it does, about 1.8x. With AVX512-BF16 alone it depends on the
+  chip, so it is timed once per process (`bf16_matmul_speedup`, about 0.1 s): on a 2-core
+  Xeon with AVX512-BF16 and no AMX a bf16 matmul ran at 0.17 TFLOP/s against 0.31 in fp32
+  and a LoRA step took 1.8x as long under bf16 autocast (2026-12-01); on a 2-core AMD EPYC
+  with AVX512-BF16, 0.22 against 0.12 TFLOP/s, and a LoRA step took 0.7x as long (2026-12-02).
+  Without either, bf16 is emulated and slow;
 - gradient checkpointing `auto`: on for models of 1B parameters or more, where activations,
   not weights, fill a GPU's memory;
 - QLoRA (`load_in_4bit`) and Liger kernels need CUDA and their packages; asking for them
@@ -19,7 +22,10 @@ real machine.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import math
+import time
 from dataclasses import dataclass
 
 from tunelab.errors import TunelabError
@@ -28,6 +34,11 @@ AUTO = "auto"
 # Below this, recomputing activations costs more time than the memory it saves is worth.
 CHECKPOINTING_MIN_PARAMETERS = 1_000_000_000
 BF16_MIN_CAPABILITY = (8, 0)
+# A matmul shape of a small model's training step (tokens x hidden by hidden x MLP width).
+BF16_TIMING_SHAPE = (1024, 576, 1536)
+# autocast adds casts and keeps elementwise work in fp32: a step gains less than its matmuls
+# (matmuls 1.8x faster gave steps 1.45x faster), so bf16 must multiply clearly faster.
+BF16_MIN_SPEEDUP = 1.3
 
 
 @dataclass(frozen=True)
@@ -35,7 +46,7 @@ class Capabilities:
     cuda: bool
     cuda_capability: tuple[int, int] | None = None
     cuda_name: str = ""
-    cpu_bf16: bool = False  # the CPU multiplies bf16 faster than fp32 (it has AMX)
+    cpu_bf16: bool = False  # the CPU multiplies bf16 faster than fp32 (see the docstring)
     packages: frozenset[str] = frozenset()
 
     @classmethod
@@ -51,9 +62,34 @@ class Capabilities:
             cuda=cuda,
             cuda_capability=torch.cuda.get_device_capability() if cuda else None,
             cuda_name=torch.cuda.get_device_name() if cuda else "",
-            cpu_bf16=bool(cpu.get("amx_bf16")),
+            cpu_bf16=cpu_multiplies_bf16_faster(cpu),
             packages=frozenset(packages),
         )
+
+
+def cpu_multiplies_bf16_faster(flags: dict) -> bool:
+    """From torch.cpu.get_capabilities(): AMX, or AVX512-BF16 that times faster than fp32."""
+    if flags.get("amx_bf16"):
+        return True
+    return bool(flags.get("avx512_bf16")) and bf16_matmul_speedup() >= BF16_MIN_SPEEDUP
+
+
+@functools.cache
+def bf16_matmul_speedup() -> float:
+    """How many times faster this CPU multiplies in bf16 than in fp32 (best of 5 each)."""
+    import torch
+
+    m, k, n = BF16_TIMING_SHAPE
+    best = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+        a @ b  # the first call sets up the kernel
+        best[dtype] = math.inf
+        for _ in range(5):
+            start = time.perf_counter()
+            a @ b
+            best[dtype] = min(best[dtype], time.perf_counter() - start)
+    return best[torch.float32] / best[torch.bfloat16]
 
 
 def choose_device(requested: str | None, caps: Capabilities) -> str:

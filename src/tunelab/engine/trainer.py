@@ -27,6 +27,7 @@ import torch
 from tunelab import cores
 from tunelab.curves import LOSS_CURVE_FILE, loss_svg, read_metrics
 from tunelab.data.example import ChatExample
+from tunelab.engine.batching import epoch_batches, micro_batches, prompt_groups
 from tunelab.engine.checkpoint import (
     METRICS_FILE,
     Position,
@@ -44,8 +45,6 @@ from tunelab.engine.dataset import (
     TokenizedDataset,
     collate,
     collate_packed,
-    epoch_batches,
-    micro_batches,
     read_chat_jsonl,
     tokenize_examples,
 )
@@ -384,11 +383,17 @@ class _Loop:
     parameters: list[torch.nn.Parameter] = field(init=False)
     validation: ValidationPlan = field(init=False)
     sharded: bool = field(init=False)
+    # With --group-by-prompt on: the examples whose prompts start alike (batching.prompt_groups).
+    groups: list[list[int]] | None = field(init=False)
 
     def __post_init__(self) -> None:
         self.parameters = trainable_parameters(self.model)
         self.sharded = is_sharded(self.model)
         self.validation = ValidationPlan(self.val_set, self.config)
+        grouped = self.config.group_by_prompt == "on"
+        self.groups = (
+            prompt_groups([e.prompt for e in self.train_set.examples]) if grouped else None
+        )
 
     def cancelled(self) -> bool:
         return self.cancel is not None and self.cancel.is_set()
@@ -403,7 +408,9 @@ class _Loop:
     def run(self, start: Position) -> tuple[str, Position]:
         config, position = self.config, start
         for epoch in range(start.epoch, config.n_epochs):
-            batches = epoch_batches(self.train_set.lengths, config.batch_size, config.seed, epoch)
+            batches = epoch_batches(
+                self.train_set.lengths, config.batch_size, config.seed, epoch, self.groups
+            )
             first = start.step_in_epoch if epoch == start.epoch else 0
             for index in range(first, len(batches)):
                 # On every rank together (a collective): also after the last step, e.g. when

@@ -1,0 +1,122 @@
+"""The order of training: which examples form each optimizer step's batch, epoch by epoch.
+
+Every epoch's batches are random and a function of (seed, epoch) only, so a resumed run
+replays the batches the interrupted one would have taken (see checkpoint.Position). Two ways
+of forming them:
+
+- **Length bucketing** (the default): shuffle, then sort by length inside groups of
+  MEGA_BATCH_FACTOR batches, so that each batch's rows are of similar length and little of
+  each is padding.
+- **Prompt grouping** (`--group-by-prompt on`): examples whose prompts start alike (the same
+  database schema before each question, the same few-shot block) fill batches together, so
+  that each batch has a long shared prompt, which training computes once for all its rows
+  (`Batch.shared_prefix`, `loss.token_loss`). On DocSpider-style data, where a ~150-token
+  schema precedes each ~20-token question, that is most of each example's tokens. The cost:
+  a batch holds one database's questions instead of a random mix, which changes what each
+  step learns from; so it is a choice, measured by `benchmarks/quality_docspider.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import pairwise
+
+import numpy as np
+
+from tunelab.engine.generate import shared_prefix_length
+
+# Batches are formed by sorting examples by length inside shuffled groups of this many
+# batches: enough to make batches nearly uniform in length, small enough to keep the order
+# random (Hugging Face's length-grouped sampler uses 50).
+MEGA_BATCH_FACTOR = 50
+# Neighbouring prompts (in token order) are in one group when they share at least this many
+# leading tokens more than every prompt shares: what all prompts share (a system prompt) is
+# already computed once in any batch, and a few more tokens are not worth less random batches.
+GROUP_MARGIN = 16
+
+
+def epoch_batches(
+    lengths: Sequence[int],
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    groups: Sequence[Sequence[int]] | None = None,
+) -> list[list[int]]:
+    """One epoch's batches of example indices: random, deterministic in (seed, epoch).
+
+    Without `groups`, length bucketing (see the module docstring): packing several examples
+    into one row (`collate_packed`, `--packing on`) needs a block-diagonal attention mask,
+    which on CPU forces dense attention over the whole packed row (quadratic in its length)
+    and a slower masked kernel; only CUDA's flash-attention varlen kernels make it free.
+    Sorting by length inside shuffled mega-batches leaves a few percent of padding, keeps
+    every attention implementation on its fast causal path and keeps OpenAI's meaning of
+    batch size (examples per step). With `groups` (from `prompt_groups`), each batch is
+    drawn from one group where the group has a batch's worth left; the groups' remainders
+    are bucketed together. Padded positions are never fed to the output head or the loss
+    (see loss.token_loss).
+    """
+    rng = np.random.default_rng([seed, epoch])
+    lengths = np.asarray(lengths)
+    if groups is None:
+        batches = _bucketed(rng.permutation(len(lengths)), lengths, batch_size)
+    else:
+        batches = _grouped(groups, lengths, batch_size, rng)
+    rng.shuffle(batches)
+    # The longest batch first: if memory runs out, it does so in the first step, not hours in.
+    longest = max(range(len(batches)), key=lambda i: max(lengths[batches[i]]), default=0)
+    if batches:
+        batches[0], batches[longest] = batches[longest], batches[0]
+    return batches
+
+
+def _bucketed(order: np.ndarray, lengths: np.ndarray, batch_size: int) -> list[list[int]]:
+    """`order` cut into batches, sorted by length inside each mega-batch."""
+    group = batch_size * MEGA_BATCH_FACTOR
+    batches = []
+    for begin in range(0, len(order), group):
+        chunk = order[begin : begin + group]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size].tolist() for i in range(0, len(chunk), batch_size)]
+    return batches
+
+
+def _grouped(
+    groups: Sequence[Sequence[int]], lengths: np.ndarray, batch_size: int, rng
+) -> list[list[int]]:
+    """Whole batches from inside each group, then the groups' remainders bucketed together."""
+    batches, rest = [], []
+    for group in groups:
+        members = rng.permutation(np.asarray(group, dtype=np.int64))
+        whole = len(members) - len(members) % batch_size
+        batches += _bucketed(members[:whole], lengths, batch_size)
+        rest += members[whole:].tolist()
+    return batches + _bucketed(rng.permutation(np.asarray(rest, dtype=np.int64)), lengths,
+                               batch_size)  # fmt: skip
+
+
+def prompt_groups(prompts: Sequence[Sequence[int]]) -> list[list[int]]:
+    """Example indices grouped by prompt (the tokens before each example's first trained one).
+
+    The prompts are sorted as token sequences, which puts prompts with long common beginnings
+    next to each other; the sorted list is cut wherever two neighbours share fewer than
+    GROUP_MARGIN leading tokens beyond what all prompts share. Prompts that differ only after
+    a shared instruction are one group each (their batches are bucketed by length as without
+    grouping); prompts behind the same schema are one group.
+    """
+    if not prompts:
+        return []
+    order = sorted(range(len(prompts)), key=lambda i: prompts[i])
+    threshold = shared_prefix_length(list(prompts)) + GROUP_MARGIN
+    groups = [[order[0]]]
+    for previous, current in pairwise(order):
+        if shared_prefix_length([prompts[previous], prompts[current]]) >= threshold:
+            groups[-1].append(current)
+        else:
+            groups.append([current])
+    return groups
+
+
+def micro_batches(batch: list[int], lengths: Sequence[int], n_micro: int) -> list[list[int]]:
+    """Split a step's batch into up to `n_micro` non-empty groups of similar length."""
+    ordered = sorted(batch, key=lambda i: lengths[i], reverse=True)
+    return [part.tolist() for part in np.array_split(ordered, n_micro) if len(part)]

@@ -7,7 +7,7 @@ lists the collections and fields of the question's database. Its split (seed fix
 about HELD_OUT questions, drawn at random, so the same databases occur in training (an
 in-domain evaluation); at most FULL.max_train of the others are trained on. Training as in
 `quality_trec.py`: tunelab's `auto` hyperparameters except the budget's batch size,
-`max_steps` and settings (learning rate, no LoRA dropout, batches grouped by database:
+`max_steps` and settings (lr 1e-3, no LoRA dropout, batches grouped by database:
 `--group-by-prompt on`), cancelled after `cancel_after_s` seconds (20 minutes) in any case.
 
 Evaluation is tunelab's own, as `tunelab eval queries` runs it: `load_items` on the held-out
@@ -64,11 +64,12 @@ HELD_OUT = 200
 MAX_NEW_TOKENS = 160
 # About 240 tokens an example, ~150 of them its database's schema. Batches of one database's
 # questions (group_by_prompt) compute the schema once per batch; with bf16 where the CPU is
-# faster in it and no LoRA dropout (20-35% of a LoRA step's time), a step of 8 took ~5 s on
-# a 2-core AMD EPYC: 220 steps fit the 20-minute budget.
+# faster in it and no LoRA dropout (20-35% of a LoRA step's time), a typical step of 8 took
+# ~5 s on a 2-core AMD EPYC, 7 s on average over a run (170-182 steps in 20 minutes). lr 1e-3
+# did better than 5e-4 there (RESULTS.md, 2026-12-02).
 FULL = Budget(
     max_train=4000, max_items=None, batch_size=8, max_steps=220, cancel_after_s=1200,
-    settings=(("learning_rate", 5e-4), ("group_by_prompt", "on"), ("lora_dropout", 0.0)),
+    settings=(("learning_rate", 1e-3), ("group_by_prompt", "on"), ("lora_dropout", 0.0)),
 )  # fmt: skip
 QUICK = Budget(max_train=32, max_items=8, batch_size=4, max_steps=3, cancel_after_s=300,
                settings=FULL.settings)  # fmt: skip

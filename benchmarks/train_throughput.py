@@ -6,7 +6,8 @@ BATCH_SIZE * (WARMUP_STEPS + MEASURED_STEPS) training examples: one epoch, every
 once by each side), same LoRA (rank, alpha, dropout, the 7 projections of every block), same
 batch size, learning rate and schedule (linear decay from 2e-4, no warm-up), loss on
 assistant tokens only. Everything else is each side's default: tunelab's `auto` precision
-(bf16 autocast where the CPU has AMX, frozen weights stored in bf16; fp32 elsewhere), its
+(bf16 autocast where the CPU multiplies bf16 faster, timed where it is not known, frozen
+weights stored in bf16; fp32 elsewhere), its
 length bucketing and its once-per-batch computation of the prompt every row starts with (the
 system prompt and the label list here), and TRL's `SFTConfig` defaults (bf16=True,
 gradient_checkpointing=True, padding, no packing, AdamW). Tokens per second count the
@@ -333,7 +334,7 @@ def measure_quietly(side: str, train_path: Path, eval_path: Path, tmp: Path) -> 
 
 def peak_matmul_flops() -> tuple[float, str]:
     """The best matmul rate this machine reaches with torch's threads, bf16 or fp32 (the MFU
-    reference): with AMX bf16 is several times faster; without it (AVX512-BF16 alone), fp32."""
+    reference): with AMX bf16 is several times faster; with AVX512-BF16 alone, either."""
     import torch
 
     best, how = 0.0, ""

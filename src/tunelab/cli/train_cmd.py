@@ -87,6 +87,7 @@ class Setting(click.ParamType):
 
 INTEGER, NUMBER = Setting(int), Setting(float)
 BOOLEAN = Setting(bool, word="true|false")
+ON_OFF = Setting(choices=("on", "off"))
 SETTING_TYPES = {
     "method": Setting(choices=METHODS),
     "lora_rank": INTEGER,
@@ -113,8 +114,8 @@ SETTING_TYPES = {
     "gradient_checkpointing": BOOLEAN,
     "load_in_4bit": BOOLEAN,
     "use_liger_kernel": BOOLEAN,
-    "packing": Setting(choices=("on", "off")),
-    "group_by_prompt": Setting(choices=("on", "off")),
+    "packing": ON_OFF,
+    "group_by_prompt": ON_OFF,
     "distributed": Setting(choices=("ddp", "fsdp")),
 }
 

@@ -30,8 +30,8 @@ SEED_MAX = 2**32 - 1  # numpy's seed, set with torch's and Python's before train
 METHODS = ("lora", "full")
 SCHEDULERS = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-PACKINGS = ("auto", "on", "off")
-GROUPINGS = ("auto", "on", "off")
+# Settings that are switched on or off, or left to auto (packing, group_by_prompt).
+SWITCH = ("auto", "on", "off")
 DISTRIBUTED = ("auto", "ddp", "fsdp")
 # Full fine-tuning holds fp32 weights, their gradients and AdamW's two moments: 16 bytes a
 # parameter before any activation. `distributed=auto` shards (FSDP) a model whose 16 bytes a
@@ -165,8 +165,8 @@ class TrainConfig:
             *_choice("method", self.method, METHODS),
             *_choice("lr-scheduler", self.lr_scheduler, SCHEDULERS),
             *_choice("precision", self.precision, PRECISIONS),
-            *_choice("packing", self.packing, PACKINGS),
-            *_choice("group-by-prompt", self.group_by_prompt, GROUPINGS),
+            *_choice("packing", self.packing, SWITCH),
+            *_choice("group-by-prompt", self.group_by_prompt, SWITCH),
             *_choice("distributed", self.distributed, DISTRIBUTED),
             *_number("lora-rank", self.lora_rank, minimum=1, integer=True),
             *_number("lora-alpha", self.lora_alpha, minimum=0, strict=True),

@@ -52,6 +52,7 @@ from quality_trec import (
     quiet_start,
     recipe_settings,
     record,
+    row_name,
     settings_sentence,
     training_sentence,
 )
@@ -183,11 +184,10 @@ def markdown(data: dict, result: dict, training: dict, context: dict) -> str:
         "(95% bootstrap interval) | execution match | evaluation time |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
-    names = {MODEL: "SmolLM2-135M-Instruct (base)"}
     for model, figures in result["models"].items():
         exact, structural = result["intervals"][model].values()
         lines.append(
-            f"| {names.get(model, '+ tunelab LoRA')} | {figures['parse_failure_rate']:.1%} | "
+            f"| {row_name(model, training)} | {figures['parse_failure_rate']:.1%} | "
             f"{figures['exact_match']:.1%} ({exact[0]:.1%}–{exact[1]:.1%}) | "
             f"{figures['structural_match']:.3f} ({structural[0]:.3f}–{structural[1]:.3f}) | "
             f"n/a (no documents) | {figures['seconds']:.0f} s |"

@@ -346,6 +346,14 @@ def comparison_sentence(comparison: dict, what: str) -> str:
     )
 
 
+def row_name(model: str, training: dict) -> str:
+    """A results table's name for `model`: the base, or what training made of it."""
+    if model == MODEL:
+        return "SmolLM2-135M-Instruct (base)"
+    method = training["recipe"]["method"]
+    return "+ tunelab LoRA" if method == "lora" else f"+ tunelab {method} fine-tuning"
+
+
 def markdown(data: dict, result: dict, training: dict, context: dict) -> str:
     majority_label, majority = result["majority"]
     budget = context["budget"]
@@ -378,11 +386,10 @@ def markdown(data: dict, result: dict, training: dict, context: dict) -> str:
         "| --- | ---: | ---: | ---: | ---: |",
         f"| majority class ({majority_label}) | {majority:.1%} | | | |",
     ]
-    names = {MODEL: "SmolLM2-135M-Instruct (base)"}
     for model, figures in result["models"].items():
         low, high = figures["accuracy_ci"]
         lines.append(
-            f"| {names.get(model, '+ tunelab LoRA')} | {figures['accuracy']:.1%} "
+            f"| {row_name(model, training)} | {figures['accuracy']:.1%} "
             f"({low:.1%}–{high:.1%}) | {figures['macro_f1']:.3f} | "
             f"{figures['invalid_rate']:.1%} | {figures['seconds']:.0f} s |"
         )

@@ -13,7 +13,10 @@ of forming them:
   (`Batch.shared_prefix`, `loss.token_loss`). On DocSpider-style data, where a ~150-token
   schema precedes each ~20-token question, that is most of each example's tokens. The cost:
   a batch holds one database's questions instead of a random mix, which changes what each
-  step learns from; so it is a choice, measured by `benchmarks/quality_docspider.py`.
+  step learns from; so it is a choice, measured by `benchmarks/quality_docspider.py`. A
+  group that does not divide into whole batches is cut into batches of nearly equal size
+  (13 examples at batch size 8: 7 and 6), so an epoch may have a few more steps than
+  examples / batch size (`batches_per_epoch`).
 """
 
 from __future__ import annotations
@@ -50,9 +53,9 @@ def epoch_batches(
     and a slower masked kernel; only CUDA's flash-attention varlen kernels make it free.
     Sorting by length inside shuffled mega-batches leaves a few percent of padding, keeps
     every attention implementation on its fast causal path and keeps OpenAI's meaning of
-    batch size (examples per step). With `groups` (from `prompt_groups`), each batch is
-    drawn from one group where the group has a batch's worth left; the groups' remainders
-    are bucketed together. Padded positions are never fed to the output head or the loss
+    batch size (examples per step). With `groups` (from `prompt_groups`), each group of at
+    least half a batch makes batches of its own (see `_grouped`); the examples of smaller
+    groups are bucketed together. Padded positions are never fed to the output head or the loss
     (see loss.token_loss).
     """
     rng = np.random.default_rng([seed, epoch])
@@ -83,15 +86,40 @@ def _bucketed(order: np.ndarray, lengths: np.ndarray, batch_size: int) -> list[l
 def _grouped(
     groups: Sequence[Sequence[int]], lengths: np.ndarray, batch_size: int, rng
 ) -> list[list[int]]:
-    """Whole batches from inside each group, then the groups' remainders bucketed together."""
-    batches, rest = [], []
+    """Each group of at least half a batch cut into batches of nearly equal size; the
+    examples of smaller groups bucketed together.
+
+    Leftovers of big groups stay in their group's batches because a batch that mixes
+    prompts computes each one in full: on DocSpider, mixing them made a tenth of the steps
+    take most of a run's time (a batch of eight different 1,400-token schemas).
+    """
+    batches, pooled = [], []
     for group in groups:
         members = rng.permutation(np.asarray(group, dtype=np.int64))
-        whole = len(members) - len(members) % batch_size
-        batches += _bucketed(members[:whole], lengths, batch_size)
-        rest += members[whole:].tolist()
-    return batches + _bucketed(rng.permutation(np.asarray(rest, dtype=np.int64)), lengths,
+        if _has_own_batches(len(members), batch_size):
+            parts = np.array_split(members, -(-len(members) // batch_size))
+            batches += [part.tolist() for part in parts]
+        else:
+            pooled += members.tolist()
+    return batches + _bucketed(rng.permutation(np.asarray(pooled, dtype=np.int64)), lengths,
                                batch_size)  # fmt: skip
+
+
+def _has_own_batches(group_size: int, batch_size: int) -> bool:
+    return 2 * group_size >= batch_size
+
+
+def batches_per_epoch(
+    n_examples: int, batch_size: int, group_sizes: Sequence[int] | None = None
+) -> int:
+    """How many batches `epoch_batches` makes: n_examples / batch_size rounded up, or with
+    prompt groups of `group_sizes`, that many for each group with batches of its own and the
+    pooled rest."""
+    if group_sizes is None:
+        return -(-n_examples // batch_size)
+    own = [n for n in group_sizes if _has_own_batches(n, batch_size)]
+    pooled = sum(group_sizes) - sum(own)
+    return sum(-(-n // batch_size) for n in own) + -(-pooled // batch_size)
 
 
 def prompt_groups(prompts: Sequence[Sequence[int]]) -> list[list[int]]:

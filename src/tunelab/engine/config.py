@@ -13,6 +13,7 @@ import inspect
 import itertools
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 
 from tunelab.data.analyze import recommended_epochs
@@ -255,13 +256,15 @@ class TrainConfig:
         device: str | None = None,
         n_parameters: int | None = None,
         n_val_examples: int = 0,
+        group_sizes: Sequence[int] | None = None,
     ) -> ResolvedConfig:
         """The config with every `auto` replaced, for `n_examples` training examples.
 
         `model_context` is the model's maximum sequence length (None if unknown); `device`
         ("cpu" or "cuda"; default: cuda when available) decides what `precision=auto` means,
         the model's `n_parameters` what `gradient_checkpointing=auto` means, the number of
-        validation examples what `eval_every=auto` means.
+        validation examples what `eval_every=auto` means, the sizes of the prompt groups
+        (`--group-by-prompt on`: see engine.batching) how many steps an epoch has.
         """
         self.validate()
         if n_examples < 1:
@@ -272,7 +275,7 @@ class TrainConfig:
             )
         batch_size = self._batch_size(n_examples)
         n_epochs = recommended_epochs(n_examples) if self.n_epochs == AUTO else self.n_epochs
-        steps_per_epoch, total_steps = self.step_counts(n_examples)
+        steps_per_epoch, total_steps = self.step_counts(n_examples, group_sizes)
         settings = asdict(self)
         settings.update(
             n_epochs=n_epochs,
@@ -300,10 +303,17 @@ class TrainConfig:
             total_steps=total_steps,
         )
 
-    def step_counts(self, n_examples: int) -> tuple[int, int]:
-        """(steps per epoch, total steps) for `n_examples`: `--max-steps` caps the total."""
+    def step_counts(
+        self, n_examples: int, group_sizes: Sequence[int] | None = None
+    ) -> tuple[int, int]:
+        """(steps per epoch, total steps) for `n_examples`: `--max-steps` caps the total.
+        With `--group-by-prompt on` and the data's `group_sizes`, a group's leftovers make
+        batches of their own, so an epoch can have a few more steps."""
+        from tunelab.engine.batching import batches_per_epoch  # imports torch: config does not
+
         n_epochs = recommended_epochs(n_examples) if self.n_epochs == AUTO else self.n_epochs
-        steps_per_epoch = math.ceil(n_examples / self._batch_size(n_examples))
+        grouped = group_sizes if self.group_by_prompt == "on" else None
+        steps_per_epoch = batches_per_epoch(n_examples, self._batch_size(n_examples), grouped)
         total_steps = steps_per_epoch * n_epochs
         if self.max_steps is not None:
             total_steps = min(total_steps, self.max_steps)

@@ -29,6 +29,7 @@ import torch
 
 from tunelab.data.example import ROLES, ChatExample
 from tunelab.data.jsonl import iter_lines, open_jsonl
+from tunelab.engine.batching import prompt_groups
 from tunelab.engine.generate import shared_prefix_length
 from tunelab.errors import TunelabError
 
@@ -81,6 +82,11 @@ class TokenizedDataset:
             "total_tokens": sum(self.lengths),
             "trained_tokens": sum(e.n_trained for e in self.examples),
         }
+
+    @cached_property
+    def prompt_groups(self) -> list[list[int]]:
+        """The examples whose prompts start alike (`--group-by-prompt on`)."""
+        return prompt_groups([e.prompt for e in self.examples])
 
     def fingerprint(self) -> str:
         """Identity of the token data: a resumed run must train on the same tokens."""

@@ -27,7 +27,7 @@ import torch
 from tunelab import cores
 from tunelab.curves import LOSS_CURVE_FILE, loss_svg, read_metrics
 from tunelab.data.example import ChatExample
-from tunelab.engine.batching import epoch_batches, micro_batches, prompt_groups
+from tunelab.engine.batching import epoch_batches, micro_batches
 from tunelab.engine.checkpoint import (
     METRICS_FILE,
     Position,
@@ -108,8 +108,11 @@ def prepare_data(
     train_set = _tokenize(train_examples, tokenizer, max_seq_len)
     val_set = None if val_examples is None else _tokenize(val_examples, tokenizer, max_seq_len)
     n_val = len(val_set.examples) if val_set is not None else 0
-    resolved = config.resolve(len(train_set.examples), model_context, device, n_parameters,
-                              n_val_examples=n_val)  # fmt: skip
+    groups = train_set.prompt_groups if config.group_by_prompt == "on" else None
+    resolved = config.resolve(
+        len(train_set.examples), model_context, device, n_parameters, n_val_examples=n_val,
+        group_sizes=[len(group) for group in groups] if groups is not None else None,
+    )  # fmt: skip
     return resolved, train_set, val_set
 
 
@@ -391,9 +394,7 @@ class _Loop:
         self.sharded = is_sharded(self.model)
         self.validation = ValidationPlan(self.val_set, self.config)
         grouped = self.config.group_by_prompt == "on"
-        self.groups = (
-            prompt_groups([e.prompt for e in self.train_set.examples]) if grouped else None
-        )
+        self.groups = self.train_set.prompt_groups if grouped else None
 
     def cancelled(self) -> bool:
         return self.cancel is not None and self.cancel.is_set()

@@ -34,7 +34,7 @@ class EvalTask:
 
     id: str
     request: EvalRequest
-    status: str = "running"  # running, succeeded, failed, cancelled
+    status: str = "running"  # running, succeeded, partial, failed, cancelled
     progress: dict = field(default_factory=dict)  # model → [done, total]
     run_id: str | None = None
     error: str | None = None
@@ -82,7 +82,11 @@ class EvalTasks:
                 err.message if isinstance(err, TunelabError) else f"{type(err).__name__}: {err}"
             )
             return
-        task.run_id, task.status = result.id, "succeeded"
+        # A run cancelled part-way is recorded as partial, one that scored nothing as failed:
+        # the task says so rather than "succeeded" (the page then stays, with the report link).
+        outcome = runs.outcome_of(result.metrics)
+        task.run_id, task.status = result.id, outcome["status"]
+        task.error = outcome.get("error_message")
 
 
 def _record(task: EvalTask) -> EvaluationResult:

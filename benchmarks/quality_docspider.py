@@ -69,7 +69,7 @@ MAX_NEW_TOKENS = 160
 # ~5 s on a 2-core AMD EPYC, 7 s on average over a run (170-182 steps in 20 minutes). lr 1e-3
 # did better than 5e-4 there (RESULTS.md, 2026-12-02).
 FULL = Budget(
-    max_train=4000, max_items=None, batch_size=8, max_steps=220, cancel_after_s=1200,
+    max_train=4000, max_items=None, batch_size=8, max_steps=300, cancel_after_s=1200,
     settings=(("learning_rate", 1e-3), ("group_by_prompt", "on"), ("lora_dropout", 0.0)),
 )  # fmt: skip
 QUICK = Budget(max_train=32, max_items=8, batch_size=4, max_steps=3, cancel_after_s=300,

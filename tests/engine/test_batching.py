@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
@@ -95,6 +97,16 @@ def test_grouped_batches_cover_every_example_once_and_keep_groups_apart():
     assert len(batches) == batches_per_epoch(39, 8, [len(g) for g in groups]) == 6
     assert batches == epoch_batches(lengths, 8, seed=1, epoch=0, groups=groups)
     assert batches != epoch_batches(lengths, 8, seed=1, epoch=1, groups=groups)
+
+
+def test_a_groups_batches_hold_questions_of_similar_length():
+    """The rows after a shared schema are padded to the batch's longest: a group's batches
+    are cut from its examples sorted by length, so their lengths do not interleave."""
+    lengths = np.random.default_rng(4).integers(20, 200, size=43)
+    batches = epoch_batches(lengths.tolist(), 8, seed=2, epoch=0, groups=[list(range(43))])
+    assert sorted(len(b) for b in batches) == [7, 7, 7, 7, 7, 8]
+    spans = sorted((int(lengths[b].min()), int(lengths[b].max())) for b in batches)
+    assert all(high <= next_low for (_, high), (next_low, _) in pairwise(spans))
 
 
 def test_batches_per_epoch_without_groups_rounds_up():

@@ -16,7 +16,8 @@ of forming them:
   step learns from; so it is a choice, measured by `benchmarks/quality_docspider.py`. A
   group that does not divide into whole batches is cut into batches of nearly equal size
   (13 examples at batch size 8: 7 and 6), so an epoch may have a few more steps than
-  examples / batch size (`batches_per_epoch`).
+  examples / batch size (`batches_per_epoch`). Inside a group, batches are cut from its
+  examples sorted by length, as length bucketing sorts its mega-batches.
 """
 
 from __future__ import annotations
@@ -98,12 +99,29 @@ def _grouped(
     for group in groups:
         members = rng.permutation(np.asarray(group, dtype=np.int64))
         if _has_own_batches(len(members), batch_size):
-            parts = np.array_split(members, -(-len(members) // batch_size))
-            batches += [part.tolist() for part in parts]
+            batches += _split_by_length(members, lengths, batch_size)
         else:
             pooled += members.tolist()
     return batches + _bucketed(rng.permutation(np.asarray(pooled, dtype=np.int64)), lengths,
                                batch_size)  # fmt: skip
+
+
+def _split_by_length(members: np.ndarray, lengths: np.ndarray, batch_size: int) -> list[list[int]]:
+    """One group's shuffled `members` in batches of nearly equal size, sorted by length inside
+    each mega-batch as `_bucketed` sorts. The rows share the group's prompt; their own tokens
+    (question and answer) are padded to the batch's longest. On DocSpider, batches of a
+    group's questions in random order were 40% padding after the shared schema (1,340
+    computed tokens a batch on average, against 1,007 sorted)."""
+    sizes = [len(part) for part in np.array_split(members, -(-len(members) // batch_size))]
+    batches, begin = [], 0
+    for first in range(0, len(sizes), MEGA_BATCH_FACTOR):
+        mega = sizes[first : first + MEGA_BATCH_FACTOR]
+        chunk = members[begin : begin + sum(mega)]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        cuts = np.cumsum(mega)[:-1]
+        batches += [part.tolist() for part in np.split(chunk, cuts)]
+        begin += sum(mega)
+    return batches
 
 
 def _has_own_batches(group_size: int, batch_size: int) -> bool:

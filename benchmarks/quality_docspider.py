@@ -65,9 +65,11 @@ HELD_OUT = 200
 MAX_NEW_TOKENS = 160
 # About 240 tokens an example, ~150 of them its database's schema. Batches of one database's
 # questions (group_by_prompt) compute the schema once per batch; with bf16 where the CPU is
-# faster in it and no LoRA dropout (20-35% of a LoRA step's time), a typical step of 8 took
-# ~5 s on a 2-core AMD EPYC, 7 s on average over a run (170-182 steps in 20 minutes). lr 1e-3
-# did better than 5e-4 there (RESULTS.md, 2026-12-02).
+# faster in it and no LoRA dropout (20-35% of a LoRA step's time), and each database's
+# questions sorted by length into its batches, a step of 8 took 4.7 s on average over a run
+# on a 2-core AMD EPYC (258 steps in 20 minutes, 0.54 epochs; 300 planned, so the cosine
+# schedule is nearly done when time runs out). lr 1e-3 did better than 5e-4 (RESULTS.md,
+# 2026-12-02).
 FULL = Budget(
     max_train=4000, max_items=None, batch_size=8, max_steps=300, cancel_after_s=1200,
     settings=(("learning_rate", 1e-3), ("group_by_prompt", "on"), ("lora_dropout", 0.0)),

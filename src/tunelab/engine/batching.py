@@ -74,13 +74,22 @@ def epoch_batches(
 
 
 def _bucketed(order: np.ndarray, lengths: np.ndarray, batch_size: int) -> list[list[int]]:
-    """`order` cut into batches, sorted by length inside each mega-batch."""
-    group = batch_size * MEGA_BATCH_FACTOR
-    batches = []
-    for begin in range(0, len(order), group):
-        chunk = order[begin : begin + group]
+    """`order` cut into batches of `batch_size` (the last one smaller), sorted by length inside
+    each mega-batch."""
+    sizes = [batch_size] * (len(order) // batch_size) + [len(order) % batch_size]
+    return _sorted_batches(order, lengths, [size for size in sizes if size])
+
+
+def _sorted_batches(order: np.ndarray, lengths: np.ndarray, sizes: list[int]) -> list[list[int]]:
+    """`order` cut into batches of `sizes`, sorted by length inside each run of
+    MEGA_BATCH_FACTOR batches (so that a batch's rows are of similar length)."""
+    batches, begin = [], 0
+    for first in range(0, len(sizes), MEGA_BATCH_FACTOR):
+        mega = sizes[first : first + MEGA_BATCH_FACTOR]
+        chunk = order[begin : begin + sum(mega)]
         chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
-        batches += [chunk[i : i + batch_size].tolist() for i in range(0, len(chunk), batch_size)]
+        batches += [part.tolist() for part in np.split(chunk, np.cumsum(mega)[:-1])]
+        begin += sum(mega)
     return batches
 
 
@@ -115,15 +124,7 @@ def _split_by_length(members: np.ndarray, lengths: np.ndarray, batch_size: int) 
     than a mega-batch makes nearly the same batches every epoch (only ties of length and
     the batches' order change), which the measured runs (under one epoch) did not test."""
     sizes = [len(part) for part in np.array_split(members, -(-len(members) // batch_size))]
-    batches, begin = [], 0
-    for first in range(0, len(sizes), MEGA_BATCH_FACTOR):
-        mega = sizes[first : first + MEGA_BATCH_FACTOR]
-        chunk = members[begin : begin + sum(mega)]
-        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
-        cuts = np.cumsum(mega)[:-1]
-        batches += [part.tolist() for part in np.split(chunk, cuts)]
-        begin += sum(mega)
-    return batches
+    return _sorted_batches(members, lengths, sizes)
 
 
 def _has_own_batches(group_size: int, batch_size: int) -> bool:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from tunelab.errors import TunelabError
 from tunelab.io import can_create
-from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
 from tunelab.settings import get_settings
+from tunelab.types import LOCAL_PROVIDER as THIS_MACHINE
 
 CATALOG_AS_OF = "2025-11-01"
 DEFAULT_MODEL = "smollm2-135m-instruct"

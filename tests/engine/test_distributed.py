@@ -15,7 +15,7 @@ from test_cli_train_chat import tensorboard_losses
 from tunelab.cli import main
 from tunelab.engine.checkpoint import complete_checkpoints, read_checkpoint_meta
 from tunelab.engine.distributed import Ranks, torchrun_command
-from tunelab.providers.worker_ranks import kill_tree  # torchrun, and ranks in their own sessions
+from tunelab.providers.local.ranks import kill_tree  # torchrun, and ranks in their own sessions
 
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing`:FutureWarning")
 

@@ -17,7 +17,7 @@ from tunelab.cli import main
 from tunelab.engine.checkpoint import check_resumable, complete_checkpoints, read_checkpoint_meta
 from tunelab.engine.config import FULL_TRAINING_BYTES_PER_PARAMETER, TrainConfig
 from tunelab.errors import TunelabError
-from tunelab.providers.worker_ranks import kill_tree
+from tunelab.providers.local.ranks import kill_tree
 
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing`:FutureWarning")
 

@@ -13,7 +13,7 @@ import orjson
 from tiny import QUESTIONS, classification_tsv, save_tiny_model, write_chat_jsonl
 from tunelab.cli import main
 from tunelab.evals.training import training_curves
-from tunelab.providers import worker
+from tunelab.providers.local import worker
 from tunelab.registry import Store
 
 TSV = classification_tsv([

@@ -8,18 +8,18 @@ from __future__ import annotations
 import sys
 import threading
 
-from tunelab.providers import worker
+from tunelab.providers.local import training, worker
 
 
 def main(step: int) -> None:
-    class Recorder(worker._ProgressRecorder):
+    class Recorder(training.ProgressRecorder):
         def __call__(self, record: dict) -> None:
             super().__call__(record)
             if record["step"] == step:
                 print(f"at step {step}", flush=True)
                 threading.Event().wait()  # until SIGKILL
 
-    worker._ProgressRecorder = Recorder
+    training.ProgressRecorder = Recorder
     worker.run_worker(max_jobs=1)
 
 

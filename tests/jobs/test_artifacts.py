@@ -23,7 +23,7 @@ import pytest
 from jobtools import job_row
 from tiny import write_chat_jsonl
 from tunelab.cli import main
-from tunelab.providers import worker
+from tunelab.providers.local import training, worker
 from tunelab.registry import Store
 
 
@@ -145,7 +145,7 @@ def test_a_job_stopped_on_one_machine_resumes_on_another_from_its_checkpoint(
 def _stop_after_step(monkeypatch, step: int) -> None:
     """The worker's first run stops after `step`, as a `jobs cancel` landing then would."""
     controls, stopped = [], []
-    real_train, real_recorder = worker._train_job, worker._ProgressRecorder
+    real_train, real_recorder = worker._train_job, training.ProgressRecorder
 
     def train_job(store, job, control):
         controls.append(control)
@@ -159,7 +159,7 @@ def _stop_after_step(monkeypatch, step: int) -> None:
                 controls[-1].set()
 
     monkeypatch.setattr(worker, "_train_job", train_job)
-    monkeypatch.setattr(worker, "_ProgressRecorder", Recorder)
+    monkeypatch.setattr(training, "ProgressRecorder", Recorder)
 
 
 def test_unset_a_worker_that_cannot_see_the_files_says_how_to_share_them(
@@ -310,7 +310,7 @@ def _tree(root: Path) -> dict[str, bytes]:
 
 
 def _share(store, job: Path, **options) -> bool:
-    from tunelab.providers.local_artifacts import resumable_files
+    from tunelab.providers.local.artifacts import resumable_files
 
     return store.put_dir(job, "jobs/j", files=resumable_files(job), fixed=("checkpoints",),
                          **options)  # fmt: skip

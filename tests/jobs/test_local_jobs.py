@@ -13,7 +13,7 @@ import pytest
 
 from jobtools import job_row, wait_until, worker_process
 from tunelab.cli import main
-from tunelab.providers import worker
+from tunelab.providers.local import worker
 from tunelab.registry import Store
 
 

@@ -14,8 +14,8 @@ import pytest
 from jobtools import job_row, wait_until
 from tunelab.cli import main
 from tunelab.engine.checkpoint import complete_checkpoints, read_checkpoint_meta
-from tunelab.providers import worker
-from tunelab.providers.worker_ranks import descendants
+from tunelab.providers.local import worker
+from tunelab.providers.local.ranks import descendants
 from tunelab.registry import Store
 
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing`:FutureWarning")
@@ -144,7 +144,7 @@ def test_hosted_providers_choose_their_own_processes(tiny_model_dir, train_file,
 
 
 def test_the_failure_reported_is_the_cause_not_its_echo_on_the_other_rank(tmp_path):
-    from tunelab.providers.worker_ranks import ERROR_PREFIX, rank_failure
+    from tunelab.providers.local.ranks import ERROR_PREFIX, rank_failure
 
     def report(rank: int, code: str, message: str) -> None:
         error = {"code": code, "message": message}

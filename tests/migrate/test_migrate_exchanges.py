@@ -37,9 +37,9 @@ from tunelab.migrate.distil import (
 from tunelab.migrate.inventory import take_inventory
 from tunelab.migrate.plan import Targets, make_plan, run_plan
 from tunelab.providers import jobs as jobs_api
-from tunelab.providers import worker
-from tunelab.providers.openai_provider import OpenAIProvider
-from tunelab.providers.retry import RetryPolicy
+from tunelab.providers.hosted.openai import OpenAIProvider
+from tunelab.providers.hosted.retry import RetryPolicy
+from tunelab.providers.local import worker
 from tunelab.registry import Store
 
 OPENAI = "https://api.openai.com/v1"

@@ -18,8 +18,8 @@ import respx
 
 from tunelab.errors import TunelabError
 from tunelab.providers.base import JobRequest
-from tunelab.providers.retry import RetryPolicy
-from tunelab.providers.together_provider import TogetherProvider
+from tunelab.providers.hosted.retry import RetryPolicy
+from tunelab.providers.hosted.together import TogetherProvider
 
 BASE = "https://api.together.ai"
 MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tiny import save_family_model
-from tunelab.providers import local
+from tunelab.providers.local import jobs as local
 from tunelab.registry import Store
 from tunelab.server.app import ServerConfig, create_app
 

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from jobtools import wait_until
 from tunelab.evals import runs
-from tunelab.providers import local
+from tunelab.providers.local import jobs as local
 from tunelab.registry import Store
 from tunelab.samples import sample_path
 from tunelab.server.app import ServerConfig, create_app

@@ -78,7 +78,7 @@ def recover_lost_jobs() -> None:
     settings = get_settings()
     if not settings.database_url and not settings.registry_path.exists():
         return  # nothing has run yet; do not create a registry for `tunelab validate`
-    from tunelab.providers.worker import recover_lost_jobs as recover
+    from tunelab.providers.local.lost import recover_lost_jobs as recover
     from tunelab.registry import Store
 
     with Store() as store:

@@ -30,7 +30,7 @@ from tunelab.data.prompts import ClassificationPrompt
 from tunelab.errors import TunelabError
 from tunelab.evals import candidates, runs
 from tunelab.evals.items import load_items
-from tunelab.evals.result import EvaluationResult
+from tunelab.evals.result import EvaluationResult, partial_message
 
 OutputDir = click.Path(path_type=Path, file_okay=False)
 EXIT_INTERRUPTED = 130  # as a shell reports a command that Ctrl-C stopped
@@ -370,7 +370,7 @@ def exit_code_of(result: EvaluationResult) -> int:
     """0; 130 when Ctrl-C stopped the run part-way (what was scored is kept and said); 1
     with the reason on stderr when the run produced no score at all."""
     if result.partial and not result.error:
-        said = runs.partial_message(result.partial)
+        said = partial_message(result.partial)
         common.stderr.print(f"[yellow]interrupted:[/] {escape(said)}; the partial results are "
                             f"in {escape(result.json_path or '')}", highlight=False)  # fmt: skip
         return EXIT_INTERRUPTED

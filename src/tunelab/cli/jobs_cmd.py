@@ -24,8 +24,8 @@ from tunelab.engine.config import AUTO
 from tunelab.errors import TunelabError
 from tunelab.providers import jobs as api
 from tunelab.providers.base import TERMINAL_STATUSES
-from tunelab.providers.local import JOB_LOG
-from tunelab.providers.local_artifacts import on_this_machine
+from tunelab.providers.local.artifacts import on_this_machine
+from tunelab.providers.local.jobs import JOB_LOG
 from tunelab.providers.registry import DEFAULT_PROVIDER
 from tunelab.providers.wire import job_object
 from tunelab.registry import Event, Job

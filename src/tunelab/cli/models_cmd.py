@@ -9,7 +9,7 @@ from rich.table import Table
 from tunelab.cli import common
 from tunelab.cli.jobs_cmd import _when, short_name
 from tunelab.providers import models as api
-from tunelab.providers.local_artifacts import model_location
+from tunelab.providers.local.artifacts import model_location
 from tunelab.providers.registry import provider_names
 from tunelab.registry import Model
 

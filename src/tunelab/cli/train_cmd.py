@@ -352,7 +352,7 @@ def reporting(names: tuple[str, ...], output: Path, config: TrainConfig):
 
 def check_training_data(train_file: Path, val_file: Path | None, info: ModelInfo, as_json: bool):
     """Validate the files for the model (the API's rule); on errors, show the findings."""
-    from tunelab.providers.local import model_spec_of
+    from tunelab.providers.local.jobs import model_spec_of
 
     with reading_progress() as progress:
         try:

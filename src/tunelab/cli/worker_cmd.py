@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from tunelab.cli import common
-from tunelab.providers import worker
+from tunelab.providers.local import worker
 
 
 @click.command("worker")

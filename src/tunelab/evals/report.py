@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from tunelab.curves import loss_chart, loss_series
+from tunelab.evals.result import partial_message
 from tunelab.html_blocks import escape, report_page, svg, table
 
 SAMPLE_ITEMS = 40  # answers shown per report; result.json holds them all
@@ -44,8 +45,6 @@ def render_report(result: dict) -> str:
     for note in (result.get("options") or {}).get("notes") or []:  # e.g. where answers came from
         header += f"<p class='meta'>{escape(note)}</p>"
     if result.get("partial"):
-        from tunelab.evals.runs import partial_message
-
         said = partial_message(result["partial"])
         header += f"<p class='meta'><strong>partial</strong>: {escape(said)}</p>"
     return report_page(f"tunelab eval {result['id']}", header + sections,

@@ -109,3 +109,16 @@ class EvaluationResult:
         if self.html_path is not None:
             result["html_path"] = self.html_path
         return result
+
+
+def partial_message(partial: dict) -> str:
+    """`cancelled: 12 of 40 items scored by every model (a: 40, b: 12)`; for a judge,
+    `cancelled: 3 of 10 answers judged for every model (a: 10, b: 3)` or
+    `cancelled: 7 of 20 comparisons judged`."""
+    if "n_comparisons" in partial:
+        return f"cancelled: {partial['n_judged']} of {partial['n_comparisons']} comparisons judged"
+    scored = partial["scored"]
+    least = min(scored.values(), default=0)
+    each = ", ".join(f"{name}: {n}" for name, n in scored.items())
+    what = "answers judged for" if partial.get("judged") else "items scored by"
+    return f"cancelled: {least} of {partial['n_items']} {what} every model ({each})"

@@ -19,7 +19,8 @@ import orjson
 
 from tunelab.errors import TunelabError
 from tunelab.evals.candidates import Interrupted
-from tunelab.evals.result import EvaluationResult, TaskResult
+from tunelab.evals.report import render_report
+from tunelab.evals.result import EvaluationResult, TaskResult, partial_message
 from tunelab.evals.training import training_curves
 from tunelab.io import atomic_write_text
 from tunelab.registry import EvalOutput, EvalRun, Store
@@ -128,19 +129,6 @@ def outcome_of(metrics: dict) -> dict:
     return {"status": "succeeded"}
 
 
-def partial_message(partial: dict) -> str:
-    """`cancelled: 12 of 40 items scored by every model (a: 40, b: 12)`; for a judge,
-    `cancelled: 3 of 10 answers judged for every model (a: 10, b: 3)` or
-    `cancelled: 7 of 20 comparisons judged`."""
-    if "n_comparisons" in partial:
-        return f"cancelled: {partial['n_judged']} of {partial['n_comparisons']} comparisons judged"
-    scored = partial["scored"]
-    least = min(scored.values(), default=0)
-    each = ", ".join(f"{name}: {n}" for name, n in scored.items())
-    what = "answers judged for" if partial.get("judged") else "items scored by"
-    return f"cancelled: {least} of {partial['n_items']} {what} every model ({each})"
-
-
 def nothing_scored(kind: str, data: dict, models: list[str]) -> dict:
     """The `partial` entry of a run cancelled before its first score."""
     judged = {"judged": True} if kind in ("judge", "pairwise") else {}
@@ -155,7 +143,6 @@ def write_result(result: EvaluationResult, outputs: dict[str, list[dict]], direc
                  training: dict[str, dict] | None = None) -> dict:  # fmt: skip
     """Writes `result.json` (the result with every scored answer and, under `training`, the
     loss curves of the fine-tuned models compared) and `report.html`."""
-    from tunelab.evals.report import render_report
 
     directory.mkdir(parents=True, exist_ok=True)
     json_path, html_path = directory / "result.json", directory / "report.html"

@@ -16,7 +16,7 @@ from pathlib import Path
 from tunelab.errors import TunelabError
 from tunelab.io import file_sha256
 from tunelab.migrate.dates import MODELS_STOP, NO_NEW_JOBS, countdown, utc_today
-from tunelab.providers import hosted_jobs
+from tunelab.providers.hosted import jobs as hosted_jobs
 from tunelab.providers.registry import get_provider
 from tunelab.registry import File, Job, Store
 from tunelab.settings import get_settings

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from tunelab.errors import TunelabError
 from tunelab.providers.endpoints import find_endpoint
+from tunelab.providers.hosted.retry import RetryPolicy
 from tunelab.providers.provider import CHAT
 from tunelab.providers.registry import provider_class
-from tunelab.providers.retry import RetryPolicy
 
 COMPATIBLE = "openai-compatible"
 PING = [{"role": "user", "content": "Say OK."}]

@@ -138,8 +138,8 @@ def create_job_from_files(
     The files were checked when uploaded; here they are validated again for `model` (its
     tokenizer and context), as `create_job` does, before anything is queued.
     """
-    from tunelab.providers import local
-    from tunelab.providers.local_artifacts import training_path
+    from tunelab.providers.local import jobs as local
+    from tunelab.providers.local.artifacts import training_path
 
     with Store() as store:
         train = local.usable_file(store, training_file, "training_file")

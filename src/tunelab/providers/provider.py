@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import ClassVar
 from urllib.parse import urlparse
 
+from tunelab.catalog import CATALOG, resolve_model
 from tunelab.errors import TunelabError
 from tunelab.providers.base import (
     ChatResult,
@@ -54,7 +55,7 @@ class Provider:
 
     Constructed with the endpoint's `base_url` (None: the provider's own) and, where the user
     named one for this endpoint, the environment variable holding its key. Methods that call a
-    remote service retry 429, 5xx and connection errors (`tunelab.providers.retry`) and raise
+    remote service retry 429, 5xx and connection errors (`tunelab.providers.hosted.retry`) and raise
     `TunelabError` for the rest; no message ever holds a key.
     """
 
@@ -77,8 +78,6 @@ class Provider:
     @classmethod
     def models(cls) -> list[ModelEntry]:
         """The base models this provider offers: by default, the catalog's for its name."""
-        from tunelab.catalog import CATALOG
-
         return [
             ModelEntry(spec.name, spec.provider, spec.aliases)
             for spec in CATALOG
@@ -213,14 +212,12 @@ class Provider:
 
     # -- jobs as the registry records them ------------------------------------------------
     # The registry holds every job; these say how a provider's jobs start and stay current.
-    # The defaults are a hosted service's (`tunelab.providers.hosted_jobs`); the local
-    # provider, whose jobs live in the registry itself, overrides them.
+    # A hosted service's come from `HostedProvider` (`tunelab.providers.hosted.service`);
+    # the local provider, whose jobs live in the registry itself, has its own.
 
     @classmethod
     def training_model_spec(cls, model: str):
         """The catalog's `ModelSpec` that validation checks training files against, if any."""
-        from tunelab.catalog import resolve_model
-
         try:
             return resolve_model(model)
         except TunelabError:
@@ -229,15 +226,11 @@ class Provider:
     @classmethod
     def start_job(cls, store, spec, report, *, start: bool = True) -> Job:
         """Record and create the job `spec` (a `JobSpec`) asks for; returns the job."""
-        from tunelab.providers import hosted_jobs
-
-        return hosted_jobs.create(store, spec, report)
+        raise cls.unsupported_here("fine-tuning")
 
     @classmethod
     def refresh_job(cls, store, job: Job, *, events: bool = True) -> Job:
-        from tunelab.providers import hosted_jobs
-
-        return hosted_jobs.refresh(store, job, events=events)
+        return job  # a provider that trains nothing has no job to bring up to date
 
     @classmethod
     def refresh_page(cls, store, jobs: list[Job]) -> list[Job]:
@@ -251,26 +244,17 @@ class Provider:
 
     @classmethod
     def stop_job(cls, store, job: Job, *, pause: bool) -> Job:
-        from tunelab.providers import hosted_jobs
-
-        return hosted_jobs.stop(store, job, pause=pause)
+        raise cls.unsupported_here("pausing jobs" if pause else "fine-tuning")
 
     @classmethod
     def restart_job(cls, store, job: Job, *, start: bool = True) -> Job:
-        from tunelab.providers import hosted_jobs
-
-        return hosted_jobs.resume(store, job)
+        raise cls.unsupported_here("resuming jobs")
 
     @classmethod
     def import_job(cls, store, job_id: str, *, base_url: str | None = None,
                    key_variable: str | None = None) -> dict:  # fmt: skip
         """Track a job started outside tunelab (its status, events, metrics and model)."""
-        from tunelab.providers import hosted_jobs
-
-        if not cls.supports(FINE_TUNING):
-            raise cls.unsupported_here("fine-tuning")
-        return hosted_jobs.import_job(store, cls.name, job_id, base_url=base_url,
-                                      key_variable=key_variable)  # fmt: skip
+        raise cls.unsupported_here("fine-tuning")
 
     @classmethod
     def discard_job(cls, store, job: Job) -> None:

@@ -14,16 +14,17 @@ from importlib.metadata import entry_points
 
 from tunelab.errors import TunelabError
 from tunelab.providers.provider import Provider
+from tunelab.types import LOCAL_PROVIDER
 
 ENTRY_POINT_GROUP = "tunelab.providers"
 # Jobs, models and names with no provider of their own belong to this machine.
-DEFAULT_PROVIDER = "local"
+DEFAULT_PROVIDER = LOCAL_PROVIDER
 BUILTIN_MODULES = (
-    "tunelab.providers.local_provider",
-    "tunelab.providers.openai_provider",
-    "tunelab.providers.together_provider",
-    "tunelab.providers.anthropic_provider",
-    "tunelab.providers.compatible_provider",
+    "tunelab.providers.local.provider",
+    "tunelab.providers.hosted.openai",
+    "tunelab.providers.hosted.together",
+    "tunelab.providers.hosted.anthropic",
+    "tunelab.providers.hosted.compatible",
 )
 log = logging.getLogger(__name__)
 

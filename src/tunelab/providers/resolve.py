@@ -134,7 +134,7 @@ def _registry_model(name: str) -> ChatModel | None:
     model = known.path or known.id
     owner = registry.provider_classes().get(known.provider)
     if known.path and owner is not None and owner.runs_here:
-        from tunelab.providers.local_artifacts import model_dir
+        from tunelab.providers.local.artifacts import model_dir
 
         model = model_dir(known)
     return ChatModel(name, known.provider, model, base_url=details.get("base_url"),

@@ -21,7 +21,7 @@ from functools import partial
 from tunelab.engine.generate import Sampling, encode_chat, generate
 from tunelab.engine.score import score_answers
 from tunelab.providers.base import ChatStream
-from tunelab.providers.local_provider import engine_stream
+from tunelab.providers.local.provider import engine_stream
 from tunelab.server.answer_stream import AnswerStream, feed
 from tunelab.server.errors import shutting_down
 from tunelab.server.model_cache import LoadedModel

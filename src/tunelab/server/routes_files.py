@@ -18,8 +18,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from tunelab.errors import TunelabError
-from tunelab.providers import local
-from tunelab.providers.local_artifacts import training_path
+from tunelab.providers.local import jobs as local
+from tunelab.providers.local.artifacts import training_path
 from tunelab.providers.wire import file_object
 from tunelab.registry import File, Store
 from tunelab.server.errors import ApiError

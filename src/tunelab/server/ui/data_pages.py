@@ -20,8 +20,8 @@ from tunelab.data.sources.detect import detect_kind, is_sqlite
 from tunelab.data.validate import validate_file
 from tunelab.errors import TunelabError
 from tunelab.io import atomic_write_text
-from tunelab.providers import local
 from tunelab.providers.jobs import PROVIDERS
+from tunelab.providers.local import jobs as local
 from tunelab.providers.models import list_models
 from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
 from tunelab.registry import Store

@@ -18,8 +18,9 @@ from fastapi.responses import StreamingResponse
 from tunelab.catalog import DEFAULT_MODEL
 from tunelab.curves import loss_chart
 from tunelab.errors import TunelabError
-from tunelab.providers import jobs, local
+from tunelab.providers import jobs
 from tunelab.providers.base import TERMINAL_STATUSES
+from tunelab.providers.local import jobs as local
 from tunelab.providers.models import list_models
 from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
 from tunelab.registry import Store

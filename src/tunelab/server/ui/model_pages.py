@@ -14,7 +14,7 @@ from fastapi.responses import FileResponse
 
 from tunelab.engine.export import export_model
 from tunelab.errors import TunelabError
-from tunelab.providers.local_artifacts import model_dir
+from tunelab.providers.local.artifacts import model_dir
 from tunelab.providers.models import delete_model, list_models
 from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
 from tunelab.registry import Model

@@ -1,7 +1,7 @@
 """OpenAI's hosted fine-tuning (and any OpenAI-compatible server) as a tunelab provider.
 
 A thin adapter over the official SDK: the SDK's own retries are off (`max_retries=0`) so
-that `tunelab.providers.retry` applies, with a create's reconciliation between attempts.
+that `tunelab.providers.hosted.retry` applies, with a create's reconciliation between attempts.
 OpenAI's statuses and objects are already tunelab's vocabulary, so mapping is mostly
 copying. OpenAI accepts no new fine-tuning jobs from 2027-01-06; a create refused for that
 reason says so and points at the providers that still train.
@@ -33,15 +33,16 @@ from tunelab.providers.base import (
     RemoteFile,
     chat_settings,
 )
-from tunelab.providers.openai_chunks import chunk_stream
-from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, PLACEHOLDER_KEY, Provider
-from tunelab.providers.retry import (
+from tunelab.providers.hosted.openai_chunks import chunk_stream
+from tunelab.providers.hosted.retry import (
     RetryPolicy,
     call_with_retries,
     mid_answer_error,
     provider_error,
     redact,
 )
+from tunelab.providers.hosted.service import HostedProvider
+from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, PLACEHOLDER_KEY
 from tunelab.settings import load_env
 
 T = TypeVar("T")
@@ -71,7 +72,7 @@ def register_providers(register) -> None:
     register(OpenAIProvider)
 
 
-class OpenAIProvider(Provider):
+class OpenAIProvider(HostedProvider):
     """Jobs, files and chat on OpenAI or an OpenAI-compatible server."""
 
     name = "openai"

@@ -12,9 +12,9 @@ from collections.abc import Generator
 from pathlib import Path
 
 from tunelab.errors import TunelabError
-from tunelab.providers import local
 from tunelab.providers.base import ChatResult, ChatStream
-from tunelab.providers.local_artifacts import checkpoint_location
+from tunelab.providers.local import jobs as local
+from tunelab.providers.local.artifacts import checkpoint_location
 from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, MODEL_DOWNLOAD, Provider
 from tunelab.registry import Job
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from tunelab import artifacts
 from tunelab.errors import TunelabError
-from tunelab.providers import local_artifacts
+from tunelab.providers.local import artifacts as local_artifacts
 from tunelab.registry import Job, Store
 
 log = logging.getLogger("tunelab.worker")

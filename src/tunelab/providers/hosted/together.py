@@ -2,7 +2,7 @@
 
 Together speaks its own vocabulary (statuses such as `pending` or `user_error`, `lora_r`, an
 absolute learning rate, ISO timestamps, no job metadata); `together_mapping.py` maps it onto
-tunelab's plain objects. The SDK's own retries are off: `tunelab.providers.retry` decides, so
+tunelab's plain objects. The SDK's own retries are off: `tunelab.providers.hosted.retry` decides, so
 that a retried create can first look for the job its failed attempt may have made.
 """
 
@@ -29,16 +29,16 @@ from tunelab.providers.base import (
     RemoteFile,
     chat_settings,
 )
-from tunelab.providers.openai_chunks import chunk_stream
-from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, MODEL_DOWNLOAD, Provider
-from tunelab.providers.retry import (
+from tunelab.providers.hosted.openai_chunks import chunk_stream
+from tunelab.providers.hosted.retry import (
     RetryPolicy,
     call_with_retries,
     mid_answer_error,
     provider_error,
     redact,
 )
-from tunelab.providers.together_mapping import (
+from tunelab.providers.hosted.service import HostedProvider
+from tunelab.providers.hosted.together_mapping import (
     create_arguments,
     download_kind,
     job_checkpoint,
@@ -47,6 +47,7 @@ from tunelab.providers.together_mapping import (
     remote_file,
     unix_seconds,
 )
+from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, MODEL_DOWNLOAD
 
 # The SDK loads when a call needs it, not at `tunelab --help`.
 together = LazyModule("together")
@@ -66,7 +67,7 @@ def register_providers(register) -> None:
     register(TogetherProvider)
 
 
-class TogetherProvider(Provider):
+class TogetherProvider(HostedProvider):
     """Fine-tuning, chat and downloads on Together AI."""
 
     name = "together"

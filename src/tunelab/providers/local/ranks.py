@@ -1,7 +1,7 @@
 """A local job trained in several processes: the worker supervises torchrun and its ranks.
 
 A job created with `--nproc-per-node N` (N > 1) is not trained inside the worker. The worker
-starts `torchrun --nproc-per-node N -m tunelab.providers.worker_ranks JOB_ID`, and every rank
+starts `torchrun --nproc-per-node N -m tunelab.providers.local.ranks JOB_ID`, and every rank
 reads the job from the registry and runs the engine's data-parallel path
 (`engine/distributed.py`). The engine hands its per-step callback to rank 0 alone, so the
 registry gets each step's metrics, progress and checkpoints once. The worker keeps the job's
@@ -37,8 +37,9 @@ import orjson
 
 from tunelab.errors import TunelabError
 from tunelab.io import atomic_write_text
-from tunelab.providers import local_artifacts
-from tunelab.providers.local import JOB_LOG, NPROC_KEY
+from tunelab.providers.local import artifacts as local_artifacts
+from tunelab.providers.local.jobs import JOB_LOG, NPROC_KEY
+from tunelab.providers.local.training import job_log, train_here
 from tunelab.registry import Job, Store
 
 STOP_FILE = ".ranks-stop"
@@ -208,15 +209,14 @@ class StopFile:
 def run_rank(job_id: str) -> int:
     """One torchrun rank of a local job: train it; rank 0 records progress and the result."""
     from tunelab.engine.distributed import Ranks
-    from tunelab.providers.worker import _job_log, _train
 
     ranks = Ranks.from_env()
     with Store() as store:
         job = local_artifacts.on_this_machine(store.get_job(job_id))
         out = Path(job.output_dir)
         try:
-            with _job_log(job) if ranks.is_main else contextlib.nullcontext():
-                result = _train(store, job, StopFile(out / STOP_FILE), main=ranks.is_main)
+            with job_log(job) if ranks.is_main else contextlib.nullcontext():
+                result = train_here(store, job, StopFile(out / STOP_FILE), main=ranks.is_main)
         except Exception as err:
             _report_error(out / f"{ERROR_PREFIX}{ranks.rank}", err)
             return 1

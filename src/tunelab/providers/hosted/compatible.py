@@ -11,7 +11,7 @@ named one for the endpoint (`tunelab providers add NAME URL --key-env VAR`), nev
 from __future__ import annotations
 
 from tunelab.errors import TunelabError
-from tunelab.providers.openai_provider import OpenAIProvider
+from tunelab.providers.hosted.openai import OpenAIProvider
 from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, ModelEntry
 
 NAME = "openai-compatible"

@@ -17,11 +17,13 @@ from pathlib import Path
 
 from tunelab.errors import TunelabError
 from tunelab.io import file_sha256
-from tunelab.providers import local_artifacts
+from tunelab.providers.local import artifacts as local_artifacts
+from tunelab.providers.local.lost import recover_lost_jobs
 from tunelab.registry import File, Job, Model, Store
 from tunelab.settings import get_settings, writable_home
+from tunelab.types import LOCAL_PROVIDER
 
-PROVIDER = "local"  # the registry's name for this machine's jobs, files and models
+PROVIDER = LOCAL_PROVIDER  # the registry's name for this machine's jobs, files and models
 ORG = PROVIDER  # the org part of local `ft:` names: ft:<base>:local:<suffix>:<id>
 JOB_LOG = "finetune.log"  # the worker's log of one job, in the job's directory
 CANCEL, PAUSE = 1, 2
@@ -225,7 +227,7 @@ def queue_note(store: Store, job: Job) -> str | None:
     Auto-started workers run local jobs one at a time (two trainings on the same cores
     would each run at half speed at best), so a job waits for those created before it.
     """
-    active = store.list_jobs(provider="local", statuses=("running", "queued"), limit=10_000)
+    active = store.list_jobs(provider=LOCAL_PROVIDER, statuses=("running", "queued"), limit=10_000)
     running = [j for j in active if j.status == "running"]
     # Newest first: the jobs listed after this one were created before it.
     ids = [j.id for j in active]
@@ -295,8 +297,6 @@ def requeue(store: Store, job: Job) -> Job:
 
 def refresh_page(store: Store, jobs: list[Job]) -> list[Job]:
     """Local jobs of a listing: lost workers found once for the page, not once per job."""
-    from tunelab.providers.worker import recover_lost_jobs
-
     if not any(job.status == "running" for job in jobs):
         return jobs
     recover_lost_jobs(store)

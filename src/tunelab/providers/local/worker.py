@@ -31,19 +31,20 @@ import traceback
 from collections.abc import Iterator
 from pathlib import Path
 
-from tunelab import artifacts, cores
+from tunelab import artifacts
 from tunelab.errors import TunelabError
-from tunelab.providers import local_artifacts
-from tunelab.providers.checkpoint_uploads import CheckpointUploads, checkpoint_uploads
-from tunelab.providers.local import JOB_LOG, PAUSE
+from tunelab.providers.local import artifacts as local_artifacts
+from tunelab.providers.local import ranks
+from tunelab.providers.local.jobs import PAUSE
+from tunelab.providers.local.lost import recover_lost_jobs
+from tunelab.providers.local.training import forget_missing_checkpoints, job_log, train_here
 from tunelab.registry import Job, Store
 from tunelab.settings import get_settings
+from tunelab.types import LOCAL_PROVIDER
 
 log = logging.getLogger("tunelab.worker")
 
 HEARTBEAT_SECONDS = 1.0
-LOST_AFTER_SECONDS = 120.0  # a heartbeat this old means the worker is gone, wherever it ran
-EVENT_EVERY_STEPS_FRACTION = 10  # a progress event about 10 times per run
 
 
 def worker_identity() -> dict:
@@ -70,7 +71,7 @@ def run_worker(
     with Store() as store:
         recover_lost_jobs(store)
         while not stop.is_set() and (max_jobs is None or done < max_jobs):
-            job = store.claim_next_job("local", identity)
+            job = store.claim_next_job(LOCAL_PROVIDER, identity)
             if job is None:
                 if exit_when_idle is not None and time.monotonic() - idle_since > exit_when_idle:
                     break
@@ -111,7 +112,7 @@ def run_auto_worker(idle_seconds: float = 5.0) -> int:
                 return done
             done += run_worker(exit_when_idle=idle_seconds)
         with Store() as store:
-            if not store.list_jobs(provider="local", statuses=("queued",), limit=1):
+            if not store.list_jobs(provider=LOCAL_PROVIDER, statuses=("queued",), limit=1):
                 return done
 
 
@@ -146,7 +147,7 @@ def _bring_here(store: Store, job: Job) -> bool:
 
 def _run_claimed(store: Store, job: Job, identity: dict, control, beat) -> None:
     job_id = job.id
-    with _job_log(job):
+    with job_log(job):
         log.info("job %s started by %s", job_id, identity["worker_id"])
         try:
             result = _train_job(store, job, control)
@@ -186,129 +187,11 @@ def _share_after_failure(job: Job) -> None:
         log.error("job %s: its outputs were not uploaded: %s", job.id, err.message)
 
 
-@contextlib.contextmanager
-def _job_log(job: Job):
-    """What the worker logs while it runs `job`, also in `finetune.log` in the job's directory
-    (as seed 001's fine-tuning log; `jobs show` names it)."""
-    if not job.output_dir:
-        yield
-        return
-    path = Path(job.output_dir) / JOB_LOG
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    level = log.level
-    log.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(level)
-        handler.close()
-
-
 def _train_job(store: Store, job: Job, control: threading.Event):
     """In this process, or in the torchrun processes `--nproc-per-node` asked for."""
-    from tunelab.providers import worker_ranks
-
-    if worker_ranks.nproc_of(job) > 1:
-        return worker_ranks.train_in_ranks(store, job, control)
-    return _train(store, job, control)
-
-
-def _train(store: Store, job: Job, control, *, main: bool = True):
-    """Train `job` here; `main` is False on the torchrun ranks that record nothing."""
-    from tunelab.engine import TrainConfig, load_base, train  # torch loads only in workers
-
-    config = TrainConfig.from_settings(job.hyperparameters)
-    train_file = store.get_file(job.training_file)
-    train_path = local_artifacts.training_path(train_file)
-    val_path = (local_artifacts.training_path(store.get_file(job.validation_file))
-                if job.validation_file else None)  # fmt: skip
-    base = job.metadata.get("tunelab_base_path") or job.model
-    if job.model.startswith("ft:") and not Path(base).exists():  # trained on another machine
-        base = local_artifacts.model_dir(store.get_model(job.model))
-    model, tokenizer, info = load_base(base, load_in_4bit=config.load_in_4bit)
-    if main:
-        store.add_event(job.id, f"Loaded base model {info.name}")
-    log.info("loaded base model %s; training on %s", info.name, train_path)
-    with checkpoint_uploads(job, store.path, main=main) as uploads:
-        return train(
-            model,
-            tokenizer,
-            train_path,
-            val_path,
-            config,
-            job.output_dir,
-            base_model=info.name,
-            metadata={
-                "job_id": job.id,
-                "base_model": job.model,
-                "train_file_sha256": train_file.checksum,
-            },
-            callback=_ProgressRecorder(store, job, uploads),
-            cancel=control,
-            resume=True,  # continues from a checkpoint when a previous attempt left one
-        )
-
-
-class _ProgressRecorder:
-    """The engine's per-step callback: metrics, progress, checkpoints (recorded relative to
-    the job's directory, and handed to `uploads`) and events."""
-
-    def __init__(self, store: Store, job: Job, uploads: CheckpointUploads | None = None) -> None:
-        self.store, self.job_id, self.job, self.uploads = store, job.id, job, uploads
-        self.trained_tokens: int | None = None
-        self.announced = False
-
-    def __call__(self, record: dict) -> None:
-        step, total = record["step"], record["total_steps"]
-        if not self.announced:  # whether this job shares the cores politely, for the record
-            self.announced = True
-            self.store.add_event(self.job_id, f"Computing with {cores.describe(record)}")
-        if self.trained_tokens is None:  # a resumed run counts the steps before it too
-            earlier = self.store.list_metrics(self.job_id)
-            self.trained_tokens = sum(m["tokens"] for m in earlier if m["step"] < step)
-        self.trained_tokens += record["tokens"]
-        metric = {k: v for k, v in record.items() if k not in ("checkpoint", "total_steps")}
-        log.info("step %d/%d: loss %.4f%s, %.0f tokens/s", step, total, record["loss"],
-                 f", validation loss {record['val_loss']:.4f}" if "val_loss" in record else "",
-                 record["tokens_per_second"])  # fmt: skip
-        self.store.add_metric(self.job_id, step, metric)
-        self.store.update_job(
-            self.job_id,
-            progress={"step": step, "total_steps": total, **metric},
-            trained_tokens=self.trained_tokens,
-            estimated_finish=int(time.time() + record["eta_seconds"]),
-        )
-        if step == 1 or step == total or step % max(1, total // EVENT_EVERY_STEPS_FRACTION) == 0:
-            message = f"Step {step}/{total}: training loss={record['loss']:.4f}"
-            if "val_loss" in record:
-                message += f", validation loss={record['val_loss']:.4f}"
-            self.store.add_event(self.job_id, message, type="metrics", data=metric)
-        if "checkpoint" in record:
-            name = local_artifacts.checkpoint_name(self.job.output_dir, record["checkpoint"])
-            self.store.add_checkpoint(
-                self.job_id, step, fine_tuned_model_checkpoint=name, metrics=metric
-            )
-            self.store.add_event(self.job_id, f"Checkpoint saved at step {step}")
-            forget_missing_checkpoints(self.store, self.job)
-            if self.uploads is not None:
-                self.uploads.saved(step)
-
-
-def forget_missing_checkpoints(store: Store, job: Job) -> None:
-    """The registry lists the checkpoints the job's directory holds (`job` as on this machine):
-    the engine keeps the latest few, and a job resumed on another machine continues from
-    the checkpoints it uploaded, not from those saved after them."""
-    gone = [
-        point.step
-        for point in store.list_checkpoints(job.id)
-        if not local_artifacts.checkpoint_here(job, point.fine_tuned_model_checkpoint).exists()
-    ]
-    if gone:
-        store.delete_checkpoints(job.id, gone)
+    if ranks.nproc_of(job) > 1:
+        return ranks.train_in_ranks(store, job, control)
+    return train_here(store, job, control)
 
 
 def _finish(store: Store, job: Job, result, requested: int) -> None:
@@ -328,7 +211,7 @@ def _finish(store: Store, job: Job, result, requested: int) -> None:
     name = job.metadata["tunelab_model_name"]
     store.put_model(
         name,
-        provider="local",
+        provider=LOCAL_PROVIDER,
         kind="fine-tuned",
         base_model=job.model,
         job_id=job_id,
@@ -396,54 +279,3 @@ class _Heartbeat:
                 if requested:
                     self.requested = requested
                     self.control.set()
-
-
-def recover_lost_jobs(store: Store) -> list[str]:
-    """Mark failed every running local job whose worker is gone; returns their ids.
-
-    A read-only registry is left as it is: whoever can write it will recover the jobs.
-    """
-    if store.read_only:
-        return []
-    lost = []
-    host = socket.gethostname()
-    for job in store.list_jobs(provider="local", statuses=("running",), limit=10_000):
-        stale = time.time() - (job.heartbeat_at or 0) > LOST_AFTER_SECONDS
-        dead = job.worker_host == host and not _process_alive(job.worker_pid)
-        if not (stale or dead):
-            continue
-        step = (job.progress or {}).get("step")
-        message = (
-            f"the worker running this job (pid {job.worker_pid}) stopped without finishing it"
-            + (f", after step {step}" if step else "")
-            + f"; `tunelab jobs resume {job.id}` continues from its last checkpoint"
-        )
-        changed = store.update_job(
-            job.id,
-            expect=("running",),
-            status="failed",
-            raw_status="worker_lost",
-            error_code="worker_lost",
-            error_message=message,
-            finished_at=int(time.time()),
-        )
-        if changed is not None:
-            store.add_event(job.id, f"Job failed: {message}", level="error")
-            lost.append(job.id)
-    return lost
-
-
-def _process_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, owned by someone else
-    stat = Path(f"/proc/{pid}/stat")
-    if stat.exists():  # a zombie has exited; only its parent has not reaped it yet
-        with contextlib.suppress(OSError, IndexError):
-            return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    return True

@@ -3,7 +3,7 @@
 OpenAI-style messages map onto Anthropic's Messages API: system messages become the `system`
 parameter, `stop` becomes `stop_sequences`, and `max_tokens` (which Anthropic requires) is
 the caller's or `DEFAULT_MAX_TOKENS`; sampling settings are not sent (the API takes none).
-The SDK's own retries are off (`max_retries=0`) so that `tunelab.providers.retry` applies:
+The SDK's own retries are off (`max_retries=0`) so that `tunelab.providers.hosted.retry` applies:
 429, 5xx and Anthropic's "overloaded" 529 are retried, honouring `Retry-After`; any other
 error is a `TunelabError` that never holds the key.
 """
@@ -18,14 +18,15 @@ from typing import Any, TypeVar
 from tunelab.errors import TunelabError
 from tunelab.lazy import LazyModule
 from tunelab.providers.base import ChatResult, ChatStream, chat_settings
-from tunelab.providers.provider import CHAT, ModelEntry, Provider
-from tunelab.providers.retry import (
+from tunelab.providers.hosted.retry import (
     RetryPolicy,
     call_with_retries,
     mid_answer_error,
     provider_error,
     redact,
 )
+from tunelab.providers.hosted.service import HostedProvider
+from tunelab.providers.provider import CHAT, ModelEntry
 from tunelab.settings import load_env
 
 T = TypeVar("T")
@@ -44,7 +45,7 @@ def register_providers(register) -> None:
     register(AnthropicProvider)
 
 
-class AnthropicProvider(Provider):
+class AnthropicProvider(HostedProvider):
     """Chat with Claude models (Anthropic trains no models for its customers)."""
 
     name = "anthropic"

@@ -1,0 +1,140 @@
+"""One local job trained in this process: its log, its run of the engine, its progress.
+
+The worker calls `train_here` for a job it trains alone; with `--nproc-per-node N` every
+torchrun rank calls it (`tunelab.providers.local.ranks`), rank 0 recording. The engine's
+per-step callback (`ProgressRecorder`) writes metrics, progress, ETA, checkpoints and events
+into the registry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+from tunelab import cores
+from tunelab.providers.local import artifacts as local_artifacts
+from tunelab.providers.local.checkpoint_uploads import CheckpointUploads, checkpoint_uploads
+from tunelab.providers.local.jobs import JOB_LOG
+from tunelab.registry import Job, Store
+
+log = logging.getLogger("tunelab.worker")
+
+EVENT_EVERY_STEPS_FRACTION = 10  # a progress event about 10 times per run
+
+
+@contextlib.contextmanager
+def job_log(job: Job):
+    """What the worker logs while it runs `job`, also in `finetune.log` in the job's directory
+    (as seed 001's fine-tuning log; `jobs show` names it)."""
+    if not job.output_dir:
+        yield
+        return
+    path = Path(job.output_dir) / JOB_LOG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    level = log.level
+    log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+        handler.close()
+
+
+def train_here(store: Store, job: Job, control, *, main: bool = True):
+    """Train `job` here; `main` is False on the torchrun ranks that record nothing."""
+    from tunelab.engine import TrainConfig, load_base, train  # torch loads only in workers
+
+    config = TrainConfig.from_settings(job.hyperparameters)
+    train_file = store.get_file(job.training_file)
+    train_path = local_artifacts.training_path(train_file)
+    val_path = (local_artifacts.training_path(store.get_file(job.validation_file))
+                if job.validation_file else None)  # fmt: skip
+    base = job.metadata.get("tunelab_base_path") or job.model
+    if job.model.startswith("ft:") and not Path(base).exists():  # trained on another machine
+        base = local_artifacts.model_dir(store.get_model(job.model))
+    model, tokenizer, info = load_base(base, load_in_4bit=config.load_in_4bit)
+    if main:
+        store.add_event(job.id, f"Loaded base model {info.name}")
+    log.info("loaded base model %s; training on %s", info.name, train_path)
+    with checkpoint_uploads(job, store.path, main=main) as uploads:
+        return train(
+            model,
+            tokenizer,
+            train_path,
+            val_path,
+            config,
+            job.output_dir,
+            base_model=info.name,
+            metadata={
+                "job_id": job.id,
+                "base_model": job.model,
+                "train_file_sha256": train_file.checksum,
+            },
+            callback=ProgressRecorder(store, job, uploads),
+            cancel=control,
+            resume=True,  # continues from a checkpoint when a previous attempt left one
+        )
+
+
+class ProgressRecorder:
+    """The engine's per-step callback: metrics, progress, checkpoints (recorded relative to
+    the job's directory, and handed to `uploads`) and events."""
+
+    def __init__(self, store: Store, job: Job, uploads: CheckpointUploads | None = None) -> None:
+        self.store, self.job_id, self.job, self.uploads = store, job.id, job, uploads
+        self.trained_tokens: int | None = None
+        self.announced = False
+
+    def __call__(self, record: dict) -> None:
+        step, total = record["step"], record["total_steps"]
+        if not self.announced:  # whether this job shares the cores politely, for the record
+            self.announced = True
+            self.store.add_event(self.job_id, f"Computing with {cores.describe(record)}")
+        if self.trained_tokens is None:  # a resumed run counts the steps before it too
+            earlier = self.store.list_metrics(self.job_id)
+            self.trained_tokens = sum(m["tokens"] for m in earlier if m["step"] < step)
+        self.trained_tokens += record["tokens"]
+        metric = {k: v for k, v in record.items() if k not in ("checkpoint", "total_steps")}
+        log.info("step %d/%d: loss %.4f%s, %.0f tokens/s", step, total, record["loss"],
+                 f", validation loss {record['val_loss']:.4f}" if "val_loss" in record else "",
+                 record["tokens_per_second"])  # fmt: skip
+        self.store.add_metric(self.job_id, step, metric)
+        self.store.update_job(
+            self.job_id,
+            progress={"step": step, "total_steps": total, **metric},
+            trained_tokens=self.trained_tokens,
+            estimated_finish=int(time.time() + record["eta_seconds"]),
+        )
+        if step == 1 or step == total or step % max(1, total // EVENT_EVERY_STEPS_FRACTION) == 0:
+            message = f"Step {step}/{total}: training loss={record['loss']:.4f}"
+            if "val_loss" in record:
+                message += f", validation loss={record['val_loss']:.4f}"
+            self.store.add_event(self.job_id, message, type="metrics", data=metric)
+        if "checkpoint" in record:
+            name = local_artifacts.checkpoint_name(self.job.output_dir, record["checkpoint"])
+            self.store.add_checkpoint(
+                self.job_id, step, fine_tuned_model_checkpoint=name, metrics=metric
+            )
+            self.store.add_event(self.job_id, f"Checkpoint saved at step {step}")
+            forget_missing_checkpoints(self.store, self.job)
+            if self.uploads is not None:
+                self.uploads.saved(step)
+
+
+def forget_missing_checkpoints(store: Store, job: Job) -> None:
+    """The registry lists the checkpoints the job's directory holds (`job` as on this machine):
+    the engine keeps the latest few, and a job resumed on another machine continues from
+    the checkpoints it uploaded, not from those saved after them."""
+    gone = [
+        point.step
+        for point in store.list_checkpoints(job.id)
+        if not local_artifacts.checkpoint_here(job, point.fine_tuned_model_checkpoint).exists()
+    ]
+    if gone:
+        store.delete_checkpoints(job.id, gone)

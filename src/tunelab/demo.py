@@ -54,7 +54,7 @@ _ITEM = re.compile(r"<text>\s*(.*?)\s*</text>", re.DOTALL)
 
 
 @dataclass
-class Answer:
+class HeldOutAnswer:
     question: str
     expected: str
     answer: str
@@ -65,7 +65,7 @@ class FineTune:
     """The bundled model fine-tuned on the TREC sample, and its answers to held-out questions."""
 
     result: TrainResult
-    answers: list[Answer]
+    answers: list[HeldOutAnswer]
     evaluation: EvaluationResult | None = None  # base vs fine-tuned on the validation file
 
 
@@ -130,7 +130,7 @@ def add_evaluation(fine_tune: FineTune, val_path: Path, model: str, progress=Non
     fine_tune.evaluation = evaluate_base_and_tuned(val_path, model, tuned, tuned.parent,
                                                    progress)  # fmt: skip
     fine_tune.answers = [
-        Answer(_question_of_text(row["question"]), row["gold"], row["answer"])
+        HeldOutAnswer(_question_of_text(row["question"]), row["gold"], row["answer"])
         for row in _outputs(fine_tune.evaluation)[str(tuned)][:DEMO_QUESTIONS]
     ]
 

@@ -56,3 +56,20 @@ class TunelabError(Exception):
             "path": self.path,
             "line": self.line,
         }
+
+
+class Interrupted(TunelabError):
+    """The cancel event (Ctrl-C, the studio's Cancel) stopped a model part-way: `done` holds
+    what it finished, the answers (or scores) of the first `len(done)` items, in order."""
+
+    def __init__(self, done: list | None = None) -> None:
+        super().__init__("cancelled", "the evaluation was cancelled.", exit_code=130)
+        self.done = list(done or [])
+        self.seconds = 0.0
+
+
+def check_cancel(cancel, done: list | None = None) -> None:
+    """Stop here if `cancel` (a `threading.Event`, or None) is set, keeping `done` (what was
+    finished so far)."""
+    if cancel is not None and cancel.is_set():
+        raise Interrupted(done)

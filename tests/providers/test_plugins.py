@@ -12,7 +12,7 @@ from tunelab.cli import main
 from tunelab.providers import registry
 
 PLUGIN = """
-from tunelab.providers.base import ChatResult
+from tunelab.types import Answer, Usage
 from tunelab.providers.provider import CHAT, ModelEntry, Provider
 
 
@@ -31,7 +31,7 @@ class EchoProvider(Provider):
 
     def chat(self, model, messages, **options):
         question = messages[-1]["content"]
-        return ChatResult(f"{model} heard: {question}", model, "stop", len(question), 3)
+        return Answer(f"{model} heard: {question}", "stop", Usage(len(question), 3), model=model)
 
 
 def register_providers(register):

@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 
 from tunelab.errors import TunelabError
-from tunelab.providers.base import ChatResult, ChatStream
+from tunelab.providers.base import ChatStream
 from tunelab.providers.provider import CHAT, FINE_TUNING, Provider
 from tunelab.providers.registry import get_provider, provider_names
 from tunelab.providers.resolve import resolve_chat_model
 from tunelab.registry import Store
+from tunelab.types import Answer, Usage
 
 
 def where(name: str) -> tuple:
@@ -42,9 +43,10 @@ def test_names_resolve_to_the_provider_that_answers_them(name, expected):
     assert where(name) == expected
 
 
-def test_a_directory_is_answered_by_the_engine(tmp_path):
+def test_a_directory_is_answered_by_this_machine_from_its_weights(tmp_path):
     model = resolve_chat_model(str(tmp_path))
-    assert model.provider == "local" and model.engine_source == str(tmp_path)
+    assert (model.provider, model.model) == ("local", str(tmp_path))
+    assert model.weights_here and model.gives_logprobs
 
 
 def test_registry_models_resolve_to_their_provider_and_endpoint(tmp_path):
@@ -54,7 +56,7 @@ def test_registry_models_resolve_to_their_provider_and_endpoint(tmp_path):
         store.put_model("ft:llama:together:abc", provider="together", kind="fine-tuned",
                         details={"base_url": "http://example.test/v1"})  # fmt: skip
     local = resolve_chat_model("ft:smol:local:x:1")
-    assert (local.provider, local.engine_source) == ("local", str(tmp_path))
+    assert (local.provider, local.model, local.weights_here) == ("local", str(tmp_path), True)
     assert where("ft:llama:together:abc") == (
         "together", "ft:llama:together:abc", "http://example.test/v1")  # fmt: skip
 
@@ -71,7 +73,7 @@ def test_what_a_provider_does_not_offer_is_refused_by_name():
         capabilities = frozenset({CHAT})
 
         def chat(self, model, messages, **options):
-            return ChatResult("hi there", model, "stop", 3, 2)
+            return Answer("hi there", "stop", Usage(3, 2), model=model)
 
     provider = ChatOnly()
     with pytest.raises(TunelabError) as caught:
@@ -86,7 +88,7 @@ def test_a_stream_hands_over_its_result_once_read():
     def events():
         yield "a"
         yield "b"
-        return ChatResult("ab", "m", "length", 1, 2, latency=0.5)
+        return Answer("ab", "length", Usage(1, 2), latency=0.5, model="m")
 
     stream = ChatStream(events())
     assert stream.result is None

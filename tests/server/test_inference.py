@@ -18,11 +18,12 @@ from tunelab.engine.generate import encode_chat, generate
 from tunelab.engine.models import load_base
 from tunelab.engine.score import score_answers
 from tunelab.providers import registry
-from tunelab.providers.base import ChatResult
+from tunelab.providers.local import model_cache
+from tunelab.providers.local import queue as generation_queue
 from tunelab.providers.provider import Provider
 from tunelab.registry import Store
-from tunelab.server import generation_queue, model_cache
 from tunelab.server.app import ServerConfig, create_app
+from tunelab.types import Answer, Usage
 
 FT_NAME = "ft:team/tiny:local:demo:abc123"  # ids hold ':' and '/'
 
@@ -305,7 +306,7 @@ def test_hosted_model_answers_through_its_provider(client, monkeypatch):
 
         def chat(self, model, messages, **settings):
             asked.append((model, messages, settings))
-            return ChatResult("Bonjour", model, "stop", 11, 2)
+            return Answer("Bonjour", "stop", Usage(11, 2), model=model)
 
     monkeypatch.setattr(registry, "get_provider", lambda name, **endpoint: FakeProvider())
     with Store() as store:

@@ -15,8 +15,8 @@ import click
 
 from tunelab.cli import common
 from tunelab.data.prompts import ClassificationPrompt
-from tunelab.providers.base import ChatResult
 from tunelab.providers.resolve import ChatModel, check_chat_model
+from tunelab.types import Answer
 
 EXIT_WORDS = ("/exit", "/quit")
 RESET_WORD = "/reset"
@@ -81,7 +81,7 @@ def chat_cmd(
     settings = dict(
         max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=list(stop), seed=seed
     )
-    if chat_model.engine_source is not None:  # weights on this machine: loading takes a while
+    if chat_model.weights_here:  # loading them takes a while
         common.stderr.print(f"loading {model}…", highlight=False)
     name = chat_model.describe()
     if labels is not None:
@@ -108,7 +108,7 @@ def chat_cmd(
 def streamed_answerer(chat_model: ChatModel, settings: dict):
     """Answers written to stdout as they arrive, from whichever provider answers the model."""
 
-    def answer(messages: list[dict]) -> ChatResult:
+    def answer(messages: list[dict]) -> Answer:
         stream = chat_model.stream(messages, **settings)
         for delta in stream:
             sys.stdout.write(delta)
@@ -125,11 +125,11 @@ def label_answerer(pick, model_id: str):
     """Answers that are always one of the labels: the most likely one, printed as the model
     was trained to answer."""
 
-    def answer(messages: list[dict]) -> ChatResult:
+    def answer(messages: list[dict]) -> Answer:
         row = pick(messages)
         sys.stdout.write(row["answer"] + "\n")
         sys.stdout.flush()
-        return ChatResult(text=row["answer"], model=model_id)
+        return Answer(row["answer"], model=model_id)
 
     return answer
 

@@ -20,7 +20,6 @@ _EXPORTS = {
     "tokenize_examples": "dataset",
     "export_model": "export",
     "ChatStream": "generate",
-    "Completion": "generate",
     "stream_chat": "generate",
     "ModelInfo": "sources",
     "load_base": "models",
@@ -42,7 +41,6 @@ def __getattr__(name: str):
 
 __all__ = [
     "ChatStream",
-    "Completion",
     "ModelInfo",
     "ResolvedConfig",
     "TrainConfig",

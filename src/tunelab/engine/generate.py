@@ -24,16 +24,9 @@ from transformers import DynamicCache
 
 from tunelab import cores
 from tunelab.errors import TunelabError
+from tunelab.types import Answer, Usage
 
 Conversation = Sequence[dict]
-
-
-@dataclass(frozen=True)
-class Completion:
-    text: str
-    finish_reason: str  # "stop" (EOS or a stop string) or "length"
-    prompt_tokens: int
-    completion_tokens: int
 
 
 @dataclass(frozen=True)
@@ -70,7 +63,7 @@ def generate(
     seed: int | None = None,
     batch_size: int = 16,
     prefix_cache: bool = True,
-) -> list[Completion]:
+) -> list[Answer]:
     """One completion per conversation (a list of chat messages), in the given order.
 
     With `prefix_cache`, the tokens every prompt starts with (system prompt, instruction,
@@ -82,7 +75,7 @@ def generate(
     prompts = [encode_chat(tokenizer, conversation) for conversation in conversations]
     generator = _generator(sampling.seed, model)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    completions: list[Completion | None] = [None] * len(prompts)
+    completions: list[Answer | None] = [None] * len(prompts)
     with cores.computing():
         prefix = PrefixCache.of(model, prompts) if prefix_cache else None
         for begin in range(0, len(order), batch_size):
@@ -105,7 +98,7 @@ class ChatStream:
     def __init__(self, model, tokenizer, messages: Conversation, sampling: Sampling) -> None:
         self._model, self._tokenizer, self._sampling = model, tokenizer, sampling
         self._prompt = encode_chat(tokenizer, messages)
-        self.completion: Completion | None = None
+        self.completion: Answer | None = None
 
     def __iter__(self) -> Iterator[str]:
         sent = 0
@@ -209,8 +202,10 @@ class _Row:
         elif len(self.tokens) >= self.limit:
             self.finish_reason = "length"
 
-    def completion(self) -> Completion:
-        return Completion(self.text, self.finish_reason, self.prompt_tokens, len(self.tokens))
+    def completion(self) -> Answer:
+        """The answer, its `finish_reason` "stop" (EOS or a stop string) or "length"."""
+        usage = Usage(self.prompt_tokens, len(self.tokens))
+        return Answer(self.text, self.finish_reason or "length", usage)
 
 
 def _settled(text: str, stops: tuple[str, ...]) -> int:

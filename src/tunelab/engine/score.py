@@ -18,7 +18,6 @@ towards answers of fewer tokens that an untrained model can show.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
@@ -32,20 +31,13 @@ from tunelab.engine.generate import (
     encode_chat,
 )
 from tunelab.errors import TunelabError
+from tunelab.types import NORMALIZATIONS, AnswerScore, best_answer
 
-NORMALIZATIONS = ("sum", "mean")
+__all__ = ["NORMALIZATIONS", "AnswerScore", "best_answer", "score_answers"]
+
 # Rows (conversation × answer) per forward pass over the answers: bounds the memory the
 # repeated prompt caches take (SmolLM2-135M: about 15 MB per row of a 300-token prompt).
 ANSWER_ROWS = 64
-
-
-@dataclass(frozen=True)
-class AnswerScore:
-    logprob: float  # sum over the answer's tokens
-    n_tokens: int
-
-    def value(self, normalize: str) -> float:
-        return self.logprob / self.n_tokens if normalize == "mean" else self.logprob
 
 
 def answer_tokens(tokenizer, messages: Conversation, prompt: list[int], answer: str) -> list[int]:
@@ -130,12 +122,3 @@ def _score_group(
     totals = (logprobs * own_mask).sum(-1).tolist()
     flat = [AnswerScore(total, len(tokens)) for total, tokens in zip(totals, rows, strict=True)]
     return [flat[i : i + n_answers] for i in range(0, len(flat), n_answers)]
-
-
-def best_answer(scores: list[AnswerScore], normalize: str = "sum") -> int:
-    """Index of the highest-scoring answer (the first of equals)."""
-    if normalize not in NORMALIZATIONS:
-        raise TunelabError("invalid_scoring", f"normalize must be one of {NORMALIZATIONS}",
-                           exit_code=2)  # fmt: skip
-    values = [score.value(normalize) for score in scores]
-    return values.index(max(values))

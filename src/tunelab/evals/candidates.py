@@ -2,11 +2,10 @@
 
 A name resolves as `tunelab chat` resolves it (`tunelab.providers.resolve`): the bundled
 alias, a Hugging Face directory, a training output, a registry `ft:` model (local or hosted),
-a catalog model, `PROVIDER/MODEL`, or `MODEL@URL` for any OpenAI-compatible service. Models
-whose weights are here answer through the engine's batched generation; the others through
-their provider, a few requests at a time.
-A hosted request that fails is recorded as that item's error (an invalid answer), so one
-timeout does not throw away a long evaluation.
+a catalog model, `PROVIDER/MODEL`, or `MODEL@URL` for any OpenAI-compatible service, and its
+provider answers (`Provider.answer_batch`: batched through the engine for weights on this
+machine, a few requests at a time for a hosted service, where a request that fails is that
+item's error, an invalid answer, so one timeout does not throw away a long evaluation).
 Inside `answering_from`, a name may stand for answers recorded earlier (`RecordedCandidate`):
 a model that can no longer be asked (an OpenAI fine-tune after its shutdown) is scored on
 what it said while it answered.
@@ -19,30 +18,16 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from tunelab.errors import TunelabError
+from tunelab.errors import Interrupted, TunelabError, check_cancel
+from tunelab.providers.resolve import ChatModel, check_chat_model, resolve_chat_model
+from tunelab.types import Answer, AnswerScore
 
-if TYPE_CHECKING:  # torch loads only when a local model is used
-    from tunelab.engine.score import AnswerScore
+__all__ = ["Answer", "Candidate", "Interrupted", "answer_all", "check_cancel", "open_candidate",
+           "score_all"]  # fmt: skip
 
 Progress = Callable[[int], None]  # called with the number of answers just finished
-# Rows per batched generation. On CPU larger batches keep paying off: 96 TREC prompts with
-# SmolLM2 took 20.8 s at 16, 17.4 s at 32 and 16.5 s at 48 (2026-11-22, 2 cores, fp32).
-LOCAL_BATCH_SIZE = 48
-HOSTED_CONCURRENCY = 4
-
-
-@dataclass
-class Answer:
-    text: str
-    finish_reason: str = "stop"
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    error: str | None = None
 
 
 class Candidate(abc.ABC):
@@ -83,92 +68,28 @@ class Candidate(abc.ABC):
         return answer.text
 
     def close(self) -> None:  # noqa: B027 (most candidates hold nothing to free)
-        """Free what the candidate holds (a local model's memory)."""
+        """Free what the candidate holds (a model's weights stay in its provider's cache,
+        within the cache's memory budget, for the next evaluation in this process)."""
 
 
-class LocalCandidate(Candidate):
-    gives_logprobs = True
+class ModelCandidate(Candidate):
+    """A model its provider answers (`ChatModel`): batched, scored where it gives
+    log-likelihoods."""
 
-    def __init__(self, name: str, source: str, batch_size: int = LOCAL_BATCH_SIZE) -> None:
-        self.name, self.source, self.batch_size = name, source, batch_size
-        self._loaded = None
-
-    def _model(self):
-        if self._loaded is None:
-            from tunelab.engine import load_base
-
-            model, tokenizer, _ = load_base(self.source)
-            model.eval()
-            self._loaded = (model, tokenizer)
-        return self._loaded
+    def __init__(self, name: str, model: ChatModel) -> None:
+        self.name, self.model = name, model
+        self.gives_logprobs = model.gives_logprobs
 
     def answer(self, conversations, *, max_tokens=256, temperature=0.0, progress=None,
                cancel=None) -> list[Answer]:  # fmt: skip
-        from tunelab.engine.generate import generate
-
-        model, tokenizer = self._model()
-        answers: list[Answer] = []
-        # Chunks of a few batches: progress and cancellation between them, while each
-        # chunk still sorts its prompts by length for batching.
-        chunk = self.batch_size * 4
-        for begin in range(0, len(conversations), chunk):
-            check_cancel(cancel, answers)
-            part = conversations[begin : begin + chunk]
-            done = generate(model, tokenizer, part, max_new_tokens=max_tokens,
-                            temperature=temperature, batch_size=self.batch_size)  # fmt: skip
-            answers += [Answer(c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens)
-                        for c in done]  # fmt: skip
-            if progress is not None:
-                progress(len(part))
-        return answers
+        return self.model.answer_batch(conversations, max_tokens=max_tokens,
+                                       temperature=temperature, progress=progress,
+                                       cancel=cancel)  # fmt: skip
 
     def score(self, conversations, answers, *, progress=None, cancel=None):
-        from tunelab.engine.score import score_answers
-
-        model, tokenizer = self._model()
-        scores: list[list[AnswerScore]] = []
-        chunk = self.batch_size * 4  # progress and cancellation between chunks
-        for begin in range(0, len(conversations), chunk):
-            check_cancel(cancel, scores)
-            part = conversations[begin : begin + chunk]
-            scores += score_answers(model, tokenizer, part, answers, batch_size=self.batch_size)
-            if progress is not None:
-                progress(len(part))
-        return scores
-
-    def close(self) -> None:
-        self._loaded = None
-
-
-class HostedCandidate(Candidate):
-    """A model that answers through its provider's chat (a `ChatModel`), a few at a time."""
-
-    def __init__(self, name: str, model) -> None:
-        self.name, self.model = name, model
-
-    def answer(self, conversations, *, max_tokens=256, temperature=0.0, progress=None,
-               cancel=None) -> list[Answer]:  # fmt: skip
-        def one(messages: list[dict]) -> Answer:
-            check_cancel(cancel)
-            try:
-                result = self.model.chat(messages, max_tokens=max_tokens,
-                                         temperature=temperature)  # fmt: skip
-            except TunelabError as err:
-                answer = Answer("", "error", error=f"{err.code}: {err.message}")
-            else:
-                answer = Answer(result.text, result.finish_reason, result.prompt_tokens,
-                                result.completion_tokens)  # fmt: skip
-            if progress is not None:
-                progress(1)
-            return answer
-
-        answers: list[Answer] = []
-        with ThreadPoolExecutor(HOSTED_CONCURRENCY) as pool:
-            try:
-                answers.extend(pool.map(one, conversations))  # in order, up to a cancel
-            except Interrupted as stop:
-                raise Interrupted(answers) from stop
-        return answers
+        if not self.gives_logprobs:
+            return None
+        return self.model.score(conversations, answers, progress=progress, cancel=cancel)
 
 
 class RecordedCandidate(Candidate):
@@ -184,7 +105,7 @@ class RecordedCandidate(Candidate):
         for messages in conversations:
             check_cancel(cancel, answers)
             found = self.answers.get(self.key(messages))
-            answers.append(found or Answer("", "error", error="no recorded answer to this prompt"))
+            answers.append(found or Answer.failed("no recorded answer to this prompt"))
             if progress is not None:
                 progress(1)
         return answers
@@ -206,44 +127,19 @@ def answering_from(stand_ins: dict[str, Candidate]) -> Iterator[None]:
         _STAND_INS.reset(token)
 
 
-class Interrupted(TunelabError):
-    """The cancel event (Ctrl-C, the studio's Cancel) stopped a model part-way: `done` holds
-    what it finished, the answers (or scores) of the first `len(done)` items, in order."""
-
-    def __init__(self, done: list | None = None) -> None:
-        super().__init__("cancelled", "the evaluation was cancelled.", exit_code=130)
-        self.done = list(done or [])
-        self.seconds = 0.0
-
-
-def check_cancel(cancel: threading.Event | None, done: list | None = None) -> None:
-    """Stop here if asked to, keeping `done` (what this model finished so far)."""
-    if cancel is not None and cancel.is_set():
-        raise Interrupted(done)
-
-
 def check_models(names) -> None:
     """Resolve every model name (and its provider's key) before any work: front ends call it
     before reading data, so a mistyped `--model` fails at once instead of after minutes."""
-    from tunelab.providers.resolve import check_chat_model
-
     for name in names:
         check_chat_model(name)
 
 
 def open_candidate(name: str) -> Candidate:
     """The candidate `name` refers to (see the module docstring)."""
-    from tunelab.providers.resolve import resolve_chat_model
-
     stand_in = (_STAND_INS.get() or {}).get(name)
     if stand_in is not None:
         return stand_in
-
-    model = resolve_chat_model(name)
-    source = model.engine_source
-    if source is not None:  # weights on this machine: batched through the engine
-        return LocalCandidate(name, source)
-    return HostedCandidate(name, model)
+    return ModelCandidate(name, resolve_chat_model(name))
 
 
 def answer_all(name: str, conversations: list[list[dict]], *, max_tokens: int, progress=None,

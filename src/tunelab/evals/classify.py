@@ -20,6 +20,7 @@ from tunelab.evals.candidates import Interrupted, answer_all, score_all
 from tunelab.evals.items import EvalData
 from tunelab.evals.metrics import classification_metrics, paired_comparison
 from tunelab.evals.result import TaskResult, partial_of
+from tunelab.types import best_answer
 
 MAX_TOKENS = 32  # a label, its tags and a little slack; longer answers are invalid anyway
 
@@ -174,7 +175,6 @@ def _classify_with(name, data, prompt, labels, method, normalize, progress, canc
 
 
 def _scored_row(scores, labels: list[str], answers: list[str], normalize: str) -> dict:
-    from tunelab.engine.score import best_answer  # torch loads only for local models
 
     best = best_answer(scores, normalize)
     values = {label: round(score.value(normalize), 4)

@@ -26,9 +26,9 @@ from tunelab.migrate.dates import MODELS_STOP, utc_today
 from tunelab.migrate.inventory import openai_jobs, registered_file
 from tunelab.migrate.plan import migration_job
 from tunelab.registry import Job, Store
+from tunelab.types import Answer, Usage
 
 if TYPE_CHECKING:
-    from tunelab.evals.candidates import Answer
     from tunelab.evals.result import EvaluationResult
 
 TASKS = ("classify", "queries", "judge")
@@ -243,14 +243,8 @@ def _day(record: dict) -> str | None:
 
 
 def _answer(record: dict) -> Answer:
-    from tunelab.evals.candidates import Answer
-
-    return Answer(
-        record["answer"],
-        record.get("finish_reason") or "stop",
-        record.get("prompt_tokens") or 0,
-        record.get("completion_tokens") or 0,
-    )
+    usage = Usage(record.get("prompt_tokens") or 0, record.get("completion_tokens") or 0)
+    return Answer(record["answer"], record.get("finish_reason") or "stop", usage)
 
 
 def _cannot_ask(name: str, fresh: bool, some_recorded: bool) -> TunelabError:

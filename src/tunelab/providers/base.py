@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Generator, Iterator
 from dataclasses import asdict, dataclass, field
 
+from tunelab.types import Answer
+
 JOB_STATUSES: tuple[str, ...] = (
     "validating_files",
     "queued",
@@ -106,31 +108,26 @@ class JobCheckpoint:
 
 
 @dataclass(frozen=True)
-class Usage:
-    """Tokens one answer cost, counted as OpenAI counts them."""
+class ChatOptions:
+    """A chat request's generation settings, under OpenAI's names; None where the caller left
+    the provider's default. `n` answers are asked for."""
 
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    n: int = 1
 
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-@dataclass
-class ChatResult:
-    """One answer to a chat, from any provider: text, why it ended, usage and latency."""
-
-    text: str
-    model: str
-    finish_reason: str = "stop"  # "stop" or "length"
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency: float = 0.0  # seconds from the request to the whole answer
-
-    @property
-    def usage(self) -> Usage:
-        return Usage(self.prompt_tokens, self.completion_tokens)
+    def settings(self) -> dict:
+        """The settings as `Provider.chat`'s keywords (None: the provider's default)."""
+        return {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "stop": list(self.stop) or None,
+            "seed": self.seed,
+        }
 
 
 def chat_settings(
@@ -149,21 +146,22 @@ def chat_settings(
 
 
 class ChatStream:
-    """One answer as it arrives: iterate for text deltas; `result` holds the whole after.
+    """One answer as it arrives: iterate for text deltas; `result` holds the whole `Answer`
+    after.
 
     Every provider streams in this shape. `events` is a generator that yields the deltas
-    and returns the `ChatResult`.
+    and returns the `Answer`.
     """
 
-    def __init__(self, events: Generator[str, None, ChatResult]) -> None:
+    def __init__(self, events: Generator[str, None, Answer]) -> None:
         self._events = events
-        self.result: ChatResult | None = None
+        self.result: Answer | None = None
 
     @classmethod
-    def of(cls, result: ChatResult) -> ChatStream:
+    def of(cls, result: Answer) -> ChatStream:
         """A whole answer as a stream of one delta (providers that do not stream)."""
 
-        def events() -> Generator[str, None, ChatResult]:
+        def events() -> Generator[str, None, Answer]:
             if result.text:
                 yield result.text
             return result

@@ -6,20 +6,30 @@ capabilities. Whatever it does not offer raises `unsupported_operation`, naming 
 The core never asks which provider it holds: it asks for a capability.
 
 Job operations speak the plain objects of `tunelab.providers.base` in OpenAI's vocabulary;
-chat answers are `ChatResult`s, streamed as `ChatStream`s.
+answers are `tunelab.types.Answer`s, streamed as `ChatStream`s. Answering is the provider's
+alone: one chat (`chat`, `stream_chat`), a batch of chats (`answer_batch`), fixed answers'
+log-likelihoods where it has them (`score`, capability SCORING), and the same for
+`tunelab serve`'s event loop (`serve_answers`, `serve_stream`, `serve_scores`). Whoever
+holds weights (the local provider) keeps its own model cache and generation queue behind
+these; nothing above the providers drives the engine to answer.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache, partial
 from pathlib import Path
 from typing import ClassVar
 from urllib.parse import urlparse
 
 from tunelab.catalog import CATALOG, resolve_model
-from tunelab.errors import TunelabError
+from tunelab.errors import Interrupted, TunelabError, check_cancel
+from tunelab.providers.answer_stream import AnswerStream, feed
 from tunelab.providers.base import (
-    ChatResult,
+    ChatOptions,
     ChatStream,
     JobCheckpoint,
     JobEvent,
@@ -29,15 +39,36 @@ from tunelab.providers.base import (
 )
 from tunelab.registry import Job
 from tunelab.settings import get_secret
+from tunelab.types import Answer, AnswerScore
+
+Progress = Callable[[int], None]  # called with the number of items just finished
 
 FINE_TUNING = "fine-tuning"
 CHAT = "chat"
 FILES = "files"
 MODEL_DOWNLOAD = "model-download"
-CAPABILITIES = (FINE_TUNING, CHAT, FILES, MODEL_DOWNLOAD)
+SCORING = "scoring"  # log-likelihoods of fixed answers: label scoring
+CAPABILITIES = (FINE_TUNING, CHAT, FILES, MODEL_DOWNLOAD, SCORING)
+HOSTED_CONCURRENCY = 4  # requests in flight at once when a batch goes one chat at a time
 # What an SDK client is built with where no key may go (a stranger's host) or none is needed
 # (`tunelab serve` on loopback): the SDKs refuse to start without some key.
 PLACEHOLDER_KEY = "tunelab-no-key"
+
+
+@dataclass(frozen=True)
+class ServingLimits:
+    """What a server allows the providers answering for it."""
+
+    memory_budget_bytes: int | None = None  # for models held in memory (None: half of it)
+    max_batch_size: int = 8  # rows generated together
+    batch_window_seconds: float = 0.005  # how long a request waits for others to batch with
+
+
+@cache
+def relay_threads() -> ThreadPoolExecutor:
+    """The threads that read hosted streams for the server: they wait on the network, not on
+    torch, so each stream reads in a thread of its own."""
+    return ThreadPoolExecutor(64, thread_name_prefix="tunelab-relay")
 
 
 @dataclass(frozen=True)
@@ -68,10 +99,14 @@ class Provider:
     poll_backs_off: ClassVar[bool] = True  # a long wait looks less and less often
     organization: ClassVar[str | None] = None  # OpenAI's `organization_id` on its jobs
     runs_here: ClassVar[bool] = False  # jobs run on this machine, by `tunelab worker`
+    # One instance per process (`registry.get_provider`): what it holds (loaded models, a
+    # generation queue) is shared by everything that asks it in the process.
+    one_per_process: ClassVar[bool] = False
 
     def __init__(self, *, base_url: str | None = None, key_variable: str | None = None) -> None:
         self.base_url = base_url
         self.endpoint_key_variable = key_variable
+        self.serving_stopped = False
 
     # -- models ---------------------------------------------------------------------------
 
@@ -138,13 +173,6 @@ class Provider:
         """
         cls.endpoint_key(base_url, key_variable)
 
-    def engine_source(self, model: str) -> str | None:
-        """What the local engine loads for `model`, for providers whose weights are here.
-
-        The server and evaluation batch such models through the engine themselves.
-        """
-        return None
-
     def describe(self, model: str) -> str:
         """How `tunelab chat` names the model it talks to."""
         return f"{model} ({self.name})"
@@ -161,12 +189,103 @@ class Provider:
         top_p: float | None = None,
         stop: list[str] | None = None,
         seed: int | None = None,
-    ) -> ChatResult:
+    ) -> Answer:
         raise self.unsupported("chat")
 
     def stream_chat(self, model: str, messages: list[dict], **options) -> ChatStream:
         """The answer as it arrives; providers that do not stream send it whole."""
         return ChatStream.of(self.chat(model, messages, **options))
+
+    def answer_batch(
+        self,
+        model: str,
+        conversations: list[list[dict]],
+        *,
+        progress: Progress | None = None,
+        cancel=None,
+        **options,
+    ) -> list[Answer]:
+        """One answer per conversation, in order (`options`: `chat`'s settings).
+
+        By default a few `chat` calls at a time; a call that fails is that conversation's
+        failed answer (`Answer.failed`), so one timeout does not throw away a long
+        evaluation. `progress(n)` is called as answers finish; a set `cancel` event raises
+        `Interrupted` holding the answers finished before it, in order.
+        """
+
+        def one(messages: list[dict]) -> Answer:
+            check_cancel(cancel)
+            try:
+                answer = self.chat(model, messages, **options)
+            except TunelabError as err:
+                answer = Answer.failed(f"{err.code}: {err.message}")
+            if progress is not None:
+                progress(1)
+            return answer
+
+        answers: list[Answer] = []
+        with ThreadPoolExecutor(HOSTED_CONCURRENCY) as pool:
+            try:
+                answers.extend(pool.map(one, conversations))  # in order, up to a cancel
+            except Interrupted as stop:
+                raise Interrupted(answers) from stop
+        return answers
+
+    def score(
+        self,
+        model: str,
+        conversations: list[list[dict]],
+        answers: list[str],
+        *,
+        progress: Progress | None = None,
+        cancel=None,
+    ) -> list[list[AnswerScore]]:
+        """Each of `answers`' log-likelihood after each conversation (`[conversation][answer]`),
+        for providers with the SCORING capability."""
+        raise self.unsupported("log-likelihoods of answers (label scoring)")
+
+    # -- answering for `tunelab serve` (its event loop) ------------------------------------
+    # By default whole answers are `chat` calls in a thread and streams are relayed from a
+    # thread of their own; the local provider batches through its generation queue instead.
+
+    def start_serving(self, limits: ServingLimits) -> None:
+        """Get ready to answer a server's requests (its memory budget, batch size)."""
+        self.serving_stopped = False
+
+    def stop_serving(self) -> None:
+        """The server stops: streams still relayed stop at their next delta."""
+        self.serving_stopped = True
+
+    def loaded_models(self) -> list[str]:
+        """Directories of the models this provider holds in memory (hosted: none)."""
+        return []
+
+    def forget_weights(self, path: str) -> bool:
+        """Drop the model loaded from `path` (deleted) from memory; whether it was there."""
+        return False
+
+    async def serve_answers(self, model: str, messages: list[dict],
+                            options: ChatOptions) -> list[Answer]:  # fmt: skip
+        """`options.n` whole answers to `messages`."""
+        settings = options.settings()
+        return await asyncio.to_thread(
+            lambda: [self.chat(model, messages, **settings) for _ in range(options.n)]
+        )
+
+    async def serve_stream(self, model: str, messages: list[dict], options: ChatOptions,
+                           answer: AnswerStream, release: Callable[[], None]) -> None:  # fmt: skip
+        """Start streaming `options.n` answers into `answer`; `release()` once done."""
+        loop = asyncio.get_running_loop()
+        settings = options.settings()
+        relay = partial(feed, answer, answer.emitter(loop), options.n,
+                        lambda _: self.stream_chat(model, messages, **settings),
+                        stopped=lambda: self.serving_stopped)  # fmt: skip
+        loop.run_in_executor(relay_threads(), relay).add_done_callback(lambda _: release())
+
+    async def serve_scores(self, model: str, messages: list[dict],
+                           answers: list[str]) -> tuple[list[AnswerScore], int]:  # fmt: skip
+        """Each of `answers`' log-likelihood after `messages`, and the prompt's tokens."""
+        raise self.unsupported("log-likelihoods of answers (label scoring)")
 
     # -- files and jobs -------------------------------------------------------------------
 

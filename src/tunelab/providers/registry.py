@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import threading
 from importlib.metadata import entry_points
 
 from tunelab.errors import TunelabError
@@ -29,6 +30,8 @@ BUILTIN_MODULES = (
 log = logging.getLogger(__name__)
 
 _classes: dict[str, type[Provider]] | None = None
+_shared: dict[tuple, Provider] = {}  # the one_per_process providers' instances
+_shared_lock = threading.Lock()
 
 
 def provider_classes() -> dict[str, type[Provider]]:
@@ -70,6 +73,7 @@ def reload_providers() -> None:
     """Forget the registered classes (tests install plugins at run time)."""
     global _classes
     _classes = None
+    _shared.clear()
 
 
 def provider_names(capability: str | None = None) -> list[str]:
@@ -98,9 +102,18 @@ def get_provider(
 ) -> Provider:
     """The provider `name`, for its own service or the endpoint at `base_url`.
 
-    Keys are read from the environment or `.env` when the provider needs one.
+    Keys are read from the environment or `.env` when the provider needs one. A provider
+    that is `one_per_process` (this machine's: its loaded models and generation queue) is
+    built once and shared.
     """
-    return provider_class(name)(base_url=base_url, key_variable=key_variable)
+    cls = provider_class(name)
+    if not cls.one_per_process:
+        return cls(base_url=base_url, key_variable=key_variable)
+    with _shared_lock:
+        key = (name, base_url, key_variable)
+        if key not in _shared:
+            _shared[key] = cls(base_url=base_url, key_variable=key_variable)
+        return _shared[key]
 
 
 def check_provider(name: str) -> None:

@@ -15,15 +15,16 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tunelab.errors import TunelabError
 from tunelab.providers import registry
-from tunelab.providers.base import ChatResult, ChatStream
+from tunelab.providers.base import ChatStream
 from tunelab.providers.endpoints import find_endpoint
-from tunelab.providers.provider import Provider
+from tunelab.providers.provider import SCORING, Provider
 from tunelab.registry import Store
 from tunelab.settings import get_settings
+from tunelab.types import Answer
 
 URL_MARKERS = ("@http://", "@https://")
 COMPATIBLE_PROVIDER = "openai-compatible"  # answers `MODEL@URL` and named endpoints
@@ -49,20 +50,33 @@ class ChatModel:
         return self._client
 
     @property
-    def engine_source(self) -> str | None:
-        """What the local engine loads, for models whose weights are on this machine."""
-        return self.client().engine_source(self.model)
+    def gives_logprobs(self) -> bool:
+        """Whether its provider scores fixed answers (`score`): log-likelihoods."""
+        return self.client().supports(SCORING)
+
+    @property
+    def weights_here(self) -> bool:
+        """Whether it answers from weights on this machine (loading them takes a while)."""
+        return self.client().runs_here
 
     def describe(self) -> str:
         return self.client().describe(self.model)
 
-    def chat(self, messages: list[dict], **options) -> ChatResult:
+    def chat(self, messages: list[dict], **options) -> Answer:
         """One whole answer; `options` are `max_tokens`, `temperature`, `top_p`, `stop`, `seed`."""
         began = time.perf_counter()
-        result = self.client().chat(self.model, messages, **options)
-        if not result.latency:
-            result.latency = time.perf_counter() - began
-        return result
+        answer = self.client().chat(self.model, messages, **options)
+        if not answer.latency:
+            answer = replace(answer, latency=time.perf_counter() - began)
+        return answer
+
+    def answer_batch(self, conversations: list[list[dict]], **options) -> list[Answer]:
+        """One answer per conversation, in order (`Provider.answer_batch`)."""
+        return self.client().answer_batch(self.model, conversations, **options)
+
+    def score(self, conversations: list[list[dict]], answers: list[str], **options):
+        """Each answer's log-likelihood after each conversation (`Provider.score`)."""
+        return self.client().score(self.model, conversations, answers, **options)
 
     def stream(self, messages: list[dict], **options) -> ChatStream:
         """The answer as it arrives (one delta for providers that do not stream)."""

@@ -29,6 +29,7 @@ STATUS_BY_CODE = {
     "provider_auth_failed": 401,
     "provider_rate_limited": 429,
     "server_busy": 429,
+    "server_shutting_down": 503,
     "file_too_large": 413,
     "provider_unavailable": 503,
     # The server's own storage cannot be written: not the client's fault, and not a bug.

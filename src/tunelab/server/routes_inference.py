@@ -22,13 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from tunelab.data.prompts import ClassificationPrompt
 from tunelab.errors import TunelabError
+from tunelab.providers.answer_stream import AnswerStream
 from tunelab.providers.models import delete_model, list_models
 from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
 from tunelab.providers.wire import model_object
 from tunelab.registry import Model
-from tunelab.server.answer_stream import AnswerStream
 from tunelab.server.errors import STATUS_BY_CODE, ApiError, envelope
-from tunelab.server.inference import ChatAnswer, ChatOptions
+from tunelab.server.inference import ChatCompletion, ChatOptions
 from tunelab.server.model_access import check_served
 
 router = APIRouter()
@@ -139,7 +139,7 @@ def _check_label_request(body: ChatCompletionRequest) -> None:
                        "and with n=1.", param="labels")  # fmt: skip
 
 
-def _completion(answer: ChatAnswer, completion_id: str, created: int) -> dict:
+def _completion(answer: ChatCompletion, completion_id: str, created: int) -> dict:
     choices = [
         {
             "index": index,
@@ -159,7 +159,7 @@ def _completion(answer: ChatAnswer, completion_id: str, created: int) -> dict:
         "created": created,
         "model": answer.model,
         "choices": choices,
-        "usage": _usage(answer.prompt_tokens, answer.completion_tokens),
+        "usage": _usage(answer.usage.prompt_tokens, answer.usage.completion_tokens),
         "system_fingerprint": None,
     }
 

@@ -156,7 +156,7 @@ def test_judge_with_models_answering_data_prompts(tmp_path, capsys):
 
 
 class Unreachable(Candidate):
-    """A hosted judge whose every call fails, as `HostedCandidate` reports a refused socket."""
+    """A hosted judge whose every call fails, as a provider's batch reports a refused socket."""
 
     name = "down@http://127.0.0.1:9/v1"
 

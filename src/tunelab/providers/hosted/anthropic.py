@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from tunelab.errors import TunelabError
 from tunelab.lazy import LazyModule
-from tunelab.providers.base import ChatResult, ChatStream, chat_settings
+from tunelab.providers.base import ChatStream, chat_settings
 from tunelab.providers.hosted.retry import (
     RetryPolicy,
     call_with_retries,
@@ -28,6 +28,7 @@ from tunelab.providers.hosted.retry import (
 from tunelab.providers.hosted.service import HostedProvider
 from tunelab.providers.provider import CHAT, ModelEntry
 from tunelab.settings import load_env
+from tunelab.types import Answer, Usage
 
 T = TypeVar("T")
 PROVIDER = "Anthropic"
@@ -83,7 +84,7 @@ class AnthropicProvider(HostedProvider):
     def owns(cls, name: str) -> str | None:
         return None  # Claude models are named `anthropic/<id>`
 
-    def chat(self, model: str, messages: list[dict], **options) -> ChatResult:
+    def chat(self, model: str, messages: list[dict], **options) -> Answer:
         began = time.perf_counter()
         message = self._call(lambda: self._client.messages.create(
             **_request(model, messages, **options)))  # fmt: skip
@@ -92,9 +93,9 @@ class AnthropicProvider(HostedProvider):
             raise TunelabError("provider_bad_response", f"{PROVIDER} ({where}) sent no message.")
         text = "".join(block.text for block in message.content if block.type == "text")
         usage = message.usage
-        return ChatResult(text, message.model or model, _finish(message.stop_reason),
-                          usage.input_tokens, usage.output_tokens,
-                          time.perf_counter() - began)  # fmt: skip
+        return Answer(text, _finish(message.stop_reason),
+                      Usage(usage.input_tokens, usage.output_tokens),
+                      time.perf_counter() - began, model=message.model or model)  # fmt: skip
 
     def stream_chat(self, model: str, messages: list[dict], **options) -> ChatStream:
         began = time.perf_counter()
@@ -103,7 +104,7 @@ class AnthropicProvider(HostedProvider):
             **_request(model, messages, **options), stream=True))  # fmt: skip
         return ChatStream(self._deltas(events, model, began))
 
-    def _deltas(self, events, model: str, began: float) -> Generator[str, None, ChatResult]:
+    def _deltas(self, events, model: str, began: float) -> Generator[str, None, Answer]:
         parts, answer = [], {"model": model, "input": 0, "output": 0, "stop": None}
         try:
             for event in events:
@@ -117,9 +118,9 @@ class AnthropicProvider(HostedProvider):
             raise self._stream_error(err) from None
         finally:
             events.close()
-        return ChatResult("".join(parts), answer["model"], _finish(answer["stop"]),
-                          answer["input"], answer["output"],
-                          time.perf_counter() - began)  # fmt: skip
+        return Answer("".join(parts), _finish(answer["stop"]),
+                      Usage(answer["input"], answer["output"]),
+                      time.perf_counter() - began, model=answer["model"])  # fmt: skip
 
     def _call(self, call: Callable[[], T]) -> T:
         try:

@@ -24,7 +24,6 @@ from tunelab.lazy import LazyModule
 from tunelab.providers.base import (
     JOB_STATUSES,
     REQUEST_ID_KEY,
-    ChatResult,
     ChatStream,
     JobCheckpoint,
     JobEvent,
@@ -44,6 +43,7 @@ from tunelab.providers.hosted.retry import (
 from tunelab.providers.hosted.service import HostedProvider
 from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, PLACEHOLDER_KEY
 from tunelab.settings import load_env
+from tunelab.types import Answer, Usage
 
 T = TypeVar("T")
 KEY_VARIABLE = "OPENAI_API_KEY"
@@ -260,19 +260,18 @@ class OpenAIProvider(HostedProvider):
 
     # Chat
 
-    def chat(self, model: str, messages: list[dict], **options) -> ChatResult:
+    def chat(self, model: str, messages: list[dict], **options) -> Answer:
         sent = self._chat_options(**options)
         response = self._call(
             lambda: self._client.chat.completions.create(model=model, messages=messages, **sent)
         )
         choice = response.choices[0]
         usage = response.usage
-        return ChatResult(
+        return Answer(
             text=choice.message.content or "",
-            model=response.model or model,
             finish_reason=choice.finish_reason or "stop",
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
+            usage=Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage(),
+            model=response.model or model,
         )
 
     def stream_chat(self, model: str, messages: list[dict], **options) -> ChatStream:
@@ -338,16 +337,15 @@ class OpenAIProvider(HostedProvider):
         return text
 
 
-def _whole_answer(body: dict, model: str) -> ChatResult:
+def _whole_answer(body: dict, model: str) -> Answer:
     """A chat completion the server sent as JSON to a streamed request."""
     choice = (body.get("choices") or [{}])[0]
     usage = body.get("usage") or {}
-    return ChatResult(
+    return Answer(
         text=(choice.get("message") or {}).get("content") or "",
-        model=body.get("model") or model,
         finish_reason=choice.get("finish_reason") or "stop",
-        prompt_tokens=usage.get("prompt_tokens") or 0,
-        completion_tokens=usage.get("completion_tokens") or 0,
+        usage=Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0),
+        model=body.get("model") or model,
     )
 
 

@@ -3,7 +3,7 @@
 OpenAI, every OpenAI-compatible server and Together stream the same chunks: a text delta
 per chunk under `choices[0].delta.content`, the finish reason on the last choice, and the
 usage (when the server sends it) on a final chunk without choices. The SDKs read the
-server-sent events; this turns their chunks into deltas and one `ChatResult`.
+server-sent events; this turns their chunks into deltas and one `Answer`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from collections.abc import Callable, Generator, Iterable
 from typing import Any
 
 from tunelab.errors import TunelabError
-from tunelab.providers.base import ChatResult, ChatStream
+from tunelab.providers.base import ChatStream
+from tunelab.types import Answer, Usage
 
 
 def chunk_stream(
@@ -27,7 +28,7 @@ def chunk_stream(
     return ChatStream(_deltas(chunks, model, on_error, time.perf_counter()))
 
 
-def _deltas(chunks, model, on_error, began: float) -> Generator[str, None, ChatResult]:
+def _deltas(chunks, model, on_error, began: float) -> Generator[str, None, Answer]:
     parts: list[str] = []
     answer: dict[str, Any] = {"model": model, "finish": None, "usage": None}
     try:
@@ -44,10 +45,10 @@ def _deltas(chunks, model, on_error, began: float) -> Generator[str, None, ChatR
         if close is not None:
             close()  # a client that went away stops the upstream answer too
     usage = answer["usage"]
-    return ChatResult("".join(parts), answer["model"], answer["finish"] or "stop",
-                      getattr(usage, "prompt_tokens", 0) or 0,
-                      getattr(usage, "completion_tokens", 0) or 0,
-                      time.perf_counter() - began)  # fmt: skip
+    tokens = Usage(getattr(usage, "prompt_tokens", 0) or 0,
+                   getattr(usage, "completion_tokens", 0) or 0)  # fmt: skip
+    return Answer("".join(parts), answer["finish"] or "stop", tokens,
+                  time.perf_counter() - began, model=answer["model"])  # fmt: skip
 
 
 def _read_chunk(chunk: Any, answer: dict) -> list[str]:

@@ -20,7 +20,6 @@ from tunelab.errors import TunelabError
 from tunelab.io import check_output_path, commit, staged_write
 from tunelab.lazy import LazyModule
 from tunelab.providers.base import (
-    ChatResult,
     ChatStream,
     JobCheckpoint,
     JobEvent,
@@ -48,6 +47,7 @@ from tunelab.providers.hosted.together_mapping import (
     unix_seconds,
 )
 from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, MODEL_DOWNLOAD
+from tunelab.types import Answer, Usage
 
 # The SDK loads when a call needs it, not at `tunelab --help`.
 together = LazyModule("together")
@@ -178,7 +178,7 @@ class TogetherProvider(HostedProvider):
 
     # Models
 
-    def chat(self, model: str, messages: list[dict], **options) -> ChatResult:
+    def chat(self, model: str, messages: list[dict], **options) -> Answer:
         sent = chat_settings(**options)
         completion = self._call(
             lambda: self._client.chat.completions.create(model=model, messages=messages, **sent)
@@ -188,12 +188,11 @@ class TogetherProvider(HostedProvider):
         choice = completion.choices[0]
         text = (choice.message.content if choice.message else None) or choice.text or ""
         usage = completion.usage
-        return ChatResult(
+        return Answer(
             text=text,
-            model=completion.model or model,
             finish_reason="length" if choice.finish_reason == "length" else "stop",
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
+            usage=Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage(),
+            model=completion.model or model,
         )
 
     def stream_chat(self, model: str, messages: list[dict], **options) -> ChatStream:

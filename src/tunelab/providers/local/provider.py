@@ -6,19 +6,37 @@ and the registry's local `ft:` models (resolved to their directories before they
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-import time
-from collections.abc import Generator
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from tunelab.engine.sources import ModelInfo, resolve_model_source
 from tunelab.errors import TunelabError
-from tunelab.providers.base import ChatResult, ChatStream
+from tunelab.providers.answer_stream import AnswerStream
+from tunelab.providers.base import ChatOptions, ChatStream, chat_settings
 from tunelab.providers.local import jobs as local
 from tunelab.providers.local.artifacts import checkpoint_location
-from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, MODEL_DOWNLOAD, Provider
+from tunelab.providers.provider import (
+    CHAT,
+    FILES,
+    FINE_TUNING,
+    MODEL_DOWNLOAD,
+    SCORING,
+    Provider,
+    ServingLimits,
+)
 from tunelab.registry import Job
+from tunelab.types import Answer, AnswerScore
+
+if TYPE_CHECKING:  # torch: imported when this machine first answers, not by light commands
+    from tunelab.engine.generate import Sampling
+    from tunelab.providers.local.model_cache import ModelCache
+    from tunelab.providers.local.queue import GenerationQueue
 
 DEFAULT_MAX_TOKENS = 512  # `tunelab chat`'s default, for callers that leave it open
+FALLBACK_MAX_TOKENS = 2048  # a server's default for models whose config states no context
 
 
 def register_providers(register) -> None:
@@ -26,19 +44,36 @@ def register_providers(register) -> None:
 
 
 class LocalProvider(Provider):
-    """Training and chat on this machine (CPU or GPU), with the bundled model by default."""
+    """Training and answering on this machine (CPU or GPU), with the bundled model by default.
+
+    One per process: its `ModelCache` holds the models loaded here for everything that asks
+    (`tunelab chat`, evaluations, the server), and each server's event loop gets a
+    `GenerationQueue` that batches its requests.
+    """
 
     name = local.PROVIDER
     title = "this machine"
-    capabilities = frozenset({FINE_TUNING, CHAT, FILES, MODEL_DOWNLOAD})
+    capabilities = frozenset({FINE_TUNING, CHAT, FILES, MODEL_DOWNLOAD, SCORING})
     poll_seconds = 1.0
     poll_backs_off = False  # the worker writes progress into the registry: reading is cheap
     organization = local.ORG
     runs_here = True
+    one_per_process = True
 
     def __init__(self, *, base_url: str | None = None, key_variable: str | None = None) -> None:
         super().__init__(base_url=base_url, key_variable=key_variable)
-        self._loaded: dict[str, tuple] = {}  # source → (model, tokenizer, info)
+        self._models: ModelCache | None = None
+        self._queues: dict[asyncio.AbstractEventLoop, GenerationQueue] = {}
+        self._limits = ServingLimits()
+
+    @property
+    def model_cache(self) -> ModelCache:
+        """The models loaded here, made on first use (it imports torch)."""
+        if self._models is None:
+            from tunelab.providers.local.model_cache import ModelCache
+
+            self._models = ModelCache(self._limits.memory_budget_bytes)
+        return self._models
 
     @classmethod
     def owns(cls, name: str) -> str | None:
@@ -54,47 +89,110 @@ class LocalProvider(Provider):
                     key_variable: str | None = None) -> None:  # fmt: skip
         """A directory, training output, the bundled model or a Hub id: resolved without
         importing torch (`resolve_model_source` raises a clear error for anything else)."""
-        from tunelab.engine.sources import resolve_model_source
-
         resolve_model_source(model)
 
-    def engine_source(self, model: str) -> str:
-        return model
-
     def describe(self, model: str) -> str:
-        return self.load(model)[2].name
+        return resolve_model_source(model).name
 
-    def load(self, model: str) -> tuple:
-        """The engine's (model, tokenizer, info) for `model`, loaded once per provider."""
-        if model not in self._loaded:
-            from tunelab.engine.models import load_base
+    # -- answering, in the caller's thread ----------------------------------------------
 
-            self._loaded[model] = load_base(model)
-        return self._loaded[model]
-
-    def chat(self, model: str, messages: list[dict], **options) -> ChatResult:
+    def chat(self, model: str, messages: list[dict], **options) -> Answer:
         stream = self.stream_chat(model, messages, **options)
         for _ in stream:
             pass  # drain the stream: its result holds the whole answer and the usage
+        assert stream.result is not None
         return stream.result
 
-    def stream_chat(
-        self,
-        model: str,
-        messages: list[dict],
-        *,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        stop: list[str] | None = None,
-        seed: int | None = None,
-    ) -> ChatStream:
-        loaded, tokenizer, info = self.load(model)
-        return engine_stream(loaded, tokenizer, info.name, messages,
-                             max_new_tokens=max_tokens or DEFAULT_MAX_TOKENS,
-                             temperature=temperature or 0.0,
-                             top_p=1.0 if top_p is None else top_p,
-                             stop=stop or (), seed=seed)  # fmt: skip
+    def stream_chat(self, model: str, messages: list[dict], **options) -> ChatStream:
+        from tunelab.providers.local.answering import engine_stream
+
+        return engine_stream(self.model_cache.get(model), messages, **engine_sampling(options))
+
+    def answer_batch(self, model: str, conversations: list[list[dict]], *, progress=None,
+                     cancel=None, **options) -> list[Answer]:  # fmt: skip
+        """Batched through the engine, greedy unless a temperature is given."""
+        from tunelab.providers.local.answering import answer_chats
+
+        return answer_chats(self.model_cache.get(model), conversations, progress=progress,
+                            cancel=cancel, **engine_sampling(options))  # fmt: skip
+
+    def score(self, model: str, conversations: list[list[dict]], answers: list[str], *,
+              progress=None, cancel=None) -> list[list[AnswerScore]]:  # fmt: skip
+        from tunelab.providers.local.answering import score_chats
+
+        return score_chats(self.model_cache.get(model), conversations, answers,
+                           progress=progress, cancel=cancel)  # fmt: skip
+
+    # -- answering for a server: batched in the generation queue -------------------------
+
+    def start_serving(self, limits: ServingLimits) -> None:
+        super().start_serving(limits)
+        self._limits = limits
+        if limits.memory_budget_bytes and self._models is not None:
+            self._models.memory_budget_bytes = limits.memory_budget_bytes
+
+    def stop_serving(self) -> None:
+        """Stop the queue of the running event loop, and free the models loaded for it."""
+        super().stop_serving()
+        try:
+            loops = [asyncio.get_running_loop()]
+        except RuntimeError:  # called outside the server's loop: stop every queue
+            loops = list(self._queues)
+        for loop in loops:
+            queue = self._queues.pop(loop, None)
+            if queue is not None:
+                queue.close()
+        if self._models is not None:
+            self._models.clear()
+
+    def loaded_models(self) -> list[str]:
+        return [] if self._models is None else self._models.directories()
+
+    def forget_weights(self, path: str) -> bool:
+        return self._models is not None and self._models.drop(path)
+
+    async def serve_answers(self, model: str, messages: list[dict],
+                            options: ChatOptions) -> list[Answer]:  # fmt: skip
+        from tunelab.providers.local.queue import BatchRequest
+
+        loaded = await asyncio.to_thread(self.model_cache.get, model)
+        loop = asyncio.get_running_loop()
+        request = BatchRequest(loaded, messages, _sampling(options, loaded.info), options.n,
+                               loop.create_future(), loop.time())  # fmt: skip
+        self._queue().submit(request)
+        return await request.done
+
+    async def serve_stream(self, model: str, messages: list[dict], options: ChatOptions,
+                           answer: AnswerStream, release: Callable[[], None]) -> None:  # fmt: skip
+        from tunelab.providers.local.queue import StreamRequest
+
+        loaded = await asyncio.to_thread(self.model_cache.get, model)
+        sampling = _sampling(options, loaded.info)
+        now = asyncio.get_running_loop().time()
+        self._queue().submit(StreamRequest(loaded, messages, sampling, options.n, answer,
+                                           release, now))  # fmt: skip
+
+    async def serve_scores(self, model: str, messages: list[dict],
+                           answers: list[str]) -> tuple[list[AnswerScore], int]:  # fmt: skip
+        from tunelab.providers.local.queue import ScoreRequest
+
+        loaded = await asyncio.to_thread(self.model_cache.get, model)
+        loop = asyncio.get_running_loop()
+        request = ScoreRequest(loaded, messages, answers, loop.create_future(), loop.time())
+        self._queue().submit(request)
+        return await request.done
+
+    def _queue(self) -> GenerationQueue:
+        """The generation queue of the running event loop (a server's), made on first use."""
+        loop = asyncio.get_running_loop()
+        queue = self._queues.get(loop)
+        if queue is None:
+            from tunelab.providers.local.queue import GenerationQueue
+
+            limits = self._limits
+            queue = GenerationQueue(limits.max_batch_size, limits.batch_window_seconds)
+            self._queues[loop] = queue
+        return queue
 
     # -- jobs: they live in the registry, run by `tunelab worker` ---------------------------
 
@@ -149,18 +247,31 @@ class LocalProvider(Provider):
         ]  # fmt: skip
 
 
-def engine_stream(model, tokenizer, name: str, messages: list[dict], **sampling) -> ChatStream:
-    """The engine's answer to `messages` as a provider's `ChatStream` (`sampling`: the
-    engine's `stream_chat` settings). `tunelab serve` streams its cached models through it."""
-    from tunelab.engine.generate import stream_chat  # torch loads only when needed
+def _sampling(options: ChatOptions, info: ModelInfo) -> Sampling:
+    """A server request's settings for the engine: greedy unless a temperature is given,
+    up to the model's context unless `max_tokens` says less."""
+    from tunelab.engine.generate import Sampling
 
-    chat = stream_chat(model, tokenizer, messages, **sampling)
+    temperature = 0.0 if options.temperature is None else options.temperature
+    sampling = Sampling(
+        max_new_tokens=options.max_tokens or info.context_length or FALLBACK_MAX_TOKENS,
+        temperature=temperature,
+        top_p=1.0 if options.top_p is None else options.top_p,
+        stop=options.stop,
+        seed=options.seed if temperature > 0 else None,  # greedy needs none: batch them all
+    )
+    sampling.check()
+    return sampling
 
-    def events() -> Generator[str, None, ChatResult]:
-        began = time.perf_counter()
-        yield from chat
-        done = chat.completion
-        return ChatResult(done.text, name, done.finish_reason, done.prompt_tokens,
-                          done.completion_tokens, time.perf_counter() - began)  # fmt: skip
 
-    return ChatStream(events())
+def engine_sampling(options: dict) -> dict:
+    """`chat`'s settings (OpenAI's names; an unknown one is a TypeError) as the engine's:
+    greedy unless a temperature is given, `DEFAULT_MAX_TOKENS` unless `max_tokens` says."""
+    given = chat_settings(**options)
+    return {
+        "max_new_tokens": given.get("max_tokens") or DEFAULT_MAX_TOKENS,
+        "temperature": given.get("temperature") or 0.0,
+        "top_p": given.get("top_p", 1.0),
+        "stop": given.get("stop") or (),
+        "seed": given.get("seed"),
+    }

@@ -1,4 +1,5 @@
-"""The one thread that runs the server's torch work, and the queue in front of it.
+"""The local provider's generation queue: the one thread that runs a server's torch work,
+and the queue in front of it, used from the server's event loop.
 
 Non-streaming requests for the same model and sampling settings that arrive together (or
 while the worker is busy) are answered by one call to the engine's batched `generate`;
@@ -20,11 +21,11 @@ from functools import partial
 
 from tunelab.engine.generate import Sampling, encode_chat, generate
 from tunelab.engine.score import score_answers
+from tunelab.errors import TunelabError
+from tunelab.providers.answer_stream import AnswerStream, feed
 from tunelab.providers.base import ChatStream
-from tunelab.providers.local.provider import engine_stream
-from tunelab.server.answer_stream import AnswerStream, feed
-from tunelab.server.errors import shutting_down
-from tunelab.server.model_cache import LoadedModel
+from tunelab.providers.local.answering import engine_stream
+from tunelab.providers.local.model_cache import LoadedModel
 
 # After a batch of several rows, how long the next group may wait for those clients to return.
 REFILL_SECONDS = 0.03
@@ -173,9 +174,7 @@ def _local_choice(job: StreamRequest, index: int) -> ChatStream:
     """Choice `index` of a streamed request, as the local provider streams it."""
     # Each choice of a seeded request gets its own seed, or all would be the same.
     seed = None if job.sampling.seed is None else job.sampling.seed + index
-    loaded = job.loaded
-    return engine_stream(loaded.model, loaded.tokenizer, loaded.info.name, job.messages,
-                         **asdict(replace(job.sampling, seed=seed)))  # fmt: skip
+    return engine_stream(job.loaded, job.messages, **asdict(replace(job.sampling, seed=seed)))
 
 
 def _batch_key(request: BatchRequest) -> object:
@@ -231,3 +230,8 @@ def _settle(batch: list[BatchRequest] | list[ScoreRequest], outcomes: list) -> N
             request.done.set_exception(outcome)
         else:
             request.done.set_result(outcome)
+
+
+def shutting_down() -> TunelabError:
+    """What requests still waiting get when the server stops (503 in OpenAI's envelope)."""
+    return TunelabError("server_shutting_down", "The server is shutting down.")

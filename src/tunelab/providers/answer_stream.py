@@ -1,11 +1,11 @@
-"""One answer streamed to a client, whoever produces it.
+"""One answer streamed to a client of `tunelab serve`, whoever produces it.
 
 Every streamed answer, local or hosted, is read by `feed` from the providers' one streaming
-shape (`ChatStream`: text deltas, then a `ChatResult`), one choice after another, in another
-thread: the torch worker for a model with weights here, a thread of its own for a hosted one.
-`feed` hands events to the event loop, where the route iterates the `AnswerStream`. Events
-are `(choice index, text delta)` and, when a choice ends, `(index, Completion)`; an
-exception ends the stream with that error.
+shape (`ChatStream`: text deltas, then an `Answer`), one choice after another, in another
+thread: the local provider's torch worker for a model with weights here, a relay thread for
+a hosted one. `feed` hands events to the event loop, where the server iterates the
+`AnswerStream`. Events are `(choice index, text delta)` and, when a choice ends,
+`(index, Answer)`; an exception ends the stream with that error.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable
 
-from tunelab.engine.generate import Completion
-from tunelab.providers.base import ChatResult, ChatStream
+from tunelab.providers.base import ChatStream
+from tunelab.types import Answer
 
 END = object()  # marks the end of a stream's events
 
 
 class AnswerStream:
-    """Iterate for `(choice index, text delta)` and, when a choice ends, `(index, Completion)`."""
+    """Iterate for `(choice index, text delta)` and, when a choice ends, `(index, Answer)`."""
 
     def __init__(self) -> None:
         self._events: asyncio.Queue = asyncio.Queue()
@@ -45,7 +45,7 @@ class AnswerStream:
         if isinstance(self._first, BaseException):
             raise self._first
 
-    async def __aiter__(self) -> AsyncIterator[tuple[int, str | Completion]]:
+    async def __aiter__(self) -> AsyncIterator[tuple[int, str | Answer]]:
         event = self._first if self._first is not None else await self._events.get()
         while event is not END:
             if isinstance(event, BaseException):
@@ -64,7 +64,7 @@ def feed(
     open_choice: Callable[[int], ChatStream],
     stopped: Callable[[], bool] = lambda: False,
 ) -> None:
-    """Stream each choice's deltas through `emit`, then its `Completion` (in the producing
+    """Stream each choice's deltas through `emit`, then its `Answer` (in the producing
     thread). Stops early when the client went away or `stopped()`; an error ends the stream."""
     try:
         for index in range(choices):
@@ -76,13 +76,8 @@ def feed(
                     emit((index, delta))
             finally:
                 stream.close()  # a stream left early stops its producer (an HTTP read, say)
-            emit((index, completion_of(stream.result)))
+            emit((index, stream.result))
     except Exception as err:  # a refusal, a prompt too long, an upstream failure: tell the client
         emit(err)
     finally:
         emit(END)
-
-
-def completion_of(result: ChatResult) -> Completion:
-    return Completion(result.text, result.finish_reason, result.prompt_tokens,
-                      result.completion_tokens)  # fmt: skip

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from tunelab.evals.candidates import Answer
     from tunelab.evals.result import EvaluationResult
 
-TASKS = ("classify", "queries", "judge")
 MAX_LABEL_WORDS = 4
 
 

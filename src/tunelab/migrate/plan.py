@@ -120,20 +120,18 @@ def _analysis(row: dict, prices) -> dict:
     result = analyze_file(
         row["training_file"], val_path=row["validation_file"], model=target["model"], prices=prices
     )
-    epochs = row["hyperparameters"].get("n_epochs") or result["n_epochs"]
-    scale = epochs / result["n_epochs"] if result["n_epochs"] else 0
-    billed = round(result["billed_tokens"] * scale)
+    epochs = row["hyperparameters"].get("n_epochs") or result.n_epochs
+    scale = epochs / result.n_epochs if result.n_epochs else 0
+    billed = round(result.billed_tokens * scale)
     listed = load_prices(prices)
     own = price_for(listed, "together", target["model"])  # a Together target: itself
     together = target["model"] if own else comparable_together_model(row["base_model"])
     price = own or price_for(listed, "together", together)
-    seconds = result["estimated_train_seconds"]
+    seconds = result.estimated_train_seconds
     return {
-        "n_examples": result["n_examples"],
-        "n_validation_examples": result["val"]["n_examples"] if result["val"] else 0,
-        "tokens_per_epoch": round(result["billed_tokens"] / result["n_epochs"])
-        if result["n_epochs"]
-        else 0,
+        "n_examples": result.n_examples,
+        "n_validation_examples": result.val.n_examples if result.val else 0,
+        "tokens_per_epoch": round(result.billed_tokens / result.n_epochs) if result.n_epochs else 0,
         "n_epochs": epochs,
         "billed_tokens": billed,
         "together_model": together,
@@ -141,9 +139,9 @@ def _analysis(row: dict, prices) -> dict:
         "together_prices_as_of": price.as_of if price else None,  # the price table's date
         "together_prices_source": price.source if price else None,
         "estimated_local_train_seconds": round(seconds * scale, 1) if seconds else None,
-        "exact_counts": result["exact_counts"],
-        "n_errors": result["validation"]["n_errors"],
-        "notes": result["notes"],
+        "exact_counts": result.exact_counts,
+        "n_errors": result.validation["n_errors"],
+        "notes": result.notes,
     }
 
 

@@ -200,7 +200,7 @@ def _format(source: dict, form) -> dict:
         "created_at": train_file.created_at,
         "format": report.to_dict(),
         "validation": summary,
-        "analysis": analysis,
+        "analysis": analysis.to_json(),
         "train_file": train_file.id,
         "val_file": val_file.id if val_file else None,
     }

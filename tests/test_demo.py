@@ -37,10 +37,10 @@ def test_demo_api_reports_the_facts_that_decide_a_run(tmp_path):
     by_name = {run.name: run for run in result.datasets}
     trec = by_name["trec"]
     assert trec.validation.ok
-    assert trec.analysis["n_examples"] == trec.formatted.n_train
-    assert trec.analysis["n_epochs"] == 3  # 479 examples: the cookbook's rule keeps 3
-    assert trec.analysis["billed_tokens"] == 3 * trec.analysis["total_tokens"]
-    assert by_name["docspider"].analysis["task"]["kind"] == "queries"
+    assert trec.analysis.n_examples == trec.formatted.n_train
+    assert trec.analysis.n_epochs == 3  # 479 examples: the cookbook's rule keeps 3
+    assert trec.analysis.billed_tokens == 3 * trec.analysis.total_tokens
+    assert by_name["docspider"].analysis.task["kind"] == "queries"
 
 
 @pytest.mark.slow

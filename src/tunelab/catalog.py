@@ -57,11 +57,10 @@ class ModelSpec:
     aliases: tuple[str, ...] = ()
     # Parameters in billions: Together prices by model size.
     params_b: float | None = None
-
-    @property
-    def trains_here(self) -> bool:
-        """A model this machine trains (counted with its own Hugging Face tokenizer)."""
-        return self.provider == THIS_MACHINE
+    # A model this machine trains (counted with its own Hugging Face tokenizer).
+    trains_here: bool = False
+    # Weights anyone may load (Hub ids and local directories); OpenAI's models have none.
+    open_weights: bool = True
 
     @property
     def exact_counts(self) -> bool:
@@ -70,7 +69,7 @@ class ModelSpec:
 
 def _openai(name: str, alias: str, encoding: str, context: int) -> ModelSpec:
     # OpenAI rejects training files with fewer than 10 examples.
-    return ModelSpec(name, "openai", encoding, "openai", context, 10, (alias,))
+    return ModelSpec(name, "openai", encoding, "openai", context, 10, (alias,), open_weights=False)
 
 
 def _together(name: str, alias: str, encoding: str, template: str, context: int, params_b: float):
@@ -119,6 +118,7 @@ CATALOG: tuple[ModelSpec, ...] = (
         1,
         ("SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"),
         0.135,
+        trains_here=True,
     ),
 )
 
@@ -189,7 +189,9 @@ def local_model_spec(path: Path) -> ModelSpec:
             path=path,
             exit_code=2,
         )
-    return ModelSpec(str(path), THIS_MACHINE, str(path), "hf", model_context_length(path), 1)
+    return ModelSpec(
+        str(path), THIS_MACHINE, str(path), "hf", model_context_length(path), 1, trains_here=True
+    )
 
 
 def model_context_length(path: Path) -> int | None:

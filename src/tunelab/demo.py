@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tunelab.catalog import DEFAULT_MODEL
-from tunelab.data.analyze import analyze_file
+from tunelab.data.analyze import FileAnalysis, analyze_file
 from tunelab.data.formatter import FormatReport, format_dataset
 from tunelab.data.report_html import render_html
 from tunelab.data.sources import SourceOptions
@@ -42,7 +42,7 @@ class DatasetRun:
     name: str
     formatted: FormatReport
     validation: ValidationReport
-    analysis: dict
+    analysis: FileAnalysis
     report_html: Path
 
 

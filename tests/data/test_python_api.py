@@ -25,6 +25,6 @@ def test_readme_pipeline_with_string_paths(tmp_path, monkeypatch):
     check = validate_file("data/train.jsonl", val_path="data/val.jsonl", model="gpt-4o-mini")
     assert check.ok
     facts = analyze_file("data/train.jsonl", model="gpt-4o-mini")
-    assert facts["n_examples"] == 240
-    assert facts["estimated_cost_usd"] > 0
-    assert facts["task"]["kind"] == "queries"
+    assert facts.n_examples == 240
+    assert facts.estimated_cost_usd > 0
+    assert facts.task["kind"] == "queries"

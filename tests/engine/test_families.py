@@ -87,7 +87,7 @@ def test_context_length_comes_from_the_models_config(family_dir, tmp_path):
     analysis = analyze_file(data, model=str(directory))
     report = validate_file(data, model=str(directory))
 
-    assert analysis["context_limit"] == 512 and analysis["n_over_context"] == 1
+    assert analysis.context_limit == 512 and analysis.n_over_context == 1
     assert "too_long" in {f.code for f in report.findings}
 
 

@@ -222,19 +222,25 @@ def test_piped_jobs_wait_prints_a_line_per_change_not_per_poll(create_job, capsy
 
 
 def test_a_local_estimate_counts_the_steps_max_steps_allows(tmp_path, isolated_home):
+    from tunelab.data.analyze import FileAnalysis
     from tunelab.providers.jobs import JobSpec, estimate_job
 
     (isolated_home / "throughput.json").write_text(json.dumps({"tiny": {"lora": {
         "tokens_per_second": 100.0, "eval_tokens_per_second": 300.0, "overhead_seconds": 2.0,
         "measured_at": "2026-11-30T00:00:00+00:00", "device": "cpu"}}}))  # fmt: skip
-    analysis = {"model": "tiny", "n_examples": 40, "n_epochs": 3, "total_tokens": 4000,
-                "estimated_cost_usd": None, "val": None}  # fmt: skip
+    analysis = FileAnalysis(
+        file="t.jsonl", n_examples=40, n_invalid_examples=0, total_tokens=4000,
+        total_assistant_tokens=1000, n_over_context=0, n_missing_system=0, n_missing_user=0,
+        distributions={}, validation={}, model="tiny", provider="local", tokenizer="tiny",
+        exact_counts=True, context_limit=None, n_epochs=3, billed_tokens=12000,
+        estimated_cost_usd=None, costs=[], task={}, val=None, notes=[],
+    )  # fmt: skip
     spec = JobSpec(training_file=tmp_path / "t.jsonl", model="tiny",
                    hyperparameters={"batch_size": 4, "max_steps": 3})  # fmt: skip
     estimate = estimate_job(spec, analysis)
     # 3 of 10 steps per epoch: 30% of one epoch's 4,000 tokens at 100 tokens/s, plus overhead.
-    assert estimate["total_steps"] == 3
-    assert estimate["seconds"] == pytest.approx(1200 / 100 + 2.0)
+    assert estimate.total_steps == 3
+    assert estimate.seconds == pytest.approx(1200 / 100 + 2.0)
     uncapped = estimate_job(JobSpec(training_file=tmp_path / "t.jsonl", model="tiny",
                                     hyperparameters={"batch_size": 4}), analysis)  # fmt: skip
-    assert uncapped["total_steps"] == 30 and uncapped["seconds"] == pytest.approx(122.0)
+    assert uncapped.total_steps == 30 and uncapped.seconds == pytest.approx(122.0)

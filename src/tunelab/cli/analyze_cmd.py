@@ -11,7 +11,7 @@ from rich.table import Table
 from tunelab.catalog import DEFAULT_MODEL
 from tunelab.cli import common
 from tunelab.cli.validate_cmd import input_file, reading_progress, say
-from tunelab.data.analyze import DISTRIBUTIONS, analyze_file
+from tunelab.data.analyze import DISTRIBUTIONS, FileAnalysis, analyze_file
 from tunelab.data.report_html import render_html
 from tunelab.io import atomic_write_text, check_output_path
 
@@ -32,22 +32,22 @@ def _usd(value: float | None) -> str:
     return f"${value:,.4f}" if 0 < value < 0.01 else f"${value:,.2f}"
 
 
-def _summary_table(a: dict) -> Table:
+def _summary_table(a: FileAnalysis) -> Table:
     table = Table(show_header=False, show_edge=False, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
-    seconds = a["estimated_train_seconds"]
+    seconds = a.estimated_train_seconds
     rows = [
-        ("examples", _n(a["n_examples"])),
-        ("invalid examples (left out)", _n(a["n_invalid_examples"])),
-        ("total tokens", _n(a["total_tokens"])),
-        ("context limit", _n(a["context_limit"])),
-        ("over the context", _n(a["n_over_context"])),
-        ("without a system message", _n(a["n_missing_system"])),
-        ("without a user message", _n(a["n_missing_user"])),
-        ("recommended epochs", _n(a["n_epochs"])),
-        ("billed tokens", _n(a["billed_tokens"])),
-        ("estimated cost", _usd(a["estimated_cost_usd"])),
+        ("examples", _n(a.n_examples)),
+        ("invalid examples (left out)", _n(a.n_invalid_examples)),
+        ("total tokens", _n(a.total_tokens)),
+        ("context limit", _n(a.context_limit)),
+        ("over the context", _n(a.n_over_context)),
+        ("without a system message", _n(a.n_missing_system)),
+        ("without a user message", _n(a.n_missing_user)),
+        ("recommended epochs", _n(a.n_epochs)),
+        ("billed tokens", _n(a.billed_tokens)),
+        ("estimated cost", _usd(a.estimated_cost_usd)),
         ("estimated training time", "—" if seconds is None else f"{seconds / 60:,.1f} min"),
     ]
     for name, value in rows:
@@ -69,29 +69,29 @@ def _distributions_table(distributions: dict) -> Table:
     return table
 
 
-def _costs_table(a: dict) -> Table:
+def _costs_table(a: FileAnalysis) -> Table:
     table = Table(show_edge=False, pad_edge=False, title="the same billed tokens elsewhere")
     for name in ("provider", "model", "method", "$/1M tokens", "cost"):
         table.add_column(name, justify="right" if name in ("$/1M tokens", "cost") else "left")
-    costs = sorted(a["costs"], key=lambda c: c["estimated_cost_usd"])
+    costs = sorted(a.costs, key=lambda c: c["estimated_cost_usd"])
     # the cheapest few, and always the target model's own line
-    shown = [c for i, c in enumerate(costs) if i < COSTS_SHOWN or c["model"] == a["model"]]
+    shown = [c for i, c in enumerate(costs) if i < COSTS_SHOWN or c["model"] == a.model]
     for c in shown:
-        style = "bold cyan" if c["model"] == a["model"] else None
+        style = "bold cyan" if c["model"] == a.model else None
         row = (c["provider"], c["model"], c["method"], _usd(c["usd_per_million"]))
         table.add_row(*row, _usd(c["estimated_cost_usd"]), style=style)
     return table
 
 
-def render_analysis(a: dict) -> None:
-    counts = "exact" if a["exact_counts"] else "approximate"
+def render_analysis(a: FileAnalysis) -> None:
+    counts = "exact" if a.exact_counts else "approximate"
     say(
-        f"[bold]{a['file']}[/] for [bold]{a['model']}[/] ({a['provider']}; "
-        f"{a['tokenizer']} tokenizer, {counts} counts)"
+        f"[bold]{a.file}[/] for [bold]{a.model}[/] ({a.provider}; "
+        f"{a.tokenizer} tokenizer, {counts} counts)"
     )
     common.stdout.print(_summary_table(a))
-    common.stdout.print(_distributions_table(a["distributions"]))
-    validation = a["validation"]
+    common.stdout.print(_distributions_table(a.distributions))
+    validation = a.validation
     errors = validation["n_errors"]
     verdict = f"[red]{errors:,} error(s)[/]" if errors else "[green]no errors[/]"
     codes = ", ".join(f"{code} {n:,}" for code, n in validation["by_code"].items())
@@ -99,22 +99,22 @@ def render_analysis(a: dict) -> None:
         f"validation: {verdict}, {validation['n_warnings']:,} warning(s)"
         + (f" ({codes})" if codes else "")
     )
-    task = a.get("task") or {}
+    task = a.task or {}
     if task.get("kind"):
         say(f"task: [bold]{task['kind']}[/]")
         for line in _task_lines(task):
             say(f"  {line}")
         for note in task.get("notes") or []:
             say(f"  [yellow]•[/] {note}")
-    if a["costs"]:
+    if a.costs:
         common.stdout.print(_costs_table(a))
-    val = a["val"]
+    val = a.val
     if val is not None:
         say(
-            f"[bold]{val['file']}[/] (validation): {_n(val['n_examples'])} examples, "
-            f"{_n(val['total_tokens'])} tokens, {_n(val['n_over_context'])} over the context"
+            f"[bold]{val.file}[/] (validation): {_n(val.n_examples)} examples, "
+            f"{_n(val.total_tokens)} tokens, {_n(val.n_over_context)} over the context"
         )
-    for note in a["notes"]:
+    for note in a.notes:
         say(f"[dim]note: {note}[/]")
 
 
@@ -193,7 +193,7 @@ def analyze_cmd(
     if html_path is not None:
         atomic_write_text(html_path, render_html(analysis))
     if as_json:
-        common.print_json(analysis)
+        common.print_json(analysis.to_json())
     else:
         render_analysis(analysis)
         if html_path is not None:

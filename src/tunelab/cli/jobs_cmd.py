@@ -126,12 +126,12 @@ def show_estimate(spec: api.JobSpec) -> None:
     except TunelabError:
         return  # a model the catalog does not know: no estimate, the provider decides
     estimate = api.estimate_job(spec, analysis)
-    if estimate["cost_usd"] is not None:
-        common.stderr.print(f"estimated cost: about ${estimate['cost_usd']:,.2f} for "
-                            f"{estimate['n_epochs']} epoch(s)", highlight=False)  # fmt: skip
-    elif estimate["seconds"] is not None:
-        common.stderr.print(f"estimated training time: about {_duration(estimate['seconds'])} "
-                            f"for {estimate['total_steps']:,} steps", highlight=False)  # fmt: skip
+    if estimate.cost_usd is not None:
+        common.stderr.print(f"estimated cost: about ${estimate.cost_usd:,.2f} for "
+                            f"{estimate.n_epochs} epoch(s)", highlight=False)  # fmt: skip
+    elif estimate.seconds is not None:
+        common.stderr.print(f"estimated training time: about {_duration(estimate.seconds)} "
+                            f"for {estimate.total_steps:,} steps", highlight=False)  # fmt: skip
 
 
 def say_created(job: Job, no_start: bool) -> None:

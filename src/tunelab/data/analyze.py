@@ -15,8 +15,11 @@ target model and a `TaskFacts` observer, then derives everything from fixed-size
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -76,6 +79,54 @@ def distribution(values: np.ndarray) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class FileStats:
+    """The statistics of one scanned file (training or validation)."""
+
+    file: str
+    n_examples: int
+    n_invalid_examples: int
+    total_tokens: int
+    total_assistant_tokens: int
+    n_over_context: int
+    n_missing_system: int
+    n_missing_user: int
+    distributions: dict  # DISTRIBUTIONS' names -> `distribution`'s summary
+    validation: dict  # the validation report's summary
+
+
+@dataclass(frozen=True)
+class FileAnalysis(FileStats):
+    """What `analyze_file` finds: the training file's statistics (with the validation of
+    both files), the target model, epochs, billed tokens, prices, task facts, the
+    validation file's statistics and local training time. `to_json()` is the JSON of
+    `tunelab analyze --json` (its keys in this order)."""
+
+    model: str
+    provider: str
+    tokenizer: str
+    exact_counts: bool
+    context_limit: int | None
+    n_epochs: int
+    billed_tokens: int
+    estimated_cost_usd: float | None
+    costs: list[dict]  # the same billed tokens at every priced model
+    task: dict  # `TaskFacts.result()`, with the label list's cost
+    val: FileStats | None
+    notes: list[str]
+    estimated_train_seconds: float | None = None
+    throughput: dict | None = None
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FileAnalysis:
+        """The analysis `to_json()` wrote (the studio keeps it beside a dataset)."""
+        val = data.get("val")
+        return cls(**{**data, "val": FileStats(**val) if val else None})
+
+
 def file_stats(scan: FileScan, context: int | None) -> dict:
     """The statistics of one scanned file (training or validation)."""
     tokens = scan.array_of("tokens")
@@ -104,10 +155,11 @@ def analyze_file(
     model: str | ModelSpec = DEFAULT_MODEL,
     prices: str | Path | None = None,
     progress: Callable[[str, int], None] | None = None,
-) -> dict:
+) -> FileAnalysis:
     """Validate and analyze a training file (and a validation file) in one pass each.
 
-    Returns a JSON-ready dict (see the module docstring and `tunelab analyze --json`).
+    Returns the `FileAnalysis` (see the module docstring; `tunelab analyze --json` prints
+    its `to_json()`).
     `progress(path, bytes_read)` reports reading progress.
     """
     spec = resolve_model(model) if isinstance(model, str) else model
@@ -152,7 +204,7 @@ def analyze_file(
     _label_list_cost(analysis)
     if spec.trains_here:
         analysis["notes"].append("local training has no price: it costs compute time")
-    return analysis
+    return FileAnalysis.from_json(analysis)
 
 
 # From this share of the tokens on, the label list is worth leaving out of the prompts.

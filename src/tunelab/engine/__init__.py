@@ -27,7 +27,6 @@ _EXPORTS = {
     "resolve_model_source": "sources",
     "TrainResult": "trainer",
     "plan": "trainer",
-    "read_throughput": "trainer",
     "train": "trainer",
 }
 
@@ -51,7 +50,6 @@ __all__ = [
     "load_trained",
     "plan",
     "read_chat_jsonl",
-    "read_throughput",
     "resolve_model_source",
     "stream_chat",
     "tokenize_examples",

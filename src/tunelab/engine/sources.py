@@ -86,7 +86,7 @@ def _refuse_hosted(text: str) -> None:
         spec = resolve_model(text)
     except TunelabError:
         return
-    if spec.provider == "openai":
+    if not spec.open_weights:
         raise TunelabError(
             "not_a_local_model",
             f"{spec.name} is an OpenAI model: its weights cannot be loaded here.",

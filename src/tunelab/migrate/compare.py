@@ -31,7 +31,6 @@ from tunelab.types import Answer, Usage
 if TYPE_CHECKING:
     from tunelab.evals.result import EvaluationResult
 
-TASKS = ("classify", "queries", "judge")
 MAX_LABEL_WORDS = 4
 
 

@@ -22,6 +22,7 @@ from tunelab.registry import File, Job, Store
 from tunelab.settings import get_settings
 
 PROVIDER = "openai"
+DOWNLOADED = "downloaded"  # a file status: a provider's file copied here by the inventory
 MIGRATED_FROM_KEY = "tunelab_migrated_from"  # job metadata: the ft: model a job replaces
 
 
@@ -111,7 +112,7 @@ def _fetch_file(
         purpose=remote.purpose,
         bytes=path.stat().st_size,
         checksum=file_sha256(path),
-        status="downloaded",
+        status=DOWNLOADED,
         path=str(path),
     )
     result.new_files += 1
@@ -125,7 +126,7 @@ def registered_file(store: Store, file_id: str | None) -> File | None:
         file = store.get_file(file_id)
     except TunelabError:
         return None
-    return file if file.provider == PROVIDER and file.path else None
+    return file if file.status == DOWNLOADED and file.path else None
 
 
 def openai_jobs(store: Store) -> list[Job]:

@@ -21,7 +21,7 @@ from tunelab.data.pricing import load_prices, price_for
 from tunelab.errors import TunelabError
 from tunelab.migrate.dates import countdown, require_new_jobs, utc_today
 from tunelab.migrate.inventory import MIGRATED_FROM_KEY, PROVIDER, openai_jobs, registered_file
-from tunelab.providers.registry import DEFAULT_PROVIDER
+from tunelab.providers.registry import runs_here, this_machine
 from tunelab.registry import Job, Store
 
 # Together's comparable base for each OpenAI family: small models → 8B, large → 70B.
@@ -32,7 +32,8 @@ LARGE_FAMILIES = ("gpt-4o", "gpt-4.1")  # without -mini or -nano
 # trainers take all three; Together has its own learning rate and batch-size limits.
 OPENAI_HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
 CARRIED = {"together": ("n_epochs",)}
-THIS_MACHINE = DEFAULT_PROVIDER  # `--target local`: the default model, trained here
+# Providers whose new jobs end on the shutdown date: a target there must start before it.
+CLOSING_PROVIDERS = frozenset({PROVIDER})
 DISTILLED_KEY = "tunelab_distilled_file"  # job metadata: the extra training file's path
 
 
@@ -40,7 +41,7 @@ DISTILLED_KEY = "tunelab_distilled_file"  # job metadata: the extra training fil
 class Targets:
     """`default` for every model (local, together or a model), `per_model` by ft: name."""
 
-    default: str = THIS_MACHINE
+    default: str = field(default_factory=this_machine)  # `--target local`: trained here
     per_model: dict[str, str] = field(default_factory=dict)
 
     def for_model(self, fine_tuned_model: str) -> str:
@@ -55,8 +56,8 @@ def comparable_together_model(openai_model: str) -> str:
 
 def target_model(choice: str, openai_model: str) -> tuple[str, str]:
     """(model, provider) for a target choice and the old job's base model."""
-    if choice == THIS_MACHINE:
-        return DEFAULT_MODEL, DEFAULT_PROVIDER
+    if runs_here(choice):  # this machine's provider: the default model, trained here
+        return DEFAULT_MODEL, choice
     if choice == "together":
         return comparable_together_model(openai_model), "together"
     spec = resolve_model(choice)  # unknown names raise, listing the known ones
@@ -119,22 +120,18 @@ def _analysis(row: dict, prices) -> dict:
     result = analyze_file(
         row["training_file"], val_path=row["validation_file"], model=target["model"], prices=prices
     )
-    epochs = row["hyperparameters"].get("n_epochs") or result["n_epochs"]
-    scale = epochs / result["n_epochs"] if result["n_epochs"] else 0
-    billed = round(result["billed_tokens"] * scale)
-    together = (
-        target["model"]
-        if target["provider"] == "together"
-        else comparable_together_model(row["base_model"])
-    )
-    price = price_for(load_prices(prices), "together", together)
-    seconds = result["estimated_train_seconds"]
+    epochs = row["hyperparameters"].get("n_epochs") or result.n_epochs
+    scale = epochs / result.n_epochs if result.n_epochs else 0
+    billed = round(result.billed_tokens * scale)
+    listed = load_prices(prices)
+    own = price_for(listed, "together", target["model"])  # a Together target: itself
+    together = target["model"] if own else comparable_together_model(row["base_model"])
+    price = own or price_for(listed, "together", together)
+    seconds = result.estimated_train_seconds
     return {
-        "n_examples": result["n_examples"],
-        "n_validation_examples": result["val"]["n_examples"] if result["val"] else 0,
-        "tokens_per_epoch": round(result["billed_tokens"] / result["n_epochs"])
-        if result["n_epochs"]
-        else 0,
+        "n_examples": result.n_examples,
+        "n_validation_examples": result.val.n_examples if result.val else 0,
+        "tokens_per_epoch": round(result.billed_tokens / result.n_epochs) if result.n_epochs else 0,
         "n_epochs": epochs,
         "billed_tokens": billed,
         "together_model": together,
@@ -142,9 +139,9 @@ def _analysis(row: dict, prices) -> dict:
         "together_prices_as_of": price.as_of if price else None,  # the price table's date
         "together_prices_source": price.source if price else None,
         "estimated_local_train_seconds": round(seconds * scale, 1) if seconds else None,
-        "exact_counts": result["exact_counts"],
-        "n_errors": result["validation"]["n_errors"],
-        "notes": result["notes"],
+        "exact_counts": result.exact_counts,
+        "n_errors": result.validation["n_errors"],
+        "notes": result.notes,
     }
 
 
@@ -197,7 +194,7 @@ def run_plan(
             )
             continue
         target = row["target"]
-        if target["provider"] == PROVIDER:
+        if target["provider"] in CLOSING_PROVIDERS:
             require_new_jobs(today, f"migrating {row['fine_tuned_model']} to {target['model']}")
         train = Path(row["training_file"])
         if distilled and row["distilled_file"]:

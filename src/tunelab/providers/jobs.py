@@ -8,6 +8,7 @@ registry, where the worker writes their progress.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunelab.catalog import DEFAULT_MODEL
+from tunelab.data.analyze import FileAnalysis
 from tunelab.data.validate import ValidationReport, require_valid
 from tunelab.errors import TunelabError
 from tunelab.providers.base import TERMINAL_STATUSES
@@ -325,35 +327,43 @@ def organization_of(job: Job) -> str | None:
     return cls.organization if cls else None
 
 
-def estimate_job(spec: JobSpec, analysis: dict) -> dict:
+@dataclass(frozen=True)
+class JobEstimate:
+    """What a job would cost or take: `total_steps` for local jobs; None when unknown."""
+
+    n_epochs: float
+    total_steps: int | None = None
+    cost_usd: float | None = None
+    seconds: float | None = None
+
+
+def estimate_job(spec: JobSpec, analysis: FileAnalysis) -> JobEstimate:
     """What a job would cost (hosted, at list price) or take here (local, at the throughput
     measured for the base model and method), from `analyze_file`'s `analysis` of its files.
-
-    Returns `n_epochs`, `total_steps` (local), `cost_usd` and `seconds` (None when unknown).
     """
     from tunelab.engine.config import PERIODIC_EVAL_EXAMPLES, TrainConfig
     from tunelab.throughput import estimate_seconds
 
     config = TrainConfig.from_settings(spec.hyperparameters)
-    n_epochs = spec.hyperparameters.get("n_epochs", analysis["n_epochs"])
-    scale = n_epochs / analysis["n_epochs"]
-    cost = analysis["estimated_cost_usd"]
-    result = {"n_epochs": n_epochs, "total_steps": None, "seconds": None,
-              "cost_usd": cost * scale if cost is not None else None}  # fmt: skip
-    n = analysis["n_examples"]
+    n_epochs = spec.hyperparameters.get("n_epochs", analysis.n_epochs)
+    cost = analysis.estimated_cost_usd
+    hosted = JobEstimate(n_epochs, cost_usd=cost * n_epochs / analysis.n_epochs if cost else cost)
+    n = analysis.n_examples
     if not provider_class(spec.provider).runs_here or not n:
-        return result
+        return hosted
     steps_per_epoch, total_steps = config.step_counts(n)
-    train_tokens = analysis["total_tokens"] * total_steps / steps_per_epoch
-    val = analysis.get("val") or {}
-    eval_tokens = 0
-    if val.get("n_examples"):
-        every = config.eval_interval(total_steps, n, val["n_examples"])
+    train_tokens = analysis.total_tokens * total_steps / steps_per_epoch
+    val = analysis.val
+    eval_tokens = 0.0
+    if val is not None and val.n_examples:
+        every = config.eval_interval(total_steps, n, val.n_examples)
         periodic = (total_steps - 1) // every
-        share = min(1.0, PERIODIC_EVAL_EXAMPLES / val["n_examples"])
-        eval_tokens = val["total_tokens"] * (1 + periodic * share)
-    estimate = estimate_seconds(analysis["model"], config.method, train_tokens, eval_tokens)
-    result.update(total_steps=total_steps, n_epochs=min(n_epochs, total_steps / steps_per_epoch))
-    if estimate is not None:
-        result["seconds"] = estimate[0]
-    return result
+        share = min(1.0, PERIODIC_EVAL_EXAMPLES / val.n_examples)
+        eval_tokens = val.total_tokens * (1 + periodic * share)
+    estimate = estimate_seconds(analysis.model, config.method, train_tokens, eval_tokens)
+    return dataclasses.replace(
+        hosted,
+        n_epochs=min(n_epochs, total_steps / steps_per_epoch),
+        total_steps=total_steps,
+        seconds=estimate[0] if estimate is not None else None,
+    )

@@ -119,3 +119,15 @@ def get_provider(
 def check_provider(name: str) -> None:
     """Raise `unknown_provider` unless `name` is registered."""
     provider_class(name)
+
+
+def this_machine() -> str:
+    """The registry's name for this machine's provider: its jobs, files and models."""
+    return DEFAULT_PROVIDER
+
+
+def runs_here(name: str) -> bool:
+    """Whether the provider `name` trains and keeps its models on this machine (False for a
+    name no installed provider registers, such as an uninstalled plugin's)."""
+    cls = provider_classes().get(name)
+    return cls is not None and cls.runs_here

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tunelab.errors import TunelabError
 from tunelab.providers.models import list_models
+from tunelab.providers.registry import runs_here
 from tunelab.server.errors import ApiError
 
 
@@ -63,13 +64,10 @@ def _known(name: str) -> bool:
     for model in models:
         if model.kind != "base" and model.id == name:
             return True
-        runs_here = model.kind == "base" and model.provider == _this_machine()
-        if runs_here and wanted in (n.lower() for n in [model.id, *model.aliases]):
+        if (
+            model.kind == "base"
+            and runs_here(model.provider)
+            and wanted in (n.lower() for n in [model.id, *model.aliases])
+        ):
             return True
     return False
-
-
-def _this_machine() -> str:
-    from tunelab.providers.registry import DEFAULT_PROVIDER
-
-    return DEFAULT_PROVIDER

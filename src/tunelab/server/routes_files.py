@@ -20,6 +20,7 @@ from fastapi.responses import FileResponse
 from tunelab.errors import TunelabError
 from tunelab.providers.local import jobs as local
 from tunelab.providers.local.artifacts import training_path
+from tunelab.providers.registry import runs_here, this_machine
 from tunelab.providers.wire import file_object
 from tunelab.registry import File, Store
 from tunelab.server.errors import ApiError
@@ -79,7 +80,7 @@ async def list_files(
     purpose: str | None = None, limit: int = 10000, after: str | None = None, order: str = "desc"
 ) -> dict:
     with Store() as store:
-        rows = store.list_files(limit=100_000, provider=local.PROVIDER, purpose=purpose)
+        rows = store.list_files(limit=100_000, provider=this_machine(), purpose=purpose)
     if order == "asc":
         rows.reverse()
     if after is not None:
@@ -94,7 +95,7 @@ async def list_files(
 def _local_file(file_id: str) -> File:
     with Store() as store:
         row = store.get_file(file_id)
-    if row.provider != local.PROVIDER:
+    if not runs_here(row.provider):
         raise ApiError(404, f"No such File object: {file_id}", code="file_not_found", param="id")
     return row
 

@@ -24,7 +24,7 @@ from tunelab.data.prompts import ClassificationPrompt
 from tunelab.errors import TunelabError
 from tunelab.providers.answer_stream import AnswerStream
 from tunelab.providers.models import delete_model, list_models
-from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
+from tunelab.providers.registry import runs_here
 from tunelab.providers.wire import model_object
 from tunelab.registry import Model
 from tunelab.server.errors import STATUS_BY_CODE, ApiError, envelope
@@ -245,7 +245,7 @@ async def models_delete(model_id: str, request: Request) -> dict:
 
 def _served_models() -> list[Model]:
     """Fine-tuned models on any provider, and the base models this machine can run."""
-    return [m for m in list_models() if m.kind != "base" or m.provider == THIS_MACHINE]
+    return [m for m in list_models() if m.kind != "base" or runs_here(m.provider)]
 
 
 def _find_model(model_id: str) -> Model:

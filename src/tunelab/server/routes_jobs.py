@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tunelab.providers import jobs as api
 from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE  # the server's jobs
+from tunelab.providers.registry import runs_here
 from tunelab.providers.wire import checkpoint_object, event_object, job_object
 from tunelab.registry import Job, Store
 from tunelab.server.errors import ApiError
@@ -101,7 +102,7 @@ def _metadata_filter(request: Request) -> dict[str, str]:
 
 def _local_job(job_id: str) -> Job:
     job = api.get_job(job_id)
-    if job.provider != THIS_MACHINE:
+    if not runs_here(job.provider):
         raise ApiError(404, f"No fine-tuning job {job_id} on this server.", code="job_not_found")
     return job
 

@@ -108,36 +108,6 @@ def _centred_ratings(
     return np.where(played, ratings, np.nan)
 
 
-def elo_ratings(
-    outcomes: Sequence[Outcome],
-    *,
-    k: float = 16.0,
-    base: float = 1000.0,
-    n_orders: int = 100,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Classic sequential Elo, averaged over `n_orders` shuffled orders of the games.
-
-    For users who want the familiar online Elo. Sequential updates depend on game order;
-    the outcomes are sorted first and then shuffled with `seed`, so the result depends on
-    the games only, not on how the list was ordered. Prefer `bradley_terry`.
-    """
-    games = sorted(outcomes)
-    players = _players(games)
-    rng = np.random.default_rng(seed)
-    totals = dict.fromkeys(players, 0.0)
-    for _ in range(n_orders):
-        rating = dict.fromkeys(players, base)
-        for index in rng.permutation(len(games)):
-            first, second, score = games[index]
-            expected = 1 / (1 + 10 ** ((rating[second] - rating[first]) / 400))
-            rating[first] += k * (score - expected)
-            rating[second] -= k * (score - expected)
-        for name in players:
-            totals[name] += rating[name] / n_orders
-    return totals
-
-
 def rating_intervals(
     outcomes: Sequence[Outcome],
     *,

@@ -19,6 +19,7 @@ from tunelab.errors import TunelabError
 from tunelab.io import file_sha256
 from tunelab.providers.local import artifacts as local_artifacts
 from tunelab.providers.local.lost import recover_lost_jobs
+from tunelab.providers.registry import runs_here
 from tunelab.registry import File, Job, Model, Store
 from tunelab.settings import get_settings, writable_home
 from tunelab.types import LOCAL_PROVIDER
@@ -111,7 +112,7 @@ def local_base(model: str):
 
     if model.startswith("ft:"):
         known = store_model(model)
-        if known is None or known.provider != PROVIDER:
+        if known is None or not runs_here(known.provider):
             raise TunelabError(
                 "model_not_found",
                 f"no local model {model} in the registry.",
@@ -151,7 +152,7 @@ def create_job(store: Store, spec, report, *, start: bool) -> Job:
 
 def usable_file(store: Store, file_id: str, role: str) -> File:
     file = store.get_file(file_id)
-    if file.provider != PROVIDER or file.status != "processed":
+    if not runs_here(file.provider) or file.status != "processed":
         details = (file.validation or {}).get("status_details") or file.status
         raise TunelabError(
             "invalid_file",

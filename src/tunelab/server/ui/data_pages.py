@@ -23,7 +23,7 @@ from tunelab.io import atomic_write_text
 from tunelab.providers.jobs import PROVIDERS
 from tunelab.providers.local import jobs as local
 from tunelab.providers.models import list_models
-from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
+from tunelab.providers.registry import this_machine
 from tunelab.registry import Store
 from tunelab.server.ui import workspace
 from tunelab.server.ui.web import (
@@ -32,7 +32,6 @@ from tunelab.server.ui.web import (
     form_number,
     form_text,
     page,
-    plain,
     see_other,
     trusted_html,
 )
@@ -51,7 +50,7 @@ def home():
 @router.get("/data")
 def data_home(request: Request):
     with Store() as store:
-        files = [plain(f) for f in store.list_files(limit=50, provider=THIS_MACHINE)]
+        files = store.list_files(limit=50, provider=this_machine())
     data_dir = request.app.state.config.data_dir
     return page(
         request,
@@ -191,19 +190,19 @@ def _format(source: dict, form) -> dict:
     analysis = analyze_file(train, val_path=val, model=_model(form))
     with Store() as store:
         summary = validation.to_dict()
-        train_file = plain(local.register_file(store, train, summary))
-        val_file = plain(local.register_file(store, val, summary)) if val else None
+        train_file = local.register_file(store, train, summary)
+        val_file = local.register_file(store, val, summary) if val else None
     atomic_write_text(directory / "report.html", render_html(analysis))
     meta = {
         "id": dataset_id,
         "name": stem,
         "source": source,
-        "created_at": train_file["created_at"],
+        "created_at": train_file.created_at,
         "format": report.to_dict(),
         "validation": summary,
-        "analysis": analysis,
-        "train_file": train_file["id"],
-        "val_file": val_file["id"] if val_file else None,
+        "analysis": analysis.to_json(),
+        "train_file": train_file.id,
+        "val_file": val_file.id if val_file else None,
     }
     return workspace.write_meta(directory, meta)
 

@@ -15,7 +15,7 @@ from tunelab.errors import TunelabError
 from tunelab.evals import runs
 from tunelab.evals.report import render_sections
 from tunelab.evals.result import EvaluationResult
-from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
+from tunelab.providers.registry import this_machine
 from tunelab.registry import EvalRun, Store
 from tunelab.server.model_access import check_offered
 from tunelab.server.ui.chat_pages import chat_models
@@ -26,7 +26,6 @@ from tunelab.server.ui.web import (
     form_number,
     form_text,
     page,
-    plain,
     see_other,
     trusted_html,
 )
@@ -43,10 +42,10 @@ def _tasks(request: Request) -> EvalTasks:
 
 @router.get("/evals")
 async def evals_list(request: Request):
-    found = [{**plain(r), "headline": runs.headline(r).text()}
-             for r in await run_in_threadpool(runs.list_runs, 100)]  # fmt: skip
+    found = await run_in_threadpool(runs.list_runs, 100)
+    headlines = {r.id: runs.headline(r).text() for r in found}
     active = [t for t in _tasks(request).tasks.values() if t.status == "running"]
-    return page(request, "evals.html", runs=found, active=active)
+    return page(request, "evals.html", runs=found, headlines=headlines, active=active)
 
 
 @router.get("/evals/new")
@@ -54,7 +53,7 @@ async def eval_form(
     request: Request, model: str | None = None, baseline: str | None = None, file: str | None = None
 ):
     with Store() as store:
-        files = [plain(f) for f in store.list_files(limit=200, provider=THIS_MACHINE)]
+        files = store.list_files(limit=200, provider=this_machine())
     models = await run_in_threadpool(chat_models)
     return page(
         request,
@@ -74,7 +73,7 @@ async def eval_start(request: Request):
     form = await request.form()
     try:
         with Store() as store:
-            data = plain(store.get_file(form_text(form, "file", "")))
+            data = store.get_file(form_text(form, "file", ""))
         models = [m for m in (form_text(form, "baseline"), form_text(form, "model")) if m]
         traits = [t.strip() for t in (form_text(form, "traits") or "").split(",") if t.strip()]
         judge = [form_text(form, "judge_model")] if form_text(form, "judge_model") else []
@@ -82,7 +81,7 @@ async def eval_start(request: Request):
         task = _tasks(request).start(
             EvalRequest(
                 kind=form_text(form, "kind", "classify"),
-                data_path=Path(data["path"]),
+                data_path=Path(data.path),
                 models=models,
                 limit=form_number(form, "limit", int),
                 judge_model=form_text(form, "judge_model"),

@@ -22,14 +22,13 @@ from tunelab.providers import jobs
 from tunelab.providers.base import TERMINAL_STATUSES
 from tunelab.providers.local import jobs as local
 from tunelab.providers.models import list_models
-from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
+from tunelab.providers.registry import runs_here, this_machine
 from tunelab.registry import Store
 from tunelab.server.ui.web import (
     error_page,
     form_number,
     form_text,
     page,
-    plain,
     see_other,
     sse,
     templates,
@@ -47,8 +46,8 @@ LIVE_SECONDS = 1.0
 
 @router.get("/jobs")
 async def jobs_list(request: Request, status: str | None = None):
-    found = [plain(j) for j in await run_in_threadpool(jobs.list_jobs, limit=200)]
-    shown = [j for j in found if status in (None, "", j["status"])]
+    found = await run_in_threadpool(jobs.list_jobs, limit=200)
+    shown = [j for j in found if status in (None, "", j.status)]
     return page(request, "jobs.html", jobs=shown, status=status, statuses=STATUSES)
 
 
@@ -61,12 +60,12 @@ async def job_form(
 ):
     with Store() as store:
         files = [
-            plain(f)
-            for f in store.list_files(limit=200, provider=THIS_MACHINE)
-            if plain(f)["status"] == "processed"
+            f
+            for f in store.list_files(limit=200, provider=this_machine())
+            if f.status == "processed"
         ]
     base_models = [m for m in list_models(kind="base") if m.provider in TRAINING_PROVIDERS]
-    tuned = [m for m in list_models() if m.kind != "base" and m.provider == THIS_MACHINE]
+    tuned = [m for m in list_models() if m.kind != "base" and runs_here(m.provider)]
     return page(
         request,
         "job_new.html",
@@ -88,18 +87,18 @@ async def job_create(request: Request):
     try:
         spec = await run_in_threadpool(_spec, form)
         start = bool(form.get("start")) and request.app.state.config.start_worker
-        job = plain(await run_in_threadpool(jobs.create_job, spec, start_worker=start))
+        job = await run_in_threadpool(jobs.create_job, spec, start_worker=start)
     except TunelabError as err:
         return error_page(request, err)
-    return see_other(f"/jobs/{job['id']}")
+    return see_other(f"/jobs/{job.id}")
 
 
 def _spec(form) -> jobs.JobSpec:
     """The form as a JobSpec: files by registry id, only the settings the user gave."""
     with Store() as store:
-        train = plain(store.get_file(form_text(form, "training_file", "")))
+        train = store.get_file(form_text(form, "training_file", ""))
         val_id = form_text(form, "validation_file")
-        val = plain(store.get_file(val_id)) if val_id else None
+        val = store.get_file(val_id) if val_id else None
     settings = {
         name: form_number(
             form, name, float if name.startswith("learning") else int, allow_auto=True
@@ -108,10 +107,10 @@ def _spec(form) -> jobs.JobSpec:
     }
     settings.update({name: form_number(form, name, kind) for name, kind in LOCAL_SETTINGS})
     return jobs.JobSpec(
-        training_file=Path(train["path"]),
-        validation_file=Path(val["path"]) if val else None,
+        training_file=Path(train.path),
+        validation_file=Path(val.path) if val else None,
         model=form_text(form, "model", DEFAULT_MODEL),
-        provider=form_text(form, "provider", THIS_MACHINE),
+        provider=form_text(form, "provider", this_machine()),
         hyperparameters={k: v for k, v in settings.items() if v is not None},
         suffix=form_text(form, "suffix"),
         name=form_text(form, "name"),
@@ -130,15 +129,15 @@ async def job_page(request: Request, job_id: str):
 
 def _view(job_id: str) -> dict:
     """Everything the job page shows, read once."""
-    job = plain(jobs.get_job(job_id))
+    job = jobs.get_job(job_id)
     metrics = jobs.list_metrics(job_id)
     return {
         "job": job,
         "chart": trusted_html(loss_chart(metrics, element_id="loss-chart") or NO_STEPS),
-        "events": [plain(e) for e in jobs.list_events(job_id)][-200:][::-1],
-        "checkpoints": [plain(c) for c in jobs.list_checkpoints(job_id)],
-        "finished": job["status"] in TERMINAL_STATUSES,
-        "eta": max(0, job["estimated_finish"] - time.time()) if job["estimated_finish"] else None,
+        "events": jobs.list_events(job_id)[-200:][::-1],
+        "checkpoints": jobs.list_checkpoints(job_id),
+        "finished": job.status in TERMINAL_STATUSES,
+        "eta": max(0, job.estimated_finish - time.time()) if job.estimated_finish else None,
     }
 
 
@@ -190,10 +189,8 @@ async def job_action(request: Request, job_id: str, action: str):
 
 def _run(job_id: str, start: bool) -> None:
     """The "Run" button of a job created without starting: start a worker for the queue."""
-    job = plain(jobs.get_job(job_id))
-    if job["status"] != "queued" or job["provider"] != THIS_MACHINE:
-        raise TunelabError(
-            "job_not_waiting", f"job {job_id} is {job['status']}, not waiting to run."
-        )
+    job = jobs.get_job(job_id)
+    if job.status != "queued" or not runs_here(job.provider):
+        raise TunelabError("job_not_waiting", f"job {job_id} is {job.status}, not waiting to run.")
     if start:
         local.start_worker()

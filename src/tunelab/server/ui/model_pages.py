@@ -16,9 +16,9 @@ from tunelab.engine.export import export_model
 from tunelab.errors import TunelabError
 from tunelab.providers.local.artifacts import model_dir
 from tunelab.providers.models import delete_model, list_models
-from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
+from tunelab.providers.registry import runs_here
 from tunelab.registry import Model
-from tunelab.server.ui.web import error_page, form_text, page, plain, see_other
+from tunelab.server.ui.web import error_page, form_text, page, see_other
 from tunelab.server.ui.workspace import safe_name, studio_dir
 
 router = APIRouter()
@@ -44,11 +44,11 @@ async def model_delete(request: Request):
     form = await request.form()
     try:
         model = await run_in_threadpool(_tuned, form_text(form, "model", ""))
-        removed = plain(await run_in_threadpool(delete_model, model.id))
+        removed = await run_in_threadpool(delete_model, model.id)
     except TunelabError as err:
         return error_page(request, err)
-    if removed.get("path"):
-        request.app.state.inference.unload(removed["path"])
+    if removed.path:
+        request.app.state.inference.unload(removed.path)
     return see_other("/models")
 
 
@@ -57,7 +57,7 @@ async def model_export(request: Request):
     form = await request.form()
     try:
         model = await run_in_threadpool(_tuned, form_text(form, "model", ""))
-        if model.provider != THIS_MACHINE or not model.path:
+        if not runs_here(model.provider) or not model.path:
             raise TunelabError(
                 "not_exportable",
                 f"{model.id} is on {model.provider}; only local models are exported here.",
@@ -78,7 +78,7 @@ async def model_download(request: Request, model: str):
     """A local fine-tuned model's directory (adapter or weights, tokenizer, config) as a zip."""
     try:
         found = await run_in_threadpool(_tuned, model)
-        if found.provider != THIS_MACHINE or not found.path:
+        if not runs_here(found.provider) or not found.path:
             raise TunelabError("not_downloadable", f"{found.id} is on {found.provider}.")
         source = await run_in_threadpool(model_dir, found)  # fetched if trained elsewhere
         archive = await run_in_threadpool(_zip, Path(source), found.id)

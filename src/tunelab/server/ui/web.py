@@ -17,7 +17,7 @@ from markupsafe import Markup
 from tunelab import __version__
 from tunelab.errors import TunelabError
 from tunelab.html_blocks import percent
-from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE
+from tunelab.providers.registry import runs_here
 
 UI_DIR = Path(__file__).parent
 STATIC_DIR = UI_DIR / "static"
@@ -40,8 +40,8 @@ templates = Jinja2Templates(
     env=jinja2.Environment(loader=jinja2.FileSystemLoader(UI_DIR / "templates"), autoescape=True)
 )
 templates.env.globals["version"] = __version__
-# Pages ask "is this job or model this machine's?" by the registry's name for it.
-templates.env.globals["this_machine"] = THIS_MACHINE
+# Pages ask "is this job or model this machine's?" of the provider registry.
+templates.env.globals["runs_here"] = runs_here
 
 
 def _when(timestamp) -> str:
@@ -139,10 +139,3 @@ def form_number(form, name: str, kind=float, *, allow_auto: bool = False):
             "invalid_form",
             f"{name.replace('_', ' ')}: {text!r} is not a {'whole ' if kind is int else ''}number.",
         ) from err
-
-
-def plain(record) -> dict:
-    """A registry record as a dict (the store returns typed records or dicts)."""
-    if record is None or isinstance(record, dict):
-        return record
-    return record.to_dict()

@@ -36,6 +36,7 @@ from tunelab.reporting import REPORTERS, Reporters, check_reporters
 
 if TYPE_CHECKING:  # the engine's models and trainer load torch: only commands that train do
     from tunelab.engine.models import ModelInfo
+    from tunelab.engine.steps import StepRecord
 
 EXIT_CANCELLED = 130
 # The interface contract's flags first in --help, then the rest in TrainConfig's order.
@@ -280,7 +281,9 @@ def train_cmd(
                 "train_file_sha256": file_sha256(train_file),
                 "val_file": val_file and str(val_file),
             },
-            callback=progress if report is None else lambda r: (progress(r), report(r)),
+            callback=progress
+            if report is None
+            else lambda r: (progress(r), report(r.as_metrics())),
             cancel=cancel,
             resume=resume,
             force=force,
@@ -445,12 +448,12 @@ class TrainingProgress:
         elif not self.quiet and done == 1:
             common.stderr.print(f"validating ({total:,} batches)…", highlight=False)
 
-    def __call__(self, record: dict) -> None:
-        step, total = record["step"], record["total_steps"]
+    def __call__(self, record: StepRecord) -> None:
+        step, total = record.step, record.total_steps
         status = (
-            f"loss {record['loss']:.4f}"
-            + (f"  val {record['val_loss']:.4f}" if "val_loss" in record else "")
-            + f"  {record['tokens_per_second']:,.0f} tok/s  ETA {_duration(record['eta_seconds'])}"
+            f"loss {record.loss:.4f}"
+            + (f"  val {record.val_loss:.4f}" if record.validated else "")
+            + f"  {record.tokens_per_second:,.0f} tok/s  ETA {_duration(record.eta_seconds)}"
         )
         self.status = status
         if self.bar is not None:

@@ -52,9 +52,9 @@ def job_log(job: Job):
 
 def train_here(store: Store, job: Job, control, *, main: bool = True):
     """Train `job` here; `main` is False on the torchrun ranks that record nothing."""
-    from tunelab.engine import TrainConfig, load_base, train  # torch loads only in workers
+    from tunelab.engine.config import TrainConfig
+    from tunelab.engine.run import TrainingRun
 
-    config = TrainConfig.from_settings(job.hyperparameters)
     train_file = store.get_file(job.training_file)
     train_path = local_artifacts.training_path(train_file)
     val_path = (local_artifacts.training_path(store.get_file(job.validation_file))
@@ -62,28 +62,27 @@ def train_here(store: Store, job: Job, control, *, main: bool = True):
     base = job.metadata.get("tunelab_base_path") or job.model
     if job.model.startswith("ft:") and not Path(base).exists():  # trained on another machine
         base = local_artifacts.model_dir(store.get_model(job.model))
-    model, tokenizer, info = load_base(base, load_in_4bit=config.load_in_4bit)
-    if main:
-        store.add_event(job.id, f"Loaded base model {info.name}")
-    log.info("loaded base model %s; training on %s", info.name, train_path)
     with checkpoint_uploads(job, store.path, main=main) as uploads:
-        return train(
-            model,
-            tokenizer,
+        run = TrainingRun(
+            str(base),
             train_path,
             val_path,
-            config,
-            job.output_dir,
-            base_model=info.name,
+            Path(job.output_dir),
+            TrainConfig.from_settings(job.hyperparameters),
             metadata={
                 "job_id": job.id,
                 "base_model": job.model,
                 "train_file_sha256": train_file.checksum,
             },
+            resume=True,  # continues from a checkpoint when a previous attempt left one
             callback=ProgressRecorder(store, job, uploads),
             cancel=control,
-            resume=True,  # continues from a checkpoint when a previous attempt left one
         )
+        with run:  # loads the base model (torch loads only in workers)
+            if main:
+                store.add_event(job.id, f"Loaded base model {run.info.name}")
+            log.info("loaded base model %s; training on %s", run.info.name, train_path)
+            return run.train()
 
 
 class ProgressRecorder:

@@ -9,6 +9,7 @@ fails in seconds. Ctrl-C stops the run after the current step with a checkpoint,
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shlex
 import signal
@@ -16,7 +17,8 @@ import threading
 from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import UnionType
+from typing import TYPE_CHECKING, Literal, Union, get_args, get_origin, get_type_hints
 
 import click
 from rich.markup import escape
@@ -27,7 +29,7 @@ from tunelab.catalog import DEFAULT_MODEL, WEIGHTS_MARKER
 from tunelab.cli import common
 from tunelab.cli.validate_cmd import findings_table, input_file, reading_progress
 from tunelab.data.validate import require_valid
-from tunelab.engine.config import AUTO, METHODS, PRECISIONS, SCHEDULERS, TrainConfig, field_help
+from tunelab.engine.config import AUTO, TrainConfig, field_help
 from tunelab.errors import TunelabError
 from tunelab.io import file_sha256
 from tunelab.reporting import REPORTERS
@@ -84,39 +86,28 @@ class Setting(click.ParamType):
             self.fail(f"{value!r} is not {kind} or auto", param, ctx)
 
 
-INTEGER, NUMBER = Setting(int), Setting(float)
 BOOLEAN = Setting(bool, word="true|false")
-ON_OFF = Setting(choices=("on", "off"))
-SETTING_TYPES = {
-    "method": Setting(choices=METHODS),
-    "lora_rank": INTEGER,
-    "lora_alpha": NUMBER,
-    "lora_dropout": NUMBER,
-    "lora_target_modules": Setting(str, word="NAME,..."),
-    "n_epochs": INTEGER,
-    "batch_size": INTEGER,
-    "learning_rate_multiplier": NUMBER,
-    "learning_rate": NUMBER,
-    "warmup_ratio": NUMBER,
-    "warmup_steps": INTEGER,
-    "lr_scheduler": Setting(choices=SCHEDULERS),
-    "gradient_accumulation_steps": INTEGER,
-    "max_seq_len": INTEGER,
-    "seed": INTEGER,
-    "max_steps": INTEGER,
-    "eval_every": INTEGER,
-    "checkpoint_every": INTEGER,
-    "keep_checkpoints": INTEGER,
-    "weight_decay": NUMBER,
-    "max_grad_norm": Setting(float, none=True),
-    "precision": Setting(choices=tuple(p for p in PRECISIONS if p != AUTO)),
-    "gradient_checkpointing": BOOLEAN,
-    "load_in_4bit": BOOLEAN,
-    "use_liger_kernel": BOOLEAN,
-    "packing": ON_OFF,
-    "group_by_prompt": ON_OFF,
-    "distributed": Setting(choices=("ddp", "fsdp")),
-}
+
+
+def setting_type(setting: dataclasses.Field, hint) -> Setting:
+    """The flag type of a TrainConfig field, read from its annotation: a `Literal`'s words,
+    true/false, a comma-separated list, or a number; `none` where None is allowed but is not
+    the default (`--max-grad-norm none`)."""
+    kinds = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+    words = [word for kind in kinds if get_origin(kind) is Literal for word in get_args(kind)]
+    if words:
+        return Setting(choices=tuple(word for word in words if word != AUTO))
+    if bool in kinds:
+        return BOOLEAN
+    if any(get_origin(kind) is tuple for kind in kinds):
+        return Setting(str, word="NAME,...")
+    none = type(None) in kinds and setting.default is not None
+    return Setting(int if int in kinds else float, none=none)
+
+
+_HINTS = get_type_hints(TrainConfig)
+SETTING_TYPES = {setting.name: setting_type(setting, _HINTS[setting.name])
+                 for setting in fields(TrainConfig)}  # fmt: skip
 
 
 def setting_options(command):

@@ -92,7 +92,7 @@ def test_a_training_takes_half_the_cores_beside_another(
     config = TrainConfig(max_steps=2, batch_size=2, precision="fp32", lora_rank=4)
     train(model, tokenizer, write_chat_jsonl(tmp_path / "train.jsonl"), None, config,
           tmp_path / "out", callback=records.append)  # fmt: skip
-    assert [r["threads"] for r in records] == [max(1, cores.available_cores() // 2)] * 2
+    assert [r.threads for r in records] == [max(1, cores.available_cores() // 2)] * 2
 
 
 def test_a_worker_process_computes_with_the_passive_policy(tmp_path, capsys):

@@ -15,6 +15,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from tunelab.engine.steps import StepRecord
+
 # SmolLM2-135M-Instruct's template, with a shorter default system prompt.
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -91,8 +93,8 @@ class Crash(Exception):
 def crash_at_step(step: int):
     """A progress callback that crashes the run when it reports `step`."""
 
-    def callback(update: dict) -> None:
-        if update["step"] == step:
+    def callback(update: StepRecord) -> None:
+        if update.step == step:
             raise Crash
 
     return callback

@@ -148,10 +148,11 @@ def current_share() -> Share | None:
     return _share if _depth else None
 
 
-def describe(record: dict | None = None) -> str:
-    """One line for logs and job events: the threads in use and the wait policy."""
+def describe(threads: int | None = None) -> str:
+    """One line for logs and job events: the threads in use (`threads`, as a training step
+    reports them; torch's current count otherwise) and the wait policy."""
     import torch
 
-    threads = (record or {}).get("threads") or torch.get_num_threads()
+    threads = threads or torch.get_num_threads()
     policy = os.environ.get("OMP_WAIT_POLICY", "default (busy-wait)")
     return f"{threads} thread(s) of {available_cores()} cores, OpenMP wait policy {policy.lower()}"

@@ -32,6 +32,7 @@ from tunelab.io import atomic_write_text
 from tunelab.samples import sample_path
 
 if TYPE_CHECKING:
+    from tunelab.engine.steps import StepRecord
     from tunelab.engine.trainer import TrainResult
 
 
@@ -99,7 +100,7 @@ def fine_tune_trec(
     *,
     model: str,
     steps: int,
-    on_progress: Callable[[dict], None] | None = None,
+    on_progress: Callable[[StepRecord], None] | None = None,
 ) -> FineTune:
     """LoRA on the formatted TREC sample, then greedy answers to a few validation questions."""
     from tunelab.engine import load_base, train  # torch loads only when the demo trains
@@ -166,7 +167,7 @@ def run_demo(
     model: str = DEFAULT_MODEL,
     train_steps: int = DEMO_TRAIN_STEPS,
     on_step: Callable[[str], None] | None = None,
-    on_progress: Callable[[dict], None] | None = None,
+    on_progress: Callable[[StepRecord], None] | None = None,
     eval_progress=None,
 ) -> DemoResult:
     """Format, validate and analyze the bundled samples into `output_dir`, then fine-tune.

@@ -134,7 +134,7 @@ def test_ctrl_c_checkpoints_exits_130_and_the_printed_command_resumes(
     def interrupted_after_first_step(*args, callback, **kwargs):
         def press_ctrl_c(record):
             callback(record)
-            if record["step"] == 1:
+            if record.step == 1:
                 signal.raise_signal(signal.SIGINT)
 
         return real_train(*args, callback=press_ctrl_c, **kwargs)

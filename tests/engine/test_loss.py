@@ -83,8 +83,8 @@ def test_gradient_accumulation_gives_the_same_update(
         runs.append((records, optimizers[-1].gradients, moved))
     (records_one, grads_one, moved_one), (records_four, grads_four, moved_four) = runs
     for one, four in zip(records_one, records_four, strict=True):
-        assert abs(one["loss"] - four["loss"]) < 1e-5
-        assert abs(one["grad_norm"] - four["grad_norm"]) < 1e-4 * one["grad_norm"]
+        assert abs(one.loss - four.loss) < 1e-5
+        assert abs(one.grad_norm - four.grad_norm) < 1e-4 * one.grad_norm
     assert len(grads_one) == len(grads_four) == 2  # one set of gradients per optimizer step
     for step_one, step_four in zip(grads_one, grads_four, strict=True):
         assert all(_close(a, b) for a, b in zip(step_one, step_four, strict=True))
@@ -141,7 +141,7 @@ def test_training_with_packing_follows_the_unpacked_run(tmp_path, tokenizer, mak
         config = fast_config(method="full", batch_size=6, max_steps=3, packing=packing)
         train(make_model(), tokenizer, examples, None, config, tmp_path / packing,
               callback=records.append)  # fmt: skip
-        losses[packing] = [r["loss"] for r in records]
+        losses[packing] = [r.loss for r in records]
     assert losses["on"] == pytest.approx(losses["off"], rel=1e-4)
 
 
@@ -219,7 +219,12 @@ def test_training_with_a_shared_prefix_follows_the_unshared_run(
         config = fast_config(batch_size=6, max_steps=3)
         train(make_model(), tokenizer, _prompted(examples), _prompted(examples[:4]), config,
               tmp_path / name, callback=records.append)  # fmt: skip
-        losses[name] = [r[key] for key in ("loss", "val_loss") for r in records if key in r]
+        losses[name] = [
+            getattr(r, key)
+            for key in ("loss", "val_loss")
+            for r in records
+            if getattr(r, key) is not None
+        ]
     assert len(losses["whole"]) > 3  # the training losses and at least one validation loss
     assert losses["shared"] == pytest.approx(losses["whole"], rel=1e-4)
 

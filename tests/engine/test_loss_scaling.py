@@ -101,8 +101,8 @@ def test_an_fp16_run_resumed_from_a_checkpoint_matches_the_uninterrupted_run(
     train(resumed_model, tokenizer, examples, None, config, crashed, resume=True,
           callback=resumed.append)  # fmt: skip
 
-    assert [u["step"] for u in resumed] == list(range(5, straight[-1]["step"] + 1))
+    assert [u.step for u in resumed] == list(range(5, straight[-1].step + 1))
     for after, before in zip(resumed, straight[4:], strict=True):
-        assert after["loss"] == pytest.approx(before["loss"], abs=1e-6)
+        assert after.loss == pytest.approx(before.loss, abs=1e-6)
     for a, b in zip(resumed_model.parameters(), straight_model.parameters(), strict=True):
         assert torch.equal(a, b)

@@ -124,7 +124,7 @@ def test_output_directory_holds_a_loadable_adapter_metrics_and_config(
         {"loss", "learning_rate", "tokens_per_second", "eta_seconds"} <= set(line) for line in lines
     )
     assert [line["step"] for line in lines if "val_loss" in line] == [2, 4, 6]
-    assert updates[-1]["total_steps"] == 6 and updates[-1]["val_loss"] == result.val_loss
+    assert updates[-1].total_steps == 6 and updates[-1].val_loss == result.val_loss
     assert 0 <= result.val_mean_token_accuracy <= 1
 
     loaded = PeftModel.from_pretrained(make_model(), run)
@@ -228,10 +228,10 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_run(
     )
 
     assert result.resumed_from_step == 4 and result.status == "succeeded"
-    assert [u["step"] for u in resumed] == [5, 6, 7, 8, 9]
+    assert [u.step for u in resumed] == [5, 6, 7, 8, 9]
     for after, before in zip(resumed, straight[4:], strict=True):
-        assert after["loss"] == pytest.approx(before["loss"], abs=1e-6)
-        assert after["learning_rate"] == pytest.approx(before["learning_rate"])
+        assert after.loss == pytest.approx(before.loss, abs=1e-6)
+        assert after.learning_rate == pytest.approx(before.learning_rate)
     for a, b in zip(resumed_model.parameters(), straight_model.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-6)
     assert [line["step"] for line in metric_lines(crashed)] == list(range(1, 10))
@@ -270,7 +270,7 @@ def test_cancel_stops_within_one_step_and_leaves_a_loadable_checkpoint(
     cancel = threading.Event()
 
     def cancel_after_step_2(update):
-        if update["step"] == 2:
+        if update.step == 2:
             cancel.set()
 
     model = make_model()

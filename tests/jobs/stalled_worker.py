@@ -8,14 +8,15 @@ from __future__ import annotations
 import sys
 import threading
 
+from tunelab.engine.steps import StepRecord
 from tunelab.providers.local import training, worker
 
 
 def main(step: int) -> None:
     class Recorder(training.ProgressRecorder):
-        def __call__(self, record: dict) -> None:
+        def __call__(self, record: StepRecord) -> None:
             super().__call__(record)
-            if record["step"] == step:
+            if record.step == step:
                 print(f"at step {step}", flush=True)
                 threading.Event().wait()  # until SIGKILL
 

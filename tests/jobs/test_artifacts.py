@@ -23,6 +23,7 @@ import pytest
 from jobtools import job_row
 from tiny import write_chat_jsonl
 from tunelab.cli import main
+from tunelab.engine.steps import StepRecord
 from tunelab.providers.local import training, worker
 from tunelab.registry import Store
 
@@ -152,9 +153,9 @@ def _stop_after_step(monkeypatch, step: int) -> None:
         return real_train(store, job, control)
 
     class Recorder(real_recorder):
-        def __call__(self, record: dict) -> None:
+        def __call__(self, record: StepRecord) -> None:
             super().__call__(record)
-            if record["step"] == step and not stopped:
+            if record.step == step and not stopped:
                 stopped.append(step)
                 controls[-1].set()
 

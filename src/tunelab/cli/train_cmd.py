@@ -13,12 +13,12 @@ import dataclasses
 import os
 import shlex
 import signal
-import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from types import UnionType
+from typing import TYPE_CHECKING, Literal, Union, get_args, get_origin, get_type_hints
 
 import click
 from rich.markup import escape
@@ -29,13 +29,14 @@ from tunelab.catalog import DEFAULT_MODEL, WEIGHTS_MARKER
 from tunelab.cli import common
 from tunelab.cli.validate_cmd import findings_table, input_file, reading_progress
 from tunelab.data.validate import require_valid
-from tunelab.engine.config import AUTO, METHODS, PRECISIONS, SCHEDULERS, TrainConfig, field_help
+from tunelab.engine.config import AUTO, TrainConfig, field_help
 from tunelab.errors import TunelabError
-from tunelab.io import check_writable, file_sha256
-from tunelab.reporting import REPORTERS, Reporters, check_reporters
+from tunelab.io import file_sha256
+from tunelab.reporting import REPORTERS
 
 if TYPE_CHECKING:  # the engine's models and trainer load torch: only commands that train do
     from tunelab.engine.models import ModelInfo
+    from tunelab.engine.steps import StepRecord
 
 EXIT_CANCELLED = 130
 # The interface contract's flags first in --help, then the rest in TrainConfig's order.
@@ -85,39 +86,28 @@ class Setting(click.ParamType):
             self.fail(f"{value!r} is not {kind} or auto", param, ctx)
 
 
-INTEGER, NUMBER = Setting(int), Setting(float)
 BOOLEAN = Setting(bool, word="true|false")
-ON_OFF = Setting(choices=("on", "off"))
-SETTING_TYPES = {
-    "method": Setting(choices=METHODS),
-    "lora_rank": INTEGER,
-    "lora_alpha": NUMBER,
-    "lora_dropout": NUMBER,
-    "lora_target_modules": Setting(str, word="NAME,..."),
-    "n_epochs": INTEGER,
-    "batch_size": INTEGER,
-    "learning_rate_multiplier": NUMBER,
-    "learning_rate": NUMBER,
-    "warmup_ratio": NUMBER,
-    "warmup_steps": INTEGER,
-    "lr_scheduler": Setting(choices=SCHEDULERS),
-    "gradient_accumulation_steps": INTEGER,
-    "max_seq_len": INTEGER,
-    "seed": INTEGER,
-    "max_steps": INTEGER,
-    "eval_every": INTEGER,
-    "checkpoint_every": INTEGER,
-    "keep_checkpoints": INTEGER,
-    "weight_decay": NUMBER,
-    "max_grad_norm": Setting(float, none=True),
-    "precision": Setting(choices=tuple(p for p in PRECISIONS if p != AUTO)),
-    "gradient_checkpointing": BOOLEAN,
-    "load_in_4bit": BOOLEAN,
-    "use_liger_kernel": BOOLEAN,
-    "packing": ON_OFF,
-    "group_by_prompt": ON_OFF,
-    "distributed": Setting(choices=("ddp", "fsdp")),
-}
+
+
+def setting_type(setting: dataclasses.Field, hint) -> Setting:
+    """The flag type of a TrainConfig field, read from its annotation: a `Literal`'s words,
+    true/false, a comma-separated list, or a number; `none` where None is allowed but is not
+    the default (`--max-grad-norm none`)."""
+    kinds = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+    words = [word for kind in kinds if get_origin(kind) is Literal for word in get_args(kind)]
+    if words:
+        return Setting(choices=tuple(word for word in words if word != AUTO))
+    if bool in kinds:
+        return BOOLEAN
+    if any(get_origin(kind) is tuple for kind in kinds):
+        return Setting(str, word="NAME,...")
+    none = type(None) in kinds and setting.default is not None
+    return Setting(int if int in kinds else float, none=none)
+
+
+_HINTS = get_type_hints(TrainConfig)
+SETTING_TYPES = {setting.name: setting_type(setting, _HINTS[setting.name])
+                 for setting in fields(TrainConfig)}  # fmt: skip
 
 
 def setting_options(command):
@@ -218,76 +208,51 @@ def train_cmd(
     **settings,
 ) -> int:
     """Fine-tune a local model (LoRA or full) on chat JSONL from `tunelab format`."""
-    from tunelab.engine.sources import resolve_model_source
+    # The run object imports torch only where it loads or trains: a bad flag, tracker, model
+    # name or output fails in a moment.
+    from tunelab.engine.run import Launch, TrainingRun
 
-    config = build_config(settings)
-    check_reporters(report_to)
-    info = resolve_model_source(model)  # before torch loads: a bad name fails at once
-    from tunelab.engine.checkpoint import check_output_dir
-    from tunelab.engine.distributed import Ranks, torchrun_command
-    from tunelab.engine.models import load_tokenizer
-    from tunelab.engine.trainer import plan, train
-
-    if not dry_run and not Ranks.from_env().active:  # before the model loads (or ranks start)
-        check_output_dir(output, resume=resume, force=force, need_checkpoint=True,
-                         inputs=(info.path,))  # fmt: skip
-    if not dry_run:  # before minutes of loading, not after
-        check_writable(output, "--output directory")
+    progress = TrainingProgress(quiet=as_json)
+    cancel = threading.Event()
+    run = TrainingRun(
+        model,
+        train_file,
+        val_file,
+        output,
+        build_config(settings),
+        resume=resume,
+        force=force,
+        need_checkpoint=True,
+        report_to=report_to,
+        trust_remote_code=trust_remote_code,
+        callback=progress,
+        on_validation=progress.validating,
+        cancel=cancel,
+        launch=Launch(nproc_per_node, nnodes, node_rank, rdzv_endpoint),
+    )
+    info = run.source  # before torch loads: a bad name fails at once
+    if not dry_run:  # before minutes of loading (or the ranks starting), not after
+        run.check_output()
     check_training_data(train_file, val_file, info, as_json)
     if dry_run:
-        tokenizer = load_tokenizer(info, trust_remote_code=trust_remote_code)
-        result = plan(
-            tokenizer,
-            train_file,
-            val_file,
-            config,
-            model_context=info.context_length,
-            base_model=info.name,
-        )
+        result = run.plan()
         if as_json:
             common.print_json(result)
         else:
             render_plan(result, info)
         return 0
-    if (nproc_per_node > 1 or nnodes > 1) and not Ranks.from_env().active:
-        if nnodes > 1 and not rdzv_endpoint:
-            raise TunelabError(
-                "rdzv_endpoint_missing",
-                "--nnodes above 1 needs --rdzv-endpoint HOST:PORT (where the machines meet).",
-                exit_code=2,
-            )
-        launch = torchrun_command(
-            rank_arguments(ctx), nproc_per_node, nnodes, node_rank, rdzv_endpoint
-        )
-        return run_ranks(launch)
-    base, tokenizer, info = load_with_status(model, info, trust_remote_code, config.load_in_4bit)
-    cancel = threading.Event()
-    with (
-        ctrl_c_cancels(cancel),
-        TrainingProgress(quiet=as_json) as progress,
-        reporting(report_to if Ranks.from_env().is_main else (), output, config) as report,
-    ):
-        result = train(
-            base,
-            tokenizer,
-            train_file,
-            val_file,
-            config,
-            output,
-            base_model=info.name,
-            metadata={
-                "train_file": str(train_file),
-                "train_file_sha256": file_sha256(train_file),
-                "val_file": val_file and str(val_file),
-            },
-            callback=progress if report is None else lambda r: (progress(r), report(r)),
-            cancel=cancel,
-            resume=resume,
-            force=force,
-            on_validation=progress.validating,
-        )
+    if run.needs_ranks:
+        return run.start_ranks(rank_arguments(ctx))
+    run.metadata = {
+        "train_file": str(train_file),
+        "train_file_sha256": file_sha256(train_file),
+        "val_file": val_file and str(val_file),
+    }
+    say_loading(info)
+    with run, ctrl_c_cancels(cancel), progress:  # Ctrl-C while loading aborts at once
+        result = run.train()
     if as_json:
-        common.print_json({**result.to_dict(), "model": info.to_dict()})
+        common.print_json({**result.to_dict(), "model": run.info.to_dict()})
     else:
         render_result(result, resume_command(ctx))
     return EXIT_CANCELLED if result.status == "cancelled" else 0
@@ -328,28 +293,6 @@ def _flag_value(value) -> str:
     return str(value)
 
 
-def run_ranks(command: list[str]) -> int:
-    """Run torchrun; Ctrl-C reaches it and its ranks (which checkpoint), not this launcher."""
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
-    try:
-        return subprocess.run(command, check=False).returncode
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-@contextlib.contextmanager
-def reporting(names: tuple[str, ...], output: Path, config: TrainConfig):
-    """The `--report-to` trackers for the run (None without any), closed when it ends."""
-    if not names:
-        yield None
-        return
-    reporters = Reporters(names, output, dataclasses.asdict(config))
-    try:
-        yield reporters
-    finally:
-        reporters.close()
-
-
 def check_training_data(train_file: Path, val_file: Path | None, info: ModelInfo, as_json: bool):
     """Validate the files for the model (the API's rule); on errors, show the findings."""
     from tunelab.providers.local.jobs import model_spec_of
@@ -373,9 +316,8 @@ def check_training_data(train_file: Path, val_file: Path | None, info: ModelInfo
         )
 
 
-def load_with_status(
-    model: str, info: ModelInfo, trust_remote_code: bool = False, load_in_4bit: bool = False
-):
+def say_loading(info: ModelInfo) -> None:
+    """What the minutes before the first step are spent on."""
     converting = info.kind == "bundled" and not (info.path / WEIGHTS_MARKER).exists()
     what = (
         "converting the bundled model to a Hugging Face directory (once, about 20 s)"
@@ -383,9 +325,6 @@ def load_with_status(
         else f"loading {info.name}"
     )
     common.stderr.print(what + "…", highlight=False)
-    from tunelab.engine.models import load_base
-
-    return load_base(model, trust_remote_code=trust_remote_code, load_in_4bit=load_in_4bit)
 
 
 @contextlib.contextmanager
@@ -445,12 +384,12 @@ class TrainingProgress:
         elif not self.quiet and done == 1:
             common.stderr.print(f"validating ({total:,} batches)…", highlight=False)
 
-    def __call__(self, record: dict) -> None:
-        step, total = record["step"], record["total_steps"]
+    def __call__(self, record: StepRecord) -> None:
+        step, total = record.step, record.total_steps
         status = (
-            f"loss {record['loss']:.4f}"
-            + (f"  val {record['val_loss']:.4f}" if "val_loss" in record else "")
-            + f"  {record['tokens_per_second']:,.0f} tok/s  ETA {_duration(record['eta_seconds'])}"
+            f"loss {record.loss:.4f}"
+            + (f"  val {record.val_loss:.4f}" if record.validated else "")
+            + f"  {record.tokens_per_second:,.0f} tok/s  ETA {_duration(record.eta_seconds)}"
         )
         self.status = status
         if self.bar is not None:

@@ -15,6 +15,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
+from typing import Literal, get_args
 
 from tunelab.data.analyze import recommended_epochs
 from tunelab.engine.device import (
@@ -28,12 +29,18 @@ from tunelab.errors import TunelabError
 AUTO = "auto"
 INT32_MAX = 2**31 - 1
 SEED_MAX = 2**32 - 1  # numpy's seed, set with torch's and Python's before training
-METHODS = ("lora", "full")
-SCHEDULERS = ("cosine", "linear", "constant")
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+# The choices of the settings that take a word: their field types, and the CLI's flag types.
+Method = Literal["lora", "full"]
+Scheduler = Literal["cosine", "linear", "constant"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
 # Settings that are switched on or off, or left to auto (packing, group_by_prompt).
-SWITCH = ("auto", "on", "off")
-DISTRIBUTED = ("auto", "ddp", "fsdp")
+Switch = Literal["auto", "on", "off"]
+Distributed = Literal["auto", "ddp", "fsdp"]
+METHODS: tuple[str, ...] = get_args(Method)
+SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+SWITCH: tuple[str, ...] = get_args(Switch)
+DISTRIBUTED: tuple[str, ...] = get_args(Distributed)
 # Full fine-tuning holds fp32 weights, their gradients and AdamW's two moments: 16 bytes a
 # parameter before any activation. `distributed=auto` shards (FSDP) a model whose 16 bytes a
 # parameter exceed one device's memory.
@@ -64,7 +71,7 @@ FORWARD_SHARE_OF_A_STEP = 1 / 3
 
 @dataclass
 class TrainConfig:
-    method: str = "lora"
+    method: Method = "lora"
     """Fine-tuning method: `lora` (small adapter, base weights frozen) or `full`."""
     lora_rank: int = 16
     """LoRA rank r: the adapter's capacity."""
@@ -87,7 +94,7 @@ class TrainConfig:
     """Fraction of the steps spent warming the learning rate up from 0 (default 0.03)."""
     warmup_steps: int | None = None
     """Warm-up steps; an alternative to --warmup-ratio."""
-    lr_scheduler: str = "cosine"
+    lr_scheduler: Scheduler = "cosine"
     """Learning-rate schedule after warm-up: cosine, linear (both decay to 0) or constant."""
     gradient_accumulation_steps: int = 1
     """Split each step's batch into this many forward/backward passes to save memory; the
@@ -110,7 +117,7 @@ class TrainConfig:
     """AdamW weight decay on weight matrices (never on norms or biases)."""
     max_grad_norm: float | None = 1.0
     """Clip the gradient norm to this value (none: no clipping)."""
-    precision: str = AUTO
+    precision: Precision = AUTO
     """Compute precision: bf16 or fp16 autocast (trained weights stay fp32; fp16 with loss
     scaling, CUDA only) or fp32; auto: bf16 where the GPU (compute capability 8.0+) or CPU
     (AMX) computes it fast, fp16 on older GPUs, else fp32."""
@@ -123,15 +130,15 @@ class TrainConfig:
     use_liger_kernel: bool = False
     """Liger's fused Triton kernels (RMSNorm, RoPE, SwiGLU; CUDA only, pip install
     liger-kernel)."""
-    packing: str = AUTO
+    packing: Switch = AUTO
     """Sequence packing: on puts several examples in each row (no attention across them)
     instead of padding each to the longest; auto: off (length bucketing already leaves little
     padding, and packed rows lose the fast causal attention kernel on CPU)."""
-    group_by_prompt: str = AUTO
+    group_by_prompt: Switch = AUTO
     """on: fill each batch with examples whose prompts start alike (the same schema or
     instructions before each question), so that the shared part is computed once per batch
     instead of once per row; off: random batches of similar length; auto: off."""
-    distributed: str = AUTO
+    distributed: Distributed = AUTO
     """With several processes (--nproc-per-node): ddp keeps a whole copy of the model in each;
     fsdp (--method full only) shards weights, gradients and optimizer state across them, for
     models that do not fit one device; auto: fsdp when full fine-tuning needs more than one

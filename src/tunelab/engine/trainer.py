@@ -3,7 +3,7 @@
 `train()` reads top to bottom: tokenize and resolve the config, prepare the output directory
 (or find the checkpoint to resume from), make the model trainable, run the steps, write the
 output. It knows nothing of the CLI, providers or the registry; progress goes to `callback`
-as one dict per step, and the same dict is appended to `metrics.jsonl`.
+as one `StepRecord` per step, and its metrics are appended to `metrics.jsonl`.
 
 The loss of a step is the mean over every trained token of every example in the step,
 whatever the padding and however the batch is split into gradient-accumulation micro-batches.
@@ -17,7 +17,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,7 @@ from tunelab.engine.sharding import (
     is_sharded,
     shard_model,
 )
+from tunelab.engine.steps import StepRecord
 from tunelab.errors import TunelabError
 from tunelab.io import atomic_write_text
 from tunelab.throughput import estimate_seconds, record_throughput
@@ -68,7 +69,7 @@ _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 Examples = Sequence[ChatExample] | str | Path
-Callback = Callable[[dict], None]
+Callback = Callable[[StepRecord], None]
 
 
 @dataclass
@@ -380,7 +381,7 @@ class _Loop:
     steps_done: int = 0
     eval_seconds: float = 0.0
     eval_tokens: int = 0
-    last_record: dict = field(default_factory=dict)
+    last_record: StepRecord | None = None
     last_checkpoint: Path | None = None
     share: cores.Share | None = None
     parameters: list[torch.nn.Parameter] = field(init=False)
@@ -427,16 +428,17 @@ class _Loop:
                     position.step + 1,
                     epoch + 1 if end_of_epoch else epoch,
                     0 if end_of_epoch else index + 1,
-                    record["elapsed"],
+                    record.elapsed,
                 )
                 self.after_step(record, position, end_of_epoch)
         stopped = not self.ranks.active and self.cancelled()  # during the final validation
-        if stopped and "val_loss" not in self.last_record and self.val_set is not None:
+        validated = self.last_record is not None and self.last_record.validated
+        if stopped and not validated and self.val_set is not None:
             self.checkpoint(position)
             return "cancelled", position
         return "succeeded", position
 
-    def train_step(self, batch: list[int], step: int, epoch: int, start: Position) -> dict:
+    def train_step(self, batch: list[int], step: int, epoch: int, start: Position) -> StepRecord:
         threads = self.share.rebalance() if self.share is not None else torch.get_num_threads()
         began = time.perf_counter()
         n_micro = self.config.gradient_accumulation_steps * self.ranks.world_size
@@ -485,20 +487,21 @@ class _Loop:
         self.tokens_seen += n_tokens
         self.steps_done += 1
         wall = time.perf_counter() - self.session_start
-        return {
-            "step": step,
-            "epoch": epoch + 1,
-            "loss": loss_value,
-            "mean_token_accuracy": correct / n_trained,
-            "learning_rate": learning_rate,
-            "grad_norm": grad_norm,
-            "tokens": n_tokens,
-            "trained_tokens": n_trained,
-            "tokens_per_second": self.tokens_seen / self.step_seconds,
-            "threads": threads,
-            "elapsed": start.elapsed + wall,
-            "eta_seconds": self.eta_seconds(step, wall),
-        }
+        return StepRecord(
+            step=step,
+            total_steps=self.config.total_steps,
+            epoch=epoch + 1,
+            loss=loss_value,
+            mean_token_accuracy=correct / n_trained,
+            learning_rate=learning_rate,
+            grad_norm=grad_norm,
+            tokens=n_tokens,
+            trained_tokens=n_trained,
+            tokens_per_second=self.tokens_seen / self.step_seconds,
+            threads=threads,
+            elapsed=start.elapsed + wall,
+            eta_seconds=self.eta_seconds(step, wall),
+        )
 
     def eta_seconds(self, step: int, wall: float) -> float:
         """Remaining steps at this session's pace, plus the validation passes still due."""
@@ -509,25 +512,25 @@ class _Loop:
         remaining = (self.config.total_steps - step) * per_step
         return remaining + self.validation.tokens_from(step) / eval_rate
 
-    def after_step(self, record: dict, position: Position, end_of_epoch: bool) -> None:
+    def after_step(self, record: StepRecord, position: Position, end_of_epoch: bool) -> None:
         config, step = self.config, position.step
-        if self.validation.due(step):
-            record.update(self.evaluate(self.validation.examples(step)))
+        if self.validation.due(step) and (scores := self.evaluate(self.validation.examples(step))):
+            record = record.with_validation(*scores)
         if self.ranks.is_main:
             with (self.run_dir / METRICS_FILE).open("ab") as handle:
-                handle.write(orjson.dumps(record) + b"\n")
+                handle.write(orjson.dumps(record.as_metrics()) + b"\n")
         every = config.checkpoint_every
-        saved = {}
         if end_of_epoch or (every and step % every == 0):
             self.checkpoint(position)
-            saved = {"checkpoint": str(self.last_checkpoint)}
+            record = replace(record, checkpoint=self.last_checkpoint)
         self.last_record = record
         if self.callback is not None:
-            self.callback({**record, "total_steps": config.total_steps, **saved})
+            self.callback(record)
 
-    def evaluate(self, indices: list[int]) -> dict:
-        """Validation loss and mean token accuracy over the trained tokens of `indices`;
-        nothing when cancelled part-way (the run then stops with its checkpoint)."""
+    def evaluate(self, indices: list[int]) -> tuple[float, float, int] | None:
+        """Validation loss, mean token accuracy (over the trained tokens of `indices`) and
+        the number of examples; None when cancelled part-way (the run then stops with its
+        checkpoint)."""
         size = math.ceil(self.config.batch_size / self.config.gradient_accumulation_steps)
         order = sorted(indices, key=self.val_set.lengths.__getitem__)
         every = [order[b : b + size] for b in range(0, len(order), size)]
@@ -540,7 +543,7 @@ class _Loop:
                 for done, group in enumerate(groups, 1):
                     # Ranks sum their parts at the end: only a single process stops mid-pass.
                     if not self.ranks.active and self.cancelled():
-                        return {}
+                        return None
                     batch = collate([self.val_set.examples[i] for i in group or every[0]],
                                     self.pad_id, self.device)  # fmt: skip
                     with self.autocast():
@@ -559,11 +562,7 @@ class _Loop:
             self.eval_tokens += n_tokens
         totals = torch.tensor([loss_sum, correct, n_trained], dtype=torch.float64)
         loss_sum, correct, n_trained = self.ranks.sum_(totals.to(self.device)).tolist()
-        return {
-            "val_loss": loss_sum / n_trained,
-            "val_mean_token_accuracy": correct / n_trained,
-            "val_examples": len(order),
-        }
+        return loss_sum / n_trained, correct / n_trained, len(order)
 
     def checkpoint(self, position: Position) -> None:
         if not (self.ranks.is_main or self.sharded):
@@ -602,10 +601,10 @@ class _Loop:
             output_dir=self.run_dir,
             step=position.step,
             total_steps=self.config.total_steps,
-            train_loss=record.get("loss"),
-            val_loss=record.get("val_loss"),
-            val_mean_token_accuracy=record.get("val_mean_token_accuracy"),
-            tokens_per_second=record.get("tokens_per_second"),
+            train_loss=record.loss if record else None,
+            val_loss=record.val_loss if record else None,
+            val_mean_token_accuracy=record.val_mean_token_accuracy if record else None,
+            tokens_per_second=record.tokens_per_second if record else None,
             elapsed_seconds=start.elapsed + time.perf_counter() - self.session_start,
             last_checkpoint=self.last_checkpoint or latest_checkpoint(self.run_dir),
             resumed_from_step=start.step if resumed else None,

@@ -12,12 +12,16 @@ import contextlib
 import logging
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunelab import cores
 from tunelab.providers.local import artifacts as local_artifacts
 from tunelab.providers.local.checkpoint_uploads import CheckpointUploads, checkpoint_uploads
 from tunelab.providers.local.jobs import JOB_LOG
 from tunelab.registry import Job, Store
+
+if TYPE_CHECKING:  # the engine loads torch: only a process that trains imports it
+    from tunelab.engine.steps import StepRecord
 
 log = logging.getLogger("tunelab.worker")
 
@@ -48,9 +52,9 @@ def job_log(job: Job):
 
 def train_here(store: Store, job: Job, control, *, main: bool = True):
     """Train `job` here; `main` is False on the torchrun ranks that record nothing."""
-    from tunelab.engine import TrainConfig, load_base, train  # torch loads only in workers
+    from tunelab.engine.config import TrainConfig
+    from tunelab.engine.run import TrainingRun
 
-    config = TrainConfig.from_settings(job.hyperparameters)
     train_file = store.get_file(job.training_file)
     train_path = local_artifacts.training_path(train_file)
     val_path = (local_artifacts.training_path(store.get_file(job.validation_file))
@@ -58,28 +62,27 @@ def train_here(store: Store, job: Job, control, *, main: bool = True):
     base = job.metadata.get("tunelab_base_path") or job.model
     if job.model.startswith("ft:") and not Path(base).exists():  # trained on another machine
         base = local_artifacts.model_dir(store.get_model(job.model))
-    model, tokenizer, info = load_base(base, load_in_4bit=config.load_in_4bit)
-    if main:
-        store.add_event(job.id, f"Loaded base model {info.name}")
-    log.info("loaded base model %s; training on %s", info.name, train_path)
     with checkpoint_uploads(job, store.path, main=main) as uploads:
-        return train(
-            model,
-            tokenizer,
+        run = TrainingRun(
+            str(base),
             train_path,
             val_path,
-            config,
-            job.output_dir,
-            base_model=info.name,
+            Path(job.output_dir),
+            TrainConfig.from_settings(job.hyperparameters),
             metadata={
                 "job_id": job.id,
                 "base_model": job.model,
                 "train_file_sha256": train_file.checksum,
             },
+            resume=True,  # continues from a checkpoint when a previous attempt left one
             callback=ProgressRecorder(store, job, uploads),
             cancel=control,
-            resume=True,  # continues from a checkpoint when a previous attempt left one
         )
+        with run:  # loads the base model (torch loads only in workers)
+            if main:
+                store.add_event(job.id, f"Loaded base model {run.info.name}")
+            log.info("loaded base model %s; training on %s", run.info.name, train_path)
+            return run.train()
 
 
 class ProgressRecorder:
@@ -91,33 +94,33 @@ class ProgressRecorder:
         self.trained_tokens: int | None = None
         self.announced = False
 
-    def __call__(self, record: dict) -> None:
-        step, total = record["step"], record["total_steps"]
+    def __call__(self, record: StepRecord) -> None:
+        step, total = record.step, record.total_steps
         if not self.announced:  # whether this job shares the cores politely, for the record
             self.announced = True
-            self.store.add_event(self.job_id, f"Computing with {cores.describe(record)}")
+            self.store.add_event(self.job_id, f"Computing with {cores.describe(record.threads)}")
         if self.trained_tokens is None:  # a resumed run counts the steps before it too
             earlier = self.store.list_metrics(self.job_id)
             self.trained_tokens = sum(m["tokens"] for m in earlier if m["step"] < step)
-        self.trained_tokens += record["tokens"]
-        metric = {k: v for k, v in record.items() if k not in ("checkpoint", "total_steps")}
-        log.info("step %d/%d: loss %.4f%s, %.0f tokens/s", step, total, record["loss"],
-                 f", validation loss {record['val_loss']:.4f}" if "val_loss" in record else "",
-                 record["tokens_per_second"])  # fmt: skip
+        self.trained_tokens += record.tokens
+        metric = record.as_metrics()
+        validation = f", validation loss {record.val_loss:.4f}" if record.validated else ""
+        log.info("step %d/%d: loss %.4f%s, %.0f tokens/s", step, total, record.loss, validation,
+                 record.tokens_per_second)  # fmt: skip
         self.store.add_metric(self.job_id, step, metric)
         self.store.update_job(
             self.job_id,
             progress={"step": step, "total_steps": total, **metric},
             trained_tokens=self.trained_tokens,
-            estimated_finish=int(time.time() + record["eta_seconds"]),
+            estimated_finish=int(time.time() + record.eta_seconds),
         )
         if step == 1 or step == total or step % max(1, total // EVENT_EVERY_STEPS_FRACTION) == 0:
-            message = f"Step {step}/{total}: training loss={record['loss']:.4f}"
-            if "val_loss" in record:
-                message += f", validation loss={record['val_loss']:.4f}"
+            message = f"Step {step}/{total}: training loss={record.loss:.4f}"
+            if record.validated:
+                message += f", validation loss={record.val_loss:.4f}"
             self.store.add_event(self.job_id, message, type="metrics", data=metric)
-        if "checkpoint" in record:
-            name = local_artifacts.checkpoint_name(self.job.output_dir, record["checkpoint"])
+        if record.checkpoint is not None:
+            name = local_artifacts.checkpoint_name(self.job.output_dir, str(record.checkpoint))
             self.store.add_checkpoint(
                 self.job_id, step, fine_tuned_model_checkpoint=name, metrics=metric
             )

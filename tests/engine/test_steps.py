@@ -1,0 +1,39 @@
+"""The step record: what the trainer reports, and the metrics it writes of it."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from tunelab.engine.steps import StepRecord
+
+
+def a_step(**changes) -> StepRecord:
+    record = StepRecord(
+        step=3, total_steps=10, epoch=1, loss=1.5, mean_token_accuracy=0.4, learning_rate=1e-4,
+        grad_norm=0.8, tokens=120, trained_tokens=40, tokens_per_second=900.0, threads=2,
+        elapsed=4.5, eta_seconds=12.0,
+    )  # fmt: skip
+    return dataclasses.replace(record, **changes)
+
+
+def test_metrics_leave_out_the_run_length_the_checkpoint_and_validation_not_done():
+    metrics = a_step(checkpoint=Path("/run/checkpoints/step-00000003")).as_metrics()
+    assert metrics["step"] == 3 and metrics["loss"] == 1.5 and metrics["threads"] == 2
+    assert not {"total_steps", "checkpoint", "val_loss", "val_examples"} & set(metrics)
+
+
+def test_a_validated_step_has_its_validation_figures_in_the_metrics():
+    record = a_step().with_validation(1.25, 0.5, 8)
+    assert record.validated and not a_step().validated
+    metrics = record.as_metrics()
+    assert (metrics["val_loss"], metrics["val_mean_token_accuracy"], metrics["val_examples"]) == (
+        1.25, 0.5, 8,
+    )  # fmt: skip
+
+
+def test_a_step_record_cannot_change():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a_step().loss = 0.0  # type: ignore[misc]

@@ -148,9 +148,9 @@ def _stop_after_step(monkeypatch, step: int) -> None:
     controls, stopped = [], []
     real_train, real_recorder = worker._train_job, training.ProgressRecorder
 
-    def train_job(store, job, control):
+    def train_job(store, workspace, control):
         controls.append(control)
-        return real_train(store, job, control)
+        return real_train(store, workspace, control)
 
     class Recorder(real_recorder):
         def __call__(self, record: StepRecord) -> None:

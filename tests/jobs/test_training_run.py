@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from tunelab.cli import cli
 from tunelab.engine import run as run_module
 from tunelab.engine.trainer import TrainResult
-from tunelab.providers.local import artifacts as local_artifacts
+from tunelab.providers.local.artifacts import JobWorkspace
 from tunelab.providers.local.training import ProgressRecorder, train_here
 from tunelab.registry import Store
 
@@ -65,11 +65,12 @@ def test_tunelab_train_drives_the_run_object(driven, tiny_model_dir, train_file,
 def test_the_worker_drives_the_run_object(driven, create_job):
     job = create_job("--n-epochs", "1")
     with Store() as store:
-        row = local_artifacts.on_this_machine(store.get_job(job["id"]))
-        result = train_here(store, row, threading.Event())
+        workspace = JobWorkspace.of(store.get_job(job["id"]))
+        row = workspace.job
+        result = train_here(store, workspace, threading.Event())
         events = [event.message for event in store.list_events(row.id)]
     (run,) = driven
-    assert result.status == "succeeded" and str(run.output_dir) == row.output_dir
+    assert result.status == "succeeded" and run.output_dir == workspace.directory
     assert run.resume and not run.need_checkpoint  # a retried job continues where it stopped
     assert run.config.batch_size == 4 and run.metadata["job_id"] == row.id
     assert isinstance(run.callback, ProgressRecorder)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Generator
 
-from tunelab.engine.generate import generate, stream_chat
-from tunelab.engine.score import score_answers
+import tunelab.engine.generate as generation  # module attributes: tests stand in for them
+import tunelab.engine.score as scoring
 from tunelab.errors import check_cancel
 from tunelab.providers.base import ChatStream
 from tunelab.providers.local.model_cache import LoadedModel
@@ -27,7 +27,7 @@ CHUNK_BATCHES = 4  # batches between progress reports and cancel checks
 def engine_stream(loaded: LoadedModel, messages: list[dict], **sampling) -> ChatStream:
     """The engine's answer to `messages` as a provider's `ChatStream` (`sampling`: the
     engine's `stream_chat` settings)."""
-    chat = stream_chat(loaded.model, loaded.tokenizer, messages, **sampling)
+    chat = generation.stream_chat(loaded.model, loaded.tokenizer, messages, **sampling)
 
     def events() -> Generator[str, None, Answer]:
         began = time.perf_counter()
@@ -48,7 +48,7 @@ def answer_chats(loaded: LoadedModel, conversations: list[list[dict]], *,
     for begin in range(0, len(conversations), chunk):
         check_cancel(cancel, answers)
         part = conversations[begin : begin + chunk]
-        answers += generate(loaded.model, loaded.tokenizer, part, batch_size=batch_size,
+        answers += generation.generate(loaded.model, loaded.tokenizer, part, batch_size=batch_size,
                             **sampling)  # fmt: skip
         if progress is not None:
             progress(len(part))
@@ -64,7 +64,7 @@ def score_chats(loaded: LoadedModel, conversations: list[list[dict]], answers: l
     for begin in range(0, len(conversations), chunk):
         check_cancel(cancel, scores)
         part = conversations[begin : begin + chunk]
-        scores += score_answers(loaded.model, loaded.tokenizer, part, answers,
+        scores += scoring.score_answers(loaded.model, loaded.tokenizer, part, answers,
                                 batch_size=batch_size)  # fmt: skip
         if progress is not None:
             progress(len(part))

@@ -1,4 +1,4 @@
-"""Local jobs across machines: their files and outputs through the artefact store.
+"""Local jobs across machines: their files, workspaces and models through the artefact store.
 
 With `TUNELAB_ARTIFACTS` set (`tunelab.artifacts`), a job's output directory in the registry
 is the store's URL (`<store>/jobs/<job id>`) and every machine works in its own
@@ -6,12 +6,18 @@ is the store's URL (`<store>/jobs/<job id>`) and every machine works in its own
 `$TUNELAB_HOME/files`, else fetched from the store (and checked against their checksum).
 Unset, every path in the registry is a path on this machine (or on a directory all mount),
 as before.
+
+A `JobWorkspace` is one job's directory on this machine and everything that moves in and out
+of it: its files and another machine's outputs fetched before it trains, its checkpoints
+(named the same on every machine) uploaded while it runs, its outputs when it ends.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from tunelab import artifacts
@@ -21,6 +27,7 @@ from tunelab.io import file_sha256
 from tunelab.registry import File, Job, Model
 from tunelab.settings import get_settings
 
+JOB_LOG = "finetune.log"  # the worker's log of one job, in the job's directory
 CHECKPOINTS = "checkpoints"  # the engine's checkpoint directory: not shared once a job succeeds
 COMPLETE = "COMPLETE"  # the engine's marker, written last into a checkpoint (engine/checkpoint.py)
 
@@ -66,44 +73,93 @@ def output_location(job_id: str) -> str:
     return str(get_settings().home / "jobs" / job_id)
 
 
+@dataclass(frozen=True)
+class JobWorkspace:
+    """A local job's directory on this machine, and what moves in and out of it."""
+
+    job: Job
+    directory: Path
+
+    @classmethod
+    def of(cls, job: Job) -> JobWorkspace:
+        """Where this machine trains `job`: the recorded directory when it is a path here and
+        no store is set, else `$TUNELAB_HOME/jobs/<job id>`."""
+        recorded = job.output_dir
+        if recorded and "://" not in recorded and artifacts.configured() is None:
+            return cls(job, Path(recorded))
+        return cls(job, get_settings().home / "jobs" / job.id)
+
+    @property
+    def log_path(self) -> Path:
+        """The worker's log of this job (seed 001's fine-tuning log; `jobs show` names it)."""
+        return self.directory / JOB_LOG
+
+    def bring_here(self, files: list[File]) -> None:
+        """Before a worker trains the job: its files, and the outputs and checkpoints another
+        machine uploaded when it stopped the job there."""
+        store = artifacts.configured()
+        if store is not None:
+            store.sync_dir(f"jobs/{self.job.id}", self.directory)
+        for file in files:
+            training_path(file)
+
+    def share_outputs(self, *, succeeded: bool) -> None:
+        """Upload the job's directory when it ends: without checkpoints once it succeeded."""
+        store = artifacts.configured()
+        if store is None or not self.directory.is_dir():
+            return
+        leave_out = (CHECKPOINTS,) if succeeded else ()
+        store.put_dir(self.directory, f"jobs/{self.job.id}", leave_out=leave_out,
+                      fixed=(CHECKPOINTS,))  # fmt: skip
+
+    def share_checkpoints(self, *, stop=None) -> bool:
+        """Upload what a running job needs to resume elsewhere: its complete checkpoints
+        (those the store has are not sent again; those the engine pruned leave it) and its
+        top-level files (metrics, loss curve, log). False when `stop` ended it early, or no
+        store is set."""
+        store = artifacts.configured()
+        if store is None or not self.directory.is_dir():
+            return False
+        files = resumable_files(self.directory)
+        return store.put_dir(self.directory, f"jobs/{self.job.id}", files=files,
+                             fixed=(CHECKPOINTS,), stop=stop)  # fmt: skip
+
+    def checkpoint_name(self, saved: str | Path) -> str:
+        """How the registry records a checkpoint the engine saved at `saved`: relative to the
+        job's directory (`checkpoints/step-00000010`), the same on every machine."""
+        path = Path(saved)
+        with contextlib.suppress(ValueError):
+            return path.relative_to(self.directory).as_posix()
+        return f"{CHECKPOINTS}/{path.name}" if path.parent.name == CHECKPOINTS else str(saved)
+
+    def checkpoint_here(self, recorded: str) -> Path:
+        """A recorded checkpoint's directory on this machine (registries from before
+        checkpoints were recorded relative to their job hold the worker's absolute path: read
+        the same)."""
+        return self.directory / _relative(recorded)
+
+    def checkpoint_location(self, recorded: str) -> str:
+        """Where this machine reaches a checkpoint: its directory here, else its URL in the
+        store (uploaded when it was saved), else the recorded directory (on the machine that
+        ran it)."""
+        here = self.checkpoint_here(recorded)
+        if here.exists():
+            return str(here)
+        if self.job.output_dir and "://" in self.job.output_dir:
+            return f"{self.job.output_dir}/{_relative(recorded)}"
+        return str(here)
+
+    def forget(self) -> None:
+        """Remove the job's directory here and its uploaded outputs (it made no model)."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+        store = artifacts.configured()
+        if store is not None:
+            store.remove(f"jobs/{self.job.id}")
+
+
 def on_this_machine(job: Job) -> Job:
     """`job` with the directory this machine trains it in as its `output_dir`."""
-    if job.output_dir and "://" not in job.output_dir and artifacts.configured() is None:
-        return job
-    here = get_settings().home / "jobs" / job.id
-    return dataclasses.replace(job, output_dir=str(here))
-
-
-def bring_here(job: Job, files: list[File]) -> None:
-    """Before a worker trains `job` (already `on_this_machine`): its files, and the outputs
-    and checkpoints another machine uploaded when it stopped the job there."""
-    store = artifacts.configured()
-    if store is not None:
-        store.sync_dir(f"jobs/{job.id}", Path(job.output_dir))
-    for file in files:
-        training_path(file)
-
-
-def share_outputs(job: Job, *, succeeded: bool) -> None:
-    """Upload the job's directory when it ends: without checkpoints once it succeeded."""
-    store = artifacts.configured()
-    here = Path(job.output_dir or "")
-    if store is None or not here.is_dir():
-        return
-    leave_out = (CHECKPOINTS,) if succeeded else ()
-    store.put_dir(here, f"jobs/{job.id}", leave_out=leave_out, fixed=(CHECKPOINTS,))
-
-
-def share_checkpoints(job: Job, *, stop=None) -> bool:
-    """Upload what a running job needs to resume elsewhere: its complete checkpoints (those
-    the store has are not sent again; those the engine pruned leave it) and its top-level
-    files (metrics, loss curve, log). False when `stop` ended it early, or no store is set."""
-    store = artifacts.configured()
-    here = Path(job.output_dir or "")
-    if store is None or not here.is_dir():
-        return False
-    files = resumable_files(here)
-    return store.put_dir(here, f"jobs/{job.id}", files=files, fixed=(CHECKPOINTS,), stop=stop)
+    return dataclasses.replace(job, output_dir=str(JobWorkspace.of(job).directory))
 
 
 def resumable_files(here: Path) -> dict[str, int]:
@@ -121,32 +177,6 @@ def resumable_files(here: Path) -> dict[str, int]:
                     if path.is_file():
                         files[path.relative_to(here).as_posix()] = path.stat().st_size
     return files
-
-
-def checkpoint_name(output_dir: str, saved: str) -> str:
-    """How the registry records a checkpoint the engine saved at `saved`: relative to the
-    job's directory (`checkpoints/step-00000010`), the same on every machine."""
-    path = Path(saved)
-    with contextlib.suppress(ValueError):
-        return path.relative_to(output_dir).as_posix()
-    return f"{CHECKPOINTS}/{path.name}" if path.parent.name == CHECKPOINTS else saved
-
-
-def checkpoint_here(job: Job, recorded: str) -> Path:
-    """A recorded checkpoint's directory on this machine (registries from before checkpoints
-    were recorded relative to their job hold the worker's absolute path: read the same)."""
-    return Path(on_this_machine(job).output_dir) / _relative(recorded)
-
-
-def checkpoint_location(job: Job, recorded: str) -> str:
-    """Where this machine reaches a checkpoint: its directory here, else its URL in the store
-    (uploaded when it was saved), else the recorded directory (on the machine that ran it)."""
-    here = checkpoint_here(job, recorded)
-    if here.exists():
-        return str(here)
-    if job.output_dir and "://" in job.output_dir:
-        return f"{job.output_dir}/{_relative(recorded)}"
-    return str(here)
 
 
 def _relative(recorded: str) -> str:
@@ -181,13 +211,6 @@ def model_location(model: Model) -> str | None:
         return str(here)
     store = artifacts.configured()
     return store.url_of(f"jobs/{model.job_id}") if store is not None else model.path
-
-
-def forget(job: Job) -> None:
-    """Remove a job's uploaded outputs (it made no model)."""
-    store = artifacts.configured()
-    if store is not None:
-        store.remove(f"jobs/{job.id}")
 
 
 def _not_here(what: str, store_url: str | None = None) -> TunelabError:

@@ -2,7 +2,7 @@
 
 With `TUNELAB_ARTIFACTS` set, the worker's per-step callback hands every checkpoint the
 engine saves to `CheckpointUploads`: one background thread uploads the job's directory as
-`local_artifacts.share_checkpoints` selects it (complete checkpoints not in the store yet,
+`JobWorkspace.share_checkpoints` selects it (complete checkpoints not in the store yet,
 metrics, loss curve, log) while training goes on, then records an event. A machine that dies
 (kill -9, power) thus leaves its last uploaded checkpoint in the store, and the worker that
 resumes the job fetches it. Training never waits for an upload: a checkpoint saved while one
@@ -21,8 +21,8 @@ from pathlib import Path
 
 from tunelab import artifacts
 from tunelab.errors import TunelabError
-from tunelab.providers.local import artifacts as local_artifacts
-from tunelab.registry import Job, Store
+from tunelab.providers.local.artifacts import JobWorkspace
+from tunelab.registry import Store
 
 log = logging.getLogger("tunelab.worker")
 
@@ -30,8 +30,8 @@ log = logging.getLogger("tunelab.worker")
 class CheckpointUploads:
     """The background uploader of one job's checkpoints (see the module)."""
 
-    def __init__(self, job: Job, registry: str | Path) -> None:
-        self.job, self.registry = job, registry
+    def __init__(self, workspace: JobWorkspace, registry: str | Path) -> None:
+        self.workspace, self.job, self.registry = workspace, workspace.job, registry
         self._wanted: int | None = None  # the newest checkpoint's step, not yet sent
         self._closing = False
         self._changed = threading.Condition()
@@ -64,7 +64,7 @@ class CheckpointUploads:
 
     def _upload(self, store: Store, step: int) -> None:
         try:
-            done = local_artifacts.share_checkpoints(self.job, stop=lambda: self._closing)
+            done = self.workspace.share_checkpoints(stop=lambda: self._closing)
         except TunelabError as err:  # training goes on; the job's final upload tries again
             log.warning("job %s: checkpoint at step %d not uploaded: %s", self.job.id, step,
                         err.message)  # fmt: skip
@@ -78,13 +78,13 @@ class CheckpointUploads:
 
 
 @contextlib.contextmanager
-def checkpoint_uploads(job: Job, registry: str | Path, *, main: bool) -> Iterator:
-    """A `CheckpointUploads` for `job` while training runs; None without a store (or on a
-    torchrun rank other than rank 0, which records nothing)."""
+def checkpoint_uploads(workspace: JobWorkspace, registry: str | Path, *, main: bool) -> Iterator:
+    """A `CheckpointUploads` for the workspace's job while training runs; None without a
+    store (or on a torchrun rank other than rank 0, which records nothing)."""
     if not main or artifacts.configured() is None:
         yield None
         return
-    uploads = CheckpointUploads(job, registry)
+    uploads = CheckpointUploads(workspace, registry)
     try:
         yield uploads
     finally:

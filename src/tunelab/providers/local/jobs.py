@@ -18,6 +18,8 @@ from pathlib import Path
 from tunelab.errors import TunelabError
 from tunelab.io import file_sha256
 from tunelab.providers.local import artifacts as local_artifacts
+from tunelab.providers.local.artifacts import JOB_LOG as JOB_LOG  # `jobs show` names it
+from tunelab.providers.local.artifacts import JobWorkspace
 from tunelab.providers.local.lost import recover_lost_jobs
 from tunelab.providers.registry import runs_here
 from tunelab.registry import File, Job, Model, Store
@@ -26,7 +28,6 @@ from tunelab.types import LOCAL_PROVIDER
 
 PROVIDER = LOCAL_PROVIDER  # the registry's name for this machine's jobs, files and models
 ORG = PROVIDER  # the org part of local `ft:` names: ft:<base>:local:<suffix>:<id>
-JOB_LOG = "finetune.log"  # the worker's log of one job, in the job's directory
 CANCEL, PAUSE = 1, 2
 NPROC_KEY = "tunelab_nproc_per_node"  # in a job's metadata: processes training it (torchrun)
 
@@ -212,14 +213,15 @@ def queue_job(
         raw_status="queued",
     )
     output_dir = local_artifacts.output_location(job.id)
-    extra = {"tunelab_model_name": model_name(model, suffix, job.id)}
+    extra: dict[str, object] = {"tunelab_model_name": model_name(model, suffix, job.id)}
     if base_path:
         extra["tunelab_base_path"] = base_path
     if nproc_per_node > 1:
         extra[NPROC_KEY] = nproc_per_node
-    job = store.update_job(job.id, output_dir=output_dir, metadata={**metadata, **extra})
-    store.add_event(job.id, f"Created fine-tuning job: {job.id}")
-    return job
+    queued = store.update_job(job.id, output_dir=output_dir, metadata={**metadata, **extra})
+    assert queued is not None  # no `expect`: the write always lands
+    store.add_event(queued.id, f"Created fine-tuning job: {queued.id}")
+    return queued
 
 
 def queue_note(store: Store, job: Job) -> str | None:
@@ -312,10 +314,7 @@ def refresh(store: Store, job: Job) -> Job:
 def discard(job: Job) -> None:
     """Remove the checkpoints of a job that made no model (here and in the artefact store)."""
     if job.status != "succeeded" and job.output_dir:
-        path = Path(local_artifacts.on_this_machine(job).output_dir)
-        if path.exists():
-            shutil.rmtree(path)
-        local_artifacts.forget(job)
+        JobWorkspace.of(job).forget()
 
 
 def start_worker() -> int:

@@ -17,7 +17,7 @@ from tunelab.errors import TunelabError
 from tunelab.providers.answer_stream import AnswerStream
 from tunelab.providers.base import ChatOptions, ChatStream, chat_settings
 from tunelab.providers.local import jobs as local
-from tunelab.providers.local.artifacts import checkpoint_location
+from tunelab.providers.local.artifacts import JobWorkspace
 from tunelab.providers.provider import (
     CHAT,
     FILES,
@@ -239,9 +239,10 @@ class LocalProvider(Provider):
     @classmethod
     def checkpoints_here(cls, job: Job, points: list) -> list:
         """Recorded relative to the job's directory: here, or in the artefact store."""
+        workspace = JobWorkspace.of(job)
         return [
-            dataclasses.replace(point, fine_tuned_model_checkpoint=checkpoint_location(
-                job, point.fine_tuned_model_checkpoint))
+            dataclasses.replace(point, fine_tuned_model_checkpoint=workspace.checkpoint_location(
+                point.fine_tuned_model_checkpoint))
             if point.fine_tuned_model_checkpoint else point
             for point in points
         ]  # fmt: skip

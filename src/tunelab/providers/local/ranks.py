@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -37,8 +38,8 @@ import orjson
 
 from tunelab.errors import TunelabError
 from tunelab.io import atomic_write_text
-from tunelab.providers.local import artifacts as local_artifacts
-from tunelab.providers.local.jobs import JOB_LOG, NPROC_KEY
+from tunelab.providers.local.artifacts import JOB_LOG, JobWorkspace
+from tunelab.providers.local.jobs import NPROC_KEY
 from tunelab.providers.local.training import job_log, train_here
 from tunelab.registry import Job, Store
 
@@ -56,15 +57,16 @@ def nproc_of(job: Job) -> int:
 # -- the worker's side ----------------------------------------------------------------------
 
 
-def train_in_ranks(store: Store, job: Job, control) -> SimpleNamespace:
-    """Train `job` in `nproc_of(job)` torchrun processes; returns what rank 0 reported."""
-    from tunelab.engine.distributed import torchrun_command
+def train_in_ranks(store: Store, workspace: JobWorkspace, control) -> SimpleNamespace:
+    """Train the job in `nproc_of(job)` torchrun processes; returns what rank 0 reported."""
+    from tunelab.engine.distributed import torchrun_command  # torch: only when it trains
 
-    out, nproc = Path(job.output_dir), nproc_of(job)
+    job, out = workspace.job, workspace.directory
+    nproc = nproc_of(job)
     out.mkdir(parents=True, exist_ok=True)
     _remove_exchange_files(out)  # left by an earlier attempt of this job
     command = torchrun_command([job.id], nproc, module=__name__, every_rank_output=True)
-    with (out / JOB_LOG).open("ab") as log:
+    with workspace.log_path.open("ab") as log:
         process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
@@ -165,6 +167,7 @@ def _die_with_parent() -> None:
         _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+_PRCTL: Callable[..., int] | None
 try:
     _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
 except (OSError, AttributeError):  # not Linux: an orphaned torchrun ends with its job only
@@ -212,11 +215,12 @@ def run_rank(job_id: str) -> int:
 
     ranks = Ranks.from_env()
     with Store() as store:
-        job = local_artifacts.on_this_machine(store.get_job(job_id))
-        out = Path(job.output_dir)
+        workspace = JobWorkspace.of(store.get_job(job_id))
+        out = workspace.directory
         try:
-            with job_log(job) if ranks.is_main else contextlib.nullcontext():
-                result = train_here(store, job, StopFile(out / STOP_FILE), main=ranks.is_main)
+            with job_log(workspace) if ranks.is_main else contextlib.nullcontext():
+                result = train_here(store, workspace, StopFile(out / STOP_FILE),
+                                    main=ranks.is_main)  # fmt: skip
         except Exception as err:
             _report_error(out / f"{ERROR_PREFIX}{ranks.rank}", err)
             return 1

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 from tunelab import cores
 from tunelab.providers.local import artifacts as local_artifacts
+from tunelab.providers.local.artifacts import JobWorkspace
 from tunelab.providers.local.checkpoint_uploads import CheckpointUploads, checkpoint_uploads
-from tunelab.providers.local.jobs import JOB_LOG
-from tunelab.registry import Job, Store
+from tunelab.registry import Store
 
 if TYPE_CHECKING:  # the engine loads torch: only a process that trains imports it
     from tunelab.engine.steps import StepRecord
@@ -29,13 +29,9 @@ EVENT_EVERY_STEPS_FRACTION = 10  # a progress event about 10 times per run
 
 
 @contextlib.contextmanager
-def job_log(job: Job):
-    """What the worker logs while it runs `job`, also in `finetune.log` in the job's directory
-    (as seed 001's fine-tuning log; `jobs show` names it)."""
-    if not job.output_dir:
-        yield
-        return
-    path = Path(job.output_dir) / JOB_LOG
+def job_log(workspace: JobWorkspace):
+    """What the worker logs while it runs the job, also in its workspace's log."""
+    path = workspace.log_path
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -50,11 +46,14 @@ def job_log(job: Job):
         handler.close()
 
 
-def train_here(store: Store, job: Job, control, *, main: bool = True):
-    """Train `job` here; `main` is False on the torchrun ranks that record nothing."""
+def train_here(store: Store, workspace: JobWorkspace, control, *, main: bool = True):
+    """Train the workspace's job here; `main` is False on the torchrun ranks that record
+    nothing."""
     from tunelab.engine.config import TrainConfig
     from tunelab.engine.run import TrainingRun
 
+    job = workspace.job
+    assert job.training_file is not None  # a local job is created with its training file
     train_file = store.get_file(job.training_file)
     train_path = local_artifacts.training_path(train_file)
     val_path = (local_artifacts.training_path(store.get_file(job.validation_file))
@@ -62,12 +61,12 @@ def train_here(store: Store, job: Job, control, *, main: bool = True):
     base = job.metadata.get("tunelab_base_path") or job.model
     if job.model.startswith("ft:") and not Path(base).exists():  # trained on another machine
         base = local_artifacts.model_dir(store.get_model(job.model))
-    with checkpoint_uploads(job, store.path, main=main) as uploads:
+    with checkpoint_uploads(workspace, store.path, main=main) as uploads:
         run = TrainingRun(
             str(base),
             train_path,
             val_path,
-            Path(job.output_dir),
+            workspace.directory,
             TrainConfig.from_settings(job.hyperparameters),
             metadata={
                 "job_id": job.id,
@@ -75,7 +74,7 @@ def train_here(store: Store, job: Job, control, *, main: bool = True):
                 "train_file_sha256": train_file.checksum,
             },
             resume=True,  # continues from a checkpoint when a previous attempt left one
-            callback=ProgressRecorder(store, job, uploads),
+            callback=ProgressRecorder(store, workspace, uploads),
             cancel=control,
         )
         with run:  # loads the base model (torch loads only in workers)
@@ -89,8 +88,10 @@ class ProgressRecorder:
     """The engine's per-step callback: metrics, progress, checkpoints (recorded relative to
     the job's directory, and handed to `uploads`) and events."""
 
-    def __init__(self, store: Store, job: Job, uploads: CheckpointUploads | None = None) -> None:
-        self.store, self.job_id, self.job, self.uploads = store, job.id, job, uploads
+    def __init__(self, store: Store, workspace: JobWorkspace,
+                 uploads: CheckpointUploads | None = None) -> None:  # fmt: skip
+        self.store, self.job_id, self.workspace = store, workspace.job.id, workspace
+        self.uploads = uploads
         self.trained_tokens: int | None = None
         self.announced = False
 
@@ -120,24 +121,26 @@ class ProgressRecorder:
                 message += f", validation loss={record.val_loss:.4f}"
             self.store.add_event(self.job_id, message, type="metrics", data=metric)
         if record.checkpoint is not None:
-            name = local_artifacts.checkpoint_name(self.job.output_dir, str(record.checkpoint))
+            name = self.workspace.checkpoint_name(record.checkpoint)
             self.store.add_checkpoint(
                 self.job_id, step, fine_tuned_model_checkpoint=name, metrics=metric
             )
             self.store.add_event(self.job_id, f"Checkpoint saved at step {step}")
-            forget_missing_checkpoints(self.store, self.job)
+            forget_missing_checkpoints(self.store, self.workspace)
             if self.uploads is not None:
                 self.uploads.saved(step)
 
 
-def forget_missing_checkpoints(store: Store, job: Job) -> None:
-    """The registry lists the checkpoints the job's directory holds (`job` as on this machine):
-    the engine keeps the latest few, and a job resumed on another machine continues from
-    the checkpoints it uploaded, not from those saved after them."""
+def forget_missing_checkpoints(store: Store, workspace: JobWorkspace) -> None:
+    """The registry lists the checkpoints the job's directory holds: the engine keeps the
+    latest few, and a job resumed on another machine continues from the checkpoints it
+    uploaded, not from those saved after them."""
+    job_id = workspace.job.id
     gone = [
         point.step
-        for point in store.list_checkpoints(job.id)
-        if not local_artifacts.checkpoint_here(job, point.fine_tuned_model_checkpoint).exists()
+        for point in store.list_checkpoints(job_id)
+        if not point.fine_tuned_model_checkpoint
+        or not workspace.checkpoint_here(point.fine_tuned_model_checkpoint).exists()
     ]
     if gone:
-        store.delete_checkpoints(job.id, gone)
+        store.delete_checkpoints(job_id, gone)

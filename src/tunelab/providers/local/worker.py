@@ -33,8 +33,8 @@ from pathlib import Path
 
 from tunelab import artifacts
 from tunelab.errors import TunelabError
-from tunelab.providers.local import artifacts as local_artifacts
 from tunelab.providers.local import ranks
+from tunelab.providers.local.artifacts import JobWorkspace
 from tunelab.providers.local.jobs import PAUSE
 from tunelab.providers.local.lost import recover_lost_jobs
 from tunelab.providers.local.training import forget_missing_checkpoints, job_log, train_here
@@ -118,47 +118,48 @@ def run_auto_worker(idle_seconds: float = 5.0) -> int:
 
 def run_job(store: Store, job: Job, identity: dict) -> None:
     """Train one claimed job to its end: succeeded, cancelled, paused or failed."""
-    job_id, job = job.id, local_artifacts.on_this_machine(job)
-    store.add_event(job_id, f"Fine-tuning job started by {identity['worker_id']}")
+    workspace = JobWorkspace.of(job)
+    store.add_event(job.id, f"Fine-tuning job started by {identity['worker_id']}")
     control = threading.Event()
-    beat = _Heartbeat(store.path, job_id, identity["worker_id"], control)
+    beat = _Heartbeat(store.path, job.id, identity["worker_id"], control)
     beat.start()
     try:
-        if _bring_here(store, job):
-            _run_claimed(store, job, identity, control, beat)
+        if _bring_here(store, workspace):
+            _run_claimed(store, workspace, identity, control, beat)
     finally:
         beat.stop()
 
 
-def _bring_here(store: Store, job: Job) -> bool:
+def _bring_here(store: Store, workspace: JobWorkspace) -> bool:
     """Fetch what the job needs from the artefact store; False (the job failed) if it cannot.
 
     This comes before the job's log opens in its directory: the fetch may replace it.
     """
+    job = workspace.job
     try:
-        local_artifacts.bring_here(job, _files_of(store, job))
+        workspace.bring_here(_files_of(store, job))
     except TunelabError as err:
         log.error("job %s failed: [%s] %s", job.id, err.code, err.message)
         _fail(store, job.id, err.code, err.message + (f" ({err.hint})" if err.hint else ""))
         return False
-    forget_missing_checkpoints(store, job)
+    forget_missing_checkpoints(store, workspace)
     return True
 
 
-def _run_claimed(store: Store, job: Job, identity: dict, control, beat) -> None:
-    job_id = job.id
-    with job_log(job):
+def _run_claimed(store: Store, workspace: JobWorkspace, identity: dict, control, beat) -> None:
+    job_id = workspace.job.id
+    with job_log(workspace):
         log.info("job %s started by %s", job_id, identity["worker_id"])
         try:
-            result = _train_job(store, job, control)
-            _share_outputs(store, job, succeeded=result.status != "cancelled")
+            result = _train_job(store, workspace, control)
+            _share_outputs(store, workspace, succeeded=result.status != "cancelled")
         except TunelabError as err:
             log.error("job %s failed: [%s] %s", job_id, err.code, err.message)
-            _share_after_failure(job)
+            _share_after_failure(workspace)
             _fail(store, job_id, err.code, err.message + (f" ({err.hint})" if err.hint else ""))
         except Exception as err:  # a bug: keep the traceback in the worker's log, fail the job
             log.error("job %s crashed:\n%s", job_id, traceback.format_exc())
-            _share_after_failure(job)
+            _share_after_failure(workspace)
             _fail(store, job_id, "internal_error", f"{type(err).__name__}: {err}")
         else:
             _finish(store, store.get_job(job_id), result, beat.requested)
@@ -166,12 +167,12 @@ def _run_claimed(store: Store, job: Job, identity: dict, control, beat) -> None:
                      result.total_steps)  # fmt: skip
 
 
-def _share_outputs(store: Store, job: Job, *, succeeded: bool) -> None:
+def _share_outputs(store: Store, workspace: JobWorkspace, *, succeeded: bool) -> None:
     """Upload the job's directory before the registry says the job ended; the event says why
     a job at its last step is not finished yet (a large model's upload takes a while)."""
     if artifacts.configured() is not None:
-        store.add_event(job.id, "Uploading the job's outputs to the artefact store")
-    local_artifacts.share_outputs(job, succeeded=succeeded)
+        store.add_event(workspace.job.id, "Uploading the job's outputs to the artefact store")
+    workspace.share_outputs(succeeded=succeeded)
 
 
 def _files_of(store: Store, job: Job) -> list:
@@ -179,19 +180,19 @@ def _files_of(store: Store, job: Job) -> list:
     return [store.get_file(file_id) for file_id in ids if file_id]
 
 
-def _share_after_failure(job: Job) -> None:
+def _share_after_failure(workspace: JobWorkspace) -> None:
     """Upload a failed job's checkpoints, so that it can resume on any machine."""
     try:
-        local_artifacts.share_outputs(job, succeeded=False)
+        workspace.share_outputs(succeeded=False)
     except TunelabError as err:  # the job's own failure is the one to report
-        log.error("job %s: its outputs were not uploaded: %s", job.id, err.message)
+        log.error("job %s: its outputs were not uploaded: %s", workspace.job.id, err.message)
 
 
-def _train_job(store: Store, job: Job, control: threading.Event):
+def _train_job(store: Store, workspace: JobWorkspace, control: threading.Event):
     """In this process, or in the torchrun processes `--nproc-per-node` asked for."""
-    if ranks.nproc_of(job) > 1:
-        return ranks.train_in_ranks(store, job, control)
-    return train_here(store, job, control)
+    if ranks.nproc_of(workspace.job) > 1:
+        return ranks.train_in_ranks(store, workspace, control)
+    return train_here(store, workspace, control)
 
 
 def _finish(store: Store, job: Job, result, requested: int) -> None:
@@ -259,7 +260,7 @@ class _Heartbeat:
     It has its own registry connection: SQLite connections stay in their thread.
     """
 
-    def __init__(self, path: Path, job_id: str, worker_id: str, control: threading.Event):
+    def __init__(self, path: str | Path, job_id: str, worker_id: str, control: threading.Event):
         self.path, self.job_id, self.worker_id, self.control = path, job_id, worker_id, control
         self.requested = 0
         self._stop = threading.Event()

@@ -112,10 +112,12 @@ def drain(folder: Path, me: int, count: int, db: str):
 
 def migrate(folder: Path, me: int, count: int, rounds: int):
     """Open brand-new databases together, with one extra migration that counts its runs."""
+    from sqlalchemy import text
+
     from tunelab.registry import migrations
 
     migrations.MIGRATIONS.append(
-        ["CREATE TABLE race_marker (n INTEGER)", "INSERT INTO race_marker VALUES (1)"]
+        [text("CREATE TABLE race_marker (n INTEGER)"), text("INSERT INTO race_marker VALUES (1)")]
     )
     from tunelab.registry.store import Store
 

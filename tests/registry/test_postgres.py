@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import threading
 
+import psycopg
 import pytest
-from test_store import make_job, run_children
+from test_store import WORKER, make_job, run_children
 
 from tunelab.registry.migrations import MIGRATIONS
-from tunelab.registry.postgres import translate
 from tunelab.registry.store import Store
 from tunelab.settings import get_settings
 
@@ -88,15 +88,25 @@ def test_the_database_url_setting_selects_postgres(postgres_url, monkeypatch):
     assert not get_settings().registry_path.exists()  # SQLite untouched
 
 
-def test_statements_are_translated_for_postgres():
-    assert translate("SELECT * FROM jobs WHERE id = ?") == "SELECT * FROM jobs WHERE id = %s"
-    assert translate("INSERT OR IGNORE INTO t (a) VALUES (?)").endswith("ON CONFLICT DO NOTHING")
-    upsert = translate("INSERT OR REPLACE INTO models (id, path) VALUES (?, ?)")
-    assert upsert.endswith("ON CONFLICT (id) DO UPDATE SET path = EXCLUDED.path")
-    assert translate("PRAGMA user_version", True).endswith("FOR UPDATE")
-    table = translate("CREATE TABLE x (\n n INTEGER, r REAL)")
-    assert "rowid BIGINT GENERATED ALWAYS AS IDENTITY" in table and "n BIGINT" in table
-    assert "DOUBLE PRECISION" in table
+def test_a_claim_skips_the_job_another_worker_holds_instead_of_waiting(postgres_url):
+    with Store(postgres_url) as store:
+        held, free = make_job(store, created_at=1), make_job(store, created_at=2)
+    claimed = []
+
+    def claim():
+        with Store(postgres_url) as store:
+            claimed.append(store.claim_next_job("local", WORKER))
+
+    with psycopg.connect(postgres_url) as other:  # a worker in the middle of its claim
+        other.execute("SELECT id FROM jobs WHERE id = %s FOR UPDATE", (held.id,))
+        thread = threading.Thread(target=claim)
+        thread.start()
+        thread.join(timeout=60)  # a claim that waited would take `held` once this lock goes
+        other.rollback()
+    thread.join()
+    assert [job.id for job in claimed] == [free.id]
+    with Store(postgres_url) as store:
+        assert store.get_job(held.id).status == "queued"
 
 
 def test_an_unreachable_server_is_an_error_without_the_password():

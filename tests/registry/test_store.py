@@ -142,11 +142,11 @@ def test_json_columns_round_trip_and_default_to_empty(store):
 
 
 def test_unknown_job_fields_are_refused(store):
-    with pytest.raises(ValueError, match="colour"):
+    with pytest.raises(TypeError, match="colour"):
         make_job(store, colour="red")
     assert store.list_jobs() == []
     job = make_job(store)
-    with pytest.raises(ValueError, match="colour"):
+    with pytest.raises(TypeError, match="colour"):
         store.update_job(job.id, colour="red", status="failed")
     assert store.get_job(job.id).status == "queued"
 

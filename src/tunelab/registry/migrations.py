@@ -1,126 +1,48 @@
 """The registry's schema, as numbered migrations.
 
-Each migration is a list of statements applied in one immediate transaction together with
-`PRAGMA user_version = N`, so two processes opening a new database at once apply it once:
-the second waits for the first's lock, then finds the version already raised. Never edit a
-migration that has shipped; add the next one.
+Each migration is a list of statements applied in one write transaction together with the
+new schema version (SQLite's `PRAGMA user_version`, PostgreSQL's `tunelab_schema` row), so
+two processes opening a new database at once apply it once: the second waits for the
+first's lock, then finds the version already raised. Never change what a shipped migration
+does; add the next one.
+
+The statements are SQLAlchemy constructs, compiled for the database at hand. Migrations 1
+and 2 create the tables `registry.schema` defines, which are exactly the tables they have
+always created. A later change to a table is a new migration (an `ALTER TABLE`) together
+with the same change in `schema`; since a new database then gets the table in its latest
+form from the first migration, the altering one must find its change already there and
+leave it (e.g. add a column only where it is missing).
 """
 
 from __future__ import annotations
 
-MIGRATIONS: list[list[str]] = [
+from sqlalchemy import Table
+from sqlalchemy.schema import CreateIndex, CreateTable
+from sqlalchemy.sql.base import Executable
+
+from tunelab.registry import schema
+
+
+def _create(*tables: Table) -> list[Executable]:
+    """The statements creating `tables` and their indexes."""
+    statements: list[Executable] = []
+    for table in tables:
+        statements.append(CreateTable(table))
+        indexes = sorted(table.indexes, key=lambda index: str(index.name))
+        statements.extend(CreateIndex(index) for index in indexes)
+    return statements
+
+
+MIGRATIONS: list[list[Executable]] = [
     # 1: files, jobs and what jobs produce.
-    [
-        """CREATE TABLE files (
-            id TEXT PRIMARY KEY,
-            provider TEXT NOT NULL,
-            provider_file_id TEXT,
-            filename TEXT NOT NULL,
-            purpose TEXT NOT NULL,
-            bytes INTEGER NOT NULL,
-            checksum TEXT NOT NULL,
-            path TEXT,
-            status TEXT NOT NULL,
-            validation TEXT,
-            created_at INTEGER NOT NULL
-        )""",
-        "CREATE INDEX files_by_checksum ON files (provider, checksum)",
-        """CREATE TABLE jobs (
-            id TEXT PRIMARY KEY,
-            provider TEXT NOT NULL,
-            provider_job_id TEXT,
-            name TEXT,
-            model TEXT NOT NULL,
-            training_file TEXT,
-            validation_file TEXT,
-            hyperparameters TEXT NOT NULL DEFAULT '{}',
-            resolved_hyperparameters TEXT,
-            method TEXT,
-            suffix TEXT,
-            seed INTEGER,
-            metadata TEXT NOT NULL DEFAULT '{}',
-            status TEXT NOT NULL,
-            raw_status TEXT,
-            created_at INTEGER NOT NULL,
-            started_at INTEGER,
-            finished_at INTEGER,
-            updated_at REAL,
-            error_code TEXT,
-            error_message TEXT,
-            fine_tuned_model TEXT,
-            trained_tokens INTEGER,
-            estimated_finish INTEGER,
-            output_dir TEXT,
-            worker_id TEXT,
-            worker_pid INTEGER,
-            worker_host TEXT,
-            heartbeat_at REAL,
-            cancel_requested INTEGER NOT NULL DEFAULT 0,
-            progress TEXT
-        )""",
-        "CREATE INDEX jobs_by_status ON jobs (provider, status, created_at)",
-        """CREATE UNIQUE INDEX jobs_by_provider_id ON jobs (provider, provider_job_id)
-            WHERE provider_job_id IS NOT NULL""",
-        """CREATE TABLE job_events (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            id TEXT NOT NULL UNIQUE,
-            job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
-            created_at INTEGER NOT NULL,
-            level TEXT NOT NULL,
-            type TEXT NOT NULL,
-            message TEXT NOT NULL,
-            data TEXT
-        )""",
-        "CREATE INDEX job_events_by_job ON job_events (job_id, seq)",
-        """CREATE TABLE job_metrics (
-            job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
-            step INTEGER NOT NULL,
-            data TEXT NOT NULL,
-            PRIMARY KEY (job_id, step)
-        )""",
-        """CREATE TABLE job_checkpoints (
-            id TEXT PRIMARY KEY,
-            job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
-            step INTEGER NOT NULL,
-            created_at INTEGER NOT NULL,
-            fine_tuned_model_checkpoint TEXT,
-            metrics TEXT NOT NULL DEFAULT '{}',
-            UNIQUE (job_id, step)
-        )""",
-        """CREATE TABLE models (
-            id TEXT PRIMARY KEY,
-            provider TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            base_model TEXT,
-            job_id TEXT,
-            path TEXT,
-            created_at INTEGER NOT NULL,
-            details TEXT NOT NULL DEFAULT '{}'
-        )""",
-    ],
+    _create(
+        schema.files,
+        schema.jobs,
+        schema.job_events,
+        schema.job_metrics,
+        schema.job_checkpoints,
+        schema.models,
+    ),
     # 2: evaluation runs and every answer they scored.
-    [
-        """CREATE TABLE eval_runs (
-            id TEXT PRIMARY KEY,
-            kind TEXT NOT NULL,
-            status TEXT NOT NULL,
-            created_at INTEGER NOT NULL,
-            finished_at INTEGER,
-            models TEXT NOT NULL DEFAULT '[]',
-            data TEXT NOT NULL DEFAULT '{}',
-            options TEXT NOT NULL DEFAULT '{}',
-            metrics TEXT,
-            json_path TEXT,
-            html_path TEXT,
-            error_message TEXT
-        )""",
-        "CREATE INDEX eval_runs_by_time ON eval_runs (created_at)",
-        """CREATE TABLE eval_outputs (
-            run_id TEXT NOT NULL REFERENCES eval_runs (id) ON DELETE CASCADE,
-            model TEXT NOT NULL,
-            item INTEGER NOT NULL,
-            output TEXT NOT NULL,
-            PRIMARY KEY (run_id, model, item)
-        )""",
-    ],
+    _create(schema.eval_runs, schema.eval_outputs),
 ]

@@ -27,7 +27,7 @@ R = TypeVar("R", bound="Record")
 @dataclass(frozen=True)
 class Record:
     @classmethod
-    def from_row(cls: type[R], row: Mapping[str, Any]) -> R:
+    def from_row(cls: type[R], row: Mapping[Any, Any]) -> R:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in row.items() if k in names})
 

@@ -1,152 +1,41 @@
 """The registry: every file, job, event, metric, checkpoint and model tunelab knows.
 
-`Store` is the only code that touches SQL. SQLite in WAL mode lets readers run beside one
-writer; every write is an immediate transaction (the write lock is taken up front, so two
-writers queue on the busy timeout instead of failing mid-transaction), and a lock that
-outlasts the timeout is retried rather than shown to the user as "database is locked".
-Rows come back as the typed records of `tunelab.registry.records` (JSON columns decoded), the
-same types any other backend returns.
+`Store` is the only code that queries the registry's tables. Its queries are SQLAlchemy
+Core expressions over the tables of `registry.schema`, one text for SQLite (the default)
+and PostgreSQL (`TUNELAB_DATABASE_URL=postgresql://...`, or a URL passed as `path`, for
+workers on several machines); `registry.database` holds the connection and what each
+database guarantees (SQLite's WAL mode, immediate write transactions and lock retries;
+read-only registries; migrations on open). Rows come back as the typed records of
+`tunelab.registry.records` (JSON columns decoded), the same types from either database.
 
 Open one `Store` per thread: a SQLite connection must not be shared between threads.
-
-With `TUNELAB_DATABASE_URL=postgresql://...` (or a URL passed as `path`) the registry lives
-on PostgreSQL instead, for workers on several machines: the same queries and migrations,
-translated by `registry.postgres`, and a claim that skips rows other workers hold.
 """
 
 from __future__ import annotations
 
-import contextlib
-import secrets
-import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import orjson
+from sqlalchemy import Select, delete, func, insert, or_, select, tuple_, update
 
 from tunelab.errors import TunelabError
-from tunelab.io import can_create
-from tunelab.registry.migrations import MIGRATIONS
-from tunelab.registry.postgres import PostgresConnection
-from tunelab.registry.postgres import is_url as is_postgres_url
-from tunelab.registry.records import (
-    Checkpoint,
-    EvalOutput,
-    EvalRun,
-    Event,
-    File,
-    Job,
-    Model,
-    Record,
-)
+from tunelab.registry.database import Database
+from tunelab.registry.eval_runs import EvalRuns
+from tunelab.registry.records import Checkpoint, Event, File, Job, Model, Record
+from tunelab.registry.schema import files, job_checkpoints, job_events, job_metrics, jobs, models
+from tunelab.registry.writes import JobChanges, NewJob, check_names, new_id
 from tunelab.settings import get_settings
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 R = TypeVar("R", bound=Record)
-BUSY_TIMEOUT_MS = 30_000
-LOCK_RETRIES = 20  # beyond the busy timeout: 10 minutes of a held lock before giving up
-JSON_COLUMNS = frozenset(
-    {
-        "validation",
-        "hyperparameters",
-        "resolved_hyperparameters",
-        "metadata",
-        "progress",
-        "data",
-        "metrics",
-        "details",
-        "models",
-        "options",
-        "output",
-    }
-)
-JOB_COLUMNS = frozenset(
-    {
-        "provider", "provider_job_id", "name", "model", "training_file", "validation_file",
-        "hyperparameters", "resolved_hyperparameters", "method", "suffix", "seed", "metadata",
-        "status", "raw_status", "created_at", "started_at", "finished_at", "error_code",
-        "error_message", "fine_tuned_model", "trained_tokens", "estimated_finish",
-        "output_dir", "worker_id", "worker_pid", "worker_host", "heartbeat_at",
-        "cancel_requested", "progress",
-    }
-)  # fmt: skip
-
-
-def new_id(prefix: str) -> str:
-    """An id in OpenAI's style: `ftjob-` and 24 random hex digits."""
-    return f"{prefix}-{secrets.token_hex(12)}"
 
 
 def now() -> int:
     return int(time.time())
-
-
-EVAL_COLUMNS = frozenset(
-    {"status", "finished_at", "metrics", "json_path", "html_path", "error_message"}
-)
-
-
-class EvalRuns:
-    """Evaluation runs: what was evaluated, on what data, the metrics and every answer.
-
-    Mixed into `Store` (it uses the store's transaction plumbing).
-    """
-
-    def create_eval_run(
-        self, kind: str, *, models: list[str], data: dict, options: dict
-    ) -> EvalRun:
-        row = {"id": new_id("evalrun"), "kind": kind, "status": "running", "created_at": now(),
-               "models": models, "data": data, "options": options}  # fmt: skip
-        with self._write() as db:
-            _insert(db, "eval_runs", row)
-        return self.get_eval_run(row["id"])
-
-    def update_eval_run(self, run_id: str, **fields) -> EvalRun:
-        unknown = set(fields) - EVAL_COLUMNS
-        if unknown:
-            raise ValueError(f"unknown eval run fields: {sorted(unknown)}")
-        columns = ", ".join(f"{name} = ?" for name in fields)
-        values = [_encode(name, value) for name, value in fields.items()]
-        with self._write() as db:
-            db.execute(f"UPDATE eval_runs SET {columns} WHERE id = ?", (*values, run_id))
-        return self.get_eval_run(run_id)
-
-    def get_eval_run(self, run_id: str) -> EvalRun:
-        row = self._one(EvalRun, "SELECT * FROM eval_runs WHERE id = ?", (run_id,))
-        if row is None:
-            raise TunelabError(
-                "eval_run_not_found",
-                f"no evaluation run {run_id} in the registry.",
-                hint="`tunelab eval list` shows the runs",
-            )
-        return row
-
-    def list_eval_runs(self, limit: int = 50, kind: str | None = None) -> list[EvalRun]:
-        where, params = ("WHERE kind = ?", (kind,)) if kind else ("", ())
-        return self._all(
-            EvalRun,
-            f"SELECT * FROM eval_runs {where} ORDER BY created_at DESC, rowid DESC LIMIT ?",
-            (*params, limit),
-        )
-
-    def add_eval_outputs(self, run_id: str, model: str, outputs: list[dict]) -> None:
-        rows = [(run_id, model, index, _encode("output", out)) for index, out in enumerate(outputs)]
-        with self._write() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO eval_outputs (run_id, model, item, output) "
-                "VALUES (?, ?, ?, ?)",
-                rows,
-            )
-
-    def list_eval_outputs(self, run_id: str, model: str | None = None) -> list[EvalOutput]:
-        where, params = ("AND model = ?", (model,)) if model else ("", ())
-        return self._all(
-            EvalOutput,
-            f"SELECT model, item, output FROM eval_outputs WHERE run_id = ? {where} "
-            "ORDER BY model, item",
-            (run_id, *params),
-        )
 
 
 class Store(EvalRuns):
@@ -156,55 +45,9 @@ class Store(EvalRuns):
     def __init__(self, path: str | Path | None = None) -> None:
         if path is None:
             path = get_settings().database_url or get_settings().registry_path
-        self._skip_locked = ""
-        if is_postgres_url(path):
-            self.path, self.read_only = str(path), False
-            self._db = PostgresConnection(self.path)
-            self._skip_locked = self._db.skip_locked
-            self._migrate()
-            return
-        self.path = Path(path)
-        # A registry in a place that cannot be written (a read-only mount) is opened
-        # read-only, so that listing and showing still work; a write says why it cannot.
-        self.read_only = not can_create(self.path)
-        try:
-            self._db = self._open_read_only() if self.read_only else self._open()
-        except sqlite3.DatabaseError as err:
-            raise _unusable(self.path, err) from None
-
-    def _open(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = _connect(self.path)
-        _retry_locked(lambda: self._db.execute("PRAGMA journal_mode = WAL"))
-        self._migrate()
-        return self._db
-
-    def _open_read_only(self) -> sqlite3.Connection:
-        if not self.path.exists():  # nothing recorded yet: an empty registry in memory
-            self.read_only = False
-            self._db = _connect(":memory:")
-            self._migrate()
-            self.read_only = True
-            return self._db
-        # Read-only but shared: a writer elsewhere (a worker of the user who owns it) keeps
-        # the -wal/-shm files SQLite needs to read consistently. On a read-only mount there
-        # are none and none can be made: `immutable` then tells SQLite not to look for them.
-        self._db = _connect(f"file:{self.path}?mode=ro", uri=True)
-        try:
-            self._version()
-        except sqlite3.OperationalError:
-            self._db.close()
-            self._db = _connect(f"file:{self.path}?mode=ro&immutable=1", uri=True)
-        if self._version() < len(MIGRATIONS):
-            raise self._read_only_error()
-        return self._db
-
-    def _read_only_error(self) -> TunelabError:
-        return TunelabError(
-            "registry_read_only",
-            f"the registry {self.path} is in a place that cannot be written.",
-            hint="set TUNELAB_HOME to a writable directory, or make this one writable",
-        )
+        self._db = Database(path)
+        self.path = self._db.path
+        self.read_only = self._db.read_only
 
     def close(self) -> None:
         self._db.close()
@@ -212,53 +55,19 @@ class Store(EvalRuns):
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
-
-    # -- plumbing ---------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """An immediate transaction: the write lock is held from the start."""
-        if self.read_only:
-            raise self._read_only_error()
-        try:
-            _retry_locked(lambda: self._db.execute("BEGIN IMMEDIATE"))
-        except sqlite3.OperationalError as err:
-            if "readonly" in str(err) or "read-only" in str(err):
-                raise self._read_only_error() from None
-            raise
-        try:
-            yield self._db
-        except BaseException:
-            if self._db.in_transaction:  # SQLite may have rolled back already
-                self._db.execute("ROLLBACK")
-            raise
-        _retry_locked(lambda: self._db.execute("COMMIT"))
-
-    def _migrate(self) -> None:
-        if self._version() >= len(MIGRATIONS):
-            return
-        with self._write() as db:
-            version = self._version()  # another process may have migrated meanwhile
-            for number in range(version + 1, len(MIGRATIONS) + 1):
-                for statement in MIGRATIONS[number - 1]:
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version = {number}")
-
-    def _version(self) -> int:
-        return self._db.execute("PRAGMA user_version").fetchone()[0]
 
     @property
     def schema_version(self) -> int:
-        return self._version()
+        return self._db.version()
 
-    def _one(self, record: type[R], sql: str, params: tuple = ()) -> R | None:
-        row = self._db.execute(sql, params).fetchone()
-        return record.from_row(_decode(row)) if row is not None else None
+    def _one(self, record: type[R], query: Select[Any]) -> R | None:
+        row = self._db.execute(query).mappings().first()
+        return record.from_row(row) if row is not None else None
 
-    def _all(self, record: type[R], sql: str, params: tuple = ()) -> list[R]:
-        return [record.from_row(_decode(row)) for row in self._db.execute(sql, params)]
+    def _all(self, record: type[R], query: Select[Any]) -> list[R]:
+        return [record.from_row(row) for row in self._db.execute(query).mappings()]
 
     # -- files ------------------------------------------------------------------------------
 
@@ -273,31 +82,22 @@ class Store(EvalRuns):
         status: str,
         path: str | None = None,
         provider_file_id: str | None = None,
-        validation: dict | None = None,
+        validation: dict[str, Any] | None = None,
     ) -> File:
-        row = {
-            "id": new_id("file"),
-            "provider": provider,
-            "provider_file_id": provider_file_id,
-            "filename": filename,
-            "purpose": purpose,
-            "bytes": bytes,
-            "checksum": checksum,
-            "path": path,
-            "status": status,
-            "validation": validation,
-            "created_at": now(),
-        }
-        with self._write() as db:
-            _insert(db, "files", row)
-        return self.get_file(row["id"])
+        file_id = new_id("file")
+        row = {"id": file_id, "provider": provider, "provider_file_id": provider_file_id,
+               "filename": filename, "purpose": purpose, "bytes": bytes, "checksum": checksum,
+               "path": path, "status": status, "validation": validation,
+               "created_at": now()}  # fmt: skip
+        with self._db.write() as db:
+            db.execute(insert(files).values(row))
+        return self.get_file(file_id)
 
     def get_file(self, file_id: str) -> File:
-        row = self._one(
-            File,
-            "SELECT * FROM files WHERE id = ? OR provider_file_id = ? ORDER BY id = ? DESC",
-            (file_id, file_id, file_id),
-        )
+        """A file by tunelab's id or by its provider's id."""
+        by_id = files.c.id == file_id
+        query = select(files).where(or_(by_id, files.c.provider_file_id == file_id))
+        row = self._one(File, query.order_by(by_id.desc()).limit(1))
         if row is None:
             raise TunelabError(
                 "file_not_found",
@@ -308,50 +108,47 @@ class Store(EvalRuns):
 
     def find_file(self, provider: str, checksum: str, purpose: str) -> File | None:
         """A file with these bytes already registered for `provider` (an upload to reuse)."""
-        return self._one(
-            File,
-            "SELECT * FROM files WHERE provider = ? AND checksum = ? AND purpose = ? "
-            "AND status != 'error' ORDER BY created_at DESC LIMIT 1",
-            (provider, checksum, purpose),
+        query = select(files).where(
+            files.c.provider == provider,
+            files.c.checksum == checksum,
+            files.c.purpose == purpose,
+            files.c.status != "error",
         )
+        return self._one(File, query.order_by(files.c.created_at.desc()).limit(1))
 
     def list_files(
         self, limit: int = 100, *, provider: str | None = None, purpose: str | None = None
     ) -> list[File]:
         """Newest first."""
-        where, params = [], []
-        for column, value in (("provider", provider), ("purpose", purpose)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        sql = "SELECT * FROM files" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
-        return self._all(File, sql, (*params, limit))
+        query = select(files)
+        if provider is not None:
+            query = query.where(files.c.provider == provider)
+        if purpose is not None:
+            query = query.where(files.c.purpose == purpose)
+        newest_first = (files.c.created_at.desc(), files.c.rowid.desc())
+        return self._all(File, query.order_by(*newest_first).limit(limit))
 
     def delete_file(self, file_id: str) -> None:
         file = self.get_file(file_id)
-        with self._write() as db:
-            db.execute("DELETE FROM files WHERE id = ?", (file.id,))
+        with self._db.write() as db:
+            db.execute(delete(files).where(files.c.id == file.id))
 
     # -- jobs -------------------------------------------------------------------------------
 
-    def create_job(self, **fields) -> Job:
+    def create_job(self, **fields: Unpack[NewJob]) -> Job:
         """Insert a job; `provider`, `model` and `status` are required, `id` is generated."""
-        unknown = set(fields) - JOB_COLUMNS - {"id"}
-        if unknown:
-            raise ValueError(f"unknown job fields: {sorted(unknown)}")
-        row = {"id": new_id("ftjob"), "created_at": now(), **fields, "updated_at": time.time()}
-        with self._write() as db:
-            _insert(db, "jobs", row)
-        return self.get_job(row["id"])
+        check_names("create_job", fields, NewJob)
+        job_id = fields.get("id") or new_id("ftjob")
+        row = {"created_at": now(), **fields, "id": job_id, "updated_at": time.time()}
+        with self._db.write() as db:
+            db.execute(insert(jobs).values(row))
+        return self.get_job(job_id)
 
     def get_job(self, job_id: str) -> Job:
         """A job by tunelab's id or by its provider's id."""
-        row = self._one(
-            Job,
-            "SELECT * FROM jobs WHERE id = ? OR provider_job_id = ? ORDER BY id = ? DESC LIMIT 1",
-            (job_id, job_id, job_id),
-        )
+        by_id = jobs.c.id == job_id
+        query = select(jobs).where(or_(by_id, jobs.c.provider_job_id == job_id))
+        row = self._one(Job, query.order_by(by_id.desc()).limit(1))
         if row is None:
             raise TunelabError(
                 "job_not_found",
@@ -369,93 +166,82 @@ class Store(EvalRuns):
         statuses: tuple[str, ...] | None = None,
     ) -> list[Job]:
         """Newest first; `after` (a job id) continues a previous page."""
-        where, params = [], []
+        query = select(jobs)
         if provider is not None:
-            where.append("provider = ?")
-            params.append(provider)
+            query = query.where(jobs.c.provider == provider)
         if statuses:
-            where.append(f"status IN ({', '.join('?' * len(statuses))})")
-            params.extend(statuses)
+            query = query.where(jobs.c.status.in_(statuses))
         if after is not None:
             anchor = self.get_job(after)
-            where.append("(created_at, rowid) < (?, (SELECT rowid FROM jobs WHERE id = ?))")
-            params.extend([anchor.created_at, anchor.id])
-        sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
-        sql += " ORDER BY created_at DESC, rowid DESC LIMIT ?"
-        return self._all(Job, sql, (*params, limit))
+            anchors = jobs.alias("anchor")
+            anchor_row = select(anchors.c.rowid).where(anchors.c.id == anchor.id)
+            position = tuple_(anchor.created_at, anchor_row.scalar_subquery())
+            query = query.where(tuple_(jobs.c.created_at, jobs.c.rowid) < position)
+        newest_first = (jobs.c.created_at.desc(), jobs.c.rowid.desc())
+        return self._all(Job, query.order_by(*newest_first).limit(limit))
 
     def update_job(
-        self, job_id: str, *, expect: tuple[str, ...] | None = None, **fields
+        self, job_id: str, *, expect: tuple[str, ...] | None = None, **fields: Unpack[JobChanges]
     ) -> Job | None:
         """Set `fields` on the job; with `expect`, only if its status is one of those.
 
         Returns the updated job, or None when `expect` did not match (someone else moved the
         job first: a compare-and-set, so two processes never both act on one transition).
         """
-        unknown = set(fields) - JOB_COLUMNS
-        if unknown:
-            raise ValueError(f"unknown job fields: {sorted(unknown)}")
-        fields["updated_at"] = time.time()
-        columns = ", ".join(f"{name} = ?" for name in fields)
-        sql = f"UPDATE jobs SET {columns} WHERE id = ?"
-        params = [_encode(name, value) for name, value in fields.items()] + [job_id]
+        check_names("update_job", fields, JobChanges)
+        statement = update(jobs).where(jobs.c.id == job_id)
         if expect is not None:
-            sql += f" AND status IN ({', '.join('?' * len(expect))})"
-            params.extend(expect)
-        with self._write() as db:
-            changed = db.execute(sql, params).rowcount
+            statement = statement.where(jobs.c.status.in_(expect))
+        with self._db.write() as db:
+            changed = db.execute(statement.values(**fields, updated_at=time.time())).rowcount
         if not changed:
             if expect is None:
                 self.get_job(job_id)  # raises job_not_found
             return None
         return self.get_job(job_id)
 
-    def claim_next_job(self, provider: str, worker: dict) -> Job | None:
+    def claim_next_job(self, provider: str, worker: Mapping[str, Any]) -> Job | None:
         """Atomically move the oldest queued job of `provider` to running for `worker`.
 
         `worker` holds `worker_id`, `worker_pid` and `worker_host`. Two workers never claim
-        the same job: the select and the update share one immediate transaction.
+        the same job: the select and the update share one write transaction, immediate on
+        SQLite; on PostgreSQL the select locks the row and skips those other workers hold.
         """
+        oldest_queued = (
+            select(jobs.c.id)
+            .where(jobs.c.provider == provider, jobs.c.status == "queued")
+            .order_by(jobs.c.created_at, jobs.c.rowid)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
         stamp = time.time()
-        with self._write() as db:
-            row = db.execute(
-                "SELECT id FROM jobs WHERE provider = ? AND status = 'queued' "
-                f"ORDER BY created_at, rowid LIMIT 1{self._skip_locked}",
-                (provider,),
-            ).fetchone()
-            if row is None:
+        claimed = {"status": "running", "raw_status": "running", "worker_id": worker["worker_id"],
+                   "worker_pid": worker["worker_pid"], "worker_host": worker["worker_host"],
+                   "heartbeat_at": stamp, "updated_at": stamp, "error_code": None,
+                   "error_message": None}  # fmt: skip
+        with self._db.write() as db:
+            job_id = db.execute(oldest_queued).scalar()
+            if job_id is None:
                 return None
             db.execute(
-                "UPDATE jobs SET status = 'running', raw_status = 'running', worker_id = ?, "
-                "worker_pid = ?, worker_host = ?, heartbeat_at = ?, updated_at = ?, "
-                "started_at = COALESCE(started_at, ?), error_code = NULL, error_message = NULL "
-                "WHERE id = ?",
-                (
-                    worker["worker_id"],
-                    worker["worker_pid"],
-                    worker["worker_host"],
-                    stamp,
-                    stamp,
-                    int(stamp),
-                    row["id"],
-                ),
+                update(jobs)
+                .where(jobs.c.id == job_id)
+                .values(**claimed, started_at=func.coalesce(jobs.c.started_at, int(stamp)))
             )
-        return self.get_job(row["id"])
+        return self.get_job(job_id)
 
     def heartbeat(self, job_id: str, worker_id: str) -> int:
         """Record that `worker_id` is alive on the job; returns its `cancel_requested` flag."""
-        with self._write() as db:
-            db.execute(
-                "UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND worker_id = ?",
-                (time.time(), job_id, worker_id),
-            )
-            row = db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return int(row["cancel_requested"]) if row else 0
+        mine = update(jobs).where(jobs.c.id == job_id, jobs.c.worker_id == worker_id)
+        with self._db.write() as db:
+            db.execute(mine.values(heartbeat_at=time.time()))
+            flag = db.execute(select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar()
+        return int(flag or 0)
 
     def delete_job(self, job_id: str) -> None:
         job = self.get_job(job_id)
-        with self._write() as db:
-            db.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
+        with self._db.write() as db:
+            db.execute(delete(jobs).where(jobs.c.id == job.id))
 
     # -- events, metrics, checkpoints -------------------------------------------------------
 
@@ -466,47 +252,33 @@ class Store(EvalRuns):
         *,
         level: str = "info",
         type: str = "message",
-        data: dict | None = None,
+        data: dict[str, Any] | None = None,
         created_at: int | None = None,
         event_id: str | None = None,
     ) -> None:
         """Append an event; an `event_id` seen before (a provider's, re-synced) is ignored."""
-        with self._write() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO job_events (id, job_id, created_at, level, type, message, "
-                "data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    event_id or new_id("ftevent"),
-                    job_id,
-                    created_at or now(),
-                    level,
-                    type,
-                    message,
-                    _encode("data", data),
-                ),
-            )
+        row = {"id": event_id or new_id("ftevent"), "job_id": job_id,
+               "created_at": created_at or now(), "level": level, "type": type,
+               "message": message, "data": data}  # fmt: skip
+        with self._db.write() as db:
+            db.execute(self._db.insert(job_events).values(row).on_conflict_do_nothing())
 
     def list_events(self, job_id: str, *, after_seq: int = 0, limit: int = 1000) -> list[Event]:
         """Oldest first; `seq` orders them and `after_seq` continues a previous read."""
-        return self._all(
-            Event,
-            "SELECT * FROM job_events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (job_id, after_seq, limit),
-        )
+        query = select(job_events).where(job_events.c.job_id == job_id)
+        query = query.where(job_events.c.seq > after_seq)
+        return self._all(Event, query.order_by(job_events.c.seq).limit(limit))
 
-    def add_metric(self, job_id: str, step: int, data: dict) -> None:
-        with self._write() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO job_metrics (job_id, step, data) VALUES (?, ?, ?)",
-                (job_id, step, _encode("data", data)),
-            )
+    def add_metric(self, job_id: str, step: int, data: dict[str, Any]) -> None:
+        """The engine's record of one step; a step recorded again is replaced."""
+        row = {"job_id": job_id, "step": step, "data": data}
+        with self._db.write() as db:
+            db.execute(self._db.upsert(job_metrics, key=("job_id", "step")), row)
 
-    def list_metrics(self, job_id: str) -> list[dict]:
+    def list_metrics(self, job_id: str) -> list[dict[str, Any]]:
         """The engine's per-step records (step, loss, tokens, ...), as it reported them."""
-        rows = self._db.execute(
-            "SELECT data FROM job_metrics WHERE job_id = ? ORDER BY step", (job_id,)
-        )
-        return [orjson.loads(row["data"]) for row in rows]
+        query = select(job_metrics.c.data).where(job_metrics.c.job_id == job_id)
+        return list(self._db.execute(query.order_by(job_metrics.c.step)).scalars())
 
     def add_checkpoint(
         self,
@@ -514,38 +286,27 @@ class Store(EvalRuns):
         step: int,
         *,
         fine_tuned_model_checkpoint: str | None,
-        metrics: dict | None = None,
+        metrics: dict[str, Any] | None = None,
         created_at: int | None = None,
         checkpoint_id: str | None = None,
     ) -> None:
-        with self._write() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO job_checkpoints (id, job_id, step, created_at, "
-                "fine_tuned_model_checkpoint, metrics) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    checkpoint_id or new_id("ftckpt"),
-                    job_id,
-                    step,
-                    created_at or now(),
-                    fine_tuned_model_checkpoint,
-                    _encode("metrics", metrics or {}),
-                ),
-            )
+        """Record a checkpoint; one recorded again at the same step is replaced."""
+        row = {"id": checkpoint_id or new_id("ftckpt"), "job_id": job_id, "step": step,
+               "created_at": created_at or now(),
+               "fine_tuned_model_checkpoint": fine_tuned_model_checkpoint,
+               "metrics": metrics or {}}  # fmt: skip
+        with self._db.write() as db:
+            db.execute(self._db.upsert(job_checkpoints, key=("job_id", "step")), row)
 
     def delete_checkpoints(self, job_id: str, steps: list[int]) -> None:
-        with self._write() as db:
-            db.executemany(
-                "DELETE FROM job_checkpoints WHERE job_id = ? AND step = ?",
-                [(job_id, step) for step in steps],
-            )
+        doomed = (job_checkpoints.c.job_id == job_id, job_checkpoints.c.step.in_(steps))
+        with self._db.write() as db:
+            db.execute(delete(job_checkpoints).where(*doomed))
 
     def list_checkpoints(self, job_id: str) -> list[Checkpoint]:
         """Newest first, as OpenAI lists them."""
-        return self._all(
-            Checkpoint,
-            "SELECT * FROM job_checkpoints WHERE job_id = ? ORDER BY step DESC",
-            (job_id,),
-        )
+        query = select(job_checkpoints).where(job_checkpoints.c.job_id == job_id)
+        return self._all(Checkpoint, query.order_by(job_checkpoints.c.step.desc()))
 
     # -- models -----------------------------------------------------------------------------
 
@@ -558,25 +319,18 @@ class Store(EvalRuns):
         base_model: str | None = None,
         job_id: str | None = None,
         path: str | None = None,
-        details: dict | None = None,
+        details: dict[str, Any] | None = None,
     ) -> Model:
         """Record (or update) a model: "base" or "fine-tuned", and where it lives."""
-        row = {
-            "id": model_id,
-            "provider": provider,
-            "kind": kind,
-            "base_model": base_model,
-            "job_id": job_id,
-            "path": path,
-            "created_at": now(),
-            "details": details or {},
-        }
-        with self._write() as db:
-            _insert(db, "models", row, replace=True)
+        row = {"id": model_id, "provider": provider, "kind": kind, "base_model": base_model,
+               "job_id": job_id, "path": path, "created_at": now(),
+               "details": details or {}}  # fmt: skip
+        with self._db.write() as db:
+            db.execute(self._db.upsert(models, key=("id",)), row)
         return self.get_model(model_id)
 
     def find_model(self, model_id: str) -> Model | None:
-        return self._one(Model, "SELECT * FROM models WHERE id = ?", (model_id,))
+        return self._one(Model, select(models).where(models.c.id == model_id))
 
     def get_model(self, model_id: str) -> Model:
         row = self.find_model(model_id)
@@ -589,77 +343,12 @@ class Store(EvalRuns):
         return row
 
     def list_models(self, provider: str | None = None) -> list[Model]:
-        if provider is None:
-            return self._all(Model, "SELECT * FROM models ORDER BY created_at DESC, rowid DESC")
-        return self._all(
-            Model,
-            "SELECT * FROM models WHERE provider = ? ORDER BY created_at DESC, rowid DESC",
-            (provider,),
-        )
+        query = select(models).order_by(models.c.created_at.desc(), models.c.rowid.desc())
+        if provider is not None:
+            query = query.where(models.c.provider == provider)
+        return self._all(Model, query)
 
     def delete_model(self, model_id: str) -> None:
         self.get_model(model_id)
-        with self._write() as db:
-            db.execute("DELETE FROM models WHERE id = ?", (model_id,))
-
-
-def _insert(db: sqlite3.Connection, table: str, row: dict, replace: bool = False) -> None:
-    verb = "INSERT OR REPLACE" if replace else "INSERT"
-    columns = ", ".join(row)
-    marks = ", ".join("?" * len(row))
-    values = [_encode(name, value) for name, value in row.items()]
-    db.execute(f"{verb} INTO {table} ({columns}) VALUES ({marks})", values)
-
-
-def _encode(column: str, value):
-    if column in JSON_COLUMNS and value is not None:
-        return orjson.dumps(value).decode()
-    return value
-
-
-def _decode(row: sqlite3.Row) -> dict:
-    data = dict(row)
-    for column in JSON_COLUMNS.intersection(data):
-        if data[column] is not None:
-            data[column] = orjson.loads(data[column])
-    return data
-
-
-def _connect(target: str | Path, uri: bool = False) -> sqlite3.Connection:
-    db = sqlite3.connect(target, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, uri=uri)
-    db.row_factory = sqlite3.Row
-    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    db.execute("PRAGMA foreign_keys = ON")
-    return db
-
-
-def _unusable(path: Path, err: sqlite3.DatabaseError) -> TunelabError:
-    if "not a database" in str(err) or "malformed" in str(err):
-        return TunelabError(
-            "registry_corrupt",
-            f"{path} is not a tunelab registry (SQLite says: {err}).",
-            hint="move the file aside (tunelab then starts a new registry), or set "
-            "TUNELAB_HOME to another directory",
-        )
-    return TunelabError(
-        "registry_unavailable",
-        f"the registry {path} cannot be opened: {err}.",
-        hint="check the file and its directory, or set TUNELAB_HOME to another directory",
-    )
-
-
-def _retry_locked(action):
-    """Run `action`, retrying while SQLite reports the database locked or busy.
-
-    The busy timeout already waits 30 s; this covers the cases where SQLite returns BUSY
-    without waiting (e.g. switching to WAL on a brand-new file) and very long writers.
-    """
-    for attempt in range(LOCK_RETRIES):
-        try:
-            return action()
-        except sqlite3.OperationalError as err:
-            text = str(err)
-            if ("locked" not in text and "busy" not in text) or attempt == LOCK_RETRIES - 1:
-                raise
-            time.sleep(0.05 * (attempt + 1))
-    return None
+        with self._db.write() as db:
+            db.execute(delete(models).where(models.c.id == model_id))

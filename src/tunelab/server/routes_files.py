@@ -3,6 +3,10 @@
 An upload streams to a staging file inside `TUNELAB_HOME` while its size is counted; past the
 limit it stops, the staging file is removed, and the answer is 413: nothing is recorded.
 The stored name is the server's own (by checksum): a client-supplied name is only a label.
+
+The registry is blocking I/O: the upload records its file in a worker thread, and the other
+handlers are plain functions, which FastAPI runs in its thread pool, so a slow registry never
+stalls the event loop (each opens its `Store` in the thread it runs in).
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import secrets
 from pathlib import Path
 
 from fastapi import APIRouter, Request, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from tunelab.errors import TunelabError
@@ -76,7 +79,7 @@ async def _stage(upload, limit: int) -> Path:
 
 
 @router.get("/files")
-async def list_files(
+def list_files(
     purpose: str | None = None, limit: int = 10000, after: str | None = None, order: str = "desc"
 ) -> dict:
     with Store() as store:
@@ -88,8 +91,8 @@ async def list_files(
         rows = rows[ids.index(after) + 1 :] if after in ids else []
     page = rows[: max(1, min(limit, 10000))]
     return {"object": "list", "data": [file_object(r) for r in page],
-            "has_more": len(rows) > len(page), "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None}  # fmt: skip
+            "has_more": len(rows) > len(page), "first_id": page[0].id if page else None,
+            "last_id": page[-1].id if page else None}  # fmt: skip
 
 
 def _local_file(file_id: str) -> File:
@@ -101,15 +104,15 @@ def _local_file(file_id: str) -> File:
 
 
 @router.get("/files/{file_id}")
-async def retrieve_file(file_id: str) -> dict:
+def retrieve_file(file_id: str) -> dict:
     return file_object(_local_file(file_id))
 
 
 @router.get("/files/{file_id}/content")
-async def file_content(file_id: str):
+def file_content(file_id: str) -> FileResponse:
     row = _local_file(file_id)
     try:  # kept here, else fetched from the artefact store another machine uploaded it to
-        path = await run_in_threadpool(training_path, row)
+        path = training_path(row)
     except TunelabError as err:
         if err.code != "artifact_not_here":
             raise
@@ -120,7 +123,7 @@ async def file_content(file_id: str):
 
 
 @router.delete("/files/{file_id}")
-async def delete_file(file_id: str) -> dict:
+def delete_file(file_id: str) -> dict:
     row = _local_file(file_id)
     with Store() as store:
         store.delete_file(row.id)

@@ -3,11 +3,13 @@
 Creating a job queues it and (unless the server was told not to) starts the local worker;
 training never runs inside a request. Lists are newest first with cursor pagination
 (`after`, `limit`), as the SDK's pagers expect.
+
+Every handler reads or writes the registry, blocking I/O: they are plain functions, which
+FastAPI runs in its thread pool, so a slow registry never stalls the event loop (and each
+opens its `Store` in the thread it runs in).
 """
 
 from __future__ import annotations
-
-import asyncio
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -59,10 +61,9 @@ def settings_of(body: CreateJob) -> dict:
 
 
 @router.post("/fine_tuning/jobs")
-async def create_job(body: CreateJob, request: Request) -> dict:
-    await asyncio.to_thread(check_served, body.model, request.app.state.config)
-    job = await asyncio.to_thread(
-        api.create_job_from_files,
+def create_job(body: CreateJob, request: Request) -> dict:
+    check_served(body.model, request.app.state.config)
+    job = api.create_job_from_files(
         model=body.model,
         training_file=body.training_file,
         validation_file=body.validation_file,
@@ -76,7 +77,7 @@ async def create_job(body: CreateJob, request: Request) -> dict:
 
 
 @router.get("/fine_tuning/jobs")
-async def list_jobs(request: Request, after: str | None = None, limit: int = 20) -> dict:
+def list_jobs(request: Request, after: str | None = None, limit: int = 20) -> dict:
     wanted = _metadata_filter(request)
     limit = max(1, min(limit, 100))
     with Store() as store:
@@ -108,31 +109,31 @@ def _local_job(job_id: str) -> Job:
 
 
 @router.get("/fine_tuning/jobs/{job_id}")
-async def retrieve_job(job_id: str) -> dict:
-    return job_object(await asyncio.to_thread(_local_job, job_id))
+def retrieve_job(job_id: str) -> dict:
+    return job_object(_local_job(job_id))
 
 
 @router.post("/fine_tuning/jobs/{job_id}/cancel")
-async def cancel_job(job_id: str) -> dict:
+def cancel_job(job_id: str) -> dict:
     _local_job(job_id)
     return job_object(api.cancel_job(job_id))
 
 
 @router.post("/fine_tuning/jobs/{job_id}/pause")
-async def pause_job(job_id: str) -> dict:
+def pause_job(job_id: str) -> dict:
     _local_job(job_id)
     return job_object(api.pause_job(job_id))
 
 
 @router.post("/fine_tuning/jobs/{job_id}/resume")
-async def resume_job(job_id: str, request: Request) -> dict:
+def resume_job(job_id: str, request: Request) -> dict:
     _local_job(job_id)
     start = request.app.state.config.start_worker
-    return job_object(await asyncio.to_thread(api.resume_job, job_id, start_worker=start))
+    return job_object(api.resume_job(job_id, start_worker=start))
 
 
 @router.get("/fine_tuning/jobs/{job_id}/events")
-async def list_events(job_id: str, after: str | None = None, limit: int = 20) -> dict:
+def list_events(job_id: str, after: str | None = None, limit: int = 20) -> dict:
     job = _local_job(job_id)
     with Store() as store:
         events = store.list_events(job.id, limit=1_000_000)[::-1]  # newest first
@@ -141,7 +142,7 @@ async def list_events(job_id: str, after: str | None = None, limit: int = 20) ->
 
 
 @router.get("/fine_tuning/jobs/{job_id}/checkpoints")
-async def list_checkpoints(job_id: str, after: str | None = None, limit: int = 10) -> dict:
+def list_checkpoints(job_id: str, after: str | None = None, limit: int = 10) -> dict:
     job = _local_job(job_id)
     data = [checkpoint_object(p) for p in api.list_checkpoints(job.id)]
     return _page(data, after, limit)

@@ -352,14 +352,15 @@ def estimate_job(spec: JobSpec, analysis: FileAnalysis) -> JobEstimate:
     if not provider_class(spec.provider).runs_here or not n:
         return hosted
     steps_per_epoch, total_steps = config.step_counts(n)
-    train_tokens = analysis.total_tokens * total_steps / steps_per_epoch
+    # Whole tokens, as the trainer counts them for its own estimate.
+    train_tokens = round(analysis.total_tokens * total_steps / steps_per_epoch)
     val = analysis.val
-    eval_tokens = 0.0
+    eval_tokens = 0
     if val is not None and val.n_examples:
         every = config.eval_interval(total_steps, n, val.n_examples)
         periodic = (total_steps - 1) // every
         share = min(1.0, PERIODIC_EVAL_EXAMPLES / val.n_examples)
-        eval_tokens = val.total_tokens * (1 + periodic * share)
+        eval_tokens = round(val.total_tokens * (1 + periodic * share))
     estimate = estimate_seconds(analysis.model, config.method, train_tokens, eval_tokens)
     return dataclasses.replace(
         hosted,

@@ -371,7 +371,7 @@ class Provider:
 
     @classmethod
     def import_job(cls, store, job_id: str, *, base_url: str | None = None,
-                   key_variable: str | None = None) -> dict:  # fmt: skip
+                   key_variable: str | None = None) -> Job:  # fmt: skip
         """Track a job started outside tunelab (its status, events, metrics and model)."""
         raise cls.unsupported_here("fine-tuning")
 

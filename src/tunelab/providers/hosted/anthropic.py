@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from tunelab.errors import TunelabError
@@ -105,7 +106,7 @@ class AnthropicProvider(HostedProvider):
         return ChatStream(self._deltas(events, model, began))
 
     def _deltas(self, events, model: str, began: float) -> Generator[str, None, Answer]:
-        parts, answer = [], {"model": model, "input": 0, "output": 0, "stop": None}
+        parts, answer = [], _Streamed(model)
         try:
             for event in events:
                 delta = _read_event(event, answer)
@@ -118,9 +119,9 @@ class AnthropicProvider(HostedProvider):
             raise self._stream_error(err) from None
         finally:
             events.close()
-        return Answer("".join(parts), _finish(answer["stop"]),
-                      Usage(answer["input"], answer["output"]),
-                      time.perf_counter() - began, model=answer["model"])  # fmt: skip
+        return Answer("".join(parts), _finish(answer.stop),
+                      Usage(answer.input_tokens, answer.output_tokens),
+                      time.perf_counter() - began, model=answer.model)  # fmt: skip
 
     def _call(self, call: Callable[[], T]) -> T:
         try:
@@ -168,16 +169,26 @@ def _request(model: str, messages: list[dict], **options) -> dict:
     return request
 
 
-def _read_event(event: Any, answer: dict) -> str | None:
+@dataclass
+class _Streamed:
+    """What a stream's events have said so far about the answer besides its text."""
+
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    stop: str | None = None
+
+
+def _read_event(event: Any, answer: _Streamed) -> str | None:
     """Note what a stream event says about the answer; its text delta, if it carries one."""
     if event.type == "message_start":
-        answer["model"] = event.message.model or answer["model"]
-        answer["input"] = event.message.usage.input_tokens or 0
+        answer.model = event.message.model or answer.model
+        answer.input_tokens = event.message.usage.input_tokens or 0
     elif event.type == "content_block_delta" and event.delta.type == "text_delta":
         return event.delta.text
     elif event.type == "message_delta":
-        answer["stop"] = event.delta.stop_reason
-        answer["output"] = event.usage.output_tokens or answer["output"]
+        answer.stop = event.delta.stop_reason
+        answer.output_tokens = event.usage.output_tokens or answer.output_tokens
     elif event.type == "error":
         raise TunelabError("provider_unavailable", f"{PROVIDER}: {event.error.message}")
     return None

@@ -68,13 +68,19 @@ def _request(spec, train: File, val: File | None, metadata: dict) -> JobRequest:
     """The provider's create request, on its own file ids, in OpenAI's terms."""
     return JobRequest(
         model=spec.model,
-        training_file=train.provider_file_id,
-        validation_file=val.provider_file_id if val else None,
+        training_file=_provider_file_id(train),
+        validation_file=_provider_file_id(val) if val else None,
         hyperparameters={HOSTED_RENAMES.get(k, k): v for k, v in spec.hyperparameters.items()},
         suffix=spec.suffix,
         seed=spec.seed,
         metadata={k: str(v) for k, v in metadata.items()},
     )
+
+
+def _provider_file_id(file: File) -> str:
+    """The provider's id of a file `upload` registered (every such record holds one)."""
+    assert file.provider_file_id is not None, f"file {file.id} has no provider id"
+    return file.provider_file_id
 
 
 def upload(store: Store, provider, path: Path, report: ValidationReport) -> File:
@@ -143,17 +149,19 @@ def refresh(store: Store, job: Job, *, events: bool = True) -> Job:
 
 def apply_state(store: Store, job: Job, state: JobState) -> Job:
     """Record what the provider says of the job; a finished job's model joins the registry."""
-    job = store.update_job(
-        job.id,
-        status=state.status,
-        raw_status=state.raw_status,
-        fine_tuned_model=state.fine_tuned_model,
-        finished_at=state.finished_at,
-        trained_tokens=state.trained_tokens,
-        estimated_finish=state.estimated_finish,
-        error_code=state.error_code,
-        error_message=state.error_message,
-        resolved_hyperparameters=state.hyperparameters or None,
+    job = _updated(
+        store.update_job(
+            job.id,
+            status=state.status,
+            raw_status=state.raw_status,
+            fine_tuned_model=state.fine_tuned_model,
+            finished_at=state.finished_at,
+            trained_tokens=state.trained_tokens,
+            estimated_finish=state.estimated_finish,
+            error_code=state.error_code,
+            error_message=state.error_message,
+            resolved_hyperparameters=state.hyperparameters or None,
+        )
     )
     if state.status == "succeeded" and state.fine_tuned_model:
         store.put_model(state.fine_tuned_model, provider=job.provider, kind="fine-tuned",
@@ -191,12 +199,21 @@ def resume(store: Store, job: Job) -> Job:
 
 
 def import_job(store: Store, provider_name: str, job_id: str, *, base_url: str | None = None,
-               key_variable: str | None = None) -> dict:  # fmt: skip
+               key_variable: str | None = None) -> Job:  # fmt: skip
     """Track a job started outside tunelab: recorded once, then synced like any other."""
     from tunelab.providers.registry import get_provider
 
     provider = get_provider(provider_name, base_url=base_url, key_variable=key_variable)
     job, new = import_state(store, provider, provider.retrieve_job(job_id))
     if new and key_variable:
-        job = store.update_job(job.id, metadata={**job.metadata, KEY_ENV_KEY: key_variable})
+        job = _updated(
+            store.update_job(job.id, metadata={**job.metadata, KEY_ENV_KEY: key_variable})
+        )
+    return job
+
+
+def _updated(job: Job | None) -> Job:
+    """The job `store.update_job` returns when given no `expect` (only an `expect` that did
+    not match gives None; a job that is not there raises job_not_found)."""
+    assert job is not None, "update_job without expect returned no job"
     return job

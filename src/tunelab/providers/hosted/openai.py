@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import date, datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 from urllib.parse import urlparse
 
 from tunelab.errors import TunelabError
@@ -47,7 +47,12 @@ from tunelab.types import Answer, Usage
 
 T = TypeVar("T")
 KEY_VARIABLE = "OPENAI_API_KEY"
-openai = LazyModule("openai")  # the SDK loads when a call needs it, not at `tunelab --help`
+if TYPE_CHECKING:  # the SDK's own types, for the checker
+    import openai
+    from openai.types import FilePurpose
+    from openai.types.chat import ChatCompletionMessageParam
+else:  # the SDK loads when a call needs it, not at `tunelab --help`
+    openai = LazyModule("openai")
 OFFICIAL_HOST = "api.openai.com"
 FINE_TUNING_CLOSES = date(2027, 1, 6)  # OpenAI's last day is the 5th
 OTHER_PROVIDERS_HINT = (
@@ -78,8 +83,9 @@ class OpenAIProvider(HostedProvider):
     name = "openai"
     title = "OpenAI"
     capabilities = frozenset({FINE_TUNING, CHAT, FILES})
-    key_variable = KEY_VARIABLE
-    official_hosts = (OFFICIAL_HOST,)
+    # Annotated as the base class has them, so that the compatible provider may clear them.
+    key_variable: ClassVar[str | None] = KEY_VARIABLE
+    official_hosts: ClassVar[tuple[str, ...]] = (OFFICIAL_HOST,)
 
     def __init__(
         self,
@@ -121,7 +127,9 @@ class OpenAIProvider(HostedProvider):
 
         def upload() -> Any:
             with path.open("rb") as handle:  # reopened per attempt: a retry resends it all
-                return self._client.files.create(file=(path.name, handle), purpose=purpose)
+                return self._client.files.create(
+                    file=(path.name, handle), purpose=_sdk_purpose(purpose)
+                )
 
         remote = self._wait_until_processed(self._call(upload))
         if remote.status == "error":
@@ -263,7 +271,9 @@ class OpenAIProvider(HostedProvider):
     def chat(self, model: str, messages: list[dict], **options) -> Answer:
         sent = self._chat_options(**options)
         response = self._call(
-            lambda: self._client.chat.completions.create(model=model, messages=messages, **sent)
+            lambda: self._client.chat.completions.create(
+                model=model, messages=_sdk_messages(messages), **sent
+            )
         )
         choice = response.choices[0]
         usage = response.usage
@@ -278,7 +288,7 @@ class OpenAIProvider(HostedProvider):
         sent = self._chat_options(**options)
         # The request is made here, so a refusal (or a retried 429) comes before any delta.
         chunks = self._call(lambda: self._client.chat.completions.create(
-            model=model, messages=messages, stream=True,
+            model=model, messages=_sdk_messages(messages), stream=True,
             stream_options={"include_usage": True}, **sent))  # fmt: skip
         response = getattr(chunks, "response", None)
         if response is not None and "json" in response.headers.get("content-type", ""):
@@ -471,3 +481,17 @@ def _checkpoint(item: Any) -> JobCheckpoint:
         fine_tuned_model_checkpoint=getattr(item, "fine_tuned_model_checkpoint", None),
         metrics=_plain(getattr(item, "metrics", None)),
     )
+
+
+# The SDK's stubs type these arguments more narrowly than the servers this provider talks to
+# take them: the values go on as the caller wrote them, and the server judges them.
+def _sdk_messages(messages: list[dict]) -> list[ChatCompletionMessageParam]:
+    """OpenAI's wire messages, which the stubs admit only as their TypedDicts (a `dict` read
+    from JSON, possibly with fields a compatible server adds, cannot be checked against them)."""
+    return cast("list[ChatCompletionMessageParam]", messages)
+
+
+def _sdk_purpose(purpose: str) -> FilePurpose:
+    """A file's purpose, which the stubs limit to OpenAI's own list (a compatible server may
+    take others)."""
+    return cast("FilePurpose", purpose)

@@ -35,7 +35,7 @@ class HostedProvider(Provider):
 
     @classmethod
     def import_job(cls, store, job_id: str, *, base_url: str | None = None,
-                   key_variable: str | None = None) -> dict:  # fmt: skip
+                   key_variable: str | None = None) -> Job:  # fmt: skip
         if not cls.supports(FINE_TUNING):
             raise cls.unsupported_here("fine-tuning")
         return hosted_jobs.import_job(store, cls.name, job_id, base_url=base_url,

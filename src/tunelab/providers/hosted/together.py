@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar, get_args
+from typing import TYPE_CHECKING, TypeVar, cast, get_args
 
 import httpx
 
@@ -50,7 +50,11 @@ from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, MODEL_DOWNLOAD
 from tunelab.types import Answer, Usage
 
 # The SDK loads when a call needs it, not at `tunelab --help`.
-together = LazyModule("together")
+if TYPE_CHECKING:  # the SDK's own types, for the checker
+    import together
+    from together.types.chat import ChatCompletionMessageParam
+else:
+    together = LazyModule("together")
 together_lib = LazyModule("together.lib")
 together_types = LazyModule("together.types")
 
@@ -181,7 +185,9 @@ class TogetherProvider(HostedProvider):
     def chat(self, model: str, messages: list[dict], **options) -> Answer:
         sent = chat_settings(**options)
         completion = self._call(
-            lambda: self._client.chat.completions.create(model=model, messages=messages, **sent)
+            lambda: self._client.chat.completions.create(
+                model=model, messages=_sdk_messages(messages), **sent
+            )
         )
         if not completion.choices:
             raise TunelabError("provider_rejected", f"{PROVIDER} returned no answer for {model}.")
@@ -199,7 +205,7 @@ class TogetherProvider(HostedProvider):
         sent = chat_settings(**options)
         # The request is made here, so a refusal (or a retried 429) comes before any delta.
         chunks = self._call(lambda: self._client.chat.completions.create(
-            model=model, messages=messages, stream=True, **sent))  # fmt: skip
+            model=model, messages=_sdk_messages(messages), stream=True, **sent))  # fmt: skip
         return chunk_stream(chunks, model, self._stream_error)
 
     def download_model(self, job_id: str, destination: Path, *, merged: bool = True) -> Path:
@@ -288,6 +294,12 @@ def _unsupported(operation: str) -> TunelabError:
         f"the together provider does not support {operation}: {PROVIDER} has no such operation.",
         hint="cancel the job instead if it should stop",
     )
+
+
+def _sdk_messages(messages: list[dict]) -> list[ChatCompletionMessageParam]:
+    """OpenAI-style wire messages, passed on as the caller wrote them: the SDK's stubs admit
+    only their TypedDicts, which a `dict` read from JSON cannot be checked against."""
+    return cast("list[ChatCompletionMessageParam]", messages)
 
 
 def _as_dict(model: together.BaseModel) -> dict:

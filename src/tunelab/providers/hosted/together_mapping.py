@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import time
 from datetime import datetime, timezone
+from typing import Literal
 
 from tunelab.errors import TunelabError
 from tunelab.providers.base import (
@@ -23,6 +24,8 @@ from tunelab.providers.base import (
 )
 
 PROVIDER = "Together AI"
+# Together's names for what a finished job's download holds.
+DownloadKind = Literal["merged", "adapter", "model_output_path"]
 
 _STATUSES = {
     "pending": "queued",
@@ -253,7 +256,7 @@ def job_checkpoint(job_id: str, item: dict) -> JobCheckpoint:
     )
 
 
-def download_kind(job: dict, merged: bool) -> str:
+def download_kind(job: dict, merged: bool) -> DownloadKind:
     """Together's `checkpoint` for the final weights, as its own CLI chooses it."""
     if job.get("status") != "completed":
         raise TunelabError(

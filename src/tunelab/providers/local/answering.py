@@ -33,6 +33,7 @@ def engine_stream(loaded: LoadedModel, messages: list[dict], **sampling) -> Chat
         began = time.perf_counter()
         yield from chat
         done = chat.completion
+        assert done is not None, "the engine's stream ended without its completion"
         return Answer(done.text, done.finish_reason, done.usage,
                       time.perf_counter() - began, model=loaded.info.name)  # fmt: skip
 

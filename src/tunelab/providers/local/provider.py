@@ -228,7 +228,7 @@ class LocalProvider(Provider):
         return job
 
     @classmethod
-    def import_job(cls, store, job_id: str, **endpoint) -> dict:
+    def import_job(cls, store, job_id: str, **endpoint) -> Job:
         raise TunelabError("nothing_to_import", "this machine's jobs are in the registry already.",
                            hint="`tunelab jobs list` shows them", exit_code=2)  # fmt: skip
 

@@ -154,7 +154,8 @@ class GenerationQueue:
 
     def _take(self, key: object) -> list:
         """Up to `max_batch_size` rows of the group, skipping requests already given up."""
-        group, batch, rows = self._waiting[key], [], 0
+        group, rows = self._waiting[key], 0
+        batch: list[BatchRequest | StreamRequest | ScoreRequest] = []
         while group and (not batch or rows + group[0].n <= self.max_batch_size):
             item = group.pop(0)
             if isinstance(item, (BatchRequest, ScoreRequest)) and item.done.done():
@@ -222,7 +223,7 @@ def _score(requests: list[ScoreRequest], batch_size: int) -> list:
         return [err]
 
 
-def _settle(batch: list[BatchRequest] | list[ScoreRequest], outcomes: list) -> None:
+def _settle(batch: list[BatchRequest | ScoreRequest], outcomes: list) -> None:
     for request, outcome in zip(batch, outcomes, strict=True):
         if request.done.done():
             continue

@@ -78,6 +78,7 @@ def train_here(store: Store, workspace: JobWorkspace, control, *, main: bool = T
             cancel=control,
         )
         with run:  # loads the base model (torch loads only in workers)
+            assert run.info is not None  # entering the run loaded it
             if main:
                 store.add_event(job.id, f"Loaded base model {run.info.name}")
             log.info("loaded base model %s; training on %s", run.info.name, train_path)

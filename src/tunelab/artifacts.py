@@ -42,7 +42,7 @@ class Artifacts:
     """The shared artefact store at `url` (a path or any URL fsspec knows: file://, s3://, …)."""
 
     def __init__(self, url: str) -> None:
-        import fsspec
+        import fsspec  # only with TUNELAB_ARTIFACTS set
 
         self.url = url.rstrip("/")
         with self._reaching("open"):

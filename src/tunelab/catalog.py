@@ -162,7 +162,7 @@ def cached_hub_snapshot(name: str) -> Path | None:
     """
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name):
         return None
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import snapshot_download  # only for a Hub id, not for light commands
 
     try:
         found = Path(snapshot_download(name, local_files_only=True, allow_patterns=["*.json"]))
@@ -250,6 +250,7 @@ def bundled_model_dir(*, weights: bool = False) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{DEFAULT_MODEL}.", dir=target.parent))
     try:
+        # transformers: only on the bundled model's first use
         from tunelab.hf_quiet import quiet_progress
 
         with quiet_progress(swallow_stderr=True):
@@ -318,7 +319,10 @@ def _bundled_package_dir() -> Path:
 
 
 def _convert_bundled(source: Path, staging: Path) -> None:
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import (  # heavy: only on the bundled model's first use
+        AutoConfig,
+        AutoTokenizer,
+    )
 
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=BUNDLED_GGUF)
     config = AutoConfig.from_pretrained(source, gguf_file=BUNDLED_GGUF)
@@ -330,8 +334,8 @@ def _convert_bundled(source: Path, staging: Path) -> None:
 
 
 def _convert_bundled_weights(source: Path, staging: Path) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM
+    import torch  # heavy: only on the bundled model's first use
+    from transformers import AutoModelForCausalLM  # heavy: only on the bundled model's first use
 
     _convert_bundled(source, staging)
     model = AutoModelForCausalLM.from_pretrained(

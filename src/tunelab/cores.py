@@ -29,6 +29,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tunelab.settings import get_settings
+
 PASSIVE_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
 RECHECK_SECONDS = 5.0
 
@@ -57,7 +59,6 @@ def fixed_threads() -> int | None:
 
 
 def _registry_dir() -> Path:
-    from tunelab.settings import get_settings
 
     return get_settings().home / "compute"
 
@@ -104,7 +105,7 @@ class Share:
 
     def rebalance(self, force: bool = False) -> int:
         """Resize torch's pool to this process's share now (at most every RECHECK_SECONDS)."""
-        import torch
+        import torch  # torch: in computing processes only
 
         now = time.monotonic()
         if force or self.threads is None or now - self._checked >= RECHECK_SECONDS:
@@ -151,7 +152,7 @@ def current_share() -> Share | None:
 def describe(threads: int | None = None) -> str:
     """One line for logs and job events: the threads in use (`threads`, as a training step
     reports them; torch's current count otherwise) and the wait policy."""
-    import torch
+    import torch  # torch: in computing processes only
 
     threads = threads or torch.get_num_threads()
     policy = os.environ.get("OMP_WAIT_POLICY", "default (busy-wait)")

@@ -20,6 +20,7 @@ def quiet_progress(swallow_stderr: bool = False) -> Iterator[None]:
     GGUF conversion, whose bar is a plain tqdm that ignores transformers' switch (errors
     still propagate as exceptions).
     """
+    # heavy: only where transformers is used anyway
     from transformers.utils import logging as hf_logging
 
     enabled = hf_logging.is_progress_bar_enabled()

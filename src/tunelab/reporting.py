@@ -70,6 +70,7 @@ class _TensorBoard:
 
     def log(self, scalars: dict, step: int) -> None:
         if self.writer is None:
+            # torch: only with --report-to tensorboard
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=str(self.log_dir))

@@ -15,6 +15,7 @@ import platformdirs
 from dotenv import find_dotenv, load_dotenv
 
 from tunelab.errors import TunelabError
+from tunelab.io import can_create
 
 _dotenv_loaded = False
 
@@ -63,7 +64,6 @@ def get_settings() -> Settings:
 
 def writable_home(purpose: str) -> Path:
     """TUNELAB_HOME, after checking that it can be written (`purpose` says what for)."""
-    from tunelab.io import can_create
 
     home = get_settings().home
     if not can_create(home):

@@ -66,7 +66,7 @@ def open_tokenizer_files(directory: Path) -> TokenizerFiles | None:
         template = _chat_template(directory, config)
         if not isinstance(config, dict) or template is None:
             return None
-        from tokenizers import Tokenizer
+        from tokenizers import Tokenizer  # native: only when tokens are counted
 
         return TokenizerFiles(Tokenizer.from_file(str(tokenizer_json)), config, template)
     except Exception:  # an unreadable file, a template jinja alone cannot compile, ...
@@ -89,7 +89,7 @@ def _content(token) -> str:
 
 
 def _compile(template: str):
-    import jinja2
+    import jinja2  # only when a chat template is rendered
     from jinja2.ext import loopcontrols
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -121,7 +121,7 @@ class _TemplateDict:
 
 
 def _checked_name(name):
-    import jinja2
+    import jinja2  # only when a chat template is rendered
 
     if isinstance(name, str) and name.startswith("_"):
         raise jinja2.exceptions.SecurityError(

@@ -351,6 +351,7 @@ def load_counter(spec: ModelSpec) -> BpeCounter | ChatTemplateCounter:
     files = open_tokenizer_files(directory)  # without transformers, hence without torch
     if files is not None:
         return ChatTemplateCounter(files, spec.name)
+    # heavy: only for a template tokenizer_files cannot render
     from transformers import AutoTokenizer
 
     try:

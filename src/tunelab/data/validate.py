@@ -40,6 +40,7 @@ An example with an error is left out of the analysis; warnings keep it.
 from __future__ import annotations
 
 import gc
+import json
 import os
 import re
 from array import array
@@ -273,7 +274,6 @@ def _may_repeat_keys(raw: bytes, n_messages: int) -> bool:
 
 def duplicate_keys(raw: bytes) -> list[str]:
     """Keys that appear more than once in one object of the JSON line, in order met."""
-    import json
 
     found: list[str] = []
 

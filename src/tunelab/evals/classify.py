@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from tunelab.data.prompts import ClassificationPrompt, read_label_set
 from tunelab.errors import TunelabError
-from tunelab.evals.candidates import Interrupted, answer_all, score_all
+from tunelab.evals.candidates import Interrupted, answer_all, open_candidate, score_all
 from tunelab.evals.items import EvalData
 from tunelab.evals.metrics import classification_metrics, paired_comparison
 from tunelab.evals.result import TaskResult, partial_of
@@ -189,7 +189,6 @@ def label_picker(name: str, labels: list[str], prompt: ClassificationPrompt | No
     --labels`. It returns the row `eval classify` records for an item (`answer`, as the
     model was trained to answer, `predicted`, `label_scores`). Needs the model's
     log-likelihoods, so its weights must be on this machine."""
-    from tunelab.evals.candidates import open_candidate
 
     prompt = prompt or ClassificationPrompt()
     candidate = open_candidate(name)

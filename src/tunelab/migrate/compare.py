@@ -20,11 +20,21 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tunelab.data.prompts import ClassificationPrompt
 from tunelab.errors import TunelabError
+from tunelab.evals import runs
+from tunelab.evals.candidates import RecordedCandidate, answering_from
+from tunelab.evals.classify import evaluate_classification, gold_labels
 from tunelab.evals.items import EvalData, load_items
+from tunelab.evals.judge import task as judging
+from tunelab.evals.judge.verdicts import DEFAULT_TRAITS
+from tunelab.evals.mongo.parser import QueryParseError, parse_query
+from tunelab.evals.mongo.task import evaluate_queries
 from tunelab.migrate.dates import MODELS_STOP, utc_today
+from tunelab.migrate.distil import distilled_paths, prompt_key, read_answers
 from tunelab.migrate.inventory import openai_jobs, registered_file
 from tunelab.migrate.plan import migration_job
+from tunelab.providers.jobs import get_job
 from tunelab.registry import Job, Store
 from tunelab.types import Answer, Usage
 
@@ -36,7 +46,6 @@ MAX_LABEL_WORDS = 4
 
 def choose_task(data: EvalData) -> str:
     """`queries`, `classify` or `judge`, from what the gold answers look like."""
-    from tunelab.evals.mongo.parser import QueryParseError, parse_query
 
     golds = [item.gold.strip() for item in data.items]
     parsed = 0
@@ -71,8 +80,6 @@ def compare(
     The old model answers from its distilled answers where the module docstring says so;
     `fresh` asks it again (refused once it has stopped answering).
     """
-    from tunelab.evals import runs
-    from tunelab.evals.candidates import answering_from
 
     today = today or utc_today()
     old_job, val_path = _old_job(fine_tuned_model)
@@ -126,8 +133,6 @@ def _timed_only_if_asked(found, stand_ins: dict):
 
 def _labels(whole: EvalData) -> list[str] | None:
     """Classification's label set, from every item compared or not: a subset may lack some."""
-    from tunelab.data.prompts import ClassificationPrompt
-    from tunelab.evals.classify import gold_labels
 
     try:
         return gold_labels(whole, ClassificationPrompt())[1]
@@ -157,7 +162,6 @@ def _old_job(fine_tuned_model: str) -> tuple[Job, Path]:
 
 def _new_model(old_job: Job) -> str:
     """The model of the job that replaces `old_job`'s, once it has succeeded."""
-    from tunelab.providers.jobs import get_job
 
     with Store() as store:
         migration = migration_job(store, old_job)
@@ -180,7 +184,6 @@ def _new_model(old_job: Job) -> str:
 def _old_side(job: Job, data: EvalData, today: date, fresh: bool) -> tuple[EvalData, dict]:
     """The items to compare on, and where the old model's answers to them come from:
     `stand_in` (for `answering_from`), `described` (the run's options) and `note`."""
-    from tunelab.migrate.distil import distilled_paths, prompt_key, read_answers
 
     name = job.fine_tuned_model
     paths = distilled_paths(name)
@@ -205,8 +208,6 @@ def _asked(today: date, fresh: bool, n_covered: int, n_items: int) -> dict:
 
 
 def _distilled(name: str, used: dict[str, dict], paths, n_items: int, stopped: bool) -> dict:
-    from tunelab.evals.candidates import RecordedCandidate
-    from tunelab.migrate.distil import prompt_key
 
     days = sorted({_day(record) for record in used.values()} - {None})
     when = " to ".join(dict.fromkeys([days[0], days[-1]])) if days else "an unknown day"
@@ -268,17 +269,11 @@ def _cannot_ask(name: str, fresh: bool, some_recorded: bool) -> TunelabError:
 
 def _evaluate(task, data, models, judge, progress, cancel, labels=None):
     if task == "classify":
-        from tunelab.evals.classify import evaluate_classification
-
         return evaluate_classification(
             data, models, labels=labels, progress=progress, cancel=cancel
         )
     if task == "queries":
-        from tunelab.evals.mongo.task import evaluate_queries
-
         return evaluate_queries(data, models, progress=progress, cancel=cancel)
-    from tunelab.evals.judge import task as judging
-    from tunelab.evals.judge.verdicts import DEFAULT_TRAITS
 
     sets = [
         judging.answers_from_model(m, data, max_tokens=512, progress=progress, cancel=cancel)

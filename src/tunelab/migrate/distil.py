@@ -29,6 +29,7 @@ from tunelab.evals.items import load_items
 from tunelab.io import atomic_write_text, file_sha256
 from tunelab.migrate.dates import require_answering, utc_today
 from tunelab.migrate.inventory import migrate_dir, openai_jobs, registered_file
+from tunelab.providers.resolve import resolve_chat_model
 from tunelab.registry import Job, Store
 
 # OpenAI's prices for fine-tuned models' answers (USD per 1M tokens: input, output). Every
@@ -136,7 +137,7 @@ def drop_partial_line(path: Path) -> None:
 def estimate(
     fine_tuned_model: str, base_model: str, prompts: list[Prompt], answered: dict[str, dict]
 ) -> Estimate:
-    import quicktok
+    import quicktok  # its encodings load in seconds: only for an estimate
 
     encoding = quicktok.get_encoding("o200k_base")
     todo = [p for p in prompts if p.key not in answered]
@@ -289,7 +290,6 @@ class _Run:
         return result
 
     def _ask_all(self, todo, result, progress, batch_size, concurrency, max_tokens) -> None:
-        from tunelab.providers.resolve import resolve_chat_model
 
         model = resolve_chat_model(self.name)
         self.paths.directory.mkdir(parents=True, exist_ok=True)

@@ -19,8 +19,11 @@ from tunelab.catalog import DEFAULT_MODEL, resolve_model
 from tunelab.data.analyze import analyze_file
 from tunelab.data.pricing import load_prices, price_for
 from tunelab.errors import TunelabError
+from tunelab.io import atomic_write_text, file_sha256
 from tunelab.migrate.dates import countdown, require_new_jobs, utc_today
+from tunelab.migrate.distil import distilled_paths
 from tunelab.migrate.inventory import MIGRATED_FROM_KEY, PROVIDER, openai_jobs, registered_file
+from tunelab.providers.jobs import JobSpec, create_job
 from tunelab.providers.registry import runs_here, this_machine
 from tunelab.registry import Job, Store
 
@@ -146,7 +149,6 @@ def _analysis(row: dict, prices) -> dict:
 
 
 def _distilled_file(job: Job) -> str | None:
-    from tunelab.migrate.distil import distilled_paths
 
     path = distilled_paths(job.fine_tuned_model).train
     return str(path) if path.exists() else None
@@ -179,7 +181,6 @@ def run_plan(
     start_worker: bool = True,
 ) -> list[dict]:
     """Create the jobs of `plan` (see `make_plan`); returns one outcome per model."""
-    from tunelab.providers.jobs import JobSpec, create_job
 
     today = today or utc_today()
     outcomes = []
@@ -238,7 +239,6 @@ def _suffix(fine_tuned_model: str) -> str | None:
 
 def _with_distilled(train: Path, distilled: Path) -> Path:
     """The training file followed by the distilled answers (written once per pair)."""
-    from tunelab.io import atomic_write_text, file_sha256
 
     combined = distilled.parent / f"train+distilled-{file_sha256(distilled)[:12]}.jsonl"
     if not combined.exists():

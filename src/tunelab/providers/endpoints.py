@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 from tunelab.errors import TunelabError
 from tunelab.io import atomic_write_text
+from tunelab.providers.registry import provider_classes
 from tunelab.settings import get_settings
 
 FILENAME = "endpoints.json"
@@ -47,7 +48,6 @@ def find_endpoint(name: str) -> Endpoint | None:
 def add_endpoint(name: str, base_url: str, key_variable: str | None = None, *,
                  replace: bool = False) -> Endpoint:  # fmt: skip
     """Record an endpoint; an existing name is replaced only with `replace`."""
-    from tunelab.providers.registry import provider_classes
 
     _check(name, base_url, key_variable)
     if name in provider_classes():

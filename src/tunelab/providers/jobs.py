@@ -18,8 +18,11 @@ from pathlib import Path
 from tunelab.catalog import DEFAULT_MODEL
 from tunelab.data.analyze import FileAnalysis
 from tunelab.data.validate import ValidationReport, require_valid
+from tunelab.engine.config import PERIODIC_EVAL_EXAMPLES, TrainConfig
 from tunelab.errors import TunelabError
 from tunelab.providers.base import TERMINAL_STATUSES
+from tunelab.providers.local import jobs as local
+from tunelab.providers.local.artifacts import training_path
 from tunelab.providers.provider import FINE_TUNING, Provider
 from tunelab.providers.registry import (
     DEFAULT_PROVIDER,
@@ -29,6 +32,7 @@ from tunelab.providers.registry import (
     provider_names,
 )
 from tunelab.registry import Checkpoint, Event, Job, Store
+from tunelab.throughput import estimate_seconds
 
 PROVIDERS = tuple(provider_names(FINE_TUNING))  # every provider that trains, plugins included
 # OpenAI's limits, applied to every provider's jobs: a script that works here works there.
@@ -140,8 +144,6 @@ def create_job_from_files(
     The files were checked when uploaded; here they are validated again for `model` (its
     tokenizer and context), as `create_job` does, before anything is queued.
     """
-    from tunelab.providers.local import jobs as local
-    from tunelab.providers.local.artifacts import training_path
 
     with Store() as store:
         train = local.usable_file(store, training_file, "training_file")
@@ -341,8 +343,6 @@ def estimate_job(spec: JobSpec, analysis: FileAnalysis) -> JobEstimate:
     """What a job would cost (hosted, at list price) or take here (local, at the throughput
     measured for the base model and method), from `analyze_file`'s `analysis` of its files.
     """
-    from tunelab.engine.config import PERIODIC_EVAL_EXAMPLES, TrainConfig
-    from tunelab.throughput import estimate_seconds
 
     config = TrainConfig.from_settings(spec.hyperparameters)
     n_epochs = spec.hyperparameters.get("n_epochs", analysis.n_epochs)

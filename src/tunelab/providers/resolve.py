@@ -21,6 +21,7 @@ from tunelab.errors import TunelabError
 from tunelab.providers import registry
 from tunelab.providers.base import ChatStream
 from tunelab.providers.endpoints import find_endpoint
+from tunelab.providers.local.artifacts import model_dir
 from tunelab.providers.provider import SCORING, Provider
 from tunelab.registry import Store
 from tunelab.settings import get_settings
@@ -148,8 +149,6 @@ def _registry_model(name: str) -> ChatModel | None:
     model = known.path or known.id
     owner = registry.provider_classes().get(known.provider)
     if known.path and owner is not None and owner.runs_here:
-        from tunelab.providers.local.artifacts import model_dir
-
         model = model_dir(known)
     return ChatModel(name, known.provider, model, base_url=details.get("base_url"),
                      key_variable=details.get("key_variable"))  # fmt: skip

@@ -27,6 +27,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunelab import __version__
 from tunelab.errors import TunelabError
+from tunelab.server import routes_files, routes_inference, routes_jobs
+from tunelab.server.api_docs import render_api_reference
 from tunelab.server.errors import (
     ApiError,
     error_response,
@@ -36,6 +38,7 @@ from tunelab.server.errors import (
     on_unexpected_error,
     on_validation_error,
 )
+from tunelab.server.inference import InferenceService
 from tunelab.server.security import BodyLimit, CrossSiteGuard, api_takes_json
 from tunelab.server.ui import install_ui
 from tunelab.server.ui.auth import Sessions, is_open, logged_in
@@ -77,8 +80,6 @@ def is_loopback(host: str) -> bool:
 
 
 def create_app(config: ServerConfig | None = None) -> FastAPI:
-    from tunelab.server import routes_files, routes_inference, routes_jobs
-    from tunelab.server.inference import InferenceService
 
     config = config or ServerConfig()
 
@@ -119,7 +120,6 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
         """The API reference, rendered here from the schema: no CDN, works offline."""
-        from tunelab.server.api_docs import render_api_reference
 
         return HTMLResponse(render_api_reference(app.openapi()))
 

@@ -151,7 +151,7 @@ class LiveDatabase:
 
     def _bson(self, value):
         """`value` with sub-queries run and the parser's values made BSON ones."""
-        import bson
+        import bson  # the optional `mongo` extra
 
         if isinstance(value, SubQuery):
             return read_path(self._run(value.query), value.path)
@@ -182,7 +182,7 @@ class LiveDatabase:
 
 def _require_pymongo():
     try:
-        import pymongo
+        import pymongo  # the optional `mongo` extra
     except ImportError:
         raise TunelabError("missing_dependency",
                            "Running queries on MongoDB needs pymongo, which is not installed.",
@@ -192,7 +192,7 @@ def _require_pymongo():
 
 def _database(client, name: str | None, shown: str):
     """The database named, or else the URI's."""
-    import pymongo
+    import pymongo  # the optional `mongo` extra
 
     if not name:
         try:
@@ -225,7 +225,7 @@ def _writing_stage(value) -> str | None:
 
 
 def _plain(value):
-    import bson
+    import bson  # the optional `mongo` extra
 
     if isinstance(value, dict):
         return {key: _plain(item) for key, item in value.items()}

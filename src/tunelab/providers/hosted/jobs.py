@@ -15,6 +15,7 @@ from tunelab.data.validate import ValidationReport
 from tunelab.errors import TunelabError
 from tunelab.io import file_sha256
 from tunelab.providers.base import REQUEST_ID_KEY, TERMINAL_STATUSES, JobRequest, JobState
+from tunelab.providers.registry import get_provider
 from tunelab.registry import File, Job, Store, new_id
 
 # TrainConfig's `method` (lora|full) is `training_type` for hosted providers, whose `method`
@@ -27,7 +28,6 @@ KEY_ENV_KEY = "tunelab_key_env"  # job metadata: the variable holding that endpo
 
 def provider_of(job: Job):
     """The provider instance that holds `job` (built only when it must be called)."""
-    from tunelab.providers.registry import get_provider
 
     metadata = job.metadata or {}
     return get_provider(job.provider, base_url=metadata.get(BASE_URL_KEY),
@@ -36,7 +36,6 @@ def provider_of(job: Job):
 
 def create(store: Store, spec, report: ValidationReport) -> Job:
     """Record the job, upload its files, create it on the provider; returns the job."""
-    from tunelab.providers.registry import get_provider
 
     provider = get_provider(spec.provider, base_url=spec.base_url, key_variable=spec.key_variable)
     metadata = {**spec.metadata, REQUEST_ID_KEY: new_id("req")}
@@ -201,7 +200,6 @@ def resume(store: Store, job: Job) -> Job:
 def import_job(store: Store, provider_name: str, job_id: str, *, base_url: str | None = None,
                key_variable: str | None = None) -> Job:  # fmt: skip
     """Track a job started outside tunelab: recorded once, then synced like any other."""
-    from tunelab.providers.registry import get_provider
 
     provider = get_provider(provider_name, base_url=base_url, key_variable=key_variable)
     job, new = import_state(store, provider, provider.retrieve_job(job_id))

@@ -15,6 +15,10 @@ import sys
 import time
 from pathlib import Path
 
+from tunelab.catalog import DEFAULT_MODEL, has_tokenizer, local_model_spec, resolve_model
+from tunelab.data.validate import validate_file
+from tunelab.engine import TrainConfig
+from tunelab.engine.sources import resolve_model_source
 from tunelab.errors import TunelabError
 from tunelab.io import file_sha256
 from tunelab.providers.local import artifacts as local_artifacts
@@ -78,7 +82,6 @@ def store_upload(store: Store, staged: Path, filename: str, purpose: str) -> Fil
     A file with errors is recorded too, with status "error" and the first findings in
     `status_details`, as OpenAI does.
     """
-    from tunelab.data.validate import validate_file
 
     report = validate_file(staged)
     summary = report.to_dict()
@@ -109,7 +112,6 @@ def model_name(base: str, suffix: str | None, job_id: str) -> str:
 
 def local_base(model: str):
     """What a local `--model` names: a registry `ft:` model resolves to its directory."""
-    from tunelab.engine.sources import resolve_model_source
 
     if model.startswith("ft:"):
         known = store_model(model)
@@ -136,7 +138,6 @@ def training_model_spec(model: str):
 
 def model_spec_of(info):
     """The `ModelSpec` of a resolved local model (`ModelInfo`): its tokenizer, if it has one."""
-    from tunelab.catalog import DEFAULT_MODEL, has_tokenizer, local_model_spec, resolve_model
 
     if info.kind == "bundled":
         return resolve_model(DEFAULT_MODEL)
@@ -165,7 +166,6 @@ def usable_file(store: Store, file_id: str, role: str) -> File:
 
 def queue_on_files(store: Store, spec, train: File, val: File | None, *, start: bool) -> Job:
     """Check the settings, queue the job on registered files, and start a worker."""
-    from tunelab.engine import TrainConfig
 
     hyperparameters = dict(spec.hyperparameters)
     if spec.seed is not None:

@@ -70,7 +70,7 @@ class LocalProvider(Provider):
     def model_cache(self) -> ModelCache:
         """The models loaded here, made on first use (it imports torch)."""
         if self._models is None:
-            from tunelab.providers.local.model_cache import ModelCache
+            from tunelab.providers.local.model_cache import ModelCache  # torch: on first answer
 
             self._models = ModelCache(self._limits.memory_budget_bytes)
         return self._models
@@ -104,21 +104,21 @@ class LocalProvider(Provider):
         return stream.result
 
     def stream_chat(self, model: str, messages: list[dict], **options) -> ChatStream:
-        from tunelab.providers.local.answering import engine_stream
+        from tunelab.providers.local.answering import engine_stream  # torch: on first answer
 
         return engine_stream(self.model_cache.get(model), messages, **engine_sampling(options))
 
     def answer_batch(self, model: str, conversations: list[list[dict]], *, progress=None,
                      cancel=None, **options) -> list[Answer]:  # fmt: skip
         """Batched through the engine, greedy unless a temperature is given."""
-        from tunelab.providers.local.answering import answer_chats
+        from tunelab.providers.local.answering import answer_chats  # torch: on first answer
 
         return answer_chats(self.model_cache.get(model), conversations, progress=progress,
                             cancel=cancel, **engine_sampling(options))  # fmt: skip
 
     def score(self, model: str, conversations: list[list[dict]], answers: list[str], *,
               progress=None, cancel=None) -> list[list[AnswerScore]]:  # fmt: skip
-        from tunelab.providers.local.answering import score_chats
+        from tunelab.providers.local.answering import score_chats  # torch: on first answer
 
         return score_chats(self.model_cache.get(model), conversations, answers,
                            progress=progress, cancel=cancel)  # fmt: skip
@@ -153,7 +153,7 @@ class LocalProvider(Provider):
 
     async def serve_answers(self, model: str, messages: list[dict],
                             options: ChatOptions) -> list[Answer]:  # fmt: skip
-        from tunelab.providers.local.queue import BatchRequest
+        from tunelab.providers.local.queue import BatchRequest  # torch: on first answer
 
         loaded = await asyncio.to_thread(self.model_cache.get, model)
         loop = asyncio.get_running_loop()
@@ -164,7 +164,7 @@ class LocalProvider(Provider):
 
     async def serve_stream(self, model: str, messages: list[dict], options: ChatOptions,
                            answer: AnswerStream, release: Callable[[], None]) -> None:  # fmt: skip
-        from tunelab.providers.local.queue import StreamRequest
+        from tunelab.providers.local.queue import StreamRequest  # torch: on first answer
 
         loaded = await asyncio.to_thread(self.model_cache.get, model)
         sampling = _sampling(options, loaded.info)
@@ -174,7 +174,7 @@ class LocalProvider(Provider):
 
     async def serve_scores(self, model: str, messages: list[dict],
                            answers: list[str]) -> tuple[list[AnswerScore], int]:  # fmt: skip
-        from tunelab.providers.local.queue import ScoreRequest
+        from tunelab.providers.local.queue import ScoreRequest  # torch: on first answer
 
         loaded = await asyncio.to_thread(self.model_cache.get, model)
         loop = asyncio.get_running_loop()
@@ -187,7 +187,7 @@ class LocalProvider(Provider):
         loop = asyncio.get_running_loop()
         queue = self._queues.get(loop)
         if queue is None:
-            from tunelab.providers.local.queue import GenerationQueue
+            from tunelab.providers.local.queue import GenerationQueue  # torch: on first answer
 
             limits = self._limits
             queue = GenerationQueue(limits.max_batch_size, limits.batch_window_seconds)
@@ -251,7 +251,7 @@ class LocalProvider(Provider):
 def _sampling(options: ChatOptions, info: ModelInfo) -> Sampling:
     """A server request's settings for the engine: greedy unless a temperature is given,
     up to the model's context unless `max_tokens` says less."""
-    from tunelab.engine.generate import Sampling
+    from tunelab.engine.generate import Sampling  # torch: on first answer
 
     temperature = 0.0 if options.temperature is None else options.temperature
     sampling = Sampling(

@@ -211,7 +211,7 @@ class StopFile:
 
 def run_rank(job_id: str) -> int:
     """One torchrun rank of a local job: train it; rank 0 records progress and the result."""
-    from tunelab.engine.distributed import Ranks
+    from tunelab.engine.distributed import Ranks  # torch: only in the ranks, never the worker
 
     ranks = Ranks.from_env()
     with Store() as store:

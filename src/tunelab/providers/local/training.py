@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tunelab import cores
+from tunelab.engine import run as engine_run  # the module: its TrainingRun is looked up per run
+from tunelab.engine.config import TrainConfig
 from tunelab.providers.local import artifacts as local_artifacts
 from tunelab.providers.local.artifacts import JobWorkspace
 from tunelab.providers.local.checkpoint_uploads import CheckpointUploads, checkpoint_uploads
@@ -49,8 +51,6 @@ def job_log(workspace: JobWorkspace):
 def train_here(store: Store, workspace: JobWorkspace, control, *, main: bool = True):
     """Train the workspace's job here; `main` is False on the torchrun ranks that record
     nothing."""
-    from tunelab.engine.config import TrainConfig
-    from tunelab.engine.run import TrainingRun
 
     job = workspace.job
     assert job.training_file is not None  # a local job is created with its training file
@@ -62,7 +62,7 @@ def train_here(store: Store, workspace: JobWorkspace, control, *, main: bool = T
     if job.model.startswith("ft:") and not Path(base).exists():  # trained on another machine
         base = local_artifacts.model_dir(store.get_model(job.model))
     with checkpoint_uploads(workspace, store.path, main=main) as uploads:
-        run = TrainingRun(
+        run = engine_run.TrainingRun(
             str(base),
             train_path,
             val_path,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import secrets
@@ -233,7 +234,6 @@ def _finish(store: Store, job: Job, result, requested: int) -> None:
 
 
 def _resolved_config(output_dir) -> dict | None:
-    import json
 
     path = Path(output_dir) / "tunelab_config.json"
     if not path.exists():

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from tunelab.server.ui import auth, chat_pages, data_pages, eval_pages, job_pages, model_pages
 from tunelab.server.ui.web import STATIC_DIR, security_headers
 
 
 def install_ui(app: FastAPI) -> None:
     """Mount the studio's pages, login and static files on `app`."""
-    from fastapi.staticfiles import StaticFiles
-
-    from tunelab.server.ui import auth, chat_pages, data_pages, eval_pages, job_pages, model_pages
+    from fastapi.staticfiles import StaticFiles  # only when the studio is mounted
 
     app.middleware("http")(security_headers)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

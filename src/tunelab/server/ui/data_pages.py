@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 
+from tunelab.catalog import DEFAULT_MODEL
 from tunelab.data.analyze import analyze_file
 from tunelab.data.formatter import format_dataset
 from tunelab.data.prompts import ClassificationPrompt
@@ -208,7 +209,6 @@ def _format(source: dict, form) -> dict:
 
 
 def _model(form) -> str:
-    from tunelab.catalog import DEFAULT_MODEL
 
     return form_text(form, "model") or DEFAULT_MODEL
 

@@ -11,7 +11,11 @@ from pathlib import Path
 
 from tunelab.errors import TunelabError
 from tunelab.evals import runs
+from tunelab.evals.classify import evaluate_classification
 from tunelab.evals.items import load_items
+from tunelab.evals.judge import task as judging
+from tunelab.evals.judge.verdicts import traits_named
+from tunelab.evals.mongo.task import evaluate_queries
 from tunelab.evals.result import EvaluationResult
 from tunelab.server.ui.workspace import new_id
 
@@ -97,12 +101,10 @@ def _record(task: EvalTask) -> EvaluationResult:
         return task.tracker(name, total)
 
     if r.kind == "classify":
-        from tunelab.evals.classify import evaluate_classification
 
         def compute():
             return evaluate_classification(data, r.models, progress=progress, cancel=task.cancel)
     elif r.kind == "queries":
-        from tunelab.evals.mongo.task import evaluate_queries
 
         def compute():
             return evaluate_queries(
@@ -126,7 +128,6 @@ def _record(task: EvalTask) -> EvaluationResult:
 
 
 def _judge(task: EvalTask, data, progress):
-    from tunelab.evals.judge import task as judging
 
     r = task.request
 
@@ -146,6 +147,5 @@ def _judge(task: EvalTask, data, progress):
 
 
 def _traits(names: list[str]):
-    from tunelab.evals.judge.verdicts import traits_named
 
     return traits_named(names)

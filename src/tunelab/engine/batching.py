@@ -60,14 +60,14 @@ def epoch_batches(
     (see loss.token_loss).
     """
     rng = np.random.default_rng([seed, epoch])
-    lengths = np.asarray(lengths)
+    sizes = np.asarray(lengths)
     if groups is None:
-        batches = _bucketed(rng.permutation(len(lengths)), lengths, batch_size)
+        batches = _bucketed(rng.permutation(len(sizes)), sizes, batch_size)
     else:
-        batches = _grouped(groups, lengths, batch_size, rng)
+        batches = _grouped(groups, sizes, batch_size, rng)
     rng.shuffle(batches)
     # The longest batch first: if memory runs out, it does so in the first step, not hours in.
-    longest = max(range(len(batches)), key=lambda i: max(lengths[batches[i]]), default=0)
+    longest = max(range(len(batches)), key=lambda i: max(sizes[batches[i]]), default=0)
     if batches:
         batches[0], batches[longest] = batches[longest], batches[0]
     return batches
@@ -144,7 +144,7 @@ def batches_per_epoch(
     return sum(-(-n // batch_size) for n in own) + -(-pooled // batch_size)
 
 
-def prompt_groups(prompts: Sequence[Sequence[int]]) -> list[list[int]]:
+def prompt_groups(prompts: Sequence[list[int]]) -> list[list[int]]:
     """Example indices grouped by prompt (the tokens before each example's first trained one).
 
     The prompts are sorted as token sequences, which puts prompts with long common beginnings

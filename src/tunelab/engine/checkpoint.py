@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import orjson
@@ -38,6 +39,9 @@ from tunelab.engine.sharding import NAMED_OPTIMIZER_LAYOUT, FullState, is_sharde
 from tunelab.engine.sources import META_FILE, OUTPUT_MARKER
 from tunelab.errors import TunelabError
 from tunelab.io import atomic_write_text
+
+if TYPE_CHECKING:
+    from tunelab.engine.models import CausalLM
 
 CHECKPOINTS_DIR = "checkpoints"
 MARKER = "COMPLETE"
@@ -78,7 +82,7 @@ class Position:
 
 def save_checkpoint(
     run_dir: Path,
-    model: torch.nn.Module,
+    model: CausalLM,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     position: Position,
@@ -173,7 +177,7 @@ def read_checkpoint_meta(path: Path) -> dict:
 
 def load_checkpoint(
     path: Path,
-    model: torch.nn.Module,
+    model: CausalLM,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler | None = None,
@@ -222,7 +226,10 @@ def now_iso() -> str:
 
 
 def _numpy_state() -> list:
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = np.random.get_state()
+    # The global generator is MT19937, whose legacy state is a tuple (a dict is for others).
+    assert isinstance(state, tuple)
+    name, keys, pos, has_gauss, cached = state
     return [name, keys.tolist(), pos, has_gauss, cached]
 
 
@@ -340,7 +347,7 @@ def truncate_metrics(path: Path, step: int) -> None:
 
 
 def write_output(
-    model,
+    model: CausalLM,
     tokenizer,
     output_dir: Path,
     config: ResolvedConfig,

@@ -14,8 +14,8 @@ import itertools
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import Literal, get_args
+from dataclasses import asdict, dataclass, field, fields
+from typing import Final, Literal, TypeGuard, get_args
 
 from tunelab.data.analyze import recommended_epochs
 from tunelab.engine.device import (
@@ -26,7 +26,7 @@ from tunelab.engine.device import (
 )
 from tunelab.errors import TunelabError
 
-AUTO = "auto"
+AUTO: Final = "auto"
 INT32_MAX = 2**31 - 1
 SEED_MAX = 2**32 - 1  # numpy's seed, set with torch's and Python's before training
 # The choices of the settings that take a word: their field types, and the CLI's flag types.
@@ -318,7 +318,7 @@ class TrainConfig:
         batches of their own, so an epoch can have a few more steps."""
         from tunelab.engine.batching import batches_per_epoch  # imports torch: config does not
 
-        n_epochs = recommended_epochs(n_examples) if self.n_epochs == AUTO else self.n_epochs
+        n_epochs = self.n_epochs if _is_int(self.n_epochs) else recommended_epochs(n_examples)
         grouped = group_sizes if self.group_by_prompt == "on" else None
         steps_per_epoch = batches_per_epoch(n_examples, self._batch_size(n_examples), grouped)
         total_steps = steps_per_epoch * n_epochs
@@ -327,7 +327,7 @@ class TrainConfig:
         return steps_per_epoch, total_steps
 
     def _batch_size(self, n_examples: int) -> int:
-        if self.batch_size != AUTO:
+        if _is_int(self.batch_size):  # validated: an integer, or auto
             return self.batch_size
         by_size = min(MAX_AUTO_BATCH_SIZE, max(1, round(n_examples * AUTO_BATCH_FRACTION)))
         return max(by_size, self.gradient_accumulation_steps)
@@ -349,7 +349,7 @@ class TrainConfig:
 
     def resolved_max_seq_len(self, model_context: int | None) -> int:
         """--max-seq-len with auto replaced (needed before the data is tokenized)."""
-        if self.max_seq_len != AUTO:
+        if _is_int(self.max_seq_len):  # validated: an integer, or auto
             return self.max_seq_len
         return min(model_context or MAX_AUTO_SEQ_LEN, MAX_AUTO_SEQ_LEN)
 
@@ -361,7 +361,7 @@ class TrainConfig:
         """About AUTO_EVALUATIONS per run, but never so often that validating the periodic
         sample costs more than MAX_VALIDATION_SHARE of the training between two of them (a
         small run with batches of one would otherwise validate at every step)."""
-        if self.eval_every != AUTO:
+        if _is_int(self.eval_every):  # validated: an integer, or auto
             return self.eval_every
         every = max(1, total_steps // AUTO_EVALUATIONS)
         sample = min(n_val_examples, PERIODIC_EVAL_EXAMPLES)
@@ -374,6 +374,16 @@ class TrainConfig:
 class ResolvedConfig(TrainConfig):
     """A `TrainConfig` with no `auto` left, plus the step counts it implies."""
 
+    # The settings `resolve` decides, with the types they then have (keyword-only and
+    # required: a resolved config names each; they keep their place in `fields`).
+    n_epochs: int = field(kw_only=True)
+    batch_size: int = field(kw_only=True)
+    learning_rate_multiplier: float = field(kw_only=True)
+    learning_rate: float = field(kw_only=True)
+    warmup_steps: int = field(kw_only=True)
+    max_seq_len: int = field(kw_only=True)
+    eval_every: int = field(kw_only=True)
+    gradient_checkpointing: bool = field(kw_only=True)
     n_examples: int = 0
     steps_per_epoch: int = 0
     total_steps: int = 0
@@ -428,16 +438,20 @@ def device_memory(device: str | None) -> int | None:
 def field_help() -> dict[str, str]:
     """Each `TrainConfig` field's docstring, one line, for `--help` texts."""
     tree = ast.parse(inspect.getsource(TrainConfig))
-    body = tree.body[0].body
+    cls = tree.body[0]
+    assert isinstance(cls, ast.ClassDef)  # the source of a class is its definition
     helps = {}
-    for node, following in itertools.pairwise(body):
-        is_doc = isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)
-        if isinstance(node, ast.AnnAssign) and is_doc:
-            helps[node.target.id] = " ".join(following.value.value.split())
+    for node, following in itertools.pairwise(cls.body):
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        if isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant):
+            doc = following.value.value
+            if isinstance(doc, str):
+                helps[node.target.id] = " ".join(doc.split())
     return helps
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -462,12 +476,16 @@ def _number(
     """A problem message when `value` is not a number in range (or `auto`/unset if allowed)."""
     if (auto and value == AUTO) or (none and value is None):
         return []
-    is_number = _is_int(value) or (not integer and isinstance(value, float))
-    ok = is_number and math.isfinite(value) and (value > minimum if strict else value >= minimum)
+    number = value if _is_int(value) or (not integer and isinstance(value, float)) else None
+    ok = (
+        number is not None
+        and math.isfinite(number)
+        and (number > minimum if strict else number >= minimum)
+    )
     if ok and integer and maximum is None:
         maximum = INT32_MAX  # any count past 32 bits is a mistake that would overflow later
-    if ok and maximum is not None:
-        ok = value < maximum if below_max else value <= maximum
+    if ok and number is not None and maximum is not None:
+        ok = number < maximum if below_max else number <= maximum
     if ok:
         return []
     kind = "an integer" if integer else "a number"

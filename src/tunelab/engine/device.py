@@ -26,7 +26,9 @@ import functools
 import importlib.util
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from tunelab.errors import TunelabError
 
@@ -67,7 +69,7 @@ class Capabilities:
         )
 
 
-def cpu_multiplies_bf16_faster(flags: dict) -> bool:
+def cpu_multiplies_bf16_faster(flags: Mapping[str, Any]) -> bool:
     """From torch.cpu.get_capabilities(): AMX, or AVX512-BF16 that times faster than fp32."""
     if flags.get("amx_bf16"):
         return True

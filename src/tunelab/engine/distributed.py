@@ -74,10 +74,11 @@ class Ranks:
         contributes zeros)."""
         if not self.active:
             return
+        grads = []
         for parameter in parameters:
             if parameter.grad is None:
                 parameter.grad = torch.zeros_like(parameter)
-        grads = [p.grad for p in parameters]
+            grads.append(parameter.grad)
         flat = torch._utils._flatten_dense_tensors(grads)
         dist.all_reduce(flat)
         for grad, summed in zip(

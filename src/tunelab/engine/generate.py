@@ -18,6 +18,7 @@ import inspect
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 import torch
 from transformers import DynamicCache
@@ -75,7 +76,7 @@ def generate(
     prompts = [encode_chat(tokenizer, conversation) for conversation in conversations]
     generator = _generator(sampling.seed, model)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    completions: list[Answer | None] = [None] * len(prompts)
+    completions: dict[int, Answer] = {}
     with cores.computing():
         prefix = PrefixCache.of(model, prompts) if prefix_cache else None
         for begin in range(0, len(order), batch_size):
@@ -85,7 +86,7 @@ def generate(
             rows = deque(steps, maxlen=1)[0]  # the rows after the last step
             for index, row in zip(group, rows, strict=True):
                 completions[index] = row.completion()
-    return completions
+    return [completions[index] for index in range(len(prompts))]
 
 
 class ChatStream:
@@ -173,11 +174,26 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+class Detokenizer(Protocol):
+    """What a row being generated needs of its tokenizer: token ids back to text."""
+
+    def decode(
+        self, token_ids: list[int], *, skip_special_tokens: bool, clean_up_tokenization_spaces: bool
+    ) -> str: ...
+
+
+@runtime_checkable
+class WrapsModel(Protocol):
+    """A wrapper (peft's PeftModel) around the model whose forward computes the logits."""
+
+    def get_base_model(self) -> torch.nn.Module: ...
+
+
 @dataclass
 class _Row:
     """One sequence being generated: its tokens, its text so far, why it stopped."""
 
-    tokenizer: object
+    tokenizer: Detokenizer
     prompt_tokens: int
     limit: int
     eos_ids: frozenset[int]
@@ -324,11 +340,15 @@ class KVBatch:
     would alone.
     """
 
+    # Set by `start`, which every batch begins with: each row's attention mask and the
+    # position ids of its last tokens.
+    mask: torch.Tensor
+    positions: torch.Tensor
+
     def __init__(self, model: torch.nn.Module, pad_id: int) -> None:
         self.model, self.pad_id, self.device = model, pad_id, _device(model)
         self.cache = DynamicCache()
         self.cache_keyword = cache_keyword(model)
-        self.mask = self.positions = None
 
     @torch.inference_mode()
     def start(self, prompts: list[list[int]], prefix: PrefixCache | None = None) -> torch.Tensor:
@@ -377,7 +397,7 @@ class KVBatch:
 def cache_keyword(model: torch.nn.Module) -> str:
     """`cache`, the keyword recent transformers take the KV cache by, or `past_key_values`
     where the model's forward has no `cache` (older transformers, where it is the only one)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = model.get_base_model() if isinstance(model, WrapsModel) else model
     parameters = inspect.signature(type(base).forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
 

@@ -15,11 +15,15 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from tunelab.errors import TunelabError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 GGUF_TYPES = ("f16", "f32")
 LLAMA_MODEL_TYPES = ("llama", "mistral")
@@ -42,7 +46,7 @@ _TOP_TENSORS = {
 }
 
 
-def write_gguf(model: torch.nn.Module, tokenizer, path: Path, gguf_type: str = "f16") -> None:
+def write_gguf(model: PreTrainedModel, tokenizer, path: Path, gguf_type: str = "f16") -> None:
     """Write `model` (a plain, merged transformers Llama) and its tokenizer to `path`."""
     import gguf
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import torch
 from peft import (
@@ -30,11 +31,16 @@ from tunelab.engine.sources import ADAPTER_WEIGHTS
 from tunelab.errors import TunelabError
 from tunelab.hf_quiet import quiet_progress
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from tunelab.engine.models import CausalLM
+
 FULL_WEIGHTS = "model.safetensors"
 _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _apply_memory_and_kernel_options(model: torch.nn.Module, config: ResolvedConfig) -> None:
+def _apply_memory_and_kernel_options(model: PreTrainedModel, config: ResolvedConfig) -> None:
     if config.use_liger_kernel:
         from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
@@ -55,7 +61,7 @@ def _apply_memory_and_kernel_options(model: torch.nn.Module, config: ResolvedCon
         model.config.use_cache = False
 
 
-def prepare_model(model: torch.nn.Module, config: ResolvedConfig) -> torch.nn.Module:
+def prepare_model(model: PreTrainedModel, config: ResolvedConfig) -> CausalLM:
     """The model to train: `model` wrapped with a fresh LoRA adapter, or `model` itself.
 
     The model is modified in place (adapter layers injected, dtypes changed). Trained weights
@@ -73,7 +79,8 @@ def prepare_model(model: torch.nn.Module, config: ResolvedConfig) -> torch.nn.Mo
     targets = list(config.lora_target_modules) if config.lora_target_modules else "all-linear"
     lora = LoraConfig(
         r=config.lora_rank,
-        lora_alpha=config.lora_alpha,
+        # peft annotates lora_alpha as int, but scales by alpha / r with any number.
+        lora_alpha=config.lora_alpha,  # type: ignore[arg-type]
         lora_dropout=config.lora_dropout,
         target_modules=targets,
         task_type="CAUSAL_LM",
@@ -82,7 +89,8 @@ def prepare_model(model: torch.nn.Module, config: ResolvedConfig) -> torch.nn.Mo
         with warnings.catch_warnings():
             # peft reads a transformers property that transformers 5 deprecates; not ours to fix.
             warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
-            peft_model = get_peft_model(model, lora)
+            # A PeftMixedModel only when asked for one (mixed=True), which peft's type omits.
+            peft_model = cast(PeftModel, get_peft_model(model, lora))
     except ValueError as err:
         raise TunelabError(
             "invalid_config",
@@ -142,7 +150,7 @@ def trainable_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
 
 
 def save_weights(
-    model: torch.nn.Module, directory: Path, state_dict: dict | None = None
+    model: CausalLM, directory: Path, state_dict: dict[str, torch.Tensor] | None = None
 ) -> list[Path]:
     """Write what training changed into `directory`; returns the files written.
     `state_dict`: a sharded model's full weights, gathered (engine.sharding)."""
@@ -157,7 +165,7 @@ def save_weights(
         # base model from tunelab_config.json.
         if config.base_model_name_or_path:
             config.base_model_name_or_path = portable_model_name(config.base_model_name_or_path)
-        config.save_pretrained(directory)
+        config.save_pretrained(str(directory))
         return [directory / ADAPTER_WEIGHTS, directory / "adapter_config.json"]
     with quiet_progress():
         # One file (transformers 4 would shard above 5 GB), so that resume finds it by name.
@@ -167,12 +175,13 @@ def save_weights(
     return [directory / FULL_WEIGHTS, directory / "config.json"]
 
 
-def load_weights(model: torch.nn.Module, directory: Path) -> None:
+def load_weights(model: CausalLM, directory: Path) -> None:
     """Load weights written by `save_weights` back into the same (prepared) model."""
     if isinstance(model, PeftModel):
         state = load_file(directory / ADAPTER_WEIGHTS, device=str(_device(model)))
         result = set_peft_model_state_dict(model, state)
-        unexpected = result.unexpected_keys
+        # peft annotates the result as `namedtuple` (the factory); it is load_state_dict's.
+        unexpected = result.unexpected_keys  # type: ignore[attr-defined]
     else:
         state = load_file(directory / FULL_WEIGHTS, device=str(_device(model)))
         # Tied weights (e.g. the output head) are saved once; loading fills both.

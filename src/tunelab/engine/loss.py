@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, cast
+
 import torch
 import torch.nn.functional as F
 from peft import PeftModel
 from transformers import DynamicCache
+from transformers.cache_utils import CacheLayerMixin
 
 from tunelab.engine.dataset import IGNORE_INDEX, Batch
 from tunelab.engine.generate import cache_keyword
 from tunelab.engine.sharding import is_sharded, masked_logits
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
-def token_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    from tunelab.engine.models import CausalLM
+
+
+def token_loss(model: CausalLM, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed cross-entropy over the batch's trained tokens, and how many argmax got right.
 
     Only trained positions reach the output head: for small models the vocabulary projection
@@ -30,10 +38,10 @@ def token_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torc
         inputs["position_ids"] = batch.position_ids
     if is_sharded(model):
         logits = masked_logits(model, inputs, mask)
-    elif head is not None and _can_share_prefix(decoder, batch):
+    elif decoder is not None and head is not None and _can_share_prefix(decoder, batch):
         shared = batch.shared_prefix
         logits = head(_suffix_hidden(decoder, batch)[mask[:, shared:]])
-    elif head is not None:
+    elif decoder is not None and head is not None:
         hidden = decoder(**inputs).last_hidden_state
         logits = head(hidden[mask])
     else:
@@ -42,10 +50,15 @@ def token_loss(model: torch.nn.Module, batch: Batch) -> tuple[torch.Tensor, torc
     return loss, (logits.detach().argmax(-1) == targets).sum()
 
 
-def _decoder_and_head(model: torch.nn.Module):
+def _decoder_and_head(
+    model: CausalLM,
+) -> tuple[PreTrainedModel, torch.nn.Module] | tuple[None, None]:
     """The transformer body and output projection, or (None, None) when the model's head does
     more than a projection (logit soft-capping or scaling) and must run whole."""
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    # peft types the model it wraps as any nn.Module; the engine's are transformers models.
+    base = (
+        cast("PreTrainedModel", model.get_base_model()) if isinstance(model, PeftModel) else model
+    )
     config = base.config
     scaled = any(
         getattr(config, name, None) not in (None, 1, 1.0)
@@ -66,7 +79,7 @@ def _can_share_prefix(decoder: torch.nn.Module, batch: Batch) -> bool:
     return batch.shared_prefix > 0 and batch.position_ids is None and not checkpointing
 
 
-def _suffix_hidden(decoder: torch.nn.Module, batch: Batch) -> torch.Tensor:
+def _suffix_hidden(decoder: PreTrainedModel, batch: Batch) -> torch.Tensor:
     """The last hidden states of every row's tokens after the shared prefix.
 
     The prefix runs once, as one row, keeping its keys and values; they are expanded (a view,
@@ -80,6 +93,10 @@ def _suffix_hidden(decoder: torch.nn.Module, batch: Batch) -> torch.Tensor:
     keyword = cache_keyword(decoder)
     decoder(input_ids=batch.input_ids[:1, :shared], use_cache=True, **{keyword: cache})
     for layer in cache.layers:
+        # Attention layers that the prefix's pass filled (a linear-attention layer holds no
+        # keys and values to share).
+        assert isinstance(layer, CacheLayerMixin) and layer.keys is not None
+        assert layer.values is not None
         layer.keys = layer.keys.expand(rows, -1, -1, -1)
         layer.values = layer.values.expand(rows, -1, -1, -1)
     suffix = batch.input_ids[:, shared:]

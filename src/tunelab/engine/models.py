@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, overload
 
 import torch
 
@@ -31,6 +32,14 @@ from tunelab.engine.sources import (  # noqa: F401  (resolved here before: kept 
 from tunelab.errors import TunelabError
 from tunelab.hf_quiet import quiet_progress
 
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    # A causal LM as the engine holds it: a transformers model, or one wrapped with a LoRA
+    # adapter by peft (which forwards what it does not define to the model it wraps).
+    CausalLM: TypeAlias = PreTrainedModel | PeftModel
+
 
 def load_base(
     name_or_path: str | Path = DEFAULT_MODEL,
@@ -39,7 +48,7 @@ def load_base(
     device: str | torch.device | None = None,
     trust_remote_code: bool = False,
     load_in_4bit: bool = False,
-) -> tuple[torch.nn.Module, object, ModelInfo]:
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelInfo]:
     """A causal LM, its tokenizer and what it is, ready to train or generate with.
 
     Weights are fp32 unless `dtype` says otherwise (training keeps trained weights in fp32 and
@@ -59,6 +68,28 @@ def load_base(
     return model, load_tokenizer(info, trust_remote_code=trust_remote_code), info
 
 
+@overload
+def load_trained(
+    output_dir: str | Path,
+    *,
+    merge: Literal[True] = True,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, ModelInfo]: ...
+
+
+@overload
+def load_trained(
+    output_dir: str | Path,
+    *,
+    merge: bool,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    trust_remote_code: bool = False,
+) -> tuple[CausalLM, PreTrainedTokenizerBase, ModelInfo]: ...
+
+
 def load_trained(
     output_dir: str | Path,
     *,
@@ -66,7 +97,7 @@ def load_trained(
     dtype: torch.dtype | None = None,
     device: str | torch.device | None = None,
     trust_remote_code: bool = False,
-) -> tuple[torch.nn.Module, object, ModelInfo]:
+) -> tuple[CausalLM, PreTrainedTokenizerBase, ModelInfo]:
     """A model tunelab trained (output directory or checkpoint), with its tokenizer.
 
     A LoRA adapter is loaded onto its base model and, with `merge`, merged into it (faster to
@@ -87,11 +118,11 @@ def load_trained(
     base, tokenizer, _ = load_base(
         info.base_model, dtype=dtype, device=device, trust_remote_code=remote
     )
-    model = _with_adapter(base, info.path)
-    return (model.merge_and_unload() if merge else model), tokenizer, info
+    adapted = _with_adapter(base, info.path)
+    return (adapted.merge_and_unload() if merge else adapted), tokenizer, info
 
 
-def load_tokenizer(info: ModelInfo, *, trust_remote_code: bool = False):
+def load_tokenizer(info: ModelInfo, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """The model's fast tokenizer with its chat template (and a pad token: the EOS if unset)."""
     from transformers import AutoTokenizer
 
@@ -125,7 +156,7 @@ def _from_pretrained(
     device: str | torch.device | None,
     trust_remote_code: bool = False,
     load_in_4bit: bool = False,
-) -> torch.nn.Module:
+) -> PreTrainedModel:
     from transformers import AutoModelForCausalLM
 
     options = {"dtype": dtype or torch.float32, "trust_remote_code": trust_remote_code}
@@ -145,10 +176,14 @@ def _from_pretrained(
         return model.eval()
     if device is None:  # under torchrun, each rank's own GPU (not N copies on GPU 0)
         device = Ranks.from_env().device("cuda" if torch.cuda.is_available() else "cpu")
-    return model.to(device).eval()
+    # transformers wraps `to` with functools.wraps(nn.Module.to), whose type keeps the unbound
+    # method's `self` parameter: mypy takes `device` for `self`.
+    return model.to(device).eval()  # type: ignore[arg-type]
 
 
-def _with_sdpa(load, directory: Path, options: dict) -> torch.nn.Module:
+def _with_sdpa(
+    load: Callable[..., PreTrainedModel], directory: Path, options: dict[str, Any]
+) -> PreTrainedModel:
     """PyTorch's fused attention (flash / memory-efficient kernels on CUDA) where the model
     supports it; models that do not (some remote code) load with their default."""
     try:
@@ -159,7 +194,7 @@ def _with_sdpa(load, directory: Path, options: dict) -> torch.nn.Module:
         return load(directory, **options)
 
 
-def _four_bit_options() -> dict:
+def _four_bit_options() -> dict[str, Any]:
     """QLoRA's loading: NF4 weights, double quantization, bf16 (or fp16) compute."""
     from tunelab.engine.device import Capabilities, check_optional_features
 
@@ -196,7 +231,7 @@ def _remote_code_refused_as_error(directory: Path) -> Iterator[None]:
         ) from None
 
 
-def _with_adapter(base: torch.nn.Module, adapter_dir: Path) -> torch.nn.Module:
+def _with_adapter(base: torch.nn.Module, adapter_dir: Path) -> PeftModel:
     from peft import PeftModel
 
     with warnings.catch_warnings():

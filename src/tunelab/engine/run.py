@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from tunelab.engine.config import TrainConfig
 from tunelab.engine.sources import ModelInfo, resolve_model_source
@@ -33,14 +33,10 @@ from tunelab.reporting import Reporters, check_reporters
 # where a run checks, loads or trains, so that `tunelab train --help` and a bad model name or
 # tracker stay fast.
 if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
     from tunelab.engine.distributed import Ranks
-    from tunelab.engine.trainer import TrainResult
-
-
-class Cancel(Protocol):
-    """Asked before every step whether to stop (a `threading.Event`, or the ranks' stop file)."""
-
-    def is_set(self) -> bool: ...
+    from tunelab.engine.trainer import Cancel, TrainResult
 
 
 @dataclass(frozen=True)
@@ -90,8 +86,8 @@ class TrainingRun:
     cancel: Cancel | None = None
     launch: Launch = field(default_factory=Launch)
     # What `setup` loads and opens; `cleanup` closes.
-    base: object = field(default=None, init=False, repr=False)
-    tokenizer: object = field(default=None, init=False, repr=False)
+    base: PreTrainedModel | None = field(default=None, init=False, repr=False)
+    tokenizer: PreTrainedTokenizerBase | None = field(default=None, init=False, repr=False)
     info: ModelInfo | None = field(default=None, init=False, repr=False)
     reporters: Reporters | None = field(default=None, init=False, repr=False)
 

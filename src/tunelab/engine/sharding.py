@@ -28,6 +28,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar, cast
 
 import torch
 from torch.distributed.checkpoint.state_dict import (
@@ -43,6 +44,14 @@ from torch.distributed.tensor import DTensor
 
 from tunelab.engine.distributed import Ranks
 
+if TYPE_CHECKING:
+    from torch.distributed.checkpoint.state_dict import ValueType
+    from transformers import PreTrainedModel
+
+    from tunelab.engine.models import CausalLM
+
+Model = TypeVar("Model", bound=torch.nn.Module)
+
 # Optimizer state keyed by parameter name (torch.distributed.checkpoint's full layout), not
 # by the optimizer's parameter numbers: how a checkpoint says which layout it holds.
 NAMED_OPTIMIZER_LAYOUT = "named"
@@ -54,7 +63,7 @@ def is_sharded(model: torch.nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
-def shard_model(model: torch.nn.Module, device: torch.device, ranks: Ranks) -> torch.nn.Module:
+def shard_model(model: Model, device: torch.device, ranks: Ranks) -> Model:
     """Shard each decoder block, then the root (embeddings, final norm, head), over the ranks.
 
     The model may still be on the CPU: fully_shard moves each block's shard to `device`, so the
@@ -82,7 +91,7 @@ def even_share(groups: list, ranks: Ranks) -> list:
     return mine + [None] * (most - len(mine))
 
 
-def masked_logits(model: torch.nn.Module, inputs: dict, mask: torch.Tensor) -> torch.Tensor:
+def masked_logits(model: CausalLM, inputs: dict, mask: torch.Tensor) -> torch.Tensor:
     """The logits of the trained positions (`mask`), computed through the model's forward.
 
     Calling the decoder and the head separately (as an unsharded model does) would skip the
@@ -121,7 +130,8 @@ def gather_full_state(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
 ) -> FullState:
     """Gather the whole model (and optimizer state) to rank 0: every rank must call this."""
-    weights = get_model_state_dict(model, options=_GATHER)
+    # torch types a state dict's values as any of its layouts; a full one holds tensors.
+    weights = cast(dict[str, torch.Tensor], get_model_state_dict(model, options=_GATHER))
     for name in _tied_names(model):  # saved once, as an unsharded model's save_pretrained does
         weights.pop(name, None)
     if optimizer is None:
@@ -147,11 +157,12 @@ def load_full_state(
 ) -> None:
     """Load full state read by rank 0 into every rank's shards (a broadcast per tensor;
     the other ranks pass empty dicts). Tied weights saved once fill both names."""
-    set_model_state_dict(model, weights, options=_SCATTER)
+    # torch takes a dict (invariant) of any of its layouts' values; ours holds tensors.
+    set_model_state_dict(model, cast("dict[str, ValueType]", weights), options=_SCATTER)
     set_optimizer_state_dict(model, optimizer, optimizer_state, options=_SCATTER)
 
 
-def fix_architecture_name(model: torch.nn.Module, directory: os.PathLike) -> None:
+def fix_architecture_name(model: PreTrainedModel, directory: os.PathLike) -> None:
     """fully_shard gives the model a class of its own (`FSDPLlamaForCausalLM`) that
     save_pretrained writes into config.json; serving engines read the original name there."""
     if not is_sharded(model):

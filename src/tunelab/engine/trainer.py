@@ -14,11 +14,11 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 import orjson
@@ -65,11 +65,23 @@ from tunelab.errors import TunelabError
 from tunelab.io import atomic_write_text
 from tunelab.throughput import estimate_seconds, record_throughput
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from tunelab.engine.models import CausalLM
+
 _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 Examples = Sequence[ChatExample] | str | Path
 Callback = Callable[[StepRecord], None]
+Model = TypeVar("Model", bound=torch.nn.Module)
+
+
+class Cancel(Protocol):
+    """Asked before every step whether to stop (a `threading.Event`, or the ranks' stop file)."""
+
+    def is_set(self) -> bool: ...
 
 
 @dataclass
@@ -160,7 +172,7 @@ def plan(
 
 
 def train(
-    model: torch.nn.Module,
+    model: PreTrainedModel,
     tokenizer,
     train_examples: Examples,
     val_examples: Examples | None,
@@ -170,7 +182,7 @@ def train(
     base_model: str | None = None,
     metadata: dict | None = None,
     callback: Callback | None = None,
-    cancel: threading.Event | None = None,
+    cancel: Cancel | None = None,
     resume: bool = False,
     force: bool = False,
     device: str | None = None,
@@ -192,8 +204,8 @@ def train(
     output_dir = Path(output_dir)
     caps = Capabilities.detect()
     ranks = Ranks.from_env()
-    device = torch.device(ranks.device(choose_device(device, caps)))
-    started = ranks.start(str(device))
+    on = torch.device(ranks.device(choose_device(device, caps)))
+    started = ranks.start(str(on))
     try:
         return _train(
             model,
@@ -208,7 +220,7 @@ def train(
             cancel=cancel,
             resume=resume,
             force=force,
-            device=device,
+            device=on,
             caps=caps,
             ranks=ranks,
             on_validation=on_validation,
@@ -218,7 +230,7 @@ def train(
 
 
 def _train(
-    model: torch.nn.Module,
+    model: PreTrainedModel,
     tokenizer,
     train_examples: Examples,
     val_examples: Examples | None,
@@ -228,7 +240,7 @@ def _train(
     base_model: str | None,
     metadata: dict | None,
     callback: Callback | None,
-    cancel: threading.Event | None,
+    cancel: Cancel | None,
     resume: bool,
     force: bool,
     device: torch.device,
@@ -249,31 +261,32 @@ def _train(
         tokenizer, train_examples, val_examples, config, context, device.type, n_parameters
     )
     checkpoint = _prepare_output(output_dir, resume, force, ranks, model)
+    fingerprint = train_set.fingerprint()
     run_info = {
         "base_model": base_model,
-        "data_fingerprint": train_set.fingerprint(),
+        "data_fingerprint": fingerprint,
         "dataset": {"train": train_set.stats(), "val": val_set.stats() if val_set else None},
         "metadata": metadata or {},
     }
     if checkpoint is not None:
-        check_resumable(checkpoint, resolved, run_info["data_fingerprint"])
+        check_resumable(checkpoint, resolved, fingerprint)
     _seed_everything(resolved.seed)  # before the adapter's random initialisation
     sharded = resolved.distributed == "fsdp" and ranks.active
     # A sharded model moves to the device shard by shard: it may not fit there whole.
-    model = prepare_model(model if sharded else _on_device(model, device), resolved)
+    trained = prepare_model(model if sharded else _on_device(model, device), resolved)
     if sharded:
-        model = shard_model(model, device, ranks)
-    model.train()
-    optimizer = _optimizer(model, resolved)
+        trained = shard_model(trained, device, ranks)
+    trained.train()
+    optimizer = _optimizer(trained, resolved)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(resolved))
     scaler = grad_scaler(resolved.precision, device)
     start = Position(0, 0, 0)
     if checkpoint is not None:
-        start = load_checkpoint(checkpoint, model, optimizer, scheduler, scaler)
+        start = load_checkpoint(checkpoint, trained, optimizer, scheduler, scaler)
     if ranks.is_main:
         truncate_metrics(output_dir / METRICS_FILE, start.step)
     loop = _Loop(
-        model=model,
+        model=trained,
         optimizer=optimizer,
         scheduler=scheduler,
         scaler=scaler,
@@ -296,9 +309,9 @@ def _train(
         write_loss_curve(output_dir)
     result = loop.result(status, position, start, checkpoint is not None)
     # A sharded model's weights are gathered by every rank together.
-    weights = gather_full_state(model).model if status == "succeeded" and sharded else None
+    weights = gather_full_state(trained).model if status == "succeeded" and sharded else None
     if status == "succeeded" and ranks.is_main:
-        write_output(model, tokenizer, output_dir, resolved, run_info, result.to_dict(), weights)
+        write_output(trained, tokenizer, output_dir, resolved, run_info, result.to_dict(), weights)
         if base_model and result.tokens_per_second:
             record_throughput(
                 base_model,
@@ -359,7 +372,7 @@ class ValidationPlan:
 class _Loop:
     """The steps of one run (or of its resumption), with their logging and checkpoints."""
 
-    model: torch.nn.Module
+    model: CausalLM
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
@@ -371,7 +384,7 @@ class _Loop:
     pad_id: int
     device: torch.device
     callback: Callback | None
-    cancel: threading.Event | None
+    cancel: Cancel | None
     ranks: Ranks = field(default_factory=Ranks)
     on_validation: Callable[[int, int], None] | None = None
     # Measured over this session only: a resumed run's speed is its own.
@@ -451,7 +464,7 @@ class _Loop:
                    for g in groups]  # fmt: skip
         # The whole step's count, on every rank: each rank's share of the mean loss.
         n_trained = sum(examples[i].n_trained for i in batch)
-        learning_rate = self.scheduler.get_last_lr()[0]
+        learning_rate = float(self.scheduler.get_last_lr()[0])  # set from a float
         loss_sum, correct = torch.zeros((), device=self.device), 0
         with _out_of_memory_as_error():
             for micro, group in zip(batches, groups, strict=True):
@@ -531,8 +544,10 @@ class _Loop:
         """Validation loss, mean token accuracy (over the trained tokens of `indices`) and
         the number of examples; None when cancelled part-way (the run then stops with its
         checkpoint)."""
+        val_set = self.val_set
+        assert val_set is not None  # validation is due only with a validation set
         size = math.ceil(self.config.batch_size / self.config.gradient_accumulation_steps)
-        order = sorted(indices, key=self.val_set.lengths.__getitem__)
+        order = sorted(indices, key=val_set.lengths.__getitem__)
         every = [order[b : b + size] for b in range(0, len(order), size)]
         groups = even_share(every, self.ranks) if self.sharded else self.ranks.mine(every)
         loss_sum, correct, n_trained, n_tokens = 0.0, 0, 0, 0
@@ -544,7 +559,7 @@ class _Loop:
                     # Ranks sum their parts at the end: only a single process stops mid-pass.
                     if not self.ranks.active and self.cancelled():
                         return None
-                    batch = collate([self.val_set.examples[i] for i in group or every[0]],
+                    batch = collate([val_set.examples[i] for i in group or every[0]],
                                     self.pad_id, self.device)  # fmt: skip
                     with self.autocast():
                         loss, right = token_loss(self.model, batch)
@@ -629,7 +644,7 @@ def _prepare_output(
     return checkpoint
 
 
-def _on_device(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+def _on_device(model: Model, device: torch.device) -> Model:
     """The model on `device`; a 4-bit model stays where bitsandbytes placed it."""
     if getattr(model, "is_loaded_in_4bit", False):
         return model

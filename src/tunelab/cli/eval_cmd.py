@@ -35,7 +35,8 @@ from tunelab.cli.options import (
     temperature_option,
 )
 from tunelab.cli.progress import EvalProgress
-from tunelab.cli.render_eval import exit_code_of, render_classify, render_judge, render_queries
+from tunelab.cli.render import listing_table
+from tunelab.cli.render_eval import render_judge, show_evaluation
 from tunelab.data.prompts import ClassificationPrompt
 from tunelab.errors import TunelabError
 from tunelab.evals import candidates, runs
@@ -116,11 +117,7 @@ def classify_cmd(data_path, models, limit, method, length_norm, label_list, outp
 
     run_options = {"limit": limit, "method": method, "length_norm": length_norm}
     result = _run("classify", models, data, run_options, compute, output_dir, as_json)
-    if as_json:
-        common.print_json(result.to_dict())
-    else:
-        render_classify(result)
-    return exit_code_of(result)
+    return show_evaluation(result, as_json)
 
 
 @eval_group.command("queries")
@@ -164,11 +161,7 @@ def queries_cmd(data_path, models, limit, documents, mongo_uri, mongo_db, output
         where = str(documents) if documents else ("mongodb" if mongo_uri else None)
         settings = {"limit": limit, "executed_on": where}  # never the URI: it may hold a password
         result = _run("queries", models, data, settings, compute, output_dir, as_json)
-    if as_json:
-        common.print_json(result.to_dict())
-    else:
-        render_queries(result)
-    return exit_code_of(result)
+    return show_evaluation(result, as_json)
 
 
 @eval_group.command("judge")
@@ -226,11 +219,7 @@ def judge_cmd(judge_model, databases, data_path, models, traits, rubric, mode, l
                "rubric": rubric, "limit": limit}  # fmt: skip
     result = _run_described("pairwise" if mode == "pairwise" else "judge", names, described,
                             options, compute, output_dir, as_json)  # fmt: skip
-    if as_json:
-        common.print_json(result.to_dict())
-    else:
-        render_judge(result)
-    return exit_code_of(result)
+    return show_evaluation(result, as_json)
 
 
 def trait_list(given: tuple[str, ...]):
@@ -255,10 +244,7 @@ def list_cmd(limit, as_json) -> int:
     if not found:
         common.stdout.print("no evaluation runs yet: `tunelab eval classify --data F --model M`")
         return 0
-    table = Table()
-    table.add_column("id", no_wrap=True)
-    for column in ("kind", "status", "models", "items", "headline"):
-        table.add_column(column, overflow="fold")
+    table = listing_table("id", "kind", "status", "models", "items", "headline")
     for run in found:
         table.add_row(run.id, run.kind, run.status, escape(", ".join(run.models)),
                       str(run.data.get("n_items", "")),

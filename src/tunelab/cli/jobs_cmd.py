@@ -17,7 +17,7 @@ from rich.table import Table
 from tunelab.cli import common
 from tunelab.cli.options import base_model_option, choice_option, json_option, training_files
 from tunelab.cli.progress import reading_progress
-from tunelab.cli.render import duration, findings_table, short_name, when
+from tunelab.cli.render import duration, findings_table, listing_table, short_name, when
 from tunelab.cli.train_options import given_settings, nproc_option, setting_options
 from tunelab.curves import terminal_curve
 from tunelab.engine.config import AUTO
@@ -153,10 +153,7 @@ def list_cmd(provider, limit, after, as_json) -> int:
     if not jobs:
         common.stdout.print("no jobs yet: `tunelab jobs create --train FILE` starts one")
         return 0
-    table = Table()
-    table.add_column("id", no_wrap=True)
-    for column in ("provider", "status", "model", "created", "progress"):
-        table.add_column(column, overflow="fold")
+    table = listing_table("id", "provider", "status", "model", "created", "progress")
     for job in jobs:
         model = job.fine_tuned_model or short_name(job.model)
         table.add_row(job.id, job.provider, _status(job), escape(model),

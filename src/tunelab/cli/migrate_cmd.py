@@ -18,7 +18,7 @@ from tunelab.cli import common
 from tunelab.cli.cancel import ctrl_c_cancels
 from tunelab.cli.options import json_option, option_block
 from tunelab.cli.progress import EvalProgress
-from tunelab.cli.render_eval import exit_code_of, render_evaluation
+from tunelab.cli.render_eval import show_evaluation
 from tunelab.migrate import dates
 from tunelab.providers.registry import DEFAULT_PROVIDER
 
@@ -437,8 +437,4 @@ def compare_cmd(fine_tuned_model, task, judge, limit, fresh, today, as_json) -> 
         )
     for note in result.options.get("notes", []):
         common.stderr.print(escape(note), highlight=False)
-    if as_json:
-        common.print_json(result.to_dict())
-        return exit_code_of(result)
-    render_evaluation(result)
-    return exit_code_of(result)
+    return show_evaluation(result, as_json)

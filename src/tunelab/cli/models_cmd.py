@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import click
 from rich.markup import escape
-from rich.table import Table
 
 from tunelab.cli import common
 from tunelab.cli.options import json_option
-from tunelab.cli.render import short_name, when
+from tunelab.cli.render import listing_table, short_name, when
 from tunelab.providers import models as api
 from tunelab.providers.local.artifacts import model_location
 from tunelab.providers.registry import provider_names
@@ -32,10 +31,7 @@ def list_cmd(provider, fine_tuned, as_json) -> int:
     if as_json:
         common.print_json({"object": "list", "data": [_model_json(m) for m in models]})
         return 0
-    table = Table()
-    table.add_column("model", no_wrap=True)
-    for column in ("provider", "kind", "base model", "created"):
-        table.add_column(column, overflow="fold")
+    table = listing_table("model", "provider", "kind", "base model", "created")
     for model in models:
         table.add_row(escape(model.id), model.provider, model.kind,
                       escape(short_name(model.base_model)),

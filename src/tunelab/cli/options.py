@@ -141,6 +141,7 @@ def models_option(help: str, required: bool = True):
 
 
 def limit_option(help: str = "Only the first N items."):
+    """`--limit N`: a quick run on the start of the data."""
     return click.option("--limit", type=COUNT, help=help)
 
 

@@ -47,6 +47,16 @@ def short_name(model: str | None) -> str:
     return Path(model).name if model.startswith(("/", "./", "~")) else model
 
 
+def listing_table(key: str, *columns: str) -> Table:
+    """The table of a listing command: its key column (an id, a name) never wraps, so it can
+    be copied whole; the other columns fold."""
+    table = Table()
+    table.add_column(key, no_wrap=True)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
+
+
 def findings_table(report: ValidationReport) -> Table | None:
     """Findings grouped per file and code: count, first lines, first message."""
     groups: dict[tuple, list] = {}

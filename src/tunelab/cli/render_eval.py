@@ -14,6 +14,15 @@ from tunelab.evals import runs
 from tunelab.evals.result import EvaluationResult, partial_message
 
 
+def show_evaluation(result: EvaluationResult, as_json: bool) -> int:
+    """The result as JSON or as its kind's table; then the exit code it earns."""
+    if as_json:
+        common.print_json(result.to_dict())
+    else:
+        render_evaluation(result)
+    return exit_code_of(result)
+
+
 def exit_code_of(result: EvaluationResult) -> int:
     """0; 130 when Ctrl-C stopped the run part-way (what was scored is kept and said); 1
     with the reason on stderr when the run produced no score at all."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import shlex
+from pathlib import Path
 
 import click
 import pytest
 
+import tunelab.cli
 from tunelab.cli import cli, main
 from tunelab.cli.examples import EXAMPLES, walk
 
@@ -46,3 +49,41 @@ def test_old_spellings_work_but_are_not_shown(capsys):
     assert "--output-dir" not in shown and "-o, --output" in shown
     assert main(["chat", "--help"]) == 0
     assert "--system-prompt" not in capsys.readouterr().out
+
+
+CLI_DIR = Path(tunelab.cli.__file__).parent
+
+
+def command_modules_imported_by(source: str) -> set[str]:
+    """The `*_cmd` modules of `tunelab.cli` that a module's source imports, in any spelling."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = "tunelab.cli" if node.level else (node.module or "")
+            module = f"{base}.{node.module}" if node.level and node.module else base
+            names = [module, *(f"{module}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        found |= {n for n in names if n.startswith("tunelab.cli.") and n.endswith("_cmd")}
+    return found
+
+
+def test_the_check_sees_every_spelling_of_a_command_import():
+    source = (
+        "from tunelab.cli.train_cmd import x\nfrom tunelab.cli import jobs_cmd\n"
+        "import tunelab.cli.eval_cmd\nfrom .format_cmd import y\nfrom tunelab.cli import common\n"
+    )
+    assert command_modules_imported_by(source) == {
+        "tunelab.cli.train_cmd", "tunelab.cli.jobs_cmd", "tunelab.cli.eval_cmd",
+        "tunelab.cli.format_cmd",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("path", sorted(CLI_DIR.glob("*_cmd.py")), ids=lambda p: p.name)
+def test_command_modules_import_only_shared_modules(path):
+    """A command module imports the shared CLI modules (options, progress, render, ...), never
+    another command: what two commands share lives in one shared module."""
+    imported = command_modules_imported_by(path.read_text())
+    assert not imported, f"{path.name} imports {sorted(imported)}"

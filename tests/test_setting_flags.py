@@ -7,7 +7,7 @@ from dataclasses import fields
 import click
 import pytest
 
-from tunelab.cli.train_cmd import SETTING_TYPES
+from tunelab.cli.train_options import SETTING_TYPES
 from tunelab.engine.config import AUTO, PRECISIONS, TrainConfig
 
 

@@ -22,7 +22,7 @@ from tunelab.cli.examples import add_examples
 from tunelab.cli.export_cmd import export_cmd
 from tunelab.cli.format_cmd import format_cmd
 from tunelab.cli.jobs_cmd import jobs_group
-from tunelab.cli.jobs_import_cmd import import_cmd  # noqa: F401 (adds `jobs import`)
+from tunelab.cli.jobs_import_cmd import import_cmd
 from tunelab.cli.migrate_cmd import migrate_group
 from tunelab.cli.models_cmd import models_group
 from tunelab.cli.providers_cmd import providers_group
@@ -51,6 +51,7 @@ cli.add_command(demo_cmd)
 cli.add_command(train_cmd)
 cli.add_command(chat_cmd)
 cli.add_command(export_cmd)
+jobs_group.add_command(import_cmd)
 cli.add_command(jobs_group)
 cli.add_command(models_group)
 cli.add_command(providers_group)

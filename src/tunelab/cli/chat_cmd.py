@@ -14,6 +14,13 @@ import sys
 import click
 
 from tunelab.cli import common
+from tunelab.cli.options import (
+    SAMPLING_SEED,
+    label_set,
+    max_tokens_option,
+    system_option,
+    temperature_option,
+)
 from tunelab.data.prompts import ClassificationPrompt
 from tunelab.providers.resolve import ChatModel, check_chat_model
 from tunelab.types import Answer
@@ -25,21 +32,9 @@ RESET_WORD = "/reset"
 @click.command("chat")
 @click.argument("model")
 @click.argument("prompt", required=False)
-@common.system_option("System prompt at the start of the conversation.")
-@click.option(
-    "--max-tokens",
-    type=common.COUNT,
-    default=512,
-    show_default=True,
-    help="Most tokens in one answer.",
-)
-@click.option(
-    "--temperature",
-    type=common.TEMPERATURE,
-    default=0.0,
-    show_default=True,
-    help="Sampling temperature; 0 is greedy (deterministic).",
-)
+@system_option("System prompt at the start of the conversation.")
+@max_tokens_option(512, "Most tokens in one answer.")
+@temperature_option()
 @click.option(
     "--top-p",
     type=click.FloatRange(0, 1, min_open=True),
@@ -48,9 +43,7 @@ RESET_WORD = "/reset"
     help="Sample from the smallest set of tokens holding this much probability.",
 )
 @click.option("--stop", multiple=True, help="Stop the answer before this text (repeatable).")
-@click.option(
-    "--seed", type=common.SAMPLING_SEED, help="Seed for sampling (with --temperature above 0)."
-)
+@click.option("--seed", type=SAMPLING_SEED, help="Seed for sampling (with --temperature above 0).")
 @click.option(
     "--labels",
     "label_list",
@@ -75,7 +68,7 @@ def chat_cmd(
     """Chat with MODEL: a base model alias, a Hugging Face directory, a training output, any
     model the registry knows (`ft:...` names from `tunelab jobs`, on any provider),
     PROVIDER/MODEL (`openai/gpt-4o-mini`, `anthropic/...`) or MODEL@URL."""
-    labels = common.label_set(label_list)
+    labels = label_set(label_list)
     chat_model = check_chat_model(model)  # a bad name fails before anything loads
     history = [{"role": "system", "content": system}] if system else []
     settings = dict(

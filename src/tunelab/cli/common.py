@@ -1,11 +1,14 @@
-"""Shared CLI plumbing: error rendering, exit codes, JSON output."""
+"""Shared CLI plumbing: the consoles, error rendering, exit codes, JSON output.
+
+Flags shared by several commands live in `options`, progress displays in `progress`,
+what several commands print in `render`, Ctrl-C handling in `cancel`.
+"""
 
 from __future__ import annotations
 
 import errno
 import sqlite3
 import sys
-from pathlib import Path
 
 import click
 import orjson
@@ -15,11 +18,6 @@ from tunelab.errors import TunelabError
 
 # Exit codes: 0 success, 1 the input has errors / the operation failed, 2 usage error.
 EXIT_USAGE = 2
-# Numbers are checked where they enter: a count past 32 bits is a typo, not a request, and
-# would overflow torch's and numpy's integer arguments far from the flag that caused it.
-INT32_MAX = 2**31 - 1
-COUNT = click.IntRange(1, INT32_MAX)
-SAMPLING_SEED = click.IntRange(-(2**63), 2**63 - 1)  # a 64-bit integer, as OpenAI's `seed`
 
 # Piped or redirected, output goes to programs and logs: tables must not wrap at 80 columns
 # mid-word, so such a console is as wide as its longest line.
@@ -88,51 +86,3 @@ def run_cli(group: click.Group, argv: list[str]) -> int:
         return 130
     # A command may return its exit code (e.g. `validate` returns 1 when the file has errors).
     return result if isinstance(result, int) else 0
-
-
-class AliasedOption(click.Option):
-    """An option whose older spellings (`aliases`) still work but are not shown in --help:
-    one name per idea in the help, and no script written against an old name breaks."""
-
-    def __init__(self, *args, aliases: tuple[str, ...] = (), **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.aliases = aliases
-
-    def get_help_record(self, ctx):
-        shown, self.opts = self.opts, [o for o in self.opts if o not in self.aliases]
-        try:
-            return super().get_help_record(ctx)
-        finally:
-            self.opts = shown
-
-
-# The same range for sampling temperature everywhere (OpenAI's: 0 to 2; 0 is greedy).
-TEMPERATURE = click.FloatRange(0, 2)
-
-
-def output_option(help: str, *, dest: str = "output", aliases: tuple[str, ...] = (), **kwargs):
-    """`--output`/`-o`, the one name for where a command writes (old names kept hidden)."""
-    return click.option("--output", "-o", *aliases, dest, cls=AliasedOption,
-                        aliases=aliases, help=help, **kwargs)  # fmt: skip
-
-
-def system_option(help: str = "System prompt at the start of every conversation."):
-    """`--system`/`-s`, with `--system-prompt` as an alias."""
-    return click.option("--system", "-s", "--system-prompt", "system", cls=AliasedOption,
-                        aliases=("--system-prompt",), help=help)  # fmt: skip
-
-
-def label_set(value: str | None) -> list[str] | None:
-    """`--labels`: a `.labels.json` file from `tunelab format`, or labels separated by commas
-    (blanks and repeats dropped); None when not given."""
-    if value is None:
-        return None
-    if value.endswith(".json"):
-        from tunelab.data.prompts import read_label_set_file  # only when a file is named
-
-        labels = read_label_set_file(Path(value))
-    else:
-        labels = list(dict.fromkeys(x.strip() for x in value.split(",") if x.strip()))
-    if len(set(labels)) < 2:
-        raise click.BadParameter("give at least two distinct labels", param_hint="--labels")
-    return labels

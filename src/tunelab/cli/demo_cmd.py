@@ -9,13 +9,16 @@ from rich.markup import escape
 from rich.rule import Rule
 from rich.table import Table
 
-from tunelab.catalog import DEFAULT_MODEL
 from tunelab.cli import common
-from tunelab.cli.analyze_cmd import render_analysis
-from tunelab.cli.eval_cmd import EvalProgress, render_classify
-from tunelab.cli.format_cmd import render_format_report
-from tunelab.cli.train_cmd import TrainingProgress, render_result
-from tunelab.cli.validate_cmd import render_report
+from tunelab.cli.options import INT32_MAX, base_model_option, output_option
+from tunelab.cli.progress import EvalProgress, TrainingProgress
+from tunelab.cli.render import (
+    render_format_report,
+    render_training_result,
+    render_validation_report,
+)
+from tunelab.cli.render_analysis import render_analysis
+from tunelab.cli.render_eval import render_classify
 from tunelab.demo import DEMO_TRAIN_STEPS, FineTune, run_demo
 
 
@@ -25,7 +28,7 @@ def _heading(text: str) -> None:
 
 
 @click.command("demo")
-@common.output_option(
+@output_option(
     "Where the demo writes its files (its own earlier outputs there are replaced).",
     dest="output_dir",
     aliases=("--output-dir",),
@@ -33,10 +36,10 @@ def _heading(text: str) -> None:
     default=Path("demo-output"),
     show_default=True,
 )
-@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Base model.")
+@base_model_option()
 @click.option(
     "--train-steps",
-    type=click.IntRange(0, common.INT32_MAX),
+    type=click.IntRange(0, INT32_MAX),
     default=DEMO_TRAIN_STEPS,
     show_default=True,
     help="LoRA steps on the TREC sample (0 skips fine-tuning).",
@@ -56,7 +59,7 @@ def demo_cmd(output_dir: Path, model: str, train_steps: int) -> int:
         _heading(f"{run.name}: format")
         render_format_report(run.formatted)
         _heading(f"{run.name}: validate")
-        render_report(run.validation)
+        render_validation_report(run.validation)
         _heading(f"{run.name}: analyze")
         render_analysis(run.analysis)
     if result.fine_tune is not None:
@@ -69,7 +72,7 @@ def demo_cmd(output_dir: Path, model: str, train_steps: int) -> int:
 
 def _render_fine_tune(fine_tune: FineTune, output_dir: Path) -> None:
     _heading("trec: fine-tune (LoRA)")
-    render_result(fine_tune.result, resume=f"tunelab demo --output {output_dir}")
+    render_training_result(fine_tune.result, resume=f"tunelab demo --output {output_dir}")
     table = Table("held-out question", "expected", "fine-tuned model's answer", box=None)
     for answer in fine_tune.answers:
         table.add_row(escape(answer.question), escape(answer.expected), escape(answer.answer))

@@ -8,6 +8,7 @@ import click
 from rich.markup import escape
 
 from tunelab.cli import common
+from tunelab.cli.options import choice_option, json_option, output_option
 from tunelab.errors import TunelabError
 
 DTYPES = ("bf16", "fp16", "fp32")  # tunelab.engine.export.DTYPES, without importing torch
@@ -15,13 +16,8 @@ DTYPES = ("bf16", "fp16", "fp32")  # tunelab.engine.export.DTYPES, without impor
 
 @click.command("export")
 @click.argument("model")
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Directory to write the exported model to.",
-)
+@output_option("Directory to write the exported model to.", type=click.Path(path_type=Path),
+               required=True)  # fmt: skip
 @click.option(
     "--merge/--no-merge",
     default=True,
@@ -29,32 +25,25 @@ DTYPES = ("bf16", "fp16", "fp32")  # tunelab.engine.export.DTYPES, without impor
     help="Fold a LoRA adapter into the base weights (a plain model), or export the adapter "
     "alone in peft's layout.",
 )
-@click.option(
+@choice_option(
     "--format",
     "export_format",
-    type=click.Choice(["hf", "gguf"]),
+    choices=["hf", "gguf"],
     default="hf",
-    show_default=True,
     help="hf: a Hugging Face directory (vLLM, TGI, transformers) or, with --no-merge, the "
     "adapter alone (vLLM's LoRA serving); gguf: one GGUF file and an Ollama Modelfile "
     "(llama.cpp, Ollama; Llama-architecture models).",
 )
-@click.option(
-    "--gguf-type",
-    type=click.Choice(["f16", "f32"]),
-    default="f16",
-    show_default=True,
-    help="Precision of the GGUF's weight matrices.",
-)
-@click.option(
+@choice_option("--gguf-type", choices=["f16", "f32"], default="f16",
+               help="Precision of the GGUF's weight matrices.")  # fmt: skip
+@choice_option(
     "--dtype",
-    type=click.Choice(DTYPES),
+    choices=DTYPES,
     default="fp32",
-    show_default=True,
     help="Precision of the written weights with --format hf (bf16 and fp16 halve the size).",
 )
 @click.option("--force", is_flag=True, help="Replace an existing --output directory.")
-@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+@json_option("Print what was written as JSON.")
 def export_cmd(
     model: str,
     output: Path,

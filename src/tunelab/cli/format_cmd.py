@@ -9,39 +9,21 @@ from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
-from tunelab.cli import common
-from tunelab.cli.common import INT32_MAX, print_json, stderr, stdout
-from tunelab.data.formatter import FormatReport, format_dataset
-from tunelab.data.prompts import (
-    DEFAULT_INSTRUCTION,
-    SHORT_INSTRUCTION,
-    TEMPLATES,
-    ClassificationPrompt,
+from tunelab.cli.common import print_json, stderr, stdout
+from tunelab.cli.options import (
+    AliasedOption,
+    FilePath,
+    json_option,
+    source_flags,
+    source_options,
 )
-from tunelab.data.sources import (
-    KINDS,
-    ConversationSchema,
-    DatabasePreview,
-    SourceOptions,
-    preview_conversations,
-)
+from tunelab.cli.render import render_format_report
+from tunelab.data.formatter import format_dataset
+from tunelab.data.prompts import DEFAULT_INSTRUCTION, SHORT_INSTRUCTION
+from tunelab.data.sources import DatabasePreview, SourceOptions, preview_conversations
 from tunelab.data.sources.detect import is_sqlite
 from tunelab.data.sources.query_pairs import DEFAULT_SYSTEM as QUERIES_SYSTEM
 from tunelab.data.sources.tables import DEFAULT_SYSTEM as CLASSIFICATION_SYSTEM
-
-FilePath = click.Path(path_type=Path, dir_okay=False)
-
-PROMPT_FLAGS = ("instruction", "category_tag", "item_tag", "output_tag", "bare_label", "template")
-SCHEMA_FLAGS = (
-    "conversations_table",
-    "conversation_key_column",
-    "system_column",
-    "messages_table",
-    "conversation_id_column",
-    "role_column",
-    "content_column",
-    "order_column",
-)
 
 HELP = f"""Convert SOURCE into OpenAI chat JSONL and split it into training and validation files.
 
@@ -88,80 +70,10 @@ validation file. Nothing is written when any record is bad.
 """
 
 
-def source_flags(command):
-    """The flags that say how to read a source: shared by `format` and `eval`."""
-    options = [
-        click.option(
-            "--kind", type=click.Choice(KINDS), help="Source kind (detected when omitted)."
-        ),
-        common.system_option('System prompt ("" for none).'),
-        click.option("--question-field", help="Queries: field holding the question."),
-        click.option("--answer-field", help="Queries: field holding the query."),
-        click.option("--context-field", help="Queries: field added as context (e.g. db_id)."),
-        click.option(
-            "--context-file",
-            type=FilePath,
-            help="Queries: collections.json (DocSpider) or JSON object mapping context value "
-            "→ text.",
-        ),
-        click.option("--text-column", help="Classification: text column [default: text]."),
-        click.option("--label-column", help="Classification: label column [default: label]."),
-        click.option("--instruction", help="Classification: first line of the prompt (see above)."),
-        click.option(
-            "--category-tag",
-            help="Classification: tag around the categories [default: categories].",
-        ),
-        click.option("--item-tag", help="Classification: tag around the text [default: text]."),
-        click.option(
-            "--output-tag", help="Classification: tag around the answer [default: category]."
-        ),
-        click.option(
-            "--bare-label", is_flag=True, default=None, help="Classification: answer LABEL only."
-        ),
-        click.option(
-            "--template",
-            type=click.Choice(TEMPLATES),
-            help="Classification: full lists the categories in each prompt, short leaves them "
-            "out [default: full].",
-        ),
-        click.option(
-            "--conversations-table",
-            help="Conversations: conversations table [default: conversations].",
-        ),
-        click.option(
-            "--conversation-key-column", help="Conversations: its key column [default: id]."
-        ),
-        click.option(
-            "--system-column",
-            help="Conversations: its stored system prompt column "
-            '[default: system_prompt; "" for none].',
-        ),
-        click.option("--messages-table", help="Conversations: messages table [default: messages]."),
-        click.option(
-            "--conversation-id-column",
-            help="Conversations: messages' conversation column [default: conversation_id].",
-        ),
-        click.option("--role-column", help="Conversations: role column [default: role]."),
-        click.option("--content-column", help="Conversations: text column [default: content]."),
-        click.option(
-            "--order-column",
-            help="Conversations: message order column [default: position, created_at or id].",
-        ),
-        click.option(
-            "--max-conversations",
-            type=click.IntRange(0, INT32_MAX),
-            help="Conversations: at most N (0 = all).",
-        ),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return command
-
-
 @click.command("format", help=HELP)
 @click.argument("source", type=FilePath)
 @click.option("--train-output", "-o", "--output", "train_output", type=FilePath,
-              cls=common.AliasedOption, aliases=("--output",),
+              cls=AliasedOption, aliases=("--output",),
               help="Training JSONL to write (required).")  # fmt: skip
 @click.option("--val-output", type=FilePath, help="Validation JSONL to write.")
 @click.option(
@@ -173,7 +85,7 @@ def source_flags(command):
 )
 @click.option("--seed", type=int, default=42, show_default=True, help="Shuffle seed.")
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@json_option("Print the report as JSON.")
 @source_flags
 @click.option(
     "--preview", is_flag=True, help="Conversations: show what the database holds; write nothing."
@@ -205,23 +117,6 @@ def format_cmd(source: Path, **flags) -> int:
     return 0
 
 
-def source_options(flags: dict) -> SourceOptions:
-    prompt_given = {k: flags[k] for k in PROMPT_FLAGS if flags[k] is not None}
-    schema_given = {k: flags[k] for k in SCHEMA_FLAGS if flags[k] is not None}
-    return SourceOptions(
-        system=flags["system"],
-        question_field=flags["question_field"],
-        answer_field=flags["answer_field"],
-        context_field=flags["context_field"],
-        context_file=flags["context_file"],
-        text_column=flags["text_column"],
-        label_column=flags["label_column"],
-        prompt=ClassificationPrompt(**prompt_given) if prompt_given else None,
-        schema=ConversationSchema(**schema_given) if schema_given else None,
-        max_conversations=flags["max_conversations"],
-    )
-
-
 def _preview(source: Path, options: SourceOptions, as_json: bool) -> int:
     if not is_sqlite(source):
         raise click.UsageError("--preview applies to SQLite conversation databases only.")
@@ -231,44 +126,6 @@ def _preview(source: Path, options: SourceOptions, as_json: bool) -> int:
     else:
         _render_preview(preview)
     return 0 if preview.schema_problem is None else 1
-
-
-def render_format_report(report: FormatReport) -> None:
-    how = f"detected: {report.detection}" if report.detection else "given"
-    stdout.print(
-        f"[bold]{escape(report.source)}[/]: {report.kind} ({escape(how)})", highlight=False
-    )
-    fields = ", ".join(
-        f"{meaning}={name}" + (" (detected)" if meaning in report.detected_fields else "")
-        for meaning, name in report.fields.items()
-    )
-    stdout.print(f"  fields: {escape(fields)}", highlight=False)
-    stdout.print(f"  system prompt: {escape(report.system or '(none added)')}", highlight=False)
-    stdout.print(f"  read {report.n_read:,} examples", highlight=False)
-    if report.n_skipped:
-        stdout.print(f"  skipped {report.n_skipped:,} without an assistant message")
-    if report.n_duplicates:
-        pairs = ", ".join(f"{d['line']} = {d['duplicate_of']}" for d in report.duplicates_sample)
-        stdout.print(
-            f"  removed {report.n_duplicates:,} exact duplicates (line = first copy: {pairs}"
-            + (", ..." if report.n_duplicates > len(report.duplicates_sample) else "")
-            + ")",
-            highlight=False,
-        )
-    stdout.print(
-        f"  [green]train[/] {report.n_train:,} → {escape(report.train_output)}", highlight=False
-    )
-    if report.val_output:
-        stdout.print(
-            f"  [green]val[/]   {report.n_val:,} → {escape(report.val_output)}", highlight=False
-        )
-    for path in report.label_set_outputs or []:
-        stdout.print(f"  [green]labels[/] → {escape(path)}", highlight=False)
-    if report.label_counts:
-        table = Table("label", "train", "val", box=None, padding=(0, 2))
-        for label, n in report.label_counts["train"].items():
-            table.add_row(escape(label), f"{n:,}", f"{report.label_counts['val'].get(label, 0):,}")
-        stdout.print(table)
 
 
 def _render_preview(preview: DatabasePreview) -> None:

@@ -7,7 +7,6 @@ objects so scripts written against OpenAI's API read them unchanged.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -15,10 +14,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from tunelab.catalog import DEFAULT_MODEL
 from tunelab.cli import common
-from tunelab.cli.train_cmd import UNSET, _duration, nproc_option, setting_options
-from tunelab.cli.validate_cmd import findings_table, input_file, reading_progress
+from tunelab.cli.options import base_model_option, choice_option, json_option, training_files
+from tunelab.cli.progress import reading_progress
+from tunelab.cli.render import duration, findings_table, listing_table, short_name, when
+from tunelab.cli.train_options import given_settings, nproc_option, setting_options
 from tunelab.curves import terminal_curve
 from tunelab.engine.config import AUTO
 from tunelab.errors import TunelabError
@@ -47,16 +47,10 @@ def jobs_group() -> None:
 
 
 @jobs_group.command("create")
-@click.option("--train", "train_file", type=input_file, required=True, help="Training chat JSONL.")
-@click.option("--val", "val_file", type=input_file, help="Validation chat JSONL.")
-@click.option(
-    "--provider",
-    type=click.Choice(api.PROVIDERS),
-    default=DEFAULT_PROVIDER,
-    show_default=True,
-    help="Where the job runs.",
-)
-@click.option("--model", "-m", default=DEFAULT_MODEL, show_default=True, help="Base model.")
+@training_files
+@choice_option("--provider", choices=api.PROVIDERS, default=DEFAULT_PROVIDER,
+               help="Where the job runs.")  # fmt: skip
+@base_model_option()
 @setting_options
 @click.option(
     "--suffix",
@@ -69,11 +63,11 @@ def jobs_group() -> None:
                "gloo), started by the worker with torchrun.")  # fmt: skip
 @click.option("--no-start", is_flag=True, help="Queue a local job without starting a worker.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job to finish (as `jobs wait`).")
-@click.option("--json", "as_json", is_flag=True, help="Print the job object as JSON.")
+@json_option("Print the job object as JSON.")
 def create_cmd(train_file, val_file, provider, model, suffix, name, base_url, key_env,
                nproc_per_node, no_start, wait_, as_json, **settings) -> int:  # fmt: skip
     """Validate the files, show the estimate, and create a job."""
-    given = {k: v for k, v in settings.items() if v is not UNSET and v != AUTO}
+    given = {k: v for k, v in given_settings(settings).items() if v != AUTO}
     seed = given.pop("seed", None)
     spec = api.JobSpec(
         training_file=train_file,
@@ -130,7 +124,7 @@ def show_estimate(spec: api.JobSpec) -> None:
         common.stderr.print(f"estimated cost: about ${estimate.cost_usd:,.2f} for "
                             f"{estimate.n_epochs} epoch(s)", highlight=False)  # fmt: skip
     elif estimate.seconds is not None:
-        common.stderr.print(f"estimated training time: about {_duration(estimate.seconds)} "
+        common.stderr.print(f"estimated training time: about {duration(estimate.seconds)} "
                             f"for {estimate.total_steps:,} steps", highlight=False)  # fmt: skip
 
 
@@ -145,10 +139,10 @@ def say_created(job: Job, no_start: bool) -> None:
 
 
 @jobs_group.command("list")
-@click.option("--provider", type=click.Choice(api.PROVIDERS), help="Only this provider's jobs.")
+@choice_option("--provider", choices=api.PROVIDERS, help="Only this provider's jobs.")
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 @click.option("--after", help="Continue after this job id (pagination).")
-@click.option("--json", "as_json", is_flag=True, help="Print OpenAI-style job objects as JSON.")
+@json_option("Print OpenAI-style job objects as JSON.")
 def list_cmd(provider, limit, after, as_json) -> int:
     """The jobs tunelab knows, newest first."""
     jobs = api.list_jobs(limit=limit, after=after, provider=provider)
@@ -159,21 +153,18 @@ def list_cmd(provider, limit, after, as_json) -> int:
     if not jobs:
         common.stdout.print("no jobs yet: `tunelab jobs create --train FILE` starts one")
         return 0
-    table = Table()
-    table.add_column("id", no_wrap=True)
-    for column in ("provider", "status", "model", "created", "progress"):
-        table.add_column(column, overflow="fold")
+    table = listing_table("id", "provider", "status", "model", "created", "progress")
     for job in jobs:
         model = job.fine_tuned_model or short_name(job.model)
         table.add_row(job.id, job.provider, _status(job), escape(model),
-                      _when(job.created_at, short=True), _progress_text(job))  # fmt: skip
+                      when(job.created_at, short=True), _progress_text(job))  # fmt: skip
     common.stdout.print(table)
     return 0
 
 
 @jobs_group.command("show")
 @click.argument("job_id")
-@click.option("--json", "as_json", is_flag=True, help="Print the job object as JSON.")
+@json_option("Print the job object as JSON.")
 def show_cmd(job_id, as_json) -> int:
     """One job: status, model, hyperparameters, progress, error."""
     job = api.get_job(job_id)
@@ -189,8 +180,8 @@ def show_cmd(job_id, as_json) -> int:
         ("fine-tuned model", escape(job.fine_tuned_model or "—")),
         ("hyperparameters", _pairs(api.shown_hyperparameters(job))),
         ("given", _pairs(job.hyperparameters or {}) or "—"),
-        ("created", _when(job.created_at)),
-        ("finished", _when(job.finished_at)),
+        ("created", when(job.created_at)),
+        ("finished", when(job.finished_at)),
         ("progress", _progress_text(job) or escape(api.queue_note(job) or "—")),
         ("trained tokens", f"{job.trained_tokens:,}" if job.trained_tokens else "—"),
     ]  # fmt: skip
@@ -223,7 +214,7 @@ def print_curve(metrics: list[dict]) -> None:
 
 @jobs_group.command("metrics")
 @click.argument("job_id")
-@click.option("--json", "as_json", is_flag=True, help="Every step's metrics as JSON.")
+@json_option("Every step's metrics as JSON.")
 def metrics_cmd(job_id, as_json) -> int:
     """The job's loss and validation-loss curve, and its last metrics.
 
@@ -256,7 +247,7 @@ def _pairs(values: dict) -> str:
 @jobs_group.command("events")
 @click.argument("job_id")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events until it ends.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON event object per line.")
+@json_option("One JSON event object per line.")
 def events_cmd(job_id, follow, as_json) -> int:
     """The job's events, oldest first."""
     seen = 0
@@ -284,13 +275,13 @@ def print_event(event: Event, as_json: bool) -> None:
         return
     style = {"error": "red", "warn": "yellow"}.get(event.level, "")
     text = escape(event.message)
-    common.stdout.print(f"{_when(event.created_at)}  " + (f"[{style}]{text}[/]" if style
+    common.stdout.print(f"{when(event.created_at)}  " + (f"[{style}]{text}[/]" if style
                         else text), highlight=False)  # fmt: skip
 
 
 @jobs_group.command("checkpoints")
 @click.argument("job_id")
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 def checkpoints_cmd(job_id, as_json) -> int:
     """The job's checkpoints, newest first."""
     points = api.list_checkpoints(job_id)
@@ -304,7 +295,7 @@ def checkpoints_cmd(job_id, as_json) -> int:
         table.add_column(column)
     for point in points:
         loss = point.metrics.get("loss", point.metrics.get("train_loss"))
-        table.add_row(str(point.step), _when(point.created_at),
+        table.add_row(str(point.step), when(point.created_at),
                       f"{loss:.4f}" if isinstance(loss, (int, float)) else "—",
                       escape(point.fine_tuned_model_checkpoint or ""))  # fmt: skip
     common.stdout.print(table)
@@ -314,7 +305,7 @@ def checkpoints_cmd(job_id, as_json) -> int:
 @jobs_group.command("wait")
 @click.argument("job_id")
 @click.option("--timeout", type=click.FloatRange(min=0), help="Give up after this many seconds.")
-@click.option("--json", "as_json", is_flag=True, help="Print the final job object as JSON.")
+@json_option("Print the final job object as JSON.")
 def wait_cmd(job_id, timeout, as_json) -> int:
     """Wait for the job to finish, with progress; exit 0 only when it succeeded."""
     return wait_for(job_id, as_json, timeout)
@@ -389,7 +380,7 @@ class JobProgress:
 
 @jobs_group.command("cancel")
 @click.argument("job_id")
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 def cancel_cmd(job_id, as_json) -> int:
     """Cancel a job; a running local job stops after its current step."""
     job = api.cancel_job(job_id)
@@ -398,7 +389,7 @@ def cancel_cmd(job_id, as_json) -> int:
 
 @jobs_group.command("pause")
 @click.argument("job_id")
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 def pause_cmd(job_id, as_json) -> int:
     """Pause a job (local or OpenAI); `jobs resume` continues it."""
     return _after_change(api.pause_job(job_id), as_json, "pause")
@@ -407,7 +398,7 @@ def pause_cmd(job_id, as_json) -> int:
 @jobs_group.command("resume")
 @click.argument("job_id")
 @click.option("--no-start", is_flag=True, help="Queue a local job without starting a worker.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option()
 def resume_cmd(job_id, no_start, as_json) -> int:
     """Continue a paused job, or a failed or cancelled local job from its last checkpoint."""
     return _after_change(api.resume_job(job_id, start_worker=not no_start), as_json, "resume")
@@ -444,19 +435,5 @@ def _progress_text(job: Job) -> str:
         return ""
     text = f"step {progress['step']}/{progress['total_steps']}  loss {progress['loss']:.4f}"
     if job.status == "running" and job.estimated_finish:
-        text += f"  ETA {_duration(max(0, job.estimated_finish - time.time()))}"
+        text += f"  ETA {duration(max(0, job.estimated_finish - time.time()))}"
     return text
-
-
-def _when(stamp: int | None, short: bool = False) -> str:
-    if not stamp:
-        return "—"
-    moment = datetime.fromtimestamp(stamp, timezone.utc).astimezone()
-    return moment.strftime("%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S")
-
-
-def short_name(model: str | None) -> str:
-    """A base model as a reader knows it: a directory by its name, a Hub id as is."""
-    if not model:
-        return ""
-    return Path(model).name if model.startswith(("/", "./", "~")) else model

@@ -1,4 +1,7 @@
-"""`tunelab jobs import`: track a job started outside tunelab (a provider's console, a script)."""
+"""`tunelab jobs import`: track a job started outside tunelab (a provider's console, a script).
+
+A command of the `jobs` group, registered on it where the CLI is assembled.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +9,18 @@ import click
 from rich.markup import escape
 
 from tunelab.cli import common
-from tunelab.cli.jobs_cmd import jobs_group
+from tunelab.cli.options import json_option
 from tunelab.providers import jobs as api
 from tunelab.providers.wire import job_object
 
 
-@jobs_group.command("import")
+@click.command("import")
 @click.argument("job_id")
 @click.option("--provider", type=click.Choice(api.PROVIDERS), required=True,
               help="The provider the job runs on.")  # fmt: skip
 @click.option("--base-url", help="The provider's endpoint, if not its default.")
 @click.option("--key-env", help="Variable holding the key for --base-url.")
-@click.option("--json", "as_json", is_flag=True, help="Print the job object as JSON.")
+@json_option("Print the job object as JSON.")
 def import_cmd(job_id, provider, base_url, key_env, as_json) -> int:
     """Record JOB_ID (the provider's id) in the registry: its status, events, metrics and the
     model it made then show in `jobs show`, `jobs events`, `models list` and `chat`."""

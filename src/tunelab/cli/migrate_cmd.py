@@ -15,15 +15,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from tunelab.cli import common
-from tunelab.cli.eval_cmd import EvalProgress
-from tunelab.cli.train_cmd import ctrl_c_cancels
+from tunelab.cli.cancel import ctrl_c_cancels
+from tunelab.cli.options import json_option, option_block
+from tunelab.cli.progress import EvalProgress
+from tunelab.cli.render_eval import show_evaluation
 from tunelab.migrate import dates
 from tunelab.providers.registry import DEFAULT_PROVIDER
 
 base_url_option = click.option(
     "--base-url", help="An OpenAI-compatible endpoint instead of OpenAI (e.g. `tunelab serve`)."
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 # Hidden: "today" for trying what happens after the dates (and for tests).
 today_option = click.option(
     "--today",
@@ -31,7 +32,9 @@ today_option = click.option(
     hidden=True,
     callback=lambda ctx, param, value: value.date() if value else dates.utc_today(),
 )
-target_options = [
+# The last flags of every command: the day its countdown counts from, and --json.
+dated_json_options = option_block(today_option, json_option("Print JSON."))
+target_options = option_block(
     click.option(
         "--target",
         default=DEFAULT_PROVIDER,
@@ -46,16 +49,7 @@ target_options = [
         help="A target for one model (repeatable).",
     ),
     click.option("--prices", type=click.Path(dir_okay=False), help="A prices JSON override."),
-]
-
-
-def with_options(options):
-    def decorate(function):
-        for option in reversed(options):
-            function = option(function)
-        return function
-
-    return decorate
+)
 
 
 @click.group("migrate")
@@ -74,8 +68,7 @@ def say_countdown(today: date) -> None:
 
 @openai_group.command("inventory")
 @base_url_option
-@today_option
-@json_option
+@dated_json_options
 def inventory_cmd(base_url, today, as_json) -> int:
     """Record every fine-tuning job, its files (downloaded), models and checkpoints."""
     from tunelab.migrate.inventory import take_inventory
@@ -144,9 +137,8 @@ def _targets(target: str, target_for: tuple[str, ...]):
 
 
 @openai_group.command("plan")
-@with_options(target_options)
-@today_option
-@json_option
+@target_options
+@dated_json_options
 def plan_cmd(target, target_for, prices, today, as_json) -> int:
     """A target for each fine-tuned model, with tokens, epochs, cost and training time."""
     from tunelab.migrate.plan import make_plan, require_fine_tunes
@@ -212,7 +204,7 @@ def _cost(usd: float | None, as_of: str | None) -> str:
     return f"${usd:,.2f} (prices of {as_of})" if as_of else f"${usd:,.2f} (undated prices)"
 
 
-distil_options = [
+distil_options = option_block(
     click.option("--model", "models", multiple=True, help="Only this ft: model (repeatable)."),
     click.option("--yes", is_flag=True, help="Do not ask before paying for the answers."),
     click.option(
@@ -227,13 +219,12 @@ distil_options = [
         show_default=True,
         help="Prompts per batch (answers are saved as they arrive).",
     ),
-]
+)
 
 
 @openai_group.command("distil")
-@with_options(distil_options)
-@today_option
-@json_option
+@distil_options
+@dated_json_options
 def distil_cmd(models, yes, requests_per_minute, batch_size, today, as_json) -> int:
     """The old models answer their training and validation prompts (resumable)."""
     say_countdown(today)
@@ -328,14 +319,14 @@ def _say_distilled(d) -> None:
 
 
 @openai_group.command("run")
-@with_options(target_options)
+@target_options
 @click.option(
     "--distil",
     "distil_first",
     is_flag=True,
     help="First have each old model answer its prompts, and train on those too.",
 )
-@with_options(distil_options)
+@distil_options
 @click.option(
     "--set",
     "settings",
@@ -344,8 +335,7 @@ def _say_distilled(d) -> None:
     help="A hyperparameter for every new job (e.g. lora_rank=8).",
 )
 @click.option("--no-start", is_flag=True, help="Queue local jobs without starting a worker.")
-@today_option
-@json_option
+@dated_json_options
 def run_cmd(
     target,
     target_for,
@@ -423,15 +413,13 @@ def _number(text: str):
     help="Ask the old model again even when its distilled answers cover the validation "
     "prompts (it costs money; impossible once it has stopped answering).",
 )
-@today_option
-@json_option
+@dated_json_options
 def compare_cmd(fine_tuned_model, task, judge, limit, fresh, today, as_json) -> int:
     """Evaluate the old model against its replacement on the validation file (recorded).
 
     The old model's side is its distilled answers when they cover the validation prompts
     (and after it stops answering, whatever of them was distilled); otherwise it is asked.
     """
-    from tunelab.cli.eval_cmd import exit_code_of, render_classify, render_judge, render_queries
     from tunelab.migrate.compare import compare
 
     say_countdown(today)
@@ -449,9 +437,4 @@ def compare_cmd(fine_tuned_model, task, judge, limit, fresh, today, as_json) -> 
         )
     for note in result.options.get("notes", []):
         common.stderr.print(escape(note), highlight=False)
-    if as_json:
-        common.print_json(result.to_dict())
-        return exit_code_of(result)
-    render = {"classify": render_classify, "queries": render_queries}.get(result.kind, render_judge)
-    render(result)
-    return exit_code_of(result)
+    return show_evaluation(result, as_json)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 from rich.markup import escape
-from rich.table import Table
 
 from tunelab.cli import common
-from tunelab.cli.jobs_cmd import _when, short_name
+from tunelab.cli.options import json_option
+from tunelab.cli.render import listing_table, short_name, when
 from tunelab.providers import models as api
 from tunelab.providers.local.artifacts import model_location
 from tunelab.providers.registry import provider_names
@@ -24,21 +24,18 @@ def models_group() -> None:
     "--provider", type=click.Choice(provider_names()), help="Only this provider's models."
 )
 @click.option("--fine-tuned", is_flag=True, help="Only fine-tuned models.")
-@click.option("--json", "as_json", is_flag=True, help="Print the models as JSON.")
+@json_option("Print the models as JSON.")
 def list_cmd(provider, fine_tuned, as_json) -> int:
     """Fine-tuned models (newest first), then base models."""
     models = api.list_models(provider=provider, kind="fine-tuned" if fine_tuned else None)
     if as_json:
         common.print_json({"object": "list", "data": [_model_json(m) for m in models]})
         return 0
-    table = Table()
-    table.add_column("model", no_wrap=True)
-    for column in ("provider", "kind", "base model", "created"):
-        table.add_column(column, overflow="fold")
+    table = listing_table("model", "provider", "kind", "base model", "created")
     for model in models:
         table.add_row(escape(model.id), model.provider, model.kind,
                       escape(short_name(model.base_model)),
-                      _when(model.created_at, short=True))  # fmt: skip
+                      when(model.created_at, short=True))  # fmt: skip
     common.stdout.print(table)
     return 0
 

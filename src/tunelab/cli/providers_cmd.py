@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tunelab.cli import common
+from tunelab.cli.options import json_option
 from tunelab.providers import endpoints as api
 from tunelab.providers.health import check
 from tunelab.providers.provider import CAPABILITIES
@@ -21,7 +22,7 @@ def providers_group() -> None:
 
 
 @providers_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print providers and endpoints as JSON.")
+@json_option("Print providers and endpoints as JSON.")
 def list_cmd(as_json: bool) -> int:
     """Each provider's capabilities and key variable; each named endpoint."""
     providers = [
@@ -73,7 +74,7 @@ def remove_cmd(name: str) -> int:
 @providers_group.command("check")
 @click.argument("name")
 @click.option("--model", help="Model to ask (default: the first one it offers).")
-@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@json_option("Print the verdict as JSON.")
 def check_cmd(name: str, model: str | None, as_json: bool) -> int:
     """Ask provider or endpoint NAME for one token; one line says whether it answered."""
     result = check(name, model)

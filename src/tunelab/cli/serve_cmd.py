@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from tunelab.cli import common
+from tunelab.cli.options import COUNT
 from tunelab.errors import TunelabError
 
 
@@ -30,7 +31,7 @@ from tunelab.errors import TunelabError
     show_default=True,
     help="Largest file upload accepted.",
 )
-@click.option("--max-batch-size", type=common.COUNT, default=8, show_default=True,
+@click.option("--max-batch-size", type=COUNT, default=8, show_default=True,
               help="Most chat requests answered in one batched generation.")  # fmt: skip
 @click.option("--no-worker", is_flag=True, help="Queue jobs without starting a local worker.")
 @click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False, exists=True),

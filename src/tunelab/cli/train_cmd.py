@@ -8,149 +8,52 @@ fails in seconds. Ctrl-C stops the run after the current step with a checkpoint,
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import os
 import shlex
-import signal
 import threading
-from collections.abc import Iterator
-from dataclasses import fields
 from pathlib import Path
-from types import UnionType
-from typing import TYPE_CHECKING, Literal, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING
 
 import click
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from tunelab.catalog import DEFAULT_MODEL, WEIGHTS_MARKER
+from tunelab.catalog import WEIGHTS_MARKER
 from tunelab.cli import common
-from tunelab.cli.validate_cmd import findings_table, input_file, reading_progress
+from tunelab.cli.cancel import EXIT_INTERRUPTED, ctrl_c_cancels
+from tunelab.cli.options import base_model_option, json_option, output_option, training_files
+from tunelab.cli.progress import TrainingProgress, reading_progress
+from tunelab.cli.render import duration, findings_table, render_training_result
+from tunelab.cli.train_options import (
+    SETTING_TYPES,
+    UNSET,
+    Setting,
+    given_settings,
+    nproc_option,
+    setting_options,
+)
 from tunelab.data.validate import require_valid
-from tunelab.engine.config import AUTO, TrainConfig, field_help
+from tunelab.engine.config import TrainConfig
 from tunelab.errors import TunelabError
 from tunelab.io import file_sha256
 from tunelab.reporting import REPORTERS
 
 if TYPE_CHECKING:  # the engine's models and trainer load torch: only commands that train do
     from tunelab.engine.models import ModelInfo
-    from tunelab.engine.steps import StepRecord
-
-EXIT_CANCELLED = 130
-# The interface contract's flags first in --help, then the rest in TrainConfig's order.
-FIRST_FLAGS = ("method", "n_epochs", "batch_size", "learning_rate_multiplier", "max_steps", "seed")
-
-
-UNSET = object()  # `--max-grad-norm none` is None: "not given" needs a value of its own
-
-
-class Setting(click.ParamType):
-    """A number (or one of `choices`), or `auto` for tunelab's default; `none` where allowed."""
-
-    def __init__(
-        self, kind=None, choices: tuple[str, ...] = (), none: bool = False, word: str = ""
-    ) -> None:
-        self.kind, self.choices, self.none = kind, choices, none
-        words = [*choices] if choices else [word or ("N" if kind is int else "X")]
-        self.name = "|".join([*words, "auto", *(["none"] if none else [])])
-
-    def get_metavar(self, param, ctx=None) -> str:
-        return f"[{self.name}]" if self.choices else self.name
-
-    def convert(self, value, param, ctx):
-        if value is UNSET:
-            return UNSET
-        text = str(value).strip().lower()
-        if text == AUTO:
-            return AUTO
-        if self.none and text == "none":
-            return None
-        if self.choices:
-            if text in self.choices:
-                return text
-            self.fail(f"{value!r} is not one of {', '.join(self.choices)} or auto", param, ctx)
-        if self.kind is str:
-            return str(value)
-        if self.kind is bool:
-            if text in ("true", "yes", "on", "1"):
-                return True
-            if text in ("false", "no", "off", "0"):
-                return False
-            self.fail(f"{value!r} is not true, false or auto", param, ctx)
-        try:
-            return self.kind(text)
-        except ValueError:
-            kind = "an integer" if self.kind is int else "a number"
-            self.fail(f"{value!r} is not {kind} or auto", param, ctx)
-
-
-BOOLEAN = Setting(bool, word="true|false")
-
-
-def setting_type(setting: dataclasses.Field, hint) -> Setting:
-    """The flag type of a TrainConfig field, read from its annotation: a `Literal`'s words,
-    true/false, a comma-separated list, or a number; `none` where None is allowed but is not
-    the default (`--max-grad-norm none`)."""
-    kinds = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
-    words = [word for kind in kinds if get_origin(kind) is Literal for word in get_args(kind)]
-    if words:
-        return Setting(choices=tuple(word for word in words if word != AUTO))
-    if bool in kinds:
-        return BOOLEAN
-    if any(get_origin(kind) is tuple for kind in kinds):
-        return Setting(str, word="NAME,...")
-    none = type(None) in kinds and setting.default is not None
-    return Setting(int if int in kinds else float, none=none)
-
-
-_HINTS = get_type_hints(TrainConfig)
-SETTING_TYPES = {setting.name: setting_type(setting, _HINTS[setting.name])
-                 for setting in fields(TrainConfig)}  # fmt: skip
-
-
-def setting_options(command):
-    """One `--flag` per TrainConfig field, with the field's docstring as help."""
-    helps = field_help()
-    names = [f.name for f in fields(TrainConfig)]
-    ordered = [*FIRST_FLAGS, *(n for n in names if n not in FIRST_FLAGS)]
-    for name in reversed(ordered):
-        option = click.option(
-            f"--{name.replace('_', '-')}",
-            name,
-            type=SETTING_TYPES[name],
-            default=UNSET,
-            show_default=False,
-            help=helps[name],
-        )
-        command = option(command)
-    return command
-
-
-def nproc_option(help_text: str):
-    """`--nproc-per-node N`: processes training on this machine (torchrun when N > 1)."""
-    return click.option("--nproc-per-node", type=click.IntRange(min=1), default=1,
-                        show_default=True, help=help_text)  # fmt: skip
 
 
 def build_config(settings: dict) -> TrainConfig:
     """The TrainConfig the flags describe; `auto` and unset flags keep the field's default."""
-    return TrainConfig.from_settings({k: v for k, v in settings.items() if v is not UNSET})
+    return TrainConfig.from_settings(given_settings(settings))
 
 
 @click.command("train")
-@click.option("--train", "train_file", type=input_file, required=True, help="Training chat JSONL.")
-@click.option("--val", "val_file", type=input_file, help="Validation chat JSONL.")
-@click.option(
-    "--model",
-    "-m",
-    default=DEFAULT_MODEL,
-    show_default=True,
-    help="Base model: the bundled alias, a Hugging Face model directory, a tunelab training "
-    "output (to train further) or a Hub id.",
+@training_files
+@base_model_option(
+    "Base model: the bundled alias, a Hugging Face model directory, a tunelab training "
+    "output (to train further) or a Hub id."
 )
-@common.output_option(
+@output_option(
     "Directory for the adapter or weights, metrics.jsonl, loss.svg and checkpoints.",
     type=click.Path(path_type=Path, file_okay=False),
     required=True,
@@ -187,7 +90,7 @@ def build_config(settings: dict) -> TrainConfig:
     metavar="HOST:PORT",
     help="Where the machines of a multi-node run meet (machine 0's address and a free port).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result (or plan) as JSON.")
+@json_option("Print the result (or plan) as JSON.")
 @click.pass_context
 def train_cmd(
     ctx: click.Context,
@@ -254,8 +157,8 @@ def train_cmd(
     if as_json:
         common.print_json({**result.to_dict(), "model": run.info.to_dict()})
     else:
-        render_result(result, resume_command(ctx))
-    return EXIT_CANCELLED if result.status == "cancelled" else 0
+        render_training_result(result, resume_command(ctx))
+    return EXIT_INTERRUPTED if result.status == "cancelled" else 0
 
 
 # Options of the launcher, not of each rank's `tunelab train`.
@@ -327,77 +230,6 @@ def say_loading(info: ModelInfo) -> None:
     common.stderr.print(what + "…", highlight=False)
 
 
-@contextlib.contextmanager
-def ctrl_c_cancels(
-    cancel: threading.Event,
-    saying: str = "stopping after this step, with a checkpoint (Ctrl-C again: abort)",
-) -> Iterator[None]:
-    """The first Ctrl-C asks the run to stop after its current step; a second one aborts."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_interrupt(signum, frame) -> None:
-        if cancel.is_set():
-            raise KeyboardInterrupt
-        cancel.set()
-        common.stderr.print(saying, highlight=False)
-
-    previous = signal.signal(signal.SIGINT, on_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-class TrainingProgress:
-    """A progress bar on stderr (step, loss, tokens/s, ETA); a line every ~5% when not a TTY."""
-
-    def __init__(self, quiet: bool = False) -> None:
-        self.quiet = quiet
-        self.bar: Progress | None = None
-        self.task = None
-        self.status = ""
-
-    def __enter__(self) -> TrainingProgress:
-        if common.stderr.is_terminal and not self.quiet:
-            self.bar = Progress(
-                TextColumn("training"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[status]}"),
-                console=common.stderr,
-                transient=True,
-            )
-            self.bar.start()
-            self.task = self.bar.add_task("train", total=None, status="")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-    def validating(self, done: int, total: int) -> None:
-        """The engine's `on_validation`: validation batches are progress too."""
-        if self.bar is not None:
-            self.bar.update(self.task, status=f"{self.status}  validating {done}/{total}")
-        elif not self.quiet and done == 1:
-            common.stderr.print(f"validating ({total:,} batches)…", highlight=False)
-
-    def __call__(self, record: StepRecord) -> None:
-        step, total = record.step, record.total_steps
-        status = (
-            f"loss {record.loss:.4f}"
-            + (f"  val {record.val_loss:.4f}" if record.validated else "")
-            + f"  {record.tokens_per_second:,.0f} tok/s  ETA {_duration(record.eta_seconds)}"
-        )
-        self.status = status
-        if self.bar is not None:
-            self.bar.update(self.task, completed=step, total=total, status=status)
-        elif not self.quiet and (step % max(1, total // 20) == 0 or step == total):
-            common.stderr.print(f"step {step}/{total}  {status}", highlight=False)
-
-
 def resume_command(ctx: click.Context) -> str:
     """The command that continues this run: the same flags, plus --resume."""
     parts = ["tunelab", "train"]
@@ -432,7 +264,7 @@ def render_plan(result: dict, info: ModelInfo) -> None:
     if val:
         examples += f", {val['n_examples']:,} validation"
     estimate = (
-        f"about {_duration(seconds)} at {result['throughput']['tokens_per_second']:,.0f} tokens/s "
+        f"about {duration(seconds)} at {result['throughput']['tokens_per_second']:,.0f} tokens/s "
         f"(measured {result['throughput']['measured_at'][:10]})"
         if seconds is not None
         else "unknown until a first run measures this model's speed here"
@@ -456,34 +288,3 @@ def render_plan(result: dict, info: ModelInfo) -> None:
     for name, value in rows:
         table.add_row(name, escape(value))
     common.stdout.print(table)
-
-
-def render_result(result, resume: str) -> None:
-    say = common.stdout.print
-    speed = f", {result.tokens_per_second:,.0f} tokens/s" if result.tokens_per_second else ""
-    losses = f"train loss {result.train_loss:.4f}" if result.train_loss is not None else "no step"
-    if result.val_loss is not None:
-        losses += f", val loss {result.val_loss:.4f}"
-        losses += f" (token accuracy {result.val_mean_token_accuracy:.1%})"
-    took = _duration(result.elapsed_seconds)
-    if result.status == "cancelled":
-        say(
-            f"[yellow]cancelled[/] at step {result.step}/{result.total_steps}: {losses}",
-            highlight=False,
-        )
-        say(f"  checkpoint: {escape(str(result.last_checkpoint))}", highlight=False)
-        say(f"  resume with: {escape(resume)}", highlight=False)
-        return
-    say(f"[green]✓ trained[/] {result.step} steps in {took}: {losses}{speed}", highlight=False)
-    say(f"  output: {escape(str(result.output_dir))}", highlight=False)
-    chat = f"tunelab chat {shlex.quote(str(result.output_dir))}"
-    say(f"  chat with it: {escape(chat)}", highlight=False)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"

@@ -70,9 +70,24 @@ def prepare_data(directory: Path) -> tuple[Path, str]:
 
 
 def start_training(train: Path, out_dir: Path, env: dict) -> subprocess.Popen:
-    command = [sys.executable, "-m", "tunelab", "train", "--train", str(train), "--output",
-               str(out_dir), "--model", MODEL, "--batch-size", str(BATCH_SIZE),
-               "--max-steps", "100000", "--seed", str(SEED)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "tunelab",
+        "train",
+        "--train",
+        str(train),
+        "--output",
+        str(out_dir),
+        "--model",
+        MODEL,
+        "--batch-size",
+        str(BATCH_SIZE),
+        "--max-steps",
+        "100000",
+        "--seed",
+        str(SEED),
+    ]
     log = (out_dir.parent / f"{out_dir.name}.log").open("wb")
     return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -96,15 +111,21 @@ def run_together(train: Path, tmp: Path, name: str, n: int, env: dict, seconds: 
     records = [last_record(out) for out in outs]
     rates = [r["tokens_per_second"] for r in records]
     print(f"{name}: {[round(r) for r in rates]} tokens/s", flush=True)
-    return {"rates": rates, "steps": [r["step"] for r in records],
-            "threads": [r.get("threads") for r in records],
-            "other_work": other_work(before, after)}  # fmt: skip
+    return {
+        "rates": rates,
+        "steps": [r["step"] for r in records],
+        "threads": [r.get("threads") for r in records],
+        "other_work": other_work(before, after),
+    }
 
 
 def environments() -> tuple[dict, dict]:
     """tunelab's environment, and the one that reproduces torch's defaults (before)."""
-    base = {k: v for k, v in os.environ.items()
-            if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "TUNELAB_THREADS")}  # fmt: skip
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "TUNELAB_THREADS")
+    }
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     before = {**base, "OMP_WAIT_POLICY": "", "KMP_BLOCKTIME": "", "TUNELAB_THREADS": str(cores)}
     return base, before
@@ -119,26 +140,28 @@ def markdown(solo: dict, together: dict, before: dict, context: dict) -> str:
         return f"| {label} | {shares} | {threads} | {run['other_work']:.0%} |"
 
     worst = min(together["rates"]) / reference
-    return "\n".join([
-        f"## concurrent training: two tunelab trainings at once vs one alone (SmolLM2-135M "
-        f"LoRA) — {date.today()}",
-        "",
-        f"Machine: {context['machine']}.",
-        "",
-        f"Data: {context['source']} formatted by `format_dataset`. Each training is a "
-        f"`tunelab train` process (LoRA, auto settings, batch {BATCH_SIZE}) interrupted after "
-        f"{context['seconds']:.0f} s; tokens/s is the engine's own (non-padding) count at its "
-        "last step.",
-        "",
-        "| | tokens/s (share of solo) | threads | other work on the CPU |",
-        "| --- | ---: | ---: | ---: |",
-        row("one alone", solo),
-        row("two at once (tunelab: passive wait, fair share)", together),
-        row("two at once, torch defaults (before)", before),
-        "",
-        f"Worst of the two: {worst:.0%} of solo (target ≥ {TARGET_SHARE:.0%}). Before timing "
-        f"the machine was {context['quiet']}; load average {context['load_before']}.",
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"## concurrent training: two tunelab trainings at once vs one alone (SmolLM2-135M "
+            f"LoRA) — {date.today()}",
+            "",
+            f"Machine: {context['machine']}.",
+            "",
+            f"Data: {context['source']} formatted by `format_dataset`. Each training is a "
+            f"`tunelab train` process (LoRA, auto settings, batch {BATCH_SIZE}) interrupted after "
+            f"{context['seconds']:.0f} s; tokens/s is the engine's own (non-padding) count at its "
+            "last step.",
+            "",
+            "| | tokens/s (share of solo) | threads | other work on the CPU |",
+            "| --- | ---: | ---: | ---: |",
+            row("one alone", solo),
+            row("two at once (tunelab: passive wait, fair share)", together),
+            row("two at once, torch defaults (before)", before),
+            "",
+            f"Worst of the two: {worst:.0%} of solo (target ≥ {TARGET_SHARE:.0%}). Before timing "
+            f"the machine was {context['quiet']}; load average {context['load_before']}.",
+        ]
+    )
 
 
 def main(argv: Sequence[str] = ()) -> None:
@@ -163,8 +186,13 @@ def main(argv: Sequence[str] = ()) -> None:
     import transformers
 
     versions = f"torch {torch.__version__}, transformers {transformers.__version__}"
-    context = {"machine": describe_machine(versions), "source": source, "seconds": seconds,
-               "quiet": quiet, "load_before": load_before}  # fmt: skip
+    context = {
+        "machine": describe_machine(versions),
+        "source": source,
+        "seconds": seconds,
+        "quiet": quiet,
+        "load_before": load_before,
+    }
     section = markdown(solo, together, before, context)
     print(section)
     busy = max(run["other_work"] for run in (solo, together, before))

@@ -37,8 +37,10 @@ def tunelab(*argv: str) -> tuple[dict, float]:
     began = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "tunelab", *argv, "--json"],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(done.stdout), time.perf_counter() - began
 
 

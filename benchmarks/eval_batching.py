@@ -73,12 +73,16 @@ def timed(run) -> dict:
     before = cpu_snapshot([os.getpid()])
     result = run()
     after = cpu_snapshot([os.getpid()])
-    return {"result": result, "seconds": after[0] - before[0],
-            "other_work": other_work(before, after)}  # fmt: skip
+    return {
+        "result": result,
+        "seconds": after[0] - before[0],
+        "other_work": other_work(before, after),
+    }
 
 
-def timed_generate(model, tokenizer, prompts, batch_size: int, prefix_cache: bool,
-                   bf16: bool = False) -> dict:  # fmt: skip
+def timed_generate(
+    model, tokenizer, prompts, batch_size: int, prefix_cache: bool, bf16: bool = False
+) -> dict:
     """Greedy answers with `batch_size` (and the prefix cache or not), timed."""
     import torch
 
@@ -86,8 +90,14 @@ def timed_generate(model, tokenizer, prompts, batch_size: int, prefix_cache: boo
 
     def run():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            return generate(model, tokenizer, prompts, max_new_tokens=MAX_NEW_TOKENS,
-                            batch_size=batch_size, prefix_cache=prefix_cache)  # fmt: skip
+            return generate(
+                model,
+                tokenizer,
+                prompts,
+                max_new_tokens=MAX_NEW_TOKENS,
+                batch_size=batch_size,
+                prefix_cache=prefix_cache,
+            )
 
     figures = timed(run)
     figures["completions"] = figures.pop("result")
@@ -190,8 +200,9 @@ def main(argv: Sequence[str] = ()) -> None:
     scoring = timed_scoring(model, tokenizer, prompts, labels)
     print(f"label scoring: {scoring['seconds']:.1f} s", flush=True)
     batched = runs[f"batch_size={BATCH_SIZE} + prefix cache (tunelab)"]
-    generated = [ClassificationPrompt().parse_answer(c.text, labels)
-                 for c in batched["completions"]]  # fmt: skip
+    generated = [
+        ClassificationPrompt().parse_answer(c.text, labels) for c in batched["completions"]
+    ]
 
     import torch
     import transformers

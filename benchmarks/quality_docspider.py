@@ -71,20 +71,28 @@ MAX_NEW_TOKENS = 160
 # schedule is nearly done when time runs out). lr 1e-3 did better than 5e-4 (RESULTS.md,
 # 2026-12-02).
 FULL = Budget(
-    max_train=4000, max_items=None, batch_size=8, max_steps=300, cancel_after_s=1200,
+    max_train=4000,
+    max_items=None,
+    batch_size=8,
+    max_steps=300,
+    cancel_after_s=1200,
     settings=(("learning_rate", 1e-3), ("group_by_prompt", "on"), ("lora_dropout", 0.0)),
-)  # fmt: skip
-QUICK = Budget(max_train=32, max_items=8, batch_size=4, max_steps=3, cancel_after_s=300,
-               settings=FULL.settings)  # fmt: skip
+)
+QUICK = Budget(
+    max_train=32, max_items=8, batch_size=4, max_steps=3, cancel_after_s=300, settings=FULL.settings
+)
 
 
 def sources() -> tuple[Path, Path | None, str]:
     """The DocSpider file, its schema context (None: none), and how to describe them."""
     train, collections = DOCSPIDER / "train.json", DOCSPIDER / "collections.json"
     if not train.exists():
-        return (SAMPLES / "docspider_sample.json", SAMPLES / "docspider_collections.json",
-                "the bundled sample (`docspider_sample.json`, schema context from "
-                "`docspider_collections.json`)")  # fmt: skip
+        return (
+            SAMPLES / "docspider_sample.json",
+            SAMPLES / "docspider_collections.json",
+            "the bundled sample (`docspider_sample.json`, schema context from "
+            "`docspider_collections.json`)",
+        )
     where = "`../shared/datasets/docspider/train.json`"
     if collections.exists():
         return train, collections, f"{where} with `collections.json` as schema context"
@@ -101,15 +109,24 @@ def prepare_data(directory: Path, budget: Budget) -> dict:
     options = SourceOptions(context_field="db_id", context_file=context) if context else None
     train_all, held_out = directory / "train_all.jsonl", directory / "held_out.jsonl"
     report = format_dataset(
-        source, train_all, held_out, options=options,
-        train_ratio=max(0.5, 1 - HELD_OUT / n_records), seed=SEED,
-    )  # fmt: skip
+        source,
+        train_all,
+        held_out,
+        options=options,
+        train_ratio=max(0.5, 1 - HELD_OUT / n_records),
+        seed=SEED,
+    )
     train = directory / "train.jsonl"
     # The split shuffled the training file, so its head is a random sample of it.
     n_train = head_lines(train_all, train, budget.max_train)
     print(f"data: {where}; {report.n_val} held out, {n_train} trained on", flush=True)
-    return {"source": where, "train": train, "held_out": held_out, "n_train": n_train,
-            "n_duplicates": report.n_duplicates}  # fmt: skip
+    return {
+        "source": where,
+        "train": train,
+        "held_out": held_out,
+        "n_train": n_train,
+        "n_duplicates": report.n_duplicates,
+    }
 
 
 def evaluate(data: dict, tuned: Path, budget: Budget) -> dict:
@@ -127,10 +144,14 @@ def evaluate(data: dict, tuned: Path, budget: Budget) -> dict:
         "fine_tuned": "LoRA output in a temporary directory, deleted after the run",
     }
     result = record_run(
-        "queries", models=models, data=held_out.describe(), options=options,
-        task=lambda: evaluate_queries(held_out, models, progress=print_progress,
-                                      max_tokens=MAX_NEW_TOKENS),
-    ).to_dict()  # fmt: skip
+        "queries",
+        models=models,
+        data=held_out.describe(),
+        options=options,
+        task=lambda: evaluate_queries(
+            held_out, models, progress=print_progress, max_tokens=MAX_NEW_TOKENS
+        ),
+    ).to_dict()
     result.update(paired_figures(held_out, result["json_path"], models))
     print(f"evaluation run {result['id']}: {result['html_path']}", flush=True)
     return result
@@ -154,8 +175,11 @@ def paired_figures(held_out, json_path: str, models: list[str]) -> dict:
             "structural_ci": bootstrap_ci(structural, np.mean),
         }
     exact = [[outputs[model][i]["exact"] for i in scored] for model in models]
-    return {"intervals": intervals, "comparison": paired_comparison(*exact),
-            "first_base_answers": [row["answer"] for row in outputs[MODEL][:3]]}  # fmt: skip
+    return {
+        "intervals": intervals,
+        "comparison": paired_comparison(*exact),
+        "first_base_answers": [row["answer"] for row in outputs[MODEL][:3]],
+    }
 
 
 def markdown(data: dict, result: dict, training: dict, context: dict) -> str:
@@ -198,11 +222,13 @@ def markdown(data: dict, result: dict, training: dict, context: dict) -> str:
         "",
         comparison_sentence(result["comparison"], "exact match"),
         "",
-        training_sentence(training, budget) + " " + context_sentence(context)
+        training_sentence(training, budget)
+        + " "
+        + context_sentence(context)
         + " First base answers: "
         + "; ".join(f"`{text[:120]!r}`" for text in result["first_base_answers"])
         + ".",
-    ]  # fmt: skip
+    ]
     return "\n".join(lines)
 
 
@@ -218,9 +244,17 @@ def main(argv: Sequence[str] = ()) -> None:
         result = evaluate(data, trained_dir, budget)
         busy = other_work(before, cpu_snapshot([os.getpid()]))
         section = markdown(data, result, training, machine(budget, quiet, load_before, busy))
-    append_json(args.json_out, {"benchmark": "quality_docspider", "date": str(date.today()),
-                                "training": training, "models": result["models"],
-                                "other_work": busy, "budget": budget})  # fmt: skip
+    append_json(
+        args.json_out,
+        {
+            "benchmark": "quality_docspider",
+            "date": str(date.today()),
+            "training": training,
+            "models": result["models"],
+            "other_work": busy,
+            "budget": budget,
+        },
+    )
     print("Execution match is null: DocSpider ships no documents to run the queries on.")
     record(section, args, busy)
 

@@ -88,11 +88,23 @@ class Budget:
 # The recipe that reached 93.9% in 879 s of training on 2026-12-01 (RESULTS.md): the short
 # prompt, 5,000 questions, LoRA at lr 5e-4 (auto: 2e-4), a cosine schedule over 200 steps.
 FULL = Budget(
-    max_train=5000, max_items=None, batch_size=16, max_steps=200, cancel_after_s=900,
-    settings=(("learning_rate", 5e-4),), template="short",
-)  # fmt: skip
-QUICK = Budget(max_train=32, max_items=16, batch_size=4, max_steps=3, cancel_after_s=300,
-               settings=FULL.settings, template=FULL.template)  # fmt: skip
+    max_train=5000,
+    max_items=None,
+    batch_size=16,
+    max_steps=200,
+    cancel_after_s=900,
+    settings=(("learning_rate", 5e-4),),
+    template="short",
+)
+QUICK = Budget(
+    max_train=32,
+    max_items=16,
+    batch_size=4,
+    max_steps=3,
+    cancel_after_s=300,
+    settings=FULL.settings,
+    template=FULL.template,
+)
 
 
 def parse_args(argv: Sequence[str], doc: str, classify: bool = False) -> argparse.Namespace:
@@ -113,16 +125,21 @@ def parse_args(argv: Sequence[str], doc: str, classify: bool = False) -> argpars
     parser.add_argument("--quick", action="store_true", help="a few steps and items; not recorded")
     parser.add_argument("--no-record", action="store_true", help="leave RESULTS.md alone")
     parser.add_argument(
-        "--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
         help="a training setting as `tunelab train --NAME VALUE` takes it (method=full, "
         "lora_rank=32, lora_alpha=64, lora_target_modules=q_proj,v_proj, learning_rate=1e-4, "
         "lr_scheduler=linear, warmup_ratio=0.1, n_epochs=3, batch_size=16, max_steps=auto, "
         "packing=on, ...); repeat for several. Unset: tunelab's auto, with the budget's "
         "batch size and max_steps",
-    )  # fmt: skip
+    )
     parser.add_argument("--max-train", type=int, help="training examples (default: the budget's)")
-    parser.add_argument("--minutes", type=float,
-                        help="training time budget; the run is cancelled after it")  # fmt: skip
+    parser.add_argument(
+        "--minutes", type=float, help="training time budget; the run is cancelled after it"
+    )
     parser.add_argument(
         "--json-out", type=Path, help="also append the recipe and the figures to a JSONL file"
     )
@@ -146,8 +163,12 @@ def recipe_settings(args: argparse.Namespace, budget: Budget) -> dict:
     work too)."""
     from tunelab.cli.train_cmd import SETTING_TYPES
 
-    settings = {"batch_size": budget.batch_size, "max_steps": budget.max_steps, "seed": SEED,
-                **dict(budget.settings)}  # fmt: skip
+    settings = {
+        "batch_size": budget.batch_size,
+        "max_steps": budget.max_steps,
+        "seed": SEED,
+        **dict(budget.settings),
+    }
     for item in args.settings:
         name, _, value = item.partition("=")
         name = name.strip().replace("-", "_")
@@ -163,9 +184,11 @@ def recipe_text(recipe: dict) -> str:
     targets = ",".join(targets) if targets else "every linear layer of the blocks"
     parts = [f"method {recipe['method']}"]
     if recipe["method"] == "lora":
-        parts.append(f"r={recipe['lora_rank']}, alpha={recipe['lora_alpha']:g}, dropout "
-                     f"{recipe['lora_dropout']:g}, targets "
-                     f"{targets}")  # fmt: skip
+        parts.append(
+            f"r={recipe['lora_rank']}, alpha={recipe['lora_alpha']:g}, dropout "
+            f"{recipe['lora_dropout']:g}, targets "
+            f"{targets}"
+        )
     parts += [
         f"lr {recipe['learning_rate']:.1e} {recipe['lr_scheduler']} with {recipe['warmup_steps']} "
         f"warm-up steps",
@@ -206,16 +229,25 @@ def prepare_data(directory: Path, budget: Budget, template: str = "full") -> dic
     train_all, held_out = directory / "train_all.jsonl", directory / "held_out.jsonl"
     options = SourceOptions(prompt=ClassificationPrompt(template=template))
     report = format_dataset(
-        source, train_all, held_out, train_ratio=max(0.5, 1 - HELD_OUT / n_rows), seed=SEED,
+        source,
+        train_all,
+        held_out,
+        train_ratio=max(0.5, 1 - HELD_OUT / n_rows),
+        seed=SEED,
         options=options,
-    )  # fmt: skip
+    )
     train = directory / "train.jsonl"
     # The split shuffled the training file, so its head is a random sample of it.
     n_train = head_lines(train_all, train, budget.max_train)
     where = "`../shared/datasets/trec/train.tsv`" if source == TREC else "the bundled sample"
     print(f"data: {where}; {report.n_val} held out, {n_train} trained on", flush=True)
-    return {"source": where, "train": train, "held_out": held_out, "n_train": n_train,
-            "template": template}  # fmt: skip
+    return {
+        "source": where,
+        "train": train,
+        "held_out": held_out,
+        "n_train": n_train,
+        "template": template,
+    }
 
 
 def print_progress(name: str, total: int):
@@ -245,9 +277,16 @@ def fine_tune(train_path: Path, out_dir: Path, budget: Budget, settings: dict) -
     timer.start()
     try:
         result = train(
-            model, tokenizer, train_path, None, config, out_dir, base_model=MODEL,
-            callback=records.append, cancel=cancel,
-        )  # fmt: skip
+            model,
+            tokenizer,
+            train_path,
+            None,
+            config,
+            out_dir,
+            base_model=MODEL,
+            callback=records.append,
+            cancel=cancel,
+        )
     finally:
         timer.cancel()
     n_examples = result.dataset["train"]["n_examples"]
@@ -306,10 +345,14 @@ def evaluate(data: dict, tuned: Path, budget: Budget, method: str = "score") -> 
         "fine_tuned": "LoRA output in a temporary directory, deleted after the run",
     }
     result = record_run(
-        "classify", models=models, data=held_out.describe(), options=options,
-        task=lambda: evaluate_classification(held_out, models, method=method,
-                                             progress=print_progress),
-    ).to_dict()  # fmt: skip
+        "classify",
+        models=models,
+        data=held_out.describe(),
+        options=options,
+        task=lambda: evaluate_classification(
+            held_out, models, method=method, progress=print_progress
+        ),
+    ).to_dict()
     result["majority"] = majority_floor(data, held_out)
     print(f"evaluation run {result['id']}: {result['html_path']}", flush=True)
     return result
@@ -397,11 +440,13 @@ def markdown(data: dict, result: dict, training: dict, context: dict) -> str:
         "",
         comparison_sentence(result["comparisons"][0], "accuracy"),
         "",
-        training_sentence(training, budget) + " " + context_sentence(context)
+        training_sentence(training, budget)
+        + " "
+        + context_sentence(context)
         + " First base answers: "
         + "; ".join(f"`{text!r}`" for text in base_answers(result["json_path"]))
         + ".",
-    ]  # fmt: skip
+    ]
     return "\n".join(lines)
 
 
@@ -418,8 +463,13 @@ def machine(budget: Budget, quiet: str, load_before: str, busy: float) -> dict:
     import transformers
 
     versions = f"torch {torch.__version__}, transformers {transformers.__version__}"
-    return {"machine": describe_machine(versions), "budget": budget, "quiet": quiet,
-            "load_before": load_before, "other_work": busy}  # fmt: skip
+    return {
+        "machine": describe_machine(versions),
+        "budget": budget,
+        "quiet": quiet,
+        "load_before": load_before,
+        "other_work": busy,
+    }
 
 
 def record(section: str, args: argparse.Namespace, busy: float) -> None:
@@ -451,10 +501,18 @@ def main(argv: Sequence[str] = ()) -> None:
         result = evaluate(data, trained_dir, budget, args.eval_method)
         busy = other_work(before, cpu_snapshot([os.getpid()]))
         section = markdown(data, result, training, machine(budget, quiet, load_before, busy))
-    append_json(args.json_out, {"benchmark": "quality_trec", "date": str(date.today()),
-                                "template": data["template"], "training": training,
-                                "models": result["models"], "other_work": busy,
-                                "budget": budget})  # fmt: skip
+    append_json(
+        args.json_out,
+        {
+            "benchmark": "quality_trec",
+            "date": str(date.today()),
+            "template": data["template"],
+            "training": training,
+            "models": result["models"],
+            "other_work": busy,
+            "budget": budget,
+        },
+    )
     record(section, args, busy)
 
 

@@ -65,22 +65,42 @@ def train_recipe(name: str, data: dict, out_dir: Path, args: argparse.Namespace)
     from tunelab.engine import TrainConfig, train
     from tunelab.engine.models import load_base
 
-    settings = {**RECIPES[name], "batch_size": 4 if args.quick else 16, "seed": 42,
-                "max_steps": args.steps, "checkpoint_every": args.every,
-                "keep_checkpoints": args.steps // args.every + 1}  # fmt: skip
+    settings = {
+        **RECIPES[name],
+        "batch_size": 4 if args.quick else 16,
+        "seed": 42,
+        "max_steps": args.steps,
+        "checkpoint_every": args.every,
+        "keep_checkpoints": args.steps // args.every + 1,
+    }
     model, tokenizer, _ = load_base(MODEL)
     config = TrainConfig.from_settings(settings)
     records: list[dict] = []
     started = time.perf_counter()
-    result = train(model, tokenizer, data["train"], None, config, out_dir, base_model=MODEL,
-                   callback=records.append)  # fmt: skip
+    result = train(
+        model,
+        tokenizer,
+        data["train"],
+        None,
+        config,
+        out_dir,
+        base_model=MODEL,
+        callback=records.append,
+    )
     tokens = {r["step"]: r["tokens"] for r in records}
     checkpoints = sorted((out_dir / "checkpoints").glob("step-*"))
-    print(f"{name}: {result.status} after {result.step} steps, "
-          f"{time.perf_counter() - started:.0f} s", flush=True)  # fmt: skip
-    return {"status": result.status, "tokens": tokens, "checkpoints": checkpoints,
-            "recipe": config.resolve(data["n_train"], None).to_dict(),
-            "final": out_dir, "steps": result.step}  # fmt: skip
+    print(
+        f"{name}: {result.status} after {result.step} steps, {time.perf_counter() - started:.0f} s",
+        flush=True,
+    )
+    return {
+        "status": result.status,
+        "tokens": tokens,
+        "checkpoints": checkpoints,
+        "recipe": config.resolve(data["n_train"], None).to_dict(),
+        "final": out_dir,
+        "steps": result.step,
+    }
 
 
 def accuracy_of(models: list[str], held_out) -> dict[str, float]:
@@ -96,8 +116,14 @@ def sweep(args: argparse.Namespace, data: dict, tmp: Path) -> list[dict]:
     from tunelab.evals.items import load_items
 
     held_out = load_items(data["held_out"], limit=16 if args.quick else None)
-    rows = [{"recipe": "base", "step": 0, "tokens": 0,
-             "accuracy": accuracy_of([MODEL], held_out)[MODEL]}]  # fmt: skip
+    rows = [
+        {
+            "recipe": "base",
+            "step": 0,
+            "tokens": 0,
+            "accuracy": accuracy_of([MODEL], held_out)[MODEL],
+        }
+    ]
     print(f"  base model: {rows[0]['accuracy']:.1%}", flush=True)  # a stopped sweep keeps it
     for name in args.recipes:
         trained = train_recipe(name, data, tmp / name, args)
@@ -107,8 +133,15 @@ def sweep(args: argparse.Namespace, data: dict, tmp: Path) -> list[dict]:
         scores = accuracy_of([path for _, path in points], held_out)
         for step, path in sorted(points):
             tokens = sum(n for s, n in trained["tokens"].items() if s <= step)
-            rows.append({"recipe": name, "step": step, "tokens": tokens,
-                         "accuracy": scores[path], "settings": RECIPES[name]})  # fmt: skip
+            rows.append(
+                {
+                    "recipe": name,
+                    "step": step,
+                    "tokens": tokens,
+                    "accuracy": scores[path],
+                    "settings": RECIPES[name],
+                }
+            )
             print(f"  {name} step {step}: {scores[path]:.1%} ({tokens:,} tokens)", flush=True)
     return rows
 
@@ -130,8 +163,10 @@ def markdown(rows: list[dict], args: argparse.Namespace, data: dict, loads: tupl
     ]
     for row in rows:
         settings = ", ".join(f"{k}={v}" for k, v in row.get("settings", {}).items())
-        lines.append(f"| {row['recipe']} | {settings} | {row['step']} | {row['tokens']:,} | "
-                     f"{row['accuracy']:.1%} |")  # fmt: skip
+        lines.append(
+            f"| {row['recipe']} | {settings} | {row['step']} | {row['tokens']:,} | "
+            f"{row['accuracy']:.1%} |"
+        )
     return "\n".join(lines)
 
 

@@ -96,15 +96,30 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self.log_path = home / "server.log"
         python_path = filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])
-        env = {**os.environ, "TUNELAB_HOME": str(home), "TOKENIZERS_PARALLELISM": "false",
-               "PYTHONPATH": os.pathsep.join(python_path)}  # fmt: skip
+        env = {
+            **os.environ,
+            "TUNELAB_HOME": str(home),
+            "TOKENIZERS_PARALLELISM": "false",
+            "PYTHONPATH": os.pathsep.join(python_path),
+        }
         env.pop("TUNELAB_API_KEY", None)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "tunelab", "serve", "--port", str(self.port),
-                 "--no-worker", "--max-batch-size", str(CLIENTS)],
-                env=env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "tunelab",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--no-worker",
+                    "--max-batch-size",
+                    str(CLIENTS),
+                ],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.started_in = self._wait_ready()
 
     def _wait_ready(self) -> float:
@@ -301,13 +316,19 @@ def main(argv: Sequence[str] = ()) -> None:
             pids = [os.getpid(), server.process.pid]
             quiet, load_before = wait_until_quiet(), load_average()
             lat = latency(client, model, tokenizer, prompts, pids)
-            print(f"latency: {percentiles(lat['engine'])} in-process, "
-                  f"{percentiles(lat['server'])} server", flush=True)  # fmt: skip
+            print(
+                f"latency: {percentiles(lat['engine'])} in-process, "
+                f"{percentiles(lat['server'])} server",
+                flush=True,
+            )
             one = throughput(client, prompts, n_throughput, 1, pids)
             many = throughput(client, prompts, n_throughput, CLIENTS, pids)
-            print(f"throughput: {one['tokens_per_s']:.0f} tokens/s from 1 client, "
-                  f"{many['tokens_per_s']:.0f} from {CLIENTS} (answered together: "
-                  f"{many['batch_sizes']})", flush=True)  # fmt: skip
+            print(
+                f"throughput: {one['tokens_per_s']:.0f} tokens/s from 1 client, "
+                f"{many['tokens_per_s']:.0f} from {CLIENTS} (answered together: "
+                f"{many['batch_sizes']})",
+                flush=True,
+            )
         except Exception:
             print(f"server log:\n{server.log_tail()}", file=sys.stderr)
             raise

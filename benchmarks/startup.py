@@ -80,8 +80,10 @@ def main() -> None:
     ]
     for name, row in rows.items():
         extra = row["wall"] - base["wall"]
-        lines.append(f"| {name} | {row['wall'] * 1000:.0f} ms | {row['cpu'] * 1000:.0f} ms "
-                     f"| +{extra * 1000:.0f} ms |")  # fmt: skip
+        lines.append(
+            f"| {name} | {row['wall'] * 1000:.0f} ms | {row['cpu'] * 1000:.0f} ms "
+            f"| +{extra * 1000:.0f} ms |"
+        )
     print("\n".join(lines))
     append_results("\n".join(lines))
 

@@ -290,8 +290,9 @@ def marked_template(tokenizer, conversations: list[list[dict]]) -> str:
     return marked
 
 
-def measure_in_child(side: str, train_path: str, eval_path: str, out_dir: str,
-                     packing: str) -> dict:  # fmt: skip
+def measure_in_child(
+    side: str, train_path: str, eval_path: str, out_dir: str, packing: str
+) -> dict:
     if side == "tunelab":
         return run_tunelab(Path(train_path), Path(eval_path), Path(out_dir), packing)
     return run_trl(Path(train_path), Path(eval_path), Path(out_dir))
@@ -428,8 +429,12 @@ PACKING = ["off"]  # tunelab's --packing for this run (set by main from its flag
 
 def main(argv: Sequence[str] = ()) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--packing", choices=("on", "off"), default="off",
-                        help="tunelab's sequence packing (TRL keeps its default, off)")  # fmt: skip
+    parser.add_argument(
+        "--packing",
+        choices=("on", "off"),
+        default="off",
+        help="tunelab's sequence packing (TRL keeps its default, off)",
+    )
     PACKING[0] = parser.parse_args(list(argv)).packing
     from tunelab.engine.models import load_base
 

@@ -30,8 +30,11 @@ GATE_SECONDS = 120  # room for a busy machine; the test opens the gate long befo
 
 
 class Upstream:
-    def __init__(self, reply: Callable[[str, list[dict]], str] | None = None,
-                 hold: tuple[str, int] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        reply: Callable[[str, list[dict]], str] | None = None,
+        hold: tuple[str, int] | None = None,
+    ) -> None:
         self.gate = threading.Event()
         self.released: list[bool] = []
         self.headers: list[dict] = []
@@ -131,8 +134,14 @@ class _OpenAI:
         self.model = model
 
     def _chunk(self, choices: list, usage: dict | None = None) -> dict:
-        return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0,
-                "model": self.model, "choices": choices, "usage": usage}  # fmt: skip
+        return {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": self.model,
+            "choices": choices,
+            "usage": usage,
+        }
 
     def start(self) -> list:
         delta = {"role": "assistant", "content": ""}
@@ -143,17 +152,25 @@ class _OpenAI:
         return [(None, self._chunk([{"index": 0, "delta": delta, "finish_reason": None}]))]
 
     def end(self) -> list:
-        return [(None, self._chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}])),
-                (None, self._chunk([], USAGE)), (None, "[DONE]")]  # fmt: skip
+        return [
+            (None, self._chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}])),
+            (None, self._chunk([], USAGE)),
+            (None, "[DONE]"),
+        ]
 
     def error(self, message: str) -> list:
         return [(None, {"error": {"message": message, "type": "server_error", "code": None}})]
 
     def whole(self, text: str) -> dict:
         message = {"role": "assistant", "content": text}
-        return {"id": "chatcmpl-1", "object": "chat.completion", "created": 0,
-                "model": self.model, "usage": USAGE,
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}  # fmt: skip
+        return {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": self.model,
+            "usage": USAGE,
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        }
 
 
 class _Anthropic:
@@ -161,35 +178,58 @@ class _Anthropic:
 
     def start(self) -> list:
         usage = {"input_tokens": USAGE["prompt_tokens"], "output_tokens": 1}
-        message = {"id": "msg_01", "type": "message", "role": "assistant", "model": "claude-x",
-                   "content": [], "stop_reason": None, "stop_sequence": None,
-                   "usage": usage}  # fmt: skip
+        message = {
+            "id": "msg_01",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-x",
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": usage,
+        }
         block = {"type": "text", "text": ""}
-        return [("message_start", {"type": "message_start", "message": message}),
-                ("content_block_start", {"type": "content_block_start", "index": 0,
-                                         "content_block": block})]  # fmt: skip
+        return [
+            ("message_start", {"type": "message_start", "message": message}),
+            (
+                "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": block},
+            ),
+        ]
 
     def delta(self, text: str) -> list:
         delta = {"type": "text_delta", "text": text}
-        return [("content_block_delta", {"type": "content_block_delta", "index": 0,
-                                         "delta": delta})]  # fmt: skip
+        return [
+            ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta})
+        ]
 
     def end(self) -> list:
         usage = {"output_tokens": USAGE["completion_tokens"]}
         delta = {"stop_reason": "end_turn", "stop_sequence": None}
-        return [("content_block_stop", {"type": "content_block_stop", "index": 0}),
-                ("message_delta", {"type": "message_delta", "usage": usage, "delta": delta}),
-                ("message_stop", {"type": "message_stop"})]  # fmt: skip
+        return [
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            ("message_delta", {"type": "message_delta", "usage": usage, "delta": delta}),
+            ("message_stop", {"type": "message_stop"}),
+        ]
 
     def error(self, message: str) -> list:
         return [("error", {"type": "error", "error": {"type": "api_error", "message": message}})]
 
     def whole(self, text: str) -> dict:
-        usage = {"input_tokens": USAGE["prompt_tokens"],
-                 "output_tokens": USAGE["completion_tokens"]}  # fmt: skip
-        return {"id": "msg_01", "type": "message", "role": "assistant", "model": "claude-x",
-                "content": [{"type": "text", "text": text}], "stop_reason": "end_turn",
-                "stop_sequence": None, "usage": usage}  # fmt: skip
+        usage = {
+            "input_tokens": USAGE["prompt_tokens"],
+            "output_tokens": USAGE["completion_tokens"],
+        }
+        return {
+            "id": "msg_01",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-x",
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": usage,
+        }
 
 
 def paris_judge(messages: list[dict]) -> str:

@@ -67,13 +67,39 @@ def server() -> Iterator[str]:
     if as_postgres:
         shutil.chown(root, "postgres")
     try:
-        _run([str(bin_dir / "initdb"), "-D", str(data), "-U", "tunelab", "--auth=trust",
-              "--no-sync", "-E", "UTF8"], as_postgres)  # fmt: skip
+        _run(
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "tunelab",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+            as_postgres,
+        )
         options = (
             f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=60"
         )
-        _run([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"),
-              "-w", "-t", "120", "start"], as_postgres)  # fmt: skip
+        _run(
+            [
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(data),
+                "-o",
+                options,
+                "-l",
+                str(root / "log"),
+                "-w",
+                "-t",
+                "120",
+                "start",
+            ],
+            as_postgres,
+        )
         try:
             yield f"postgresql://tunelab@127.0.0.1:{port}/postgres"
         finally:

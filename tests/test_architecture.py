@@ -56,7 +56,11 @@ def test_one_answer_type():
     for path in SRC.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ClassDef) and node.name in (
-                "Answer", "Usage", "Completion", "ChatResult", "ChatAnswer"
-            ):  # fmt: skip
+                "Answer",
+                "Usage",
+                "Completion",
+                "ChatResult",
+                "ChatAnswer",
+            ):
                 answer_classes.append(f"{path.relative_to(SRC)}:{node.name}")
     assert sorted(answer_classes) == ["types.py:Answer", "types.py:Usage"]

@@ -76,9 +76,11 @@ def test_the_check_sees_every_spelling_of_a_command_import():
         "import tunelab.cli.eval_cmd\nfrom .format_cmd import y\nfrom tunelab.cli import common\n"
     )
     assert command_modules_imported_by(source) == {
-        "tunelab.cli.train_cmd", "tunelab.cli.jobs_cmd", "tunelab.cli.eval_cmd",
+        "tunelab.cli.train_cmd",
+        "tunelab.cli.jobs_cmd",
+        "tunelab.cli.eval_cmd",
         "tunelab.cli.format_cmd",
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize("path", sorted(CLI_DIR.glob("*_cmd.py")), ids=lambda p: p.name)

@@ -37,8 +37,9 @@ def _clean_env(**extra: str) -> dict:
 
 
 def _probe(env: dict) -> dict:
-    done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
-                          text=True, check=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -90,8 +91,15 @@ def test_a_training_takes_half_the_cores_beside_another(
     model, tokenizer, _ = load_base(str(model_dir))
     records = []
     config = TrainConfig(max_steps=2, batch_size=2, precision="fp32", lora_rank=4)
-    train(model, tokenizer, write_chat_jsonl(tmp_path / "train.jsonl"), None, config,
-          tmp_path / "out", callback=records.append)  # fmt: skip
+    train(
+        model,
+        tokenizer,
+        write_chat_jsonl(tmp_path / "train.jsonl"),
+        None,
+        config,
+        tmp_path / "out",
+        callback=records.append,
+    )
     assert [r.threads for r in records] == [max(1, cores.available_cores() // 2)] * 2
 
 
@@ -99,12 +107,35 @@ def test_a_worker_process_computes_with_the_passive_policy(tmp_path, capsys):
     model_dir = save_tiny_model(tmp_path / "tiny")
     train_file = write_chat_jsonl(tmp_path / "train.jsonl")
     capsys.readouterr()
-    assert main(["jobs", "create", "--model", str(model_dir), "--train", str(train_file),
-                 "--batch-size", "4", "--max-steps", "1", "--precision", "fp32",
-                 "--no-start", "--json"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "jobs",
+                "create",
+                "--model",
+                str(model_dir),
+                "--train",
+                str(train_file),
+                "--batch-size",
+                "4",
+                "--max-steps",
+                "1",
+                "--precision",
+                "fp32",
+                "--no-start",
+                "--json",
+            ]
+        )
+        == 0
+    )
     job_id = orjson.loads(capsys.readouterr().out)["id"]
-    subprocess.run([sys.executable, "-m", "tunelab", "worker", "--exit-when-idle", "0"],
-                   env=_clean_env(), check=True, capture_output=True, timeout=600)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "tunelab", "worker", "--exit-when-idle", "0"],
+        env=_clean_env(),
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     assert main(["jobs", "events", job_id, "--json"]) == 0
     out = capsys.readouterr().out
     n = cores.available_cores()
@@ -119,8 +150,21 @@ def test_a_queued_job_says_what_it_waits_behind(tmp_path, capsys):
     ids = []
     for _ in range(2):
         capsys.readouterr()
-        assert main(["jobs", "create", "--model", str(model_dir), "--train", str(train_file),
-                     "--no-start", "--json"]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "jobs",
+                    "create",
+                    "--model",
+                    str(model_dir),
+                    "--train",
+                    str(train_file),
+                    "--no-start",
+                    "--json",
+                ]
+            )
+            == 0
+        )
         ids.append(orjson.loads(capsys.readouterr().out)["id"])
     assert main(["jobs", "show", ids[1], "--json"]) == 0
     assert orjson.loads(capsys.readouterr().out)["tunelab"]["queue"] == (
@@ -128,9 +172,14 @@ def test_a_queued_job_says_what_it_waits_behind(tmp_path, capsys):
     )
     with Store() as store:
         # Running in a live worker (this process), so no command takes it for lost.
-        store.update_job(ids[0], status="running", worker_pid=os.getpid(),
-                         worker_host=socket.gethostname(), heartbeat_at=int(time.time()),
-                         progress={"step": 3, "total_steps": 10, "loss": 1.0})  # fmt: skip
+        store.update_job(
+            ids[0],
+            status="running",
+            worker_pid=os.getpid(),
+            worker_host=socket.gethostname(),
+            heartbeat_at=int(time.time()),
+            progress={"step": 3, "total_steps": 10, "loss": 1.0},
+        )
     assert main(["jobs", "show", ids[1]]) == 0
     out = " ".join(capsys.readouterr().out.split())
     assert f"queued behind {ids[0]} (running, step 3/10)" in out

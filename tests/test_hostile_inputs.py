@@ -22,8 +22,10 @@ import pytest
 from tiny import QUESTIONS, save_tiny_model
 from tunelab.cli import main
 
-GOOD = [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
-        for q, a in QUESTIONS]  # fmt: skip
+GOOD = [
+    {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+    for q, a in QUESTIONS
+]
 
 
 LATIN_1 = b'{"messages": [{"role": "user", "content": "caf\xe9"}]}\n'
@@ -55,12 +57,25 @@ HOSTILE: dict[str, tuple[str, Callable[[Path], None]]] = {
     "latin-1": ("train.jsonl", lambda p: p.write_bytes(jsonl(GOOD) + LATIN_1)),
     "truncated": ("train.jsonl", lambda p: p.write_bytes(jsonl(GOOD)[:-40])),
     "deep nesting": ("train.json", deep),
-    "huge line": ("train.jsonl", lambda p: p.write_bytes(jsonl(GOOD[:1]) + jsonl([
-        {"messages": [{"role": "user", "content": "x" * (5 << 20)},
-                      {"role": "assistant", "content": "y"}]}]))),
+    "huge line": (
+        "train.jsonl",
+        lambda p: p.write_bytes(
+            jsonl(GOOD[:1])
+            + jsonl(
+                [
+                    {
+                        "messages": [
+                            {"role": "user", "content": "x" * (5 << 20)},
+                            {"role": "assistant", "content": "y"},
+                        ]
+                    }
+                ]
+            )
+        ),
+    ),
     "not a database": ("conversations.db", not_a_database),
     "not json at all": ("train.jsonl", lambda p: p.write_bytes(b"hello, world\nsecond line\n")),
-}  # fmt: skip
+}
 
 
 @pytest.fixture(scope="module")
@@ -74,17 +89,55 @@ def commands(source: Path, out: Path, model: Path) -> dict[str, list[str]]:
         "format": ["format", str(source), "--train-output", str(out / "train.jsonl")],
         "validate": ["validate", str(source)],
         "analyze": ["analyze", str(source), "--model", "gpt-4o-mini"],
-        "train --dry-run": ["train", "--model", str(model), "--train", str(source), "--output",
-                            str(out / "run"), "--dry-run"],
-        "jobs create": ["jobs", "create", "--model", str(model), "--train", str(source),
-                        "--no-start"],
-        "eval classify": ["eval", "classify", "--data", str(source), "--model",
-                          "m@http://127.0.0.1:9/v1", "--output-dir", str(out / "eval")],
-        "eval judge": ["eval", "judge", "--judge-model", "m@http://127.0.0.1:9/v1",
-                       "--conversations", str(source), "--output-dir", str(out / "judge")],
-        "generate-conversations": ["generate-conversations", "--ideas", str(source), "--model",
-                                   "m@http://127.0.0.1:9/v1", "--output", str(out / "c.db")],
-    }  # fmt: skip
+        "train --dry-run": [
+            "train",
+            "--model",
+            str(model),
+            "--train",
+            str(source),
+            "--output",
+            str(out / "run"),
+            "--dry-run",
+        ],
+        "jobs create": [
+            "jobs",
+            "create",
+            "--model",
+            str(model),
+            "--train",
+            str(source),
+            "--no-start",
+        ],
+        "eval classify": [
+            "eval",
+            "classify",
+            "--data",
+            str(source),
+            "--model",
+            "m@http://127.0.0.1:9/v1",
+            "--output-dir",
+            str(out / "eval"),
+        ],
+        "eval judge": [
+            "eval",
+            "judge",
+            "--judge-model",
+            "m@http://127.0.0.1:9/v1",
+            "--conversations",
+            str(source),
+            "--output-dir",
+            str(out / "judge"),
+        ],
+        "generate-conversations": [
+            "generate-conversations",
+            "--ideas",
+            str(source),
+            "--model",
+            "m@http://127.0.0.1:9/v1",
+            "--output",
+            str(out / "c.db"),
+        ],
+    }
 
 
 def snapshot(path: Path) -> dict[str, str]:
@@ -135,8 +188,19 @@ def test_a_conversations_database_that_is_not_one_names_the_file(tmp_path, capsy
     source = tmp_path / "chats.db"
     not_a_database(source)
     capsys.readouterr()
-    assert main(["format", str(source), "--kind", "conversations", "--train-output",
-                 str(tmp_path / "out.jsonl")]) != 0  # fmt: skip
+    assert (
+        main(
+            [
+                "format",
+                str(source),
+                "--kind",
+                "conversations",
+                "--train-output",
+                str(tmp_path / "out.jsonl"),
+            ]
+        )
+        != 0
+    )
     err = capsys.readouterr().err
     assert "chats.db" in err and ERROR_LINE.search(err)
     with pytest.raises(sqlite3.DatabaseError):  # still not a database: nothing was written to it

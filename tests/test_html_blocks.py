@@ -13,8 +13,9 @@ def test_escape_makes_text_safe_in_elements_and_attributes():
 
 
 def test_a_table_escapes_every_cell_and_marks_numbers_and_the_current_row():
-    html = table(["model", "accuracy"], [[HOSTILE, 0.5], ["base", None]], numeric={1},
-                 highlight={1})  # fmt: skip
+    html = table(
+        ["model", "accuracy"], [[HOSTILE, 0.5], ["base", None]], numeric={1}, highlight={1}
+    )
     assert "<script" not in html and escape(HOSTILE) in html
     assert '<th class="num">accuracy</th>' in html and '<td class="num">0.5</td>' in html
     assert '<tr class="current"><td>base</td><td class="num">—</td></tr>' in html

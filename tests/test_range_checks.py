@@ -24,23 +24,44 @@ def run(capsys, *argv: str) -> tuple[int, str]:
     return code, err
 
 
-@pytest.mark.parametrize("flag", ["--seed", "--n-epochs", "--batch-size", "--max-steps",
-                                  "--lora-rank", "--eval-every"])  # fmt: skip
+@pytest.mark.parametrize(
+    "flag", ["--seed", "--n-epochs", "--batch-size", "--max-steps", "--lora-rank", "--eval-every"]
+)
 @pytest.mark.parametrize("dry_run", [True, False])
 def test_train_refuses_out_of_range_integers(capsys, tmp_path, tiny_model, flag, dry_run):
     data = write_chat_jsonl(tmp_path / "train.jsonl")
-    argv = ["train", "--model", str(tiny_model), "--train", str(data), "--output",
-            str(tmp_path / "run"), flag, HUGE, *(["--dry-run"] if dry_run else [])]  # fmt: skip
+    argv = [
+        "train",
+        "--model",
+        str(tiny_model),
+        "--train",
+        str(data),
+        "--output",
+        str(tmp_path / "run"),
+        flag,
+        HUGE,
+        *(["--dry-run"] if dry_run else []),
+    ]
     code, err = run(capsys, *argv)
     assert code == 2 and "[invalid_config]" in err and flag in err
     assert not (tmp_path / "run").exists()
 
 
-def test_a_training_seed_past_32_bits_is_refused_and_the_largest_accepted(capsys, tmp_path,
-                                                                          tiny_model):  # fmt: skip
+def test_a_training_seed_past_32_bits_is_refused_and_the_largest_accepted(
+    capsys, tmp_path, tiny_model
+):
     data = write_chat_jsonl(tmp_path / "train.jsonl")
-    base = ["train", "--model", str(tiny_model), "--train", str(data), "--output",
-            str(tmp_path / "run"), "--dry-run", "--seed"]  # fmt: skip
+    base = [
+        "train",
+        "--model",
+        str(tiny_model),
+        "--train",
+        str(data),
+        "--output",
+        str(tmp_path / "run"),
+        "--dry-run",
+        "--seed",
+    ]
     assert run(capsys, *base, str(2**32))[0] == 2
     assert run(capsys, *base, str(2**32 - 1))[0] == 0
 
@@ -53,8 +74,18 @@ def test_chat_refuses_out_of_range_numbers_before_loading_anything(capsys, tiny_
 
 def test_jobs_create_refuses_an_out_of_range_seed(capsys, tmp_path, tiny_model):
     data = write_chat_jsonl(tmp_path / "train.jsonl")
-    code, err = run(capsys, "jobs", "create", "--model", str(tiny_model), "--train", str(data),
-                    "--seed", HUGE, "--no-start")  # fmt: skip
+    code, err = run(
+        capsys,
+        "jobs",
+        "create",
+        "--model",
+        str(tiny_model),
+        "--train",
+        str(data),
+        "--seed",
+        HUGE,
+        "--no-start",
+    )
     assert code == 2 and "--seed" in err
     assert run(capsys, "jobs", "list", "--json")[0] == 0
 

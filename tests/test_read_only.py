@@ -59,8 +59,11 @@ def read_only(directory: Path):
 
 
 def digest(directory: Path) -> dict[str, str]:
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 def cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -76,21 +79,33 @@ def home_with_a_lost_job(tmp_path, monkeypatch):
     home = tmp_path / "home"
     monkeypatch.setenv("TUNELAB_HOME", str(home))
     with Store() as store:
-        job = store.create_job(provider="local", model="m", status="running", worker_pid=None,
-                               worker_host="gone", heartbeat_at=0)  # fmt: skip
+        job = store.create_job(
+            provider="local",
+            model="m",
+            status="running",
+            worker_pid=None,
+            worker_host="gone",
+            heartbeat_at=0,
+        )
     return home, job.id
 
 
-def test_reading_commands_work_on_a_read_only_home(home_with_a_lost_job, tmp_path, capsys,
-                                                   monkeypatch):  # fmt: skip
+def test_reading_commands_work_on_a_read_only_home(
+    home_with_a_lost_job, tmp_path, capsys, monkeypatch
+):
     home, job_id = home_with_a_lost_job
     data = write_chat_jsonl(tmp_path / "train.jsonl")
     before = digest(home)
     with read_only(home) as view:
         monkeypatch.setenv("TUNELAB_HOME", str(view))
-        for argv in (["jobs", "list", "--json"], ["jobs", "show", job_id], ["models", "list"],
-                     ["eval", "list"], ["validate", str(data)],
-                     ["analyze", str(data), "--model", "gpt-4o-mini", "--json"]):  # fmt: skip
+        for argv in (
+            ["jobs", "list", "--json"],
+            ["jobs", "show", job_id],
+            ["models", "list"],
+            ["eval", "list"],
+            ["validate", str(data)],
+            ["analyze", str(data), "--model", "gpt-4o-mini", "--json"],
+        ):
             code, out, err = cli(capsys, *argv)
             assert code == 0, (argv, err)
         code, out, err = cli(capsys, "jobs", "show", job_id, "--json")
@@ -100,9 +115,11 @@ def test_reading_commands_work_on_a_read_only_home(home_with_a_lost_job, tmp_pat
 
 @pytest.mark.parametrize(
     ("argv", "code"),
-    [(["jobs", "cancel", "JOB"], "registry_read_only"),
-     (["jobs", "create", "--train", "DATA", "--no-start"], "home_read_only")],
-)  # fmt: skip
+    [
+        (["jobs", "cancel", "JOB"], "registry_read_only"),
+        (["jobs", "create", "--train", "DATA", "--no-start"], "home_read_only"),
+    ],
+)
 def test_writing_commands_on_a_read_only_home_say_where_and_what_to_do(
     home_with_a_lost_job, tmp_path, capsys, monkeypatch, argv, code
 ):
@@ -135,8 +152,20 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("trained")
     model = save_tiny_model(root / "tiny")
     data = write_chat_jsonl(root / "train.jsonl")
-    code = main(["train", "--model", str(model), "--train", str(data), "--output",
-                 str(root / "run"), "--max-steps", "1", "--json"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--model",
+            str(model),
+            "--train",
+            str(data),
+            "--output",
+            str(root / "run"),
+            "--max-steps",
+            "1",
+            "--json",
+        ]
+    )
     assert code == 0
     return model, root / "run"
 
@@ -149,10 +178,19 @@ def test_outputs_into_a_read_only_folder_are_refused_up_front(tmp_path, capsys, 
     commands = {
         "format": ["format", str(data), "--train-output", "OUT/train.jsonl"],
         "analyze": ["analyze", str(data), "--model", "gpt-4o-mini", "--html", "OUT/r.html"],
-        "train": ["train", "--model", str(model), "--train", str(data), "--output", "OUT/run",
-                  "--max-steps", "1"],
+        "train": [
+            "train",
+            "--model",
+            str(model),
+            "--train",
+            str(data),
+            "--output",
+            "OUT/run",
+            "--max-steps",
+            "1",
+        ],
         "export": ["export", str(run), "--output", "OUT/exported"],
-    }  # fmt: skip
+    }
     data_before = data.read_bytes()
     with read_only(folder) as view:
         for name, argv in commands.items():

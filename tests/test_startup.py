@@ -92,8 +92,12 @@ def test_a_bad_model_name_fails_before_any_heavy_work(args, tmp_path):
     """Every `--model` is resolved first: a mistyped name is a one-line error, with no data
     read and no torch imported (what made it take seconds), and nothing started."""
     argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
-    done = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), *argv],
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE.format(heavy=HEAVY), *argv],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert "[unknown_model]" in done.stderr and BAD in done.stderr, done.stderr
     line = [x for x in done.stderr.splitlines() if x.startswith("LOADED ")][-1]
     assert json.loads(line.removeprefix("LOADED ")) == []

@@ -50,8 +50,12 @@ def build_tokenizer(
 ) -> PreTrainedTokenizerFast:
     """A byte-level BPE trained on the test sentences; `roles` names its bos/eos/pad tokens
     (default: SmolLM2's)."""
-    roles = {"bos_token": "<|im_start|>", "eos_token": "<|im_end|>",
-             "pad_token": "<|endoftext|>", **roles}  # fmt: skip
+    roles = {
+        "bos_token": "<|im_start|>",
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        **roles,
+    }
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -164,19 +168,38 @@ def _gemma3(vocab: int, pad: int | None):
 # token: tunelab pads with the EOS.
 FAMILIES = {
     "llama3": (
-        ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
-         "<|eot_id|>", "<|eom_id|>", "<|python_tag|>"],
-        "<|begin_of_text|>", "<|eot_id|>", None, "llama3.jinja", _llama3,
+        [
+            "<|begin_of_text|>",
+            "<|end_of_text|>",
+            "<|start_header_id|>",
+            "<|end_header_id|>",
+            "<|eot_id|>",
+            "<|eom_id|>",
+            "<|python_tag|>",
+        ],
+        "<|begin_of_text|>",
+        "<|eot_id|>",
+        None,
+        "llama3.jinja",
+        _llama3,
     ),
     "qwen3": (
         ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"],
-        None, "<|im_end|>", "<|endoftext|>", "qwen3.jinja", _qwen3,
+        None,
+        "<|im_end|>",
+        "<|endoftext|>",
+        "qwen3.jinja",
+        _qwen3,
     ),
     "gemma3": (
         ["<pad>", "<eos>", "<bos>", "<start_of_turn>", "<end_of_turn>"],
-        "<bos>", "<end_of_turn>", "<pad>", "gemma3.jinja", _gemma3,
+        "<bos>",
+        "<end_of_turn>",
+        "<pad>",
+        "gemma3.jinja",
+        _gemma3,
     ),
-}  # fmt: skip
+}
 # What each family's template writes after a trained answer (its end-of-turn token).
 END_OF_TURN = {"llama3": "<|eot_id|>", "qwen3": "<|im_end|>", "gemma3": "<end_of_turn>"}
 

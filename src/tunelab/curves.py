@@ -126,8 +126,12 @@ def terminal_curve(records: Iterable[dict], width: int = 60, height: int = 10) -
     return lines
 
 
-def loss_chart(records: Iterable[dict], title: str = "training and validation loss", *,
-               element_id: str | None = None) -> str:  # fmt: skip
+def loss_chart(
+    records: Iterable[dict],
+    title: str = "training and validation loss",
+    *,
+    element_id: str | None = None,
+) -> str:
     """The curve as inline SVG (HTML reports, the studio): training loss solid, validation loss
     dashed with a dot per measurement, loss gridlines; "" without points. Colours are
     presentation attributes and classes (`train`, `val`, `val-dot`, `legend-*`), so a page's
@@ -144,8 +148,13 @@ def loss_svg(records: Iterable[dict], title: str = "training loss") -> str:
     train, val = loss_series(records)
     if not train and not val:
         return ""
-    attributes = {"xmlns": "http://www.w3.org/2000/svg", "width": SVG_WIDTH,
-                  "height": SVG_HEIGHT, "font-family": "sans-serif", "font-size": 11}  # fmt: skip
+    attributes = {
+        "xmlns": "http://www.w3.org/2000/svg",
+        "width": SVG_WIDTH,
+        "height": SVG_HEIGHT,
+        "font-family": "sans-serif",
+        "font-size": 11,
+    }
     return svg(SVG_WIDTH, SVG_HEIGHT, title, _shapes(train, val, title), attributes) + "\n"
 
 
@@ -167,8 +176,10 @@ def _shapes(train, val, title: str) -> list[str]:
         shapes.append(_text(LEFT, TOP - 6, "— training", "start", TRAIN_COLOUR, "legend-train"))
     if val:
         shapes.append(_polyline("val", VAL_COLOUR, val, x, y, "validation loss"))
-        shapes += [f'<circle class="val-dot" cx="{x(s):.1f}" cy="{y(v):.1f}" r="3" '
-                   f'fill="{VAL_COLOUR}"/>' for s, v in val]  # fmt: skip
+        shapes += [
+            f'<circle class="val-dot" cx="{x(s):.1f}" cy="{y(v):.1f}" r="3" fill="{VAL_COLOUR}"/>'
+            for s, v in val
+        ]
         shapes.append(
             _text(LEFT + 90, TOP - 6, "- - validation", "start", VAL_COLOUR, "legend-val")
         )
@@ -186,8 +197,10 @@ def _frame(first: int, last: int, low: float, high: float, y) -> list[str]:
     ]
     for i in range(5):
         value = low + (high - low) * i / 4
-        shapes.append(f'<line class="grid-line" x1="{LEFT}" y1="{y(value):.1f}" x2="{right}" '
-                      f'y2="{y(value):.1f}" stroke="#e4e7ec"/>')  # fmt: skip
+        shapes.append(
+            f'<line class="grid-line" x1="{LEFT}" y1="{y(value):.1f}" x2="{right}" '
+            f'y2="{y(value):.1f}" stroke="#e4e7ec"/>'
+        )
         shapes.append(_text(LEFT - 6, y(value) + 4, f"{value:.3g}", "end"))
     return shapes
 
@@ -195,12 +208,15 @@ def _frame(first: int, last: int, low: float, high: float, y) -> list[str]:
 def _polyline(cls: str, colour: str, points, x, y, name: str) -> str:
     path = " ".join(f"{x(step):.1f},{y(loss):.1f}" for step, loss in points)
     dash = ' stroke-dasharray="6 3"' if cls == "val" else ""
-    return (f'<polyline class="{cls}" points="{path}" fill="none" stroke="{colour}" '
-            f'stroke-width="2"{dash}><title>{name}</title></polyline>')  # fmt: skip
+    return (
+        f'<polyline class="{cls}" points="{path}" fill="none" stroke="{colour}" '
+        f'stroke-width="2"{dash}><title>{name}</title></polyline>'
+    )
 
 
-def _text(x: float, y: float, text: str, anchor: str, fill: str = "#667085",
-          cls: str = "") -> str:  # fmt: skip
+def _text(x: float, y: float, text: str, anchor: str, fill: str = "#667085", cls: str = "") -> str:
     css = f' class="{cls}"' if cls else ""
-    return (f'<text{css} x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" '
-            f'fill="{fill}">{escape(text)}</text>')  # fmt: skip
+    return (
+        f'<text{css} x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" '
+        f'fill="{fill}">{escape(text)}</text>'
+    )

@@ -128,16 +128,16 @@ def fine_tune_trec(
 def add_evaluation(fine_tune: FineTune, val_path: Path, model: str, progress=None) -> None:
     """Base vs fine-tuned on the held-out file, and a few of the fine-tuned model's answers."""
     tuned = Path(fine_tune.result.output_dir)
-    fine_tune.evaluation = evaluate_base_and_tuned(val_path, model, tuned, tuned.parent,
-                                                   progress)  # fmt: skip
+    fine_tune.evaluation = evaluate_base_and_tuned(val_path, model, tuned, tuned.parent, progress)
     fine_tune.answers = [
         HeldOutAnswer(_question_of_text(row["question"]), row["gold"], row["answer"])
         for row in _outputs(fine_tune.evaluation)[str(tuned)][:DEMO_QUESTIONS]
     ]
 
 
-def evaluate_base_and_tuned(val_path: Path, base: str, tuned: Path, out: Path,
-                            progress=None) -> EvaluationResult:  # fmt: skip
+def evaluate_base_and_tuned(
+    val_path: Path, base: str, tuned: Path, out: Path, progress=None
+) -> EvaluationResult:
     """`tunelab eval classify` on the held-out file: the base model against the fine-tuned."""
     data = load_items(val_path)
     models = [base, str(tuned)]

@@ -60,8 +60,12 @@ def escape(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def table(headers: Sequence[object], rows: Iterable[Sequence[object]],
-          numeric: Iterable[int] = (), highlight: Iterable[int] = ()) -> str:  # fmt: skip
+def table(
+    headers: Sequence[object],
+    rows: Iterable[Sequence[object]],
+    numeric: Iterable[int] = (),
+    highlight: Iterable[int] = (),
+) -> str:
     """A table of escaped cells (None shows as "—"); `numeric` columns are right-aligned,
     `highlight` rows marked `current`."""
     numeric, highlight = set(numeric), set(highlight)
@@ -80,8 +84,13 @@ def table(headers: Sequence[object], rows: Iterable[Sequence[object]],
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def svg(width: int, height: float, title: str, shapes: Iterable[str],
-        attributes: dict[str, object] | None = None) -> str:  # fmt: skip
+def svg(
+    width: int,
+    height: float,
+    title: str,
+    shapes: Iterable[str],
+    attributes: dict[str, object] | None = None,
+) -> str:
     """An inline SVG chart of already drawn `shapes`; `title` (escaped) is its accessible name,
     `attributes` (escaped) are added to the `<svg>` element."""
     extra = "".join(f' {name}="{escape(value)}"' for name, value in (attributes or {}).items())

@@ -78,8 +78,11 @@ def staged_write(path: Path, mode: str = "w") -> Iterator[tuple[IO, Path]]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as err:  # name the output, not the temporary file beside it
-        raise TunelabError("not_writable", f"cannot write {path}: {err.strerror}.",
-                           hint="choose a path in a writable directory") from None  # fmt: skip
+        raise TunelabError(
+            "not_writable",
+            f"cannot write {path}: {err.strerror}.",
+            hint="choose a path in a writable directory",
+        ) from None
     tmp = Path(tmp_name)
     # mkstemp creates 0600; outputs are meant to be shared like any file the user writes.
     os.fchmod(fd, _default_mode())

@@ -18,16 +18,26 @@ from tunelab.errors import TunelabError
 REPORTERS = ("tensorboard", "trackio", "wandb")
 _PACKAGES = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb"}
 # The per-step numbers worth a chart; the rest of a record (epoch, tokens) stays in metrics.jsonl.
-SCALARS = ("loss", "val_loss", "learning_rate", "grad_norm", "mean_token_accuracy",
-           "val_mean_token_accuracy", "tokens_per_second")  # fmt: skip
+SCALARS = (
+    "loss",
+    "val_loss",
+    "learning_rate",
+    "grad_norm",
+    "mean_token_accuracy",
+    "val_mean_token_accuracy",
+    "tokens_per_second",
+)
 
 
 def check_reporters(names: tuple[str, ...]) -> None:
     """Refuse a tracker that is unknown or whose package is not installed."""
     for name in names:
         if name not in REPORTERS:
-            raise TunelabError("unknown_reporter", f"--report-to {name}: choose one of "
-                               f"{', '.join(REPORTERS)}.", exit_code=2)  # fmt: skip
+            raise TunelabError(
+                "unknown_reporter",
+                f"--report-to {name}: choose one of {', '.join(REPORTERS)}.",
+                exit_code=2,
+            )
         package = _PACKAGES[name]
         if package not in sys.modules and importlib.util.find_spec(package) is None:
             raise TunelabError(

@@ -52,9 +52,10 @@ def read_throughput(base_model: str, method: str | None = None) -> dict | None:
     """The measurement for `base_model` trained with `method`, with the `method` it was taken
     with: the same method's when there is one, else another method's (scaled when used)."""
     measured = {
-        m: e for m, e in _by_method(_read_table().get(base_model)).items()
+        m: e
+        for m, e in _by_method(_read_table().get(base_model)).items()
         if _positive(e.get("tokens_per_second"))
-    }  # fmt: skip
+    }
     if not measured:
         return None
     chosen = method if method in measured else sorted(measured)[0]

@@ -73,7 +73,8 @@ class AnswerScore:
 def best_answer(scores: list[AnswerScore], normalize: str = "sum") -> int:
     """Index of the highest-scoring answer (the first of equals)."""
     if normalize not in NORMALIZATIONS:
-        raise TunelabError("invalid_scoring", f"normalize must be one of {NORMALIZATIONS}",
-                           exit_code=2)  # fmt: skip
+        raise TunelabError(
+            "invalid_scoring", f"normalize must be one of {NORMALIZATIONS}", exit_code=2
+        )
     values = [score.value(normalize) for score in scores]
     return values.index(max(values))

@@ -28,9 +28,22 @@ def cookbook_total(path: Path) -> tuple[int, int]:
 
 @pytest.mark.parametrize(
     ("n", "epochs"),
-    [(0, 0), (1, 25), (3, 25), (4, 25), (5, 20), (12, 8), (33, 3), (34, 3), (8_333, 3),
-     (8_334, 2), (12_500, 2), (12_501, 1), (1_000_000, 1)],
-)  # fmt: skip
+    [
+        (0, 0),
+        (1, 25),
+        (3, 25),
+        (4, 25),
+        (5, 20),
+        (12, 8),
+        (33, 3),
+        (34, 3),
+        (8_333, 3),
+        (8_334, 2),
+        (12_500, 2),
+        (12_501, 1),
+        (1_000_000, 1),
+    ],
+)
 def test_recommended_epochs_follow_the_cookbook(n, epochs):
     assert recommended_epochs(n) == epochs
 

@@ -246,8 +246,17 @@ def test_refuses_to_write_over_the_input(tmp_path, capsys):
     source = tmp_path / "train.jsonl"
     source.write_bytes((FIXTURES / "completion.jsonl").read_bytes())
     before = digest(source)
-    code = main(["format", str(source), "--train-output", str(tmp_path / "t.jsonl"),
-                 "--val-output", str(source), "--force"])  # fmt: skip
+    code = main(
+        [
+            "format",
+            str(source),
+            "--train-output",
+            str(tmp_path / "t.jsonl"),
+            "--val-output",
+            str(source),
+            "--force",
+        ]
+    )
     assert code == 1
     assert "[output_is_input]" in capsys.readouterr().err
     assert digest(source) == before

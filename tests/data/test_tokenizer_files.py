@@ -12,14 +12,20 @@ from tunelab.data.tokenizer_files import open_tokenizer_files
 from tunelab.data.tokens import ChatTemplateCounter
 
 CONVERSATIONS = [
-    [{"role": "user", "content": "What is the capital of France?"},
-     {"role": "assistant", "content": "Paris"}],
-    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2 + 2?"},
-     {"role": "assistant", "content": "4", "weight": 0}, {"role": "user", "content": "3 + 3?"},
-     {"role": "assistant", "content": "Six, é ü 😀"}],
+    [
+        {"role": "user", "content": "What is the capital of France?"},
+        {"role": "assistant", "content": "Paris"},
+    ],
+    [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "2 + 2?"},
+        {"role": "assistant", "content": "4", "weight": 0},
+        {"role": "user", "content": "3 + 3?"},
+        {"role": "assistant", "content": "Six, é ü 😀"},
+    ],
     [{"role": "user", "content": "Hi", "name": "ann"}, {"role": "assistant", "content": "Hello"}],
     [{"role": "assistant", "content": "I speak first"}],  # some templates refuse this
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize("family", ["chatml", "llama3", "qwen3", "gemma3"])

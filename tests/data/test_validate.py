@@ -268,8 +268,10 @@ def test_a_truncated_line_is_reported_where_it_stops(tmp_path):
 
 
 def test_a_plain_example_with_a_repeated_key_is_warned_about(tmp_path):
-    repeated = (b'{"messages": [{"role": "user", "content": "hi"}, '
-                b'{"role": "assistant", "role": "assistant", "content": "ok"}]}')  # fmt: skip
+    repeated = (
+        b'{"messages": [{"role": "user", "content": "hi"}, '
+        b'{"role": "assistant", "role": "assistant", "content": "ok"}]}'
+    )
     clean = line({"messages": [{"role": "user", "content": "role"}, ANSWER]})
     report = validate_file(write(tmp_path / "train.jsonl", [repeated, clean]))
     assert [(f.code, f.line) for f in report.findings if f.code == "duplicate_key"] == [
@@ -286,8 +288,10 @@ def test_an_enormous_line_is_read_past_without_holding_it(tmp_path):
     path = write(tmp_path / "train.jsonl", [line(OK), b"x" * (40 << 20), line(OK)])
     tracemalloc.start()
     with path.open("rb") as handle:
-        seen = [(number, raw is None, length) for number, raw, length in
-                iter_bounded_lines(handle, validate.MAX_LINE_BYTES)]  # fmt: skip
+        seen = [
+            (number, raw is None, length)
+            for number, raw, length in iter_bounded_lines(handle, validate.MAX_LINE_BYTES)
+        ]
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert seen[1] == (2, True, (40 << 20) + 1) and seen[2][:2] == (3, False)

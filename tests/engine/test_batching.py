@@ -122,10 +122,11 @@ def _two_schemas(examples):
         "colors(thing, color)",
     ]
     return [
-        ChatExample(({"role": "system", "content": schemas[i % 2]}, *e.messages),
-                    source_line=e.source_line)
+        ChatExample(
+            ({"role": "system", "content": schemas[i % 2]}, *e.messages), source_line=e.source_line
+        )
         for i, e in enumerate(examples)
-    ]  # fmt: skip
+    ]
 
 
 @pytest.mark.parametrize("grouping", ["on", "off"])

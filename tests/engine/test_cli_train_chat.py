@@ -115,10 +115,27 @@ def test_bad_flags_are_usage_errors(tmp_path, train_file, base_dir, capsys, flag
 
 def test_every_setting_accepts_auto(tmp_path, train_file, base_dir, capsys):
     autos = [
-        "--n-epochs", "auto", "--batch-size", "auto", "--learning-rate-multiplier", "auto",
-        "--max-steps", "auto", "--seed", "auto", "--method", "auto", "--lora-rank", "auto",
-        "--max-seq-len", "auto", "--precision", "auto", "--lora-target-modules", "auto",
-    ]  # fmt: skip
+        "--n-epochs",
+        "auto",
+        "--batch-size",
+        "auto",
+        "--learning-rate-multiplier",
+        "auto",
+        "--max-steps",
+        "auto",
+        "--seed",
+        "auto",
+        "--method",
+        "auto",
+        "--lora-rank",
+        "auto",
+        "--max-seq-len",
+        "auto",
+        "--precision",
+        "auto",
+        "--lora-target-modules",
+        "auto",
+    ]
     args = ["train", "--train", str(train_file), "--model", str(base_dir)]
     assert main([*args, "--output", str(tmp_path / "run"), *autos, "--dry-run", "--json"]) == 0
     config = json.loads(capsys.readouterr().out)["config"]
@@ -164,8 +181,9 @@ def test_ctrl_c_during_validation_ends_the_run_at_once_with_a_checkpoint(
     from tunelab.data.example import chat
 
     val_file = tmp_path / "val.jsonl"
-    val_file.write_bytes(b"".join(chat(f"question {i}?", f"answer {i}").to_json_line()
-                                  for i in range(40)))  # fmt: skip
+    val_file.write_bytes(
+        b"".join(chat(f"question {i}?", f"answer {i}").to_json_line() for i in range(40))
+    )
     real_train = train_module.train
     batches = []
 
@@ -360,8 +378,9 @@ def test_report_to_tensorboard_writes_each_step_s_loss(tmp_path, train_file, bas
     assert tensorboard_losses(run) == pytest.approx(losses, rel=1e-6)  # float32 in the file
 
 
-def test_report_to_trackio_stores_each_step_s_loss_offline(tmp_path, train_file, base_dir,
-                                                            capsys, monkeypatch):  # fmt: skip
+def test_report_to_trackio_stores_each_step_s_loss_offline(
+    tmp_path, train_file, base_dir, capsys, monkeypatch
+):
     """trackio keeps its runs in a local SQLite database (TRACKIO_DIR); read back with its
     own reader. Its banner goes to stderr: stdout stays the JSON result."""
     monkeypatch.setenv("TRACKIO_DIR", str(tmp_path / "trackio"))
@@ -398,14 +417,25 @@ def test_piped_output_has_no_warnings_and_no_carriage_returns(tmp_path, train_fi
     """What a user sees of train, chat and export in a pipe or a log: our lines only."""
     run, export = tmp_path / "run", tmp_path / "export"
     commands = [
-        ["train", "--train", str(train_file), "-m", str(base_dir), "-o", str(run), *FAST,
-         "--max-steps", "2"],
+        [
+            "train",
+            "--train",
+            str(train_file),
+            "-m",
+            str(base_dir),
+            "-o",
+            str(run),
+            *FAST,
+            "--max-steps",
+            "2",
+        ],
         ["chat", str(run), "What is the capital of France?", "--max-tokens", "4"],
         ["export", str(run), "-o", str(export)],
-    ]  # fmt: skip
+    ]
     for argv in commands:
-        done = subprocess.run([sys.executable, "-m", "tunelab", *argv], capture_output=True,
-                              text=True, timeout=600)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "tunelab", *argv], capture_output=True, text=True, timeout=600
+        )
         output = done.stdout + done.stderr
         assert done.returncode == 0, output
         assert "Warning" not in output and "\r" not in output, output

@@ -19,8 +19,20 @@ from tunelab.providers.local.ranks import kill_tree  # torchrun, and ranks in th
 
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing`:FutureWarning")
 
-EXACT = ["--learning-rate", "1e-2", "--lora-rank", "4", "--lora-dropout", "0", "--precision",
-         "fp32", "--lr-scheduler", "constant", "--warmup-steps", "0"]  # fmt: skip
+EXACT = [
+    "--learning-rate",
+    "1e-2",
+    "--lora-rank",
+    "4",
+    "--lora-dropout",
+    "0",
+    "--precision",
+    "fp32",
+    "--lr-scheduler",
+    "constant",
+    "--warmup-steps",
+    "0",
+]
 
 
 @pytest.fixture
@@ -39,8 +51,17 @@ def train_file(tmp_path, examples):
 
 
 def train_args(train_file, base_dir, output, *extra) -> list[str]:
-    return ["train", "--train", str(train_file), "--model", str(base_dir),
-            "--output", str(output), *EXACT, *extra]  # fmt: skip
+    return [
+        "train",
+        "--train",
+        str(train_file),
+        "--model",
+        str(base_dir),
+        "--output",
+        str(output),
+        *EXACT,
+        *extra,
+    ]
 
 
 def records(run) -> list[dict]:
@@ -68,8 +89,9 @@ def test_two_processes_train_like_one_at_the_same_global_batch(tmp_path, train_f
     flags = ["--batch-size", "4", "--n-epochs", "2", "--gradient-accumulation-steps", "2"]
     assert main(train_args(train_file, base_dir, tmp_path / "one", *flags)) == 0
 
-    command = ranks_command(train_args(train_file, base_dir, tmp_path / "two", *flags,
-                                       "--report-to", "tensorboard"))  # fmt: skip
+    command = ranks_command(
+        train_args(train_file, base_dir, tmp_path / "two", *flags, "--report-to", "tensorboard")
+    )
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
 
     assert done.returncode == 0, done.stderr[-3000:]
@@ -114,7 +136,11 @@ def test_the_launcher_command_and_the_ranks_torchrun_describes(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     ranks = Ranks.from_env()
     assert (ranks.active, ranks.is_main, ranks.device("cuda"), ranks.device("cpu")) == (
-        True, False, "cuda:1", "cpu")  # fmt: skip
+        True,
+        False,
+        "cuda:1",
+        "cpu",
+    )
     assert ranks.mine(list(range(10))) == [3, 7]
 
 
@@ -127,8 +153,16 @@ def test_several_machines_need_a_meeting_point(tmp_path, train_file, base_dir, c
 def test_a_ranks_resume_command_names_the_processes_torchrun_started(train_file, monkeypatch):
     from tunelab.cli.train_cmd import resume_command, train_cmd
 
-    args = ["--train", str(train_file), "--output", "out", "--method", "full",
-            "--distributed", "fsdp"]  # fmt: skip
+    args = [
+        "--train",
+        str(train_file),
+        "--output",
+        "out",
+        "--method",
+        "full",
+        "--distributed",
+        "fsdp",
+    ]
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # in a rank, started without --nproc-per-node
     command = resume_command(train_cmd.make_context("train", args))
     assert "--nproc-per-node 4" in command and "--distributed fsdp" in command

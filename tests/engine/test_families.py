@@ -64,10 +64,25 @@ def test_each_family_trains_with_its_template_and_reloads(family_dir, tmp_path):
     family, directory = family_dir
     model, tokenizer, info = load_base(directory)
     examples = [chat(q, a) for q, a in QUESTIONS] + [CONVERSATION]
-    settings = dict(n_epochs=4, batch_size=4, learning_rate=3e-2, lr_scheduler="constant",
-                  warmup_steps=0, precision="fp32", lora_rank=4, lora_dropout=0.0)  # fmt: skip
-    result = train(model, tokenizer, examples, None, TrainConfig(**settings), tmp_path / "run",
-                   base_model=info.name)  # fmt: skip
+    settings = dict(
+        n_epochs=4,
+        batch_size=4,
+        learning_rate=3e-2,
+        lr_scheduler="constant",
+        warmup_steps=0,
+        precision="fp32",
+        lora_rank=4,
+        lora_dropout=0.0,
+    )
+    result = train(
+        model,
+        tokenizer,
+        examples,
+        None,
+        TrainConfig(**settings),
+        tmp_path / "run",
+        base_model=info.name,
+    )
 
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run/metrics.jsonl").open()]
     assert result.status == "succeeded" and result.dataset["train"]["n_examples"] == 13
@@ -105,9 +120,11 @@ def test_remote_code_runs_only_when_trusted(tmp_path, monkeypatch):
     config = json.loads((directory / "config.json").read_text())
     config.update(
         model_type="tunelab_custom",
-        auto_map={"AutoConfig": "configuration_custom.CustomConfig",
-                  "AutoModelForCausalLM": "modeling_custom.CustomForCausalLM"},
-    )  # fmt: skip
+        auto_map={
+            "AutoConfig": "configuration_custom.CustomConfig",
+            "AutoModelForCausalLM": "modeling_custom.CustomForCausalLM",
+        },
+    )
     (directory / "config.json").write_text(json.dumps(config))
     (directory / "configuration_custom.py").write_text(
         "from transformers import LlamaConfig\n\n\n"
@@ -153,12 +170,18 @@ def test_a_shared_prompt_computed_once_gives_each_familys_own_loss(family_dir):
     model, tokenizer, _ = load_base(directory)
     system = {"role": "system", "content": "Answer the question in one word only."}
     prompted = [
-        ChatExample((system, {"role": "user", "content": question},
-                     {"role": "assistant", "content": answer}))
+        ChatExample(
+            (
+                system,
+                {"role": "user", "content": question},
+                {"role": "assistant", "content": answer},
+            )
+        )
         for question, answer in QUESTIONS
-    ]  # fmt: skip
-    batch = collate(tokenize_examples(prompted, tokenizer, 512).examples,
-                    tokenizer.pad_token_id, "cpu")  # fmt: skip
+    ]
+    batch = collate(
+        tokenize_examples(prompted, tokenizer, 512).examples, tokenizer.pad_token_id, "cpu"
+    )
     assert batch.shared_prefix >= 8
     losses = []
     for each in (batch, replace(batch, shared_prefix=0)):

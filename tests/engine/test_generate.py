@@ -180,12 +180,15 @@ LONG_SYSTEM = (
 def test_the_shared_prefix_is_computed_once_and_answers_stay_identical(model, tokenizer):
     from tunelab.engine.generate import PrefixCache, shared_prefix_length
 
-    chats = [[{"role": "system", "content": LONG_SYSTEM}, {"role": "user", "content": q}]
-             for q in QUESTIONS]  # fmt: skip
+    chats = [
+        [{"role": "system", "content": LONG_SYSTEM}, {"role": "user", "content": q}]
+        for q in QUESTIONS
+    ]
     prompts = [encode_chat(tokenizer, c) for c in chats]
     assert shared_prefix_length(prompts) >= PrefixCache.MIN_TOKENS  # the cache is used
-    alone = [generate(model, tokenizer, [c], max_new_tokens=16, prefix_cache=False)[0]
-             for c in chats]  # fmt: skip
+    alone = [
+        generate(model, tokenizer, [c], max_new_tokens=16, prefix_cache=False)[0] for c in chats
+    ]
 
     for batch_size in (1, 3, len(chats)):
         cached = generate(model, tokenizer, chats, max_new_tokens=16, batch_size=batch_size)

@@ -133,14 +133,22 @@ def test_packed_rows_give_the_unpacked_loss(tokenizer, make_model, examples, mon
     assert int(packed_right) == int(padded_right)
 
 
-def test_training_with_packing_follows_the_unpacked_run(tmp_path, tokenizer, make_model,
-                                                         examples, fast_config):  # fmt: skip
+def test_training_with_packing_follows_the_unpacked_run(
+    tmp_path, tokenizer, make_model, examples, fast_config
+):
     losses = {}
     for packing in ("off", "on"):
         records = []
         config = fast_config(method="full", batch_size=6, max_steps=3, packing=packing)
-        train(make_model(), tokenizer, examples, None, config, tmp_path / packing,
-              callback=records.append)  # fmt: skip
+        train(
+            make_model(),
+            tokenizer,
+            examples,
+            None,
+            config,
+            tmp_path / packing,
+            callback=records.append,
+        )
         losses[packing] = [r.loss for r in records]
     assert losses["on"] == pytest.approx(losses["off"], rel=1e-4)
 
@@ -155,12 +163,15 @@ def _prompted(examples):
     system = {"role": "system", "content": "You are a helpful assistant."}
     return [
         ChatExample(
-            (system, {"role": "user", "content": f"{INSTRUCTION}\n{e.messages[0]['content']}"},
-             *e.messages[1:]),
+            (
+                system,
+                {"role": "user", "content": f"{INSTRUCTION}\n{e.messages[0]['content']}"},
+                *e.messages[1:],
+            ),
             source_line=e.source_line,
         )
         for e in examples
-    ]  # fmt: skip
+    ]
 
 
 def _loss_and_gradients(model, batch):
@@ -197,8 +208,10 @@ def test_a_shared_prefix_computed_once_gives_the_same_loss_and_gradients(
 def test_the_shared_prefix_stops_before_the_first_trained_token(tokenizer):
     """Answers that start alike ("<category>…") share trained tokens: those are not part of
     the prefix, since each row's loss needs the prediction made at its own position."""
-    same_question = [chat("Where is Paris?", f"<category>{label}</category>", source_line=i)
-                     for i, label in enumerate(["LOC", "LOCATION", "PLACE"], 1)]  # fmt: skip
+    same_question = [
+        chat("Where is Paris?", f"<category>{label}</category>", source_line=i)
+        for i, label in enumerate(["LOC", "LOCATION", "PLACE"], 1)
+    ]
     tokenized = tokenize_examples(_prompted(same_question), tokenizer, 512).examples
     first_trained = min(
         next(i for i, label in enumerate(e.labels) if label != IGNORE_INDEX) for e in tokenized
@@ -217,8 +230,15 @@ def test_training_with_a_shared_prefix_follows_the_unshared_run(
         monkeypatch.setattr(data_module, "MIN_SHARED_PREFIX", minimum)
         records = []
         config = fast_config(batch_size=6, max_steps=3)
-        train(make_model(), tokenizer, _prompted(examples), _prompted(examples[:4]), config,
-              tmp_path / name, callback=records.append)  # fmt: skip
+        train(
+            make_model(),
+            tokenizer,
+            _prompted(examples),
+            _prompted(examples[:4]),
+            config,
+            tmp_path / name,
+            callback=records.append,
+        )
         losses[name] = [
             getattr(r, key)
             for key in ("loss", "val_loss")

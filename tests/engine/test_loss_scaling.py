@@ -41,8 +41,9 @@ def test_the_loss_scale_is_saved_in_the_checkpoint_and_restored(tmp_path, make_m
     scaler = overflowed_scaler(model, optimizer)
     assert scaler.get_scale() == 2.0**15  # 65536 halved
     config = ResolvedConfig.from_dict({**vars(fast_config()), "precision": "fp16"})
-    path = save_checkpoint(tmp_path, model, optimizer, scheduler, Position(3, 0, 3), config, {},
-                           scaler=scaler)  # fmt: skip
+    path = save_checkpoint(
+        tmp_path, model, optimizer, scheduler, Position(3, 0, 3), config, {}, scaler=scaler
+    )
 
     fresh = grad_scaler("fp16", torch.device("cpu"))
     load_checkpoint(path, make_model(), optimizer, scheduler, fresh)
@@ -77,10 +78,16 @@ def fp16_on_cpu(monkeypatch):
     """tunelab refuses fp16 on the CPU (emulated, slow): let it through to exercise scaling,
     with an initial scale high enough that the tiny model's gradients overflow fp16 at first
     (as a large model's do at the default scale), so the scale has moved by the checkpoint."""
-    monkeypatch.setattr(engine_config, "choose_precision", lambda requested, device, caps:
-                        requested)  # fmt: skip
-    monkeypatch.setattr(trainer, "grad_scaler", lambda precision, device: torch.amp.GradScaler(
-        device.type, init_scale=HIGH_SCALE, enabled=precision == "fp16"))  # fmt: skip
+    monkeypatch.setattr(
+        engine_config, "choose_precision", lambda requested, device, caps: requested
+    )
+    monkeypatch.setattr(
+        trainer,
+        "grad_scaler",
+        lambda precision, device: torch.amp.GradScaler(
+            device.type, init_scale=HIGH_SCALE, enabled=precision == "fp16"
+        ),
+    )
 
 
 def test_an_fp16_run_resumed_from_a_checkpoint_matches_the_uninterrupted_run(
@@ -88,8 +95,15 @@ def test_an_fp16_run_resumed_from_a_checkpoint_matches_the_uninterrupted_run(
 ):
     config = fast_config(precision="fp16", n_epochs=3, checkpoint_every=2)
     straight, straight_model = [], make_model()
-    train(straight_model, tokenizer, examples, None, config, tmp_path / "straight",
-          callback=straight.append)  # fmt: skip
+    train(
+        straight_model,
+        tokenizer,
+        examples,
+        None,
+        config,
+        tmp_path / "straight",
+        callback=straight.append,
+    )
 
     crashed = tmp_path / "crashed"
     with pytest.raises(Crash):
@@ -98,8 +112,16 @@ def test_an_fp16_run_resumed_from_a_checkpoint_matches_the_uninterrupted_run(
     assert state["grad_scaler"]["scale"] < HIGH_SCALE  # overflows lowered it before step 4
 
     resumed, resumed_model = [], make_model()
-    train(resumed_model, tokenizer, examples, None, config, crashed, resume=True,
-          callback=resumed.append)  # fmt: skip
+    train(
+        resumed_model,
+        tokenizer,
+        examples,
+        None,
+        config,
+        crashed,
+        resume=True,
+        callback=resumed.append,
+    )
 
     assert [u.step for u in resumed] == list(range(5, straight[-1].step + 1))
     for after, before in zip(resumed, straight[4:], strict=True):

@@ -70,8 +70,9 @@ def test_training_continues_from_a_trained_model(tmp_path, base_dir, examples, f
     model, tokenizer, info = load_base(output)
     second = tmp_path / "second"
 
-    result = train(model, tokenizer, examples, None, fast_config(n_epochs=1), second,
-                   base_model=info.name)  # fmt: skip
+    result = train(
+        model, tokenizer, examples, None, fast_config(n_epochs=1), second, base_model=info.name
+    )
 
     assert result.status == "succeeded"
     stacked, _, stacked_info = load_base(second)

@@ -14,8 +14,9 @@ from tunelab.errors import TunelabError
 
 
 @pytest.mark.parametrize("where", ["itself", "its parent"])
-def test_training_into_the_models_own_directory_is_refused(tmp_path, tokenizer, examples,
-                                                          fast_config, where):  # fmt: skip
+def test_training_into_the_models_own_directory_is_refused(
+    tmp_path, tokenizer, examples, fast_config, where
+):
     source = save_tiny_model(tmp_path / "models" / "base")
     before = sorted(p.name for p in source.iterdir())
     model = AutoModelForCausalLM.from_pretrained(source)

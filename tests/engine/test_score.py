@@ -10,16 +10,21 @@ from tunelab.engine.generate import encode_chat
 from tunelab.engine.score import answer_tokens, best_answer, score_answers
 
 SYSTEM = "You are a helpful assistant. Answer with the capital only, in one word."
-QUESTIONS = ["What is the capital of France?", "What is the capital of Italy?",
-             "What is the capital of Spain?", "What is the capital of Japan?",
-             "Who wrote Hamlet?"]  # fmt: skip
+QUESTIONS = [
+    "What is the capital of France?",
+    "What is the capital of Italy?",
+    "What is the capital of Spain?",
+    "What is the capital of Japan?",
+    "Who wrote Hamlet?",
+]
 # Multi-token answers, two of which share a prefix ("A cow" / "A cow says moo.").
 ANSWERS = ["Paris", "Rome", "A cow", "A cow says moo.", "Shakespeare"]
 
 
 def conversations() -> list[list[dict]]:
-    return [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}]
-            for q in QUESTIONS]  # fmt: skip
+    return [
+        [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}] for q in QUESTIONS
+    ]
 
 
 @pytest.fixture
@@ -99,9 +104,15 @@ def test_smollm2_label_scores_are_the_same_with_and_without_the_prefix_cache(smo
 
     model, tokenizer, _ = load_base()
     prompt, labels = ClassificationPrompt(), ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
-    chats = [[{"role": "user", "content": prompt.user_message(q, labels)}]
-             for q in ("What does NASA stand for?", "Who wrote Hamlet?",
-                       "Where is Lima?", "How many legs does a spider have?")]  # fmt: skip
+    chats = [
+        [{"role": "user", "content": prompt.user_message(q, labels)}]
+        for q in (
+            "What does NASA stand for?",
+            "Who wrote Hamlet?",
+            "Where is Lima?",
+            "How many legs does a spider have?",
+        )
+    ]
     answers = [prompt.answer(label) for label in labels]
     cached = score_answers(model, tokenizer, chats, answers, batch_size=4)
     plain = score_answers(model, tokenizer, chats, answers, batch_size=1, prefix_cache=False)

@@ -24,10 +24,26 @@ pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing`:Futu
 # 7 examples in batches of 3 (3, 3, 1), each cut into up to 2 micro-batches on each of 2
 # ranks: 3 micro-batches, or 1, leave rank 1 one short (a padding pass); 5 validation
 # examples in batches of 2 likewise.
-FLAGS = ["--method", "full", "--learning-rate", "1e-3", "--precision", "fp32",
-         "--lr-scheduler", "constant", "--warmup-steps", "0", "--batch-size", "3",
-         "--gradient-accumulation-steps", "2", "--n-epochs", "3",
-         "--checkpoint-every", "2"]  # fmt: skip
+FLAGS = [
+    "--method",
+    "full",
+    "--learning-rate",
+    "1e-3",
+    "--precision",
+    "fp32",
+    "--lr-scheduler",
+    "constant",
+    "--warmup-steps",
+    "0",
+    "--batch-size",
+    "3",
+    "--gradient-accumulation-steps",
+    "2",
+    "--n-epochs",
+    "3",
+    "--checkpoint-every",
+    "2",
+]
 SHARDED = ["--nproc-per-node", "2", "--distributed", "fsdp"]
 
 
@@ -42,8 +58,22 @@ def files(tmp_path_factory):
 
 def command(files, output, *extra) -> list[str]:
     base, train, val = files
-    return [sys.executable, "-m", "tunelab", "train", "--train", str(train), "--val", str(val),
-            "--model", str(base), "--output", str(output), *FLAGS, *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "tunelab",
+        "train",
+        "--train",
+        str(train),
+        "--val",
+        str(val),
+        "--model",
+        str(base),
+        "--output",
+        str(output),
+        *FLAGS,
+        *extra,
+    ]
 
 
 def run(args: list[str]) -> subprocess.CompletedProcess:
@@ -91,8 +121,9 @@ def test_two_sharded_processes_train_like_one_at_the_same_global_batch(
     assert config["architectures"] == ["LlamaForCausalLM"]  # not fully_shard's class
 
     capsys.readouterr()
-    assert main(["chat", str(sharded_run), "What is the capital of Spain?",
-                 "--max-tokens", "6"]) == 0  # fmt: skip
+    assert (
+        main(["chat", str(sharded_run), "What is the capital of Spain?", "--max-tokens", "6"]) == 0
+    )
     assert capsys.readouterr().out.strip()
 
 

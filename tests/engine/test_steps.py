@@ -12,10 +12,20 @@ from tunelab.engine.steps import StepRecord
 
 def a_step(**changes) -> StepRecord:
     record = StepRecord(
-        step=3, total_steps=10, epoch=1, loss=1.5, mean_token_accuracy=0.4, learning_rate=1e-4,
-        grad_norm=0.8, tokens=120, trained_tokens=40, tokens_per_second=900.0, threads=2,
-        elapsed=4.5, eta_seconds=12.0,
-    )  # fmt: skip
+        step=3,
+        total_steps=10,
+        epoch=1,
+        loss=1.5,
+        mean_token_accuracy=0.4,
+        learning_rate=1e-4,
+        grad_norm=0.8,
+        tokens=120,
+        trained_tokens=40,
+        tokens_per_second=900.0,
+        threads=2,
+        elapsed=4.5,
+        eta_seconds=12.0,
+    )
     return dataclasses.replace(record, **changes)
 
 
@@ -30,8 +40,10 @@ def test_a_validated_step_has_its_validation_figures_in_the_metrics():
     assert record.validated and not a_step().validated
     metrics = record.as_metrics()
     assert (metrics["val_loss"], metrics["val_mean_token_accuracy"], metrics["val_examples"]) == (
-        1.25, 0.5, 8,
-    )  # fmt: skip
+        1.25,
+        0.5,
+        8,
+    )
 
 
 def test_a_step_record_cannot_change():

@@ -140,8 +140,15 @@ def test_throughput_is_recorded_per_model_and_method_and_used_to_estimate_time(
         plan(tokenizer, examples, config=fast_config(), base_model="tiny")["estimated_seconds"]
         is None
     )
-    train(make_model(), tokenizer, examples, examples[:4], fast_config(), tmp_path / "run",
-          base_model="tiny")  # fmt: skip
+    train(
+        make_model(),
+        tokenizer,
+        examples,
+        examples[:4],
+        fast_config(),
+        tmp_path / "run",
+        base_model="tiny",
+    )
 
     record = json.loads((isolated_home / "throughput.json").read_text())["tiny"]["lora"]
     assert record["tokens_per_second"] > 0 and record["eval_tokens_per_second"] > 0
@@ -166,10 +173,18 @@ def test_an_estimate_with_max_steps_counts_only_the_steps_the_run_takes(
 ):
     # A timed comparison would measure the machine's load, not the estimate; what matters
     # is that a run stopped by max_steps is estimated for its own steps, not all epochs.
-    train(make_model(), tokenizer, examples, examples[:4], fast_config(), tmp_path / "measure",
-          base_model="tiny")  # fmt: skip
-    capped = plan(tokenizer, examples, examples[:4], fast_config(n_epochs=20, max_steps=3),
-                  base_model="tiny")  # fmt: skip
+    train(
+        make_model(),
+        tokenizer,
+        examples,
+        examples[:4],
+        fast_config(),
+        tmp_path / "measure",
+        base_model="tiny",
+    )
+    capped = plan(
+        tokenizer, examples, examples[:4], fast_config(n_epochs=20, max_steps=3), base_model="tiny"
+    )
     uncapped = plan(tokenizer, examples, examples[:4], fast_config(n_epochs=20), base_model="tiny")
     assert capped["total_steps"] == 3 and uncapped["total_steps"] > 3
     assert capped["tokens_to_process"] == round(
@@ -178,8 +193,9 @@ def test_an_estimate_with_max_steps_counts_only_the_steps_the_run_takes(
     assert capped["estimated_seconds"] < uncapped["estimated_seconds"]
 
     config = fast_config(n_epochs=20, max_steps=3)
-    result = train(make_model(), tokenizer, examples, examples[:4], config, tmp_path / "run",
-                   base_model="tiny")  # fmt: skip
+    result = train(
+        make_model(), tokenizer, examples, examples[:4], config, tmp_path / "run", base_model="tiny"
+    )
     assert result.step == result.total_steps == 3 and result.status == "succeeded"
 
 
@@ -304,8 +320,16 @@ def test_cancel_during_validation_stops_at_once_with_the_step_checkpointed(
         batches_seen.append((done, total))
         cancel.set()  # Ctrl-C while the first batch of the step-2 validation runs
 
-    result = train(make_model(), tokenizer, examples, examples * 4, fast_config(eval_every=2),
-                   tmp_path / "run", cancel=cancel, on_validation=on_validation)  # fmt: skip
+    result = train(
+        make_model(),
+        tokenizer,
+        examples,
+        examples * 4,
+        fast_config(eval_every=2),
+        tmp_path / "run",
+        cancel=cancel,
+        on_validation=on_validation,
+    )
 
     assert (result.status, result.step) == ("cancelled", 2)
     assert batches_seen == [(1, 12)]  # 48 validation examples in batches of 4: 1 scored
@@ -320,8 +344,15 @@ def test_periodic_validation_scores_a_bounded_sample_and_the_last_one_everything
 
     monkeypatch.setattr(trainer, "PERIODIC_EVAL_EXAMPLES", 8)
     passes = []
-    train(make_model(), tokenizer, examples, examples * 4, fast_config(eval_every=2),
-          tmp_path / "run", on_validation=lambda *batch: passes.append(batch))  # fmt: skip
+    train(
+        make_model(),
+        tokenizer,
+        examples,
+        examples * 4,
+        fast_config(eval_every=2),
+        tmp_path / "run",
+        on_validation=lambda *batch: passes.append(batch),
+    )
     lines = [m for m in metric_lines(tmp_path / "run") if "val_loss" in m]
     assert [(m["step"], m["val_examples"]) for m in lines] == [(2, 8), (4, 8), (6, 48)]
     assert passes.count((2, 2)) == 2 and passes[-1] == (12, 12)

@@ -57,13 +57,29 @@ def label_of(question: str) -> str:
 def test_ctrl_c_keeps_the_items_scored_and_exits_130(tmp_path, monkeypatch, capsys):
     table = tmp_path / "questions.tsv"
     table.write_text(TSV)
-    models = {"base": OneByOne("base", label_of),
-              "tuned": OneByOne("tuned", label_of, interrupt_after=2)}  # fmt: skip
+    models = {
+        "base": OneByOne("base", label_of),
+        "tuned": OneByOne("tuned", label_of, interrupt_after=2),
+    }
     monkeypatch.setattr("tunelab.evals.candidates.open_candidate", lambda name: models[name])
     monkeypatch.setattr("tunelab.evals.candidates.check_models", lambda names: None)
     capsys.readouterr()
-    code = main(["eval", "classify", "--data", str(table), "-m", "base", "-m", "tuned",
-                 "--method", "generate", "-o", str(tmp_path / "run")])  # fmt: skip
+    code = main(
+        [
+            "eval",
+            "classify",
+            "--data",
+            str(table),
+            "-m",
+            "base",
+            "-m",
+            "tuned",
+            "--method",
+            "generate",
+            "-o",
+            str(tmp_path / "run"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 130
     assert "stopping: the items scored so far are kept" in err
@@ -85,12 +101,15 @@ def test_ctrl_c_keeps_the_items_scored_and_exits_130(tmp_path, monkeypatch, caps
 
 
 def test_a_cancel_before_the_first_answer_of_a_model_leaves_it_out(monkeypatch):
-    items = [EvalItem([{"role": "user", "content": f"count {i}"}], "db.c.find({})")
-             for i in range(4)]  # fmt: skip
+    items = [
+        EvalItem([{"role": "user", "content": f"count {i}"}], "db.c.find({})") for i in range(4)
+    ]
     data = EvalData(Path("q.jsonl"), "chat", items, [], "0")
     cancel = threading.Event()
-    models = {"a": OneByOne("a", lambda q: "db.c.find({})", interrupt_after=4, how="event"),
-              "b": OneByOne("b", lambda q: "db.c.find({})")}  # fmt: skip
+    models = {
+        "a": OneByOne("a", lambda q: "db.c.find({})", interrupt_after=4, how="event"),
+        "b": OneByOne("b", lambda q: "db.c.find({})"),
+    }
     monkeypatch.setattr("tunelab.evals.candidates.open_candidate", lambda name: models[name])
     found = evaluate_queries(data, ["a", "b"], cancel=cancel)
     # "a" finished its 4 answers as the cancel came: it is scored; "b" never started.

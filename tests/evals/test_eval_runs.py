@@ -20,14 +20,16 @@ from tunelab.evals.result import EvaluationResult, TaskResult
 from tunelab.evals.runs import headline
 from tunelab.registry import EvalRun, Store
 
-TSV = classification_tsv([
-    ("What does NASA stand for?", "ABBR"),
-    ("Who wrote Hamlet?", "HUM"),
-    ("Where is Lima?", "LOC"),
-    ("How many legs does a spider have?", "NUM"),
-    ("What is the capital of Peru?", "LOC"),
-    ("Who painted the Mona Lisa?", "HUM"),
-])  # fmt: skip
+TSV = classification_tsv(
+    [
+        ("What does NASA stand for?", "ABBR"),
+        ("Who wrote Hamlet?", "HUM"),
+        ("Where is Lima?", "LOC"),
+        ("How many legs does a spider have?", "NUM"),
+        ("What is the capital of Peru?", "LOC"),
+        ("Who painted the Mona Lisa?", "HUM"),
+    ]
+)
 
 
 class Scripted(Candidate):
@@ -69,8 +71,17 @@ def table(tmp_path):
 def chat(table, tmp_path, capsys):
     """A chat JSONL validation file: half of the table, formatted by `tunelab format`."""
     chat = tmp_path / "val.jsonl"
-    cli(capsys, "format", str(table), "--train-output", str(tmp_path / "train.jsonl"),
-        "--val-output", str(chat), "--train-ratio", "0.5")  # fmt: skip
+    cli(
+        capsys,
+        "format",
+        str(table),
+        "--train-output",
+        str(tmp_path / "train.jsonl"),
+        "--val-output",
+        str(chat),
+        "--train-ratio",
+        "0.5",
+    )
     return chat
 
 
@@ -79,9 +90,15 @@ def scripted(monkeypatch):
     gold = dict(line.split("\t") for line in TSV.strip().splitlines()[1:])
     models = {
         "oracle": Scripted("oracle", lambda text, _: f"<category>{gold[text]}</category>"),
-        "half": Scripted("half", lambda text, _: f"<category>{gold[text]}</category>"
-                         if text.startswith("Wh") and "o " in text else "I am not sure"),
-    }  # fmt: skip
+        "half": Scripted(
+            "half",
+            lambda text, _: (
+                f"<category>{gold[text]}</category>"
+                if text.startswith("Wh") and "o " in text
+                else "I am not sure"
+            ),
+        ),
+    }
     monkeypatch.setattr("tunelab.evals.candidates.open_candidate", lambda name: models[name])
     monkeypatch.setattr("tunelab.evals.candidates.check_models", only_real_models_checked(models))
     return models
@@ -94,8 +111,7 @@ def cli(capsys, *argv):
     return code, out, err
 
 
-def test_classify_scores_models_side_by_side_and_records_the_run(table, scripted, capsys,
-                                                                  tmp_path):  # fmt: skip
+def test_classify_scores_models_side_by_side_and_records_the_run(table, scripted, capsys, tmp_path):
     code, out, err = cli(
         capsys,
         "eval",
@@ -120,8 +136,10 @@ def test_classify_scores_models_side_by_side_and_records_the_run(table, scripted
     assert comparison["baseline"] == "oracle" and comparison["difference"] == pytest.approx(-4 / 6)
     # The prompt is the one `tunelab format` trains on.
     asked = scripted["oracle"].asked[0]
-    assert asked[0]["role"] == "system" and "<categories>\nABBR\nHUM\nLOC\nNUM\n</categories>" in \
-        asked[-1]["content"]  # fmt: skip
+    assert (
+        asked[0]["role"] == "system"
+        and "<categories>\nABBR\nHUM\nLOC\nNUM\n</categories>" in asked[-1]["content"]
+    )
 
     saved = orjson.loads((tmp_path / "run" / "result.json").read_bytes())
     assert saved["outputs"]["half"][0]["answer"] == "I am not sure"
@@ -147,13 +165,36 @@ def test_the_json_output_is_the_stored_result_and_reads_back_from_the_registry(
     table, scripted, capsys, tmp_path
 ):
     run_dir = tmp_path / "run"
-    code, out, err = cli(capsys, "eval", "classify", "--data", str(table), "--model", "oracle",
-                         "--model", "half", "--output-dir", str(run_dir), "--json")  # fmt: skip
+    code, out, err = cli(
+        capsys,
+        "eval",
+        "classify",
+        "--data",
+        str(table),
+        "--model",
+        "oracle",
+        "--model",
+        "half",
+        "--output-dir",
+        str(run_dir),
+        "--json",
+    )
     assert code == 0, err
     printed = orjson.loads(out)
-    assert list(printed) == ["id", "kind", "created_at", "data", "options", "models_evaluated",
-                             "labels", "method", "models", "comparisons", "json_path",
-                             "html_path"]  # fmt: skip
+    assert list(printed) == [
+        "id",
+        "kind",
+        "created_at",
+        "data",
+        "options",
+        "models_evaluated",
+        "labels",
+        "method",
+        "models",
+        "comparisons",
+        "json_path",
+        "html_path",
+    ]
     saved = orjson.loads((run_dir / "result.json").read_bytes())
     answers = saved.pop("outputs")
     assert saved == {k: v for k, v in printed.items() if not k.endswith("_path")}
@@ -165,15 +206,35 @@ def test_the_json_output_is_the_stored_result_and_reads_back_from_the_registry(
 
 
 def test_a_pairwise_result_scores_each_model_by_rating_and_record():
-    metrics = {"judge": "j", "ratings": {"tuned": {"rating": 1040.0, "low": 1000.0, "high": 1080.0},
-                                         "base": {"rating": 960.0, "low": 920.0, "high": 1000.0}},
-               "records": {"base": {"wins": 1.5, "games": 4}, "tuned": {"wins": 2.5, "games": 4},
-                           "silent": {"wins": 0.0, "games": 0}}}  # fmt: skip
-    result = EvaluationResult(id="evalrun-1", kind="pairwise", created_at=0, data={}, options={},
-                              models=("base", "tuned", "silent"), metrics=metrics)  # fmt: skip
+    metrics = {
+        "judge": "j",
+        "ratings": {
+            "tuned": {"rating": 1040.0, "low": 1000.0, "high": 1080.0},
+            "base": {"rating": 960.0, "low": 920.0, "high": 1000.0},
+        },
+        "records": {
+            "base": {"wins": 1.5, "games": 4},
+            "tuned": {"wins": 2.5, "games": 4},
+            "silent": {"wins": 0.0, "games": 0},
+        },
+    }
+    result = EvaluationResult(
+        id="evalrun-1",
+        kind="pairwise",
+        created_at=0,
+        data={},
+        options={},
+        models=("base", "tuned", "silent"),
+        metrics=metrics,
+    )
     assert list(result.scores) == ["base", "tuned", "silent"]
-    assert result.scores["tuned"] == {"rating": 1040.0, "low": 1000.0, "high": 1080.0,
-                                      "wins": 2.5, "games": 4}  # fmt: skip
+    assert result.scores["tuned"] == {
+        "rating": 1040.0,
+        "low": 1000.0,
+        "high": 1080.0,
+        "wins": 2.5,
+        "games": 4,
+    }
     assert result.scores["silent"] == {"wins": 0.0, "games": 0}  # never rated: no rating made up
     assert "json_path" not in result.to_dict()  # not written yet: no paths
 
@@ -191,8 +252,9 @@ def test_a_task_result_lists_its_figures_in_order_and_optional_ones_only_when_se
 
 
 def test_classify_reads_a_chat_jsonl_validation_file(chat, scripted, capsys):
-    code, out, err = cli(capsys, "eval", "classify", "--data", str(chat), "--model", "oracle",
-                         "--json")  # fmt: skip
+    code, out, err = cli(
+        capsys, "eval", "classify", "--data", str(chat), "--model", "oracle", "--json"
+    )
     assert code == 0, err
     result = orjson.loads(out)
     assert result["models"]["oracle"]["accuracy"] == 1.0
@@ -218,8 +280,18 @@ def test_a_real_local_model_answers_through_batched_generation(table, tmp_path, 
     from tiny import save_tiny_model
 
     model = save_tiny_model(tmp_path / "tiny")
-    code, out, err = cli(capsys, "eval", "classify", "--data", str(table), "--model", str(model),
-                         "--method", "generate", "--json")  # fmt: skip
+    code, out, err = cli(
+        capsys,
+        "eval",
+        "classify",
+        "--data",
+        str(table),
+        "--model",
+        str(model),
+        "--method",
+        "generate",
+        "--json",
+    )
     assert code == 0, err
     result = orjson.loads(out)
     metrics = result["models"][str(model)]
@@ -232,8 +304,18 @@ def test_label_scoring_is_the_default_and_gives_no_invalid_answer(table, tmp_pat
     from tiny import save_tiny_model
 
     model = save_tiny_model(tmp_path / "tiny")
-    code, out, err = cli(capsys, "eval", "classify", "--data", str(table), "--model", str(model),
-                         "--output-dir", str(tmp_path / "run"), "--json")  # fmt: skip
+    code, out, err = cli(
+        capsys,
+        "eval",
+        "classify",
+        "--data",
+        str(table),
+        "--model",
+        str(model),
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--json",
+    )
     assert code == 0, err
     result = orjson.loads(out)
     metrics = result["models"][str(model)]
@@ -255,11 +337,30 @@ def test_short_template_data_is_scored_against_the_label_set_format_kept(tmp_pat
     source = tmp_path / "q.tsv"
     source.write_text(TSV)  # ABBR and NUM appear once each: formatted into training only
     val = tmp_path / "val.jsonl"
-    cli(capsys, "format", str(source), "--train-output", str(tmp_path / "train.jsonl"),
-        "--train-ratio", "0.5", "--template", "short")  # fmt: skip
+    cli(
+        capsys,
+        "format",
+        str(source),
+        "--train-output",
+        str(tmp_path / "train.jsonl"),
+        "--train-ratio",
+        "0.5",
+        "--template",
+        "short",
+    )
     model = save_tiny_model(tmp_path / "tiny")
-    code, out, err = cli(capsys, "eval", "classify", "--data", str(val), "--model", str(model),
-                         "--output-dir", str(tmp_path / "run"), "--json")  # fmt: skip
+    code, out, err = cli(
+        capsys,
+        "eval",
+        "classify",
+        "--data",
+        str(val),
+        "--model",
+        str(model),
+        "--output-dir",
+        str(tmp_path / "run"),
+        "--json",
+    )
     assert code == 0, err
     result = orjson.loads(out)
     labels = ["ABBR", "HUM", "LOC", "NUM"]
@@ -272,18 +373,38 @@ def test_short_template_data_is_scored_against_the_label_set_format_kept(tmp_pat
 
 
 def test_labels_flag_sets_the_label_set_and_must_hold_every_gold(chat, scripted, capsys):
-    code, out, err = cli(capsys, "eval", "classify", "--data", str(chat), "--model", "oracle",
-                         "--labels", "LOC, HUM,OTHER", "--json")  # fmt: skip
+    code, out, err = cli(
+        capsys,
+        "eval",
+        "classify",
+        "--data",
+        str(chat),
+        "--model",
+        "oracle",
+        "--labels",
+        "LOC, HUM,OTHER",
+        "--json",
+    )
     assert code == 0, err
     assert orjson.loads(out)["labels"] == ["LOC", "HUM", "OTHER"]
-    code, _, err = cli(capsys, "eval", "classify", "--data", str(chat), "--model", "oracle",
-                       "--labels", "LOC,OTHER")  # fmt: skip
+    code, _, err = cli(
+        capsys,
+        "eval",
+        "classify",
+        "--data",
+        str(chat),
+        "--model",
+        "oracle",
+        "--labels",
+        "LOC,OTHER",
+    )
     assert code != 0 and "label_not_in_set" in err and "HUM" in err
 
 
 def test_a_model_without_log_likelihoods_falls_back_to_generation(table, scripted, capsys):
-    code, out, err = cli(capsys, "eval", "classify", "--data", str(table), "--model", "oracle",
-                         "--json")  # fmt: skip
+    code, out, err = cli(
+        capsys, "eval", "classify", "--data", str(table), "--model", "oracle", "--json"
+    )
     assert code == 0, err
     metrics = orjson.loads(out)["models"]["oracle"]
     assert metrics["method"] == "generate" and "answered by generation" in metrics["note"]
@@ -292,12 +413,16 @@ def test_a_model_without_log_likelihoods_falls_back_to_generation(table, scripte
 
 
 QUERIES = [
-    {"question": "How many heads are older than 56?",
-     "query": "db.head.countDocuments({age: {$gt: 56}})"},
-    {"question": "Names of heads by age.",
-     "query": "db.head.find({}, {name: 1, _id: 0}).sort({age: 1})"},
+    {
+        "question": "How many heads are older than 56?",
+        "query": "db.head.countDocuments({age: {$gt: 56}})",
+    },
+    {
+        "question": "Names of heads by age.",
+        "query": "db.head.find({}, {name: 1, _id: 0}).sort({age: 1})",
+    },
     {"question": "Heads from Texas?", "query": "db.head.find({state: 'Texas'}, {name: 1, _id: 0})"},
-]  # fmt: skip
+]
 HEADS = [
     {"name": "Ann", "age": 60, "state": "Texas"},
     {"name": "Bob", "age": 50, "state": "Ohio"},
@@ -332,12 +457,32 @@ def test_queries_scores_parse_exact_structural_and_execution(
         database.head.insert_many([dict(h) for h in HEADS])
         monkeypatch.setattr(LiveDatabase, "connect", lambda *a, **k: LiveDatabase(database))
         where = ["--mongo-uri", "mongodb://user:secret@localhost:27017/quiz"]
-    code, out, err = cli(capsys, "eval", "queries", "--data", str(data), "--model", "m",
-                         "--system", "", *where, "--json")  # fmt: skip
+    code, out, err = cli(
+        capsys,
+        "eval",
+        "queries",
+        "--data",
+        str(data),
+        "--model",
+        "m",
+        "--system",
+        "",
+        *where,
+        "--json",
+    )
     assert code == 0, err
-    assert list(orjson.loads(out)) == ["id", "kind", "created_at", "data", "options",
-                                       "models_evaluated", "models", "notes", "json_path",
-                                       "html_path"]  # fmt: skip
+    assert list(orjson.loads(out)) == [
+        "id",
+        "kind",
+        "created_at",
+        "data",
+        "options",
+        "models_evaluated",
+        "models",
+        "notes",
+        "json_path",
+        "html_path",
+    ]
     m = orjson.loads(out)["models"]["m"]
     # 1: same query, other quoting and a code fence: exact, and the same count.
     # 2: sorted the other way: not exact, same documents in another order: no execution match.

@@ -16,16 +16,33 @@ from tunelab.evals.training import training_curves
 from tunelab.providers.local import worker
 from tunelab.registry import Store
 
-TSV = classification_tsv([
-    ("What is the capital of France?", "LOC"),
-    ("Who wrote Hamlet?", "HUM"),
-    ("How many legs does a spider have?", "NUM"),
-    ("Which planet is closest to the sun?", "LOC"),
-])  # fmt: skip
+TSV = classification_tsv(
+    [
+        ("What is the capital of France?", "LOC"),
+        ("Who wrote Hamlet?", "HUM"),
+        ("How many legs does a spider have?", "NUM"),
+        ("Which planet is closest to the sun?", "LOC"),
+    ]
+)
 STEPS = 6
-TRAINING = ["--batch-size", "4", "--learning-rate", "0.01", "--precision", "fp32",
-            "--lora-rank", "4", "--lora-dropout", "0", "--n-epochs", "4", "--max-steps", str(STEPS),
-            "--eval-every", "2"]  # fmt: skip
+TRAINING = [
+    "--batch-size",
+    "4",
+    "--learning-rate",
+    "0.01",
+    "--precision",
+    "fp32",
+    "--lora-rank",
+    "4",
+    "--lora-dropout",
+    "0",
+    "--n-epochs",
+    "4",
+    "--max-steps",
+    str(STEPS),
+    "--eval-every",
+    "2",
+]
 
 
 def cli(capsys, *argv: str) -> str:
@@ -50,8 +67,22 @@ def test_the_report_draws_each_fine_tuned_models_loss_curve_and_none_for_its_bas
     base = save_tiny_model(tmp_path / "tiny-llama")
     train = write_chat_jsonl(tmp_path / "train.jsonl", QUESTIONS[4:])
     val = write_chat_jsonl(tmp_path / "val.jsonl", QUESTIONS[:4])  # none in both files
-    job = orjson.loads(cli(capsys, "jobs", "create", "--model", str(base), "--train", str(train),
-                           "--val", str(val), *TRAINING, "--no-start", "--json"))  # fmt: skip
+    job = orjson.loads(
+        cli(
+            capsys,
+            "jobs",
+            "create",
+            "--model",
+            str(base),
+            "--train",
+            str(train),
+            "--val",
+            str(val),
+            *TRAINING,
+            "--no-start",
+            "--json",
+        )
+    )
     assert worker.run_worker(max_jobs=1) == 1
     with Store() as store:
         done = store.get_job(job["id"])
@@ -63,8 +94,16 @@ def test_the_report_draws_each_fine_tuned_models_loss_curve_and_none_for_its_bas
 
     tuned = done.fine_tuned_model
     models = [str(base), tuned, output]
-    cli(capsys, "eval", "classify", "--data", str(table), *(a for m in models for a in ("-m", m)),
-        "--output-dir", str(tmp_path / "run"))  # fmt: skip
+    cli(
+        capsys,
+        "eval",
+        "classify",
+        "--data",
+        str(table),
+        *(a for m in models for a in ("-m", m)),
+        "--output-dir",
+        str(tmp_path / "run"),
+    )
 
     html = (tmp_path / "run" / "report.html").read_text()
     assert html.count("<h2>Training</h2>") == 1
@@ -82,8 +121,17 @@ def test_a_report_without_a_fine_tuned_model_has_no_curve(tmp_path, capsys):
     base = save_tiny_model(tmp_path / "tiny-llama")
     table = tmp_path / "questions.tsv"
     table.write_text(TSV)
-    cli(capsys, "eval", "classify", "--data", str(table), "-m", str(base),
-        "--output-dir", str(tmp_path / "run"))  # fmt: skip
+    cli(
+        capsys,
+        "eval",
+        "classify",
+        "--data",
+        str(table),
+        "-m",
+        str(base),
+        "--output-dir",
+        str(tmp_path / "run"),
+    )
     html = (tmp_path / "run" / "report.html").read_text()
     assert "<h2>Training</h2>" not in html and "<polyline" not in html
     assert "training" not in orjson.loads((tmp_path / "run" / "result.json").read_bytes())
@@ -97,8 +145,13 @@ def test_only_known_training_steps_make_a_curve(tmp_path):
         '{"step": 3, "loss": 1.2}\n{"step": 4, "lo'  # a line cut short by a crash
     )
     (tmp_path / "plain").mkdir()
-    names = [str(run), str(run / "checkpoints" / "step-00000002"), str(tmp_path / "plain"),
-             "gpt-4o-mini", "ft:tiny:local:x:unknown"]  # fmt: skip
+    names = [
+        str(run),
+        str(run / "checkpoints" / "step-00000002"),
+        str(tmp_path / "plain"),
+        "gpt-4o-mini",
+        "ft:tiny:local:x:unknown",
+    ]
     curves = training_curves(names)
     assert list(curves) == names[:2]
     assert curves[names[0]]["metrics"] == [

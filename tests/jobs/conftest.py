@@ -26,8 +26,18 @@ def val_file(tmp_path) -> Path:
 
 
 # Settings that make a tiny run fast and reproducible (learning rate high enough to learn).
-FAST = ["--batch-size", "4", "--learning-rate", "0.01", "--precision", "fp32",
-        "--lora-rank", "4", "--lora-dropout", "0"]  # fmt: skip
+FAST = [
+    "--batch-size",
+    "4",
+    "--learning-rate",
+    "0.01",
+    "--precision",
+    "fp32",
+    "--lora-rank",
+    "4",
+    "--lora-dropout",
+    "0",
+]
 
 
 @pytest.fixture
@@ -36,8 +46,17 @@ def create_job(tiny_model_dir, train_file, capsys):
     import orjson
 
     def create(*flags: str, start: bool = False) -> dict:
-        argv = ["jobs", "create", "--model", str(tiny_model_dir), "--train", str(train_file),
-                *FAST, *flags, "--json"]  # fmt: skip
+        argv = [
+            "jobs",
+            "create",
+            "--model",
+            str(tiny_model_dir),
+            "--train",
+            str(train_file),
+            *FAST,
+            *flags,
+            "--json",
+        ]
         if not start:
             argv.append("--no-start")
         capsys.readouterr()

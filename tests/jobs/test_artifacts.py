@@ -87,23 +87,33 @@ def test_a_worker_on_another_machine_trains_and_the_creator_chats_and_exports(
     done = job_row(job["id"])
     assert done.status == "succeeded", done.error_message
     assert sorted(p.name for p in (worker_home / "files").iterdir()) == shared_files
-    uploaded = {p.relative_to(store_dir / "jobs" / job["id"]).as_posix()
-                for p in (store_dir / "jobs" / job["id"]).rglob("*") if p.is_file()}  # fmt: skip
-    for name in ("adapter_model.safetensors", "metrics.jsonl", "loss.svg",
-                 "finetune.log", "tunelab_config.json"):  # fmt: skip
+    uploaded = {
+        p.relative_to(store_dir / "jobs" / job["id"]).as_posix()
+        for p in (store_dir / "jobs" / job["id"]).rglob("*")
+        if p.is_file()
+    }
+    for name in (
+        "adapter_model.safetensors",
+        "metrics.jsonl",
+        "loss.svg",
+        "finetune.log",
+        "tunelab_config.json",
+    ):
         assert name in uploaded
     assert not any(name.startswith("checkpoints/") for name in uploaded)
 
     creator_home = machines.be("creator")
     name = done.fine_tuned_model
     assert _listed_path(capsys, name) == f"file://{store_dir}/jobs/{job['id']}"  # not the worker's
-    code, out, err = run_cli(capsys, "chat", name, "What is the capital of France?",
-                             "--max-tokens", "4")  # fmt: skip
+    code, out, err = run_cli(
+        capsys, "chat", name, "What is the capital of France?", "--max-tokens", "4"
+    )
     assert code == 0 and out.strip(), err
     fetched = creator_home / "jobs" / job["id"]
     assert _listed_path(capsys, name) == str(fetched)
     assert (fetched / "adapter_model.safetensors").read_bytes() == (
-        store_dir / "jobs" / job["id"] / "adapter_model.safetensors").read_bytes()  # fmt: skip
+        store_dir / "jobs" / job["id"] / "adapter_model.safetensors"
+    ).read_bytes()
     code, _, err = run_cli(capsys, "export", name, "-o", str(tmp_path / "merged"), "--merge")
     assert code == 0, err
     assert any((tmp_path / "merged").glob("*.safetensors"))
@@ -262,8 +272,9 @@ def _stalled_worker(step: int, stderr: Path):
     """A worker process that stalls after `step`; SIGKILLed when the block ends."""
     script = Path(__file__).with_name("stalled_worker.py")
     with stderr.open("wb") as errors:
-        child = subprocess.Popen([sys.executable, str(script), str(step)],
-                                 stdout=subprocess.PIPE, stderr=errors)  # fmt: skip
+        child = subprocess.Popen(
+            [sys.executable, str(script), str(step)], stdout=subprocess.PIPE, stderr=errors
+        )
     try:
         line = child.stdout.readline().decode()  # EOF (a crash) ends it too
         assert line.strip() == f"at step {step}", stderr.read_text()[-3000:]
@@ -279,8 +290,11 @@ def _uploaded_steps(shared: Path) -> list[int]:
     manifest = shared / ".tunelab-manifest.json"
     if not manifest.exists():
         return []
-    named = {name.split("/")[1] for name in orjson.loads(manifest.read_bytes())["files"]
-             if name.startswith("checkpoints/")}  # fmt: skip
+    named = {
+        name.split("/")[1]
+        for name in orjson.loads(manifest.read_bytes())["files"]
+        if name.startswith("checkpoints/")
+    }
     folder = shared / "checkpoints"
     held = {p.name for p in folder.iterdir()} if folder.exists() else set()
     return sorted(int(name.split("-")[1]) for name in named) if named == held else []
@@ -306,15 +320,19 @@ def _checkpoint(job: Path, step: int, *, complete: bool = True) -> None:
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
-            if p.is_file() and p.name != ".tunelab-manifest.json"}  # fmt: skip
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in root.rglob("*")
+        if p.is_file() and p.name != ".tunelab-manifest.json"
+    }
 
 
 def _share(store, job: Path, **options) -> bool:
     from tunelab.providers.local.artifacts import resumable_files
 
-    return store.put_dir(job, "jobs/j", files=resumable_files(job), fixed=("checkpoints",),
-                         **options)  # fmt: skip
+    return store.put_dir(
+        job, "jobs/j", files=resumable_files(job), fixed=("checkpoints",), **options
+    )
 
 
 def test_checkpoints_are_sent_once_pruned_ones_leave_the_store_and_unfinished_ones_stay_here(

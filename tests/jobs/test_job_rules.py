@@ -35,23 +35,36 @@ def test_a_job_request_past_openais_limits_is_refused_by_the_api(suffix, metadat
 
 
 def test_a_request_at_the_limits_is_accepted():
-    spec = JobSpec(Path("t.jsonl"), suffix="a" * 64,
-                   metadata={f"{i:064d}": "v" * 512 for i in range(16)})  # fmt: skip
+    spec = JobSpec(
+        Path("t.jsonl"), suffix="a" * 64, metadata={f"{i:064d}": "v" * 512 for i in range(16)}
+    )
     assert spec.suffix == "a" * 64 and len(spec.metadata) == 16
 
 
 def test_the_cli_refuses_a_long_suffix_before_reading_the_data(tiny_model_dir, tmp_path, capsys):
     broken = tmp_path / "broken.jsonl"
     broken.write_text("not json\n")  # validation would fail too: the suffix is checked first
-    code = main(["jobs", "create", "--model", str(tiny_model_dir), "--train", str(broken),
-                 "--suffix", "s" * 65, "--no-start"])  # fmt: skip
+    code = main(
+        [
+            "jobs",
+            "create",
+            "--model",
+            str(tiny_model_dir),
+            "--train",
+            str(broken),
+            "--suffix",
+            "s" * 65,
+            "--no-start",
+        ]
+    )
     assert code == 2 and "[invalid_suffix]" in capsys.readouterr().err
     with Store() as store:
         assert store.list_jobs() == []
 
 
-def test_create_job_validates_the_data_for_the_model_before_recording_a_job(tiny_model_dir,
-                                                                            tmp_path):  # fmt: skip
+def test_create_job_validates_the_data_for_the_model_before_recording_a_job(
+    tiny_model_dir, tmp_path
+):
     bad = tmp_path / "bad.jsonl"
     bad.write_bytes(orjson.dumps({"messages": [{"role": "user", "content": "hi"}]}) + b"\n")
     with pytest.raises(TunelabError) as raised:

@@ -59,8 +59,10 @@ def test_a_local_job_goes_queued_running_succeeded_and_its_model_answers(create_
     messages = [json.loads(chunk)["message"] for chunk in _json_objects(out)]
     assert messages[0].startswith("Created fine-tuning job")
     assert any(m.startswith("Step 1/24: training loss=") for m in messages)
-    assert messages[-2:] == [f"New fine-tuned model created: {name}",
-                             "The job has successfully completed"]  # fmt: skip
+    assert messages[-2:] == [
+        f"New fine-tuned model created: {name}",
+        "The job has successfully completed",
+    ]
     with Store() as store:
         metrics = store.list_metrics(job["id"])
         checkpoints = store.list_checkpoints(job["id"])
@@ -70,8 +72,9 @@ def test_a_local_job_goes_queued_running_succeeded_and_its_model_answers(create_
 
     code, out, _ = run_cli(capsys, "models", "list", "--fine-tuned", "--json")
     assert [m["id"] for m in orjson.loads(out)["data"]] == [name]
-    code, out, _ = run_cli(capsys, "chat", name, "What is the capital of France?",
-                           "--max-tokens", "6")  # fmt: skip
+    code, out, _ = run_cli(
+        capsys, "chat", name, "What is the capital of France?", "--max-tokens", "6"
+    )
     assert code == 0 and out.strip()  # the trained adapter loads and answers
 
 
@@ -94,8 +97,9 @@ def test_jobs_list_pages_through_every_job_newest_first(create_job, capsys):
     _, out, _ = run_cli(capsys, "jobs", "list", "--limit", "3", "--json")
     first = orjson.loads(out)
     assert first["has_more"] is True
-    _, out, _ = run_cli(capsys, "jobs", "list", "--limit", "3", "--after",
-                           first["data"][-1]["id"], "--json")  # fmt: skip
+    _, out, _ = run_cli(
+        capsys, "jobs", "list", "--limit", "3", "--after", first["data"][-1]["id"], "--json"
+    )
     second = orjson.loads(out)
     ids = [j["id"] for j in first["data"] + second["data"]]
     assert ids == made[::-1]
@@ -113,11 +117,20 @@ def test_cancelling_a_queued_job_is_immediate_and_a_worker_skips_it(create_job, 
 def test_bad_settings_and_bad_data_create_no_job(create_job, tiny_model_dir, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\nnot json\n')
-    code, _, err = run_cli(capsys, "jobs", "create", "--model", str(tiny_model_dir),
-                           "--train", str(bad), "--no-start")  # fmt: skip
+    code, _, err = run_cli(
+        capsys, "jobs", "create", "--model", str(tiny_model_dir), "--train", str(bad), "--no-start"
+    )
     assert code == 1 and "invalid_training_data" in err
-    code, _, err = run_cli(capsys, "jobs", "create", "--model", str(tiny_model_dir), "--train",
-                           str(tmp_path / "missing.jsonl"), "--no-start")  # fmt: skip
+    code, _, err = run_cli(
+        capsys,
+        "jobs",
+        "create",
+        "--model",
+        str(tiny_model_dir),
+        "--train",
+        str(tmp_path / "missing.jsonl"),
+        "--no-start",
+    )
     assert code == 2
     code, out, _ = run_cli(capsys, "jobs", "list", "--json")
     assert orjson.loads(out)["data"] == []
@@ -170,8 +183,9 @@ def test_a_killed_worker_is_detected_and_the_job_resumes_from_its_checkpoint(cre
     process = worker_process("--exit-when-idle", "0")
     try:
         with Store() as store:
-            wait_until(lambda: any(c.step >= 20 for c in store.list_checkpoints(job["id"])),
-                       timeout=600)  # fmt: skip
+            wait_until(
+                lambda: any(c.step >= 20 for c in store.list_checkpoints(job["id"])), timeout=600
+            )
         os.kill(process.pid, signal.SIGKILL)
     finally:
         process.wait()
@@ -200,8 +214,12 @@ def test_piped_jobs_wait_prints_a_line_per_change_not_per_poll(create_job, capsy
     job = create_job("--n-epochs", "100", "--max-steps", "60")
     process = worker_process("--exit-when-idle", "0")
     try:
-        waited = subprocess.run([sys.executable, "-m", "tunelab", "jobs", "wait", job["id"]],
-                                capture_output=True, text=True, timeout=600)  # fmt: skip
+        waited = subprocess.run(
+            [sys.executable, "-m", "tunelab", "jobs", "wait", job["id"]],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     finally:
         process.wait(timeout=600)
     output = waited.stdout + waited.stderr
@@ -225,22 +243,58 @@ def test_a_local_estimate_counts_the_steps_max_steps_allows(tmp_path, isolated_h
     from tunelab.data.analyze import FileAnalysis
     from tunelab.providers.jobs import JobSpec, estimate_job
 
-    (isolated_home / "throughput.json").write_text(json.dumps({"tiny": {"lora": {
-        "tokens_per_second": 100.0, "eval_tokens_per_second": 300.0, "overhead_seconds": 2.0,
-        "measured_at": "2026-11-30T00:00:00+00:00", "device": "cpu"}}}))  # fmt: skip
+    (isolated_home / "throughput.json").write_text(
+        json.dumps(
+            {
+                "tiny": {
+                    "lora": {
+                        "tokens_per_second": 100.0,
+                        "eval_tokens_per_second": 300.0,
+                        "overhead_seconds": 2.0,
+                        "measured_at": "2026-11-30T00:00:00+00:00",
+                        "device": "cpu",
+                    }
+                }
+            }
+        )
+    )
     analysis = FileAnalysis(
-        file="t.jsonl", n_examples=40, n_invalid_examples=0, total_tokens=4000,
-        total_assistant_tokens=1000, n_over_context=0, n_missing_system=0, n_missing_user=0,
-        distributions={}, validation={}, model="tiny", provider="local", tokenizer="tiny",
-        exact_counts=True, context_limit=None, n_epochs=3, billed_tokens=12000,
-        estimated_cost_usd=None, costs=[], task={}, val=None, notes=[],
-    )  # fmt: skip
-    spec = JobSpec(training_file=tmp_path / "t.jsonl", model="tiny",
-                   hyperparameters={"batch_size": 4, "max_steps": 3})  # fmt: skip
+        file="t.jsonl",
+        n_examples=40,
+        n_invalid_examples=0,
+        total_tokens=4000,
+        total_assistant_tokens=1000,
+        n_over_context=0,
+        n_missing_system=0,
+        n_missing_user=0,
+        distributions={},
+        validation={},
+        model="tiny",
+        provider="local",
+        tokenizer="tiny",
+        exact_counts=True,
+        context_limit=None,
+        n_epochs=3,
+        billed_tokens=12000,
+        estimated_cost_usd=None,
+        costs=[],
+        task={},
+        val=None,
+        notes=[],
+    )
+    spec = JobSpec(
+        training_file=tmp_path / "t.jsonl",
+        model="tiny",
+        hyperparameters={"batch_size": 4, "max_steps": 3},
+    )
     estimate = estimate_job(spec, analysis)
     # 3 of 10 steps per epoch: 30% of one epoch's 4,000 tokens at 100 tokens/s, plus overhead.
     assert estimate.total_steps == 3
     assert estimate.seconds == pytest.approx(1200 / 100 + 2.0)
-    uncapped = estimate_job(JobSpec(training_file=tmp_path / "t.jsonl", model="tiny",
-                                    hyperparameters={"batch_size": 4}), analysis)  # fmt: skip
+    uncapped = estimate_job(
+        JobSpec(
+            training_file=tmp_path / "t.jsonl", model="tiny", hyperparameters={"batch_size": 4}
+        ),
+        analysis,
+    )
     assert uncapped.total_steps == 30 and uncapped.seconds == pytest.approx(122.0)

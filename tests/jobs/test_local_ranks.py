@@ -76,15 +76,17 @@ def test_a_two_process_job_succeeds_with_rank_0s_metrics_once(create_job, capsys
     assert sum(m.startswith("Loaded base model") for m in events) == 1
     assert (Path(model.path) / "adapter_model.safetensors").exists()
     assert not list(Path(model.path).glob(".ranks-*"))  # the ranks' exchange files are gone
-    code = main(["chat", done.fine_tuned_model, "What is the capital of France?",
-                 "--max-tokens", "4"])  # fmt: skip
+    code = main(
+        ["chat", done.fine_tuned_model, "What is the capital of France?", "--max-tokens", "4"]
+    )
     assert code == 0
 
 
 @pytest.mark.slow
 def test_a_two_process_full_fine_tuning_job_trains_sharded(create_job, capsys):
-    job = create_job("--method", "full", "--n-epochs", "1", "--nproc-per-node", "2",
-                     "--distributed", "fsdp")  # fmt: skip
+    job = create_job(
+        "--method", "full", "--n-epochs", "1", "--nproc-per-node", "2", "--distributed", "fsdp"
+    )
 
     assert worker.run_worker(max_jobs=1) == 1
 
@@ -99,8 +101,9 @@ def test_a_two_process_full_fine_tuning_job_trains_sharded(create_job, capsys):
         "fsdp"
     )
     assert (output / "model.safetensors").exists()  # the gathered weights, a full model
-    code = main(["chat", done.fine_tuned_model, "What is the capital of France?",
-                 "--max-tokens", "4"])  # fmt: skip
+    code = main(
+        ["chat", done.fine_tuned_model, "What is the capital of France?", "--max-tokens", "4"]
+    )
     assert code == 0
 
 
@@ -137,8 +140,20 @@ def test_a_killed_rank_fails_the_job_and_ends_the_other(create_job, capsys):
 
 
 def test_hosted_providers_choose_their_own_processes(tiny_model_dir, train_file, capsys):
-    code = main(["jobs", "create", "--provider", "together", "--model", "some/model",
-                 "--train", str(train_file), "--nproc-per-node", "2"])  # fmt: skip
+    code = main(
+        [
+            "jobs",
+            "create",
+            "--provider",
+            "together",
+            "--model",
+            "some/model",
+            "--train",
+            str(train_file),
+            "--nproc-per-node",
+            "2",
+        ]
+    )
     assert code == 2
     assert "--nproc-per-node is for jobs trained on this machine" in capsys.readouterr().err
 

@@ -30,10 +30,19 @@ class RecordedRun(run_module.TrainingRun):
     def train(self) -> TrainResult:
         self.driven.append(self)
         return TrainResult(
-            status="succeeded", output_dir=self.output_dir, step=1, total_steps=1,
-            train_loss=1.0, val_loss=None, val_mean_token_accuracy=None, tokens_per_second=None,
-            elapsed_seconds=0.1, last_checkpoint=None, resumed_from_step=None, dataset={},
-        )  # fmt: skip
+            status="succeeded",
+            output_dir=self.output_dir,
+            step=1,
+            total_steps=1,
+            train_loss=1.0,
+            val_loss=None,
+            val_mean_token_accuracy=None,
+            tokens_per_second=None,
+            elapsed_seconds=0.1,
+            last_checkpoint=None,
+            resumed_from_step=None,
+            dataset={},
+        )
 
 
 @pytest.fixture
@@ -45,8 +54,18 @@ def driven(monkeypatch) -> list[RecordedRun]:
 
 def test_tunelab_train_drives_the_run_object(driven, tiny_model_dir, train_file, tmp_path):
     output = tmp_path / "run"
-    args = ["train", "--train", str(train_file), "--model", str(tiny_model_dir),
-            "--output", str(output), "--batch-size", "4", "--resume"]  # fmt: skip
+    args = [
+        "train",
+        "--train",
+        str(train_file),
+        "--model",
+        str(tiny_model_dir),
+        "--output",
+        str(output),
+        "--batch-size",
+        "4",
+        "--resume",
+    ]
     (output / "checkpoints" / "step-00000001").mkdir(parents=True)  # not complete: refused
     refused = CliRunner().invoke(cli, args)
     assert getattr(refused.exception, "code", None) == "nothing_to_resume"
@@ -56,8 +75,11 @@ def test_tunelab_train_drives_the_run_object(driven, tiny_model_dir, train_file,
     assert done.exit_code == 0, done.output
     (run,) = driven
     assert (run.train_data, run.output_dir, run.force, run.need_checkpoint) == (
-        train_file, output, True, True,
-    )  # fmt: skip
+        train_file,
+        output,
+        True,
+        True,
+    )
     assert run.config.batch_size == 4 and run.metadata["train_file"] == str(train_file)
     assert callable(run.callback) and not isinstance(run.callback, ProgressRecorder)
 

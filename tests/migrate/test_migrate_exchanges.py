@@ -452,8 +452,14 @@ def test_compare_takes_the_old_side_from_the_distilled_answers(account, tmp_path
     # A distillation cut after its first batch: the training prompts and one validation prompt.
     cancel = threading.Event()
     with pytest.raises(TunelabError):
-        distil([FT], today=TODAY, progress=lambda *_: cancel.set(), cancel=cancel,
-               batch_size=4, concurrency=1)  # fmt: skip
+        distil(
+            [FT],
+            today=TODAY,
+            progress=lambda *_: cancel.set(),
+            cancel=cancel,
+            batch_size=4,
+            concurrency=1,
+        )
     assert account.asked == [q for q, _ in TRAIN + VAL[:1]]
     new_model = trained_migration(tmp_path)
 
@@ -669,19 +675,32 @@ class TogetherAccount:
         api.get(url__regex=rf"{TOGETHER}/fine-tunes/models/limits.*").respond(
             200,
             json={
-                "model_name": TOGETHER_MODEL, "max_num_epochs": 20, "max_num_checkpoints": 10,
-                "max_num_evals": 100, "max_learning_rate": 1.0, "min_learning_rate": 0.0,
-                "lora_training": {"default_rank": 64, "max_batch_size": 32, "min_batch_size": 8,
-                                  "max_rank": 64,
-                                  "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+                "model_name": TOGETHER_MODEL,
+                "max_num_epochs": 20,
+                "max_num_checkpoints": 10,
+                "max_num_evals": 100,
+                "max_learning_rate": 1.0,
+                "min_learning_rate": 0.0,
+                "lora_training": {
+                    "default_rank": 64,
+                    "max_batch_size": 32,
+                    "min_batch_size": 8,
+                    "max_rank": 64,
+                    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+                },
                 "full_training": {"max_batch_size": 24, "min_batch_size": 8},
                 "supports_full_training": True,
             },
-        )  # fmt: skip
+        )
         api.post(f"{TOGETHER}/fine-tunes/estimate-price").respond(
-            200, json={"estimation_available": True, "allowed_to_proceed": True,
-                       "estimated_total_price": 0.01, "user_limit": 100.0},
-        )  # fmt: skip
+            200,
+            json={
+                "estimation_available": True,
+                "allowed_to_proceed": True,
+                "estimated_total_price": 0.01,
+                "user_limit": 100.0,
+            },
+        )
         self.create = api.post(f"{TOGETHER}/fine-tunes").mock(side_effect=self.created)
         self.job: dict = {}
         api.get(f"{TOGETHER}/fine-tunes/ft-migrated1").mock(
@@ -711,25 +730,47 @@ class TogetherAccount:
         file_id = request.url.path.split("/")[-2]
         return httpx.Response(
             200,
-            json={"id": file_id, "object": "file", "created_at": 1790000000,
-                  "filename": f"{file_id}.jsonl", "bytes": len(self.uploaded[file_id]),
-                  "purpose": "fine-tune", "FileType": "jsonl", "processing_status": "COMPLETED"},
-        )  # fmt: skip
+            json={
+                "id": file_id,
+                "object": "file",
+                "created_at": 1790000000,
+                "filename": f"{file_id}.jsonl",
+                "bytes": len(self.uploaded[file_id]),
+                "purpose": "fine-tune",
+                "FileType": "jsonl",
+                "processing_status": "COMPLETED",
+            },
+        )
 
     def created(self, request):
         sent = json.loads(request.content)
         self.job = {
-            "id": "ft-migrated1", "status": "pending", "user_id": "user-1",
-            "created_at": "2026-12-01T12:00:00.000Z", "updated_at": "2026-12-01T12:00:00.000Z",
-            "model": sent["model"], "model_output_name": None,
+            "id": "ft-migrated1",
+            "status": "pending",
+            "user_id": "user-1",
+            "created_at": "2026-12-01T12:00:00.000Z",
+            "updated_at": "2026-12-01T12:00:00.000Z",
+            "model": sent["model"],
+            "model_output_name": None,
             "training_file": sent["training_file"],
-            "validation_file": sent.get("validation_file") or "", "suffix": sent["suffix"],
-            "n_epochs": sent["n_epochs"], "n_checkpoints": 1, "n_evals": sent["n_evals"],
-            "batch_size": 8, "learning_rate": 1e-05, "token_count": 0, "events": [],
-            "training_type": {"type": "Lora", "lora_r": 64, "lora_alpha": 128,
-                              "lora_dropout": 0.0, "lora_trainable_modules": "all-linear"},
+            "validation_file": sent.get("validation_file") or "",
+            "suffix": sent["suffix"],
+            "n_epochs": sent["n_epochs"],
+            "n_checkpoints": 1,
+            "n_evals": sent["n_evals"],
+            "batch_size": 8,
+            "learning_rate": 1e-05,
+            "token_count": 0,
+            "events": [],
+            "training_type": {
+                "type": "Lora",
+                "lora_r": 64,
+                "lora_alpha": 128,
+                "lora_dropout": 0.0,
+                "lora_trainable_modules": "all-linear",
+            },
             "training_method": {"method": "sft", "train_on_inputs": "auto"},
-        }  # fmt: skip
+        }
         return httpx.Response(200, json=self.job)
 
 

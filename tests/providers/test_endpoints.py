@@ -32,17 +32,28 @@ class Recorder(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self._record()
-        self._send({"object": "list", "data": [{"id": "served-model", "object": "model",
-                                                "created": 0, "owned_by": "me"}]})  # fmt: skip
+        self._send(
+            {
+                "object": "list",
+                "data": [{"id": "served-model", "object": "model", "created": 0, "owned_by": "me"}],
+            }
+        )
 
     def do_POST(self) -> None:
         self._record()
         self.rfile.read(int(self.headers.get("content-length", 0)))
         answer = {"role": "assistant", "content": "pong"}
         usage = {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
-        self._send({"id": "c1", "object": "chat.completion", "created": 0, "model": "m",
-                    "choices": [{"index": 0, "finish_reason": "stop", "message": answer}],
-                    "usage": usage})  # fmt: skip
+        self._send(
+            {
+                "id": "c1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": answer}],
+                "usage": usage,
+            }
+        )
 
     def _record(self) -> None:
         self.seen.append({k.lower(): v for k, v in self.headers.items()})
@@ -118,7 +129,8 @@ def test_endpoints_are_listed_checked_and_removed(stranger, keys, capsys, isolat
     code, out, _ = cli(capsys, "providers", "list", "--json")
     listed = orjson.loads(out)
     assert {"name": "vllm", "base_url": stranger, "key_variable": "MY_ENDPOINT_KEY"} in listed[
-        "endpoints"]  # fmt: skip
+        "endpoints"
+    ]
     anthropic = next(p for p in listed["providers"] if p["name"] == "anthropic")
     assert anthropic["capabilities"] == ["chat"] and anthropic["key_set"] is True
     assert MINE not in (isolated_home / "endpoints.json").read_text()
@@ -143,8 +155,9 @@ def test_an_unreachable_endpoint_is_one_clear_line(keys, capsys):
 
 
 def test_a_key_is_never_taken_for_a_variable_name(keys, capsys):
-    code, _, err = cli(capsys, "providers", "add", "x", "http://127.0.0.1:1/v1", "--key-env",
-                       "sk-live-123")  # fmt: skip
+    code, _, err = cli(
+        capsys, "providers", "add", "x", "http://127.0.0.1:1/v1", "--key-env", "sk-live-123"
+    )
     assert code == 2 and "invalid_key_variable" in err and "sk-live-123" not in err
     code, _, err = cli(capsys, "providers", "add", "openai", "http://127.0.0.1:1/v1")
     assert code == 2 and "endpoint_name_taken" in err

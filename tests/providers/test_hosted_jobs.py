@@ -73,8 +73,15 @@ def openai_job(status: str, **changes) -> dict:
 
 def mock_openai(api) -> dict:
     """OpenAI's side of one job's life: upload, create, then a finished job with events."""
-    file = {"object": "file", "id": "file-train1", "bytes": 1500, "created_at": 1790000000,
-            "filename": "train.jsonl", "purpose": "fine-tune", "status": "processed"}  # fmt: skip
+    file = {
+        "object": "file",
+        "id": "file-train1",
+        "bytes": 1500,
+        "created_at": 1790000000,
+        "filename": "train.jsonl",
+        "purpose": "fine-tune",
+        "status": "processed",
+    }
     routes = {
         "upload": api.post(f"{OPENAI}/files").respond(200, json=file),
         "file": api.get(f"{OPENAI}/files/file-train1").respond(200, json=file),
@@ -136,9 +143,22 @@ def mock_openai(api) -> dict:
 
 def test_an_openai_job_is_recorded_synced_and_its_model_chats(api, keys, train_file, capsys):
     routes = mock_openai(api)
-    code, out, err = cli(capsys, "jobs", "create", "--provider", "openai", "--model",
-                         "gpt-4o-mini", "--train", str(train_file), "--n-epochs", "2",
-                         "--seed", "7", "--json")  # fmt: skip
+    code, out, err = cli(
+        capsys,
+        "jobs",
+        "create",
+        "--provider",
+        "openai",
+        "--model",
+        "gpt-4o-mini",
+        "--train",
+        str(train_file),
+        "--n-epochs",
+        "2",
+        "--seed",
+        "7",
+        "--json",
+    )
     assert code == 0, err
     created = orjson.loads(out)
     assert created["status"] == "queued" and created["tunelab"]["provider"] == "openai"
@@ -159,8 +179,18 @@ def test_an_openai_job_is_recorded_synced_and_its_model_chats(api, keys, train_f
     assert orjson.loads(routes["chat"].calls.last.request.content)["model"] == FT_OPENAI
     # The same file is not uploaded twice: a second job reuses the registry's record.
     routes["create"].respond(200, json=openai_job("queued", id="ftjob-Second"))
-    cli(capsys, "jobs", "create", "--provider", "openai", "--model", "gpt-4o-mini", "--train",
-        str(train_file), "--json")  # fmt: skip
+    cli(
+        capsys,
+        "jobs",
+        "create",
+        "--provider",
+        "openai",
+        "--model",
+        "gpt-4o-mini",
+        "--train",
+        str(train_file),
+        "--json",
+    )
     assert routes["upload"].call_count == 1
 
 
@@ -168,12 +198,28 @@ def test_a_failed_openai_job_makes_jobs_wait_exit_1_with_the_reason(api, keys, t
     routes = mock_openai(api)
     routes["job"].respond(
         200,
-        json=openai_job("failed", finished_at=1790000100,
-                        error={"code": "invalid_training_file", "param": "training_file",
-                               "message": "The file has 3 examples with too many tokens."}),
-    )  # fmt: skip
-    code, out, _ = cli(capsys, "jobs", "create", "--provider", "openai", "--model", "gpt-4o-mini",
-                       "--train", str(train_file), "--json")  # fmt: skip
+        json=openai_job(
+            "failed",
+            finished_at=1790000100,
+            error={
+                "code": "invalid_training_file",
+                "param": "training_file",
+                "message": "The file has 3 examples with too many tokens.",
+            },
+        ),
+    )
+    code, out, _ = cli(
+        capsys,
+        "jobs",
+        "create",
+        "--provider",
+        "openai",
+        "--model",
+        "gpt-4o-mini",
+        "--train",
+        str(train_file),
+        "--json",
+    )
     job_id = orjson.loads(out)["id"]
     code, out, _ = cli(capsys, "jobs", "wait", job_id)
     assert code == 1
@@ -183,11 +229,26 @@ def test_a_failed_openai_job_makes_jobs_wait_exit_1_with_the_reason(api, keys, t
 def test_an_openai_refusal_records_a_failed_job_and_suggests_local(api, keys, train_file, capsys):
     mock_openai(api)["create"].respond(
         403,
-        json={"error": {"message": "Fine-tuning is no longer available for this organization.",
-                        "type": "invalid_request_error", "param": None, "code": None}},
-    )  # fmt: skip
-    code, _, err = cli(capsys, "jobs", "create", "--provider", "openai", "--model", "gpt-4o-mini",
-                       "--train", str(train_file))  # fmt: skip
+        json={
+            "error": {
+                "message": "Fine-tuning is no longer available for this organization.",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": None,
+            }
+        },
+    )
+    code, _, err = cli(
+        capsys,
+        "jobs",
+        "create",
+        "--provider",
+        "openai",
+        "--model",
+        "gpt-4o-mini",
+        "--train",
+        str(train_file),
+    )
     assert code == 1 and "openai_fine_tuning_closed" in err and "--provider local" in err
     code, out, _ = cli(capsys, "jobs", "list", "--json")
     [job] = orjson.loads(out)["data"]
@@ -196,24 +257,47 @@ def test_an_openai_refusal_records_a_failed_job_and_suggests_local(api, keys, tr
 
 def together_job(status: str, **changes) -> dict:
     body = {
-        "id": "ft-5e1f2a", "status": status, "created_at": "2026-11-01T12:00:00.000Z",
-        "updated_at": "2026-11-01T13:00:00.000Z", "model": "Qwen/Qwen3-8B",
-        "model_output_name": "acme/Qwen3-8B-capitals-5e1f2a", "training_file": "file-t1",
-        "validation_file": "", "suffix": "capitals", "n_epochs": 2, "n_checkpoints": 1,
-        "batch_size": 8, "learning_rate": 1e-4, "token_count": 3000, "events": [],
-        "training_type": {"type": "Lora", "lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.0,
-                          "lora_trainable_modules": "all-linear"},
+        "id": "ft-5e1f2a",
+        "status": status,
+        "created_at": "2026-11-01T12:00:00.000Z",
+        "updated_at": "2026-11-01T13:00:00.000Z",
+        "model": "Qwen/Qwen3-8B",
+        "model_output_name": "acme/Qwen3-8B-capitals-5e1f2a",
+        "training_file": "file-t1",
+        "validation_file": "",
+        "suffix": "capitals",
+        "n_epochs": 2,
+        "n_checkpoints": 1,
+        "batch_size": 8,
+        "learning_rate": 1e-4,
+        "token_count": 3000,
+        "events": [],
+        "training_type": {
+            "type": "Lora",
+            "lora_r": 8,
+            "lora_alpha": 16,
+            "lora_dropout": 0.0,
+            "lora_trainable_modules": "all-linear",
+        },
         "training_method": {"method": "sft", "train_on_inputs": "auto"},
-    }  # fmt: skip
+    }
     return {**body, **changes}
 
 
 def test_a_together_job_takes_the_same_flags_and_lands_in_the_registry(
     api, keys, train_file, capsys
 ):
-    file = {"id": "file-t1", "object": "file", "created_at": 1790000000, "filename": "train.jsonl",
-            "bytes": 1500, "purpose": "fine-tune", "FileType": "jsonl", "Processed": True,
-            "LineCount": 12}  # fmt: skip
+    file = {
+        "id": "file-t1",
+        "object": "file",
+        "created_at": 1790000000,
+        "filename": "train.jsonl",
+        "bytes": 1500,
+        "purpose": "fine-tune",
+        "FileType": "jsonl",
+        "Processed": True,
+        "LineCount": 12,
+    }
     # Together's upload: a redirect to storage, the bytes, then preprocessing.
     api.post(f"{TOGETHER}/files").respond(
         302,
@@ -246,9 +330,26 @@ def test_a_together_job_takes_the_same_flags_and_lands_in_the_registry(
     api.get(
         url__regex=rf"{TOGETHER}/fine-tunes/ft-5e1f2a/(checkpoints|list-checkpoints).*"
     ).respond(200, json={"data": []})
-    code, out, err = cli(capsys, "jobs", "create", "--provider", "together", "--model", "qwen3-8b",
-                         "--train", str(train_file), "--n-epochs", "2", "--lora-rank", "8",
-                         "--learning-rate", "0.0001", "--suffix", "capitals", "--json")  # fmt: skip
+    code, out, err = cli(
+        capsys,
+        "jobs",
+        "create",
+        "--provider",
+        "together",
+        "--model",
+        "qwen3-8b",
+        "--train",
+        str(train_file),
+        "--n-epochs",
+        "2",
+        "--lora-rank",
+        "8",
+        "--learning-rate",
+        "0.0001",
+        "--suffix",
+        "capitals",
+        "--json",
+    )
     assert code == 0, err
     sent = orjson.loads(create.calls.last.request.content)
     assert sent["n_epochs"] == 2 and sent["suffix"] == "capitals"
@@ -262,13 +363,21 @@ def test_a_together_job_takes_the_same_flags_and_lands_in_the_registry(
 
 def _together_limits() -> dict:
     return {
-        "model_name": "Qwen/Qwen3-8B", "max_num_epochs": 20, "max_num_checkpoints": 10,
-        "max_num_evals": 100, "max_learning_rate": 1.0, "min_learning_rate": 0.0,
-        "lora_training": {"max_batch_size": 32, "min_batch_size": 8, "max_rank": 64,
-                          "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"]},
+        "model_name": "Qwen/Qwen3-8B",
+        "max_num_epochs": 20,
+        "max_num_checkpoints": 10,
+        "max_num_evals": 100,
+        "max_learning_rate": 1.0,
+        "min_learning_rate": 0.0,
+        "lora_training": {
+            "max_batch_size": 32,
+            "min_batch_size": 8,
+            "max_rank": 64,
+            "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+        },
         "full_training": {"max_batch_size": 24, "min_batch_size": 8},
         "supports_full_training": True,
-    }  # fmt: skip
+    }
 
 
 def test_no_key_reaches_the_registry_the_logs_or_the_output(
@@ -278,17 +387,34 @@ def test_no_key_reaches_the_registry_the_logs_or_the_output(
     routes = mock_openai(api)
     printed = []
     for argv in (
-        ["jobs", "create", "--provider", "openai", "--model", "gpt-4o-mini", "--train",
-         str(train_file), "--json"],
+        [
+            "jobs",
+            "create",
+            "--provider",
+            "openai",
+            "--model",
+            "gpt-4o-mini",
+            "--train",
+            str(train_file),
+            "--json",
+        ],
         ["jobs", "list", "--json"],
         ["jobs", "wait", "ftjob-AbC123", "--json"],
         ["jobs", "events", "ftjob-AbC123", "--json"],
         ["chat", FT_OPENAI, "hello"],
-    ):  # fmt: skip
+    ):
         printed.append(cli(capsys, *argv))
-    routes["job"].respond(401, json={"error": {"message": f"Incorrect API key provided: "
-                          f"{keys['OPENAI_API_KEY']}", "type": "invalid_request_error",
-                          "param": None, "code": "invalid_api_key"}})  # fmt: skip
+    routes["job"].respond(
+        401,
+        json={
+            "error": {
+                "message": f"Incorrect API key provided: {keys['OPENAI_API_KEY']}",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "invalid_api_key",
+            }
+        },
+    )
     with Store() as store:  # force a re-sync that fails with the key echoed back
         store.update_job(store.get_job("ftjob-AbC123").id, status="running")
     printed.append(cli(capsys, "jobs", "show", "ftjob-AbC123"))
@@ -296,8 +422,11 @@ def test_no_key_reaches_the_registry_the_logs_or_the_output(
 
     written = b"".join(p.read_bytes() for p in isolated_home.rglob("*") if p.is_file())
     assert written, "the registry should exist"
-    texts = [written.decode("utf-8", "replace"), caplog.text,
-             *(out + err for _, out, err in printed)]  # fmt: skip
+    texts = [
+        written.decode("utf-8", "replace"),
+        caplog.text,
+        *(out + err for _, out, err in printed),
+    ]
     for key in keys.values():
         for text in texts:
             assert key not in text
@@ -348,15 +477,20 @@ def test_a_server_serves_an_ft_model_its_operator_lists(api, keys):
 
 def test_a_job_started_elsewhere_is_imported_and_tracked(api, keys, capsys):
     routes = mock_openai(api)
-    metrics = {"object": "fine_tuning.job.event", "id": "ftevent-3", "created_at": 1790000500,
-               "level": "info", "message": "Step 10/20: training loss=0.42", "type": "metrics",
-               "data": {"step": 10, "train_loss": 0.42, "total_steps": 20}}  # fmt: skip
+    metrics = {
+        "object": "fine_tuning.job.event",
+        "id": "ftevent-3",
+        "created_at": 1790000500,
+        "level": "info",
+        "message": "Step 10/20: training loss=0.42",
+        "type": "metrics",
+        "data": {"step": 10, "train_loss": 0.42, "total_steps": 20},
+    }
     events = orjson.loads(routes["events"].return_value.content)
     events["data"].insert(1, metrics)
     routes["events"].respond(200, json=events)
 
-    code, out, err = cli(capsys, "jobs", "import", "--provider", "openai", "ftjob-AbC123",
-                         "--json")  # fmt: skip
+    code, out, err = cli(capsys, "jobs", "import", "--provider", "openai", "ftjob-AbC123", "--json")
     assert code == 0, err
     job = orjson.loads(out)
     assert (job["status"], job["fine_tuned_model"]) == ("succeeded", FT_OPENAI)
@@ -378,15 +512,21 @@ def test_a_finished_imported_job_is_not_fetched_again(api, keys, capsys):
     """An imported failed job has no model: listing it must not ask OpenAI every time (after
     the shutdown OpenAI cannot answer); importing it again asks on purpose."""
     routes = mock_openai(api)
-    failed = openai_job("failed", finished_at=1790000900,
-                        error={"code": "invalid_training_file", "message": "bad line 3",
-                               "param": "training_file"})  # fmt: skip
+    failed = openai_job(
+        "failed",
+        finished_at=1790000900,
+        error={"code": "invalid_training_file", "message": "bad line 3", "param": "training_file"},
+    )
     routes["job"].respond(200, json=failed)
     assert cli(capsys, "jobs", "import", "--provider", "openai", "ftjob-AbC123")[0] == 0
     asked = routes["job"].call_count, routes["events"].call_count
     routes["job"].respond(503, json={"error": {"message": "shut down"}})  # were it asked
-    for argv in (["jobs", "list"], ["jobs", "list", "--json"], ["jobs", "show", "ftjob-AbC123"],
-                 ["jobs", "events", "ftjob-AbC123"]):  # fmt: skip
+    for argv in (
+        ["jobs", "list"],
+        ["jobs", "list", "--json"],
+        ["jobs", "show", "ftjob-AbC123"],
+        ["jobs", "events", "ftjob-AbC123"],
+    ):
         code, _, err = cli(capsys, *argv)
         assert code == 0, err
     assert "failed" in cli(capsys, "jobs", "show", "ftjob-AbC123")[1]

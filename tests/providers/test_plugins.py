@@ -77,8 +77,9 @@ def test_a_plugin_provider_is_listed_chats_and_is_evaluated(echo_plugin, tmp_pat
 
     table = tmp_path / "q.tsv"
     table.write_text("text\tlabel\nWho wrote Hamlet?\tHUM\nWhere is Lima?\tLOC\n")
-    code, out, err = cli(capsys, "eval", "classify", "--data", str(table), "--model", "echo-1",
-                         "--json")  # fmt: skip
+    code, out, err = cli(
+        capsys, "eval", "classify", "--data", str(table), "--model", "echo-1", "--json"
+    )
     assert code == 0, err
     assert orjson.loads(out)["models"]["echo-1"]["n"] == 2
 

@@ -51,14 +51,22 @@ def test_a_directory_is_answered_by_this_machine_from_its_weights(tmp_path):
 
 def test_registry_models_resolve_to_their_provider_and_endpoint(tmp_path):
     with Store() as store:
-        store.put_model("ft:smol:local:x:1", provider="local", kind="fine-tuned",
-                        path=str(tmp_path))  # fmt: skip
-        store.put_model("ft:llama:together:abc", provider="together", kind="fine-tuned",
-                        details={"base_url": "http://example.test/v1"})  # fmt: skip
+        store.put_model(
+            "ft:smol:local:x:1", provider="local", kind="fine-tuned", path=str(tmp_path)
+        )
+        store.put_model(
+            "ft:llama:together:abc",
+            provider="together",
+            kind="fine-tuned",
+            details={"base_url": "http://example.test/v1"},
+        )
     local = resolve_chat_model("ft:smol:local:x:1")
     assert (local.provider, local.model, local.weights_here) == ("local", str(tmp_path), True)
     assert where("ft:llama:together:abc") == (
-        "together", "ft:llama:together:abc", "http://example.test/v1")  # fmt: skip
+        "together",
+        "ft:llama:together:abc",
+        "http://example.test/v1",
+    )
 
 
 def test_an_unknown_ft_name_is_refused():
@@ -116,13 +124,13 @@ ASKED_FOR = "openai/gpt-4o-mini"
         ["serve", "--model", ASKED_FOR],
         ["eval", "classify", "--data", "{data}", "--model", ASKED_FOR],
         ["eval", "judge", "--judge-model", ASKED_FOR, "--data", "{data}", "--model", ASKED_FOR],
-        ["generate-conversations", "--ideas", "{ideas}", "--model", ASKED_FOR, "--output",
-         "{out}"],
+        ["generate-conversations", "--ideas", "{ideas}", "--model", ASKED_FOR, "--output", "{out}"],
     ],
     ids=["chat", "serve", "eval", "judge", "generation"],
-)  # fmt: skip
-def test_one_function_resolves_the_model_names_of_every_command(argv, monkeypatch, tmp_path,
-                                                                 capsys):  # fmt: skip
+)
+def test_one_function_resolves_the_model_names_of_every_command(
+    argv, monkeypatch, tmp_path, capsys
+):
     from tunelab.cli import main
     from tunelab.server import inference
 

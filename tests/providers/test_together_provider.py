@@ -641,10 +641,17 @@ def chat_sse(*events: dict) -> httpx.Response:
 
 
 def chat_chunk(content: str | None = None, finish: str | None = None, usage=None) -> dict:
-    choices = [] if usage else [{"index": 0, "delta": {"content": content},
-                                 "finish_reason": finish}]  # fmt: skip
-    return {"id": "chat-1", "object": "chat.completion.chunk", "created": 1748779200,
-            "model": OUTPUT_NAME, "choices": choices, "usage": usage}  # fmt: skip
+    choices = (
+        [] if usage else [{"index": 0, "delta": {"content": content}, "finish_reason": finish}]
+    )
+    return {
+        "id": "chat-1",
+        "object": "chat.completion.chunk",
+        "created": 1748779200,
+        "model": OUTPUT_NAME,
+        "choices": choices,
+        "usage": usage,
+    }
 
 
 def test_chat_streams_the_answer_as_it_arrives(provider, api):
@@ -658,7 +665,11 @@ def test_chat_streams_the_answer_as_it_arrives(provider, api):
     assert request_json(route)["stream"] is True
     result = stream.result
     assert (result.text, result.finish_reason, result.prompt_tokens, result.completion_tokens) == (
-        "db.find()", "length", 21, 2)  # fmt: skip
+        "db.find()",
+        "length",
+        21,
+        2,
+    )
 
 
 def test_an_error_mid_stream_is_one_error_without_the_key(provider, api):

@@ -510,8 +510,17 @@ def test_records_are_typed_frozen_and_round_trip_through_to_dict(store):
 
 def test_a_record_ignores_columns_a_later_schema_added():
     """Another backend (or a newer migration) may return columns this version does not know."""
-    row = {"id": "file-1", "provider": "local", "filename": "t.jsonl", "purpose": "fine-tune",
-           "bytes": 3, "checksum": "c", "status": "error", "created_at": 1,
-           "validation": {"status_details": "1 error(s)"}, "shard": 7}  # fmt: skip
+    row = {
+        "id": "file-1",
+        "provider": "local",
+        "filename": "t.jsonl",
+        "purpose": "fine-tune",
+        "bytes": 3,
+        "checksum": "c",
+        "status": "error",
+        "created_at": 1,
+        "validation": {"status_details": "1 error(s)"},
+        "shard": 7,
+    }
     file = File.from_row(row)
     assert file.status_details == "1 error(s)" and not hasattr(file, "shard")

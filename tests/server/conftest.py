@@ -31,8 +31,10 @@ class Server:
         self.log = (home / "server.log").open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tunelab", "serve", "--port", str(self.port), *flags],
-            env=env, stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 300.0) -> None:
@@ -54,8 +56,9 @@ class Server:
 
     def post_chat(self, model: str, body: dict) -> dict:
         """One chat completion, straight over HTTP."""
-        answer = httpx.post(f"{self.url}/chat/completions", json={**body, "model": model},
-                            timeout=120)  # fmt: skip
+        answer = httpx.post(
+            f"{self.url}/chat/completions", json={**body, "model": model}, timeout=120
+        )
         answer.raise_for_status()
         return answer.json()
 

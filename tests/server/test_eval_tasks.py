@@ -13,8 +13,15 @@ from tunelab.server.ui.eval_tasks import EvalRequest, EvalTasks
 
 
 def _finished(metrics: dict, monkeypatch) -> eval_tasks.EvalTask:
-    result = EvaluationResult(id="evalrun-x", kind="classify", created_at=0, data={},
-                              options={}, models=("a", "b"), metrics=metrics)  # fmt: skip
+    result = EvaluationResult(
+        id="evalrun-x",
+        kind="classify",
+        created_at=0,
+        data={},
+        options={},
+        models=("a", "b"),
+        metrics=metrics,
+    )
     monkeypatch.setattr(eval_tasks, "_record", lambda task: result)
     task = EvalTasks().start(EvalRequest("classify", Path("data.jsonl"), ["a", "b"]))
     deadline = time.monotonic() + 10
@@ -31,11 +38,14 @@ def test_a_complete_run_succeeds(monkeypatch):
 @pytest.mark.parametrize(
     ("metrics", "status", "message"),
     [
-        ({"partial": {"scored": {"a": 40, "b": 12}, "n_items": 40}}, "partial",
-         "cancelled: 12 of 40 items scored by every model (a: 40, b: 12)"),
+        (
+            {"partial": {"scored": {"a": 40, "b": 12}, "n_items": 40}},
+            "partial",
+            "cancelled: 12 of 40 items scored by every model (a: 40, b: 12)",
+        ),
         ({"error": "no item could be scored"}, "failed", "no item could be scored"),
     ],
-)  # fmt: skip
+)
 def test_a_partial_or_empty_run_says_so(metrics, status, message, monkeypatch):
     task = _finished(metrics, monkeypatch)
     assert (task.status, task.run_id, task.error) == (status, "evalrun-x", message)

@@ -13,8 +13,9 @@ def test_the_listing_pages_the_uploads_and_names_their_ends(tmp_path):
     for i in range(3):
         line = b'{"messages": [{"role": "user", "content": "q%d"}, ' % i
         line += b'{"role": "assistant", "content": "a"}]}\n'
-        sent = client.post("/v1/files", files={"file": (f"t{i}.jsonl", line)},
-                           data={"purpose": "fine-tune"})  # fmt: skip
+        sent = client.post(
+            "/v1/files", files={"file": (f"t{i}.jsonl", line)}, data={"purpose": "fine-tune"}
+        )
         assert sent.status_code == 200, sent.text
         ids.append(sent.json()["id"])
 

@@ -64,8 +64,12 @@ def fresh(upstream):
 
 def events(relay, model: str, gate=None) -> list:
     """The SSE data of a streamed answer; `gate` is opened once the first text has come."""
-    body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "stream": True,
-            "stream_options": {"include_usage": True}}  # fmt: skip
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "Hi"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     seen = []
     with httpx.stream("POST", f"{relay.url}/chat/completions", json=body, timeout=300) as answer:
         assert answer.status_code == 200, answer.read()

@@ -142,8 +142,13 @@ def test_sdk_greedy_answer_is_the_engines(client, model_dir):
 def test_stream_is_server_sent_chunks_of_the_same_answer(client, model_dir):
     fields = dict(max_tokens=10, temperature=0)
     plain = chat(client, str(model_dir), ask("Who wrote Hamlet?"), **fields).json()
-    body = {"model": str(model_dir), "messages": ask("Who wrote Hamlet?"), "stream": True,
-            "stream_options": {"include_usage": True}, **fields}  # fmt: skip
+    body = {
+        "model": str(model_dir),
+        "messages": ask("Who wrote Hamlet?"),
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **fields,
+    }
     with client.stream("POST", "/v1/chat/completions", json=body) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -262,8 +267,13 @@ def test_n_choices_differ_when_sampling_and_repeat_with_a_seed(client, model_dir
 
 def test_models_list_retrieve_and_delete(client, model_dir):
     with Store() as store:
-        store.put_model(FT_NAME, provider="local", kind="fine-tuned", path=str(model_dir),
-                        base_model="smollm2-135m-instruct")  # fmt: skip
+        store.put_model(
+            FT_NAME,
+            provider="local",
+            kind="fine-tuned",
+            path=str(model_dir),
+            base_model="smollm2-135m-instruct",
+        )
     api = sdk(client)
     listed = {model.id: model for model in api.models.list()}
     assert {FT_NAME, "smollm2-135m-instruct"} <= set(listed)
@@ -316,8 +326,11 @@ def test_hosted_model_answers_through_its_provider(client, monkeypatch):
     assert answer.choices[0].message.content == "Bonjour"
     assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (11, 2)
     assert asked[0][2]["temperature"] is None  # the provider's own default, as the client sent
-    chunks = list(api.chat.completions.create(model="ft:llama:together:abc", messages=ask("Hi"),
-                                              stream=True, max_tokens=5))  # fmt: skip
+    chunks = list(
+        api.chat.completions.create(
+            model="ft:llama:together:abc", messages=ask("Hi"), stream=True, max_tokens=5
+        )
+    )
     assert [c.choices[0].delta.content for c in chunks] == ["", "Bonjour", None]
     assert asked[1][2]["max_tokens"] == 5
 
@@ -370,9 +383,16 @@ def test_clients_name_only_the_models_the_operator_serves(serve, model_dirs, tmp
     inference_load = model_cache.load_base
     model_cache.load_base = lambda *a, **k: loads.append(a) or inference_load(*a, **k)
     try:
-        refused = {name: chat(client, name, ask("Hi"), max_tokens=1)
-                   for name in (str(model_dirs[1]), "/etc", "/no/such/dir", "org/some-hub-model",
-                                "m@http://127.0.0.1:9/v1")}  # fmt: skip
+        refused = {
+            name: chat(client, name, ask("Hi"), max_tokens=1)
+            for name in (
+                str(model_dirs[1]),
+                "/etc",
+                "/no/such/dir",
+                "org/some-hub-model",
+                "m@http://127.0.0.1:9/v1",
+            )
+        }
         listed = chat(client, str(model_dirs[0]), ask("Hi"), max_tokens=1)
     finally:
         model_cache.load_base = inference_load
@@ -382,7 +402,8 @@ def test_clients_name_only_the_models_the_operator_serves(serve, model_dirs, tmp
     assert {error["code"] for error in bodies.values()} == {"model_not_found"}
     # The same words whether the path exists, is a model, or is nothing at all.
     assert {error["message"].replace(name, "X") for name, error in bodies.items()} == {
-        "The model 'X' does not exist or you do not have access to it."}  # fmt: skip
+        "The model 'X' does not exist or you do not have access to it."
+    }
     assert [call[0] for call in loads] == [str(model_dirs[0])]
     job = client.post("/v1/fine_tuning/jobs", json={"model": "/etc", "training_file": "file-x"})
     assert job.status_code == 404 and job.json()["error"]["code"] == "model_not_found"

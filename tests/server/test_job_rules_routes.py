@@ -26,16 +26,23 @@ def client(*models) -> TestClient:
 
 
 def chat_file(path, answer: str = "Paris"):
-    rows = [{"messages": [{"role": "user", "content": f"question {i}"},
-                          {"role": "assistant", "content": f"{answer} {i}"}]}
-            for i in range(12)]  # fmt: skip
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"question {i}"},
+                {"role": "assistant", "content": f"{answer} {i}"},
+            ]
+        }
+        for i in range(12)
+    ]
     path.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
     return path
 
 
 def upload(c: TestClient, path) -> dict:
-    sent = c.post("/v1/files", files={"file": (path.name, path.read_bytes())},
-                  data={"purpose": "fine-tune"})  # fmt: skip
+    sent = c.post(
+        "/v1/files", files={"file": (path.name, path.read_bytes())}, data={"purpose": "fine-tune"}
+    )
     assert sent.status_code == 200, sent.text
     return sent.json()
 
@@ -67,8 +74,9 @@ def test_the_server_validates_the_data_for_the_model_before_queueing(llama3_mode
     with client(llama3_model) as c:
         file = upload(c, chat_file(tmp_path / "train.jsonl", answer="Paris<|eot_id|>"))
         assert file["status"] == "processed"
-        sent = c.post("/v1/fine_tuning/jobs",
-                      json={"model": str(llama3_model), "training_file": file["id"]})  # fmt: skip
+        sent = c.post(
+            "/v1/fine_tuning/jobs", json={"model": str(llama3_model), "training_file": file["id"]}
+        )
         error = sent.json()["error"]
         assert sent.status_code == 400 and error["code"] == "invalid_training_data"
         assert file["id"] in error["message"] and str(tmp_path) not in error["message"]
@@ -86,8 +94,10 @@ def test_the_studio_form_shows_the_apis_refusal(llama3_model, tmp_path):
     with client(llama3_model) as c:
         with Store() as store:
             file = local.register_file(store, chat_file(tmp_path / "train.jsonl"), None)
-        refused = c.post("/jobs", data={"training_file": file.id, "model": str(llama3_model),
-                                        "suffix": "my model"})  # fmt: skip
+        refused = c.post(
+            "/jobs",
+            data={"training_file": file.id, "model": str(llama3_model), "suffix": "my model"},
+        )
         assert refused.status_code == 400 and "invalid_suffix" in refused.text
         with Store() as store:
             assert store.list_jobs() == []

@@ -34,8 +34,7 @@ def cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_chat_through_the_url_answers_as_the_model_does_here(remote, tiny_model, capsys):
     here = cli(capsys, "chat", str(tiny_model), "Where is Lima?", "--max-tokens", "5")
-    there = cli(capsys, "chat", f"{tiny_model}@{remote.url}", "Where is Lima?",
-                "--max-tokens", "5")  # fmt: skip
+    there = cli(capsys, "chat", f"{tiny_model}@{remote.url}", "Where is Lima?", "--max-tokens", "5")
     assert here[0] == there[0] == 0, there[2]
     assert there[1] == here[1] and there[1].strip()
 
@@ -44,19 +43,24 @@ def test_evaluation_through_the_url(remote, tiny_model, tmp_path, capsys):
     table = tmp_path / "q.tsv"
     table.write_text(TSV)
     name = f"{tiny_model}@{remote.url}"
-    code, out, err = cli(capsys, "eval", "classify", "--data", str(table), "--model", name,
-                         "--json")  # fmt: skip
+    code, out, err = cli(
+        capsys, "eval", "classify", "--data", str(table), "--model", name, "--json"
+    )
     assert code == 0, err
     assert orjson.loads(out)["models"][name]["n"] == 3
 
 
 def test_a_server_in_front_answers_for_the_url_it_was_given(remote, tiny_model):
     name = f"{tiny_model}@{remote.url}"
-    app = create_app(ServerConfig(allowed_hosts=("testserver",), start_worker=False,
-                                  models=(name,)))  # fmt: skip
+    app = create_app(
+        ServerConfig(allowed_hosts=("testserver",), start_worker=False, models=(name,))
+    )
     with TestClient(app) as client:
-        body = {"model": name, "messages": [{"role": "user", "content": "Where is Lima?"}],
-                "max_tokens": 5}  # fmt: skip
+        body = {
+            "model": name,
+            "messages": [{"role": "user", "content": "Where is Lima?"}],
+            "max_tokens": 5,
+        }
         front = client.post("/v1/chat/completions", json=body)
     assert front.status_code == 200, front.text
     direct = remote.post_chat(str(tiny_model), body)

@@ -53,8 +53,10 @@ def test_the_whole_lifecycle_with_the_sync_sdk(server, tiny_model, train_path):
         },
     )
     assert job.status == "queued" and job.metadata == {"team": "search"}
-    others = [sdk.fine_tuning.jobs.create(model=str(tiny_model), training_file=uploaded.id)
-              for _ in range(2)]  # fmt: skip
+    others = [
+        sdk.fine_tuning.jobs.create(model=str(tiny_model), training_file=uploaded.id)
+        for _ in range(2)
+    ]
     for other in others:  # cancelled while queued: never trained
         assert sdk.fine_tuning.jobs.cancel(other.id).status == "cancelled"
     listed = [j.id for j in sdk.fine_tuning.jobs.list(limit=1)]
@@ -93,9 +95,10 @@ def test_cancel_during_training_ends_cancelled(server, tiny_model, train_path):
     sdk = client(server)
     uploaded = sdk.files.create(file=train_path.open("rb"), purpose="fine-tune")
     job = sdk.fine_tuning.jobs.create(
-        model=str(tiny_model), training_file=uploaded.id,
+        model=str(tiny_model),
+        training_file=uploaded.id,
         hyperparameters={"n_epochs": 3000, "batch_size": 4},
-    )  # fmt: skip
+    )
     deadline = time.monotonic() + 120
     while sdk.fine_tuning.jobs.retrieve(job.id).status != "running":
         assert time.monotonic() < deadline
@@ -111,20 +114,24 @@ def test_the_async_sdk_uploads_creates_lists_and_streams(server, tiny_model, tra
     async def flow() -> tuple[str, str]:
         sdk = openai.AsyncOpenAI(base_url=server.url, api_key="unused", max_retries=0)
         uploaded = await sdk.files.create(file=train_path.open("rb"), purpose="fine-tune")
-        job = await sdk.fine_tuning.jobs.create(model=str(tiny_model), training_file=uploaded.id,
-                                                hyperparameters={"n_epochs": 1})  # fmt: skip
+        job = await sdk.fine_tuning.jobs.create(
+            model=str(tiny_model), training_file=uploaded.id, hyperparameters={"n_epochs": 1}
+        )
         page = await sdk.fine_tuning.jobs.list(limit=100)
         assert job.id in [j.id for j in page.data]
         await sdk.fine_tuning.jobs.cancel(job.id)
         stream = await sdk.chat.completions.create(
-            model=str(tiny_model), messages=[{"role": "user", "content": "Who wrote Hamlet?"}],
-            max_tokens=4, stream=True,
-        )  # fmt: skip
+            model=str(tiny_model),
+            messages=[{"role": "user", "content": "Who wrote Hamlet?"}],
+            max_tokens=4,
+            stream=True,
+        )
         parts = [c.choices[0].delta.content or "" async for c in stream if c.choices]
         plain = await sdk.chat.completions.create(
-            model=str(tiny_model), messages=[{"role": "user", "content": "Who wrote Hamlet?"}],
+            model=str(tiny_model),
+            messages=[{"role": "user", "content": "Who wrote Hamlet?"}],
             max_tokens=4,
-        )  # fmt: skip
+        )
         return "".join(parts), plain.choices[0].message.content
 
     streamed, plain = asyncio.run(flow())
@@ -138,12 +145,14 @@ def test_the_sdk_raises_the_matching_error_classes(server, tiny_model, train_pat
     with pytest.raises(openai.NotFoundError):
         sdk.files.retrieve("file-doesnotexist")
     with pytest.raises(openai.NotFoundError):
-        sdk.chat.completions.create(model="ft:nope:local::00000000",
-                                    messages=[{"role": "user", "content": "hi"}])  # fmt: skip
+        sdk.chat.completions.create(
+            model="ft:nope:local::00000000", messages=[{"role": "user", "content": "hi"}]
+        )
     uploaded = sdk.files.create(file=train_path.open("rb"), purpose="fine-tune")
     with pytest.raises(openai.BadRequestError) as caught:
-        sdk.fine_tuning.jobs.create(model=str(tiny_model), training_file=uploaded.id,
-                                    hyperparameters={"n_epochs": 0})  # fmt: skip
+        sdk.fine_tuning.jobs.create(
+            model=str(tiny_model), training_file=uploaded.id, hyperparameters={"n_epochs": 0}
+        )
     assert "n-epochs" in caught.value.message
     with pytest.raises(openai.BadRequestError):
         sdk.files.create(file=train_path.open("rb"), purpose="assistants")
@@ -167,15 +176,18 @@ def test_a_server_with_a_key_refuses_bad_keys_hosts_and_oversized_uploads(
     tmp_path_factory, train_path
 ):
     home = tmp_path_factory.mktemp("guarded-home")
-    guarded = Server(home, "--api-key", "s3cret-key-for-tests", "--max-upload-mb", "0.001",
-                     "--no-worker")  # fmt: skip
+    guarded = Server(
+        home, "--api-key", "s3cret-key-for-tests", "--max-upload-mb", "0.001", "--no-worker"
+    )
     try:
         with pytest.raises(openai.AuthenticationError):
             client(guarded, "wrong-key").models.list()
         assert client(guarded, "s3cret-key-for-tests").models.list().data
         assert httpx.get(f"{guarded.url}/models").status_code == 401  # no key at all
-        rebinding = httpx.get(f"{guarded.url}/models", headers={"Host": "evil.example:80",
-                              "Authorization": "Bearer s3cret-key-for-tests"})  # fmt: skip
+        rebinding = httpx.get(
+            f"{guarded.url}/models",
+            headers={"Host": "evil.example:80", "Authorization": "Bearer s3cret-key-for-tests"},
+        )
         assert rebinding.status_code == 400 and rebinding.json()["error"]["code"] == "invalid_host"
         big = train_path.read_bytes() * 10  # over 1 kB
         with pytest.raises(openai.APIStatusError) as caught:

@@ -48,8 +48,12 @@ def local_job() -> str:
         return store.create_job(provider="local", model="m", status="queued").id
 
 
-CROSS_SITE = [{"Origin": EVIL}, {"Sec-Fetch-Site": "cross-site"}, {"Origin": "null"},
-              {"Sec-Fetch-Site": "same-site"}]  # fmt: skip
+CROSS_SITE = [
+    {"Origin": EVIL},
+    {"Sec-Fetch-Site": "cross-site"},
+    {"Origin": "null"},
+    {"Sec-Fetch-Site": "same-site"},
+]
 
 
 @pytest.mark.parametrize("headers", CROSS_SITE)
@@ -71,8 +75,9 @@ def test_same_origin_and_non_browser_requests_pass(client):
     ).is_success
     assert upload(client).is_success  # the SDK and curl send neither header
     job_id = local_job()
-    response = client.post(f"/v1/fine_tuning/jobs/{job_id}/cancel",
-                           headers={"Origin": "http://localhost:8000"})  # fmt: skip
+    response = client.post(
+        f"/v1/fine_tuning/jobs/{job_id}/cancel", headers={"Origin": "http://localhost:8000"}
+    )
     assert response.json()["status"] == "cancelled"
 
 
@@ -90,9 +95,14 @@ def test_a_json_route_takes_only_json(client):
 
 @pytest.mark.parametrize(
     ("method", "path", "status"),
-    [("GET", "/nowhere", 404), ("GET", "/v1/nowhere", 404), ("DELETE", "/v1/files", 405),
-     ("PUT", "/v1/chat/completions", 405), ("OPTIONS", "/v1/chat/completions", 405)],
-)  # fmt: skip
+    [
+        ("GET", "/nowhere", 404),
+        ("GET", "/v1/nowhere", 404),
+        ("DELETE", "/v1/files", 405),
+        ("PUT", "/v1/chat/completions", 405),
+        ("OPTIONS", "/v1/chat/completions", 405),
+    ],
+)
 def test_unmatched_routes_and_methods_answer_in_the_envelope(client, method, path, status):
     assert_envelope(client.request(method, path), status)
 
@@ -101,30 +111,43 @@ def test_a_body_that_does_not_fit_the_schema_is_400_in_the_envelope(client):
     response = client.post("/v1/chat/completions", json={"model": "m"})
     error = assert_envelope(response, 400, "invalid_request")
     assert error["param"] == "messages"
-    assert_envelope(client.post("/v1/chat/completions", content="{not json",
-                                headers={"Content-Type": "application/json"}), 400)  # fmt: skip
+    assert_envelope(
+        client.post(
+            "/v1/chat/completions",
+            content="{not json",
+            headers={"Content-Type": "application/json"},
+        ),
+        400,
+    )
 
 
 def test_a_multipart_body_without_a_boundary_is_400_in_the_envelope(client):
-    response = client.post("/v1/files", content=b"--x\r\n",
-                           headers={"Content-Type": "multipart/form-data"})  # fmt: skip
+    response = client.post(
+        "/v1/files", content=b"--x\r\n", headers={"Content-Type": "multipart/form-data"}
+    )
     assert_envelope(response, 400)
 
 
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("seed", [2**80, -(2**70)])
 def test_an_out_of_range_seed_is_a_400_naming_it(client, seed, stream):
-    sdk = openai.OpenAI(base_url="http://testserver/v1", api_key="x", http_client=client,
-                        max_retries=0)  # fmt: skip
+    sdk = openai.OpenAI(
+        base_url="http://testserver/v1", api_key="x", http_client=client, max_retries=0
+    )
     with pytest.raises(openai.BadRequestError) as caught:
-        sdk.chat.completions.create(model="smollm2-135m-instruct", seed=seed, stream=stream,
-                                    messages=[{"role": "user", "content": "hi"}])  # fmt: skip
+        sdk.chat.completions.create(
+            model="smollm2-135m-instruct",
+            seed=seed,
+            stream=stream,
+            messages=[{"role": "user", "content": "hi"}],
+        )
     assert caught.value.body["param"] == "seed"
 
 
 def test_an_out_of_range_job_seed_or_max_tokens_is_a_400(client):
-    response = client.post("/v1/fine_tuning/jobs", json={"model": "m", "training_file": "f",
-                                                          "seed": 2**80})  # fmt: skip
+    response = client.post(
+        "/v1/fine_tuning/jobs", json={"model": "m", "training_file": "f", "seed": 2**80}
+    )
     assert assert_envelope(response, 400)["param"] == "seed"
     response = client.post(
         "/v1/chat/completions",
@@ -141,8 +164,13 @@ CHUNK = 64 * 1024
 def bytes_on_disk(pid: int, *directories: Path) -> int:
     """Bytes in files under `directories`, those already unlinked but held open by process
     `pid` included (an upload spool is an anonymous temporary file)."""
-    named = sum(entry.stat().st_size for directory in directories if directory.exists()
-                for entry in directory.rglob("*") if entry.is_file())  # fmt: skip
+    named = sum(
+        entry.stat().st_size
+        for directory in directories
+        if directory.exists()
+        for entry in directory.rglob("*")
+        if entry.is_file()
+    )
     held = 0
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
@@ -172,9 +200,13 @@ def test_a_chunked_upload_is_stopped_at_the_limit(tmp_path):
     def body():
         nonlocal peak, sent
         boundary = b"--tunelabtest\r\n"
-        yield (boundary + b'Content-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
-               + boundary + b'Content-Disposition: form-data; name="file"; '
-               b'filename="big.jsonl"\r\nContent-Type: application/jsonl\r\n\r\n')  # fmt: skip
+        yield (
+            boundary
+            + b'Content-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n'
+            + boundary
+            + b'Content-Disposition: form-data; name="file"; '
+            b'filename="big.jsonl"\r\nContent-Type: application/jsonl\r\n\r\n'
+        )
         block = line * (CHUNK // len(line))
         while sent < 64 * (1 << 20):
             peak = max(peak, bytes_on_disk(server.process.pid, *watched))
@@ -184,8 +216,11 @@ def test_a_chunked_upload_is_stopped_at_the_limit(tmp_path):
     try:
         with httpx.Client(timeout=120) as http:
             try:
-                response = http.post(f"{server.url}/files", content=body(), headers={
-                    "Content-Type": "multipart/form-data; boundary=tunelabtest"})  # fmt: skip
+                response = http.post(
+                    f"{server.url}/files",
+                    content=body(),
+                    headers={"Content-Type": "multipart/form-data; boundary=tunelabtest"},
+                )
             except httpx.TransportError:
                 response = None  # the server closed the connection after refusing: allowed
             if response is not None:

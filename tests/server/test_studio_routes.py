@@ -271,9 +271,15 @@ def test_a_chat_answer_that_fails_unexpectedly_says_so_in_the_page(tiny_model, m
 
 
 def test_a_classification_run_is_started_followed_and_reported(tmp_path, tiny_model):
-    rows = [{"messages": [{"role": "user", "content": f"question {i}"},
-                          {"role": "assistant", "content": f"<category>{'AB'[i % 2]}</category>"}]}
-            for i in range(6)]  # fmt: skip
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"question {i}"},
+                {"role": "assistant", "content": f"<category>{'AB'[i % 2]}</category>"},
+            ]
+        }
+        for i in range(6)
+    ]
     data = tmp_path / "labels_val.jsonl"
     data.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
     with client(models=(str(tiny_model),)) as c:
@@ -289,8 +295,13 @@ def test_a_classification_run_is_started_followed_and_reported(tmp_path, tiny_mo
         )
         assert started.status_code == 303, started.text
         task_url = started.headers["location"]
-        wait_until(lambda: "HX-Redirect" in c.get(task_url, headers={"HX-Request": "1"}).headers
-                   or "failed" in c.get(task_url).text, timeout=300)  # fmt: skip
+        wait_until(
+            lambda: (
+                "HX-Redirect" in c.get(task_url, headers={"HX-Request": "1"}).headers
+                or "failed" in c.get(task_url).text
+            ),
+            timeout=300,
+        )
         run_url = c.get(task_url, headers={"HX-Request": "1"}).headers["HX-Redirect"]
         report = c.get(run_url).text
         assert 'id="run-metrics"' in report and "table class='heat'" in report
@@ -308,15 +319,29 @@ def test_a_pairwise_run_page_shows_each_model_rating(tmp_path):
     from tunelab.evals.judge.task import PairwiseResult
 
     found = PairwiseResult(
-        judge="j", traits=["helpfulness"], n_prompts=3, n_comparisons=6, n_verdicts=6,
-        ratings={"tuned": {"rating": 1061.0, "low": 1010.0, "high": 1110.0},
-                 "base": {"rating": 939.0, "low": 890.0, "high": 990.0}},
+        judge="j",
+        traits=["helpfulness"],
+        n_prompts=3,
+        n_comparisons=6,
+        n_verdicts=6,
+        ratings={
+            "tuned": {"rating": 1061.0, "low": 1010.0, "high": 1110.0},
+            "base": {"rating": 939.0, "low": 890.0, "high": 990.0},
+        },
         records={"tuned": {"wins": 4.5, "games": 6}, "base": {"wins": 1.5, "games": 6}},
-        n_call_failures=0, n_parse_failures=0, errors=[], answers={"comparisons": []},
-    )  # fmt: skip
-    result = runs.record_run("pairwise", models=["base", "tuned"], data={"path": "p.jsonl"},
-                             options={"judge": "j"}, task=lambda: found,
-                             output_dir=tmp_path / "run")  # fmt: skip
+        n_call_failures=0,
+        n_parse_failures=0,
+        errors=[],
+        answers={"comparisons": []},
+    )
+    result = runs.record_run(
+        "pairwise",
+        models=["base", "tuned"],
+        data={"path": "p.jsonl"},
+        options={"judge": "j"},
+        task=lambda: found,
+        output_dir=tmp_path / "run",
+    )
     with client() as c:
         page = c.get(f"/evals/{result.id}").text
     table = page[page.index('id="run-metrics"') : page.index("</table>", page.index("run-metrics"))]
@@ -328,8 +353,9 @@ def test_job_buttons_cancel_resume_and_delete_a_waiting_job(smollm2_home):
     with client() as c:
         dataset = c.get(format_source(c, upload(c, sample_path("trec")))).text
         train_id = re.search(r"training_file=(file-[0-9a-f]+)", dataset).group(1)
-        created = c.post("/jobs", data={"training_file": train_id, "max_steps": "2"},
-                         follow_redirects=False)  # fmt: skip
+        created = c.post(
+            "/jobs", data={"training_file": train_id, "max_steps": "2"}, follow_redirects=False
+        )
         job_url = created.headers["location"]
         assert c.post(f"{job_url}/cancel", follow_redirects=False).status_code == 303
         page = c.get(job_url).text

@@ -12,8 +12,10 @@ import pytest
 
 from studio_browser import browser_page, require_browser, screenshot_dir, shoot
 
-PAYLOADS = ["<script>document.title='pwned-by-script'</script>",
-            '"><img src=x onerror="document.title=\'pwned-by-img\'">']  # fmt: skip
+PAYLOADS = [
+    "<script>document.title='pwned-by-script'</script>",
+    '"><img src=x onerror="document.title=\'pwned-by-img\'">',
+]
 
 
 SHOWN_IMG = "<img src=x onerror="
@@ -22,9 +24,16 @@ SHOWN_IMG = "<img src=x onerror="
 @pytest.fixture
 def hostile_file(tmp_path):
     path = tmp_path / "hostile.jsonl"
-    rows = [{"messages": [{"role": "user", "content": f"{p} question {i}"},
-                          {"role": "assistant", "content": f"{p} answer {i}"}]}
-            for i in range(10) for p in PAYLOADS]  # fmt: skip
+    rows = [
+        {
+            "messages": [
+                {"role": "user", "content": f"{p} question {i}"},
+                {"role": "assistant", "content": f"{p} answer {i}"},
+            ]
+        }
+        for i in range(10)
+        for p in PAYLOADS
+    ]
     path.write_bytes(b"\n".join(orjson.dumps(r) for r in rows) + b"\n")
     return path
 
@@ -77,8 +86,10 @@ def test_a_form_on_another_site_cannot_change_anything(tmp_path, start_server, o
     (tmp_path / "data.tsv").write_text("text\tlabel\na\tx\nb\ty\n")
     studio = server.url.removesuffix("/v1")
     pages, origin = other_site
-    pages["/"] = (f'<form method="post" action="{studio}/data/open"><input name="path" '
-                  'value="data.tsv"><button id="go">go</button></form>')  # fmt: skip
+    pages["/"] = (
+        f'<form method="post" action="{studio}/data/open"><input name="path" '
+        'value="data.tsv"><button id="go">go</button></form>'
+    )
     with browser_page(origin) as page:
         page.goto(f"{origin}/")
         with page.expect_response(re.compile(r"/data/open$")) as answer:

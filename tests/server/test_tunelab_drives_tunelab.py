@@ -21,12 +21,28 @@ def cli(capsys, *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_jobs_on_the_openai_provider_run_on_a_tunelab_server(server, tiny_model, train_path,
-                                                             capsys, monkeypatch):  # fmt: skip
+def test_jobs_on_the_openai_provider_run_on_a_tunelab_server(
+    server, tiny_model, train_path, capsys, monkeypatch
+):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # loopback servers need no key
-    code, out, err = cli(capsys, "jobs", "create", "--provider", "openai", "--base-url",
-                         server.url, "--model", str(tiny_model), "--train", str(train_path),
-                         "--n-epochs", "2", "--suffix", "remote", "--json")  # fmt: skip
+    code, out, err = cli(
+        capsys,
+        "jobs",
+        "create",
+        "--provider",
+        "openai",
+        "--base-url",
+        server.url,
+        "--model",
+        str(tiny_model),
+        "--train",
+        str(train_path),
+        "--n-epochs",
+        "2",
+        "--suffix",
+        "remote",
+        "--json",
+    )
     assert code == 0, err
     job = orjson.loads(out)
     assert job["tunelab"]["provider"] == "openai" and job["tunelab"]["provider_job_id"]
@@ -40,6 +56,7 @@ def test_jobs_on_the_openai_provider_run_on_a_tunelab_server(server, tiny_model,
     code, out, _ = cli(capsys, "jobs", "checkpoints", job["id"], "--json")
     assert orjson.loads(out)["data"]
 
-    code, out, err = cli(capsys, "chat", done["fine_tuned_model"], "Who wrote Hamlet?",
-                         "--max-tokens", "4")  # fmt: skip
+    code, out, err = cli(
+        capsys, "chat", done["fine_tuned_model"], "Who wrote Hamlet?", "--max-tokens", "4"
+    )
     assert code == 0 and out.strip(), err

@@ -49,8 +49,11 @@ def environment_error(err: OSError | sqlite3.Error) -> TunelabError:
     refuses on the way (a read-only mount, a full disk, a file that is not a database).
     """
     if isinstance(err, sqlite3.Error):
-        return TunelabError("database_error", f"a SQLite database could not be used: {err}.",
-                            hint="check TUNELAB_HOME and the database files given")  # fmt: skip
+        return TunelabError(
+            "database_error",
+            f"a SQLite database could not be used: {err}.",
+            hint="check TUNELAB_HOME and the database files given",
+        )
     where = err.filename or "a file"
     if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return TunelabError(
@@ -60,8 +63,11 @@ def environment_error(err: OSError | sqlite3.Error) -> TunelabError:
             "own files), or make this one writable",
         )
     if err.errno == errno.ENOSPC:
-        return TunelabError("disk_full", f"{where}: no space left on the device.",
-                            hint="free some space, or write somewhere else")  # fmt: skip
+        return TunelabError(
+            "disk_full",
+            f"{where}: no space left on the device.",
+            hint="free some space, or write somewhere else",
+        )
     return TunelabError("os_error", f"{where}: {err.strerror or err}.")
 
 

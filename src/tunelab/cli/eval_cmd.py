@@ -44,8 +44,10 @@ from tunelab.evals.items import load_items
 from tunelab.evals.result import EvaluationResult
 
 KEEPING = "stopping: the items scored so far are kept (Ctrl-C again: abort, keeping nothing)"
-KEEPING_VERDICTS = ("stopping after the verdict being asked for: the verdicts so far are kept "
-                    "(Ctrl-C again: abort, keeping nothing)")  # fmt: skip
+KEEPING_VERDICTS = (
+    "stopping after the verdict being asked for: the verdicts so far are kept "
+    "(Ctrl-C again: abort, keeping nothing)"
+)
 
 
 @click.group("eval")
@@ -53,13 +55,15 @@ def eval_group() -> None:
     """Evaluate models: classification, NL→MongoDB queries, an LLM judge."""
 
 
-def _run(kind: str, models, data, options: dict, compute, output_dir,
-         as_json: bool) -> EvaluationResult:  # fmt: skip
+def _run(
+    kind: str, models, data, options: dict, compute, output_dir, as_json: bool
+) -> EvaluationResult:
     return _run_described(kind, models, data.describe(), options, compute, output_dir, as_json)
 
 
-def _run_described(kind, models, described: dict, options, compute, output_dir,
-                   as_json) -> EvaluationResult:  # fmt: skip
+def _run_described(
+    kind, models, described: dict, options, compute, output_dir, as_json
+) -> EvaluationResult:
     cancel = threading.Event()
     saying = KEEPING_VERDICTS if kind in ("judge", "pairwise") else KEEPING
     with ctrl_c_cancels(cancel, saying), EvalProgress(quiet=as_json) as progress:
@@ -99,8 +103,9 @@ def _run_described(kind, models, described: dict, options, compute, output_dir,
     "one `format --template short` wrote beside the file, else the gold answers'].",
 )
 @evaluation_outputs
-def classify_cmd(data_path, models, limit, method, length_norm, label_list, output_dir,
-                 as_json, **flags) -> int:  # fmt: skip
+def classify_cmd(
+    data_path, models, limit, method, length_norm, label_list, output_dir, as_json, **flags
+) -> int:
     """Accuracy, macro-F1, per-class scores and the confusion matrix, models side by side."""
     from tunelab.evals.classify import evaluate_classification
 
@@ -111,9 +116,16 @@ def classify_cmd(data_path, models, limit, method, length_norm, label_list, outp
     labels = label_set(label_list)
 
     def compute(progress, cancel):
-        return evaluate_classification(data, list(models), prompt=prompt, labels=labels,
-                                       method=method, normalize=length_norm,
-                                       progress=progress, cancel=cancel)  # fmt: skip
+        return evaluate_classification(
+            data,
+            list(models),
+            prompt=prompt,
+            labels=labels,
+            method=method,
+            normalize=length_norm,
+            progress=progress,
+            cancel=cancel,
+        )
 
     run_options = {"limit": limit, "method": method, "length_norm": length_norm}
     result = _run("classify", models, data, run_options, compute, output_dir, as_json)
@@ -136,8 +148,9 @@ def classify_cmd(data_path, models, limit, method, length_norm, label_list, outp
 )
 @click.option("--mongo-db", help="The database for --mongo-uri (default: the URI's path).")
 @evaluation_outputs
-def queries_cmd(data_path, models, limit, documents, mongo_uri, mongo_db, output_dir, as_json,
-                **flags) -> int:  # fmt: skip
+def queries_cmd(
+    data_path, models, limit, documents, mongo_uri, mongo_db, output_dir, as_json, **flags
+) -> int:
     """NL → MongoDB: parse failures, exact, structural and execution match."""
     from tunelab.evals.mongo.task import embedded_executor, evaluate_queries, load_documents
 
@@ -155,8 +168,9 @@ def queries_cmd(data_path, models, limit, documents, mongo_uri, mongo_db, output
             executor = stack.enter_context(LiveDatabase.connect(mongo_uri, mongo_db)).execute
 
         def compute(progress, cancel):
-            return evaluate_queries(data, list(models), executor=executor, progress=progress,
-                                    cancel=cancel)  # fmt: skip
+            return evaluate_queries(
+                data, list(models), executor=executor, progress=progress, cancel=cancel
+            )
 
         where = str(documents) if documents else ("mongodb" if mongo_uri else None)
         settings = {"limit": limit, "executed_on": where}  # never the URI: it may hold a password
@@ -173,8 +187,9 @@ def queries_cmd(data_path, models, limit, documents, mongo_uri, mongo_db, output
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     help="A conversation database of one model's answers (repeatable).",
 )
-@data_option("Prompts for --model candidates to answer first (any `format` source).",
-             required=False)  # fmt: skip
+@data_option(
+    "Prompts for --model candidates to answer first (any `format` source).", required=False
+)
 @models_option("A model to answer --data (repeatable).", required=False)
 @click.option(
     "--traits",
@@ -192,8 +207,20 @@ def queries_cmd(data_path, models, limit, documents, mongo_uri, mongo_db, output
 @limit_option("Only the first N prompts.")
 @max_tokens_option(256, "Longest answer a --model candidate writes.")
 @evaluation_outputs
-def judge_cmd(judge_model, databases, data_path, models, traits, rubric, mode, limit,
-              max_tokens, output_dir, as_json, **flags) -> int:  # fmt: skip
+def judge_cmd(
+    judge_model,
+    databases,
+    data_path,
+    models,
+    traits,
+    rubric,
+    mode,
+    limit,
+    max_tokens,
+    output_dir,
+    as_json,
+    **flags,
+) -> int:
     """An LLM judge scores answers on traits (1–10), or ranks models by pairwise comparison."""
     from tunelab.evals.judge import task as judging
 
@@ -207,18 +234,35 @@ def judge_cmd(judge_model, databases, data_path, models, traits, rubric, mode, l
 
     def compute(progress, cancel):
         sets = [judging.answers_from_database(db, limit) for db in databases]
-        sets += [judging.answers_from_model(m, data, max_tokens=max_tokens, progress=progress,
-                                            cancel=cancel) for m in models]  # fmt: skip
+        sets += [
+            judging.answers_from_model(
+                m, data, max_tokens=max_tokens, progress=progress, cancel=cancel
+            )
+            for m in models
+        ]
         run = judging.judge_single if mode == "single" else judging.judge_pairwise
         return run(judge_model, sets, chosen, rubric, progress=progress, cancel=cancel)
 
-    described = data.describe() if data else {"path": ", ".join(map(str, databases)),
-                                              "n_items": None}  # fmt: skip
+    described = (
+        data.describe() if data else {"path": ", ".join(map(str, databases)), "n_items": None}
+    )
     names = [*(str(db) for db in databases), *models]
-    options = {"judge": judge_model, "mode": mode, "traits": [t.name for t in chosen],
-               "rubric": rubric, "limit": limit}  # fmt: skip
-    result = _run_described("pairwise" if mode == "pairwise" else "judge", names, described,
-                            options, compute, output_dir, as_json)  # fmt: skip
+    options = {
+        "judge": judge_model,
+        "mode": mode,
+        "traits": [t.name for t in chosen],
+        "rubric": rubric,
+        "limit": limit,
+    }
+    result = _run_described(
+        "pairwise" if mode == "pairwise" else "judge",
+        names,
+        described,
+        options,
+        compute,
+        output_dir,
+        as_json,
+    )
     return show_evaluation(result, as_json)
 
 
@@ -246,9 +290,14 @@ def list_cmd(limit, as_json) -> int:
         return 0
     table = listing_table("id", "kind", "status", "models", "items", "headline")
     for run in found:
-        table.add_row(run.id, run.kind, run.status, escape(", ".join(run.models)),
-                      str(run.data.get("n_items", "")),
-                      escape(runs.headline(run).text()))  # fmt: skip
+        table.add_row(
+            run.id,
+            run.kind,
+            run.status,
+            escape(", ".join(run.models)),
+            str(run.data.get("n_items", "")),
+            escape(runs.headline(run).text()),
+        )
     common.stdout.print(table)
     return 0
 
@@ -263,8 +312,9 @@ def show_cmd(run_id, as_json) -> int:
         outputs = [out.to_dict() for out in runs.run_outputs(run_id)]
         common.print_json({**run.to_dict(), "outputs": outputs})
         return 0
-    common.stdout.print(f"{run.id}  {run.kind}  {run.status}  "
-                        f"{escape(run.data.get('path', ''))}", highlight=False)  # fmt: skip
+    common.stdout.print(
+        f"{run.id}  {run.kind}  {run.status}  {escape(run.data.get('path', ''))}", highlight=False
+    )
     if run.status == "failed":
         common.stdout.print(f"[red]failed[/]: {escape(run.error_message or '')}")
     if run.status == "partial":
@@ -285,11 +335,16 @@ def compare_cmd(run_ids, as_json) -> int:
     """Runs side by side: each model's headline metrics in each run."""
     found = [EvaluationResult.from_run(runs.get_run(run_id)) for run_id in run_ids]
     rows = [
-        {"run": run.id, "kind": run.kind, "data": run.data.get("path"), "model": name,
-         **{k: v for k, v in scores.items() if isinstance(v, (int, float))}}
+        {
+            "run": run.id,
+            "kind": run.kind,
+            "data": run.data.get("path"),
+            "model": name,
+            **{k: v for k, v in scores.items() if isinstance(v, (int, float))},
+        }
         for run in found
         for name, scores in run.scores.items()
-    ]  # fmt: skip
+    ]
     if as_json:
         common.print_json({"object": "list", "data": rows})
         return 0
@@ -298,8 +353,9 @@ def compare_cmd(run_ids, as_json) -> int:
     for column in ("run", "model", *metric_names):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(row["run"], escape(row["model"]),
-                      *(_fmt(row.get(name), name) for name in metric_names))  # fmt: skip
+        table.add_row(
+            row["run"], escape(row["model"]), *(_fmt(row.get(name), name) for name in metric_names)
+        )
     common.stdout.print(table)
     return 0
 
@@ -332,8 +388,9 @@ def _fmt(value, metric: str) -> str:
 @temperature_option()
 @click.option("--force", is_flag=True, help="Overwrite an existing --output.")
 @json_option()
-def generate_conversations_cmd(ideas, model, system, user_message_template, output,
-                               max_tokens, temperature, force, as_json) -> int:  # fmt: skip
+def generate_conversations_cmd(
+    ideas, model, system, user_message_template, output, max_tokens, temperature, force, as_json
+) -> int:
     """Have MODEL answer one message per idea; write a database `format` and `eval judge` read."""
     from tunelab.evals.conversations import generate_conversations
 
@@ -341,17 +398,26 @@ def generate_conversations_cmd(ideas, model, system, user_message_template, outp
     cancel = threading.Event()
     with ctrl_c_cancels(cancel), EvalProgress(quiet=as_json) as progress:
         result = generate_conversations(
-            ideas, output, model=model, template=user_message_template,
-            system_prompt=system, max_tokens=max_tokens, temperature=temperature,
-            force=force, progress=_ideas_progress(progress, model, ideas), cancel=cancel,
-        )  # fmt: skip
+            ideas,
+            output,
+            model=model,
+            template=user_message_template,
+            system_prompt=system,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            force=force,
+            progress=_ideas_progress(progress, model, ideas),
+            cancel=cancel,
+        )
     if as_json:
         common.print_json(result)
     else:
-        common.stdout.print(f"[green]✓[/] {result['n_conversations']} conversation(s) from "
-                            f"{escape(model)} → {escape(result['output'])}"
-                            + (f" ({result['n_failed']} failed)" if result["n_failed"] else ""),
-                            highlight=False)  # fmt: skip
+        common.stdout.print(
+            f"[green]✓[/] {result['n_conversations']} conversation(s) from "
+            f"{escape(model)} → {escape(result['output'])}"
+            + (f" ({result['n_failed']} failed)" if result["n_failed"] else ""),
+            highlight=False,
+        )
     return 0 if not result["n_failed"] else 1
 
 

@@ -16,8 +16,9 @@ DTYPES = ("bf16", "fp16", "fp32")  # tunelab.engine.export.DTYPES, without impor
 
 @click.command("export")
 @click.argument("model")
-@output_option("Directory to write the exported model to.", type=click.Path(path_type=Path),
-               required=True)  # fmt: skip
+@output_option(
+    "Directory to write the exported model to.", type=click.Path(path_type=Path), required=True
+)
 @click.option(
     "--merge/--no-merge",
     default=True,
@@ -34,8 +35,12 @@ DTYPES = ("bf16", "fp16", "fp32")  # tunelab.engine.export.DTYPES, without impor
     "adapter alone (vLLM's LoRA serving); gguf: one GGUF file and an Ollama Modelfile "
     "(llama.cpp, Ollama; Llama-architecture models).",
 )
-@choice_option("--gguf-type", choices=["f16", "f32"], default="f16",
-               help="Precision of the GGUF's weight matrices.")  # fmt: skip
+@choice_option(
+    "--gguf-type",
+    choices=["f16", "f32"],
+    default="f16",
+    help="Precision of the GGUF's weight matrices.",
+)
 @choice_option(
     "--dtype",
     choices=DTYPES,
@@ -69,8 +74,15 @@ def export_cmd(
 
     if not as_json:
         common.stderr.print(f"exporting {model}…", highlight=False)
-    result = export_model(model_dir, output, merge=merge, force=force, format=export_format,
-                          gguf_type=gguf_type, dtype=dtype)  # fmt: skip
+    result = export_model(
+        model_dir,
+        output,
+        merge=merge,
+        force=force,
+        format=export_format,
+        gguf_type=gguf_type,
+        dtype=dtype,
+    )
     if as_json:
         common.print_json(result)
         return 0

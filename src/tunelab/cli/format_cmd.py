@@ -72,9 +72,16 @@ validation file. Nothing is written when any record is bad.
 
 @click.command("format", help=HELP)
 @click.argument("source", type=FilePath)
-@click.option("--train-output", "-o", "--output", "train_output", type=FilePath,
-              cls=AliasedOption, aliases=("--output",),
-              help="Training JSONL to write (required).")  # fmt: skip
+@click.option(
+    "--train-output",
+    "-o",
+    "--output",
+    "train_output",
+    type=FilePath,
+    cls=AliasedOption,
+    aliases=("--output",),
+    help="Training JSONL to write (required).",
+)
 @click.option("--val-output", type=FilePath, help="Validation JSONL to write.")
 @click.option(
     "--train-ratio",

@@ -48,8 +48,9 @@ def jobs_group() -> None:
 
 @jobs_group.command("create")
 @training_files
-@choice_option("--provider", choices=api.PROVIDERS, default=DEFAULT_PROVIDER,
-               help="Where the job runs.")  # fmt: skip
+@choice_option(
+    "--provider", choices=api.PROVIDERS, default=DEFAULT_PROVIDER, help="Where the job runs."
+)
 @base_model_option()
 @setting_options
 @click.option(
@@ -59,13 +60,28 @@ def jobs_group() -> None:
 @click.option("--name", help="A name for the job, shown in `jobs list`.")
 @click.option("--base-url", help="The provider's endpoint (an OpenAI-compatible service).")
 @click.option("--key-env", help="Variable holding the key for --base-url (never sent otherwise).")
-@nproc_option("Train a local job data-parallel in this many processes (one per GPU; on a CPU, "
-               "gloo), started by the worker with torchrun.")  # fmt: skip
+@nproc_option(
+    "Train a local job data-parallel in this many processes (one per GPU; on a CPU, "
+    "gloo), started by the worker with torchrun."
+)
 @click.option("--no-start", is_flag=True, help="Queue a local job without starting a worker.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job to finish (as `jobs wait`).")
 @json_option("Print the job object as JSON.")
-def create_cmd(train_file, val_file, provider, model, suffix, name, base_url, key_env,
-               nproc_per_node, no_start, wait_, as_json, **settings) -> int:  # fmt: skip
+def create_cmd(
+    train_file,
+    val_file,
+    provider,
+    model,
+    suffix,
+    name,
+    base_url,
+    key_env,
+    nproc_per_node,
+    no_start,
+    wait_,
+    as_json,
+    **settings,
+) -> int:
     """Validate the files, show the estimate, and create a job."""
     given = {k: v for k, v in given_settings(settings).items() if v != AUTO}
     seed = given.pop("seed", None)
@@ -115,24 +131,30 @@ def show_estimate(spec: api.JobSpec) -> None:
 
     try:
         # An `ft:` model is estimated as its base (`resolve_model` reads the base from it).
-        analysis = analyze_file(spec.training_file, val_path=spec.validation_file,
-                                model=spec.model)  # fmt: skip
+        analysis = analyze_file(spec.training_file, val_path=spec.validation_file, model=spec.model)
     except TunelabError:
         return  # a model the catalog does not know: no estimate, the provider decides
     estimate = api.estimate_job(spec, analysis)
     if estimate.cost_usd is not None:
-        common.stderr.print(f"estimated cost: about ${estimate.cost_usd:,.2f} for "
-                            f"{estimate.n_epochs} epoch(s)", highlight=False)  # fmt: skip
+        common.stderr.print(
+            f"estimated cost: about ${estimate.cost_usd:,.2f} for {estimate.n_epochs} epoch(s)",
+            highlight=False,
+        )
     elif estimate.seconds is not None:
-        common.stderr.print(f"estimated training time: about {duration(estimate.seconds)} "
-                            f"for {estimate.total_steps:,} steps", highlight=False)  # fmt: skip
+        common.stderr.print(
+            f"estimated training time: about {duration(estimate.seconds)} "
+            f"for {estimate.total_steps:,} steps",
+            highlight=False,
+        )
 
 
 def say_created(job: Job, no_start: bool) -> None:
     say = common.stdout.print
     where = job.provider
-    say(f"[green]✓ created[/] {job.id} ({where}, {escape(job.model)}): {job.status}",
-        highlight=False)  # fmt: skip
+    say(
+        f"[green]✓ created[/] {job.id} ({where}, {escape(job.model)}): {job.status}",
+        highlight=False,
+    )
     if no_start and api.runs_here(job):
         say("  not started: run `tunelab worker` to run queued jobs", highlight=False)
     say(f"  follow it: tunelab jobs wait {job.id}", highlight=False)
@@ -147,8 +169,13 @@ def list_cmd(provider, limit, after, as_json) -> int:
     """The jobs tunelab knows, newest first."""
     jobs = api.list_jobs(limit=limit, after=after, provider=provider)
     if as_json:
-        common.print_json({"object": "list", "data": [job_object(j) for j in jobs],
-                           "has_more": len(jobs) == limit})  # fmt: skip
+        common.print_json(
+            {
+                "object": "list",
+                "data": [job_object(j) for j in jobs],
+                "has_more": len(jobs) == limit,
+            }
+        )
         return 0
     if not jobs:
         common.stdout.print("no jobs yet: `tunelab jobs create --train FILE` starts one")
@@ -156,8 +183,14 @@ def list_cmd(provider, limit, after, as_json) -> int:
     table = listing_table("id", "provider", "status", "model", "created", "progress")
     for job in jobs:
         model = job.fine_tuned_model or short_name(job.model)
-        table.add_row(job.id, job.provider, _status(job), escape(model),
-                      when(job.created_at, short=True), _progress_text(job))  # fmt: skip
+        table.add_row(
+            job.id,
+            job.provider,
+            _status(job),
+            escape(model),
+            when(job.created_at, short=True),
+            _progress_text(job),
+        )
     common.stdout.print(table)
     return 0
 
@@ -174,8 +207,7 @@ def show_cmd(job_id, as_json) -> int:
     rows = [
         ("id", job.id + (f" ({job.provider_job_id})" if job.provider_job_id else "")),
         ("provider", job.provider),
-        ("status", _status(job) + (f" ({job.raw_status})" if job.raw_status != job.status
-                                   else "")),
+        ("status", _status(job) + (f" ({job.raw_status})" if job.raw_status != job.status else "")),
         ("base model", escape(job.model)),
         ("fine-tuned model", escape(job.fine_tuned_model or "—")),
         ("hyperparameters", _pairs(api.shown_hyperparameters(job))),
@@ -184,15 +216,21 @@ def show_cmd(job_id, as_json) -> int:
         ("finished", when(job.finished_at)),
         ("progress", _progress_text(job) or escape(api.queue_note(job) or "—")),
         ("trained tokens", f"{job.trained_tokens:,}" if job.trained_tokens else "—"),
-    ]  # fmt: skip
+    ]
     if job.error_message:
-        rows.append(("error", f"[red]{escape(job.error_code or '')}[/]: "
-                              f"{escape(job.error_message)}"))  # fmt: skip
+        rows.append(
+            ("error", f"[red]{escape(job.error_code or '')}[/]: {escape(job.error_message)}")
+        )
     if job.output_dir:
         here = Path(on_this_machine(job).output_dir)  # outputs in a store: the copy here
         shared = "://" in job.output_dir or here.exists()
-        rows.append(("output", escape(job.output_dir) + ("" if shared else
-                     " [dim](on the machine that ran it, not on this one)[/]")))  # fmt: skip
+        rows.append(
+            (
+                "output",
+                escape(job.output_dir)
+                + ("" if shared else " [dim](on the machine that ran it, not on this one)[/]"),
+            )
+        )
         if (here / JOB_LOG).exists():
             rows.append(("log", escape(str(here / JOB_LOG))))
     table = Table(show_header=False, box=None)
@@ -268,15 +306,23 @@ def events_cmd(job_id, follow, as_json) -> int:
 
 def print_event(event: Event, as_json: bool) -> None:
     if as_json:
-        common.print_json({"object": "fine_tuning.job.event", "id": event.id,
-                           "created_at": event.created_at, "level": event.level,
-                           "message": event.message, "type": event.type,
-                           "data": event.data})  # fmt: skip
+        common.print_json(
+            {
+                "object": "fine_tuning.job.event",
+                "id": event.id,
+                "created_at": event.created_at,
+                "level": event.level,
+                "message": event.message,
+                "type": event.type,
+                "data": event.data,
+            }
+        )
         return
     style = {"error": "red", "warn": "yellow"}.get(event.level, "")
     text = escape(event.message)
-    common.stdout.print(f"{when(event.created_at)}  " + (f"[{style}]{text}[/]" if style
-                        else text), highlight=False)  # fmt: skip
+    common.stdout.print(
+        f"{when(event.created_at)}  " + (f"[{style}]{text}[/]" if style else text), highlight=False
+    )
 
 
 @jobs_group.command("checkpoints")
@@ -295,9 +341,12 @@ def checkpoints_cmd(job_id, as_json) -> int:
         table.add_column(column)
     for point in points:
         loss = point.metrics.get("loss", point.metrics.get("train_loss"))
-        table.add_row(str(point.step), when(point.created_at),
-                      f"{loss:.4f}" if isinstance(loss, (int, float)) else "—",
-                      escape(point.fine_tuned_model_checkpoint or ""))  # fmt: skip
+        table.add_row(
+            str(point.step),
+            when(point.created_at),
+            f"{loss:.4f}" if isinstance(loss, (int, float)) else "—",
+            escape(point.fine_tuned_model_checkpoint or ""),
+        )
     common.stdout.print(table)
     return 0
 
@@ -325,11 +374,12 @@ def say_finished(job: Job) -> None:
     say = common.stdout.print
     if job.status == "succeeded":
         say(f"[green]✓ succeeded[/]: {escape(job.fine_tuned_model or '')}", highlight=False)
-        say(f"  chat with it: tunelab chat {escape(job.fine_tuned_model or '')}",
-            highlight=False)  # fmt: skip
+        say(f"  chat with it: tunelab chat {escape(job.fine_tuned_model or '')}", highlight=False)
     elif job.status == "failed":
-        say(f"[red]✗ failed[/] [{escape(job.error_code or '')}]: "
-            f"{escape(job.error_message or '')}", highlight=False)  # fmt: skip
+        say(
+            f"[red]✗ failed[/] [{escape(job.error_code or '')}]: {escape(job.error_message or '')}",
+            highlight=False,
+        )
     else:
         say(f"[yellow]{job.status}[/] {job.id}", highlight=False)
 
@@ -344,9 +394,14 @@ class JobProgress:
 
     def __enter__(self) -> JobProgress:
         if common.stderr.is_terminal and not self.quiet:
-            self.bar = Progress(TextColumn("{task.fields[status]}"), BarColumn(),
-                                MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
-                                console=common.stderr, transient=True)  # fmt: skip
+            self.bar = Progress(
+                TextColumn("{task.fields[status]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[detail]}"),
+                console=common.stderr,
+                transient=True,
+            )
             self.bar.start()
             self.task = self.bar.add_task("job", total=None, status="", detail="")
         return self
@@ -359,9 +414,13 @@ class JobProgress:
         progress = job.progress or {}
         detail = _progress_text(job) or api.queue_note(job) or ""
         if self.bar is not None:
-            self.bar.update(self.task, completed=progress.get("step", 0),
-                            total=progress.get("total_steps"), status=job.status,
-                            detail=detail)  # fmt: skip
+            self.bar.update(
+                self.task,
+                completed=progress.get("step", 0),
+                total=progress.get("total_steps"),
+                status=job.status,
+                detail=detail,
+            )
         elif not self.quiet and self._worth_a_line(job.status, progress):
             common.stderr.print(f"{job.status}  {detail}".rstrip(), highlight=False)
 
@@ -408,8 +467,9 @@ def _after_change(job: Job, as_json: bool, action: str) -> int:
     if as_json:
         common.print_json(job_object(job))
     elif job.status == "running" and action != "resume":
-        common.stdout.print(f"{job.id}: {action} requested; it stops after its current step",
-                            highlight=False)  # fmt: skip
+        common.stdout.print(
+            f"{job.id}: {action} requested; it stops after its current step", highlight=False
+        )
     else:
         common.stdout.print(f"{job.id}: {_status(job)}", highlight=False)
     return 0

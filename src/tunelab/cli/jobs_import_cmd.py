@@ -16,8 +16,12 @@ from tunelab.providers.wire import job_object
 
 @click.command("import")
 @click.argument("job_id")
-@click.option("--provider", type=click.Choice(api.PROVIDERS), required=True,
-              help="The provider the job runs on.")  # fmt: skip
+@click.option(
+    "--provider",
+    type=click.Choice(api.PROVIDERS),
+    required=True,
+    help="The provider the job runs on.",
+)
 @click.option("--base-url", help="The provider's endpoint, if not its default.")
 @click.option("--key-env", help="Variable holding the key for --base-url.")
 @json_option("Print the job object as JSON.")
@@ -29,6 +33,8 @@ def import_cmd(job_id, provider, base_url, key_env, as_json) -> int:
         common.print_json(job_object(job))
         return 0
     made = f", model {escape(job.fine_tuned_model)}" if job.fine_tuned_model else ""
-    common.stdout.print(f"[green]✓ imported[/] {job.id} ({provider} {escape(job_id)}): "
-                        f"{job.status}{made}", highlight=False)  # fmt: skip
+    common.stdout.print(
+        f"[green]✓ imported[/] {job.id} ({provider} {escape(job_id)}): {job.status}{made}",
+        highlight=False,
+    )
     return 0

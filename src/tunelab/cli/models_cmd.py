@@ -33,19 +33,30 @@ def list_cmd(provider, fine_tuned, as_json) -> int:
         return 0
     table = listing_table("model", "provider", "kind", "base model", "created")
     for model in models:
-        table.add_row(escape(model.id), model.provider, model.kind,
-                      escape(short_name(model.base_model)),
-                      when(model.created_at, short=True))  # fmt: skip
+        table.add_row(
+            escape(model.id),
+            model.provider,
+            model.kind,
+            escape(short_name(model.base_model)),
+            when(model.created_at, short=True),
+        )
     common.stdout.print(table)
     return 0
 
 
 def _model_json(model: Model) -> dict:
     """A model as OpenAI lists it, with tunelab's fields beside (the catalog's for base ones)."""
-    shown = {"id": model.id, "object": "model", "created": model.created_at,
-             "owned_by": model.provider, "provider": model.provider, "kind": model.kind,
-             "base_model": model.base_model, "job_id": model.job_id,
-             "path": model_location(model)}  # fmt: skip
+    shown = {
+        "id": model.id,
+        "object": "model",
+        "created": model.created_at,
+        "owned_by": model.provider,
+        "provider": model.provider,
+        "kind": model.kind,
+        "base_model": model.base_model,
+        "job_id": model.job_id,
+        "path": model_location(model),
+    }
     if model.kind == "base":
         return {**shown, "aliases": list(model.aliases), **model.details}
     return {**shown, "details": model.details}

@@ -57,14 +57,22 @@ class AliasedOption(click.Option):
 
 def output_option(help: str, *, dest: str = "output", aliases: tuple[str, ...] = (), **kwargs):
     """`--output`/`-o`, the one name for where a command writes (old names kept hidden)."""
-    return click.option("--output", "-o", *aliases, dest, cls=AliasedOption,
-                        aliases=aliases, help=help, **kwargs)  # fmt: skip
+    return click.option(
+        "--output", "-o", *aliases, dest, cls=AliasedOption, aliases=aliases, help=help, **kwargs
+    )
 
 
 def system_option(help: str = "System prompt at the start of every conversation."):
     """`--system`/`-s`, with `--system-prompt` as an alias."""
-    return click.option("--system", "-s", "--system-prompt", "system", cls=AliasedOption,
-                        aliases=("--system-prompt",), help=help)  # fmt: skip
+    return click.option(
+        "--system",
+        "-s",
+        "--system-prompt",
+        "system",
+        cls=AliasedOption,
+        aliases=("--system-prompt",),
+        help=help,
+    )
 
 
 def json_option(help: str | None = None):
@@ -74,8 +82,13 @@ def json_option(help: str | None = None):
 
 def choice_option(*names: str, choices, default=None, help: str | None = None):
     """A flag taking one of `choices`; its default, when it has one, shown in --help."""
-    return click.option(*names, type=click.Choice(choices), default=default,
-                        show_default=default is not None, help=help)  # fmt: skip
+    return click.option(
+        *names,
+        type=click.Choice(choices),
+        default=default,
+        show_default=default is not None,
+        help=help,
+    )
 
 
 def model_option(help: str, *dest: str, **kwargs):
@@ -104,14 +117,18 @@ training_files = option_block(
 
 def max_tokens_option(default: int, help: str | None = None):
     """`--max-tokens`: the longest answer, in tokens."""
-    return click.option("--max-tokens", type=COUNT, default=default, show_default=True,
-                        help=help)  # fmt: skip
+    return click.option("--max-tokens", type=COUNT, default=default, show_default=True, help=help)
 
 
 def temperature_option():
     """`--temperature`, greedy by default: the same question gets the same answer."""
-    return click.option("--temperature", type=TEMPERATURE, default=0.0, show_default=True,
-                        help="Sampling temperature; 0 is greedy (deterministic).")  # fmt: skip
+    return click.option(
+        "--temperature",
+        type=TEMPERATURE,
+        default=0.0,
+        show_default=True,
+        help="Sampling temperature; 0 is greedy (deterministic).",
+    )
 
 
 def label_set(value: str | None) -> list[str] | None:

@@ -110,9 +110,14 @@ class EvalProgress:
         # `bars=False` prints one line per model instead: for callers that already show a
         # live display (rich allows one at a time).
         if common.stderr.is_terminal and not quiet and bars:
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
-                                MofNCompleteColumn(), TimeRemainingColumn(),
-                                console=common.stderr, transient=True)  # fmt: skip
+            self.bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=common.stderr,
+                transient=True,
+            )
 
     def __enter__(self) -> EvalProgress:
         if self.bar is not None:

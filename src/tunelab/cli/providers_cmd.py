@@ -26,11 +26,15 @@ def providers_group() -> None:
 def list_cmd(as_json: bool) -> int:
     """Each provider's capabilities and key variable; each named endpoint."""
     providers = [
-        {"name": name, "title": cls.title, "capabilities": sorted(cls.capabilities),
-         "key_variable": cls.key_variable,
-         "key_set": bool(cls.key_variable and os.environ.get(cls.key_variable))}
+        {
+            "name": name,
+            "title": cls.title,
+            "capabilities": sorted(cls.capabilities),
+            "key_variable": cls.key_variable,
+            "key_set": bool(cls.key_variable and os.environ.get(cls.key_variable)),
+        }
         for name, cls in provider_classes().items()
-    ]  # fmt: skip
+    ]
     endpoints = [vars(e) for e in api.list_endpoints()]
     if as_json:
         common.print_json({"providers": providers, "endpoints": endpoints})
@@ -57,8 +61,10 @@ def list_cmd(as_json: bool) -> int:
 def add_cmd(name: str, base_url: str, key_env: str | None, replace: bool) -> int:
     """Name an OpenAI-compatible endpoint: then `NAME/MODEL` chats with MODEL there."""
     endpoint = api.add_endpoint(name, base_url, key_env, replace=replace)
-    common.stdout.print(f"✓ {endpoint.name} → {escape(endpoint.base_url)}  (chat with "
-                        f"{endpoint.name}/MODEL)", highlight=False)  # fmt: skip
+    common.stdout.print(
+        f"✓ {endpoint.name} → {escape(endpoint.base_url)}  (chat with {endpoint.name}/MODEL)",
+        highlight=False,
+    )
     return 0
 
 

@@ -28,8 +28,11 @@ def exit_code_of(result: EvaluationResult) -> int:
     with the reason on stderr when the run produced no score at all."""
     if result.partial and not result.error:
         said = partial_message(result.partial)
-        common.stderr.print(f"[yellow]interrupted:[/] {escape(said)}; the partial results are "
-                            f"in {escape(result.json_path or '')}", highlight=False)  # fmt: skip
+        common.stderr.print(
+            f"[yellow]interrupted:[/] {escape(said)}; the partial results are "
+            f"in {escape(result.json_path or '')}",
+            highlight=False,
+        )
         return EXIT_INTERRUPTED
     if not result.error:
         return 0
@@ -47,9 +50,14 @@ def render_classify(result: EvaluationResult) -> None:
         interval = f" [{low:.1%}–{high:.1%}]" if low is not None else ""
         method = m.get("method", "generate")
         method += f" ({m['normalize']})" if method == "score" else ""
-        table.add_row(escape(name), method, f"{m['accuracy']:.1%}{interval}",
-                      f"{m['macro_f1']:.3f}", f"{m['invalid_rate']:.1%}",
-                      _num(m.get("answers_per_second")))  # fmt: skip
+        table.add_row(
+            escape(name),
+            method,
+            f"{m['accuracy']:.1%}{interval}",
+            f"{m['macro_f1']:.3f}",
+            f"{m['invalid_rate']:.1%}",
+            _num(m.get("answers_per_second")),
+        )
     common.stdout.print(table)
     for name, m in result.scores.items():
         if m.get("note"):
@@ -70,9 +78,14 @@ def render_queries(result: EvaluationResult) -> None:
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, m in result.scores.items():
         execution = "—" if m["execution_match"] is None else f"{m['execution_match']:.1%}"
-        table.add_row(escape(name), f"{m['exact_match']:.1%}", f"{m['structural_match']:.1%}",
-                      execution, f"{m['parse_failure_rate']:.1%}",
-                      _num(m.get("answers_per_second")))  # fmt: skip
+        table.add_row(
+            escape(name),
+            f"{m['exact_match']:.1%}",
+            f"{m['structural_match']:.1%}",
+            execution,
+            f"{m['parse_failure_rate']:.1%}",
+            _num(m.get("answers_per_second")),
+        )
     common.stdout.print(table)
     for note in result.metrics.get("notes", [])[:5]:
         common.stderr.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
@@ -88,11 +101,15 @@ def render_judge(result: EvaluationResult, outputs: list[dict] | None = None) ->
     if "traits" not in m:  # cancelled while the candidates answered
         common.stdout.print("nothing judged: cancelled before the first verdict")
     elif result.kind == "pairwise" and not m.get("ratings"):
-        common.stdout.print(f"pairwise: no ratings from {m['n_comparisons']} comparisons "
-                            f"({m['n_verdicts']} decided)", highlight=False)  # fmt: skip
+        common.stdout.print(
+            f"pairwise: no ratings from {m['n_comparisons']} comparisons "
+            f"({m['n_verdicts']} decided)",
+            highlight=False,
+        )
     else:
-        common.stdout.print(_ratings_table(result) if result.kind == "pairwise"
-                            else _scores_table(result))  # fmt: skip
+        common.stdout.print(
+            _ratings_table(result) if result.kind == "pairwise" else _scores_table(result)
+        )
     if m.get("note"):
         common.stdout.print(f"note: {escape(m['note'])}", highlight=False)
     print_parse_failures(outputs)
@@ -101,14 +118,20 @@ def render_judge(result: EvaluationResult, outputs: list[dict] | None = None) ->
 
 
 def _ratings_table(result: EvaluationResult) -> Table:
-    table = Table(title=f"pairwise ratings ({result.metrics['n_prompts']} prompts, judge "
-                  f"{escape(result.metrics['judge'])})")  # fmt: skip
+    table = Table(
+        title=f"pairwise ratings ({result.metrics['n_prompts']} prompts, judge "
+        f"{escape(result.metrics['judge'])})"
+    )
     for column in ("model", "rating", "95% interval", "wins / games"):
         table.add_column(column, justify="left" if column == "model" else "right")
     rated = [(name, s) for name, s in result.scores.items() if "rating" in s]
     for name, s in sorted(rated, key=lambda kv: -kv[1]["rating"]):
-        table.add_row(escape(name), f"{s['rating']:.0f}", f"{s['low']:.0f} – {s['high']:.0f}",
-                      f"{s['wins']:g} / {s['games']}")  # fmt: skip
+        table.add_row(
+            escape(name),
+            f"{s['rating']:.0f}",
+            f"{s['low']:.0f} – {s['high']:.0f}",
+            f"{s['wins']:g} / {s['games']}",
+        )
     return table
 
 
@@ -123,17 +146,22 @@ def _scores_table(result: EvaluationResult) -> Table:
         table.add_column(column, justify="right")
     for name, s in result.scores.items():
         intervals = s.get("intervals") or {}
-        table.add_row(escape(name), f"{s['n_scored']}/{s['n']}",
-                      *(_score(s["traits"].get(t), intervals.get(t)) for t in traits),
-                      _score(s["mean_score"], s.get("mean_interval")),
-                      str(s["n_parse_failures"]), str(s.get("n_call_failures", 0)))  # fmt: skip
+        table.add_row(
+            escape(name),
+            f"{s['n_scored']}/{s['n']}",
+            *(_score(s["traits"].get(t), intervals.get(t)) for t in traits),
+            _score(s["mean_score"], s.get("mean_interval")),
+            str(s["n_parse_failures"]),
+            str(s.get("n_call_failures", 0)),
+        )
     return table
 
 
 def _say_errors(result: EvaluationResult) -> None:
     per_model = result.metrics.get("models") or {}
-    errors = result.metrics.get("errors") or [e for s in per_model.values()
-                                              for e in s.get("errors", [])]  # fmt: skip
+    errors = result.metrics.get("errors") or [
+        e for s in per_model.values() for e in s.get("errors", [])
+    ]
     for error in errors:
         common.stderr.print(f"[yellow]judge failure:[/] {escape(error)}", highlight=False)
 

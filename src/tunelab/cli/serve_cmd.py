@@ -31,21 +31,43 @@ from tunelab.errors import TunelabError
     show_default=True,
     help="Largest file upload accepted.",
 )
-@click.option("--max-batch-size", type=COUNT, default=8, show_default=True,
-              help="Most chat requests answered in one batched generation.")  # fmt: skip
+@click.option(
+    "--max-batch-size",
+    type=COUNT,
+    default=8,
+    show_default=True,
+    help="Most chat requests answered in one batched generation.",
+)
 @click.option("--no-worker", is_flag=True, help="Queue jobs without starting a local worker.")
-@click.option("--data-dir", type=click.Path(path_type=Path, file_okay=False, exists=True),
-              help="The studio's Data page may open files under it by path.")  # fmt: skip
-@click.option("--model", "models", multiple=True,
-              help="Also serve this model: a directory, Hub id or MODEL@URL (repeatable). "
-              "Registry and bundled models are always served.")  # fmt: skip
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    help="The studio's Data page may open files under it by path.",
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    help="Also serve this model: a directory, Hub id or MODEL@URL (repeatable). "
+    "Registry and bundled models are always served.",
+)
 @click.option(
     "--allow-any-model",
     is_flag=True,
     help="Let clients name any directory, Hub id or URL (trusted networks only).",
 )
-def serve_cmd(host, port, api_key, allowed_host, max_upload_mb, max_batch_size, no_worker,
-              data_dir, models, allow_any_model) -> int:  # fmt: skip
+def serve_cmd(
+    host,
+    port,
+    api_key,
+    allowed_host,
+    max_upload_mb,
+    max_batch_size,
+    no_worker,
+    data_dir,
+    models,
+    allow_any_model,
+) -> int:
     """Serve OpenAI's fine-tuning and chat API for models you own under /v1, and the studio
     (the web UI) at /."""
     from tunelab.providers.resolve import check_chat_model
@@ -76,8 +98,9 @@ def serve_cmd(host, port, api_key, allowed_host, max_upload_mb, max_batch_size, 
         allow_any_model=allow_any_model,
     )
     where = f"http://{'[' + host + ']' if ':' in host else host}:{port}/v1"
-    common.stderr.print(f"tunelab API on {where}  (OpenAI(base_url={where!r}, api_key=...))",
-                        highlight=False)  # fmt: skip
+    common.stderr.print(
+        f"tunelab API on {where}  (OpenAI(base_url={where!r}, api_key=...))", highlight=False
+    )
     common.stderr.print(f"tunelab studio on {where.removesuffix('/v1')}/", highlight=False)
     uvicorn.run(create_app(config), host=host, port=port, log_level="info", access_log=True)
     return 0

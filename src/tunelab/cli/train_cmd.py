@@ -75,8 +75,10 @@ def build_config(settings: dict) -> TrainConfig:
     help="Let --model run its own Python code (models transformers does not implement). "
     "Only for models whose code you trust.",
 )
-@nproc_option("Train data-parallel in this many processes (one per GPU; on a CPU, gloo), started "
-               "with torchrun.")  # fmt: skip
+@nproc_option(
+    "Train data-parallel in this many processes (one per GPU; on a CPU, gloo), started "
+    "with torchrun."
+)
 @click.option(
     "--nnodes",
     type=click.IntRange(min=1),
@@ -202,12 +204,12 @@ def check_training_data(train_file: Path, val_file: Path | None, info: ModelInfo
 
     with reading_progress() as progress:
         try:
-            report = require_valid(train_file, val_path=val_file, model=model_spec_of(info),
-                                   progress=progress)  # fmt: skip
+            report = require_valid(
+                train_file, val_path=val_file, model=model_spec_of(info), progress=progress
+            )
         except TunelabError as error:
             if as_json:
-                common.print_json({"error": error.to_dict(),
-                                   "validation": error.report.to_dict()})  # fmt: skip
+                common.print_json({"error": error.to_dict(), "validation": error.report.to_dict()})
             elif (table := findings_table(error.report)) is not None:
                 common.stderr.print(table)
             raise
@@ -272,16 +274,21 @@ def render_plan(result: dict, info: ModelInfo) -> None:
     rows = [
         ("base model", f"{info.name} ({config['method']})"),
         ("examples", examples),
-        ("tokens per epoch", f"{train_stats['total_tokens']:,} ({train_stats['trained_tokens']:,} "
-         "trained)"),
+        (
+            "tokens per epoch",
+            f"{train_stats['total_tokens']:,} ({train_stats['trained_tokens']:,} trained)",
+        ),
         ("epochs", f"{config['n_epochs']}" + (" (cut short by --max-steps)" if short else "")),
         ("batch size", f"{config['batch_size']}"),
         ("steps", f"{result['total_steps']:,} ({result['steps_per_epoch']:,} per epoch)"),
-        ("learning rate", f"{config['learning_rate']:.2g} ({config['lr_scheduler']}, "
-         f"{config['warmup_steps']} warm-up steps)"),
+        (
+            "learning rate",
+            f"{config['learning_rate']:.2g} ({config['lr_scheduler']}, "
+            f"{config['warmup_steps']} warm-up steps)",
+        ),
         ("tokens to process", f"{result['tokens_to_process']:,}"),
         ("estimated time", estimate),
-    ]  # fmt: skip
+    ]
     table = Table(show_header=False, show_edge=False, pad_edge=False, box=None)
     table.add_column(style="bold")
     table.add_column()

@@ -81,8 +81,9 @@ def setting_type(setting: dataclasses.Field, hint) -> Setting:
 
 
 _HINTS = get_type_hints(TrainConfig)
-SETTING_TYPES = {setting.name: setting_type(setting, _HINTS[setting.name])
-                 for setting in fields(TrainConfig)}  # fmt: skip
+SETTING_TYPES = {
+    setting.name: setting_type(setting, _HINTS[setting.name]) for setting in fields(TrainConfig)
+}
 
 
 def setting_options(command):
@@ -110,5 +111,6 @@ def given_settings(settings: dict) -> dict:
 
 def nproc_option(help_text: str):
     """`--nproc-per-node N`: processes training on this machine (torchrun when N > 1)."""
-    return click.option("--nproc-per-node", type=click.IntRange(min=1), default=1,
-                        show_default=True, help=help_text)  # fmt: skip
+    return click.option(
+        "--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True, help=help_text
+    )

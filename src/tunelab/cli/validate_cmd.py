@@ -16,8 +16,10 @@ from tunelab.data.validate import validate_file
 @click.command("validate")
 @click.argument("file", type=input_file)
 @val_option("Validation file to check as well.")
-@model_option("Target model (name, alias or local Hugging Face directory): adds the "
-              "context-length, provider-minimum and tokenizer special-token checks.")  # fmt: skip
+@model_option(
+    "Target model (name, alias or local Hugging Face directory): adds the "
+    "context-length, provider-minimum and tokenizer special-token checks."
+)
 @json_option("Print the full report as JSON.")
 def validate_cmd(file: Path, val_file: Path | None, model: str | None, as_json: bool) -> int:
     """Check a chat fine-tuning JSONL file; exit 1 if it has errors."""

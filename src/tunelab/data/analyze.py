@@ -172,9 +172,15 @@ def analyze_file(
         if file is not None:
             report = (lambda done, f=str(file): progress(f, done)) if progress else None
             scans.append(
-                scan_file(file, counter=counter, context_limit=context, label=label,
-                          observe=observe, progress=report)
-            )  # fmt: skip
+                scan_file(
+                    file,
+                    counter=counter,
+                    context_limit=context,
+                    label=label,
+                    observe=observe,
+                    progress=report,
+                )
+            )
     train, val = scans[0], (scans[1] if len(scans) > 1 else None)
     check_across(train, val, spec)
     report = ValidationReport(train, val, spec)

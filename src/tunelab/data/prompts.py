@@ -143,10 +143,13 @@ def read_label_set_file(path: Path) -> list[str]:
         labels = orjson.loads(path.read_bytes())["labels"]
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError) as err:
         raise TunelabError(
-            "bad_label_set", f"{path} is not a label set written by `tunelab format`: {err}",
-            hint="delete it, or format the data again", path=path,
-        ) from err  # fmt: skip
+            "bad_label_set",
+            f"{path} is not a label set written by `tunelab format`: {err}",
+            hint="delete it, or format the data again",
+            path=path,
+        ) from err
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
-        raise TunelabError("bad_label_set", f"{path}: `labels` must be a list of strings.",
-                           path=path)  # fmt: skip
+        raise TunelabError(
+            "bad_label_set", f"{path}: `labels` must be a list of strings.", path=path
+        )
     return labels

@@ -19,8 +19,15 @@ from pathlib import Path
 
 from jinja2.utils import Namespace
 
-ROLE_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token",
-               "mask_token")  # fmt: skip
+ROLE_TOKENS = (
+    "bos_token",
+    "eos_token",
+    "unk_token",
+    "sep_token",
+    "pad_token",
+    "cls_token",
+    "mask_token",
+)
 
 
 @dataclass(frozen=True)
@@ -52,8 +59,13 @@ class TokenizerFiles:
         self._template = _compile(template)
 
     def apply_chat_template(self, messages: list[dict], tokenize: bool = False) -> str:
-        return self._template.render(messages=messages, tools=None, documents=None,
-                                     add_generation_prompt=False, **self._roles)  # fmt: skip
+        return self._template.render(
+            messages=messages,
+            tools=None,
+            documents=None,
+            add_generation_prompt=False,
+            **self._roles,
+        )
 
 
 def open_tokenizer_files(directory: Path) -> TokenizerFiles | None:
@@ -97,11 +109,13 @@ def _compile(template: str):
         raise jinja2.exceptions.TemplateError(message)
 
     def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
-        return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                          sort_keys=sort_keys)  # fmt: skip
+        return json.dumps(
+            x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+        )
 
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[loopcontrols])  # fmt: skip
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols]
+    )
     env.filters["tojson"] = tojson
     env.globals["raise_exception"] = raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)

@@ -431,8 +431,11 @@ class _Scanner:
 
     def _check_duplicate_keys(self, number: int, raw: bytes) -> None:
         for key in duplicate_keys(raw):
-            self.scan.add("duplicate_key", number, f"key {key!r} appears twice in one object; "
-                          "JSON readers keep only the last value")  # fmt: skip
+            self.scan.add(
+                "duplicate_key",
+                number,
+                f"key {key!r} appears twice in one object; JSON readers keep only the last value",
+            )
 
     def _bad_line(self, number: int, raw: bytes, error: Exception) -> None:
         if not raw.strip():

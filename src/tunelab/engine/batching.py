@@ -111,8 +111,9 @@ def _grouped(
             batches += _split_by_length(members, lengths, batch_size)
         else:
             pooled += members.tolist()
-    return batches + _bucketed(rng.permutation(np.asarray(pooled, dtype=np.int64)), lengths,
-                               batch_size)  # fmt: skip
+    return batches + _bucketed(
+        rng.permutation(np.asarray(pooled, dtype=np.int64)), lengths, batch_size
+    )
 
 
 def _split_by_length(members: np.ndarray, lengths: np.ndarray, batch_size: int) -> list[list[int]]:

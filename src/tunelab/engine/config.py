@@ -181,23 +181,31 @@ class TrainConfig:
             *_number("lora-dropout", self.lora_dropout, minimum=0, maximum=1, below_max=True),
             *_number("n-epochs", self.n_epochs, minimum=1, integer=True, auto=True),
             *_number("batch-size", self.batch_size, minimum=1, integer=True, auto=True),
-            *_number("learning-rate-multiplier", self.learning_rate_multiplier, minimum=0,
-                     strict=True, auto=True),
+            *_number(
+                "learning-rate-multiplier",
+                self.learning_rate_multiplier,
+                minimum=0,
+                strict=True,
+                auto=True,
+            ),
             *_number("learning-rate", self.learning_rate, minimum=0, strict=True, none=True),
             *_number("warmup-ratio", self.warmup_ratio, minimum=0, maximum=1, none=True),
             *_number("warmup-steps", self.warmup_steps, minimum=0, integer=True, none=True),
-            *_number("gradient-accumulation-steps", self.gradient_accumulation_steps,
-                     minimum=1, integer=True),
+            *_number(
+                "gradient-accumulation-steps",
+                self.gradient_accumulation_steps,
+                minimum=1,
+                integer=True,
+            ),
             *_number("max-seq-len", self.max_seq_len, minimum=2, integer=True, auto=True),
             *_number("seed", self.seed, minimum=0, maximum=SEED_MAX, integer=True),
             *_number("max-steps", self.max_steps, minimum=1, integer=True, none=True),
             *_number("eval-every", self.eval_every, minimum=1, integer=True, auto=True),
-            *_number("checkpoint-every", self.checkpoint_every, minimum=1, integer=True,
-                     none=True),
+            *_number("checkpoint-every", self.checkpoint_every, minimum=1, integer=True, none=True),
             *_number("keep-checkpoints", self.keep_checkpoints, minimum=1, integer=True),
             *_number("weight-decay", self.weight_decay, minimum=0),
             *_number("max-grad-norm", self.max_grad_norm, minimum=0, strict=True, none=True),
-        ]  # fmt: skip
+        ]
         found += self._conflicts()
         found += [
             f"--{name.replace('_', '-')} must be true or false (got {value!r})"

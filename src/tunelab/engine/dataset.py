@@ -360,9 +360,13 @@ def collate_packed(
         # Padding continues the last example's positions: it follows it, so it changes
         # nothing before it, and it is never in the loss.
         positions[r, at:] = positions[r, at - 1] + 1 + torch.arange(width - at)
-    return Batch(ids.to(device), targets.to(device), n_tokens=sum(lengths),
-                 n_trained=int((targets != IGNORE_INDEX).sum()),
-                 position_ids=positions.to(device))  # fmt: skip
+    return Batch(
+        ids.to(device),
+        targets.to(device),
+        n_tokens=sum(lengths),
+        n_trained=int((targets != IGNORE_INDEX).sum()),
+        position_ids=positions.to(device),
+    )
 
 
 def _check_packing_support() -> None:

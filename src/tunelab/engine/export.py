@@ -59,8 +59,9 @@ def export_model(
     """
     if dtype not in DTYPES:
         choices = ", ".join(DTYPES)
-        raise TunelabError("invalid_dtype", f"--dtype {dtype!r}: choose one of {choices}.",
-                           exit_code=2)  # fmt: skip
+        raise TunelabError(
+            "invalid_dtype", f"--dtype {dtype!r}: choose one of {choices}.", exit_code=2
+        )
     trained_dir, output_dir = Path(trained_dir), Path(output_dir)
     _check_format(format, merge)
     info = resolve_model_source(trained_dir)
@@ -203,26 +204,38 @@ def _write_model_card(info, staging: Path, dtype: str, as_adapter: bool) -> None
         [f"- final training loss: {result['train_loss']:.4f}"] if result.get("train_loss") else []
     )
     if result.get("val_loss") is not None:
-        losses.append(f"- validation loss: {result['val_loss']:.4f} (mean token accuracy "
-                      f"{result.get('val_mean_token_accuracy') or 0:.1%})")  # fmt: skip
+        losses.append(
+            f"- validation loss: {result['val_loss']:.4f} (mean token accuracy "
+            f"{result.get('val_mean_token_accuracy') or 0:.1%})"
+        )
     what = "a LoRA adapter (peft)" if as_adapter else "a Hugging Face causal language model"
     lines = [
-        "---", f"base_model: {base}", "library_name: " + ("peft" if as_adapter else "transformers"),
-        "tags: [tunelab, fine-tuned]", "---", "",
-        f"# Fine-tune of {base}", "",
+        "---",
+        f"base_model: {base}",
+        "library_name: " + ("peft" if as_adapter else "transformers"),
+        "tags: [tunelab, fine-tuned]",
+        "---",
+        "",
+        f"# Fine-tune of {base}",
+        "",
         f"This is {what}, fine-tuned from `{base}` with tunelab ({summary.get('method', '?')}), "
-        f"weights in {dtype}.", "",
-        "## Training", "",
+        f"weights in {dtype}.",
+        "",
+        "## Training",
+        "",
         f"- base model: `{base}`",
         f"- training data: {train.get('n_examples', '?')} examples, "
         f"{train.get('trained_tokens', '?')} trained tokens; checksum {data}",
         f"- hyperparameters: {settings}",
         f"- steps: {result.get('step', '?')} of {result.get('total_steps', '?')}",
-        f"- trained: {summary.get('created_at', 'unknown')}", "",
-        "## Evaluation", "",
-        *(losses or ["No evaluation recorded."]), "",
+        f"- trained: {summary.get('created_at', 'unknown')}",
+        "",
+        "## Evaluation",
+        "",
+        *(losses or ["No evaluation recorded."]),
+        "",
         *_loss_curve(info.path, staging),
-    ]  # fmt: skip
+    ]
     (staging / MODEL_CARD).write_text("\n".join(lines), encoding="utf-8")
 
 
@@ -234,13 +247,31 @@ def _loss_curve(trained_dir: Path, staging: Path) -> list[str]:
     if not svg:
         return []
     (staging / LOSS_CURVE_FILE).write_text(svg, encoding="utf-8")
-    return ["## Training loss", "", f"![Training and validation loss per step]({LOSS_CURVE_FILE})",
-            ""]  # fmt: skip
+    return [
+        "## Training loss",
+        "",
+        f"![Training and validation loss per step]({LOSS_CURVE_FILE})",
+        "",
+    ]
 
 
-_CARD_SETTINGS = ("method", "n_epochs", "batch_size", "learning_rate", "lr_scheduler",
-                  "warmup_steps", "max_seq_len", "lora_rank", "lora_alpha", "lora_dropout",
-                  "weight_decay", "max_grad_norm", "seed", "max_steps", "precision")  # fmt: skip
+_CARD_SETTINGS = (
+    "method",
+    "n_epochs",
+    "batch_size",
+    "learning_rate",
+    "lr_scheduler",
+    "warmup_steps",
+    "max_seq_len",
+    "lora_rank",
+    "lora_alpha",
+    "lora_dropout",
+    "weight_decay",
+    "max_grad_norm",
+    "seed",
+    "max_steps",
+    "precision",
+)
 
 
 def _replace(staging: Path, output_dir: Path) -> None:

@@ -81,8 +81,9 @@ def generate(
         prefix = PrefixCache.of(model, prompts) if prefix_cache else None
         for begin in range(0, len(order), batch_size):
             group = order[begin : begin + batch_size]
-            steps = _decode(model, tokenizer, [prompts[i] for i in group], sampling, generator,
-                            prefix)  # fmt: skip
+            steps = _decode(
+                model, tokenizer, [prompts[i] for i in group], sampling, generator, prefix
+            )
             rows = deque(steps, maxlen=1)[0]  # the rows after the last step
             for index, row in zip(group, rows, strict=True):
                 completions[index] = row.completion()

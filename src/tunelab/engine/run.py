@@ -112,9 +112,13 @@ class TrainingRun:
 
         if _ranks().active:
             return
-        check_output_dir(self.output_dir, resume=self.resume, force=self.force,
-                         need_checkpoint=self.need_checkpoint,
-                         inputs=(self.source.path,))  # fmt: skip
+        check_output_dir(
+            self.output_dir,
+            resume=self.resume,
+            force=self.force,
+            need_checkpoint=self.need_checkpoint,
+            inputs=(self.source.path,),
+        )
         check_writable(self.output_dir, "--output directory")
 
     def plan(self) -> dict:
@@ -124,8 +128,14 @@ class TrainingRun:
 
         tokenizer = load_tokenizer(self.source, trust_remote_code=self.trust_remote_code)
         source = self.source
-        return plan(tokenizer, self.train_data, self.val_data, self.config,
-                    model_context=source.context_length, base_model=source.name)  # fmt: skip
+        return plan(
+            tokenizer,
+            self.train_data,
+            self.val_data,
+            self.config,
+            model_context=source.context_length,
+            base_model=source.name,
+        )
 
     def start_ranks(self, args: list[str]) -> int:
         """Run `tunelab ARGS` in the launch's torchrun processes; their exit code. Ctrl-C
@@ -134,8 +144,9 @@ class TrainingRun:
 
         self.launch.check()
         launch = self.launch
-        command = torchrun_command(args, launch.nproc_per_node, launch.nnodes,
-                                   launch.node_rank, launch.rdzv_endpoint)  # fmt: skip
+        command = torchrun_command(
+            args, launch.nproc_per_node, launch.nnodes, launch.node_rank, launch.rdzv_endpoint
+        )
         previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
         try:
             return subprocess.run(command, check=False).returncode
@@ -148,9 +159,10 @@ class TrainingRun:
 
         self.check_output()
         self.base, self.tokenizer, self.info = load_base(
-            self.model, trust_remote_code=self.trust_remote_code,
+            self.model,
+            trust_remote_code=self.trust_remote_code,
             load_in_4bit=self.config.load_in_4bit,
-        )  # fmt: skip
+        )
         if self.report_to and _ranks().is_main:
             config = dataclasses.asdict(self.config)
             self.reporters = Reporters(self.report_to, self.output_dir, config)
@@ -163,11 +175,20 @@ class TrainingRun:
         if self.base is None or self.info is None:
             raise RuntimeError("TrainingRun.train() before setup()")
         return train(
-            self.base, self.tokenizer, self.train_data, self.val_data, self.config,
-            self.output_dir, base_model=self.info.name, metadata=self.metadata,
-            callback=self._step, cancel=self.cancel, resume=self.resume, force=self.force,
+            self.base,
+            self.tokenizer,
+            self.train_data,
+            self.val_data,
+            self.config,
+            self.output_dir,
+            base_model=self.info.name,
+            metadata=self.metadata,
+            callback=self._step,
+            cancel=self.cancel,
+            resume=self.resume,
+            force=self.force,
             on_validation=self.on_validation,
-        )  # fmt: skip
+        )
 
     def cleanup(self) -> None:
         """Close the trackers and let the model go."""

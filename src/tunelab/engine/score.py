@@ -111,8 +111,13 @@ def _score_group(
     mask = torch.cat([batch.mask.repeat_interleave(n_answers, dim=0), own_mask], dim=-1)
     start = batch.positions[:, -1:].repeat_interleave(n_answers, dim=0) + 1
     positions = start + torch.arange(width, device=device)
-    output = batch.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                         use_cache=True, **{batch.cache_keyword: batch.cache})  # fmt: skip
+    output = batch.model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        use_cache=True,
+        **{batch.cache_keyword: batch.cache},
+    )
     # Token t of an answer is predicted by the prompt's last position (t = 0) or by the
     # answer's own position t - 1.
     logits = torch.cat(

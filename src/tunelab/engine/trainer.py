@@ -123,9 +123,13 @@ def prepare_data(
     n_val = len(val_set.examples) if val_set is not None else 0
     groups = train_set.prompt_groups if config.group_by_prompt == "on" else None
     resolved = config.resolve(
-        len(train_set.examples), model_context, device, n_parameters, n_val_examples=n_val,
+        len(train_set.examples),
+        model_context,
+        device,
+        n_parameters,
+        n_val_examples=n_val,
         group_sizes=[len(group) for group in groups] if groups is not None else None,
-    )  # fmt: skip
+    )
     return resolved, train_set, val_set
 
 
@@ -460,8 +464,9 @@ class _Loop:
         examples = self.train_set.examples
         pack = collate_packed if self.config.packing == "on" else collate
         # A padding pass (None) recomputes the step's first micro-batch and counts zero.
-        batches = [pack([examples[i] for i in g or every[0]], self.pad_id, self.device)
-                   for g in groups]  # fmt: skip
+        batches = [
+            pack([examples[i] for i in g or every[0]], self.pad_id, self.device) for g in groups
+        ]
         # The whole step's count, on every rank: each rank's share of the mean loss.
         n_trained = sum(examples[i].n_trained for i in batch)
         learning_rate = float(self.scheduler.get_last_lr()[0])  # set from a float
@@ -559,8 +564,9 @@ class _Loop:
                     # Ranks sum their parts at the end: only a single process stops mid-pass.
                     if not self.ranks.active and self.cancelled():
                         return None
-                    batch = collate([val_set.examples[i] for i in group or every[0]],
-                                    self.pad_id, self.device)  # fmt: skip
+                    batch = collate(
+                        [val_set.examples[i] for i in group or every[0]], self.pad_id, self.device
+                    )
                     with self.autocast():
                         loss, right = token_loss(self.model, batch)
                     if group is None:  # a sharded model's padding pass
@@ -636,8 +642,9 @@ def _prepare_output(
         # The directory the model was loaded from is an input: never the output (`--force`
         # would delete it).
         source = getattr(model, "name_or_path", None)
-        checkpoint = prepare_output_dir(output_dir, resume=resume, force=force,
-                                        inputs=(Path(source),) if source else ())  # fmt: skip
+        checkpoint = prepare_output_dir(
+            output_dir, resume=resume, force=force, inputs=(Path(source),) if source else ()
+        )
     ranks.barrier()
     if not ranks.is_main and resume:
         checkpoint = latest_checkpoint(output_dir)

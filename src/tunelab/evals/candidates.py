@@ -24,8 +24,15 @@ from tunelab.errors import Interrupted, TunelabError, check_cancel
 from tunelab.providers.resolve import ChatModel, check_chat_model, resolve_chat_model
 from tunelab.types import Answer, AnswerScore
 
-__all__ = ["Answer", "Candidate", "Interrupted", "answer_all", "check_cancel", "open_candidate",
-           "score_all"]  # fmt: skip
+__all__ = [
+    "Answer",
+    "Candidate",
+    "Interrupted",
+    "answer_all",
+    "check_cancel",
+    "open_candidate",
+    "score_all",
+]
 
 Progress = Callable[[int], None]  # called with the number of answers just finished
 
@@ -80,11 +87,16 @@ class ModelCandidate(Candidate):
         self.name, self.model = name, model
         self.gives_logprobs = model.gives_logprobs
 
-    def answer(self, conversations, *, max_tokens=256, temperature=0.0, progress=None,
-               cancel=None) -> list[Answer]:  # fmt: skip
-        return self.model.answer_batch(conversations, max_tokens=max_tokens,
-                                       temperature=temperature, progress=progress,
-                                       cancel=cancel)  # fmt: skip
+    def answer(
+        self, conversations, *, max_tokens=256, temperature=0.0, progress=None, cancel=None
+    ) -> list[Answer]:
+        return self.model.answer_batch(
+            conversations,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            progress=progress,
+            cancel=cancel,
+        )
 
     def score(self, conversations, answers, *, progress=None, cancel=None):
         if not self.gives_logprobs:
@@ -99,8 +111,9 @@ class RecordedCandidate(Candidate):
     def __init__(self, name: str, answers: dict[str, Answer], key: Callable[[list[dict]], str]):
         self.name, self.answers, self.key = name, answers, key
 
-    def answer(self, conversations, *, max_tokens=256, temperature=0.0, progress=None,
-               cancel=None) -> list[Answer]:  # fmt: skip
+    def answer(
+        self, conversations, *, max_tokens=256, temperature=0.0, progress=None, cancel=None
+    ) -> list[Answer]:
         answers: list[Answer] = []
         for messages in conversations:
             check_cancel(cancel, answers)
@@ -142,8 +155,14 @@ def open_candidate(name: str) -> Candidate:
     return ModelCandidate(name, resolve_chat_model(name))
 
 
-def answer_all(name: str, conversations: list[list[dict]], *, max_tokens: int, progress=None,
-               cancel: threading.Event | None = None) -> tuple[list[Answer], float]:  # fmt: skip
+def answer_all(
+    name: str,
+    conversations: list[list[dict]],
+    *,
+    max_tokens: int,
+    progress=None,
+    cancel: threading.Event | None = None,
+) -> tuple[list[Answer], float]:
     """Model `name`'s answers to every conversation (greedy), and the seconds they took.
 
     `progress(name, total)` may return a callback advanced as answers finish. The model is
@@ -154,8 +173,9 @@ def answer_all(name: str, conversations: list[list[dict]], *, max_tokens: int, p
         task = progress(name, len(conversations)) if progress else None
         began = time.perf_counter()
         try:
-            answers = candidate.answer(conversations, max_tokens=max_tokens, progress=task,
-                                       cancel=cancel)  # fmt: skip
+            answers = candidate.answer(
+                conversations, max_tokens=max_tokens, progress=task, cancel=cancel
+            )
         except Interrupted as stop:
             stop.seconds = time.perf_counter() - began
             raise
@@ -165,8 +185,14 @@ def answer_all(name: str, conversations: list[list[dict]], *, max_tokens: int, p
         candidate.close()
 
 
-def score_all(name: str, conversations: list[list[dict]], answers: list[str], *, progress=None,
-              cancel: threading.Event | None = None):  # fmt: skip
+def score_all(
+    name: str,
+    conversations: list[list[dict]],
+    answers: list[str],
+    *,
+    progress=None,
+    cancel: threading.Event | None = None,
+):
     """Model `name`'s scores of every answer after every conversation, and the seconds they
     took; (None, 0.0) when the model gives no log-likelihoods. The model is freed afterwards."""
     candidate = open_candidate(name)

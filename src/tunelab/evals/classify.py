@@ -105,14 +105,16 @@ def evaluate_classification(
     set found in the data (see `gold_labels`).
     """
     if method not in METHODS:
-        raise TunelabError("invalid_method", f"method must be one of {', '.join(METHODS)}",
-                           exit_code=2)  # fmt: skip
+        raise TunelabError(
+            "invalid_method", f"method must be one of {', '.join(METHODS)}", exit_code=2
+        )
     prompt = prompt or ClassificationPrompt()
     golds, labels = gold_labels(data, prompt, labels)
     results, outputs, correct = {}, {}, {}
     for name in models:
-        rows, figures = _classify_with(name, data, prompt, labels, method, normalize,
-                                       progress, cancel)  # fmt: skip
+        rows, figures = _classify_with(
+            name, data, prompt, labels, method, normalize, progress, cancel
+        )
         n = len(rows)  # fewer than the items when the run was cancelled part-way
         if not n:
             break
@@ -122,15 +124,25 @@ def evaluate_classification(
         results[name] = metrics
         correct[name] = [p == g for p, g in zip(predicted, golds, strict=False)]
         outputs[name] = [
-            {"question": item.question, "gold": gold, **row, "correct": row["predicted"] == gold,
-             "source_line": item.source_line}
+            {
+                "question": item.question,
+                "gold": gold,
+                **row,
+                "correct": row["predicted"] == gold,
+                "source_line": item.source_line,
+            }
             for item, gold, row in zip(data.items, golds, rows, strict=False)
-        ]  # fmt: skip
+        ]
         if n < len(golds):
             break
-    return ClassificationResult(labels=labels, method=method, models=results,
-                                comparisons=_comparisons(models[0], correct), answers=outputs,
-                                partial=partial_of(outputs, models, len(golds)))  # fmt: skip
+    return ClassificationResult(
+        labels=labels,
+        method=method,
+        models=results,
+        comparisons=_comparisons(models[0], correct),
+        answers=outputs,
+        partial=partial_of(outputs, models, len(golds)),
+    )
 
 
 def _comparisons(baseline: str, correct: dict[str, list[bool]]) -> list[dict]:
@@ -139,8 +151,13 @@ def _comparisons(baseline: str, correct: dict[str, list[bool]]) -> list[dict]:
     for name, marks in list(correct.items())[1:]:
         n = min(len(marks), len(correct[baseline]))
         if n:
-            found.append({"baseline": baseline, "model": name,
-                          **paired_comparison(correct[baseline][:n], marks[:n])})  # fmt: skip
+            found.append(
+                {
+                    "baseline": baseline,
+                    "model": name,
+                    **paired_comparison(correct[baseline][:n], marks[:n]),
+                }
+            )
     return found
 
 
@@ -151,8 +168,9 @@ def _classify_with(name, data, prompt, labels, method, normalize, progress, canc
     if method == "score":
         answers = [prompt.answer(label) for label in labels]
         try:
-            scores, seconds = score_all(name, conversations, answers, progress=progress,
-                                        cancel=cancel)  # fmt: skip
+            scores, seconds = score_all(
+                name, conversations, answers, progress=progress, cancel=cancel
+            )
         except Interrupted as stop:  # keep the items scored before the cancel
             scores, seconds = stop.done, stop.seconds
         if scores is not None:
@@ -160,15 +178,19 @@ def _classify_with(name, data, prompt, labels, method, normalize, progress, canc
             return rows, _figures("score", len(rows), seconds, normalize=normalize)
         note = NO_LOGPROBS
     try:
-        answers, seconds = answer_all(name, conversations, max_tokens=MAX_TOKENS,
-                                      progress=progress, cancel=cancel)  # fmt: skip
+        answers, seconds = answer_all(
+            name, conversations, max_tokens=MAX_TOKENS, progress=progress, cancel=cancel
+        )
     except Interrupted as stop:
         answers, seconds = stop.done, stop.seconds
     rows = [
-        {"answer": a.text, "error": a.error,
-         "predicted": prompt.parse_answer(a.text, labels) if not a.error else None}
+        {
+            "answer": a.text,
+            "error": a.error,
+            "predicted": prompt.parse_answer(a.text, labels) if not a.error else None,
+        }
         for a in answers
-    ]  # fmt: skip
+    ]
     figures = _figures("generate", len(rows), seconds, note=note)
     figures["n_errors"] = sum(1 for a in answers if a.error)
     return rows, figures
@@ -177,14 +199,20 @@ def _classify_with(name, data, prompt, labels, method, normalize, progress, canc
 def _scored_row(scores, labels: list[str], answers: list[str], normalize: str) -> dict:
 
     best = best_answer(scores, normalize)
-    values = {label: round(score.value(normalize), 4)
-              for label, score in zip(labels, scores, strict=True)}  # fmt: skip
-    return {"answer": answers[best], "error": None, "predicted": labels[best],
-            "label_scores": values}  # fmt: skip
+    values = {
+        label: round(score.value(normalize), 4) for label, score in zip(labels, scores, strict=True)
+    }
+    return {
+        "answer": answers[best],
+        "error": None,
+        "predicted": labels[best],
+        "label_scores": values,
+    }
 
 
-def label_picker(name: str, labels: list[str], prompt: ClassificationPrompt | None = None,
-                 normalize: str = "sum"):  # fmt: skip
+def label_picker(
+    name: str, labels: list[str], prompt: ClassificationPrompt | None = None, normalize: str = "sum"
+):
     """A function answering a chat with model `name`'s most likely label: `tunelab chat
     --labels`. It returns the row `eval classify` records for an item (`answer`, as the
     model was trained to answer, `predicted`, `label_scores`). Needs the model's
@@ -209,8 +237,11 @@ def label_picker(name: str, labels: list[str], prompt: ClassificationPrompt | No
 
 
 def _figures(method: str, n: int, seconds: float, **extra) -> dict:
-    figures = {"method": method, "seconds": round(seconds, 2),
-               "answers_per_second": round(n / seconds, 2) if seconds else None,
-               "n_errors": 0}  # fmt: skip
+    figures = {
+        "method": method,
+        "seconds": round(seconds, 2),
+        "answers_per_second": round(n / seconds, 2) if seconds else None,
+        "n_errors": 0,
+    }
     figures.update({k: v for k, v in extra.items() if v is not None})
     return figures

@@ -36,8 +36,13 @@ def read_ideas(path: Path) -> list[dict]:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
         line = path.read_bytes()[: err.start].count(b"\n") + 1
-        raise TunelabError("not_utf8", "the ideas file is not UTF-8 text.",
-                           "re-save it as UTF-8", path=path, line=line) from None  # fmt: skip
+        raise TunelabError(
+            "not_utf8",
+            "the ideas file is not UTF-8 text.",
+            "re-save it as UTF-8",
+            path=path,
+            line=line,
+        ) from None
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
@@ -53,8 +58,9 @@ def read_ideas(path: Path) -> list[dict]:
                 try:
                     rows.append((number, json.loads(line)))
                 except ValueError as err:
-                    raise TunelabError("invalid_ideas", f"not JSON: {err}", path=path,
-                                       line=number) from None  # fmt: skip
+                    raise TunelabError(
+                        "invalid_ideas", f"not JSON: {err}", path=path, line=number
+                    ) from None
     else:
         rows = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
     ideas = [_idea(value, path, number) for number, value in rows]
@@ -68,8 +74,12 @@ def _idea(value, path: Path, number: int) -> dict:
         return {"idea": value}
     if isinstance(value, dict) and isinstance(value.get("idea"), str):
         return {k: str(v) for k, v in value.items()}
-    raise TunelabError("invalid_ideas", 'each idea is a string or an object with an "idea" key.',
-                       path=path, line=number)  # fmt: skip
+    raise TunelabError(
+        "invalid_ideas",
+        'each idea is a string or an object with an "idea" key.',
+        path=path,
+        line=number,
+    )
 
 
 def fill_template(template: str, idea: dict, path: Path | None = None) -> str:
@@ -87,10 +97,18 @@ def fill_template(template: str, idea: dict, path: Path | None = None) -> str:
 
 
 def generate_conversations(
-    ideas_path: Path, output: Path, *, model: str, template: str, system_prompt: str | None,
-    max_tokens: int = 512, temperature: float = 0.0, force: bool = False, progress=None,
+    ideas_path: Path,
+    output: Path,
+    *,
+    model: str,
+    template: str,
+    system_prompt: str | None,
+    max_tokens: int = 512,
+    temperature: float = 0.0,
+    force: bool = False,
+    progress=None,
     cancel=None,
-) -> dict:  # fmt: skip
+) -> dict:
     """Answer every idea with `model` and write the conversation database `output`."""
     check_output_path(output, force=force, inputs=(ideas_path,))
     ideas = read_ideas(ideas_path)
@@ -102,14 +120,23 @@ def generate_conversations(
     ]
     candidate = open_candidate(model)
     try:
-        answers = candidate.answer(conversations, max_tokens=max_tokens, temperature=temperature,
-                                   progress=progress, cancel=cancel)  # fmt: skip
+        answers = candidate.answer(
+            conversations,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            progress=progress,
+            cancel=cancel,
+        )
     finally:
         candidate.close()
     _write_database(output, model, system_prompt, ideas, prompts, answers)
     failed = sum(1 for a in answers if a.error)
-    return {"output": str(output), "model": model, "n_conversations": len(ideas) - failed,
-            "n_failed": failed}  # fmt: skip
+    return {
+        "output": str(output),
+        "model": model,
+        "n_conversations": len(ideas) - failed,
+        "n_failed": failed,
+    }
 
 
 def _write_database(output: Path, model, system_prompt, ideas, prompts, answers) -> None:
@@ -126,14 +153,17 @@ def _write_database(output: Path, model, system_prompt, ideas, prompts, answers)
                     continue  # a failed call makes no conversation; counted in n_failed
                 cursor = db.execute(
                     "INSERT INTO conversations (system_prompt, model, idea, created_at) "
-                    "VALUES (?, ?, ?, ?)", (system_prompt, model, idea["idea"], stamp),
-                )  # fmt: skip
+                    "VALUES (?, ?, ?, ?)",
+                    (system_prompt, model, idea["idea"], stamp),
+                )
                 db.executemany(
                     "INSERT INTO messages (conversation_id, role, content, position) "
                     "VALUES (?, ?, ?, ?)",
-                    [(cursor.lastrowid, "user", prompt, 1),
-                     (cursor.lastrowid, "assistant", answer.text, 2)],
-                )  # fmt: skip
+                    [
+                        (cursor.lastrowid, "user", prompt, 1),
+                        (cursor.lastrowid, "assistant", answer.text, 2),
+                    ],
+                )
         db.close()
         os.replace(staging, output)
     finally:

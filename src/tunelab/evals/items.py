@@ -39,23 +39,32 @@ class EvalData:
     checksum: str
 
     def describe(self) -> dict:
-        return {"path": str(self.path), "kind": self.kind, "n_items": len(self.items),
-                "sha256": self.checksum}  # fmt: skip
+        return {
+            "path": str(self.path),
+            "kind": self.kind,
+            "n_items": len(self.items),
+            "sha256": self.checksum,
+        }
 
 
 def load_items(
-    path: Path, kind: str | None = None, options: SourceOptions | None = None,
+    path: Path,
+    kind: str | None = None,
+    options: SourceOptions | None = None,
     limit: int | None = None,
-) -> EvalData:  # fmt: skip
+) -> EvalData:
     """The first `limit` items of the source (all when None), in file order."""
     path = Path(path)
     if not path.is_file():
         raise TunelabError("file_not_found", f"{path} does not exist.", path=path, exit_code=2)
     options = options or SourceOptions()
     if kind is None:
-        kind = detect_kind(path, question_field=options.question_field,
-                           text_column=options.text_column,
-                           label_column=options.label_column).kind  # fmt: skip
+        kind = detect_kind(
+            path,
+            question_field=options.question_field,
+            text_column=options.text_column,
+            label_column=options.label_column,
+        ).kind
     reading = read_source(path, kind, options)
     items = []
     for example in reading.examples:
@@ -65,8 +74,9 @@ def load_items(
         if limit is not None and len(items) >= limit:
             break
     if not items:
-        raise TunelabError("no_items", f"{path} has no example with an assistant answer.",
-                           path=path)  # fmt: skip
+        raise TunelabError(
+            "no_items", f"{path} has no example with an assistant answer.", path=path
+        )
     return EvalData(path, kind, items, list(reading.labels), file_sha256(path))
 
 
@@ -75,5 +85,4 @@ def _item(example, path: Path) -> EvalItem | None:
     last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
     if last is None:
         return None
-    return EvalItem(messages[:last], messages[last]["content"], example.label,
-                    example.source_line)  # fmt: skip
+    return EvalItem(messages[:last], messages[last]["content"], example.label, example.source_line)

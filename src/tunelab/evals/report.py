@@ -47,9 +47,12 @@ def render_report(result: dict) -> str:
     if result.get("partial"):
         said = partial_message(result["partial"])
         header += f"<p class='meta'><strong>partial</strong>: {escape(said)}</p>"
-    return report_page(f"tunelab eval {result['id']}", header + sections,
-                       "tunelab · result.json beside this file holds every answer",
-                       style=_EXTRA_STYLE)  # fmt: skip
+    return report_page(
+        f"tunelab eval {result['id']}",
+        header + sections,
+        "tunelab · result.json beside this file holds every answer",
+        style=_EXTRA_STYLE,
+    )
 
 
 def render_sections(result: dict) -> str:
@@ -83,8 +86,17 @@ def _classify_sections(result: dict) -> str:
     for name, m in result["models"].items():
         low, high = m.get("accuracy_ci") or (None, None)
         interval = f"{low:.1%} – {high:.1%}" if low is not None else None
-        rows.append([name, _method(m), f"{m['accuracy']:.1%}", interval, f"{m['macro_f1']:.3f}",
-                     f"{m['invalid_rate']:.1%}", m.get("answers_per_second")])  # fmt: skip
+        rows.append(
+            [
+                name,
+                _method(m),
+                f"{m['accuracy']:.1%}",
+                interval,
+                f"{m['macro_f1']:.3f}",
+                f"{m['invalid_rate']:.1%}",
+                m.get("answers_per_second"),
+            ]
+        )
     html = "<h2>Models</h2>" + table(
         ["model", "method", "accuracy", "95% interval", "macro-F1", "invalid", "answers/s"],
         rows,
@@ -109,17 +121,26 @@ def _method(metrics: dict) -> str:
 def _comparisons(comparisons: list[dict]) -> str:
     if not comparisons:
         return ""
-    rows = [[c["model"], c["baseline"], f"{c['difference']:+.1%}",
-             f"{c['difference_ci'][0]:+.1%} – {c['difference_ci'][1]:+.1%}",
-             f"{c['p_value']:.3g}"] for c in comparisons]  # fmt: skip
+    rows = [
+        [
+            c["model"],
+            c["baseline"],
+            f"{c['difference']:+.1%}",
+            f"{c['difference_ci'][0]:+.1%} – {c['difference_ci'][1]:+.1%}",
+            f"{c['p_value']:.3g}",
+        ]
+        for c in comparisons
+    ]
     return "<h3>Against the baseline, same items</h3>" + table(
         ["model", "baseline", "Δ accuracy", "95% interval", "McNemar p"], rows, {2, 3, 4}
     )
 
 
 def _per_class(m: dict) -> str:
-    rows = [[label, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}",
-             c["support"]] for label, c in m["per_class"].items()]  # fmt: skip
+    rows = [
+        [label, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", c["support"]]
+        for label, c in m["per_class"].items()
+    ]
     return "<h3>Per class</h3>" + table(
         ["label", "precision", "recall", "F1", "support"], rows, {1, 2, 3, 4}
     )
@@ -137,8 +158,10 @@ def _confusion(confusion: dict) -> str:
             f"<td class='cell heat-{round(10 * count / total)}'>{count}</td>" for count in row
         )
         body.append(f"<tr><th>{escape(label)}</th>{cells}</tr>")
-    return (f"<h3>Confusion matrix</h3><table class='heat'><thead>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table>")  # fmt: skip
+    return (
+        f"<h3>Confusion matrix</h3><table class='heat'><thead>{head}</tr></thead>"
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
 
 
 def _answers(result: dict, is_right) -> str:
@@ -151,18 +174,25 @@ def _answers(result: dict, is_right) -> str:
     for index in range(min(SAMPLE_ITEMS, len(outputs[names[0]]))):
         first = outputs[names[0]][index]
         # A partial run: a model stopped early has no answer to the later items.
-        cells = "".join(_answer_cell(outputs[n][index], is_right) if index < len(outputs[n])
-                        else "<td>—</td>" for n in names)  # fmt: skip
-        rows.append(f"<tr><td class='q'><pre>{escape(first.get('question', ''))}</pre></td>"
-                    f"<td><pre>{escape(first.get('gold', ''))}</pre></td>{cells}</tr>")  # fmt: skip
-    return (f"<h2>Answers (first {len(rows)})</h2><table class='answers'><thead>{head}</tr>"
-            f"</thead><tbody>{''.join(rows)}</tbody></table>")  # fmt: skip
+        cells = "".join(
+            _answer_cell(outputs[n][index], is_right) if index < len(outputs[n]) else "<td>—</td>"
+            for n in names
+        )
+        rows.append(
+            f"<tr><td class='q'><pre>{escape(first.get('question', ''))}</pre></td>"
+            f"<td><pre>{escape(first.get('gold', ''))}</pre></td>{cells}</tr>"
+        )
+    return (
+        f"<h2>Answers (first {len(rows)})</h2><table class='answers'><thead>{head}</tr>"
+        f"</thead><tbody>{''.join(rows)}</tbody></table>"
+    )
 
 
 def _answer_cell(output: dict, is_right) -> str:
     right = is_right(output)
-    mark = "" if right is None else ("<b class='right'>✓</b> " if right else
-                                     "<b class='wrong'>✗</b> ")  # fmt: skip
+    mark = (
+        "" if right is None else ("<b class='right'>✓</b> " if right else "<b class='wrong'>✗</b> ")
+    )
     return f"<td>{mark}<pre>{escape(output.get('answer', ''))}</pre></td>"
 
 
@@ -202,13 +232,21 @@ def _queries_sections(result: dict) -> str:
     rows = []
     for name, m in result["models"].items():
         execution = m.get("execution_match")
-        rows.append([name, f"{m['exact_match']:.1%}", f"{m['structural_match']:.1%}",
-                     "—" if execution is None else f"{execution:.1%}",
-                     f"{m['parse_failure_rate']:.1%}", m.get("answers_per_second")])  # fmt: skip
+        rows.append(
+            [
+                name,
+                f"{m['exact_match']:.1%}",
+                f"{m['structural_match']:.1%}",
+                "—" if execution is None else f"{execution:.1%}",
+                f"{m['parse_failure_rate']:.1%}",
+                m.get("answers_per_second"),
+            ]
+        )
     html = "<h2>Models</h2>" + table(
         ["model", "exact match", "structural", "execution match", "parse failures", "answers/s"],
-        rows, {1, 2, 3, 4, 5},
-    )  # fmt: skip
+        rows,
+        {1, 2, 3, 4, 5},
+    )
     notes = result.get("notes") or []
     if notes:
         html += "<ul class='notes'>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>"
@@ -223,21 +261,32 @@ def _judge_sections(result: dict) -> str:
     models = result.get("models") or {}
     if models and any("traits" in m for m in models.values()):
         traits = sorted({t for m in models.values() for t in m.get("traits", {})})
-        rows = [[name, f"{m.get('n_scored', '?')}/{m.get('n', '?')}",
-                 *(_score(m["traits"].get(t), (m.get("intervals") or {}).get(t)) for t in traits),
-                 _score(m.get("mean_score"), m.get("mean_interval")),
-                 m.get("n_parse_failures", 0)] for name, m in models.items()]  # fmt: skip
+        rows = [
+            [
+                name,
+                f"{m.get('n_scored', '?')}/{m.get('n', '?')}",
+                *(_score(m["traits"].get(t), (m.get("intervals") or {}).get(t)) for t in traits),
+                _score(m.get("mean_score"), m.get("mean_interval")),
+                m.get("n_parse_failures", 0),
+            ]
+            for name, m in models.items()
+        ]
         html += "<h2>Scores (1–10, 95% interval)</h2>" + table(
-            ["model", "items scored", *traits, "mean", "judge parse failures"], rows,
+            ["model", "items scored", *traits, "mean", "judge parse failures"],
+            rows,
             set(range(1, len(traits) + 4)),
-        )  # fmt: skip
+        )
     ratings = result.get("ratings") or {}
     if ratings:
         html += "<h2>Ratings (Elo scale, 95% bootstrap interval)</h2>" + _elo_chart(ratings)
-        html += table(["model", "rating", "95% interval"],
-                       [[n, f"{r['rating']:.0f}", f"{r['low']:.0f} – {r['high']:.0f}"]
-                        for n, r in sorted(ratings.items(), key=lambda kv: -kv[1]["rating"])],
-                       {1, 2})  # fmt: skip
+        html += table(
+            ["model", "rating", "95% interval"],
+            [
+                [n, f"{r['rating']:.0f}", f"{r['low']:.0f} – {r['high']:.0f}"]
+                for n, r in sorted(ratings.items(), key=lambda kv: -kv[1]["rating"])
+            ],
+            {1, 2},
+        )
     if result.get("note"):  # e.g. why a partial pairwise run has no ratings
         html += f"<p>{escape(result['note'])}</p>"
     return html + _parse_failures(result.get("outputs") or {})
@@ -245,10 +294,16 @@ def _judge_sections(result: dict) -> str:
 
 def _parse_failures(outputs: dict) -> str:
     """Every judge verdict that could not be read, with the reason."""
-    rows = [[name if "a" not in o else f"{o['a']} vs {o['b']}", index + 1,
-             o.get("error") or "the verdict could not be read"]
-            for name, items in outputs.items() for index, o in enumerate(items)
-            if o.get("parse_failure")]  # fmt: skip
+    rows = [
+        [
+            name if "a" not in o else f"{o['a']} vs {o['b']}",
+            index + 1,
+            o.get("error") or "the verdict could not be read",
+        ]
+        for name, items in outputs.items()
+        for index, o in enumerate(items)
+        if o.get("parse_failure")
+    ]
     if not rows:
         return ""
     return f"<h2>Judge parse failures ({len(rows)})</h2>" + table(

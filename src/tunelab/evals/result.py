@@ -38,8 +38,11 @@ class TaskResult:
         last = ("partial", "error")
         order = [f for f in fields(self) if f.name not in ("answers", *last)]
         order += [f for f in fields(self) if f.name in last]
-        return {f.name: getattr(self, f.name) for f in order
-                if getattr(self, f.name) is not None or f.default is not None}  # fmt: skip
+        return {
+            f.name: getattr(self, f.name)
+            for f in order
+            if getattr(self, f.name) is not None or f.default is not None
+        }
 
 
 def partial_of(answers: dict[str, list], models: list[str], n_items: int) -> dict | None:
@@ -73,9 +76,17 @@ class EvaluationResult:
         metrics = dict(run.metrics or {})
         if run.status == "failed" and run.error_message and "error" not in metrics:
             metrics["error"] = run.error_message
-        return cls(id=run.id, kind=run.kind, created_at=run.created_at, data=run.data or {},
-                   options=run.options or {}, models=tuple(run.models), metrics=metrics,
-                   json_path=run.json_path, html_path=run.html_path)  # fmt: skip
+        return cls(
+            id=run.id,
+            kind=run.kind,
+            created_at=run.created_at,
+            data=run.data or {},
+            options=run.options or {},
+            models=tuple(run.models),
+            metrics=metrics,
+            json_path=run.json_path,
+            html_path=run.html_path,
+        )
 
     @property
     def scores(self) -> dict[str, dict]:
@@ -101,9 +112,15 @@ class EvaluationResult:
 
     def to_dict(self) -> dict:
         """The JSON form; the file paths only once the result has been written."""
-        result = {"id": self.id, "kind": self.kind, "created_at": self.created_at,
-                  "data": self.data, "options": self.options,
-                  "models_evaluated": list(self.models), **self.metrics}  # fmt: skip
+        result = {
+            "id": self.id,
+            "kind": self.kind,
+            "created_at": self.created_at,
+            "data": self.data,
+            "options": self.options,
+            "models_evaluated": list(self.models),
+            **self.metrics,
+        }
         if self.json_path is not None:
             result["json_path"] = self.json_path
         if self.html_path is not None:

@@ -48,8 +48,15 @@ HEADLINE_METRICS = {
     "judge": ("mean_score",),
     "pairwise": ("rating",),
 }
-FRACTIONS = {"accuracy", "macro_f1", "invalid_rate", "exact_match", "structural_match",
-             "execution_match", "parse_failure_rate"}  # fmt: skip
+FRACTIONS = {
+    "accuracy",
+    "macro_f1",
+    "invalid_rate",
+    "exact_match",
+    "structural_match",
+    "execution_match",
+    "parse_failure_rate",
+}
 
 
 @dataclass(frozen=True)
@@ -61,8 +68,9 @@ class Headline:
 
     def text(self) -> str:
         """`model: value; ...`, a fraction as a percentage."""
-        return "; ".join(f"{name}: {format_metric(self.metric, v)}"
-                         for name, v in self.values.items())  # fmt: skip
+        return "; ".join(
+            f"{name}: {format_metric(self.metric, v)}" for name, v in self.values.items()
+        )
 
 
 def format_metric(metric: str | None, value: float) -> str:
@@ -75,8 +83,11 @@ def headline(run: EvalRun) -> Headline:
     """What heads `run` in every listing (the CLI's `eval list/show`, the studio's pages)."""
     per_model = EvaluationResult.from_run(run).scores
     for metric in HEADLINE_METRICS.get(run.kind, ("mean_score",)):
-        values = {name: v[metric] for name, v in per_model.items()
-                  if isinstance(v.get(metric), (int, float))}  # fmt: skip
+        values = {
+            name: v[metric]
+            for name, v in per_model.items()
+            if isinstance(v.get(metric), (int, float))
+        }
         if values:
             return Headline(metric, values)
     return Headline(None, {})
@@ -102,19 +113,28 @@ def record_run(
     except BaseException as err:
         message = err.message if isinstance(err, TunelabError) else f"{type(err).__name__}: {err}"
         with Store() as store:
-            store.update_eval_run(run.id, status="failed", error_message=message,
-                                  finished_at=int(time.time()))  # fmt: skip
+            store.update_eval_run(
+                run.id, status="failed", error_message=message, finished_at=int(time.time())
+            )
         raise
     metrics, outputs = found.metrics, found.answers
-    result = EvaluationResult(id=run.id, kind=kind, created_at=run.created_at, data=data,
-                              options=options, models=tuple(models), metrics=metrics)  # fmt: skip
+    result = EvaluationResult(
+        id=run.id,
+        kind=kind,
+        created_at=run.created_at,
+        data=data,
+        options=options,
+        models=tuple(models),
+        metrics=metrics,
+    )
     training = training_curves(models)
     paths = write_result(result, outputs, output_dir or default_dir(run.id), training)
     with Store() as store:
         for model, rows in outputs.items():
             store.add_eval_outputs(run.id, model, rows)
-        store.update_eval_run(run.id, metrics=metrics, finished_at=int(time.time()),
-                              **outcome_of(metrics), **paths)  # fmt: skip
+        store.update_eval_run(
+            run.id, metrics=metrics, finished_at=int(time.time()), **outcome_of(metrics), **paths
+        )
     return replace(result, **paths)
 
 
@@ -139,8 +159,12 @@ def default_dir(run_id: str) -> Path:
     return get_settings().home / "evals" / run_id
 
 
-def write_result(result: EvaluationResult, outputs: dict[str, list[dict]], directory: Path,
-                 training: dict[str, dict] | None = None) -> dict:  # fmt: skip
+def write_result(
+    result: EvaluationResult,
+    outputs: dict[str, list[dict]],
+    directory: Path,
+    training: dict[str, dict] | None = None,
+) -> dict:
     """Writes `result.json` (the result with every scored answer and, under `training`, the
     loss curves of the fine-tuned models compared) and `report.html`."""
 

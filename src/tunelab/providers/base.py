@@ -140,8 +140,13 @@ def chat_settings(
 ) -> dict:
     """The chat settings a caller gave, under OpenAI's names; the ones left None are left to
     the provider. An unknown setting is a TypeError, as a method's keyword would be."""
-    given = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p,
-             "stop": stop, "seed": seed}  # fmt: skip
+    given = {
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "top_p": top_p,
+        "stop": stop,
+        "seed": seed,
+    }
     return {name: value for name, value in given.items() if value is not None}
 
 

@@ -36,8 +36,12 @@ def list_endpoints() -> list[Endpoint]:
     except FileNotFoundError:
         return []
     except (OSError, ValueError) as err:
-        raise TunelabError("endpoints_unreadable", f"{path} is not valid JSON: {err}",
-                           hint="fix or delete the file", path=path) from None  # fmt: skip
+        raise TunelabError(
+            "endpoints_unreadable",
+            f"{path} is not valid JSON: {err}",
+            hint="fix or delete the file",
+            path=path,
+        ) from None
     return [Endpoint(e["name"], e["base_url"], e.get("key_variable")) for e in data["endpoints"]]
 
 
@@ -45,18 +49,27 @@ def find_endpoint(name: str) -> Endpoint | None:
     return next((e for e in list_endpoints() if e.name == name), None)
 
 
-def add_endpoint(name: str, base_url: str, key_variable: str | None = None, *,
-                 replace: bool = False) -> Endpoint:  # fmt: skip
+def add_endpoint(
+    name: str, base_url: str, key_variable: str | None = None, *, replace: bool = False
+) -> Endpoint:
     """Record an endpoint; an existing name is replaced only with `replace`."""
 
     _check(name, base_url, key_variable)
     if name in provider_classes():
-        raise TunelabError("endpoint_name_taken", f"{name!r} is a provider's name.",
-                           hint="choose another name", exit_code=2)  # fmt: skip
+        raise TunelabError(
+            "endpoint_name_taken",
+            f"{name!r} is a provider's name.",
+            hint="choose another name",
+            exit_code=2,
+        )
     endpoints = list_endpoints()
     if any(e.name == name for e in endpoints) and not replace:
-        raise TunelabError("endpoint_exists", f"an endpoint named {name!r} exists.",
-                           hint="pass --replace to change it", exit_code=2)  # fmt: skip
+        raise TunelabError(
+            "endpoint_exists",
+            f"an endpoint named {name!r} exists.",
+            hint="pass --replace to change it",
+            exit_code=2,
+        )
     endpoint = Endpoint(name, base_url.rstrip("/"), key_variable)
     _save([*(e for e in endpoints if e.name != name), endpoint])
     return endpoint
@@ -66,8 +79,12 @@ def remove_endpoint(name: str) -> Endpoint:
     endpoints = list_endpoints()
     found = next((e for e in endpoints if e.name == name), None)
     if found is None:
-        raise TunelabError("endpoint_not_found", f"no endpoint named {name!r}.",
-                           hint="`tunelab providers list` shows them", exit_code=2)  # fmt: skip
+        raise TunelabError(
+            "endpoint_not_found",
+            f"no endpoint named {name!r}.",
+            hint="`tunelab providers list` shows them",
+            exit_code=2,
+        )
     _save([e for e in endpoints if e.name != name])
     return found
 
@@ -82,8 +99,12 @@ def _check(name: str, base_url: str, key_variable: str | None) -> None:
         )
     parsed = urlparse(base_url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise TunelabError("invalid_base_url", f"{base_url!r} is not an http(s) URL.",
-                           hint="e.g. http://127.0.0.1:8000/v1", exit_code=2)  # fmt: skip
+        raise TunelabError(
+            "invalid_base_url",
+            f"{base_url!r} is not an http(s) URL.",
+            hint="e.g. http://127.0.0.1:8000/v1",
+            exit_code=2,
+        )
     if key_variable is not None and not _VARIABLE.fullmatch(key_variable):
         raise TunelabError(
             "invalid_key_variable",

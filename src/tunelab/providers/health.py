@@ -70,6 +70,5 @@ def _some_model(provider) -> str:
         return offered[0].id
     served = provider.list_served_models()
     if not served:
-        raise TunelabError("no_models", "the endpoint lists no models.",
-                           hint="pass --model NAME")  # fmt: skip
+        raise TunelabError("no_models", "the endpoint lists no models.", hint="pass --model NAME")
     return served[0]

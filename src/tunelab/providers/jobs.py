@@ -69,31 +69,48 @@ def check_suffix(suffix: str | None) -> None:
     if suffix is None:
         return
     if len(suffix) > MAX_SUFFIX:
-        raise _invalid("invalid_suffix", f"the suffix is {len(suffix)} characters long; "
-                       f"at most {MAX_SUFFIX} are allowed.", "suffix")  # fmt: skip
+        raise _invalid(
+            "invalid_suffix",
+            f"the suffix is {len(suffix)} characters long; at most {MAX_SUFFIX} are allowed.",
+            "suffix",
+        )
     if not SUFFIX_CHARACTERS.fullmatch(suffix):
-        raise _invalid("invalid_suffix", f"the suffix {suffix!r} may hold only letters, digits, "
-                       "'-', '_' and '.'.", "suffix")  # fmt: skip
+        raise _invalid(
+            "invalid_suffix",
+            f"the suffix {suffix!r} may hold only letters, digits, '-', '_' and '.'.",
+            "suffix",
+        )
 
 
 def check_metadata(metadata: dict) -> None:
     """OpenAI's metadata rules: at most 16 pairs, string keys (64) and values (512)."""
     if len(metadata) > MAX_METADATA_KEYS:
-        raise _invalid("invalid_metadata", f"metadata has {len(metadata)} keys; at most "
-                       f"{MAX_METADATA_KEYS} are allowed.", "metadata")  # fmt: skip
+        raise _invalid(
+            "invalid_metadata",
+            f"metadata has {len(metadata)} keys; at most {MAX_METADATA_KEYS} are allowed.",
+            "metadata",
+        )
     for key, value in metadata.items():
         if not isinstance(key, str) or not isinstance(value, str):
-            raise _invalid("invalid_metadata", f"metadata {key!r}: keys and values must be "
-                           "strings.", "metadata")  # fmt: skip
+            raise _invalid(
+                "invalid_metadata",
+                f"metadata {key!r}: keys and values must be strings.",
+                "metadata",
+            )
         if len(key) > MAX_METADATA_KEY or len(value) > MAX_METADATA_VALUE:
-            raise _invalid("invalid_metadata", f"metadata {key[:MAX_METADATA_KEY]!r}: keys hold "
-                           f"at most {MAX_METADATA_KEY} characters and values "
-                           f"{MAX_METADATA_VALUE}.", "metadata")  # fmt: skip
+            raise _invalid(
+                "invalid_metadata",
+                f"metadata {key[:MAX_METADATA_KEY]!r}: keys hold "
+                f"at most {MAX_METADATA_KEY} characters and values "
+                f"{MAX_METADATA_VALUE}.",
+                "metadata",
+            )
 
 
 def _invalid(code: str, message: str, field_name: str) -> TunelabError:
-    return TunelabError(code, message, hint=f"shorten or change the job's {field_name}",
-                        exit_code=2)  # fmt: skip
+    return TunelabError(
+        code, message, hint=f"shorten or change the job's {field_name}", exit_code=2
+    )
 
 
 # -- creating -------------------------------------------------------------------------------
@@ -147,11 +164,20 @@ def create_job_from_files(
 
     with Store() as store:
         train = local.usable_file(store, training_file, "training_file")
-        val = local.usable_file(store, validation_file, "validation_file") \
-            if validation_file else None  # fmt: skip
-    spec = JobSpec(training_path(train), validation_file=training_path(val) if val else None,
-                   model=model, hyperparameters=dict(hyperparameters or {}),
-                   suffix=suffix, seed=seed, metadata=metadata or {})  # fmt: skip
+        val = (
+            local.usable_file(store, validation_file, "validation_file")
+            if validation_file
+            else None
+        )
+    spec = JobSpec(
+        training_path(train),
+        validation_file=training_path(val) if val else None,
+        model=model,
+        hyperparameters=dict(hyperparameters or {}),
+        suffix=suffix,
+        seed=seed,
+        metadata=metadata or {},
+    )
     try:
         validate_job_files(spec)
     except TunelabError as err:  # the hint names the file as the client knows it
@@ -161,12 +187,14 @@ def create_job_from_files(
         return local.queue_on_files(store, spec, train, val, start=start_worker)
 
 
-def import_job(provider: str, job_id: str, *, base_url: str | None = None,
-               key_variable: str | None = None) -> Job:  # fmt: skip
+def import_job(
+    provider: str, job_id: str, *, base_url: str | None = None, key_variable: str | None = None
+) -> Job:
     """Track a job started elsewhere (the provider's web console, another tool)."""
     with Store() as store:
-        return provider_class(provider).import_job(store, job_id, base_url=base_url,
-                                                   key_variable=key_variable)  # fmt: skip
+        return provider_class(provider).import_job(
+            store, job_id, base_url=base_url, key_variable=key_variable
+        )
 
 
 # -- reading and syncing --------------------------------------------------------------------

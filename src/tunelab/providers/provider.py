@@ -164,8 +164,9 @@ class Provider:
         return capability in cls.capabilities
 
     @classmethod
-    def check_model(cls, model: str, *, base_url: str | None = None,
-                    key_variable: str | None = None) -> None:  # fmt: skip
+    def check_model(
+        cls, model: str, *, base_url: str | None = None, key_variable: str | None = None
+    ) -> None:
         """Refuse at once, loading and sending nothing, a model this provider cannot answer.
 
         By default: one whose key is not set (the key is read, never sent). The local
@@ -264,26 +265,39 @@ class Provider:
         """Drop the model loaded from `path` (deleted) from memory; whether it was there."""
         return False
 
-    async def serve_answers(self, model: str, messages: list[dict],
-                            options: ChatOptions) -> list[Answer]:  # fmt: skip
+    async def serve_answers(
+        self, model: str, messages: list[dict], options: ChatOptions
+    ) -> list[Answer]:
         """`options.n` whole answers to `messages`."""
         settings = options.settings()
         return await asyncio.to_thread(
             lambda: [self.chat(model, messages, **settings) for _ in range(options.n)]
         )
 
-    async def serve_stream(self, model: str, messages: list[dict], options: ChatOptions,
-                           answer: AnswerStream, release: Callable[[], None]) -> None:  # fmt: skip
+    async def serve_stream(
+        self,
+        model: str,
+        messages: list[dict],
+        options: ChatOptions,
+        answer: AnswerStream,
+        release: Callable[[], None],
+    ) -> None:
         """Start streaming `options.n` answers into `answer`; `release()` once done."""
         loop = asyncio.get_running_loop()
         settings = options.settings()
-        relay = partial(feed, answer, answer.emitter(loop), options.n,
-                        lambda _: self.stream_chat(model, messages, **settings),
-                        stopped=lambda: self.serving_stopped)  # fmt: skip
+        relay = partial(
+            feed,
+            answer,
+            answer.emitter(loop),
+            options.n,
+            lambda _: self.stream_chat(model, messages, **settings),
+            stopped=lambda: self.serving_stopped,
+        )
         loop.run_in_executor(relay_threads(), relay).add_done_callback(lambda _: release())
 
-    async def serve_scores(self, model: str, messages: list[dict],
-                           answers: list[str]) -> tuple[list[AnswerScore], int]:  # fmt: skip
+    async def serve_scores(
+        self, model: str, messages: list[dict], answers: list[str]
+    ) -> tuple[list[AnswerScore], int]:
         """Each of `answers`' log-likelihood after `messages`, and the prompt's tokens."""
         raise self.unsupported("log-likelihoods of answers (label scoring)")
 
@@ -370,8 +384,9 @@ class Provider:
         raise cls.unsupported_here("resuming jobs")
 
     @classmethod
-    def import_job(cls, store, job_id: str, *, base_url: str | None = None,
-                   key_variable: str | None = None) -> Job:  # fmt: skip
+    def import_job(
+        cls, store, job_id: str, *, base_url: str | None = None, key_variable: str | None = None
+    ) -> Job:
         """Track a job started outside tunelab (its status, events, metrics and model)."""
         raise cls.unsupported_here("fine-tuning")
 

@@ -104,8 +104,13 @@ def resolve_chat_model(name: str) -> ChatModel:
         return ChatModel(name, prefix, rest)
     endpoint = find_endpoint(prefix) if rest else None
     if endpoint is not None:
-        return ChatModel(name, COMPATIBLE_PROVIDER, rest, base_url=endpoint.base_url,
-                         key_variable=endpoint.key_variable)  # fmt: skip
+        return ChatModel(
+            name,
+            COMPATIBLE_PROVIDER,
+            rest,
+            base_url=endpoint.base_url,
+            key_variable=endpoint.key_variable,
+        )
     if name.startswith("ft:"):
         raise TunelabError(
             "model_not_found",
@@ -150,5 +155,10 @@ def _registry_model(name: str) -> ChatModel | None:
     owner = registry.provider_classes().get(known.provider)
     if known.path and owner is not None and owner.runs_here:
         model = model_dir(known)
-    return ChatModel(name, known.provider, model, base_url=details.get("base_url"),
-                     key_variable=details.get("key_variable"))  # fmt: skip
+    return ChatModel(
+        name,
+        known.provider,
+        model,
+        base_url=details.get("base_url"),
+        key_variable=details.get("key_variable"),
+    )

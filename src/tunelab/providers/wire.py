@@ -55,9 +55,15 @@ def job_object(job: Job) -> dict:
 
 
 def event_object(event: Event) -> dict:
-    return {"object": "fine_tuning.job.event", "id": event.id, "created_at": event.created_at,
-            "level": event.level, "message": event.message, "type": event.type,
-            "data": event.data or {}}  # fmt: skip
+    return {
+        "object": "fine_tuning.job.event",
+        "id": event.id,
+        "created_at": event.created_at,
+        "level": event.level,
+        "message": event.message,
+        "type": event.type,
+        "data": event.data or {},
+    }
 
 
 def checkpoint_object(point: Checkpoint) -> dict:

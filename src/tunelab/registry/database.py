@@ -116,8 +116,11 @@ class Database:
     def upsert(self, table: Table, *, key: tuple[str, ...]) -> Executable:
         """An INSERT that replaces the other columns of a row with the same `key`."""
         statement = self.insert(table)
-        replaced = {column.name: statement.excluded[column.name] for column in table.columns
-                    if column.name not in key and column.identity is None}  # fmt: skip
+        replaced = {
+            column.name: statement.excluded[column.name]
+            for column in table.columns
+            if column.name not in key and column.identity is None
+        }
         return statement.on_conflict_do_update(index_elements=list(key), set_=replaced)
 
     @contextlib.contextmanager

@@ -27,8 +27,15 @@ class EvalRuns:
         self, kind: str, *, models: list[str], data: dict[str, Any], options: dict[str, Any]
     ) -> EvalRun:
         run_id = new_id("evalrun")
-        row = {"id": run_id, "kind": kind, "status": "running", "created_at": int(time.time()),
-               "models": models, "data": data, "options": options}  # fmt: skip
+        row = {
+            "id": run_id,
+            "kind": kind,
+            "status": "running",
+            "created_at": int(time.time()),
+            "models": models,
+            "data": data,
+            "options": options,
+        }
         with self._db.write() as db:
             db.execute(insert(eval_runs).values(row))
         return self.get_eval_run(run_id)
@@ -60,8 +67,10 @@ class EvalRuns:
         """Record a model's scored answers; an item recorded again is replaced."""
         if not outputs:
             return
-        rows = [{"run_id": run_id, "model": model, "item": index, "output": output}
-                for index, output in enumerate(outputs)]  # fmt: skip
+        rows = [
+            {"run_id": run_id, "model": model, "item": index, "output": output}
+            for index, output in enumerate(outputs)
+        ]
         with self._db.write() as db:
             db.execute(self._db.upsert(eval_outputs, key=("run_id", "model", "item")), rows)
 

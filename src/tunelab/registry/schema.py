@@ -133,8 +133,14 @@ jobs = Table(
 )
 Index("jobs_by_status", jobs.c.provider, jobs.c.status, jobs.c.created_at)
 _has_provider_id = jobs.c.provider_job_id.is_not(None)
-Index("jobs_by_provider_id", jobs.c.provider, jobs.c.provider_job_id, unique=True,
-      sqlite_where=_has_provider_id, postgresql_where=_has_provider_id)  # fmt: skip
+Index(
+    "jobs_by_provider_id",
+    jobs.c.provider,
+    jobs.c.provider_job_id,
+    unique=True,
+    sqlite_where=_has_provider_id,
+    postgresql_where=_has_provider_id,
+)
 
 
 def _job_id() -> Column[str]:

@@ -85,10 +85,19 @@ class Store(EvalRuns):
         validation: dict[str, Any] | None = None,
     ) -> File:
         file_id = new_id("file")
-        row = {"id": file_id, "provider": provider, "provider_file_id": provider_file_id,
-               "filename": filename, "purpose": purpose, "bytes": bytes, "checksum": checksum,
-               "path": path, "status": status, "validation": validation,
-               "created_at": now()}  # fmt: skip
+        row = {
+            "id": file_id,
+            "provider": provider,
+            "provider_file_id": provider_file_id,
+            "filename": filename,
+            "purpose": purpose,
+            "bytes": bytes,
+            "checksum": checksum,
+            "path": path,
+            "status": status,
+            "validation": validation,
+            "created_at": now(),
+        }
         with self._db.write() as db:
             db.execute(insert(files).values(row))
         return self.get_file(file_id)
@@ -215,10 +224,17 @@ class Store(EvalRuns):
             .with_for_update(skip_locked=True)
         )
         stamp = time.time()
-        claimed = {"status": "running", "raw_status": "running", "worker_id": worker["worker_id"],
-                   "worker_pid": worker["worker_pid"], "worker_host": worker["worker_host"],
-                   "heartbeat_at": stamp, "updated_at": stamp, "error_code": None,
-                   "error_message": None}  # fmt: skip
+        claimed = {
+            "status": "running",
+            "raw_status": "running",
+            "worker_id": worker["worker_id"],
+            "worker_pid": worker["worker_pid"],
+            "worker_host": worker["worker_host"],
+            "heartbeat_at": stamp,
+            "updated_at": stamp,
+            "error_code": None,
+            "error_message": None,
+        }
         with self._db.write() as db:
             job_id = db.execute(oldest_queued).scalar()
             if job_id is None:
@@ -257,9 +273,15 @@ class Store(EvalRuns):
         event_id: str | None = None,
     ) -> None:
         """Append an event; an `event_id` seen before (a provider's, re-synced) is ignored."""
-        row = {"id": event_id or new_id("ftevent"), "job_id": job_id,
-               "created_at": created_at or now(), "level": level, "type": type,
-               "message": message, "data": data}  # fmt: skip
+        row = {
+            "id": event_id or new_id("ftevent"),
+            "job_id": job_id,
+            "created_at": created_at or now(),
+            "level": level,
+            "type": type,
+            "message": message,
+            "data": data,
+        }
         with self._db.write() as db:
             db.execute(self._db.insert(job_events).values(row).on_conflict_do_nothing())
 
@@ -291,10 +313,14 @@ class Store(EvalRuns):
         checkpoint_id: str | None = None,
     ) -> None:
         """Record a checkpoint; one recorded again at the same step is replaced."""
-        row = {"id": checkpoint_id or new_id("ftckpt"), "job_id": job_id, "step": step,
-               "created_at": created_at or now(),
-               "fine_tuned_model_checkpoint": fine_tuned_model_checkpoint,
-               "metrics": metrics or {}}  # fmt: skip
+        row = {
+            "id": checkpoint_id or new_id("ftckpt"),
+            "job_id": job_id,
+            "step": step,
+            "created_at": created_at or now(),
+            "fine_tuned_model_checkpoint": fine_tuned_model_checkpoint,
+            "metrics": metrics or {},
+        }
         with self._db.write() as db:
             db.execute(self._db.upsert(job_checkpoints, key=("job_id", "step")), row)
 
@@ -322,9 +348,16 @@ class Store(EvalRuns):
         details: dict[str, Any] | None = None,
     ) -> Model:
         """Record (or update) a model: "base" or "fine-tuned", and where it lives."""
-        row = {"id": model_id, "provider": provider, "kind": kind, "base_model": base_model,
-               "job_id": job_id, "path": path, "created_at": now(),
-               "details": details or {}}  # fmt: skip
+        row = {
+            "id": model_id,
+            "provider": provider,
+            "kind": kind,
+            "base_model": base_model,
+            "job_id": job_id,
+            "path": path,
+            "created_at": now(),
+            "details": details or {},
+        }
         with self._db.write() as db:
             db.execute(self._db.upsert(models, key=("id",)), row)
         return self.get_model(model_id)

@@ -41,8 +41,10 @@ def _by_tag(schema: dict) -> dict[str, list[tuple[str, str, dict]]]:
         for method in METHODS:
             operation = item.get(method)
             if operation is not None:
-                tag = (operation.get("tags") or [path.split("/")[2] if path.count("/") > 1
-                                                  else "other"])[0]  # fmt: skip
+                tag = (
+                    operation.get("tags")
+                    or [path.split("/")[2] if path.count("/") > 1 else "other"]
+                )[0]
                 grouped.setdefault(tag, []).append((method, path, operation))
     return grouped
 
@@ -62,8 +64,10 @@ def _operation(method: str, path: str, operation: dict) -> str:
             f"<td>{escape((p.get('schema') or {}).get('type', ''))}</td></tr>"
             for p in parameters
         )
-        text += ("<table><tr><th>parameter</th><th>in</th><th>required</th><th>type</th></tr>"
-                 f"{rows}</table>")  # fmt: skip
+        text += (
+            "<table><tr><th>parameter</th><th>in</th><th>required</th><th>type</th></tr>"
+            f"{rows}</table>"
+        )
     body = (operation.get("requestBody") or {}).get("content") or {}
     if body:
         kinds = ", ".join(escape(kind) for kind in body)

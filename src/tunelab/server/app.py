@@ -95,8 +95,14 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         finally:
             app.state.inference.close()
 
-    app = FastAPI(title="tunelab", version=__version__, lifespan=lifespan, docs_url=None,
-                  redoc_url=None, openapi_url="/v1/openapi.json")  # fmt: skip
+    app = FastAPI(
+        title="tunelab",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/v1/openapi.json",
+    )
     app.state.config = config
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(TunelabError, on_tunelab_error)
@@ -133,8 +139,9 @@ def _guard(config: ServerConfig):
     async def guard(request: Request, call_next):
         host = _host_name(request.headers.get("host", ""))
         if host not in names:
-            return error_response(400, f"Host {host!r} is not allowed by this server.",
-                                  "invalid_host")  # fmt: skip
+            return error_response(
+                400, f"Host {host!r} is not allowed by this server.", "invalid_host"
+            )
         if config.api_key and not _authorized(request, config.api_key):
             return _unauthorized(request)
         return await call_next(request)

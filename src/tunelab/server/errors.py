@@ -127,5 +127,6 @@ async def on_http_error(request: Request, err: StarletteHTTPException) -> JSONRe
 
 async def on_unexpected_error(request: Request, err: Exception) -> JSONResponse:
     """A bug in tunelab: the client gets the envelope; the traceback goes to the server log."""
-    return error_response(500, "The server had an error while processing your request.",
-                          "server_error")  # fmt: skip
+    return error_response(
+        500, "The server had an error while processing your request.", "server_error"
+    )

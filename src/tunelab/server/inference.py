@@ -56,8 +56,9 @@ class InferenceService:
         batch_window_seconds: float = 0.005,
     ) -> None:
         self.max_pending = max_pending
-        self.limits = ServingLimits(memory_budget_bytes, max(1, max_batch_size),
-                                    batch_window_seconds)  # fmt: skip
+        self.limits = ServingLimits(
+            memory_budget_bytes, max(1, max_batch_size), batch_window_seconds
+        )
         # Providers told this server's limits (hosted ones are made per request: held weakly).
         self._serving: weakref.WeakSet[Provider] = weakref.WeakSet()
         self._pending = 0
@@ -73,8 +74,9 @@ class InferenceService:
         first."""
         return [path for provider in self._serving for path in provider.loaded_models()]
 
-    async def complete(self, model: str, messages: list[dict],
-                       options: ChatOptions) -> ChatCompletion:  # fmt: skip
+    async def complete(
+        self, model: str, messages: list[dict], options: ChatOptions
+    ) -> ChatCompletion:
         release = self._admit()
         try:
             provider, name = await self._provider(model)
@@ -83,25 +85,31 @@ class InferenceService:
         finally:
             release()
 
-    async def classify(self, model: str, messages: list[dict], labels: list[str],
-                       answers: list[str]) -> ChatCompletion:  # fmt: skip
+    async def classify(
+        self, model: str, messages: list[dict], labels: list[str], answers: list[str]
+    ) -> ChatCompletion:
         """The answer (of `answers`, one per label) the model finds most likely after the
         messages; needs the model's log-likelihoods."""
         release = self._admit()
         try:
             provider, name = await self._provider(model)
             if not provider.supports(SCORING):
-                raise ApiError(400, f"{model} gives no log-likelihoods, so its labels cannot "
-                               "be scored; drop `labels` to have it generate.",
-                               code="no_logprobs", param="labels")  # fmt: skip
+                raise ApiError(
+                    400,
+                    f"{model} gives no log-likelihoods, so its labels cannot "
+                    "be scored; drop `labels` to have it generate.",
+                    code="no_logprobs",
+                    param="labels",
+                )
             scores, prompt_tokens = await provider.serve_scores(name, messages, answers)
         finally:
             release()
         best = best_answer(scores)
         usage = Usage(prompt_tokens, scores[best].n_tokens)
         choice = Answer(answers[best], "stop", usage)
-        return ChatCompletion(model, [choice], usage,
-                              label_scores=list(zip(labels, scores, strict=True)))  # fmt: skip
+        return ChatCompletion(
+            model, [choice], usage, label_scores=list(zip(labels, scores, strict=True))
+        )
 
     async def stream(self, model: str, messages: list[dict], options: ChatOptions) -> AnswerStream:
         """Start answering; returns once the first delta (or an error) is there."""
@@ -143,9 +151,12 @@ class InferenceService:
         if self._closed:
             raise shutting_down()
         if self._pending >= self.max_pending:
-            raise ApiError(429, f"The server is busy ({self._pending} requests waiting); "
-                           "retry shortly.", code="server_busy",
-                           headers={"Retry-After": "1"})  # fmt: skip
+            raise ApiError(
+                429,
+                f"The server is busy ({self._pending} requests waiting); retry shortly.",
+                code="server_busy",
+                headers={"Retry-After": "1"},
+            )
         self._pending += 1
         released = False
 

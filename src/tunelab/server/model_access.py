@@ -22,8 +22,12 @@ def check_served(name: str, config) -> None:
     """Raise OpenAI's 404 `model_not_found` unless `name` is served (see the docstring)."""
     if config.allow_any_model or _listed(name, config.models) or _known(name):
         return
-    raise ApiError(404, f"The model '{name}' does not exist or you do not have access to it.",
-                   code="model_not_found", param="model")  # fmt: skip
+    raise ApiError(
+        404,
+        f"The model '{name}' does not exist or you do not have access to it.",
+        code="model_not_found",
+        param="model",
+    )
 
 
 def check_offered(names: list[str], config) -> None:

@@ -41,8 +41,9 @@ async def upload_file(request: Request) -> dict:
     if not isinstance(upload, UploadFile) and not hasattr(upload, "read"):
         raise ApiError(400, "Missing the 'file' field (multipart/form-data).", param="file")
     if purpose not in PURPOSES:
-        raise ApiError(400, f"purpose must be one of {', '.join(PURPOSES)}; got {purpose!r}.",
-                       param="purpose")  # fmt: skip
+        raise ApiError(
+            400, f"purpose must be one of {', '.join(PURPOSES)}; got {purpose!r}.", param="purpose"
+        )
     staged = await _stage(upload, request.app.state.config.max_upload_bytes)
     name = Path(upload.filename or "upload.jsonl").name  # a label, never a path
     try:
@@ -68,9 +69,12 @@ async def _stage(upload, limit: int) -> Path:
             while chunk := await upload.read(CHUNK):
                 size += len(chunk)
                 if size > limit:
-                    raise ApiError(413, f"The file is larger than this server's limit "
-                                   f"({limit / (1 << 20):g} MB).", code="file_too_large",
-                                   param="file")  # fmt: skip
+                    raise ApiError(
+                        413,
+                        f"The file is larger than this server's limit ({limit / (1 << 20):g} MB).",
+                        code="file_too_large",
+                        param="file",
+                    )
                 handle.write(chunk)
     except BaseException:
         staged.unlink(missing_ok=True)
@@ -90,9 +94,13 @@ def list_files(
         ids = [row.id for row in rows]
         rows = rows[ids.index(after) + 1 :] if after in ids else []
     page = rows[: max(1, min(limit, 10000))]
-    return {"object": "list", "data": [file_object(r) for r in page],
-            "has_more": len(rows) > len(page), "first_id": page[0].id if page else None,
-            "last_id": page[-1].id if page else None}  # fmt: skip
+    return {
+        "object": "list",
+        "data": [file_object(r) for r in page],
+        "has_more": len(rows) > len(page),
+        "first_id": page[0].id if page else None,
+        "last_id": page[-1].id if page else None,
+    }
 
 
 def _local_file(file_id: str) -> File:

@@ -124,8 +124,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
         answer = await service.stream(body.model, messages, body.options())
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         events = _events(answer, body, completion_id, created, include_usage)
-        return StreamingResponse(events, media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})  # fmt: skip
+        return StreamingResponse(
+            events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
     answer = await service.complete(body.model, messages, body.options())
     return _completion(answer, completion_id, created)
 
@@ -135,8 +136,11 @@ def _check_label_request(body: ChatCompletionRequest) -> None:
     if len(set(body.labels)) != len(body.labels):
         raise ApiError(400, "labels must be different from each other.", param="labels")
     if body.stream or (body.n or 1) > 1:
-        raise ApiError(400, "labels answer with one scored label: use them without stream "
-                       "and with n=1.", param="labels")  # fmt: skip
+        raise ApiError(
+            400,
+            "labels answer with one scored label: use them without stream and with n=1.",
+            param="labels",
+        )
 
 
 def _completion(answer: ChatCompletion, completion_id: str, created: int) -> dict:
@@ -150,8 +154,10 @@ def _completion(answer: ChatCompletion, completion_id: str, created: int) -> dic
         for index, choice in enumerate(answer.choices)
     ]
     if answer.label_scores is not None:
-        scores = [{"label": label, "logprob": score.logprob, "tokens": score.n_tokens}
-                  for label, score in answer.label_scores]  # fmt: skip
+        scores = [
+            {"label": label, "logprob": score.logprob, "tokens": score.n_tokens}
+            for label, score in answer.label_scores
+        ]
         choices[0]["label_scores"] = scores
     return {
         "id": completion_id,
@@ -183,8 +189,14 @@ async def _events(
     the usage when asked for, then [DONE]."""
 
     def chunk(choices: list[dict], usage: dict | None = None) -> str:
-        data = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                "model": body.model, "choices": choices, "system_fingerprint": None}  # fmt: skip
+        data = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": body.model,
+            "choices": choices,
+            "system_fingerprint": None,
+        }
         if include_usage:
             data["usage"] = usage
         return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
@@ -235,8 +247,12 @@ async def models_delete(model_id: str, request: Request) -> dict:
     """Forget a fine-tuned model (a local one's files stay where its job wrote them)."""
     model = await run_in_threadpool(_find_model, model_id)
     if model.kind == "base":
-        raise ApiError(403, f"{model.id} is a base model; only fine-tuned models can be "
-                       "deleted.", code="model_not_deletable", param="model")  # fmt: skip
+        raise ApiError(
+            403,
+            f"{model.id} is a base model; only fine-tuned models can be deleted.",
+            code="model_not_deletable",
+            param="model",
+        )
     removed = await run_in_threadpool(delete_model, model.id)
     if removed.path:
         request.app.state.inference.unload(removed.path)
@@ -254,5 +270,6 @@ def _find_model(model_id: str) -> Model:
         names = [model.id, *model.aliases]
         if model.id == model_id or (model.kind == "base" and wanted in (n.lower() for n in names)):
             return model
-    raise ApiError(404, f"The model '{model_id}' does not exist.", code="model_not_found",
-                   param="model")  # fmt: skip
+    raise ApiError(
+        404, f"The model '{model_id}' does not exist.", code="model_not_found", param="model"
+    )

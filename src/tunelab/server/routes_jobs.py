@@ -52,8 +52,11 @@ class CreateJob(BaseModel):
 def settings_of(body: CreateJob) -> dict:
     """Hyperparameters from `method.supervised` or the legacy field; "auto" means default."""
     if body.method is not None and body.method.type != "supervised":
-        raise ApiError(400, f"method {body.method.type!r} is not supported by local training; "
-                       "use 'supervised'.", param="method.type")  # fmt: skip
+        raise ApiError(
+            400,
+            f"method {body.method.type!r} is not supported by local training; use 'supervised'.",
+            param="method.type",
+        )
     given = dict(body.hyperparameters or {})
     if body.method is not None and body.method.supervised is not None:
         given.update(body.method.supervised.hyperparameters)
@@ -83,13 +86,13 @@ def list_jobs(request: Request, after: str | None = None, limit: int = 20) -> di
     with Store() as store:
         if after is not None:
             store.get_job(after)  # 404 for an unknown cursor
-        rows = store.list_jobs(limit=100_000 if wanted else limit + 1, after=after,
-                               provider=THIS_MACHINE)  # fmt: skip
+        rows = store.list_jobs(
+            limit=100_000 if wanted else limit + 1, after=after, provider=THIS_MACHINE
+        )
     if wanted:
         rows = [r for r in rows if all(r.metadata.get(k) == v for k, v in wanted.items())]
     page = rows[:limit]
-    return {"object": "list", "data": [job_object(r) for r in page],
-            "has_more": len(rows) > limit}  # fmt: skip
+    return {"object": "list", "data": [job_object(r) for r in page], "has_more": len(rows) > limit}
 
 
 def _metadata_filter(request: Request) -> dict[str, str]:

@@ -68,8 +68,11 @@ class CrossSiteGuard:
             kind = headers.get("content-type", "").split(";")[0].strip().lower()
             if kind not in JSON_TYPES:
                 return error_response(
-                    415, f"This route takes a JSON body (Content-Type: application/json); "
-                    f"got {kind or 'no content type'!r}.", "unsupported_media_type")  # fmt: skip
+                    415,
+                    f"This route takes a JSON body (Content-Type: application/json); "
+                    f"got {kind or 'no content type'!r}.",
+                    "unsupported_media_type",
+                )
         return None
 
     def _ours(self, origin: str) -> bool:
@@ -98,8 +101,11 @@ def api_takes_json(method: str, path: str) -> bool:
 
 class BodyTooLarge(ApiError):
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"The request is larger than this server's limit "
-                         f"({limit / (1 << 20):g} MB).", code="file_too_large")  # fmt: skip
+        super().__init__(
+            413,
+            f"The request is larger than this server's limit ({limit / (1 << 20):g} MB).",
+            code="file_too_large",
+        )
 
 
 class BodyLimit:

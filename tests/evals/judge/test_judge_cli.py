@@ -57,8 +57,10 @@ def scripted(monkeypatch):
     ):
         monkeypatch.setattr(f"{module}.open_candidate", MODELS.__getitem__)
     check = check_chat_model  # scripted names stand in for models; the others are checked
-    monkeypatch.setattr("tunelab.evals.candidates.check_models",
-                        lambda names: [check(n) for n in names if n not in MODELS])  # fmt: skip
+    monkeypatch.setattr(
+        "tunelab.evals.candidates.check_models",
+        lambda names: [check(n) for n in names if n not in MODELS],
+    )
 
 
 def cli(capsys, *argv):
@@ -71,17 +73,32 @@ def cli(capsys, *argv):
 @pytest.fixture
 def databases(tmp_path, capsys):
     ideas = tmp_path / "ideas.json"
-    ideas.write_text(json.dumps([
-        {"idea": "capital of France", "context_1": "a geography quiz"},
-        {"idea": "city of the Louvre", "context_1": "a museum tour"},
-    ]))  # fmt: skip
+    ideas.write_text(
+        json.dumps(
+            [
+                {"idea": "capital of France", "context_1": "a geography quiz"},
+                {"idea": "city of the Louvre", "context_1": "a museum tour"},
+            ]
+        )
+    )
     made = {}
     for model in ("good", "vague"):
         made[model] = tmp_path / f"{model}.db"
-        code, out, err = cli(capsys, "generate-conversations", "--ideas", str(ideas), "--model",
-                             model, "--system-prompt", "You are a guide.",
-                             "--user-message-template", "In {context_1}: what is the {idea}?",
-                             "--output", str(made[model]), "--json")  # fmt: skip
+        code, out, err = cli(
+            capsys,
+            "generate-conversations",
+            "--ideas",
+            str(ideas),
+            "--model",
+            model,
+            "--system-prompt",
+            "You are a guide.",
+            "--user-message-template",
+            "In {context_1}: what is the {idea}?",
+            "--output",
+            str(made[model]),
+            "--json",
+        )
         assert code == 0, err
         assert orjson.loads(out)["n_conversations"] == 2
     return made
@@ -93,8 +110,9 @@ def test_generated_conversations_are_a_database_format_reads(databases, tmp_path
     assert rows[0] == ("user", "In a geography quiz: what is the capital of France?")
     assert rows[1] == ("assistant", "It is Paris.")
     out = tmp_path / "train.jsonl"
-    code, _, err = cli(capsys, "format", str(databases["good"]), "--train-output", str(out),
-                       "--train-ratio", "1.0")  # fmt: skip
+    code, _, err = cli(
+        capsys, "format", str(databases["good"]), "--train-output", str(out), "--train-ratio", "1.0"
+    )
     assert code == 0, err
     first = json.loads(out.read_text().splitlines()[0])
     assert [m["role"] for m in first["messages"]] == ["system", "user", "assistant"]
@@ -103,17 +121,37 @@ def test_generated_conversations_are_a_database_format_reads(databases, tmp_path
 def test_a_missing_template_field_names_it(tmp_path, capsys):
     ideas = tmp_path / "ideas.txt"
     ideas.write_text("capital of France\n")
-    code, _, err = cli(capsys, "generate-conversations", "--ideas", str(ideas), "--model", "good",
-                       "--user-message-template", "{idea} for {audience}", "--output",
-                       str(tmp_path / "x.db"))  # fmt: skip
+    code, _, err = cli(
+        capsys,
+        "generate-conversations",
+        "--ideas",
+        str(ideas),
+        "--model",
+        "good",
+        "--user-message-template",
+        "{idea} for {audience}",
+        "--output",
+        str(tmp_path / "x.db"),
+    )
     assert code == 1 and "template_field_missing" in err and "audience" in err
     assert not (tmp_path / "x.db").exists()
 
 
 def test_single_mode_scores_each_model_on_each_trait(databases, capsys):
-    code, out, err = cli(capsys, "eval", "judge", "--judge-model", "judge", "--conversations",
-                         str(databases["good"]), "--conversations", str(databases["vague"]),
-                         "--traits", "helpfulness,authenticity", "--json")  # fmt: skip
+    code, out, err = cli(
+        capsys,
+        "eval",
+        "judge",
+        "--judge-model",
+        "judge",
+        "--conversations",
+        str(databases["good"]),
+        "--conversations",
+        str(databases["vague"]),
+        "--traits",
+        "helpfulness,authenticity",
+        "--json",
+    )
     assert code == 0, err
     result = orjson.loads(out)
     assert list(result) == [*RUN_KEYS, "judge", "traits", "models", *PATH_KEYS]
@@ -123,14 +161,36 @@ def test_single_mode_scores_each_model_on_each_trait(databases, capsys):
 
 
 def test_pairwise_mode_ranks_the_better_model_first(databases, capsys):
-    code, out, err = cli(capsys, "eval", "judge", "--judge-model", "judge", "--mode", "pairwise",
-                         "--conversations", str(databases["vague"]), "--conversations",
-                         str(databases["good"]), "--json")  # fmt: skip
+    code, out, err = cli(
+        capsys,
+        "eval",
+        "judge",
+        "--judge-model",
+        "judge",
+        "--mode",
+        "pairwise",
+        "--conversations",
+        str(databases["vague"]),
+        "--conversations",
+        str(databases["good"]),
+        "--json",
+    )
     assert code == 0, err
     result = orjson.loads(out)
-    assert list(result) == [*RUN_KEYS, "judge", "traits", "n_prompts", "ratings", "records",
-                            "n_comparisons", "n_verdicts", "n_call_failures", "n_parse_failures",
-                            "errors", *PATH_KEYS]  # fmt: skip
+    assert list(result) == [
+        *RUN_KEYS,
+        "judge",
+        "traits",
+        "n_prompts",
+        "ratings",
+        "records",
+        "n_comparisons",
+        "n_verdicts",
+        "n_call_failures",
+        "n_parse_failures",
+        "errors",
+        *PATH_KEYS,
+    ]
     ratings = result["ratings"]
     assert ratings["good"]["rating"] > ratings["vague"]["rating"]
     assert result["records"]["good"] == {"wins": 2.0, "games": 2}
@@ -145,11 +205,31 @@ def test_pairwise_mode_ranks_the_better_model_first(databases, capsys):
 
 def test_judge_with_models_answering_data_prompts(tmp_path, capsys):
     data = tmp_path / "prompts.jsonl"
-    data.write_text(json.dumps({"messages": [
-        {"role": "user", "content": "What is the capital of France?"},
-        {"role": "assistant", "content": "Paris"}]}) + "\n")  # fmt: skip
-    code, out, err = cli(capsys, "eval", "judge", "--judge-model", "judge", "--data", str(data),
-                         "--model", "good", "--model", "vague", "--json")  # fmt: skip
+    data.write_text(
+        json.dumps(
+            {
+                "messages": [
+                    {"role": "user", "content": "What is the capital of France?"},
+                    {"role": "assistant", "content": "Paris"},
+                ]
+            }
+        )
+        + "\n"
+    )
+    code, out, err = cli(
+        capsys,
+        "eval",
+        "judge",
+        "--judge-model",
+        "judge",
+        "--data",
+        str(data),
+        "--model",
+        "good",
+        "--model",
+        "vague",
+        "--json",
+    )
     assert code == 0, err
     models = orjson.loads(out)["models"]
     assert models["good"]["mean_score"] == 9 and models["vague"]["mean_score"] == 3
@@ -161,18 +241,31 @@ class Unreachable(Candidate):
     name = "down@http://127.0.0.1:9/v1"
 
     def answer(self, conversations, **settings):
-        return [Answer("", "error", error="provider_unreachable: connection refused")
-                for _ in conversations]  # fmt: skip
+        return [
+            Answer("", "error", error="provider_unreachable: connection refused")
+            for _ in conversations
+        ]
 
 
 @pytest.mark.parametrize("mode", ["single", "pairwise"])
 def test_an_unreachable_judge_is_a_failure_with_its_reason(databases, capsys, tmp_path, mode):
     MODELS["down"] = Unreachable()
     try:
-        code, out, err = cli(capsys, "eval", "judge", "--judge-model", "down", "--mode", mode,
-                             "--conversations", str(databases["good"]), "--conversations",
-                             str(databases["vague"]), "--output-dir",
-                             str(tmp_path / "run"))  # fmt: skip
+        code, out, err = cli(
+            capsys,
+            "eval",
+            "judge",
+            "--judge-model",
+            "down",
+            "--mode",
+            mode,
+            "--conversations",
+            str(databases["good"]),
+            "--conversations",
+            str(databases["vague"]),
+            "--output-dir",
+            str(tmp_path / "run"),
+        )
     finally:
         del MODELS["down"]
     assert code == 1
@@ -198,9 +291,19 @@ def test_judge_output_shows_items_intervals_and_each_parse_failure_with_its_reas
         return paris_judge(messages)
 
     monkeypatch.setitem(MODELS, "judge", Scripted("judge", unreadable_for_vague))
-    code, out, err = cli(capsys, "eval", "judge", "--judge-model", "judge", "--conversations",
-                         str(databases["good"]), "--conversations", str(databases["vague"]),
-                         "--traits", "helpfulness")  # fmt: skip
+    code, out, err = cli(
+        capsys,
+        "eval",
+        "judge",
+        "--judge-model",
+        "judge",
+        "--conversations",
+        str(databases["good"]),
+        "--conversations",
+        str(databases["vague"]),
+        "--traits",
+        "helpfulness",
+    )
     assert code == 0, err
     assert "9.00 (9.0–9.0)" in out and "2/2" in out and "0/2" in out
     assert "judge parse failures (2):" in out
@@ -218,21 +321,45 @@ def test_judge_output_shows_items_intervals_and_each_parse_failure_with_its_reas
 
 
 def test_seed_004_single_evaluation_command_line_runs_unchanged(databases, capsys):
-    code, out, err = cli(capsys, "eval", "judge", "--evaluation-type", "single",
-                         "--judge-model", "judge", "--filepaths", str(databases["good"]),
-                         "--traits", "consistency", "helpfulness", "authenticity",
-                         "--json")  # fmt: skip
+    code, out, err = cli(
+        capsys,
+        "eval",
+        "judge",
+        "--evaluation-type",
+        "single",
+        "--judge-model",
+        "judge",
+        "--filepaths",
+        str(databases["good"]),
+        "--traits",
+        "consistency",
+        "helpfulness",
+        "authenticity",
+        "--json",
+    )
     assert code == 0, err
     traits = orjson.loads(out)["models"]["good"]["traits"]
     assert traits == {"consistency": 9, "helpfulness": 9, "authenticity": 9}
 
 
 def test_seed_004_elo_command_line_runs_unchanged(databases, capsys):
-    code, out, err = cli(capsys, "eval", "judge", "--evaluation-type", "elo",
-                         "--judge-model", "judge",
-                         "--filepaths", str(databases["vague"]), str(databases["good"]),
-                         "--traits", "consistency", "helpfulness", "authenticity",
-                         "--json")  # fmt: skip
+    code, out, err = cli(
+        capsys,
+        "eval",
+        "judge",
+        "--evaluation-type",
+        "elo",
+        "--judge-model",
+        "judge",
+        "--filepaths",
+        str(databases["vague"]),
+        str(databases["good"]),
+        "--traits",
+        "consistency",
+        "helpfulness",
+        "authenticity",
+        "--json",
+    )
     assert code == 0, err
     ratings = orjson.loads(out)["ratings"]
     assert ratings["good"]["rating"] > ratings["vague"]["rating"]
@@ -241,10 +368,21 @@ def test_seed_004_elo_command_line_runs_unchanged(databases, capsys):
 def test_seed_004_generate_flags_are_accepted(tmp_path, capsys):
     ideas = tmp_path / "ideas_with_contexts.json"
     ideas.write_text(json.dumps([{"idea": "capital of France", "context_1": "a quiz"}]))
-    code, _, err = cli(capsys, "generate-conversations", "--ideas-file", str(ideas),
-                         "--model", "good", "--system-prompt", "Your system prompt...",
-                         "--user-message-template", "Template with {idea} and {context_1}",
-                         "--output", str(tmp_path / "chats.db"), "--json")  # fmt: skip
+    code, _, err = cli(
+        capsys,
+        "generate-conversations",
+        "--ideas-file",
+        str(ideas),
+        "--model",
+        "good",
+        "--system-prompt",
+        "Your system prompt...",
+        "--user-message-template",
+        "Template with {idea} and {context_1}",
+        "--output",
+        str(tmp_path / "chats.db"),
+        "--json",
+    )
     assert code == 0, err
     with sqlite3.connect(tmp_path / "chats.db") as db:
         [(question,)] = db.execute("SELECT content FROM messages WHERE role = 'user'").fetchall()

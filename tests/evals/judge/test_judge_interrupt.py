@@ -52,8 +52,12 @@ def upstream(request):
 def run_until_ctrl_c(upstream: Upstream, argv: list[str]) -> tuple[int, str, str]:
     """Run `tunelab ARGV`; once the held judge request is open, press Ctrl-C, wait for the
     command to say it is stopping, then let the judge answer. Returns (code, out, err)."""
-    process = subprocess.Popen([sys.executable, "-m", "tunelab", *argv], text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tunelab", *argv],
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         while not upstream.holding.wait(1):  # the judge's held request is open
             assert process.poll() is None, process.communicate()
@@ -75,13 +79,40 @@ def run_until_ctrl_c(upstream: Upstream, argv: list[str]) -> tuple[int, str, str
 @pytest.mark.parametrize("upstream", [3], indirect=True)
 def test_ctrl_c_during_pairwise_judging_keeps_the_comparisons_judged(upstream, tmp_path, capsys):
     data = tmp_path / "prompts.jsonl"
-    data.write_text("".join(json.dumps({"messages": [{"role": "user", "content": q},
-                                                     {"role": "assistant", "content": "Paris"}]})
-                            + "\n" for q in QUESTIONS))  # fmt: skip
+    data.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": q},
+                        {"role": "assistant", "content": "Paris"},
+                    ]
+                }
+            )
+            + "\n"
+            for q in QUESTIONS
+        )
+    )
     good, vague, judge = (f"{name}@{upstream.url}/v1" for name in ("good", "vague", "judge"))
-    code, out, err = run_until_ctrl_c(upstream, [
-        "eval", "judge", "--judge-model", judge, "--mode", "pairwise", "--data", str(data),
-        "-m", good, "-m", vague, "-o", str(tmp_path / "run")])  # fmt: skip
+    code, out, err = run_until_ctrl_c(
+        upstream,
+        [
+            "eval",
+            "judge",
+            "--judge-model",
+            judge,
+            "--mode",
+            "pairwise",
+            "--data",
+            str(data),
+            "-m",
+            good,
+            "-m",
+            vague,
+            "-o",
+            str(tmp_path / "run"),
+        ],
+    )
     # Three comparisons, two judge calls each (both orders): the third call opened the second
     # comparison, which is finished; the third is never asked for.
     assert code == 130, err
@@ -112,17 +143,43 @@ def test_ctrl_c_during_single_judging_keeps_each_answer_judged(upstream, tmp_pat
     databases = {}
     for name in ("good", "vague"):  # made through the same loopback server, before the run
         databases[name] = tmp_path / f"{name}.db"
-        assert main(["generate-conversations", "--ideas", str(ideas), "-m",
-                     f"{name}@{upstream.url}/v1", "-o", str(databases[name])]) == 0  # fmt: skip
-    code, out, err = run_until_ctrl_c(upstream, [
-        "eval", "judge", "--judge-model", f"judge@{upstream.url}/v1", "--conversations",
-        str(databases["good"]), "--conversations", str(databases["vague"]), "-o",
-        str(tmp_path / "run"), "--traits", "helpfulness"])  # fmt: skip
+        assert (
+            main(
+                [
+                    "generate-conversations",
+                    "--ideas",
+                    str(ideas),
+                    "-m",
+                    f"{name}@{upstream.url}/v1",
+                    "-o",
+                    str(databases[name]),
+                ]
+            )
+            == 0
+        )
+    code, out, err = run_until_ctrl_c(
+        upstream,
+        [
+            "eval",
+            "judge",
+            "--judge-model",
+            f"judge@{upstream.url}/v1",
+            "--conversations",
+            str(databases["good"]),
+            "--conversations",
+            str(databases["vague"]),
+            "-o",
+            str(tmp_path / "run"),
+            "--traits",
+            "helpfulness",
+        ],
+    )
     # Two answers each: good's both judged, then vague's first (the held call) and no more.
     good, vague = f"good@{upstream.url}/v1", f"vague@{upstream.url}/v1"
     assert code == 130, err
-    assert (f"interrupted: cancelled: 1 of 2 answers judged for every model ({good}: 2, "
-            f"{vague}: 1)") in err  # fmt: skip
+    assert (
+        f"interrupted: cancelled: 1 of 2 answers judged for every model ({good}: 2, {vague}: 1)"
+    ) in err
     assert upstream.requests["judge"] == 3
     assert "9.00" in out and "3.00" in out  # the scores table of what was judged
     saved = orjson.loads((tmp_path / "run" / "result.json").read_bytes())
@@ -158,8 +215,9 @@ class Answers(Candidate):
 
 
 def answer_set(model: str, text: str, n: int = 2) -> AnswerSet:
-    return AnswerSet(model, [EvalItem([{"role": "user", "content": f"q{i}"}], text)
-                             for i in range(n)])  # fmt: skip
+    return AnswerSet(
+        model, [EvalItem([{"role": "user", "content": f"q{i}"}], text) for i in range(n)]
+    )
 
 
 def test_a_partial_pairwise_run_is_not_rated_while_a_model_has_no_decided_comparison(
@@ -207,8 +265,20 @@ def test_a_cancel_while_the_candidates_answer_records_a_partial_run_with_nothing
         + "\n"
     )
     capsys.readouterr()
-    code = main(["eval", "judge", "--judge-model", "j", "--data", str(data), "-m", "slow",
-                 "-o", str(tmp_path / "run")])  # fmt: skip
+    code = main(
+        [
+            "eval",
+            "judge",
+            "--judge-model",
+            "j",
+            "--data",
+            str(data),
+            "-m",
+            "slow",
+            "-o",
+            str(tmp_path / "run"),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 130, err
     assert "cancelled: 0 of 1 answers judged for every model (slow: 0)" in err

@@ -19,8 +19,9 @@ def simulate_tournament(games_per_pair: int = 60, seed: int = 1) -> list[tuple[s
     for i, first in enumerate(names):
         for second in names[i + 1 :]:
             p_first = 1 / (1 + 10 ** ((TRUE_RATINGS[second] - TRUE_RATINGS[first]) / 400))
-            outcomes += [(first, second, float(rng.random() < p_first))
-                         for _ in range(games_per_pair)]  # fmt: skip
+            outcomes += [
+                (first, second, float(rng.random() < p_first)) for _ in range(games_per_pair)
+            ]
     return outcomes
 
 

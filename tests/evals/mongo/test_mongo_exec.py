@@ -13,15 +13,26 @@ from tunelab.evals.mongo.parser import MongoQuery, QueryParseError, parse_query
 from tunelab.samples import sample_path
 
 PEOPLE = [
-    {"_id": 1, "name": "Ann", "age": 30, "tags": ["a", "b"],
-     "address": {"city": "Paris", "zip": "75001"},
-     "scores": [{"subject": "math", "score": 90}, {"subject": "art", "score": 60}]},
-    {"_id": 2, "name": "bob", "age": 25.0, "tags": ["b"], "address": {"city": "Lyon"},
-     "scores": [{"subject": "math", "score": 40}]},
+    {
+        "_id": 1,
+        "name": "Ann",
+        "age": 30,
+        "tags": ["a", "b"],
+        "address": {"city": "Paris", "zip": "75001"},
+        "scores": [{"subject": "math", "score": 90}, {"subject": "art", "score": 60}],
+    },
+    {
+        "_id": 2,
+        "name": "bob",
+        "age": 25.0,
+        "tags": ["b"],
+        "address": {"city": "Lyon"},
+        "scores": [{"subject": "math", "score": 40}],
+    },
     {"_id": 3, "name": "Cy", "age": None, "tags": [], "address": {"city": "Paris"}},
     {"_id": 4, "name": "Dee", "age": "40", "tags": "a"},
     {"_id": 5, "name": "Eve"},
-]  # fmt: skip
+]
 DB = {"people": PEOPLE, "orders": ORDERS, "items": ITEMS, "banned": [{"name": "bob"}]}
 
 
@@ -134,11 +145,33 @@ def test_group_accumulators():
         " kinds: {$addToSet: '$item'}, c: {$count: {}}}}])"
     )
     assert result == [
-        {"_id": "A", "n": 2, "qty": 5, "avgPrice": 1.5, "maxPrice": 1.5, "minPrice": 1.5,
-         "items": ["pen", "pad"], "first": "pen", "last": None, "kinds": ["pen", "pad"], "c": 2},
-        {"_id": "B", "n": 2, "qty": 6, "avgPrice": 5.75, "maxPrice": 10, "minPrice": 1.5,
-         "items": ["ink", "pen"], "first": "ink", "last": 1.5, "kinds": ["ink", "pen"], "c": 2},
-    ]  # fmt: skip
+        {
+            "_id": "A",
+            "n": 2,
+            "qty": 5,
+            "avgPrice": 1.5,
+            "maxPrice": 1.5,
+            "minPrice": 1.5,
+            "items": ["pen", "pad"],
+            "first": "pen",
+            "last": None,
+            "kinds": ["pen", "pad"],
+            "c": 2,
+        },
+        {
+            "_id": "B",
+            "n": 2,
+            "qty": 6,
+            "avgPrice": 5.75,
+            "maxPrice": 10,
+            "minPrice": 1.5,
+            "items": ["ink", "pen"],
+            "first": "ink",
+            "last": 1.5,
+            "kinds": ["ink", "pen"],
+            "c": 2,
+        },
+    ]
 
 
 def test_group_by_null_by_a_compound_key_and_on_no_input():
@@ -147,9 +180,11 @@ def test_group_by_null_by_a_compound_key_and_on_no_input():
     ]
     compound = run("db.orders.aggregate([{$group: {_id: {item: '$item', s: '$store'}}}])")
     assert [g["_id"] for g in compound] == [
-        {"item": "pen", "s": "A"}, {"item": "ink", "s": "B"},
-        {"item": "pen", "s": "B"}, {"item": "pad", "s": "A"},
-    ]  # fmt: skip
+        {"item": "pen", "s": "A"},
+        {"item": "ink", "s": "B"},
+        {"item": "pen", "s": "B"},
+        {"item": "pad", "s": "A"},
+    ]
     assert (
         run("db.orders.aggregate([{$match: {qty: 99}}, {$group: {_id: null, n: {$sum: 1}}}])") == []
     )
@@ -160,9 +195,11 @@ def test_group_by_null_by_a_compound_key_and_on_no_input():
 def test_unwind():
     unwound = run("db.people.aggregate([{$unwind: '$tags'}, {$project: {tags: 1}}])")
     assert unwound == [
-        {"_id": 1, "tags": "a"}, {"_id": 1, "tags": "b"}, {"_id": 2, "tags": "b"},
+        {"_id": 1, "tags": "a"},
+        {"_id": 1, "tags": "b"},
+        {"_id": 2, "tags": "b"},
         {"_id": 4, "tags": "a"},  # a single value unwinds as itself; [] and missing are dropped
-    ]  # fmt: skip
+    ]
     kept = run(
         "db.people.aggregate([{$unwind: {path: '$tags', preserveNullAndEmptyArrays: true}},"
         " {$project: {tags: 1}}])"
@@ -176,9 +213,11 @@ def test_lookup_by_fields_and_by_pipeline():
         " as: 'info'}}, {$project: {colors: '$info.color', n: {$size: '$info'}}}])"
     )
     assert joined == [
-        {"_id": 1, "colors": ["blue", "red"], "n": 2}, {"_id": 2, "colors": ["black"], "n": 1},
-        {"_id": 3, "colors": ["blue", "red"], "n": 2}, {"_id": 4, "colors": [], "n": 0},
-    ]  # fmt: skip
+        {"_id": 1, "colors": ["blue", "red"], "n": 2},
+        {"_id": 2, "colors": ["black"], "n": 1},
+        {"_id": 3, "colors": ["blue", "red"], "n": 2},
+        {"_id": 4, "colors": [], "n": 0},
+    ]
     unmatched = run(
         "db.orders.aggregate([{$lookup: {from: 'items', localField: 'item', foreignField: 'sku',"
         " as: 'info'}}, {$match: {info: {$size: 0}}}])"
@@ -202,17 +241,37 @@ def test_project_expressions():
         " small: {$cond: {if: {$lt: ['$qty', 2]}, then: true, else: false}}, store: '$store'}}])"
     )
     assert result == [
-        {"label": "INK-b", "total": 10, "plus": 2.5, "minus": 0, "half": 0.5, "price": 10,
-         "big": "no", "small": True, "store": "B"},
-        {"label": "PAD-a", "total": None, "plus": 4.5, "minus": 2, "half": 1.5, "price": 0,
-         "big": "yes", "small": False, "store": "A"},
-    ]  # fmt: skip
+        {
+            "label": "INK-b",
+            "total": 10,
+            "plus": 2.5,
+            "minus": 0,
+            "half": 0.5,
+            "price": 10,
+            "big": "no",
+            "small": True,
+            "store": "B",
+        },
+        {
+            "label": "PAD-a",
+            "total": None,
+            "plus": 4.5,
+            "minus": 2,
+            "half": 1.5,
+            "price": 0,
+            "big": "yes",
+            "small": False,
+            "store": "A",
+        },
+    ]
 
 
 def test_other_stages():
     assert run("db.orders.aggregate([{$sortByCount: '$item'}])") == [
-        {"_id": "pen", "count": 2}, {"_id": "ink", "count": 1}, {"_id": "pad", "count": 1},
-    ]  # fmt: skip
+        {"_id": "pen", "count": 2},
+        {"_id": "ink", "count": 1},
+        {"_id": "pad", "count": 1},
+    ]
     added = run(
         "db.orders.aggregate([{$addFields: {cost: {$multiply: ['$qty', 2]}}},"
         " {$set: {qty: '$$REMOVE'}}, {$limit: 1}])"

@@ -22,14 +22,26 @@ from tunelab.evals.mongo.parser import parse_query
 
 UTC = timezone.utc
 PEOPLE = [
-    {"_id": 1, "name": "Ann", "age": 30, "tags": ["a", "b"],
-     "joined": datetime(2020, 1, 5, tzinfo=UTC), "address": {"city": "Paris", "zip": "75001"}},
-    {"_id": 2, "name": "bob", "age": 25.0, "tags": ["b"], "address": {"city": "Lyon"},
-     "joined": datetime(2021, 3, 1, tzinfo=UTC)},
+    {
+        "_id": 1,
+        "name": "Ann",
+        "age": 30,
+        "tags": ["a", "b"],
+        "joined": datetime(2020, 1, 5, tzinfo=UTC),
+        "address": {"city": "Paris", "zip": "75001"},
+    },
+    {
+        "_id": 2,
+        "name": "bob",
+        "age": 25.0,
+        "tags": ["b"],
+        "address": {"city": "Lyon"},
+        "joined": datetime(2021, 3, 1, tzinfo=UTC),
+    },
     {"_id": 3, "name": "Cy", "age": None, "tags": [], "address": {"city": "Paris"}},
     {"_id": 4, "name": "Dee", "age": "40", "tags": "a"},
     {"_id": 5, "name": "Eve"},
-]  # fmt: skip
+]
 COLLECTIONS = {"people": PEOPLE, "orders": ORDERS, "items": ITEMS, "banned": [{"name": "bob"}]}
 
 # mongomock gets `{tags: {$size: 1}}` wrong (it matches the string "a") and has no
@@ -86,8 +98,9 @@ def test_results_differ_when_the_data_differs(database):
     # Guards the comparison above against matching anything.
     query = parse_query("db.orders.find({store: 'A'}).sort({qty: 1})")
     database.orders.update_one({"_id": 4}, {"$set": {"qty": 1}})
-    assert not results_match(execute(query, COLLECTIONS), LiveDatabase(database).execute(query),
-                             ordered=True)  # fmt: skip
+    assert not results_match(
+        execute(query, COLLECTIONS), LiveDatabase(database).execute(query), ordered=True
+    )
 
 
 def test_object_ids_come_back_as_hex_and_stay_object_ids_in_sub_queries():
@@ -106,8 +119,9 @@ def test_object_ids_come_back_as_hex_and_stay_object_ids_in_sub_queries():
 
 
 def test_dates_come_back_aware_and_decimals_as_floats(database):
-    database.orders.insert_one({"_id": 9, "price": bson.Decimal128("2.50"),
-                                "at": datetime(2024, 5, 1, 12, 0)})  # fmt: skip
+    database.orders.insert_one(
+        {"_id": 9, "price": bson.Decimal128("2.50"), "at": datetime(2024, 5, 1, 12, 0)}
+    )
     got = LiveDatabase(database).execute(parse_query("db.orders.findOne({_id: 9})"))
     assert got == [{"_id": 9, "price": 2.5, "at": datetime(2024, 5, 1, 12, 0, tzinfo=UTC)}]
 
@@ -150,8 +164,9 @@ class _Failing:
 
 
 def test_a_query_past_its_time_limit_is_a_live_query_error():
-    live = LiveDatabase(_Failing(errors.ExecutionTimeout("operation exceeded time limit", 50)),
-                        query_timeout_ms=100)  # fmt: skip
+    live = LiveDatabase(
+        _Failing(errors.ExecutionTimeout("operation exceeded time limit", 50)), query_timeout_ms=100
+    )
     with pytest.raises(LiveQueryError, match="within 100 ms"):
         live.execute(parse_query("db.orders.find({})"))
 

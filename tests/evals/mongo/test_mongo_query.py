@@ -237,12 +237,16 @@ def test_parse_errors_say_what_and_where(text, message, position):
         ("db.c.find({a: {$eq: 5}})", "db.c.find({a: 5})"),
         ("db.c.find({a: {$in: [1, 2, 2]}})", "db.c.find({a: {$in: [2, 1]}})"),
         ("db.c.find({$and: [{a: 1}, {b: 2}]})", "db.c.find({$and: [{b: 2}, {a: 1}]})"),
-        ("db.c.aggregate([{$match: {$or: [{a: 1}, {b: 2}]}}])",
-         "db.c.aggregate([{$match: {$or: [{b: 2}, {a: 1}]}}])"),
-        ("db.c.aggregate([{$group: {_id: '$a', n: {$sum: 1}}}])",
-         'db.c.aggregate([{$group: {n: {$sum: 1.0}, "_id": "$a"}}])'),
+        (
+            "db.c.aggregate([{$match: {$or: [{a: 1}, {b: 2}]}}])",
+            "db.c.aggregate([{$match: {$or: [{b: 2}, {a: 1}]}}])",
+        ),
+        (
+            "db.c.aggregate([{$group: {_id: '$a', n: {$sum: 1}}}])",
+            'db.c.aggregate([{$group: {n: {$sum: 1.0}, "_id": "$a"}}])',
+        ),
     ],
-)  # fmt: skip
+)
 def test_normalisation_equalities(a, b):
     assert exact_match(parse_query(a), parse_query(b))
 
@@ -250,19 +254,23 @@ def test_normalisation_equalities(a, b):
 @pytest.mark.parametrize(
     ("a", "b"),
     [
-        ("db.c.aggregate([{$match: {a: 1}}, {$limit: 1}])",
-         "db.c.aggregate([{$limit: 1}, {$match: {a: 1}}])"),
+        (
+            "db.c.aggregate([{$match: {a: 1}}, {$limit: 1}])",
+            "db.c.aggregate([{$limit: 1}, {$match: {a: 1}}])",
+        ),
         ("db.c.find().sort({a: 1, b: 1})", "db.c.find().sort({b: 1, a: 1})"),
         ("db.c.aggregate([{$sort: {a: 1, b: -1}}])", "db.c.aggregate([{$sort: {b: -1, a: 1}}])"),
         ("db.c.find({a: true})", "db.c.find({a: 1})"),
         ("db.c.find({a: '5'})", "db.c.find({a: 5})"),
         ("db.c.find({a: 1})", "db.d.find({a: 1})"),
         ("db.c.find({}, {a: 1})", "db.c.find({}, {a: 1, _id: 0})"),
-        ("db.c.aggregate([{$match: {$expr: {$gt: ['$a', '$b']}}}])",
-         "db.c.aggregate([{$match: {$expr: {$gt: ['$b', '$a']}}}])"),
+        (
+            "db.c.aggregate([{$match: {$expr: {$gt: ['$a', '$b']}}}])",
+            "db.c.aggregate([{$match: {$expr: {$gt: ['$b', '$a']}}}])",
+        ),
         ("db.c.find({a: /x/})", "db.c.find({a: /x/i})"),
     ],
-)  # fmt: skip
+)
 def test_normalisation_keeps_what_changes_the_meaning(a, b):
     assert not exact_match(parse_query(a), parse_query(b))
 
@@ -302,13 +310,22 @@ def test_identical_queries_score_one():
     gold = "db.singer.find({age: {$gt: 30}}, {name: 1}).sort({age: -1}).limit(2)"
     result = _score(gold, gold)
     assert result["score"] == 1.0
-    assert set(result) == {"collection", "method", "operators", "fields", "values", "sort",
-                           "limit", "score"}  # fmt: skip
+    assert set(result) == {
+        "collection",
+        "method",
+        "operators",
+        "fields",
+        "values",
+        "sort",
+        "limit",
+        "score",
+    }
 
 
 def test_a_wrong_value_scores_high_but_not_one():
-    result = _score("db.singer.find({age: {$gt: 30}}, {name: 1})",
-                    "db.singer.find({age: {$gt: 40}}, {name: 1})")  # fmt: skip
+    result = _score(
+        "db.singer.find({age: {$gt: 30}}, {name: 1})", "db.singer.find({age: {$gt: 40}}, {name: 1})"
+    )
     assert result["values"] == 0.0
     assert result["score"] == pytest.approx(6 / 7)
 
@@ -327,8 +344,10 @@ def test_names_of_computed_fields_do_not_count():
 
 
 def test_a_different_query_shape_scores_low():
-    result = _score("db.singer.find({age: {$gt: 30}}, {name: 1}).sort({age: 1})",
-                    "db.song.aggregate([{$group: {_id: null, n: {$sum: 1}}}])")  # fmt: skip
+    result = _score(
+        "db.singer.find({age: {$gt: 30}}, {name: 1}).sort({age: 1})",
+        "db.song.aggregate([{$group: {_id: null, n: {$sum: 1}}}])",
+    )
     assert result["collection"] == result["method"] == result["sort"] == 0.0
     assert result["operators"] == result["fields"] == result["values"] == 0.0
     assert result["score"] == pytest.approx(1 / 7)  # only "no limit" agrees

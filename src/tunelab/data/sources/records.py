@@ -132,8 +132,13 @@ def _not_utf8(path: Path, line: int | None = None) -> TunelabError:
     line = _first_undecodable_line(path) or line
     with contextlib.suppress(OSError), path.open("rb") as handle:
         if handle.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
-            return TunelabError("not_utf8", "the file is UTF-16 text, not UTF-8.",
-                                "re-save it as UTF-8", path=path, line=1)  # fmt: skip
+            return TunelabError(
+                "not_utf8",
+                "the file is UTF-16 text, not UTF-8.",
+                "re-save it as UTF-8",
+                path=path,
+                line=1,
+            )
     return TunelabError(
         "not_utf8", "the file is not UTF-8 text.", "re-save it as UTF-8", path=path, line=line
     )
@@ -163,9 +168,12 @@ def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
                     continue
                 if len(line) > MAX_LINE_CHARS:
                     raise TunelabError(
-                        "line_too_long", f"the line is {len(line):,} characters long.",
-                        "no fine-tuning example is that long; check the file", path=path,
-                        line=line_no)  # fmt: skip
+                        "line_too_long",
+                        f"the line is {len(line):,} characters long.",
+                        "no fine-tuning example is that long; check the file",
+                        path=path,
+                        line=line_no,
+                    )
                 try:
                     record = orjson.loads(line)
                 except orjson.JSONDecodeError as err:
@@ -196,9 +204,13 @@ def _json_array(path: Path) -> Iterator[tuple[int, dict]]:
         except json.JSONDecodeError as err:
             raise _json_error(path, err) from err
         except RecursionError:
-            raise TunelabError("invalid_json", "the JSON is nested too deeply to read.",
-                               "flatten the record; no example needs that many levels",
-                               path=path, line=line) from None  # fmt: skip
+            raise TunelabError(
+                "invalid_json",
+                "the JSON is nested too deeply to read.",
+                "flatten the record; no example needs that many levels",
+                path=path,
+                line=line,
+            ) from None
         yield line, _as_object(record, path, line)
         pos = _WHITESPACE.match(text, pos).end()
         if text.startswith("]", pos):

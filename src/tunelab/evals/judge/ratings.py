@@ -138,7 +138,11 @@ def rating_intervals(
     tail = (1 - level) / 2
     low, high = np.nanquantile(samples, [tail, 1 - tail], axis=0)
     return {
-        name: {"rating": float(point[i]), "low": float(low[i]), "high": float(high[i]),
-               "games": int(games[i].sum())}
+        name: {
+            "rating": float(point[i]),
+            "low": float(low[i]),
+            "high": float(high[i]),
+            "games": int(games[i].sum()),
+        }
         for i, name in enumerate(players)
-    }  # fmt: skip
+    }

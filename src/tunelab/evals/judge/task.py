@@ -72,8 +72,9 @@ def answers_from_database(path: Path, limit: int | None = None) -> AnswerSet:
         messages = list(example.messages)
         last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
         if last is not None:
-            items.append(EvalItem(messages[:last], messages[last]["content"], None,
-                                  example.source_line))  # fmt: skip
+            items.append(
+                EvalItem(messages[:last], messages[last]["content"], None, example.source_line)
+            )
         if limit is not None and len(items) >= limit:
             break
     return AnswerSet(_model_of(Path(path)), items)
@@ -91,16 +92,33 @@ def _model_of(path: Path) -> str:
     return path.stem
 
 
-def answers_from_model(model: str, data: EvalData, *, max_tokens: int, progress=None,
-                       cancel=None) -> AnswerSet:  # fmt: skip
-    answers, _ = answer_all(model, [i.messages for i in data.items], max_tokens=max_tokens,
-                            progress=progress, cancel=cancel)  # fmt: skip
-    return AnswerSet(model, [EvalItem(i.messages, a.text, None, i.source_line)
-                             for i, a in zip(data.items, answers, strict=True)])  # fmt: skip
+def answers_from_model(
+    model: str, data: EvalData, *, max_tokens: int, progress=None, cancel=None
+) -> AnswerSet:
+    answers, _ = answer_all(
+        model,
+        [i.messages for i in data.items],
+        max_tokens=max_tokens,
+        progress=progress,
+        cancel=cancel,
+    )
+    return AnswerSet(
+        model,
+        [
+            EvalItem(i.messages, a.text, None, i.source_line)
+            for i, a in zip(data.items, answers, strict=True)
+        ],
+    )
 
 
-def judge_single(judge: str, sets: list[AnswerSet], traits: list[Trait], rubric: str | None,
-                 progress=None, cancel=None) -> JudgeResult:  # fmt: skip
+def judge_single(
+    judge: str,
+    sets: list[AnswerSet],
+    traits: list[Trait],
+    rubric: str | None,
+    progress=None,
+    cancel=None,
+) -> JudgeResult:
     """Each answer scored on each trait. A cancel (Ctrl-C, the studio's Cancel) keeps the
     answers judged so far: the result is then marked `partial` (see `runs.partial_message`)."""
     chat = _judge_chat(judge)
@@ -111,23 +129,37 @@ def judge_single(judge: str, sets: list[AnswerSet], traits: list[Trait], rubric:
         if results:
             metrics[answers.model] = summarise_scores(results)
             outputs[answers.model] = [
-                {"question": i.question, "answer": i.gold, "scores": r["scores"],
-                 "reason": r.get("reason"), "parse_failure": r["parse_failure"],
-                 "error": r["error"]}
+                {
+                    "question": i.question,
+                    "answer": i.gold,
+                    "scores": r["scores"],
+                    "reason": r.get("reason"),
+                    "parse_failure": r["parse_failure"],
+                    "error": r["error"],
+                }
                 for i, r in zip(answers.items, results, strict=False)
-            ]  # fmt: skip
+            ]
         if len(results) < len(answers.items):
             break  # cancelled: the later models are not judged
     stopped = any(judged.get(s.model, 0) < len(s.items) for s in sets)
     partial = error = None
     if stopped:
-        partial = {"n_items": max(len(s.items) for s in sets), "judged": True,
-                   "scored": {s.model: judged.get(s.model, 0) for s in sets}}  # fmt: skip
+        partial = {
+            "n_items": max(len(s.items) for s in sets),
+            "judged": True,
+            "scored": {s.model: judged.get(s.model, 0) for s in sets},
+        }
     if (metrics or not stopped) and not any(m["n_scored"] for m in metrics.values()):
         errors = [e for m in metrics.values() for e in m["errors"]]
         error = _nothing_judged(judge, "answer was scored", errors)
-    return JudgeResult(judge=judge, traits=[t.name for t in traits], models=metrics,
-                       answers=outputs, partial=partial, error=error)  # fmt: skip
+    return JudgeResult(
+        judge=judge,
+        traits=[t.name for t in traits],
+        models=metrics,
+        answers=outputs,
+        partial=partial,
+        error=error,
+    )
 
 
 def _score_set(chat, answers: AnswerSet, traits, rubric, progress, cancel) -> list[dict]:
@@ -138,8 +170,11 @@ def _score_set(chat, answers: AnswerSet, traits, rubric, progress, cancel) -> li
     for item in answers.items:
         if cancel is not None and cancel.is_set():
             break
-        results.append(score_answer(chat, conversation=item.messages, answer=item.gold,
-                                    traits=traits, rubric=rubric))  # fmt: skip
+        results.append(
+            score_answer(
+                chat, conversation=item.messages, answer=item.gold, traits=traits, rubric=rubric
+            )
+        )
         if task:
             task(1)
     return results
@@ -151,18 +186,32 @@ def _nothing_judged(judge: str, what: str, errors: list[str]) -> str:
     return f"no {what} by the judge {judge}{reason}"
 
 
-def judge_pairwise(judge: str, sets: list[AnswerSet], traits: list[Trait], rubric: str | None,
-                   progress=None, cancel=None) -> PairwiseResult:  # fmt: skip
+def judge_pairwise(
+    judge: str,
+    sets: list[AnswerSet],
+    traits: list[Trait],
+    rubric: str | None,
+    progress=None,
+    cancel=None,
+) -> PairwiseResult:
     """Every pair of models compared on every shared prompt, then rated. A cancel keeps the
     comparisons judged so far (`partial`), rated when each model has a decided one."""
     if len(sets) < 2:
-        raise TunelabError("pairwise_needs_two", "pairwise judging needs at least two models.",
-                           exit_code=2)  # fmt: skip
+        raise TunelabError(
+            "pairwise_needs_two", "pairwise judging needs at least two models.", exit_code=2
+        )
     prompts, aligned = align(sets)
     n_pairs = len(prompts) * len(sets) * (len(sets) - 1) // 2
     task = progress("pairwise comparisons", n_pairs) if progress else None
-    outcomes, records = run_pairwise(_judge_chat(judge), prompts, aligned, traits=traits,
-                                     rubric=rubric, progress=task, cancel=cancel)  # fmt: skip
+    outcomes, records = run_pairwise(
+        _judge_chat(judge),
+        prompts,
+        aligned,
+        traits=traits,
+        rubric=rubric,
+        progress=task,
+        cancel=cancel,
+    )
     n_verdicts, wins = len(outcomes), _records(aligned, outcomes)
     partial = note = error = None
     if len(records) < n_pairs:  # cancelled part-way
@@ -173,13 +222,21 @@ def judge_pairwise(judge: str, sets: list[AnswerSet], traits: list[Trait], rubri
         error = _nothing_judged(judge, "comparison was decided", errors)
     n_call_failures = sum(1 for r in records if r.get("call_failed"))
     return PairwiseResult(
-        judge=judge, traits=[t.name for t in traits], n_prompts=len(prompts),
-        ratings=rating_intervals(outcomes) if outcomes else {}, records=wins,
-        n_comparisons=len(records), n_verdicts=n_verdicts, n_call_failures=n_call_failures,
+        judge=judge,
+        traits=[t.name for t in traits],
+        n_prompts=len(prompts),
+        ratings=rating_intervals(outcomes) if outcomes else {},
+        records=wins,
+        n_comparisons=len(records),
+        n_verdicts=n_verdicts,
+        n_call_failures=n_call_failures,
         n_parse_failures=sum(1 for r in records if r.get("parse_failure")) - n_call_failures,
-        errors=errors, note=note, answers={"comparisons": records}, partial=partial,
+        errors=errors,
+        note=note,
+        answers={"comparisons": records},
+        partial=partial,
         error=error,
-    )  # fmt: skip
+    )
 
 
 def _enough_to_rate(outcomes: list, wins: dict[str, dict]) -> tuple[list, str | None]:
@@ -189,8 +246,11 @@ def _enough_to_rate(outcomes: list, wins: dict[str, dict]) -> tuple[list, str | 
     unrated = [name for name, r in wins.items() if not r["games"]]
     if outcomes and not unrated:
         return outcomes, None
-    why = (f"no decided comparison yet for {', '.join(unrated)}" if outcomes
-           else "no comparison was decided")  # fmt: skip
+    why = (
+        f"no decided comparison yet for {', '.join(unrated)}"
+        if outcomes
+        else "no comparison was decided"
+    )
     return [], f"not rated: too few comparisons judged before the cancel ({why})"
 
 
@@ -210,10 +270,13 @@ def align(sets: list[AnswerSet]) -> tuple[list[list[dict]], dict[str, list[str]]
     keyed = [{_key(i.messages): i.gold for i in s.items} for s in sets]
     names = [s.model for s in sets]
     if len(set(names)) != len(names):
-        raise TunelabError("duplicate_model", f"two answer sets are both named {names!r}.",
-                           hint="name databases after their models", exit_code=2)  # fmt: skip
-    prompts = [i.messages for i in sets[0].items
-               if all(_key(i.messages) in k for k in keyed)]  # fmt: skip
+        raise TunelabError(
+            "duplicate_model",
+            f"two answer sets are both named {names!r}.",
+            hint="name databases after their models",
+            exit_code=2,
+        )
+    prompts = [i.messages for i in sets[0].items if all(_key(i.messages) in k for k in keyed)]
     if not prompts:
         raise TunelabError("no_shared_prompts", "the models answered no prompt in common.")
     return prompts, {n: [k[_key(p)] for p in prompts] for n, k in zip(names, keyed, strict=True)}

@@ -46,13 +46,14 @@ class Trait:
 
 
 DEFAULT_TRAITS = (
-    Trait("consistency", "Consistent with the conversation so far and with the role or "
-          "persona it sets; no contradictions."),
-    Trait("helpfulness", "Addresses what was asked, correctly and completely, in a usable "
-          "form."),
-    Trait("authenticity", "Natural and genuine for its role; not generic, evasive or "
-          "formulaic."),
-)  # fmt: skip
+    Trait(
+        "consistency",
+        "Consistent with the conversation so far and with the role or "
+        "persona it sets; no contradictions.",
+    ),
+    Trait("helpfulness", "Addresses what was asked, correctly and completely, in a usable form."),
+    Trait("authenticity", "Natural and genuine for its role; not generic, evasive or formulaic."),
+)
 
 
 def traits_named(names: list[str]) -> list[Trait]:
@@ -63,10 +64,12 @@ def traits_named(names: list[str]) -> list[Trait]:
     known = {t.name: t for t in DEFAULT_TRAITS}
     for name in names:
         if not name.replace("_", "").isalnum():
-            raise TunelabError("invalid_trait", f"trait {name!r}: letters, digits and _ only.",
-                               exit_code=2)  # fmt: skip
-    return [known.get(n) or Trait(n, f"How well the answer shows {n.replace('_', ' ')}.")
-            for n in names]  # fmt: skip
+            raise TunelabError(
+                "invalid_trait", f"trait {name!r}: letters, digits and _ only.", exit_code=2
+            )
+    return [
+        known.get(n) or Trait(n, f"How well the answer shows {n.replace('_', ' ')}.") for n in names
+    ]
 
 
 def _new_boundary() -> str:
@@ -162,16 +165,25 @@ def _ask(chat: Chat, messages: list[dict], parse, verdict_format: str) -> dict:
         try:
             reply = chat(messages)
         except TunelabError as err:
-            return {"verdict": None, "error": f"judge call failed: {err.message}",
-                    "call_failed": True, "replies": replies}  # fmt: skip
+            return {
+                "verdict": None,
+                "error": f"judge call failed: {err.message}",
+                "call_failed": True,
+                "replies": replies,
+            }
         replies.append(reply)
         verdict, error = parse(reply)
         if verdict is not None:
             return {"verdict": verdict, "error": None, "call_failed": False, "replies": replies}
-        correction = (f"Your verdict could not be read: {error}. Reply again, ending with "
-                      f"the verdict in exactly this format:\n{verdict_format}")  # fmt: skip
-        messages = [*messages, {"role": "assistant", "content": reply},
-                    {"role": "user", "content": correction}]  # fmt: skip
+        correction = (
+            f"Your verdict could not be read: {error}. Reply again, ending with "
+            f"the verdict in exactly this format:\n{verdict_format}"
+        )
+        messages = [
+            *messages,
+            {"role": "assistant", "content": reply},
+            {"role": "user", "content": correction},
+        ]
     return {"verdict": None, "error": error, "call_failed": False, "replies": replies}
 
 
@@ -191,8 +203,9 @@ def score_answer(
     `error` (why) and the judge's `replies`.
     """
     boundary = _new_boundary()
-    verdict_format = json.dumps({"scores": {t.name: "<integer 1-10>" for t in traits},
-                                 "reason": "<one or two sentences>"})  # fmt: skip
+    verdict_format = json.dumps(
+        {"scores": {t.name: "<integer 1-10>" for t in traits}, "reason": "<one or two sentences>"}
+    )
     user = (
         f"Rubric: {rubric or DEFAULT_RUBRIC}\n\n"
         f"Score the answer on each trait with an integer from {MIN_SCORE} (poor) to "
@@ -201,8 +214,10 @@ def score_answer(
         f"{_data_block('answer', answer, boundary)}\n\n"
         f"End with the verdict in this format:\n{verdict_format}"
     )
-    messages = [{"role": "system", "content": _system_prompt(boundary)},
-                {"role": "user", "content": user}]  # fmt: skip
+    messages = [
+        {"role": "system", "content": _system_prompt(boundary)},
+        {"role": "user", "content": user},
+    ]
     result = _ask(chat, messages, lambda r: _parse_scores(r, traits), verdict_format)
     verdict = result["verdict"] or {}
     scores = verdict.get("scores")
@@ -217,11 +232,16 @@ def score_answer(
     }
 
 
-def _pairwise_messages(first: str, second: str, context: str, traits, rubric, allow_ties,
-                       boundary: str) -> tuple[list[dict], str]:  # fmt: skip
+def _pairwise_messages(
+    first: str, second: str, context: str, traits, rubric, allow_ties, boundary: str
+) -> tuple[list[dict], str]:
     choices = '"first", "second" or "tie"' if allow_ties else '"first" or "second" (no ties)'
-    verdict_format = json.dumps({"winner": "first|second" + ("|tie" if allow_ties else ""),
-                                 "reason": "<one or two sentences>"})  # fmt: skip
+    verdict_format = json.dumps(
+        {
+            "winner": "first|second" + ("|tie" if allow_ties else ""),
+            "reason": "<one or two sentences>",
+        }
+    )
     user = (
         f"Rubric: {rubric or DEFAULT_RUBRIC}\n\n"
         f"Which answer is better, on these traits taken together?\n{_trait_lines(traits)}\n\n"
@@ -229,8 +249,10 @@ def _pairwise_messages(first: str, second: str, context: str, traits, rubric, al
         f"{_data_block('second answer', second, boundary)}\n\n"
         f"The winner is {choices}. End with the verdict in this format:\n{verdict_format}"
     )
-    return [{"role": "system", "content": _system_prompt(boundary)},
-            {"role": "user", "content": user}], verdict_format  # fmt: skip
+    return [
+        {"role": "system", "content": _system_prompt(boundary)},
+        {"role": "user", "content": user},
+    ], verdict_format
 
 
 def compare_answers(
@@ -252,15 +274,24 @@ def compare_answers(
     answer "tie"; the combined outcome is still a tie when the two orders disagree.
     """
     if answer_a == answer_b:
-        return {"score_a": 0.5, "winner": "tie", "parse_failure": False, "call_failed": False,
-                "error": None, "verdicts": []}  # fmt: skip
+        return {
+            "score_a": 0.5,
+            "winner": "tie",
+            "parse_failure": False,
+            "call_failed": False,
+            "error": None,
+            "verdicts": [],
+        }
     verdicts, errors, points, call_failed = [], [], [], False
-    for order, (first, second) in (("a_first", (answer_a, answer_b)),
-                                   ("b_first", (answer_b, answer_a))):  # fmt: skip
+    for order, (first, second) in (
+        ("a_first", (answer_a, answer_b)),
+        ("b_first", (answer_b, answer_a)),
+    ):
         boundary = _new_boundary()
         context = _context_block(question, conversation, boundary)
-        messages, verdict_format = _pairwise_messages(first, second, context, traits, rubric,
-                                                      allow_ties, boundary)  # fmt: skip
+        messages, verdict_format = _pairwise_messages(
+            first, second, context, traits, rubric, allow_ties, boundary
+        )
         result = _ask(chat, messages, lambda r: _parse_winner(r, allow_ties), verdict_format)
         verdict = result["verdict"]
         verdicts.append({"order": order, **(verdict or {}), "replies": result["replies"]})
@@ -272,9 +303,14 @@ def compare_answers(
         points.append(first_points if order == "a_first" else 1.0 - first_points)
     score = None if errors else sum(points) / 2
     winner = None if score is None else "a" if score > 0.5 else "b" if score < 0.5 else "tie"
-    return {"score_a": score, "winner": winner, "parse_failure": bool(errors),
-            "call_failed": call_failed, "error": "; ".join(errors) or None,
-            "verdicts": verdicts}  # fmt: skip
+    return {
+        "score_a": score,
+        "winner": winner,
+        "parse_failure": bool(errors),
+        "call_failed": call_failed,
+        "error": "; ".join(errors) or None,
+        "verdicts": verdicts,
+    }
 
 
 def run_pairwise(
@@ -304,9 +340,15 @@ def run_pairwise(
         for a, b in itertools.combinations(candidates, 2):
             if cancel is not None and cancel.is_set():
                 return outcomes, records  # what was judged before the cancel
-            result = compare_answers(chat, answer_a=candidates[a][index],
-                                     answer_b=candidates[b][index], traits=traits,
-                                     rubric=rubric, allow_ties=allow_ties, **context)  # fmt: skip
+            result = compare_answers(
+                chat,
+                answer_a=candidates[a][index],
+                answer_b=candidates[b][index],
+                traits=traits,
+                rubric=rubric,
+                allow_ties=allow_ties,
+                **context,
+            )
             records.append({"item": index, "a": a, "b": b, **result})
             if result["score_a"] is not None:
                 outcomes.append((a, b, result["score_a"]))

@@ -32,8 +32,10 @@ __all__ = ["LiveDatabase", "LiveQueryError"]
 
 _METHODS = frozenset({"find", "count", "distinct", "aggregate"})
 _WRITING_STAGES = frozenset({"$out", "$merge"})
-_EMPTY_HINT = ("Check --mongo-db (or the database in the URI): on an empty database every "
-               "query returns nothing, and would match.")  # fmt: skip
+_EMPTY_HINT = (
+    "Check --mongo-db (or the database in the URI): on an empty database every "
+    "query returns nothing, and would match."
+)
 _UNREACHABLE_HINT = "Check that the server is running and that --mongo-uri names its host and port."
 
 
@@ -56,8 +58,14 @@ class LiveDatabase:
         self._client = None  # set by connect(), which owns the client it opens
 
     @classmethod
-    def connect(cls, uri: str, database: str | None = None, timeout_ms: int = 5000, *,
-                query_timeout_ms: int = 30_000) -> LiveDatabase:  # fmt: skip
+    def connect(
+        cls,
+        uri: str,
+        database: str | None = None,
+        timeout_ms: int = 5000,
+        *,
+        query_timeout_ms: int = 30_000,
+    ) -> LiveDatabase:
         """Connect and check that the server answers and the database has collections.
 
         `database` defaults to the URI's path (`mongodb://host/NAME`). `timeout_ms` bounds
@@ -66,14 +74,20 @@ class LiveDatabase:
         pymongo = _require_pymongo()
         shown, password = _redacted(uri)
         try:
-            client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=timeout_ms,
-                                         connectTimeoutMS=timeout_ms, tz_aware=True,
-                                         appname="tunelab")  # fmt: skip
+            client = pymongo.MongoClient(
+                uri,
+                serverSelectionTimeoutMS=timeout_ms,
+                connectTimeoutMS=timeout_ms,
+                tz_aware=True,
+                appname="tunelab",
+            )
         except (pymongo.errors.PyMongoError, ValueError, TypeError) as err:
-            raise TunelabError("invalid_mongo_uri", f"{shown} is not a usable MongoDB URI: "
-                               f"{_scrubbed(err, password)}",
-                               hint="mongodb://[user:password@]host[:port]/database",
-                               exit_code=2) from None  # fmt: skip
+            raise TunelabError(
+                "invalid_mongo_uri",
+                f"{shown} is not a usable MongoDB URI: {_scrubbed(err, password)}",
+                hint="mongodb://[user:password@]host[:port]/database",
+                exit_code=2,
+            ) from None
         try:
             live = cls(_database(client, database, shown), query_timeout_ms=query_timeout_ms)
             live._client = client
@@ -89,18 +103,25 @@ class LiveDatabase:
             self.database.client.admin.command("ping")
             has_collections = bool(self.database.list_collection_names())
         except errors.OperationFailure as err:
-            raise TunelabError("mongo_auth_failed", f"MongoDB at {shown} refused: "
-                               f"{_scrubbed(_server_message(err), password)}",
-                               hint="Check the user, password and authSource in --mongo-uri, "
-                               "and that the user may read the database.") from None  # fmt: skip
+            raise TunelabError(
+                "mongo_auth_failed",
+                f"MongoDB at {shown} refused: {_scrubbed(_server_message(err), password)}",
+                hint="Check the user, password and authSource in --mongo-uri, "
+                "and that the user may read the database.",
+            ) from None
         except errors.PyMongoError as err:
-            raise TunelabError("mongo_unreachable", f"no answer from MongoDB at {shown} within "
-                               f"{timeout_ms} ms: {_scrubbed(_short(err), password)}",
-                               hint=_UNREACHABLE_HINT) from None  # fmt: skip
+            raise TunelabError(
+                "mongo_unreachable",
+                f"no answer from MongoDB at {shown} within "
+                f"{timeout_ms} ms: {_scrubbed(_short(err), password)}",
+                hint=_UNREACHABLE_HINT,
+            ) from None
         if not has_collections:
-            raise TunelabError("mongo_db_empty",
-                               f"database {self.database.name!r} at {shown} has no collections.",
-                               hint=_EMPTY_HINT)  # fmt: skip
+            raise TunelabError(
+                "mongo_db_empty",
+                f"database {self.database.name!r} at {shown} has no collections.",
+                hint=_EMPTY_HINT,
+            )
 
     def close(self) -> None:
         if self._client is not None:
@@ -142,8 +163,9 @@ class LiveDatabase:
         if query.method == "distinct":
             return collection.distinct(query.distinct_field, query_filter)
         # As in executor, a limit (or skip) of 0 is no limit (none skipped).
-        window = {name: value for name, value in (("skip", query.skip), ("limit", query.limit))
-                  if value}  # fmt: skip
+        window = {
+            name: value for name, value in (("skip", query.skip), ("limit", query.limit)) if value
+        }
         if query.method == "count":
             return collection.count_documents(query_filter, **window)
         projection = self._bson(query.projection) or None  # {} keeps every field
@@ -173,8 +195,9 @@ class LiveDatabase:
         errors = self._pymongo.errors
         lost = isinstance(err, errors.ConnectionFailure) and not err.timeout
         if lost or isinstance(err, errors.ServerSelectionTimeoutError):
-            return TunelabError("mongo_unreachable", f"lost MongoDB: {_short(err)}",
-                                hint=_UNREACHABLE_HINT)  # fmt: skip
+            return TunelabError(
+                "mongo_unreachable", f"lost MongoDB: {_short(err)}", hint=_UNREACHABLE_HINT
+            )
         if getattr(err, "timeout", False):
             return LiveQueryError(f"no result within {self.query_timeout_ms} ms", "timeout")
         return LiveQueryError(_server_message(err))
@@ -184,9 +207,11 @@ def _require_pymongo():
     try:
         import pymongo  # the optional `mongo` extra
     except ImportError:
-        raise TunelabError("missing_dependency",
-                           "Running queries on MongoDB needs pymongo, which is not installed.",
-                           hint="pip install 'tunelab[mongo]'") from None  # fmt: skip
+        raise TunelabError(
+            "missing_dependency",
+            "Running queries on MongoDB needs pymongo, which is not installed.",
+            hint="pip install 'tunelab[mongo]'",
+        ) from None
     return pymongo
 
 
@@ -198,15 +223,21 @@ def _database(client, name: str | None, shown: str):
         try:
             return client.get_default_database()
         except pymongo.errors.ConfigurationError:
-            raise TunelabError("mongo_db_missing", f"{shown} names no database.",
-                               hint="Give --mongo-db NAME, or end the URI with /NAME.",
-                               exit_code=2) from None  # fmt: skip
+            raise TunelabError(
+                "mongo_db_missing",
+                f"{shown} names no database.",
+                hint="Give --mongo-db NAME, or end the URI with /NAME.",
+                exit_code=2,
+            ) from None
     try:
         return client[name]
     except pymongo.errors.InvalidName as err:
-        raise TunelabError("invalid_mongo_db", f"{name!r} is not a database name: {err}",
-                           hint="Give --mongo-db a name without spaces, dots, slashes or $.",
-                           exit_code=2) from None  # fmt: skip
+        raise TunelabError(
+            "invalid_mongo_db",
+            f"{name!r} is not a database name: {err}",
+            hint="Give --mongo-db a name without spaces, dots, slashes or $.",
+            exit_code=2,
+        ) from None
 
 
 def _writing_stage(value) -> str | None:

@@ -51,9 +51,19 @@ _DB_CALL = re.compile(r"\bdb\s*[.\[]")
 _LINE_START_BRACKET = re.compile(r"^[ \t]*[{\[]", re.MULTILINE)
 _BRACKET_AFTER_COLON = re.compile(r":[ \t]*[{\[]")
 _JSON_FORM_KEYS = frozenset(
-    {"collection", "filter", "query", "projection", "sort", "limit", "skip", "pipeline",
-     "method", "field"}
-)  # fmt: skip
+    {
+        "collection",
+        "filter",
+        "query",
+        "projection",
+        "sort",
+        "limit",
+        "skip",
+        "pipeline",
+        "method",
+        "field",
+    }
+)
 _COUNT_METHODS = frozenset({"count", "countDocuments", "estimatedDocumentCount"})
 _COUNT_CURSOR_CALLS = frozenset({"count", "size", "itcount"})
 _NO_OP_CURSOR_CALLS = frozenset({"pretty", "toArray"})
@@ -186,8 +196,9 @@ def _pipeline(args: list, at: int) -> list[dict]:
 def _distinct(collection: str, args: list, at: int) -> MongoQuery:
     if not args or not isinstance(args[0], str) or len(args) > 3:
         raise QueryParseError('distinct() takes a field name, e.g. distinct("city")', at)
-    return MongoQuery(collection, "distinct", filter=_filter_argument(args, 1, at),
-                      distinct_field=args[0])  # fmt: skip
+    return MongoQuery(
+        collection, "distinct", filter=_filter_argument(args, 1, at), distinct_field=args[0]
+    )
 
 
 def _apply_cursor_call(query: MongoQuery, name: str, args: list, at: int) -> None:

@@ -25,8 +25,9 @@ from tunelab.evals.mongo.values import (
 Collections = dict[str, list[dict]]
 
 
-def run_pipeline(documents: list[dict], pipeline: list, collections: Collections,
-                 variables: dict | None = None) -> list[dict]:  # fmt: skip
+def run_pipeline(
+    documents: list[dict], pipeline: list, collections: Collections, variables: dict | None = None
+) -> list[dict]:
     if not isinstance(pipeline, list):
         raise UnsupportedQuery("pipeline", "must be an array of stages")
     for stage in pipeline:
@@ -193,10 +194,16 @@ def _group(documents, spec, collections, variables):
         key = None if key is MISSING else key
         groups.setdefault(sort_key(key), (key, []))[1].append(document)
     return [
-        {"_id": key, **{name: _accumulate(name, accumulator, members, variables)
-                        for name, accumulator in spec.items() if name != "_id"}}
+        {
+            "_id": key,
+            **{
+                name: _accumulate(name, accumulator, members, variables)
+                for name, accumulator in spec.items()
+                if name != "_id"
+            },
+        }
         for key, members in groups.values()
-    ]  # fmt: skip
+    ]
 
 
 def _accumulate(name: str, accumulator, documents: list[dict], variables):
@@ -211,9 +218,13 @@ def _accumulate(name: str, accumulator, documents: list[dict], variables):
         return None if value is MISSING else value
     present = [value for value in values if value is not MISSING]
     summaries = {
-        "$sum": total, "$avg": average, "$push": list, "$addToSet": unique,
-        "$min": lambda vs: extreme(vs, min), "$max": lambda vs: extreme(vs, max),
-    }  # fmt: skip
+        "$sum": total,
+        "$avg": average,
+        "$push": list,
+        "$addToSet": unique,
+        "$min": lambda vs: extreme(vs, min),
+        "$max": lambda vs: extreme(vs, max),
+    }
     if operator not in summaries:
         raise UnsupportedQuery(operator, "not a supported $group accumulator")
     return summaries[operator](present)
@@ -270,8 +281,10 @@ def _lookup(documents, spec, collections, variables):
             ]
             joined = [f for f in foreign if _joins(wanted, f, foreign_field)]
         if "pipeline" in spec:
-            scope = {name: evaluate(expression, document, variables)
-                     for name, expression in (spec.get("let") or {}).items()}  # fmt: skip
+            scope = {
+                name: evaluate(expression, document, variables)
+                for name, expression in (spec.get("let") or {}).items()
+            }
             joined = run_pipeline(
                 joined, spec["pipeline"], collections, {**(variables or {}), **scope}
             )
@@ -316,8 +329,12 @@ def _union_with(documents, spec, collections, variables):
 def _facet(documents, spec, collections, variables):
     if not isinstance(spec, dict):
         raise UnsupportedQuery("$facet", "takes a document of pipelines")
-    return [{name: run_pipeline(documents, pipeline, collections, variables)
-             for name, pipeline in spec.items()}]  # fmt: skip
+    return [
+        {
+            name: run_pipeline(documents, pipeline, collections, variables)
+            for name, pipeline in spec.items()
+        }
+    ]
 
 
 _STAGES = {

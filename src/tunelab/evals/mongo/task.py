@@ -34,8 +34,9 @@ def load_documents(directory: Path | None) -> dict[str, list[dict]] | None:
         return None
     directory = Path(directory)
     if not directory.is_dir():
-        raise TunelabError("documents_not_found", f"{directory} is not a directory.",
-                           path=directory, exit_code=2)  # fmt: skip
+        raise TunelabError(
+            "documents_not_found", f"{directory} is not a directory.", path=directory, exit_code=2
+        )
     collections = {}
     for path in sorted(directory.glob("*.json")):
         try:
@@ -43,12 +44,15 @@ def load_documents(directory: Path | None) -> dict[str, list[dict]] | None:
         except ValueError as err:
             raise TunelabError("invalid_documents", f"not JSON: {err}", path=path) from None
         if not isinstance(documents, list) or not all(isinstance(d, dict) for d in documents):
-            raise TunelabError("invalid_documents", "expected a JSON array of objects.",
-                               path=path)  # fmt: skip
+            raise TunelabError("invalid_documents", "expected a JSON array of objects.", path=path)
         collections[path.stem] = documents
     if not collections:
-        raise TunelabError("documents_not_found", f"{directory} has no <collection>.json file.",
-                           path=directory, exit_code=2)  # fmt: skip
+        raise TunelabError(
+            "documents_not_found",
+            f"{directory} has no <collection>.json file.",
+            path=directory,
+            exit_code=2,
+        )
     return collections
 
 
@@ -85,8 +89,13 @@ class GoldQueries:
 def score_answer(text: str, gold, gold_result, run: Executor | None) -> dict:
     """One answer scored against its gold query."""
     runnable = gold_result is not None and gold_result[0] == "ok"
-    out = {"answer": text, "parsed": False, "exact": False, "structural": 0.0,
-           "execution": False if runnable else None}  # fmt: skip
+    out = {
+        "answer": text,
+        "parsed": False,
+        "exact": False,
+        "structural": 0.0,
+        "execution": False if runnable else None,
+    }
     try:
         predicted = parse_query(text)
     except QueryParseError as err:
@@ -120,9 +129,14 @@ class QueriesResult(TaskResult):
 
 
 def evaluate_queries(
-    data: EvalData, models: list[str], *, executor: Executor | None = None, progress=None,
-    cancel=None, max_tokens: int = MAX_TOKENS,
-) -> QueriesResult:  # fmt: skip
+    data: EvalData,
+    models: list[str],
+    *,
+    executor: Executor | None = None,
+    progress=None,
+    cancel=None,
+    max_tokens: int = MAX_TOKENS,
+) -> QueriesResult:
     """Metrics per model and every scored answer. `executor` runs a parsed query (embedded
     documents or a live database); None: no execution match. `max_tokens` bounds each
     answer."""
@@ -145,8 +159,15 @@ def evaluate_queries(
         for index, (item, answer) in enumerate(zip(data.items, answers, strict=False)):
             gold_result = gold.results[index] if gold.results else None
             row = score_answer(answer.text, gold.parsed[index], gold_result, executor)
-            rows.append({"question": item.question, "gold": item.gold, "error": answer.error,
-                         "source_line": item.source_line, **row})  # fmt: skip
+            rows.append(
+                {
+                    "question": item.question,
+                    "gold": item.gold,
+                    "error": answer.error,
+                    "source_line": item.source_line,
+                    **row,
+                }
+            )
         results[name] = summarise(rows, gold, executor is not None)
         results[name].update(
             seconds=round(seconds, 2),

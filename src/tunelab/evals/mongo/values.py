@@ -44,8 +44,14 @@ def type_rank(value) -> int:
         return _BOOL
     if isinstance(value, (int, float)):
         return _NUMBER
-    for kind, rank in ((str, _STRING), (dict, _OBJECT), (list, _ARRAY), (ObjectId, _OBJECT_ID),
-                       (datetime, _DATE), (Regex, _REGEX)):  # fmt: skip
+    for kind, rank in (
+        (str, _STRING),
+        (dict, _OBJECT),
+        (list, _ARRAY),
+        (ObjectId, _OBJECT_ID),
+        (datetime, _DATE),
+        (Regex, _REGEX),
+    ):
         if isinstance(value, kind):
             return rank
     raise UnsupportedQuery(type(value).__name__, "not a value a document can hold")

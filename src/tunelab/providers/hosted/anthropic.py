@@ -87,22 +87,30 @@ class AnthropicProvider(HostedProvider):
 
     def chat(self, model: str, messages: list[dict], **options) -> Answer:
         began = time.perf_counter()
-        message = self._call(lambda: self._client.messages.create(
-            **_request(model, messages, **options)))  # fmt: skip
+        message = self._call(
+            lambda: self._client.messages.create(**_request(model, messages, **options))
+        )
         if message.content is None or message.usage is None:  # not the Messages API answering
             where = self._client.base_url
             raise TunelabError("provider_bad_response", f"{PROVIDER} ({where}) sent no message.")
         text = "".join(block.text for block in message.content if block.type == "text")
         usage = message.usage
-        return Answer(text, _finish(message.stop_reason),
-                      Usage(usage.input_tokens, usage.output_tokens),
-                      time.perf_counter() - began, model=message.model or model)  # fmt: skip
+        return Answer(
+            text,
+            _finish(message.stop_reason),
+            Usage(usage.input_tokens, usage.output_tokens),
+            time.perf_counter() - began,
+            model=message.model or model,
+        )
 
     def stream_chat(self, model: str, messages: list[dict], **options) -> ChatStream:
         began = time.perf_counter()
         # The request is made here, so a refusal (or a 529 retried) comes before any delta.
-        events = self._call(lambda: self._client.messages.create(
-            **_request(model, messages, **options), stream=True))  # fmt: skip
+        events = self._call(
+            lambda: self._client.messages.create(
+                **_request(model, messages, **options), stream=True
+            )
+        )
         return ChatStream(self._deltas(events, model, began))
 
     def _deltas(self, events, model: str, began: float) -> Generator[str, None, Answer]:
@@ -119,9 +127,13 @@ class AnthropicProvider(HostedProvider):
             raise self._stream_error(err) from None
         finally:
             events.close()
-        return Answer("".join(parts), _finish(answer.stop),
-                      Usage(answer.input_tokens, answer.output_tokens),
-                      time.perf_counter() - began, model=answer.model)  # fmt: skip
+        return Answer(
+            "".join(parts),
+            _finish(answer.stop),
+            Usage(answer.input_tokens, answer.output_tokens),
+            time.perf_counter() - began,
+            model=answer.model,
+        )
 
     def _call(self, call: Callable[[], T]) -> T:
         try:
@@ -134,8 +146,13 @@ class AnthropicProvider(HostedProvider):
         return self._scrub(provider_error(err, PROVIDER, variable))
 
     def _stream_error(self, err: Exception) -> TunelabError:
-        return mid_answer_error(err, PROVIDER, from_sdk=isinstance(err, anthropic.AnthropicError),
-                                on_status=self._error, scrub=self._scrub_text)  # fmt: skip
+        return mid_answer_error(
+            err,
+            PROVIDER,
+            from_sdk=isinstance(err, anthropic.AnthropicError),
+            on_status=self._error,
+            scrub=self._scrub_text,
+        )
 
     def _scrub(self, error: TunelabError) -> TunelabError:
         """`error` without the key."""
@@ -156,8 +173,9 @@ def _request(model: str, messages: list[dict], **options) -> dict:
     """
     settings = chat_settings(**options)
     system = "\n\n".join(str(m["content"]) for m in messages if m["role"] == "system")
-    turns = [{"role": m["role"], "content": m["content"]} for m in messages
-             if m["role"] != "system"]  # fmt: skip
+    turns = [
+        {"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"
+    ]
     request: dict[str, Any] = {
         "model": model,
         "messages": turns,

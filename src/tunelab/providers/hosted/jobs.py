@@ -30,8 +30,9 @@ def provider_of(job: Job):
     """The provider instance that holds `job` (built only when it must be called)."""
 
     metadata = job.metadata or {}
-    return get_provider(job.provider, base_url=metadata.get(BASE_URL_KEY),
-                        key_variable=metadata.get(KEY_ENV_KEY))  # fmt: skip
+    return get_provider(
+        job.provider, base_url=metadata.get(BASE_URL_KEY), key_variable=metadata.get(KEY_ENV_KEY)
+    )
 
 
 def create(store: Store, spec, report: ValidationReport) -> Job:
@@ -43,10 +44,17 @@ def create(store: Store, spec, report: ValidationReport) -> Job:
         metadata[BASE_URL_KEY] = spec.base_url
     if spec.key_variable:
         metadata[KEY_ENV_KEY] = spec.key_variable
-    job = store.create_job(provider=spec.provider, model=spec.model, name=spec.name,
-                           hyperparameters=spec.hyperparameters, suffix=spec.suffix,
-                           seed=spec.seed, metadata=metadata, status="validating_files",
-                           raw_status="validating_files")  # fmt: skip
+    job = store.create_job(
+        provider=spec.provider,
+        model=spec.model,
+        name=spec.name,
+        hyperparameters=spec.hyperparameters,
+        suffix=spec.suffix,
+        seed=spec.seed,
+        metadata=metadata,
+        status="validating_files",
+        raw_status="validating_files",
+    )
     try:
         train = upload(store, provider, spec.training_file, report)
         val = (
@@ -54,12 +62,21 @@ def create(store: Store, spec, report: ValidationReport) -> Job:
         )
         state = provider.create_job(_request(spec, train, val, metadata))
     except TunelabError as err:
-        store.update_job(job.id, status="failed", raw_status="not_created",
-                         error_code=err.code, error_message=err.message,
-                         finished_at=int(time.time()))  # fmt: skip
+        store.update_job(
+            job.id,
+            status="failed",
+            raw_status="not_created",
+            error_code=err.code,
+            error_message=err.message,
+            finished_at=int(time.time()),
+        )
         raise
-    store.update_job(job.id, provider_job_id=state.id, training_file=train.id,
-                     validation_file=val.id if val else None)  # fmt: skip
+    store.update_job(
+        job.id,
+        provider_job_id=state.id,
+        training_file=train.id,
+        validation_file=val.id if val else None,
+    )
     return apply_state(store, store.get_job(job.id), state)
 
 
@@ -89,10 +106,17 @@ def upload(store: Store, provider, path: Path, report: ValidationReport) -> File
     if known is not None:
         return known
     remote = provider.upload_file(path)
-    return store.add_file(provider=provider.name, provider_file_id=remote.id,
-                          filename=path.name, purpose="fine-tune", bytes=remote.bytes,
-                          checksum=checksum, status=remote.status, path=str(path),
-                          validation=report.to_dict())  # fmt: skip
+    return store.add_file(
+        provider=provider.name,
+        provider_file_id=remote.id,
+        filename=path.name,
+        purpose="fine-tune",
+        bytes=remote.bytes,
+        checksum=checksum,
+        status=remote.status,
+        path=str(path),
+        validation=report.to_dict(),
+    )
 
 
 def import_state(store: Store, provider, state: JobState) -> tuple[Job, bool]:
@@ -107,12 +131,19 @@ def import_state(store: Store, provider, state: JobState) -> tuple[Job, bool]:
     metadata = {**state.metadata, IMPORTED_KEY: "true"}
     if provider.base_url:
         metadata[BASE_URL_KEY] = provider.base_url
-    job = store.create_job(provider=provider.name, provider_job_id=state.id, model=state.model,
-                           hyperparameters={}, suffix=state.suffix, metadata=metadata,
-                           status=state.status, raw_status=state.raw_status,
-                           created_at=state.created_at or int(time.time()),
-                           training_file=state.training_file,
-                           validation_file=state.validation_file)  # fmt: skip
+    job = store.create_job(
+        provider=provider.name,
+        provider_job_id=state.id,
+        model=state.model,
+        hyperparameters={},
+        suffix=state.suffix,
+        metadata=metadata,
+        status=state.status,
+        raw_status=state.raw_status,
+        created_at=state.created_at or int(time.time()),
+        training_file=state.training_file,
+        validation_file=state.validation_file,
+    )
     job = apply_state(store, job, state)
     sync_events(store, job, provider)
     return job, True
@@ -163,10 +194,17 @@ def apply_state(store: Store, job: Job, state: JobState) -> Job:
         )
     )
     if state.status == "succeeded" and state.fine_tuned_model:
-        store.put_model(state.fine_tuned_model, provider=job.provider, kind="fine-tuned",
-                        base_model=job.model, job_id=job.id,
-                        details={"base_url": job.metadata.get(BASE_URL_KEY),
-                                 "key_variable": job.metadata.get(KEY_ENV_KEY)})  # fmt: skip
+        store.put_model(
+            state.fine_tuned_model,
+            provider=job.provider,
+            kind="fine-tuned",
+            base_model=job.model,
+            job_id=job.id,
+            details={
+                "base_url": job.metadata.get(BASE_URL_KEY),
+                "key_variable": job.metadata.get(KEY_ENV_KEY),
+            },
+        )
     return job
 
 
@@ -176,15 +214,26 @@ def sync_events(store: Store, job: Job, provider=None) -> None:
         return
     provider = provider or provider_of(job)
     for event in provider.list_events(job.provider_job_id):
-        store.add_event(job.id, event.message, level=event.level, type=event.type,
-                        data=event.data, created_at=event.created_at,
-                        event_id=f"{job.provider}:{event.id}")  # fmt: skip
+        store.add_event(
+            job.id,
+            event.message,
+            level=event.level,
+            type=event.type,
+            data=event.data,
+            created_at=event.created_at,
+            event_id=f"{job.provider}:{event.id}",
+        )
         if event.type == "metrics" and isinstance((event.data or {}).get("step"), int):
             store.add_metric(job.id, event.data["step"], event.data)
     for point in provider.list_checkpoints(job.provider_job_id):
-        store.add_checkpoint(job.id, point.step, created_at=point.created_at,
-                             fine_tuned_model_checkpoint=point.fine_tuned_model_checkpoint,
-                             metrics=point.metrics, checkpoint_id=point.id)  # fmt: skip
+        store.add_checkpoint(
+            job.id,
+            point.step,
+            created_at=point.created_at,
+            fine_tuned_model_checkpoint=point.fine_tuned_model_checkpoint,
+            metrics=point.metrics,
+            checkpoint_id=point.id,
+        )
 
 
 def stop(store: Store, job: Job, *, pause: bool) -> Job:
@@ -197,8 +246,14 @@ def resume(store: Store, job: Job) -> Job:
     return apply_state(store, job, provider_of(job).resume_job(job.provider_job_id))
 
 
-def import_job(store: Store, provider_name: str, job_id: str, *, base_url: str | None = None,
-               key_variable: str | None = None) -> Job:  # fmt: skip
+def import_job(
+    store: Store,
+    provider_name: str,
+    job_id: str,
+    *,
+    base_url: str | None = None,
+    key_variable: str | None = None,
+) -> Job:
     """Track a job started outside tunelab: recorded once, then synced like any other."""
 
     provider = get_provider(provider_name, base_url=base_url, key_variable=key_variable)

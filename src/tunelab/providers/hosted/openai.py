@@ -111,8 +111,9 @@ class OpenAIProvider(HostedProvider):
         return f"{type(self).__name__}(base_url={self.base_url!r})"
 
     @classmethod
-    def _build_client(cls, api_key: str | None, base_url: str | None,
-                      key_variable: str | None) -> openai.OpenAI:  # fmt: skip
+    def _build_client(
+        cls, api_key: str | None, base_url: str | None, key_variable: str | None
+    ) -> openai.OpenAI:
         load_env()
         base_url = base_url or os.environ.get("OPENAI_BASE_URL", "").strip() or None
         api_key = cls.sdk_key(api_key, base_url, key_variable)  # no key for strangers
@@ -287,9 +288,15 @@ class OpenAIProvider(HostedProvider):
     def stream_chat(self, model: str, messages: list[dict], **options) -> ChatStream:
         sent = self._chat_options(**options)
         # The request is made here, so a refusal (or a retried 429) comes before any delta.
-        chunks = self._call(lambda: self._client.chat.completions.create(
-            model=model, messages=_sdk_messages(messages), stream=True,
-            stream_options={"include_usage": True}, **sent))  # fmt: skip
+        chunks = self._call(
+            lambda: self._client.chat.completions.create(
+                model=model,
+                messages=_sdk_messages(messages),
+                stream=True,
+                stream_options={"include_usage": True},
+                **sent,
+            )
+        )
         response = getattr(chunks, "response", None)
         if response is not None and "json" in response.headers.get("content-type", ""):
             # A server that ignores `stream` answers whole: the answer is one delta.
@@ -337,8 +344,13 @@ class OpenAIProvider(HostedProvider):
 
     def _stream_error(self, err: Exception) -> TunelabError:
         where = "OpenAI" if self.on_official_host else f"the server at {self.base_url}"
-        return mid_answer_error(err, where, from_sdk=isinstance(err, openai.OpenAIError),
-                                on_status=self._error, scrub=self._redact)  # fmt: skip
+        return mid_answer_error(
+            err,
+            where,
+            from_sdk=isinstance(err, openai.OpenAIError),
+            on_status=self._error,
+            scrub=self._redact,
+        )
 
     def _redact(self, text: str) -> str:
         text = redact(text, KEY_VARIABLE, *filter(None, [self.endpoint_key_variable]))

@@ -45,10 +45,16 @@ def _deltas(chunks, model, on_error, began: float) -> Generator[str, None, Answe
         if close is not None:
             close()  # a client that went away stops the upstream answer too
     usage = answer["usage"]
-    tokens = Usage(getattr(usage, "prompt_tokens", 0) or 0,
-                   getattr(usage, "completion_tokens", 0) or 0)  # fmt: skip
-    return Answer("".join(parts), answer["finish"] or "stop", tokens,
-                  time.perf_counter() - began, model=answer["model"])  # fmt: skip
+    tokens = Usage(
+        getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0
+    )
+    return Answer(
+        "".join(parts),
+        answer["finish"] or "stop",
+        tokens,
+        time.perf_counter() - began,
+        model=answer["model"],
+    )
 
 
 def _read_chunk(chunk: Any, answer: dict) -> list[str]:

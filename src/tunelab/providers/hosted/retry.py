@@ -151,8 +151,9 @@ def mid_answer_error(
         message = f"{where} failed mid-answer: {detail}"
     else:
         message = f"{where} broke off its answer ({type(err).__name__})."
-    return TunelabError("provider_unavailable", message,
-                        hint="try again; the service or the connection may be down")  # fmt: skip
+    return TunelabError(
+        "provider_unavailable", message, hint="try again; the service or the connection may be down"
+    )
 
 
 def _error_detail(err: Exception) -> str:

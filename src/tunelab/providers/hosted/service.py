@@ -34,9 +34,11 @@ class HostedProvider(Provider):
         return hosted_jobs.resume(store, job)
 
     @classmethod
-    def import_job(cls, store, job_id: str, *, base_url: str | None = None,
-                   key_variable: str | None = None) -> Job:  # fmt: skip
+    def import_job(
+        cls, store, job_id: str, *, base_url: str | None = None, key_variable: str | None = None
+    ) -> Job:
         if not cls.supports(FINE_TUNING):
             raise cls.unsupported_here("fine-tuning")
-        return hosted_jobs.import_job(store, cls.name, job_id, base_url=base_url,
-                                      key_variable=key_variable)  # fmt: skip
+        return hosted_jobs.import_job(
+            store, cls.name, job_id, base_url=base_url, key_variable=key_variable
+        )

@@ -204,8 +204,11 @@ class TogetherProvider(HostedProvider):
     def stream_chat(self, model: str, messages: list[dict], **options) -> ChatStream:
         sent = chat_settings(**options)
         # The request is made here, so a refusal (or a retried 429) comes before any delta.
-        chunks = self._call(lambda: self._client.chat.completions.create(
-            model=model, messages=_sdk_messages(messages), stream=True, **sent))  # fmt: skip
+        chunks = self._call(
+            lambda: self._client.chat.completions.create(
+                model=model, messages=_sdk_messages(messages), stream=True, **sent
+            )
+        )
         return chunk_stream(chunks, model, self._stream_error)
 
     def download_model(self, job_id: str, destination: Path, *, merged: bool = True) -> Path:
@@ -267,8 +270,13 @@ class TogetherProvider(HostedProvider):
         return text.replace(key, "***") if key and len(key) >= 6 else text
 
     def _stream_error(self, err: Exception) -> TunelabError:
-        return mid_answer_error(err, PROVIDER, from_sdk=isinstance(err, together.APIError),
-                                on_status=self._error, scrub=self._redact)  # fmt: skip
+        return mid_answer_error(
+            err,
+            PROVIDER,
+            from_sdk=isinstance(err, together.APIError),
+            on_status=self._error,
+            scrub=self._redact,
+        )
 
 
 def _sdk_base_url(base_url: str | None) -> str | None:

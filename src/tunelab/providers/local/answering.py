@@ -34,39 +34,58 @@ def engine_stream(loaded: LoadedModel, messages: list[dict], **sampling) -> Chat
         yield from chat
         done = chat.completion
         assert done is not None, "the engine's stream ended without its completion"
-        return Answer(done.text, done.finish_reason, done.usage,
-                      time.perf_counter() - began, model=loaded.info.name)  # fmt: skip
+        return Answer(
+            done.text,
+            done.finish_reason,
+            done.usage,
+            time.perf_counter() - began,
+            model=loaded.info.name,
+        )
 
     return ChatStream(events())
 
 
-def answer_chats(loaded: LoadedModel, conversations: list[list[dict]], *,
-                 progress: Progress | None = None, cancel=None,
-                 batch_size: int = BATCH_SIZE, **sampling) -> list[Answer]:  # fmt: skip
+def answer_chats(
+    loaded: LoadedModel,
+    conversations: list[list[dict]],
+    *,
+    progress: Progress | None = None,
+    cancel=None,
+    batch_size: int = BATCH_SIZE,
+    **sampling,
+) -> list[Answer]:
     """One answer per conversation, in order, batched through the engine."""
     answers: list[Answer] = []
     chunk = batch_size * CHUNK_BATCHES
     for begin in range(0, len(conversations), chunk):
         check_cancel(cancel, answers)
         part = conversations[begin : begin + chunk]
-        answers += generation.generate(loaded.model, loaded.tokenizer, part, batch_size=batch_size,
-                            **sampling)  # fmt: skip
+        answers += generation.generate(
+            loaded.model, loaded.tokenizer, part, batch_size=batch_size, **sampling
+        )
         if progress is not None:
             progress(len(part))
     return answers
 
 
-def score_chats(loaded: LoadedModel, conversations: list[list[dict]], answers: list[str], *,
-                progress: Progress | None = None, cancel=None,
-                batch_size: int = BATCH_SIZE) -> list[list[AnswerScore]]:  # fmt: skip
+def score_chats(
+    loaded: LoadedModel,
+    conversations: list[list[dict]],
+    answers: list[str],
+    *,
+    progress: Progress | None = None,
+    cancel=None,
+    batch_size: int = BATCH_SIZE,
+) -> list[list[AnswerScore]]:
     """Each of `answers`' log-likelihood after each conversation: `[conversation][answer]`."""
     scores: list[list[AnswerScore]] = []
     chunk = batch_size * CHUNK_BATCHES
     for begin in range(0, len(conversations), chunk):
         check_cancel(cancel, scores)
         part = conversations[begin : begin + chunk]
-        scores += scoring.score_answers(loaded.model, loaded.tokenizer, part, answers,
-                                batch_size=batch_size)  # fmt: skip
+        scores += scoring.score_answers(
+            loaded.model, loaded.tokenizer, part, answers, batch_size=batch_size
+        )
         if progress is not None:
             progress(len(part))
     return scores

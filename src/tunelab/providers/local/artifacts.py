@@ -109,8 +109,9 @@ class JobWorkspace:
         if store is None or not self.directory.is_dir():
             return
         leave_out = (CHECKPOINTS,) if succeeded else ()
-        store.put_dir(self.directory, f"jobs/{self.job.id}", leave_out=leave_out,
-                      fixed=(CHECKPOINTS,))  # fmt: skip
+        store.put_dir(
+            self.directory, f"jobs/{self.job.id}", leave_out=leave_out, fixed=(CHECKPOINTS,)
+        )
 
     def share_checkpoints(self, *, stop=None) -> bool:
         """Upload what a running job needs to resume elsewhere: its complete checkpoints
@@ -121,8 +122,9 @@ class JobWorkspace:
         if store is None or not self.directory.is_dir():
             return False
         files = resumable_files(self.directory)
-        return store.put_dir(self.directory, f"jobs/{self.job.id}", files=files,
-                             fixed=(CHECKPOINTS,), stop=stop)  # fmt: skip
+        return store.put_dir(
+            self.directory, f"jobs/{self.job.id}", files=files, fixed=(CHECKPOINTS,), stop=stop
+        )
 
     def checkpoint_name(self, saved: str | Path) -> str:
         """How the registry records a checkpoint the engine saved at `saved`: relative to the
@@ -166,8 +168,11 @@ def resumable_files(here: Path) -> dict[str, int]:
     """Relative name → size: the job directory's own files (not the hidden ones, such as the
     ranks' stop file, nor the marker of a finished output: a job resumed from this upload is
     unfinished) and the files of its complete checkpoints (not the one being written)."""
-    files = {p.name: p.stat().st_size for p in sorted(here.iterdir()) if p.is_file()
-             and not p.name.startswith(".") and p.name != OUTPUT_MARKER}  # fmt: skip
+    files = {
+        p.name: p.stat().st_size
+        for p in sorted(here.iterdir())
+        if p.is_file() and not p.name.startswith(".") and p.name != OUTPUT_MARKER
+    }
     root = here / CHECKPOINTS
     points = sorted(root.iterdir()) if root.is_dir() else []
     for point in points:
@@ -216,10 +221,14 @@ def model_location(model: Model) -> str | None:
 def _not_here(what: str, store_url: str | None = None) -> TunelabError:
     if store_url:
         where = f"neither on this machine nor in the artefact store {artifacts.shown(store_url)}"
-        hint = "the machine that has it sets the same TUNELAB_ARTIFACTS; files are shared " \
-               "when a job is created, outputs when it ends"  # fmt: skip
+        hint = (
+            "the machine that has it sets the same TUNELAB_ARTIFACTS; files are shared "
+            "when a job is created, outputs when it ends"
+        )
     else:
         where = "not on this machine"
-        hint = "set TUNELAB_ARTIFACTS to a directory or fsspec URL every machine reaches " \
-               "(on every machine), or mount the same TUNELAB_HOME everywhere"  # fmt: skip
+        hint = (
+            "set TUNELAB_ARTIFACTS to a directory or fsspec URL every machine reaches "
+            "(on every machine), or mount the same TUNELAB_HOME everywhere"
+        )
     return TunelabError("artifact_not_here", f"the files of {what} are {where}.", hint=hint)

@@ -66,15 +66,20 @@ class CheckpointUploads:
         try:
             done = self.workspace.share_checkpoints(stop=lambda: self._closing)
         except TunelabError as err:  # training goes on; the job's final upload tries again
-            log.warning("job %s: checkpoint at step %d not uploaded: %s", self.job.id, step,
-                        err.message)  # fmt: skip
-            store.add_event(self.job.id, f"Checkpoint at step {step} not uploaded: "
-                            f"{err.message}", level="warn")  # fmt: skip
+            log.warning(
+                "job %s: checkpoint at step %d not uploaded: %s", self.job.id, step, err.message
+            )
+            store.add_event(
+                self.job.id, f"Checkpoint at step {step} not uploaded: {err.message}", level="warn"
+            )
             return
         if done:
             log.info("job %s: checkpoint at step %d uploaded", self.job.id, step)
-            store.add_event(self.job.id, f"Checkpoint at step {step} uploaded to the artefact "
-                            "store: the job can resume from it on any machine")  # fmt: skip
+            store.add_event(
+                self.job.id,
+                f"Checkpoint at step {step} uploaded to the artefact "
+                "store: the job can resume from it on any machine",
+            )
 
 
 @contextlib.contextmanager

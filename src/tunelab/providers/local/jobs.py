@@ -87,8 +87,11 @@ def store_upload(store: Store, staged: Path, filename: str, purpose: str) -> Fil
     summary = report.to_dict()
     details = None
     if not report.ok:
-        first = [f"line {f['line']}: {f['message']}" if f.get("line") else f["message"]
-                 for f in summary["findings"] if f["severity"] == "error"][:3]  # fmt: skip
+        first = [
+            f"line {f['line']}: {f['message']}" if f.get("line") else f["message"]
+            for f in summary["findings"]
+            if f["severity"] == "error"
+        ][:3]
         details = f"{report.n_errors} error(s): " + "; ".join(first)
     checksum = file_checksum(staged)
     size = staged.stat().st_size
@@ -173,11 +176,19 @@ def queue_on_files(store: Store, spec, train: File, val: File | None, *, start: 
     TrainConfig.from_settings(hyperparameters)  # refuse bad settings before queueing
     info = local_base(spec.model)
     tuned = spec.model.startswith("ft:")
-    job = queue_job(store, model=spec.model if tuned else info.name,
-                    base_path=str(info.path) if tuned or info.kind != "bundled" else None,
-                    training_file=train, validation_file=val, hyperparameters=hyperparameters,
-                    suffix=spec.suffix, name=spec.name, seed=spec.seed,
-                    metadata=spec.metadata, nproc_per_node=spec.nproc_per_node)  # fmt: skip
+    job = queue_job(
+        store,
+        model=spec.model if tuned else info.name,
+        base_path=str(info.path) if tuned or info.kind != "bundled" else None,
+        training_file=train,
+        validation_file=val,
+        hyperparameters=hyperparameters,
+        suffix=spec.suffix,
+        name=spec.name,
+        seed=spec.seed,
+        metadata=spec.metadata,
+        nproc_per_node=spec.nproc_per_node,
+    )
     if start:
         start_worker()
     return job

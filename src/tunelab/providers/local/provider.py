@@ -85,8 +85,9 @@ class LocalProvider(Provider):
         return super().owns(name)
 
     @classmethod
-    def check_model(cls, model: str, *, base_url: str | None = None,
-                    key_variable: str | None = None) -> None:  # fmt: skip
+    def check_model(
+        cls, model: str, *, base_url: str | None = None, key_variable: str | None = None
+    ) -> None:
         """A directory, training output, the bundled model or a Hub id: resolved without
         importing torch (`resolve_model_source` raises a clear error for anything else)."""
         resolve_model_source(model)
@@ -108,20 +109,34 @@ class LocalProvider(Provider):
 
         return engine_stream(self.model_cache.get(model), messages, **engine_sampling(options))
 
-    def answer_batch(self, model: str, conversations: list[list[dict]], *, progress=None,
-                     cancel=None, **options) -> list[Answer]:  # fmt: skip
+    def answer_batch(
+        self, model: str, conversations: list[list[dict]], *, progress=None, cancel=None, **options
+    ) -> list[Answer]:
         """Batched through the engine, greedy unless a temperature is given."""
         from tunelab.providers.local.answering import answer_chats  # torch: on first answer
 
-        return answer_chats(self.model_cache.get(model), conversations, progress=progress,
-                            cancel=cancel, **engine_sampling(options))  # fmt: skip
+        return answer_chats(
+            self.model_cache.get(model),
+            conversations,
+            progress=progress,
+            cancel=cancel,
+            **engine_sampling(options),
+        )
 
-    def score(self, model: str, conversations: list[list[dict]], answers: list[str], *,
-              progress=None, cancel=None) -> list[list[AnswerScore]]:  # fmt: skip
+    def score(
+        self,
+        model: str,
+        conversations: list[list[dict]],
+        answers: list[str],
+        *,
+        progress=None,
+        cancel=None,
+    ) -> list[list[AnswerScore]]:
         from tunelab.providers.local.answering import score_chats  # torch: on first answer
 
-        return score_chats(self.model_cache.get(model), conversations, answers,
-                           progress=progress, cancel=cancel)  # fmt: skip
+        return score_chats(
+            self.model_cache.get(model), conversations, answers, progress=progress, cancel=cancel
+        )
 
     # -- answering for a server: batched in the generation queue -------------------------
 
@@ -151,29 +166,44 @@ class LocalProvider(Provider):
     def forget_weights(self, path: str) -> bool:
         return self._models is not None and self._models.drop(path)
 
-    async def serve_answers(self, model: str, messages: list[dict],
-                            options: ChatOptions) -> list[Answer]:  # fmt: skip
+    async def serve_answers(
+        self, model: str, messages: list[dict], options: ChatOptions
+    ) -> list[Answer]:
         from tunelab.providers.local.queue import BatchRequest  # torch: on first answer
 
         loaded = await asyncio.to_thread(self.model_cache.get, model)
         loop = asyncio.get_running_loop()
-        request = BatchRequest(loaded, messages, _sampling(options, loaded.info), options.n,
-                               loop.create_future(), loop.time())  # fmt: skip
+        request = BatchRequest(
+            loaded,
+            messages,
+            _sampling(options, loaded.info),
+            options.n,
+            loop.create_future(),
+            loop.time(),
+        )
         self._queue().submit(request)
         return await request.done
 
-    async def serve_stream(self, model: str, messages: list[dict], options: ChatOptions,
-                           answer: AnswerStream, release: Callable[[], None]) -> None:  # fmt: skip
+    async def serve_stream(
+        self,
+        model: str,
+        messages: list[dict],
+        options: ChatOptions,
+        answer: AnswerStream,
+        release: Callable[[], None],
+    ) -> None:
         from tunelab.providers.local.queue import StreamRequest  # torch: on first answer
 
         loaded = await asyncio.to_thread(self.model_cache.get, model)
         sampling = _sampling(options, loaded.info)
         now = asyncio.get_running_loop().time()
-        self._queue().submit(StreamRequest(loaded, messages, sampling, options.n, answer,
-                                           release, now))  # fmt: skip
+        self._queue().submit(
+            StreamRequest(loaded, messages, sampling, options.n, answer, release, now)
+        )
 
-    async def serve_scores(self, model: str, messages: list[dict],
-                           answers: list[str]) -> tuple[list[AnswerScore], int]:  # fmt: skip
+    async def serve_scores(
+        self, model: str, messages: list[dict], answers: list[str]
+    ) -> tuple[list[AnswerScore], int]:
         from tunelab.providers.local.queue import ScoreRequest  # torch: on first answer
 
         loaded = await asyncio.to_thread(self.model_cache.get, model)
@@ -229,8 +259,12 @@ class LocalProvider(Provider):
 
     @classmethod
     def import_job(cls, store, job_id: str, **endpoint) -> Job:
-        raise TunelabError("nothing_to_import", "this machine's jobs are in the registry already.",
-                           hint="`tunelab jobs list` shows them", exit_code=2)  # fmt: skip
+        raise TunelabError(
+            "nothing_to_import",
+            "this machine's jobs are in the registry already.",
+            hint="`tunelab jobs list` shows them",
+            exit_code=2,
+        )
 
     @classmethod
     def discard_job(cls, store, job: Job) -> None:
@@ -241,11 +275,16 @@ class LocalProvider(Provider):
         """Recorded relative to the job's directory: here, or in the artefact store."""
         workspace = JobWorkspace.of(job)
         return [
-            dataclasses.replace(point, fine_tuned_model_checkpoint=workspace.checkpoint_location(
-                point.fine_tuned_model_checkpoint))
-            if point.fine_tuned_model_checkpoint else point
+            dataclasses.replace(
+                point,
+                fine_tuned_model_checkpoint=workspace.checkpoint_location(
+                    point.fine_tuned_model_checkpoint
+                ),
+            )
+            if point.fine_tuned_model_checkpoint
+            else point
             for point in points
-        ]  # fmt: skip
+        ]
 
 
 def _sampling(options: ChatOptions, info: ModelInfo) -> Sampling:

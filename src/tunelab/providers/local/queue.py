@@ -167,8 +167,13 @@ class GenerationQueue:
         return batch
 
     def _stream_in_worker(self, job: StreamRequest, loop: asyncio.AbstractEventLoop) -> None:
-        feed(job.answer, job.answer.emitter(loop), job.n, partial(_local_choice, job),
-             stopped=lambda: self._closed)  # fmt: skip
+        feed(
+            job.answer,
+            job.answer.emitter(loop),
+            job.n,
+            partial(_local_choice, job),
+            stopped=lambda: self._closed,
+        )
 
 
 def _local_choice(job: StreamRequest, index: int) -> ChatStream:
@@ -194,8 +199,13 @@ def _generate_batch(requests: list[BatchRequest], batch_size: int) -> list:
     first = requests[0]
     conversations = [request.messages for request in requests for _ in range(request.n)]
     try:
-        completions = generate(first.loaded.model, first.loaded.tokenizer, conversations,
-                               batch_size=batch_size, **asdict(first.sampling))  # fmt: skip
+        completions = generate(
+            first.loaded.model,
+            first.loaded.tokenizer,
+            conversations,
+            batch_size=batch_size,
+            **asdict(first.sampling),
+        )
     except Exception as err:
         if len(requests) == 1:
             return [err]
@@ -216,8 +226,9 @@ def _score(requests: list[ScoreRequest], batch_size: int) -> list:
     [request] = requests
     try:
         model, tokenizer = request.loaded.model, request.loaded.tokenizer
-        [scores] = score_answers(model, tokenizer, [request.messages], request.answers,
-                                 batch_size=batch_size)  # fmt: skip
+        [scores] = score_answers(
+            model, tokenizer, [request.messages], request.answers, batch_size=batch_size
+        )
         return [(scores, len(encode_chat(tokenizer, request.messages)))]
     except Exception as err:
         return [err]

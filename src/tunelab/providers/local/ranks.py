@@ -87,8 +87,11 @@ def _outcome(store: Store, job: Job, out: Path, nproc: int, code: int, stopped: 
         return SimpleNamespace(**orjson.loads((out / RESULT_FILE).read_bytes()))
     if stopped:  # killed after the grace period: stopped where its last step left it
         progress = store.get_job(job.id).progress or {}
-        return SimpleNamespace(status="cancelled", step=progress.get("step", 0),
-                               total_steps=progress.get("total_steps", 0))  # fmt: skip
+        return SimpleNamespace(
+            status="cancelled",
+            step=progress.get("step", 0),
+            total_steps=progress.get("total_steps", 0),
+        )
     raise rank_failure(out, code, nproc)
 
 
@@ -116,8 +119,10 @@ def rank_failure(out: Path, code: int, nproc: int) -> TunelabError:
     with a dead peer errors), so the cause is chosen in this order: a rank's own error
     (bad data, out of memory), a rank killed by a signal (as torchrun reports it), a rank's
     crash, then torchrun's exit code."""
-    reports = sorted((int(p.name.rsplit("-", 1)[1]), orjson.loads(p.read_bytes()))
-                     for p in out.glob(ERROR_PREFIX + "*"))  # fmt: skip
+    reports = sorted(
+        (int(p.name.rsplit("-", 1)[1]), orjson.loads(p.read_bytes()))
+        for p in out.glob(ERROR_PREFIX + "*")
+    )
     killed = _killed_ranks(out / JOB_LOG)
     own = [(rank, e) for rank, e in reports if e["code"] != "internal_error"]
     crashes = [(rank, e) for rank, e in reports if not _PEER_ERROR.search(e["message"])]
@@ -219,8 +224,7 @@ def run_rank(job_id: str) -> int:
         out = workspace.directory
         try:
             with job_log(workspace) if ranks.is_main else contextlib.nullcontext():
-                result = train_here(store, workspace, StopFile(out / STOP_FILE),
-                                    main=ranks.is_main)  # fmt: skip
+                result = train_here(store, workspace, StopFile(out / STOP_FILE), main=ranks.is_main)
         except Exception as err:
             _report_error(out / f"{ERROR_PREFIX}{ranks.rank}", err)
             return 1

@@ -56,8 +56,11 @@ def train_here(store: Store, workspace: JobWorkspace, control, *, main: bool = T
     assert job.training_file is not None  # a local job is created with its training file
     train_file = store.get_file(job.training_file)
     train_path = local_artifacts.training_path(train_file)
-    val_path = (local_artifacts.training_path(store.get_file(job.validation_file))
-                if job.validation_file else None)  # fmt: skip
+    val_path = (
+        local_artifacts.training_path(store.get_file(job.validation_file))
+        if job.validation_file
+        else None
+    )
     base = job.metadata.get("tunelab_base_path") or job.model
     if job.model.startswith("ft:") and not Path(base).exists():  # trained on another machine
         base = local_artifacts.model_dir(store.get_model(job.model))
@@ -89,8 +92,9 @@ class ProgressRecorder:
     """The engine's per-step callback: metrics, progress, checkpoints (recorded relative to
     the job's directory, and handed to `uploads`) and events."""
 
-    def __init__(self, store: Store, workspace: JobWorkspace,
-                 uploads: CheckpointUploads | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, store: Store, workspace: JobWorkspace, uploads: CheckpointUploads | None = None
+    ) -> None:
         self.store, self.job_id, self.workspace = store, workspace.job.id, workspace
         self.uploads = uploads
         self.trained_tokens: int | None = None
@@ -107,8 +111,14 @@ class ProgressRecorder:
         self.trained_tokens += record.tokens
         metric = record.as_metrics()
         validation = f", validation loss {record.val_loss:.4f}" if record.validated else ""
-        log.info("step %d/%d: loss %.4f%s, %.0f tokens/s", step, total, record.loss, validation,
-                 record.tokens_per_second)  # fmt: skip
+        log.info(
+            "step %d/%d: loss %.4f%s, %.0f tokens/s",
+            step,
+            total,
+            record.loss,
+            validation,
+            record.tokens_per_second,
+        )
         self.store.add_metric(self.job_id, step, metric)
         self.store.update_job(
             self.job_id,

@@ -164,8 +164,13 @@ def _run_claimed(store: Store, workspace: JobWorkspace, identity: dict, control,
             _fail(store, job_id, "internal_error", f"{type(err).__name__}: {err}")
         else:
             _finish(store, store.get_job(job_id), result, beat.requested)
-            log.info("job %s ended: %s at step %d/%d", job_id, result.status, result.step,
-                     result.total_steps)  # fmt: skip
+            log.info(
+                "job %s ended: %s at step %d/%d",
+                job_id,
+                result.status,
+                result.step,
+                result.total_steps,
+            )
 
 
 def _share_outputs(store: Store, workspace: JobWorkspace, *, succeeded: bool) -> None:

@@ -120,9 +120,10 @@ async def stream(request: Request, token: str):
         except Exception:  # a bug: the page says so instead of stopping mid-answer
             log.exception("a studio chat answer failed")
             error = TunelabError(
-                "server_error", "The server had an error while answering.",
+                "server_error",
+                "The server had an error while answering.",
                 hint="The server's log has the details.",
-            )  # fmt: skip
+            )
             yield sse("error", templates.get_template("_error.html").render(error=error))
         finally:
             if answer is not None:

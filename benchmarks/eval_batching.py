@@ -38,8 +38,8 @@ from _common import (
     other_work,
     wait_until_quiet,
 )
-from tunelab.evals.candidates import LOCAL_BATCH_SIZE
 from tunelab.evals.classify import MAX_TOKENS as CLASSIFY_MAX_TOKENS
+from tunelab.providers.local.answering import BATCH_SIZE as LOCAL_BATCH_SIZE
 
 MODEL = "smollm2-135m-instruct"
 TREC = SHARED_DATASETS / "trec" / "train.tsv"

@@ -161,7 +161,7 @@ def recipe_settings(args: argparse.Namespace, budget: Budget) -> dict:
     """The training settings: the budget's batch size, steps and settings, then each
     --set NAME=VALUE, converted as `tunelab train` converts its flags (so `auto` and `none`
     work too)."""
-    from tunelab.cli.train_cmd import SETTING_TYPES
+    from tunelab.cli.train_options import SETTING_TYPES
 
     settings = {
         "batch_size": budget.batch_size,
@@ -284,7 +284,7 @@ def fine_tune(train_path: Path, out_dir: Path, budget: Budget, settings: dict) -
             config,
             out_dir,
             base_model=MODEL,
-            callback=records.append,
+            callback=lambda record: records.append(record.as_metrics()),
             cancel=cancel,
         )
     finally:

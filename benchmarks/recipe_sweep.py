@@ -85,7 +85,7 @@ def train_recipe(name: str, data: dict, out_dir: Path, args: argparse.Namespace)
         config,
         out_dir,
         base_model=MODEL,
-        callback=records.append,
+        callback=lambda record: records.append(record.as_metrics()),
     )
     tokens = {r["step"]: r["tokens"] for r in records}
     checkpoints = sorted((out_dir / "checkpoints").glob("step-*"))

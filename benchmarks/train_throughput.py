@@ -157,8 +157,8 @@ def run_tunelab(train_path: Path, eval_path: Path, out_dir: Path, packing: str =
     )
     records: list[dict] = []
 
-    def record(step: dict) -> None:
-        records.append({**step, "cpu": cpu_seconds(), "wall": time.perf_counter()})
+    def record(step) -> None:  # a StepRecord
+        records.append({**step.as_metrics(), "cpu": cpu_seconds(), "wall": time.perf_counter()})
 
     cpu_start = cpu_seconds()
     result = train(model, tokenizer, train_path, None, config, out_dir, callback=record)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from tunelab.data.prompts import ClassificationPrompt, read_label_set
 from tunelab.errors import TunelabError
-from tunelab.evals.candidates import Interrupted, answer_all, open_candidate, score_all
+from tunelab.evals import candidates
+from tunelab.evals.candidates import Interrupted, answer_all, score_all
 from tunelab.evals.items import EvalData
 from tunelab.evals.metrics import classification_metrics, paired_comparison
 from tunelab.evals.result import TaskResult, partial_of
@@ -219,7 +220,7 @@ def label_picker(
     log-likelihoods, so its weights must be on this machine."""
 
     prompt = prompt or ClassificationPrompt()
-    candidate = open_candidate(name)
+    candidate = candidates.open_candidate(name)
     if not candidate.gives_logprobs:
         raise TunelabError(
             "no_logprobs",

@@ -64,3 +64,32 @@ def test_one_answer_type():
             ):
                 answer_classes.append(f"{path.relative_to(SRC)}:{node.name}")
     assert sorted(answer_classes) == ["types.py:Answer", "types.py:Usage"]
+
+
+def _function_imports(tree: ast.Module) -> list[ast.stmt]:
+    return sorted(
+        (
+            node
+            for function in ast.walk(tree)
+            if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef))
+            for node in ast.walk(function)
+            if isinstance(node, (ast.Import, ast.ImportFrom))
+        ),
+        key=lambda node: node.lineno,
+    )
+
+
+def test_every_import_inside_a_function_says_why_it_is_there():
+    """An import is deferred to keep torch, transformers, the SDKs or an optional extra out of
+    the commands that do not need them, never to get around an import cycle (import-linter's
+    contracts keep the package acyclic): each says so, on its line or on the comment line
+    above its group of imports."""
+    silent = []
+    for path in SRC.rglob("*.py"):
+        lines = path.read_text().splitlines()
+        for node in _function_imports(ast.parse("\n".join(lines))):
+            line, above = lines[node.lineno - 1], lines[node.lineno - 2].strip()
+            grouped = above.startswith(("import ", "from ")) or above.startswith("#")
+            if "#" not in line and not grouped:
+                silent.append(f"{path.relative_to(SRC)}:{node.lineno}")
+    assert silent == []

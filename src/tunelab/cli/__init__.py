@@ -33,6 +33,9 @@ from tunelab.cli.ui_cmd import ui_cmd
 from tunelab.cli.validate_cmd import validate_cmd
 from tunelab.cli.worker_cmd import worker_cmd
 from tunelab.errors import TunelabError
+from tunelab.providers.local.lost import recover_lost_jobs as recover
+from tunelab.registry import Store
+from tunelab.settings import get_settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -74,13 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def recover_lost_jobs() -> None:
     """Mark failed the local jobs whose worker died, so no command shows them running."""
-    from tunelab.settings import get_settings
-
     settings = get_settings()
     if not settings.database_url and not settings.registry_path.exists():
         return  # nothing has run yet; do not create a registry for `tunelab validate`
-    from tunelab.providers.local.lost import recover_lost_jobs as recover
-    from tunelab.registry import Store
-
     with Store() as store:
         recover(store)

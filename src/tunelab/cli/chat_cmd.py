@@ -22,6 +22,7 @@ from tunelab.cli.options import (
     temperature_option,
 )
 from tunelab.data.prompts import ClassificationPrompt
+from tunelab.evals.classify import label_picker
 from tunelab.providers.resolve import ChatModel, check_chat_model
 from tunelab.types import Answer
 
@@ -78,8 +79,6 @@ def chat_cmd(
         common.stderr.print(f"loading {model}…", highlight=False)
     name = chat_model.describe()
     if labels is not None:
-        from tunelab.evals.classify import label_picker
-
         tag = {"output_tag": output_tag} if output_tag else {}
         answer_format = ClassificationPrompt(**tag, bare_label=bare_label)
         answer = label_answerer(label_picker(model, labels, answer_format), chat_model.model)

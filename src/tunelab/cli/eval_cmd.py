@@ -40,6 +40,7 @@ from tunelab.cli.render_eval import render_judge, show_evaluation
 from tunelab.data.prompts import ClassificationPrompt
 from tunelab.errors import TunelabError
 from tunelab.evals import candidates, runs
+from tunelab.evals.classify import evaluate_classification
 from tunelab.evals.items import load_items
 from tunelab.evals.result import EvaluationResult
 
@@ -107,8 +108,6 @@ def classify_cmd(
     data_path, models, limit, method, length_norm, label_list, output_dir, as_json, **flags
 ) -> int:
     """Accuracy, macro-F1, per-class scores and the confusion matrix, models side by side."""
-    from tunelab.evals.classify import evaluate_classification
-
     candidates.check_models(models)  # a mistyped --model fails before the data is read
     options = source_options(flags)
     data = load_items(data_path, flags["kind"], options, limit)
@@ -152,6 +151,7 @@ def queries_cmd(
     data_path, models, limit, documents, mongo_uri, mongo_db, output_dir, as_json, **flags
 ) -> int:
     """NL → MongoDB: parse failures, exact, structural and execution match."""
+    # loaded when this command runs: the others start without it
     from tunelab.evals.mongo.task import embedded_executor, evaluate_queries, load_documents
 
     if documents and mongo_uri:
@@ -163,6 +163,7 @@ def queries_cmd(
         if documents:
             executor = embedded_executor(load_documents(documents))
         elif mongo_uri:
+            # loaded when this command runs: the others start without it
             from tunelab.evals.mongo.live import LiveDatabase
 
             executor = stack.enter_context(LiveDatabase.connect(mongo_uri, mongo_db)).execute
@@ -222,6 +223,7 @@ def judge_cmd(
     **flags,
 ) -> int:
     """An LLM judge scores answers on traits (1–10), or ranks models by pairwise comparison."""
+    # loaded when this command runs: the others start without it
     from tunelab.evals.judge import task as judging
 
     if models and data_path is None:
@@ -267,6 +269,7 @@ def judge_cmd(
 
 
 def trait_list(given: tuple[str, ...]):
+    # loaded when this command runs: the others start without it
     from tunelab.evals.judge.verdicts import traits_named
 
     names = [n.strip() for text in given for n in text.split(",") if n.strip()]
@@ -392,6 +395,7 @@ def generate_conversations_cmd(
     ideas, model, system, user_message_template, output, max_tokens, temperature, force, as_json
 ) -> int:
     """Have MODEL answer one message per idea; write a database `format` and `eval judge` read."""
+    # loaded when this command runs: the others start without it
     from tunelab.evals.conversations import generate_conversations
 
     candidates.check_models([model])
@@ -422,6 +426,7 @@ def generate_conversations_cmd(
 
 
 def _ideas_progress(progress: EvalProgress, model: str, ideas: Path):
+    # loaded when this command runs: the others start without it
     from tunelab.evals.conversations import read_ideas
 
     return progress(model, len(read_ideas(ideas)))

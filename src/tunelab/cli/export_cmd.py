@@ -10,6 +10,8 @@ from rich.markup import escape
 from tunelab.cli import common
 from tunelab.cli.options import choice_option, json_option, output_option
 from tunelab.errors import TunelabError
+from tunelab.providers.registry import provider_class
+from tunelab.providers.resolve import resolve_chat_model
 
 DTYPES = ("bf16", "fp16", "fp32")  # tunelab.engine.export.DTYPES, without importing torch
 
@@ -109,9 +111,6 @@ def export_cmd(
 def trained_directory(model: str) -> Path:
     """The training output MODEL names: a directory, or a local fine-tuned model's name."""
     if model.startswith("ft:"):
-        from tunelab.providers.registry import provider_class
-        from tunelab.providers.resolve import resolve_chat_model
-
         found = resolve_chat_model(model)
         if not provider_class(found.provider).runs_here:
             raise TunelabError(

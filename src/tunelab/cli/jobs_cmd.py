@@ -20,6 +20,7 @@ from tunelab.cli.progress import reading_progress
 from tunelab.cli.render import duration, findings_table, listing_table, short_name, when
 from tunelab.cli.train_options import given_settings, nproc_option, setting_options
 from tunelab.curves import terminal_curve
+from tunelab.data.analyze import analyze_file
 from tunelab.engine.config import AUTO
 from tunelab.errors import TunelabError
 from tunelab.providers import jobs as api
@@ -127,8 +128,6 @@ def validated(spec: api.JobSpec, as_json: bool):
 
 def show_estimate(spec: api.JobSpec) -> None:
     """The cost (hosted) or time (local) of the job, when it can be estimated."""
-    from tunelab.data.analyze import analyze_file
-
     try:
         # An `ft:` model is estimated as its base (`resolve_model` reads the base from it).
         analysis = analyze_file(spec.training_file, val_path=spec.validation_file, model=spec.model)

@@ -71,6 +71,7 @@ def say_countdown(today: date) -> None:
 @dated_json_options
 def inventory_cmd(base_url, today, as_json) -> int:
     """Record every fine-tuning job, its files (downloaded), models and checkpoints."""
+    # loaded when this command runs: the others start without it
     from tunelab.migrate.inventory import take_inventory
 
     say_countdown(today)
@@ -123,6 +124,7 @@ def _hyper(values: dict) -> str:
 
 
 def _targets(target: str, target_for: tuple[str, ...]):
+    # loaded when this command runs: the others start without it
     from tunelab.migrate.plan import Targets
 
     per_model = {}
@@ -141,6 +143,7 @@ def _targets(target: str, target_for: tuple[str, ...]):
 @dated_json_options
 def plan_cmd(target, target_for, prices, today, as_json) -> int:
     """A target for each fine-tuned model, with tokens, epochs, cost and training time."""
+    # loaded when this command runs: the others start without it
     from tunelab.migrate.plan import make_plan, require_fine_tunes
 
     say_countdown(today)
@@ -235,6 +238,7 @@ def distil_cmd(models, yes, requests_per_minute, batch_size, today, as_json) -> 
 
 
 def _distil(models, yes, requests_per_minute, batch_size, today):
+    # loaded when this command runs: the others start without it
     from tunelab.migrate.distil import distil
 
     cancel = threading.Event()
@@ -351,6 +355,7 @@ def run_cmd(
     as_json,
 ) -> int:
     """Create the equivalent jobs on the targets, through the job registry."""
+    # loaded when this command runs: the others start without it
     from tunelab.migrate.plan import make_plan, require_fine_tunes, run_plan
 
     say_countdown(today)
@@ -420,6 +425,7 @@ def compare_cmd(fine_tuned_model, task, judge, limit, fresh, today, as_json) -> 
     The old model's side is its distilled answers when they cover the validation prompts
     (and after it stops answering, whatever of them was distilled); otherwise it is asked.
     """
+    # loaded when this command runs: the others start without it
     from tunelab.migrate.compare import compare
 
     say_countdown(today)

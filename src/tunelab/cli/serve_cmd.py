@@ -9,6 +9,7 @@ import click
 from tunelab.cli import common
 from tunelab.cli.options import COUNT
 from tunelab.errors import TunelabError
+from tunelab.providers.resolve import check_chat_model
 
 
 @click.command("serve")
@@ -70,12 +71,12 @@ def serve_cmd(
 ) -> int:
     """Serve OpenAI's fine-tuning and chat API for models you own under /v1, and the studio
     (the web UI) at /."""
-    from tunelab.providers.resolve import check_chat_model
-
     for name in models:  # a mistyped --model fails now, not at a client's first request
         check_chat_model(name)
+    # loaded when this command runs: the others start without it
     import uvicorn
 
+    # loaded when this command runs: the others start without it
     from tunelab.server.app import ServerConfig, create_app, is_loopback
 
     if not is_loopback(host) and not api_key:

@@ -36,6 +36,7 @@ from tunelab.data.validate import require_valid
 from tunelab.engine.config import TrainConfig
 from tunelab.errors import TunelabError
 from tunelab.io import file_sha256
+from tunelab.providers.local.jobs import model_spec_of
 from tunelab.reporting import REPORTERS
 
 if TYPE_CHECKING:  # the engine's models and trainer load torch: only commands that train do
@@ -200,8 +201,6 @@ def _flag_value(value) -> str:
 
 def check_training_data(train_file: Path, val_file: Path | None, info: ModelInfo, as_json: bool):
     """Validate the files for the model (the API's rule); on errors, show the findings."""
-    from tunelab.providers.local.jobs import model_spec_of
-
     with reading_progress() as progress:
         try:
             report = require_valid(

@@ -432,6 +432,7 @@ def resolve_distributed(
 
 def device_memory(device: str | None) -> int | None:
     """Bytes one rank may use: a GPU's memory, or the RAM shared by this machine's ranks."""
+    # torch: loaded where it is used, so engine.config and light commands stay light
     import torch
 
     if choose_device(device, Capabilities.detect()).startswith("cuda"):

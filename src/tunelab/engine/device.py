@@ -79,6 +79,7 @@ def cpu_multiplies_bf16_faster(flags: Mapping[str, Any]) -> bool:
 @functools.cache
 def bf16_matmul_speedup() -> float:
     """How many times faster this CPU multiplies in bf16 than in fp32 (best of 5 each)."""
+    # torch: loaded where it is used, so engine.config and light commands stay light
     import torch
 
     m, k, n = BF16_TIMING_SHAPE

@@ -136,6 +136,7 @@ def _check_destination(output_dir: Path, source: Path, force: bool) -> None:
 
 
 def _torch_dtype(dtype: str):
+    # torch: loaded where it is used, so engine.config and light commands stay light
     import torch
 
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
@@ -153,6 +154,7 @@ def _write_merged(trained_dir: Path, staging: Path, dtype: str) -> None:
 
 
 def _write_gguf(trained_dir: Path, staging: Path, gguf_type: str) -> None:
+    # imports torch: loaded where it is used, so engine.config and light commands stay light
     from tunelab.engine.gguf_export import write_gguf
     from tunelab.engine.ollama import modelfile
 
@@ -163,6 +165,7 @@ def _write_gguf(trained_dir: Path, staging: Path, gguf_type: str) -> None:
 
 def _write_adapter(info, staging: Path, dtype: str) -> None:
     """The adapter files, naming the base model portably (see `portable_model_name`)."""
+    # torch: loaded where it is used, so engine.config and light commands stay light
     from safetensors.torch import load_file, save_file
 
     weights = load_file(info.path / ADAPTER_WEIGHTS)

@@ -48,6 +48,7 @@ _TOP_TENSORS = {
 
 def write_gguf(model: PreTrainedModel, tokenizer, path: Path, gguf_type: str = "f16") -> None:
     """Write `model` (a plain, merged transformers Llama) and its tokenizer to `path`."""
+    # gguf: loaded where it is used, so engine.config and light commands stay light
     import gguf
 
     config = model.config
@@ -91,6 +92,7 @@ def _check_supported(config, tokenizer, gguf_type: str) -> None:
 
 
 def _write_hyperparameters(writer, config, gguf_type: str) -> None:
+    # gguf: loaded where it is used, so engine.config and light commands stay light
     import gguf
 
     n_head = config.num_attention_heads
@@ -247,6 +249,7 @@ def _write_tokenizer(writer, tokenizer, vocab_size: int) -> None:
 
 def _vocabulary(tokenizer, vocab_size: int) -> tuple[list[str], list[int]]:
     """Tokens by id with llama.cpp's token types; padded to the embedding's rows."""
+    # gguf: loaded where it is used, so engine.config and light commands stay light
     from gguf import TokenType
 
     special = set(tokenizer.all_special_ids)

@@ -42,10 +42,12 @@ _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 def _apply_memory_and_kernel_options(model: PreTrainedModel, config: ResolvedConfig) -> None:
     if config.use_liger_kernel:
+        # an optional GPU extra, installed only where it is used
         from liger_kernel.transformers import _apply_liger_kernel_to_instance
 
         _apply_liger_kernel_to_instance(model=model)
     if config.load_in_4bit:
+        # peft: loaded where it is used, so engine.config and light commands stay light
         from peft import prepare_model_for_kbit_training
 
         prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)

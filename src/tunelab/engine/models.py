@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, overload
 import torch
 
 from tunelab.catalog import DEFAULT_MODEL, bundled_model_dir, has_tokenizer
+from tunelab.engine.device import Capabilities, check_optional_features
 from tunelab.engine.distributed import Ranks
 from tunelab.engine.sources import (  # noqa: F401  (resolved here before: kept importable)
     ADAPTER_WEIGHTS,
@@ -124,6 +125,7 @@ def load_trained(
 
 def load_tokenizer(info: ModelInfo, *, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """The model's fast tokenizer with its chat template (and a pad token: the EOS if unset)."""
+    # transformers: loaded where it is used, so engine.config and light commands stay light
     from transformers import AutoTokenizer
 
     if info.kind == "bundled":
@@ -157,6 +159,7 @@ def _from_pretrained(
     trust_remote_code: bool = False,
     load_in_4bit: bool = False,
 ) -> PreTrainedModel:
+    # transformers: loaded where it is used, so engine.config and light commands stay light
     from transformers import AutoModelForCausalLM
 
     options = {"dtype": dtype or torch.float32, "trust_remote_code": trust_remote_code}
@@ -196,11 +199,10 @@ def _with_sdpa(
 
 def _four_bit_options() -> dict[str, Any]:
     """QLoRA's loading: NF4 weights, double quantization, bf16 (or fp16) compute."""
-    from tunelab.engine.device import Capabilities, check_optional_features
-
     caps = Capabilities.detect()
     device = "cuda" if caps.cuda else "cpu"
     check_optional_features(load_in_4bit=True, liger=False, device=device, caps=caps)
+    # transformers: loaded where it is used, so engine.config and light commands stay light
     from transformers import BitsAndBytesConfig
 
     compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -232,6 +234,7 @@ def _remote_code_refused_as_error(directory: Path) -> Iterator[None]:
 
 
 def _with_adapter(base: torch.nn.Module, adapter_dir: Path) -> PeftModel:
+    # peft: loaded where it is used, so engine.config and light commands stay light
     from peft import PeftModel
 
     with warnings.catch_warnings():

@@ -108,6 +108,7 @@ class TrainingRun:
     def check_output(self) -> None:
         """Refuse an output that training would overwrite or cannot write, before loading.
         The launcher has checked it for its ranks."""
+        # imports torch: loaded where it is used, so engine.config and light commands stay light
         from tunelab.engine.checkpoint import check_output_dir
 
         if _ranks().active:
@@ -123,6 +124,7 @@ class TrainingRun:
 
     def plan(self) -> dict:
         """What the run would do (data, steps, time), from the tokenizer alone."""
+        # imports torch: loaded where it is used, so engine.config and light commands stay light
         from tunelab.engine.models import load_tokenizer
         from tunelab.engine.trainer import plan
 
@@ -140,6 +142,7 @@ class TrainingRun:
     def start_ranks(self, args: list[str]) -> int:
         """Run `tunelab ARGS` in the launch's torchrun processes; their exit code. Ctrl-C
         reaches torchrun and its ranks (which checkpoint), not this launcher."""
+        # imports torch: loaded where it is used, so engine.config and light commands stay light
         from tunelab.engine.distributed import torchrun_command
 
         self.launch.check()
@@ -155,6 +158,7 @@ class TrainingRun:
 
     def setup(self) -> TrainingRun:
         """Check the output, load the base model and tokenizer, open the trackers."""
+        # imports torch: loaded where it is used, so engine.config and light commands stay light
         from tunelab.engine.models import load_base
 
         self.check_output()
@@ -170,6 +174,7 @@ class TrainingRun:
 
     def train(self) -> TrainResult:
         """Run the trainer (after `setup`): until done, cancelled or failed."""
+        # imports torch: loaded where it is used, so engine.config and light commands stay light
         from tunelab.engine.trainer import train
 
         if self.base is None or self.info is None:
@@ -220,6 +225,7 @@ class TrainingRun:
 
 def _ranks() -> Ranks:
     """The torchrun ranks this process is one of (one process outside torchrun)."""
+    # imports torch: loaded where it is used, so engine.config and light commands stay light
     from tunelab.engine.distributed import Ranks
 
     return Ranks.from_env()

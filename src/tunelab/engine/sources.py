@@ -173,6 +173,7 @@ def _hub_offline() -> bool:
 
 def _hub_snapshot(repo_id: str) -> Path:
     """The local snapshot of a Hub model: from the cache, else downloaded if the Hub answers."""
+    # the Hub client: loaded where it is used, so engine.config and light commands stay light
     from huggingface_hub import snapshot_download
 
     try:
@@ -198,6 +199,7 @@ def _hub_snapshot(repo_id: str) -> Path:
 
 def _check_on_hub(repo_id: str) -> None:
     """Ask the Hub about `repo_id` with a short timeout: an unreachable Hub fails fast."""
+    # the Hub client: loaded where it is used, so engine.config and light commands stay light
     from huggingface_hub import model_info
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
 

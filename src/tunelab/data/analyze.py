@@ -27,7 +27,7 @@ from tunelab.catalog import DEFAULT_MODEL, ModelSpec, context_limit, resolve_mod
 from tunelab.data.facts import TaskFacts
 from tunelab.data.pricing import load_prices, price_for
 from tunelab.data.tokens import load_counter
-from tunelab.data.validate import FileScan, ValidationReport, check_across, scan_file
+from tunelab.data.validate import FileScan, ValidationReport, scan_files
 from tunelab.throughput import estimate_seconds
 
 TARGET_EPOCHS = 3
@@ -167,22 +167,7 @@ def analyze_file(
     counter = load_counter(spec)
     context = context_limit(spec)
     facts = TaskFacts()
-    scans = []
-    for file, label, observe in ((path, None, facts.observe), (val_path, str(val_path), None)):
-        if file is not None:
-            report = (lambda done, f=str(file): progress(f, done)) if progress else None
-            scans.append(
-                scan_file(
-                    file,
-                    counter=counter,
-                    context_limit=context,
-                    label=label,
-                    observe=observe,
-                    progress=report,
-                )
-            )
-    train, val = scans[0], (scans[1] if len(scans) > 1 else None)
-    check_across(train, val, spec)
+    train, val = scan_files(path, val_path, spec, counter, context, progress, facts.observe)
     report = ValidationReport(train, val, spec)
     analysis = file_stats(train, context)
     n_epochs = recommended_epochs(train.n_valid)

@@ -183,7 +183,7 @@ def analyze_file(
         billed_tokens=billed,
         estimated_cost_usd=own_price.cost(billed) if own_price else None,
         costs=[
-            {**_price_dict(p), "estimated_cost_usd": p.cost(billed)}
+            {**dataclasses.asdict(p), "estimated_cost_usd": p.cost(billed)}
             for p in sorted(price_table, key=lambda p: (p.provider, p.usd_per_million))
         ],
         validation=report.summary(),
@@ -230,17 +230,6 @@ def _label_list_cost(analysis: dict) -> None:
     if share >= LONG_LABEL_LIST_SHARE:
         note += "; `tunelab format --template short` leaves it out of the prompts"
     analysis["task"]["notes"].append(note)
-
-
-def _price_dict(price) -> dict:
-    return {
-        "provider": price.provider,
-        "model": price.model,
-        "method": price.method,
-        "usd_per_million": price.usd_per_million,
-        "as_of": price.as_of,
-        "source": price.source,
-    }
 
 
 def _training_time(spec: ModelSpec, billed: int, notes: list[str]) -> dict:

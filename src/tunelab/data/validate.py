@@ -39,6 +39,7 @@ An example with an error is left out of the analysis; warnings keep it.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import os
@@ -131,13 +132,7 @@ class Finding:
     file: str | None = None
 
     def to_dict(self) -> dict:
-        return {
-            "code": self.code,
-            "severity": self.severity,
-            "line": self.line,
-            "message": self.message,
-            "file": self.file,
-        }
+        return dataclasses.asdict(self)
 
 
 def special_token_pattern(tokens: tuple[str, ...]) -> re.Pattern[str]:

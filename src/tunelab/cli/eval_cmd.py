@@ -35,7 +35,7 @@ from tunelab.cli.options import (
     temperature_option,
 )
 from tunelab.cli.progress import EvalProgress
-from tunelab.cli.render import listing_table
+from tunelab.cli.render import print_listing
 from tunelab.cli.render_eval import render_judge, show_evaluation
 from tunelab.data.prompts import ClassificationPrompt
 from tunelab.errors import TunelabError
@@ -288,12 +288,8 @@ def list_cmd(limit, as_json) -> int:
     if as_json:
         common.print_json({"object": "list", "data": [run.to_dict() for run in found]})
         return 0
-    if not found:
-        common.stdout.print("no evaluation runs yet: `tunelab eval classify --data F --model M`")
-        return 0
-    table = listing_table("id", "kind", "status", "models", "items", "headline")
-    for run in found:
-        table.add_row(
+    rows = [
+        (
             run.id,
             run.kind,
             run.status,
@@ -301,8 +297,12 @@ def list_cmd(limit, as_json) -> int:
             str(run.data.get("n_items", "")),
             escape(runs.headline(run).text()),
         )
-    common.stdout.print(table)
-    return 0
+        for run in found
+    ]
+    columns = ("id", "kind", "status", "models", "items", "headline")
+    return print_listing(
+        columns, rows, "no evaluation runs yet: `tunelab eval classify --data F --model M`"
+    )
 
 
 @eval_group.command("show")

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import click
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.progress import TextColumn
 from rich.table import Table
 
 from tunelab.cli import common
 from tunelab.cli.options import base_model_option, choice_option, json_option, training_files
-from tunelab.cli.progress import reading_progress
-from tunelab.cli.render import duration, findings_table, listing_table, short_name, when
+from tunelab.cli.progress import count_bar, reading_progress
+from tunelab.cli.render import duration, findings_table, print_listing, short_name, when
 from tunelab.cli.train_options import given_settings, nproc_option, setting_options
 from tunelab.curves import terminal_curve
 from tunelab.data.analyze import analyze_file
@@ -28,7 +28,7 @@ from tunelab.providers.base import TERMINAL_STATUSES
 from tunelab.providers.local.artifacts import on_this_machine
 from tunelab.providers.local.jobs import JOB_LOG
 from tunelab.providers.registry import DEFAULT_PROVIDER
-from tunelab.providers.wire import job_object
+from tunelab.providers.wire import event_object, job_object
 from tunelab.registry import Event, Job
 
 STATUS_STYLE = {
@@ -176,22 +176,21 @@ def list_cmd(provider, limit, after, as_json) -> int:
             }
         )
         return 0
-    if not jobs:
-        common.stdout.print("no jobs yet: `tunelab jobs create --train FILE` starts one")
-        return 0
-    table = listing_table("id", "provider", "status", "model", "created", "progress")
-    for job in jobs:
-        model = job.fine_tuned_model or short_name(job.model)
-        table.add_row(
+    rows = [
+        (
             job.id,
             job.provider,
             _status(job),
-            escape(model),
+            escape(job.fine_tuned_model or short_name(job.model)),
             when(job.created_at, short=True),
             _progress_text(job),
         )
-    common.stdout.print(table)
-    return 0
+        for job in jobs
+    ]
+    columns = ("id", "provider", "status", "model", "created", "progress")
+    return print_listing(
+        columns, rows, "no jobs yet: `tunelab jobs create --train FILE` starts one"
+    )
 
 
 @jobs_group.command("show")
@@ -305,17 +304,8 @@ def events_cmd(job_id, follow, as_json) -> int:
 
 def print_event(event: Event, as_json: bool) -> None:
     if as_json:
-        common.print_json(
-            {
-                "object": "fine_tuning.job.event",
-                "id": event.id,
-                "created_at": event.created_at,
-                "level": event.level,
-                "message": event.message,
-                "type": event.type,
-                "data": event.data,
-            }
-        )
+        # The event as the API sends it, but with its data as stored (null when it has none).
+        common.print_json({**event_object(event), "data": event.data})
         return
     style = {"error": "red", "warn": "yellow"}.get(event.level, "")
     text = escape(event.message)
@@ -393,14 +383,7 @@ class JobProgress:
 
     def __enter__(self) -> JobProgress:
         if common.stderr.is_terminal and not self.quiet:
-            self.bar = Progress(
-                TextColumn("{task.fields[status]}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[detail]}"),
-                console=common.stderr,
-                transient=True,
-            )
+            self.bar = count_bar("{task.fields[status]}", TextColumn("{task.fields[detail]}"))
             self.bar.start()
             self.task = self.bar.add_task("job", total=None, status="", detail="")
         return self

@@ -11,13 +11,13 @@ from datetime import date
 
 import click
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import TimeRemainingColumn
 from rich.table import Table
 
 from tunelab.cli import common
 from tunelab.cli.cancel import ctrl_c_cancels
 from tunelab.cli.options import json_option, option_block
-from tunelab.cli.progress import EvalProgress
+from tunelab.cli.progress import EvalProgress, count_bar
 from tunelab.cli.render_eval import show_evaluation
 from tunelab.migrate import dates
 from tunelab.providers.registry import DEFAULT_PROVIDER
@@ -271,14 +271,7 @@ class DistilProgress:
         if not common.stderr.is_terminal:
             return
         if self.bar is None:
-            self.bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=common.stderr,
-                transient=True,
-            )
+            self.bar = count_bar("{task.description}", TimeRemainingColumn())
             self.bar.start()
         if name not in self.tasks:
             self.tasks[name] = self.bar.add_task(escape(f"distilling {name}"), total=total)

@@ -7,7 +7,7 @@ from rich.markup import escape
 
 from tunelab.cli import common
 from tunelab.cli.options import json_option
-from tunelab.cli.render import listing_table, short_name, when
+from tunelab.cli.render import print_listing, short_name, when
 from tunelab.providers import models as api
 from tunelab.providers.local.artifacts import model_location
 from tunelab.providers.registry import provider_names
@@ -31,17 +31,17 @@ def list_cmd(provider, fine_tuned, as_json) -> int:
     if as_json:
         common.print_json({"object": "list", "data": [_model_json(m) for m in models]})
         return 0
-    table = listing_table("model", "provider", "kind", "base model", "created")
-    for model in models:
-        table.add_row(
+    rows = [
+        (
             escape(model.id),
             model.provider,
             model.kind,
             escape(short_name(model.base_model)),
             when(model.created_at, short=True),
         )
-    common.stdout.print(table)
-    return 0
+        for model in models
+    ]
+    return print_listing(("model", "provider", "kind", "base model", "created"), rows)
 
 
 def _model_json(model: Model) -> dict:

@@ -17,6 +17,7 @@ from rich.progress import (
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
@@ -27,6 +28,18 @@ from tunelab.cli.render import duration
 
 if TYPE_CHECKING:  # the engine's step record is only annotated here
     from tunelab.engine.steps import StepRecord
+
+
+def count_bar(label: str, after: ProgressColumn) -> Progress:
+    """A bar on stderr that leaves no trace: `label`, the bar, `done/total`, then `after`."""
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        after,
+        console=common.stderr,
+        transient=True,
+    )
 
 
 @contextlib.contextmanager
@@ -65,14 +78,7 @@ class TrainingProgress:
 
     def __enter__(self) -> TrainingProgress:
         if common.stderr.is_terminal and not self.quiet:
-            self.bar = Progress(
-                TextColumn("training"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[status]}"),
-                console=common.stderr,
-                transient=True,
-            )
+            self.bar = count_bar("training", TextColumn("{task.fields[status]}"))
             self.bar.start()
             self.task = self.bar.add_task("train", total=None, status="")
         return self
@@ -110,14 +116,7 @@ class EvalProgress:
         # `bars=False` prints one line per model instead: for callers that already show a
         # live display (rich allows one at a time).
         if common.stderr.is_terminal and not quiet and bars:
-            self.bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                console=common.stderr,
-                transient=True,
-            )
+            self.bar = count_bar("{task.description}", TimeRemainingColumn())
 
     def __enter__(self) -> EvalProgress:
         if self.bar is not None:

@@ -57,6 +57,19 @@ def listing_table(key: str, *columns: str) -> Table:
     return table
 
 
+def print_listing(columns: tuple[str, ...], rows: list[tuple], empty: str | None = None) -> int:
+    """A listing command's rows on stdout as a `listing_table`, or the line `empty` when
+    there are none (an empty table without it); the command's exit status."""
+    if not rows and empty is not None:
+        common.stdout.print(empty)
+        return 0
+    table = listing_table(*columns)
+    for row in rows:
+        table.add_row(*row)
+    common.stdout.print(table)
+    return 0
+
+
 def findings_table(report: ValidationReport) -> Table | None:
     """Findings grouped per file and code: count, first lines, first message."""
     groups: dict[tuple, list] = {}

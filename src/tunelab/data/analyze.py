@@ -27,7 +27,7 @@ from tunelab.catalog import DEFAULT_MODEL, ModelSpec, context_limit, resolve_mod
 from tunelab.data.facts import TaskFacts
 from tunelab.data.pricing import load_prices, price_for
 from tunelab.data.tokens import load_counter
-from tunelab.data.validate import FileScan, ValidationReport, check_across, scan_file
+from tunelab.data.validate import FileScan, ValidationReport, scan_files
 from tunelab.throughput import estimate_seconds
 
 TARGET_EPOCHS = 3
@@ -167,22 +167,7 @@ def analyze_file(
     counter = load_counter(spec)
     context = context_limit(spec)
     facts = TaskFacts()
-    scans = []
-    for file, label, observe in ((path, None, facts.observe), (val_path, str(val_path), None)):
-        if file is not None:
-            report = (lambda done, f=str(file): progress(f, done)) if progress else None
-            scans.append(
-                scan_file(
-                    file,
-                    counter=counter,
-                    context_limit=context,
-                    label=label,
-                    observe=observe,
-                    progress=report,
-                )
-            )
-    train, val = scans[0], (scans[1] if len(scans) > 1 else None)
-    check_across(train, val, spec)
+    train, val = scan_files(path, val_path, spec, counter, context, progress, facts.observe)
     report = ValidationReport(train, val, spec)
     analysis = file_stats(train, context)
     n_epochs = recommended_epochs(train.n_valid)
@@ -198,7 +183,7 @@ def analyze_file(
         billed_tokens=billed,
         estimated_cost_usd=own_price.cost(billed) if own_price else None,
         costs=[
-            {**_price_dict(p), "estimated_cost_usd": p.cost(billed)}
+            {**dataclasses.asdict(p), "estimated_cost_usd": p.cost(billed)}
             for p in sorted(price_table, key=lambda p: (p.provider, p.usd_per_million))
         ],
         validation=report.summary(),
@@ -245,17 +230,6 @@ def _label_list_cost(analysis: dict) -> None:
     if share >= LONG_LABEL_LIST_SHARE:
         note += "; `tunelab format --template short` leaves it out of the prompts"
     analysis["task"]["notes"].append(note)
-
-
-def _price_dict(price) -> dict:
-    return {
-        "provider": price.provider,
-        "model": price.model,
-        "method": price.method,
-        "usd_per_million": price.usd_per_million,
-        "as_of": price.as_of,
-        "source": price.source,
-    }
 
 
 def _training_time(spec: ModelSpec, billed: int, notes: list[str]) -> dict:

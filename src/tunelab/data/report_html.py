@@ -8,7 +8,9 @@ missing or null and the page shows what there is.
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 from tunelab import __version__
@@ -420,34 +422,40 @@ def _is_int_text(value: object) -> bool:
     return str(value).lstrip("-").isdigit()
 
 
-def _int(value: object) -> str:
-    number = _num(value)
-    return "—" if number is None else f"{round(number):,}"
+def _shown_as(render: Callable[[float], str]) -> Callable[[object], str]:
+    """`render` for a finite number; a dash for anything else (the report may be read from
+    JSON on disk)."""
+
+    @functools.wraps(render)
+    def show(value: object) -> str:
+        number = _num(value)
+        return "—" if number is None else render(number)
+
+    return show
 
 
-def _number(value: object) -> str:
-    number = _num(value)
-    if number is None:
-        return "—"
+@_shown_as
+def _int(number: float) -> str:
+    return f"{round(number):,}"
+
+
+@_shown_as
+def _number(number: float) -> str:
     return f"{number:,.0f}" if number.is_integer() else f"{number:,.1f}"
 
 
-def _ratio(value: object) -> str:
-    number = _num(value)
-    return "—" if number is None else f"{number:,.1f}×"
+@_shown_as
+def _ratio(number: float) -> str:
+    return f"{number:,.1f}×"
 
 
-def _usd(value: object) -> str:
-    number = _num(value)
-    if number is None:
-        return "—"
+@_shown_as
+def _usd(number: float) -> str:
     return "< $0.01" if 0 < number < 0.01 else f"${number:,.2f}"
 
 
-def _duration(seconds: object) -> str:
-    number = _num(seconds)
-    if number is None:
-        return "—"
-    if number < 90:
-        return f"{number:.0f} s"
-    return f"{number / 60:.0f} min" if number < 5400 else f"{number / 3600:.1f} h"
+@_shown_as
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"

@@ -39,6 +39,7 @@ An example with an error is left out of the analysis; warnings keep it.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import os
@@ -131,13 +132,7 @@ class Finding:
     file: str | None = None
 
     def to_dict(self) -> dict:
-        return {
-            "code": self.code,
-            "severity": self.severity,
-            "line": self.line,
-            "message": self.message,
-            "file": self.file,
-        }
+        return dataclasses.asdict(self)
 
 
 def special_token_pattern(tokens: tuple[str, ...]) -> re.Pattern[str]:
@@ -691,6 +686,37 @@ def check_across(train: FileScan, val: FileScan | None, model: ModelSpec | None)
             val.add("in_both_files", line, f"also in the training file (line {train_line})")
 
 
+def scan_files(
+    path: str | Path,
+    val_path: str | Path | None,
+    spec: ModelSpec | None,
+    counter,
+    context: int | None,
+    progress: Callable[[str, int], None] | None,
+    observe: Callable[[list], None] | None = None,
+) -> tuple[FileScan, FileScan | None]:
+    """Scan a training file (`observe` sees its examples) and a validation file, then check
+    them against each other. `progress(path, bytes_read)` reports reading progress."""
+    scans = []
+    for file, label, seen in ((path, None, observe), (val_path, str(val_path), None)):
+        if file is None:
+            continue
+        report = (lambda done, f=str(file): progress(f, done)) if progress else None
+        scans.append(
+            scan_file(
+                file,
+                counter=counter,
+                context_limit=context,
+                label=label,
+                observe=seen,
+                progress=report,
+            )
+        )
+    train, val = scans[0], (scans[1] if len(scans) > 1 else None)
+    check_across(train, val, spec)
+    return train, val
+
+
 def validate_file(
     path: str | Path,
     *,
@@ -707,22 +733,7 @@ def validate_file(
     spec = resolve_model(model) if isinstance(model, str) else model
     counter = load_counter(spec) if spec is not None else None
     context = context_limit(spec) if spec is not None else None
-    scans = []
-    for file, label in ((path, None), (val_path, str(val_path))):
-        if file is None:
-            continue
-        report_progress = (lambda done, f=str(file): progress(f, done)) if progress else None
-        scans.append(
-            scan_file(
-                file,
-                counter=counter,
-                context_limit=context,
-                label=label,
-                progress=report_progress,
-            )
-        )
-    train, val = scans[0], (scans[1] if len(scans) > 1 else None)
-    check_across(train, val, spec)
+    train, val = scan_files(path, val_path, spec, counter, context, progress)
     notes = [] if spec else ["no --model: context length and provider minimum not checked"]
     return ValidationReport(train, val, spec, notes)
 

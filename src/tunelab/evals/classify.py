@@ -164,7 +164,7 @@ def _comparisons(baseline: str, correct: dict[str, list[bool]]) -> list[dict]:
 
 def _classify_with(name, data, prompt, labels, method, normalize, progress, cancel):
     """(one row per item: answer, predicted label, error), and the model's figures."""
-    conversations = [item.messages for item in data.items]
+    conversations = data.conversations()
     note = None
     if method == "score":
         answers = [prompt.answer(label) for label in labels]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunelab.data.sources import SourceOptions, detect_kind, read_source
+from tunelab.data.sources import SourceOptions, detect_source_kind, read_source
 from tunelab.errors import TunelabError
 from tunelab.io import file_sha256
 
@@ -38,6 +38,10 @@ class EvalData:
     labels: list[str]  # classification sources: the categories (else empty)
     checksum: str
 
+    def conversations(self) -> list[list[dict]]:
+        """Each item's messages: what a model answers."""
+        return [item.messages for item in self.items]
+
     def describe(self) -> dict:
         return {
             "path": str(self.path),
@@ -59,12 +63,7 @@ def load_items(
         raise TunelabError("file_not_found", f"{path} does not exist.", path=path, exit_code=2)
     options = options or SourceOptions()
     if kind is None:
-        kind = detect_kind(
-            path,
-            question_field=options.question_field,
-            text_column=options.text_column,
-            label_column=options.label_column,
-        ).kind
+        kind = detect_source_kind(path, options).kind
     reading = read_source(path, kind, options)
     items = []
     for example in reading.examples:

@@ -28,8 +28,8 @@ from tunelab.settings import get_settings
 
 Task = Callable[[], TaskResult]
 
-# Every model-level metric a run may hold, in the order tables of runs show them.
-METRICS = (
+# The metrics that are shares of the items (shown as percentages).
+FRACTIONS = (
     "accuracy",
     "macro_f1",
     "invalid_rate",
@@ -37,9 +37,9 @@ METRICS = (
     "structural_match",
     "execution_match",
     "parse_failure_rate",
-    "mean_score",
-    "rating",
 )
+# Every model-level metric a run may hold, in the order tables of runs show them.
+METRICS = (*FRACTIONS, "mean_score", "rating")
 # The metric that heads each kind of run, best evidence first: execution match only exists
 # when the queries were executed; a pairwise run's verdict is its ratings.
 HEADLINE_METRICS = {
@@ -47,15 +47,6 @@ HEADLINE_METRICS = {
     "queries": ("execution_match", "exact_match"),
     "judge": ("mean_score",),
     "pairwise": ("rating",),
-}
-FRACTIONS = {
-    "accuracy",
-    "macro_f1",
-    "invalid_rate",
-    "exact_match",
-    "structural_match",
-    "execution_match",
-    "parse_failure_rate",
 }
 
 

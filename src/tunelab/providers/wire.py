@@ -55,15 +55,12 @@ def job_object(job: Job) -> dict:
 
 
 def event_object(event: Event) -> dict:
-    return {
-        "object": "fine_tuning.job.event",
-        "id": event.id,
-        "created_at": event.created_at,
-        "level": event.level,
-        "message": event.message,
-        "type": event.type,
-        "data": event.data or {},
-    }
+    return _object(
+        "fine_tuning.job.event",
+        event,
+        ("id", "created_at", "level", "message", "type"),
+        data=event.data or {},
+    )
 
 
 def checkpoint_object(point: Checkpoint) -> dict:
@@ -86,17 +83,13 @@ def checkpoint_object(point: Checkpoint) -> dict:
 
 
 def file_object(file: File) -> dict:
-    return {
-        "object": "file",
-        "id": file.id,
-        "bytes": file.bytes,
-        "created_at": file.created_at,
-        "filename": file.filename,
-        "purpose": file.purpose,
-        "status": file.status,
-        "status_details": file.status_details,
-        "expires_at": None,
-    }
+    names = ("id", "bytes", "created_at", "filename", "purpose", "status", "status_details")
+    return _object("file", file, names, expires_at=None)
+
+
+def _object(kind: str, record: object, names: tuple[str, ...], **more: object) -> dict:
+    """The OpenAI object `kind`: `record`'s attributes `names`, then `more`, in that order."""
+    return {"object": kind, **{name: getattr(record, name) for name in names}, **more}
 
 
 def model_object(model: Model) -> dict:

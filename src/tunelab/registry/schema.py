@@ -73,33 +73,36 @@ def _text(name: str, nullable: bool = True, **kw: Any) -> Column[str]:
     return Column(name, Text, nullable=nullable, **kw)
 
 
+def _int(name: str, nullable: bool = True, **kw: Any) -> Column[int]:
+    return Column(name, INT, nullable=nullable, **kw)
+
+
 def _json(name: str, default: str | None = None) -> Column[Any]:
     return Column(name, JSONText, nullable=default is None, server_default=default)
 
 
-files = Table(
+def _listed_table(name: str, *columns: Any) -> Table:
+    """A table of records named by a tunelab id and listed in insertion order (`rowid`)."""
+    return Table(name, metadata, _rowid(), _text("id", primary_key=True), *columns)
+
+
+files = _listed_table(
     "files",
-    metadata,
-    _rowid(),
-    _text("id", primary_key=True),
     _text("provider", False),
     _text("provider_file_id"),
     _text("filename", False),
     _text("purpose", False),
-    Column("bytes", INT, nullable=False),
+    _int("bytes", False),
     _text("checksum", False),
     _text("path"),
     _text("status", False),
     _json("validation"),
-    Column("created_at", INT, nullable=False),
+    _int("created_at", False),
 )
 Index("files_by_checksum", files.c.provider, files.c.checksum)
 
-jobs = Table(
+jobs = _listed_table(
     "jobs",
-    metadata,
-    _rowid(),
-    _text("id", primary_key=True),
     _text("provider", False),
     _text("provider_job_id"),
     _text("name"),
@@ -110,25 +113,25 @@ jobs = Table(
     _json("resolved_hyperparameters"),
     _text("method"),
     _text("suffix"),
-    Column("seed", INT),
+    _int("seed"),
     _json("metadata", "{}"),
     _text("status", False),
     _text("raw_status"),
-    Column("created_at", INT, nullable=False),
-    Column("started_at", INT),
-    Column("finished_at", INT),
+    _int("created_at", False),
+    _int("started_at"),
+    _int("finished_at"),
     Column("updated_at", FLOAT),
     _text("error_code"),
     _text("error_message"),
     _text("fine_tuned_model"),
-    Column("trained_tokens", INT),
-    Column("estimated_finish", INT),
+    _int("trained_tokens"),
+    _int("estimated_finish"),
     _text("output_dir"),
     _text("worker_id"),
-    Column("worker_pid", INT),
+    _int("worker_pid"),
     _text("worker_host"),
     Column("heartbeat_at", FLOAT),
-    Column("cancel_requested", INT, nullable=False, server_default=text("0")),
+    _int("cancel_requested", False, server_default=text("0")),
     _json("progress"),
 )
 Index("jobs_by_status", jobs.c.provider, jobs.c.status, jobs.c.created_at)
@@ -153,7 +156,7 @@ job_events = Table(
     Column("seq", INT, Identity(), primary_key=True),
     _text("id", False, unique=True),
     _job_id(),
-    Column("created_at", INT, nullable=False),
+    _int("created_at", False),
     _text("level", False),
     _text("type", False),
     _text("message", False),
@@ -166,7 +169,7 @@ job_metrics = Table(
     "job_metrics",
     metadata,
     _job_id(),
-    Column("step", INT, nullable=False),
+    _int("step", False),
     Column("data", JSONText, nullable=False),
     PrimaryKeyConstraint("job_id", "step"),
 )
@@ -176,36 +179,30 @@ job_checkpoints = Table(
     metadata,
     _text("id", primary_key=True),
     _job_id(),
-    Column("step", INT, nullable=False),
-    Column("created_at", INT, nullable=False),
+    _int("step", False),
+    _int("created_at", False),
     _text("fine_tuned_model_checkpoint"),
     _json("metrics", "{}"),
     UniqueConstraint("job_id", "step"),
 )
 
-models = Table(
+models = _listed_table(
     "models",
-    metadata,
-    _rowid(),
-    _text("id", primary_key=True),
     _text("provider", False),
     _text("kind", False),
     _text("base_model"),
     _text("job_id"),
     _text("path"),
-    Column("created_at", INT, nullable=False),
+    _int("created_at", False),
     _json("details", "{}"),
 )
 
-eval_runs = Table(
+eval_runs = _listed_table(
     "eval_runs",
-    metadata,
-    _rowid(),
-    _text("id", primary_key=True),
     _text("kind", False),
     _text("status", False),
-    Column("created_at", INT, nullable=False),
-    Column("finished_at", INT),
+    _int("created_at", False),
+    _int("finished_at"),
     _json("models", "[]"),
     _json("data", "{}"),
     _json("options", "{}"),
@@ -221,10 +218,10 @@ eval_outputs = Table(
     metadata,
     Column("run_id", Text, ForeignKey("eval_runs.id", ondelete="CASCADE"), nullable=False),
     _text("model", False),
-    Column("item", INT, nullable=False),
+    _int("item", False),
     Column("output", JSONText, nullable=False),
     PrimaryKeyConstraint("run_id", "model", "item"),
 )
 
 # PostgreSQL's schema version (SQLite keeps it in `PRAGMA user_version`): one row.
-tunelab_schema = Table("tunelab_schema", MetaData(), Column("version", INT, nullable=False))
+tunelab_schema = Table("tunelab_schema", MetaData(), _int("version", False))

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Select, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import Select, Table, delete, func, insert, or_, select, tuple_, update
 
 from tunelab.errors import TunelabError
 from tunelab.registry.database import Database
@@ -32,6 +32,12 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 R = TypeVar("R", bound=Record)
+# Where a user finds the records of each kind that the registry holds: the hint when one is
+# not found.
+_LISTS = {
+    "file": "GET /v1/files on `tunelab serve` lists the files it holds",
+    "job": "`tunelab jobs list` shows the jobs tunelab knows",
+}
 
 
 def now() -> int:
@@ -65,6 +71,17 @@ class Store(EvalRuns):
     def _one(self, record: type[R], query: Select[Any]) -> R | None:
         row = self._db.execute(query).mappings().first()
         return record.from_row(row) if row is not None else None
+
+    def _by_either_id(self, record: type[R], table: Table, noun: str, key: str) -> R:
+        """The `noun` (file or job) whose tunelab id, or else whose provider's id, is `key`."""
+        by_id = table.c.id == key
+        query = select(table).where(or_(by_id, table.c[f"provider_{noun}_id"] == key))
+        row = self._one(record, query.order_by(by_id.desc()).limit(1))
+        if row is None:
+            raise TunelabError(
+                f"{noun}_not_found", f"no {noun} {key} in the registry.", hint=_LISTS[noun]
+            )
+        return row
 
     def _all(self, record: type[R], query: Select[Any]) -> list[R]:
         return [record.from_row(row) for row in self._db.execute(query).mappings()]
@@ -104,16 +121,7 @@ class Store(EvalRuns):
 
     def get_file(self, file_id: str) -> File:
         """A file by tunelab's id or by its provider's id."""
-        by_id = files.c.id == file_id
-        query = select(files).where(or_(by_id, files.c.provider_file_id == file_id))
-        row = self._one(File, query.order_by(by_id.desc()).limit(1))
-        if row is None:
-            raise TunelabError(
-                "file_not_found",
-                f"no file {file_id} in the registry.",
-                hint="GET /v1/files on `tunelab serve` lists the files it holds",
-            )
-        return row
+        return self._by_either_id(File, files, "file", file_id)
 
     def find_file(self, provider: str, checksum: str, purpose: str) -> File | None:
         """A file with these bytes already registered for `provider` (an upload to reuse)."""
@@ -155,16 +163,7 @@ class Store(EvalRuns):
 
     def get_job(self, job_id: str) -> Job:
         """A job by tunelab's id or by its provider's id."""
-        by_id = jobs.c.id == job_id
-        query = select(jobs).where(or_(by_id, jobs.c.provider_job_id == job_id))
-        row = self._one(Job, query.order_by(by_id.desc()).limit(1))
-        if row is None:
-            raise TunelabError(
-                "job_not_found",
-                f"no job {job_id} in the registry.",
-                hint="`tunelab jobs list` shows the jobs tunelab knows",
-            )
-        return row
+        return self._by_either_id(Job, jobs, "job", job_id)
 
     def list_jobs(
         self,

@@ -31,7 +31,6 @@ from tunelab.server import routes_files, routes_inference, routes_jobs
 from tunelab.server.api_docs import render_api_reference
 from tunelab.server.errors import (
     ApiError,
-    error_response,
     on_api_error,
     on_http_error,
     on_tunelab_error,
@@ -139,9 +138,8 @@ def _guard(config: ServerConfig):
     async def guard(request: Request, call_next):
         host = _host_name(request.headers.get("host", ""))
         if host not in names:
-            return error_response(
-                400, f"Host {host!r} is not allowed by this server.", "invalid_host"
-            )
+            message = f"Host {host!r} is not allowed by this server."
+            return ApiError(400, message, code="invalid_host").response()
         if config.api_key and not _authorized(request, config.api_key):
             return _unauthorized(request)
         return await call_next(request)
@@ -165,7 +163,8 @@ def _unauthorized(request: Request):
     if request.method == "GET" and not request.url.path.startswith("/v1/"):
         target = quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
         return RedirectResponse(f"/login?next={target}", status_code=303)
-    return error_response(401, "Incorrect or missing API key (a bearer token).", "invalid_api_key")
+    message = "Incorrect or missing API key (a bearer token)."
+    return ApiError(401, message, code="invalid_api_key").response()
 
 
 def _host_name(header: str) -> str:

@@ -70,6 +70,11 @@ class ApiError(Exception):
         self.status, self.message, self.code, self.param = status, message, code, param
         self.headers = headers or {}
 
+    def response(self) -> JSONResponse:
+        """The error as its response: OpenAI's envelope, with the error's status and headers."""
+        body = envelope(self.status, self.message, self.code, self.param)
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
 
 def shutting_down() -> ApiError:
     return ApiError(503, "The server is shutting down.", code="server_shutting_down")
@@ -80,18 +85,8 @@ def envelope(status: int, message: str, code: str | None, param: str | None) -> 
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def error_response(
-    status: int,
-    message: str,
-    code: str | None = None,
-    param: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    return JSONResponse(envelope(status, message, code, param), status_code=status, headers=headers)
-
-
 async def on_api_error(request: Request, err: ApiError) -> JSONResponse:
-    return error_response(err.status, err.message, err.code, err.param, err.headers)
+    return err.response()
 
 
 async def on_tunelab_error(request: Request, err: TunelabError) -> JSONResponse:
@@ -99,7 +94,7 @@ async def on_tunelab_error(request: Request, err: TunelabError) -> JSONResponse:
     message = err.message + (f" ({err.hint})" if err.hint else "")
     if err.path and err.line:
         message = f"line {err.line}: {message}"
-    return error_response(status, message, err.code)
+    return ApiError(status, message, code=err.code).response()
 
 
 async def on_validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
@@ -111,7 +106,9 @@ async def on_validation_error(request: Request, err: RequestValidationError) -> 
         f"{'.'.join(str(p) for p in problem.get('loc', ())[1:]) or 'body'}: {problem.get('msg')}"
         for problem in problems
     )
-    return error_response(400, message or "invalid request", "invalid_request", param)
+    return ApiError(
+        400, message or "invalid request", code="invalid_request", param=param
+    ).response()
 
 
 async def on_http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:
@@ -122,11 +119,11 @@ async def on_http_error(request: Request, err: StarletteHTTPException) -> JSONRe
         message = f"No route {request.method} {request.url.path} on this server."
     elif err.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}."
-    return error_response(err.status_code, message, code, headers=getattr(err, "headers", None))
+    headers = getattr(err, "headers", None)
+    return ApiError(err.status_code, message, code=code, headers=headers).response()
 
 
 async def on_unexpected_error(request: Request, err: Exception) -> JSONResponse:
     """A bug in tunelab: the client gets the envelope; the traceback goes to the server log."""
-    return error_response(
-        500, "The server had an error while processing your request.", "server_error"
-    )
+    message = "The server had an error while processing your request."
+    return ApiError(500, message, code="server_error").response()

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
-from tunelab.server.errors import ApiError, error_response
+from tunelab.server.errors import ApiError
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # `none`: typed into the address bar or sent by a non-browser client; `same-origin`: our pages.
@@ -67,12 +67,12 @@ class CrossSiteGuard:
         if self.takes_json(method, path) and _has_body(headers):
             kind = headers.get("content-type", "").split(";")[0].strip().lower()
             if kind not in JSON_TYPES:
-                return error_response(
+                return ApiError(
                     415,
                     f"This route takes a JSON body (Content-Type: application/json); "
                     f"got {kind or 'no content type'!r}.",
-                    "unsupported_media_type",
-                )
+                    code="unsupported_media_type",
+                ).response()
         return None
 
     def _ours(self, origin: str) -> bool:
@@ -81,12 +81,12 @@ class CrossSiteGuard:
 
 
 def _cross_site(evidence: str):
-    return error_response(
+    return ApiError(
         403,
         f"Cross-site request refused ({evidence}): this server changes state only for "
         "requests from its own pages or from clients that are not browsers.",
-        "cross_site_request",
-    )
+        code="cross_site_request",
+    ).response()
 
 
 def _has_body(headers: dict[str, str]) -> bool:
@@ -154,4 +154,5 @@ class BodyLimit:
 
 def _too_large(limit: int):
     err = BodyTooLarge(limit)
-    return error_response(err.status, err.message, err.code, headers={"Connection": "close"})
+    err.headers = {"Connection": "close"}
+    return err.response()

@@ -32,6 +32,7 @@ __all__ = [
     "Reading",
     "SourceOptions",
     "detect_kind",
+    "detect_source_kind",
     "preview_conversations",
     "read_source",
 ]
@@ -63,46 +64,47 @@ class SourceOptions:
 
     def given_for_other_kinds(self, kind: str) -> list[str]:
         """Options that were set but do not apply to `kind` (their field names)."""
-        applies = {
-            "queries": ("question_field", "answer_field", "context_field", "context_file"),
-            "classification": ("text_column", "label_column", "prompt"),
-            "conversations": ("schema", "max_conversations"),
-        }
         return [
             name
-            for other, names in applies.items()
+            for other, names in KIND_OPTIONS.items()
             if other != kind
             for name in names
             if getattr(self, name) is not None
         ]
 
+    def for_kind(self, kind: str) -> dict:
+        """The options of `kind`'s reader (see `KIND_OPTIONS`), by name."""
+        return {name: getattr(self, name) for name in KIND_OPTIONS[kind]}
+
+
+# The options that apply to one kind only, each read by that kind's reader.
+KIND_OPTIONS = {
+    "queries": ("question_field", "answer_field", "context_field", "context_file"),
+    "classification": ("text_column", "label_column", "prompt"),
+    "conversations": ("schema", "max_conversations"),
+}
+
+
+def detect_source_kind(path: Path, options: SourceOptions) -> Detection:
+    """`detect_kind`, told the fields the options name."""
+    return detect_kind(
+        path,
+        question_field=options.question_field,
+        text_column=options.text_column,
+        label_column=options.label_column,
+    )
+
 
 def read_source(path: Path, kind: str, options: SourceOptions | None = None) -> Reading:
     options = options or SourceOptions()
-    if kind == "queries":
-        return read_query_pairs(
-            path,
-            question_field=options.question_field,
-            answer_field=options.answer_field,
-            context_field=options.context_field,
-            context_file=options.context_file,
-            system=options.system,
-        )
-    if kind == "classification":
-        return read_classification(
-            path,
-            text_column=options.text_column,
-            label_column=options.label_column,
-            prompt=options.prompt,
-            system=options.system,
-        )
     if kind == "conversations":
+        limit = options.max_conversations or 0
         return read_conversations(
-            path,
-            schema=options.schema,
-            max_conversations=options.max_conversations or 0,
-            system=options.system,
+            path, schema=options.schema, max_conversations=limit, system=options.system
         )
+    structured = {"queries": read_query_pairs, "classification": read_classification}
+    if kind in structured:
+        return structured[kind](path, **options.for_kind(kind), system=options.system)
     readers = {
         "chat": read_chat,
         "alpaca": read_alpaca,

@@ -96,11 +96,7 @@ def answers_from_model(
     model: str, data: EvalData, *, max_tokens: int, progress=None, cancel=None
 ) -> AnswerSet:
     answers, _ = answer_all(
-        model,
-        [i.messages for i in data.items],
-        max_tokens=max_tokens,
-        progress=progress,
-        cancel=cancel,
+        model, data.conversations(), max_tokens=max_tokens, progress=progress, cancel=cancel
     )
     return AnswerSet(
         model,

@@ -145,11 +145,7 @@ def evaluate_queries(
     for name in models:
         try:
             answers, seconds = answer_all(
-                name,
-                [i.messages for i in data.items],
-                max_tokens=max_tokens,
-                progress=progress,
-                cancel=cancel,
+                name, data.conversations(), max_tokens=max_tokens, progress=progress, cancel=cancel
             )
         except Interrupted as stop:  # keep the items answered before the cancel
             answers, seconds = stop.done, stop.seconds

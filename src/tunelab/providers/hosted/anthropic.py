@@ -19,13 +19,7 @@ from typing import Any, TypeVar
 from tunelab.errors import TunelabError
 from tunelab.lazy import LazyModule
 from tunelab.providers.base import ChatStream, chat_settings
-from tunelab.providers.hosted.retry import (
-    RetryPolicy,
-    call_with_retries,
-    mid_answer_error,
-    provider_error,
-    redact,
-)
+from tunelab.providers.hosted import retry
 from tunelab.providers.hosted.service import HostedProvider
 from tunelab.providers.provider import CHAT, ModelEntry
 from tunelab.settings import load_env
@@ -62,7 +56,7 @@ class AnthropicProvider(HostedProvider):
         base_url: str | None = None,
         key_variable: str | None = None,
         api_key: str | None = None,
-        policy: RetryPolicy | None = None,
+        policy: retry.RetryPolicy | None = None,
     ) -> None:
         # The SDK would read ANTHROPIC_BASE_URL itself and send ANTHROPIC_API_KEY to whatever
         # host it names; reading it here puts that host through the same rule as any other:
@@ -70,7 +64,7 @@ class AnthropicProvider(HostedProvider):
         load_env()
         base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL", "").strip() or None
         super().__init__(base_url=base_url, key_variable=key_variable)
-        self.policy = policy or RetryPolicy()
+        self.policy = policy or retry.RetryPolicy()
         self._key = self.sdk_key(api_key, base_url, key_variable)  # no key for strangers
         self._client = anthropic.Anthropic(api_key=self._key, base_url=base_url, max_retries=0)
 
@@ -137,16 +131,16 @@ class AnthropicProvider(HostedProvider):
 
     def _call(self, call: Callable[[], T]) -> T:
         try:
-            return call_with_retries(call, policy=self.policy)
+            return retry.call_with_retries(call, policy=self.policy)
         except anthropic.AnthropicError as err:
             raise self._error(err) from None
 
     def _error(self, err: Exception) -> TunelabError:
         variable = self.endpoint_key_variable or KEY_VARIABLE
-        return self._scrub(provider_error(err, PROVIDER, variable))
+        return self._scrub(retry.provider_error(err, PROVIDER, variable))
 
     def _stream_error(self, err: Exception) -> TunelabError:
-        return mid_answer_error(
+        return retry.mid_answer_error(
             err,
             PROVIDER,
             from_sdk=isinstance(err, anthropic.AnthropicError),
@@ -159,7 +153,7 @@ class AnthropicProvider(HostedProvider):
         return TunelabError(error.code, self._scrub_text(error.message), error.hint)
 
     def _scrub_text(self, text: str) -> str:
-        text = redact(text, KEY_VARIABLE, *filter(None, [self.endpoint_key_variable]))
+        text = retry.redact(text, KEY_VARIABLE, *filter(None, [self.endpoint_key_variable]))
         if len(self._key) >= 6:  # a key passed in directly is not in the environment
             text = text.replace(self._key, "***")
         return text

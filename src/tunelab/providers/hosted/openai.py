@@ -32,14 +32,8 @@ from tunelab.providers.base import (
     RemoteFile,
     chat_settings,
 )
+from tunelab.providers.hosted import retry
 from tunelab.providers.hosted.openai_chunks import chunk_stream
-from tunelab.providers.hosted.retry import (
-    RetryPolicy,
-    call_with_retries,
-    mid_answer_error,
-    provider_error,
-    redact,
-)
 from tunelab.providers.hosted.service import HostedProvider
 from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, PLACEHOLDER_KEY
 from tunelab.settings import load_env
@@ -93,11 +87,11 @@ class OpenAIProvider(HostedProvider):
         api_key: str | None = None,
         base_url: str | None = None,
         key_variable: str | None = None,
-        policy: RetryPolicy | None = None,
+        policy: retry.RetryPolicy | None = None,
         client: openai.OpenAI | None = None,
         today: Callable[[], date] | None = None,
     ) -> None:
-        self.policy = policy or RetryPolicy()
+        self.policy = policy or retry.RetryPolicy()
         self.endpoint_key_variable = key_variable
         self._today = today or (lambda: datetime.now(timezone.utc).date())
         if client is None:
@@ -186,7 +180,7 @@ class OpenAIProvider(HostedProvider):
         request_id = request.metadata.get(REQUEST_ID_KEY)
         find_earlier = (lambda: self._find_job(request_id)) if request_id else None
         try:
-            job = call_with_retries(
+            job = retry.call_with_retries(
                 lambda: self._client.fine_tuning.jobs.create(**kwargs),
                 policy=self.policy,
                 before_retry=find_earlier,
@@ -316,7 +310,7 @@ class OpenAIProvider(HostedProvider):
 
     def _call(self, call: Callable[[], T]) -> T:
         try:
-            return call_with_retries(call, policy=self.policy)
+            return retry.call_with_retries(call, policy=self.policy)
         except openai.OpenAIError as err:
             raise self._error(err) from None
 
@@ -336,7 +330,7 @@ class OpenAIProvider(HostedProvider):
     def _error(self, err: Exception) -> TunelabError:
         where = "OpenAI" if self.on_official_host else f"the server at {self.base_url}"
         variable = self.endpoint_key_variable or self.key_variable or "the endpoint's key"
-        error = provider_error(err, where, variable)
+        error = retry.provider_error(err, where, variable)
         # provider_error redacts the key in the environment; a key passed in must go too.
         error.message = self._redact(error.message)
         error.args = (error.message,)
@@ -344,7 +338,7 @@ class OpenAIProvider(HostedProvider):
 
     def _stream_error(self, err: Exception) -> TunelabError:
         where = "OpenAI" if self.on_official_host else f"the server at {self.base_url}"
-        return mid_answer_error(
+        return retry.mid_answer_error(
             err,
             where,
             from_sdk=isinstance(err, openai.OpenAIError),
@@ -353,7 +347,7 @@ class OpenAIProvider(HostedProvider):
         )
 
     def _redact(self, text: str) -> str:
-        text = redact(text, KEY_VARIABLE, *filter(None, [self.endpoint_key_variable]))
+        text = retry.redact(text, KEY_VARIABLE, *filter(None, [self.endpoint_key_variable]))
         if self._key and self._key != PLACEHOLDER_KEY and len(self._key) >= 6:
             text = text.replace(self._key, "***")
         return text

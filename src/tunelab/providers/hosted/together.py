@@ -28,14 +28,8 @@ from tunelab.providers.base import (
     RemoteFile,
     chat_settings,
 )
+from tunelab.providers.hosted import retry
 from tunelab.providers.hosted.openai_chunks import chunk_stream
-from tunelab.providers.hosted.retry import (
-    RetryPolicy,
-    call_with_retries,
-    mid_answer_error,
-    provider_error,
-    redact,
-)
 from tunelab.providers.hosted.service import HostedProvider
 from tunelab.providers.hosted.together_mapping import (
     create_arguments,
@@ -86,10 +80,10 @@ class TogetherProvider(HostedProvider):
         api_key: str | None = None,
         base_url: str | None = None,
         key_variable: str | None = None,
-        policy: RetryPolicy | None = None,
+        policy: retry.RetryPolicy | None = None,
         client: together.Together | None = None,
     ) -> None:
-        self.policy = policy or RetryPolicy()
+        self.policy = policy or retry.RetryPolicy()
         self.base_url, self.endpoint_key_variable = base_url, key_variable
         if client is None:
             key = self.sdk_key(api_key, base_url, key_variable)  # no key for strangers
@@ -246,7 +240,7 @@ class TogetherProvider(HostedProvider):
     ) -> T:
         """`call()` under the retry policy, with SDK errors as `TunelabError`."""
         try:
-            return call_with_retries(
+            return retry.call_with_retries(
                 lambda: _transport_errors_as_connection_errors(call),
                 policy=self.policy,
                 before_retry=before_retry,
@@ -258,19 +252,19 @@ class TogetherProvider(HostedProvider):
             raise self._error(err) from None
 
     def _error(self, err: Exception) -> TunelabError:
-        mapped = provider_error(err, PROVIDER, KEY_VARIABLE)
+        mapped = retry.provider_error(err, PROVIDER, KEY_VARIABLE)
         # `provider_error` redacts the key held in the environment; this one may have been
         # passed in directly.
         return TunelabError(mapped.code, self._redact(mapped.message), mapped.hint)
 
     def _redact(self, text: str) -> str:
         """`text` without the key, from the environment or passed in directly."""
-        text = redact(text, KEY_VARIABLE)
+        text = retry.redact(text, KEY_VARIABLE)
         key = self._client.api_key
         return text.replace(key, "***") if key and len(key) >= 6 else text
 
     def _stream_error(self, err: Exception) -> TunelabError:
-        return mid_answer_error(
+        return retry.mid_answer_error(
             err,
             PROVIDER,
             from_sdk=isinstance(err, together.APIError),

@@ -18,17 +18,9 @@ from tunelab.evals.result import EvaluationResult
 from tunelab.providers.registry import this_machine
 from tunelab.registry import EvalRun, Store
 from tunelab.server.model_access import check_offered
+from tunelab.server.ui import web
 from tunelab.server.ui.chat_pages import chat_models
 from tunelab.server.ui.eval_tasks import KINDS, EvalRequest, EvalTasks
-from tunelab.server.ui.web import (
-    REPORT_CSP,
-    error_page,
-    form_number,
-    form_text,
-    page,
-    see_other,
-    trusted_html,
-)
 
 router = APIRouter()
 
@@ -45,7 +37,7 @@ async def evals_list(request: Request):
     found = await run_in_threadpool(runs.list_runs, 100)
     headlines = {r.id: runs.headline(r).text() for r in found}
     active = [t for t in _tasks(request).tasks.values() if t.status == "running"]
-    return page(request, "evals.html", runs=found, headlines=headlines, active=active)
+    return web.page(request, "evals.html", runs=found, headlines=headlines, active=active)
 
 
 @router.get("/evals/new")
@@ -55,7 +47,7 @@ async def eval_form(
     with Store() as store:
         files = store.list_files(limit=200, provider=this_machine())
     models = await run_in_threadpool(chat_models)
-    return page(
+    return web.page(
         request,
         "eval_new.html",
         nav="evals",
@@ -73,24 +65,24 @@ async def eval_start(request: Request):
     form = await request.form()
     try:
         with Store() as store:
-            data = store.get_file(form_text(form, "file", ""))
-        models = [m for m in (form_text(form, "baseline"), form_text(form, "model")) if m]
-        traits = [t.strip() for t in (form_text(form, "traits") or "").split(",") if t.strip()]
-        judge = [form_text(form, "judge_model")] if form_text(form, "judge_model") else []
+            data = store.get_file(web.form_text(form, "file", ""))
+        models = [m for m in (web.form_text(form, "baseline"), web.form_text(form, "model")) if m]
+        traits = [t.strip() for t in (web.form_text(form, "traits") or "").split(",") if t.strip()]
+        judge = [web.form_text(form, "judge_model")] if web.form_text(form, "judge_model") else []
         await run_in_threadpool(check_offered, [*models, *judge], request.app.state.config)
         task = _tasks(request).start(
             EvalRequest(
-                kind=form_text(form, "kind", "classify"),
+                kind=web.form_text(form, "kind", "classify"),
                 data_path=Path(data.path),
                 models=models,
-                limit=form_number(form, "limit", int),
-                judge_model=form_text(form, "judge_model"),
+                limit=web.form_number(form, "limit", int),
+                judge_model=web.form_text(form, "judge_model"),
                 traits=traits,
             )
         )
     except TunelabError as err:
-        return error_page(request, err)
-    return see_other(f"/evals/tasks/{task.id}")
+        return web.error_page(request, err)
+    return web.see_other(f"/evals/tasks/{task.id}")
 
 
 @router.get("/evals/tasks/{task_id}")
@@ -98,19 +90,19 @@ def task_page(request: Request, task_id: str):
     try:
         task = _tasks(request).get(task_id)
     except TunelabError as err:
-        return error_page(request, err, 404)
+        return web.error_page(request, err, 404)
     if task.status == "succeeded" and request.headers.get("hx-request"):
         response = HTMLResponse("")
         response.headers["HX-Redirect"] = f"/evals/{task.run_id}"
         return response
     name = "_eval_task.html" if request.headers.get("hx-request") else "eval_task.html"
-    return page(request, name, nav="evals", task=task)
+    return web.page(request, name, nav="evals", task=task)
 
 
 @router.post("/evals/tasks/{task_id}/cancel")
 def task_cancel(request: Request, task_id: str):
     _tasks(request).get(task_id).cancel.set()
-    return see_other(f"/evals/tasks/{task_id}")
+    return web.see_other(f"/evals/tasks/{task_id}")
 
 
 @router.get("/evals/compare")
@@ -118,14 +110,16 @@ async def compare(request: Request, a: str, b: str):
     try:
         found = [await run_in_threadpool(runs.get_run, run_id) for run_id in (a, b)]
     except TunelabError as err:
-        return error_page(request, err, 404)
+        return web.error_page(request, err, 404)
     rows = [
         {"run": run.id, "kind": run.kind, "data": run.data.get("path"), "model": name, **scores}
         for run in map(EvaluationResult.from_run, found)
         for name, scores in run.scores.items()
     ]
     metrics = [m for m in runs.METRICS if any(isinstance(r.get(m), (int, float)) for r in rows)]
-    return page(request, "eval_compare.html", nav="evals", runs=found, rows=rows, metrics=metrics)
+    return web.page(
+        request, "eval_compare.html", nav="evals", runs=found, rows=rows, metrics=metrics
+    )
 
 
 @router.get("/evals/{run_id}")
@@ -133,13 +127,13 @@ async def run_page(request: Request, run_id: str):
     try:
         run = await run_in_threadpool(runs.get_run, run_id)
     except TunelabError as err:
-        return error_page(request, err, 404)
+        return web.error_page(request, err, 404)
     models = EvaluationResult.from_run(run).scores
     metrics = [
         m for m in runs.METRICS if any(isinstance(v.get(m), (int, float)) for v in models.values())
     ]
     others = [r for r in await run_in_threadpool(runs.list_runs, 50) if r.id != run_id]
-    return page(
+    return web.page(
         request,
         "eval_run.html",
         nav="evals",
@@ -155,7 +149,7 @@ def _report_sections(run: EvalRun):
     """The run's report (tables, confusion matrices, answers) from its result.json."""
     if not run.json_path or not Path(run.json_path).exists():
         return None
-    return trusted_html(render_sections(orjson.loads(Path(run.json_path).read_bytes())))
+    return web.trusted_html(render_sections(orjson.loads(Path(run.json_path).read_bytes())))
 
 
 @router.get("/evals/{run_id}/report.html")
@@ -164,5 +158,5 @@ async def run_report(run_id: str):
     if not run.html_path or not Path(run.html_path).exists():
         raise TunelabError("not_found", f"run {run_id} has no report.")
     return HTMLResponse(
-        Path(run.html_path).read_text(), headers={"Content-Security-Policy": REPORT_CSP}
+        Path(run.html_path).read_text(), headers={"Content-Security-Policy": web.REPORT_CSP}
     )

@@ -13,6 +13,7 @@ import sys
 import click
 
 from tunelab import __version__
+from tunelab import registry as job_registry  # Store: SQLAlchemy loads on first use
 from tunelab.cli.analyze_cmd import analyze_cmd
 from tunelab.cli.chat_cmd import chat_cmd
 from tunelab.cli.common import run_cli
@@ -34,7 +35,6 @@ from tunelab.cli.validate_cmd import validate_cmd
 from tunelab.cli.worker_cmd import worker_cmd
 from tunelab.errors import TunelabError
 from tunelab.providers.local.lost import recover_lost_jobs as recover
-from tunelab.registry import Store
 from tunelab.settings import get_settings
 
 
@@ -80,5 +80,5 @@ def recover_lost_jobs() -> None:
     settings = get_settings()
     if not settings.database_url and not settings.registry_path.exists():
         return  # nothing has run yet; do not create a registry for `tunelab validate`
-    with Store() as store:
+    with job_registry.Store() as store:
         recover(store)

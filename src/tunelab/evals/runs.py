@@ -17,13 +17,14 @@ from pathlib import Path
 
 import orjson
 
+from tunelab import registry as job_registry  # Store: SQLAlchemy loads on first use
 from tunelab.errors import TunelabError
 from tunelab.evals.candidates import Interrupted
 from tunelab.evals.report import render_report
 from tunelab.evals.result import EvaluationResult, TaskResult, partial_message
 from tunelab.evals.training import training_curves
 from tunelab.io import atomic_write_text
-from tunelab.registry import EvalOutput, EvalRun, Store
+from tunelab.registry import EvalOutput, EvalRun
 from tunelab.settings import get_settings
 
 Task = Callable[[], TaskResult]
@@ -95,7 +96,7 @@ def record_run(
 ) -> EvaluationResult:
     """Run `task` (→ its figures and every scored answer) as a recorded evaluation; returns
     the result."""
-    with Store() as store:
+    with job_registry.Store() as store:
         run = store.create_eval_run(kind, models=models, data=data, options=options)
     try:
         found = task()
@@ -103,7 +104,7 @@ def record_run(
         found = TaskResult(answers={}, partial=nothing_scored(kind, data, models))
     except BaseException as err:
         message = err.message if isinstance(err, TunelabError) else f"{type(err).__name__}: {err}"
-        with Store() as store:
+        with job_registry.Store() as store:
             store.update_eval_run(
                 run.id, status="failed", error_message=message, finished_at=int(time.time())
             )
@@ -120,7 +121,7 @@ def record_run(
     )
     training = training_curves(models)
     paths = write_result(result, outputs, output_dir or default_dir(run.id), training)
-    with Store() as store:
+    with job_registry.Store() as store:
         for model, rows in outputs.items():
             store.add_eval_outputs(run.id, model, rows)
         store.update_eval_run(
@@ -168,15 +169,15 @@ def write_result(
 
 
 def list_runs(limit: int = 50, kind: str | None = None) -> list[EvalRun]:
-    with Store() as store:
+    with job_registry.Store() as store:
         return store.list_eval_runs(limit=limit, kind=kind)
 
 
 def get_run(run_id: str) -> EvalRun:
-    with Store() as store:
+    with job_registry.Store() as store:
         return store.get_eval_run(run_id)
 
 
 def run_outputs(run_id: str, model: str | None = None) -> list[EvalOutput]:
-    with Store() as store:
+    with job_registry.Store() as store:
         return store.list_eval_outputs(run_id, model)

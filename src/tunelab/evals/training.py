@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tunelab import registry as job_registry  # Store: SQLAlchemy loads on first use
 from tunelab.curves import loss_series, run_metrics
-from tunelab.registry import Store
 from tunelab.settings import get_settings
 
 
@@ -40,7 +40,7 @@ def _points(records: list[dict]) -> list[dict]:
 def _registry_curve(name: str) -> tuple[str, list[dict]] | None:
     if not get_settings().registry_path.exists():  # no registry yet: nothing fine-tuned
         return None
-    with Store() as store:
+    with job_registry.Store() as store:
         model = store.find_model(name)
         if model is None or model.kind != "fine-tuned" or not model.job_id:
             return None

@@ -14,7 +14,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from tunelab import registry as job_registry  # Store: SQLAlchemy loads on first use
 from tunelab.catalog import DEFAULT_MODEL
 from tunelab.data.analyze import FileAnalysis
 from tunelab.data.validate import ValidationReport, require_valid
@@ -31,8 +33,11 @@ from tunelab.providers.registry import (
     provider_classes,
     provider_names,
 )
-from tunelab.registry import Checkpoint, Event, Job, Store
+from tunelab.registry import Checkpoint, Event, Job
 from tunelab.throughput import estimate_seconds
+
+if TYPE_CHECKING:
+    from tunelab.registry import Store
 
 PROVIDERS = tuple(provider_names(FINE_TUNING))  # every provider that trains, plugins included
 # OpenAI's limits, applied to every provider's jobs: a script that works here works there.
@@ -141,7 +146,7 @@ def create_job(spec: JobSpec, *, start_worker: bool = True, report=None) -> Job:
         )
     check_provider(spec.provider)
     report = report or validate_job_files(spec)
-    with Store() as store:
+    with job_registry.Store() as store:
         return provider_class(spec.provider).start_job(store, spec, report, start=start_worker)
 
 
@@ -162,7 +167,7 @@ def create_job_from_files(
     tokenizer and context), as `create_job` does, before anything is queued.
     """
 
-    with Store() as store:
+    with job_registry.Store() as store:
         train = local.usable_file(store, training_file, "training_file")
         val = (
             local.usable_file(store, validation_file, "validation_file")
@@ -183,7 +188,7 @@ def create_job_from_files(
     except TunelabError as err:  # the hint names the file as the client knows it
         err.hint = f"run `tunelab validate` on {training_file} for every finding"
         raise
-    with Store() as store:
+    with job_registry.Store() as store:
         return local.queue_on_files(store, spec, train, val, start=start_worker)
 
 
@@ -191,7 +196,7 @@ def import_job(
     provider: str, job_id: str, *, base_url: str | None = None, key_variable: str | None = None
 ) -> Job:
     """Track a job started elsewhere (the provider's web console, another tool)."""
-    with Store() as store:
+    with job_registry.Store() as store:
         return provider_class(provider).import_job(
             store, job_id, base_url=base_url, key_variable=key_variable
         )
@@ -202,7 +207,7 @@ def import_job(
 
 def get_job(job_id: str) -> Job:
     """The job, brought up to date by its provider first."""
-    with Store() as store:
+    with job_registry.Store() as store:
         return refresh(store, store.get_job(job_id))
 
 
@@ -210,7 +215,7 @@ def list_jobs(
     *, limit: int = 20, after: str | None = None, provider: str | None = None
 ) -> list[Job]:
     """A page of jobs, each brought up to date by its provider (without their events)."""
-    with Store() as store:
+    with job_registry.Store() as store:
         jobs = store.list_jobs(limit=limit, after=after, provider=provider)
         fresh: dict[str, Job] = {}
         for name in dict.fromkeys(job.provider for job in jobs):
@@ -231,21 +236,21 @@ def _provider_class_of(job: Job) -> type[Provider]:
 
 
 def list_events(job_id: str, *, after_seq: int = 0, limit: int = 1000) -> list[Event]:
-    with Store() as store:
+    with job_registry.Store() as store:
         job = refresh(store, store.get_job(job_id))
         return store.list_events(job.id, after_seq=after_seq, limit=limit)
 
 
 def list_checkpoints(job_id: str) -> list[Checkpoint]:
     """The job's checkpoints, newest first, each where this machine reaches it."""
-    with Store() as store:
+    with job_registry.Store() as store:
         job = refresh(store, store.get_job(job_id))
         points = store.list_checkpoints(job.id)
     return _provider_class_of(job).checkpoints_here(job, points)
 
 
 def list_metrics(job_id: str) -> list[dict]:
-    with Store() as store:
+    with job_registry.Store() as store:
         return store.list_metrics(store.get_job(job_id).id)
 
 
@@ -261,7 +266,7 @@ def pause_job(job_id: str) -> Job:
 
 
 def _stop(job_id: str, *, pause: bool) -> Job:
-    with Store() as store:
+    with job_registry.Store() as store:
         job = refresh(store, store.get_job(job_id))
         if job.status in TERMINAL_STATUSES:
             raise TunelabError(
@@ -274,14 +279,14 @@ def _stop(job_id: str, *, pause: bool) -> Job:
 
 def resume_job(job_id: str, *, start_worker: bool = True) -> Job:
     """Continue a paused job, or (local) a failed or cancelled one from its checkpoint."""
-    with Store() as store:
+    with job_registry.Store() as store:
         job = refresh(store, store.get_job(job_id))
         return _provider_class_of(job).restart_job(store, job, start=start_worker)
 
 
 def delete_job(job_id: str) -> None:
     """Forget a finished (or never started) job; the model it produced stays."""
-    with Store() as store:
+    with job_registry.Store() as store:
         job = refresh(store, store.get_job(job_id))
         if job.status in ("running", "validating_files"):
             raise TunelabError(
@@ -334,7 +339,7 @@ def queue_note(job: Job) -> str | None:
     """Why a queued job is not running yet (jobs that run here wait for those ahead)."""
     if job.status != "queued":
         return None
-    with Store() as store:
+    with job_registry.Store() as store:
         return _provider_class_of(job).queue_note(store, job)
 
 

@@ -5,14 +5,15 @@ Which backend answers a name is `tunelab.providers.resolve.resolve_chat_model`'s
 
 from __future__ import annotations
 
+from tunelab import registry as job_registry  # Store: SQLAlchemy loads on first use
 from tunelab.catalog import CATALOG_AS_OF
 from tunelab.providers.registry import provider_classes
-from tunelab.registry import Model, Store
+from tunelab.registry import Model
 
 
 def list_models(*, provider: str | None = None, kind: str | None = None) -> list[Model]:
     """Fine-tuned models from the registry, newest first, then the providers' base models."""
-    with Store() as store:
+    with job_registry.Store() as store:
         tuned = store.list_models(provider)
     base = [
         Model(
@@ -31,7 +32,7 @@ def list_models(*, provider: str | None = None, kind: str | None = None) -> list
 
 def delete_model(name: str) -> Model:
     """Forget a fine-tuned model (a local one's files stay where its job wrote them)."""
-    with Store() as store:
+    with job_registry.Store() as store:
         model = store.get_model(name)
         store.delete_model(name)
     return model

@@ -17,13 +17,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 
+from tunelab import registry as job_registry  # Store: SQLAlchemy loads on first use
 from tunelab.errors import TunelabError
 from tunelab.providers import registry
 from tunelab.providers.base import ChatStream
 from tunelab.providers.endpoints import find_endpoint
 from tunelab.providers.local.artifacts import model_dir
 from tunelab.providers.provider import SCORING, Provider
-from tunelab.registry import Store
 from tunelab.settings import get_settings
 from tunelab.types import Answer
 
@@ -144,7 +144,7 @@ def _registry_model(name: str) -> ChatModel | None:
     settings = get_settings()
     if not settings.database_url and not settings.registry_path.exists():  # none yet
         return None
-    with Store() as store:
+    with job_registry.Store() as store:
         known = store.find_model(name)
     if known is None:
         return None

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunelab.data.validate import ValidationReport
 from tunelab.errors import TunelabError
 from tunelab.io import file_sha256
 from tunelab.providers.base import REQUEST_ID_KEY, TERMINAL_STATUSES, JobRequest, JobState
 from tunelab.providers.registry import get_provider
-from tunelab.registry import File, Job, Store, new_id
+from tunelab.registry import File, Job, new_id
+
+if TYPE_CHECKING:
+    from tunelab.registry import Store
+
 
 # TrainConfig's `method` (lora|full) is `training_type` for hosted providers, whose `method`
 # is OpenAI's (supervised|dpo).

@@ -18,11 +18,16 @@ import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunelab import artifacts
+from tunelab import registry as job_registry  # Store: SQLAlchemy loads on first use
 from tunelab.errors import TunelabError
 from tunelab.providers.local.artifacts import JobWorkspace
-from tunelab.registry import Store
+
+if TYPE_CHECKING:
+    from tunelab.registry import Store
+
 
 log = logging.getLogger("tunelab.worker")
 
@@ -58,7 +63,7 @@ class CheckpointUploads:
             return None if self._closing else step
 
     def _run(self) -> None:
-        with Store(self.registry) as store:  # a connection of its own: one per thread
+        with job_registry.Store(self.registry) as store:  # a connection of its own: one per thread
             while (step := self._next()) is not None:
                 self._upload(store, step)
 

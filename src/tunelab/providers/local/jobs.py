@@ -14,7 +14,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from tunelab import registry as job_registry  # Store: SQLAlchemy loads on first use
 from tunelab.catalog import DEFAULT_MODEL, has_tokenizer, local_model_spec, resolve_model
 from tunelab.data.validate import validate_file
 from tunelab.engine import TrainConfig
@@ -26,9 +28,12 @@ from tunelab.providers.local.artifacts import JOB_LOG as JOB_LOG  # `jobs show` 
 from tunelab.providers.local.artifacts import JobWorkspace
 from tunelab.providers.local.lost import recover_lost_jobs
 from tunelab.providers.registry import runs_here
-from tunelab.registry import File, Job, Model, Store
+from tunelab.registry import File, Job, Model
 from tunelab.settings import get_settings, writable_home
 from tunelab.types import LOCAL_PROVIDER
+
+if TYPE_CHECKING:
+    from tunelab.registry import Store
 
 PROVIDER = LOCAL_PROVIDER  # the registry's name for this machine's jobs, files and models
 ORG = PROVIDER  # the org part of local `ft:` names: ft:<base>:local:<suffix>:<id>
@@ -130,7 +135,7 @@ def local_base(model: str):
 
 
 def store_model(name: str) -> Model | None:
-    with Store() as store:
+    with job_registry.Store() as store:
         return store.find_model(name)
 
 

@@ -12,9 +12,12 @@ import os
 import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tunelab.registry import Store
 from tunelab.types import LOCAL_PROVIDER
+
+if TYPE_CHECKING:
+    from tunelab.registry import Store
 
 LOST_AFTER_SECONDS = 120.0  # a heartbeat this old means the worker is gone, wherever it ran
 

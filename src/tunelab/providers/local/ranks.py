@@ -33,15 +33,21 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 import orjson
 
+from tunelab import registry as job_registry  # Store: SQLAlchemy loads on first use
 from tunelab.errors import TunelabError
 from tunelab.io import atomic_write_text
 from tunelab.providers.local.artifacts import JOB_LOG, JobWorkspace
 from tunelab.providers.local.jobs import NPROC_KEY
 from tunelab.providers.local.training import job_log, train_here
-from tunelab.registry import Job, Store
+from tunelab.registry import Job
+
+if TYPE_CHECKING:
+    from tunelab.registry import Store
+
 
 STOP_FILE = ".ranks-stop"
 RESULT_FILE = ".ranks-result.json"
@@ -219,7 +225,7 @@ def run_rank(job_id: str) -> int:
     from tunelab.engine.distributed import Ranks  # torch: only in the ranks, never the worker
 
     ranks = Ranks.from_env()
-    with Store() as store:
+    with job_registry.Store() as store:
         workspace = JobWorkspace.of(store.get_job(job_id))
         out = workspace.directory
         try:

@@ -20,7 +20,10 @@ from tunelab.engine.config import TrainConfig
 from tunelab.providers.local import artifacts as local_artifacts
 from tunelab.providers.local.artifacts import JobWorkspace
 from tunelab.providers.local.checkpoint_uploads import CheckpointUploads, checkpoint_uploads
-from tunelab.registry import Store
+
+if TYPE_CHECKING:
+    from tunelab.registry import Store
+
 
 if TYPE_CHECKING:  # the engine loads torch: only a process that trains imports it
     from tunelab.engine.steps import StepRecord

@@ -31,17 +31,22 @@ import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tunelab import artifacts
+from tunelab import registry as job_registry  # Store: SQLAlchemy loads on first use
 from tunelab.errors import TunelabError
 from tunelab.providers.local import ranks
 from tunelab.providers.local.artifacts import JobWorkspace
 from tunelab.providers.local.jobs import PAUSE
 from tunelab.providers.local.lost import recover_lost_jobs
 from tunelab.providers.local.training import forget_missing_checkpoints, job_log, train_here
-from tunelab.registry import Job, Store
+from tunelab.registry import Job
 from tunelab.settings import get_settings
 from tunelab.types import LOCAL_PROVIDER
+
+if TYPE_CHECKING:
+    from tunelab.registry import Store
 
 log = logging.getLogger("tunelab.worker")
 
@@ -69,7 +74,7 @@ def run_worker(
     """
     identity, stop = worker_identity(), stop or threading.Event()
     done, idle_since = 0, time.monotonic()
-    with Store() as store:
+    with job_registry.Store() as store:
         recover_lost_jobs(store)
         while not stop.is_set() and (max_jobs is None or done < max_jobs):
             job = store.claim_next_job(LOCAL_PROVIDER, identity)
@@ -112,7 +117,7 @@ def run_auto_worker(idle_seconds: float = 5.0) -> int:
             if not held:
                 return done
             done += run_worker(exit_when_idle=idle_seconds)
-        with Store() as store:
+        with job_registry.Store() as store:
             if not store.list_jobs(provider=LOCAL_PROVIDER, statuses=("queued",), limit=1):
                 return done
 
@@ -279,7 +284,7 @@ class _Heartbeat:
         self._thread.join()
 
     def _run(self) -> None:
-        with Store(self.path) as store:
+        with job_registry.Store(self.path) as store:
             while not self._stop.wait(HEARTBEAT_SECONDS):
                 requested = store.heartbeat(self.job_id, self.worker_id)
                 if requested:

@@ -45,7 +45,8 @@ class ModelCache:
     def __init__(self, memory_budget_bytes: int | None = None) -> None:
         self.memory_budget_bytes = memory_budget_bytes or default_memory_budget()
         self._models: OrderedDict[str, LoadedModel] = OrderedDict()
-        self._lock = threading.Lock()  # guards `_models`
+        self._keys: dict[str, str] = {}  # the name a model was asked for → its directory
+        self._lock = threading.Lock()  # guards `_models` and `_keys`
         self._loading = threading.Lock()  # one load at a time, as one loader thread did
 
     def directories(self) -> list[str]:
@@ -58,11 +59,24 @@ class ModelCache:
         unless it is cached already."""
         info = info or resolve_model_source(source)
         key, written = str(info.path), weights_written(info)
+        with self._lock:
+            self._keys[source] = key
         cached = self._cached(key, written)
         if cached is not None:
             return cached
         with self._loading:  # a concurrent request for the same model finds it cached here
             return self._cached(key, written) or self._load(key, source, info, written)
+
+    def peek(self, source: str) -> LoadedModel | None:
+        """The model `source` named when it was last asked for, if it is still cached and its
+        weights unchanged; None otherwise. No name is resolved and nothing loads, so a
+        server's event loop asks this before it hands a miss to a thread."""
+        with self._lock:
+            key = self._keys.get(source)
+            loaded = self._models.get(key) if key is not None else None
+        if key is None or loaded is None:
+            return None
+        return self._cached(key, weights_written(loaded.info))
 
     def drop(self, path: str) -> bool:
         """Forget the model loaded from `path`; whether it was cached."""

@@ -32,7 +32,7 @@ from tunelab.types import Answer, AnswerScore
 
 if TYPE_CHECKING:  # torch: imported when this machine first answers, not by light commands
     from tunelab.engine.generate import Sampling
-    from tunelab.providers.local.model_cache import ModelCache
+    from tunelab.providers.local.model_cache import LoadedModel, ModelCache
     from tunelab.providers.local.queue import GenerationQueue
 
 DEFAULT_MAX_TOKENS = 512  # `tunelab chat`'s default, for callers that leave it open
@@ -171,7 +171,7 @@ class LocalProvider(Provider):
     ) -> list[Answer]:
         from tunelab.providers.local.queue import BatchRequest  # torch: on first answer
 
-        loaded = await asyncio.to_thread(self.model_cache.get, model)
+        loaded = await self._loaded(model)
         loop = asyncio.get_running_loop()
         request = BatchRequest(
             loaded,
@@ -194,7 +194,7 @@ class LocalProvider(Provider):
     ) -> None:
         from tunelab.providers.local.queue import StreamRequest  # torch: on first answer
 
-        loaded = await asyncio.to_thread(self.model_cache.get, model)
+        loaded = await self._loaded(model)
         sampling = _sampling(options, loaded.info)
         now = asyncio.get_running_loop().time()
         self._queue().submit(
@@ -206,11 +206,19 @@ class LocalProvider(Provider):
     ) -> tuple[list[AnswerScore], int]:
         from tunelab.providers.local.queue import ScoreRequest  # torch: on first answer
 
-        loaded = await asyncio.to_thread(self.model_cache.get, model)
+        loaded = await self._loaded(model)
         loop = asyncio.get_running_loop()
         request = ScoreRequest(loaded, messages, answers, loop.create_future(), loop.time())
         self._queue().submit(request)
         return await request.done
+
+    async def _loaded(self, model: str) -> LoadedModel:
+        """The model from the cache: looked up on the event loop, resolved and loaded in a
+        thread only when it is not there (a thread hop per request splits the batches)."""
+        cached = self.model_cache.peek(model)
+        if cached is not None:
+            return cached
+        return await asyncio.to_thread(self.model_cache.get, model)
 
     def _queue(self) -> GenerationQueue:
         """The generation queue of the running event loop (a server's), made on first use."""

@@ -41,3 +41,22 @@ def test_weights_written_again_are_loaded_anew(tmp_path, monkeypatch):
     assert len(loads) == 2 and new is not old
     old_weights = next(old.model.parameters())
     assert not torch.equal(old_weights, next(new.model.parameters()))
+
+
+def test_weights_written_by_the_first_load_are_not_taken_for_new_ones(tmp_path, monkeypatch):
+    """The bundled model's first use converts it, writing its weights as it loads."""
+    directory = str(save_tiny_model(tmp_path / "m"))
+    loads, real = [], model_cache.load_base
+
+    def converting(source, **options):
+        loads.append(source)
+        later = time.time() + 5
+        for weights in (tmp_path / "m").glob("*.safetensors"):
+            os.utime(weights, (later, later))
+        return real(source, **options)
+
+    monkeypatch.setattr(model_cache, "load_base", converting)
+    cache = ModelCache()
+    first = cache.get(directory)
+    assert cache.peek(directory) is first and cache.get(directory) is first
+    assert len(loads) == 1

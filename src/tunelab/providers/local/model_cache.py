@@ -58,7 +58,8 @@ class ModelCache:
         """The model `source` names (`info`: what `resolve_model_source` says of it), loaded
         unless it is cached already."""
         info = info or resolve_model_source(source)
-        key, written = str(info.path), weights_written(info)
+        key = str(info.path)  # the directory whose weights are watched, too
+        written = weights_written(key)
         with self._lock:
             self._keys[source] = key
         cached = self._cached(key, written)
@@ -76,7 +77,7 @@ class ModelCache:
             loaded = self._models.get(key) if key is not None else None
         if key is None or loaded is None:
             return None
-        return self._cached(key, weights_written(loaded.info))
+        return self._cached(key, weights_written(key))
 
     def drop(self, path: str) -> bool:
         """Forget the model loaded from `path`; whether it was cached."""
@@ -101,9 +102,12 @@ class ModelCache:
 
     def _load(self, key: str, source: str, info: ModelInfo, written: float) -> LoadedModel:
         self._make_room(estimated_bytes(info))
-        model, tokenizer, info = load_base(source)
+        model, tokenizer, loaded_info = load_base(source)
         model.eval()
-        loaded = LoadedModel(key, model, tokenizer, info, model_bytes(model), written)
+        # A first use may have written the weights (the bundled model's conversion): note
+        # them as they are now, or the next lookup would take them for new ones.
+        written = weights_written(key)
+        loaded = LoadedModel(key, model, tokenizer, loaded_info, model_bytes(model), written)
         self._make_room(loaded.bytes)
         with self._lock:
             self._models[key] = loaded  # kept even when it alone exceeds the budget
@@ -136,11 +140,11 @@ def model_bytes(model: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
-def weights_written(info: ModelInfo) -> float:
-    """The latest modification time of the weights in the model's directory (0 when it has
+def weights_written(directory: str | Path) -> float:
+    """The latest modification time of the weights in a model's directory (0 when it has
     none here yet, as a Hub id not downloaded)."""
     try:
-        files = [p for p in Path(info.path).iterdir() if p.suffix in (".safetensors", ".bin")]
+        files = [p for p in Path(directory).iterdir() if p.suffix in (".safetensors", ".bin")]
         return max((p.stat().st_mtime for p in files), default=0.0)
     except OSError:
         return 0.0

@@ -29,7 +29,8 @@ def rank_pids() -> dict[int, int]:
         with contextlib.suppress(OSError):
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             ranks = [e.split(b"=", 1)[1] for e in environ if e.startswith(b"RANK=")]
-            if ranks and b"worker_ranks" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if ranks and b"tunelab.providers.local.ranks" in command:
                 found[int(ranks[0])] = pid
     return found
 

@@ -565,6 +565,10 @@ def test_a_planted_key_never_leaks(api, monkeypatch, tmp_path, caplog, capsys, s
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     caplog.set_level(logging.DEBUG)
+    # Libraries imported by earlier tests may have quietened these loggers (trackio's
+    # dependencies set httpx's to WARNING): every line they would write is read here.
+    for name in ("openai", "httpx", "httpcore"):
+        caplog.set_level(logging.DEBUG, logger=name)
     if key_from == "environment":
         monkeypatch.setenv("OPENAI_API_KEY", PLANTED)
         provider = OpenAIProvider(policy=RetryPolicy(sleep=lambda _: None))
@@ -580,7 +584,10 @@ def test_a_planted_key_never_leaks(api, monkeypatch, tmp_path, caplog, capsys, s
     assert error.code == ("provider_auth_failed" if status == 401 else "provider_unavailable")
     assert api.calls.last.request.headers["authorization"] == f"Bearer {PLANTED}"
     printed = capsys.readouterr()
-    assert "fine_tuning/jobs" in caplog.text  # the SDK's and httpx's debug logs were captured
+    # The SDK's (and httpx's) debug logs of this request were captured; what each says
+    # depends on the versions installed (a record factory installed by an import may drop
+    # the URL), so the check is that they were there, not their wording.
+    assert any(record.name.startswith("openai") for record in caplog.records)
     for text in (
         str(error),
         repr(error),

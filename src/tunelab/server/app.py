@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunelab import __version__
 from tunelab.errors import TunelabError
-from tunelab.server import routes_files, routes_inference, routes_jobs
+from tunelab.server import routes_files, routes_graders, routes_inference, routes_jobs
 from tunelab.server.api_docs import render_api_reference
 from tunelab.server.errors import (
     ApiError,
@@ -115,6 +115,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     app.include_router(routes_files.router, prefix="/v1")
     app.include_router(routes_jobs.router, prefix="/v1")
     app.include_router(routes_inference.router, prefix="/v1")
+    app.include_router(routes_graders.router, prefix="/v1")
     app.state.sessions = Sessions()
     install_ui(app)
 

@@ -89,6 +89,9 @@ def test_clean_files_are_clean_and_detected(tmp_path):
 def test_detection_asks_for_method_on_a_mix(tmp_path):
     chat = {"messages": [USER, *GOOD]}
     assert detect_method(write(tmp_path / "chat.jsonl", [chat])).method == "supervised"
+    # a prompt without answer nor item fields is chat data missing its answer
+    bare = write(tmp_path / "bare.jsonl", [{"messages": [USER]}])
+    assert detect_method(bare).method == "supervised"
     mixed = write(tmp_path / "mixed.jsonl", [chat, ITEM])
     with pytest.raises(TunelabError) as err:
         detect_method(mixed)
@@ -173,3 +176,25 @@ def test_tokens_count_both_answers_or_the_answer_budget(tmp_path):
     prompt = counter.count([[USER]])
     assert scan.tokens.tolist() == [int(prompt.total[0]) + 100]
     assert scan.assistant_tokens.tolist() == [100]
+
+
+def test_analysis_of_a_preference_file_prices_both_answers(tmp_path):
+    from tunelab.data.analyze import analyze_file
+
+    second = {**PAIR, "input": {"messages": [{**USER, "content": "Where is Paris?"}]}}
+    path = write(tmp_path / "pairs.jsonl", [PAIR, second])
+    analysis = analyze_file(path, model="gpt-4o-mini")
+    assert analysis.method == "dpo" and analysis.n_examples == 2
+    assert analysis.billed_tokens == analysis.total_tokens * analysis.n_epochs
+    assert analysis.estimated_cost_usd == round(analysis.billed_tokens / 1e6 * 3.0, 6)
+    assert analysis.total_assistant_tokens < analysis.total_tokens
+
+
+def test_analysis_of_reinforcement_items_counts_the_answer_budget(tmp_path):
+    from tunelab.data.analyze import analyze_file
+
+    path = write(tmp_path / "items.jsonl", [ITEM])
+    analysis = analyze_file(path, model="gpt-4o-mini", max_answer_tokens=64)
+    assert analysis.method == "reinforcement" and analysis.total_assistant_tokens == 64
+    assert analysis.estimated_cost_usd is None and analysis.costs == []
+    assert any("billed by training time" in note for note in analysis.notes)

@@ -7,10 +7,12 @@
 - `reinforcement`: OpenAI's reinforcement format, `{"messages": [...]}` ending with a user
   turn, plus the fields a grader reads as `{{item.NAME}}` (`data.reinforcement`).
 
-`detect_method` reads the first records of a file: preference keys decide at once; chat
-messages that all end with a user turn are reinforcement items, all with an assistant answer
-supervised examples; a mix cannot be told apart and asks for `--method`. Also here: the
-checks both new formats share (a prompt ending with a user turn, the tools list).
+`detect_method` reads the first records of a file: preference keys decide at once; messages
+ending with a user turn beside other fields (what a grader reads) are reinforcement items,
+messages ending with an answer supervised examples, and a file with both asks for
+`--method`. Messages ending with a user turn and nothing else stay supervised (chat data
+missing its answers, as the validator then says) unless `--method reinforcement` is given.
+Also here: the checks both new formats share (a prompt ending with a user turn, the tools).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from tunelab.errors import TunelabError
 
 METHODS = ("supervised", "dpo", "reinforcement")
 PREFERENCE_KEYS = frozenset(("input", "preferred_output", "non_preferred_output"))
+# A chat example's own keys: any other key beside a prompt is an item field for a grader.
+CHAT_KEYS = frozenset(("messages", "tools", "functions", "parallel_tool_calls"))
 RESERVED_PATTERN = special_token_pattern(RESERVED_SPECIAL_TOKENS)
 # Records read to tell supervised from reinforcement data: enough to see a mix.
 DETECTION_RECORDS = 50
@@ -63,26 +67,36 @@ def resolve_method(path: str | Path, method: str | None) -> MethodDetection:
 
 def detect_method(path: str | Path) -> MethodDetection:
     """The format of a JSONL file, from its first records (see the module docstring)."""
-    endings = set()
+    seen = set()
     for record in _first_records(path, DETECTION_RECORDS):
         if PREFERENCE_KEYS & set(record):
             return MethodDetection("dpo", "a record has preference keys (input, preferred_output)")
-        messages = record.get("messages")
-        if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
-            endings.add(messages[-1].get("role") == "user")
-    if endings == {True}:
-        return MethodDetection("reinforcement", "every message list ends with a user turn")
-    if endings == {False, True}:
+        seen.add(_chat_or_item(record))
+    if "reinforcement" in seen and "supervised" in seen:
         raise TunelabError(
             "ambiguous_method",
-            "some examples end with an answer and some with a user turn: this may be "
-            "supervised data with missing answers or reinforcement items.",
+            "some examples end with an answer and some are prompts with item fields: "
+            "supervised examples or reinforcement items?",
             hint="pass --method supervised, --method dpo or --method reinforcement",
             path=path,
             exit_code=2,
         )
-    # Supervised also when nothing could be read: the chat validator names every defect.
-    return MethodDetection("supervised", None if not endings else "examples end with answers")
+    if "reinforcement" in seen:
+        return MethodDetection("reinforcement", "prompts end with a user turn, with item fields")
+    # Prompts without answers or item fields are chat data missing its answers until
+    # --method says otherwise; and an unreadable file is for the chat validator to explain.
+    return MethodDetection("supervised", "examples end with answers" if seen else None)
+
+
+def _chat_or_item(record: dict) -> str | None:
+    """ "supervised" for messages ending with an answer, "reinforcement" for messages ending
+    with a user turn beside fields a grader could read; None when it cannot tell."""
+    messages = record.get("messages")
+    if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict):
+        return None
+    if messages[-1].get("role") != "user":
+        return "supervised"
+    return "reinforcement" if set(record) - CHAT_KEYS else None
 
 
 def _first_records(path: str | Path, limit: int) -> list[dict]:

@@ -69,6 +69,23 @@ def grader_item_fields(grader: object) -> tuple[str, ...]:
     return tuple(dict.fromkeys(_ITEM_REFERENCE.findall(text)))
 
 
+def grader_fields(names: Iterable[str] = (), grader_file: str | Path | None = None):
+    """The item fields required of every item: those named, and those a grader definition
+    (a JSON file) reads."""
+    found = list(names)
+    if grader_file is not None:
+        path = Path(grader_file)
+        try:
+            grader = orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            raise TunelabError("file_not_found", f"{path} does not exist.", path=path) from None
+        except orjson.JSONDecodeError as err:
+            text = f"the grader definition is not JSON: {err.msg}"
+            raise TunelabError("invalid_grader_file", text, path=path) from None
+        found.extend(grader_item_fields(grader))
+    return tuple(dict.fromkeys(found))
+
+
 def item_from_example(example: ChatExample, reference_field: str = REFERENCE_FIELD):
     """The item of a supervised example: the messages before its last answer, which becomes
     the `reference_field`; a classification example also keeps its `label`. None when the

@@ -70,3 +70,37 @@ def test_analyze_reports_the_answer_budget(capsys, tmp_path):
     code, analysis = run_json(capsys, argv)
     assert code == 0 and analysis["method"] == "reinforcement"
     assert analysis["total_assistant_tokens"] == 100 and analysis["estimated_cost_usd"] is None
+
+
+def test_format_to_reinforcement_then_validate(capsys, tmp_path):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(
+        "\n".join(
+            json.dumps({"question": f"count heads {i}", "query": f"db.h.find({i})"})
+            for i in range(5)
+        )
+        + "\n"
+    )
+    out = tmp_path / "rl_train.jsonl"
+    argv = [
+        "format",
+        str(pairs),
+        "--to",
+        "reinforcement",
+        "--reference-field",
+        "query",
+        "--train-ratio",
+        "1.0",
+        "-o",
+        str(out),
+        "--json",
+    ]
+    code, report = run_json(capsys, argv)
+    assert (code, report["to"], report["reference_field"], report["n_train"]) == (
+        0,
+        "reinforcement",
+        "query",
+        5,
+    )
+    code, checked = run_json(capsys, ["validate", str(out), "--grader-field", "query", "--json"])
+    assert (code, checked["method"], checked["n_valid_examples"]) == (0, "reinforcement", 5)

@@ -198,3 +198,20 @@ def test_analysis_of_reinforcement_items_counts_the_answer_budget(tmp_path):
     assert analysis.method == "reinforcement" and analysis.total_assistant_tokens == 64
     assert analysis.estimated_cost_usd is None and analysis.costs == []
     assert any("billed by training time" in note for note in analysis.notes)
+
+
+def test_format_to_reinforcement_keeps_the_answer_as_the_reference(tmp_path):
+    from tunelab.data.formatter import format_dataset
+
+    table = tmp_path / "questions.tsv"
+    rows = [f"Who wrote book {i}?\tHUM" for i in range(4)] + [
+        f"Where is {i}?\tLOC" for i in range(4)
+    ]
+    table.write_text("text\tlabel\n" + "\n".join(rows) + "\n")
+    report = format_dataset(table, tmp_path / "train.jsonl", to="reinforcement", train_ratio=0.5)
+    assert (report.to, report.n_train, report.n_val) == ("reinforcement", 4, 4)
+    items = read_reinforcement_file(tmp_path / "train.jsonl", ["reference_answer", "label"])
+    for item in items:
+        assert item.messages[-1]["role"] == "user"
+        assert item.fields["reference_answer"] == f"<category>{item.fields['label']}</category>"
+    assert detect_method(tmp_path / "val.jsonl").method == "reinforcement"

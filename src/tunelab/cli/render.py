@@ -138,6 +138,9 @@ def render_format_report(report: FormatReport) -> None:
     common.stdout.print(
         f"  system prompt: {escape(report.system or '(none added)')}", highlight=False
     )
+    if report.to == "reinforcement":
+        field = escape(report.reference_field or "")
+        common.stdout.print(f"  written as reinforcement items (answer → {field})")
     common.stdout.print(f"  read {report.n_read:,} examples", highlight=False)
     if report.n_skipped:
         common.stdout.print(f"  skipped {report.n_skipped:,} without an assistant message")

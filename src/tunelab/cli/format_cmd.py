@@ -18,8 +18,9 @@ from tunelab.cli.options import (
     source_options,
 )
 from tunelab.cli.render import render_format_report
-from tunelab.data.formatter import format_dataset
+from tunelab.data.formatter import TARGETS, format_dataset
 from tunelab.data.prompts import DEFAULT_INSTRUCTION, SHORT_INSTRUCTION
+from tunelab.data.reinforcement import REFERENCE_FIELD
 from tunelab.data.sources import DatabasePreview, SourceOptions, preview_conversations
 from tunelab.data.sources.detect import is_sqlite
 from tunelab.data.sources.query_pairs import DEFAULT_SYSTEM as QUERIES_SYSTEM
@@ -67,6 +68,11 @@ label with 2+ examples appears in both files; a single example goes to training)
 --val-output defaults to the train name with "train" replaced by "val" (train.jsonl →
 val.jsonl), or with ".val" added (out.jsonl → out.val.jsonl). --train-ratio 1.0 writes no
 validation file. Nothing is written when any record is bad.
+
+\b
+--to reinforcement writes reinforcement items instead: the messages before each answer,
+and the answer as the item field --reference-field (reference_answer), plus `label` for
+classification, for a grader to read as {{{{item.reference_answer}}}}.
 """
 
 
@@ -91,6 +97,21 @@ validation file. Nothing is written when any record is bad.
     help="Share of each label for training.",
 )
 @click.option("--seed", type=int, default=42, show_default=True, help="Shuffle seed.")
+@click.option(
+    "--to",
+    "to",
+    type=click.Choice(TARGETS),
+    default="chat",
+    show_default=True,
+    help="chat: supervised examples; reinforcement: each prompt, its answer kept as an item "
+    "field for the grader (--reference-field).",
+)
+@click.option(
+    "--reference-field",
+    default=REFERENCE_FIELD,
+    show_default=True,
+    help="--to reinforcement: the item field that keeps the answer ({{item.NAME}}).",
+)
 @click.option("--force", is_flag=True, help="Overwrite existing outputs.")
 @json_option("Print the report as JSON.")
 @source_flags
@@ -116,6 +137,8 @@ def format_cmd(source: Path, **flags) -> int:
             seed=flags["seed"],
             force=flags["force"],
             progress=lambda n: bar.update(task, completed=n),
+            to=flags["to"],
+            reference_field=flags["reference_field"],
         )
     if flags["as_json"]:
         print_json(report.to_dict())

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from tunelab.catalog import DEFAULT_MODEL
+from tunelab.data.methods import METHODS
 from tunelab.data.prompts import TEMPLATES, ClassificationPrompt
 from tunelab.data.sources import KINDS, ConversationSchema, SourceOptions
 
@@ -260,3 +261,27 @@ evaluation_outputs = option_block(
     ),
     json_option("Print the result as JSON."),
 )
+
+
+def method_option(help: str):
+    """`--method`: which training data format a file holds, when detection cannot tell."""
+    return choice_option("--method", choices=list(METHODS), help=help)
+
+
+def grader_field_options(command):
+    """`--grader-field NAME` (repeatable) and `--grader FILE`: the item fields a
+    reinforcement grader reads, required of every item."""
+    return option_block(
+        click.option(
+            "--grader-field",
+            "grader_field_names",
+            multiple=True,
+            help="Reinforcement: an item field the grader reads as {{item.NAME}} (repeatable).",
+        ),
+        click.option(
+            "--grader",
+            "grader_file",
+            type=input_file,
+            help="Reinforcement: a grader definition (JSON); every item needs the fields it reads.",
+        ),
+    )(command)

@@ -111,6 +111,9 @@ def render_validation_report(report: ValidationReport) -> None:
     train = report.train
     target = f" for {report.model.name}" if report.model else ""
     say(f"[bold]{train.path}[/]: {train.n_examples:,} examples, {train.n_valid:,} valid{target}")
+    if report.method != "supervised" or report.method_detection:
+        how = f"detected: {report.method_detection}" if report.method_detection else "given"
+        say(f"format: {report.method} ({escape(how)})")
     if report.val is not None:
         val = report.val
         say(f"[bold]{val.path}[/]: {val.n_examples:,} examples, {val.n_valid:,} valid")
@@ -135,6 +138,9 @@ def render_format_report(report: FormatReport) -> None:
     common.stdout.print(
         f"  system prompt: {escape(report.system or '(none added)')}", highlight=False
     )
+    if report.to == "reinforcement":
+        field = escape(report.reference_field or "")
+        common.stdout.print(f"  written as reinforcement items (answer → {field})")
     common.stdout.print(f"  read {report.n_read:,} examples", highlight=False)
     if report.n_skipped:
         common.stdout.print(f"  skipped {report.n_skipped:,} without an assistant message")

@@ -11,6 +11,12 @@ target model and a `TaskFacts` observer, then derives everything from fixed-size
   priced model so providers can be compared (other tokenizers count somewhat differently);
 - local models: estimated training time from the engine's measured throughput in
   `$TUNELAB_HOME/throughput.json`, or none until there is a measurement.
+
+Preference (dpo) and reinforcement files are scanned by `method_scan` and measured the same
+way on their own token counts (dpo: the prompt and both answers; reinforcement: the prompt and
+the answer budget). The price table holds supervised prices: a dpo file is priced at them (as
+OpenAI bills preference training per token at the supervised rate), and reinforcement training,
+billed by time on the hosted platforms, gets no price.
 """
 
 from __future__ import annotations
@@ -25,6 +31,12 @@ import numpy as np
 
 from tunelab.catalog import DEFAULT_MODEL, ModelSpec, context_limit, resolve_model
 from tunelab.data.facts import TaskFacts
+from tunelab.data.method_scan import (
+    DEFAULT_MAX_ANSWER_TOKENS,
+    MethodOptions,
+    scan_method_files,
+)
+from tunelab.data.methods import resolve_method
 from tunelab.data.pricing import load_prices, price_for
 from tunelab.data.tokens import load_counter
 from tunelab.data.validate import FileScan, ValidationReport, scan_files
@@ -116,6 +128,7 @@ class FileAnalysis(FileStats):
     notes: list[str]
     estimated_train_seconds: float | None = None
     throughput: dict | None = None
+    method: str = "supervised"  # the file's format, see `data.methods`
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -155,24 +168,34 @@ def analyze_file(
     model: str | ModelSpec = DEFAULT_MODEL,
     prices: str | Path | None = None,
     progress: Callable[[str, int], None] | None = None,
+    method: str | None = None,
+    max_answer_tokens: int = DEFAULT_MAX_ANSWER_TOKENS,
 ) -> FileAnalysis:
     """Validate and analyze a training file (and a validation file) in one pass each.
 
     Returns the `FileAnalysis` (see the module docstring; `tunelab analyze --json` prints
-    its `to_json()`).
+    its `to_json()`). `method` None detects the file's format; `max_answer_tokens` is the
+    answer budget counted for each reinforcement item.
     `progress(path, bytes_read)` reports reading progress.
     """
     spec = resolve_model(model) if isinstance(model, str) else model
     price_table = load_prices(prices)  # read first: a bad --prices file fails before the scan
+    method = resolve_method(path, method).method
     counter = load_counter(spec)
     context = context_limit(spec)
     facts = TaskFacts()
-    train, val = scan_files(path, val_path, spec, counter, context, progress, facts.observe)
-    report = ValidationReport(train, val, spec)
+    if method == "supervised":
+        train, val = scan_files(path, val_path, spec, counter, context, progress, facts.observe)
+    else:
+        options = MethodOptions(method, max_answer_tokens=max_answer_tokens)
+        train, val = scan_method_files(path, val_path, options, spec, counter, progress)
+    report = ValidationReport(train, val, spec, method=method)
     analysis = file_stats(train, context)
     n_epochs = recommended_epochs(train.n_valid)
     billed = billed_tokens(train.array_of("tokens"), context, n_epochs)
     own_price = price_for(price_table, spec.provider, spec.name)
+    if method == "reinforcement":  # billed by training time, which no table here holds
+        own_price, price_table = None, []
     analysis.update(
         model=spec.name,
         provider=spec.provider,
@@ -189,13 +212,30 @@ def analyze_file(
         validation=report.summary(),
         task=facts.result(),
         val=None if val is None else file_stats(val, context),
-        notes=[],
+        notes=_method_notes(method, max_answer_tokens),
+        method=method,
     )
     analysis.update(_training_time(spec, billed, analysis["notes"]))
     _label_list_cost(analysis)
     if spec.trains_here:
         analysis["notes"].append("local training has no price: it costs compute time")
     return FileAnalysis.from_json(analysis)
+
+
+def _method_notes(method: str, max_answer_tokens: int) -> list[str]:
+    """What the figures of a preference or reinforcement file mean."""
+    if method == "dpo":
+        return [
+            "dpo: tokens are the prompt and both answers; priced at the supervised rates "
+            "(OpenAI bills preference training per token at them)"
+        ]
+    if method == "reinforcement":
+        return [
+            f"reinforcement: tokens are the prompt and an answer budget of "
+            f"{max_answer_tokens:,} tokens per item; hosted reinforcement training is billed "
+            "by training time, so no price is given"
+        ]
+    return []
 
 
 # From this share of the tokens on, the label list is worth leaving out of the prompts.

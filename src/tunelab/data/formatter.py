@@ -1,6 +1,8 @@
 """`format_dataset`: any source → OpenAI chat JSONL, deduplicated, split in two files.
 
-read (lazy) → drop duplicates → spool → split → write both outputs atomically.
+read (lazy) → (reinforcement items) → drop duplicates → spool → split → write both outputs
+atomically. With `to="reinforcement"` each example becomes a reinforcement item: its prompt,
+with the answer kept as the item field `reference_answer` (see `data.reinforcement`).
 
 The examples are spooled as JSON lines to an anonymous temporary file; memory holds only
 their offsets, labels and 16-byte duplicate keys, so a large source does not need room for
@@ -22,12 +24,15 @@ from typing import IO
 
 from tunelab.data.example import ChatExample
 from tunelab.data.prompts import label_set_bytes, label_set_path
+from tunelab.data.reinforcement import REFERENCE_FIELD, item_from_example
 from tunelab.data.sources import SourceOptions, detect_source_kind, read_source
 from tunelab.data.split import Duplicates, drop_duplicates, split_indices
 from tunelab.errors import TunelabError
 from tunelab.io import check_output_path, commit, staged_write
 
 PROGRESS_EVERY = 1000
+# What `format_dataset` writes: chat examples, or reinforcement items.
+TARGETS = ("chat", "reinforcement")
 
 OPTION_FLAGS = {
     "question_field": "--question-field",
@@ -69,6 +74,9 @@ class FormatReport:
     label_set_outputs: list[str] | None = None
     # Classification only: {"train": {label: count}, "val": {label: count}}.
     label_counts: dict[str, dict[str, int]] | None = None
+    # The format written: "chat" or "reinforcement" (items with `reference_field`).
+    to: str = "chat"
+    reference_field: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,8 +103,11 @@ def format_dataset(
     seed: int = 42,
     force: bool = False,
     progress: Callable[[int], None] | None = None,
+    to: str = "chat",
+    reference_field: str = REFERENCE_FIELD,
 ) -> FormatReport:
-    """Convert `source` to chat JSONL in `train_output` and `val_output`.
+    """Convert `source` to chat JSONL (`to="reinforcement"`: reinforcement items whose
+    answers are kept as `reference_field`) in `train_output` and `val_output`.
 
     `kind` None detects it. `train_ratio` 1.0 writes no validation file; below 1.0 the
     validation file is `val_output` or `default_val_path(train_output)`. `progress` is
@@ -110,9 +121,10 @@ def format_dataset(
         raise TunelabError("source_not_found", f"{source} does not exist.", path=source)
     kind, detection = _resolve_kind(source, kind, options)
     reading = read_source(source, kind, options)
+    examples, unanswered = _converted(reading.examples, to, reference_field)
     duplicates = Duplicates()
     with tempfile.TemporaryFile() as spool:
-        offsets, labels = _spool(drop_duplicates(reading.examples, duplicates), spool, progress)
+        offsets, labels = _spool(drop_duplicates(examples, duplicates), spool, progress)
         if not offsets:
             raise TunelabError("empty_source", f"{source} holds no examples.", path=source)
         train, val = split_indices(labels, train_ratio, seed)
@@ -127,7 +139,7 @@ def format_dataset(
         detected_fields=reading.detected,
         system=reading.system,
         n_read=len(offsets) + duplicates.count,
-        n_skipped=reading.skipped,
+        n_skipped=reading.skipped + unanswered[0],
         n_duplicates=duplicates.count,
         duplicates_sample=duplicates.sample,
         n_train=len(train),
@@ -136,7 +148,34 @@ def format_dataset(
         val_output=str(val_output) if val_output else None,
         label_counts=_label_counts(labels, train, val) if reading.labels else None,
         label_set_outputs=[str(path) for path in label_sets] or None,
+        to=to,
+        reference_field=reference_field if to == "reinforcement" else None,
     )
+
+
+def _converted(examples: Iterable[ChatExample], to: str, reference_field: str):
+    """The examples in the target format, and a one-element list counting those left out
+    (filled as the lazy stream is read)."""
+    if to not in TARGETS:
+        raise TunelabError(
+            "unknown_target",
+            f"cannot format to {to!r}.",
+            hint=f"one of {', '.join(TARGETS)}",
+            exit_code=2,
+        )
+    left_out = [0]
+    if to == "chat":
+        return examples, left_out
+
+    def items():
+        for example in examples:
+            item = item_from_example(example, reference_field)
+            if item is None:
+                left_out[0] += 1
+            else:
+                yield item
+
+    return items(), left_out
 
 
 def _val_path(train_output: Path, val_output: Path | None, train_ratio: float) -> Path | None:

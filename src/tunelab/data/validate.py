@@ -119,6 +119,22 @@ SEVERITY = {
         WARNING,
     ),
 }
+# The codes only preference (dpo) and reinforcement files have (`data.preference`,
+# `data.reinforcement`); those files also get the codes above that apply to them.
+METHOD_SEVERITY = dict.fromkeys(
+    (
+        "missing_input",
+        "invalid_input",
+        "missing_output",
+        "invalid_output",
+        "identical_outputs",
+        "wrong_last_role",
+        "invalid_tools",
+        "missing_item_field",
+    ),
+    ERROR,
+)
+CODE_SEVERITY = {**SEVERITY, **METHOD_SEVERITY}
 
 Progress = Callable[[int], None]
 
@@ -164,7 +180,15 @@ def check_record(record: object, special: re.Pattern[str] = _RESERVED_PATTERN) -
         return [*problems, ("messages_not_a_list", f'"messages" is a {kind}, not a list')]
     if not messages:
         return [*problems, ("empty_messages", '"messages" is empty')]
-    previous = None
+    problems.extend(check_messages(messages, special))
+    if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
+        problems.append(("no_assistant_message", "the example has no assistant message"))
+    return problems
+
+
+def check_messages(messages: list, special: re.Pattern[str] = _RESERVED_PATTERN) -> list:
+    """The defects of each message of a list, and roles that repeat, as (code, message)."""
+    problems, previous = [], None
     for index, message in enumerate(messages, 1):
         problems.extend(_check_message(message, index, special))
         role = message.get("role") if isinstance(message, dict) else None
@@ -172,8 +196,6 @@ def check_record(record: object, special: re.Pattern[str] = _RESERVED_PATTERN) -
             text = f"messages {index - 1} and {index} are both {role} messages"
             problems.append(("consecutive_same_role", text))
         previous = role
-    if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
-        problems.append(("no_assistant_message", "the example has no assistant message"))
     return problems
 
 
@@ -341,7 +363,7 @@ class FileScan:
     def add(self, code: str, line: int | None, message: str) -> None:
         self.counts[code] += 1
         if len(self.findings) < MAX_FINDINGS:
-            self.findings.append(Finding(code, SEVERITY[code], line, message, self.label))
+            self.findings.append(Finding(code, CODE_SEVERITY[code], line, message, self.label))
         else:
             self.n_omitted += 1
 
@@ -351,6 +373,42 @@ class FileScan:
         return np.frombuffer(values, dtype=np.int64 if values.typecode == "q" else np.int32).astype(
             np.int64, copy=False
         )
+
+
+def report_long_line(scan: FileScan, number: int, length: int) -> None:
+    """A line over `MAX_LINE_BYTES`, skipped unread."""
+    scan.n_examples += 1
+    limit = f"{MAX_LINE_BYTES >> 20} MiB"
+    text = f"the line is {length:,} bytes, over the {limit} an example may take; not read"
+    scan.add("line_too_long", number, text)
+
+
+def report_duplicate_keys(scan: FileScan, number: int, raw: bytes) -> None:
+    for key in duplicate_keys(raw):
+        scan.add(
+            "duplicate_key",
+            number,
+            f"key {key!r} appears twice in one object; JSON readers keep only the last value",
+        )
+
+
+def report_bad_line(scan: FileScan, number: int, raw: bytes, error: Exception) -> None:
+    """A line the JSON parser refused: blank, not UTF-8, or invalid JSON (with its column)."""
+    if not raw.strip():
+        scan.add("blank_line", number, "blank line; every line must be a JSON object")
+        return
+    scan.n_examples += 1
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        text = f"not UTF-8 (byte {err.start + 1} of the line); save the file as UTF-8"
+        scan.add("not_utf8", number, text)
+        return
+    # orjson's own "line 1 column N" would be misread as the file's line; and the line's
+    # own ending must not count, or a truncated line is reported at column 1 of "line 2".
+    error = _json_error(raw.rstrip(b"\r\n")) or error
+    where = f" at column {error.colno}" if hasattr(error, "colno") else ""
+    scan.add("invalid_json", number, f"invalid JSON{where}: {getattr(error, 'msg', error)}")
 
 
 @dataclass
@@ -419,37 +477,13 @@ class _Scanner:
         self._finalize_pending()
 
     def _too_long_line(self, number: int, length: int) -> None:
-        self.scan.n_examples += 1
-        limit = f"{MAX_LINE_BYTES >> 20} MiB"
-        text = f"the line is {length:,} bytes, over the {limit} an example may take; not read"
-        self.scan.add("line_too_long", number, text)
+        report_long_line(self.scan, number, length)
 
     def _check_duplicate_keys(self, number: int, raw: bytes) -> None:
-        for key in duplicate_keys(raw):
-            self.scan.add(
-                "duplicate_key",
-                number,
-                f"key {key!r} appears twice in one object; JSON readers keep only the last value",
-            )
+        report_duplicate_keys(self.scan, number, raw)
 
     def _bad_line(self, number: int, raw: bytes, error: Exception) -> None:
-        if not raw.strip():
-            self.scan.add("blank_line", number, "blank line; every line must be a JSON object")
-            return
-        self.scan.n_examples += 1
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            text = f"not UTF-8 (byte {err.start + 1} of the line); save the file as UTF-8"
-            self.scan.add("not_utf8", number, text)
-            return
-        # orjson's own "line 1 column N" would be misread as the file's line; and the line's
-        # own ending must not count, or a truncated line is reported at column 1 of "line 2".
-        error = _json_error(raw.rstrip(b"\r\n")) or error
-        where = f" at column {error.colno}" if hasattr(error, "colno") else ""
-        self.scan.add(
-            "invalid_json", number, f"invalid JSON{where}: {getattr(error, 'msg', error)}"
-        )
+        report_bad_line(self.scan, number, raw, error)
 
     def _check(self, number: int, record: object) -> list | None:
         problems = check_record(record, self.special)
@@ -548,13 +582,18 @@ def scan_file(
     finally:
         if collecting:
             gc.enable()
+    finish_scan(scan)
+    if progress:
+        progress(os.path.getsize(path))
+    return scan
+
+
+def finish_scan(scan: FileScan) -> None:
+    """The findings that need the whole file: repeated examples, no example at all."""
     for line, first in _duplicates(scan.array_of("lines"), scan.array_of("hashes")):
         scan.add("duplicate_example", line, f"duplicate of the example on line {first}")
     if scan.n_examples == 0:
         scan.add("empty_file", None, "the file has no examples")
-    if progress:
-        progress(os.path.getsize(path))
-    return scan
 
 
 def _first_lines(lines: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -601,6 +640,10 @@ class ValidationReport:
     val: FileScan | None = None
     model: ModelSpec | None = None
     notes: list[str] = field(default_factory=list)
+    # The format checked ("supervised", "dpo", "reinforcement"; see `data.methods`) and
+    # why, when it was detected rather than given.
+    method: str = "supervised"
+    method_detection: str | None = None
 
     @property
     def scans(self) -> list[FileScan]:
@@ -625,7 +668,7 @@ class ValidationReport:
         )
 
     def n_with(self, severity: str) -> int:
-        return sum(n for code, n in self.counts.items() if SEVERITY[code] == severity)
+        return sum(n for code, n in self.counts.items() if CODE_SEVERITY[code] == severity)
 
     @property
     def n_errors(self) -> int:
@@ -657,6 +700,7 @@ class ValidationReport:
         return {
             **self.summary(),
             "file": self.train.path,
+            "method": self.method,
             "val_file": self.val.path if self.val else None,
             "model": self.model.name if self.model else None,
             "provider": self.model.provider if self.model else None,

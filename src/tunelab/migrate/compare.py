@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from tunelab.data.prompts import ClassificationPrompt
 from tunelab.errors import TunelabError
 from tunelab.evals import runs
-from tunelab.evals.candidates import RecordedCandidate, answering_from
+from tunelab.evals.candidates import RecordedCandidate, answering_from, open_candidate
 from tunelab.evals.classify import evaluate_classification, gold_labels
 from tunelab.evals.items import EvalData, load_items
 from tunelab.evals.judge import task as judging
@@ -35,6 +35,7 @@ from tunelab.migrate.distil import distilled_paths, prompt_key, read_answers
 from tunelab.migrate.inventory import openai_jobs, registered_file
 from tunelab.migrate.plan import migration_job
 from tunelab.providers.jobs import get_job
+from tunelab.providers.resolve import alias_target
 from tunelab.registry import Job, Store
 from tunelab.types import Answer, Usage
 
@@ -104,7 +105,7 @@ def compare(
     }
     kind = "pairwise" if task == "judge" else task
     labels = _labels(whole) if task == "classify" else None
-    with answering_from(old["stand_in"]):
+    with answering_from(old["stand_in"] or _unaliased(fine_tuned_model)):
         return runs.record_run(
             kind,
             models=models,
@@ -114,6 +115,14 @@ def compare(
                 _evaluate(task, data, models, judge, progress, cancel, labels), old["stand_in"]
             ),
         )
+
+
+def _unaliased(name: str) -> dict:
+    """The old model itself when asked, though an alias has given its name to its
+    replacement (`migrate openai run --alias`): the comparison is old against new."""
+    if alias_target(name) is None:
+        return {}
+    return {name: open_candidate(name, follow_alias=False)}
 
 
 def _timed_only_if_asked(found, stand_ins: dict):

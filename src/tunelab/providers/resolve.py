@@ -146,6 +146,11 @@ def _split_url(name: str) -> tuple[str, str] | None:
     return None
 
 
+def alias_target(name: str) -> str | None:
+    """The model `name` is an alias of, or None when it is none."""
+    return _registry_lookup(name.strip(), follow_alias=True)[0]
+
+
 def _registry_lookup(name: str, follow_alias: bool) -> tuple[str | None, ChatModel | None]:
     """What the registry says of `name`: the model it is an alias of, else the registry
     model it names (one opening of the registry for both)."""

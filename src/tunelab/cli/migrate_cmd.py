@@ -16,7 +16,7 @@ from rich.table import Table
 
 from tunelab.cli import common
 from tunelab.cli.cancel import ctrl_c_cancels
-from tunelab.cli.options import json_option, option_block
+from tunelab.cli.options import json_option, judge_max_tokens_option, option_block
 from tunelab.cli.progress import EvalProgress, count_bar
 from tunelab.cli.render_eval import show_evaluation
 from tunelab.migrate import dates
@@ -426,6 +426,7 @@ def _number(text: str):
 )
 @click.option("--judge", help="The judge model, for free-text answers.")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N validation items.")
+@judge_max_tokens_option()
 @click.option(
     "--fresh",
     is_flag=True,
@@ -433,7 +434,9 @@ def _number(text: str):
     "prompts (it costs money; impossible once it has stopped answering).",
 )
 @dated_json_options
-def compare_cmd(fine_tuned_model, task, judge, limit, fresh, today, as_json) -> int:
+def compare_cmd(
+    fine_tuned_model, task, judge, limit, judge_max_tokens, fresh, today, as_json
+) -> int:
     """Evaluate the old model against its replacement on the validation file (recorded).
 
     The old model's side is its distilled answers when they cover the validation prompts
@@ -451,6 +454,7 @@ def compare_cmd(fine_tuned_model, task, judge, limit, fresh, today, as_json) -> 
             judge=judge,
             today=today,
             limit=limit,
+            judge_max_tokens=judge_max_tokens,
             fresh=fresh,
             progress=progress,
             cancel=cancel,

@@ -72,6 +72,7 @@ def compare(
     judge: str | None = None,
     today: date | None = None,
     limit: int | None = None,
+    judge_max_tokens: int = judging.JUDGE_MAX_TOKENS,
     fresh: bool = False,
     progress=None,
     cancel=None,
@@ -101,7 +102,11 @@ def compare(
         "migration": {"old": fine_tuned_model, "new": new_model},
         "old_answers": old["described"],
         "notes": [old["note"]],
-        **({"judge": judge, "mode": "pairwise"} if task == "judge" else {}),
+        **(
+            {"judge": judge, "mode": "pairwise", "judge_max_tokens": judge_max_tokens}
+            if task == "judge"
+            else {}
+        ),
     }
     kind = "pairwise" if task == "judge" else task
     labels = _labels(whole) if task == "classify" else None
@@ -112,7 +117,8 @@ def compare(
             data=data.describe(),
             options=options,
             task=lambda: _timed_only_if_asked(
-                _evaluate(task, data, models, judge, progress, cancel, labels), old["stand_in"]
+                _evaluate(task, data, models, (judge, judge_max_tokens), progress, cancel, labels),
+                old["stand_in"],
             ),
         )
 
@@ -276,7 +282,8 @@ def _cannot_ask(name: str, fresh: bool, some_recorded: bool) -> TunelabError:
     )
 
 
-def _evaluate(task, data, models, judge, progress, cancel, labels=None):
+def _evaluate(task, data, models, judge: tuple[str | None, int], progress, cancel, labels=None):
+    """The run's scores; `judge` is the judge model and its longest reply (judge task)."""
     if task == "classify":
         return evaluate_classification(
             data, models, labels=labels, progress=progress, cancel=cancel
@@ -288,6 +295,13 @@ def _evaluate(task, data, models, judge, progress, cancel, labels=None):
         judging.answers_from_model(m, data, max_tokens=512, progress=progress, cancel=cancel)
         for m in models
     ]
+    judge_model, judge_max_tokens = judge
     return judging.judge_pairwise(
-        judge, sets, list(DEFAULT_TRAITS), None, progress=progress, cancel=cancel
+        judge_model,
+        sets,
+        list(DEFAULT_TRAITS),
+        None,
+        progress=progress,
+        cancel=cancel,
+        max_tokens=judge_max_tokens,
     )

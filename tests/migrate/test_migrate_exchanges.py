@@ -35,11 +35,12 @@ from tunelab.migrate.distil import (
     estimate,
 )
 from tunelab.migrate.inventory import take_inventory
-from tunelab.migrate.plan import Targets, make_plan, run_plan
+from tunelab.migrate.plan import Targets, alias_migrated, make_plan, run_plan
 from tunelab.providers import jobs as jobs_api
 from tunelab.providers.hosted.openai import OpenAIProvider
 from tunelab.providers.hosted.retry import RetryPolicy
 from tunelab.providers.local import worker
+from tunelab.providers.resolve import resolve_chat_model
 from tunelab.registry import Store
 
 OPENAI = "https://api.openai.com/v1"
@@ -543,6 +544,30 @@ def test_compare_takes_the_old_side_from_the_distilled_answers(account, tmp_path
     assert judged.options["old_answers"]["from"] == "distilled"
     assert {"BILLING", "ACCOUNT"} <= judge.seen  # the distilled answers were judged
     assert judged.metrics["records"][FT]["wins"] > judged.metrics["records"][new_model]["wins"]
+
+
+@pytest.mark.slow  # trains the tiny model
+def test_run_alias_answers_the_old_name_with_the_new_model_and_compare_still_asks_the_old(
+    account, tmp_path
+):
+    take_inventory(provider=provider([]), today=TODAY)
+    queued = alias_migrated(run_plan(make_plan(Targets("local"), today=TODAY), start_worker=False))
+    assert {o["fine_tuned_model"]: o["alias"] for o in queued}[FT] is None  # not trained yet
+    assert resolve_chat_model(FT).provider == "openai"
+    with Store() as store:  # that queued job is not the one trained below
+        [job] = [j for j in store.list_jobs() if j.metadata.get("tunelab_migrated_from") == FT]
+        store.update_job(job.id, status="cancelled")
+
+    new_model = trained_migration(tmp_path)
+    plan = make_plan(Targets("local"), today=TODAY)
+    done = alias_migrated(run_plan(plan, today=TODAY, start_worker=False))
+    assert {o["fine_tuned_model"]: o["alias"] for o in done}[FT] == new_model
+    assert resolve_chat_model(FT).provider == "local"  # every front end: the replacement
+
+    # The comparison after the alias is still old against new: OpenAI is asked for the old.
+    compared = compare(FT, task="classify", today=TODAY)
+    assert sorted(account.asked) == sorted(q for q, _ in VAL)
+    assert compared.models == (FT, new_model)
 
 
 class LabelJudge(Candidate):

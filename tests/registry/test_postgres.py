@@ -7,7 +7,7 @@ import threading
 
 import psycopg
 import pytest
-from test_store import WORKER, make_job, run_children
+from test_store import WORKER, check_aliases, make_job, run_children
 
 from tunelab.registry.migrations import MIGRATIONS
 from tunelab.registry.store import Store
@@ -116,3 +116,9 @@ def test_an_unreachable_server_is_an_error_without_the_password():
         Store("postgresql://tunelab:s3cret-pw@127.0.0.1:1/none?connect_timeout=2")
     assert caught.value.code == "database_unreachable"
     assert "s3cret-pw" not in str(caught.value.message)
+
+
+def test_model_aliases_on_postgresql(postgres_url):
+    with Store(postgres_url) as store:
+        assert store.schema_version == len(MIGRATIONS)
+        check_aliases(store)

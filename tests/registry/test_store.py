@@ -42,6 +42,7 @@ TABLES = sorted(
         "job_events",
         "job_metrics",
         "jobs",
+        "model_aliases",
         "models",
     ]
 )
@@ -524,3 +525,24 @@ def test_a_record_ignores_columns_a_later_schema_added():
     }
     file = File.from_row(row)
     assert file.status_details == "1 error(s)" and not hasattr(file, "shard")
+
+
+# -- model aliases ------------------------------------------------------------------------------
+
+
+def check_aliases(store: Store) -> None:
+    """What any registry does with aliases (SQLite here, PostgreSQL in test_postgres)."""
+    made = store.put_alias("ft:old:acme:x:1", "ft:new:local:x:2")
+    assert (made.alias, made.target) == ("ft:old:acme:x:1", "ft:new:local:x:2")
+    assert store.find_alias("ft:old:acme:x:1") == made
+    store.put_alias("ft:old:acme:x:1", "smollm2")  # given again: it points elsewhere
+    assert [(a.alias, a.target) for a in store.list_aliases()] == [("ft:old:acme:x:1", "smollm2")]
+    assert store.delete_alias("ft:old:acme:x:1").target == "smollm2"
+    assert store.find_alias("ft:old:acme:x:1") is None and store.list_aliases() == []
+    with pytest.raises(TunelabError) as caught:
+        store.delete_alias("ft:old:acme:x:1")
+    assert caught.value.code == "alias_not_found"
+
+
+def test_model_aliases_put_replace_list_and_delete(store):
+    check_aliases(store)

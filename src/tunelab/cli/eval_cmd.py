@@ -24,6 +24,7 @@ from tunelab.cli.options import (
     evaluation_outputs,
     input_file,
     json_option,
+    judge_max_tokens_option,
     label_set,
     limit_option,
     max_tokens_option,
@@ -207,6 +208,7 @@ def queries_cmd(
 )
 @limit_option("Only the first N prompts.")
 @max_tokens_option(256, "Longest answer a --model candidate writes.")
+@judge_max_tokens_option()
 @evaluation_outputs
 def judge_cmd(
     judge_model,
@@ -218,6 +220,7 @@ def judge_cmd(
     mode,
     limit,
     max_tokens,
+    judge_max_tokens,
     output_dir,
     as_json,
     **flags,
@@ -243,7 +246,15 @@ def judge_cmd(
             for m in models
         ]
         run = judging.judge_single if mode == "single" else judging.judge_pairwise
-        return run(judge_model, sets, chosen, rubric, progress=progress, cancel=cancel)
+        return run(
+            judge_model,
+            sets,
+            chosen,
+            rubric,
+            progress=progress,
+            cancel=cancel,
+            max_tokens=judge_max_tokens,
+        )
 
     described = (
         data.describe() if data else {"path": ", ".join(map(str, databases)), "n_items": None}
@@ -255,6 +266,7 @@ def judge_cmd(
         "traits": [t.name for t in chosen],
         "rubric": rubric,
         "limit": limit,
+        "judge_max_tokens": judge_max_tokens,
     }
     result = _run_described(
         "pairwise" if mode == "pairwise" else "judge",

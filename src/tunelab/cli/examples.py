@@ -62,6 +62,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "models": ("tunelab models list", "tunelab models list --fine-tuned --json"),
     "models list": ("tunelab models list", "tunelab models list --provider local --json"),
     "models delete": ("tunelab models delete ft:smollm2-135m-instruct:local:trec:1a2b3c4d",),
+    "models alias": (
+        "tunelab models alias ft:gpt-4o-mini-2024-07-18:acme:tickets:abc123 "
+        "ft:smollm2-135m-instruct:local:tickets:1a2b3c4d",
+        "tunelab models alias --remove ft:gpt-4o-mini-2024-07-18:acme:tickets:abc123",
+    ),
     "providers": ("tunelab providers list", "tunelab providers add vllm http://gpu:8000/v1"),
     "providers list": ("tunelab providers list", "tunelab providers list --json"),
     "providers add": (

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from tunelab.cli import common
 from tunelab.cli.cancel import ctrl_c_cancels
-from tunelab.cli.options import json_option, option_block
+from tunelab.cli.options import json_option, judge_max_tokens_option, option_block
 from tunelab.cli.progress import EvalProgress, count_bar
 from tunelab.cli.render_eval import show_evaluation
 from tunelab.migrate import dates
@@ -332,6 +332,13 @@ def _say_distilled(d) -> None:
     help="A hyperparameter for every new job (e.g. lora_rank=8).",
 )
 @click.option("--no-start", is_flag=True, help="Queue local jobs without starting a worker.")
+@click.option(
+    "--alias",
+    "make_aliases",
+    is_flag=True,
+    help="Make each old ft: name an alias of its replacement once its job has succeeded, so "
+    "`tunelab serve` answers it (run again after `tunelab jobs wait JOB`).",
+)
 @dated_json_options
 def run_cmd(
     target,
@@ -344,12 +351,13 @@ def run_cmd(
     batch_size,
     settings,
     no_start,
+    make_aliases,
     today,
     as_json,
 ) -> int:
     """Create the equivalent jobs on the targets, through the job registry."""
     # loaded when this command runs: the others start without it
-    from tunelab.migrate.plan import make_plan, require_fine_tunes, run_plan
+    from tunelab.migrate.plan import alias_migrated, make_plan, require_fine_tunes, run_plan
 
     say_countdown(today)
     if distil_first:
@@ -365,6 +373,8 @@ def run_cmd(
         extra_hyperparameters=_settings(settings),
         start_worker=not no_start,
     )
+    if make_aliases:
+        outcomes = alias_migrated(outcomes)
     if as_json:
         common.print_json(outcomes)
         return 0
@@ -373,8 +383,19 @@ def run_cmd(
         what = f"{job['id']} ({job['status']}, {job['provider']})" if job else "-"
         why = f" — skipped: {outcome['skipped']}" if outcome["skipped"] else ""
         common.stdout.print(f"{escape(outcome['fine_tuned_model'])} → {what}{why}")
+        _say_alias(outcome, make_aliases)
     common.stdout.print("`tunelab jobs wait JOB` follows a job.")
     return 0
+
+
+def _say_alias(outcome: dict, asked: bool) -> None:
+    if not asked:
+        return
+    if outcome["alias"]:
+        line = f"  alias: {outcome['fine_tuned_model']} is answered by {outcome['alias']}"
+    else:
+        line = "  no alias yet: its job has not succeeded (run again with --alias once it has)"
+    common.stdout.print(escape(line), highlight=False)
 
 
 def _settings(pairs: tuple[str, ...]) -> dict:
@@ -405,6 +426,7 @@ def _number(text: str):
 )
 @click.option("--judge", help="The judge model, for free-text answers.")
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N validation items.")
+@judge_max_tokens_option()
 @click.option(
     "--fresh",
     is_flag=True,
@@ -412,7 +434,9 @@ def _number(text: str):
     "prompts (it costs money; impossible once it has stopped answering).",
 )
 @dated_json_options
-def compare_cmd(fine_tuned_model, task, judge, limit, fresh, today, as_json) -> int:
+def compare_cmd(
+    fine_tuned_model, task, judge, limit, judge_max_tokens, fresh, today, as_json
+) -> int:
     """Evaluate the old model against its replacement on the validation file (recorded).
 
     The old model's side is its distilled answers when they cover the validation prompts
@@ -430,6 +454,7 @@ def compare_cmd(fine_tuned_model, task, judge, limit, fresh, today, as_json) -> 
             judge=judge,
             today=today,
             limit=limit,
+            judge_max_tokens=judge_max_tokens,
             fresh=fresh,
             progress=progress,
             cancel=cancel,

@@ -121,6 +121,17 @@ def max_tokens_option(default: int, help: str | None = None):
     return click.option("--max-tokens", type=COUNT, default=default, show_default=True, help=help)
 
 
+def judge_max_tokens_option():
+    """`--judge-max-tokens`: the longest reply of a judge (reasoning, then its verdict)."""
+    return click.option(
+        "--judge-max-tokens",
+        type=COUNT,
+        default=512,
+        show_default=True,
+        help="Longest reply the judge writes (its reasoning, then the JSON verdict).",
+    )
+
+
 def temperature_option():
     """`--temperature`, greedy by default: the same question gets the same answer."""
     return click.option(

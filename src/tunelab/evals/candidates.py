@@ -147,12 +147,13 @@ def check_models(names) -> None:
         check_chat_model(name)
 
 
-def open_candidate(name: str) -> Candidate:
-    """The candidate `name` refers to (see the module docstring)."""
+def open_candidate(name: str, *, follow_alias: bool = True) -> Candidate:
+    """The candidate `name` refers to (see the module docstring); `follow_alias=False`: the
+    model itself, not the one an alias of its name stands for."""
     stand_in = (_STAND_INS.get() or {}).get(name)
     if stand_in is not None:
         return stand_in
-    return ModelCandidate(name, resolve_chat_model(name))
+    return ModelCandidate(name, resolve_chat_model(name, follow_alias=follow_alias))
 
 
 def answer_all(

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from tunelab.data.prompts import ClassificationPrompt
 from tunelab.errors import TunelabError
 from tunelab.evals import runs
-from tunelab.evals.candidates import RecordedCandidate, answering_from
+from tunelab.evals.candidates import RecordedCandidate, answering_from, open_candidate
 from tunelab.evals.classify import evaluate_classification, gold_labels
 from tunelab.evals.items import EvalData, load_items
 from tunelab.evals.judge import task as judging
@@ -35,6 +35,7 @@ from tunelab.migrate.distil import distilled_paths, prompt_key, read_answers
 from tunelab.migrate.inventory import openai_jobs, registered_file
 from tunelab.migrate.plan import migration_job
 from tunelab.providers.jobs import get_job
+from tunelab.providers.resolve import alias_target
 from tunelab.registry import Job, Store
 from tunelab.types import Answer, Usage
 
@@ -71,6 +72,7 @@ def compare(
     judge: str | None = None,
     today: date | None = None,
     limit: int | None = None,
+    judge_max_tokens: int = judging.JUDGE_MAX_TOKENS,
     fresh: bool = False,
     progress=None,
     cancel=None,
@@ -100,20 +102,33 @@ def compare(
         "migration": {"old": fine_tuned_model, "new": new_model},
         "old_answers": old["described"],
         "notes": [old["note"]],
-        **({"judge": judge, "mode": "pairwise"} if task == "judge" else {}),
+        **(
+            {"judge": judge, "mode": "pairwise", "judge_max_tokens": judge_max_tokens}
+            if task == "judge"
+            else {}
+        ),
     }
     kind = "pairwise" if task == "judge" else task
     labels = _labels(whole) if task == "classify" else None
-    with answering_from(old["stand_in"]):
+    with answering_from(old["stand_in"] or _unaliased(fine_tuned_model)):
         return runs.record_run(
             kind,
             models=models,
             data=data.describe(),
             options=options,
             task=lambda: _timed_only_if_asked(
-                _evaluate(task, data, models, judge, progress, cancel, labels), old["stand_in"]
+                _evaluate(task, data, models, (judge, judge_max_tokens), progress, cancel, labels),
+                old["stand_in"],
             ),
         )
+
+
+def _unaliased(name: str) -> dict:
+    """The old model itself when asked, though an alias has given its name to its
+    replacement (`migrate openai run --alias`): the comparison is old against new."""
+    if alias_target(name) is None:
+        return {}
+    return {name: open_candidate(name, follow_alias=False)}
 
 
 def _timed_only_if_asked(found, stand_ins: dict):
@@ -267,7 +282,8 @@ def _cannot_ask(name: str, fresh: bool, some_recorded: bool) -> TunelabError:
     )
 
 
-def _evaluate(task, data, models, judge, progress, cancel, labels=None):
+def _evaluate(task, data, models, judge: tuple[str | None, int], progress, cancel, labels=None):
+    """The run's scores; `judge` is the judge model and its longest reply (judge task)."""
     if task == "classify":
         return evaluate_classification(
             data, models, labels=labels, progress=progress, cancel=cancel
@@ -279,6 +295,13 @@ def _evaluate(task, data, models, judge, progress, cancel, labels=None):
         judging.answers_from_model(m, data, max_tokens=512, progress=progress, cancel=cancel)
         for m in models
     ]
+    judge_model, judge_max_tokens = judge
     return judging.judge_pairwise(
-        judge, sets, list(DEFAULT_TRAITS), None, progress=progress, cancel=cancel
+        judge_model,
+        sets,
+        list(DEFAULT_TRAITS),
+        None,
+        progress=progress,
+        cancel=cancel,
+        max_tokens=judge_max_tokens,
     )

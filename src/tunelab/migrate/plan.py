@@ -6,7 +6,8 @@ model. The analysis is `tunelab analyze`'s for the target on the downloaded trai
 epochs are the old job's, so tokens and cost are what the same training costs there.
 Hyperparameters are mapped to what the target's provider accepts; the others are listed as
 not carried. `run` creates the jobs through the job registry (`tunelab.providers.jobs`), once
-per model: a model whose migration job exists (and has not failed) is skipped.
+per model: a model whose migration job exists (and has not failed) is skipped; with `--alias`
+an old model whose job has succeeded becomes an alias of its replacement.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from tunelab.migrate.dates import countdown, require_new_jobs, utc_today
 from tunelab.migrate.distil import distilled_paths
 from tunelab.migrate.inventory import MIGRATED_FROM_KEY, PROVIDER, openai_jobs, registered_file
 from tunelab.providers.jobs import JobSpec, create_job
+from tunelab.providers.models import add_alias
 from tunelab.providers.registry import runs_here, this_machine
 from tunelab.registry import Job, Store
 
@@ -256,3 +258,17 @@ def require_fine_tunes(plan: dict) -> None:
             "the registry holds no succeeded OpenAI fine-tune.",
             hint="run `tunelab migrate openai inventory` first",
         )
+
+
+def alias_migrated(outcomes: list[dict]) -> list[dict]:
+    """Each old model whose migration job has succeeded made an alias of its replacement
+    (`tunelab models alias`), so an application naming it only changes its base URL; the
+    outcomes gain `alias`: the model now answering the old name, or None (not done yet)."""
+    aliased = []
+    for outcome in outcomes:
+        job = outcome["job"] or {}
+        new = job.get("fine_tuned_model") if job.get("status") == "succeeded" else None
+        if new:
+            add_alias(outcome["fine_tuned_model"], new)
+        aliased.append({**outcome, "alias": new})
+    return aliased

@@ -3,6 +3,8 @@
 `tunelab chat`, the server, evaluations, the judge and `generate-conversations` all call
 `resolve_chat_model`. A name is, in this order:
 - `MODEL@URL`: MODEL on the OpenAI-compatible server at URL;
+- an alias (`tunelab models alias OLD NEW`): the model it names, resolved as below (an
+  alias is followed once: its target is never itself taken for an alias);
 - a model the registry knows (an `ft:` name from a job, on any provider);
 - a name a provider owns: a local directory or the bundled model's alias, a hosted catalog
   name or alias, an `ft:` name made from one of its catalog models (a model from the user's
@@ -84,14 +86,18 @@ class ChatModel:
         return self.client().stream_chat(self.model, messages, **options)
 
 
-def resolve_chat_model(name: str) -> ChatModel:
-    """The backend that answers `name` (see the module docstring)."""
+def resolve_chat_model(name: str, *, follow_alias: bool = True) -> ChatModel:
+    """The backend that answers `name` (see the module docstring); `follow_alias=False`
+    reaches the model an alias has taken the name of (an old model, to compare with its
+    replacement)."""
     name = name.strip()
     at_url = _split_url(name)
     if at_url is not None:
         model, url = at_url
         return ChatModel(name, COMPATIBLE_PROVIDER, model, base_url=url)
-    known = _registry_model(name)
+    target, known = _registry_lookup(name, follow_alias)
+    if target is not None:
+        return replace(resolve_chat_model(target, follow_alias=False), name=name)
     if known is not None:
         return known
     classes = registry.provider_classes()
@@ -140,14 +146,26 @@ def _split_url(name: str) -> tuple[str, str] | None:
     return None
 
 
-def _registry_model(name: str) -> ChatModel | None:
+def alias_target(name: str) -> str | None:
+    """The model `name` is an alias of, or None when it is none."""
+    return _registry_lookup(name.strip(), follow_alias=True)[0]
+
+
+def _registry_lookup(name: str, follow_alias: bool) -> tuple[str | None, ChatModel | None]:
+    """What the registry says of `name`: the model it is an alias of, else the registry
+    model it names (one opening of the registry for both)."""
     settings = get_settings()
     if not settings.database_url and not settings.registry_path.exists():  # none yet
-        return None
+        return None, None
     with job_registry.Store() as store:
-        known = store.find_model(name)
-    if known is None:
-        return None
+        alias = store.find_alias(name) if follow_alias else None
+        known = store.find_model(name) if alias is None else None
+    if alias is not None:
+        return alias.target, None
+    return None, _registry_chat_model(name, known) if known is not None else None
+
+
+def _registry_chat_model(name: str, known: job_registry.Model) -> ChatModel:
     details = known.details or {}
     # A model whose weights are on this machine answers from its directory; a local job's
     # model trained on another machine is fetched from the artefact store first.

@@ -103,5 +103,6 @@ def model_object(model: Model) -> dict:
             "provider": model.provider,
             "base_model": model.base_model,
             "job_id": model.job_id,
+            **({"alias_of": model.details["alias_of"]} if "alias_of" in model.details else {}),
         },
     }

@@ -45,4 +45,6 @@ MIGRATIONS: list[list[Executable]] = [
     ),
     # 2: evaluation runs and every answer they scored.
     _create(schema.eval_runs, schema.eval_outputs),
+    # 3: model aliases (an old model's name answered by its replacement).
+    _create(schema.model_aliases),
 ]

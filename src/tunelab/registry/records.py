@@ -19,7 +19,17 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 # What `tunelab.registry` offers beside the store.
-__all__ = ["Checkpoint", "EvalOutput", "EvalRun", "Event", "File", "Job", "Model", "Record"]
+__all__ = [
+    "Checkpoint",
+    "EvalOutput",
+    "EvalRun",
+    "Event",
+    "File",
+    "Job",
+    "Model",
+    "ModelAlias",
+    "Record",
+]
 
 R = TypeVar("R", bound="Record")
 
@@ -130,6 +140,16 @@ class Model(Record):
     path: str | None = None  # a local model's directory
     details: dict = field(default_factory=dict)
     aliases: tuple[str, ...] = ()  # catalog base models only; not stored
+
+
+@dataclass(frozen=True)
+class ModelAlias(Record):
+    """A name that answers as another model (`target`, a model the registry or a provider
+    knows): `tunelab serve` answers an old model's name with its replacement."""
+
+    alias: str
+    target: str
+    created_at: int
 
 
 @dataclass(frozen=True)

@@ -197,6 +197,16 @@ models = _listed_table(
     _json("details", "{}"),
 )
 
+# A name that answers as another model: an application written against an old model (an
+# OpenAI `ft:` name) keeps its name and gets the replacement.
+model_aliases = Table(
+    "model_aliases",
+    metadata,
+    _text("alias", primary_key=True),
+    _text("target", False),
+    _int("created_at", False),
+)
+
 eval_runs = _listed_table(
     "eval_runs",
     _text("kind", False),

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import Select, Table, delete, func, insert, or_, select, tuple_, update
 
 from tunelab.errors import TunelabError
+from tunelab.registry.aliases import ModelAliases
 from tunelab.registry.database import Database
 from tunelab.registry.eval_runs import EvalRuns
 from tunelab.registry.records import Checkpoint, Event, File, Job, Model, Record
@@ -44,7 +45,7 @@ def now() -> int:
     return int(time.time())
 
 
-class Store(EvalRuns):
+class Store(EvalRuns, ModelAliases):
     """The registry at `path`, a SQLite file or a PostgreSQL URL (default:
     `$TUNELAB_DATABASE_URL` when set, else `$TUNELAB_HOME/registry.db`)."""
 

@@ -3,9 +3,10 @@
 A client names a model by a string, and the server must not let that string reach its disk
 (`"model": "/some/dir"` would load it; `"/etc"` would reveal which paths exist), the Hugging
 Face Hub or another host. Served are: the registry's models (the operator's fine-tuned ones,
-on any provider), the bundled base model, and whatever the operator lists (`tunelab serve
---model NAME`, a directory, a Hub id or `MODEL@URL`). `--allow-any-model` restores the old
-behaviour for a trusted network. Every refusal reads the same, whatever the name points at.
+on any provider) and aliases (`tunelab models alias`), the bundled base model, and whatever
+the operator lists (`tunelab serve --model NAME`, a directory, a Hub id or `MODEL@URL`).
+`--allow-any-model` restores the old behaviour for a trusted network. Every refusal reads
+the same, whatever the name points at.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def check_served(name: str, config) -> None:
 def check_offered(names: list[str], config) -> None:
     """The studio's forms: what its pickers offer (the registry and every provider's catalog)
     or what the API serves; a refusal is a `TunelabError` for the page to show."""
-    offered = {model.id for model in list_models()}
+    offered = {model.id for model in list_models(with_aliases=True)}
     for name in names:
         if name in offered:
             continue
@@ -59,10 +60,10 @@ def _absolute(name: str) -> Path | None:
 
 
 def _known(name: str) -> bool:
-    """A registry model, or a base model this machine runs (by id or alias)."""
+    """A registry model or alias, or a base model this machine runs (by id or alias)."""
     wanted = name.lower()
     try:
-        models = list_models()
+        models = list_models(with_aliases=True)
     except TunelabError:
         return False
     for model in models:

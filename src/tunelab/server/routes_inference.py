@@ -3,7 +3,9 @@
 Chat answers come from the server's `InferenceService` (batched local generation, or the
 provider that answers the model); `stream: true` answers as server-sent events of
 `chat.completion.chunk` objects ending with `data: [DONE]`, as the `openai` SDK reads them.
-Models are the local base models and every fine-tuned model the registry knows.
+Models are the local base models, every fine-tuned model the registry knows, and the aliases
+(`tunelab models alias`: an old model's name answered by its replacement), listed with
+`tunelab.alias_of`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from tunelab.data.prompts import ClassificationPrompt
 from tunelab.errors import TunelabError
 from tunelab.providers.answer_stream import AnswerStream
-from tunelab.providers.models import delete_model, list_models
+from tunelab.providers.models import ALIAS, delete_model, list_models
 from tunelab.providers.registry import runs_here
 from tunelab.providers.wire import model_object
 from tunelab.registry import Model
@@ -246,6 +248,13 @@ def models_retrieve(model_id: str) -> dict:
 async def models_delete(model_id: str, request: Request) -> dict:
     """Forget a fine-tuned model (a local one's files stay where its job wrote them)."""
     model = await run_in_threadpool(_find_model, model_id)
+    if model.kind == ALIAS:
+        raise ApiError(
+            403,
+            f"{model.id} is an alias; `tunelab models alias --remove {model.id}` forgets it.",
+            code="model_not_deletable",
+            param="model",
+        )
     if model.kind == "base":
         raise ApiError(
             403,
@@ -260,8 +269,14 @@ async def models_delete(model_id: str, request: Request) -> dict:
 
 
 def _served_models() -> list[Model]:
-    """Fine-tuned models on any provider, and the base models this machine can run."""
-    return [m for m in list_models() if m.kind != "base" or runs_here(m.provider)]
+    """Aliases, fine-tuned models on any provider, and the base models this machine can run;
+    a registry model an alias has taken the name of is served as the alias."""
+    served, names = [], set()
+    for model in list_models(with_aliases=True):
+        if (model.kind != "base" or runs_here(model.provider)) and model.id not in names:
+            served.append(model)
+            names.add(model.id)
+    return served
 
 
 def _find_model(model_id: str) -> Model:

@@ -18,6 +18,7 @@ import tunelab.evals.conversations
 import tunelab.evals.judge.task  # noqa: F401
 from fake_upstream import paris_judge
 from tunelab.cli import main
+from tunelab.errors import TunelabError
 from tunelab.evals.candidates import Answer, Candidate
 from tunelab.providers.resolve import check_chat_model
 
@@ -392,3 +393,62 @@ def test_seed_004_generate_flags_are_accepted(tmp_path, capsys):
 def test_a_seed_flag_without_values_is_a_usage_error_not_a_crash(capsys):
     code, _, err = cli(capsys, "eval", "judge", "--judge-model", "judge", "--filepaths")
     assert code == 2 and "--conversations" in err and "Traceback" not in err
+
+
+class Wordy(Scripted):
+    """A small local judge that never writes the JSON verdict; it records each call."""
+
+    def __init__(self) -> None:
+        super().__init__("wordy", lambda c: "Both answers are fine, I suppose.")
+        self.max_tokens: list[int] = []
+
+    def chat(self, messages, max_tokens=512):
+        self.max_tokens.append(max_tokens)
+        return super().chat(messages, max_tokens)
+
+
+def test_a_judge_that_gives_no_verdict_is_stopped_early_naming_it(databases, capsys, tmp_path):
+    wordy = MODELS["wordy"] = Wordy()
+    try:
+        code, _, err = cli(
+            capsys,
+            "eval",
+            "judge",
+            "--judge-model",
+            "wordy",
+            "--judge-max-tokens",
+            "64",
+            "--conversations",
+            str(databases["good"]),
+            "--conversations",
+            str(databases["vague"]),
+            "--output-dir",
+            str(tmp_path / "run"),
+        )
+    finally:
+        del MODELS["wordy"]
+    assert code == 1 and "judge_unreadable" in err and "wordy" in err
+    assert "stronger judge" in err and "Traceback" not in err
+    assert wordy.max_tokens == [64] * 6  # three answers (each asked twice), not all four
+
+
+def test_pairwise_stops_early_too_and_a_readable_judge_is_not_stopped(monkeypatch):
+    from tunelab.evals.items import EvalItem
+    from tunelab.evals.judge.task import AnswerSet, judge_pairwise
+    from tunelab.evals.judge.verdicts import DEFAULT_TRAITS
+
+    prompts = [[{"role": "user", "content": f"Question {n}?"}] for n in range(4)]
+    sets = [
+        AnswerSet(name, [EvalItem(p, f"{name} {n}", None, n) for n, p in enumerate(prompts)])
+        for name in ("good", "vague")
+    ]
+    wordy = MODELS["wordy"] = Wordy()
+    try:
+        with pytest.raises(TunelabError) as stopped:
+            judge_pairwise("wordy", sets, list(DEFAULT_TRAITS), None, max_tokens=32)
+    finally:
+        del MODELS["wordy"]
+    assert stopped.value.code == "judge_unreadable" and "wordy" in stopped.value.message
+    assert wordy.max_tokens == [32] * 6  # three comparisons, each asked twice in one order
+    result = judge_pairwise("judge", sets, list(DEFAULT_TRAITS), None)
+    assert result.n_comparisons == 4 and result.error is None

@@ -28,6 +28,31 @@ from tunelab.evals.judge.verdicts import (
 from tunelab.evals.result import TaskResult
 
 JUDGE_MAX_TOKENS = 512
+EARLY_CHECK = 3  # verdicts: a judge none of whose first ones could be read is stopped
+
+
+class VerdictWatch:
+    """Stops a run whose judge cannot give verdicts: a small model that never writes the JSON
+    asked for would otherwise take minutes per item to end with nothing scored."""
+
+    def __init__(self, judge: str, first: int = EARLY_CHECK) -> None:
+        self.judge, self.first = judge, first
+        self.seen = self.unreadable = 0
+
+    def __call__(self, result: dict) -> None:
+        """Count one verdict (a `score_answer` or `compare_answers` result)."""
+        if self.seen >= self.first:
+            return
+        self.seen += 1
+        self.unreadable += bool(result["parse_failure"] and not result["call_failed"])
+        if self.unreadable == self.first:
+            raise TunelabError(
+                "judge_unreadable",
+                f"the judge {self.judge} gave no readable verdict in its first {self.first} "
+                f"replies (last error: {result['error']}); stopped early.",
+                hint="use a stronger judge model (one that follows JSON formats), or raise "
+                "--judge-max-tokens if its replies are cut short",
+            )
 
 
 @dataclass
@@ -114,13 +139,15 @@ def judge_single(
     rubric: str | None,
     progress=None,
     cancel=None,
+    max_tokens: int = JUDGE_MAX_TOKENS,
 ) -> JudgeResult:
     """Each answer scored on each trait. A cancel (Ctrl-C, the studio's Cancel) keeps the
-    answers judged so far: the result is then marked `partial` (see `runs.partial_message`)."""
-    chat = _judge_chat(judge)
+    answers judged so far: the result is then marked `partial` (see `runs.partial_message`).
+    A judge none of whose first verdicts can be read stops the run (`VerdictWatch`)."""
+    chat, watch = _judge_chat(judge, max_tokens), VerdictWatch(judge)
     metrics, outputs, judged = {}, {}, {}
     for answers in sets:
-        results = _score_set(chat, answers, traits, rubric, progress, cancel)
+        results = _score_set(chat, answers, traits, rubric, progress, cancel, watch)
         judged[answers.model] = len(results)
         if results:
             metrics[answers.model] = summarise_scores(results)
@@ -158,7 +185,7 @@ def judge_single(
     )
 
 
-def _score_set(chat, answers: AnswerSet, traits, rubric, progress, cancel) -> list[dict]:
+def _score_set(chat, answers: AnswerSet, traits, rubric, progress, cancel, watch) -> list[dict]:
     """The judge's scores of one model's answers, in order: fewer than its answers when a
     cancel stopped it (the verdict being asked for is waited for and kept)."""
     task = progress(f"judging {answers.model}", len(answers.items)) if progress else None
@@ -171,6 +198,7 @@ def _score_set(chat, answers: AnswerSet, traits, rubric, progress, cancel) -> li
                 chat, conversation=item.messages, answer=item.gold, traits=traits, rubric=rubric
             )
         )
+        watch(results[-1])
         if task:
             task(1)
     return results
@@ -189,9 +217,11 @@ def judge_pairwise(
     rubric: str | None,
     progress=None,
     cancel=None,
+    max_tokens: int = JUDGE_MAX_TOKENS,
 ) -> PairwiseResult:
     """Every pair of models compared on every shared prompt, then rated. A cancel keeps the
-    comparisons judged so far (`partial`), rated when each model has a decided one."""
+    comparisons judged so far (`partial`), rated when each model has a decided one. A judge
+    none of whose first verdicts can be read stops the run (`VerdictWatch`)."""
     if len(sets) < 2:
         raise TunelabError(
             "pairwise_needs_two", "pairwise judging needs at least two models.", exit_code=2
@@ -200,13 +230,14 @@ def judge_pairwise(
     n_pairs = len(prompts) * len(sets) * (len(sets) - 1) // 2
     task = progress("pairwise comparisons", n_pairs) if progress else None
     outcomes, records = run_pairwise(
-        _judge_chat(judge),
+        _judge_chat(judge, max_tokens),
         prompts,
         aligned,
         traits=traits,
         rubric=rubric,
         progress=task,
         cancel=cancel,
+        check=VerdictWatch(judge),
     )
     n_verdicts, wins = len(outcomes), _records(aligned, outcomes)
     partial = note = error = None
@@ -282,6 +313,6 @@ def _key(messages: list[dict]) -> tuple:
     return tuple((m["role"], m["content"].strip()) for m in messages if m["role"] != "system")
 
 
-def _judge_chat(judge: str):
+def _judge_chat(judge: str, max_tokens: int):
     candidate = open_candidate(judge)
-    return lambda messages: candidate.chat(messages, max_tokens=JUDGE_MAX_TOKENS)
+    return lambda messages: candidate.chat(messages, max_tokens=max_tokens)

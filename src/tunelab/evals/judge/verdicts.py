@@ -323,13 +323,15 @@ def run_pairwise(
     allow_ties: bool = True,
     progress: Callable[[int], None] | None = None,
     cancel: threading.Event | None = None,
+    check: Callable[[dict], None] | None = None,
 ) -> tuple[list[tuple[str, str, float]], list[dict]]:
     """Every pair of candidates compared on every item: outcomes for `ratings`, and records.
 
     An item is a question (str) or a conversation (messages before the answers). Returns
     the outcomes `(a, b, score_a)` (parse failures left out) and one record per comparison,
     failures included, for the report. `cancel` stops it between comparisons: it returns
-    those judged so far (the one being judged is finished first).
+    those judged so far (the one being judged is finished first). `check` sees each
+    comparison's result as it is made, and may stop the run by raising.
     """
     for name, answers in candidates.items():
         if len(answers) != len(items):
@@ -350,6 +352,8 @@ def run_pairwise(
                 **context,
             )
             records.append({"item": index, "a": a, "b": b, **result})
+            if check is not None:
+                check(result)
             if result["score_a"] is not None:
                 outcomes.append((a, b, result["score_a"]))
             if progress is not None:

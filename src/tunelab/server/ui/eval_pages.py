@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse
 
 from tunelab.errors import TunelabError
 from tunelab.evals import runs
+from tunelab.evals.judge.task import JUDGE_MAX_TOKENS
 from tunelab.evals.report import render_sections
 from tunelab.evals.result import EvaluationResult
 from tunelab.providers.registry import this_machine
@@ -77,12 +78,21 @@ async def eval_start(request: Request):
                 models=models,
                 limit=web.form_number(form, "limit", int),
                 judge_model=web.form_text(form, "judge_model"),
+                judge_max_tokens=_judge_max_tokens(form),
                 traits=traits,
             )
         )
     except TunelabError as err:
         return web.error_page(request, err)
     return web.see_other(f"/evals/tasks/{task.id}")
+
+
+def _judge_max_tokens(form) -> int:
+    """The judge's longest reply: the form's number, else `tunelab eval judge`'s default."""
+    given = web.form_number(form, "judge_max_tokens", int)
+    if given is not None and given < 1:
+        raise TunelabError("invalid_form", "judge max tokens: a whole number from 1.")
+    return given or JUDGE_MAX_TOKENS
 
 
 @router.get("/evals/tasks/{task_id}")

@@ -29,6 +29,7 @@ class EvalRequest:
     models: list[str]
     limit: int | None = None
     judge_model: str | None = None
+    judge_max_tokens: int = judging.JUDGE_MAX_TOKENS
     traits: list[str] = field(default_factory=list)
 
 
@@ -121,6 +122,7 @@ def _record(task: EvalTask) -> EvaluationResult:
             mode="single" if r.kind == "judge" else "pairwise",
             traits=[t.name for t in _traits(r.traits)],
             rubric=None,
+            judge_max_tokens=r.judge_max_tokens,
         )
     return runs.record_run(
         r.kind, models=r.models, data=data.describe(), options=options, task=compute
@@ -140,7 +142,13 @@ def _judge(task: EvalTask, data, progress):
         ]
         run = judging.judge_single if r.kind == "judge" else judging.judge_pairwise
         return run(
-            r.judge_model, sets, _traits(r.traits), None, progress=progress, cancel=task.cancel
+            r.judge_model,
+            sets,
+            _traits(r.traits),
+            None,
+            progress=progress,
+            cancel=task.cancel,
+            max_tokens=r.judge_max_tokens,
         )
 
     return compute

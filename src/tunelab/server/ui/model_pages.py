@@ -1,5 +1,5 @@
-"""Models: every model tunelab knows (fine-tuned ones on any provider, then base models);
-forget a fine-tuned one, or export a local one (merged weights or the LoRA adapter).
+"""Models: every model tunelab knows (fine-tuned ones on any provider, aliases, then base
+models); forget a fine-tuned one, or export a local one (merged weights or the LoRA adapter).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse
 from tunelab.engine.export import export_model
 from tunelab.errors import TunelabError
 from tunelab.providers.local.artifacts import model_dir
-from tunelab.providers.models import delete_model, list_models
+from tunelab.providers.models import ALIAS, delete_model, list_models
 from tunelab.providers.registry import runs_here
 from tunelab.registry import Model
 from tunelab.server.ui.web import error_page, form_text, page, see_other
@@ -26,10 +26,11 @@ router = APIRouter()
 
 @router.get("/models")
 async def models_page(request: Request, exported: str | None = None):
-    models = await run_in_threadpool(list_models)
-    tuned = [m for m in models if m.kind != "base"]
+    models = await run_in_threadpool(lambda: list_models(with_aliases=True))
+    tuned = [m for m in models if m.kind not in ("base", ALIAS)]
+    aliases = [m for m in models if m.kind == ALIAS]
     base = [m for m in models if m.kind == "base"]
-    return page(request, "models.html", tuned=tuned, base=base, exported=exported)
+    return page(request, "models.html", tuned=tuned, aliases=aliases, base=base, exported=exported)
 
 
 def _tuned(name: str) -> Model:

@@ -11,7 +11,7 @@ named one for the endpoint (`tunelab providers add NAME URL --key-env VAR`), nev
 from __future__ import annotations
 
 from tunelab.errors import TunelabError
-from tunelab.providers.hosted.openai import OpenAIProvider
+from tunelab.providers.hosted.openai import KEY_VARIABLE, OpenAIProvider
 from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, ModelEntry
 
 NAME = "openai-compatible"
@@ -48,6 +48,10 @@ class OpenAICompatibleProvider(OpenAIProvider):
     @classmethod
     def owns(cls, name: str) -> str | None:
         return None
+
+    def _secret_variables(self) -> list[str]:
+        # OPENAI_API_KEY never goes to the endpoint, but an endpoint may still quote it.
+        return [KEY_VARIABLE, *super()._secret_variables()]
 
     def list_served_models(self) -> list[str]:
         """The ids the endpoint's `GET /models` lists."""

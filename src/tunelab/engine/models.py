@@ -29,6 +29,7 @@ from tunelab.engine.sources import (  # noqa: F401  (resolved here before: kept 
     OUTPUT_MARKER,
     ModelInfo,
     resolve_model_source,
+    resolve_training_output,
 )
 from tunelab.errors import TunelabError
 from tunelab.hf_quiet import quiet_progress
@@ -104,14 +105,7 @@ def load_trained(
     A LoRA adapter is loaded onto its base model and, with `merge`, merged into it (faster to
     run); without, the result is a peft `PeftModel`.
     """
-    info = resolve_model_source(output_dir)
-    if info.kind != "trained":
-        raise TunelabError(
-            "not_a_training_output",
-            f"{output_dir} is not a tunelab training output (no {OUTPUT_MARKER}).",
-            hint="pass the --output directory of a finished `tunelab train` run",
-            path=output_dir,
-        )
+    info = resolve_training_output(output_dir)
     remote = trust_remote_code
     if not info.is_adapter:
         model = _from_pretrained(info.path, dtype, device, remote)

@@ -74,6 +74,20 @@ def resolve_model_source(name_or_path: str | Path = DEFAULT_MODEL) -> ModelInfo:
     )
 
 
+def resolve_training_output(output_dir: str | Path) -> ModelInfo:
+    """What a tunelab training output (or one of its checkpoints) holds; anything else is
+    refused, for what only tunelab's own runs can give (merging, exporting)."""
+    info = resolve_model_source(output_dir)
+    if info.kind != "trained":
+        raise TunelabError(
+            "not_a_training_output",
+            f"{output_dir} is not a tunelab training output (no {OUTPUT_MARKER}).",
+            hint="pass the --output directory of a finished `tunelab train` run",
+            path=output_dir,
+        )
+    return info
+
+
 def _bundled_names() -> set[str]:
     spec = resolve_model(DEFAULT_MODEL)
     return {spec.name.lower(), *(alias.lower() for alias in spec.aliases)}

@@ -30,7 +30,7 @@ from tunelab.engine.models import (
     resolve_model_source,
     resolve_training_output,
 )
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 from tunelab.hf_quiet import quiet_progress
 from tunelab.io import check_writable, refuse_overwrite
 
@@ -64,9 +64,7 @@ def export_model(
     """
     if dtype not in DTYPES:
         choices = ", ".join(DTYPES)
-        raise TunelabError(
-            "invalid_dtype", f"--dtype {dtype!r}: choose one of {choices}.", exit_code=2
-        )
+        raise usage_error("invalid_dtype", f"--dtype {dtype!r}: choose one of {choices}.")
     trained_dir, output_dir = Path(trained_dir), Path(output_dir)
     _check_format(format, merge)
     info = resolve_training_output(trained_dir)
@@ -100,17 +98,15 @@ def export_model(
 
 def _check_format(format: str, merge: bool) -> None:
     if format not in FORMATS:
-        raise TunelabError(
+        raise usage_error(
             "invalid_export_format",
             f"--format must be one of {', '.join(FORMATS)} (got {format!r}).",
-            exit_code=2,
         )
     if format == "gguf" and not merge:
-        raise TunelabError(
+        raise usage_error(
             "gguf_needs_merge",
             "a GGUF export holds the whole model: it cannot be written with --no-merge.",
             hint="pass --merge (the default), or --format hf --no-merge for the adapter alone",
-            exit_code=2,
         )
 
 

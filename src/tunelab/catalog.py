@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 from tunelab.io import can_create
 from tunelab.settings import get_settings
 from tunelab.types import LOCAL_PROVIDER as THIS_MACHINE
@@ -146,11 +146,10 @@ def resolve_model(name: str) -> ModelSpec:
     snapshot = cached_hub_snapshot(wanted)
     if snapshot is not None:
         return dataclasses.replace(local_model_spec(snapshot), name=wanted)
-    raise TunelabError(
+    raise usage_error(
         "unknown_model",
         f"unknown model {name!r}. Known models: {', '.join(known_model_names())}.",
         hint="pass one of the names above, or the path of a local Hugging Face model directory",
-        exit_code=2,
     )
 
 
@@ -182,12 +181,11 @@ def has_tokenizer(path: Path) -> bool:
 def local_model_spec(path: Path) -> ModelSpec:
     """A local Hugging Face model or tokenizer directory as a target model."""
     if not has_tokenizer(path):
-        raise TunelabError(
+        raise usage_error(
             "not_a_model_dir",
             f"{path} holds no Hugging Face tokenizer (tokenizer.json / tokenizer_config.json).",
             hint="pass the directory a model was saved to with save_pretrained",
             path=path,
-            exit_code=2,
         )
     return ModelSpec(
         str(path), THIS_MACHINE, str(path), "hf", model_context_length(path), 1, trains_here=True

@@ -58,6 +58,14 @@ class TunelabError(Exception):
         }
 
 
+def usage_error(
+    code: str, message: str, hint: str | None = None, *, path: str | Path | None = None
+) -> TunelabError:
+    """The error of a command used wrongly (a flag's value, flags that do not go together, a
+    file named that is not there): it exits with 2, as click's own usage errors do."""
+    return TunelabError(code, message, hint, path=path, exit_code=2)
+
+
 class Interrupted(TunelabError):
     """The cancel event (Ctrl-C, the studio's Cancel) stopped a model part-way: `done` holds
     what it finished, the answers (or scores) of the first `len(done)` items, in order."""

@@ -24,15 +24,18 @@ def check_output_path(path: Path, *, force: bool, inputs: tuple[Path, ...] = ())
                 f"output {path} is the input file; tunelab never modifies its input.",
                 hint="choose a different output path",
             )
-    if path.exists() and not force:
-        raise TunelabError(
-            "output_exists",
-            f"{path} already exists.",
-            hint="pass --force to overwrite it, or choose another path",
-        )
+    refuse_overwrite(path, force=force)
     if path.is_dir():
         raise TunelabError("output_is_directory", f"{path} is a directory, not a file path.")
     check_writable(path)
+
+
+def refuse_overwrite(
+    path: Path, *, force: bool, hint: str = "pass --force to overwrite it, or choose another path"
+) -> None:
+    """Refuse an output that already exists unless `force` says to replace it."""
+    if path.exists() and not force:
+        raise TunelabError("output_exists", f"{path} already exists.", hint=hint)
 
 
 def existing_ancestor(path: Path) -> Path:

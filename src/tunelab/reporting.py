@@ -13,7 +13,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from tunelab.errors import TunelabError
+from tunelab.errors import usage_error
 
 REPORTERS = ("tensorboard", "trackio", "wandb")
 _PACKAGES = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb"}
@@ -33,18 +33,15 @@ def check_reporters(names: tuple[str, ...]) -> None:
     """Refuse a tracker that is unknown or whose package is not installed."""
     for name in names:
         if name not in REPORTERS:
-            raise TunelabError(
-                "unknown_reporter",
-                f"--report-to {name}: choose one of {', '.join(REPORTERS)}.",
-                exit_code=2,
+            raise usage_error(
+                "unknown_reporter", f"--report-to {name}: choose one of {', '.join(REPORTERS)}."
             )
         package = _PACKAGES[name]
         if package not in sys.modules and importlib.util.find_spec(package) is None:
-            raise TunelabError(
+            raise usage_error(
                 "reporter_not_installed",
                 f"--report-to {name} needs the {package} package, which is not installed.",
                 hint=f"pip install {package}, or drop --report-to {name}",
-                exit_code=2,
             )
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tunelab.errors import TunelabError
+from tunelab.errors import usage_error
 
 # The provider that is this machine: jobs, files and models with no other provider are its.
 LOCAL_PROVIDER = "local"
@@ -73,8 +73,6 @@ class AnswerScore:
 def best_answer(scores: list[AnswerScore], normalize: str = "sum") -> int:
     """Index of the highest-scoring answer (the first of equals)."""
     if normalize not in NORMALIZATIONS:
-        raise TunelabError(
-            "invalid_scoring", f"normalize must be one of {NORMALIZATIONS}", exit_code=2
-        )
+        raise usage_error("invalid_scoring", f"normalize must be one of {NORMALIZATIONS}")
     values = [score.value(normalize) for score in scores]
     return values.index(max(values))

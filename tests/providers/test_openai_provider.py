@@ -18,8 +18,9 @@ import pytest
 
 from tunelab.errors import TunelabError
 from tunelab.providers.base import REQUEST_ID_KEY, JobRequest
-from tunelab.providers.hosted.openai import PLACEHOLDER_KEY, OpenAIProvider
+from tunelab.providers.hosted.openai import OpenAIProvider
 from tunelab.providers.hosted.retry import RetryPolicy
+from tunelab.providers.provider import PLACEHOLDER_KEY
 
 OPENAI = "https://api.openai.com/v1"
 LOCAL = "http://127.0.0.1:8765/v1"

@@ -9,7 +9,7 @@ from rich.markup import escape
 
 from tunelab.cli import common
 from tunelab.cli.options import choice_option, json_option, output_option
-from tunelab.errors import TunelabError
+from tunelab.errors import usage_error
 from tunelab.providers.registry import provider_class
 from tunelab.providers.resolve import resolve_chat_model
 
@@ -113,19 +113,17 @@ def trained_directory(model: str) -> Path:
     if model.startswith("ft:"):
         found = resolve_chat_model(model)
         if not provider_class(found.provider).runs_here:
-            raise TunelabError(
+            raise usage_error(
                 "not_exportable",
                 f"{model} lives on {found.provider}: its weights cannot be downloaded here.",
                 hint="export models fine-tuned on this machine",
-                exit_code=2,
             )
         return Path(found.model)
     path = Path(model)
     if not path.is_dir():
-        raise TunelabError(
+        raise usage_error(
             "model_not_found",
             f"{model} is neither a training output directory nor a local `ft:` model.",
             hint="`tunelab models list --fine-tuned` lists the fine-tuned models",
-            exit_code=2,
         )
     return path

@@ -8,7 +8,7 @@ import click
 
 from tunelab.cli import common
 from tunelab.cli.options import COUNT
-from tunelab.errors import TunelabError
+from tunelab.errors import usage_error
 from tunelab.providers.resolve import check_chat_model
 
 
@@ -80,11 +80,10 @@ def serve_cmd(
     from tunelab.server.app import ServerConfig, create_app, is_loopback
 
     if not is_loopback(host) and not api_key:
-        raise TunelabError(
+        raise usage_error(
             "api_key_required",
             f"--host {host} is reachable from other machines; an API key is required.",
             hint="pass --api-key or set TUNELAB_API_KEY (clients send it as their api_key)",
-            exit_code=2,
         )
     config = ServerConfig(
         host=host,

@@ -12,7 +12,7 @@ import click
 import httpx
 
 from tunelab.cli import common
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 from tunelab.settings import get_settings
 
 READY_SECONDS = 120.0
@@ -50,11 +50,10 @@ def _is_tunelab(url: str) -> bool:
     except httpx.TransportError:
         return False
     if answer.status_code != 200 or answer.json().get("status") != "ok":
-        raise TunelabError(
+        raise usage_error(
             "port_in_use",
             f"something other than tunelab answers on {url}.",
             hint="choose another --port",
-            exit_code=2,
         )
     return True
 

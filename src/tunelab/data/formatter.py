@@ -27,7 +27,7 @@ from tunelab.data.prompts import label_set_bytes, label_set_path
 from tunelab.data.reinforcement import REFERENCE_FIELD, item_from_example
 from tunelab.data.sources import SourceOptions, detect_source_kind, read_source
 from tunelab.data.split import Duplicates, drop_duplicates, split_indices
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 from tunelab.io import check_output_path, commit, staged_write
 
 PROGRESS_EVERY = 1000
@@ -180,18 +180,15 @@ def _converted(examples: Iterable[ChatExample], to: str, reference_field: str):
 
 def _val_path(train_output: Path, val_output: Path | None, train_ratio: float) -> Path | None:
     if not 0 < train_ratio <= 1:
-        raise TunelabError(
-            "bad_train_ratio",
-            f"--train-ratio must be above 0 and at most 1, not {train_ratio}.",
-            exit_code=2,
+        raise usage_error(
+            "bad_train_ratio", f"--train-ratio must be above 0 and at most 1, not {train_ratio}."
         )
     if train_ratio == 1:
         if val_output is not None:
-            raise TunelabError(
+            raise usage_error(
                 "no_validation_split",
                 "--val-output was given but --train-ratio 1.0 leaves nothing for validation.",
                 hint="lower --train-ratio, or drop --val-output",
-                exit_code=2,
             )
         return None
     return Path(val_output) if val_output is not None else default_val_path(train_output)
@@ -204,11 +201,10 @@ def _check_outputs(
     check_output_path(train, force=force, inputs=inputs)
     if val is not None:
         if val.resolve() == train.resolve():
-            raise TunelabError(
+            raise usage_error(
                 "same_output",
                 f"the training and validation outputs are the same file ({train}).",
                 hint="choose another --val-output",
-                exit_code=2,
             )
         check_output_path(val, force=force, inputs=inputs)
     if _keeps_label_set(options):
@@ -244,11 +240,10 @@ def _check_options_apply(kind: str, options: SourceOptions) -> None:
     misplaced = options.given_for_other_kinds(kind)
     if misplaced:
         flags = ", ".join(OPTION_FLAGS[name] for name in misplaced)
-        raise TunelabError(
+        raise usage_error(
             "option_not_applicable",
             f"{flags} do not apply to a {kind} source.",
             hint="drop them, or pass the --kind the source really is",
-            exit_code=2,
         )
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import orjson
 
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 
 DEFAULT_INSTRUCTION = "Classify the text into one of the categories."
 SHORT_INSTRUCTION = "Classify the text."
@@ -61,10 +61,9 @@ class ClassificationPrompt:
 
     def __post_init__(self) -> None:
         if self.template not in TEMPLATES:
-            raise TunelabError(
+            raise usage_error(
                 "bad_template",
                 f"--template must be one of {', '.join(TEMPLATES)}, not {self.template!r}.",
-                exit_code=2,
             )
         if self.instruction is None:
             default = DEFAULT_INSTRUCTION if self.lists_labels else SHORT_INSTRUCTION

@@ -37,7 +37,7 @@ from tunelab.engine.config import ResolvedConfig
 from tunelab.engine.lora import ADAPTER_WEIGHTS, FULL_WEIGHTS, load_weights, save_weights
 from tunelab.engine.sharding import NAMED_OPTIMIZER_LAYOUT, FullState, is_sharded, load_full_state
 from tunelab.engine.sources import META_FILE, OUTPUT_MARKER
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 from tunelab.io import atomic_write_text
 
 if TYPE_CHECKING:
@@ -267,9 +267,7 @@ def check_output_dir(
     reads (the model it starts from); the output may be neither one of them nor above one.
     """
     if resume and force:
-        raise TunelabError(
-            "invalid_config", "Can't provide both --resume and --force. Choose one.", exit_code=2
-        )
+        raise usage_error("invalid_config", "Can't provide both --resume and --force. Choose one.")
     check_not_input(output_dir, inputs)
     if output_dir.exists() and not output_dir.is_dir():
         raise TunelabError("output_is_file", f"--output {output_dir} is a file, not a directory.")
@@ -281,11 +279,10 @@ def check_output_dir(
         )
     checkpoint = latest_checkpoint(output_dir) if output_dir.is_dir() and not force else None
     if resume and need_checkpoint and checkpoint is None:
-        raise TunelabError(
+        raise usage_error(
             "nothing_to_resume",
             f"--resume: {output_dir} holds no checkpoint to continue from.",
             hint="drop --resume to start a new run there",
-            exit_code=2,
         )
     if not (resume or force) and output_dir.is_dir() and any(output_dir.iterdir()):
         unfinished = " and holds an unfinished run" if checkpoint else ""
@@ -305,11 +302,10 @@ def check_not_input(output_dir: Path, inputs: Iterable[Path | None]) -> None:
             continue
         source = Path(source).resolve()
         if source == target or target in source.parents:
-            raise TunelabError(
+            raise usage_error(
                 "output_is_input",
                 f"--output {output_dir} would overwrite {source}, the model training starts from.",
                 hint="train into a new --output directory",
-                exit_code=2,
             )
 
 

@@ -24,7 +24,7 @@ from tunelab.engine.device import (
     choose_precision,
     use_gradient_checkpointing,
 )
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 
 AUTO: Final = "auto"
 INT32_MAX = 2**31 - 1
@@ -151,11 +151,10 @@ class TrainConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(settings) - names)
         if unknown:
-            raise TunelabError(
+            raise usage_error(
                 "invalid_config",
                 f"unknown setting(s): {', '.join(unknown)}.",
                 hint="`tunelab train --help` lists every setting",
-                exit_code=2,
             )
         given = {k: v for k, v in settings.items() if v != AUTO}
         modules = given.get("lora_target_modules")
@@ -257,11 +256,10 @@ class TrainConfig:
         """Raise one `invalid_config` TunelabError listing every problem, if there are any."""
         found = self.problems()
         if found:
-            raise TunelabError(
+            raise usage_error(
                 "invalid_config",
                 "invalid training configuration: " + "; ".join(found),
                 hint="fix the flags above; `tunelab train --help` describes each one",
-                exit_code=2,
             )
 
     def resolve(

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from tunelab.errors import TunelabError
+from tunelab.errors import usage_error
 
 AUTO = "auto"
 # Below this, recomputing activations costs more time than the memory it saves is worth.
@@ -100,12 +100,11 @@ def choose_device(requested: str | None, caps: Capabilities) -> str:
     if requested is None or requested == AUTO:
         return "cuda" if caps.cuda else "cpu"
     if requested.startswith("cuda") and not caps.cuda:
-        raise TunelabError(
+        raise usage_error(
             "cuda_unavailable",
             "a CUDA GPU was asked for, but torch sees none.",
             hint="install a CUDA build of torch on a machine with an NVIDIA GPU, or train on "
             "the CPU",
-            exit_code=2,
         )
     return requested
 
@@ -114,11 +113,10 @@ def choose_precision(requested: str, device: str, caps: Capabilities) -> str:
     """`bf16`, `fp16` or `fp32`: `auto` is the fastest the device computes natively."""
     on_cuda = device.startswith("cuda")
     if requested == "fp16" and not on_cuda:
-        raise TunelabError(
+        raise usage_error(
             "fp16_needs_cuda",
             "--precision fp16 needs a CUDA GPU (on the CPU it is emulated and slow).",
             hint="use --precision auto, bf16 or fp32",
-            exit_code=2,
         )
     if requested != AUTO:
         return requested
@@ -146,16 +144,14 @@ def check_optional_features(
         if not asked:
             continue
         if module not in caps.packages:
-            raise TunelabError(
+            raise usage_error(
                 "optional_package_missing",
                 f"{flag} needs the {package} package, which is not installed.",
                 hint=f"pip install 'tunelab[gpu]' (or pip install {package}) on a CUDA machine",
-                exit_code=2,
             )
         if not device.startswith("cuda"):
-            raise TunelabError(
+            raise usage_error(
                 "feature_needs_cuda",
                 f"{flag} runs on CUDA GPUs only; this run is on the {device}.",
                 hint=f"drop {flag.split()[0]} to train on the {device}",
-                exit_code=2,
             )

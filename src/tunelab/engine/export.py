@@ -24,10 +24,15 @@ from tunelab.catalog import portable_model_name
 from tunelab.curves import LOSS_CURVE_FILE, loss_svg, run_metrics
 from tunelab.engine.checkpoint import OUTPUT_MARKER
 from tunelab.engine.lora import ADAPTER_WEIGHTS
-from tunelab.engine.models import load_tokenizer, load_trained, resolve_model_source
-from tunelab.errors import TunelabError
+from tunelab.engine.models import (
+    load_tokenizer,
+    load_trained,
+    resolve_model_source,
+    resolve_training_output,
+)
+from tunelab.errors import TunelabError, usage_error
 from tunelab.hf_quiet import quiet_progress
-from tunelab.io import check_writable
+from tunelab.io import check_writable, refuse_overwrite
 
 ADAPTER_CONFIG = "adapter_config.json"
 FORMATS = ("hf", "gguf")
@@ -59,19 +64,10 @@ def export_model(
     """
     if dtype not in DTYPES:
         choices = ", ".join(DTYPES)
-        raise TunelabError(
-            "invalid_dtype", f"--dtype {dtype!r}: choose one of {choices}.", exit_code=2
-        )
+        raise usage_error("invalid_dtype", f"--dtype {dtype!r}: choose one of {choices}.")
     trained_dir, output_dir = Path(trained_dir), Path(output_dir)
     _check_format(format, merge)
-    info = resolve_model_source(trained_dir)
-    if info.kind != "trained":
-        raise TunelabError(
-            "not_a_training_output",
-            f"{trained_dir} is not a tunelab training output.",
-            hint="pass the --output directory of a finished `tunelab train` run",
-            path=trained_dir,
-        )
+    info = resolve_training_output(trained_dir)
     _check_destination(output_dir, info.path, force)
     as_adapter = info.is_adapter and not merge
     output_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -102,17 +98,15 @@ def export_model(
 
 def _check_format(format: str, merge: bool) -> None:
     if format not in FORMATS:
-        raise TunelabError(
+        raise usage_error(
             "invalid_export_format",
             f"--format must be one of {', '.join(FORMATS)} (got {format!r}).",
-            exit_code=2,
         )
     if format == "gguf" and not merge:
-        raise TunelabError(
+        raise usage_error(
             "gguf_needs_merge",
             "a GGUF export holds the whole model: it cannot be written with --no-merge.",
             hint="pass --merge (the default), or --format hf --no-merge for the adapter alone",
-            exit_code=2,
         )
 
 
@@ -124,12 +118,9 @@ def _check_destination(output_dir: Path, source: Path, force: bool) -> None:
             f"--output {output_dir} overlaps the trained model's directory {source}.",
             hint="export to a directory outside the training output",
         )
-    if output_dir.exists() and not force:
-        raise TunelabError(
-            "output_exists",
-            f"{output_dir} already exists.",
-            hint="pass --force to replace it, or choose another --output",
-        )
+    refuse_overwrite(
+        output_dir, force=force, hint="pass --force to replace it, or choose another --output"
+    )
     if output_dir.exists() and not output_dir.is_dir():
         raise TunelabError("output_is_file", f"--output {output_dir} is a file, not a directory.")
     check_writable(output_dir, "--output directory")

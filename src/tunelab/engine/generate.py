@@ -24,7 +24,7 @@ import torch
 from transformers import DynamicCache
 
 from tunelab import cores
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 from tunelab.types import Answer, Usage
 
 Conversation = Sequence[dict]
@@ -49,7 +49,7 @@ class Sampling:
         if any(not isinstance(s, str) or not s for s in self.stop):
             problems.append("stop sequences must be non-empty strings")
         if problems:
-            raise TunelabError("invalid_generation_settings", "; ".join(problems), exit_code=2)
+            raise usage_error("invalid_generation_settings", "; ".join(problems))
 
 
 def generate(
@@ -72,7 +72,7 @@ def generate(
     """
     sampling = _sampling(max_new_tokens, temperature, top_p, stop, seed)
     if batch_size < 1:
-        raise TunelabError("invalid_generation_settings", "batch_size must be ≥ 1", exit_code=2)
+        raise usage_error("invalid_generation_settings", "batch_size must be ≥ 1")
     prompts = [encode_chat(tokenizer, conversation) for conversation in conversations]
     generator = _generator(sampling.seed, model)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))

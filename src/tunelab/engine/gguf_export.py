@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -68,10 +68,9 @@ def write_gguf(model: PreTrainedModel, tokenizer, path: Path, gguf_type: str = "
 
 def _check_supported(config, tokenizer, gguf_type: str) -> None:
     if gguf_type not in GGUF_TYPES:
-        raise TunelabError(
+        raise usage_error(
             "invalid_gguf_type",
             f"--gguf-type must be one of {', '.join(GGUF_TYPES)} (got {gguf_type!r}).",
-            exit_code=2,
         )
     if config.model_type not in LLAMA_MODEL_TYPES:
         raise TunelabError(

@@ -28,7 +28,7 @@ from tunelab.engine.config import ResolvedConfig
 from tunelab.engine.device import use_gradient_checkpointing
 from tunelab.engine.sharding import fix_architecture_name
 from tunelab.engine.sources import ADAPTER_WEIGHTS
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 from tunelab.hf_quiet import quiet_progress
 
 if TYPE_CHECKING:
@@ -94,11 +94,10 @@ def prepare_model(model: PreTrainedModel, config: ResolvedConfig) -> CausalLM:
             # A PeftMixedModel only when asked for one (mixed=True), which peft's type omits.
             peft_model = cast(PeftModel, get_peft_model(model, lora))
     except ValueError as err:
-        raise TunelabError(
+        raise usage_error(
             "invalid_config",
             f"--lora-target-modules: {err}",
             hint="name linear layers of the model, e.g. q_proj,k_proj,v_proj,o_proj",
-            exit_code=2,
         ) from None
     half = _HALF.get(config.precision)
     for parameter in peft_model.parameters():

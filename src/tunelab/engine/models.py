@@ -29,8 +29,9 @@ from tunelab.engine.sources import (  # noqa: F401  (resolved here before: kept 
     OUTPUT_MARKER,
     ModelInfo,
     resolve_model_source,
+    resolve_training_output,
 )
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 from tunelab.hf_quiet import quiet_progress
 
 if TYPE_CHECKING:
@@ -104,14 +105,7 @@ def load_trained(
     A LoRA adapter is loaded onto its base model and, with `merge`, merged into it (faster to
     run); without, the result is a peft `PeftModel`.
     """
-    info = resolve_model_source(output_dir)
-    if info.kind != "trained":
-        raise TunelabError(
-            "not_a_training_output",
-            f"{output_dir} is not a tunelab training output (no {OUTPUT_MARKER}).",
-            hint="pass the --output directory of a finished `tunelab train` run",
-            path=output_dir,
-        )
+    info = resolve_training_output(output_dir)
     remote = trust_remote_code
     if not info.is_adapter:
         model = _from_pretrained(info.path, dtype, device, remote)
@@ -137,13 +131,12 @@ def load_tokenizer(info: ModelInfo, *, trust_remote_code: bool = False) -> PreTr
             resolve_model_source(info.base_model), trust_remote_code=trust_remote_code
         )
     else:
-        raise TunelabError(
+        raise usage_error(
             "not_a_model_dir",
             f"{info.path} holds no Hugging Face tokenizer (tokenizer.json / "
             "tokenizer_config.json).",
             hint="save the tokenizer next to the model with save_pretrained",
             path=info.path,
-            exit_code=2,
         )
     with _remote_code_refused_as_error(directory):
         tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=trust_remote_code)
@@ -223,13 +216,12 @@ def _remote_code_refused_as_error(directory: Path) -> Iterator[None]:
     except ValueError as err:
         if "trust_remote_code" not in str(err):
             raise
-        raise TunelabError(
+        raise usage_error(
             "remote_code_not_trusted",
             f"{directory} needs to run its own Python code (a model transformers does not "
             "implement), which tunelab does not do unless asked.",
             hint="read the model's code; if you trust it, pass --trust-remote-code",
             path=directory,
-            exit_code=2,
         ) from None
 
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from tunelab.engine.config import TrainConfig
 from tunelab.engine.sources import ModelInfo, resolve_model_source
 from tunelab.engine.steps import StepRecord
-from tunelab.errors import TunelabError
+from tunelab.errors import usage_error
 from tunelab.io import check_writable
 from tunelab.reporting import Reporters, check_reporters
 
@@ -54,10 +54,9 @@ class Launch:
 
     def check(self) -> None:
         if self.nnodes > 1 and not self.rdzv_endpoint:
-            raise TunelabError(
+            raise usage_error(
                 "rdzv_endpoint_missing",
                 "--nnodes above 1 needs --rdzv-endpoint HOST:PORT (where the machines meet).",
-                exit_code=2,
             )
 
 

@@ -30,7 +30,7 @@ from tunelab.engine.generate import (
     _pad_id,
     encode_chat,
 )
-from tunelab.errors import TunelabError
+from tunelab.errors import usage_error
 from tunelab.types import NORMALIZATIONS, AnswerScore, best_answer
 
 __all__ = ["NORMALIZATIONS", "AnswerScore", "best_answer", "score_answers"]
@@ -68,7 +68,7 @@ def score_answers(
 ) -> list[list[AnswerScore]]:
     """Every answer's score after every conversation: `[conversation][answer]`."""
     if not answers:
-        raise TunelabError("invalid_scoring", "there are no answers to score.", exit_code=2)
+        raise usage_error("invalid_scoring", "there are no answers to score.")
     prompts = [encode_chat(tokenizer, conversation) for conversation in conversations]
     per_batch = max(1, min(batch_size, ANSWER_ROWS // len(answers)))
     was_training = model.training

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tunelab.catalog import DEFAULT_MODEL, model_context_length, resolve_model
 from tunelab.curves import METRICS_FILE
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 from tunelab.settings import get_settings
 
 BUNDLED_CONTEXT = 8_192
@@ -65,13 +65,26 @@ def resolve_model_source(name_or_path: str | Path = DEFAULT_MODEL) -> ModelInfo:
     _refuse_hosted(text)
     if _HUB_ID.fullmatch(text):
         return _directory_info(_hub_snapshot(text), text, "hub")
-    raise TunelabError(
+    raise usage_error(
         "unknown_model",
         f"{text!r} is not a directory, the bundled model or a Hugging Face Hub id.",
         hint=f"pass {DEFAULT_MODEL}, a Hugging Face model directory, a tunelab training "
         "output directory, or a Hub id such as HuggingFaceTB/SmolLM2-360M-Instruct",
-        exit_code=2,
     )
+
+
+def resolve_training_output(output_dir: str | Path) -> ModelInfo:
+    """What a tunelab training output (or one of its checkpoints) holds; anything else is
+    refused, for what only tunelab's own runs can give (merging, exporting)."""
+    info = resolve_model_source(output_dir)
+    if info.kind != "trained":
+        raise TunelabError(
+            "not_a_training_output",
+            f"{output_dir} is not a tunelab training output (no {OUTPUT_MARKER}).",
+            hint="pass the --output directory of a finished `tunelab train` run",
+            path=output_dir,
+        )
+    return info
 
 
 def _bundled_names() -> set[str]:
@@ -87,11 +100,10 @@ def _refuse_hosted(text: str) -> None:
     except TunelabError:
         return
     if not spec.open_weights:
-        raise TunelabError(
+        raise usage_error(
             "not_a_local_model",
             f"{spec.name} is an OpenAI model: its weights cannot be loaded here.",
             hint=f"train locally from {DEFAULT_MODEL}, a Hugging Face directory or a Hub id",
-            exit_code=2,
         )
 
 
@@ -156,12 +168,11 @@ def _read_training_summary(path: Path) -> tuple[str | None, str | None]:
 
 def _directory_info(path: Path, name: str, kind: str) -> ModelInfo:
     if not (path / "config.json").is_file():
-        raise TunelabError(
+        raise usage_error(
             "not_a_model_dir",
             f"{path} is not a Hugging Face model directory (no config.json).",
             hint="pass a directory written by save_pretrained, or a tunelab training output",
             path=path,
-            exit_code=2,
         )
     return ModelInfo(name, kind, path, name, model_context_length(path))
 
@@ -181,12 +192,11 @@ def _hub_snapshot(repo_id: str) -> Path:
     except Exception:  # not cached (the exception class differs across hub versions)
         pass
     if _hub_offline():
-        raise TunelabError(
+        raise usage_error(
             "hub_unreachable",
             f"{repo_id} is not a local directory and not in the Hugging Face cache, and the "
             "Hub is offline (HF_HUB_OFFLINE is set).",
             hint="download it where the Hub is reachable, or pass a local model directory",
-            exit_code=2,
         )
     _check_on_hub(repo_id)
     try:
@@ -206,18 +216,16 @@ def _check_on_hub(repo_id: str) -> None:
     try:
         model_info(repo_id, timeout=_HUB_TIMEOUT_S)
     except (RepositoryNotFoundError, GatedRepoError):
-        raise TunelabError(
+        raise usage_error(
             "unknown_model",
             f"{repo_id!r} is neither a local directory nor a model on the Hugging Face Hub "
             "you can access.",
             hint="check the spelling, or the path if you meant a local directory",
-            exit_code=2,
         ) from None
     except Exception as err:
-        raise TunelabError(
+        raise usage_error(
             "hub_unreachable",
             f"{repo_id} is not a local directory and the Hugging Face Hub cannot be reached "
             f"({type(err).__name__}).",
             hint="pass a local model directory, or retry when the network is available",
-            exit_code=2,
         ) from None

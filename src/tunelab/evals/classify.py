@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from tunelab.data.prompts import ClassificationPrompt, read_label_set
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 from tunelab.evals import candidates
 from tunelab.evals.candidates import Interrupted, answer_all, score_all
 from tunelab.evals.items import EvalData
@@ -106,9 +106,7 @@ def evaluate_classification(
     set found in the data (see `gold_labels`).
     """
     if method not in METHODS:
-        raise TunelabError(
-            "invalid_method", f"method must be one of {', '.join(METHODS)}", exit_code=2
-        )
+        raise usage_error("invalid_method", f"method must be one of {', '.join(METHODS)}")
     prompt = prompt or ClassificationPrompt()
     golds, labels = gold_labels(data, prompt, labels)
     results, outputs, correct = {}, {}, {}
@@ -222,11 +220,10 @@ def label_picker(
     prompt = prompt or ClassificationPrompt()
     candidate = candidates.open_candidate(name)
     if not candidate.gives_logprobs:
-        raise TunelabError(
+        raise usage_error(
             "no_logprobs",
             f"{name} gives no log-likelihoods, so its labels cannot be scored.",
             hint="drop --labels, or use a model whose weights are on this machine",
-            exit_code=2,
         )
     answers = [prompt.answer(label) for label in labels]
 

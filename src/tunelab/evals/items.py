@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunelab.data.sources import SourceOptions, detect_source_kind, read_source
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 from tunelab.io import file_sha256
 
 
@@ -60,7 +60,7 @@ def load_items(
     """The first `limit` items of the source (all when None), in file order."""
     path = Path(path)
     if not path.is_file():
-        raise TunelabError("file_not_found", f"{path} does not exist.", path=path, exit_code=2)
+        raise usage_error("file_not_found", f"{path} does not exist.", path=path)
     options = options or SourceOptions()
     if kind is None:
         kind = detect_source_kind(path, options).kind

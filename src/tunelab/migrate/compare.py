@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tunelab.data.prompts import ClassificationPrompt
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 from tunelab.evals import runs
 from tunelab.evals.candidates import RecordedCandidate, answering_from, open_candidate
 from tunelab.evals.classify import evaluate_classification, gold_labels
@@ -90,11 +90,10 @@ def compare(
     new_model = _new_model(old_job)
     task = task or choose_task(whole)
     if task == "judge" and not judge:
-        raise TunelabError(
+        raise usage_error(
             "judge_needed",
             "the validation answers are free text: comparing them needs a judge model.",
             hint="pass --judge MODEL, or --task classify / --task queries",
-            exit_code=2,
         )
     models = [fine_tuned_model, new_model]
     options = {
@@ -264,12 +263,11 @@ def _answer(record: dict) -> Answer:
 
 def _cannot_ask(name: str, fresh: bool, some_recorded: bool) -> TunelabError:
     if fresh and some_recorded:
-        return TunelabError(
+        return usage_error(
             "openai_models_stopped",
             f"--fresh asks {name} again, and OpenAI's fine-tuned models stopped answering "
             f"on {MODELS_STOP}.",
             hint="drop --fresh: compare then uses the answers it gave when it was distilled",
-            exit_code=2,
         )
     return TunelabError(
         "openai_models_stopped",

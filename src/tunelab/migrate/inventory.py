@@ -9,7 +9,7 @@ adds only what is new. A file OpenAI has deleted is reported and the rest goes o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -30,20 +30,15 @@ MIGRATED_FROM_KEY = "tunelab_migrated_from"  # job metadata: the ft: model a job
 class Inventory:
     """What `inventory` found: one row per job, and what this run added."""
 
-    jobs: list[dict]
+    # In the order `--json` prints them: the countdown first, the rows last.
+    countdown: dict = field(default_factory=dict)
     new_jobs: int = 0
     new_files: int = 0
     deleted_files: list[dict] = field(default_factory=list)  # {file, jobs, message}
-    countdown: dict = field(default_factory=dict)
+    jobs: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {
-            "countdown": self.countdown,
-            "new_jobs": self.new_jobs,
-            "new_files": self.new_files,
-            "deleted_files": self.deleted_files,
-            "jobs": self.jobs,
-        }
+        return asdict(self)
 
 
 def migrate_dir() -> Path:
@@ -57,7 +52,7 @@ def take_inventory(
     today = today or utc_today()
     provider = provider or get_provider(PROVIDER, base_url=base_url)
     states = _list_every_job(provider, today)
-    result = Inventory(jobs=[], countdown=countdown(today))
+    result = Inventory(countdown=countdown(today))
     gone: dict[str, dict] = {}
     with Store() as store:
         for state in sorted(states, key=lambda s: s.created_at or 0):

@@ -12,7 +12,7 @@ import re
 from dataclasses import asdict, dataclass
 from urllib.parse import urlparse
 
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 from tunelab.io import atomic_write_text
 from tunelab.providers.registry import provider_classes
 from tunelab.settings import get_settings
@@ -56,19 +56,15 @@ def add_endpoint(
 
     _check(name, base_url, key_variable)
     if name in provider_classes():
-        raise TunelabError(
-            "endpoint_name_taken",
-            f"{name!r} is a provider's name.",
-            hint="choose another name",
-            exit_code=2,
+        raise usage_error(
+            "endpoint_name_taken", f"{name!r} is a provider's name.", hint="choose another name"
         )
     endpoints = list_endpoints()
     if any(e.name == name for e in endpoints) and not replace:
-        raise TunelabError(
+        raise usage_error(
             "endpoint_exists",
             f"an endpoint named {name!r} exists.",
             hint="pass --replace to change it",
-            exit_code=2,
         )
     endpoint = Endpoint(name, base_url.rstrip("/"), key_variable)
     _save([*(e for e in endpoints if e.name != name), endpoint])
@@ -79,11 +75,10 @@ def remove_endpoint(name: str) -> Endpoint:
     endpoints = list_endpoints()
     found = next((e for e in endpoints if e.name == name), None)
     if found is None:
-        raise TunelabError(
+        raise usage_error(
             "endpoint_not_found",
             f"no endpoint named {name!r}.",
             hint="`tunelab providers list` shows them",
-            exit_code=2,
         )
     _save([e for e in endpoints if e.name != name])
     return found
@@ -91,26 +86,23 @@ def remove_endpoint(name: str) -> Endpoint:
 
 def _check(name: str, base_url: str, key_variable: str | None) -> None:
     if not _NAME.fullmatch(name):
-        raise TunelabError(
+        raise usage_error(
             "invalid_endpoint_name",
             f"{name!r} is not a usable endpoint name.",
             hint="lower-case letters, digits, '-', '_' or '.'",
-            exit_code=2,
         )
     parsed = urlparse(base_url)
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise TunelabError(
+        raise usage_error(
             "invalid_base_url",
             f"{base_url!r} is not an http(s) URL.",
             hint="e.g. http://127.0.0.1:8000/v1",
-            exit_code=2,
         )
     if key_variable is not None and not _VARIABLE.fullmatch(key_variable):
-        raise TunelabError(
+        raise usage_error(
             "invalid_key_variable",
             "--key-env takes the NAME of an environment variable, not a key.",
             hint="e.g. --key-env VLLM_API_KEY, with the key exported in that variable",
-            exit_code=2,
         )
 
 

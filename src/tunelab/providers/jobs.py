@@ -21,7 +21,7 @@ from tunelab.catalog import DEFAULT_MODEL
 from tunelab.data.analyze import FileAnalysis
 from tunelab.data.validate import ValidationReport, require_valid
 from tunelab.engine.config import PERIODIC_EVAL_EXAMPLES, TrainConfig
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 from tunelab.providers.base import TERMINAL_STATUSES
 from tunelab.providers.local import jobs as local
 from tunelab.providers.local.artifacts import training_path
@@ -113,9 +113,7 @@ def check_metadata(metadata: dict) -> None:
 
 
 def _invalid(code: str, message: str, field_name: str) -> TunelabError:
-    return TunelabError(
-        code, message, hint=f"shorten or change the job's {field_name}", exit_code=2
-    )
+    return usage_error(code, message, hint=f"shorten or change the job's {field_name}")
 
 
 # -- creating -------------------------------------------------------------------------------
@@ -138,11 +136,10 @@ def create_job(spec: JobSpec, *, start_worker: bool = True, report=None) -> Job:
     `start_worker=False` leaves a local job queued for `tunelab worker`.
     """
     if spec.nproc_per_node > 1 and not provider_class(spec.provider).runs_here:
-        raise TunelabError(
+        raise usage_error(
             "nproc_not_supported",
             f"--nproc-per-node is for jobs trained on this machine, not on {spec.provider}.",
             hint="the provider chooses its own hardware; leave --nproc-per-node out",
-            exit_code=2,
         )
     check_provider(spec.provider)
     report = report or validate_job_files(spec)

@@ -13,7 +13,7 @@ import logging
 import threading
 from importlib.metadata import entry_points
 
-from tunelab.errors import TunelabError
+from tunelab.errors import usage_error
 from tunelab.providers.provider import Provider
 from tunelab.types import LOCAL_PROVIDER
 
@@ -88,11 +88,10 @@ def provider_names(capability: str | None = None) -> list[str]:
 def provider_class(name: str) -> type[Provider]:
     cls = provider_classes().get(name)
     if cls is None:
-        raise TunelabError(
+        raise usage_error(
             "unknown_provider",
             f"unknown provider {name!r}; choose one of {', '.join(provider_classes())}.",
             hint="`tunelab providers list` shows them",
-            exit_code=2,
         )
     return cls
 

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field, replace
 
 from tunelab import registry as job_registry  # Store: SQLAlchemy loads on first use
-from tunelab.errors import TunelabError
+from tunelab.errors import usage_error
 from tunelab.providers import registry
 from tunelab.providers.base import ChatStream
 from tunelab.providers.endpoints import find_endpoint
@@ -118,11 +118,10 @@ def resolve_chat_model(name: str, *, follow_alias: bool = True) -> ChatModel:
             key_variable=endpoint.key_variable,
         )
     if name.startswith("ft:"):
-        raise TunelabError(
+        raise usage_error(
             "model_not_found",
             f"no model {name} in the registry.",
             hint="`tunelab models list` shows the models tunelab knows",
-            exit_code=2,
         )
     return ChatModel(name, registry.DEFAULT_PROVIDER, name)
 

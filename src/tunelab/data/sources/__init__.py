@@ -22,7 +22,7 @@ from tunelab.data.sources.detect import KINDS, Detection, detect_kind
 from tunelab.data.sources.query_pairs import read_query_pairs
 from tunelab.data.sources.records import Reading
 from tunelab.data.sources.tables import read_classification
-from tunelab.errors import TunelabError
+from tunelab.errors import usage_error
 
 __all__ = [
     "KINDS",
@@ -112,10 +112,7 @@ def read_source(path: Path, kind: str, options: SourceOptions | None = None) -> 
         "completion": read_completion,
     }
     if kind not in readers:
-        raise TunelabError(
-            "unknown_kind",
-            f"unknown kind {kind!r}.",
-            hint=f"one of {', '.join(KINDS)}",
-            exit_code=2,
+        raise usage_error(
+            "unknown_kind", f"unknown kind {kind!r}.", hint=f"one of {', '.join(KINDS)}"
         )
     return readers[kind](path, options.system)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tunelab.data.sources.query_pairs import detect_query_fields
 from tunelab.data.sources.records import first_record
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 
 KINDS = ("queries", "classification", "conversations", "chat", "alpaca", "sharegpt", "completion")
 
@@ -79,10 +79,9 @@ def _kind_of_record(record: dict, path: Path) -> Detection:
     if fields:
         return Detection("queries", f"first record has `{fields[0]}` and `{fields[1]}`")
     shown = ", ".join(sorted(keys)[:12])
-    raise TunelabError(
+    raise usage_error(
         "unknown_source_kind",
         f"cannot tell what kind of source this is from its fields ({shown}).",
         hint=f"pass --kind (one of {', '.join(KINDS)}) and the field flags",
         path=path,
-        exit_code=2,
     )

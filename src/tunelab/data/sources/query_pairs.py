@@ -21,7 +21,7 @@ import orjson
 
 from tunelab.data.example import ChatExample, chat
 from tunelab.data.sources.records import Reading, bad_record, first_record, iter_records
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 
 QUESTION_FIELDS = ("question", "nl", "nl_question", "utterance", "input", "prompt", "text")
 ANSWER_FIELDS = ("query", "mql", "sql", "answer", "output", "completion", "target")
@@ -70,12 +70,11 @@ def _resolve_fields(
     answer = answer_field or (found[1] if found else None)
     if not question or not answer or question == answer:
         shown = ", ".join(sorted(record or {})) or "none"
-        raise TunelabError(
+        raise usage_error(
             "fields_not_detected",
             f"cannot tell which fields hold the question and the answer (fields: {shown}).",
             hint="pass --question-field and --answer-field",
             path=path,
-            exit_code=2,
         )
     given = {"question": question_field, "answer": answer_field}
     detected = [meaning for meaning, name in given.items() if not name]

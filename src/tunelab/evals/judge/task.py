@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunelab.data.sources import read_source
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 from tunelab.evals.candidates import answer_all, open_candidate
 from tunelab.evals.items import EvalData, EvalItem
 from tunelab.evals.judge.ratings import rating_intervals
@@ -223,9 +223,7 @@ def judge_pairwise(
     comparisons judged so far (`partial`), rated when each model has a decided one. A judge
     none of whose first verdicts can be read stops the run (`VerdictWatch`)."""
     if len(sets) < 2:
-        raise TunelabError(
-            "pairwise_needs_two", "pairwise judging needs at least two models.", exit_code=2
-        )
+        raise usage_error("pairwise_needs_two", "pairwise judging needs at least two models.")
     prompts, aligned = align(sets)
     n_pairs = len(prompts) * len(sets) * (len(sets) - 1) // 2
     task = progress("pairwise comparisons", n_pairs) if progress else None
@@ -297,11 +295,10 @@ def align(sets: list[AnswerSet]) -> tuple[list[list[dict]], dict[str, list[str]]
     keyed = [{_key(i.messages): i.gold for i in s.items} for s in sets]
     names = [s.model for s in sets]
     if len(set(names)) != len(names):
-        raise TunelabError(
+        raise usage_error(
             "duplicate_model",
             f"two answer sets are both named {names!r}.",
             hint="name databases after their models",
-            exit_code=2,
         )
     prompts = [i.messages for i in sets[0].items if all(_key(i.messages) in k for k in keyed)]
     if not prompts:

@@ -30,7 +30,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 
 Chat = Callable[[list[dict]], str]
 MIN_SCORE, MAX_SCORE = 1, 10
@@ -64,9 +64,7 @@ def traits_named(names: list[str]) -> list[Trait]:
     known = {t.name: t for t in DEFAULT_TRAITS}
     for name in names:
         if not name.replace("_", "").isalnum():
-            raise TunelabError(
-                "invalid_trait", f"trait {name!r}: letters, digits and _ only.", exit_code=2
-            )
+            raise usage_error("invalid_trait", f"trait {name!r}: letters, digits and _ only.")
     return [
         known.get(n) or Trait(n, f"How well the answer shows {n.replace('_', ' ')}.") for n in names
     ]

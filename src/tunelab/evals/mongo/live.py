@@ -23,7 +23,7 @@ import re
 from datetime import datetime, timezone
 from urllib.parse import unquote_plus
 
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 from tunelab.evals.mongo.executor import read_path
 from tunelab.evals.mongo.syntax import MongoQuery, ObjectId, Regex, SubQuery
 from tunelab.evals.mongo.values import UnsupportedQuery
@@ -82,11 +82,10 @@ class LiveDatabase:
                 appname="tunelab",
             )
         except (pymongo.errors.PyMongoError, ValueError, TypeError) as err:
-            raise TunelabError(
+            raise usage_error(
                 "invalid_mongo_uri",
                 f"{shown} is not a usable MongoDB URI: {_scrubbed(err, password)}",
                 hint="mongodb://[user:password@]host[:port]/database",
-                exit_code=2,
             ) from None
         try:
             live = cls(_database(client, database, shown), query_timeout_ms=query_timeout_ms)
@@ -223,20 +222,18 @@ def _database(client, name: str | None, shown: str):
         try:
             return client.get_default_database()
         except pymongo.errors.ConfigurationError:
-            raise TunelabError(
+            raise usage_error(
                 "mongo_db_missing",
                 f"{shown} names no database.",
                 hint="Give --mongo-db NAME, or end the URI with /NAME.",
-                exit_code=2,
             ) from None
     try:
         return client[name]
     except pymongo.errors.InvalidName as err:
-        raise TunelabError(
+        raise usage_error(
             "invalid_mongo_db",
             f"{name!r} is not a database name: {err}",
             hint="Give --mongo-db a name without spaces, dots, slashes or $.",
-            exit_code=2,
         ) from None
 
 

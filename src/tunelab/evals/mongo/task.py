@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 from tunelab.evals.candidates import Interrupted, answer_all
 from tunelab.evals.items import EvalData
 from tunelab.evals.mongo.executor import UnsupportedQuery, execute, results_match
@@ -34,9 +34,7 @@ def load_documents(directory: Path | None) -> dict[str, list[dict]] | None:
         return None
     directory = Path(directory)
     if not directory.is_dir():
-        raise TunelabError(
-            "documents_not_found", f"{directory} is not a directory.", path=directory, exit_code=2
-        )
+        raise usage_error("documents_not_found", f"{directory} is not a directory.", path=directory)
     collections = {}
     for path in sorted(directory.glob("*.json")):
         try:
@@ -47,11 +45,8 @@ def load_documents(directory: Path | None) -> dict[str, list[dict]] | None:
             raise TunelabError("invalid_documents", "expected a JSON array of objects.", path=path)
         collections[path.stem] = documents
     if not collections:
-        raise TunelabError(
-            "documents_not_found",
-            f"{directory} has no <collection>.json file.",
-            path=directory,
-            exit_code=2,
+        raise usage_error(
+            "documents_not_found", f"{directory} has no <collection>.json file.", path=directory
         )
     return collections
 

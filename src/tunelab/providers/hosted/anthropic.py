@@ -10,22 +10,18 @@ error is a `TunelabError` that never holds the key.
 
 from __future__ import annotations
 
-import os
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from tunelab.errors import TunelabError
 from tunelab.lazy import LazyModule
 from tunelab.providers.base import ChatStream, chat_settings
-from tunelab.providers.hosted import retry
 from tunelab.providers.hosted.service import HostedProvider
 from tunelab.providers.provider import CHAT, ModelEntry
-from tunelab.settings import load_env
 from tunelab.types import Answer, Usage
 
-T = TypeVar("T")
 PROVIDER = "Anthropic"
 KEY_VARIABLE = "ANTHROPIC_API_KEY"
 anthropic = LazyModule("anthropic")  # the SDK loads when a call needs it
@@ -49,27 +45,13 @@ class AnthropicProvider(HostedProvider):
     capabilities = frozenset({CHAT})
     key_variable = KEY_VARIABLE
     official_hosts = (OFFICIAL_HOST,)
+    base_url_variable = "ANTHROPIC_BASE_URL"  # the SDK would send ANTHROPIC_API_KEY there
 
-    def __init__(
-        self,
-        *,
-        base_url: str | None = None,
-        key_variable: str | None = None,
-        api_key: str | None = None,
-        policy: retry.RetryPolicy | None = None,
-    ) -> None:
-        # The SDK would read ANTHROPIC_BASE_URL itself and send ANTHROPIC_API_KEY to whatever
-        # host it names; reading it here puts that host through the same rule as any other:
-        # the provider's own key goes to its official host only.
-        load_env()
-        base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL", "").strip() or None
-        super().__init__(base_url=base_url, key_variable=key_variable)
-        self.policy = policy or retry.RetryPolicy()
-        self._key = self.sdk_key(api_key, base_url, key_variable)  # no key for strangers
-        self._client = anthropic.Anthropic(api_key=self._key, base_url=base_url, max_retries=0)
+    def _new_client(self, api_key: str, base_url: str | None) -> Any:
+        return anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=0)
 
-    def __repr__(self) -> str:
-        return f"AnthropicProvider(base_url={str(self._client.base_url)!r})"
+    def _sdk_error(self) -> type[Exception]:
+        return anthropic.AnthropicError
 
     @classmethod
     def models(cls) -> list[ModelEntry]:
@@ -128,35 +110,6 @@ class AnthropicProvider(HostedProvider):
             time.perf_counter() - began,
             model=answer.model,
         )
-
-    def _call(self, call: Callable[[], T]) -> T:
-        try:
-            return retry.call_with_retries(call, policy=self.policy)
-        except anthropic.AnthropicError as err:
-            raise self._error(err) from None
-
-    def _error(self, err: Exception) -> TunelabError:
-        variable = self.endpoint_key_variable or KEY_VARIABLE
-        return self._scrub(retry.provider_error(err, PROVIDER, variable))
-
-    def _stream_error(self, err: Exception) -> TunelabError:
-        return retry.mid_answer_error(
-            err,
-            PROVIDER,
-            from_sdk=isinstance(err, anthropic.AnthropicError),
-            on_status=self._error,
-            scrub=self._scrub_text,
-        )
-
-    def _scrub(self, error: TunelabError) -> TunelabError:
-        """`error` without the key."""
-        return TunelabError(error.code, self._scrub_text(error.message), error.hint)
-
-    def _scrub_text(self, text: str) -> str:
-        text = retry.redact(text, KEY_VARIABLE, *filter(None, [self.endpoint_key_variable]))
-        if len(self._key) >= 6:  # a key passed in directly is not in the environment
-            text = text.replace(self._key, "***")
-        return text
 
 
 def _request(model: str, messages: list[dict], **options) -> dict:

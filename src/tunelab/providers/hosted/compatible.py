@@ -10,8 +10,8 @@ named one for the endpoint (`tunelab providers add NAME URL --key-env VAR`), nev
 
 from __future__ import annotations
 
-from tunelab.errors import TunelabError
-from tunelab.providers.hosted.openai import OpenAIProvider
+from tunelab.errors import usage_error
+from tunelab.providers.hosted.openai import KEY_VARIABLE, OpenAIProvider
 from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, ModelEntry
 
 NAME = "openai-compatible"
@@ -32,12 +32,11 @@ class OpenAICompatibleProvider(OpenAIProvider):
 
     def __init__(self, *, base_url: str | None = None, **options) -> None:
         if not base_url:
-            raise TunelabError(
+            raise usage_error(
                 "base_url_required",
                 "the openai-compatible provider needs the endpoint's URL.",
                 hint="pass --base-url URL, name an endpoint (`tunelab providers add`), "
                 "or write MODEL@URL",
-                exit_code=2,
             )
         super().__init__(base_url=base_url, **options)
 
@@ -48,6 +47,10 @@ class OpenAICompatibleProvider(OpenAIProvider):
     @classmethod
     def owns(cls, name: str) -> str | None:
         return None
+
+    def _secret_variables(self) -> list[str]:
+        # OPENAI_API_KEY never goes to the endpoint, but an endpoint may still quote it.
+        return [KEY_VARIABLE, *super()._secret_variables()]
 
     def list_served_models(self) -> list[str]:
         """The ids the endpoint's `GET /models` lists."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tunelab.data.validate import ValidationReport
 from tunelab.errors import TunelabError
@@ -29,6 +29,17 @@ HOSTED_RENAMES = {"method": "training_type"}
 BASE_URL_KEY = "tunelab_base_url"  # job metadata: the endpoint a job was created on
 IMPORTED_KEY = "tunelab_imported"  # job metadata: started elsewhere, tracked by tunelab
 KEY_ENV_KEY = "tunelab_key_env"  # job metadata: the variable holding that endpoint's key
+# What a provider's word on a job sets on its record, under the same names.
+STATE_FIELDS = (
+    "status",
+    "raw_status",
+    "fine_tuned_model",
+    "finished_at",
+    "trained_tokens",
+    "estimated_finish",
+    "error_code",
+    "error_message",
+)
 
 
 def provider_of(job: Job):
@@ -50,12 +61,7 @@ def create(store: Store, spec, report: ValidationReport) -> Job:
     if spec.key_variable:
         metadata[KEY_ENV_KEY] = spec.key_variable
     job = store.create_job(
-        provider=spec.provider,
-        model=spec.model,
-        name=spec.name,
-        hyperparameters=spec.hyperparameters,
-        suffix=spec.suffix,
-        seed=spec.seed,
+        **_copied(spec, "provider", "model", "name", "hyperparameters", "suffix", "seed"),
         metadata=metadata,
         status="validating_files",
         raw_status="validating_files",
@@ -139,15 +145,12 @@ def import_state(store: Store, provider, state: JobState) -> tuple[Job, bool]:
     job = store.create_job(
         provider=provider.name,
         provider_job_id=state.id,
-        model=state.model,
         hyperparameters={},
-        suffix=state.suffix,
         metadata=metadata,
-        status=state.status,
-        raw_status=state.raw_status,
         created_at=state.created_at or int(time.time()),
-        training_file=state.training_file,
-        validation_file=state.validation_file,
+        **_copied(
+            state, "model", "suffix", "status", "raw_status", "training_file", "validation_file"
+        ),
     )
     job = apply_state(store, job, state)
     sync_events(store, job, provider)
@@ -187,14 +190,7 @@ def apply_state(store: Store, job: Job, state: JobState) -> Job:
     job = _updated(
         store.update_job(
             job.id,
-            status=state.status,
-            raw_status=state.raw_status,
-            fine_tuned_model=state.fine_tuned_model,
-            finished_at=state.finished_at,
-            trained_tokens=state.trained_tokens,
-            estimated_finish=state.estimated_finish,
-            error_code=state.error_code,
-            error_message=state.error_message,
+            **_copied(state, *STATE_FIELDS),
             resolved_hyperparameters=state.hyperparameters or None,
         )
     )
@@ -222,10 +218,7 @@ def sync_events(store: Store, job: Job, provider=None) -> None:
         store.add_event(
             job.id,
             event.message,
-            level=event.level,
-            type=event.type,
-            data=event.data,
-            created_at=event.created_at,
+            **_copied(event, "level", "type", "data", "created_at"),
             event_id=f"{job.provider}:{event.id}",
         )
         if event.type == "metrics" and isinstance((event.data or {}).get("step"), int):
@@ -234,9 +227,7 @@ def sync_events(store: Store, job: Job, provider=None) -> None:
         store.add_checkpoint(
             job.id,
             point.step,
-            created_at=point.created_at,
-            fine_tuned_model_checkpoint=point.fine_tuned_model_checkpoint,
-            metrics=point.metrics,
+            **_copied(point, "created_at", "fine_tuned_model_checkpoint", "metrics"),
             checkpoint_id=point.id,
         )
 
@@ -268,6 +259,13 @@ def import_job(
             store.update_job(job.id, metadata={**job.metadata, KEY_ENV_KEY: key_variable})
         )
     return job
+
+
+def _copied(source: object, *names: str) -> dict[str, Any]:
+    """`source`'s attributes `names`, keyed by the same names: the providers' records and the
+    registry's columns both speak OpenAI's vocabulary, so a field is copied under its name
+    (the store refuses a name it does not have, as Python refuses an unknown keyword)."""
+    return {name: getattr(source, name) for name in names}
 
 
 def _updated(job: Job | None) -> Job:

@@ -9,13 +9,12 @@ reason says so and points at the providers that still train.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from datetime import date, datetime, timezone
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 from urllib.parse import urlparse
 
 from tunelab.errors import TunelabError
@@ -35,11 +34,9 @@ from tunelab.providers.base import (
 from tunelab.providers.hosted import retry
 from tunelab.providers.hosted.openai_chunks import chunk_stream
 from tunelab.providers.hosted.service import HostedProvider
-from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, PLACEHOLDER_KEY
-from tunelab.settings import load_env
+from tunelab.providers.provider import CHAT, FILES, FINE_TUNING
 from tunelab.types import Answer, Usage
 
-T = TypeVar("T")
 KEY_VARIABLE = "OPENAI_API_KEY"
 if TYPE_CHECKING:  # the SDK's own types, for the checker
     import openai
@@ -80,38 +77,19 @@ class OpenAIProvider(HostedProvider):
     # Annotated as the base class has them, so that the compatible provider may clear them.
     key_variable: ClassVar[str | None] = KEY_VARIABLE
     official_hosts: ClassVar[tuple[str, ...]] = (OFFICIAL_HOST,)
+    base_url_variable = "OPENAI_BASE_URL"
 
-    def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        key_variable: str | None = None,
-        policy: retry.RetryPolicy | None = None,
-        client: openai.OpenAI | None = None,
-        today: Callable[[], date] | None = None,
-    ) -> None:
-        self.policy = policy or retry.RetryPolicy()
-        self.endpoint_key_variable = key_variable
+    def __init__(self, *, today: Callable[[], date] | None = None, **options) -> None:
+        super().__init__(**options)
         self._today = today or (lambda: datetime.now(timezone.utc).date())
-        if client is None:
-            client = self._build_client(api_key, base_url, key_variable)
-        self._client = client
-        self._key = client.api_key
-        self.base_url = str(client.base_url)
+        self.base_url = str(self._client.base_url)
         self.on_official_host = _is_official(self.base_url)
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={self.base_url!r})"
-
-    @classmethod
-    def _build_client(
-        cls, api_key: str | None, base_url: str | None, key_variable: str | None
-    ) -> openai.OpenAI:
-        load_env()
-        base_url = base_url or os.environ.get("OPENAI_BASE_URL", "").strip() or None
-        api_key = cls.sdk_key(api_key, base_url, key_variable)  # no key for strangers
+    def _new_client(self, api_key: str, base_url: str | None) -> openai.OpenAI:
         return openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0)
+
+    def _sdk_error(self) -> type[Exception]:
+        return openai.OpenAIError
 
     # Files
 
@@ -308,12 +286,6 @@ class OpenAIProvider(HostedProvider):
 
     # Plumbing
 
-    def _call(self, call: Callable[[], T]) -> T:
-        try:
-            return retry.call_with_retries(call, policy=self.policy)
-        except openai.OpenAIError as err:
-            raise self._error(err) from None
-
     def _pages(self, fetch: Callable[[dict], Any], limit: int | None) -> list[Any]:
         """Items of a cursor-paged list, page by page with `after`, up to `limit`."""
         items: list[Any] = []
@@ -326,31 +298,6 @@ class OpenAIProvider(HostedProvider):
                 break
             cursor = {"after": page.data[-1].id}
         return items if limit is None else items[:limit]
-
-    def _error(self, err: Exception) -> TunelabError:
-        where = "OpenAI" if self.on_official_host else f"the server at {self.base_url}"
-        variable = self.endpoint_key_variable or self.key_variable or "the endpoint's key"
-        error = retry.provider_error(err, where, variable)
-        # provider_error redacts the key in the environment; a key passed in must go too.
-        error.message = self._redact(error.message)
-        error.args = (error.message,)
-        return error
-
-    def _stream_error(self, err: Exception) -> TunelabError:
-        where = "OpenAI" if self.on_official_host else f"the server at {self.base_url}"
-        return retry.mid_answer_error(
-            err,
-            where,
-            from_sdk=isinstance(err, openai.OpenAIError),
-            on_status=self._error,
-            scrub=self._redact,
-        )
-
-    def _redact(self, text: str) -> str:
-        text = retry.redact(text, KEY_VARIABLE, *filter(None, [self.endpoint_key_variable]))
-        if self._key and self._key != PLACEHOLDER_KEY and len(self._key) >= 6:
-            text = text.replace(self._key, "***")
-        return text
 
 
 def _whole_answer(body: dict, model: str) -> Answer:

@@ -28,7 +28,6 @@ from tunelab.providers.base import (
     RemoteFile,
     chat_settings,
 )
-from tunelab.providers.hosted import retry
 from tunelab.providers.hosted.openai_chunks import chunk_stream
 from tunelab.providers.hosted.service import HostedProvider
 from tunelab.providers.hosted.together_mapping import (
@@ -74,24 +73,11 @@ class TogetherProvider(HostedProvider):
     key_variable = KEY_VARIABLE
     official_hosts = ("api.together.xyz", "api.together.ai")
 
-    def __init__(
-        self,
-        *,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        key_variable: str | None = None,
-        policy: retry.RetryPolicy | None = None,
-        client: together.Together | None = None,
-    ) -> None:
-        self.policy = policy or retry.RetryPolicy()
-        self.base_url, self.endpoint_key_variable = base_url, key_variable
-        if client is None:
-            key = self.sdk_key(api_key, base_url, key_variable)  # no key for strangers
-            client = together.Together(api_key=key, base_url=_sdk_base_url(base_url), max_retries=0)
-        self._client = client
+    def _new_client(self, api_key: str, base_url: str | None) -> together.Together:
+        return together.Together(api_key=api_key, base_url=_sdk_base_url(base_url), max_retries=0)
 
-    def __repr__(self) -> str:
-        return f"TogetherProvider(base_url={str(self._client.base_url)!r})"
+    def _sdk_error(self) -> type[Exception]:
+        return together.APIError
 
     # Files
 
@@ -238,39 +224,14 @@ class TogetherProvider(HostedProvider):
     def _call(
         self, call: Callable[[], T], *, before_retry: Callable[[], T | None] | None = None
     ) -> T:
-        """`call()` under the retry policy, with SDK errors as `TunelabError`."""
+        """`call()` as `HostedProvider._call` makes it, with the transport errors that escape
+        the SDK retried, then reported, as its own connection errors are."""
         try:
-            return retry.call_with_retries(
-                lambda: _transport_errors_as_connection_errors(call),
-                policy=self.policy,
-                before_retry=before_retry,
+            return super()._call(
+                lambda: _transport_errors_as_connection_errors(call), before_retry=before_retry
             )
-        except TunelabError:
-            raise
-        except (together.APIError, ConnectionError, TimeoutError) as err:
-            # `from None`: the SDK's exception may quote the key.
+        except (ConnectionError, TimeoutError) as err:
             raise self._error(err) from None
-
-    def _error(self, err: Exception) -> TunelabError:
-        mapped = retry.provider_error(err, PROVIDER, KEY_VARIABLE)
-        # `provider_error` redacts the key held in the environment; this one may have been
-        # passed in directly.
-        return TunelabError(mapped.code, self._redact(mapped.message), mapped.hint)
-
-    def _redact(self, text: str) -> str:
-        """`text` without the key, from the environment or passed in directly."""
-        text = retry.redact(text, KEY_VARIABLE)
-        key = self._client.api_key
-        return text.replace(key, "***") if key and len(key) >= 6 else text
-
-    def _stream_error(self, err: Exception) -> TunelabError:
-        return retry.mid_answer_error(
-            err,
-            PROVIDER,
-            from_sdk=isinstance(err, together.APIError),
-            on_status=self._error,
-            scrub=self._redact,
-        )
 
 
 def _sdk_base_url(base_url: str | None) -> str | None:

@@ -21,7 +21,7 @@ from tunelab.catalog import DEFAULT_MODEL, has_tokenizer, local_model_spec, reso
 from tunelab.data.validate import validate_file
 from tunelab.engine import TrainConfig
 from tunelab.engine.sources import resolve_model_source
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 from tunelab.io import file_sha256
 from tunelab.providers.local import artifacts as local_artifacts
 from tunelab.providers.local.artifacts import JOB_LOG as JOB_LOG  # `jobs show` names it
@@ -124,11 +124,10 @@ def local_base(model: str):
     if model.startswith("ft:"):
         known = store_model(model)
         if known is None or not runs_here(known.provider):
-            raise TunelabError(
+            raise usage_error(
                 "model_not_found",
                 f"no local model {model} in the registry.",
                 hint="`tunelab models list` shows the models tunelab knows",
-                exit_code=2,
             )
         return resolve_model_source(local_artifacts.model_dir(known))
     return resolve_model_source(model)

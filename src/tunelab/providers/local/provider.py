@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tunelab.engine.sources import ModelInfo, resolve_model_source
-from tunelab.errors import TunelabError
+from tunelab.errors import usage_error
 from tunelab.providers.answer_stream import AnswerStream
 from tunelab.providers.base import ChatOptions, ChatStream, chat_settings
 from tunelab.providers.local import jobs as local
@@ -267,11 +267,10 @@ class LocalProvider(Provider):
 
     @classmethod
     def import_job(cls, store, job_id: str, **endpoint) -> Job:
-        raise TunelabError(
+        raise usage_error(
             "nothing_to_import",
             "this machine's jobs are in the registry already.",
             hint="`tunelab jobs list` shows them",
-            exit_code=2,
         )
 
     @classmethod

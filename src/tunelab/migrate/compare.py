@@ -11,6 +11,11 @@ after its models stop answering (on the prompts that were answered; none recorde
 clear error), and before that whenever they cover every prompt compared, since asking
 again costs money (`fresh=True` asks anyway). The run's options say which it was
 (`old_answers`) and its notes say from which day's answers.
+
+Classification answers both models the same way, so that the paired difference and
+McNemar's test compare models, not methods: by label scoring when both give
+log-likelihoods, otherwise (the old model is hosted, or its answers were recorded) both by
+generation. The run's options (`method`) and notes say which.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from typing import TYPE_CHECKING
 from tunelab.data.prompts import ClassificationPrompt
 from tunelab.errors import TunelabError
 from tunelab.evals import runs
-from tunelab.evals.candidates import RecordedCandidate, answering_from
+from tunelab.evals.candidates import RecordedCandidate, answering_from, open_candidate
 from tunelab.evals.classify import evaluate_classification, gold_labels
 from tunelab.evals.items import EvalData, load_items
 from tunelab.evals.judge import task as judging
@@ -105,15 +110,41 @@ def compare(
     kind = "pairwise" if task == "judge" else task
     labels = _labels(whole) if task == "classify" else None
     with answering_from(old["stand_in"]):
+        method = _classification_method(models) if task == "classify" else None
+        if method is not None:
+            options["method"] = method
+            options["notes"].append(_METHOD_NOTES[method])
         return runs.record_run(
             kind,
             models=models,
             data=data.describe(),
             options=options,
             task=lambda: _timed_only_if_asked(
-                _evaluate(task, data, models, judge, progress, cancel, labels), old["stand_in"]
+                _evaluate(task, data, models, judge, progress, cancel, labels, method),
+                old["stand_in"],
             ),
         )
+
+
+_METHOD_NOTES = {
+    "score": "both models answered by label scoring (each label's log-likelihood).",
+    "generate": (
+        "both models answered by generation: the old model gives no log-likelihoods to "
+        "score labels with, and a paired comparison needs one method for both."
+    ),
+}
+
+
+def _classification_method(models: list[str]) -> str:
+    """`score` when every model gives log-likelihoods, else `generate` for all of them."""
+    for name in models:
+        candidate = open_candidate(name)
+        try:
+            if not candidate.gives_logprobs:
+                return "generate"
+        finally:
+            candidate.close()
+    return "score"
 
 
 def _timed_only_if_asked(found, stand_ins: dict):
@@ -267,10 +298,10 @@ def _cannot_ask(name: str, fresh: bool, some_recorded: bool) -> TunelabError:
     )
 
 
-def _evaluate(task, data, models, judge, progress, cancel, labels=None):
+def _evaluate(task, data, models, judge, progress, cancel, labels=None, method=None):
     if task == "classify":
         return evaluate_classification(
-            data, models, labels=labels, progress=progress, cancel=cancel
+            data, models, labels=labels, method=method or "score", progress=progress, cancel=cancel
         )
     if task == "queries":
         return evaluate_queries(data, models, progress=progress, cancel=cancel)

@@ -368,3 +368,16 @@ def test_job_buttons_cancel_resume_and_delete_a_waiting_job(smollm2_home):
         assert c.get(job_url).status_code == 404
         refused = c.post(f"{job_url}/explode")
         assert refused.status_code == 404
+
+
+def test_the_chat_and_judge_menus_offer_names_that_resolve_to_their_listed_provider():
+    from tunelab.providers.resolve import resolve_chat_model
+
+    with client() as c:
+        for page, menu in (("/chat", "model"), ("/evals/new", "judge_model")):
+            html = c.get(page).text
+            select = re.search(rf'<select name="{menu}".*?</select>', html, re.S)
+            offered = re.findall(r'<option value="([^"]+)"[^>]*>[^<(]*\((\w[\w-]*)', select[0])
+            assert ("claude-sonnet-4-20250514", "anthropic") in offered, page
+            for name, provider in offered:
+                assert resolve_chat_model(name).provider == provider, (page, name)

@@ -55,7 +55,7 @@ import numpy as np
 import orjson
 
 from tunelab.catalog import ModelSpec, context_limit, resolve_model
-from tunelab.data.jsonl import iter_bounded_lines, open_jsonl
+from tunelab.data.jsonl import iter_bounded_lines, not_json_message, open_jsonl
 from tunelab.data.tokens import MESSAGE_ROLES, RESERVED_SPECIAL_TOKENS, load_counter
 from tunelab.errors import TunelabError
 
@@ -445,6 +445,10 @@ class _Scanner:
             return
         # orjson's own "line 1 column N" would be misread as the file's line; and the line's
         # own ending must not count, or a truncated line is reported at column 1 of "line 2".
+        plain = not_json_message(raw, f"line {number} of {self.scan.path}")
+        if plain:
+            self.scan.add("invalid_json", number, plain)
+            return
         error = _json_error(raw.rstrip(b"\r\n")) or error
         where = f" at column {error.colno}" if hasattr(error, "colno") else ""
         self.scan.add(

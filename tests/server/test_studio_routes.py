@@ -184,6 +184,31 @@ def test_with_a_key_nothing_works_before_logging_in(tmp_path):
         assert c.get("/jobs", follow_redirects=False).status_code == 303
 
 
+def test_failed_logins_are_slowed_down_per_address_with_a_doubling_delay():
+    from tunelab.server.ui import login_throttle
+
+    now = [1000.0]
+    with client(api_key="sesame") as c:
+        c.app.state.login_throttle = login_throttle.LoginThrottle(clock=lambda: now[0])
+
+        def log_in(key: str):
+            return c.post("/login", data={"api_key": key, "next": "/"}, follow_redirects=False)
+
+        for _ in range(login_throttle.FREE_FAILURES):
+            assert log_in("guess").status_code == 401
+        assert log_in("guess").status_code == 401  # past the free tries: closed for 1 s
+        refused = log_in("sesame")  # even the right key waits: a guess learns nothing
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+        assert "Too many failed logins" in refused.text
+        now[0] += 1
+        assert log_in("guess").status_code == 401  # closed for 2 s now
+        now[0] += 1.5
+        assert log_in("sesame").headers["retry-after"] == "1"
+        now[0] += 0.5
+        assert log_in("sesame").status_code == 303  # a success forgets the failures
+        assert log_in("guess").status_code == 401
+
+
 def test_login_redirects_only_to_this_server():
     with client(api_key="sesame") as c:
         login = c.post(

@@ -406,3 +406,12 @@ def test_the_chat_and_judge_menus_offer_names_that_resolve_to_their_listed_provi
             assert ("claude-sonnet-4-20250514", "anthropic") in offered, page
             for name, provider in offered:
                 assert resolve_chat_model(name).provider == provider, (page, name)
+
+
+def test_the_studio_shows_no_password_of_a_url():
+    secret = "PLANTED-url-password-7f6e"
+    with client() as c:
+        asked = c.post(
+            "/chat/ask", data={"model": f"m@http://bob:{secret}@10.0.0.1/v1", "prompt": "hi"}
+        )
+        assert "bob:***@10.0.0.1" in asked.text and secret not in asked.text

@@ -415,3 +415,23 @@ def test_the_studio_shows_no_password_of_a_url():
             "/chat/ask", data={"model": f"m@http://bob:{secret}@10.0.0.1/v1", "prompt": "hi"}
         )
         assert "bob:***@10.0.0.1" in asked.text and secret not in asked.text
+
+
+def test_pages_show_file_names_not_where_they_are_on_the_server(tmp_path):
+    data_dir = tmp_path / "server-data"
+    data_dir.mkdir()
+    with Store() as store:
+        run = store.create_eval_run(
+            "classify",
+            models=["m"],
+            data={"path": str(data_dir / "val.jsonl"), "n_items": 3},
+            options={},
+        )
+        store.update_eval_run(
+            run.id, status="failed", html_path=str(tmp_path / "evals" / "report.html")
+        )
+    with client(data_dir=data_dir) as c:
+        for url in ("/evals", f"/evals/{run.id}", "/data"):
+            text = c.get(url).text
+            assert str(tmp_path) not in text, url
+        assert "val.jsonl" in c.get(f"/evals/{run.id}").text and "server-data" in text

@@ -80,8 +80,15 @@ def _number(value, digits: int = 4) -> str:
     return str(value)
 
 
+def _file_name(path) -> str:
+    """A file's or directory's name, never where it is on the server: a page seen by a
+    client tells nothing of the server's disk."""
+    return Path(str(path)).name if path else "—"
+
+
 templates.env.filters.update(
     when=_when,
+    file_name=_file_name,
     duration=_duration,
     number=_number,
     percent=percent,

@@ -66,6 +66,27 @@ def test_a_training_seed_past_32_bits_is_refused_and_the_largest_accepted(
     assert run(capsys, *base, str(2**32 - 1))[0] == 0
 
 
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--learning-rate", "1e308"),
+        ("--learning-rate-multiplier", "1e6"),
+        ("--weight-decay", "1e9"),
+        ("--lora-alpha", "1e300"),
+    ],
+)
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_train_refuses_settings_that_would_train_a_model_that_answers_nothing(
+    capsys, tmp_path, tiny_model, flag, value, dry_run
+):
+    data = write_chat_jsonl(tmp_path / "train.jsonl")
+    output = tmp_path / "run"
+    argv = ["train", "--model", str(tiny_model), "--train", str(data), "--output", str(output)]
+    code, err = run(capsys, *argv, flag, value, *(["--dry-run"] if dry_run else []))
+    assert code == 2 and "[invalid_config]" in err and flag in err and "≤" in err
+    assert not output.exists()
+
+
 @pytest.mark.parametrize("flag", ["--seed", "--max-tokens"])
 def test_chat_refuses_out_of_range_numbers_before_loading_anything(capsys, tiny_model, flag):
     code, err = run(capsys, "chat", str(tiny_model), "hello", flag, HUGE)

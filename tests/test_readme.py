@@ -1,7 +1,5 @@
-"""README's workflow section runs as written, in order, in a fresh directory.
-
-`../shared` is not part of the repository: its TREC file is replaced by the bundled TREC
-sample (same columns), the only change made to the commands.
+"""README's workflow section runs as written, in order, from a fresh checkout: every file it
+reads is part of the repository, and its outputs go to a fresh directory.
 """
 
 from __future__ import annotations
@@ -16,8 +14,6 @@ from tunelab.cli import main
 
 ROOT = Path(__file__).parents[1]
 README = ROOT / "README.md"
-SAMPLE = ROOT / "src/tunelab/resources/samples/trec_sample.tsv"
-SHARED_TREC = "../shared/datasets/trec/train.tsv"
 
 
 def workflow_commands() -> list[list[str]]:
@@ -28,7 +24,7 @@ def workflow_commands() -> list[list[str]]:
     for line in block.replace("\\\n", " ").splitlines():
         words = shlex.split(line, comments=True)
         if words and words[0] == "tunelab":
-            commands.append([w.replace(SHARED_TREC, str(SAMPLE)) for w in words[1:]])
+            commands.append(words[1:])
     return commands
 
 
@@ -37,8 +33,15 @@ def test_the_workflow_section_has_commands_to_run():
     assert [c[0] for c in commands] == ["format", "validate", "analyze", "analyze"]
 
 
+def test_the_source_the_workflow_starts_from_is_part_of_the_repository():
+    source = workflow_commands()[0][1]  # tunelab format SOURCE ...
+    found = (ROOT / source).resolve()
+    assert found.is_relative_to(ROOT) and found.is_file(), source  # not ../shared
+
+
 @pytest.mark.slow  # analyze with the bundled model converts its tokenizer once (seconds)
 def test_the_workflow_runs_in_order_on_a_fresh_machine(tmp_path, monkeypatch, capsys):
+    (tmp_path / "src").symlink_to(ROOT / "src")  # the checkout's files; outputs stay here
     monkeypatch.chdir(tmp_path)
     for argv in workflow_commands():
         code = main(argv)

@@ -8,7 +8,19 @@ means a bug in tunelab.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+# `scheme://user:password@`: the password of a URL's userinfo (group 3), anywhere in a text.
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^\s/@:]*):([^\s/]+)@")
+HIDDEN = "***"
+
+
+def redact_urls(text: str) -> str:
+    """`text` with the password of every `scheme://user:password@host` URL in it shown as
+    `***`: what tunelab prints, serves or logs never holds one, though the URL it was given
+    (an endpoint's, `MODEL@URL`, a database's) needs it to connect."""
+    return _URL_PASSWORD.sub(rf"\1\2:{HIDDEN}@", text) if "@" in text else text
 
 
 class TunelabError(Exception):
@@ -28,10 +40,11 @@ class TunelabError(Exception):
         line: int | None = None,
         exit_code: int = 1,
     ) -> None:
+        message = redact_urls(message)  # it may quote a URL the user gave, password included
         super().__init__(message)
         self.code = code
         self.message = message
-        self.hint = hint
+        self.hint = redact_urls(hint) if hint else hint
         self.path = str(path) if path is not None else None
         self.line = line
         self.exit_code = exit_code

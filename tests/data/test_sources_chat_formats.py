@@ -89,6 +89,7 @@ GOOD_LINE = {
         (read_sharegpt, '{"conversations": [{"from": "gpt", "value": 3}]}', "no text"),
         (read_completion, '{"prompt": "x", "completion": ""}', "`completion`"),
         (read_chat, "{not json", "invalid JSON"),
+        (read_chat, "not json", "the line is not JSON (it begins 'not json')"),
         (read_chat, "[1]", "expected a JSON object"),
     ],
 )

@@ -47,6 +47,17 @@ def test_errors_exit_1_and_are_grouped_per_code(capsys, defects):
     assert "5 error(s), 1 warning(s)" in out
 
 
+def test_a_line_that_is_no_json_at_all_is_said_to_be_so_with_its_file_and_line(capsys, tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(CLEAN.read_bytes().splitlines()[0] + b"\nnot json\n")
+    code, report = run_json(capsys, ["validate", str(path), "--json"])
+    [finding] = [f for f in report["findings"] if f["code"] == "invalid_json"]
+    assert code == 1 and finding["line"] == 2
+    assert finding["message"] == (
+        f"line 2 of {path} is not JSON (it begins 'not json'): each line must be one JSON object"
+    )  # not orjson's "invalid literal, expected 'null'"
+
+
 def test_warnings_alone_exit_0(capsys, tmp_path):
     line = CLEAN.read_bytes().splitlines()[0]
     path = tmp_path / "dup.jsonl"

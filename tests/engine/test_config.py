@@ -41,6 +41,17 @@ def test_a_valid_config_has_no_problems():
     assert TrainConfig(method="full", n_epochs=2, batch_size=8, max_steps=10).problems() == []
 
 
+def test_learning_rates_past_one_are_refused_given_or_multiplied():
+    assert "--learning-rate must be a number > 0 and ≤ 1.0 (got 1e+308)" in (
+        TrainConfig(learning_rate=1e308).problems()
+    )
+    assert TrainConfig(learning_rate=1.0).problems() == []
+    [multiplied] = TrainConfig(learning_rate_multiplier=1e4).problems()
+    assert multiplied.startswith("--learning-rate-multiplier 10000 makes a learning rate of 2 ")
+    assert TrainConfig(method="full", learning_rate_multiplier=1e4).problems() == []  # 0.2
+    assert TrainConfig(weight_decay=2.0).problems() and TrainConfig(lora_alpha=1e5).problems()
+
+
 def test_batch_smaller_than_accumulation_is_refused():
     problems = TrainConfig(batch_size=2, gradient_accumulation_steps=4).problems()
     assert any(

@@ -118,3 +118,31 @@ def test_unsupported_gguf_exports_fail_with_a_hint(tmp_path, examples, fast_conf
     with pytest.raises(TunelabError) as caught:
         export_model(run, tmp_path / "out", format="gguf", merge=False)
     assert caught.value.code == "gguf_needs_merge"
+
+
+def gguf_tensor_types(path) -> dict[str, set[str]]:
+    """The GGUF's tensor types read back with the `gguf` package: matrices' and vectors'."""
+    from gguf import GGUFReader
+
+    tensors = GGUFReader(path).tensors
+    kinds: dict[str, set[str]] = {"matrices": set(), "vectors": set()}
+    for tensor in tensors:
+        shape = [int(n) for n in tensor.shape if int(n) > 1]
+        kinds["matrices" if len(shape) > 1 else "vectors"].add(tensor.tensor_type.name)
+    return kinds
+
+
+@pytest.mark.parametrize(("flags", "written"), [((), "F16"), (("--gguf-type", "f32"), "F32")])
+def test_a_gguf_export_says_the_precision_it_writes(
+    tmp_path, base_dir, examples, fast_config, capsys, flags, written
+):
+    run = trained_run(tmp_path, base_dir, examples, fast_config)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["export", str(run), "--format", "gguf", "-o", str(out), *flags]) == 0
+
+    said = capsys.readouterr().out
+    assert f"GGUF model (LoRA merged into the base weights), {written.lower()}," in said
+    assert "fp32" not in said
+    assert gguf_tensor_types(out / "model.gguf") == {"matrices": {written}, "vectors": {"F32"}}
+    assert f"weights in {written.lower()}" in (out / "README.md").read_text()

@@ -494,12 +494,46 @@ def test_queries_scores_parse_exact_structural_and_execution(
     assert "secret" not in out
 
 
+def test_eval_list_shows_no_item_count_for_a_run_that_has_none(capsys):
+    with Store() as store:
+        failed = store.create_eval_run(
+            "judge", models=["m"], data={"path": "db.sqlite", "n_items": None}, options={}
+        )
+        store.update_eval_run(failed.id, status="failed", error_message="judge unreachable")
+    code, out, _ = cli(capsys, "eval", "list")
+    [row] = [line for line in out.splitlines() if failed.id in line]
+    assert code == 0 and "None" not in out and "—" in row
+
+
 @pytest.mark.parametrize(
     ("kind", "metrics", "expected"),
     [
         ("classify", {"models": {"a": {"accuracy": 0.5, "macro_f1": 0.4}}}, "a: 50.0%"),
         ("queries", {"models": {"a": {"execution_match": None, "exact_match": 0.25}}}, "a: 25.0%"),
         ("queries", {"models": {"a": {"execution_match": 0.75, "exact_match": 0.25}}}, "a: 75.0%"),
+        # Exact match 0% for both hides what moved: every answer parsed, most structure right.
+        (
+            "queries",
+            {
+                "models": {
+                    "old": {"exact_match": 0.0, "structural_match": 0.1, "parse_failure_rate": 0.6},
+                    "new": {"exact_match": 0.0, "structural_match": 0.55, "parse_failure_rate": 0},
+                }
+            },
+            "exact: old 0.0%, new 0.0%; structural: old 10.0%, new 55.0%; "
+            "parsed: old 40.0%, new 100.0%",
+        ),
+        # Only the steps that moved join the headline.
+        (
+            "queries",
+            {
+                "models": {
+                    "old": {"exact_match": 0.2, "structural_match": 0.5, "parse_failure_rate": 0},
+                    "new": {"exact_match": 0.4, "structural_match": 0.5, "parse_failure_rate": 0},
+                }
+            },
+            "old: 20.0%; new: 40.0%",
+        ),
         # A judge's mean score of 1.0 is a score, not 100%.
         (
             "judge",

@@ -440,6 +440,12 @@ def trained_migration(tmp_path) -> str:
     return new.fine_tuned_model
 
 
+GENERATED_BOTH = (
+    "both models answered by generation: the old model gives no log-likelihoods to score "
+    "labels with, and a paired comparison needs one method for both."
+)
+
+
 def compare_cli(capsys, *flags: str) -> tuple[int, dict | None, str]:
     capsys.readouterr()
     code = main(["migrate", "openai", "compare", FT, "--task", "classify", "--json", *flags])
@@ -469,9 +475,13 @@ def test_compare_takes_the_old_side_from_the_distilled_answers(account, tmp_path
     assert sorted(account.asked[4:]) == sorted(q for q, _ in VAL)  # a few at a time
     assert asked.options["old_answers"] == {"from": "asked", "on": "2026-12-01"}
     assert asked.options["notes"] == [
-        "the old model's answers: asked on 2026-12-01 (its distilled answers cover 1 of the 2)."
+        "the old model's answers: asked on 2026-12-01 (its distilled answers cover 1 of the 2).",
+        GENERATED_BOTH,
     ]
     assert asked.models == (FT, new_model) and asked.data["n_items"] == 2
+    # The hosted old model cannot be label-scored: the new one answers by generation too.
+    assert asked.options["method"] == "generate"
+    assert [asked.scores[m]["method"] for m in (FT, new_model)] == ["generate", "generate"]
 
     # After it, what was distilled is the old side; the item without an answer is left out.
     partial = compare(FT, task="classify", today=date(2027, 1, 20))
@@ -520,7 +530,9 @@ def test_compare_takes_the_old_side_from_the_distilled_answers(account, tmp_path
         f"the old model's answers: its distilled answers of {when} (OpenAI's fine-tuned "
         "models stopped answering on 2027-01-14)."
     )
-    assert note in err and after["options"]["notes"] == [note]
+    assert note in err and after["options"]["notes"] == [note, GENERATED_BOTH]
+    assert GENERATED_BOTH in err
+    assert {after["models"][m]["method"] for m in (FT, new_model)} == {"generate"}
     assert after["models"][FT]["accuracy"] == 1.0 and after["data"]["n_items"] == 2
     assert after["models"][FT]["answers_per_second"] is None  # looked up, not answered
     assert after["models_evaluated"] == [FT, new_model]

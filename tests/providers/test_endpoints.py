@@ -161,3 +161,21 @@ def test_a_key_is_never_taken_for_a_variable_name(keys, capsys):
     assert code == 2 and "invalid_key_variable" in err and "sk-live-123" not in err
     code, _, err = cli(capsys, "providers", "add", "openai", "http://127.0.0.1:1/v1")
     assert code == 2 and "endpoint_name_taken" in err
+
+
+def test_a_password_in_a_url_is_never_printed(keys, capsys):
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    secret = "PLANTED-url-password-5e4d"
+    url = f"http://bob:{secret}@127.0.0.1:{port}/v1"
+    shown = f"http://bob:***@127.0.0.1:{port}/v1"
+    code, out, err = cli(capsys, "providers", "add", "locked", url)
+    assert code == 0 and shown in out
+    listed = orjson.loads(cli(capsys, "providers", "list", "--json")[1])
+    assert {"name": "locked", "base_url": shown, "key_variable": None} in listed["endpoints"]
+    printed = [out, err, cli(capsys, "providers", "list")[1]]
+    printed += cli(capsys, "providers", "check", "locked", "--model", "m")[1:]
+    printed += cli(capsys, "chat", f"m@{url}", "hi")[1:]
+    assert all(secret not in text for text in printed)
+    assert f"({shown})" in printed[4]  # the check's line names the endpoint, password hidden

@@ -10,7 +10,7 @@ from tunelab.errors import TunelabError
 from tunelab.providers.base import ChatStream
 from tunelab.providers.provider import CHAT, FINE_TUNING, Provider
 from tunelab.providers.registry import get_provider, provider_names
-from tunelab.providers.resolve import resolve_chat_model
+from tunelab.providers.resolve import check_chat_model, resolve_chat_model
 from tunelab.registry import Store
 from tunelab.types import Answer, Usage
 
@@ -41,6 +41,24 @@ def test_builtin_providers_declare_what_they_can_do():
 )
 def test_names_resolve_to_the_provider_that_answers_them(name, expected):
     assert where(name) == expected
+
+
+def test_every_listed_base_model_resolves_by_its_listed_name_to_the_provider_listing_it():
+    from tunelab.providers.models import list_models
+
+    listed = list_models(kind="base")
+    assert "claude-sonnet-4-20250514" in {m.id for m in listed}  # bare, as the studio shows
+    for model in listed:
+        assert resolve_chat_model(model.id).provider == model.provider, model.id
+        for alias in model.aliases:
+            assert resolve_chat_model(alias).provider == model.provider, alias
+
+
+def test_a_listed_claude_model_is_answered_by_anthropic_by_its_bare_name(monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    assert where("claude-sonnet-4-20250514") == ("anthropic", "claude-sonnet-4-20250514", None)
+    assert where("anthropic/claude-sonnet-4-20250514")[:2] == where("claude-sonnet-4-20250514")[:2]
+    check_chat_model("claude-3-5-haiku-20241022")  # no unknown_model
 
 
 def test_a_directory_is_answered_by_this_machine_from_its_weights(tmp_path):

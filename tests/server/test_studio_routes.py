@@ -184,6 +184,31 @@ def test_with_a_key_nothing_works_before_logging_in(tmp_path):
         assert c.get("/jobs", follow_redirects=False).status_code == 303
 
 
+def test_failed_logins_are_slowed_down_per_address_with_a_doubling_delay():
+    from tunelab.server.ui import login_throttle
+
+    now = [1000.0]
+    with client(api_key="sesame") as c:
+        c.app.state.login_throttle = login_throttle.LoginThrottle(clock=lambda: now[0])
+
+        def log_in(key: str):
+            return c.post("/login", data={"api_key": key, "next": "/"}, follow_redirects=False)
+
+        for _ in range(login_throttle.FREE_FAILURES):
+            assert log_in("guess").status_code == 401
+        assert log_in("guess").status_code == 401  # past the free tries: closed for 1 s
+        refused = log_in("sesame")  # even the right key waits: a guess learns nothing
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+        assert "Too many failed logins" in refused.text
+        now[0] += 1
+        assert log_in("guess").status_code == 401  # closed for 2 s now
+        now[0] += 1.5
+        assert log_in("sesame").headers["retry-after"] == "1"
+        now[0] += 0.5
+        assert log_in("sesame").status_code == 303  # a success forgets the failures
+        assert log_in("guess").status_code == 401
+
+
 def test_login_redirects_only_to_this_server():
     with client(api_key="sesame") as c:
         login = c.post(
@@ -368,3 +393,45 @@ def test_job_buttons_cancel_resume_and_delete_a_waiting_job(smollm2_home):
         assert c.get(job_url).status_code == 404
         refused = c.post(f"{job_url}/explode")
         assert refused.status_code == 404
+
+
+def test_the_chat_and_judge_menus_offer_names_that_resolve_to_their_listed_provider():
+    from tunelab.providers.resolve import resolve_chat_model
+
+    with client() as c:
+        for page, menu in (("/chat", "model"), ("/evals/new", "judge_model")):
+            html = c.get(page).text
+            select = re.search(rf'<select name="{menu}".*?</select>', html, re.S)
+            offered = re.findall(r'<option value="([^"]+)"[^>]*>[^<(]*\((\w[\w-]*)', select[0])
+            assert ("claude-sonnet-4-20250514", "anthropic") in offered, page
+            for name, provider in offered:
+                assert resolve_chat_model(name).provider == provider, (page, name)
+
+
+def test_the_studio_shows_no_password_of_a_url():
+    secret = "PLANTED-url-password-7f6e"
+    with client() as c:
+        asked = c.post(
+            "/chat/ask", data={"model": f"m@http://bob:{secret}@10.0.0.1/v1", "prompt": "hi"}
+        )
+        assert "bob:***@10.0.0.1" in asked.text and secret not in asked.text
+
+
+def test_pages_show_file_names_not_where_they_are_on_the_server(tmp_path):
+    data_dir = tmp_path / "server-data"
+    data_dir.mkdir()
+    with Store() as store:
+        run = store.create_eval_run(
+            "classify",
+            models=["m"],
+            data={"path": str(data_dir / "val.jsonl"), "n_items": 3},
+            options={},
+        )
+        store.update_eval_run(
+            run.id, status="failed", html_path=str(tmp_path / "evals" / "report.html")
+        )
+    with client(data_dir=data_dir) as c:
+        for url in ("/evals", f"/evals/{run.id}", "/data"):
+            text = c.get(url).text
+            assert str(tmp_path) not in text, url
+        assert "val.jsonl" in c.get(f"/evals/{run.id}").text and "server-data" in text

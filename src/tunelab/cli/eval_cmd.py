@@ -306,7 +306,7 @@ def list_cmd(limit, as_json) -> int:
             run.kind,
             run.status,
             escape(", ".join(run.models)),
-            str(run.data.get("n_items", "")),
+            _count(run.data.get("n_items")),
             escape(runs.headline(run).text()),
         )
         for run in found
@@ -373,6 +373,11 @@ def compare_cmd(run_ids, as_json) -> int:
         )
     common.stdout.print(table)
     return 0
+
+
+def _count(n_items) -> str:
+    """An item count, or "—" where the run has none (a judge run that failed before reading)."""
+    return f"{n_items:,}" if isinstance(n_items, int) else "—"
 
 
 def _fmt(value, metric: str) -> str:

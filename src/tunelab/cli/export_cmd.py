@@ -41,7 +41,7 @@ DTYPES = ("bf16", "fp16", "fp32")  # tunelab.engine.export.DTYPES, without impor
     "--gguf-type",
     choices=["f16", "f32"],
     default="f16",
-    help="Precision of the GGUF's weight matrices.",
+    help="Precision of the GGUF's weight matrices (norms stay f32); --dtype does not apply.",
 )
 @choice_option(
     "--dtype",
@@ -93,7 +93,11 @@ def export_cmd(
     )
     merged = " (LoRA merged into the base weights)" if result["merged"] else ""
     say = common.stdout.print
-    say(f"[green]✓ exported[/] {what}{merged}, {dtype}, to {escape(str(output))}", highlight=False)
+    precision = result["dtype"]  # a GGUF's is --gguf-type: --dtype is an hf export's
+    say(
+        f"[green]✓ exported[/] {what}{merged}, {precision}, to {escape(str(output))}",
+        highlight=False,
+    )
     say(f"  files: {escape(', '.join(result['files']))}", highlight=False)
     if result["format"] == "gguf":
         say(

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from tunelab.cli import common
 from tunelab.cli.options import json_option
+from tunelab.errors import redact_urls
 from tunelab.providers import endpoints as api
 from tunelab.providers.health import check
 from tunelab.providers.provider import CAPABILITIES
@@ -35,7 +36,7 @@ def list_cmd(as_json: bool) -> int:
         }
         for name, cls in provider_classes().items()
     ]
-    endpoints = [vars(e) for e in api.list_endpoints()]
+    endpoints = [{**vars(e), "base_url": redact_urls(e.base_url)} for e in api.list_endpoints()]
     if as_json:
         common.print_json({"providers": providers, "endpoints": endpoints})
         return 0
@@ -62,7 +63,8 @@ def add_cmd(name: str, base_url: str, key_env: str | None, replace: bool) -> int
     """Name an OpenAI-compatible endpoint: then `NAME/MODEL` chats with MODEL there."""
     endpoint = api.add_endpoint(name, base_url, key_env, replace=replace)
     common.stdout.print(
-        f"✓ {endpoint.name} → {escape(endpoint.base_url)}  (chat with {endpoint.name}/MODEL)",
+        f"✓ {endpoint.name} → {escape(redact_urls(endpoint.base_url))}  "
+        f"(chat with {endpoint.name}/MODEL)",
         highlight=False,
     )
     return 0

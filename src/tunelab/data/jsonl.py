@@ -12,6 +12,10 @@ from typing import BinaryIO
 
 from tunelab.errors import TunelabError
 
+# What a JSON object or array line begins with; a line that begins otherwise is no JSON at all.
+_JSON_OPENERS = ("{", "[", '"')
+_SHOWN_CHARS = 30
+
 # Large reads: fewer system calls on multi-GB files, still a flat few MB of memory.
 _BUFFER_BYTES = 1 << 20
 
@@ -54,3 +58,18 @@ def iter_lines(handle: BinaryIO) -> Iterator[tuple[int, bytes]]:
     is measurably faster on large files.
     """
     return enumerate(handle, 1)
+
+
+def not_json_message(raw: bytes | str, where: str = "the line") -> str | None:
+    """A plain message for a line that does not even begin like JSON (`not json`), `where`
+    naming it ("line 2 of train.jsonl" where nothing else names the file and line); None for
+    a line that does begin like JSON (its parser's message and column say more).
+
+    The parser's own words for such a line mislead: `not json` reads as a misspelt `null`
+    ("invalid literal, expected 'null'")."""
+    text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+    text = text.strip()
+    if text.startswith(_JSON_OPENERS):
+        return None
+    shown = text[:_SHOWN_CHARS] + ("…" if len(text) > _SHOWN_CHARS else "")
+    return f"{where} is not JSON (it begins {shown!r}): each line must be one JSON object"

@@ -55,7 +55,7 @@ import numpy as np
 import orjson
 
 from tunelab.catalog import ModelSpec, context_limit, resolve_model
-from tunelab.data.jsonl import iter_bounded_lines, open_jsonl
+from tunelab.data.jsonl import iter_bounded_lines, not_json_message, open_jsonl
 from tunelab.data.tokens import MESSAGE_ROLES, RESERVED_SPECIAL_TOKENS, load_counter
 from tunelab.errors import TunelabError
 
@@ -403,6 +403,10 @@ def report_bad_line(scan: FileScan, number: int, raw: bytes, error: Exception) -
     except UnicodeDecodeError as err:
         text = f"not UTF-8 (byte {err.start + 1} of the line); save the file as UTF-8"
         scan.add("not_utf8", number, text)
+        return
+    plain = not_json_message(raw, f"line {number} of {scan.path}")
+    if plain:
+        scan.add("invalid_json", number, plain)
         return
     # orjson's own "line 1 column N" would be misread as the file's line; and the line's
     # own ending must not count, or a truncated line is reported at column 1 of "line 2".

@@ -52,6 +52,16 @@ FULL_TRAINING_BYTES_PER_PARAMETER = 16
 # fine-tuning updates every pretrained weight, where larger rates quickly erase what the model
 # knew; 2e-5 is the usual SFT rate for models of this size.
 BASE_LEARNING_RATE = {"lora": 2e-4, "full": 2e-5}
+# The largest learning rate accepted, given or made by the multiplier: AdamW moves every
+# weight by about the learning rate each step, so a rate past 1 swamps weights of magnitude
+# ~0.02-1 at the first step and trains a model that answers nothing (usual rates: 1e-6-1e-3).
+MAX_LEARNING_RATE = 1.0
+# AdamW's decoupled decay shrinks each weight by learning rate × decay a step; past 1 the
+# decay outweighs what the weight is (usual: 0-0.1).
+MAX_WEIGHT_DECAY = 1.0
+# A LoRA adapter's output is scaled by alpha / rank: an alpha past this overflows the half
+# precision activations (usual alphas: 8-512).
+MAX_LORA_ALPHA = 10_000
 # OpenAI picks a batch of about 0.2% of the examples; capped at 32 so that one step stays
 # affordable on a CPU.
 AUTO_BATCH_FRACTION = 0.002
@@ -176,7 +186,7 @@ class TrainConfig:
             *_choice("group-by-prompt", self.group_by_prompt, SWITCH),
             *_choice("distributed", self.distributed, DISTRIBUTED),
             *_number("lora-rank", self.lora_rank, minimum=1, integer=True),
-            *_number("lora-alpha", self.lora_alpha, minimum=0, strict=True),
+            *_number("lora-alpha", self.lora_alpha, minimum=0, maximum=MAX_LORA_ALPHA, strict=True),
             *_number("lora-dropout", self.lora_dropout, minimum=0, maximum=1, below_max=True),
             *_number("n-epochs", self.n_epochs, minimum=1, integer=True, auto=True),
             *_number("batch-size", self.batch_size, minimum=1, integer=True, auto=True),
@@ -187,7 +197,14 @@ class TrainConfig:
                 strict=True,
                 auto=True,
             ),
-            *_number("learning-rate", self.learning_rate, minimum=0, strict=True, none=True),
+            *_number(
+                "learning-rate",
+                self.learning_rate,
+                minimum=0,
+                maximum=MAX_LEARNING_RATE,
+                strict=True,
+                none=True,
+            ),
             *_number("warmup-ratio", self.warmup_ratio, minimum=0, maximum=1, none=True),
             *_number("warmup-steps", self.warmup_steps, minimum=0, integer=True, none=True),
             *_number(
@@ -202,10 +219,10 @@ class TrainConfig:
             *_number("eval-every", self.eval_every, minimum=1, integer=True, auto=True),
             *_number("checkpoint-every", self.checkpoint_every, minimum=1, integer=True, none=True),
             *_number("keep-checkpoints", self.keep_checkpoints, minimum=1, integer=True),
-            *_number("weight-decay", self.weight_decay, minimum=0),
+            *_number("weight-decay", self.weight_decay, minimum=0, maximum=MAX_WEIGHT_DECAY),
             *_number("max-grad-norm", self.max_grad_norm, minimum=0, strict=True, none=True),
         ]
-        found += self._conflicts()
+        found += self._conflicts() + self._multiplied_rate()
         found += [
             f"--{name.replace('_', '-')} must be true or false (got {value!r})"
             for name, value in (
@@ -251,6 +268,20 @@ class TrainConfig:
                 f"({accumulation}): each accumulation step needs an example"
             )
         return found
+
+    def _multiplied_rate(self) -> list[str]:
+        """The multiplier's rate within MAX_LEARNING_RATE, as a given rate must be."""
+        multiplier, base = self.learning_rate_multiplier, BASE_LEARNING_RATE.get(self.method)
+        if not isinstance(multiplier, (int, float)) or isinstance(multiplier, bool) or not base:
+            return []  # auto, or a value `problems` already reports
+        rate = base * multiplier
+        if not math.isfinite(rate) or rate <= MAX_LEARNING_RATE:
+            return []
+        return [
+            f"--learning-rate-multiplier {multiplier:g} makes a learning rate of {rate:g} "
+            f"(--method {self.method}'s {base:g} × {multiplier:g}); it must be ≤ "
+            f"{MAX_LEARNING_RATE:g}"
+        ]
 
     def validate(self) -> None:
         """Raise one `invalid_config` TunelabError listing every problem, if there are any."""

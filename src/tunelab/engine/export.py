@@ -58,7 +58,8 @@ def export_model(
     `format` is "hf" (a Hugging Face directory, or the adapter alone without `merge`) or
     "gguf" (merged weights in one GGUF file of `gguf_type` f16 or f32, and a Modelfile).
     `dtype` (bf16, fp16 or fp32) is the precision of the weights an "hf" export writes; a
-    LoRA adapter is merged in fp32 first. Every export holds a model card (README.md) naming
+    LoRA adapter is merged in fp32 first. The result's `dtype` is the precision written:
+    `gguf_type` for a GGUF export. Every export holds a model card (README.md) naming
     the base model, the training data's checksum, the hyperparameters and the final losses,
     and showing the run's loss curve (`loss.svg`, written beside it).
     """
@@ -91,7 +92,7 @@ def export_model(
         "method": info.method,
         "merged": info.is_adapter and not as_adapter,
         "format": "gguf" if format == "gguf" else "peft_adapter" if as_adapter else "hf_model",
-        "dtype": dtype,
+        "dtype": gguf_type if format == "gguf" else dtype,  # what the weights were written in
         "files": sorted(p.name for p in output_dir.iterdir()),
     }
 

@@ -38,6 +38,7 @@ FRACTIONS = (
     "structural_match",
     "execution_match",
     "parse_failure_rate",
+    "parse_rate",  # 1 - parse_failure_rate: a headline's "parsed"
 )
 # Every model-level metric a run may hold, in the order tables of runs show them.
 METRICS = (*FRACTIONS, "mean_score", "rating")
@@ -51,17 +52,39 @@ HEADLINE_METRICS = {
 }
 
 
+# Beside a queries run's headline metric, the steps on the way to a right query: when the
+# models compared differ on one, it is headlined too (both models' exact match can be 0%
+# while one parses every answer and gets most of each query's structure right).
+QUERY_STEPS = ("structural_match", "parse_rate")
+# How a headline with several metrics names each.
+HEADLINE_NAMES = {
+    "execution_match": "execution",
+    "exact_match": "exact",
+    "structural_match": "structural",
+    "parse_rate": "parsed",
+}
+
+
 @dataclass(frozen=True)
 class Headline:
-    """The one number per model a reader looks at first, and which metric it is."""
+    """The number per model a reader looks at first, and which metric it is; `also`: further
+    metrics that moved between the models compared (a queries run's steps)."""
 
     metric: str | None
     values: dict[str, float]
+    also: tuple[tuple[str, dict[str, float]], ...] = ()
 
     def text(self) -> str:
-        """`model: value; ...`, a fraction as a percentage."""
+        """`model: value; ...`, a fraction as a percentage; with `also`, each metric named:
+        `exact: a 0.0%, b 0.0%; parsed: a 40.0%, b 100.0%`."""
+        if not self.also:
+            return "; ".join(
+                f"{name}: {format_metric(self.metric, v)}" for name, v in self.values.items()
+            )
         return "; ".join(
-            f"{name}: {format_metric(self.metric, v)}" for name, v in self.values.items()
+            f"{HEADLINE_NAMES.get(metric or '', metric)}: "
+            + ", ".join(f"{name} {format_metric(metric, v)}" for name, v in values.items())
+            for metric, values in ((self.metric, self.values), *self.also)
         )
 
 
@@ -75,14 +98,35 @@ def headline(run: EvalRun) -> Headline:
     """What heads `run` in every listing (the CLI's `eval list/show`, the studio's pages)."""
     per_model = EvaluationResult.from_run(run).scores
     for metric in HEADLINE_METRICS.get(run.kind, ("mean_score",)):
-        values = {
-            name: v[metric]
-            for name, v in per_model.items()
-            if isinstance(v.get(metric), (int, float))
-        }
+        values = _values(per_model, metric)
         if values:
-            return Headline(metric, values)
+            moved = _moved_steps(per_model) if run.kind == "queries" else ()
+            return Headline(metric, values, moved)
     return Headline(None, {})
+
+
+def _values(per_model: dict[str, dict], metric: str) -> dict[str, float]:
+    """Each model's `metric`, where it has one (`parse_rate` from its parse failures)."""
+    found = {}
+    for name, scores in per_model.items():
+        value = scores.get(metric)
+        failures = scores.get("parse_failure_rate")
+        if metric == "parse_rate" and isinstance(failures, (int, float)):
+            value = 1 - failures
+        if isinstance(value, (int, float)):
+            found[name] = value
+    return found
+
+
+def _moved_steps(per_model: dict[str, dict]) -> tuple[tuple[str, dict[str, float]], ...]:
+    """The QUERY_STEPS on which the models compared differ (at the precision shown)."""
+    moved = []
+    for metric in QUERY_STEPS:
+        values = _values(per_model, metric)
+        shown = {format_metric(metric, v) for v in values.values()}
+        if len(values) > 1 and len(shown) > 1:
+            moved.append((metric, values))
+    return tuple(moved)
 
 
 def record_run(

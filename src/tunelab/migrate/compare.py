@@ -11,6 +11,11 @@ after its models stop answering (on the prompts that were answered; none recorde
 clear error), and before that whenever they cover every prompt compared, since asking
 again costs money (`fresh=True` asks anyway). The run's options say which it was
 (`old_answers`) and its notes say from which day's answers.
+
+Classification answers both models the same way, so that the paired difference and
+McNemar's test compare models, not methods: by label scoring when both give
+log-likelihoods, otherwise (the old model is hosted, or its answers were recorded) both by
+generation. The run's options (`method`) and notes say which.
 """
 
 from __future__ import annotations
@@ -110,13 +115,19 @@ def compare(
     kind = "pairwise" if task == "judge" else task
     labels = _labels(whole) if task == "classify" else None
     with answering_from(old["stand_in"] or _unaliased(fine_tuned_model)):
+        method = _classification_method(models) if task == "classify" else None
+        if method is not None:
+            options["method"] = method
+            options["notes"].append(_METHOD_NOTES[method])
         return runs.record_run(
             kind,
             models=models,
             data=data.describe(),
             options=options,
             task=lambda: _timed_only_if_asked(
-                _evaluate(task, data, models, (judge, judge_max_tokens), progress, cancel, labels),
+                _evaluate(
+                    task, data, models, (judge, judge_max_tokens), progress, cancel, labels, method
+                ),
                 old["stand_in"],
             ),
         )
@@ -128,6 +139,27 @@ def _unaliased(name: str) -> dict:
     if alias_target(name) is None:
         return {}
     return {name: open_candidate(name, follow_alias=False)}
+
+
+_METHOD_NOTES = {
+    "score": "both models answered by label scoring (each label's log-likelihood).",
+    "generate": (
+        "both models answered by generation: the old model gives no log-likelihoods to "
+        "score labels with, and a paired comparison needs one method for both."
+    ),
+}
+
+
+def _classification_method(models: list[str]) -> str:
+    """`score` when every model gives log-likelihoods, else `generate` for all of them."""
+    for name in models:
+        candidate = open_candidate(name)
+        try:
+            if not candidate.gives_logprobs:
+                return "generate"
+        finally:
+            candidate.close()
+    return "score"
 
 
 def _timed_only_if_asked(found, stand_ins: dict):
@@ -280,11 +312,14 @@ def _cannot_ask(name: str, fresh: bool, some_recorded: bool) -> TunelabError:
     )
 
 
-def _evaluate(task, data, models, judge: tuple[str | None, int], progress, cancel, labels=None):
-    """The run's scores; `judge` is the judge model and its longest reply (judge task)."""
+def _evaluate(
+    task, data, models, judge: tuple[str | None, int], progress, cancel, labels=None, method=None
+):
+    """The run's scores; `judge` is the judge model and its longest reply (judge task),
+    `method` how classification answers (the same for every model)."""
     if task == "classify":
         return evaluate_classification(
-            data, models, labels=labels, progress=progress, cancel=cancel
+            data, models, labels=labels, method=method or "score", progress=progress, cancel=cancel
         )
     if task == "queries":
         return evaluate_queries(data, models, progress=progress, cancel=cancel)

@@ -10,7 +10,7 @@ import inspect
 import time
 from dataclasses import dataclass
 
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, redact_urls
 from tunelab.providers.endpoints import find_endpoint
 from tunelab.providers.hosted.retry import RetryPolicy
 from tunelab.providers.provider import CHAT
@@ -40,7 +40,7 @@ class CheckResult:
 def check(name: str, model: str | None = None) -> CheckResult:
     """Ask provider or endpoint `name` for one token (of `model`, else one it offers)."""
     endpoint = find_endpoint(name)
-    where = endpoint.base_url if endpoint else "its default host"
+    where = redact_urls(endpoint.base_url) if endpoint else "its default host"
     try:
         provider = _provider(name, endpoint)
         model = model or _some_model(provider)

@@ -41,6 +41,7 @@ from tunelab.server.inference import InferenceService
 from tunelab.server.security import BodyLimit, CrossSiteGuard, api_takes_json
 from tunelab.server.ui import install_ui
 from tunelab.server.ui.auth import Sessions, is_open, logged_in
+from tunelab.server.ui.login_throttle import LoginThrottle
 
 DEFAULT_MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -117,6 +118,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     app.include_router(routes_inference.router, prefix="/v1")
     app.include_router(routes_graders.router, prefix="/v1")
     app.state.sessions = Sessions()
+    app.state.login_throttle = LoginThrottle()
     install_ui(app)
 
     @app.get("/health")

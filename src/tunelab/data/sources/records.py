@@ -20,6 +20,7 @@ from pathlib import Path
 import orjson
 
 from tunelab.data.example import ChatExample
+from tunelab.data.jsonl import not_json_message
 from tunelab.errors import TunelabError
 
 # Source role names seen in the wild (ShareGPT, chat UIs) → OpenAI roles.
@@ -177,9 +178,8 @@ def _json_lines(path: Path) -> Iterator[tuple[int, dict]]:
                 try:
                     record = orjson.loads(line)
                 except orjson.JSONDecodeError as err:
-                    raise TunelabError(
-                        "invalid_json", f"invalid JSON: {err.msg}", path=path, line=line_no
-                    ) from err
+                    message = not_json_message(line) or f"invalid JSON: {err.msg}"
+                    raise TunelabError("invalid_json", message, path=path, line=line_no) from err
                 yield line_no, _as_object(record, path, line_no)
         except UnicodeDecodeError as err:
             raise _not_utf8(path, line_no + 1) from err

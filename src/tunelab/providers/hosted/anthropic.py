@@ -29,7 +29,8 @@ OFFICIAL_HOST = "api.anthropic.com"
 DEFAULT_MAX_TOKENS = 1024
 # Anthropic's words for why an answer ended, in OpenAI's.
 FINISH_REASONS = {"max_tokens": "length", "end_turn": "stop", "stop_sequence": "stop"}
-# Models to offer in `tunelab models list` (any other id works as `anthropic/<id>`).
+# Models to offer in `tunelab models list`, each answered by its bare name as listed (any
+# other id works as `anthropic/<id>`).
 MODELS = ("claude-sonnet-4-20250514", "claude-opus-4-20250514", "claude-3-5-haiku-20241022")
 
 
@@ -56,10 +57,6 @@ class AnthropicProvider(HostedProvider):
     @classmethod
     def models(cls) -> list[ModelEntry]:
         return [ModelEntry(model, cls.name) for model in MODELS]
-
-    @classmethod
-    def owns(cls, name: str) -> str | None:
-        return None  # Claude models are named `anthropic/<id>`
 
     def chat(self, model: str, messages: list[dict], **options) -> Answer:
         began = time.perf_counter()

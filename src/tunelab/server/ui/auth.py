@@ -3,7 +3,9 @@
 The login form takes the key once and answers with a session cookie (HttpOnly, so no script
 reads it; SameSite=Strict, so no other site's page sends it; Secure behind HTTPS). Sessions
 live in the server's memory: a restart logs everyone out. Without a key (loopback only, see
-`tunelab serve`) there is nothing to log in to.
+`tunelab serve`) there is nothing to log in to. Failed logins are slowed down per client
+address (`login_throttle.py`): past a few, each closes the form to that address for a
+doubling delay (429 with `Retry-After`).
 """
 
 from __future__ import annotations
@@ -58,14 +60,14 @@ async def login(request: Request):
     key = str(form.get("api_key") or "")
     expected = request.app.state.config.api_key or ""
     target = _local(str(form.get("next") or "/"))
+    throttle, address = request.app.state.login_throttle, _address(request)
+    wait = throttle.wait_s(address)
+    if wait:  # refused before the key is compared: a guess in the delay learns nothing
+        return _login_refused(request, target, 429, f"Too many failed logins: wait {wait} s.", wait)
     if not expected or not hmac.compare_digest(key.encode(), expected.encode()):
-        return page(
-            request,
-            "login.html",
-            status_code=401,
-            next=target,
-            error="That is not this server's API key.",
-        )
+        throttle.failed(address)
+        return _login_refused(request, target, 401, "That is not this server's API key.")
+    throttle.succeeded(address)
     response = see_other(target)
     response.set_cookie(
         COOKIE,
@@ -84,6 +86,18 @@ def logout(request: Request):
     response = see_other("/login")
     response.delete_cookie(COOKIE, path="/")
     return response
+
+
+def _login_refused(request: Request, target: str, status: int, error: str, wait: int = 0):
+    response = page(request, "login.html", status_code=status, next=target, error=error)
+    if wait:
+        response.headers["Retry-After"] = str(wait)
+    return response
+
+
+def _address(request: Request) -> str:
+    """The client's address, as the connection gives it (a proxy's own, behind one)."""
+    return request.client.host if request.client else "unknown"
 
 
 def _local(target: str) -> str:

@@ -15,7 +15,7 @@ from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
 from tunelab import __version__
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, redact_urls
 from tunelab.html_blocks import percent
 from tunelab.providers.registry import runs_here
 
@@ -35,9 +35,20 @@ REPORT_CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'; sandbox"
 )
 
+
+def _shown(value):
+    """Every value a template shows, with the passwords of URLs in it hidden (an endpoint's
+    base URL, a `MODEL@URL` name, an error quoting either)."""
+    if isinstance(value, Markup):
+        return Markup(redact_urls(str(value)))
+    return redact_urls(value) if isinstance(value, str) else value
+
+
 # Autoescape on for every template: file contents, answers and names are data, never markup.
 templates = Jinja2Templates(
-    env=jinja2.Environment(loader=jinja2.FileSystemLoader(UI_DIR / "templates"), autoescape=True)
+    env=jinja2.Environment(
+        loader=jinja2.FileSystemLoader(UI_DIR / "templates"), autoescape=True, finalize=_shown
+    )
 )
 templates.env.globals["version"] = __version__
 # Pages ask "is this job or model this machine's?" of the provider registry.
@@ -69,8 +80,15 @@ def _number(value, digits: int = 4) -> str:
     return str(value)
 
 
+def _file_name(path) -> str:
+    """A file's or directory's name, never where it is on the server: a page seen by a
+    client tells nothing of the server's disk."""
+    return Path(str(path)).name if path else "—"
+
+
 templates.env.filters.update(
     when=_when,
+    file_name=_file_name,
     duration=_duration,
     number=_number,
     percent=percent,

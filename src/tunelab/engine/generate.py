@@ -160,7 +160,7 @@ def stream_chat(
     stop: str | Sequence[str] | None = None,
     seed: int | None = None,
     logprobs: int | None = None,
-    logit_bias: LogitBias | None = None,
+    logit_bias: LogitBias | Sequence[tuple[int, float]] | None = None,
 ) -> ChatStream:
     """The answer to one conversation as it is generated (see `ChatStream`)."""
     sampling = _sampling(max_new_tokens, temperature, top_p, stop, seed, logprobs, logit_bias)
@@ -192,7 +192,10 @@ def _sampling(
     max_new_tokens, temperature, top_p, stop, seed, logprobs=None, logit_bias=None
 ) -> Sampling:
     stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
-    bias = tuple(sorted((int(token), float(value)) for token, value in (logit_bias or {}).items()))
+    # A mapping, or (token, bias) pairs as `Sampling` holds them.
+    bias = tuple(
+        sorted((int(token), float(value)) for token, value in dict(logit_bias or {}).items())
+    )
     sampling = Sampling(
         max_new_tokens, float(temperature), float(top_p), stops, seed, logprobs, bias
     )

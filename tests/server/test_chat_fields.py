@@ -4,6 +4,8 @@ boundaries, and the refusal by name of every field tunelab does not honour."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import openai
 import pytest
 from fastapi.testclient import TestClient
@@ -15,6 +17,8 @@ from tunelab.providers import registry
 from tunelab.providers.provider import Provider
 from tunelab.registry import Store
 from tunelab.server.app import ServerConfig, create_app
+from tunelab.server.chat_fields import IGNORED, NEUTRAL, REFUSED
+from tunelab.server.routes_inference import ChatCompletionRequest
 from tunelab.types import Answer, Usage
 
 MESSAGES = [{"role": "user", "content": "Who wrote Hamlet?"}]
@@ -205,3 +209,10 @@ def test_a_provider_without_logprobs_refuses_them_by_name(client, monkeypatch):
         api.create(model="ft:llama:together:abc", messages=MESSAGES).choices[0].message.content
         == "Bonjour"
     )
+
+
+def test_the_readme_says_what_becomes_of_every_field():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    table = readme[readme.index("Chat completion request fields") :]
+    names = {*IGNORED, *NEUTRAL, *REFUSED, *ChatCompletionRequest.model_fields}
+    assert not [name for name in names if f"`{name}`" not in table]

@@ -129,7 +129,7 @@ class ChatOptions:
     def settings(self) -> dict:
         """The settings as `Provider.chat`'s keywords (None: the provider's default); the
         answer fields only where given."""
-        settings = {
+        settings: dict = {
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,

@@ -1,5 +1,5 @@
-"""Records every layer shares: this machine's provider name, one answer with its usage, and
-an answer's score.
+"""Records every layer shares: this machine's provider name, one answer with its usage and
+token log-probabilities, a streamed piece of an answer, and an answer's score.
 
 An `Answer` is what any model says to one chat, wherever it runs: the engine's generation,
 a local or hosted provider, an evaluation's candidate, the server's response. Frozen, so
@@ -31,9 +31,45 @@ class Usage:
 
 
 @dataclass(frozen=True)
+class TopLogprob:
+    """One of the most likely tokens at a position, as OpenAI's `top_logprobs` list it:
+    its text, its UTF-8 bytes (None for a special token) and its log-probability."""
+
+    token: str
+    bytes: tuple[int, ...] | None
+    logprob: float
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A generated token's log-probability, and the most likely tokens at its position."""
+
+    token: str
+    bytes: tuple[int, ...] | None
+    logprob: float
+    top_logprobs: tuple[TopLogprob, ...] = ()
+
+
+class TextDelta(str):
+    """A piece of a streamed answer's text, carrying the log-probabilities of the tokens
+    generated since the previous piece (None when they were not asked for). A `str`, so
+    that whoever only wants the text reads it as text."""
+
+    logprobs: tuple[TokenLogprob, ...] | None
+
+    def __new__(cls, text: str, logprobs: tuple[TokenLogprob, ...] | None = None) -> TextDelta:
+        delta = super().__new__(cls, text)
+        delta.logprobs = logprobs
+        return delta
+
+
+@dataclass(frozen=True)
 class Answer:
     """One answer: its text, why it ended ("stop", "length"; "error" with `error` set when
-    a hosted call failed), its usage and how long it took (seconds, 0 when not timed)."""
+    a hosted call failed), its usage and how long it took (seconds, 0 when not timed).
+
+    `logprobs`, when asked for: one entry per generated token (as many as the usage's
+    completion tokens, the end of turn included where the answer ended with it)."""
 
     text: str
     finish_reason: str = "stop"
@@ -41,6 +77,7 @@ class Answer:
     latency: float = 0.0
     error: str | None = None
     model: str = ""  # the id the backend answered as, where it says (hosted APIs do)
+    logprobs: tuple[TokenLogprob, ...] | None = None
 
     @property
     def prompt_tokens(self) -> int:

@@ -9,6 +9,11 @@ row that finishes (EOS, a stop string, its token limit) leaves the batch: its ca
 dropped, so a long answer does not make the short ones cost steps. Conversations are batched
 by prompt length to keep padding small. Greedy decoding gives the same tokens batched or one
 by one (tested); sampling is reproducible for a given seed and batch.
+
+Each row may carry its own `logit_bias` (added to its logits before sampling, so one batch
+holds requests with different biases), and answers may carry each token's log-probability
+and the most likely tokens at its position (`tunelab.engine.logprobs`: the raw logits'
+log-probabilities, before the bias, temperature and top-p).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from __future__ import annotations
 import copy
 import inspect
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -24,10 +29,13 @@ import torch
 from transformers import DynamicCache
 
 from tunelab import cores
+from tunelab.engine.logprobs import MAX_TOP_LOGPROBS, TokenTexts, bias_matrix, token_logprobs
 from tunelab.errors import TunelabError, usage_error
-from tunelab.types import Answer, Usage
+from tunelab.types import Answer, TextDelta, TokenLogprob, Usage
 
 Conversation = Sequence[dict]
+LogitBias = Mapping[int, float]  # token id → what is added to its logit (-100 bans it)
+MAX_LOGIT_BIAS = 100.0
 
 
 @dataclass(frozen=True)
@@ -37,9 +45,16 @@ class Sampling:
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # Each token's log-probability and this many most likely tokens (None: no log-probs).
+    logprobs: int | None = None
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias) for every row
 
     def check(self) -> None:
         problems = []
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
+            problems.append(f"top logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
+        if any(token < 0 or abs(bias) > MAX_LOGIT_BIAS for token, bias in self.logit_bias):
+            problems.append("logit_bias takes token ids ≥ 0 and biases between -100 and 100")
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             problems.append(f"max tokens must be an integer ≥ 1 (got {self.max_new_tokens!r})")
         if not 0 <= self.temperature <= 100:
@@ -64,13 +79,18 @@ def generate(
     seed: int | None = None,
     batch_size: int = 16,
     prefix_cache: bool = True,
+    logprobs: int | None = None,
+    logit_bias: LogitBias | Sequence[LogitBias] | None = None,
 ) -> list[Answer]:
     """One completion per conversation (a list of chat messages), in the given order.
 
     With `prefix_cache`, the tokens every prompt starts with (system prompt, instruction,
-    label list) are computed once and their KV cache reused by every batch.
+    label list) are computed once and their KV cache reused by every batch. `logprobs`:
+    each answer carries its tokens' log-probabilities and that many most likely tokens at
+    each position. `logit_bias`: one for every conversation, or a list of one each.
     """
-    sampling = _sampling(max_new_tokens, temperature, top_p, stop, seed)
+    row_biases = _row_biases(logit_bias, len(conversations))
+    sampling = _sampling(max_new_tokens, temperature, top_p, stop, seed, logprobs)
     if batch_size < 1:
         raise usage_error("invalid_generation_settings", "batch_size must be ≥ 1")
     prompts = [encode_chat(tokenizer, conversation) for conversation in conversations]
@@ -81,8 +101,9 @@ def generate(
         prefix = PrefixCache.of(model, prompts) if prefix_cache else None
         for begin in range(0, len(order), batch_size):
             group = order[begin : begin + batch_size]
+            biases = [row_biases[i] for i in group]
             steps = _decode(
-                model, tokenizer, [prompts[i] for i in group], sampling, generator, prefix
+                model, tokenizer, [prompts[i] for i in group], sampling, generator, prefix, biases
             )
             rows = deque(steps, maxlen=1)[0]  # the rows after the last step
             for index, row in zip(group, rows, strict=True):
@@ -94,7 +115,9 @@ class ChatStream:
     """Iterate for the answer's text deltas; `completion` holds the whole once iterated.
 
     Text that might be the start of a stop string, or half of a multi-byte character, is held
-    back until the next tokens decide it, so no delta is ever taken back.
+    back until the next tokens decide it, so no delta is ever taken back. With log-probs, each
+    delta carries those of the tokens generated since the previous one (`TextDelta`), and a
+    last delta with no text carries those of tokens that added none (the end of turn).
     """
 
     def __init__(self, model, tokenizer, messages: Conversation, sampling: Sampling) -> None:
@@ -103,18 +126,26 @@ class ChatStream:
         self.completion: Answer | None = None
 
     def __iter__(self) -> Iterator[str]:
-        sent = 0
+        sent = given = 0  # characters sent; tokens whose log-probs were sent
         generator = _generator(self._sampling.seed, self._model)
+        biases = [dict(self._sampling.logit_bias)]
         with cores.computing():
             for rows in _decode(
-                self._model, self._tokenizer, [self._prompt], self._sampling, generator
+                self._model,
+                self._tokenizer,
+                [self._prompt],
+                self._sampling,
+                generator,
+                None,
+                biases,
             ):
                 row = rows[0]
                 done = row.finish_reason is not None
                 end = len(row.text) if done else _settled(row.text, self._sampling.stop)
-                if end > sent:
-                    yield row.text[sent:end]
-                    sent = end
+                if end > sent or (done and row.logprobs is not None and given < len(row.tokens)):
+                    logprobs = None if row.logprobs is None else tuple(row.logprobs[given:])
+                    yield TextDelta(row.text[sent:end], logprobs)
+                    sent, given = end, len(row.tokens)
         self.completion = row.completion()
 
 
@@ -128,9 +159,11 @@ def stream_chat(
     top_p: float = 1.0,
     stop: str | Sequence[str] | None = None,
     seed: int | None = None,
+    logprobs: int | None = None,
+    logit_bias: LogitBias | Sequence[tuple[int, float]] | None = None,
 ) -> ChatStream:
     """The answer to one conversation as it is generated (see `ChatStream`)."""
-    sampling = _sampling(max_new_tokens, temperature, top_p, stop, seed)
+    sampling = _sampling(max_new_tokens, temperature, top_p, stop, seed, logprobs, logit_bias)
     return ChatStream(model, tokenizer, messages, sampling)
 
 
@@ -155,11 +188,37 @@ def encode_chat(tokenizer, messages: Conversation) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def _sampling(max_new_tokens, temperature, top_p, stop, seed) -> Sampling:
+def _sampling(
+    max_new_tokens, temperature, top_p, stop, seed, logprobs=None, logit_bias=None
+) -> Sampling:
     stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
-    sampling = Sampling(max_new_tokens, float(temperature), float(top_p), stops, seed)
+    # A mapping, or (token, bias) pairs as `Sampling` holds them.
+    bias = tuple(
+        sorted((int(token), float(value)) for token, value in dict(logit_bias or {}).items())
+    )
+    sampling = Sampling(
+        max_new_tokens, float(temperature), float(top_p), stops, seed, logprobs, bias
+    )
     sampling.check()
     return sampling
+
+
+def _row_biases(
+    logit_bias: LogitBias | Sequence[LogitBias] | None, rows: int
+) -> list[dict[int, float]]:
+    """Each conversation's logit bias (checked as `Sampling` checks one)."""
+    if logit_bias is None or isinstance(logit_bias, Mapping):
+        biases = [dict(logit_bias or {})] * rows
+    else:
+        biases = [dict(bias) for bias in logit_bias]
+        if len(biases) != rows:
+            raise usage_error(
+                "invalid_generation_settings",
+                f"{len(biases)} logit biases for {rows} conversations",
+            )
+    for bias in {tuple(sorted(b.items())) for b in biases}:
+        Sampling(logit_bias=bias).check()
+    return biases
 
 
 def _generator(seed: int | None, model: torch.nn.Module) -> torch.Generator:
@@ -202,9 +261,12 @@ class _Row:
     tokens: list[int] = field(default_factory=list)
     text: str = ""
     finish_reason: str | None = None
+    logprobs: list[TokenLogprob] | None = None  # one per token, when asked for
 
-    def add(self, token: int) -> None:
+    def add(self, token: int, logprob: TokenLogprob | None = None) -> None:
         self.tokens.append(token)
+        if self.logprobs is not None and logprob is not None:
+            self.logprobs.append(logprob)
         if token in self.eos_ids:
             self.finish_reason = "stop"
             return
@@ -222,7 +284,8 @@ class _Row:
     def completion(self) -> Answer:
         """The answer, its `finish_reason` "stop" (EOS or a stop string) or "length"."""
         usage = Usage(self.prompt_tokens, len(self.tokens))
-        return Answer(self.text, self.finish_reason or "length", usage)
+        logprobs = None if self.logprobs is None else tuple(self.logprobs)
+        return Answer(self.text, self.finish_reason or "length", usage, logprobs=logprobs)
 
 
 def _settled(text: str, stops: tuple[str, ...]) -> int:
@@ -246,8 +309,10 @@ def _decode(
     sampling: Sampling,
     generator: torch.Generator,
     prefix: PrefixCache | None = None,
+    biases: list[dict[int, float]] | None = None,
 ) -> Iterator[list[_Row]]:
-    """Generate for a batch of prompts; yields every row after each new token."""
+    """Generate for a batch of prompts (`biases`: each row's logit bias); yields every row
+    after each new token."""
     context = getattr(model.config, "max_position_embeddings", None)
     eos_ids = _eos_ids(model, tokenizer)
     rows = []
@@ -260,17 +325,25 @@ def _decode(
                 hint="shorten the conversation or the system prompt",
             )
         limit = min(sampling.max_new_tokens, room)
-        rows.append(_Row(tokenizer, len(prompt), limit, eos_ids, sampling.stop))
+        row = _Row(tokenizer, len(prompt), limit, eos_ids, sampling.stop)
+        row.logprobs = None if sampling.logprobs is None else []
+        rows.append(row)
+    texts = TokenTexts(tokenizer) if sampling.logprobs is not None else None
     was_training = model.training
     model.eval()  # no dropout while generating, even in the middle of a training run
     try:
         batch = KVBatch(model, _pad_id(tokenizer))
         logits = batch.start(prompts, prefix)
+        bias = _bias(biases or [{} for _ in rows], logits)
         active = list(range(len(rows)))
         while True:
-            tokens = _pick(logits, sampling, generator)
-            for index, token in zip(active, tokens, strict=True):
-                rows[index].add(token)
+            biased = logits if bias is None else logits + bias[active]
+            tokens = _pick(biased, sampling, generator)
+            chosen: list[TokenLogprob | None] = [None] * len(tokens)
+            if texts is not None:  # from the raw logits: the model's own probabilities
+                chosen = list(token_logprobs(logits, tokens, sampling.logprobs or 0, texts))
+            for index, token, logprob in zip(active, tokens, chosen, strict=True):
+                rows[index].add(token, logprob)
             yield rows
             keep = [k for k, index in enumerate(active) if rows[index].finish_reason is None]
             if not keep:
@@ -280,6 +353,19 @@ def _decode(
             logits = batch.step([tokens[k] for k in keep], keep)
     finally:
         model.train(was_training)
+
+
+def _bias(biases: list[dict[int, float]], logits: torch.Tensor) -> torch.Tensor | None:
+    """The rows' logit biases as one matrix, refusing token ids outside the vocabulary."""
+    vocabulary = logits.shape[-1]
+    wrong = sorted({token for bias in biases for token in bias if not 0 <= token < vocabulary})
+    if wrong:
+        raise usage_error(
+            "invalid_generation_settings",
+            f"logit_bias names token ids the model does not have: {wrong[:5]} "
+            f"(its vocabulary is {vocabulary} tokens).",
+        )
+    return bias_matrix(biases, vocabulary, logits.device)
 
 
 class PrefixCache:

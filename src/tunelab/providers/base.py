@@ -110,7 +110,11 @@ class JobCheckpoint:
 @dataclass(frozen=True)
 class ChatOptions:
     """A chat request's generation settings, under OpenAI's names; None where the caller left
-    the provider's default. `n` answers are asked for."""
+    the provider's default. `n` answers are asked for.
+
+    The answer fields (`ANSWER_FIELDS`: `logprobs` with `top_logprobs`, `logit_bias`) are
+    honoured only by providers that declare them (`Provider.answer_fields`); the server
+    refuses them by name for the others."""
 
     max_tokens: int | None = None
     temperature: float | None = None
@@ -118,16 +122,34 @@ class ChatOptions:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     n: int = 1
+    logprobs: bool = False
+    top_logprobs: int = 0
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias), OpenAI's -100..100
 
     def settings(self) -> dict:
-        """The settings as `Provider.chat`'s keywords (None: the provider's default)."""
-        return {
+        """The settings as `Provider.chat`'s keywords (None: the provider's default); the
+        answer fields only where given."""
+        settings: dict = {
             "max_tokens": self.max_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
             "stop": list(self.stop) or None,
             "seed": self.seed,
         }
+        if self.logprobs:
+            settings.update(logprobs=True, top_logprobs=self.top_logprobs)
+        if self.logit_bias:
+            settings["logit_bias"] = {str(token): bias for token, bias in self.logit_bias}
+        return settings
+
+    def fields_used(self) -> list[str]:
+        """The answer fields this request uses (`ANSWER_FIELDS`' names)."""
+        used = {"logprobs": self.logprobs, "logit_bias": bool(self.logit_bias)}
+        return [name for name in ANSWER_FIELDS if used[name]]
+
+
+# Request fields beyond the sampling settings that only some providers honour.
+ANSWER_FIELDS = ("logprobs", "logit_bias")
 
 
 def chat_settings(
@@ -137,6 +159,9 @@ def chat_settings(
     top_p: float | None = None,
     stop: list[str] | None = None,
     seed: int | None = None,
+    logprobs: bool | None = None,
+    top_logprobs: int | None = None,
+    logit_bias: dict[str, float] | None = None,
 ) -> dict:
     """The chat settings a caller gave, under OpenAI's names; the ones left None are left to
     the provider. An unknown setting is a TypeError, as a method's keyword would be."""
@@ -146,6 +171,9 @@ def chat_settings(
         "top_p": top_p,
         "stop": stop,
         "seed": seed,
+        "logprobs": logprobs,
+        "top_logprobs": top_logprobs,
+        "logit_bias": logit_bias,
     }
     return {name: value for name, value in given.items() if value is not None}
 

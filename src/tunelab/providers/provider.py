@@ -102,6 +102,9 @@ class Provider:
     # One instance per process (`registry.get_provider`): what it holds (loaded models, a
     # generation queue) is shared by everything that asks it in the process.
     one_per_process: ClassVar[bool] = False
+    # Which of a chat request's answer fields (`ANSWER_FIELDS`: logprobs, logit_bias) its
+    # answers honour; the others are refused by name, never dropped.
+    answer_fields: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, *, base_url: str | None = None, key_variable: str | None = None) -> None:
         self.base_url = base_url

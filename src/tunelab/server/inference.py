@@ -6,7 +6,8 @@ that answers a name answers the request (`Provider.serve_answers`, `serve_stream
 `serve_scores`): the local provider batches requests for weights on this machine in its
 generation queue, a hosted one relays its service's answer. `InferenceService` admits
 requests (refusing them with 429 when too many wait), tells each provider it uses the
-server's limits, and turns the providers' answers into the response's choices. `classify`
+server's limits, refuses the answer fields (logprobs, logit_bias) a provider does not
+honour, and turns the providers' answers into the response's choices. `classify`
 answers with the most likely of a request's labels (label scoring, as `eval classify` and
 `tunelab chat --labels` do), for providers that give log-likelihoods.
 """
@@ -80,6 +81,7 @@ class InferenceService:
         release = self._admit()
         try:
             provider, name = await self._provider(model)
+            _check_fields(provider, model, options)
             answers = await provider.serve_answers(name, messages, options)
             return ChatCompletion.of(model, answers)
         finally:
@@ -117,6 +119,7 @@ class InferenceService:
         answer = AnswerStream()
         try:
             provider, name = await self._provider(model)
+            _check_fields(provider, model, options)
             await provider.serve_stream(name, messages, options, answer, release)
         except BaseException:
             release()
@@ -167,3 +170,18 @@ class InferenceService:
                 self._pending -= 1
 
         return release
+
+
+def _check_fields(provider: Provider, model: str, options: ChatOptions) -> None:
+    """Refuse, by name, the answer fields (logprobs, logit_bias) the provider cannot honour:
+    dropping them would answer another question than the one asked."""
+    missing = [name for name in options.fields_used() if name not in provider.answer_fields]
+    if missing:
+        fields = ", ".join(f"`{name}`" for name in missing)
+        raise ApiError(
+            400,
+            f"{model} is answered by the {provider.name} provider, which does not support "
+            f"{fields}; leave it out.",
+            code="unsupported_parameter",
+            param=missing[0],
+        )

@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from tunelab.data.prompts import ClassificationPrompt
 from tunelab.errors import TunelabError
@@ -29,9 +29,11 @@ from tunelab.providers.models import ALIAS, delete_model, list_models
 from tunelab.providers.registry import runs_here
 from tunelab.providers.wire import model_object
 from tunelab.registry import Model
+from tunelab.server.chat_fields import check_extra_fields
 from tunelab.server.errors import STATUS_BY_CODE, ApiError, envelope
 from tunelab.server.inference import ChatCompletion, ChatOptions
 from tunelab.server.model_access import check_served
+from tunelab.types import TokenLogprob
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -66,7 +68,8 @@ class StreamOptions(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    """OpenAI's request; fields tunelab does not use (tools, logit_bias, ...) are ignored.
+    """OpenAI's request. Fields it does not declare are refused by name unless
+    `chat_fields` accepts them (`user`, `metadata`, ...: ignored, each for a reason).
 
     Unlike OpenAI, a local model answers greedily when no temperature is given (as `tunelab
     chat` does); a hosted model gets its provider's default.
@@ -78,7 +81,7 @@ class ChatCompletionRequest(BaseModel):
     of the labels. Each choice then carries `label_scores`. Local models only.
     """
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")  # kept to be refused or ignored by name
     model: str = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
     temperature: float | None = Field(None, ge=0, le=2)
@@ -90,9 +93,28 @@ class ChatCompletionRequest(BaseModel):
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)  # OpenAI's: a 64-bit integer
     stream: bool | None = False
     stream_options: StreamOptions | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    logit_bias: dict[str, float] | None = Field(None, max_length=1024)
     labels: list[LabelText] | None = Field(None, min_length=1, max_length=500)
     label_tag: str | None = Field(None, min_length=1, max_length=50, pattern=r"^[A-Za-z_][\w.-]*$")
     bare_label: bool = False
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _token_ids(cls, bias: dict[str, float] | None) -> dict[str, float] | None:
+        for token, value in (bias or {}).items():
+            if not token.isdigit():
+                raise ValueError(f"keys are token ids, as strings of digits (got {token!r})")
+            if not -100 <= value <= 100:
+                raise ValueError(f"biases are between -100 and 100 (got {value})")
+        return bias
+
+    def check_fields(self) -> None:
+        """Refuse what the schema lets through but tunelab cannot honour."""
+        check_extra_fields(self.model_extra or {})
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ApiError(400, "top_logprobs needs logprobs set to true.", param="top_logprobs")
 
     def label_answers(self) -> list[str]:
         """Each label's answer, as the model was trained to give it."""
@@ -109,12 +131,16 @@ class ChatCompletionRequest(BaseModel):
             stop=stop,
             seed=self.seed,
             n=self.n or 1,
+            logprobs=bool(self.logprobs),
+            top_logprobs=self.top_logprobs or 0,
+            logit_bias=tuple((int(t), b) for t, b in (self.logit_bias or {}).items()),
         )
 
 
 @router.post("/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request):
     service = request.app.state.inference
+    body.check_fields()
     await run_in_threadpool(check_served, body.model, request.app.state.config)
     messages = [message.for_template() for message in body.messages]
     completion_id, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
@@ -143,6 +169,12 @@ def _check_label_request(body: ChatCompletionRequest) -> None:
             "labels answer with one scored label: use them without stream and with n=1.",
             param="labels",
         )
+    if body.logprobs or body.logit_bias:
+        raise ApiError(
+            400,
+            "labels are scored, not generated: use them without logprobs and logit_bias.",
+            param="labels",
+        )
 
 
 def _completion(answer: ChatCompletion, completion_id: str, created: int) -> dict:
@@ -151,7 +183,7 @@ def _completion(answer: ChatCompletion, completion_id: str, created: int) -> dic
             "index": index,
             "message": {"role": "assistant", "content": choice.text, "refusal": None},
             "finish_reason": choice.finish_reason,
-            "logprobs": None,
+            "logprobs": _logprobs(choice.logprobs),
         }
         for index, choice in enumerate(answer.choices)
     ]
@@ -170,6 +202,22 @@ def _completion(answer: ChatCompletion, completion_id: str, created: int) -> dic
         "usage": _usage(answer.usage.prompt_tokens, answer.usage.completion_tokens),
         "system_fingerprint": None,
     }
+
+
+def _logprobs(tokens: tuple[TokenLogprob, ...] | None) -> dict | None:
+    """A choice's `logprobs` as OpenAI writes them (None when not asked for)."""
+    if tokens is None:
+        return None
+
+    def entry(token) -> dict:
+        data = list(token.bytes) if token.bytes is not None else None
+        return {"token": token.token, "bytes": data, "logprob": token.logprob}
+
+    content = [
+        {**entry(token), "top_logprobs": [entry(top) for top in token.top_logprobs]}
+        for token in tokens
+    ]
+    return {"content": content, "refusal": None}
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict:
@@ -203,16 +251,22 @@ async def _events(
             data["usage"] = usage
         return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
-    def choice(index: int, delta: dict, finish_reason: str | None = None) -> dict:
-        return {"index": index, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+    def choice(index: int, delta: dict, finish_reason: str | None = None, logprobs=None) -> dict:
+        return {
+            "index": index,
+            "delta": delta,
+            "finish_reason": finish_reason,
+            "logprobs": _logprobs(logprobs),
+        }
 
     prompt_tokens = completion_tokens = 0
     try:
         for index in range(body.n or 1):
             yield chunk([choice(index, {"role": "assistant", "content": ""})])
         async for index, item in answer:
-            if isinstance(item, str):
-                yield chunk([choice(index, {"content": item})])
+            if isinstance(item, str):  # with logprobs: a TextDelta carrying its tokens'
+                logprobs = getattr(item, "logprobs", None) if body.logprobs else None
+                yield chunk([choice(index, {"content": str(item)}, None, logprobs)])
                 continue
             prompt_tokens = item.prompt_tokens
             completion_tokens += item.completion_tokens

@@ -40,6 +40,7 @@ def engine_stream(loaded: LoadedModel, messages: list[dict], **sampling) -> Chat
             done.usage,
             time.perf_counter() - began,
             model=loaded.info.name,
+            logprobs=done.logprobs,
         )
 
     return ChatStream(events())

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from tunelab.engine.sources import ModelInfo, resolve_model_source
 from tunelab.errors import usage_error
 from tunelab.providers.answer_stream import AnswerStream
-from tunelab.providers.base import ChatOptions, ChatStream, chat_settings
+from tunelab.providers.base import ANSWER_FIELDS, ChatOptions, ChatStream, chat_settings
 from tunelab.providers.local import jobs as local
 from tunelab.providers.local.artifacts import JobWorkspace
 from tunelab.providers.provider import (
@@ -59,6 +59,7 @@ class LocalProvider(Provider):
     organization = local.ORG
     runs_here = True
     one_per_process = True
+    answer_fields = frozenset(ANSWER_FIELDS)
 
     def __init__(self, *, base_url: str | None = None, key_variable: str | None = None) -> None:
         super().__init__(base_url=base_url, key_variable=key_variable)
@@ -306,6 +307,8 @@ def _sampling(options: ChatOptions, info: ModelInfo) -> Sampling:
         top_p=1.0 if options.top_p is None else options.top_p,
         stop=options.stop,
         seed=options.seed if temperature > 0 else None,  # greedy needs none: batch them all
+        logprobs=options.top_logprobs if options.logprobs else None,
+        logit_bias=options.logit_bias,
     )
     sampling.check()
     return sampling
@@ -313,7 +316,8 @@ def _sampling(options: ChatOptions, info: ModelInfo) -> Sampling:
 
 def engine_sampling(options: dict) -> dict:
     """`chat`'s settings (OpenAI's names; an unknown one is a TypeError) as the engine's:
-    greedy unless a temperature is given, `DEFAULT_MAX_TOKENS` unless `max_tokens` says."""
+    greedy unless a temperature is given, `DEFAULT_MAX_TOKENS` unless `max_tokens` says;
+    `logprobs` as the number of most likely tokens to list, `logit_bias` by token id."""
     given = chat_settings(**options)
     return {
         "max_new_tokens": given.get("max_tokens") or DEFAULT_MAX_TOKENS,
@@ -321,4 +325,6 @@ def engine_sampling(options: dict) -> dict:
         "top_p": given.get("top_p", 1.0),
         "stop": given.get("stop") or (),
         "seed": given.get("seed"),
+        "logprobs": given.get("top_logprobs", 0) if given.get("logprobs") else None,
+        "logit_bias": {int(token): bias for token, bias in given.get("logit_bias", {}).items()},
     }

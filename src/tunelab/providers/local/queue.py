@@ -187,7 +187,8 @@ def _batch_key(request: BatchRequest) -> object:
     # A seeded sample depends on its batch's other rows: it runs alone, so it is reproducible.
     if request.sampling.seed is not None:
         return request
-    return (request.loaded, request.sampling)
+    # Each row carries its own logit bias: requests differing only there batch together.
+    return (request.loaded, replace(request.sampling, logit_bias=()))
 
 
 def _rows(group: list) -> int:
@@ -198,13 +199,14 @@ def _generate_batch(requests: list[BatchRequest], batch_size: int) -> list:
     """Each request's completions, or the exception it failed with (runs in the worker)."""
     first = requests[0]
     conversations = [request.messages for request in requests for _ in range(request.n)]
+    biases = [dict(r.sampling.logit_bias) for r in requests for _ in range(r.n)]
     try:
         completions = generate(
             first.loaded.model,
             first.loaded.tokenizer,
             conversations,
             batch_size=batch_size,
-            **asdict(first.sampling),
+            **{**asdict(first.sampling), "logit_bias": biases},
         )
     except Exception as err:
         if len(requests) == 1:

@@ -157,11 +157,10 @@ def _converted(examples: Iterable[ChatExample], to: str, reference_field: str):
     """The examples in the target format, and a one-element list counting those left out
     (filled as the lazy stream is read)."""
     if to not in TARGETS:
-        raise TunelabError(
+        raise usage_error(
             "unknown_target",
             f"cannot format to {to!r}.",
             hint=f"one of {', '.join(TARGETS)}",
-            exit_code=2,
         )
     left_out = [0]
     if to == "chat":

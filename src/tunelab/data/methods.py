@@ -33,7 +33,7 @@ from tunelab.data.validate import (
     check_messages,
     special_token_pattern,
 )
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 
 METHODS = ("supervised", "dpo", "reinforcement")
 PREFERENCE_KEYS = frozenset(("input", "preferred_output", "non_preferred_output"))
@@ -56,11 +56,10 @@ def resolve_method(path: str | Path, method: str | None) -> MethodDetection:
     if method is None:
         return detect_method(path)
     if method not in METHODS:
-        raise TunelabError(
+        raise usage_error(
             "unknown_method",
             f"unknown method {method!r}.",
             hint=f"one of {', '.join(METHODS)}",
-            exit_code=2,
         )
     return MethodDetection(method, None)
 
@@ -73,13 +72,12 @@ def detect_method(path: str | Path) -> MethodDetection:
             return MethodDetection("dpo", "a record has preference keys (input, preferred_output)")
         seen.add(_chat_or_item(record))
     if "reinforcement" in seen and "supervised" in seen:
-        raise TunelabError(
+        raise usage_error(
             "ambiguous_method",
             "some examples end with an answer and some are prompts with item fields: "
             "supervised examples or reinforcement items?",
             hint="pass --method supervised, --method dpo or --method reinforcement",
             path=path,
-            exit_code=2,
         )
     if "reinforcement" in seen:
         return MethodDetection("reinforcement", "prompts end with a user turn, with item fields")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tunelab import registry as job_registry  # Store: SQLAlchemy loads on first use
 from tunelab.catalog import CATALOG_AS_OF
-from tunelab.errors import TunelabError
+from tunelab.errors import usage_error
 from tunelab.providers.registry import provider_classes
 from tunelab.registry import Model, ModelAlias
 
@@ -76,18 +76,15 @@ def add_alias(alias: str, target: str) -> ModelAlias:
     alias, target = alias.strip(), target.strip()
     known = list_models()
     if not alias or alias == target:
-        raise TunelabError("invalid_alias", f"cannot alias {alias!r} to {target!r}.", exit_code=2)
+        raise usage_error("invalid_alias", f"cannot alias {alias!r} to {target!r}.")
     named = _known_model(alias, known)
     if named is not None and named.kind == "base":
-        raise TunelabError(
-            "invalid_alias", f"{alias} is a base model's name; choose another alias.", exit_code=2
-        )
+        raise usage_error("invalid_alias", f"{alias} is a base model's name; choose another alias.")
     if _known_model(target, known) is None:
-        raise TunelabError(
+        raise usage_error(
             "model_not_found",
             f"cannot alias {alias} to {target}: no such model.",
             hint="`tunelab models list` shows the models tunelab knows",
-            exit_code=2,
         )
     with job_registry.Store() as store:
         return store.put_alias(alias, target)

@@ -10,28 +10,20 @@ import torch
 import torch.nn.functional as F
 
 from tiny import QUESTIONS, Crash, crash_at_step
+from tunelab.data.preference import PreferenceExample, preference_pair
 from tunelab.engine import train
 from tunelab.engine.loss import sequence_logprobs
-from tunelab.engine.preference import (
-    PreferencePair,
-    collate_pairs,
-    read_preference_jsonl,
-    tokenize_pairs,
-)
-from tunelab.errors import TunelabError
+from tunelab.engine.preference import collate_pairs, tokenize_pairs
 
 pytestmark = pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing`:FutureWarning")
 
 
-def pairs() -> list[PreferencePair]:
+def pairs() -> list[PreferenceExample]:
     """The right answer preferred over another question's answer."""
     answers = [a for _, a in QUESTIONS]
     return [
-        PreferencePair(
-            ({"role": "user", "content": q},),
-            {"role": "assistant", "content": a},
-            {"role": "assistant", "content": answers[(i + 3) % len(answers)]},
-            source_line=i + 1,
+        preference_pair(
+            [{"role": "user", "content": q}], a, answers[(i + 3) % len(answers)], source_line=i + 1
         )
         for i, (q, a) in enumerate(QUESTIONS)
     ]
@@ -61,14 +53,14 @@ def test_sequence_logprobs_sum_each_answers_token_logprobs(tokenizer, make_model
 
 
 def test_only_the_final_answer_is_trained_and_both_share_the_prompt(tokenizer):
-    pair = PreferencePair(
-        (
+    pair = preference_pair(
+        [
             {"role": "user", "content": "What is two plus two?"},
             {"role": "assistant", "content": "Four"},
             {"role": "user", "content": "What do bees make?"},
-        ),
-        {"role": "assistant", "content": "Honey"},
-        {"role": "assistant", "content": "Ice"},
+        ],
+        "Honey",
+        "Ice",
     )
     (tokenized,) = tokenize_pairs([pair], tokenizer, 512).examples
     for row, answer in ((tokenized.chosen, "Honey"), (tokenized.rejected, "Ice")):
@@ -176,18 +168,42 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_dpo_run(
         assert after["reward_margin"] == pytest.approx(before["reward_margin"], abs=1e-5)
 
 
-def test_a_preference_file_is_read_and_its_errors_name_the_line(tmp_path):
-    good = {
-        "input": {"messages": [{"role": "user", "content": "Hi"}]},
-        "preferred_output": [{"role": "assistant", "content": "Hello!"}],
-        "non_preferred_output": [{"role": "assistant", "content": "Go away."}],
-    }
+def test_dpo_trains_from_a_preference_file(tmp_path, tokenizer, make_model, fast_config):
     path = tmp_path / "pairs.jsonl"
-    path.write_text(json.dumps(good) + "\n\n" + json.dumps({**good, "preferred_output": []}))
-    with pytest.raises(TunelabError) as error:
-        read_preference_jsonl(path)
-    assert error.value.code == "invalid_preference_example" and error.value.line == 3
-    path.write_text(json.dumps(good) + "\n")
-    (pair,) = read_preference_jsonl(path)
-    assert pair.chosen["content"] == "Hello!" and pair.rejected["content"] == "Go away."
-    assert pair.source_line == 1
+    path.write_bytes(b"".join(pair.to_json_line() for pair in pairs()))
+    config = fast_config(training_method="dpo", n_epochs=1)
+    result = train(make_model(), tokenizer, path, None, config, tmp_path / "run")
+    assert result.status == "succeeded"
+    assert result.dataset["train"]["n_examples"] == len(QUESTIONS)
+
+
+def test_tunelab_train_runs_dpo_on_a_preference_file_and_the_output_chats(
+    tmp_path, tokenizer, make_model, capsys
+):
+    from tunelab.cli import main
+
+    base = tmp_path / "tiny-base"
+    make_model().save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    data = tmp_path / "pairs.jsonl"
+    data.write_bytes(b"".join(pair.to_json_line() for pair in pairs()))
+    output = tmp_path / "run"
+    args = ["train", "--train", str(data), "--model", str(base), "--output", str(output)]
+    flags = ["--training-method", "dpo", "--batch-size", "4", "--n-epochs", "1", "--json"]
+    assert main([*args, *flags]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "succeeded" and result["total_steps"] == 3
+    config = json.loads((output / "tunelab_config.json").read_text())
+    assert config["config"]["training_method"] == "dpo"
+    assert "preference_accuracy" in metric_lines(output)[-1]
+    assert main(["chat", str(output), "What do bees make?", "--max-tokens", "4"]) == 0
+
+
+def test_tunelab_train_refuses_chat_data_for_dpo_naming_the_problem(tmp_path, capsys):
+    from tiny import write_chat_jsonl
+    from tunelab.cli import main
+
+    data = write_chat_jsonl(tmp_path / "chat.jsonl")
+    args = ["train", "--train", str(data), "--output", str(tmp_path / "run")]
+    assert main([*args, "--training-method", "dpo", "--dry-run"]) != 0
+    assert "invalid_training_data" in capsys.readouterr().err

@@ -1,10 +1,12 @@
 """Preference pairs for DPO: a prompt, the answer preferred and the one not, as token rows.
 
-A pair is tokenized as two chat examples through the model's own template (the prompt with
-each answer appended), with only the final answer trained, so that each row's trained tokens
-are exactly its answer. In a batch the chosen rows come first, then the rejected ones in the
-same order; both usually share the prompt's tokens, which `collate` then computes once when
-every row of the batch starts alike (a system prompt, a schema).
+The pairs are the data layer's `PreferenceExample`s (OpenAI's preference format, read and
+checked by `tunelab.data.preference`). A pair is tokenized as two chat examples through the
+model's own template (the prompt with each answer appended), with only the answers trained,
+so that each row's trained tokens are exactly its answer. In a batch the chosen rows come
+first, then the rejected ones in the same order; both usually share the prompt's tokens,
+which `collate` then computes once when every row of the batch starts alike (a system
+prompt, a schema).
 """
 
 from __future__ import annotations
@@ -16,87 +18,24 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-import orjson
 import torch
 
-from tunelab.data.example import ROLES, ChatExample
-from tunelab.data.jsonl import iter_lines, open_jsonl
+from tunelab.data.example import ChatExample
+from tunelab.data.preference import PreferenceExample
 from tunelab.engine.batching import prompt_groups
 from tunelab.engine.dataset import Batch, TokenizedExample, collate, tokenize_examples
-from tunelab.errors import TunelabError
 
 
-@dataclass(frozen=True)
-class PreferencePair:
-    """One preference example, as OpenAI's DPO line holds it: `prompt` is the conversation
-    before the answer (its `input.messages`), `chosen`/`rejected` the assistant messages of
-    `preferred_output`/`non_preferred_output`."""
-
-    prompt: tuple[dict, ...]
-    chosen: dict
-    rejected: dict
-    tools: list | None = None
-    source_line: int | None = None
-
-    def as_chat_examples(self) -> tuple[ChatExample, ChatExample]:
-        """The conversation ending with each answer; earlier answers are context, not trained."""
-        context = tuple(
-            {**m, "weight": 0} if m.get("role") == "assistant" else m for m in self.prompt
-        )
-        extra = {"tools": self.tools} if self.tools else {}
-        return (
-            ChatExample((*context, self.chosen), source_line=self.source_line, extra=extra),
-            ChatExample((*context, self.rejected), source_line=self.source_line, extra=extra),
-        )
-
-
-def read_preference_jsonl(path: str | Path) -> list[PreferencePair]:
-    """Pairs from a JSONL file in OpenAI's preference format (errors name file:line):
-    `{"input": {"messages": [...], "tools": [...]}, "preferred_output": [assistant message],
-    "non_preferred_output": [assistant message]}`."""
-    pairs = []
-    with open_jsonl(path) as handle:
-        for number, line in iter_lines(handle):
-            if line.strip():
-                pairs.append(_pair_from_line(line, path, number))
-    return pairs
-
-
-def _pair_from_line(line: bytes, path: str | Path, number: int) -> PreferencePair:
-    try:
-        record = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        raise _bad_pair(path, number, "the line is not JSON") from None
-    given = record.get("input") if isinstance(record, dict) else None
-    if not isinstance(given, dict) or not isinstance(given.get("messages"), list):
-        raise _bad_pair(path, number, 'no "input" with a "messages" list')
-    messages = given["messages"]
-    if not messages:
-        raise _bad_pair(path, number, "input.messages is empty")
-    if any(not isinstance(m, dict) or m.get("role") not in ROLES for m in messages):
-        raise _bad_pair(path, number, "a message of input.messages has no valid role")
-    answers = []
-    for key in ("preferred_output", "non_preferred_output"):
-        output = record.get(key)
-        if not (
-            isinstance(output, list)
-            and len(output) == 1
-            and isinstance(output[0], dict)
-            and output[0].get("role") == "assistant"
-        ):
-            raise _bad_pair(path, number, f'"{key}" must be a list of one assistant message')
-        answers.append(output[0])
-    tools = given["tools"] if isinstance(given.get("tools"), list) else None
-    return PreferencePair(tuple(messages), answers[0], answers[1], tools, number)
-
-
-def _bad_pair(path: str | Path, number: int, problem: str) -> TunelabError:
-    return TunelabError(
-        "invalid_preference_example",
-        f"line is not a preference example: {problem}",
-        hint="check the file with `tunelab validate`",
-        path=path,
-        line=number,
+def chat_examples(example: PreferenceExample) -> tuple[ChatExample, ChatExample]:
+    """The prompt followed by each answer; the prompt's own answers are context, not trained."""
+    context = tuple(
+        {**m, "weight": 0} if m.get("role") == "assistant" else m for m in example.messages
+    )
+    extra = {"tools": list(example.tools)} if example.tools else {}
+    line = example.source_line
+    return (
+        ChatExample((*context, *example.preferred), source_line=line, extra=extra),
+        ChatExample((*context, *example.non_preferred), source_line=line, extra=extra),
     )
 
 
@@ -157,10 +96,10 @@ class PairDataset:
 
 
 def tokenize_pairs(
-    pairs: Sequence[PreferencePair], tokenizer, max_seq_len: int, path: str | Path | None = None
+    pairs: Sequence[PreferenceExample], tokenizer, max_seq_len: int, path: str | Path | None = None
 ) -> PairDataset:
     """Render, tokenize and label both answers of every pair; truncate to `max_seq_len`."""
-    examples = [example for pair in pairs for example in pair.as_chat_examples()]
+    examples = [example for pair in pairs for example in chat_examples(pair)]
     rows = tokenize_examples(examples, tokenizer, max_seq_len, path, keep_untrained=True)
     kept = [
         TokenizedPair(chosen, rejected)

@@ -27,6 +27,7 @@ import torch
 from tunelab import cores
 from tunelab.curves import LOSS_CURVE_FILE, loss_svg, read_metrics
 from tunelab.data.example import ChatExample
+from tunelab.data.preference import PreferenceExample, read_preference_file
 from tunelab.engine.batching import epoch_batches, micro_batches
 from tunelab.engine.checkpoint import (
     METRICS_FILE,
@@ -46,12 +47,7 @@ from tunelab.engine.device import Capabilities, check_optional_features, choose_
 from tunelab.engine.distributed import Ranks, stop
 from tunelab.engine.lora import prepare_model, trainable_parameters
 from tunelab.engine.objectives import Measured, Objective, objective_for
-from tunelab.engine.preference import (
-    PairDataset,
-    PreferencePair,
-    read_preference_jsonl,
-    tokenize_pairs,
-)
+from tunelab.engine.preference import PairDataset, tokenize_pairs
 from tunelab.engine.sharding import (
     clip_gradients,
     evaluation_mode,
@@ -74,7 +70,7 @@ _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
 # Chat examples for supervised training, preference pairs for DPO, or a JSONL file of either.
-Examples = Sequence[ChatExample] | Sequence[PreferencePair] | str | Path
+Examples = Sequence[ChatExample] | Sequence[PreferenceExample] | str | Path
 # What the loop trains on: tokenized examples, or tokenized pairs.
 TrainingData = TokenizedDataset | PairDataset
 Callback = Callable[[StepRecord], None]
@@ -142,8 +138,10 @@ def prepare_data(
 def _tokenize(examples: Examples, tokenizer, max_seq_len: int, pairs: bool) -> TrainingData:
     path = examples if isinstance(examples, (str, Path)) else None
     if pairs:
-        read = read_preference_jsonl(path) if path is not None else examples
-        return tokenize_pairs(cast("Sequence[PreferencePair]", read), tokenizer, max_seq_len, path)
+        read = read_preference_file(path) if path is not None else examples
+        return tokenize_pairs(
+            cast("Sequence[PreferenceExample]", read), tokenizer, max_seq_len, path
+        )
     chats = read_chat_jsonl(path) if path is not None else examples
     return tokenize_examples(cast("Sequence[ChatExample]", chats), tokenizer, max_seq_len, path)
 
@@ -167,7 +165,9 @@ def plan(
     tokens = round(stats["total_tokens"] * resolved.total_steps / resolved.steps_per_epoch)
     eval_tokens = ValidationPlan(val_set, resolved).tokens_from(1)
     estimate = (
-        estimate_seconds(base_model, resolved.method, tokens, eval_tokens) if base_model else None
+        estimate_seconds(base_model, throughput_key(resolved), tokens, eval_tokens)
+        if base_model
+        else None
     )
     seconds, measured = estimate or (None, None)
     return {
@@ -331,13 +331,21 @@ def _train(
         if base_model and result.tokens_per_second:
             record_throughput(
                 base_model,
-                resolved.method,
+                throughput_key(resolved),
                 tokens_per_second=result.tokens_per_second,
                 device=device.type,
                 eval_tokens_per_second=loop.eval_tokens_per_second(),
                 overhead_seconds=time.perf_counter() - began - loop.compute_seconds(),
             )
     return result
+
+
+def throughput_key(config: ResolvedConfig) -> str:
+    """What a run's measured speed is recorded under: the adapter method, and the training
+    method when it is not supervised (a DPO step also runs the reference over both answers)."""
+    if config.training_method == "supervised":
+        return config.method
+    return f"{config.method}-{config.training_method}"
 
 
 def write_loss_curve(run_dir: Path) -> None:

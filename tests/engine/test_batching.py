@@ -135,7 +135,7 @@ def test_group_by_prompt_trains_on_batches_that_share_their_schema(
 ):
     """With grouping, each step's batch holds one schema's questions, whose prompt is then
     computed once (Batch.shared_prefix covers the schema); without it, batches mix them."""
-    from tunelab.engine import trainer as trainer_module
+    from tunelab.engine import objectives
 
     shared = []
 
@@ -144,8 +144,8 @@ def test_group_by_prompt_trains_on_batches_that_share_their_schema(
         shared.append(batch.shared_prefix)
         return batch
 
-    real_collate = trainer_module.collate
-    monkeypatch.setattr(trainer_module, "collate", recording_collate)
+    real_collate = objectives.collate
+    monkeypatch.setattr(objectives, "collate", recording_collate)
     data = _two_schemas(examples * 2)  # 24 examples, 12 behind each schema
     config = fast_config(batch_size=5, n_epochs=1, group_by_prompt=grouping)
     result = train(make_model(), tokenizer, data, None, config, tmp_path / grouping)

@@ -16,7 +16,7 @@ from tunelab.engine.dataset import (
     shared_untrained_prefix,
     tokenize_examples,
 )
-from tunelab.engine.trainer import token_loss
+from tunelab.engine.loss import token_loss
 
 
 def test_padded_batch_loss_equals_per_example_losses(tokenizer, make_model, examples):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ def test_metrics_leave_out_the_run_length_the_checkpoint_and_validation_not_done
 
 
 def test_a_validated_step_has_its_validation_figures_in_the_metrics():
-    record = a_step().with_validation(1.25, 0.5, 8)
+    record = a_step().with_validation(1.25, ("mean_token_accuracy", 0.5), 8)
     assert record.validated and not a_step().validated
     metrics = record.as_metrics()
     assert (metrics["val_loss"], metrics["val_mean_token_accuracy"], metrics["val_examples"]) == (
@@ -49,3 +50,15 @@ def test_a_validated_step_has_its_validation_figures_in_the_metrics():
 def test_a_step_record_cannot_change():
     with pytest.raises(dataclasses.FrozenInstanceError):
         a_step().loss = 0.0  # type: ignore[misc]
+
+
+def test_a_preference_runs_figures_are_metrics_of_their_own():
+    record = replace(
+        a_step(),
+        mean_token_accuracy=None,
+        objective_metrics={"preference_accuracy": 0.75, "reward_margin": 0.2},
+    ).with_validation(0.6, ("preference_accuracy", 0.5), 4)
+    metrics = record.as_metrics()
+    assert "mean_token_accuracy" not in metrics and "val_mean_token_accuracy" not in metrics
+    assert metrics["preference_accuracy"] == 0.75 and metrics["reward_margin"] == 0.2
+    assert (metrics["val_loss"], metrics["val_preference_accuracy"]) == (0.6, 0.5)

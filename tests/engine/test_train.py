@@ -15,7 +15,7 @@ from tiny import Crash, crash_at_step
 from tunelab.engine import plan, train
 from tunelab.engine.checkpoint import MARKER, complete_checkpoints
 from tunelab.engine.dataset import collate, tokenize_examples
-from tunelab.engine.trainer import token_loss
+from tunelab.engine.loss import token_loss
 from tunelab.errors import TunelabError
 
 # peft's loader reads a transformers property that transformers 5 deprecates.

@@ -32,7 +32,7 @@ from tunelab.cli.train_options import (
     nproc_option,
     setting_options,
 )
-from tunelab.data.validate import require_valid
+from tunelab.data.method_scan import require_valid
 from tunelab.engine.config import TrainConfig
 from tunelab.errors import TunelabError
 from tunelab.io import file_sha256
@@ -113,7 +113,8 @@ def train_cmd(
     as_json: bool,
     **settings,
 ) -> int:
-    """Fine-tune a local model (LoRA or full) on chat JSONL from `tunelab format`."""
+    """Fine-tune a local model (LoRA or full) on chat JSONL from `tunelab format`, or on
+    preference pairs with --training-method dpo."""
     # The run object imports torch only where it loads or trains: a bad flag, tracker, model
     # name or output fails in a moment.
     from tunelab.engine.run import Launch, TrainingRun
@@ -139,7 +140,7 @@ def train_cmd(
     info = run.source  # before torch loads: a bad name fails at once
     if not dry_run:  # before minutes of loading (or the ranks starting), not after
         run.check_output()
-    check_training_data(train_file, val_file, info, as_json)
+    check_training_data(train_file, val_file, info, as_json, run.config.training_method)
     if dry_run:
         result = run.plan()
         if as_json:
@@ -199,12 +200,19 @@ def _flag_value(value) -> str:
     return str(value)
 
 
-def check_training_data(train_file: Path, val_file: Path | None, info: ModelInfo, as_json: bool):
-    """Validate the files for the model (the API's rule); on errors, show the findings."""
+def check_training_data(
+    train_file: Path, val_file: Path | None, info: ModelInfo, as_json: bool, method: str
+):
+    """Validate the files for the model and training method (the API's rule); on errors,
+    show the findings."""
     with reading_progress() as progress:
         try:
             report = require_valid(
-                train_file, val_path=val_file, model=model_spec_of(info), progress=progress
+                train_file,
+                method=method,
+                val_path=val_file,
+                model=model_spec_of(info),
+                progress=progress,
             )
         except TunelabError as error:
             if as_json:

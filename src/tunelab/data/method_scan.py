@@ -40,6 +40,7 @@ from tunelab.data.validate import (
     special_token_pattern,
     validate_file,
 )
+from tunelab.errors import TunelabError
 
 BATCH_SIZE = 1024
 # What a reinforcement answer may take when nothing else is said: the trainer's default.
@@ -234,3 +235,34 @@ def validate_data_file(
         report = ValidationReport(train, val, spec, notes)
     report.method, report.method_detection = found.method, found.reason
     return report
+
+
+def require_valid(
+    path: str | Path,
+    *,
+    method: str | None = None,
+    val_path: str | Path | None = None,
+    model: str | ModelSpec | None = None,
+    progress: Callable[[str, int], None] | None = None,
+    refused: str = "nothing was trained",
+) -> ValidationReport:
+    """`validate_data_file` for the training `method` (None: detected from the file),
+    raising `invalid_training_data` when the data has errors.
+
+    Every way of training (a job on any provider, `tunelab train`, the server, the studio)
+    passes through here first; `refused` says what did not happen. The raised error carries
+    the report as `.report`, for front ends that list the findings.
+    """
+    report = validate_data_file(
+        path, method=method, val_path=val_path, model=model, progress=progress
+    )
+    if report.ok:
+        return report
+    error = TunelabError(
+        "invalid_training_data",
+        f"the data has {report.n_errors:,} error(s); {refused}.",
+        hint=f"`tunelab validate {path}` lists every finding",
+        path=path,
+    )
+    error.report = report
+    raise error

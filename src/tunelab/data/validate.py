@@ -57,7 +57,6 @@ import orjson
 from tunelab.catalog import ModelSpec, context_limit, resolve_model
 from tunelab.data.jsonl import iter_bounded_lines, not_json_message, open_jsonl
 from tunelab.data.tokens import MESSAGE_ROLES, RESERVED_SPECIAL_TOKENS, load_counter
-from tunelab.errors import TunelabError
 
 ERROR, WARNING = "error", "warning"
 MAX_FINDINGS = 10_000
@@ -784,30 +783,3 @@ def validate_file(
     train, val = scan_files(path, val_path, spec, counter, context, progress)
     notes = [] if spec else ["no --model: context length and provider minimum not checked"]
     return ValidationReport(train, val, spec, notes)
-
-
-def require_valid(
-    path: str | Path,
-    *,
-    val_path: str | Path | None = None,
-    model: str | ModelSpec | None = None,
-    progress: Callable[[str, int], None] | None = None,
-    refused: str = "nothing was trained",
-) -> ValidationReport:
-    """`validate_file`, raising `invalid_training_data` when the data has errors.
-
-    Every way of training (a job on any provider, `tunelab train`, the server, the studio)
-    passes through here first; `refused` says what did not happen. The raised error carries
-    the report as `.report`, for front ends that list the findings.
-    """
-    report = validate_file(path, val_path=val_path, model=model, progress=progress)
-    if report.ok:
-        return report
-    error = TunelabError(
-        "invalid_training_data",
-        f"the data has {report.n_errors:,} error(s); {refused}.",
-        hint=f"`tunelab validate {path}` lists every finding",
-        path=path,
-    )
-    error.report = report
-    raise error

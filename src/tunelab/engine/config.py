@@ -36,11 +36,14 @@ Precision = Literal["auto", "bf16", "fp16", "fp32"]
 # Settings that are switched on or off, or left to auto (packing, group_by_prompt).
 Switch = Literal["auto", "on", "off"]
 Distributed = Literal["auto", "ddp", "fsdp"]
+# OpenAI's `method.type`: what the run optimises (see engine.objectives).
+TrainingMethod = Literal["supervised", "dpo"]
 METHODS: tuple[str, ...] = get_args(Method)
 SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 SWITCH: tuple[str, ...] = get_args(Switch)
 DISTRIBUTED: tuple[str, ...] = get_args(Distributed)
+TRAINING_METHODS: tuple[str, ...] = get_args(TrainingMethod)
 # Full fine-tuning holds fp32 weights, their gradients and AdamW's two moments: 16 bytes a
 # parameter before any activation. `distributed=auto` shards (FSDP) a model whose 16 bytes a
 # parameter exceed one device's memory.
@@ -62,6 +65,12 @@ MAX_WEIGHT_DECAY = 1.0
 # A LoRA adapter's output is scaled by alpha / rank: an alpha past this overflows the half
 # precision activations (usual alphas: 8-512).
 MAX_LORA_ALPHA = 10_000
+# DPO moves a model that already answers well by small preference margins; the usual rates
+# are an order of magnitude below supervised training's (TRL's DPO default is 1e-6 for full
+# fine-tuning; LoRA DPO recipes use 5e-6 to 5e-5).
+DPO_BASE_LEARNING_RATE = {"lora": 2e-5, "full": 1e-6}
+# OpenAI's and TRL's default DPO beta: how far from the reference the model may move.
+DEFAULT_DPO_BETA = 0.1
 # OpenAI picks a batch of about 0.2% of the examples; capped at 32 so that one step stays
 # affordable on a CPU.
 AUTO_BATCH_FRACTION = 0.002
@@ -148,6 +157,11 @@ class TrainConfig:
     """on: fill each batch with examples whose prompts start alike (the same schema or
     instructions before each question), so that the shared part is computed once per batch
     instead of once per row; off: random batches of similar length; auto: off."""
+    training_method: TrainingMethod = "supervised"
+    """What the run optimises (OpenAI's method.type): supervised (the answers' tokens) or dpo
+    (preference pairs: the preferred answer over the other, against the starting model)."""
+    dpo_beta: float = DEFAULT_DPO_BETA
+    """DPO's beta: higher keeps the model closer to where it started."""
     distributed: Distributed = AUTO
     """With several processes (--nproc-per-node): ddp keeps a whole copy of the model in each;
     fsdp (--method full only) shards weights, gradients and optimizer state across them, for
@@ -185,6 +199,8 @@ class TrainConfig:
             *_choice("packing", self.packing, SWITCH),
             *_choice("group-by-prompt", self.group_by_prompt, SWITCH),
             *_choice("distributed", self.distributed, DISTRIBUTED),
+            *_choice("training-method", self.training_method, TRAINING_METHODS),
+            *_number("dpo-beta", self.dpo_beta, minimum=0, maximum=100, strict=True),
             *_number("lora-rank", self.lora_rank, minimum=1, integer=True),
             *_number("lora-alpha", self.lora_alpha, minimum=0, maximum=MAX_LORA_ALPHA, strict=True),
             *_number("lora-dropout", self.lora_dropout, minimum=0, maximum=1, below_max=True),
@@ -240,6 +256,10 @@ class TrainConfig:
                 "--distributed fsdp shards full fine-tuning (--method full); LoRA "
                 "trains with ddp: its frozen base is shared and its adapter small"
             )
+        if self.training_method == "dpo" and self.distributed == "fsdp":
+            found.append(
+                "--training-method dpo trains with ddp: its reference model is not sharded"
+            )
         if self.distributed == "fsdp" and self.precision == "fp16":
             found.append(
                 "--distributed fsdp trains in bf16 or fp32, not fp16 (its loss "
@@ -271,7 +291,7 @@ class TrainConfig:
 
     def _multiplied_rate(self) -> list[str]:
         """The multiplier's rate within MAX_LEARNING_RATE, as a given rate must be."""
-        multiplier, base = self.learning_rate_multiplier, BASE_LEARNING_RATE.get(self.method)
+        multiplier, base = self.learning_rate_multiplier, self._base_rate()
         if not isinstance(multiplier, (int, float)) or isinstance(multiplier, bool) or not base:
             return []  # auto, or a value `problems` already reports
         rate = base * multiplier
@@ -336,7 +356,7 @@ class TrainConfig:
             ),
             packing="off" if self.packing == AUTO else self.packing,
             group_by_prompt="off" if self.group_by_prompt == AUTO else self.group_by_prompt,
-            distributed=resolve_distributed(self.distributed, self.method, n_parameters, device),
+            distributed=self._distributed(n_parameters, device),
         )
         if settings["distributed"] == "fsdp" and settings["precision"] == "fp16":
             settings["precision"] = "fp32"  # auto on a GPU without bf16: see problems()
@@ -363,6 +383,11 @@ class TrainConfig:
             total_steps = min(total_steps, self.max_steps)
         return steps_per_epoch, total_steps
 
+    def _distributed(self, n_parameters: int | None, device: str | None) -> str:
+        if self.training_method == "dpo" and self.distributed == AUTO:
+            return "ddp"  # its reference model is not sharded (see problems())
+        return resolve_distributed(self.distributed, self.method, n_parameters, device)
+
     def _batch_size(self, n_examples: int) -> int:
         if _is_int(self.batch_size):  # validated: an integer, or auto
             return self.batch_size
@@ -376,7 +401,12 @@ class TrainConfig:
     def _learning_rate(self) -> float:
         if self.learning_rate is not None:
             return float(self.learning_rate)
-        return BASE_LEARNING_RATE[self.method] * self._multiplier()
+        return (self._base_rate() or 0.0) * self._multiplier()
+
+    def _base_rate(self) -> float | None:
+        """The learning rate a multiplier of 1 means, for the method (None: not one)."""
+        table = DPO_BASE_LEARNING_RATE if self.training_method == "dpo" else BASE_LEARNING_RATE
+        return table.get(self.method)
 
     def _warmup_steps(self, total_steps: int) -> int:
         if self.warmup_steps is not None:

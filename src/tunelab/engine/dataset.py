@@ -42,6 +42,7 @@ class TokenizedExample:
     # labels[t] is input_ids[t] where token t is trained, IGNORE_INDEX elsewhere (unshifted).
     labels: list[int]
     source_line: int | None = None
+    truncated: bool = False  # cut to max_seq_len
 
     @property
     def n_trained(self) -> int:
@@ -130,9 +131,15 @@ def _bad_line(path: str | Path, number: int, problem: str) -> TunelabError:
 
 
 def tokenize_examples(
-    examples: Sequence[ChatExample], tokenizer, max_seq_len: int, path: str | Path | None = None
+    examples: Sequence[ChatExample],
+    tokenizer,
+    max_seq_len: int,
+    path: str | Path | None = None,
+    *,
+    keep_untrained: bool = False,
 ) -> TokenizedDataset:
-    """Render, tokenize and label `examples`; truncate to `max_seq_len` tokens."""
+    """Render, tokenize and label `examples`; truncate to `max_seq_len` tokens. Examples left
+    with nothing to train are dropped, unless `keep_untrained` (one row per example, in order)."""
     if not getattr(tokenizer, "is_fast", False):
         raise TunelabError(
             "unsupported_tokenizer",
@@ -151,11 +158,12 @@ def tokenize_examples(
             token if any(start <= begin < end for start, end in spans) else IGNORE_INDEX
             for token, (begin, _) in zip(ids, offsets, strict=True)
         ]
-        if len(ids) > max_seq_len:
+        truncated = len(ids) > max_seq_len
+        if truncated:
             n_truncated += 1
             ids, labels = ids[:max_seq_len], labels[:max_seq_len]
-        kept.append(TokenizedExample(list(ids), labels, example.source_line))
-    trainable = [e for e in kept if e.n_trained > 0]
+        kept.append(TokenizedExample(list(ids), labels, example.source_line, truncated))
+    trainable = kept if keep_untrained else [e for e in kept if e.n_trained > 0]
     return TokenizedDataset(
         trainable,
         n_read=len(examples),

@@ -1,4 +1,5 @@
-"""The training loss: summed cross-entropy over an example's trained (assistant) tokens."""
+"""Training losses' common part: the model's logits at an example's trained (assistant) tokens,
+summed into the supervised loss or into each answer's log-probability (preference training)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,27 @@ if TYPE_CHECKING:
 
 
 def token_loss(model: CausalLM, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed cross-entropy over the batch's trained tokens, and how many argmax got right.
+    """Summed cross-entropy over the batch's trained tokens, and how many argmax got right."""
+    logits, targets, _ = trained_logits(model, batch)
+    loss = F.cross_entropy(logits.float(), targets, reduction="sum")
+    return loss, (logits.detach().argmax(-1) == targets).sum()
+
+
+def sequence_logprobs(model: CausalLM, batch: Batch) -> torch.Tensor:
+    """Each row's summed log-probability of its trained tokens: [rows] (preference training
+    compares whole answers, not tokens)."""
+    logits, targets, mask = trained_logits(model, batch)
+    per_token = -F.cross_entropy(logits.float(), targets, reduction="none")
+    # The trained positions come row by row (row-major order of the mask).
+    rows = mask.nonzero()[:, 0]
+    totals = torch.zeros(mask.shape[0], dtype=per_token.dtype, device=per_token.device)
+    return totals.index_add(0, rows, per_token)
+
+
+def trained_logits(
+    model: CausalLM, batch: Batch
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The logits of the batch's trained positions, their targets, and the positions' mask.
 
     Only trained positions reach the output head: for small models the vocabulary projection
     is the largest matmul, and most positions (prompts, padding) carry no loss. No attention
@@ -46,8 +67,7 @@ def token_loss(model: CausalLM, batch: Batch) -> tuple[torch.Tensor, torch.Tenso
         logits = head(hidden[mask])
     else:
         logits = model(**inputs).logits[mask]
-    loss = F.cross_entropy(logits.float(), targets, reduction="sum")
-    return loss, (logits.detach().argmax(-1) == targets).sum()
+    return logits, targets, mask
 
 
 def _decoder_and_head(

@@ -8,7 +8,7 @@ wire only: the registry's metrics JSON and the metrics file are made here, in on
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 # Validation figures are written only at the steps that validated.
@@ -17,13 +17,19 @@ _VALIDATION = ("val_loss", "val_mean_token_accuracy", "val_examples")
 _NOT_METRICS = ("total_steps", "checkpoint")
 
 
+# A validation accuracy and the name it is reported under.
+Accuracy = tuple[str, float]
+
+
 @dataclass(frozen=True)
 class StepRecord:
     step: int
     total_steps: int
     epoch: int
     loss: float
-    mean_token_accuracy: float
+    # Supervised runs: the share of trained tokens the model predicts; None for DPO, whose
+    # accuracy (pairs ranked right) is one of its `objective_metrics`.
+    mean_token_accuracy: float | None
     learning_rate: float
     grad_norm: float
     tokens: int  # tokens in the step's batch
@@ -36,22 +42,36 @@ class StepRecord:
     val_mean_token_accuracy: float | None = None
     val_examples: int | None = None
     checkpoint: Path | None = None  # the checkpoint saved after this step, if any
+    # The training method's own figures, means over the step (DPO: preference_accuracy,
+    # reward_margin, chosen_reward, rejected_reward), and over validation (val_…).
+    objective_metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def validated(self) -> bool:
         return self.val_loss is not None
 
-    def with_validation(self, loss: float, accuracy: float, examples: int) -> StepRecord:
+    def with_validation(self, loss: float, accuracy: Accuracy, examples: int) -> StepRecord:
+        """The record with the validation pass's loss and accuracy (`accuracy` is named by
+        the objective: mean_token_accuracy, or a method's own)."""
+        name, value = accuracy
+        if name == "mean_token_accuracy":
+            return dataclasses.replace(
+                self, val_loss=loss, val_mean_token_accuracy=value, val_examples=examples
+            )
+        metrics = {**self.objective_metrics, f"val_{name}": value}
         return dataclasses.replace(
-            self, val_loss=loss, val_mean_token_accuracy=accuracy, val_examples=examples
+            self, val_loss=loss, val_examples=examples, objective_metrics=metrics
         )
 
     def as_metrics(self) -> dict:
         """The step's metrics as JSON-ready numbers: `metrics.jsonl`'s line and the registry's
         metric (validation figures only where the step validated)."""
-        return {
-            field.name: getattr(self, field.name)
-            for field in dataclasses.fields(self)
-            if field.name not in _NOT_METRICS
-            and not (field.name in _VALIDATION and getattr(self, field.name) is None)
+        metrics = {
+            item.name: getattr(self, item.name)
+            for item in dataclasses.fields(self)
+            if item.name not in _NOT_METRICS
+            and not (item.name in _VALIDATION and getattr(self, item.name) is None)
         }
+        if metrics["mean_token_accuracy"] is None:
+            del metrics["mean_token_accuracy"]
+        return {**metrics, **metrics.pop("objective_metrics")}

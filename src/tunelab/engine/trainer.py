@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar, cast
 
 import numpy as np
 import orjson
@@ -27,6 +27,7 @@ import torch
 from tunelab import cores
 from tunelab.curves import LOSS_CURVE_FILE, loss_svg, read_metrics
 from tunelab.data.example import ChatExample
+from tunelab.data.preference import PreferenceExample, read_preference_file
 from tunelab.engine.batching import epoch_batches, micro_batches
 from tunelab.engine.checkpoint import (
     METRICS_FILE,
@@ -41,17 +42,12 @@ from tunelab.engine.checkpoint import (
     write_output,
 )
 from tunelab.engine.config import PERIODIC_EVAL_EXAMPLES, ResolvedConfig, TrainConfig
-from tunelab.engine.dataset import (
-    TokenizedDataset,
-    collate,
-    collate_packed,
-    read_chat_jsonl,
-    tokenize_examples,
-)
+from tunelab.engine.dataset import TokenizedDataset, read_chat_jsonl, tokenize_examples
 from tunelab.engine.device import Capabilities, check_optional_features, choose_device
 from tunelab.engine.distributed import Ranks, stop
 from tunelab.engine.lora import prepare_model, trainable_parameters
-from tunelab.engine.loss import token_loss
+from tunelab.engine.objectives import Measured, Objective, objective_for
+from tunelab.engine.preference import PairDataset, tokenize_pairs
 from tunelab.engine.sharding import (
     clip_gradients,
     evaluation_mode,
@@ -73,7 +69,10 @@ if TYPE_CHECKING:
 _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
-Examples = Sequence[ChatExample] | str | Path
+# Chat examples for supervised training, preference pairs for DPO, or a JSONL file of either.
+Examples = Sequence[ChatExample] | Sequence[PreferenceExample] | str | Path
+# What the loop trains on: tokenized examples, or tokenized pairs.
+TrainingData = TokenizedDataset | PairDataset
 Callback = Callable[[StepRecord], None]
 Model = TypeVar("Model", bound=torch.nn.Module)
 
@@ -114,12 +113,15 @@ def prepare_data(
     model_context: int | None,
     device: str | None = None,
     n_parameters: int | None = None,
-) -> tuple[ResolvedConfig, TokenizedDataset, TokenizedDataset | None]:
+) -> tuple[ResolvedConfig, TrainingData, TrainingData | None]:
     """Tokenize the data and resolve the config against it (checks the config first)."""
     config.validate()
     max_seq_len = config.resolved_max_seq_len(model_context)
-    train_set = _tokenize(train_examples, tokenizer, max_seq_len)
-    val_set = None if val_examples is None else _tokenize(val_examples, tokenizer, max_seq_len)
+    pairs = config.training_method == "dpo"
+    train_set = _tokenize(train_examples, tokenizer, max_seq_len, pairs)
+    val_set = (
+        None if val_examples is None else _tokenize(val_examples, tokenizer, max_seq_len, pairs)
+    )
     n_val = len(val_set.examples) if val_set is not None else 0
     groups = train_set.prompt_groups if config.group_by_prompt == "on" else None
     resolved = config.resolve(
@@ -133,10 +135,15 @@ def prepare_data(
     return resolved, train_set, val_set
 
 
-def _tokenize(examples: Examples, tokenizer, max_seq_len: int) -> TokenizedDataset:
-    if isinstance(examples, (str, Path)):
-        return tokenize_examples(read_chat_jsonl(examples), tokenizer, max_seq_len, examples)
-    return tokenize_examples(examples, tokenizer, max_seq_len)
+def _tokenize(examples: Examples, tokenizer, max_seq_len: int, pairs: bool) -> TrainingData:
+    path = examples if isinstance(examples, (str, Path)) else None
+    if pairs:
+        read = read_preference_file(path) if path is not None else examples
+        return tokenize_pairs(
+            cast("Sequence[PreferenceExample]", read), tokenizer, max_seq_len, path
+        )
+    chats = read_chat_jsonl(path) if path is not None else examples
+    return tokenize_examples(cast("Sequence[ChatExample]", chats), tokenizer, max_seq_len, path)
 
 
 def plan(
@@ -158,7 +165,9 @@ def plan(
     tokens = round(stats["total_tokens"] * resolved.total_steps / resolved.steps_per_epoch)
     eval_tokens = ValidationPlan(val_set, resolved).tokens_from(1)
     estimate = (
-        estimate_seconds(base_model, resolved.method, tokens, eval_tokens) if base_model else None
+        estimate_seconds(base_model, throughput_key(resolved), tokens, eval_tokens)
+        if base_model
+        else None
     )
     seconds, measured = estimate or (None, None)
     return {
@@ -281,6 +290,8 @@ def _train(
     if sharded:
         trained = shard_model(trained, device, ranks)
     trained.train()
+    # Before a checkpoint's weights are loaded: a full fine-tune's reference is its start.
+    objective = objective_for(resolved, trained)
     optimizer = _optimizer(trained, resolved)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(resolved))
     scaler = grad_scaler(resolved.precision, device)
@@ -291,6 +302,7 @@ def _train(
         truncate_metrics(output_dir / METRICS_FILE, start.step)
     loop = _Loop(
         model=trained,
+        objective=objective,
         optimizer=optimizer,
         scheduler=scheduler,
         scaler=scaler,
@@ -319,13 +331,21 @@ def _train(
         if base_model and result.tokens_per_second:
             record_throughput(
                 base_model,
-                resolved.method,
+                throughput_key(resolved),
                 tokens_per_second=result.tokens_per_second,
                 device=device.type,
                 eval_tokens_per_second=loop.eval_tokens_per_second(),
                 overhead_seconds=time.perf_counter() - began - loop.compute_seconds(),
             )
     return result
+
+
+def throughput_key(config: ResolvedConfig) -> str:
+    """What a run's measured speed is recorded under: the adapter method, and the training
+    method when it is not supervised (a DPO step also runs the reference over both answers)."""
+    if config.training_method == "supervised":
+        return config.method
+    return f"{config.method}-{config.training_method}"
 
 
 def write_loss_curve(run_dir: Path) -> None:
@@ -342,7 +362,7 @@ class ValidationPlan:
     stays a small part of a run); the one at the last step scores every example.
     """
 
-    def __init__(self, val_set: TokenizedDataset | None, config: ResolvedConfig) -> None:
+    def __init__(self, val_set: TrainingData | None, config: ResolvedConfig) -> None:
         self.config = config
         n = len(val_set.examples) if val_set is not None else 0
         self.lengths = val_set.lengths if val_set is not None else []
@@ -377,12 +397,13 @@ class _Loop:
     """The steps of one run (or of its resumption), with their logging and checkpoints."""
 
     model: CausalLM
+    objective: Objective
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
     config: ResolvedConfig
-    train_set: TokenizedDataset
-    val_set: TokenizedDataset | None
+    train_set: TrainingData
+    val_set: TrainingData | None
     run_dir: Path
     run_info: dict
     pad_id: int
@@ -461,30 +482,25 @@ class _Loop:
         n_micro = self.config.gradient_accumulation_steps * self.ranks.world_size
         every = micro_batches(batch, self.train_set.lengths, n_micro)
         groups = even_share(every, self.ranks) if self.sharded else self.ranks.mine(every)
-        examples = self.train_set.examples
-        pack = collate_packed if self.config.packing == "on" else collate
+        examples, objective = self.train_set.examples, self.objective
         # A padding pass (None) recomputes the step's first micro-batch and counts zero.
-        batches = [
-            pack([examples[i] for i in g or every[0]], self.pad_id, self.device) for g in groups
-        ]
+        parts = [[examples[i] for i in g or every[0]] for g in groups]
         # The whole step's count, on every rank: each rank's share of the mean loss.
-        n_trained = sum(examples[i].n_trained for i in batch)
+        n_units = objective.units([examples[i] for i in batch])
         learning_rate = float(self.scheduler.get_last_lr()[0])  # set from a float
-        loss_sum, correct = torch.zeros((), device=self.device), 0
+        step_sums = _Sums()
         with _out_of_memory_as_error():
-            for micro, group in zip(batches, groups, strict=True):
+            for part, group in zip(parts, groups, strict=True):
+                micro = objective.collate(part, self.pad_id, self.device)
                 with self.autocast():
-                    loss, right = token_loss(self.model, micro)
+                    measured = objective.measure(self.model, micro, part)
                 weight = 0.0 if group is None else 1.0
-                self.scaler.scale(loss * weight / n_trained).backward()
-                loss_sum += loss.detach() * weight
-                correct += int(right) if group is not None else 0
+                self.scaler.scale(measured.loss * weight / n_units).backward()
+                if group is not None:
+                    step_sums.add(measured)
             if not self.sharded:  # FSDP reduced the gradients during backward
                 self.ranks.sum_gradients(self.parameters)
-            totals = self.ranks.sum_(
-                torch.stack([loss_sum.float(), torch.tensor(float(correct), device=self.device)])
-            )
-            loss_sum, correct = totals[0], int(totals[1].item())
+            step_sums = step_sums.summed(self.ranks, self.device)
             self.scaler.unscale_(self.optimizer)
             clip = self.config.max_grad_norm or math.inf
             grad_norm = (
@@ -492,7 +508,7 @@ class _Loop:
                 if self.sharded
                 else float(torch.nn.utils.clip_grad_norm_(self.parameters, clip))
             )
-            loss_value = loss_sum.item() / n_trained
+            loss_value = float(step_sums.loss) / n_units
             # Under fp16 loss scaling an infinite gradient is expected now and then: the
             # scaler skips that step and lowers the scale.
             _check_finite(loss_value, 0.0 if self.scaler.is_enabled() else grad_norm, step)
@@ -501,6 +517,11 @@ class _Loop:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         n_tokens = sum(self.train_set.lengths[i] for i in batch)
+        n_trained = sum(examples[i].n_trained for i in batch)
+        accuracy = step_sums.correct / n_units
+        token_accuracy = accuracy if objective.accuracy_name == "mean_token_accuracy" else None
+        method_metrics = {} if token_accuracy is not None else {objective.accuracy_name: accuracy}
+        method_metrics |= {name: total / n_units for name, total in step_sums.sums.items()}
         self.step_seconds += time.perf_counter() - began
         self.tokens_seen += n_tokens
         self.steps_done += 1
@@ -510,7 +531,7 @@ class _Loop:
             total_steps=self.config.total_steps,
             epoch=epoch + 1,
             loss=loss_value,
-            mean_token_accuracy=correct / n_trained,
+            mean_token_accuracy=token_accuracy,
             learning_rate=learning_rate,
             grad_norm=grad_norm,
             tokens=n_tokens,
@@ -519,6 +540,7 @@ class _Loop:
             threads=threads,
             elapsed=start.elapsed + wall,
             eta_seconds=self.eta_seconds(step, wall),
+            objective_metrics=method_metrics,
         )
 
     def eta_seconds(self, step: int, wall: float) -> float:
@@ -545,17 +567,18 @@ class _Loop:
         if self.callback is not None:
             self.callback(record)
 
-    def evaluate(self, indices: list[int]) -> tuple[float, float, int] | None:
-        """Validation loss, mean token accuracy (over the trained tokens of `indices`) and
-        the number of examples; None when cancelled part-way (the run then stops with its
-        checkpoint)."""
+    def evaluate(self, indices: list[int]) -> tuple[float, tuple[str, float], int] | None:
+        """Validation loss, accuracy (named by the objective: over the trained tokens of
+        `indices`, or its pairs) and the number of examples; None when cancelled part-way
+        (the run then stops with its checkpoint)."""
         val_set = self.val_set
         assert val_set is not None  # validation is due only with a validation set
         size = math.ceil(self.config.batch_size / self.config.gradient_accumulation_steps)
         order = sorted(indices, key=val_set.lengths.__getitem__)
         every = [order[b : b + size] for b in range(0, len(order), size)]
         groups = even_share(every, self.ranks) if self.sharded else self.ranks.mine(every)
-        loss_sum, correct, n_trained, n_tokens = 0.0, 0, 0, 0
+        objective = self.objective
+        loss_sum, correct, n_units, n_tokens = 0.0, 0, 0, 0
         began = time.perf_counter()
         self.model.eval()
         try:
@@ -564,16 +587,15 @@ class _Loop:
                     # Ranks sum their parts at the end: only a single process stops mid-pass.
                     if not self.ranks.active and self.cancelled():
                         return None
-                    batch = collate(
-                        [val_set.examples[i] for i in group or every[0]], self.pad_id, self.device
-                    )
+                    part = [val_set.examples[i] for i in group or every[0]]
+                    batch = objective.collate(part, self.pad_id, self.device)
                     with self.autocast():
-                        loss, right = token_loss(self.model, batch)
+                        measured = objective.measure(self.model, batch, part)
                     if group is None:  # a sharded model's padding pass
                         continue
-                    loss_sum += float(loss)
-                    correct += int(right)
-                    n_trained += batch.n_trained
+                    loss_sum += float(measured.loss)
+                    correct += measured.correct
+                    n_units += objective.units(part)
                     n_tokens += batch.n_tokens
                     if self.on_validation is not None:
                         self.on_validation(done, len(groups))
@@ -581,9 +603,9 @@ class _Loop:
             self.model.train()
             self.eval_seconds += time.perf_counter() - began
             self.eval_tokens += n_tokens
-        totals = torch.tensor([loss_sum, correct, n_trained], dtype=torch.float64)
-        loss_sum, correct, n_trained = self.ranks.sum_(totals.to(self.device)).tolist()
-        return loss_sum / n_trained, correct / n_trained, len(order)
+        totals = torch.tensor([loss_sum, correct, n_units], dtype=torch.float64)
+        loss_sum, correct, n_units = self.ranks.sum_(totals.to(self.device)).tolist()
+        return loss_sum / n_units, (objective.accuracy_name, correct / n_units), len(order)
 
     def checkpoint(self, position: Position) -> None:
         if not (self.ranks.is_main or self.sharded):
@@ -631,6 +653,36 @@ class _Loop:
             resumed_from_step=start.step if resumed else None,
             dataset=self.run_info["dataset"],
         )
+
+
+@dataclass
+class _Sums:
+    """A step's loss, right answers and metric sums over its micro-batches (and ranks)."""
+
+    loss: float | torch.Tensor = 0.0
+    correct: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+
+    def add(self, measured: Measured) -> None:
+        self.loss = self.loss + measured.loss.detach()  # summed on the device: one sync
+        self.correct += measured.correct
+        for name, value in measured.sums.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+
+    def summed(self, ranks: Ranks, device: torch.device) -> _Sums:
+        """The totals over every rank (a collective; a no-op in one process)."""
+        names = sorted(self.sums)
+        local = torch.stack(
+            [
+                torch.as_tensor(self.loss, device=device).float(),
+                *(
+                    torch.tensor(float(v), device=device)
+                    for v in (self.correct, *(self.sums[n] for n in names))
+                ),
+            ]
+        )
+        totals = ranks.sum_(local).tolist()
+        return _Sums(totals[0], int(totals[1]), dict(zip(names, totals[2:], strict=True)))
 
 
 def _prepare_output(

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 from tunelab import registry as job_registry  # Store: SQLAlchemy loads on first use
 from tunelab.catalog import DEFAULT_MODEL
 from tunelab.data.analyze import FileAnalysis
-from tunelab.data.validate import ValidationReport, require_valid
+from tunelab.data.method_scan import require_valid
+from tunelab.data.validate import ValidationReport
 from tunelab.engine.config import PERIODIC_EVAL_EXAMPLES, TrainConfig
 from tunelab.errors import TunelabError, usage_error
 from tunelab.providers.base import TERMINAL_STATUSES
@@ -123,6 +124,7 @@ def validate_job_files(spec: JobSpec, progress=None) -> ValidationReport:
     """Validate the files for the base model; raise `invalid_training_data` on errors."""
     return require_valid(
         spec.training_file,
+        method=spec.hyperparameters.get("training_method", "supervised"),
         val_path=spec.validation_file,
         model=provider_class(spec.provider).training_model_spec(spec.model),
         progress=progress,

@@ -12,8 +12,9 @@ import re
 import orjson
 import pytest
 
-from tiny import write_chat_jsonl
+from tiny import QUESTIONS, write_chat_jsonl
 from tunelab.cli import main
+from tunelab.data.preference import preference_pair
 from tunelab.registry import Store
 
 OPENAI = "https://api.openai.com/v1"
@@ -534,3 +535,39 @@ def test_a_finished_imported_job_is_not_fetched_again(api, keys, capsys):
     routes["job"].respond(200, json=failed)
     assert cli(capsys, "jobs", "import", "--provider", "openai", "ftjob-AbC123")[0] == 0
     assert routes["job"].call_count == asked[0] + 1
+
+
+def write_pairs(path):
+    pairs = [
+        preference_pair([{"role": "user", "content": q}], a, "I do not know.", source_line=i)
+        for i, (q, a) in enumerate(QUESTIONS, 1)
+    ]
+    path.write_bytes(b"".join(pair.to_json_line() for pair in pairs))
+    return path
+
+
+def test_a_dpo_job_reaches_openai_as_its_dpo_method_with_beta(api, keys, tmp_path, capsys):
+    routes = mock_openai(api)
+    pairs = write_pairs(tmp_path / "pairs.jsonl")
+    argv = ["jobs", "create", "--provider", "openai", "--model", "gpt-4o-mini"]
+    flags = ["--train", str(pairs), "--training-method", "dpo", "--dpo-beta", "0.2", "--json"]
+    code, out, err = cli(capsys, *argv, *flags, "--n-epochs", "2")
+    assert code == 0, err
+    sent = orjson.loads(routes["create"].calls.last.request.content)
+    assert sent["method"] == {
+        "type": "dpo",
+        "dpo": {"hyperparameters": {"n_epochs": 2, "beta": 0.2}},
+    }
+    shown = orjson.loads(out)
+    assert (
+        shown["method"]["type"] == "dpo"
+        and shown["method"]["dpo"]["hyperparameters"]["beta"] == 0.2
+    )
+
+
+def test_chat_data_for_a_dpo_job_is_refused_before_any_upload(api, keys, train_file, capsys):
+    routes = mock_openai(api)
+    argv = ["jobs", "create", "--provider", "openai", "--model", "gpt-4o-mini"]
+    code, _, err = cli(capsys, *argv, "--train", str(train_file), "--training-method", "dpo")
+    assert code != 0 and "invalid_training_data" in err
+    assert routes["upload"].call_count == 0

@@ -14,6 +14,8 @@ import openai
 import pytest
 
 from conftest import Server
+from tiny import QUESTIONS
+from tunelab.data.preference import preference_pair
 from tunelab.registry import Store
 
 pytestmark = pytest.mark.slow  # a server process, real workers and training
@@ -201,3 +203,39 @@ def test_a_server_with_a_key_refuses_bad_keys_hosts_and_oversized_uploads(
     finally:
         guarded.stop()
     assert "s3cret-key-for-tests" not in guarded.output()
+
+
+def test_a_dpo_job_created_with_the_sdk_trains_reports_its_metrics_and_chats(
+    server, tiny_model, tmp_path
+):
+    pairs = [
+        preference_pair([{"role": "user", "content": q}], a, "I do not know.", source_line=i)
+        for i, (q, a) in enumerate(QUESTIONS, 1)
+    ]
+    path = tmp_path / "pairs.jsonl"
+    path.write_bytes(b"".join(pair.to_json_line() for pair in pairs))
+    sdk = client(server)
+    uploaded = sdk.files.create(file=path.open("rb"), purpose="fine-tune")
+    job = sdk.fine_tuning.jobs.create(
+        model=str(tiny_model),
+        training_file=uploaded.id,
+        method={"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.3, "n_epochs": 2, **FAST}}},
+    )
+    assert job.method.type == "dpo" and job.method.dpo.hyperparameters.beta == 0.3
+    done = wait_for(sdk, job.id)
+    assert done.status == "succeeded", done.error
+    assert done.method.type == "dpo"
+    events = list(sdk.fine_tuning.jobs.list_events(job.id, limit=100))
+    metrics = [e.data for e in events if e.type == "metrics"]
+    assert metrics and all("preference_accuracy" in m for m in metrics)
+    answer = sdk.chat.completions.create(
+        model=done.fine_tuned_model,
+        messages=[{"role": "user", "content": "What do bees make?"}],
+        max_tokens=4,
+    )
+    assert answer.usage.completion_tokens > 0
+    with pytest.raises(openai.BadRequestError) as refused:
+        sdk.fine_tuning.jobs.create(
+            model=str(tiny_model), training_file=uploaded.id, method={"type": "supervised"}
+        )
+    assert refused.value.code == "invalid_training_data"

@@ -10,7 +10,15 @@ that neither imports the other. Plain functions, no web framework.
 from __future__ import annotations
 
 from tunelab.providers.jobs import organization_of, queue_note, shown_hyperparameters
+from tunelab.providers.methods import method_object
 from tunelab.registry import Checkpoint, Event, File, Job, Model
+
+
+def _method_settings(job: Job) -> dict:
+    """The job's settings that name its method, as resolved where the provider says."""
+    resolved = job.resolved_hyperparameters or {}
+    method_keys = ("training_method", "dpo_beta")
+    return {**(job.hyperparameters or {}), **{k: resolved[k] for k in method_keys if k in resolved}}
 
 
 def job_object(job: Job) -> dict:
@@ -33,7 +41,7 @@ def job_object(job: Job) -> dict:
         "validation_file": job.validation_file,
         "training_file": job.training_file,
         "hyperparameters": hyperparameters,
-        "method": {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
+        "method": method_object(_method_settings(job), hyperparameters),
         "trained_tokens": job.trained_tokens,
         "error": error,
         "seed": job.seed,

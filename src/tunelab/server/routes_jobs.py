@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from tunelab.providers import jobs as api
+from tunelab.providers.methods import SUPERVISED, settings_from_method
 from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE  # the server's jobs
 from tunelab.providers.registry import runs_here
 from tunelab.providers.wire import checkpoint_object, event_object, job_object
@@ -26,15 +27,18 @@ router = APIRouter()
 OPENAI_HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
 
 
-class Supervised(BaseModel):
+class MethodSection(BaseModel):
+    """`method.supervised` or `method.dpo`: the method's hyperparameters."""
+
     model_config = ConfigDict(extra="ignore")
     hyperparameters: dict = Field(default_factory=dict)
 
 
 class Method(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    type: str = "supervised"
-    supervised: Supervised | None = None
+    type: str = SUPERVISED
+    supervised: MethodSection | None = None
+    dpo: MethodSection | None = None
 
 
 class CreateJob(BaseModel):
@@ -49,18 +53,27 @@ class CreateJob(BaseModel):
     metadata: dict[str, str] | None = None
 
 
+# What local training does of OpenAI's methods (reinforcement: `tunelab train` only).
+LOCAL_METHODS = ("supervised", "dpo")
+
+
 def settings_of(body: CreateJob) -> dict:
-    """Hyperparameters from `method.supervised` or the legacy field; "auto" means default."""
-    if body.method is not None and body.method.type != "supervised":
+    """Settings from `method.<type>.hyperparameters` or the legacy field; "auto" means
+    default."""
+    kind = body.method.type if body.method is not None else SUPERVISED
+    if kind not in LOCAL_METHODS:
         raise ApiError(
             400,
-            f"method {body.method.type!r} is not supported by local training; use 'supervised'.",
+            f"method {kind!r} is not supported by local jobs; use one of "
+            f"{', '.join(LOCAL_METHODS)}.",
             param="method.type",
         )
     given = dict(body.hyperparameters or {})
-    if body.method is not None and body.method.supervised is not None:
-        given.update(body.method.supervised.hyperparameters)
-    return {k: v for k, v in given.items() if v != "auto"}
+    section = getattr(body.method, kind, None) if body.method is not None else None
+    if section is not None:
+        given.update(section.hyperparameters)
+    settings = settings_from_method(kind, given)
+    return {k: v for k, v in settings.items() if v != "auto"}
 
 
 @router.post("/fine_tuning/jobs")

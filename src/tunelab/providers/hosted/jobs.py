@@ -16,6 +16,7 @@ from tunelab.data.validate import ValidationReport
 from tunelab.errors import TunelabError
 from tunelab.io import file_sha256
 from tunelab.providers.base import REQUEST_ID_KEY, TERMINAL_STATUSES, JobRequest, JobState
+from tunelab.providers.methods import openai_hyperparameters
 from tunelab.providers.registry import get_provider
 from tunelab.registry import File, Job, new_id
 
@@ -93,11 +94,13 @@ def create(store: Store, spec, report: ValidationReport) -> Job:
 
 def _request(spec, train: File, val: File | None, metadata: dict) -> JobRequest:
     """The provider's create request, on its own file ids, in OpenAI's terms."""
+    method, hyperparameters = openai_hyperparameters(spec.hyperparameters)
     return JobRequest(
         model=spec.model,
         training_file=_provider_file_id(train),
         validation_file=_provider_file_id(val) if val else None,
-        hyperparameters={HOSTED_RENAMES.get(k, k): v for k, v in spec.hyperparameters.items()},
+        hyperparameters={HOSTED_RENAMES.get(k, k): v for k, v in hyperparameters.items()},
+        method=method,
         suffix=spec.suffix,
         seed=spec.seed,
         metadata={k: str(v) for k, v in metadata.items()},

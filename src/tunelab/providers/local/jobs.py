@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from tunelab import registry as job_registry  # Store: SQLAlchemy loads on first use
 from tunelab.catalog import DEFAULT_MODEL, has_tokenizer, local_model_spec, resolve_model
-from tunelab.data.validate import validate_file
+from tunelab.data.method_scan import validate_data_file
 from tunelab.engine import TrainConfig
 from tunelab.engine.sources import resolve_model_source
 from tunelab.errors import TunelabError, usage_error
@@ -82,13 +82,14 @@ def keep_copy(path: Path, checksum: str, *, move: bool = False) -> Path:
 
 
 def store_upload(store: Store, staged: Path, filename: str, purpose: str) -> File:
-    """Validate an uploaded file (staged inside TUNELAB_HOME) and record it.
+    """Validate an uploaded file (staged inside TUNELAB_HOME) in the format it is in
+    (supervised, preference or reinforcement) and record it.
 
     A file with errors is recorded too, with status "error" and the first findings in
     `status_details`, as OpenAI does.
     """
 
-    report = validate_file(staged)
+    report = validate_data_file(staged)  # a file of any training method, detected
     summary = report.to_dict()
     details = None
     if not report.ok:

@@ -95,6 +95,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "--judge-model gpt-4.1 --mode pairwise",
         "tunelab eval judge --conversations chats.db --judge-model gpt-4.1",
     ),
+    "eval grade": (
+        "tunelab eval grade --grader city.json --data items.jsonl --samples answers.jsonl",
+        "tunelab eval grade --grader city.json --data items.jsonl -m runs/geo --limit 50 "
+        "-o grades.jsonl",
+    ),
     "eval list": ("tunelab eval list", "tunelab eval list --json"),
     "eval show": ("tunelab eval show evalrun-abc123",),
     "eval compare": ("tunelab eval compare evalrun-abc123 evalrun-def456",),

@@ -38,6 +38,7 @@ FRACTIONS = (
     "structural_match",
     "execution_match",
     "parse_failure_rate",
+    "pass_rate",
 )
 # Every model-level metric a run may hold, in the order tables of runs show them.
 METRICS = (*FRACTIONS, "mean_score", "rating")
@@ -48,6 +49,7 @@ HEADLINE_METRICS = {
     "queries": ("execution_match", "exact_match"),
     "judge": ("mean_score",),
     "pairwise": ("rating",),
+    "grade": ("mean_score",),
 }
 
 

@@ -20,6 +20,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "tunelab format trec.tsv --text-column text --label-column label -o data/trec_train.jsonl",
         "tunelab format queries.json --context-field db_id -o data/q_train.jsonl",
         "tunelab format chats.db --preview",
+        "tunelab format --to preference --from-eval evalrun-abc123 -o data/pairs.jsonl",
     ),
     "validate": (
         "tunelab validate data/train.jsonl --val data/val.jsonl",

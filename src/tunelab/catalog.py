@@ -231,6 +231,21 @@ def tokenizer_dir(spec: ModelSpec) -> Path:
     return Path(spec.tokenizer)
 
 
+def converts_bundled_tokenizer(name: str | None) -> bool:
+    """Whether counting tokens for model `name` first converts the bundled tokenizer out of
+    its GGUF (up to half a minute, once per home): front ends say so before the wait. False
+    for any other model, and for a name that names none (the command reports that itself)."""
+    if name is None:
+        return False
+    try:
+        spec = resolve_model(name)
+    except TunelabError:
+        return False
+    return (
+        spec.name == DEFAULT_MODEL and not (_conversion_dir(_CACHE_MARKER) / _CACHE_MARKER).exists()
+    )
+
+
 def bundled_model_dir(*, weights: bool = False) -> Path:
     """The bundled SmolLM2 as a standard Hugging Face directory under TUNELAB_HOME.
 

@@ -22,6 +22,7 @@ from tunelab.cli.eval_cmd import eval_group, generate_conversations_cmd
 from tunelab.cli.examples import add_examples
 from tunelab.cli.export_cmd import export_cmd
 from tunelab.cli.format_cmd import format_cmd
+from tunelab.cli.grade_cmd import grade_cmd
 from tunelab.cli.jobs_cmd import jobs_group
 from tunelab.cli.jobs_import_cmd import import_cmd
 from tunelab.cli.migrate_cmd import migrate_group
@@ -61,6 +62,7 @@ cli.add_command(providers_group)
 cli.add_command(worker_cmd)
 cli.add_command(serve_cmd)
 cli.add_command(ui_cmd)
+eval_group.add_command(grade_cmd)
 cli.add_command(eval_group)
 cli.add_command(generate_conversations_cmd)
 cli.add_command(migrate_group)

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from tunelab.cli import common
 
 EXIT_INTERRUPTED = 130  # as a shell reports a command that Ctrl-C stopped
+# What an evaluation says at the first Ctrl-C.
+KEEPING = "stopping: the items scored so far are kept (Ctrl-C again: abort, keeping nothing)"
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from tunelab.cli import common
-from tunelab.cli.cancel import ctrl_c_cancels
+from tunelab.cli.cancel import KEEPING, ctrl_c_cancels
 from tunelab.cli.options import (
     COUNT,
     choice_option,
@@ -45,7 +45,6 @@ from tunelab.evals.classify import evaluate_classification
 from tunelab.evals.items import load_items
 from tunelab.evals.result import EvaluationResult
 
-KEEPING = "stopping: the items scored so far are kept (Ctrl-C again: abort, keeping nothing)"
 KEEPING_VERDICTS = (
     "stopping after the verdict being asked for: the verdicts so far are kept "
     "(Ctrl-C again: abort, keeping nothing)"
@@ -54,7 +53,7 @@ KEEPING_VERDICTS = (
 
 @click.group("eval")
 def eval_group() -> None:
-    """Evaluate models: classification, NL→MongoDB queries, an LLM judge."""
+    """Evaluate models: classification, NL→MongoDB queries, an LLM judge, a grader."""
 
 
 def _run(

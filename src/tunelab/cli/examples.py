@@ -20,6 +20,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "tunelab format trec.tsv --text-column text --label-column label -o data/trec_train.jsonl",
         "tunelab format queries.json --context-field db_id -o data/q_train.jsonl",
         "tunelab format chats.db --preview",
+        "tunelab format --to preference --from-eval evalrun-abc123 -o data/pairs.jsonl",
     ),
     "validate": (
         "tunelab validate data/train.jsonl --val data/val.jsonl",
@@ -94,6 +95,11 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "tunelab eval judge --data prompts.jsonl -m runs/chat -m smollm2-135m-instruct "
         "--judge-model gpt-4.1 --mode pairwise",
         "tunelab eval judge --conversations chats.db --judge-model gpt-4.1",
+    ),
+    "eval grade": (
+        "tunelab eval grade --grader city.json --data items.jsonl --samples answers.jsonl",
+        "tunelab eval grade --grader city.json --data items.jsonl -m runs/geo --limit 50 "
+        "-o grades.jsonl",
     ),
     "eval list": ("tunelab eval list", "tunelab eval list --json"),
     "eval show": ("tunelab eval show evalrun-abc123",),

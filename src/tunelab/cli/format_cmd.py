@@ -25,6 +25,8 @@ from tunelab.data.sources import DatabasePreview, SourceOptions, preview_convers
 from tunelab.data.sources.detect import is_sqlite
 from tunelab.data.sources.query_pairs import DEFAULT_SYSTEM as QUERIES_SYSTEM
 from tunelab.data.sources.tables import DEFAULT_SYSTEM as CLASSIFICATION_SYSTEM
+from tunelab.evals.preference_pairs import pairs_from_run, write_pairs
+from tunelab.io import check_output_path
 
 HELP = f"""Convert SOURCE into OpenAI chat JSONL and split it into training and validation files.
 
@@ -73,11 +75,17 @@ validation file. Nothing is written when any record is bad.
 --to reinforcement writes reinforcement items instead: the messages before each answer,
 and the answer as the item field --reference-field (reference_answer), plus `label` for
 classification, for a grader to read as {{{{item.reference_answer}}}}.
+
+\b
+--to preference --from-eval RUN_ID writes preference (DPO) pairs instead, with no SOURCE
+and no split: each item a model of an `eval classify` or `eval queries` run got wrong, its
+gold answer preferred and the model's answer not, the prompt re-read from the run's data
+file (which must be unchanged).
 """
 
 
 @click.command("format", help=HELP)
-@click.argument("source", type=FilePath)
+@click.argument("source", type=FilePath, required=False)
 @click.option(
     "--train-output",
     "-o",
@@ -100,11 +108,18 @@ classification, for a grader to read as {{{{item.reference_answer}}}}.
 @click.option(
     "--to",
     "to",
-    type=click.Choice(TARGETS),
+    type=click.Choice((*TARGETS, "preference")),
     default="chat",
     show_default=True,
     help="chat: supervised examples; reinforcement: each prompt, its answer kept as an item "
-    "field for the grader (--reference-field).",
+    "field for the grader (--reference-field); preference: pairs from an evaluation run's "
+    "wrong answers (--from-eval).",
+)
+@click.option(
+    "--from-eval",
+    "eval_run",
+    help="--to preference: the evaluation run (classify or queries) whose wrong answers "
+    "become non-preferred, each under its item's gold answer.",
 )
 @click.option(
     "--reference-field",
@@ -124,6 +139,10 @@ def format_cmd(source: Path, **flags) -> int:
         return _preview(source, options, flags["as_json"])
     if flags["train_output"] is None:
         raise click.UsageError("Missing option '--train-output'.")
+    if flags["to"] == "preference" or flags["eval_run"]:
+        return _pairs_from_eval(source, flags)
+    if source is None:
+        raise click.UsageError("Missing argument 'SOURCE'.")
     columns = (SpinnerColumn(), TextColumn("read {task.completed:,} examples"))
     with Progress(*columns, console=stderr, transient=True) as bar:
         task = bar.add_task("format", total=None)
@@ -144,6 +163,39 @@ def format_cmd(source: Path, **flags) -> int:
         print_json(report.to_dict())
     else:
         render_format_report(report)
+    return 0
+
+
+def _pairs_from_eval(source: Path | None, flags: dict) -> int:
+    """`--to preference --from-eval RUN_ID`: one file of pairs, no split."""
+    if flags["to"] != "preference" or not flags["eval_run"]:
+        raise click.UsageError("--to preference and --from-eval RUN_ID go together.")
+    if source is not None:
+        raise click.UsageError("Can't provide both SOURCE and --from-eval. Choose one.")
+    if flags["val_output"] is not None:
+        raise click.UsageError("--from-eval writes one file (--output): drop --val-output.")
+    output = flags["train_output"]
+    check_output_path(output, force=flags["force"])
+    found = pairs_from_run(flags["eval_run"])
+    write_pairs(output, found.pairs, force=flags["force"])
+    summary = {
+        "run": found.run_id,
+        "output": str(output),
+        "n_pairs": len(found.pairs),
+        "n_answers": found.n_answers,
+        "n_wrong": found.n_wrong,
+        "n_left_out": found.n_left_out,
+    }
+    if flags["as_json"]:
+        print_json(summary)
+        return 0
+    stdout.print(
+        f"[green]✓[/] {len(found.pairs):,} preference pair(s) from {found.n_wrong:,} wrong "
+        f"answer(s) of {found.n_answers:,} in {escape(found.run_id)} → {escape(str(output))}",
+        highlight=False,
+    )
+    if found.n_left_out:
+        stdout.print(f"{found.n_left_out:,} left out: empty, or the gold answer itself")
     return 0
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.markup import escape
 from rich.table import Table
 
+from tunelab.catalog import converts_bundled_tokenizer
 from tunelab.cli import common
 from tunelab.data.formatter import FormatReport
 from tunelab.data.validate import ERROR, ValidationReport
@@ -20,6 +21,22 @@ LINES_SHOWN = 5
 def say(text: str) -> None:
     """One line of markup on stdout; numbers are not recoloured."""
     common.stdout.print(text, highlight=False)
+
+
+def say_waiting(what: str) -> None:
+    """On stderr (stdout is the result's, `--json` included): what the wait that follows is
+    spent on, before a silent minute makes the command look stuck."""
+    common.stderr.print(what + "…", highlight=False)
+
+
+def say_if_converting_tokenizer(model: str | None) -> None:
+    """Announce the bundled tokenizer's one-time conversion when counting tokens for `model`
+    is about to start it."""
+    if converts_bundled_tokenizer(model):
+        say_waiting(
+            "converting the bundled model's tokenizer to a Hugging Face directory "
+            "(once, about 30 s)"
+        )
 
 
 def duration(seconds: float | None) -> str:

@@ -23,7 +23,7 @@ from tunelab.cli import common
 from tunelab.cli.cancel import EXIT_INTERRUPTED, ctrl_c_cancels
 from tunelab.cli.options import base_model_option, json_option, output_option, training_files
 from tunelab.cli.progress import TrainingProgress, reading_progress
-from tunelab.cli.render import duration, findings_table, render_training_result
+from tunelab.cli.render import duration, findings_table, render_training_result, say_waiting
 from tunelab.cli.train_options import (
     SETTING_TYPES,
     UNSET,
@@ -236,7 +236,7 @@ def say_loading(info: ModelInfo) -> None:
         if converting
         else f"loading {info.name}"
     )
-    common.stderr.print(what + "…", highlight=False)
+    say_waiting(what)
 
 
 def resume_command(ctx: click.Context) -> str:

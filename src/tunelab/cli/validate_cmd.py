@@ -17,7 +17,7 @@ from tunelab.cli.options import (
     val_option,
 )
 from tunelab.cli.progress import reading_progress
-from tunelab.cli.render import render_validation_report
+from tunelab.cli.render import render_validation_report, say_if_converting_tokenizer
 from tunelab.data.method_scan import validate_data_file
 from tunelab.data.reinforcement import grader_fields
 
@@ -46,6 +46,7 @@ def validate_cmd(
 ) -> int:
     """Check a fine-tuning JSONL file (chat, preference or reinforcement); exit 1 on errors."""
     required = grader_fields(grader_field_names, grader_file)
+    say_if_converting_tokenizer(model)
     with reading_progress() as progress:
         report = validate_data_file(
             file,

@@ -7,12 +7,14 @@
 The input's messages end with a user turn; each output is a list of assistant messages (one,
 in OpenAI's examples). `check_preference_record` names every defect with the validator's
 codes; `read_preference_file` is the loader the trainer uses: every example, or a
-`TunelabError` at the first line with an error.
+`TunelabError` at the first line with an error; `correction_pairs` makes pairs of a
+model's wrong answers (`tunelab format --to preference --from-eval`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +80,26 @@ def preference_pair(
         ({"role": "assistant", "content": rejected},),
         **where,
     )
+
+
+def correction_pairs(answered: Iterable[tuple[list[dict], str, str, int | None]]):
+    """Pairs that teach a model out of its mistakes: for each (prompt, gold answer, wrong
+    answer, source line), the gold answer preferred and the wrong one not. An empty wrong
+    answer, or one identical to the gold, teaches nothing and is left out; a pair met twice
+    (two models' same mistake) is kept once. Returns the pairs and how many were left out."""
+    pairs: list[PreferenceExample] = []
+    seen: set[bytes] = set()
+    left_out = 0
+    for messages, gold, wrong, line in answered:
+        if not wrong.strip() or wrong.strip() == gold.strip():
+            left_out += 1
+            continue
+        pair = preference_pair(messages, gold, wrong, source_line=line)
+        key = pair.dedupe_key()
+        if key not in seen:
+            seen.add(key)
+            pairs.append(pair)
+    return pairs, left_out
 
 
 def check_preference_record(record: object, special: re.Pattern[str] = RESERVED_PATTERN) -> list:

@@ -65,6 +65,7 @@ def render_sections(result: dict) -> str:
         "queries": _queries_sections,
         "judge": _judge_sections,
         "pairwise": _judge_sections,
+        "grade": _grade_sections,
     }[kind](result)
     answers = "" if kind == "pairwise" else _answers(result, ANSWER_MARKS[kind])
     return sections + _training_section(result.get("training") or {}) + answers
@@ -75,6 +76,7 @@ ANSWER_MARKS = {
     "classify": lambda o: o.get("correct"),
     "queries": lambda o: o.get("exact") or o.get("execution"),
     "judge": lambda o: None,
+    "grade": lambda o: o.get("passed"),
 }
 
 
@@ -250,6 +252,37 @@ def _queries_sections(result: dict) -> str:
     notes = result.get("notes") or []
     if notes:
         html += "<ul class='notes'>" + "".join(f"<li>{escape(n)}</li>" for n in notes) + "</ul>"
+    return html
+
+
+# -- grade ----------------------------------------------------------------------------------
+
+
+def _grade_sections(result: dict) -> str:
+    grader = result.get("grader") or {}
+    models = result.get("models") or {}
+    html = f"<h2>Grader {escape(grader.get('name', ''))} ({escape(grader.get('type', ''))})</h2>"
+    html += table(
+        ["answers", "graded", "mean score", "pass rate", "errors"],
+        [
+            [
+                name,
+                m["n_items"],
+                _score(m["mean_score"]),
+                "—" if m["pass_rate"] is None else f"{m['pass_rate']:.1%}",
+                ", ".join(f"{k}: {n}" for k, n in m["errors_by_kind"].items()) or 0,
+            ]
+            for name, m in models.items()
+        ],
+        {1, 2, 3, 4},
+    )
+    subs = [
+        (name, sub, mean) for name, m in models.items() for sub, mean in m["sub_scores"].items()
+    ]
+    if subs:
+        html += "<h2>Sub-graders (mean score)</h2>" + table(
+            ["answers", "sub-grader", "mean"], [[n, s, _score(v)] for n, s, v in subs], {2}
+        )
     return html
 
 

@@ -39,6 +39,7 @@ FRACTIONS = (
     "execution_match",
     "parse_failure_rate",
     "parse_rate",  # 1 - parse_failure_rate: a headline's "parsed"
+    "pass_rate",
 )
 # Every model-level metric a run may hold, in the order tables of runs show them.
 METRICS = (*FRACTIONS, "mean_score", "rating")
@@ -49,6 +50,7 @@ HEADLINE_METRICS = {
     "queries": ("execution_match", "exact_match"),
     "judge": ("mean_score",),
     "pairwise": ("rating",),
+    "grade": ("mean_score",),
 }
 
 

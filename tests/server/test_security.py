@@ -243,7 +243,9 @@ def test_the_studio_shares_the_cross_site_guard(client):
     )
 
 
-def test_a_server_on_a_read_only_home_lists_and_says_why_it_cannot_store(tmp_path, monkeypatch):
+def test_a_server_on_a_read_only_home_lists_answers_and_says_why_it_cannot_store(
+    tmp_path, monkeypatch, tiny_model, caplog
+):
     from test_read_only import read_only
 
     home = tmp_path / "home"
@@ -252,9 +254,20 @@ def test_a_server_on_a_read_only_home_lists_and_says_why_it_cannot_store(tmp_pat
         pass
     with read_only(home) as view:
         monkeypatch.setenv("TUNELAB_HOME", str(view))
-        app = create_app(ServerConfig(allowed_hosts=("testserver",), start_worker=False))
-        with TestClient(app) as ro_client:
+        config = ServerConfig(
+            allowed_hosts=("testserver",), start_worker=False, models=(str(tiny_model),)
+        )
+        with TestClient(create_app(config)) as ro_client:
             assert ro_client.get("/v1/files").json()["data"] == []
             assert ro_client.get("/v1/fine_tuning/jobs").status_code == 200
             error = assert_envelope(upload(ro_client), 503, "home_read_only")
             assert str(view) in error["message"]
+            # Answering computes, which registers under compute/: best effort, said once.
+            question = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+            for _ in range(2):
+                answered = ro_client.post(
+                    "/v1/chat/completions", json={**question, "model": str(tiny_model)}
+                )
+                assert answered.status_code == 200, answered.text
+    said = [r.getMessage() for r in caplog.records if "cannot register in" in r.getMessage()]
+    assert len(said) == 1 and "compute" in said[0]

@@ -6,6 +6,12 @@ named .db that is not a database...). Every command must answer it with a clear 
 stable code and a non-zero exit; never a traceback; the input unchanged and no output,
 not even a partial one. CRLF line endings are not hostile: they must simply work.
 No model is loaded: every command fails (or, for CRLF, succeeds) on the data first.
+
+Servers and URLs are input too: an endpoint URL with a newline, a 100,000-character host or
+an unclosed `[::1` is refused when added and when read back; a server that repeats its
+cursor, never answers, answers with something that is not JSON or sends without end stops
+`migrate openai inventory` with a clear error in seconds. The server's own hostile
+conditions (a read-only home, a busy port, a wildcard bind) are in `tests/server/`.
 """
 
 from __future__ import annotations
@@ -14,11 +20,13 @@ import hashlib
 import json
 import re
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from hostile_server import BEHAVIOURS, hostile_server
 from tiny import QUESTIONS, save_tiny_model
 from tunelab.cli import main
 
@@ -205,3 +213,65 @@ def test_a_conversations_database_that_is_not_one_names_the_file(tmp_path, capsy
     assert "chats.db" in err and ERROR_LINE.search(err)
     with pytest.raises(sqlite3.DatabaseError):  # still not a database: nothing was written to it
         sqlite3.connect(source).execute("SELECT * FROM sqlite_master").fetchall()
+
+
+# Hostile servers and URLs: what a user points tunelab at can be as broken as a file.
+
+HOSTILE_URLS = {
+    "newline": "http://127.0.0.1:9/v1\nX",
+    "100,000-character host": "http://" + "a" * 100_000 + "/v1",
+    "unclosed IPv6 bracket": "http://[::1",
+    "port out of range": "http://127.0.0.1:99999/v1",
+    "no scheme": "127.0.0.1:8000/v1",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_URLS))
+def test_a_hostile_url_is_refused_when_added_and_when_used(name, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TUNELAB_HOME", str(tmp_path / "home"))
+    url = HOSTILE_URLS[name]
+    capsys.readouterr()
+    assert main(["providers", "add", "bad", url]) == 2
+    _, err = capsys.readouterr()
+    assert "Traceback" not in err and "error [invalid_base_url]" in err
+    assert not (tmp_path / "home" / "endpoints.json").exists()
+    # The same URL stored by an older tunelab, or typed as MODEL@URL, is one clear error too.
+    (tmp_path / "home").mkdir()
+    stored = {"endpoints": [{"name": "bad", "base_url": url}]}
+    (tmp_path / "home" / "endpoints.json").write_text(json.dumps(stored))
+    uses = (["providers", "check", "bad"], ["chat", "bad/m", "hi"], ["chat", f"m@{url}", "hi"])
+    for argv in uses:
+        if argv[1].startswith("m@") and "://" not in url:
+            continue  # without a scheme it is not MODEL@URL but a model name
+        code = main(argv)
+        out, err = capsys.readouterr()
+        assert code != 0 and "Traceback" not in out + err, (argv, err[-2000:])
+        assert "invalid_base_url" in out + err, (argv, err[-2000:])
+
+
+@pytest.fixture
+def bounded_hosted_calls(monkeypatch):
+    """Small limits, so that a server that stays silent or sends without end fails fast."""
+    from tunelab.providers.hosted import http_limits
+
+    monkeypatch.setattr(http_limits, "REQUEST_SECONDS", 1.0)
+    monkeypatch.setattr(http_limits, "MAX_BODY_BYTES", 1 << 20)
+
+
+@pytest.mark.parametrize("behaviour", sorted(BEHAVIOURS))
+def test_an_inventory_of_a_hostile_server_stops_with_a_clear_error(
+    behaviour, tmp_path, capsys, monkeypatch, bounded_hosted_calls
+):
+    monkeypatch.setenv("TUNELAB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-hostile-0123456789")
+    with hostile_server(behaviour) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+        capsys.readouterr()
+        began = time.monotonic()
+        code = main(["migrate", "openai", "inventory", "--today", "2026-12-01"])
+        took = time.monotonic() - began
+    out, err = capsys.readouterr()
+    said = f"{behaviour}: exit {code}, {took:.1f} s, {server.requests} request(s)\n{err[-2000:]}"
+    assert code != 0 and "Traceback" not in out + err, said
+    assert ERROR_LINE.search(err) and "provider_" in err, said
+    assert took < 20 and server.requests <= 2, said  # no retry of a silent server, no loop

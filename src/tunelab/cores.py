@@ -15,14 +15,17 @@ policy, 14 s with a passive one). Two remedies, both applied by tunelab itself:
 2. **Thread count.** While it computes (training, generation, label scoring) a process
    registers in `$TUNELAB_HOME/compute/` and sizes torch's thread pool to its share of the
    cores: the cores it may use divided by the number of tunelab processes computing (at
-   least 1 thread). Long work re-checks the share every few seconds (`Share.rebalance`), so
-   a training run gives half the cores to an evaluation that starts beside it and takes
-   them back when it ends. `TUNELAB_THREADS` (or `OMP_NUM_THREADS`) fixes the count instead.
+   least 1 thread); where that directory cannot be written (a read-only home) the work goes
+   on unregistered, with one warning. Long work re-checks the share every few seconds
+   (`Share.rebalance`), so a training run gives half the cores to an evaluation that starts
+   beside it and takes them back when it ends. `TUNELAB_THREADS` (or `OMP_NUM_THREADS`)
+   fixes the count instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -31,6 +34,7 @@ from pathlib import Path
 
 from tunelab.settings import get_settings
 
+logger = logging.getLogger(__name__)
 PASSIVE_ENV = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
 RECHECK_SECONDS = 5.0
 
@@ -120,6 +124,7 @@ class Share:
 _depth = 0  # nested `computing()` blocks in this process (an evaluation inside a server)
 _share: Share | None = None
 _lock = threading.Lock()  # the server computes from several threads
+_warned = False  # a home that cannot be written is said once per process, not per request
 
 
 @contextlib.contextmanager
@@ -129,8 +134,7 @@ def computing() -> Iterator[Share]:
     with _lock:
         if _depth == 0:
             _share = Share()
-            _share.directory.mkdir(parents=True, exist_ok=True)
-            (_share.directory / str(os.getpid())).touch()
+            _register(_share.directory)
             _share.rebalance(force=True)
         _depth += 1
         share = _share
@@ -142,6 +146,25 @@ def computing() -> Iterator[Share]:
             if _depth == 0:
                 with contextlib.suppress(OSError):
                     (share.directory / str(os.getpid())).unlink()
+
+
+def _register(directory: Path) -> None:
+    """Enter this process in `directory`; where it cannot be written (a read-only home), the
+    work goes on unregistered, with a warning: sharing the cores is a courtesy, not a need."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / str(os.getpid())).touch()
+    except OSError as err:
+        global _warned
+        if _warned:
+            return
+        _warned = True
+        logger.warning(
+            "cannot register in %s (%s): computing without a share of the cores agreed "
+            "with other tunelab processes",
+            directory,
+            err.strerror or err,
+        )
 
 
 def current_share() -> Share | None:

@@ -243,7 +243,9 @@ def test_the_studio_shares_the_cross_site_guard(client):
     )
 
 
-def test_a_server_on_a_read_only_home_lists_and_says_why_it_cannot_store(tmp_path, monkeypatch):
+def test_a_server_on_a_read_only_home_lists_answers_and_says_why_it_cannot_store(
+    tmp_path, monkeypatch, tiny_model, caplog
+):
     from test_read_only import read_only
 
     home = tmp_path / "home"
@@ -252,9 +254,60 @@ def test_a_server_on_a_read_only_home_lists_and_says_why_it_cannot_store(tmp_pat
         pass
     with read_only(home) as view:
         monkeypatch.setenv("TUNELAB_HOME", str(view))
-        app = create_app(ServerConfig(allowed_hosts=("testserver",), start_worker=False))
-        with TestClient(app) as ro_client:
+        config = ServerConfig(
+            allowed_hosts=("testserver",), start_worker=False, models=(str(tiny_model),)
+        )
+        with TestClient(create_app(config)) as ro_client:
             assert ro_client.get("/v1/files").json()["data"] == []
             assert ro_client.get("/v1/fine_tuning/jobs").status_code == 200
             error = assert_envelope(upload(ro_client), 503, "home_read_only")
             assert str(view) in error["message"]
+            # Answering computes, which registers under compute/: best effort, said once.
+            question = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+            for _ in range(2):
+                answered = ro_client.post(
+                    "/v1/chat/completions", json={**question, "model": str(tiny_model)}
+                )
+                assert answered.status_code == 200, answered.text
+    said = [r.getMessage() for r in caplog.records if "cannot register in" in r.getMessage()]
+    assert len(said) == 1 and "compute" in said[0]
+
+
+def test_a_wildcard_bind_with_a_key_answers_the_machines_addresses_but_not_other_names():
+    config = ServerConfig(host="0.0.0.0", api_key="s3cret-key-for-tests", start_worker=False)
+    key = {"Authorization": "Bearer s3cret-key-for-tests"}
+    with TestClient(create_app(config)) as wildcard:
+        for host in ("192.168.1.5:8000", "10.0.0.7", "[fe80::1]:8000", "localhost:8000"):
+            assert wildcard.get("/v1/models", headers={**key, "Host": host}).status_code == 200
+            assert wildcard.get("/v1/models", headers={"Host": host}).status_code == 401
+        # A page's own name resolved to this machine (DNS rebinding) is still refused.
+        refused = wildcard.get("/v1/models", headers={**key, "Host": "evil.example:8000"})
+        assert_envelope(refused, 400, "invalid_host")
+        # The studio reached by address posts from its own origin: not cross-site.
+        same = {**key, "Host": "192.168.1.5:8000", "Origin": "http://192.168.1.5:8000"}
+        assert upload(wildcard, **same).status_code == 200
+        assert_envelope(upload(wildcard, **{**same, "Origin": EVIL}), 403, "cross_site_request")
+    keyless = ServerConfig(host="0.0.0.0", start_worker=False)  # only a test can build one
+    with TestClient(create_app(keyless)) as open_server:
+        refused = open_server.get("/v1/models", headers={"Host": "192.168.1.5:8000"})
+        assert_envelope(refused, 400, "invalid_host")
+
+
+def test_serve_on_a_busy_port_says_so_before_claiming_to_have_started(
+    capsys, monkeypatch, tmp_path
+):
+    import socket
+
+    from tunelab.cli import main
+
+    monkeypatch.setenv("TUNELAB_HOME", str(tmp_path / "home"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        capsys.readouterr()
+        code = main(["serve", "--port", str(port), "--no-worker"])
+    out, err = capsys.readouterr()
+    assert code == 3 and "Traceback" not in out + err, err
+    assert "error [port_in_use]" in err and str(port) in err
+    assert "tunelab API on" not in out + err and "studio on" not in out + err

@@ -77,7 +77,7 @@ def serve_cmd(
     import uvicorn
 
     # loaded when this command runs: the others start without it
-    from tunelab.server.app import ServerConfig, create_app, is_loopback
+    from tunelab.server.app import ServerConfig, create_app, is_loopback, listening_socket
 
     if not is_loopback(host) and not api_key:
         raise usage_error(
@@ -85,6 +85,8 @@ def serve_cmd(
             f"--host {host} is reachable from other machines; an API key is required.",
             hint="pass --api-key or set TUNELAB_API_KEY (clients send it as their api_key)",
         )
+    sock = listening_socket(host, port)  # a busy port fails here, before the lines below
+    port = sock.getsockname()[1]  # the one the system chose for --port 0
     config = ServerConfig(
         host=host,
         port=port,
@@ -102,5 +104,9 @@ def serve_cmd(
         f"tunelab API on {where}  (OpenAI(base_url={where!r}, api_key=...))", highlight=False
     )
     common.stderr.print(f"tunelab studio on {where.removesuffix('/v1')}/", highlight=False)
-    uvicorn.run(create_app(config), host=host, port=port, log_level="info", access_log=True)
+    served = uvicorn.Config(
+        create_app(config), host=host, port=port, log_level="info", access_log=True
+    )
+    with sock:
+        uvicorn.Server(served).run(sockets=[sock])
     return 0

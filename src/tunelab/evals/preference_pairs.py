@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tunelab.data.preference import PreferenceExample, correction_pairs
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 from tunelab.evals import runs
 from tunelab.evals.items import EvalData, load_items
 from tunelab.io import atomic_write_text, check_output_path, file_sha256
@@ -65,11 +65,10 @@ def pairs_from_run(run_id: str) -> RunPairs:
 
 def _check_run(run: EvalRun) -> None:
     if run.kind not in RIGHT:
-        raise TunelabError(
+        raise usage_error(
             "no_gold_answers",
             f"{run.id} is a {run.kind} run: its answers are not marked right or wrong.",
             hint="pairs come from `eval classify` and `eval queries` runs",
-            exit_code=2,
         )
     if run.status not in ("succeeded", "partial"):
         raise TunelabError(

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass
-from urllib.parse import urlparse
 
 from tunelab.errors import TunelabError, usage_error
 from tunelab.io import atomic_write_text
 from tunelab.providers.registry import provider_classes
+from tunelab.providers.urls import check_base_url
 from tunelab.settings import get_settings
 
 FILENAME = "endpoints.json"
@@ -91,13 +91,7 @@ def _check(name: str, base_url: str, key_variable: str | None) -> None:
             f"{name!r} is not a usable endpoint name.",
             hint="lower-case letters, digits, '-', '_' or '.'",
         )
-    parsed = urlparse(base_url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise usage_error(
-            "invalid_base_url",
-            f"{base_url!r} is not an http(s) URL.",
-            hint="e.g. http://127.0.0.1:8000/v1",
-        )
+    check_base_url(base_url, where=f"the URL of {name!r}")
     if key_variable is not None and not _VARIABLE.fullmatch(key_variable):
         raise usage_error(
             "invalid_key_variable",

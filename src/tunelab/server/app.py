@@ -14,8 +14,10 @@ Training never runs in a request: jobs go to the registry and the local worker.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hmac
 import ipaddress
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -45,6 +47,7 @@ from tunelab.server.ui.login_throttle import LoginThrottle
 
 DEFAULT_MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+WILDCARD_HOSTS = ("0.0.0.0", "::")
 
 
 @dataclass
@@ -65,9 +68,30 @@ class ServerConfig:
 
     def host_names(self) -> set[str]:
         names = {*LOOPBACK_NAMES, *(h.lower() for h in self.allowed_hosts)}
-        if self.host not in ("0.0.0.0", "::"):
+        if self.host not in WILDCARD_HOSTS:
             names.add(self.host.lower())
         return names
+
+    def accepts_host(self, name: str) -> bool:
+        """Whether a request whose Host header names `name` is for this server.
+
+        The names above, and, on a wildcard bind with an API key, any IP address: that is how
+        other machines reach it (the machine's own addresses, or a forwarded port's). DNS
+        rebinding needs a name that a page's own origin can share, never an address typed as
+        one, and every request must carry the key anyway.
+        """
+        name = name.lower()
+        if name in self.host_names():
+            return True
+        return self.host in WILDCARD_HOSTS and bool(self.api_key) and _is_address(name)
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def is_loopback(host: str) -> bool:
@@ -77,6 +101,25 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to `host:port` and listening, made before anything says the server is
+    up: a port already in use is this error, not a line after "tunelab API on ..."."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as err:
+        busy = err.errno == errno.EADDRINUSE
+        raise TunelabError(
+            "port_in_use" if busy else "cannot_listen",
+            f"cannot listen on {host} port {port}: "
+            f"{'another server is using it' if busy else err.strerror or err}.",
+            hint="choose another --port, or stop the server that has it"
+            if busy
+            else "choose an address of this machine with --host (127.0.0.1 by default)",
+            exit_code=3,
+        ) from None
 
 
 def create_app(config: ServerConfig | None = None) -> FastAPI:
@@ -111,7 +154,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     app.add_exception_handler(Exception, on_unexpected_error)
     # Outermost last: Host and key first, then the cross-site check, then the body count.
     app.add_middleware(BodyLimit, limit=config.max_upload_bytes + 64 * 1024)
-    app.add_middleware(CrossSiteGuard, host_names=config.host_names(), takes_json=api_takes_json)
+    app.add_middleware(CrossSiteGuard, accepts_host=config.accepts_host, takes_json=api_takes_json)
     app.middleware("http")(_guard(config))
     app.include_router(routes_files.router, prefix="/v1")
     app.include_router(routes_jobs.router, prefix="/v1")
@@ -136,11 +179,10 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
 
 def _guard(config: ServerConfig):
     """Host allowlist and bearer-token check, before anything else."""
-    names = config.host_names()
 
     async def guard(request: Request, call_next):
         host = _host_name(request.headers.get("host", ""))
-        if host not in names:
+        if not config.accepts_host(host):
             message = f"Host {host!r} is not allowed by this server."
             return ApiError(400, message, code="invalid_host").response()
         if config.api_key and not _authorized(request, config.api_key):

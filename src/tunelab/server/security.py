@@ -16,7 +16,7 @@ Both are plain ASGI middleware: they wrap any app, and refuse in OpenAI's error 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from tunelab.server.errors import ApiError
@@ -34,19 +34,19 @@ def _headers(scope) -> dict[str, str]:
 class CrossSiteGuard:
     """Refuse (403) state-changing requests from another site; require JSON where it is due.
 
-    `host_names` are the names this server answers to (the Host allowlist): an `Origin`
-    naming one of them is ours. `takes_json(method, path)` says whether a route reads a JSON
-    body; such a request with a body and another content type is refused (415).
+    `accepts_host(name)` says whether this server answers to a host name (the Host
+    allowlist): an `Origin` naming one it accepts is ours. `takes_json(method, path)` says
+    whether a route reads a JSON body; such a request with a body and another content type
+    is refused (415).
     """
 
     def __init__(
         self,
         app,
-        host_names: Iterable[str],
+        accepts_host: Callable[[str], bool],
         takes_json: Callable[[str, str], bool] = lambda method, path: False,
     ) -> None:
-        self.app, self.takes_json = app, takes_json
-        self.host_names = {name.lower() for name in host_names}
+        self.app, self.takes_json, self.accepts_host = app, takes_json, accepts_host
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
@@ -77,7 +77,7 @@ class CrossSiteGuard:
 
     def _ours(self, origin: str) -> bool:
         parts = urlsplit(origin)
-        return parts.scheme in ("http", "https") and (parts.hostname or "") in self.host_names
+        return parts.scheme in ("http", "https") and self.accepts_host(parts.hostname or "")
 
 
 def _cross_site(evidence: str):

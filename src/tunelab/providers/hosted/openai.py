@@ -9,6 +9,7 @@ reason says so and points at the providers that still train.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from datetime import date, datetime, timezone
@@ -31,10 +32,11 @@ from tunelab.providers.base import (
     RemoteFile,
     chat_settings,
 )
-from tunelab.providers.hosted import retry
+from tunelab.providers.hosted import http_limits, retry
 from tunelab.providers.hosted.openai_chunks import chunk_stream
-from tunelab.providers.hosted.service import HostedProvider
+from tunelab.providers.hosted.service import HostedProvider, T
 from tunelab.providers.provider import CHAT, FILES, FINE_TUNING
+from tunelab.providers.urls import check_base_url
 from tunelab.types import Answer, Usage
 
 KEY_VARIABLE = "OPENAI_API_KEY"
@@ -53,6 +55,7 @@ HYPERPARAMETERS = {
     "supervised": ("n_epochs", "batch_size", "learning_rate_multiplier"),
     "dpo": ("n_epochs", "batch_size", "learning_rate_multiplier", "beta"),
 }
+MAX_PAGES = 1000  # of up to 100 items: far more jobs or events than any account holds
 UPLOAD_WAIT_LIMIT = 120.0  # seconds; OpenAI usually processes a file in a few
 # A refusal that says fine-tuning itself is off for this account or model, as opposed to a
 # bad request: "fine-tuning is not available for ...", "... does not support fine-tuning".
@@ -86,7 +89,15 @@ class OpenAIProvider(HostedProvider):
         self.on_official_host = _is_official(self.base_url)
 
     def _new_client(self, api_key: str, base_url: str | None) -> openai.OpenAI:
-        return openai.OpenAI(api_key=api_key, base_url=base_url, max_retries=0)
+        if base_url is not None:  # also one read back from endpoints.json or the registry
+            check_base_url(base_url)
+        return openai.OpenAI(
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,
+            timeout=http_limits.request_timeout(),
+            http_client=http_limits.bounded_http_client(),
+        )
 
     def _sdk_error(self) -> type[Exception]:
         return openai.OpenAIError
@@ -118,7 +129,10 @@ class OpenAIProvider(HostedProvider):
     def download_file(self, file_id: str, destination: Path) -> RemoteFile:
         try:
             remote = _remote_file(self._call(partial(self._client.files.retrieve, file_id)))
-            content = self._call(partial(self._client.files.content, file_id))
+            destination = Path(destination)
+            with staged_write(destination, "wb") as (handle, staged):
+                self._call(partial(self._download_to, file_id, handle))
+            commit(staged, destination)
         except TunelabError as err:
             if err.code != "provider_not_found":
                 raise
@@ -127,11 +141,15 @@ class OpenAIProvider(HostedProvider):
                 f"the file {file_id} is no longer on {self._where()} (deleted): {err.message}",
                 hint="its jobs are still recorded; their data cannot be downloaded",
             ) from None
-        destination = Path(destination)
-        with staged_write(destination, "wb") as (handle, staged):
-            handle.write(content.read())
-        commit(staged, destination)
         return remote
+
+    def _download_to(self, file_id: str, handle) -> None:
+        """The file's content written to `handle` as it arrives (from the start on a retry)."""
+        handle.seek(0)
+        handle.truncate()
+        with self._client.files.with_streaming_response.content(file_id) as response:
+            for chunk in response.iter_bytes(1 << 20):
+                handle.write(chunk)
 
     def _where(self) -> str:
         return "OpenAI" if self.on_official_host else f"the server at {self.base_url}"
@@ -245,7 +263,10 @@ class OpenAIProvider(HostedProvider):
         sent = self._chat_options(**options)
         response = self._call(
             lambda: self._client.chat.completions.create(
-                model=model, messages=_sdk_messages(messages), **sent
+                model=model,
+                messages=_sdk_messages(messages),
+                timeout=http_limits.request_timeout(http_limits.ANSWER_SECONDS),
+                **sent,
             )
         )
         choice = response.choices[0]
@@ -266,6 +287,7 @@ class OpenAIProvider(HostedProvider):
                 messages=_sdk_messages(messages),
                 stream=True,
                 stream_options={"include_usage": True},
+                timeout=http_limits.request_timeout(http_limits.ANSWER_SECONDS),
                 **sent,
             )
         )
@@ -286,18 +308,45 @@ class OpenAIProvider(HostedProvider):
 
     # Plumbing
 
+    def _call(
+        self, call: Callable[[], T], *, before_retry: Callable[[], T | None] | None = None
+    ) -> T:
+        try:
+            return super()._call(call, before_retry=before_retry)
+        except json.JSONDecodeError as err:  # a 200 whose JSON is cut short, or empty
+            raise TunelabError(
+                "provider_bad_response",
+                f"{self._where()} answered with JSON that cannot be read "
+                f"({err.msg}, at byte {err.pos}).",
+                hint="check that the base URL is an OpenAI-compatible API (it usually ends in /v1)",
+            ) from None
+
     def _pages(self, fetch: Callable[[dict], Any], limit: int | None) -> list[Any]:
         """Items of a cursor-paged list, page by page with `after`, up to `limit`."""
         items: list[Any] = []
         cursor: dict = {}
+        seen: set[str] = set()  # cursors asked for: a server repeating one would loop forever
         while limit is None or len(items) < limit:
             size = 100 if limit is None else min(100, limit - len(items))
             page = self._call(partial(fetch, {**cursor, "limit": size}))
             items.extend(page.data)
             if not page.data or not page.has_more:
                 break
-            cursor = {"after": page.data[-1].id}
+            after = page.data[-1].id
+            if after in seen:
+                raise self._endless_pages(f"ended two pages with the same item {after}")
+            if len(seen) >= MAX_PAGES:
+                raise self._endless_pages(f"still had more after {MAX_PAGES} pages")
+            seen.add(after)
+            cursor = {"after": after}
         return items if limit is None else items[:limit]
+
+    def _endless_pages(self, what: str) -> TunelabError:
+        return TunelabError(
+            "provider_endless_pages",
+            f"{self._where()} {what} (`has_more` stays true); tunelab stopped listing.",
+            hint="the server's pagination is broken: report it to whoever runs it",
+        )
 
 
 def _whole_answer(body: dict, model: str) -> Answer:

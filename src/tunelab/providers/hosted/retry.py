@@ -19,6 +19,7 @@ from email.utils import parsedate_to_datetime
 from typing import TypeVar
 
 from tunelab.errors import TunelabError
+from tunelab.providers.hosted.http_limits import is_read_timeout
 
 T = TypeVar("T")
 RETRY_AFTER_CAP = 60.0  # a server asking for longer is treated as an outage, not a pause
@@ -40,10 +41,13 @@ class RetryPolicy:
 
 
 def is_retryable(err: Exception) -> bool:
-    """429, 5xx and connection errors (including timeouts) are worth another try."""
+    """429, 5xx and connection errors (a connect timeout included) are worth another try; a
+    server that took a request and then stayed silent past the timeout is not asked again."""
     status = getattr(err, "status_code", None)
     if status is not None:
         return status == 429 or status >= 500
+    if is_read_timeout(err):
+        return False
     return type(err).__name__ in {"APIConnectionError", "APITimeoutError"} or isinstance(
         err, (ConnectionError, TimeoutError)
     )
@@ -122,6 +126,12 @@ def provider_error(err: Exception, provider: str, key_variable: str) -> TunelabE
         )
     if status is not None:
         return TunelabError("provider_rejected", f"{provider} rejected the request: {detail}")
+    if is_read_timeout(err):
+        return TunelabError(
+            "provider_timeout",
+            f"{provider} took the request but sent no answer in time: {detail}",
+            hint="the server may be hung or overloaded; try again later",
+        )
     return TunelabError(
         "provider_unreachable",
         f"could not reach {provider}: {detail}",

@@ -25,6 +25,7 @@ from tunelab.migrate.dates import countdown, require_new_jobs, utc_today
 from tunelab.migrate.distil import distilled_paths
 from tunelab.migrate.inventory import MIGRATED_FROM_KEY, PROVIDER, openai_jobs, registered_file
 from tunelab.providers.jobs import JobSpec, create_job
+from tunelab.providers.methods import SUPERVISED, method_of
 from tunelab.providers.models import add_alias
 from tunelab.providers.registry import runs_here, this_machine
 from tunelab.registry import Job, Store
@@ -36,7 +37,12 @@ LARGE_FAMILIES = ("gpt-4o", "gpt-4.1")  # without -mini or -nano
 # OpenAI's hyperparameters a target takes as they are: this machine and OpenAI-compatible
 # trainers take all three; Together has its own learning rate and batch-size limits.
 OPENAI_HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
-CARRIED = {"together": ("n_epochs",)}
+# The training method and its own settings go wherever that method trains (locally and on
+# Together: supervised and DPO).
+METHOD_SETTINGS = ("training_method", "dpo_beta")
+CARRIED = {"together": ("n_epochs", *METHOD_SETTINGS)}
+# The methods a migration job can train; a reinforcement fine-tune is listed with a problem.
+MIGRATED_METHODS = ("supervised", "dpo")
 # Providers whose new jobs end on the shutdown date: a target there must start before it.
 CLOSING_PROVIDERS = frozenset({PROVIDER})
 DISTILLED_KEY = "tunelab_distilled_file"  # job metadata: the extra training file's path
@@ -85,6 +91,8 @@ def make_plan(
 
 
 def _plan_row(store: Store, job: Job, targets: Targets, prices) -> dict:
+    # A DPO job's preference pairs take no distilled chat answers beside them.
+    method = method_of(job.resolved_hyperparameters or {})
     model, provider = target_model(targets.for_model(job.fine_tuned_model), job.model)
     train = registered_file(store, job.training_file)
     val = registered_file(store, job.validation_file)
@@ -97,10 +105,16 @@ def _plan_row(store: Store, job: Job, targets: Targets, prices) -> dict:
         "training_file": train.path if train else None,
         "validation_file": val.path if val else None,
         **map_hyperparameters(job.resolved_hyperparameters or {}, provider),
-        "distilled_file": _distilled_file(job),
+        "distilled_file": _distilled_file(job) if method == SUPERVISED else None,
         "migration_job": migration_job(store, job),
         "problems": [],
     }
+    if method not in MIGRATED_METHODS:
+        row["problems"].append(
+            f"a {method} fine-tune: migration jobs train {' and '.join(MIGRATED_METHODS)} "
+            "(train it with `tunelab train --training-method` on its data)"
+        )
+        return row
     if train is None:
         row["problems"].append(
             f"training file {job.training_file} was not downloaded "
@@ -113,7 +127,7 @@ def _plan_row(store: Store, job: Job, targets: Targets, prices) -> dict:
 
 def map_hyperparameters(resolved: dict, provider: str) -> dict:
     """The old job's resolved values the target takes, and those it does not."""
-    allowed = CARRIED.get(provider, OPENAI_HYPERPARAMETERS)
+    allowed = CARRIED.get(provider, (*OPENAI_HYPERPARAMETERS, *METHOD_SETTINGS))
     kept = {k: v for k, v in resolved.items() if k in allowed and v not in (None, "auto")}
     dropped = sorted(k for k in resolved if k not in kept and resolved[k] not in (None, "auto"))
     return {"hyperparameters": kept, "not_carried": dropped}

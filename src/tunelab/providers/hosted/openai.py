@@ -35,6 +35,7 @@ from tunelab.providers.base import (
 from tunelab.providers.hosted import http_limits, retry
 from tunelab.providers.hosted.openai_chunks import chunk_stream
 from tunelab.providers.hosted.service import HostedProvider, T
+from tunelab.providers.methods import settings_from_method
 from tunelab.providers.provider import CHAT, FILES, FINE_TUNING
 from tunelab.providers.urls import check_base_url
 from tunelab.types import Answer, Usage
@@ -431,11 +432,13 @@ def _remote_file(file: Any) -> RemoteFile:
 
 
 def _resolved_hyperparameters(job: Any) -> dict:
+    """The job's settings under tunelab's names: its method's hyperparameters, and the
+    method itself when it is not supervised (`training_method`, DPO's `dpo_beta`)."""
     method = getattr(job, "method", None)
     if method is not None and getattr(method, "type", None):
         chosen = getattr(method, method.type, None)
         if chosen is not None and getattr(chosen, "hyperparameters", None) is not None:
-            return _plain(chosen.hyperparameters)
+            return settings_from_method(str(method.type), _plain(chosen.hyperparameters))
     return _plain(getattr(job, "hyperparameters", None))
 
 

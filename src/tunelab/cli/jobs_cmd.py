@@ -27,8 +27,9 @@ from tunelab.providers import jobs as api
 from tunelab.providers.base import TERMINAL_STATUSES
 from tunelab.providers.local.artifacts import on_this_machine
 from tunelab.providers.local.jobs import JOB_LOG
+from tunelab.providers.methods import describe_method
 from tunelab.providers.registry import DEFAULT_PROVIDER
-from tunelab.providers.wire import event_object, job_object
+from tunelab.providers.wire import event_object, job_object, method_settings
 from tunelab.registry import Event, Job
 
 STATUS_STYLE = {
@@ -208,6 +209,7 @@ def show_cmd(job_id, as_json) -> int:
         ("status", _status(job) + (f" ({job.raw_status})" if job.raw_status != job.status else "")),
         ("base model", escape(job.model)),
         ("fine-tuned model", escape(job.fine_tuned_model or "—")),
+        ("method", describe_method(method_settings(job))),
         ("hyperparameters", _pairs(api.shown_hyperparameters(job))),
         ("given", _pairs(job.hyperparameters or {}) or "—"),
         ("created", when(job.created_at)),

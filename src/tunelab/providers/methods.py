@@ -50,3 +50,10 @@ def method_object(settings: Mapping, shown: Mapping) -> dict:
     method, given = openai_hyperparameters(settings)
     hyperparameters = {**shown, **{name: given.get(name, "auto") for name in _OWN.get(method, ())}}
     return {"type": method, method: {"hyperparameters": hyperparameters}}
+
+
+def describe_method(settings: Mapping) -> str:
+    """The method in words for tables: `supervised`, or `dpo (beta 0.2)`."""
+    method, given = openai_hyperparameters(settings)
+    own = ", ".join(f"{name} {given.get(name, 'auto')}" for name in _OWN.get(method, ()))
+    return f"{method} ({own})" if own else method

@@ -14,7 +14,7 @@ from tunelab.providers.methods import method_object
 from tunelab.registry import Checkpoint, Event, File, Job, Model
 
 
-def _method_settings(job: Job) -> dict:
+def method_settings(job: Job) -> dict:
     """The job's settings that name its method, as resolved where the provider says."""
     resolved = job.resolved_hyperparameters or {}
     method_keys = ("training_method", "dpo_beta")
@@ -41,7 +41,7 @@ def job_object(job: Job) -> dict:
         "validation_file": job.validation_file,
         "training_file": job.training_file,
         "hyperparameters": hyperparameters,
-        "method": method_object(_method_settings(job), hyperparameters),
+        "method": method_object(method_settings(job), hyperparameters),
         "trained_tokens": job.trained_tokens,
         "error": error,
         "seed": job.seed,

@@ -33,6 +33,7 @@ from transformers import DynamicCache
 from tunelab import cores
 from tunelab.engine.grammar import Constraint, RowGrammars, check_constraint
 from tunelab.engine.logprobs import MAX_TOP_LOGPROBS, TokenTexts, bias_matrix, token_logprobs
+from tunelab.engine.tool_format import ToolFormat, prompt_messages
 from tunelab.errors import TunelabError, usage_error
 from tunelab.types import Answer, TextDelta, TokenLogprob, Usage
 
@@ -88,6 +89,7 @@ def generate(
     logprobs: int | None = None,
     logit_bias: LogitBias | Sequence[LogitBias] | None = None,
     constraint: Constraint | Sequence[Constraint | None] | None = None,
+    tools: Sequence[dict] | None = None,
 ) -> list[Answer]:
     """One completion per conversation (a list of chat messages), in the given order.
 
@@ -95,14 +97,15 @@ def generate(
     label list) are computed once and their KV cache reused by every batch. `logprobs`:
     each answer carries its tokens' log-probabilities and that many most likely tokens at
     each position. `logit_bias`: one for every conversation, or a list of one each;
-    `constraint` (the grammar an answer follows) likewise.
+    `constraint` (the grammar an answer follows) likewise. `tools`: OpenAI's tool
+    definitions, shown to the model as its chat template (or `tool_format`'s default) says.
     """
     row_biases = _row_biases(logit_bias, len(conversations))
     row_constraints = _row_constraints(constraint, len(conversations))
     sampling = _sampling(max_new_tokens, temperature, top_p, stop, seed, logprobs)
     if batch_size < 1:
         raise usage_error("invalid_generation_settings", "batch_size must be ≥ 1")
-    prompts = [encode_chat(tokenizer, conversation) for conversation in conversations]
+    prompts = [encode_chat(tokenizer, conversation, tools) for conversation in conversations]
     generator = _generator(sampling.seed, model)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     completions: dict[int, Answer] = {}
@@ -137,9 +140,11 @@ class ChatStream:
     last delta with no text carries those of tokens that added none (the end of turn).
     """
 
-    def __init__(self, model, tokenizer, messages: Conversation, sampling: Sampling) -> None:
+    def __init__(
+        self, model, tokenizer, messages: Conversation, sampling: Sampling, tools=None
+    ) -> None:
         self._model, self._tokenizer, self._sampling = model, tokenizer, sampling
-        self._prompt = encode_chat(tokenizer, messages)
+        self._prompt = encode_chat(tokenizer, messages, tools)
         self.completion: Answer | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -180,25 +185,37 @@ def stream_chat(
     logprobs: int | None = None,
     logit_bias: LogitBias | Sequence[tuple[int, float]] | None = None,
     constraint: Constraint | None = None,
+    tools: Sequence[dict] | None = None,
 ) -> ChatStream:
     """The answer to one conversation as it is generated (see `ChatStream`)."""
     sampling = _sampling(
         max_new_tokens, temperature, top_p, stop, seed, logprobs, logit_bias, constraint
     )
-    return ChatStream(model, tokenizer, messages, sampling)
+    return ChatStream(model, tokenizer, messages, sampling, tools)
 
 
-def encode_chat(tokenizer, messages: Conversation) -> list[int]:
-    """Token ids of the chat-templated conversation, ending with the assistant's header."""
+def encode_chat(
+    tokenizer, messages: Conversation, tools: Sequence[dict] | None = None
+) -> list[int]:
+    """Token ids of the chat-templated conversation, ending with the assistant's header.
+
+    With `tools`, or messages with tool calls or results, the conversation is rendered in the
+    template's tool format (`tunelab.engine.tool_format`)."""
     if not getattr(tokenizer, "chat_template", None):
         raise TunelabError(
             "no_chat_template",
             "the model's tokenizer has no chat template, so it cannot chat.",
             hint="use an instruct/chat model, or add a chat_template to its tokenizer_config.json",
         )
+    extra: dict = {}
+    if tools or any(m.get("tool_calls") or m.get("role") == "tool" for m in messages):
+        form = ToolFormat.of(tokenizer)
+        messages = prompt_messages(form, messages, tools or ())
+        if form.native and tools:
+            extra["tools"] = list(tools)
     try:
         text = tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=True
+            list(messages), tokenize=False, add_generation_prompt=True, **extra
         )
     except Exception as err:  # jinja2 errors, or templates that raise on purpose
         raise TunelabError(

@@ -64,9 +64,20 @@ class TextDelta(str):
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """A call of one of the request's tools: its id, the function's name and its arguments
+    (JSON text, as OpenAI sends them)."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class Answer:
-    """One answer: its text, why it ended ("stop", "length"; "error" with `error` set when
-    a hosted call failed), its usage and how long it took (seconds, 0 when not timed).
+    """One answer: its text, why it ended ("stop", "length", "tool_calls"; "error" with
+    `error` set when a hosted call failed), its usage and how long it took (seconds, 0 when
+    not timed). `tool_calls`: the tools it calls (its text is then what it said besides).
 
     `logprobs`, when asked for: one entry per generated token (as many as the usage's
     completion tokens, the end of turn included where the answer ended with it)."""
@@ -78,6 +89,7 @@ class Answer:
     error: str | None = None
     model: str = ""  # the id the backend answered as, where it says (hosted APIs do)
     logprobs: tuple[TokenLogprob, ...] | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
     @property
     def prompt_tokens(self) -> int:

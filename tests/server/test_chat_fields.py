@@ -145,14 +145,17 @@ def test_a_stop_string_across_tokens_is_cut_exactly_streamed_or_not(client, mode
     ("extra", "param", "code"),
     [
         ({"frobnicate": 1}, "frobnicate", "unsupported_parameter"),
+        ({"functions": [{"name": "f"}]}, "functions", "unsupported_parameter"),
+        ({"tool_choice": "required"}, "tool_choice", None),
         (
-            {"tools": [{"type": "function", "function": {"name": "f"}}]},
-            "tools",
-            "unsupported_parameter",
+            {
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": {"type": "function", "function": {"name": "g"}},
+            },
+            "tool_choice",
+            None,
         ),
-        ({"tool_choice": "auto"}, "tool_choice", "unsupported_parameter"),
-        ({"parallel_tool_calls": True}, "parallel_tool_calls", "unsupported_parameter"),
-        ({"response_format": {"type": "json_object"}}, "response_format", "unsupported_parameter"),
+        ({"response_format": {"type": "json_schema"}}, "response_format", None),
         ({"presence_penalty": 0.5}, "presence_penalty", "unsupported_parameter"),
         ({"top_logprobs": 2}, "top_logprobs", None),
         ({"logit_bias": {"x": 1}}, "logit_bias", "invalid_request"),
@@ -197,7 +200,14 @@ def test_a_provider_without_logprobs_refuses_them_by_name(client, monkeypatch):
     with Store() as store:
         store.put_model("ft:llama:together:abc", provider="together", kind="fine-tuned")
     api = sdk(client).chat.completions
-    for fields in ({"logprobs": True}, {"logit_bias": {"5": 10}}):
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    json_format = {"type": "json_object"}
+    for fields in (
+        {"logprobs": True},
+        {"logit_bias": {"5": 10}},
+        {"response_format": json_format},
+        {"tools": tools},
+    ):
         for stream in (False, True):
             with pytest.raises(openai.BadRequestError) as caught:
                 api.create(

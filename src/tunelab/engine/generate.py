@@ -13,7 +13,9 @@ by one (tested); sampling is reproducible for a given seed and batch.
 Each row may carry its own `logit_bias` (added to its logits before sampling, so one batch
 holds requests with different biases), and answers may carry each token's log-probability
 and the most likely tokens at its position (`tunelab.engine.logprobs`: the raw logits'
-log-probabilities, before the bias, temperature and top-p).
+log-probabilities, before the bias, temperature and top-p). Each row may also follow a
+grammar (`tunelab.engine.grammar`: a JSON Schema, any JSON object, a tool call): the tokens it
+forbids are masked before sampling, so the answer always parses.
 """
 
 from __future__ import annotations
@@ -29,7 +31,9 @@ import torch
 from transformers import DynamicCache
 
 from tunelab import cores
+from tunelab.engine.grammar import Constraint, RowGrammars, check_constraint
 from tunelab.engine.logprobs import MAX_TOP_LOGPROBS, TokenTexts, bias_matrix, token_logprobs
+from tunelab.engine.tool_format import ToolFormat, prompt_messages
 from tunelab.errors import TunelabError, usage_error
 from tunelab.types import Answer, TextDelta, TokenLogprob, Usage
 
@@ -48,6 +52,7 @@ class Sampling:
     # Each token's log-probability and this many most likely tokens (None: no log-probs).
     logprobs: int | None = None
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias) for every row
+    constraint: Constraint | None = None  # the grammar every row's answer follows
 
     def check(self) -> None:
         problems = []
@@ -65,6 +70,8 @@ class Sampling:
             problems.append("stop sequences must be non-empty strings")
         if problems:
             raise usage_error("invalid_generation_settings", "; ".join(problems))
+        if self.constraint is not None:
+            check_constraint(self.constraint)
 
 
 def generate(
@@ -81,19 +88,24 @@ def generate(
     prefix_cache: bool = True,
     logprobs: int | None = None,
     logit_bias: LogitBias | Sequence[LogitBias] | None = None,
+    constraint: Constraint | Sequence[Constraint | None] | None = None,
+    tools: Sequence[dict] | None = None,
 ) -> list[Answer]:
     """One completion per conversation (a list of chat messages), in the given order.
 
     With `prefix_cache`, the tokens every prompt starts with (system prompt, instruction,
     label list) are computed once and their KV cache reused by every batch. `logprobs`:
     each answer carries its tokens' log-probabilities and that many most likely tokens at
-    each position. `logit_bias`: one for every conversation, or a list of one each.
+    each position. `logit_bias`: one for every conversation, or a list of one each;
+    `constraint` (the grammar an answer follows) likewise. `tools`: OpenAI's tool
+    definitions, shown to the model as its chat template (or `tool_format`'s default) says.
     """
     row_biases = _row_biases(logit_bias, len(conversations))
+    row_constraints = _row_constraints(constraint, len(conversations))
     sampling = _sampling(max_new_tokens, temperature, top_p, stop, seed, logprobs)
     if batch_size < 1:
         raise usage_error("invalid_generation_settings", "batch_size must be ≥ 1")
-    prompts = [encode_chat(tokenizer, conversation) for conversation in conversations]
+    prompts = [encode_chat(tokenizer, conversation, tools) for conversation in conversations]
     generator = _generator(sampling.seed, model)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     completions: dict[int, Answer] = {}
@@ -102,8 +114,16 @@ def generate(
         for begin in range(0, len(order), batch_size):
             group = order[begin : begin + batch_size]
             biases = [row_biases[i] for i in group]
+            grammars = [row_constraints[i] for i in group]
             steps = _decode(
-                model, tokenizer, [prompts[i] for i in group], sampling, generator, prefix, biases
+                model,
+                tokenizer,
+                [prompts[i] for i in group],
+                sampling,
+                generator,
+                prefix,
+                biases,
+                grammars,
             )
             rows = deque(steps, maxlen=1)[0]  # the rows after the last step
             for index, row in zip(group, rows, strict=True):
@@ -120,9 +140,11 @@ class ChatStream:
     last delta with no text carries those of tokens that added none (the end of turn).
     """
 
-    def __init__(self, model, tokenizer, messages: Conversation, sampling: Sampling) -> None:
+    def __init__(
+        self, model, tokenizer, messages: Conversation, sampling: Sampling, tools=None
+    ) -> None:
         self._model, self._tokenizer, self._sampling = model, tokenizer, sampling
-        self._prompt = encode_chat(tokenizer, messages)
+        self._prompt = encode_chat(tokenizer, messages, tools)
         self.completion: Answer | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -138,6 +160,7 @@ class ChatStream:
                 generator,
                 None,
                 biases,
+                [self._sampling.constraint],
             ):
                 row = rows[0]
                 done = row.finish_reason is not None
@@ -161,23 +184,38 @@ def stream_chat(
     seed: int | None = None,
     logprobs: int | None = None,
     logit_bias: LogitBias | Sequence[tuple[int, float]] | None = None,
+    constraint: Constraint | None = None,
+    tools: Sequence[dict] | None = None,
 ) -> ChatStream:
     """The answer to one conversation as it is generated (see `ChatStream`)."""
-    sampling = _sampling(max_new_tokens, temperature, top_p, stop, seed, logprobs, logit_bias)
-    return ChatStream(model, tokenizer, messages, sampling)
+    sampling = _sampling(
+        max_new_tokens, temperature, top_p, stop, seed, logprobs, logit_bias, constraint
+    )
+    return ChatStream(model, tokenizer, messages, sampling, tools)
 
 
-def encode_chat(tokenizer, messages: Conversation) -> list[int]:
-    """Token ids of the chat-templated conversation, ending with the assistant's header."""
+def encode_chat(
+    tokenizer, messages: Conversation, tools: Sequence[dict] | None = None
+) -> list[int]:
+    """Token ids of the chat-templated conversation, ending with the assistant's header.
+
+    With `tools`, or messages with tool calls or results, the conversation is rendered in the
+    template's tool format (`tunelab.engine.tool_format`)."""
     if not getattr(tokenizer, "chat_template", None):
         raise TunelabError(
             "no_chat_template",
             "the model's tokenizer has no chat template, so it cannot chat.",
             hint="use an instruct/chat model, or add a chat_template to its tokenizer_config.json",
         )
+    extra: dict = {}
+    if tools or any(m.get("tool_calls") or m.get("role") == "tool" for m in messages):
+        form = ToolFormat.of(tokenizer)
+        messages = prompt_messages(form, messages, tools or ())
+        if form.native and tools:
+            extra["tools"] = list(tools)
     try:
         text = tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=True
+            list(messages), tokenize=False, add_generation_prompt=True, **extra
         )
     except Exception as err:  # jinja2 errors, or templates that raise on purpose
         raise TunelabError(
@@ -189,7 +227,7 @@ def encode_chat(tokenizer, messages: Conversation) -> list[int]:
 
 
 def _sampling(
-    max_new_tokens, temperature, top_p, stop, seed, logprobs=None, logit_bias=None
+    max_new_tokens, temperature, top_p, stop, seed, logprobs=None, logit_bias=None, constraint=None
 ) -> Sampling:
     stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
     # A mapping, or (token, bias) pairs as `Sampling` holds them.
@@ -197,7 +235,7 @@ def _sampling(
         sorted((int(token), float(value)) for token, value in dict(logit_bias or {}).items())
     )
     sampling = Sampling(
-        max_new_tokens, float(temperature), float(top_p), stops, seed, logprobs, bias
+        max_new_tokens, float(temperature), float(top_p), stops, seed, logprobs, bias, constraint
     )
     sampling.check()
     return sampling
@@ -219,6 +257,24 @@ def _row_biases(
     for bias in {tuple(sorted(b.items())) for b in biases}:
         Sampling(logit_bias=bias).check()
     return biases
+
+
+def _row_constraints(
+    constraint: Constraint | Sequence[Constraint | None] | None, rows: int
+) -> list[Constraint | None]:
+    """Each conversation's grammar (None: free), each checked to compile."""
+    if constraint is None or isinstance(constraint, Constraint):
+        constraints: list[Constraint | None] = [constraint] * rows
+    else:
+        constraints = list(constraint)
+        if len(constraints) != rows:
+            raise usage_error(
+                "invalid_generation_settings",
+                f"{len(constraints)} grammars for {rows} conversations",
+            )
+    for each in set(constraints) - {None}:
+        check_constraint(each)
+    return constraints
 
 
 def _generator(seed: int | None, model: torch.nn.Module) -> torch.Generator:
@@ -310,9 +366,10 @@ def _decode(
     generator: torch.Generator,
     prefix: PrefixCache | None = None,
     biases: list[dict[int, float]] | None = None,
+    constraints: list[Constraint | None] | None = None,
 ) -> Iterator[list[_Row]]:
-    """Generate for a batch of prompts (`biases`: each row's logit bias); yields every row
-    after each new token."""
+    """Generate for a batch of prompts (`biases`: each row's logit bias; `constraints`: each
+    row's grammar); yields every row after each new token."""
     context = getattr(model.config, "max_position_embeddings", None)
     eos_ids = _eos_ids(model, tokenizer)
     rows = []
@@ -335,15 +392,19 @@ def _decode(
         batch = KVBatch(model, _pad_id(tokenizer))
         logits = batch.start(prompts, prefix)
         bias = _bias(biases or [{} for _ in rows], logits)
+        grammars = RowGrammars(tokenizer, constraints or [None] * len(rows), logits.shape[-1])
         active = list(range(len(rows)))
         while True:
             biased = logits if bias is None else logits + bias[active]
-            tokens = _pick(biased, sampling, generator)
+            tokens = _pick(grammars.mask(biased, active), sampling, generator)
             chosen: list[TokenLogprob | None] = [None] * len(tokens)
             if texts is not None:  # from the raw logits: the model's own probabilities
                 chosen = list(token_logprobs(logits, tokens, sampling.logprobs or 0, texts))
             for index, token, logprob in zip(active, tokens, chosen, strict=True):
                 rows[index].add(token, logprob)
+                grammars.advance(index, token)
+                if grammars.finished(index) and rows[index].finish_reason is None:
+                    rows[index].finish_reason = "stop"  # the grammar allows nothing more
             yield rows
             keep = [k for k, index in enumerate(active) if rows[index].finish_reason is None]
             if not keep:

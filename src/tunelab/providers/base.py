@@ -125,6 +125,11 @@ class ChatOptions:
     logprobs: bool = False
     top_logprobs: int = 0
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias), OpenAI's -100..100
+    # Structured outputs and tools, as OpenAI's request has them (None: not asked for).
+    response_format: dict | None = None  # {"type": "json_object"} or "json_schema"
+    tools: tuple[dict, ...] = ()
+    tool_choice: str | dict | None = None  # "auto", "none", "required", a named function
+    parallel_tool_calls: bool | None = None
 
     def settings(self) -> dict:
         """The settings as `Provider.chat`'s keywords (None: the provider's default); the
@@ -144,12 +149,23 @@ class ChatOptions:
 
     def fields_used(self) -> list[str]:
         """The answer fields this request uses (`ANSWER_FIELDS`' names)."""
-        used = {"logprobs": self.logprobs, "logit_bias": bool(self.logit_bias)}
+        used = {
+            "logprobs": self.logprobs,
+            "logit_bias": bool(self.logit_bias),
+            "response_format": self.structured,
+            "tools": bool(self.tools),
+        }
         return [name for name in ANSWER_FIELDS if used[name]]
 
+    @property
+    def structured(self) -> bool:
+        """Whether the answer must be JSON (`response_format` other than text)."""
+        return (self.response_format or {}).get("type", "text") != "text"
 
-# Request fields beyond the sampling settings that only some providers honour.
-ANSWER_FIELDS = ("logprobs", "logit_bias")
+
+# Request fields beyond the sampling settings that only some providers honour (`tools`
+# stands for `tool_choice` and `parallel_tool_calls` too).
+ANSWER_FIELDS = ("logprobs", "logit_bias", "response_format", "tools")
 
 
 def chat_settings(

@@ -7,7 +7,7 @@ naming it, not dropped. The fields the request model declares are honoured; the 
 are accepted and ignored because ignoring them changes no answer; a field at its neutral
 value (a penalty of 0, `response_format` text) asks for nothing and is accepted too; `null`
 is the same as leaving a field out. Everything else is refused, OpenAI's fields that tunelab
-does not implement (`tools`, `response_format` json, `audio`, ...) and misspellings alike.
+does not implement (`functions`, `audio`, ...) and misspellings alike.
 """
 
 from __future__ import annotations
@@ -30,18 +30,12 @@ IGNORED = {
 NEUTRAL = {
     "frequency_penalty": 0,
     "presence_penalty": 0,
-    "response_format": {"type": "text"},
     "modalities": ["text"],
 }
 # Why some refused fields are refused, where more can be said than "not implemented".
 REFUSED = {
-    "tools": "tool calls are not implemented yet",
-    "tool_choice": "tool calls are not implemented yet",
-    "parallel_tool_calls": "tool calls are not implemented yet",
-    "functions": "function calls are not implemented",
-    "function_call": "function calls are not implemented",
-    "response_format": "structured outputs are not implemented yet; only "
-    '{"type": "text"} is accepted',
+    "functions": "the deprecated function calls are not implemented; use `tools`",
+    "function_call": "the deprecated function calls are not implemented; use `tool_choice`",
     "frequency_penalty": "penalties are not implemented; only 0 is accepted",
     "presence_penalty": "penalties are not implemented; only 0 is accepted",
     "audio": "tunelab's models answer in text only",

@@ -48,10 +48,25 @@ class TextPart(BaseModel):
     text: str
 
 
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str
+    arguments: str = "{}"
+
+
+class MessageToolCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str = ""
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
+    tool_calls: list[MessageToolCall] | None = None  # an assistant's earlier calls
+    tool_call_id: str | None = None  # which call a tool message answers
 
     def for_template(self) -> dict:
         content = self.content or ""
@@ -59,7 +74,57 @@ class Message(BaseModel):
             content = "".join(part.text for part in content)
         # Chat templates know "system"; OpenAI's newer name for it is "developer".
         role = "system" if self.role == "developer" else self.role
-        return {"role": role, "content": content}
+        message: dict = {"role": role, "content": content}
+        if self.tool_calls:
+            message["tool_calls"] = [call.model_dump() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
+
+
+class JsonSchemaFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    name: str = Field(min_length=1, max_length=64)
+    schema_: dict = Field(alias="schema")
+    strict: bool | None = None  # tunelab's answers always follow the schema
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    def for_options(self) -> dict:
+        if self.type != "json_schema":
+            return {"type": self.type}
+        if self.json_schema is None:
+            raise ApiError(
+                400, "response_format json_schema needs its `json_schema`.", param="response_format"
+            )
+        return {"type": "json_schema", "json_schema": {"schema": self.json_schema.schema_}}
+
+
+class FunctionTool(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    parameters: dict | None = None
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["function"]
+    function: FunctionTool
+
+
+class NamedFunction(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class StreamOptions(BaseModel):
@@ -96,6 +161,10 @@ class ChatCompletionRequest(BaseModel):
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
     logit_bias: dict[str, float] | None = Field(None, max_length=1024)
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = Field(None, max_length=128)
+    tool_choice: Literal["auto", "none", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool | None = None
     labels: list[LabelText] | None = Field(None, min_length=1, max_length=500)
     label_tag: str | None = Field(None, min_length=1, max_length=50, pattern=r"^[A-Za-z_][\w.-]*$")
     bare_label: bool = False
@@ -115,6 +184,23 @@ class ChatCompletionRequest(BaseModel):
         check_extra_fields(self.model_extra or {})
         if self.top_logprobs is not None and not self.logprobs:
             raise ApiError(400, "top_logprobs needs logprobs set to true.", param="top_logprobs")
+        self._check_tools()
+
+    def _check_tools(self) -> None:
+        names = [tool.function.name for tool in self.tools or ()]
+        choice = self.tool_choice
+        if choice not in (None, "auto", "none") and not names:
+            raise ApiError(400, "tool_choice needs `tools`.", param="tool_choice")
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            raise ApiError(
+                400,
+                f"tool_choice names `{choice.function.name}`, which is not one of the tools.",
+                param="tool_choice",
+            )
+        if names and self.response_format is not None and self.response_format.type != "text":
+            raise ApiError(
+                400, "Use either `tools` or a JSON `response_format`.", param="response_format"
+            )
 
     def label_answers(self) -> list[str]:
         """Each label's answer, as the model was trained to give it."""
@@ -134,7 +220,15 @@ class ChatCompletionRequest(BaseModel):
             logprobs=bool(self.logprobs),
             top_logprobs=self.top_logprobs or 0,
             logit_bias=tuple((int(t), b) for t, b in (self.logit_bias or {}).items()),
+            response_format=self.response_format.for_options() if self.response_format else None,
+            tools=tuple(tool.model_dump(exclude_none=True) for tool in self.tools or ()),
+            tool_choice=_dumped(self.tool_choice),
+            parallel_tool_calls=self.parallel_tool_calls,
         )
+
+
+def _dumped(choice: str | BaseModel | None) -> str | dict | None:
+    return choice.model_dump() if isinstance(choice, BaseModel) else choice
 
 
 @router.post("/chat/completions")
@@ -181,7 +275,7 @@ def _completion(answer: ChatCompletion, completion_id: str, created: int) -> dic
     choices = [
         {
             "index": index,
-            "message": {"role": "assistant", "content": choice.text, "refusal": None},
+            "message": _message(choice),
             "finish_reason": choice.finish_reason,
             "logprobs": _logprobs(choice.logprobs),
         }
@@ -202,6 +296,27 @@ def _completion(answer: ChatCompletion, completion_id: str, created: int) -> dic
         "usage": _usage(answer.usage.prompt_tokens, answer.usage.completion_tokens),
         "system_fingerprint": None,
     }
+
+
+def _message(choice) -> dict:
+    message = {"role": "assistant", "content": choice.text, "refusal": None}
+    if choice.tool_calls:
+        message["content"] = choice.text or None
+        message["tool_calls"] = _tool_calls(choice.tool_calls)
+    return message
+
+
+def _tool_calls(calls, *, indexed: bool = False) -> list[dict]:
+    """An answer's tool calls as OpenAI writes them (streamed deltas carry an index)."""
+    return [
+        {
+            **({"index": index} if indexed else {}),
+            "id": call.id,
+            "type": "function",
+            "function": {"name": call.name, "arguments": call.arguments},
+        }
+        for index, call in enumerate(calls)
+    ]
 
 
 def _logprobs(tokens: tuple[TokenLogprob, ...] | None) -> dict | None:
@@ -270,6 +385,9 @@ async def _events(
                 continue
             prompt_tokens = item.prompt_tokens
             completion_tokens += item.completion_tokens
+            if item.tool_calls:
+                calls = _tool_calls(item.tool_calls, indexed=True)
+                yield chunk([choice(index, {"tool_calls": calls})])
             yield chunk([choice(index, {}, item.finish_reason)])
         if include_usage:
             yield chunk([], _usage(prompt_tokens, completion_tokens))

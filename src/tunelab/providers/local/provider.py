@@ -170,17 +170,20 @@ class LocalProvider(Provider):
     async def serve_answers(
         self, model: str, messages: list[dict], options: ChatOptions
     ) -> list[Answer]:
-        from tunelab.providers.local.queue import BatchRequest  # torch: on first answer
+        from tunelab.providers.local.answering import structure  # torch: on first answer
+        from tunelab.providers.local.queue import BatchRequest
 
         loaded = await self._loaded(model)
         loop = asyncio.get_running_loop()
+        tools, constraint = structure(options, loaded.tokenizer)
         request = BatchRequest(
             loaded,
             messages,
-            _sampling(options, loaded.info),
+            _sampling(options, loaded.info, constraint),
             options.n,
             loop.create_future(),
             loop.time(),
+            tools,
         )
         self._queue().submit(request)
         return await request.done
@@ -193,13 +196,15 @@ class LocalProvider(Provider):
         answer: AnswerStream,
         release: Callable[[], None],
     ) -> None:
-        from tunelab.providers.local.queue import StreamRequest  # torch: on first answer
+        from tunelab.providers.local.answering import structure  # torch: on first answer
+        from tunelab.providers.local.queue import StreamRequest
 
         loaded = await self._loaded(model)
-        sampling = _sampling(options, loaded.info)
+        tools, constraint = structure(options, loaded.tokenizer)
+        sampling = _sampling(options, loaded.info, constraint)
         now = asyncio.get_running_loop().time()
         self._queue().submit(
-            StreamRequest(loaded, messages, sampling, options.n, answer, release, now)
+            StreamRequest(loaded, messages, sampling, options.n, answer, release, now, tools)
         )
 
     async def serve_scores(
@@ -295,9 +300,10 @@ class LocalProvider(Provider):
         ]
 
 
-def _sampling(options: ChatOptions, info: ModelInfo) -> Sampling:
+def _sampling(options: ChatOptions, info: ModelInfo, constraint=None) -> Sampling:
     """A server request's settings for the engine: greedy unless a temperature is given,
-    up to the model's context unless `max_tokens` says less."""
+    up to the model's context unless `max_tokens` says less; `constraint`: the grammar its
+    answers follow."""
     from tunelab.engine.generate import Sampling  # torch: on first answer
 
     temperature = 0.0 if options.temperature is None else options.temperature
@@ -309,6 +315,7 @@ def _sampling(options: ChatOptions, info: ModelInfo) -> Sampling:
         seed=options.seed if temperature > 0 else None,  # greedy needs none: batch them all
         logprobs=options.top_logprobs if options.logprobs else None,
         logit_bias=options.logit_bias,
+        constraint=constraint,
     )
     sampling.check()
     return sampling

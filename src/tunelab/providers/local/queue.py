@@ -16,7 +16,7 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, replace
 from functools import partial
 
 from tunelab.engine.generate import Sampling, encode_chat, generate
@@ -24,7 +24,7 @@ from tunelab.engine.score import score_answers
 from tunelab.errors import TunelabError
 from tunelab.providers.answer_stream import AnswerStream, feed
 from tunelab.providers.base import ChatStream
-from tunelab.providers.local.answering import engine_stream
+from tunelab.providers.local.answering import NO_STRUCTURE, Structure, engine_stream
 from tunelab.providers.local.model_cache import LoadedModel
 
 # After a batch of several rows, how long the next group may wait for those clients to return.
@@ -41,6 +41,7 @@ class BatchRequest:
     n: int
     done: asyncio.Future
     arrived: float
+    structure: Structure = NO_STRUCTURE  # tools shown to the model, calls read back
 
 
 @dataclass(eq=False)
@@ -54,6 +55,7 @@ class StreamRequest:
     answer: AnswerStream
     release: Callable[[], None]  # called once the worker is done with it
     arrived: float
+    structure: Structure = NO_STRUCTURE
 
 
 @dataclass(eq=False)
@@ -180,15 +182,23 @@ def _local_choice(job: StreamRequest, index: int) -> ChatStream:
     """Choice `index` of a streamed request, as the local provider streams it."""
     # Each choice of a seeded request gets its own seed, or all would be the same.
     seed = None if job.sampling.seed is None else job.sampling.seed + index
-    return engine_stream(job.loaded, job.messages, **asdict(replace(job.sampling, seed=seed)))
+    sampling = _settings(replace(job.sampling, seed=seed))
+    return engine_stream(job.loaded, job.messages, job.structure, **sampling)
+
+
+def _settings(sampling: Sampling) -> dict:
+    """The engine's keywords for `sampling` (its grammar kept as it is, not as a dict)."""
+    return {field.name: getattr(sampling, field.name) for field in fields(sampling)}
 
 
 def _batch_key(request: BatchRequest) -> object:
     # A seeded sample depends on its batch's other rows: it runs alone, so it is reproducible.
     if request.sampling.seed is not None:
         return request
-    # Each row carries its own logit bias: requests differing only there batch together.
-    return (request.loaded, replace(request.sampling, logit_bias=()))
+    # Each row carries its own logit bias and grammar: requests differing only there batch
+    # together; the tools are in the prompt, the same for the whole call.
+    rowwise = replace(request.sampling, logit_bias=(), constraint=None)
+    return (request.loaded, rowwise, request.structure.tools_json)
 
 
 def _rows(group: list) -> int:
@@ -200,13 +210,16 @@ def _generate_batch(requests: list[BatchRequest], batch_size: int) -> list:
     first = requests[0]
     conversations = [request.messages for request in requests for _ in range(request.n)]
     biases = [dict(r.sampling.logit_bias) for r in requests for _ in range(r.n)]
+    grammars = [r.sampling.constraint for r in requests for _ in range(r.n)]
+    settings = {**_settings(first.sampling), "logit_bias": biases, "constraint": grammars}
     try:
         completions = generate(
             first.loaded.model,
             first.loaded.tokenizer,
             conversations,
             batch_size=batch_size,
-            **{**asdict(first.sampling), "logit_bias": biases},
+            tools=first.structure.tools,
+            **settings,
         )
     except Exception as err:
         if len(requests) == 1:
@@ -217,7 +230,9 @@ def _generate_batch(requests: list[BatchRequest], batch_size: int) -> list:
         ]
     outcomes, begin = [], 0
     for request in requests:
-        outcomes.append(completions[begin : begin + request.n])
+        answers = completions[begin : begin + request.n]
+        tokenizer = request.loaded.tokenizer
+        outcomes.append([request.structure.finish(tokenizer, answer) for answer in answers])
         begin += request.n
     return outcomes
 

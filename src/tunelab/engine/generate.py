@@ -272,7 +272,7 @@ def _row_constraints(
                 "invalid_generation_settings",
                 f"{len(constraints)} grammars for {rows} conversations",
             )
-    for each in set(constraints) - {None}:
+    for each in {c for c in constraints if c is not None}:
         check_constraint(each)
     return constraints
 

@@ -19,7 +19,7 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import llguidance
 import llguidance.hf
@@ -28,9 +28,16 @@ import torch
 
 from tunelab.errors import usage_error
 
+if TYPE_CHECKING:  # a TypedDict of llguidance's type stubs only
+    from llguidance._lib import JsonCompileOptions
+
 # JSON as models usually write it (", " and ": "), with no freedom to pad with whitespace: a
 # grammar that allows any whitespace lets a small model loop on newlines until its limit.
-JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+JSON_LAYOUT: JsonCompileOptions = {
+    "whitespace_flexible": False,
+    "item_separator": ", ",
+    "key_separator": ": ",
+}
 ANY_JSON_OBJECT = {"type": "object"}
 
 
@@ -107,8 +114,7 @@ class RowGrammars:
 
     def mask(self, logits: torch.Tensor, rows: list[int]) -> torch.Tensor:
         """`logits` (one line per row of `rows`) with each grammar's forbidden tokens at -inf."""
-        lines = [(k, self.matchers[row]) for k, row in enumerate(rows)]
-        lines = [(k, m) for k, m in lines if m is not None]
+        lines = [(k, m) for k, row in enumerate(rows) if (m := self.matchers[row]) is not None]
         if not lines:
             return logits
         bits = llguidance.torch.allocate_token_bitmask(len(lines), self.vocabulary)

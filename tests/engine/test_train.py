@@ -371,13 +371,16 @@ def test_non_finite_loss_stops_the_run_naming_the_step(
     assert not (tmp_path / "run" / "tunelab_config.json").exists()
 
 
-def test_a_huge_learning_rate_is_caught_as_non_finite(
+def test_a_huge_learning_rate_is_refused_before_anything_trains(
     tmp_path, tokenizer, make_model, examples, fast_config
 ):
+    """A rate past 1 would swamp the weights at the first step (the non-finite check would
+    catch it only later, if at all): the config refuses it and no output is written."""
     config = fast_config(method="full", learning_rate=1e30, max_grad_norm=None, n_epochs=25)
     with pytest.raises(TunelabError) as caught:
         train(make_model(), tokenizer, examples, None, config, tmp_path / "run")
-    assert caught.value.code == "non_finite_loss"
+    assert caught.value.code == "invalid_config" and "--learning-rate" in caught.value.message
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(
@@ -393,7 +396,7 @@ def test_out_of_memory_becomes_an_error_saying_what_to_reduce(
     def exhausted(model, batch):
         raise failure
 
-    monkeypatch.setattr("tunelab.engine.trainer.token_loss", exhausted)
+    monkeypatch.setattr("tunelab.engine.objectives.token_loss", exhausted)
     with pytest.raises(TunelabError) as caught:
         train(make_model(), tokenizer, examples, None, fast_config(), tmp_path / "run")
     assert caught.value.code == "out_of_memory"

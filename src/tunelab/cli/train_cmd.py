@@ -3,7 +3,8 @@
 Every TrainConfig field is a flag (its docstring is the help); every one accepts `auto`,
 meaning tunelab's default. The data is validated before the model is loaded, so a bad file
 fails in seconds. Ctrl-C stops the run after the current step with a checkpoint, and
-`--resume` continues it.
+`--resume` continues it. Reinforcement training scores the model's answers with `--grader`
+(an OpenAI grader definition), recorded in the run's metadata: `--resume` reuses it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import shlex
 import threading
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,7 +23,13 @@ from rich.table import Table
 from tunelab.catalog import WEIGHTS_MARKER
 from tunelab.cli import common
 from tunelab.cli.cancel import EXIT_INTERRUPTED, ctrl_c_cancels
-from tunelab.cli.options import base_model_option, json_option, output_option, training_files
+from tunelab.cli.options import (
+    base_model_option,
+    input_file,
+    json_option,
+    output_option,
+    training_files,
+)
 from tunelab.cli.progress import TrainingProgress, reading_progress
 from tunelab.cli.render import duration, findings_table, render_training_result, say_waiting
 from tunelab.cli.train_options import (
@@ -33,14 +41,17 @@ from tunelab.cli.train_options import (
     setting_options,
 )
 from tunelab.data.method_scan import require_valid
+from tunelab.data.reinforcement import grader_item_fields
 from tunelab.engine.config import TrainConfig
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
+from tunelab.evals.graders import Grader, grade, parse_grader
 from tunelab.io import file_sha256
 from tunelab.providers.local.jobs import model_spec_of
 from tunelab.reporting import REPORTERS
 
 if TYPE_CHECKING:  # the engine's models and trainer load torch: only commands that train do
     from tunelab.engine.models import ModelInfo
+    from tunelab.engine.reinforcement import Reward
 
 
 def build_config(settings: dict) -> TrainConfig:
@@ -68,6 +79,13 @@ def build_config(settings: dict) -> TrainConfig:
     type=click.Choice(REPORTERS),
     help="Also send the metrics to this experiment tracker (repeatable; its package must be "
     "installed).",
+)
+@click.option(
+    "--grader",
+    "grader_file",
+    type=input_file,
+    help="Reinforcement: the grader (OpenAI's definition, JSON) whose score of each sampled "
+    "answer is its reward; --resume reuses the run's.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the plan (examples, tokens, steps, time).")
 @click.option(
@@ -110,23 +128,27 @@ def train_cmd(
     node_rank: int | None,
     rdzv_endpoint: str | None,
     report_to: tuple[str, ...],
+    grader_file: Path | None,
     as_json: bool,
     **settings,
 ) -> int:
-    """Fine-tune a local model (LoRA or full) on chat JSONL from `tunelab format`, or on
-    preference pairs with --training-method dpo."""
+    """Fine-tune a local model (LoRA or full) on chat JSONL from `tunelab format`, on
+    preference pairs with --training-method dpo, or on prompts with --training-method
+    reinforcement and a --grader."""
     # The run object imports torch only where it loads or trains: a bad flag, tracker, model
     # name or output fails in a moment.
     from tunelab.engine.run import Launch, TrainingRun
 
     progress = TrainingProgress(quiet=as_json)
     cancel = threading.Event()
+    config = build_config(settings)
+    grader = run_grader(grader_file, config.training_method, output, resume)
     run = TrainingRun(
         model,
         train_file,
         val_file,
         output,
-        build_config(settings),
+        config,
         resume=resume,
         force=force,
         need_checkpoint=True,
@@ -136,11 +158,14 @@ def train_cmd(
         on_validation=progress.validating,
         cancel=cancel,
         launch=Launch(nproc_per_node, nnodes, node_rank, rdzv_endpoint),
+        reward=grader_reward(parse_grader(grader)) if grader is not None else None,
     )
     info = run.source  # before torch loads: a bad name fails at once
     if not dry_run:  # before minutes of loading (or the ranks starting), not after
         run.check_output()
-    check_training_data(train_file, val_file, info, as_json, run.config.training_method)
+    check_training_data(
+        train_file, val_file, info, as_json, run.config.training_method, grader_item_fields(grader)
+    )
     if dry_run:
         result = run.plan()
         if as_json:
@@ -154,6 +179,7 @@ def train_cmd(
         "train_file": str(train_file),
         "train_file_sha256": file_sha256(train_file),
         "val_file": val_file and str(val_file),
+        **({"grader": grader} if grader is not None else {}),
     }
     say_loading(info)
     with run, ctrl_c_cancels(cancel), progress:  # Ctrl-C while loading aborts at once
@@ -200,11 +226,74 @@ def _flag_value(value) -> str:
     return str(value)
 
 
+def run_grader(grader_file: Path | None, method: str, output: Path, resume: bool) -> dict | None:
+    """The grader definition of a reinforcement run: --grader's, or with --resume the one the
+    run recorded (a different one is refused: the rewards would change mid-run)."""
+    given = grader_definition(grader_file) if grader_file is not None else None
+    if method != "reinforcement":
+        if given is not None:
+            raise usage_error(
+                "grader_unused", "--grader scores answers of --training-method reinforcement."
+            )
+        return None
+    recorded = recorded_grader(output) if resume else None
+    if given is not None and recorded is not None and given != recorded:
+        raise usage_error(
+            "resume_mismatch",
+            f"--grader {grader_file} differs from the grader the run in {output} started with.",
+            hint="resume without --grader (the run's is reused), or pass --force to start over",
+        )
+    grader = given if given is not None else recorded
+    if grader is None:
+        raise usage_error(
+            "grader_missing",
+            "--training-method reinforcement needs --grader GRADER.json to score the answers.",
+        )
+    parse_grader(grader)  # a bad definition fails before the model loads
+    return grader
+
+
+def grader_definition(path: Path) -> dict:
+    """A grader definition file's JSON (its fields are checked by `parse_grader`)."""
+    import orjson
+
+    try:
+        return orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as err:
+        text = f"the grader definition is not JSON: {err.msg}"
+        raise TunelabError("invalid_grader_file", text, path=path) from None
+
+
+def recorded_grader(output: Path) -> dict | None:
+    """The grader recorded in the latest checkpoint of the run in `output`, if any."""
+    # imports torch: loaded where it is used, so a bad flag fails in a moment
+    from tunelab.engine.checkpoint import latest_checkpoint, read_checkpoint_meta
+
+    checkpoint = latest_checkpoint(output)
+    if checkpoint is None:
+        return None
+    return read_checkpoint_meta(checkpoint)["metadata"]["metadata"].get("grader")
+
+
+def grader_reward(grader: Grader) -> Reward:
+    """The engine's reward: the grader's score of each answer to an item."""
+
+    def reward(answers: Sequence[str], item: Mapping) -> list[float]:
+        return [grade(grader, answer, dict(item)).score for answer in answers]
+
+    return reward
+
+
 def check_training_data(
-    train_file: Path, val_file: Path | None, info: ModelInfo, as_json: bool, method: str
+    train_file: Path,
+    val_file: Path | None,
+    info: ModelInfo,
+    as_json: bool,
+    method: str,
+    required_fields: Sequence[str] = (),
 ):
-    """Validate the files for the model and training method (the API's rule); on errors,
-    show the findings."""
+    """Validate the files for the model and training method (the API's rule; reinforcement
+    items need the fields the grader reads); on errors, show the findings."""
     with reading_progress() as progress:
         try:
             report = require_valid(
@@ -213,6 +302,7 @@ def check_training_data(
                 val_path=val_file,
                 model=model_spec_of(info),
                 progress=progress,
+                grader_fields=required_fields,
             )
         except TunelabError as error:
             if as_json:

@@ -245,16 +245,23 @@ def require_valid(
     model: str | ModelSpec | None = None,
     progress: Callable[[str, int], None] | None = None,
     refused: str = "nothing was trained",
+    grader_fields: Iterable[str] = (),
 ) -> ValidationReport:
     """`validate_data_file` for the training `method` (None: detected from the file),
-    raising `invalid_training_data` when the data has errors.
+    raising `invalid_training_data` when the data has errors (`grader_fields`: those every
+    reinforcement item must have).
 
     Every way of training (a job on any provider, `tunelab train`, the server, the studio)
     passes through here first; `refused` says what did not happen. The raised error carries
     the report as `.report`, for front ends that list the findings.
     """
     report = validate_data_file(
-        path, method=method, val_path=val_path, model=model, progress=progress
+        path,
+        method=method,
+        val_path=val_path,
+        model=model,
+        grader_fields=grader_fields,
+        progress=progress,
     )
     if report.ok:
         return report

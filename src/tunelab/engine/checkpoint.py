@@ -66,7 +66,16 @@ _RESUMABLE_CHANGES = {
     "use_liger_kernel",
 }
 # Settings added after checkpoints were first written: what a checkpoint without them used.
-_EARLIER_DEFAULTS = {"distributed": "ddp"}
+_EARLIER_DEFAULTS = {
+    "distributed": "ddp",
+    "training_method": "supervised",
+    "dpo_beta": 0.1,
+    "rl_group_size": 4,
+    "rl_max_answer_tokens": 512,
+    "rl_temperature": 1.0,
+    "rl_kl_beta": 0.04,
+    "rl_clip_epsilon": 0.2,
+}
 
 
 @dataclass(frozen=True)

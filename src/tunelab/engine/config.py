@@ -37,7 +37,7 @@ Precision = Literal["auto", "bf16", "fp16", "fp32"]
 Switch = Literal["auto", "on", "off"]
 Distributed = Literal["auto", "ddp", "fsdp"]
 # OpenAI's `method.type`: what the run optimises (see engine.objectives).
-TrainingMethod = Literal["supervised", "dpo"]
+TrainingMethod = Literal["supervised", "dpo", "reinforcement"]
 METHODS: tuple[str, ...] = get_args(Method)
 SCHEDULERS: tuple[str, ...] = get_args(Scheduler)
 PRECISIONS: tuple[str, ...] = get_args(Precision)
@@ -71,6 +71,16 @@ MAX_LORA_ALPHA = 10_000
 DPO_BASE_LEARNING_RATE = {"lora": 2e-5, "full": 1e-6}
 # OpenAI's and TRL's default DPO beta: how far from the reference the model may move.
 DEFAULT_DPO_BETA = 0.1
+# Reinforcement (GRPO family) moves the model by its own sampled answers, as DPO does by pairs:
+# the rates of preference training (TRL's GRPO default is 1e-6 for full fine-tuning; LoRA
+# GRPO recipes use 1e-5 to 5e-5).
+REINFORCEMENT_BASE_LEARNING_RATE = DPO_BASE_LEARNING_RATE
+# TRL's GRPO defaults: the KL penalty's weight and PPO's clipping range of the ratio.
+DEFAULT_RL_KL_BETA = 0.04
+DEFAULT_RL_CLIP_EPSILON = 0.2
+DEFAULT_RL_MAX_ANSWER_TOKENS = 512  # data.method_scan counts an answer's budget the same
+# Methods whose loss compares the model with its starting point, kept whole (not sharded).
+REFERENCE_METHODS = ("dpo", "reinforcement")
 # OpenAI picks a batch of about 0.2% of the examples; capped at 32 so that one step stays
 # affordable on a CPU.
 AUTO_BATCH_FRACTION = 0.002
@@ -158,10 +168,23 @@ class TrainConfig:
     instructions before each question), so that the shared part is computed once per batch
     instead of once per row; off: random batches of similar length; auto: off."""
     training_method: TrainingMethod = "supervised"
-    """What the run optimises (OpenAI's method.type): supervised (the answers' tokens) or dpo
-    (preference pairs: the preferred answer over the other, against the starting model)."""
+    """What the run optimises (OpenAI's method.type): supervised (the answers' tokens), dpo
+    (preference pairs: the preferred answer over the other, against the starting model) or
+    reinforcement (the model's own sampled answers, scored by --grader: GRPO)."""
     dpo_beta: float = DEFAULT_DPO_BETA
     """DPO's beta: higher keeps the model closer to where it started."""
+    rl_group_size: int = 4
+    """Reinforcement: answers sampled per prompt at each step; each is rewarded against the
+    others of its group."""
+    rl_max_answer_tokens: int = DEFAULT_RL_MAX_ANSWER_TOKENS
+    """Reinforcement: the most tokens a sampled answer may have."""
+    rl_temperature: float = 1.0
+    """Reinforcement: the sampling temperature of the answers (higher: more varied groups)."""
+    rl_kl_beta: float = DEFAULT_RL_KL_BETA
+    """Reinforcement: weight of the KL penalty to the starting model (0: none)."""
+    rl_clip_epsilon: float = DEFAULT_RL_CLIP_EPSILON
+    """Reinforcement: how far the new-to-old probability ratio may move before the policy
+    loss is clipped (PPO's epsilon)."""
     distributed: Distributed = AUTO
     """With several processes (--nproc-per-node): ddp keeps a whole copy of the model in each;
     fsdp (--method full only) shards weights, gradients and optimizer state across them, for
@@ -201,6 +224,7 @@ class TrainConfig:
             *_choice("distributed", self.distributed, DISTRIBUTED),
             *_choice("training-method", self.training_method, TRAINING_METHODS),
             *_number("dpo-beta", self.dpo_beta, minimum=0, maximum=100, strict=True),
+            *self._reinforcement_problems(),
             *_number("lora-rank", self.lora_rank, minimum=1, integer=True),
             *_number("lora-alpha", self.lora_alpha, minimum=0, maximum=MAX_LORA_ALPHA, strict=True),
             *_number("lora-dropout", self.lora_dropout, minimum=0, maximum=1, below_max=True),
@@ -256,9 +280,10 @@ class TrainConfig:
                 "--distributed fsdp shards full fine-tuning (--method full); LoRA "
                 "trains with ddp: its frozen base is shared and its adapter small"
             )
-        if self.training_method == "dpo" and self.distributed == "fsdp":
+        if self.training_method in REFERENCE_METHODS and self.distributed == "fsdp":
             found.append(
-                "--training-method dpo trains with ddp: its reference model is not sharded"
+                f"--training-method {self.training_method} trains with ddp: its reference "
+                "model is not sharded"
             )
         if self.distributed == "fsdp" and self.precision == "fp16":
             found.append(
@@ -266,6 +291,15 @@ class TrainConfig:
                 "scaling does not handle sharded gradients)"
             )
         return found
+
+    def _reinforcement_problems(self) -> list[str]:
+        return [
+            *_number("rl-group-size", self.rl_group_size, minimum=2, integer=True),
+            *_number("rl-max-answer-tokens", self.rl_max_answer_tokens, minimum=1, integer=True),
+            *_number("rl-temperature", self.rl_temperature, minimum=0, maximum=100, strict=True),
+            *_number("rl-kl-beta", self.rl_kl_beta, minimum=0, maximum=100),
+            *_number("rl-clip-epsilon", self.rl_clip_epsilon, minimum=0, maximum=1, strict=True),
+        ]
 
     def _conflicts(self) -> list[str]:
         found = []
@@ -384,7 +418,7 @@ class TrainConfig:
         return steps_per_epoch, total_steps
 
     def _distributed(self, n_parameters: int | None, device: str | None) -> str:
-        if self.training_method == "dpo" and self.distributed == AUTO:
+        if self.training_method in REFERENCE_METHODS and self.distributed == AUTO:
             return "ddp"  # its reference model is not sharded (see problems())
         return resolve_distributed(self.distributed, self.method, n_parameters, device)
 
@@ -405,7 +439,10 @@ class TrainConfig:
 
     def _base_rate(self) -> float | None:
         """The learning rate a multiplier of 1 means, for the method (None: not one)."""
-        table = DPO_BASE_LEARNING_RATE if self.training_method == "dpo" else BASE_LEARNING_RATE
+        table = {
+            "dpo": DPO_BASE_LEARNING_RATE,
+            "reinforcement": REINFORCEMENT_BASE_LEARNING_RATE,
+        }.get(self.training_method, BASE_LEARNING_RATE)
         return table.get(self.method)
 
     def _warmup_steps(self, total_steps: int) -> int:

@@ -131,6 +131,43 @@ def generate(
     return [completions[index] for index in range(len(prompts))]
 
 
+@dataclass(frozen=True)
+class SampledAnswer:
+    """An answer as token ids, exactly as sampled (the end of turn included where the answer
+    stopped on it), with its text: what reinforcement training trains on and grades."""
+
+    tokens: tuple[int, ...]
+    text: str
+    finish_reason: str
+
+
+def sample_answers(
+    model: torch.nn.Module,
+    tokenizer,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    seed: int,
+    max_length: int | None = None,
+) -> list[SampledAnswer]:
+    """One answer per tokenized prompt, all decoded in one batch: rows that repeat a prompt
+    (a group of samples) or share its beginning start from one prefix cache. `max_length`
+    caps each row's prompt and answer together (default: the model's context)."""
+    sampling = _sampling(max_new_tokens, temperature, 1.0, None, seed)
+    rows_in = [list(prompt) for prompt in prompts]
+    generator = _generator(seed, model)
+    with cores.computing():
+        prefix = PrefixCache.of(model, rows_in)
+        steps = _decode(
+            model, tokenizer, rows_in, sampling, generator, prefix, max_length=max_length
+        )
+        rows = deque(steps, maxlen=1)[0]
+    return [
+        SampledAnswer(tuple(row.tokens), row.text, row.finish_reason or "length") for row in rows
+    ]
+
+
 class ChatStream:
     """Iterate for the answer's text deltas; `completion` holds the whole once iterated.
 
@@ -367,10 +404,14 @@ def _decode(
     prefix: PrefixCache | None = None,
     biases: list[dict[int, float]] | None = None,
     constraints: list[Constraint | None] | None = None,
+    max_length: int | None = None,
 ) -> Iterator[list[_Row]]:
     """Generate for a batch of prompts (`biases`: each row's logit bias; `constraints`: each
-    row's grammar); yields every row after each new token."""
+    row's grammar; `max_length`: a limit on prompt and answer below the model's context);
+    yields every row after each new token."""
     context = getattr(model.config, "max_position_embeddings", None)
+    if max_length is not None:
+        context = max_length if context is None else min(context, max_length)
     eos_ids = _eos_ids(model, tokenizer)
     rows = []
     for prompt in prompts:

@@ -1,5 +1,6 @@
 """Training losses' common part: the model's logits at an example's trained (assistant) tokens,
-summed into the supervised loss or into each answer's log-probability (preference training)."""
+summed into the supervised loss or into each answer's log-probability (preference training),
+or kept per token (reinforcement training)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,14 @@ def sequence_logprobs(model: CausalLM, batch: Batch) -> torch.Tensor:
     rows = mask.nonzero()[:, 0]
     totals = torch.zeros(mask.shape[0], dtype=per_token.dtype, device=per_token.device)
     return totals.index_add(0, rows, per_token)
+
+
+def trained_token_logprobs(model: CausalLM, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The log-probability of each trained token, and the row it is in: two [trained tokens]
+    tensors in row-major order (reinforcement training weighs each token of an answer)."""
+    logits, targets, mask = trained_logits(model, batch)
+    per_token = -F.cross_entropy(logits.float(), targets, reduction="none")
+    return per_token, mask.nonzero()[:, 0]
 
 
 def trained_logits(

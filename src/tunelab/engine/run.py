@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from tunelab.engine.distributed import Ranks
+    from tunelab.engine.reinforcement import Reward
     from tunelab.engine.trainer import Cancel, TrainResult
 
 
@@ -64,6 +65,9 @@ class Launch:
 class TrainingRun:
     """Fine-tune `model` (a name or path) on chat JSONL files into `output_dir`.
 
+    `reward` scores the model's answers in reinforcement training (`config.training_method`
+    "reinforcement"): the caller builds it, from a grader for instance.
+
     `need_checkpoint`: `resume` must find a checkpoint (the CLI's `--resume`; the worker
     resumes when it can). `callback` gets each step's `StepRecord` (on rank 0 only), as do the
     `report_to` trackers; `cancel` stops the run after its current step, with a checkpoint.
@@ -84,6 +88,7 @@ class TrainingRun:
     on_validation: Callable[[int, int], None] | None = None
     cancel: Cancel | None = None
     launch: Launch = field(default_factory=Launch)
+    reward: Reward | None = None
     # What `setup` loads and opens; `cleanup` closes.
     base: PreTrainedModel | None = field(default=None, init=False, repr=False)
     tokenizer: PreTrainedTokenizerBase | None = field(default=None, init=False, repr=False)
@@ -192,6 +197,7 @@ class TrainingRun:
             resume=self.resume,
             force=self.force,
             on_validation=self.on_validation,
+            reward=self.reward,
         )
 
     def cleanup(self) -> None:

@@ -28,6 +28,7 @@ from tunelab import cores
 from tunelab.curves import LOSS_CURVE_FILE, loss_svg, read_metrics
 from tunelab.data.example import ChatExample
 from tunelab.data.preference import PreferenceExample, read_preference_file
+from tunelab.data.reinforcement import ReinforcementItem, read_reinforcement_file
 from tunelab.engine.batching import epoch_batches, micro_batches
 from tunelab.engine.checkpoint import (
     METRICS_FILE,
@@ -48,6 +49,7 @@ from tunelab.engine.distributed import Ranks, stop
 from tunelab.engine.lora import prepare_model, trainable_parameters
 from tunelab.engine.objectives import Measured, Objective, objective_for
 from tunelab.engine.preference import PairDataset, tokenize_pairs
+from tunelab.engine.reinforcement import ItemDataset, Reward, tokenize_items
 from tunelab.engine.sharding import (
     clip_gradients,
     evaluation_mode,
@@ -69,10 +71,13 @@ if TYPE_CHECKING:
 _HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
 _OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
-# Chat examples for supervised training, preference pairs for DPO, or a JSONL file of either.
-Examples = Sequence[ChatExample] | Sequence[PreferenceExample] | str | Path
-# What the loop trains on: tokenized examples, or tokenized pairs.
-TrainingData = TokenizedDataset | PairDataset
+# Chat examples for supervised training, preference pairs for DPO, reinforcement items, or a
+# JSONL file of any of them.
+Examples = (
+    Sequence[ChatExample] | Sequence[PreferenceExample] | Sequence[ReinforcementItem] | str | Path
+)
+# What the loop trains on: tokenized examples, tokenized pairs, or tokenized prompts.
+TrainingData = TokenizedDataset | PairDataset | ItemDataset
 Callback = Callable[[StepRecord], None]
 Model = TypeVar("Model", bound=torch.nn.Module)
 
@@ -117,10 +122,9 @@ def prepare_data(
     """Tokenize the data and resolve the config against it (checks the config first)."""
     config.validate()
     max_seq_len = config.resolved_max_seq_len(model_context)
-    pairs = config.training_method == "dpo"
-    train_set = _tokenize(train_examples, tokenizer, max_seq_len, pairs)
+    train_set = _tokenize(train_examples, tokenizer, max_seq_len, config)
     val_set = (
-        None if val_examples is None else _tokenize(val_examples, tokenizer, max_seq_len, pairs)
+        None if val_examples is None else _tokenize(val_examples, tokenizer, max_seq_len, config)
     )
     n_val = len(val_set.examples) if val_set is not None else 0
     groups = train_set.prompt_groups if config.group_by_prompt == "on" else None
@@ -135,9 +139,17 @@ def prepare_data(
     return resolved, train_set, val_set
 
 
-def _tokenize(examples: Examples, tokenizer, max_seq_len: int, pairs: bool) -> TrainingData:
+def _tokenize(examples: Examples, tokenizer, max_seq_len: int, config: TrainConfig) -> TrainingData:
     path = examples if isinstance(examples, (str, Path)) else None
-    if pairs:
+    if config.training_method == "reinforcement":
+        items = read_reinforcement_file(path) if path is not None else examples
+        return tokenize_items(
+            cast("Sequence[ReinforcementItem]", items),
+            tokenizer,
+            max_seq_len,
+            config.rl_max_answer_tokens,
+        )
+    if config.training_method == "dpo":
         read = read_preference_file(path) if path is not None else examples
         return tokenize_pairs(
             cast("Sequence[PreferenceExample]", read), tokenizer, max_seq_len, path
@@ -200,11 +212,13 @@ def train(
     force: bool = False,
     device: str | None = None,
     on_validation: Callable[[int, int], None] | None = None,
+    reward: Reward | None = None,
 ) -> TrainResult:
     """Fine-tune `model` (a transformers causal LM, modified in place) on chat examples.
 
-    `train_examples`/`val_examples` are `ChatExample`s or the path of a chat JSONL file;
-    `config` None means every default.
+    `train_examples`/`val_examples` are `ChatExample`s or the path of a chat JSONL file
+    (preference pairs for `training_method="dpo"`; reinforcement items, whose answers
+    `reward` scores, for `"reinforcement"`); `config` None means every default.
     `base_model` names the base model in the output and in the throughput record;
     `metadata` is stored as is in `tunelab_config.json`. `cancel` is checked before every
     step and between validation batches: once set, the run checkpoints (its last complete
@@ -237,6 +251,7 @@ def train(
             caps=caps,
             ranks=ranks,
             on_validation=on_validation,
+            reward=reward,
         )
     finally:
         stop(started)
@@ -260,6 +275,7 @@ def _train(
     caps: Capabilities,
     ranks: Ranks,
     on_validation: Callable[[int, int], None] | None,
+    reward: Reward | None,
 ) -> TrainResult:
     began = time.perf_counter()
     check_optional_features(
@@ -291,7 +307,7 @@ def _train(
         trained = shard_model(trained, device, ranks)
     trained.train()
     # Before a checkpoint's weights are loaded: a full fine-tune's reference is its start.
-    objective = objective_for(resolved, trained)
+    objective = objective_for(resolved, trained, tokenizer, reward)
     optimizer = _optimizer(trained, resolved)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(resolved))
     scaler = grad_scaler(resolved.precision, device)
@@ -488,11 +504,13 @@ class _Loop:
         # The whole step's count, on every rank: each rank's share of the mean loss.
         n_units = objective.units([examples[i] for i in batch])
         learning_rate = float(self.scheduler.get_last_lr()[0])  # set from a float
+        objective.begin_step(step)
         step_sums = _Sums()
         with _out_of_memory_as_error():
             for part, group in zip(parts, groups, strict=True):
-                micro = objective.collate(part, self.pad_id, self.device)
+                # Under autocast: reinforcement's collate samples answers with the model.
                 with self.autocast():
+                    micro = objective.collate(part, self.pad_id, self.device)
                     measured = objective.measure(self.model, micro, part)
                 weight = 0.0 if group is None else 1.0
                 self.scaler.scale(measured.loss * weight / n_units).backward()
@@ -578,7 +596,7 @@ class _Loop:
         every = [order[b : b + size] for b in range(0, len(order), size)]
         groups = even_share(every, self.ranks) if self.sharded else self.ranks.mine(every)
         objective = self.objective
-        loss_sum, correct, n_units, n_tokens = 0.0, 0, 0, 0
+        loss_sum, correct, n_units, n_tokens = 0.0, 0.0, 0, 0
         began = time.perf_counter()
         self.model.eval()
         try:
@@ -588,8 +606,8 @@ class _Loop:
                     if not self.ranks.active and self.cancelled():
                         return None
                     part = [val_set.examples[i] for i in group or every[0]]
-                    batch = objective.collate(part, self.pad_id, self.device)
                     with self.autocast():
+                        batch = objective.collate(part, self.pad_id, self.device)
                         measured = objective.measure(self.model, batch, part)
                     if group is None:  # a sharded model's padding pass
                         continue
@@ -660,7 +678,7 @@ class _Sums:
     """A step's loss, right answers and metric sums over its micro-batches (and ranks)."""
 
     loss: float | torch.Tensor = 0.0
-    correct: int = 0
+    correct: float = 0
     sums: dict[str, float] = field(default_factory=dict)
 
     def add(self, measured: Measured) -> None:
@@ -682,7 +700,7 @@ class _Sums:
             ]
         )
         totals = ranks.sum_(local).tolist()
-        return _Sums(totals[0], int(totals[1]), dict(zip(names, totals[2:], strict=True)))
+        return _Sums(totals[0], totals[1], dict(zip(names, totals[2:], strict=True)))
 
 
 def _prepare_output(

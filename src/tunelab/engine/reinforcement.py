@@ -1,0 +1,153 @@
+"""Reinforcement items as the trainer sees them: tokenized prompts, and their sampled answers.
+
+The items are the data layer's `ReinforcementItem`s (OpenAI's reinforcement format, read and
+checked by `tunelab.data.reinforcement`). Each prompt is tokenized once through the model's
+chat template with the generation prompt, as chat answers it. At each step the model samples
+a group of answers to every prompt of the batch (`rollouts`), and each answer becomes a row
+of the prompt's tokens followed by the answer's token ids exactly as sampled (never
+re-tokenized text, whose tokens may differ), trained on the answer only.
+
+The reward reaches the engine as a callable (`Reward`): the engine knows nothing of graders,
+which live above it (`tunelab.evals.graders`); the caller builds one from a grader.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from tunelab.data.reinforcement import ReinforcementItem
+from tunelab.engine.batching import prompt_groups
+from tunelab.engine.dataset import IGNORE_INDEX, TokenizedExample
+from tunelab.engine.generate import SampledAnswer, encode_chat, sample_answers
+
+# The scores of a group of answers (their texts) to one item (its record: messages and the
+# fields a grader reads as {{item.NAME}}), one float per answer.
+Reward = Callable[[Sequence[str], Mapping[str, Any]], list[float]]
+
+
+@dataclass(frozen=True)
+class TokenizedItem:
+    """A prompt to answer, tokenized; `index` is its place in the data set (rollout seeds)."""
+
+    prompt: list[int]
+    item: ReinforcementItem
+    index: int
+    answer_budget: int  # the most tokens an answer may take within --max-seq-len
+
+    @property
+    def n_trained(self) -> int:
+        return self.answer_budget
+
+    @property
+    def record(self) -> dict:
+        """What the reward reads: the item's messages and fields."""
+        return self.item.to_record()
+
+
+@dataclass
+class ItemDataset:
+    """Tokenized items, with what the training loop asks of any data set (see TokenizedDataset).
+
+    An item's length is its prompt plus its answer budget: what one of its rows may take.
+    """
+
+    examples: list[TokenizedItem]
+    n_read: int = 0
+    # Items whose prompt leaves no room for an answer within --max-seq-len (left out).
+    n_without_trained_tokens: int = 0
+    lengths: list[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lengths = [len(item.prompt) + item.answer_budget for item in self.examples]
+
+    def stats(self) -> dict:
+        return {
+            "n_examples": len(self.examples),
+            "n_read": self.n_read,
+            "n_truncated": 0,  # prompts are never cut: too long ones are left out
+            "n_without_trained_tokens": self.n_without_trained_tokens,
+            "total_tokens": sum(self.lengths),
+            "trained_tokens": sum(item.answer_budget for item in self.examples),
+        }
+
+    @cached_property
+    def prompt_groups(self) -> list[list[int]]:
+        return prompt_groups([item.prompt for item in self.examples])
+
+    def fingerprint(self) -> str:
+        """Identity of the data: a resumed run must train on the same prompts and fields."""
+        digest = hashlib.sha256()
+        for item in self.examples:
+            digest.update(np.asarray(item.prompt, dtype=np.int64).tobytes())
+            digest.update(item.item.dedupe_key())
+        return digest.hexdigest()[:16]
+
+
+def tokenize_items(
+    items: Sequence[ReinforcementItem], tokenizer, max_seq_len: int, max_answer_tokens: int
+) -> ItemDataset:
+    """Each item's prompt as the model's chat template renders it, ready for its answer."""
+    kept: list[TokenizedItem] = []
+    for item in items:
+        messages = list(item.messages)
+        prompt = encode_chat(tokenizer, messages)
+        budget = min(max_answer_tokens, max_seq_len - len(prompt))
+        if budget >= 1:
+            kept.append(TokenizedItem(prompt, item, len(kept), budget))
+    return ItemDataset(kept, n_read=len(items), n_without_trained_tokens=len(items) - len(kept))
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One sampled answer to an item, as a trainable row."""
+
+    row: TokenizedExample
+    answer: SampledAnswer
+
+
+def rollouts(
+    model,
+    tokenizer,
+    items: Sequence[TokenizedItem],
+    group_size: int,
+    temperature: float,
+    seed: int,
+) -> list[Rollout]:
+    """`group_size` answers to each item (item by item, each group's rows together), sampled
+    in one batch with `seed`; temperature 0 answers greedily. Each row's limit is its item's
+    answer budget: the batch's longest row is the longest prompt with its budget, and no
+    budget exceeds what --max-seq-len leaves after its prompt."""
+    prompts = [item.prompt for item in items for _ in range(group_size)]
+    budgets = [item.answer_budget for item in items for _ in range(group_size)]
+    answers = sample_answers(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=max(budgets),
+        temperature=temperature,
+        seed=seed,
+        max_length=max(len(p) + b for p, b in zip(prompts, budgets, strict=True)),
+    )
+    return [
+        Rollout(_answer_row(prompt, answer), answer)
+        for prompt, answer in zip(prompts, answers, strict=True)
+    ]
+
+
+def _answer_row(prompt: list[int], answer: SampledAnswer) -> TokenizedExample:
+    """The prompt and the answer's tokens, only the answer trained."""
+    tokens = list(answer.tokens)
+    return TokenizedExample(input_ids=prompt + tokens, labels=[IGNORE_INDEX] * len(prompt) + tokens)
+
+
+def rollout_seed(seed: int, step: int, items: Sequence[TokenizedItem]) -> int:
+    """The sampling seed of a step's micro-batch: the run's seed, the step and the items, so
+    that a resumed run samples what the uninterrupted one did, on any rank."""
+    key = f"{seed}:{step}:" + ",".join(str(item.index) for item in items)
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") >> 1

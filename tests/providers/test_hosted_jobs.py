@@ -571,3 +571,35 @@ def test_chat_data_for_a_dpo_job_is_refused_before_any_upload(api, keys, train_f
     code, _, err = cli(capsys, *argv, "--train", str(train_file), "--training-method", "dpo")
     assert code != 0 and "invalid_training_data" in err
     assert routes["upload"].call_count == 0
+
+
+def test_a_reinforcement_job_reaches_openai_with_its_grader(api, keys, tmp_path, capsys):
+    routes = mock_openai(api)
+    items = tmp_path / "items.jsonl"
+    items.write_text(
+        "".join(
+            orjson.dumps({"messages": [{"role": "user", "content": q}], "answer": a}).decode()
+            + "\n"
+            for q, a in QUESTIONS
+        )
+    )
+    grader = {
+        "type": "string_check",
+        "name": "exact",
+        "input": "{{ sample.output_text }}",
+        "reference": "{{ item.answer }}",
+        "operation": "eq",
+    }
+    grader_file = tmp_path / "grader.json"
+    grader_file.write_bytes(orjson.dumps(grader))
+    argv = ["jobs", "create", "--provider", "openai", "--model", "o4-mini", "--train", str(items)]
+    method = ["--training-method", "reinforcement", "--n-epochs", "2"]
+    code, _, err = cli(capsys, *argv, *method, "--grader", str(grader_file), "--json")
+    assert code == 0, err
+    sent = orjson.loads(routes["create"].calls.last.request.content)
+    assert sent["method"] == {
+        "type": "reinforcement",
+        "reinforcement": {"hyperparameters": {"n_epochs": 2}, "grader": grader},
+    }
+    code, _, err = cli(capsys, *argv, *method)
+    assert code == 2 and "grader_missing" in err

@@ -7,6 +7,7 @@ chat with the `ft:` model) and the errors the SDK must raise.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -239,3 +240,75 @@ def test_a_dpo_job_created_with_the_sdk_trains_reports_its_metrics_and_chats(
             model=str(tiny_model), training_file=uploaded.id, method={"type": "supervised"}
         )
     assert refused.value.code == "invalid_training_data"
+
+
+STRING_CHECK = {
+    "type": "string_check",
+    "name": "exact",
+    "input": "{{ sample.output_text }}",
+    "reference": "{{ item.answer }}",
+    "operation": "ilike",
+}
+MULTI = {
+    "type": "multi",
+    "name": "both",
+    "graders": {
+        "exact": STRING_CHECK,
+        "close": {
+            "type": "text_similarity",
+            "name": "close",
+            "input": "{{ sample.output_text }}",
+            "reference": "{{ item.answer }}",
+            "evaluation_metric": "fuzzy_match",
+        },
+    },
+    "calculate_output": "0.5 * exact + 0.5 * close",
+}
+
+
+@pytest.mark.parametrize("grader", [STRING_CHECK, MULTI], ids=["string_check", "multi"])
+def test_a_reinforcement_job_created_with_the_sdk_trains_with_its_grader(
+    server, tiny_model, tmp_path, grader
+):
+    items = [{"messages": [{"role": "user", "content": q}], "answer": a} for q, a in QUESTIONS]
+    path = tmp_path / "items.jsonl"
+    path.write_text("".join(json.dumps(item) + "\n" for item in items))
+    sdk = client(server)
+    uploaded = sdk.files.create(file=path.open("rb"), purpose="fine-tune")
+    settings = {**FAST, "n_epochs": 1, "rl_group_size": 2, "rl_max_answer_tokens": 4}
+    job = sdk.fine_tuning.jobs.create(
+        model=str(tiny_model),
+        training_file=uploaded.id,
+        method={
+            "type": "reinforcement",
+            "reinforcement": {"grader": grader, "hyperparameters": settings},
+        },
+    )
+    assert job.method.type == "reinforcement"
+    assert job.method.reinforcement.grader.type == grader["type"]
+    done = wait_for(sdk, job.id, timeout=300)
+    assert done.status == "succeeded", done.error
+    events = list(sdk.fine_tuning.jobs.list_events(job.id, limit=100))
+    metrics = [e.data for e in events if e.type == "metrics"]
+    assert metrics and all(0 <= m["reward_mean"] <= 1 and "kl" in m for m in metrics)
+    answer = sdk.chat.completions.create(
+        model=done.fine_tuned_model,
+        messages=[{"role": "user", "content": "What do bees make?"}],
+        max_tokens=4,
+    )
+    assert answer.usage.completion_tokens > 0
+
+
+def test_a_reinforcement_job_without_a_usable_grader_is_refused(server, tiny_model, tmp_path):
+    path = tmp_path / "items.jsonl"
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi"}], "answer": "x"}))
+    sdk = client(server)
+    uploaded = sdk.files.create(file=path.open("rb"), purpose="fine-tune")
+    for section, code in (({}, "grader_missing"), ({"grader": {"type": "nope"}}, "grader_invalid")):
+        with pytest.raises(openai.BadRequestError) as refused:
+            sdk.fine_tuning.jobs.create(
+                model=str(tiny_model),
+                training_file=uploaded.id,
+                method={"type": "reinforcement", "reinforcement": section},
+            )
+        assert refused.value.code == code

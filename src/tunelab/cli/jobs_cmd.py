@@ -15,7 +15,13 @@ from rich.progress import TextColumn
 from rich.table import Table
 
 from tunelab.cli import common
-from tunelab.cli.options import base_model_option, choice_option, json_option, training_files
+from tunelab.cli.options import (
+    base_model_option,
+    choice_option,
+    input_file,
+    json_option,
+    training_files,
+)
 from tunelab.cli.progress import count_bar, reading_progress
 from tunelab.cli.render import duration, findings_table, print_listing, short_name, when
 from tunelab.cli.train_options import given_settings, nproc_option, setting_options
@@ -23,6 +29,7 @@ from tunelab.curves import terminal_curve
 from tunelab.data.analyze import analyze_file
 from tunelab.engine.config import AUTO
 from tunelab.errors import TunelabError
+from tunelab.evals.graders import read_grader_file
 from tunelab.providers import jobs as api
 from tunelab.providers.base import TERMINAL_STATUSES
 from tunelab.providers.local.artifacts import on_this_machine
@@ -66,6 +73,13 @@ def jobs_group() -> None:
     "Train a local job data-parallel in this many processes (one per GPU; on a CPU, "
     "gloo), started by the worker with torchrun."
 )
+@click.option(
+    "--grader",
+    "grader_file",
+    type=input_file,
+    help="--training-method reinforcement: the grader (OpenAI's definition, JSON) that scores "
+    "the answers.",
+)
 @click.option("--no-start", is_flag=True, help="Queue a local job without starting a worker.")
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job to finish (as `jobs wait`).")
 @json_option("Print the job object as JSON.")
@@ -79,6 +93,7 @@ def create_cmd(
     base_url,
     key_env,
     nproc_per_node,
+    grader_file,
     no_start,
     wait_,
     as_json,
@@ -99,6 +114,7 @@ def create_cmd(
         base_url=base_url,
         key_variable=key_env,
         nproc_per_node=nproc_per_node,
+        grader=read_grader_file(grader_file) if grader_file is not None else None,
     )
     report = validated(spec, as_json)
     if not as_json:
@@ -440,6 +456,13 @@ def pause_cmd(job_id, as_json) -> int:
 
 @jobs_group.command("resume")
 @click.argument("job_id")
+@click.option(
+    "--grader",
+    "grader_file",
+    type=input_file,
+    help="--training-method reinforcement: the grader (OpenAI's definition, JSON) that scores "
+    "the answers.",
+)
 @click.option("--no-start", is_flag=True, help="Queue a local job without starting a worker.")
 @json_option()
 def resume_cmd(job_id, no_start, as_json) -> int:

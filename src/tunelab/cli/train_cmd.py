@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shlex
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,14 +44,14 @@ from tunelab.data.method_scan import require_valid
 from tunelab.data.reinforcement import grader_item_fields
 from tunelab.engine.config import TrainConfig
 from tunelab.errors import TunelabError, usage_error
-from tunelab.evals.graders import Grader, grade, parse_grader
+from tunelab.evals.graders import parse_grader, read_grader_file
+from tunelab.evals.graders.reward import reward_for
 from tunelab.io import file_sha256
 from tunelab.providers.local.jobs import model_spec_of
 from tunelab.reporting import REPORTERS
 
 if TYPE_CHECKING:  # the engine's models and trainer load torch: only commands that train do
     from tunelab.engine.models import ModelInfo
-    from tunelab.engine.reinforcement import Reward
 
 
 def build_config(settings: dict) -> TrainConfig:
@@ -158,7 +158,7 @@ def train_cmd(
         on_validation=progress.validating,
         cancel=cancel,
         launch=Launch(nproc_per_node, nnodes, node_rank, rdzv_endpoint),
-        reward=grader_reward(parse_grader(grader)) if grader is not None else None,
+        reward=reward_for(grader) if grader is not None else None,
     )
     info = run.source  # before torch loads: a bad name fails at once
     if not dry_run:  # before minutes of loading (or the ranks starting), not after
@@ -229,7 +229,7 @@ def _flag_value(value) -> str:
 def run_grader(grader_file: Path | None, method: str, output: Path, resume: bool) -> dict | None:
     """The grader definition of a reinforcement run: --grader's, or with --resume the one the
     run recorded (a different one is refused: the rewards would change mid-run)."""
-    given = grader_definition(grader_file) if grader_file is not None else None
+    given = read_grader_file(grader_file) if grader_file is not None else None
     if method != "reinforcement":
         if given is not None:
             raise usage_error(
@@ -253,17 +253,6 @@ def run_grader(grader_file: Path | None, method: str, output: Path, resume: bool
     return grader
 
 
-def grader_definition(path: Path) -> dict:
-    """A grader definition file's JSON (its fields are checked by `parse_grader`)."""
-    import orjson
-
-    try:
-        return orjson.loads(path.read_bytes())
-    except orjson.JSONDecodeError as err:
-        text = f"the grader definition is not JSON: {err.msg}"
-        raise TunelabError("invalid_grader_file", text, path=path) from None
-
-
 def recorded_grader(output: Path) -> dict | None:
     """The grader recorded in the latest checkpoint of the run in `output`, if any."""
     # imports torch: loaded where it is used, so a bad flag fails in a moment
@@ -273,15 +262,6 @@ def recorded_grader(output: Path) -> dict | None:
     if checkpoint is None:
         return None
     return read_checkpoint_meta(checkpoint)["metadata"]["metadata"].get("grader")
-
-
-def grader_reward(grader: Grader) -> Reward:
-    """The engine's reward: the grader's score of each answer to an item."""
-
-    def reward(answers: Sequence[str], item: Mapping) -> list[float]:
-        return [grade(grader, answer, dict(item)).score for answer in answers]
-
-    return reward
 
 
 def check_training_data(

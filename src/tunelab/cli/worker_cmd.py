@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from tunelab.cli import common
+from tunelab.evals.graders.reward import reward_for
 from tunelab.providers.local import worker
 
 
@@ -23,9 +24,9 @@ from tunelab.providers.local import worker
 def worker_cmd(exit_when_idle: float | None, auto: bool) -> int:
     """Run queued local fine-tuning jobs, one after another. Ctrl-C stops it."""
     if auto:
-        done = worker.run_auto_worker()
+        done = worker.run_auto_worker(rewards=reward_for)
     else:
         common.stderr.print("worker running; Ctrl-C to stop", highlight=False)
-        done = worker.run_worker(exit_when_idle=exit_when_idle)
+        done = worker.run_worker(exit_when_idle=exit_when_idle, rewards=reward_for)
     common.stderr.print(f"worker done: ran {done} job(s)", highlight=False)
     return 0

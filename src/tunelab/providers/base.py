@@ -50,7 +50,8 @@ class JobRequest:
     them (`training_type` "lora"|"full", `lora_rank`, `lora_alpha`, `lora_dropout`,
     `lora_target_modules`, `learning_rate`, `warmup_ratio`, `n_checkpoints`,
     `train_on_inputs`, ...). A provider that cannot honour one raises `TunelabError`
-    ("unsupported_hyperparameter") naming it. `method` is OpenAI's: "supervised" or "dpo".
+    ("unsupported_hyperparameter") naming it. `method` is OpenAI's: "supervised", "dpo" or
+    "reinforcement" (with its `grader`).
     """
 
     model: str
@@ -61,6 +62,7 @@ class JobRequest:
     suffix: str | None = None
     seed: int | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    grader: dict | None = None  # reinforcement: OpenAI's grader definition
 
 
 @dataclass

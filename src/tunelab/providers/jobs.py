@@ -20,12 +20,14 @@ from tunelab import registry as job_registry  # Store: SQLAlchemy loads on first
 from tunelab.catalog import DEFAULT_MODEL
 from tunelab.data.analyze import FileAnalysis
 from tunelab.data.method_scan import require_valid
+from tunelab.data.reinforcement import grader_item_fields
 from tunelab.data.validate import ValidationReport
 from tunelab.engine.config import PERIODIC_EVAL_EXAMPLES, TrainConfig
 from tunelab.errors import TunelabError, usage_error
 from tunelab.providers.base import TERMINAL_STATUSES
 from tunelab.providers.local import jobs as local
 from tunelab.providers.local.artifacts import training_path
+from tunelab.providers.methods import method_of
 from tunelab.providers.provider import FINE_TUNING, Provider
 from tunelab.providers.registry import (
     DEFAULT_PROVIDER,
@@ -64,10 +66,25 @@ class JobSpec:
     base_url: str | None = None
     key_variable: str | None = None  # the variable holding the key for `base_url`
     nproc_per_node: int = 1  # processes training a job on this machine (torchrun when > 1)
+    # A reinforcement job's grader (OpenAI's definition; the front end has checked it).
+    grader: dict | None = None
 
     def __post_init__(self) -> None:
         check_suffix(self.suffix)
         check_metadata(self.metadata)
+        check_grader_given(method_of(self.hyperparameters), self.grader)
+
+
+def check_grader_given(method: str, grader: dict | None) -> None:
+    """A reinforcement job needs a grader, and only it takes one."""
+    if method == "reinforcement" and grader is None:
+        raise usage_error(
+            "grader_missing",
+            "a reinforcement job needs a grader to score the answers.",
+            hint="pass --grader GRADER.json (API: method.reinforcement.grader)",
+        )
+    if method != "reinforcement" and grader is not None:
+        raise usage_error("grader_unused", "a grader scores the answers of reinforcement jobs.")
 
 
 def check_suffix(suffix: str | None) -> None:
@@ -124,8 +141,9 @@ def validate_job_files(spec: JobSpec, progress=None) -> ValidationReport:
     """Validate the files for the base model; raise `invalid_training_data` on errors."""
     return require_valid(
         spec.training_file,
-        method=spec.hyperparameters.get("training_method", "supervised"),
+        method=method_of(spec.hyperparameters),
         val_path=spec.validation_file,
+        grader_fields=grader_item_fields(spec.grader) if spec.grader else (),
         model=provider_class(spec.provider).training_model_spec(spec.model),
         progress=progress,
         refused="no job was created",
@@ -159,6 +177,7 @@ def create_job_from_files(
     seed: int | None = None,
     metadata: dict | None = None,
     start_worker: bool = True,
+    grader: dict | None = None,
 ) -> Job:
     """A job on this machine on files already in the registry (`POST /fine_tuning/jobs`).
 
@@ -181,6 +200,7 @@ def create_job_from_files(
         suffix=suffix,
         seed=seed,
         metadata=metadata or {},
+        grader=grader,
     )
     try:
         validate_job_files(spec)

@@ -44,12 +44,16 @@ def openai_hyperparameters(settings: Mapping) -> tuple[str, dict]:
     return method, given
 
 
-def method_object(settings: Mapping, shown: Mapping) -> dict:
+def method_object(settings: Mapping, shown: Mapping, grader: Mapping | None = None) -> dict:
     """OpenAI's `method` object for a job: `shown` are its three hyperparameters as
-    resolved, plus the method's own (e.g. DPO's beta) from its settings or "auto"."""
+    resolved, plus the method's own (e.g. DPO's beta) from its settings or "auto", and a
+    reinforcement job's grader."""
     method, given = openai_hyperparameters(settings)
     hyperparameters = {**shown, **{name: given.get(name, "auto") for name in _OWN.get(method, ())}}
-    return {"type": method, method: {"hyperparameters": hyperparameters}}
+    section: dict = {"hyperparameters": hyperparameters}
+    if grader is not None:
+        section["grader"] = dict(grader)
+    return {"type": method, method: section}
 
 
 def describe_method(settings: Mapping) -> str:

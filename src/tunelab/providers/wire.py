@@ -9,9 +9,18 @@ that neither imports the other. Plain functions, no web framework.
 
 from __future__ import annotations
 
+import json
+
 from tunelab.providers.jobs import organization_of, queue_note, shown_hyperparameters
+from tunelab.providers.local.jobs import GRADER_KEY
 from tunelab.providers.methods import method_object
 from tunelab.registry import Checkpoint, Event, File, Job, Model
+
+
+def job_grader(job: Job) -> dict | None:
+    """A reinforcement job's grader, as it was given."""
+    recorded = (job.metadata or {}).get(GRADER_KEY)
+    return json.loads(recorded) if recorded else None
 
 
 def method_settings(job: Job) -> dict:
@@ -41,7 +50,7 @@ def job_object(job: Job) -> dict:
         "validation_file": job.validation_file,
         "training_file": job.training_file,
         "hyperparameters": hyperparameters,
-        "method": method_object(method_settings(job), hyperparameters),
+        "method": method_object(method_settings(job), hyperparameters, job_grader(job)),
         "trained_tokens": job.trained_tokens,
         "error": error,
         "seed": job.seed,

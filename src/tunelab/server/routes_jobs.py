@@ -14,6 +14,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from tunelab.errors import TunelabError
+from tunelab.evals.graders import parse_grader
 from tunelab.providers import jobs as api
 from tunelab.providers.methods import SUPERVISED, settings_from_method
 from tunelab.providers.registry import DEFAULT_PROVIDER as THIS_MACHINE  # the server's jobs
@@ -34,11 +36,18 @@ class MethodSection(BaseModel):
     hyperparameters: dict = Field(default_factory=dict)
 
 
+class ReinforcementSection(MethodSection):
+    """`method.reinforcement`: its hyperparameters and the grader that scores the answers."""
+
+    grader: dict | None = None
+
+
 class Method(BaseModel):
     model_config = ConfigDict(extra="ignore")
     type: str = SUPERVISED
     supervised: MethodSection | None = None
     dpo: MethodSection | None = None
+    reinforcement: ReinforcementSection | None = None
 
 
 class CreateJob(BaseModel):
@@ -53,8 +62,8 @@ class CreateJob(BaseModel):
     metadata: dict[str, str] | None = None
 
 
-# What local training does of OpenAI's methods (reinforcement: `tunelab train` only).
-LOCAL_METHODS = ("supervised", "dpo")
+# What local training does of OpenAI's methods.
+LOCAL_METHODS = ("supervised", "dpo", "reinforcement")
 
 
 def settings_of(body: CreateJob) -> dict:
@@ -76,6 +85,20 @@ def settings_of(body: CreateJob) -> dict:
     return {k: v for k, v in settings.items() if v != "auto"}
 
 
+def grader_of(body: CreateJob) -> dict | None:
+    """A reinforcement job's grader, checked as `graders/validate` checks one."""
+    section = body.method.reinforcement if body.method is not None else None
+    if section is None or section.grader is None:
+        return None
+    try:
+        parse_grader(section.grader)
+    except TunelabError as err:
+        raise ApiError(
+            400, err.message, code=err.code, param="method.reinforcement.grader"
+        ) from None
+    return section.grader
+
+
 @router.post("/fine_tuning/jobs")
 def create_job(body: CreateJob, request: Request) -> dict:
     check_served(body.model, request.app.state.config)
@@ -88,6 +111,7 @@ def create_job(body: CreateJob, request: Request) -> dict:
         seed=body.seed,
         metadata=body.metadata,
         start_worker=request.app.state.config.start_worker,
+        grader=grader_of(body),
     )
     return job_object(job)
 

@@ -11,7 +11,7 @@ routes and as the reward of reinforcement training.
 
 from tunelab.evals.graders.grade import grade
 from tunelab.evals.graders.result import GradeResult
-from tunelab.evals.graders.spec import Grader, parse_grader
+from tunelab.evals.graders.spec import Grader, parse_grader, read_grader_file
 from tunelab.evals.graders.templates import Sample
 
-__all__ = ["GradeResult", "Grader", "Sample", "grade", "parse_grader"]
+__all__ = ["GradeResult", "Grader", "Sample", "grade", "parse_grader", "read_grader_file"]

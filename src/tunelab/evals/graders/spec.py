@@ -13,6 +13,9 @@ in one TunelabError `grader_invalid` whose message names each field at fault.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
 
 from tunelab.errors import TunelabError
 from tunelab.evals.graders.formula import Formula, parse_formula
@@ -117,6 +120,24 @@ Grader = (
     | MongoQuery
     | LabelMatch
 )
+
+
+def read_grader_file(path: str | Path) -> dict:
+    """A grader definition file's JSON, checked by `parse_grader` (errors name the file)."""
+    try:
+        definition = orjson.loads(Path(path).read_bytes())
+    except orjson.JSONDecodeError as err:
+        text = f"the grader definition is not JSON: {err.msg}"
+        raise TunelabError("invalid_grader_file", text, path=path) from None
+    except OSError as err:
+        message = f"cannot read it: {err.strerror}"
+        raise TunelabError("invalid_grader_file", message, path=path) from None
+    try:
+        parse_grader(definition)
+    except TunelabError as err:
+        err.path = str(path)
+        raise
+    return definition
 
 
 def parse_grader(spec) -> Grader:

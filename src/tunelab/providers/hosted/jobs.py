@@ -101,6 +101,7 @@ def _request(spec, train: File, val: File | None, metadata: dict) -> JobRequest:
         validation_file=_provider_file_id(val) if val else None,
         hyperparameters={HOSTED_RENAMES.get(k, k): v for k, v in hyperparameters.items()},
         method=method,
+        grader=spec.grader,
         suffix=spec.suffix,
         seed=spec.seed,
         metadata={k: str(v) for k, v in metadata.items()},

@@ -55,6 +55,15 @@ OTHER_PROVIDERS_HINT = (
 HYPERPARAMETERS = {
     "supervised": ("n_epochs", "batch_size", "learning_rate_multiplier"),
     "dpo": ("n_epochs", "batch_size", "learning_rate_multiplier", "beta"),
+    "reinforcement": (
+        "n_epochs",
+        "batch_size",
+        "learning_rate_multiplier",
+        "compute_multiplier",
+        "eval_interval",
+        "eval_samples",
+        "reasoning_effort",
+    ),
 }
 MAX_PAGES = 1000  # of up to 100 items: far more jobs or events than any account holds
 UPLOAD_WAIT_LIMIT = 120.0  # seconds; OpenAI usually processes a file in a few
@@ -372,8 +381,9 @@ def _create_arguments(request: JobRequest) -> dict:
     if allowed is None:
         raise TunelabError(
             "unsupported_method",
-            f"OpenAI fine-tunes with the methods supervised and dpo, not {request.method!r}.",
-            hint="use --method supervised or --method dpo",
+            f"OpenAI fine-tunes with the methods {', '.join(HYPERPARAMETERS)}, "
+            f"not {request.method!r}.",
+            hint="use --training-method supervised, dpo or reinforcement",
         )
     hyperparameters = {k: v for k, v in request.hyperparameters.items() if v is not None}
     unknown = sorted(set(hyperparameters) - set(allowed))
@@ -386,8 +396,11 @@ def _create_arguments(request: JobRequest) -> dict:
             hint=f"`--provider local` or `--provider together` accepts {names}",
         )
     method: dict = {"type": request.method}
-    if hyperparameters:
-        method[request.method] = {"hyperparameters": hyperparameters}
+    section: dict = {"hyperparameters": hyperparameters} if hyperparameters else {}
+    if request.grader is not None:  # reinforcement: the grader scores the answers
+        section["grader"] = request.grader
+    if section:
+        method[request.method] = section
     optional = {
         "validation_file": request.validation_file,
         "suffix": request.suffix,

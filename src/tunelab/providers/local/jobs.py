@@ -8,6 +8,7 @@ store, for workers and users on other machines (`local_artifacts`).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ from tunelab.providers.local import artifacts as local_artifacts
 from tunelab.providers.local.artifacts import JOB_LOG as JOB_LOG  # `jobs show` names it
 from tunelab.providers.local.artifacts import JobWorkspace
 from tunelab.providers.local.lost import recover_lost_jobs
+from tunelab.providers.methods import method_of
 from tunelab.providers.registry import runs_here
 from tunelab.registry import File, Job, Model
 from tunelab.settings import get_settings, writable_home
@@ -39,6 +41,7 @@ PROVIDER = LOCAL_PROVIDER  # the registry's name for this machine's jobs, files 
 ORG = PROVIDER  # the org part of local `ft:` names: ft:<base>:local:<suffix>:<id>
 CANCEL, PAUSE = 1, 2
 NPROC_KEY = "tunelab_nproc_per_node"  # in a job's metadata: processes training it (torchrun)
+GRADER_KEY = "tunelab_grader"  # in a reinforcement job's metadata: its grader, as JSON text
 
 
 file_checksum = file_sha256
@@ -178,7 +181,13 @@ def queue_on_files(store: Store, spec, train: File, val: File | None, *, start: 
     hyperparameters = dict(spec.hyperparameters)
     if spec.seed is not None:
         hyperparameters["seed"] = spec.seed
-    TrainConfig.from_settings(hyperparameters)  # refuse bad settings before queueing
+    config = TrainConfig.from_settings(hyperparameters)  # refuse bad settings before queueing
+    if config.training_method == "reinforcement" and spec.nproc_per_node > 1:
+        raise usage_error(
+            "nproc_not_supported",
+            "reinforcement jobs train in one process (their ranks would each need the grader).",
+            hint="leave --nproc-per-node out, or run `tunelab train --nproc-per-node N`",
+        )
     info = local_base(spec.model)
     tuned = spec.model.startswith("ft:")
     job = queue_job(
@@ -193,6 +202,7 @@ def queue_on_files(store: Store, spec, train: File, val: File | None, *, start: 
         seed=spec.seed,
         metadata=spec.metadata,
         nproc_per_node=spec.nproc_per_node,
+        grader=spec.grader,
     )
     if start:
         start_worker()
@@ -212,6 +222,7 @@ def queue_job(
     seed: int | None,
     metadata: dict,
     nproc_per_node: int = 1,
+    grader: dict | None = None,
 ) -> Job:
     """Insert a queued local job; the worker picks it up."""
     job = store.create_job(
@@ -221,7 +232,7 @@ def queue_job(
         training_file=training_file.id,
         validation_file=validation_file.id if validation_file else None,
         hyperparameters=hyperparameters,
-        method="supervised",
+        method=method_of(hyperparameters),
         suffix=suffix,
         seed=seed,
         metadata=metadata,
@@ -234,6 +245,8 @@ def queue_job(
         extra["tunelab_base_path"] = base_path
     if nproc_per_node > 1:
         extra[NPROC_KEY] = nproc_per_node
+    if grader is not None:
+        extra[GRADER_KEY] = json.dumps(grader)
     queued = store.update_job(job.id, output_dir=output_dir, metadata={**metadata, **extra})
     assert queued is not None  # no `expect`: the write always lands
     store.add_event(queued.id, f"Created fine-tuning job: {queued.id}")

@@ -9,23 +9,28 @@ into the registry.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tunelab import cores
 from tunelab.engine import run as engine_run  # the module: its TrainingRun is looked up per run
 from tunelab.engine.config import TrainConfig
+from tunelab.errors import TunelabError
 from tunelab.providers.local import artifacts as local_artifacts
 from tunelab.providers.local.artifacts import JobWorkspace
 from tunelab.providers.local.checkpoint_uploads import CheckpointUploads, checkpoint_uploads
+from tunelab.providers.local.jobs import GRADER_KEY
 
 if TYPE_CHECKING:
-    from tunelab.registry import Store
+    from tunelab.registry import Job, Store
 
 
 if TYPE_CHECKING:  # the engine loads torch: only a process that trains imports it
+    from tunelab.engine.reinforcement import Reward
     from tunelab.engine.steps import StepRecord
 
 log = logging.getLogger("tunelab.worker")
@@ -51,9 +56,36 @@ def job_log(workspace: JobWorkspace):
         handler.close()
 
 
-def train_here(store: Store, workspace: JobWorkspace, control, *, main: bool = True):
+# How a reinforcement job's grader (its definition) becomes the engine's reward. Graders sit
+# above the providers (a model grader asks a provider), so the program that runs the worker
+# (`tunelab worker`) hands this in.
+RewardFactory = Callable[[dict], "Reward"]
+
+
+def job_reward(job: Job, rewards: RewardFactory | None) -> Reward | None:
+    """The reward a reinforcement job trains with (None for other jobs)."""
+    recorded = (job.metadata or {}).get(GRADER_KEY)
+    if recorded is None:
+        return None
+    if rewards is None:
+        raise TunelabError(
+            "grader_unavailable",
+            "this worker cannot grade answers, so it cannot train a reinforcement job.",
+            hint="run the job with `tunelab worker` (which grades with tunelab's graders)",
+        )
+    return rewards(json.loads(recorded))
+
+
+def train_here(
+    store: Store,
+    workspace: JobWorkspace,
+    control,
+    *,
+    main: bool = True,
+    rewards: RewardFactory | None = None,
+):
     """Train the workspace's job here; `main` is False on the torchrun ranks that record
-    nothing."""
+    nothing; `rewards` makes a reinforcement job's reward from its grader."""
 
     job = workspace.job
     assert job.training_file is not None  # a local job is created with its training file
@@ -82,6 +114,7 @@ def train_here(store: Store, workspace: JobWorkspace, control, *, main: bool = T
             resume=True,  # continues from a checkpoint when a previous attempt left one
             callback=ProgressRecorder(store, workspace, uploads),
             cancel=control,
+            reward=job_reward(job, rewards),
         )
         with run:  # loads the base model (torch loads only in workers)
             assert run.info is not None  # entering the run loaded it

@@ -40,7 +40,12 @@ from tunelab.providers.local import ranks
 from tunelab.providers.local.artifacts import JobWorkspace
 from tunelab.providers.local.jobs import PAUSE
 from tunelab.providers.local.lost import recover_lost_jobs
-from tunelab.providers.local.training import forget_missing_checkpoints, job_log, train_here
+from tunelab.providers.local.training import (
+    RewardFactory,
+    forget_missing_checkpoints,
+    job_log,
+    train_here,
+)
 from tunelab.registry import Job
 from tunelab.settings import get_settings
 from tunelab.types import LOCAL_PROVIDER
@@ -67,8 +72,10 @@ def run_worker(
     poll_seconds: float = 1.0,
     max_jobs: int | None = None,
     stop: threading.Event | None = None,
+    rewards: RewardFactory | None = None,
 ) -> int:
-    """Run queued local jobs until stopped (or idle for `exit_when_idle` seconds).
+    """Run queued local jobs until stopped (or idle for `exit_when_idle` seconds);
+    `rewards` makes reinforcement jobs' rewards from their graders (without it they fail).
 
     Returns the number of jobs run.
     """
@@ -83,7 +90,7 @@ def run_worker(
                     break
                 stop.wait(poll_seconds)
                 continue
-            run_job(store, job, identity)
+            run_job(store, job, identity, rewards)
             done, idle_since = done + 1, time.monotonic()
     return done
 
@@ -105,7 +112,7 @@ def machine_lock() -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def run_auto_worker(idle_seconds: float = 5.0) -> int:
+def run_auto_worker(idle_seconds: float = 5.0, rewards: RewardFactory | None = None) -> int:
     """The worker `jobs create` starts: one per machine, exits when the queue is empty.
 
     After letting go of the lock it looks at the queue once more, so a job queued while it
@@ -116,13 +123,13 @@ def run_auto_worker(idle_seconds: float = 5.0) -> int:
         with machine_lock() as held:
             if not held:
                 return done
-            done += run_worker(exit_when_idle=idle_seconds)
+            done += run_worker(exit_when_idle=idle_seconds, rewards=rewards)
         with job_registry.Store() as store:
             if not store.list_jobs(provider=LOCAL_PROVIDER, statuses=("queued",), limit=1):
                 return done
 
 
-def run_job(store: Store, job: Job, identity: dict) -> None:
+def run_job(store: Store, job: Job, identity: dict, rewards: RewardFactory | None = None) -> None:
     """Train one claimed job to its end: succeeded, cancelled, paused or failed."""
     workspace = JobWorkspace.of(job)
     store.add_event(job.id, f"Fine-tuning job started by {identity['worker_id']}")
@@ -131,7 +138,7 @@ def run_job(store: Store, job: Job, identity: dict) -> None:
     beat.start()
     try:
         if _bring_here(store, workspace):
-            _run_claimed(store, workspace, identity, control, beat)
+            _run_claimed(store, workspace, identity, control, beat, rewards)
     finally:
         beat.stop()
 
@@ -152,12 +159,14 @@ def _bring_here(store: Store, workspace: JobWorkspace) -> bool:
     return True
 
 
-def _run_claimed(store: Store, workspace: JobWorkspace, identity: dict, control, beat) -> None:
+def _run_claimed(
+    store: Store, workspace: JobWorkspace, identity: dict, control, beat, rewards
+) -> None:
     job_id = workspace.job.id
     with job_log(workspace):
         log.info("job %s started by %s", job_id, identity["worker_id"])
         try:
-            result = _train_job(store, workspace, control)
+            result = _train_job(store, workspace, control, rewards)
             _share_outputs(store, workspace, succeeded=result.status != "cancelled")
         except TunelabError as err:
             log.error("job %s failed: [%s] %s", job_id, err.code, err.message)
@@ -199,11 +208,13 @@ def _share_after_failure(workspace: JobWorkspace) -> None:
         log.error("job %s: its outputs were not uploaded: %s", workspace.job.id, err.message)
 
 
-def _train_job(store: Store, workspace: JobWorkspace, control: threading.Event):
+def _train_job(
+    store: Store, workspace: JobWorkspace, control: threading.Event, rewards: RewardFactory | None
+):
     """In this process, or in the torchrun processes `--nproc-per-node` asked for."""
     if ranks.nproc_of(workspace.job) > 1:
         return ranks.train_in_ranks(store, workspace, control)
-    return train_here(store, workspace, control)
+    return train_here(store, workspace, control, rewards=rewards)
 
 
 def _finish(store: Store, job: Job, result, requested: int) -> None:

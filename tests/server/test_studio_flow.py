@@ -1,8 +1,8 @@
 """The whole seed-004 flow in a real browser, on the bundled model: upload the TREC sample,
 format it, see the findings and the analysis, train a local job for a few steps and watch it
-succeed with its loss chart, chat with the fine-tuned model beside its base, run a
-classification evaluation of both and open its report. Screenshots go to a temporary
-directory (the README's come from there: docs/screenshots/).
+succeed with its loss chart, chat with the fine-tuned model beside its base (two turns,
+saved as a chat example), run a classification evaluation of both and open its report.
+Screenshots go to a temporary directory (the README's come from there: docs/screenshots/).
 """
 
 from __future__ import annotations
@@ -107,6 +107,15 @@ def _chat_steps(page, shots, job_url) -> None:
     answers = page.locator(".model-answer")
     assert answers.count() == 2
     assert all(answers.nth(i).inner_text().strip() for i in range(2))
+    # A second turn of the conversation, saved as a chat example for training data.
+    page.fill("#prompt", "And of Chile ?")
+    page.locator("#send").click()
+    second = page.locator(".turn").nth(1).locator(".answer-end")
+    for i in (1, 0):
+        second.nth(i).filter(has_text="tokens").wait_for(timeout=5 * MINUTE)
+    page.fill("#save-dataset", "capitals")
+    page.locator("#save-conversation").click()
+    assert page.locator("#saved").inner_text().startswith("Saved 4 messages")
     shoot(page, shots, "chat")
     page.goto(job_url)
 
@@ -124,7 +133,14 @@ def _eval_steps(page, shots, job_url) -> None:
     assert "accuracy" in page.locator("#run-metrics thead").inner_text().lower()
     report = page.locator("#eval-report")
     assert report.locator("table.heat").count() == 2  # a confusion matrix per model
-    assert report.locator("table.answers tbody tr").count() == 12
+    run_url = page.url
     shoot(page, shots, "evaluation")
+    page.locator("#eval-answers summary").click()
+    assert page.locator("#answers-table tbody tr").count() == 12
+    page.locator("#wrong-only").click()
+    page.wait_for_url(re.compile(r"wrong=1"))
+    assert page.locator("#answers-table tbody tr:not(.wrong-row)").count() == 0
+    shoot(page, shots, "evaluation-answers")
+    page.goto(run_url)
     page.goto("/evals")
     shoot(page, shots, "evaluations")

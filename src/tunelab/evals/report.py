@@ -55,10 +55,10 @@ def render_report(result: dict) -> str:
     )
 
 
-def render_sections(result: dict) -> str:
+def render_sections(result: dict, *, answers: bool = True) -> str:
     """The report's body for its kind (tables, heatmaps, charts), the fine-tuned models' loss
-    curves, then sample answers, without its page: every user string escaped and no style
-    attribute, so that the studio can embed it."""
+    curves, then sample answers (`answers`: the studio pages through them itself), without its
+    page: every user string escaped and no style attribute, so that the studio can embed it."""
     kind = result["kind"]
     sections = {
         "classify": _classify_sections,
@@ -67,8 +67,8 @@ def render_sections(result: dict) -> str:
         "pairwise": _judge_sections,
         "grade": _grade_sections,
     }[kind](result)
-    answers = "" if kind == "pairwise" else _answers(result, ANSWER_MARKS[kind])
-    return sections + _training_section(result.get("training") or {}) + answers
+    sample = "" if kind == "pairwise" or not answers else _answers(result, ANSWER_MARKS[kind])
+    return sections + _training_section(result.get("training") or {}) + sample
 
 
 # Which answers the sample marks right (✓) or wrong (✗); a judge's answers get no mark.

@@ -1,5 +1,10 @@
-"""Chat: any model tunelab can resolve (base models, every `ft:` model, chat-only providers),
-one or two side by side on the same prompt, answers streamed as server-sent events.
+"""Chat: a conversation with any model tunelab can resolve (base models, every `ft:` model,
+chat-only providers), one or two side by side, answers streamed as server-sent events.
+
+The conversation lives in the page: each turn sends the turns before it (`history`), and each
+model hears its own earlier answers. Saving a conversation appends it, as one chat example, to
+a chat dataset of the studio's (`workspace.append_chat_example`), which the Data page formats
+into training data.
 
 Asking is a POST (it returns the panels); each panel then opens a GET stream for its answer,
 named by a one-time token, so no GET starts anything a page did not ask for first. Answers
@@ -13,16 +18,21 @@ import logging
 import secrets
 from collections import OrderedDict
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
+from tunelab.data.validate import check_record
 from tunelab.errors import TunelabError
 from tunelab.html_blocks import escape
 from tunelab.providers.models import list_models
+from tunelab.providers.registry import provider_class
 from tunelab.server.inference import ChatOptions
 from tunelab.server.model_access import check_offered
+from tunelab.server.ui import workspace
 from tunelab.server.ui.web import form_number, form_text, page, sse, templates
+from tunelab.settings import get_secret
 
 log = logging.getLogger("tunelab.server")
 
@@ -55,8 +65,32 @@ def _asks(request: Request) -> Asks:
 
 
 def chat_models() -> list[dict]:
-    """Fine-tuned models first, then every provider's base models."""
-    return [{"id": m.id, "provider": m.provider, "kind": m.kind} for m in list_models()]
+    """Fine-tuned models first, then every provider's base models, each with the key it
+    still needs (`missing_key`: the variable to set; None when it can answer)."""
+    return [
+        {
+            "id": m.id,
+            "provider": m.provider,
+            "kind": m.kind,
+            "missing_key": _missing_key(m.provider),
+        }
+        for m in list_models()
+    ]
+
+
+def _missing_key(provider: str) -> str | None:
+    """The environment variable `provider` needs and does not have, if any."""
+    try:
+        variable = provider_class(provider).key_variable
+    except TunelabError:  # an alias whose target is gone: nothing to set
+        return None
+    if not variable:
+        return None
+    try:
+        get_secret(variable, "answer in the studio")
+    except TunelabError:
+        return variable
+    return None
 
 
 @router.get("/chat")
@@ -73,6 +107,7 @@ async def ask(request: Request):
         prompt = form_text(form, "prompt")
         if not names or not prompt:
             raise TunelabError("invalid_form", "Choose a model and write a message.")
+        history = _history(form)
         options = ChatOptions(
             max_tokens=form_number(form, "max_tokens", int) or 256,
             temperature=form_number(form, "temperature") or 0.0,
@@ -81,16 +116,81 @@ async def ask(request: Request):
     except TunelabError as err:
         return page(request, "_error.html", error=err, status_code=200)
     system = form.get("system") or ""
-    messages = [{"role": "system", "content": system}] if system.strip() else []
-    messages.append({"role": "user", "content": prompt})
     panels = [
         {
             "model": name,
-            "token": _asks(request).add({"model": name, "messages": messages, "options": options}),
+            "token": _asks(request).add(
+                {
+                    "model": name,
+                    "messages": conversation(name, system, history, prompt),
+                    "options": options,
+                }
+            ),
         }
         for name in names
     ]
-    return page(request, "_chat_turn.html", prompt=prompt, system=system, panels=panels)
+    response = page(request, "_chat_turn.html", prompt=prompt, system=system, panels=panels)
+    response.headers["HX-Trigger"] = "chat-asked"  # the page then empties the message box
+    return response
+
+
+def _history(form) -> list[dict]:
+    """The turns before this one, as the page sent them: [{"prompt", "answers": {model: text}}]."""
+    try:
+        turns = orjson.loads(form.get("history") or "[]")
+    except orjson.JSONDecodeError as err:
+        raise TunelabError("invalid_form", "The conversation sent is not JSON.") from err
+    if not isinstance(turns, list) or not all(
+        isinstance(t, dict)
+        and isinstance(t.get("prompt"), str)
+        and isinstance(t.get("answers"), dict)
+        for t in turns
+    ):
+        raise TunelabError("invalid_form", "The conversation sent has an unreadable turn.")
+    return turns
+
+
+def conversation(model: str, system: str, history: list[dict], prompt: str) -> list[dict]:
+    """What `model` is asked: the system prompt, the earlier turns it answered (a turn it has
+    no answer to, e.g. one asked of another model, is left out) and the new message."""
+    messages = [{"role": "system", "content": system}] if system.strip() else []
+    for turn in history:
+        answer = turn["answers"].get(model)
+        if isinstance(answer, str) and answer.strip():
+            messages.append({"role": "user", "content": turn["prompt"]})
+            messages.append({"role": "assistant", "content": answer})
+    messages.append({"role": "user", "content": prompt})
+    return messages
+
+
+@router.post("/chat/save")
+async def save(request: Request):
+    """Append the page's conversation to a chat dataset of the studio's, as one example."""
+    form = await request.form()
+    try:
+        messages = _saved_messages(form)
+        dataset = form_text(form, "dataset") or "conversations"
+        source = await run_in_threadpool(workspace.append_chat_example, dataset, messages)
+    except TunelabError as err:
+        return page(request, "_error.html", error=err, status_code=200)
+    return page(request, "_chat_saved.html", source=source, n_messages=len(messages))
+
+
+def _saved_messages(form) -> list[dict]:
+    """The conversation to save, checked as `tunelab validate` checks a line of a file."""
+    try:
+        messages = orjson.loads(form.get("conversation") or "[]")
+    except orjson.JSONDecodeError as err:
+        raise TunelabError("invalid_form", "The conversation sent is not JSON.") from err
+    problems = check_record({"messages": messages})
+    if problems:
+        said = "; ".join(message for _, message in problems[:3])
+        raise TunelabError(
+            "invalid_conversation",
+            f"This conversation cannot be a training example: {said}.",
+            hint="Save once a model has answered.",
+        )
+    return messages
 
 
 @router.get("/chat/stream/{token}")

@@ -221,7 +221,8 @@ def dataset_page(request: Request, dataset_id: str):
         return error_page(request, err, 404)
     directory = workspace.studio_dir() / "datasets" / dataset_id
     rows = workspace.head_text(directory / f"{meta['name']}_train.jsonl")
-    analysis_html = trusted_html(render_sections(meta["analysis"]))
+    # The findings are listed by line above: the analysis leaves its own summary of them out.
+    analysis_html = trusted_html(render_sections(meta["analysis"], findings=False))
     return page(
         request,
         "data_dataset.html",

@@ -19,7 +19,7 @@ from tunelab.evals.result import EvaluationResult
 from tunelab.providers.registry import this_machine
 from tunelab.registry import EvalRun, Store
 from tunelab.server.model_access import check_offered
-from tunelab.server.ui import web
+from tunelab.server.ui import eval_answers, web
 from tunelab.server.ui.chat_pages import chat_models
 from tunelab.server.ui.eval_tasks import KINDS, EvalRequest, EvalTasks
 
@@ -37,8 +37,17 @@ def _tasks(request: Request) -> EvalTasks:
 async def evals_list(request: Request):
     found = await run_in_threadpool(runs.list_runs, 100)
     headlines = {r.id: runs.headline(r).text() for r in found}
+    names = await run_in_threadpool(eval_answers.file_names)
+    data_names = {r.id: eval_answers.data_name(r.data, names) for r in found}
     active = [t for t in _tasks(request).tasks.values() if t.status == "running"]
-    return web.page(request, "evals.html", runs=found, headlines=headlines, active=active)
+    return web.page(
+        request,
+        "evals.html",
+        runs=found,
+        headlines=headlines,
+        data_names=data_names,
+        active=active,
+    )
 
 
 @router.get("/evals/new")
@@ -133,11 +142,14 @@ async def compare(request: Request, a: str, b: str):
 
 
 @router.get("/evals/{run_id}")
-async def run_page(request: Request, run_id: str):
+async def run_page(request: Request, run_id: str, answers: int = 0, wrong: bool = False):
+    """The run's figures and report; its answers collapsed until asked for (`answers`: the
+    page to open, from 1; `wrong`: only the items some model got wrong)."""
     try:
         run = await run_in_threadpool(runs.get_run, run_id)
     except TunelabError as err:
         return web.error_page(request, err, 404)
+    result = await run_in_threadpool(_result, run)
     models = EvaluationResult.from_run(run).scores
     metrics = [
         m for m in runs.METRICS if any(isinstance(v.get(m), (int, float)) for v in models.values())
@@ -151,15 +163,20 @@ async def run_page(request: Request, run_id: str):
         models=models,
         metrics=metrics,
         others=others,
-        report=await run_in_threadpool(_report_sections, run),
+        data_name=eval_answers.data_name(
+            run.data, await run_in_threadpool(eval_answers.file_names)
+        ),
+        report=web.trusted_html(render_sections(result, answers=False)) if result else None,
+        answers=eval_answers.answer_page(result, answers, wrong_only=wrong) if result else None,
+        answers_open=answers > 0 or wrong,
     )
 
 
-def _report_sections(run: EvalRun):
-    """The run's report (tables, confusion matrices, answers) from its result.json."""
+def _result(run: EvalRun) -> dict | None:
+    """The run's result.json (figures and every answer), when it was written."""
     if not run.json_path or not Path(run.json_path).exists():
         return None
-    return web.trusted_html(render_sections(orjson.loads(Path(run.json_path).read_bytes())))
+    return orjson.loads(Path(run.json_path).read_bytes())
 
 
 @router.get("/evals/{run_id}/report.html")

@@ -1,22 +1,25 @@
-"""The studio's own files: sources users upload (or pick under the data directory) and the
-datasets formatted from them. Kept under `TUNELAB_HOME/studio/`; the formatted training and
-validation files are also recorded in the registry, where jobs find them.
+"""The studio's own files: sources users upload (or pick under the data directory), the chat
+datasets that saved conversations are appended to, and the datasets formatted from them. Kept
+under `TUNELAB_HOME/studio/`; the formatted training and validation files are also recorded in
+the registry, where jobs find them.
 """
 
 from __future__ import annotations
 
 import secrets
+import threading
 import time
 from pathlib import Path
 
 import orjson
 
 from tunelab.errors import TunelabError
-from tunelab.io import atomic_write_text
+from tunelab.io import atomic_write_text, commit, staged_write
 from tunelab.settings import get_settings
 
 PREVIEW_LINES = 8
 PREVIEW_CHARS = 4000
+CHAT_ORIGIN = "chat"  # a source the Chat page's saved conversations are appended to
 
 
 def studio_dir() -> Path:
@@ -116,3 +119,45 @@ def data_dir_files(directory: Path | None, limit: int = 200) -> list[str]:
             if len(found) >= limit:
                 break
     return found
+
+
+# Saves of conversations come from request threads; one file is appended by one at a time.
+_chat_lock = threading.Lock()
+
+
+def append_chat_example(dataset: str, messages: list[dict]) -> dict:
+    """Append one chat example to the studio's chat dataset `dataset` (a source, created on
+    first use, that the Data page formats into training data); returns the source's record.
+
+    The file is rewritten whole and renamed into place: a reader sees it before or after the
+    append, never half a line.
+    """
+    name = f"{safe_name(dataset)}.jsonl"
+    line = orjson.dumps({"messages": messages}) + b"\n"
+    with _chat_lock:
+        meta = _chat_source(name)
+        path = Path(meta["path"])
+        existing = path.read_bytes() if path.exists() else b""
+        with staged_write(path, "wb") as (handle, tmp):
+            handle.write(existing + line)
+        commit(tmp, path)
+        meta.update(bytes=path.stat().st_size, examples=meta.get("examples", 0) + 1)
+        return write_meta(path.parent, meta)
+
+
+def _chat_source(name: str) -> dict:
+    """The studio's chat dataset called `name`, or a new empty one."""
+    for meta in list_meta("sources"):
+        if meta.get("origin") == CHAT_ORIGIN and meta.get("name") == name:
+            return meta
+    source_id = new_id("src")
+    path = studio_dir() / "sources" / source_id / name
+    return {
+        "id": source_id,
+        "name": name,
+        "path": str(path),
+        "origin": CHAT_ORIGIN,
+        "bytes": 0,
+        "examples": 0,
+        "created_at": int(time.time()),
+    }

@@ -41,6 +41,30 @@ REPEATED_CONTENT = (
     b'{"messages": [{"role": "user", "content": "a", "content": "b"}, '
     b'{"role": "assistant", "content": "c"}]}'
 )
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+def tool_example(name: str = "weather", arguments: str = '{"city": "Paris"}', answers="c1"):
+    call = {"id": "c1", "type": "function", "function": {"name": name, "arguments": arguments}}
+    return example(
+        USER,
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": answers, "content": "18 degrees"},
+        {"role": "assistant", "content": "Eighteen degrees."},
+        tools=[WEATHER_TOOL],
+    )
+
+
 # code -> (lines of the file, the 1-based line of the finding or None for the file)
 CASES = {
     "empty_file": ([], None),
@@ -63,6 +87,9 @@ CASES = {
     "unrecognized_key": ([example(USER, ANSWER, metadata={"id": 1})], 1),
     "invalid_name": ([example({**USER, "name": 7}, ANSWER)], 1),
     "invalid_tool_calls": ([example({**USER, "tool_calls": [{}]}, ANSWER)], 1),
+    "unknown_tool": ([tool_example(), tool_example(name="forecast")], 2),
+    "invalid_tool_arguments": ([tool_example(), tool_example(arguments='{"town": "Paris"}')], 2),
+    "unmatched_tool_result": ([tool_example(answers="c9")], 1),
     "no_assistant_message": ([example(USER)], 1),
     "consecutive_same_role": ([example(USER, USER, ANSWER)], 1),
     "invalid_weight": ([example(USER, {**ANSWER, "weight": 0.5})], 1),
@@ -296,3 +323,30 @@ def test_an_enormous_line_is_read_past_without_holding_it(tmp_path):
     tracemalloc.stop()
     assert seen[1] == (2, True, (40 << 20) + 1) and seen[2][:2] == (3, False)
     assert peak < 3 * validate.MAX_LINE_BYTES  # never the 40 MB line
+
+
+# ----- tool calls against the declared tools ------------------------------------------------
+
+
+def test_a_tool_calling_example_that_keeps_to_its_tools_is_clean():
+    assert check_record(orjson.loads(tool_example())) == []
+
+
+@pytest.mark.parametrize(
+    ("arguments", "problem"),
+    [
+        ('{"city": 7}', "arguments.city is a number, not string"),
+        ("{not json", "not valid JSON"),
+        ("[1]", "not a JSON object"),
+        ("{}", "lacks the required 'city'"),
+    ],
+)
+def test_arguments_are_checked_against_the_tool_schema(arguments, problem):
+    [(code, message)] = check_record(orjson.loads(tool_example(arguments=arguments)))
+    assert code == "invalid_tool_arguments" and problem in message
+
+
+def test_tools_that_are_not_function_definitions_are_an_error():
+    record = orjson.loads(tool_example())
+    record["tools"] = [{"type": "function", "function": {"description": "no name"}}]
+    assert [code for code, _ in check_record(record)] == ["invalid_tools"]

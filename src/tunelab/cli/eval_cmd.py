@@ -19,6 +19,7 @@ from tunelab.cli import common
 from tunelab.cli.cancel import KEEPING, ctrl_c_cancels
 from tunelab.cli.options import (
     COUNT,
+    OutputDir,
     choice_option,
     data_option,
     evaluation_outputs,
@@ -44,6 +45,7 @@ from tunelab.evals import candidates, runs
 from tunelab.evals.classify import evaluate_classification
 from tunelab.evals.items import load_items
 from tunelab.evals.result import EvaluationResult
+from tunelab.evals.tools import evaluate_tool_calls, load_tool_items
 
 KEEPING_VERDICTS = (
     "stopping after the verdict being asked for: the verdicts so far are kept "
@@ -53,7 +55,8 @@ KEEPING_VERDICTS = (
 
 @click.group("eval")
 def eval_group() -> None:
-    """Evaluate models: classification, NL→MongoDB queries, an LLM judge, a grader."""
+    """Evaluate models: classification, NL→MongoDB queries, tool calls, an LLM judge, a
+    grader."""
 
 
 def _run(
@@ -176,6 +179,32 @@ def queries_cmd(
         where = str(documents) if documents else ("mongodb" if mongo_uri else None)
         settings = {"limit": limit, "executed_on": where}  # never the URI: it may hold a password
         result = _run("queries", models, data, settings, compute, output_dir, as_json)
+    return show_evaluation(result, as_json)
+
+
+@eval_group.command("tools")
+@data_option("Chat JSONL with `tools`: each example whose last answer makes tool calls.")
+@models_option("A model to evaluate (repeat to compare; the first is the baseline).")
+@limit_option()
+@output_option(
+    "Where to write result.json and report.html.",
+    type=OutputDir,
+    dest="output_dir",
+    aliases=("--output-dir",),
+)
+@json_option("Print the result as JSON.")
+def tools_cmd(data_path, models, limit, output_dir, as_json) -> int:
+    """Tool calls: the right function, arguments valid against its schema, exact arguments."""
+    candidates.check_models(models)
+    data = load_tool_items(data_path, limit)
+
+    def compute(progress, cancel):
+        return evaluate_tool_calls(data, list(models), progress=progress, cancel=cancel)
+
+    described = data.describe()
+    result = _run_described(
+        "tools", models, described, {"limit": limit}, compute, output_dir, as_json
+    )
     return show_evaluation(result, as_json)
 
 

@@ -91,6 +91,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "tunelab eval queries --data data/q_val.jsonl -m runs/docspider",
         "tunelab eval queries --data data/q_val.jsonl -m runs/docspider --documents docs/",
     ),
+    "eval tools": (
+        "tunelab eval tools --data data/tools_val.jsonl -m smollm2-135m-instruct -m runs/tools",
+        "tunelab eval tools --data data/tools_val.jsonl -m runs/tools --limit 50 --json",
+    ),
     "eval judge": (
         "tunelab eval judge --data prompts.jsonl -m runs/chat -m smollm2-135m-instruct "
         "--judge-model gpt-4.1 --mode pairwise",

@@ -92,6 +92,24 @@ def render_queries(result: EvaluationResult) -> None:
     _say_files(result)
 
 
+def render_tools(result: EvaluationResult) -> None:
+    table = Table(title=f"tool calls: {result.data['n_items']:,} items")
+    columns = ("model", "right function", "valid arguments", "exact", "no call", "answers/s")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, m in result.scores.items():
+        table.add_row(
+            escape(name),
+            f"{m['function_match']:.1%}",
+            f"{m['arguments_valid']:.1%}",
+            f"{m['exact_match']:.1%}",
+            f"{m['no_call_rate']:.1%}",
+            _num(m.get("answers_per_second")),
+        )
+    common.stdout.print(table)
+    _say_files(result)
+
+
 def render_judge(result: EvaluationResult, outputs: list[dict] | None = None) -> None:
     """Every rating or score with its 95% interval, then every parse failure with its reason.
     `outputs` are the run's stored rows (read from the registry when not given)."""
@@ -201,5 +219,9 @@ def _score(value, interval=None) -> str:
 
 def render_evaluation(result: EvaluationResult) -> None:
     """The table of the result's kind."""
-    render = {"classify": render_classify, "queries": render_queries}.get(result.kind, render_judge)
+    render = {
+        "classify": render_classify,
+        "queries": render_queries,
+        "tools": render_tools,
+    }.get(result.kind, render_judge)
     render(result)

@@ -30,6 +30,11 @@ Finding codes (severity; what tunelab decided where the providers differ):
   `weight_on_non_assistant`, `special_token` (content that a tokenizer would read as a control
   token: the OpenAI/ChatML reserved ones and the target tokenizer's own) — all errors;
   `empty_content` (warning).
+- tools (`data.tool_calls`): `invalid_tools` (`tools` is not a list of named function
+  definitions), `unknown_tool` (a call names a tool the example does not declare),
+  `invalid_tool_arguments` (a call's arguments are not a JSON object valid against the tool's
+  parameters schema), `unmatched_tool_result` (a `tool` message whose `tool_call_id` is no
+  earlier call's id) — all errors.
 - `too_long` (warning, with `--model`): longer than the model's context. Every provider
   truncates such an example to the context (OpenAI and Together do; the local engine does the
   same), so it trains on less than it shows, and only the first `context` tokens are billed.
@@ -57,6 +62,7 @@ import orjson
 from tunelab.catalog import ModelSpec, context_limit, resolve_model
 from tunelab.data.jsonl import iter_bounded_lines, not_json_message, open_jsonl
 from tunelab.data.tokens import MESSAGE_ROLES, RESERVED_SPECIAL_TOKENS, load_counter
+from tunelab.data.tool_calls import check_tool_use
 
 ERROR, WARNING = "error", "warning"
 MAX_FINDINGS = 10_000
@@ -103,6 +109,9 @@ SEVERITY = {
             "invalid_weight",
             "weight_on_non_assistant",
             "special_token",
+            "unknown_tool",
+            "invalid_tool_arguments",
+            "unmatched_tool_result",
         ),
         ERROR,
     ),
@@ -180,6 +189,7 @@ def check_record(record: object, special: re.Pattern[str] = _RESERVED_PATTERN) -
     if not messages:
         return [*problems, ("empty_messages", '"messages" is empty')]
     problems.extend(check_messages(messages, special))
+    problems.extend(check_tool_use(record))
     if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
         problems.append(("no_assistant_message", "the example has no assistant message"))
     return problems
@@ -492,7 +502,7 @@ class _Scanner:
         problems = check_record(record, self.special)
         for code, message in problems:
             self.scan.add(code, number, message)
-        if any(SEVERITY[code] == ERROR for code, _ in problems):
+        if any(CODE_SEVERITY[code] == ERROR for code, _ in problems):
             return None
         return record["messages"]
 

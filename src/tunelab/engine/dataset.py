@@ -9,6 +9,10 @@ differently once later turns follow (Qwen3 adds an empty `<think>` block to the 
 only), those renders are not prefixes of the whole; the span is then found by diffing two
 renders of the whole conversation in which that answer's content is replaced by two different
 placeholders: the text they share before and after is the template's, the rest is the answer.
+Conversations with tools, tool calls or tool results are rendered by
+`tool_format.render_chat`, the render the model is later asked with: the template's own tool
+format, or tunelab's default (tools in the system prompt, calls as `<tool_call>` blocks in the
+answer, which are trained like its text; results as user turns, which are not).
 Templates that drop or rewrite an answer's content (e.g. hiding past answers) are refused with
 a clear error rather than trained on misplaced labels. Tokens whose text starts inside a span
 are trained; everything else (system, user, tool turns, role headers, `weight: 0` answers,
@@ -31,6 +35,7 @@ from tunelab.data.example import ROLES, ChatExample
 from tunelab.data.jsonl import iter_lines, open_jsonl
 from tunelab.engine.batching import prompt_groups
 from tunelab.engine.generate import shared_prefix_length
+from tunelab.engine.tool_format import render_chat
 from tunelab.errors import TunelabError
 
 IGNORE_INDEX = -100
@@ -181,9 +186,7 @@ def _render_with_spans(
 
     def render(conversation: list[dict], prompt: bool = False) -> str:
         try:
-            return tokenizer.apply_chat_template(
-                conversation, tools=tools, tokenize=False, add_generation_prompt=prompt
-            )
+            return render_chat(tokenizer, conversation, tools, add_generation_prompt=prompt)
         except Exception as err:  # jinja2 errors, or templates that raise on purpose
             raise TunelabError(
                 "chat_template_error",
@@ -235,7 +238,11 @@ def _span_by_placeholders(
     """
     renders = []
     for placeholder in _PLACEHOLDERS:
-        replaced = [*messages[:i], {**messages[i], "content": placeholder}, *messages[i + 1 :]]
+        replaced = [
+            *messages[:i],
+            _placeholder_answer(messages[i], placeholder),
+            *messages[i + 1 :],
+        ]
         renders.append(render(replaced))
     first, second = renders
     before = _common_prefix(first, second)
@@ -245,11 +252,17 @@ def _span_by_placeholders(
     if not (full.startswith(first[:before]) and full.endswith(first[len(first) - after :])):
         return None
     end = len(full) - after
-    alone = render([*messages[:i], {**messages[i], "content": _PLACEHOLDERS[0]}])
+    alone = render([*messages[:i], _placeholder_answer(messages[i], _PLACEHOLDERS[0])])
     marker = alone[alone.rfind(_PLACEHOLDERS[0]) + len(_PLACEHOLDERS[0]) :].rstrip()
     if marker and full.startswith(marker, end):
         end += len(marker)
     return before, end
+
+
+def _placeholder_answer(message: dict, placeholder: str) -> dict:
+    """The answer with its content, tool calls included, given way to the placeholder."""
+    kept = {key: value for key, value in message.items() if key != "tool_calls"}
+    return {**kept, "content": placeholder}
 
 
 # Two answers that differ in their first and last characters, so that a diff of their

@@ -33,7 +33,7 @@ from transformers import DynamicCache
 from tunelab import cores
 from tunelab.engine.grammar import Constraint, RowGrammars, check_constraint
 from tunelab.engine.logprobs import MAX_TOP_LOGPROBS, TokenTexts, bias_matrix, token_logprobs
-from tunelab.engine.tool_format import ToolFormat, prompt_messages
+from tunelab.engine.tool_format import render_chat
 from tunelab.errors import TunelabError, usage_error
 from tunelab.types import Answer, TextDelta, TokenLogprob, Usage
 
@@ -244,16 +244,8 @@ def encode_chat(
             "the model's tokenizer has no chat template, so it cannot chat.",
             hint="use an instruct/chat model, or add a chat_template to its tokenizer_config.json",
         )
-    extra: dict = {}
-    if tools or any(m.get("tool_calls") or m.get("role") == "tool" for m in messages):
-        form = ToolFormat.of(tokenizer)
-        messages = prompt_messages(form, messages, tools or ())
-        if form.native and tools:
-            extra["tools"] = list(tools)
     try:
-        text = tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=True, **extra
-        )
+        text = render_chat(tokenizer, messages, tools, add_generation_prompt=True)
     except Exception as err:  # jinja2 errors, or templates that raise on purpose
         raise TunelabError(
             "chat_template_error",

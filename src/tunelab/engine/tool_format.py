@@ -11,8 +11,11 @@ tools=...)`) and the model writes calls their way:
 Templates without tools (the bundled SmolLM2) get tunelab's default: the `hermes` format,
 with the tools and the format described in the system prompt (`DEFAULT_INSTRUCTIONS`), the
 assistant's earlier calls written as `<tool_call>` blocks and tool results as user turns
-wrapped in `<tool_response>`. `grammar` gives the constraint that makes a model call one of
-the tools with arguments valid against its JSON Schema; `parse` reads the calls back.
+wrapped in `<tool_response>`. `render_chat` is the one render of a conversation with its
+tools, for answering (`generate.encode_chat`) and for training (`dataset`), so a model is
+trained on the very text it is later asked with. `grammar` gives the constraint that makes
+a model call one of the tools with arguments valid against its JSON Schema; `parse` reads
+the calls back.
 """
 
 from __future__ import annotations
@@ -62,6 +65,34 @@ class ToolFormat:
 def functions(tools: Sequence[dict]) -> list[dict]:
     """The `function` of each of OpenAI's tools (`{"type": "function", "function": {...}}`)."""
     return [tool["function"] for tool in tools if tool.get("type", "function") == "function"]
+
+
+def uses_tools(messages: Sequence[dict], tools: Sequence[dict] | None) -> bool:
+    """Whether a conversation is rendered in a tool format: it declares tools, or has calls
+    or tool results."""
+    return bool(tools) or any(m.get("tool_calls") or m.get("role") == "tool" for m in messages)
+
+
+def render_chat(
+    tokenizer,
+    messages: Sequence[dict],
+    tools: Sequence[dict] | None = None,
+    *,
+    add_generation_prompt: bool = False,
+) -> str:
+    """The conversation's text as the model sees it, calls and results in its template's tool
+    format (the template's own, or the default). Template errors propagate to the caller,
+    which says what it was rendering."""
+    extra: dict = {}
+    conversation = list(messages)
+    if uses_tools(conversation, tools):
+        form = ToolFormat.of(tokenizer)
+        conversation = prompt_messages(form, conversation, tools or ())
+        if form.native and tools:
+            extra["tools"] = list(tools)
+    return tokenizer.apply_chat_template(
+        conversation, tokenize=False, add_generation_prompt=add_generation_prompt, **extra
+    )
 
 
 def prompt_messages(

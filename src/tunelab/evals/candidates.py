@@ -52,8 +52,10 @@ class Candidate(abc.ABC):
         temperature: float = 0.0,
         progress: Progress | None = None,
         cancel: threading.Event | None = None,
+        tools: list[dict] | None = None,
     ) -> list[Answer]:
-        """One answer per conversation, in order (local: batched; hosted: a few at a time)."""
+        """One answer per conversation, in order (local: batched; hosted: a few at a time);
+        `tools`: OpenAI's tool definitions the model may call in every answer."""
 
     def score(
         self,
@@ -88,14 +90,23 @@ class ModelCandidate(Candidate):
         self.gives_logprobs = model.gives_logprobs
 
     def answer(
-        self, conversations, *, max_tokens=256, temperature=0.0, progress=None, cancel=None
+        self,
+        conversations,
+        *,
+        max_tokens=256,
+        temperature=0.0,
+        progress=None,
+        cancel=None,
+        tools=None,
     ) -> list[Answer]:
+        asked = {"tools": tools} if tools else {}  # only tool evaluations ask with tools
         return self.model.answer_batch(
             conversations,
             max_tokens=max_tokens,
             temperature=temperature,
             progress=progress,
             cancel=cancel,
+            **asked,
         )
 
     def score(self, conversations, answers, *, progress=None, cancel=None):
@@ -112,7 +123,14 @@ class RecordedCandidate(Candidate):
         self.name, self.answers, self.key = name, answers, key
 
     def answer(
-        self, conversations, *, max_tokens=256, temperature=0.0, progress=None, cancel=None
+        self,
+        conversations,
+        *,
+        max_tokens=256,
+        temperature=0.0,
+        progress=None,
+        cancel=None,
+        tools=None,
     ) -> list[Answer]:
         answers: list[Answer] = []
         for messages in conversations:
@@ -163,8 +181,10 @@ def answer_all(
     max_tokens: int,
     progress=None,
     cancel: threading.Event | None = None,
+    tools: list[dict] | None = None,
 ) -> tuple[list[Answer], float]:
-    """Model `name`'s answers to every conversation (greedy), and the seconds they took.
+    """Model `name`'s answers to every conversation (greedy; `tools` shown to it in each),
+    and the seconds they took.
 
     `progress(name, total)` may return a callback advanced as answers finish. The model is
     freed afterwards.
@@ -175,7 +195,7 @@ def answer_all(
         began = time.perf_counter()
         try:
             answers = candidate.answer(
-                conversations, max_tokens=max_tokens, progress=task, cancel=cancel
+                conversations, max_tokens=max_tokens, progress=task, cancel=cancel, tools=tools
             )
         except Interrupted as stop:
             stop.seconds = time.perf_counter() - began

@@ -66,6 +66,7 @@ def render_sections(result: dict, *, answers: bool = True) -> str:
         "judge": _judge_sections,
         "pairwise": _judge_sections,
         "grade": _grade_sections,
+        "tools": _tools_sections,
     }[kind](result)
     sample = "" if kind == "pairwise" or not answers else _answers(result, ANSWER_MARKS[kind])
     return sections + _training_section(result.get("training") or {}) + sample
@@ -77,6 +78,7 @@ ANSWER_MARKS = {
     "queries": lambda o: o.get("exact") or o.get("execution"),
     "judge": lambda o: None,
     "grade": lambda o: o.get("passed"),
+    "tools": lambda o: o.get("exact"),
 }
 
 
@@ -284,6 +286,28 @@ def _grade_sections(result: dict) -> str:
             ["answers", "sub-grader", "mean"], [[n, s, _score(v)] for n, s, v in subs], {2}
         )
     return html
+
+
+# -- tool calls -----------------------------------------------------------------------------
+
+
+def _tools_sections(result: dict) -> str:
+    rows = [
+        [
+            name,
+            f"{m['function_match']:.1%}",
+            f"{m['arguments_valid']:.1%}",
+            f"{m['exact_match']:.1%}",
+            f"{m['no_call_rate']:.1%}",
+            m.get("answers_per_second"),
+        ]
+        for name, m in (result.get("models") or {}).items()
+    ]
+    return "<h2>Models</h2>" + table(
+        ["model", "right function", "valid arguments", "exact", "no call", "answers/s"],
+        rows,
+        {1, 2, 3, 4, 5},
+    )
 
 
 # -- judge ----------------------------------------------------------------------------------

@@ -40,6 +40,9 @@ FRACTIONS = (
     "parse_failure_rate",
     "parse_rate",  # 1 - parse_failure_rate: a headline's "parsed"
     "pass_rate",
+    "function_match",  # a tools run's steps
+    "arguments_valid",
+    "no_call_rate",
 )
 # Every model-level metric a run may hold, in the order tables of runs show them.
 METRICS = (*FRACTIONS, "mean_score", "rating")
@@ -51,6 +54,7 @@ HEADLINE_METRICS = {
     "judge": ("mean_score",),
     "pairwise": ("rating",),
     "grade": ("mean_score",),
+    "tools": ("exact_match",),
 }
 
 

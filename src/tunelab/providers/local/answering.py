@@ -127,17 +127,21 @@ def answer_chats(
     progress: Progress | None = None,
     cancel=None,
     batch_size: int = BATCH_SIZE,
+    tools: list[dict] | None = None,
     **sampling,
 ) -> list[Answer]:
-    """One answer per conversation, in order, batched through the engine."""
+    """One answer per conversation, in order, batched through the engine; with `tools`,
+    each answer's calls read back as a chat's are."""
+    reading = Structure(json.dumps(tools), reads_calls=True) if tools else NO_STRUCTURE
     answers: list[Answer] = []
     chunk = batch_size * CHUNK_BATCHES
     for begin in range(0, len(conversations), chunk):
         check_cancel(cancel, answers)
         part = conversations[begin : begin + chunk]
-        answers += generation.generate(
-            loaded.model, loaded.tokenizer, part, batch_size=batch_size, **sampling
+        found = generation.generate(
+            loaded.model, loaded.tokenizer, part, batch_size=batch_size, tools=tools, **sampling
         )
+        answers += [reading.finish(loaded.tokenizer, answer) for answer in found]
         if progress is not None:
             progress(len(part))
     return answers

@@ -111,9 +111,18 @@ class LocalProvider(Provider):
         return engine_stream(self.model_cache.get(model), messages, **engine_sampling(options))
 
     def answer_batch(
-        self, model: str, conversations: list[list[dict]], *, progress=None, cancel=None, **options
+        self,
+        model: str,
+        conversations: list[list[dict]],
+        *,
+        progress=None,
+        cancel=None,
+        tools: list[dict] | None = None,
+        **options,
     ) -> list[Answer]:
-        """Batched through the engine, greedy unless a temperature is given."""
+        """Batched through the engine, greedy unless a temperature is given; with `tools`
+        (OpenAI's definitions, the same for every conversation) the model is shown them and
+        its calls are read into `Answer.tool_calls`."""
         from tunelab.providers.local.answering import answer_chats  # torch: on first answer
 
         return answer_chats(
@@ -121,6 +130,7 @@ class LocalProvider(Provider):
             conversations,
             progress=progress,
             cancel=cancel,
+            tools=tools,
             **engine_sampling(options),
         )
 

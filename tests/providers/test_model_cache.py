@@ -123,3 +123,13 @@ def test_adapters_of_one_base_batch_together_each_row_with_its_own(tmp_path):
         [answer] = generate(alone, tokenizer, [messages], max_new_tokens=6)
         assert text == answer.text
     assert len(set(mixed)) == 3  # three different models answered
+
+
+def test_a_servers_adapter_cap_reaches_the_cache():
+    from tunelab.providers.local.provider import LocalProvider
+    from tunelab.providers.provider import ServingLimits
+
+    provider = LocalProvider()
+    provider.start_serving(ServingLimits(memory_budget_bytes=10**9, max_adapters=2))
+    assert provider.model_cache.max_adapters == 2
+    assert provider.model_cache.memory_budget_bytes == 10**9

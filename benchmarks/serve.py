@@ -87,9 +87,10 @@ def seed_home(home: Path) -> float | None:
 
 
 class Server:
-    """`tunelab serve` on a free loopback port with TUNELAB_HOME=`home`, its log in `home`."""
+    """`tunelab serve` on a free loopback port with TUNELAB_HOME=`home`, its log in `home`
+    (`extra`: more of `tunelab serve`'s flags)."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, extra: Sequence[str] = ()) -> None:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
@@ -115,6 +116,7 @@ class Server:
                     "--no-worker",
                     "--max-batch-size",
                     str(CLIENTS),
+                    *extra,
                 ],
                 env=env,
                 stdout=log,

@@ -221,3 +221,21 @@ def save_family_model(family: str, directory: Path, seed: int = 0) -> Path:
     build_family_model(family, tokenizer, seed).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def save_tiny_adapter(directory: Path, base_dir: Path, seed: int) -> Path:
+    """A LoRA training output of the tiny model saved in `base_dir`, its weights random (so
+    that each seed answers differently), as `tunelab train` writes one."""
+    from peft import LoraConfig, get_peft_model
+
+    tokenizer = build_tokenizer()
+    config = LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False
+    )
+    model = build_model(tokenizer)
+    torch.manual_seed(seed)  # after the base, which seeds its own
+    get_peft_model(model, config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    summary = {"base_model": str(base_dir), "method": "lora"}
+    (directory / "tunelab_config.json").write_bytes(orjson.dumps(summary))
+    return directory

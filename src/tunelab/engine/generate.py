@@ -16,6 +16,12 @@ and the most likely tokens at its position (`tunelab.engine.logprobs`: the raw l
 log-probabilities, before the bias, temperature and top-p). Each row may also follow a
 grammar (`tunelab.engine.grammar`: a JSON Schema, any JSON object, a tool call): the tokens it
 forbids are masked before sampling, so the answer always parses.
+
+Each row may also name its LoRA adapter (`adapters`), for a peft model holding several: one
+batch then runs many fine-tunes of one base over one copy of its weights, peft applying each
+row's adapter to that row only (`adapter_names` on every forward pass; `BASE_ROW` for the base
+alone). The shared prefix's KV cache depends on the adapter, so it is computed once per
+adapter of the call.
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ from tunelab.types import Answer, TextDelta, TokenLogprob, Usage
 
 Conversation = Sequence[dict]
 LogitBias = Mapping[int, float]  # token id → what is added to its logit (-100 bans it)
+# The peft adapter of every row, or one for all (None: the model as it is, no adapter named).
+Adapters = str | Sequence[str] | None
+BASE_ROW = "__base__"  # peft's name for a row that uses no adapter
 MAX_LOGIT_BIAS = 100.0
 
 
@@ -90,6 +99,7 @@ def generate(
     logit_bias: LogitBias | Sequence[LogitBias] | None = None,
     constraint: Constraint | Sequence[Constraint | None] | None = None,
     tools: Sequence[dict] | None = None,
+    adapters: Adapters = None,
 ) -> list[Answer]:
     """One completion per conversation (a list of chat messages), in the given order.
 
@@ -99,7 +109,10 @@ def generate(
     each position. `logit_bias`: one for every conversation, or a list of one each;
     `constraint` (the grammar an answer follows) likewise. `tools`: OpenAI's tool
     definitions, shown to the model as its chat template (or `tool_format`'s default) says.
+    `adapters`: the LoRA adapter (loaded into a peft `model`) that answers each conversation,
+    or one for all.
     """
+    row_adapters = row_adapter_names(adapters, len(conversations))
     row_biases = _row_biases(logit_bias, len(conversations))
     row_constraints = _row_constraints(constraint, len(conversations))
     sampling = _sampling(max_new_tokens, temperature, top_p, stop, seed, logprobs)
@@ -110,11 +123,12 @@ def generate(
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     completions: dict[int, Answer] = {}
     with cores.computing():
-        prefix = PrefixCache.of(model, prompts) if prefix_cache else None
+        prefix = PrefixCache.of(model, prompts, row_adapters) if prefix_cache else None
         for begin in range(0, len(order), batch_size):
             group = order[begin : begin + batch_size]
             biases = [row_biases[i] for i in group]
             grammars = [row_constraints[i] for i in group]
+            names = None if row_adapters is None else [row_adapters[i] for i in group]
             steps = _decode(
                 model,
                 tokenizer,
@@ -124,6 +138,7 @@ def generate(
                 prefix,
                 biases,
                 grammars,
+                adapters=names,
             )
             rows = deque(steps, maxlen=1)[0]  # the rows after the last step
             for index, row in zip(group, rows, strict=True):
@@ -178,11 +193,24 @@ class ChatStream:
     """
 
     def __init__(
-        self, model, tokenizer, messages: Conversation, sampling: Sampling, tools=None
+        self,
+        model,
+        tokenizer,
+        messages: Conversation,
+        sampling: Sampling,
+        tools=None,
+        adapter: str | None = None,
     ) -> None:
         self._model, self._tokenizer, self._sampling = model, tokenizer, sampling
+        self._adapters = None if adapter is None else [adapter]
         self._prompt = encode_chat(tokenizer, messages, tools)
         self.completion: Answer | None = None
+
+    def run_on(self, model: torch.nn.Module, adapter: str | None) -> ChatStream:
+        """Run on `model` with `adapter` instead: for a model shared by several adapters,
+        which model object and adapter name answer is only settled when the run starts."""
+        self._model, self._adapters = model, None if adapter is None else [adapter]
+        return self
 
     def __iter__(self) -> Iterator[str]:
         sent = given = 0  # characters sent; tokens whose log-probs were sent
@@ -198,6 +226,7 @@ class ChatStream:
                 None,
                 biases,
                 [self._sampling.constraint],
+                adapters=self._adapters,
             ):
                 row = rows[0]
                 done = row.finish_reason is not None
@@ -223,12 +252,14 @@ def stream_chat(
     logit_bias: LogitBias | Sequence[tuple[int, float]] | None = None,
     constraint: Constraint | None = None,
     tools: Sequence[dict] | None = None,
+    adapter: str | None = None,
 ) -> ChatStream:
-    """The answer to one conversation as it is generated (see `ChatStream`)."""
+    """The answer to one conversation as it is generated (see `ChatStream`); `adapter`: the
+    LoRA adapter of a peft `model` that answers."""
     sampling = _sampling(
         max_new_tokens, temperature, top_p, stop, seed, logprobs, logit_bias, constraint
     )
-    return ChatStream(model, tokenizer, messages, sampling, tools)
+    return ChatStream(model, tokenizer, messages, sampling, tools, adapter)
 
 
 def encode_chat(
@@ -268,6 +299,20 @@ def _sampling(
     )
     sampling.check()
     return sampling
+
+
+def row_adapter_names(adapters: Adapters, rows: int) -> list[str] | None:
+    """Each conversation's adapter name, or None where no adapter is named."""
+    if adapters is None:
+        return None
+    if isinstance(adapters, str):
+        return [adapters] * rows
+    names = list(adapters)
+    if len(names) != rows:
+        raise usage_error(
+            "invalid_generation_settings", f"{len(names)} adapters for {rows} conversations"
+        )
+    return names
 
 
 def _row_biases(
@@ -397,10 +442,11 @@ def _decode(
     biases: list[dict[int, float]] | None = None,
     constraints: list[Constraint | None] | None = None,
     max_length: int | None = None,
+    adapters: list[str] | None = None,
 ) -> Iterator[list[_Row]]:
     """Generate for a batch of prompts (`biases`: each row's logit bias; `constraints`: each
-    row's grammar; `max_length`: a limit on prompt and answer below the model's context);
-    yields every row after each new token."""
+    row's grammar; `max_length`: a limit on prompt and answer below the model's context;
+    `adapters`: each row's adapter); yields every row after each new token."""
     context = getattr(model.config, "max_position_embeddings", None)
     if max_length is not None:
         context = max_length if context is None else min(context, max_length)
@@ -422,7 +468,7 @@ def _decode(
     was_training = model.training
     model.eval()  # no dropout while generating, even in the middle of a training run
     try:
-        batch = KVBatch(model, _pad_id(tokenizer))
+        batch = KVBatch(model, _pad_id(tokenizer), adapters)
         logits = batch.start(prompts, prefix)
         bias = _bias(biases or [{} for _ in rows], logits)
         grammars = RowGrammars(tokenizer, constraints or [None] * len(rows), logits.shape[-1])
@@ -467,38 +513,58 @@ class PrefixCache:
 
     Each batch gets its own copy, repeated to the batch's rows, so decoding never changes
     the original. Attention is causal, so a prefix's keys and values do not depend on what
-    follows it: a batch that starts from them computes what it would compute whole.
+    follows it: a batch that starts from them computes what it would compute whole. With
+    `adapters`, the prefix is computed once for each of them (one row each), since an adapter
+    changes the keys and values; a batch's rows then start from their own adapter's row.
     """
 
     MIN_TOKENS = 8  # below this, a separate forward pass costs more than it saves
 
-    def __init__(self, model: torch.nn.Module, tokens: list[int]) -> None:
+    def __init__(
+        self, model: torch.nn.Module, tokens: list[int], adapters: list[str] | None = None
+    ) -> None:
         self.tokens = tokens
-        self.cache = DynamicCache()
+        self.adapters = None if adapters is None else sorted(set(adapters))
+        self.cache, self.device = DynamicCache(), _device(model)
         was_training = model.training
         model.eval()  # no dropout: the cache must be what decoding would compute
         try:
             with torch.inference_mode():
-                ids = torch.tensor([tokens], device=_device(model))
+                ids = torch.tensor([tokens] * len(self.adapters or [None]), device=self.device)
                 cache = {cache_keyword(model): self.cache}
-                model(input_ids=ids, use_cache=True, logits_to_keep=1, **cache)
+                named = adapter_keywords(self.adapters)
+                model(input_ids=ids, use_cache=True, logits_to_keep=1, **cache, **named)
         finally:
             model.train(was_training)
 
     @classmethod
-    def of(cls, model: torch.nn.Module, prompts: list[list[int]]) -> PrefixCache | None:
-        """The shared prefix of `prompts` (at least one token of each left out), or None."""
+    def of(
+        cls, model: torch.nn.Module, prompts: list[list[int]], adapters: list[str] | None = None
+    ) -> PrefixCache | None:
+        """The shared prefix of `prompts` (at least one token of each left out), or None;
+        `adapters`: each prompt's adapter."""
         length = shared_prefix_length(prompts)
         if len(prompts) < 2 or length < cls.MIN_TOKENS:
             return None
-        return cls(model, prompts[0][:length])
+        return cls(model, prompts[0][:length], adapters)
 
     def __len__(self) -> int:
         return len(self.tokens)
 
-    def copy_for(self, rows: int) -> DynamicCache:
+    def covers(self, adapters: list[str] | None) -> bool:
+        """Whether rows of these adapters can start from this prefix."""
+        if self.adapters is None or adapters is None:
+            return self.adapters is None and adapters is None
+        return set(adapters) <= set(self.adapters)
+
+    def copy_for(self, rows: int, adapters: list[str] | None = None) -> DynamicCache:
+        """A copy for a batch of `rows` rows (`adapters`: each row's, as the prefix has them)."""
         cache = copy.deepcopy(self.cache)
-        cache.batch_repeat_interleave(rows)
+        if self.adapters is None or adapters is None:
+            cache.batch_repeat_interleave(rows)
+        else:
+            where = [self.adapters.index(name) for name in adapters]
+            cache.batch_select_indices(torch.tensor(where, device=self.device))
         return cache
 
 
@@ -526,15 +592,21 @@ class KVBatch:
     mask: torch.Tensor
     positions: torch.Tensor
 
-    def __init__(self, model: torch.nn.Module, pad_id: int) -> None:
+    def __init__(
+        self, model: torch.nn.Module, pad_id: int, adapters: list[str] | None = None
+    ) -> None:
         self.model, self.pad_id, self.device = model, pad_id, _device(model)
+        self.adapters = adapters  # each row's adapter (None: the model as it is)
         self.cache = DynamicCache()
         self.cache_keyword = cache_keyword(model)
 
     @torch.inference_mode()
     def start(self, prompts: list[list[int]], prefix: PrefixCache | None = None) -> torch.Tensor:
         """Run the prompts; returns each row's next-token logits."""
-        if prefix is not None and any(p[: len(prefix)] != prefix.tokens for p in prompts):
+        if prefix is not None and (
+            any(p[: len(prefix)] != prefix.tokens for p in prompts)
+            or not prefix.covers(self.adapters)
+        ):
             prefix = None  # not these prompts' prefix (or it covers a whole prompt)
         shared = len(prefix) if prefix is not None else 0
         own = [prompt[shared:] for prompt in prompts]
@@ -547,7 +619,7 @@ class KVBatch:
             mask[row, shared + width - len(tokens) :] = 1
         self.mask = mask.to(self.device)
         if prefix is not None:
-            self.cache = prefix.copy_for(len(prompts))
+            self.cache = prefix.copy_for(len(prompts), self.adapters)
         # Left padding must not shift positions: each row's first real token is position 0.
         self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
         return self._forward(ids.to(self.device), self.positions)
@@ -558,6 +630,8 @@ class KVBatch:
             index = torch.tensor(keep, device=self.device)
             self.cache.batch_select_indices(index)
             self.mask, self.positions = self.mask[index], self.positions[index]
+            if self.adapters is not None:
+                self.adapters = [self.adapters[k] for k in keep]
         self.mask = torch.cat([self.mask, self.mask.new_ones((len(keep), 1))], dim=-1)
         self.positions = self.positions[:, -1:] + 1
         ids = torch.tensor(tokens, device=self.device)[:, None]
@@ -571,8 +645,14 @@ class KVBatch:
             use_cache=True,
             **{self.cache_keyword: self.cache},
             logits_to_keep=1,  # only the last position's logits: the vocabulary is wide
+            **adapter_keywords(self.adapters),
         )
         return output.logits[:, -1].float()
+
+
+def adapter_keywords(adapters: list[str] | None) -> dict:
+    """The forward pass's keyword naming each row's adapter (none when no adapter is named)."""
+    return {} if adapters is None else {"adapter_names": list(adapters)}
 
 
 def cache_keyword(model: torch.nn.Module) -> str:

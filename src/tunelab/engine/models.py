@@ -13,6 +13,7 @@ What `--model` may name, resolved by `resolve_model_source` without loading any 
 from __future__ import annotations
 
 import contextlib
+import json
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -225,21 +226,67 @@ def _remote_code_refused_as_error(directory: Path) -> Iterator[None]:
         ) from None
 
 
-def _with_adapter(base: torch.nn.Module, adapter_dir: Path) -> PeftModel:
+def _with_adapter(base: torch.nn.Module, adapter_dir: Path, name: str = "default") -> PeftModel:
     # peft: loaded where it is used, so engine.config and light commands stay light
     from peft import PeftModel
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _adapter_load_errors(adapter_dir):
         # peft reads a transformers property that transformers 5 deprecates; not ours to fix.
         warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
-        try:
-            model = PeftModel.from_pretrained(base, adapter_dir)
-        except (OSError, ValueError, RuntimeError, KeyError) as err:
-            raise TunelabError(
-                "adapter_load_failed",
-                f"cannot load the adapter in {adapter_dir} onto its base model: {err}",
-                hint="was the base model replaced since training? its tunelab_config.json "
-                "names the base model it needs",
-                path=adapter_dir,
-            ) from None
+        model = PeftModel.from_pretrained(base, adapter_dir, adapter_name=name)
     return model.eval()
+
+
+@contextlib.contextmanager
+def _adapter_load_errors(adapter_dir: Path) -> Iterator[None]:
+    """peft's errors loading an adapter as one `TunelabError` that says what to check."""
+    try:
+        yield
+    except (OSError, ValueError, RuntimeError, KeyError) as err:
+        raise TunelabError(
+            "adapter_load_failed",
+            f"cannot load the adapter in {adapter_dir} onto its base model: {err}",
+            hint="was the base model replaced since training? its tunelab_config.json "
+            "names the base model it needs",
+            path=adapter_dir,
+        ) from None
+
+
+def serves_unmerged(info: ModelInfo) -> bool:
+    """Whether a training output can answer as an adapter beside others on one copy of its
+    base (peft's per-row adapters): a LoRA adapter, not DoRA, which peft cannot mix."""
+    if not info.is_adapter:
+        return False
+    try:
+        config = json.loads((info.path / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return config.get("peft_type") == "LORA" and not config.get("use_dora")
+
+
+def add_adapter(model: CausalLM, adapter_dir: Path, name: str) -> PeftModel:
+    """`model` with the LoRA adapter in `adapter_dir` loaded as `name`, beside the adapters
+    it holds already; a plain model comes back wrapped (peft injects the LoRA layers into it,
+    so its own forward would apply the active adapter from then on: call the wrapper).
+
+    The adapter just added is made the active one only when none is: peft applies per-row
+    adapters only while some adapter is active, and which one is active does not matter then.
+    """
+    # peft: loaded where it is used, so engine.config and light commands stay light
+    from peft import PeftModel
+
+    if not isinstance(model, PeftModel):
+        return _with_adapter(model, adapter_dir, name)
+    with _adapter_load_errors(adapter_dir), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing`", FutureWarning)
+        model.load_adapter(str(adapter_dir), adapter_name=name, is_trainable=False)
+    if not model.active_adapters:
+        model.set_adapter(name)
+    return model.eval()
+
+
+def remove_adapter(model: CausalLM, name: str) -> None:
+    """Free the adapter `name`'s weights (another one becomes active, if any remains)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Adapter .* was active", UserWarning)  # as we want
+        model.delete_adapter(name)

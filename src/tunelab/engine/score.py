@@ -28,6 +28,7 @@ from tunelab.engine.generate import (
     PrefixCache,
     _device,
     _pad_id,
+    adapter_keywords,
     encode_chat,
 )
 from tunelab.errors import usage_error
@@ -65,8 +66,10 @@ def score_answers(
     *,
     batch_size: int = 16,
     prefix_cache: bool = True,
+    adapter: str | None = None,
 ) -> list[list[AnswerScore]]:
-    """Every answer's score after every conversation: `[conversation][answer]`."""
+    """Every answer's score after every conversation: `[conversation][answer]`; `adapter`:
+    the LoRA adapter of a peft `model` that scores (see `tunelab.engine.generate`)."""
     if not answers:
         raise usage_error("invalid_scoring", "there are no answers to score.")
     prompts = [encode_chat(tokenizer, conversation) for conversation in conversations]
@@ -76,7 +79,8 @@ def score_answers(
     scores: list[list[AnswerScore]] = []
     try:
         with cores.computing() as share:
-            prefix = PrefixCache.of(model, prompts) if prefix_cache else None
+            names = None if adapter is None else [adapter] * len(prompts)
+            prefix = PrefixCache.of(model, prompts, names) if prefix_cache else None
             for begin in range(0, len(prompts), per_batch):
                 share.rebalance()
                 group = range(begin, min(begin + per_batch, len(prompts)))
@@ -84,12 +88,21 @@ def score_answers(
                     [answer_tokens(tokenizer, conversations[i], prompts[i], a) for a in answers]
                     for i in group
                 ]
-                batch = KVBatch(model, _pad_id(tokenizer))
+                batch = KVBatch(
+                    model,
+                    _pad_id(tokenizer),
+                    None if names is None else names[begin:][: len(group)],
+                )
                 last = batch.start([prompts[i] for i in group], prefix)
                 scores += _score_group(batch, last, continuations)
     finally:
         model.train(was_training)
     return scores
+
+
+def _repeated(adapters: list[str] | None, times: int) -> list[str] | None:
+    """Each row's adapter for its `times` answers."""
+    return None if adapters is None else [name for name in adapters for _ in range(times)]
 
 
 @torch.inference_mode()
@@ -117,6 +130,7 @@ def _score_group(
         position_ids=positions,
         use_cache=True,
         **{batch.cache_keyword: batch.cache},
+        **adapter_keywords(_repeated(batch.adapters, n_answers)),
     )
     # Token t of an answer is predicted by the prompt's last position (t = 0) or by the
     # answer's own position t - 1.

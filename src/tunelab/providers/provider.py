@@ -62,6 +62,7 @@ class ServingLimits:
     memory_budget_bytes: int | None = None  # for models held in memory (None: half of it)
     max_batch_size: int = 8  # rows generated together
     batch_window_seconds: float = 0.005  # how long a request waits for others to batch with
+    max_adapters: int | None = None  # LoRA adapters one base holds (None: as memory allows)
 
 
 @cache

@@ -7,6 +7,9 @@ model in its template's tool format, and calls are read back from the answers in
 `Answer.tool_calls` (`finish_reason` "tool_calls"). A streamed answer that may call tools
 holds its text back until it is whole, so no delta is ever a half-written call.
 
+Every run holds its model's host (`LoadedModel.running`), so that LoRA adapters loaded into a
+shared base, or evicted from it, never change the model in the middle of a run.
+
 Batches run in chunks of a few engine batches, so that progress is reported and a cancel is
 seen between chunks while each chunk still sorts its prompts by length for batching.
 """
@@ -97,11 +100,13 @@ def engine_stream(
 
     def events() -> Generator[str, None, Answer]:
         began = time.perf_counter()
-        if structure.reads_calls:
-            for _ in chat:
-                pass  # held back: the text may turn into a tool call
-        else:
-            yield from chat
+        with loaded.running() as (model, adapter):  # adapters come and go between runs
+            chat.run_on(model, adapter)
+            if structure.reads_calls:
+                for _ in chat:
+                    pass  # held back: the text may turn into a tool call
+            else:
+                yield from chat
         done = chat.completion
         assert done is not None, "the engine's stream ended without its completion"
         answer = Answer(
@@ -138,9 +143,16 @@ def answer_chats(
     for begin in range(0, len(conversations), chunk):
         check_cancel(cancel, answers)
         part = conversations[begin : begin + chunk]
-        found = generation.generate(
-            loaded.model, loaded.tokenizer, part, batch_size=batch_size, tools=tools, **sampling
-        )
+        with loaded.running() as (model, adapter):
+            found = generation.generate(
+                model,
+                loaded.tokenizer,
+                part,
+                batch_size=batch_size,
+                tools=tools,
+                adapters=adapter,
+                **sampling,
+            )
         answers += [reading.finish(loaded.tokenizer, answer) for answer in found]
         if progress is not None:
             progress(len(part))
@@ -162,9 +174,10 @@ def score_chats(
     for begin in range(0, len(conversations), chunk):
         check_cancel(cancel, scores)
         part = conversations[begin : begin + chunk]
-        scores += scoring.score_answers(
-            loaded.model, loaded.tokenizer, part, answers, batch_size=batch_size
-        )
+        with loaded.running() as (model, adapter):
+            scores += scoring.score_answers(
+                model, loaded.tokenizer, part, answers, batch_size=batch_size, adapter=adapter
+            )
         if progress is not None:
             progress(len(part))
     return scores

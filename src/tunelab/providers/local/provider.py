@@ -73,7 +73,8 @@ class LocalProvider(Provider):
         if self._models is None:
             from tunelab.providers.local.model_cache import ModelCache  # torch: on first answer
 
-            self._models = ModelCache(self._limits.memory_budget_bytes)
+            limits = self._limits
+            self._models = ModelCache(limits.memory_budget_bytes, limits.max_adapters)
         return self._models
 
     @classmethod
@@ -156,6 +157,8 @@ class LocalProvider(Provider):
         self._limits = limits
         if limits.memory_budget_bytes and self._models is not None:
             self._models.memory_budget_bytes = limits.memory_budget_bytes
+        if limits.max_adapters and self._models is not None:
+            self._models.max_adapters = limits.max_adapters
 
     def stop_serving(self) -> None:
         """Stop the queue of the running event loop, and free the models loaded for it."""

@@ -2,7 +2,9 @@
 and the queue in front of it, used from the server's event loop.
 
 Non-streaming requests for the same model and sampling settings that arrive together (or
-while the worker is busy) are answered by one call to the engine's batched `generate`;
+while the worker is busy) are answered by one call to the engine's batched `generate`; the
+LoRA fine-tunes of one base count as one model there, each row answered by its own adapter
+over the one copy of the base (`ModelHost`);
 streamed requests run there one at a time, streamed as the local provider streams
 (`engine_stream`) and fed to the event loop by the same `feed` as hosted answers; label
 scoring requests (`labels` in a request: classification without generation) run there one at
@@ -198,7 +200,9 @@ def _batch_key(request: BatchRequest) -> object:
     # Each row carries its own logit bias and grammar: requests differing only there batch
     # together; the tools are in the prompt, the same for the whole call.
     rowwise = replace(request.sampling, logit_bias=(), constraint=None)
-    return (request.loaded, rowwise, request.structure.tools_json)
+    # Keyed by the weights, not the fine-tune: adapters of one base batch together, each
+    # row with its own adapter.
+    return (request.loaded.host, rowwise, request.structure.tools_json)
 
 
 def _rows(group: list) -> int:
@@ -212,15 +216,18 @@ def _generate_batch(requests: list[BatchRequest], batch_size: int) -> list:
     biases = [dict(r.sampling.logit_bias) for r in requests for _ in range(r.n)]
     grammars = [r.sampling.constraint for r in requests for _ in range(r.n)]
     settings = {**_settings(first.sampling), "logit_bias": biases, "constraint": grammars}
+    host = first.loaded.host
     try:
-        completions = generate(
-            first.loaded.model,
-            first.loaded.tokenizer,
-            conversations,
-            batch_size=batch_size,
-            tools=first.structure.tools,
-            **settings,
-        )
+        with host.lock:
+            completions = generate(
+                host.model,
+                first.loaded.tokenizer,
+                conversations,
+                batch_size=batch_size,
+                tools=first.structure.tools,
+                adapters=host.adapter_names([r.loaded for r in requests for _ in range(r.n)]),
+                **settings,
+            )
     except Exception as err:
         if len(requests) == 1:
             return [err]
@@ -242,10 +249,16 @@ def _score(requests: list[ScoreRequest], batch_size: int) -> list:
     (runs in the worker)."""
     [request] = requests
     try:
-        model, tokenizer = request.loaded.model, request.loaded.tokenizer
-        [scores] = score_answers(
-            model, tokenizer, [request.messages], request.answers, batch_size=batch_size
-        )
+        tokenizer = request.loaded.tokenizer
+        with request.loaded.running() as (model, adapter):
+            [scores] = score_answers(
+                model,
+                tokenizer,
+                [request.messages],
+                request.answers,
+                batch_size=batch_size,
+                adapter=adapter,
+            )
         return [(scores, len(encode_chat(tokenizer, request.messages)))]
     except Exception as err:
         return [err]

@@ -98,7 +98,7 @@ class HostedProvider(Provider, ABC):
         return TunelabError(
             "unsupported_parameter",
             f"the {self.name} provider does not support `{name}`{why}; leave it out.",
-            hint="`tunelab serve`'s README table says which fields each provider passes on",
+            hint="the README's table of chat request fields says what each provider passes on",
         )
 
     # -- requests and their errors ----------------------------------------------------------

@@ -686,6 +686,98 @@ def test_an_error_mid_stream_is_one_error_without_the_key(provider, api):
     assert "worker lost" in raised.value.message and "test-key-0000" not in raised.value.message
 
 
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "find_tickets",
+            "parameters": {"type": "object", "properties": {"status": {"type": "string"}}},
+        },
+    }
+]
+
+
+def test_structured_outputs_tools_and_logit_bias_pass_through(provider, api):
+    call = {
+        "id": "call-7",
+        "type": "function",
+        "index": 0,
+        "function": {"name": "find_tickets", "arguments": '{"status": "open"}'},
+    }
+    route = api.post("https://api-inference.together.ai/v1/chat/completions").respond(
+        json={
+            "id": "chat-1",
+            "object": "chat.completion",
+            "created": 1748779200,
+            "model": OUTPUT_NAME,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+                    "finish_reason": "tool_calls",
+                }
+            ],
+            "usage": {"prompt_tokens": 30, "completion_tokens": 9, "total_tokens": 39},
+        }
+    )
+    schema = {"type": "json_schema", "json_schema": {"name": "q", "schema": {"type": "object"}}}
+    messages = [{"role": "user", "content": "open tickets"}]
+
+    result = provider.chat(
+        OUTPUT_NAME, messages, tools=TOOLS, tool_choice="required", logit_bias={"5": -100.0}
+    )
+    provider.chat(OUTPUT_NAME, messages, response_format=schema)
+
+    with_tools, with_schema = (request_json(route, n) for n in (0, 1))
+    assert (with_tools["tools"], with_tools["tool_choice"]) == (TOOLS, "required")
+    assert with_tools["logit_bias"] == {"5": -100.0}
+    assert with_schema["response_format"] == schema
+    assert result.finish_reason == "tool_calls"
+    assert [(c.id, c.name, c.arguments) for c in result.tool_calls] == [
+        ("call-7", "find_tickets", '{"status": "open"}')
+    ]
+
+
+def test_streamed_tool_calls_are_put_together_by_index(provider, api):
+    def fragment(**call) -> dict:
+        chunk = chat_chunk()
+        chunk["choices"][0]["delta"] = {"role": "assistant", "tool_calls": [call]}
+        chunk["choices"][0]["logprobs"] = -0.5  # Together's own shape: not OpenAI's tokens
+        return chunk
+
+    name = {"name": "find_tickets", "arguments": ""}
+    api.post("https://api-inference.together.ai/v1/chat/completions").mock(
+        return_value=chat_sse(
+            fragment(index=0, id="call-7", type="function", function=name),
+            fragment(index=0, function={"arguments": '{"status": '}),
+            fragment(index=0, function={"arguments": '"open"}'}),
+            chat_chunk(finish="tool_calls"),
+        )
+    )
+    stream = provider.stream_chat(OUTPUT_NAME, [{"role": "user", "content": "all"}], tools=TOOLS)
+    assert list(stream) == []
+    result = stream.result
+    assert (result.finish_reason, result.logprobs) == ("tool_calls", None)
+    assert [(c.id, c.name, c.arguments) for c in result.tool_calls] == [
+        ("call-7", "find_tickets", '{"status": "open"}')
+    ]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"), [("logprobs", True), ("top_logprobs", 2), ("parallel_tool_calls", False)]
+)
+def test_fields_together_cannot_answer_are_refused_by_name_before_any_request(
+    provider, api, setting, value
+):
+    route = api.post("https://api-inference.together.ai/v1/chat/completions")
+    for ask in (provider.chat, provider.stream_chat):
+        with pytest.raises(TunelabError) as refused:
+            ask(OUTPUT_NAME, [{"role": "user", "content": "all"}], tools=TOOLS, **{setting: value})
+        assert refused.value.code == "unsupported_parameter"
+        assert f"`{setting}`" in refused.value.message
+    assert not route.called
+
+
 # Downloads
 
 

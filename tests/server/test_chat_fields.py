@@ -1,11 +1,15 @@
 """Chat completion request fields beyond the messages, through the unmodified `openai` SDK:
 `logprobs`/`top_logprobs` (whole and streamed), `logit_bias`, `n`, `stop` across token
-boundaries, and the refusal by name of every field tunelab does not honour."""
+boundaries, and the refusal by name of every field tunelab does not honour; for hosted
+models, the fields passed through to an OpenAI-compatible endpoint and refused by name where
+the provider cannot answer them."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import anthropic
 import openai
 import pytest
 from fastapi.testclient import TestClient
@@ -14,12 +18,19 @@ from tiny import save_tiny_model
 from tunelab.engine.generate import generate
 from tunelab.engine.models import load_base
 from tunelab.providers import registry
+from tunelab.providers.hosted.anthropic import AnthropicProvider
+from tunelab.providers.hosted.compatible import OpenAICompatibleProvider
 from tunelab.providers.provider import Provider
 from tunelab.registry import Store
 from tunelab.server.app import ServerConfig, create_app
 from tunelab.server.chat_fields import IGNORED, NEUTRAL, REFUSED
 from tunelab.server.routes_inference import ChatCompletionRequest
 from tunelab.types import Answer, Usage
+
+try:  # the transport of the `openai` SDK's own client: httpx2 from openai 3.x on
+    import httpx2 as sdk_http
+except ImportError:
+    import httpx as sdk_http
 
 MESSAGES = [{"role": "user", "content": "Who wrote Hamlet?"}]
 
@@ -219,6 +230,138 @@ def test_a_provider_without_logprobs_refuses_them_by_name(client, monkeypatch):
         api.create(model="ft:llama:together:abc", messages=MESSAGES).choices[0].message.content
         == "Bonjour"
     )
+
+
+UPSTREAM = "http://upstream.test/v1"
+HOSTED = "ft:m:up:abc"
+TOOLS = [
+    {
+        "type": "function",
+        "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}},
+    }
+]
+CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+
+
+def upstream_token(text: str, logprob: float) -> dict:
+    return {"token": text, "bytes": list(text.encode()), "logprob": logprob, "top_logprobs": []}
+
+
+def upstream_answer(body: dict) -> sdk_http.Response:
+    """An OpenAI-compatible endpoint that calls the tool, its tokens' logprobs included."""
+    tokens = [upstream_token("Let", -0.5), upstream_token(" me", -0.25)]
+    common = {"id": "up-1", "created": 1, "model": "m"}
+    if not body.get("stream"):
+        message = {"role": "assistant", "content": "Let me", "tool_calls": [CALL]}
+        choice = {"index": 0, "message": message, "finish_reason": "tool_calls"}
+        choice["logprobs"] = {"content": tokens}
+        usage = {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}
+        return sdk_http.Response(
+            200, json={**common, "object": "chat.completion", "choices": [choice], "usage": usage}
+        )
+    fragments = [{**CALL, "index": 0, "function": {"name": "get_weather", "arguments": ""}}]
+    fragments.append({"index": 0, "function": {"arguments": "{}"}})
+    deltas = [
+        ({"content": "Let"}, [tokens[0]], None),
+        ({"content": " me"}, [tokens[1]], None),
+        *(({"tool_calls": [fragment]}, None, None) for fragment in fragments),
+        ({}, None, "tool_calls"),
+    ]
+    chunks = [
+        {
+            **common,
+            "object": "chat.completion.chunk",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": delta,
+                    "finish_reason": finish,
+                    "logprobs": {"content": content} if content else None,
+                }
+            ],
+        }
+        for delta, content, finish in deltas
+    ]
+    text = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+    return sdk_http.Response(200, text=text, headers={"content-type": "text/event-stream"})
+
+
+@pytest.fixture
+def upstream(monkeypatch) -> list[dict]:
+    """The requests an OpenAI-compatible endpoint answering `HOSTED` got."""
+    received: list[dict] = []
+
+    def handle(request):
+        received.append(json.loads(request.content))
+        return upstream_answer(received[-1])
+
+    transport = sdk_http.MockTransport(handle)
+    client = openai.OpenAI(
+        base_url=UPSTREAM,
+        api_key="x",
+        max_retries=0,
+        http_client=sdk_http.Client(transport=transport),
+    )
+    provider = OpenAICompatibleProvider(base_url=UPSTREAM, client=client)
+    monkeypatch.setattr(registry, "get_provider", lambda name, **endpoint: provider)
+    with Store() as store:
+        store.put_model(HOSTED, provider="openai-compatible", kind="fine-tuned")
+    return received
+
+
+def test_an_openai_compatible_endpoint_gets_every_field_and_its_answer_comes_back(client, upstream):
+    api = sdk(client).chat.completions
+    fields = dict(
+        logprobs=True, top_logprobs=1, logit_bias={"7": -100}, tools=TOOLS, tool_choice="required"
+    )
+    answer = api.create(model=HOSTED, messages=MESSAGES, **fields)
+    schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+    api.create(model=HOSTED, messages=MESSAGES, response_format=schema)
+
+    assert {name: upstream[0].get(name) for name in fields} == fields
+    assert upstream[1]["response_format"] == schema and "tools" not in upstream[1]
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert [(c.id, c.function.name, c.function.arguments) for c in choice.message.tool_calls] == [
+        ("call_1", "get_weather", "{}")
+    ]
+    assert [(t.token, t.logprob) for t in choice.logprobs.content] == [
+        ("Let", -0.5),
+        (" me", -0.25),
+    ]
+
+
+def test_a_streamed_hosted_answer_carries_logprobs_and_its_tool_calls(client, upstream):
+    chunks = list(
+        sdk(client).chat.completions.create(
+            model=HOSTED, messages=MESSAGES, stream=True, logprobs=True, tools=TOOLS
+        )
+    )
+    choices = [c.choices[0] for c in chunks if c.choices]
+    assert upstream[0]["stream"] is True and upstream[0]["tools"] == TOOLS
+    streamed = [t for c in choices if c.logprobs for t in c.logprobs.content]
+    assert [(t.token, t.logprob) for t in streamed] == [("Let", -0.5), (" me", -0.25)]
+    assert "".join(c.delta.content or "" for c in choices) == "Let me"
+    calls = [call for c in choices for call in c.delta.tool_calls or ()]
+    assert [(c.id, c.function.name, c.function.arguments) for c in calls] == [
+        ("call_1", "get_weather", "{}")
+    ]
+    assert choices[-1].finish_reason == "tool_calls"
+
+
+def test_anthropic_models_refuse_what_claude_cannot_answer_by_name(client, monkeypatch):
+    provider = AnthropicProvider(client=anthropic.Anthropic(api_key="x", max_retries=0))
+    monkeypatch.setattr(registry, "get_provider", lambda name, **endpoint: provider)
+    api = sdk(client).chat.completions
+    for fields in (
+        {"logprobs": True},
+        {"logit_bias": {"5": 10}},
+        {"response_format": {"type": "json_object"}},
+    ):
+        with pytest.raises(openai.BadRequestError) as caught:
+            api.create(model="anthropic/claude-x", messages=MESSAGES, **fields)
+        assert caught.value.body["code"] == "unsupported_parameter"
+        assert caught.value.body["param"] == next(iter(fields))
 
 
 def test_the_readme_says_what_becomes_of_every_field():

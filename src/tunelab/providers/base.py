@@ -147,6 +147,15 @@ class ChatOptions:
             settings.update(logprobs=True, top_logprobs=self.top_logprobs)
         if self.logit_bias:
             settings["logit_bias"] = {str(token): bias for token, bias in self.logit_bias}
+        if self.structured:
+            settings["response_format"] = self.response_format
+        if self.tools:
+            settings["tools"] = list(self.tools)
+            given = {
+                "tool_choice": self.tool_choice,
+                "parallel_tool_calls": self.parallel_tool_calls,
+            }
+            settings.update({name: value for name, value in given.items() if value is not None})
         return settings
 
     def fields_used(self) -> list[str]:
@@ -168,6 +177,18 @@ class ChatOptions:
 # Request fields beyond the sampling settings that only some providers honour (`tools`
 # stands for `tool_choice` and `parallel_tool_calls` too).
 ANSWER_FIELDS = ("logprobs", "logit_bias", "response_format", "tools")
+# The answer field each setting belongs to (`answer_settings`' names).
+FIELD_OF_SETTING = {
+    "logprobs": "logprobs",
+    "top_logprobs": "logprobs",
+    "logit_bias": "logit_bias",
+    "response_format": "response_format",
+    "tools": "tools",
+    "tool_choice": "tools",
+    "parallel_tool_calls": "tools",
+}
+# Settings that shape the answer (structured outputs, tools), which `chat_settings` leaves out.
+STRUCTURE_SETTINGS = ("response_format", "tools", "tool_choice", "parallel_tool_calls")
 
 
 def chat_settings(
@@ -194,6 +215,16 @@ def chat_settings(
         "logit_bias": logit_bias,
     }
     return {name: value for name, value in given.items() if value is not None}
+
+
+def answer_settings(**options) -> dict:
+    """`chat_settings`, and the structure settings (`STRUCTURE_SETTINGS`: `response_format`,
+    `tools`, `tool_choice`, `parallel_tool_calls`, under OpenAI's names and shapes) that a
+    provider answering them takes too; the ones left None are left out."""
+    structure = {name: options.pop(name, None) for name in STRUCTURE_SETTINGS}
+    settings = chat_settings(**options)
+    settings.update({name: value for name, value in structure.items() if value is not None})
+    return settings
 
 
 class ChatStream:

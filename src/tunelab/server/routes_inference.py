@@ -85,6 +85,7 @@ class Message(BaseModel):
 class JsonSchemaFormat(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
     name: str = Field(min_length=1, max_length=64)
+    description: str | None = None
     schema_: dict = Field(alias="schema")
     strict: bool | None = None  # tunelab's answers always follow the schema
 
@@ -101,7 +102,9 @@ class ResponseFormat(BaseModel):
             raise ApiError(
                 400, "response_format json_schema needs its `json_schema`.", param="response_format"
             )
-        return {"type": "json_schema", "json_schema": {"schema": self.json_schema.schema_}}
+        # Whole, as the client wrote it: a hosted provider passes it on (OpenAI needs `name`).
+        schema = self.json_schema.model_dump(by_alias=True, exclude_none=True)
+        return {"type": "json_schema", "json_schema": schema}
 
 
 class FunctionTool(BaseModel):

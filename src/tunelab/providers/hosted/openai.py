@@ -3,8 +3,10 @@
 A thin adapter over the official SDK: the SDK's own retries are off (`max_retries=0`) so
 that `tunelab.providers.hosted.retry` applies, with a create's reconciliation between attempts.
 OpenAI's statuses and objects are already tunelab's vocabulary, so mapping is mostly
-copying. OpenAI accepts no new fine-tuning jobs from 2027-01-06; a create refused for that
-reason says so and points at the providers that still train.
+copying; every answer field (logprobs, logit_bias, structured outputs, tools) passes through
+as the caller wrote it, and comes back as tunelab's records (`openai_answers`). OpenAI
+accepts no new fine-tuning jobs from 2027-01-06; a create refused for that reason says so
+and points at the providers that still train.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tunelab.errors import TunelabError
 from tunelab.io import commit, staged_write
 from tunelab.lazy import LazyModule
 from tunelab.providers.base import (
+    ANSWER_FIELDS,
     JOB_STATUSES,
     REQUEST_ID_KEY,
     ChatStream,
@@ -30,9 +33,9 @@ from tunelab.providers.base import (
     JobRequest,
     JobState,
     RemoteFile,
-    chat_settings,
 )
 from tunelab.providers.hosted import http_limits, retry
+from tunelab.providers.hosted.openai_answers import token_logprobs, tool_calls, whole_answer
 from tunelab.providers.hosted.openai_chunks import chunk_stream
 from tunelab.providers.hosted.service import HostedProvider, T
 from tunelab.providers.methods import settings_from_method
@@ -91,6 +94,7 @@ class OpenAIProvider(HostedProvider):
     key_variable: ClassVar[str | None] = KEY_VARIABLE
     official_hosts: ClassVar[tuple[str, ...]] = (OFFICIAL_HOST,)
     base_url_variable = "OPENAI_BASE_URL"
+    answer_fields = frozenset(ANSWER_FIELDS)  # all passed through, under OpenAI's own names
 
     def __init__(self, *, today: Callable[[], date] | None = None, **options) -> None:
         super().__init__(**options)
@@ -286,6 +290,8 @@ class OpenAIProvider(HostedProvider):
             finish_reason=choice.finish_reason or "stop",
             usage=Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage(),
             model=response.model or model,
+            logprobs=token_logprobs(choice.logprobs),
+            tool_calls=tool_calls(choice.message),
         )
 
     def stream_chat(self, model: str, messages: list[dict], **options) -> ChatStream:
@@ -305,12 +311,12 @@ class OpenAIProvider(HostedProvider):
         if response is not None and "json" in response.headers.get("content-type", ""):
             # A server that ignores `stream` answers whole: the answer is one delta.
             response.read()
-            return ChatStream.of(_whole_answer(response.json(), model))
+            return ChatStream.of(whole_answer(response.json(), model))
         return chunk_stream(chunks, model, self._stream_error)
 
     def _chat_options(self, **options) -> dict:
         """The settings the caller gave, under this server's names."""
-        sent = chat_settings(**options)
+        sent = self._answer_settings(options)
         # OpenAI deprecated max_tokens; compatible servers do not all know its successor.
         if self.on_official_host and "max_tokens" in sent:
             sent["max_completion_tokens"] = sent.pop("max_tokens")
@@ -357,18 +363,6 @@ class OpenAIProvider(HostedProvider):
             f"{self._where()} {what} (`has_more` stays true); tunelab stopped listing.",
             hint="the server's pagination is broken: report it to whoever runs it",
         )
-
-
-def _whole_answer(body: dict, model: str) -> Answer:
-    """A chat completion the server sent as JSON to a streamed request."""
-    choice = (body.get("choices") or [{}])[0]
-    usage = body.get("usage") or {}
-    return Answer(
-        text=(choice.get("message") or {}).get("content") or "",
-        finish_reason=choice.get("finish_reason") or "stop",
-        usage=Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0),
-        model=body.get("model") or model,
-    )
 
 
 def _is_official(base_url: str | None) -> bool:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 from tunelab.errors import TunelabError
+from tunelab.providers.base import FIELD_OF_SETTING, answer_settings
 from tunelab.providers.hosted import jobs as hosted_jobs
 from tunelab.providers.hosted import retry
 from tunelab.providers.provider import FINE_TUNING, PLACEHOLDER_KEY, Provider
@@ -79,6 +80,26 @@ class HostedProvider(Provider, ABC):
     def _where(self) -> str:
         """The service as an error message names it."""
         return self.title
+
+    # -- chat settings ---------------------------------------------------------------------
+
+    def _answer_settings(self, options: dict) -> dict:
+        """The chat settings given (`answer_settings`), each answer field's only where this
+        provider declares it (`answer_fields`): another is refused by name, never dropped."""
+        settings = answer_settings(**options)
+        for name in settings:
+            field = FIELD_OF_SETTING.get(name)
+            if field is not None and field not in self.answer_fields:
+                raise self.unsupported_setting(name)
+        return settings
+
+    def unsupported_setting(self, name: str, why: str = "") -> TunelabError:
+        """The refusal of the chat setting `name` (OpenAI's request field), and `why`."""
+        return TunelabError(
+            "unsupported_parameter",
+            f"the {self.name} provider does not support `{name}`{why}; leave it out.",
+            hint="the README's table of chat request fields says what each provider passes on",
+        )
 
     # -- requests and their errors ----------------------------------------------------------
 

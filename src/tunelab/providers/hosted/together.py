@@ -4,6 +4,13 @@ Together speaks its own vocabulary (statuses such as `pending` or `user_error`, 
 absolute learning rate, ISO timestamps, no job metadata); `together_mapping.py` maps it onto
 tunelab's plain objects. The SDK's own retries are off: `tunelab.providers.hosted.retry` decides, so
 that a retried create can first look for the job its failed attempt may have made.
+
+Chat speaks OpenAI's shapes: `response_format` (json_object, json_schema), `tools` and
+`tool_choice` and `logit_bias` pass through as the caller wrote them, and tool calls come
+back as OpenAI's. Two fields are refused by name: `logprobs`, which Together answers in a
+shape of its own (token strings without their bytes, one dictionary of top tokens per
+answer, a bare number per streamed chunk) that does not map onto OpenAI's per token, and
+`parallel_tool_calls`, which its chat API does not take.
 """
 
 from __future__ import annotations
@@ -26,8 +33,8 @@ from tunelab.providers.base import (
     JobRequest,
     JobState,
     RemoteFile,
-    chat_settings,
 )
+from tunelab.providers.hosted.openai_answers import tool_calls
 from tunelab.providers.hosted.openai_chunks import chunk_stream
 from tunelab.providers.hosted.service import HostedProvider
 from tunelab.providers.hosted.together_mapping import (
@@ -72,6 +79,7 @@ class TogetherProvider(HostedProvider):
     capabilities = frozenset({FINE_TUNING, CHAT, FILES, MODEL_DOWNLOAD})
     key_variable = KEY_VARIABLE
     official_hosts = ("api.together.xyz", "api.together.ai")
+    answer_fields = frozenset({"logit_bias", "response_format", "tools"})
 
     def _new_client(self, api_key: str, base_url: str | None) -> together.Together:
         return together.Together(api_key=api_key, base_url=_sdk_base_url(base_url), max_retries=0)
@@ -163,7 +171,7 @@ class TogetherProvider(HostedProvider):
     # Models
 
     def chat(self, model: str, messages: list[dict], **options) -> Answer:
-        sent = chat_settings(**options)
+        sent = self._chat_options(options)
         completion = self._call(
             lambda: self._client.chat.completions.create(
                 model=model, messages=_sdk_messages(messages), **sent
@@ -176,13 +184,14 @@ class TogetherProvider(HostedProvider):
         usage = completion.usage
         return Answer(
             text=text,
-            finish_reason="length" if choice.finish_reason == "length" else "stop",
+            finish_reason=_finish(choice.finish_reason),
             usage=Usage(usage.prompt_tokens, usage.completion_tokens) if usage else Usage(),
             model=completion.model or model,
+            tool_calls=tool_calls(choice.message),
         )
 
     def stream_chat(self, model: str, messages: list[dict], **options) -> ChatStream:
-        sent = chat_settings(**options)
+        sent = self._chat_options(options)
         # The request is made here, so a refusal (or a retried 429) comes before any delta.
         chunks = self._call(
             lambda: self._client.chat.completions.create(
@@ -190,6 +199,15 @@ class TogetherProvider(HostedProvider):
             )
         )
         return chunk_stream(chunks, model, self._stream_error)
+
+    def _chat_options(self, options: dict) -> dict:
+        """The settings the caller gave, each of them one Together's chat API takes."""
+        sent = self._answer_settings(options)
+        if "parallel_tool_calls" in sent:
+            raise self.unsupported_setting(
+                "parallel_tool_calls", f" ({PROVIDER}'s chat API takes no such field)"
+            )
+        return sent
 
     def download_model(self, job_id: str, destination: Path, *, merged: bool = True) -> Path:
         """Stream the trained model (merged) or LoRA adapter, as Together packs it (an
@@ -232,6 +250,11 @@ class TogetherProvider(HostedProvider):
             )
         except (ConnectionError, TimeoutError) as err:
             raise self._error(err) from None
+
+
+def _finish(reason: str | None) -> str:
+    """Together's reason an answer ended, in OpenAI's words (its `eos` is a stop)."""
+    return reason if reason in ("length", "tool_calls") else "stop"
 
 
 def _sdk_base_url(base_url: str | None) -> str | None:

@@ -204,7 +204,8 @@ def test_dpo_create_takes_beta(api, provider):
         request_for(method="dpo", hyperparameters={"beta": 0.2, "n_epochs": 2})
     )
     assert json.loads(created.calls.last.request.content)["method"] == dpo
-    assert state.hyperparameters == {"beta": 0.2, "n_epochs": 2}
+    # Resolved settings are TrainConfig's names: the method and its beta as tunelab calls them.
+    assert state.hyperparameters == {"dpo_beta": 0.2, "n_epochs": 2, "training_method": "dpo"}
 
 
 def test_engine_hyperparameters_are_refused_by_name_before_any_request(api, provider):

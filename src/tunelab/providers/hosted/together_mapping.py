@@ -219,8 +219,10 @@ def _resolved_hyperparameters(job: dict) -> dict:
     train_on_inputs = method.get("train_on_inputs", job.get("train_on_inputs"))
     if train_on_inputs is not None:
         resolved["train_on_inputs"] = train_on_inputs
+    if method.get("method") == "dpo":  # the training method under TrainConfig's names
+        resolved["training_method"] = "dpo"
     if method.get("dpo_beta") is not None:
-        resolved["beta"] = method["dpo_beta"]
+        resolved["dpo_beta"] = method["dpo_beta"]
     return resolved
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 
 from tunelab.errors import Interrupted, TunelabError, check_cancel
+from tunelab.providers.base import Grammar
 from tunelab.providers.resolve import ChatModel, check_chat_model, resolve_chat_model
 from tunelab.types import Answer, AnswerScore
 
@@ -52,8 +53,10 @@ class Candidate(abc.ABC):
         temperature: float = 0.0,
         progress: Progress | None = None,
         cancel: threading.Event | None = None,
+        grammar: Grammar | None = None,
     ) -> list[Answer]:
-        """One answer per conversation, in order (local: batched; hosted: a few at a time)."""
+        """One answer per conversation, in order (local: batched; hosted: a few at a time);
+        `grammar`: the Lark grammar every answer follows, or one per conversation."""
 
     def score(
         self,
@@ -88,14 +91,23 @@ class ModelCandidate(Candidate):
         self.gives_logprobs = model.gives_logprobs
 
     def answer(
-        self, conversations, *, max_tokens=256, temperature=0.0, progress=None, cancel=None
+        self,
+        conversations,
+        *,
+        max_tokens=256,
+        temperature=0.0,
+        progress=None,
+        cancel=None,
+        grammar=None,
     ) -> list[Answer]:
+        constrained = {} if grammar is None else {"grammar": grammar}
         return self.model.answer_batch(
             conversations,
             max_tokens=max_tokens,
             temperature=temperature,
             progress=progress,
             cancel=cancel,
+            **constrained,
         )
 
     def score(self, conversations, answers, *, progress=None, cancel=None):
@@ -112,8 +124,16 @@ class RecordedCandidate(Candidate):
         self.name, self.answers, self.key = name, answers, key
 
     def answer(
-        self, conversations, *, max_tokens=256, temperature=0.0, progress=None, cancel=None
+        self,
+        conversations,
+        *,
+        max_tokens=256,
+        temperature=0.0,
+        progress=None,
+        cancel=None,
+        grammar=None,
     ) -> list[Answer]:
+        """The recorded answers (already given: a grammar cannot change them)."""
         answers: list[Answer] = []
         for messages in conversations:
             check_cancel(cancel, answers)
@@ -163,8 +183,10 @@ def answer_all(
     max_tokens: int,
     progress=None,
     cancel: threading.Event | None = None,
+    grammar: Grammar | None = None,
 ) -> tuple[list[Answer], float]:
-    """Model `name`'s answers to every conversation (greedy), and the seconds they took.
+    """Model `name`'s answers to every conversation (greedy), and the seconds they took;
+    `grammar`: the Lark grammar the answers follow (or one per conversation).
 
     `progress(name, total)` may return a callback advanced as answers finish. The model is
     freed afterwards.
@@ -175,7 +197,7 @@ def answer_all(
         began = time.perf_counter()
         try:
             answers = candidate.answer(
-                conversations, max_tokens=max_tokens, progress=task, cancel=cancel
+                conversations, max_tokens=max_tokens, progress=task, cancel=cancel, grammar=grammar
             )
         except Interrupted as stop:
             stop.seconds = time.perf_counter() - began

@@ -61,6 +61,12 @@ NO_STRUCTURE = Structure()
 
 def structure(options: ChatOptions, tokenizer) -> tuple[Structure, Constraint | None]:
     """The request's tools and the grammar its answers follow (None: free)."""
+    if options.grammar is not None:
+        if options.structured or options.tools:
+            raise usage_error(
+                "invalid_grammar", "a grammar cannot be combined with response_format or tools"
+            )
+        return Structure(), Constraint.lark(options.grammar)
     if options.structured:
         return Structure(), _format_constraint(options.response_format or {})
     if not options.tools:
@@ -129,14 +135,17 @@ def answer_chats(
     batch_size: int = BATCH_SIZE,
     **sampling,
 ) -> list[Answer]:
-    """One answer per conversation, in order, batched through the engine."""
+    """One answer per conversation, in order, batched through the engine; a `constraint`
+    list holds one grammar per conversation."""
     answers: list[Answer] = []
     chunk = batch_size * CHUNK_BATCHES
+    constraint = sampling.pop("constraint", None)
     for begin in range(0, len(conversations), chunk):
         check_cancel(cancel, answers)
         part = conversations[begin : begin + chunk]
+        rows = constraint[begin : begin + chunk] if isinstance(constraint, list) else constraint
         answers += generation.generate(
-            loaded.model, loaded.tokenizer, part, batch_size=batch_size, **sampling
+            loaded.model, loaded.tokenizer, part, batch_size=batch_size, constraint=rows, **sampling
         )
         if progress is not None:
             progress(len(part))

@@ -86,6 +86,7 @@ def test_a_schema_keeps_its_collections_and_fields(accepts):
         "db.city.insertOne({a: 1})",  # not a read query
         '{"collection": "city"}',  # the JSON form: one way of writing is enough
         "db.city.find({a: //x/})",  # a comment to the parser, not a regex
+        "db.city.find({}).skip(1).skip(1).skip(1).skip(1).limit(1)",  # five cursor calls
     ],
 )
 def test_text_the_grammar_refuses(accepts, text):

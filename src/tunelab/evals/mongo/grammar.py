@@ -16,8 +16,9 @@ the field names of a find, findOne, count and distinct (filter, projection, sort
 distinct field) are that collection's own (or a quoted dotted path below one of them). A
 pipeline's field names stay free: its stages name new fields (`as`, `$group`'s outputs).
 
-Spaces are allowed where the shell allows them, one at a time: a grammar that admits any
-run of whitespace lets a small model loop on spaces until its token limit.
+Spaces are allowed where the shell allows them, one at a time, and a find chains at most
+four cursor calls: a grammar that admits any run of whitespace, or of `.sort(...)`, lets a
+small model loop on it until its token limit.
 """
 
 from __future__ import annotations
@@ -95,8 +96,9 @@ def _collection_rules(k: int, fields: tuple[str, ...]) -> str:
         keys = f"key{k}: KEY | STRING\nfield{k}: STRING"
     logical = " | ".join(_spellings(w) for w in LOGICAL)
     return f"""
-call{k}: find{k} cursor{k}* [".count()"] | "aggregate(" s pipeline s ")" | count{k} | distinct{k}
-subquery{k}: find{k} cursor{k}* [".count()" | ".next()"] accessor* | distinct{k}
+call{k}: find{k} cursor{k}{{0,4}} [".count()"] | "aggregate(" s pipeline s ")"
+    | count{k} | distinct{k}
+subquery{k}: find{k} cursor{k}{{0,4}} [".count()" | ".next()"] accessor* | distinct{k}
     | "aggregate(" s pipeline s ").toArray()" accessor*
 find{k}: ("find(" | "findOne(") s [filter{k} [s "," s projection{k}]] s ")"
 cursor{k}: ".sort(" s sort{k} s ")" | ".limit(" s COUNT s ")" | ".skip(" s COUNT s ")"

@@ -149,9 +149,26 @@ def classify_cmd(
     "mongodb://localhost:27017/dbname.",
 )
 @click.option("--mongo-db", help="The database for --mongo-uri (default: the URI's path).")
+@choice_option(
+    "--constrain",
+    choices=["off", "query", "schema"],
+    default="off",
+    help="Decode under the query grammar, so every finished answer parses: `query` (any "
+    "names) or `schema` (each item's collections, and a find's fields among its "
+    "collection's). Models on this machine only.",
+)
 @evaluation_outputs
 def queries_cmd(
-    data_path, models, limit, documents, mongo_uri, mongo_db, output_dir, as_json, **flags
+    data_path,
+    models,
+    limit,
+    documents,
+    mongo_uri,
+    mongo_db,
+    constrain,
+    output_dir,
+    as_json,
+    **flags,
 ) -> int:
     """NL → MongoDB: parse failures, exact, structural and execution match."""
     # loaded when this command runs: the others start without it
@@ -173,11 +190,17 @@ def queries_cmd(
 
         def compute(progress, cancel):
             return evaluate_queries(
-                data, list(models), executor=executor, progress=progress, cancel=cancel
+                data,
+                list(models),
+                executor=executor,
+                progress=progress,
+                cancel=cancel,
+                constrain=constrain,
             )
 
         where = str(documents) if documents else ("mongodb" if mongo_uri else None)
-        settings = {"limit": limit, "executed_on": where}  # never the URI: it may hold a password
+        # never the URI: it may hold a password
+        settings = {"limit": limit, "executed_on": where, "constrain": constrain}
         result = _run("queries", models, data, settings, compute, output_dir, as_json)
     return show_evaluation(result, as_json)
 

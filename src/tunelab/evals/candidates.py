@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 
 from tunelab.errors import Interrupted, TunelabError, check_cancel
+from tunelab.providers.base import Grammar
 from tunelab.providers.resolve import ChatModel, check_chat_model, resolve_chat_model
 from tunelab.types import Answer, AnswerScore
 
@@ -53,9 +54,11 @@ class Candidate(abc.ABC):
         progress: Progress | None = None,
         cancel: threading.Event | None = None,
         tools: list[dict] | None = None,
+        grammar: Grammar | None = None,
     ) -> list[Answer]:
         """One answer per conversation, in order (local: batched; hosted: a few at a time);
-        `tools`: OpenAI's tool definitions the model may call in every answer."""
+        `tools`: OpenAI's tool definitions the model may call in every answer; `grammar`: the
+        Lark grammar every answer follows, or one per conversation."""
 
     def score(
         self,
@@ -98,8 +101,11 @@ class ModelCandidate(Candidate):
         progress=None,
         cancel=None,
         tools=None,
+        grammar=None,
     ) -> list[Answer]:
         asked = {"tools": tools} if tools else {}  # only tool evaluations ask with tools
+        if grammar is not None:  # only constrained query evaluations give a grammar
+            asked["grammar"] = grammar
         return self.model.answer_batch(
             conversations,
             max_tokens=max_tokens,
@@ -131,7 +137,9 @@ class RecordedCandidate(Candidate):
         progress=None,
         cancel=None,
         tools=None,
+        grammar=None,
     ) -> list[Answer]:
+        """The recorded answers (already given: a grammar cannot change them)."""
         answers: list[Answer] = []
         for messages in conversations:
             check_cancel(cancel, answers)
@@ -182,9 +190,11 @@ def answer_all(
     progress=None,
     cancel: threading.Event | None = None,
     tools: list[dict] | None = None,
+    grammar: Grammar | None = None,
 ) -> tuple[list[Answer], float]:
-    """Model `name`'s answers to every conversation (greedy; `tools` shown to it in each),
-    and the seconds they took.
+    """Model `name`'s answers to every conversation (greedy; `tools` shown to it in each;
+    `grammar`: the Lark grammar the answers follow, or one per conversation), and the
+    seconds they took.
 
     `progress(name, total)` may return a callback advanced as answers finish. The model is
     freed afterwards.
@@ -195,7 +205,12 @@ def answer_all(
         began = time.perf_counter()
         try:
             answers = candidate.answer(
-                conversations, max_tokens=max_tokens, progress=task, cancel=cancel, tools=tools
+                conversations,
+                max_tokens=max_tokens,
+                progress=task,
+                cancel=cancel,
+                tools=tools,
+                grammar=grammar,
             )
         except Interrupted as stop:
             stop.seconds = time.perf_counter() - began

@@ -9,7 +9,7 @@ registry: `tunelab.providers.jobs` records what they return.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 from tunelab.types import Answer
@@ -114,8 +114,9 @@ class ChatOptions:
     """A chat request's generation settings, under OpenAI's names; None where the caller left
     the provider's default. `n` answers are asked for.
 
-    The answer fields (`ANSWER_FIELDS`: `logprobs` with `top_logprobs`, `logit_bias`) are
-    honoured only by providers that declare them (`Provider.answer_fields`); the server
+    The answer fields (`ANSWER_FIELDS`: `logprobs` with `top_logprobs`, `logit_bias`,
+    `response_format`, `tools`, and tunelab's own `grammar`) are honoured only by providers
+    that declare them (`Provider.answer_fields`); the server
     refuses them by name for the others."""
 
     max_tokens: int | None = None
@@ -132,6 +133,8 @@ class ChatOptions:
     tools: tuple[dict, ...] = ()
     tool_choice: str | dict | None = None  # "auto", "none", "required", a named function
     parallel_tool_calls: bool | None = None
+    # tunelab's own: a Lark grammar (llguidance's dialect) the answer must follow.
+    grammar: str | None = None
 
     def settings(self) -> dict:
         """The settings as `Provider.chat`'s keywords (None: the provider's default); the
@@ -156,6 +159,8 @@ class ChatOptions:
                 "parallel_tool_calls": self.parallel_tool_calls,
             }
             settings.update({name: value for name, value in given.items() if value is not None})
+        if self.grammar is not None:
+            settings["grammar"] = self.grammar
         return settings
 
     def fields_used(self) -> list[str]:
@@ -165,6 +170,7 @@ class ChatOptions:
             "logit_bias": bool(self.logit_bias),
             "response_format": self.structured,
             "tools": bool(self.tools),
+            "grammar": self.grammar is not None,
         }
         return [name for name in ANSWER_FIELDS if used[name]]
 
@@ -175,8 +181,8 @@ class ChatOptions:
 
 
 # Request fields beyond the sampling settings that only some providers honour (`tools`
-# stands for `tool_choice` and `parallel_tool_calls` too).
-ANSWER_FIELDS = ("logprobs", "logit_bias", "response_format", "tools")
+# stands for `tool_choice` and `parallel_tool_calls` too; `grammar` is tunelab's own).
+ANSWER_FIELDS = ("logprobs", "logit_bias", "response_format", "tools", "grammar")
 # The answer field each setting belongs to (`answer_settings`' names).
 FIELD_OF_SETTING = {
     "logprobs": "logprobs",
@@ -186,9 +192,14 @@ FIELD_OF_SETTING = {
     "tools": "tools",
     "tool_choice": "tools",
     "parallel_tool_calls": "tools",
+    "grammar": "grammar",
 }
-# Settings that shape the answer (structured outputs, tools), which `chat_settings` leaves out.
-STRUCTURE_SETTINGS = ("response_format", "tools", "tool_choice", "parallel_tool_calls")
+# Settings that shape the answer (structured outputs, tools, a grammar), which
+# `chat_settings` leaves out.
+STRUCTURE_SETTINGS = ("response_format", "tools", "tool_choice", "parallel_tool_calls", "grammar")
+# A Lark grammar (llguidance's dialect) an answer must follow; a batch may give one per
+# conversation (None: that one answers freely).
+Grammar = str | Sequence[str | None]
 
 
 def chat_settings(
@@ -201,6 +212,7 @@ def chat_settings(
     logprobs: bool | None = None,
     top_logprobs: int | None = None,
     logit_bias: dict[str, float] | None = None,
+    grammar: Grammar | None = None,
 ) -> dict:
     """The chat settings a caller gave, under OpenAI's names; the ones left None are left to
     the provider. An unknown setting is a TypeError, as a method's keyword would be."""
@@ -213,6 +225,7 @@ def chat_settings(
         "logprobs": logprobs,
         "top_logprobs": top_logprobs,
         "logit_bias": logit_bias,
+        "grammar": grammar,
     }
     return {name: value for name, value in given.items() if value is not None}
 

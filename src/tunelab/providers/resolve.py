@@ -66,7 +66,9 @@ class ChatModel:
         return self.client().describe(self.model)
 
     def chat(self, messages: list[dict], **options) -> Answer:
-        """One whole answer; `options` are `max_tokens`, `temperature`, `top_p`, `stop`, `seed`."""
+        """One whole answer; `options` are `max_tokens`, `temperature`, `top_p`, `stop`, `seed`
+        (and `grammar`, where the provider declares it)."""
+        self._check_grammar(options)
         began = time.perf_counter()
         answer = self.client().chat(self.model, messages, **options)
         if not answer.latency:
@@ -75,6 +77,7 @@ class ChatModel:
 
     def answer_batch(self, conversations: list[list[dict]], **options) -> list[Answer]:
         """One answer per conversation, in order (`Provider.answer_batch`)."""
+        self._check_grammar(options)
         return self.client().answer_batch(self.model, conversations, **options)
 
     def score(self, conversations: list[list[dict]], answers: list[str], **options):
@@ -83,7 +86,21 @@ class ChatModel:
 
     def stream(self, messages: list[dict], **options) -> ChatStream:
         """The answer as it arrives (one delta for providers that do not stream)."""
+        self._check_grammar(options)
         return self.client().stream_chat(self.model, messages, **options)
+
+    def _check_grammar(self, options: dict) -> None:
+        """Refuse, by name, a grammar the provider cannot follow: dropping it would let an
+        answer break the form it was asked for."""
+        if options.get("grammar") is None or "grammar" in self.client().answer_fields:
+            return
+        raise usage_error(
+            "unsupported_parameter",
+            f"{self.name} is answered by the {self.provider} provider, which cannot follow "
+            "a grammar (constrained decoding).",
+            hint="constrain only models answered on this machine (`--constrain off` for the "
+            "others)",
+        )
 
 
 def resolve_chat_model(name: str, *, follow_alias: bool = True) -> ChatModel:

@@ -9,6 +9,11 @@
   and their results are compared as multisets, in order only when the gold query sorts.
   Items whose gold query cannot run are left out of that rate and counted; an answer that
   is not a query, or cannot run, is not a match.
+
+`constrain` makes a model decode under the query grammar (`grammar.py`), so that every
+finished answer parses: "query" (any collection and field), "schema" (each item's own
+`Collections:` context: its collections, and a find's fields among its collection's), or
+"off". Only models answered on this machine can follow a grammar; others are refused.
 """
 
 from __future__ import annotations
@@ -22,10 +27,28 @@ from tunelab.errors import TunelabError, usage_error
 from tunelab.evals.candidates import Interrupted, answer_all
 from tunelab.evals.items import EvalData
 from tunelab.evals.mongo.executor import UnsupportedQuery, execute, results_match
+from tunelab.evals.mongo.grammar import query_grammar
 from tunelab.evals.mongo.parser import QueryParseError, exact_match, parse_query, structural_match
+from tunelab.evals.mongo.schema import schema_of
 from tunelab.evals.result import TaskResult, partial_of
+from tunelab.providers.base import Grammar
 
 MAX_TOKENS = 256
+CONSTRAIN_MODES = ("off", "query", "schema")
+
+
+def answer_grammars(data: EvalData, constrain: str) -> Grammar | None:
+    """The grammar the answers follow under `constrain`: none, the one query grammar, or
+    each item's, limited to its schema context (an item without one: the query grammar)."""
+    if constrain == "off":
+        return None
+    if constrain == "query":
+        return query_grammar(None)
+    if constrain == "schema":
+        return [query_grammar(schema_of(item.messages)) for item in data.items]
+    raise usage_error(
+        "invalid_constrain", f"--constrain takes {', '.join(CONSTRAIN_MODES)}, not {constrain!r}"
+    )
 
 
 def load_documents(directory: Path | None) -> dict[str, list[dict]] | None:
@@ -131,16 +154,23 @@ def evaluate_queries(
     progress=None,
     cancel=None,
     max_tokens: int = MAX_TOKENS,
+    constrain: str = "off",
 ) -> QueriesResult:
     """Metrics per model and every scored answer. `executor` runs a parsed query (embedded
     documents or a live database); None: no execution match. `max_tokens` bounds each
-    answer."""
+    answer; `constrain`: the grammar the answers follow (see the module docstring)."""
+    grammar = answer_grammars(data, constrain)
     gold = GoldQueries(data, executor)
     results, outputs = {}, {}
     for name in models:
         try:
             answers, seconds = answer_all(
-                name, data.conversations(), max_tokens=max_tokens, progress=progress, cancel=cancel
+                name,
+                data.conversations(),
+                max_tokens=max_tokens,
+                progress=progress,
+                cancel=cancel,
+                grammar=grammar,
             )
         except Interrupted as stop:  # keep the items answered before the cancel
             answers, seconds = stop.done, stop.seconds

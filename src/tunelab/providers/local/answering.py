@@ -64,6 +64,12 @@ NO_STRUCTURE = Structure()
 
 def structure(options: ChatOptions, tokenizer) -> tuple[Structure, Constraint | None]:
     """The request's tools and the grammar its answers follow (None: free)."""
+    if options.grammar is not None:
+        if options.structured or options.tools:
+            raise usage_error(
+                "invalid_grammar", "a grammar cannot be combined with response_format or tools"
+            )
+        return Structure(), Constraint.lark(options.grammar)
     if options.structured:
         return Structure(), _format_constraint(options.response_format or {})
     if not options.tools:
@@ -136,13 +142,16 @@ def answer_chats(
     **sampling,
 ) -> list[Answer]:
     """One answer per conversation, in order, batched through the engine; with `tools`,
-    each answer's calls read back as a chat's are."""
+    each answer's calls read back as a chat's are; a `constraint` list holds one grammar per
+    conversation."""
     reading = Structure(json.dumps(tools), reads_calls=True) if tools else NO_STRUCTURE
     answers: list[Answer] = []
     chunk = batch_size * CHUNK_BATCHES
+    constraint = sampling.pop("constraint", None)
     for begin in range(0, len(conversations), chunk):
         check_cancel(cancel, answers)
         part = conversations[begin : begin + chunk]
+        rows = constraint[begin : begin + chunk] if isinstance(constraint, list) else constraint
         with loaded.running() as (model, adapter):
             found = generation.generate(
                 model,
@@ -151,6 +160,7 @@ def answer_chats(
                 batch_size=batch_size,
                 tools=tools,
                 adapters=adapter,
+                constraint=rows,
                 **sampling,
             )
         answers += [reading.finish(loaded.tokenizer, answer) for answer in found]

@@ -337,9 +337,11 @@ def _sampling(options: ChatOptions, info: ModelInfo, constraint=None) -> Samplin
 def engine_sampling(options: dict) -> dict:
     """`chat`'s settings (OpenAI's names; an unknown one is a TypeError) as the engine's:
     greedy unless a temperature is given, `DEFAULT_MAX_TOKENS` unless `max_tokens` says;
-    `logprobs` as the number of most likely tokens to list, `logit_bias` by token id."""
+    `logprobs` as the number of most likely tokens to list, `logit_bias` by token id,
+    `grammar` (one, or one per conversation of a batch) as the engine's constraint."""
     given = chat_settings(**options)
     return {
+        "constraint": _grammar_constraint(given.get("grammar")),
         "max_new_tokens": given.get("max_tokens") or DEFAULT_MAX_TOKENS,
         "temperature": given.get("temperature") or 0.0,
         "top_p": given.get("top_p", 1.0),
@@ -348,3 +350,14 @@ def engine_sampling(options: dict) -> dict:
         "logprobs": given.get("top_logprobs", 0) if given.get("logprobs") else None,
         "logit_bias": {int(token): bias for token, bias in given.get("logit_bias", {}).items()},
     }
+
+
+def _grammar_constraint(grammar):
+    """A Lark grammar as the engine's `Constraint` (a list of them: one per conversation)."""
+    if grammar is None:
+        return None
+    from tunelab.engine.grammar import Constraint  # llguidance and torch: only when answering
+
+    if isinstance(grammar, str):
+        return Constraint.lark(grammar)
+    return [None if text is None else Constraint.lark(text) for text in grammar]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from types import SimpleNamespace
 
@@ -138,7 +139,12 @@ def test_the_local_provider_reads_the_calls_of_a_batch(monkeypatch):
         return [Answer(call, "stop") for _ in conversations]
 
     monkeypatch.setattr(answering.generation, "generate", generate)
-    loaded = SimpleNamespace(model=None, tokenizer=build_tokenizer())
+
+    @contextlib.contextmanager
+    def running():  # a loaded model's run: the model and its adapter (none)
+        yield None, None
+
+    loaded = SimpleNamespace(model=None, tokenizer=build_tokenizer(), running=running)
     [answer] = answering.answer_chats(loaded, [ITEM.messages], tools=[WEATHER])
 
     assert asked["tools"] == [WEATHER]

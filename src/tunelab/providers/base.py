@@ -181,8 +181,10 @@ class ChatOptions:
 
 
 # Request fields beyond the sampling settings that only some providers honour (`tools`
-# stands for `tool_choice` and `parallel_tool_calls` too; `grammar` is tunelab's own).
-ANSWER_FIELDS = ("logprobs", "logit_bias", "response_format", "tools", "grammar")
+# stands for `tool_choice` and `parallel_tool_calls` too): OpenAI's, then tunelab's own
+# `grammar` (constrained decoding, which only this machine's engine does).
+OPENAI_ANSWER_FIELDS = ("logprobs", "logit_bias", "response_format", "tools")
+ANSWER_FIELDS = (*OPENAI_ANSWER_FIELDS, "grammar")
 # The answer field each setting belongs to (`answer_settings`' names).
 FIELD_OF_SETTING = {
     "logprobs": "logprobs",

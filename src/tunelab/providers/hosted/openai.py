@@ -24,8 +24,8 @@ from tunelab.errors import TunelabError
 from tunelab.io import commit, staged_write
 from tunelab.lazy import LazyModule
 from tunelab.providers.base import (
-    ANSWER_FIELDS,
     JOB_STATUSES,
+    OPENAI_ANSWER_FIELDS,
     REQUEST_ID_KEY,
     ChatStream,
     JobCheckpoint,
@@ -94,7 +94,8 @@ class OpenAIProvider(HostedProvider):
     key_variable: ClassVar[str | None] = KEY_VARIABLE
     official_hosts: ClassVar[tuple[str, ...]] = (OFFICIAL_HOST,)
     base_url_variable = "OPENAI_BASE_URL"
-    answer_fields = frozenset(ANSWER_FIELDS)  # all passed through, under OpenAI's own names
+    # All of OpenAI's passed through, under its own names (not tunelab's own `grammar`).
+    answer_fields = frozenset(OPENAI_ANSWER_FIELDS)
 
     def __init__(self, *, today: Callable[[], date] | None = None, **options) -> None:
         super().__init__(**options)

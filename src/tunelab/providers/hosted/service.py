@@ -22,7 +22,7 @@ from tunelab.errors import TunelabError
 from tunelab.providers.base import FIELD_OF_SETTING, answer_settings
 from tunelab.providers.hosted import jobs as hosted_jobs
 from tunelab.providers.hosted import retry
-from tunelab.providers.provider import FINE_TUNING, PLACEHOLDER_KEY, Provider
+from tunelab.providers.provider import FINE_TUNING, Provider
 from tunelab.registry import Job
 from tunelab.settings import load_env
 
@@ -133,9 +133,10 @@ class HostedProvider(Provider, ABC):
 
     def _redact(self, text: str) -> str:
         """`text` without the key: the environment's (`provider_error` takes out only the
-        one it names), and one passed in directly."""
+        one it names), and the one the client sends (the placeholder sent to a stranger's
+        server too: whatever a server quotes of its credentials is masked alike)."""
         text = retry.redact(text, *self._secret_variables())
-        if self._key and self._key != PLACEHOLDER_KEY and len(self._key) >= 6:
+        if self._key and len(self._key) >= 6:
             text = text.replace(self._key, "***")
         return text
 

@@ -22,10 +22,11 @@ padding) is not.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 import orjson
@@ -50,6 +51,10 @@ class TokenizedExample:
     truncated: bool = False  # cut to max_seq_len
 
     @property
+    def n_tokens(self) -> int:
+        return len(self.input_ids)
+
+    @property
     def n_trained(self) -> int:
         # Token 0 has nothing before it to predict it from.
         return sum(label != IGNORE_INDEX for label in self.labels[1:])
@@ -66,18 +71,46 @@ class TokenizedExample:
         """The tokens before the first trained one."""
         return self.input_ids[: self.first_trained]
 
+    def identity(self) -> Iterator[bytes]:
+        """What the run's data fingerprint reads of this example."""
+        yield np.asarray(self.input_ids, dtype=np.int64).tobytes()
+        yield np.asarray(self.labels, dtype=np.int64).tobytes()
+
+
+class TrainingUnit(Protocol):
+    """One unit a training step batches: an example (supervised), a pair of answers (DPO) or
+    an item to answer (reinforcement)."""
+
+    @property
+    def n_tokens(self) -> int: ...  # what its rows take: the unit's length for batching
+
+    @property
+    def n_trained(self) -> int: ...
+
+    @property
+    def prompt(self) -> list[int]: ...  # the tokens before the first trained one
+
+    def identity(self) -> Iterator[bytes]: ...
+
+
+Unit = TypeVar("Unit", bound=TrainingUnit)
+
 
 @dataclass
-class TokenizedDataset:
-    examples: list[TokenizedExample]
+class TrainingSet(Generic[Unit]):
+    """Tokenized units with what the training loop asks of any data set: their lengths (for
+    batching), counts, prompt groups and a fingerprint."""
+
+    examples: list[Unit]
     n_read: int = 0
     n_truncated: int = 0
-    # Examples with nothing to train on (every answer has weight 0, or truncation cut them).
+    # Units with nothing to train on (every answer has weight 0, truncation cut them, or a
+    # prompt leaves no room for an answer): left out.
     n_without_trained_tokens: int = 0
     lengths: list[int] = field(init=False)
 
     def __post_init__(self) -> None:
-        self.lengths = [len(e.input_ids) for e in self.examples]
+        self.lengths = [unit.n_tokens for unit in self.examples]
 
     def stats(self) -> dict:
         return {
@@ -86,21 +119,25 @@ class TokenizedDataset:
             "n_truncated": self.n_truncated,
             "n_without_trained_tokens": self.n_without_trained_tokens,
             "total_tokens": sum(self.lengths),
-            "trained_tokens": sum(e.n_trained for e in self.examples),
+            "trained_tokens": sum(unit.n_trained for unit in self.examples),
         }
 
     @cached_property
     def prompt_groups(self) -> list[list[int]]:
-        """The examples whose prompts start alike (`--group-by-prompt on`)."""
-        return prompt_groups([e.prompt for e in self.examples])
+        """The units whose prompts start alike (`--group-by-prompt on`)."""
+        return prompt_groups([unit.prompt for unit in self.examples])
 
     def fingerprint(self) -> str:
         """Identity of the token data: a resumed run must train on the same tokens."""
         digest = hashlib.sha256()
-        for example in self.examples:
-            digest.update(np.asarray(example.input_ids, dtype=np.int64).tobytes())
-            digest.update(np.asarray(example.labels, dtype=np.int64).tobytes())
+        for unit in self.examples:
+            for part in unit.identity():
+                digest.update(part)
         return digest.hexdigest()[:16]
+
+
+class TokenizedDataset(TrainingSet[TokenizedExample]):
+    """Chat examples for supervised training."""
 
 
 def read_chat_jsonl(path: str | Path) -> list[ChatExample]:

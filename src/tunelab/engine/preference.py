@@ -11,19 +11,21 @@ prompt, a schema).
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from tunelab.data.example import ChatExample
 from tunelab.data.preference import PreferenceExample
-from tunelab.engine.batching import prompt_groups
-from tunelab.engine.dataset import Batch, TokenizedExample, collate, tokenize_examples
+from tunelab.engine.dataset import (
+    Batch,
+    TokenizedExample,
+    TrainingSet,
+    collate,
+    tokenize_examples,
+)
 
 
 def chat_examples(example: PreferenceExample) -> tuple[ChatExample, ChatExample]:
@@ -56,43 +58,14 @@ class TokenizedPair:
     def prompt(self) -> list[int]:
         return self.chosen.prompt
 
+    def identity(self) -> Iterator[bytes]:
+        yield from self.chosen.identity()
+        yield from self.rejected.identity()
 
-@dataclass
-class PairDataset:
-    """Tokenized pairs, with what the training loop asks of any data set (see TokenizedDataset)."""
 
-    examples: list[TokenizedPair]
-    n_read: int = 0
-    n_truncated: int = 0
-    # Pairs whose answers truncation cut away entirely (nothing left to compare).
-    n_without_trained_tokens: int = 0
-    lengths: list[int] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.lengths = [pair.n_tokens for pair in self.examples]
-
-    def stats(self) -> dict:
-        return {
-            "n_examples": len(self.examples),
-            "n_read": self.n_read,
-            "n_truncated": self.n_truncated,
-            "n_without_trained_tokens": self.n_without_trained_tokens,
-            "total_tokens": sum(self.lengths),
-            "trained_tokens": sum(pair.n_trained for pair in self.examples),
-        }
-
-    @cached_property
-    def prompt_groups(self) -> list[list[int]]:
-        return prompt_groups([pair.prompt for pair in self.examples])
-
-    def fingerprint(self) -> str:
-        """Identity of the token data: a resumed run must train on the same pairs."""
-        digest = hashlib.sha256()
-        for pair in self.examples:
-            for row in (pair.chosen, pair.rejected):
-                digest.update(np.asarray(row.input_ids, dtype=np.int64).tobytes())
-                digest.update(np.asarray(row.labels, dtype=np.int64).tobytes())
-        return digest.hexdigest()[:16]
+class PairDataset(TrainingSet[TokenizedPair]):
+    """Tokenized pairs for DPO (`n_without_trained_tokens`: pairs whose answers truncation
+    cut away entirely, nothing left to compare)."""
 
 
 def tokenize_pairs(

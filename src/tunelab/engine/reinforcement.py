@@ -14,16 +14,14 @@ which live above it (`tunelab.evals.graders`); the caller builds one from a grad
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import cached_property
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from tunelab.data.reinforcement import ReinforcementItem
-from tunelab.engine.batching import prompt_groups
-from tunelab.engine.dataset import IGNORE_INDEX, TokenizedExample
+from tunelab.engine.dataset import IGNORE_INDEX, TokenizedExample, TrainingSet
 from tunelab.engine.generate import SampledAnswer, encode_chat, sample_answers
 
 # The scores of a group of answers (their texts) to one item (its record: messages and the
@@ -45,48 +43,24 @@ class TokenizedItem:
         return self.answer_budget
 
     @property
+    def n_tokens(self) -> int:
+        return len(self.prompt) + self.answer_budget
+
+    def identity(self) -> Iterator[bytes]:
+        """The prompt's tokens and the item's fields (the reward reads them)."""
+        yield np.asarray(self.prompt, dtype=np.int64).tobytes()
+        yield self.item.dedupe_key()
+
+    @property
     def record(self) -> dict:
         """What the reward reads: the item's messages and fields."""
         return self.item.to_record()
 
 
-@dataclass
-class ItemDataset:
-    """Tokenized items, with what the training loop asks of any data set (see TokenizedDataset).
-
-    An item's length is its prompt plus its answer budget: what one of its rows may take.
-    """
-
-    examples: list[TokenizedItem]
-    n_read: int = 0
-    # Items whose prompt leaves no room for an answer within --max-seq-len (left out).
-    n_without_trained_tokens: int = 0
-    lengths: list[int] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.lengths = [len(item.prompt) + item.answer_budget for item in self.examples]
-
-    def stats(self) -> dict:
-        return {
-            "n_examples": len(self.examples),
-            "n_read": self.n_read,
-            "n_truncated": 0,  # prompts are never cut: too long ones are left out
-            "n_without_trained_tokens": self.n_without_trained_tokens,
-            "total_tokens": sum(self.lengths),
-            "trained_tokens": sum(item.answer_budget for item in self.examples),
-        }
-
-    @cached_property
-    def prompt_groups(self) -> list[list[int]]:
-        return prompt_groups([item.prompt for item in self.examples])
-
-    def fingerprint(self) -> str:
-        """Identity of the data: a resumed run must train on the same prompts and fields."""
-        digest = hashlib.sha256()
-        for item in self.examples:
-            digest.update(np.asarray(item.prompt, dtype=np.int64).tobytes())
-            digest.update(item.item.dedupe_key())
-        return digest.hexdigest()[:16]
+class ItemDataset(TrainingSet[TokenizedItem]):
+    """Tokenized items for reinforcement: an item's length is its prompt plus its answer
+    budget (what one of its rows may take); prompts are never cut (`n_without_trained_tokens`:
+    those leaving no room for an answer within --max-seq-len, left out)."""
 
 
 def tokenize_items(

@@ -29,19 +29,22 @@ MAX_PYTHON_SOURCE = 256 * 1024  # OpenAI's limit on a python grader's source
 
 
 @dataclass(frozen=True)
-class StringCheck:
+class _Comparison:
+    """A grader comparing a templated input with a templated reference."""
+
     name: str
     input: str
     reference: str
+
+
+@dataclass(frozen=True)
+class StringCheck(_Comparison):
     operation: str
     type: str = "string_check"
 
 
 @dataclass(frozen=True)
-class TextSimilarity:
-    name: str
-    input: str
-    reference: str
+class TextSimilarity(_Comparison):
     evaluation_metric: str
     pass_threshold: float | None = None
     type: str = "text_similarity"
@@ -56,10 +59,16 @@ class Message:
 
 
 @dataclass(frozen=True)
-class ScoreModel:
+class _ModelGrader:
+    """A grader that asks `model` with templated messages."""
+
     name: str
     model: str
     input: tuple[Message, ...]
+
+
+@dataclass(frozen=True)
+class ScoreModel(_ModelGrader):
     range: tuple[float, float] = (0.0, 1.0)
     max_tokens: int = 512
     temperature: float = 0.0
@@ -68,10 +77,7 @@ class ScoreModel:
 
 
 @dataclass(frozen=True)
-class LabelModel:
-    name: str
-    model: str
-    input: tuple[Message, ...]
+class LabelModel(_ModelGrader):
     labels: tuple[str, ...]
     passing_labels: tuple[str, ...]
     type: str = "label_model"
@@ -93,19 +99,13 @@ class Multi:
 
 
 @dataclass(frozen=True)
-class MongoQuery:
-    name: str
-    input: str
-    reference: str
+class MongoQuery(_Comparison):
     metric: str = "structural"
     type: str = "mongo_query"
 
 
 @dataclass(frozen=True)
-class LabelMatch:
-    name: str
-    input: str
-    reference: str
+class LabelMatch(_Comparison):
     labels: tuple[str, ...] = ()
     type: str = "label_match"
 

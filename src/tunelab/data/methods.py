@@ -18,8 +18,10 @@ Also here: the checks both new formats share (a prompt ending with a user turn, 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import orjson
 
@@ -34,6 +36,8 @@ from tunelab.data.validate import (
     special_token_pattern,
 )
 from tunelab.errors import TunelabError, usage_error
+
+Read = TypeVar("Read")
 
 METHODS = ("supervised", "dpo", "reinforcement")
 PREFERENCE_KEYS = frozenset(("input", "preferred_output", "non_preferred_output"))
@@ -151,6 +155,28 @@ def parse_line(path: str | Path, number: int, raw: bytes | None) -> object | Non
         raise TunelabError(
             "invalid_json", f"invalid JSON: {err.msg}", path=path, line=number
         ) from None
+
+
+def read_checked(
+    path: str | Path,
+    check: Callable[[Any], list],
+    build: Callable[[Any, int], Read],
+    what: str,
+) -> list[Read]:
+    """Every record of a JSONL file built by `build(record, line)`, each first checked by
+    `check` (its problems); a TunelabError at the first line with an error, or when the file
+    holds none (`what`: "examples", "items")."""
+    read = []
+    with open_jsonl(path) as handle:
+        for number, raw, _ in iter_bounded_lines(handle, MAX_LINE_BYTES):
+            record = parse_line(path, number, raw)
+            if record is None:
+                continue
+            raise_first_error(path, number, check(record))
+            read.append(build(record, number))
+    if not read:
+        raise TunelabError("empty_file", f"{path} has no {what}.", path=path)
+    return read
 
 
 def raise_first_error(path: str | Path, number: int, problems: list) -> None:

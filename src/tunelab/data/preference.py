@@ -20,17 +20,14 @@ from pathlib import Path
 
 import orjson
 
-from tunelab.data.jsonl import iter_bounded_lines, open_jsonl
 from tunelab.data.methods import (
     RESERVED_PATTERN,
     check_prompt,
     check_tools,
     has_error,
-    parse_line,
-    raise_first_error,
+    read_checked,
 )
-from tunelab.data.validate import MAX_LINE_BYTES, check_messages
-from tunelab.errors import TunelabError
+from tunelab.data.validate import check_messages
 
 OUTPUT_KEYS = ("preferred_output", "non_preferred_output")
 INPUT_KEYS = frozenset(("messages", "tools", "parallel_tool_calls"))
@@ -166,15 +163,4 @@ def example_from_record(record: dict, line: int | None = None) -> PreferenceExam
 def read_preference_file(path: str | Path) -> list[PreferenceExample]:
     """Every example of a preference JSONL file; a `TunelabError` with the file and line of
     the first defect that is an error (`tunelab validate` lists them all)."""
-    examples = []
-    with open_jsonl(path) as handle:
-        for number, raw, _ in iter_bounded_lines(handle, MAX_LINE_BYTES):
-            record = parse_line(path, number, raw)
-            if record is None:
-                continue
-            problems = check_preference_record(record)
-            raise_first_error(path, number, problems)
-            examples.append(example_from_record(record, number))
-    if not examples:
-        raise TunelabError("empty_file", f"{path} has no examples.", path=path)
-    return examples
+    return read_checked(path, check_preference_record, example_from_record, "examples")

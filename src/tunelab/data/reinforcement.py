@@ -22,15 +22,12 @@ from pathlib import Path
 import orjson
 
 from tunelab.data.example import ChatExample
-from tunelab.data.jsonl import iter_bounded_lines, open_jsonl
 from tunelab.data.methods import (
     RESERVED_PATTERN,
     check_prompt,
     check_tools,
-    parse_line,
-    raise_first_error,
+    read_checked,
 )
-from tunelab.data.validate import MAX_LINE_BYTES
 from tunelab.errors import TunelabError
 
 REFERENCE_FIELD = "reference_answer"
@@ -146,14 +143,8 @@ def read_reinforcement_file(
     """Every item of a reinforcement JSONL file; a `TunelabError` with the file and line of
     the first defect that is an error. `required_fields`: those the grader reads."""
     required = tuple(required_fields)
-    items = []
-    with open_jsonl(path) as handle:
-        for number, raw, _ in iter_bounded_lines(handle, MAX_LINE_BYTES):
-            record = parse_line(path, number, raw)
-            if record is None:
-                continue
-            raise_first_error(path, number, check_reinforcement_record(record, required))
-            items.append(item_from_record(record, number))
-    if not items:
-        raise TunelabError("empty_file", f"{path} has no items.", path=path)
-    return items
+
+    def check(record) -> list:
+        return check_reinforcement_record(record, required)
+
+    return read_checked(path, check, item_from_record, "items")

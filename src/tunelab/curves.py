@@ -27,6 +27,11 @@ TRAIN_MARK, VAL_MARK = "·", "o"
 SVG_WIDTH, SVG_HEIGHT = 720, 260
 LEFT, RIGHT, TOP, BOTTOM = 56, 16, 36, 30
 TRAIN_COLOUR, VAL_COLOUR = "#3b5bdb", "#d9480f"
+# The metrics each training method records beside its loss, one chart each.
+METHOD_METRICS = {
+    "dpo": ("preference_accuracy", "reward_margin"),
+    "reinforcement": ("reward_mean",),
+}
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -64,17 +69,23 @@ def loss_series(records: Iterable[dict]) -> tuple[list[tuple[int, float]], list[
     """(training points, validation points) as (step, loss), in step order. Reads the
     engine's names (`loss`, `val_loss`) and OpenAI's metric events' (`train_loss`,
     `valid_loss`), so a hosted job's curve draws too."""
+    return _series(records, TRAIN_KEYS, VAL_KEYS)
+
+
+def _series(
+    records: Iterable[dict], train_keys: tuple[str, ...], val_keys: tuple[str, ...]
+) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
     train, val = {}, {}
     for record in records:
         step = record.get("step")
         if not isinstance(step, int):
             continue
-        loss = _first_finite(record, TRAIN_KEYS)
-        if loss is not None:
-            train[step] = loss
-        val_loss = _first_finite(record, VAL_KEYS)
-        if val_loss is not None:
-            val[step] = val_loss
+        value = _first_finite(record, train_keys)
+        if value is not None:
+            train[step] = value
+        val_value = _first_finite(record, val_keys)
+        if val_value is not None:
+            val[step] = val_value
     return sorted(train.items()), sorted(val.items())
 
 
@@ -143,6 +154,19 @@ def loss_chart(
     return svg(SVG_WIDTH, SVG_HEIGHT, title, _shapes(train, val, title), attributes)
 
 
+def metric_chart(records: Iterable[dict], name: str, *, element_id: str | None = None) -> str:
+    """A training method's own metric per step (DPO's `preference_accuracy` or
+    `reward_margin`, reinforcement's `reward_mean`) and its validation figure (`val_<name>`),
+    drawn as the loss is; "" without points. Unlike a loss, it may be negative."""
+    train, val = _series(records, (name,), (f"val_{name}",))
+    if not train and not val:
+        return ""
+    title = name.replace("_", " ")
+    attributes = {"data-points": len(train)} | ({"id": element_id} if element_id else {})
+    shapes = _shapes(train, val, title, floor=None, what=title)
+    return svg(SVG_WIDTH, SVG_HEIGHT, title, shapes, attributes)
+
+
 def loss_svg(records: Iterable[dict], title: str = "training loss") -> str:
     """The same chart as a standalone SVG file (`loss.svg`); "" without points."""
     train, val = loss_series(records)
@@ -158,10 +182,14 @@ def loss_svg(records: Iterable[dict], title: str = "training loss") -> str:
     return svg(SVG_WIDTH, SVG_HEIGHT, title, _shapes(train, val, title), attributes) + "\n"
 
 
-def _shapes(train, val, title: str) -> list[str]:
+def _shapes(train, val, title: str, floor: float | None = 0.0, what: str = "loss") -> list[str]:
+    """The chart's shapes (of `what`, named in the lines' tooltips); `floor` is the lowest
+    value the axis shows (a loss is never negative; None: no floor)."""
     first, last, low, high = _bounds(train, val)
     pad = (high - low) * 0.08
-    low, high = max(0.0, low - pad), high + pad  # a loss is never negative
+    low, high = low - pad, high + pad
+    if floor is not None:
+        low = max(floor, low)
     plot_w, plot_h = SVG_WIDTH - LEFT - RIGHT, SVG_HEIGHT - TOP - BOTTOM
 
     def x(step: float) -> float:
@@ -172,10 +200,10 @@ def _shapes(train, val, title: str) -> list[str]:
 
     shapes = [*_frame(first, last, low, high, y), _text(SVG_WIDTH / 2, 14, title, "middle")]
     if train:
-        shapes.append(_polyline("train", TRAIN_COLOUR, train, x, y, "training loss"))
+        shapes.append(_polyline("train", TRAIN_COLOUR, train, x, y, f"training {what}"))
         shapes.append(_text(LEFT, TOP - 6, "— training", "start", TRAIN_COLOUR, "legend-train"))
     if val:
-        shapes.append(_polyline("val", VAL_COLOUR, val, x, y, "validation loss"))
+        shapes.append(_polyline("val", VAL_COLOUR, val, x, y, f"validation {what}"))
         shapes += [
             f'<circle class="val-dot" cx="{x(s):.1f}" cy="{y(v):.1f}" r="3" fill="{VAL_COLOUR}"/>'
             for s, v in val

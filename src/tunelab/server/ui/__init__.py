@@ -13,7 +13,15 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from tunelab.server.ui import auth, chat_pages, data_pages, eval_pages, job_pages, model_pages
+from tunelab.server.ui import (
+    auth,
+    chat_pages,
+    data_pages,
+    eval_pages,
+    job_pages,
+    lineage_pages,
+    model_pages,
+)
 from tunelab.server.ui.web import STATIC_DIR, security_headers
 
 
@@ -23,5 +31,5 @@ def install_ui(app: FastAPI) -> None:
 
     app.middleware("http")(security_headers)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    for module in (auth, data_pages, job_pages, chat_pages, eval_pages, model_pages):
+    for module in (auth, data_pages, job_pages, chat_pages, eval_pages, model_pages, lineage_pages):
         app.include_router(module.router)

@@ -28,9 +28,11 @@ from tunelab.errors import TunelabError
 from tunelab.html_blocks import escape
 from tunelab.providers.models import list_models
 from tunelab.providers.registry import provider_class
+from tunelab.server.errors import ApiError
 from tunelab.server.inference import ChatOptions
 from tunelab.server.model_access import check_offered
 from tunelab.server.ui import workspace
+from tunelab.server.ui.chat_structured import JSON_MODES, TOOL_CHOICES, answer_fields, shown_calls
 from tunelab.server.ui.web import form_number, form_text, page, sse, templates
 from tunelab.settings import get_secret
 
@@ -96,7 +98,15 @@ def _missing_key(provider: str) -> str | None:
 @router.get("/chat")
 async def chat_page(request: Request, model: str | None = None, compare: str | None = None):
     models = await run_in_threadpool(chat_models)
-    return page(request, "chat.html", models=models, model=model, compare=compare)
+    return page(
+        request,
+        "chat.html",
+        models=models,
+        model=model,
+        compare=compare,
+        json_modes=JSON_MODES,
+        tool_choices=TOOL_CHOICES,
+    )
 
 
 @router.post("/chat/ask")
@@ -111,6 +121,7 @@ async def ask(request: Request):
         options = ChatOptions(
             max_tokens=form_number(form, "max_tokens", int) or 256,
             temperature=form_number(form, "temperature") or 0.0,
+            **answer_fields(form),
         )
         await run_in_threadpool(check_offered, names, request.app.state.config)
     except TunelabError as err:
@@ -193,6 +204,10 @@ def _saved_messages(form) -> list[dict]:
     return messages
 
 
+def _calls_html(calls) -> str:
+    return templates.get_template("_chat_tool_calls.html").render(calls=shown_calls(calls))
+
+
 @router.get("/chat/stream/{token}")
 async def stream(request: Request, token: str):
     asked = _asks(request).take(token)
@@ -212,9 +227,13 @@ async def stream(request: Request, token: str):
                 if isinstance(item, str):
                     yield sse("delta", escape(item))
                 else:
+                    if item.tool_calls:
+                        yield sse("tools", _calls_html(item.tool_calls))
                     note = " (stopped at max tokens)" if item.finish_reason == "length" else ""
                     yield sse("end", f"{item.completion_tokens} tokens{note}")
-        except TunelabError as err:
+        except (TunelabError, ApiError) as err:  # ApiError: a field the provider cannot honour
+            if isinstance(err, ApiError):
+                err = TunelabError(err.code or "invalid_request", err.message)
             html = templates.get_template("_error.html").render(error=err)
             yield sse("error", html)
         except Exception:  # a bug: the page says so instead of stopping mid-answer

@@ -11,16 +11,19 @@ import asyncio
 import time
 from pathlib import Path
 
+import orjson
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from tunelab.catalog import DEFAULT_MODEL
-from tunelab.curves import loss_chart
+from tunelab.curves import METHOD_METRICS, loss_chart, metric_chart
 from tunelab.errors import TunelabError
+from tunelab.evals.graders import parse_grader
 from tunelab.providers import jobs
 from tunelab.providers.base import TERMINAL_STATUSES
 from tunelab.providers.local import jobs as local
+from tunelab.providers.methods import METHOD_TYPES, SUPERVISED, describe_method
 from tunelab.providers.models import list_models
 from tunelab.providers.registry import runs_here, this_machine
 from tunelab.registry import Store
@@ -41,6 +44,11 @@ TRAINING_PROVIDERS = jobs.PROVIDERS
 HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
 # Settings of `tunelab train` the form offers beside OpenAI's three (local jobs).
 LOCAL_SETTINGS = (("max_steps", int), ("lora_rank", int), ("max_seq_len", int), ("eval_every", int))
+# Each training method's own settings (`TrainConfig`'s names), offered when it is chosen.
+METHOD_SETTINGS = {
+    "dpo": (("dpo_beta", float),),
+    "reinforcement": (("rl_group_size", int), ("rl_max_answer_tokens", int)),
+}
 LIVE_SECONDS = 1.0
 
 
@@ -74,6 +82,7 @@ async def job_form(
         base_models=base_models,
         tuned=tuned,
         providers=TRAINING_PROVIDERS,
+        methods=METHOD_TYPES,
         chosen_model=model or DEFAULT_MODEL,
         training_file=training_file,
         validation_file=validation_file,
@@ -85,7 +94,8 @@ async def job_form(
 async def job_create(request: Request):
     form = await request.form()
     try:
-        spec = await run_in_threadpool(_spec, form)
+        grader = await _grader(form)
+        spec = await run_in_threadpool(_spec, form, grader)
         start = bool(form.get("start")) and request.app.state.config.start_worker
         job = await run_in_threadpool(jobs.create_job, spec, start_worker=start)
     except TunelabError as err:
@@ -93,7 +103,38 @@ async def job_create(request: Request):
     return see_other(f"/jobs/{job.id}")
 
 
-def _spec(form) -> jobs.JobSpec:
+async def _grader(form) -> dict | None:
+    """A reinforcement job's grader: the uploaded file, else the JSON box; checked as
+    `POST /v1/fine_tuning/jobs` checks it. None for the other methods."""
+    if form_text(form, "training_method", SUPERVISED) != "reinforcement":
+        return None
+    upload = form.get("grader_file")
+    text = (
+        (await upload.read()).decode("utf-8", "replace") if getattr(upload, "filename", "") else ""
+    )
+    text = text.strip() or form_text(form, "grader", "")
+    if not text:
+        return None  # JobSpec says a reinforcement job needs one
+    try:
+        grader = orjson.loads(text)
+    except orjson.JSONDecodeError as err:
+        raise TunelabError("invalid_grader", f"the grader is not JSON: {err}.") from None
+    parse_grader(grader)
+    return grader
+
+
+def _method_settings(form) -> dict:
+    """The chosen method and its own settings, under `TrainConfig`'s names."""
+    method = form_text(form, "training_method", SUPERVISED)
+    if method not in METHOD_TYPES:
+        raise TunelabError("invalid_form", f"training method {method!r} is not one of ours.")
+    if method == SUPERVISED:
+        return {}
+    own = {name: form_number(form, name, kind) for name, kind in METHOD_SETTINGS.get(method, ())}
+    return {"training_method": method} | {k: v for k, v in own.items() if v is not None}
+
+
+def _spec(form, grader: dict | None = None) -> jobs.JobSpec:
     """The form as a JobSpec: files by registry id, only the settings the user gave."""
     with Store() as store:
         train = store.get_file(form_text(form, "training_file", ""))
@@ -106,6 +147,7 @@ def _spec(form) -> jobs.JobSpec:
         for name in HYPERPARAMETERS
     }
     settings.update({name: form_number(form, name, kind) for name, kind in LOCAL_SETTINGS})
+    settings.update(_method_settings(form))
     return jobs.JobSpec(
         training_file=Path(train.path),
         validation_file=Path(val.path) if val else None,
@@ -115,6 +157,7 @@ def _spec(form) -> jobs.JobSpec:
         suffix=form_text(form, "suffix"),
         name=form_text(form, "name"),
         seed=form_number(form, "seed", int),
+        grader=grader,
     )
 
 
@@ -131,9 +174,13 @@ def _view(job_id: str) -> dict:
     """Everything the job page shows, read once."""
     job = jobs.get_job(job_id)
     metrics = jobs.list_metrics(job_id)
+    method = job.method or SUPERVISED
     return {
         "job": job,
+        "method": describe_method(job.hyperparameters) if job.method else method,
+        "grader": job.metadata.get(local.GRADER_KEY),
         "chart": trusted_html(loss_chart(metrics, element_id="loss-chart") or NO_STEPS),
+        "method_charts": _method_charts(method, metrics),
         "events": jobs.list_events(job_id)[-200:][::-1],
         "checkpoints": jobs.list_checkpoints(job_id),
         "finished": job.status in TERMINAL_STATUSES,
@@ -141,8 +188,19 @@ def _view(job_id: str) -> dict:
     }
 
 
+def _method_charts(method: str, metrics: list[dict]):
+    """The curves of the method's own metrics (DPO's preference accuracy and reward margin,
+    reinforcement's mean reward), each as (title, chart), once steps have them."""
+    charts = []
+    for name in METHOD_METRICS.get(method, ()):
+        chart = metric_chart(metrics, name, element_id=f"{name.replace('_', '-')}-chart")
+        if chart:
+            charts.append((name.replace("_", " ").capitalize(), trusted_html(chart)))
+    return charts
+
+
 NO_STEPS = '<p class="muted" id="loss-chart-empty">No steps yet.</p>'
-PARTS = ("status", "chart", "events", "checkpoints")
+PARTS = ("status", "chart", "method_charts", "events", "checkpoints")
 
 
 @router.get("/jobs/{job_id}/live")

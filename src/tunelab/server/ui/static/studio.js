@@ -79,3 +79,17 @@ function copyText(text, button) {
   area.remove();
   done();
 }
+
+// The job form shows the settings of the chosen training method only (all of them without
+// script; the server reads only the chosen method's).
+function showMethodSettings() {
+  var picker = document.getElementById("training-method");
+  if (!picker) { return; }
+  document.querySelectorAll(".method-settings").forEach(function (box) {
+    box.hidden = box.getAttribute("data-method") !== picker.value;
+  });
+}
+document.addEventListener("change", function (event) {
+  if (event.target.id === "training-method") { showMethodSettings(); }
+});
+document.addEventListener("DOMContentLoaded", showMethodSettings);

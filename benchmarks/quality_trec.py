@@ -262,12 +262,21 @@ def print_progress(name: str, total: int):
     return advance
 
 
-def fine_tune(train_path: Path, out_dir: Path, budget: Budget, settings: dict) -> tuple[dict, Path]:
-    """Train within the budget; returns the figures and the directory to load the model from."""
+def fine_tune(
+    train_path: Path,
+    out_dir: Path,
+    budget: Budget,
+    settings: dict,
+    *,
+    start: str | Path = MODEL,
+    reward=None,
+) -> tuple[dict, Path]:
+    """Train `start` (the base, or an earlier run's output) within the budget (`reward`: a
+    reinforcement run's); returns the figures and the directory to load the model from."""
     from tunelab.engine import TrainConfig, train
     from tunelab.engine.models import load_base
 
-    model, tokenizer, _ = load_base(MODEL)
+    model, tokenizer, _ = load_base(start)
     config = TrainConfig.from_settings(settings)
     context = getattr(model.config, "max_position_embeddings", None)
     cancel = threading.Event()
@@ -283,9 +292,10 @@ def fine_tune(train_path: Path, out_dir: Path, budget: Budget, settings: dict) -
             None,
             config,
             out_dir,
-            base_model=MODEL,
+            base_model=str(start),  # a later run's base is the earlier run's output
             callback=lambda record: records.append(record.as_metrics()),
             cancel=cancel,
+            reward=reward,
         )
     finally:
         timer.cancel()

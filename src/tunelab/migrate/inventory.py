@@ -18,6 +18,7 @@ from tunelab.io import file_sha256
 from tunelab.migrate.dates import MODELS_STOP, NO_NEW_JOBS, countdown, utc_today
 from tunelab.providers.hosted import jobs as hosted_jobs
 from tunelab.providers.registry import get_provider
+from tunelab.providers.wire import job_grader
 from tunelab.registry import File, Job, Store
 from tunelab.settings import get_settings
 
@@ -139,6 +140,7 @@ def job_row(store: Store, job: Job) -> dict:
         "model": job.model,
         "fine_tuned_model": job.fine_tuned_model,
         "hyperparameters": job.resolved_hyperparameters or {},
+        "grader": job_grader(job),  # a reinforcement job's, as OpenAI kept it
         "training_file": _file_row(store, job.training_file),
         "validation_file": _file_row(store, job.validation_file),
         "checkpoints": [

@@ -5,9 +5,11 @@ any model the user names (a catalog name or a local directory), for all models o
 model. The analysis is `tunelab analyze`'s for the target on the downloaded training file;
 epochs are the old job's, so tokens and cost are what the same training costs there.
 Hyperparameters are mapped to what the target's provider accepts; the others are listed as
-not carried. `run` creates the jobs through the job registry (`tunelab.providers.jobs`), once
-per model: a model whose migration job exists (and has not failed) is skipped; with `--alias`
-an old model whose job has succeeded becomes an alias of its replacement.
+not carried. The old job's method goes with it: a DPO job's beta, a reinforcement job's grader
+(kept with the imported job by `inventory`), where the target trains that method. `run`
+creates the jobs through the job registry (`tunelab.providers.jobs`), once per model: a model
+whose migration job exists (and has not failed) is skipped; with `--alias` an old model whose
+job has succeeded becomes an alias of its replacement.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tunelab.providers.jobs import JobSpec, create_job
 from tunelab.providers.methods import SUPERVISED, method_of
 from tunelab.providers.models import add_alias
 from tunelab.providers.registry import runs_here, this_machine
+from tunelab.providers.wire import job_grader
 from tunelab.registry import Job, Store
 
 # Together's comparable base for each OpenAI family: small models → 8B, large → 70B.
@@ -41,8 +44,10 @@ OPENAI_HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
 # Together: supervised and DPO).
 METHOD_SETTINGS = ("training_method", "dpo_beta")
 CARRIED = {"together": ("n_epochs", *METHOD_SETTINGS)}
-# The methods a migration job can train; a reinforcement fine-tune is listed with a problem.
-MIGRATED_METHODS = ("supervised", "dpo")
+# The methods a target's jobs train: this machine and OpenAI-compatible trainers take all
+# three (a reinforcement job with the old job's grader); Together trains supervised and DPO.
+TRAINED_METHODS = {"together": ("supervised", "dpo")}
+ALL_METHODS = ("supervised", "dpo", "reinforcement")
 # Providers whose new jobs end on the shutdown date: a target there must start before it.
 CLOSING_PROVIDERS = frozenset({PROVIDER})
 DISTILLED_KEY = "tunelab_distilled_file"  # job metadata: the extra training file's path
@@ -106,14 +111,13 @@ def _plan_row(store: Store, job: Job, targets: Targets, prices) -> dict:
         "validation_file": val.path if val else None,
         **map_hyperparameters(job.resolved_hyperparameters or {}, provider),
         "distilled_file": _distilled_file(job) if method == SUPERVISED else None,
+        "grader": job_grader(job),
         "migration_job": migration_job(store, job),
         "problems": [],
     }
-    if method not in MIGRATED_METHODS:
-        row["problems"].append(
-            f"a {method} fine-tune: migration jobs train {' and '.join(MIGRATED_METHODS)} "
-            "(train it with `tunelab train --training-method` on its data)"
-        )
+    problem = _method_problem(method, row["grader"], provider)
+    if problem:
+        row["problems"].append(problem)
         return row
     if train is None:
         row["problems"].append(
@@ -123,6 +127,23 @@ def _plan_row(store: Store, job: Job, targets: Targets, prices) -> dict:
         return row
     row["analysis"] = _analysis(row, prices)
     return row
+
+
+def _method_problem(method: str, grader: dict | None, provider: str) -> str | None:
+    """Why the old job's method cannot be trained on the target, if it cannot."""
+    trained = TRAINED_METHODS.get(provider, ALL_METHODS)
+    if method not in trained:
+        return (
+            f"a {method} fine-tune: {provider} trains {' and '.join(trained)} "
+            "(choose --target local for it, or train it with `tunelab train "
+            "--training-method` on its data)"
+        )
+    if method == "reinforcement" and grader is None:
+        return (
+            "a reinforcement fine-tune whose grader was not recorded "
+            "(run `tunelab migrate openai inventory` again to fetch it)"
+        )
+    return None
 
 
 def map_hyperparameters(resolved: dict, provider: str) -> dict:
@@ -230,6 +251,7 @@ def run_plan(
             hyperparameters={**row["hyperparameters"], **(extra_hyperparameters or {})},
             suffix=_suffix(row["fine_tuned_model"]),
             metadata=metadata,
+            grader=row.get("grader"),
         )
         job = create_job(spec, start_worker=start_worker)
         outcomes.append(

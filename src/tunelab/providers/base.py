@@ -85,6 +85,7 @@ class JobState:
     validation_file: str | None = None
     suffix: str | None = None
     metadata: dict = field(default_factory=dict)
+    grader: dict | None = None  # a reinforcement job's: OpenAI's grader definition
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 SUPERVISED = "supervised"
 # The methods a job may name; reinforcement jobs also carry a grader.
 METHOD_TYPES = ("supervised", "dpo", "reinforcement")
+# In a reinforcement job's metadata, whichever provider holds it: its grader, as JSON text.
+GRADER_KEY = "tunelab_grader"
 # OpenAI's hyperparameter names that tunelab's settings call otherwise, per method.
 _RENAMED = {"dpo": {"beta": "dpo_beta"}}
 # Each method's own hyperparameters, shown in its `method` object beside OpenAI's three.

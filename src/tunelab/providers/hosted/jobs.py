@@ -8,6 +8,7 @@ their events and checkpoints are copied into the registry once each.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ from tunelab.data.validate import ValidationReport
 from tunelab.errors import TunelabError
 from tunelab.io import file_sha256
 from tunelab.providers.base import REQUEST_ID_KEY, TERMINAL_STATUSES, JobRequest, JobState
-from tunelab.providers.methods import openai_hyperparameters
+from tunelab.providers.methods import GRADER_KEY, openai_hyperparameters
 from tunelab.providers.registry import get_provider
 from tunelab.registry import File, Job, new_id
 
@@ -196,6 +197,7 @@ def apply_state(store: Store, job: Job, state: JobState) -> Job:
             job.id,
             **_copied(state, *STATE_FIELDS),
             resolved_hyperparameters=state.hyperparameters or None,
+            **_grader_update(job, state.grader),
         )
     )
     if state.status == "succeeded" and state.fine_tuned_model:
@@ -211,6 +213,15 @@ def apply_state(store: Store, job: Job, state: JobState) -> Job:
             },
         )
     return job
+
+
+def _grader_update(job: Job, grader: dict | None) -> dict:
+    """The metadata that keeps a reinforcement job's grader where local jobs keep theirs
+    (`GRADER_KEY`), so that job objects show it and a migration trains with it."""
+    metadata = job.metadata or {}
+    if grader is None or GRADER_KEY in metadata:
+        return {}
+    return {"metadata": {**metadata, GRADER_KEY: json.dumps(grader)}}
 
 
 def sync_events(store: Store, job: Job, provider=None) -> None:

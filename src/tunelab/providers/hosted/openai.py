@@ -450,6 +450,14 @@ def _resolved_hyperparameters(job: Any) -> dict:
     return _plain(getattr(job, "hyperparameters", None))
 
 
+def _job_grader(job: Any) -> dict | None:
+    """A reinforcement job's grader (`method.reinforcement.grader`), as OpenAI shows it."""
+    method = getattr(job, "method", None)
+    section = getattr(method, "reinforcement", None) if method is not None else None
+    grader = getattr(section, "grader", None) if section is not None else None
+    return _plain(grader) or None
+
+
 def _job_state(job: Any) -> JobState:
     raw = str(job.status)
     error = getattr(job, "error", None)
@@ -471,6 +479,7 @@ def _job_state(job: Any) -> JobState:
         validation_file=getattr(job, "validation_file", None),
         suffix=getattr(job, "suffix", None),
         metadata=dict(getattr(job, "metadata", None) or {}),
+        grader=_job_grader(job),
     )
 
 

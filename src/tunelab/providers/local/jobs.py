@@ -28,7 +28,7 @@ from tunelab.providers.local import artifacts as local_artifacts
 from tunelab.providers.local.artifacts import JOB_LOG as JOB_LOG  # `jobs show` names it
 from tunelab.providers.local.artifacts import JobWorkspace
 from tunelab.providers.local.lost import recover_lost_jobs
-from tunelab.providers.methods import method_of
+from tunelab.providers.methods import GRADER_KEY, method_of
 from tunelab.providers.registry import runs_here
 from tunelab.registry import File, Job, Model
 from tunelab.settings import get_settings, writable_home
@@ -41,7 +41,6 @@ PROVIDER = LOCAL_PROVIDER  # the registry's name for this machine's jobs, files 
 ORG = PROVIDER  # the org part of local `ft:` names: ft:<base>:local:<suffix>:<id>
 CANCEL, PAUSE = 1, 2
 NPROC_KEY = "tunelab_nproc_per_node"  # in a job's metadata: processes training it (torchrun)
-GRADER_KEY = "tunelab_grader"  # in a reinforcement job's metadata: its grader, as JSON text
 
 
 file_checksum = file_sha256

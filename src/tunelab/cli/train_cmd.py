@@ -31,7 +31,13 @@ from tunelab.cli.options import (
     training_files,
 )
 from tunelab.cli.progress import TrainingProgress, reading_progress
-from tunelab.cli.render import duration, findings_table, render_training_result, say_waiting
+from tunelab.cli.render import (
+    duration,
+    findings_table,
+    render_training_result,
+    say_if_converting_tokenizer,
+    say_waiting,
+)
 from tunelab.cli.train_options import (
     SETTING_TYPES,
     UNSET,
@@ -274,6 +280,8 @@ def check_training_data(
 ):
     """Validate the files for the model and training method (the API's rule; reinforcement
     items need the fields the grader reads); on errors, show the findings."""
+    # Counting the bundled model's tokens first converts its tokenizer: a silent half-minute.
+    say_if_converting_tokenizer(info.name)
     with reading_progress() as progress:
         try:
             report = require_valid(
@@ -285,9 +293,13 @@ def check_training_data(
                 grader_fields=required_fields,
             )
         except TunelabError as error:
+            # Only a failed validation has findings (not, say, a tokenizer that fails to load).
+            report = getattr(error, "report", None)
+            if report is None:
+                raise
             if as_json:
-                common.print_json({"error": error.to_dict(), "validation": error.report.to_dict()})
-            elif (table := findings_table(error.report)) is not None:
+                common.print_json({"error": error.to_dict(), "validation": report.to_dict()})
+            elif (table := findings_table(report)) is not None:
                 common.stderr.print(table)
             raise
     if report.n_warnings and not as_json:

@@ -177,7 +177,7 @@ def train_cmd(
         if as_json:
             common.print_json(result)
         else:
-            render_plan(result, info)
+            render_plan(result, info, auto=left_auto(config))
         return 0
     if run.needs_ranks:
         return run.start_ranks(rank_arguments(ctx))
@@ -343,7 +343,12 @@ def resume_command(ctx: click.Context) -> str:
     return shlex.join([*parts, "--resume"])
 
 
-def render_plan(result: dict, info: ModelInfo) -> None:
+def left_auto(config: TrainConfig) -> set[str]:
+    """The settings of the plan that tunelab picks (left to `auto`)."""
+    return {name for name in ("n_epochs", "batch_size") if getattr(config, name) == "auto"}
+
+
+def render_plan(result: dict, info: ModelInfo, auto: set[str] = frozenset()) -> None:
     config, train_stats, val = result["config"], result["train"], result["val"]
     seconds = result["estimated_seconds"]
     short = result["total_steps"] < result["steps_per_epoch"] * config["n_epochs"]
@@ -367,8 +372,13 @@ def render_plan(result: dict, info: ModelInfo) -> None:
             "tokens per epoch",
             f"{train_stats['total_tokens']:,} ({train_stats['trained_tokens']:,} trained)",
         ),
-        ("epochs", f"{config['n_epochs']}" + (" (cut short by --max-steps)" if short else "")),
-        ("batch size", f"{config['batch_size']}"),
+        (
+            "epochs",
+            f"{config['n_epochs']}"
+            + (" (auto: by the number of examples)" if "n_epochs" in auto else "")
+            + (" (cut short by --max-steps)" if short else ""),
+        ),
+        ("batch size", f"{config['batch_size']}" + (" (auto)" if "batch_size" in auto else "")),
         ("steps", f"{result['total_steps']:,} ({result['steps_per_epoch']:,} per epoch)"),
         (
             "learning rate",

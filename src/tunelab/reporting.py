@@ -25,6 +25,8 @@ SCALARS = (
     "grad_norm",
     "mean_token_accuracy",
     "val_mean_token_accuracy",
+    "answer_accuracy",
+    "val_answer_accuracy",
     "tokens_per_second",
 )
 

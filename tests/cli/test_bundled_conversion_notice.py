@@ -1,4 +1,4 @@
-"""`analyze` and `validate --model` say on stderr that the bundled tokenizer is being
+"""`analyze`, `validate --model` and `train` say on stderr that the bundled tokenizer is being
 converted before the silent half-minute it takes, and only when it has not happened yet."""
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ def conversion_stops(monkeypatch):
         ["analyze", "{file}"],
         ["analyze", "{file}", "--json"],
         ["validate", "{file}", "-m", catalog.DEFAULT_MODEL],
+        ["train", "--train", "{file}", "--output", "{file}.out"],
+        ["train", "--train", "{file}", "--output", "{file}.out", "--dry-run"],
     ],
 )
 def test_the_conversion_is_announced_before_it_starts(capsys, chat_file, conversion_stops, argv):

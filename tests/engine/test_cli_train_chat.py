@@ -77,6 +77,9 @@ def test_dry_run_prints_the_plan_and_trains_nothing(tmp_path, train_file, base_d
     assert "12 training" in printed and "6 (3 per epoch)" in printed
     assert "estimated time" in printed
 
+    assert run_train(train_file, base_dir, output, "--dry-run", "--n-epochs", "auto") == 0
+    assert "(auto: by the number of examples)" in capsys.readouterr().out
+
     assert run_train(train_file, base_dir, output, "--dry-run", "--json", "--seed", "auto") == 0
     plan = json.loads(capsys.readouterr().out)
     assert (plan["total_steps"], plan["config"]["batch_size"], plan["config"]["seed"]) == (6, 4, 42)

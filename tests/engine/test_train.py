@@ -396,7 +396,7 @@ def test_out_of_memory_becomes_an_error_saying_what_to_reduce(
     def exhausted(model, batch):
         raise failure
 
-    monkeypatch.setattr("tunelab.engine.objectives.token_loss", exhausted)
+    monkeypatch.setattr("tunelab.engine.objectives.scored_tokens", exhausted)
     with pytest.raises(TunelabError) as caught:
         train(make_model(), tokenizer, examples, None, fast_config(), tmp_path / "run")
     assert caught.value.code == "out_of_memory"

@@ -75,6 +75,7 @@ class TrainingProgress:
         self.bar: Progress | None = None
         self.task = None
         self.status = ""
+        self.validation = ""  # the last validation's figures, shown until the next one
 
     def __enter__(self) -> TrainingProgress:
         if common.stderr.is_terminal and not self.quiet:
@@ -96,9 +97,11 @@ class TrainingProgress:
 
     def __call__(self, record: StepRecord) -> None:
         step, total = record.step, record.total_steps
+        if record.validated:
+            self.validation = f"  val {record.val_loss:.4f}" + validation_answers(record)
         status = (
             f"loss {record.loss:.4f}"
-            + (f"  val {record.val_loss:.4f}" if record.validated else "")
+            + self.validation
             + f"  {record.tokens_per_second:,.0f} tok/s  ETA {duration(record.eta_seconds)}"
         )
         self.status = status
@@ -106,6 +109,12 @@ class TrainingProgress:
             self.bar.update(self.task, completed=step, total=total, status=status)
         elif not self.quiet and (step % max(1, total // 20) == 0 or step == total):
             common.stderr.print(f"step {step}/{total}  {status}", highlight=False)
+
+
+def validation_answers(record: StepRecord) -> str:
+    """A validated step's answer accuracy (whole answers right; supervised runs only)."""
+    answers = record.objective_metrics.get("val_answer_accuracy")
+    return f"  val answers {answers:.0%}" if answers is not None else ""
 
 
 class EvalProgress:

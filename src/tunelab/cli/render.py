@@ -12,8 +12,10 @@ from rich.table import Table
 
 from tunelab.catalog import converts_bundled_tokenizer
 from tunelab.cli import common
+from tunelab.curves import METRICS_FILE, read_metrics
 from tunelab.data.formatter import FormatReport
 from tunelab.data.validate import ERROR, ValidationReport
+from tunelab.run_advice import more_training_advice
 
 LINES_SHOWN = 5
 
@@ -190,8 +192,7 @@ def render_training_result(result, resume: str) -> None:
     speed = f", {result.tokens_per_second:,.0f} tokens/s" if result.tokens_per_second else ""
     losses = f"train loss {result.train_loss:.4f}" if result.train_loss is not None else "no step"
     if result.val_loss is not None:
-        losses += f", val loss {result.val_loss:.4f}"
-        losses += f" (token accuracy {result.val_mean_token_accuracy:.1%})"
+        losses += f", val loss {result.val_loss:.4f}" + validation_accuracies(result)
     took = duration(result.elapsed_seconds)
     if result.status == "cancelled":
         say(
@@ -205,3 +206,17 @@ def render_training_result(result, resume: str) -> None:
     say(f"  output: {escape(str(result.output_dir))}", highlight=False)
     chat = f"tunelab chat {shlex.quote(str(result.output_dir))}"
     say(f"  chat with it: {escape(chat)}", highlight=False)
+    advice = more_training_advice(read_metrics(result.output_dir / METRICS_FILE))
+    if advice is not None:
+        say(f"  [yellow]note:[/] {escape(advice)}", highlight=False)
+
+
+def validation_accuracies(result) -> str:
+    """The last validation's accuracies: whole answers right first (what an evaluation will
+    find), then tokens right (inflated by a task's easy template tokens)."""
+    parts = []
+    if result.val_answer_accuracy is not None:
+        parts.append(f"answers right {result.val_answer_accuracy:.1%}")
+    if result.val_mean_token_accuracy is not None:
+        parts.append(f"tokens right {result.val_mean_token_accuracy:.1%}")
+    return f" ({', '.join(parts)})" if parts else ""

@@ -39,6 +39,12 @@ from tunelab.providers.resolve import check_chat_model
     show_default=True,
     help="Most chat requests answered in one batched generation.",
 )
+@click.option(
+    "--max-adapters",
+    type=COUNT,
+    help="Most LoRA fine-tunes one base model holds loaded at once; past it the least "
+    "recently used is unloaded (default: as many as the memory budget holds).",
+)
 @click.option("--no-worker", is_flag=True, help="Queue jobs without starting a local worker.")
 @click.option(
     "--data-dir",
@@ -64,6 +70,7 @@ def serve_cmd(
     allowed_host,
     max_upload_mb,
     max_batch_size,
+    max_adapters,
     no_worker,
     data_dir,
     models,
@@ -95,6 +102,7 @@ def serve_cmd(
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         start_worker=not no_worker,
         max_batch_size=max_batch_size,
+        max_adapters=max_adapters,
         data_dir=data_dir.resolve() if data_dir else None,
         models=tuple(models),
         allow_any_model=allow_any_model,

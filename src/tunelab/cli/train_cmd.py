@@ -31,7 +31,13 @@ from tunelab.cli.options import (
     training_files,
 )
 from tunelab.cli.progress import TrainingProgress, reading_progress
-from tunelab.cli.render import duration, findings_table, render_training_result, say_waiting
+from tunelab.cli.render import (
+    duration,
+    findings_table,
+    render_training_result,
+    say_if_converting_tokenizer,
+    say_waiting,
+)
 from tunelab.cli.train_options import (
     SETTING_TYPES,
     UNSET,
@@ -171,7 +177,7 @@ def train_cmd(
         if as_json:
             common.print_json(result)
         else:
-            render_plan(result, info)
+            render_plan(result, info, auto=left_auto(config))
         return 0
     if run.needs_ranks:
         return run.start_ranks(rank_arguments(ctx))
@@ -274,6 +280,8 @@ def check_training_data(
 ):
     """Validate the files for the model and training method (the API's rule; reinforcement
     items need the fields the grader reads); on errors, show the findings."""
+    # Counting the bundled model's tokens first converts its tokenizer: a silent half-minute.
+    say_if_converting_tokenizer(info.name)
     with reading_progress() as progress:
         try:
             report = require_valid(
@@ -285,9 +293,13 @@ def check_training_data(
                 grader_fields=required_fields,
             )
         except TunelabError as error:
+            # Only a failed validation has findings (not, say, a tokenizer that fails to load).
+            report = getattr(error, "report", None)
+            if report is None:
+                raise
             if as_json:
-                common.print_json({"error": error.to_dict(), "validation": error.report.to_dict()})
-            elif (table := findings_table(error.report)) is not None:
+                common.print_json({"error": error.to_dict(), "validation": report.to_dict()})
+            elif (table := findings_table(report)) is not None:
                 common.stderr.print(table)
             raise
     if report.n_warnings and not as_json:
@@ -331,7 +343,12 @@ def resume_command(ctx: click.Context) -> str:
     return shlex.join([*parts, "--resume"])
 
 
-def render_plan(result: dict, info: ModelInfo) -> None:
+def left_auto(config: TrainConfig) -> set[str]:
+    """The settings of the plan that tunelab picks (left to `auto`)."""
+    return {name for name in ("n_epochs", "batch_size") if getattr(config, name) == "auto"}
+
+
+def render_plan(result: dict, info: ModelInfo, auto: set[str] = frozenset()) -> None:
     config, train_stats, val = result["config"], result["train"], result["val"]
     seconds = result["estimated_seconds"]
     short = result["total_steps"] < result["steps_per_epoch"] * config["n_epochs"]
@@ -355,8 +372,13 @@ def render_plan(result: dict, info: ModelInfo) -> None:
             "tokens per epoch",
             f"{train_stats['total_tokens']:,} ({train_stats['trained_tokens']:,} trained)",
         ),
-        ("epochs", f"{config['n_epochs']}" + (" (cut short by --max-steps)" if short else "")),
-        ("batch size", f"{config['batch_size']}"),
+        (
+            "epochs",
+            f"{config['n_epochs']}"
+            + (" (auto: by the number of examples)" if "n_epochs" in auto else "")
+            + (" (cut short by --max-steps)" if short else ""),
+        ),
+        ("batch size", f"{config['batch_size']}" + (" (auto)" if "batch_size" in auto else "")),
         ("steps", f"{result['total_steps']:,} ({result['steps_per_epoch']:,} per epoch)"),
         (
             "learning rate",

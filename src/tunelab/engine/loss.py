@@ -24,9 +24,33 @@ if TYPE_CHECKING:
 
 def token_loss(model: CausalLM, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed cross-entropy over the batch's trained tokens, and how many argmax got right."""
-    logits, targets, _ = trained_logits(model, batch)
+    loss, hits, _ = scored_tokens(model, batch)
+    return loss, hits.sum()
+
+
+def scored_tokens(model: CausalLM, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy over the batch's trained tokens, whether each one's argmax is its
+    target ([trained tokens], row-major order), and the trained positions' mask."""
+    logits, targets, mask = trained_logits(model, batch)
     loss = F.cross_entropy(logits.float(), targets, reduction="sum")
-    return loss, (logits.detach().argmax(-1) == targets).sum()
+    return loss, logits.detach().argmax(-1) == targets, mask
+
+
+def exact_answers(hits: torch.Tensor, mask: torch.Tensor, batch: Batch) -> int:
+    """How many of the batch's examples have every trained token right (`hits`, as
+    `scored_tokens` gives them): answers the model would reproduce whole under teacher
+    forcing. A packed row holds several examples: each starts where its positions restart."""
+    if batch.position_ids is None:
+        example_of = torch.arange(mask.shape[0], device=mask.device)[:, None].expand_as(mask)
+    else:
+        example_of = ((batch.position_ids == 0).flatten().cumsum(0) - 1).view_as(mask)
+    trained_in = example_of[mask]
+    n_examples = int(example_of.max()) + 1
+    misses = torch.zeros(n_examples, device=hits.device).index_add(0, trained_in, (~hits).float())
+    trained = torch.zeros(n_examples, device=hits.device).index_add(
+        0, trained_in, torch.ones_like(hits, dtype=torch.float)
+    )
+    return int(((misses == 0) & (trained > 0)).sum())
 
 
 def sequence_logprobs(model: CausalLM, batch: Batch) -> torch.Tensor:

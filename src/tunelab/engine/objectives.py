@@ -6,6 +6,12 @@ argmax is the target; pairs whose chosen answer the model now prefers by more th
 reference did), and sums of the method's own metrics. The loop divides by the step's units,
 so a step's loss is the mean whatever the micro-batching, as it always was for tokens.
 
+Token accuracy flatters a supervised run: most trained tokens are easy (a classification
+answer's `<category>` tags, a query's punctuation). Supervised training also counts the
+examples whose every trained token is right (`answer_accuracy`: the answer reproduced whole
+under teacher forcing), the figure closest to what an evaluation will find; such per-example
+sums are divided by the examples, and are also reported for validation (`val_…`).
+
 DPO (Rafailov et al. 2023, the sigmoid loss as TRL's `DPOTrainer` computes it): with
 log-ratios `π = log p(chosen) − log p(rejected)` under the model being trained and `ρ` the
 same under the reference (the starting model), the loss of a pair is
@@ -46,7 +52,12 @@ import torch.nn.functional as F
 from peft import PeftModel
 
 from tunelab.engine.dataset import Batch, TokenizedExample, collate, collate_packed
-from tunelab.engine.loss import sequence_logprobs, token_loss, trained_token_logprobs
+from tunelab.engine.loss import (
+    exact_answers,
+    scored_tokens,
+    sequence_logprobs,
+    trained_token_logprobs,
+)
 from tunelab.engine.preference import TokenizedPair, collate_pairs
 from tunelab.engine.reinforcement import Reward, TokenizedItem, rollout_seed, rollouts
 from tunelab.errors import TunelabError
@@ -70,6 +81,9 @@ class Objective(Protocol):
 
     # The metric that `correct / units` is, in the step record and metrics.jsonl.
     accuracy_name: str
+    # The `Measured.sums` that count examples (divided by the examples, not the units), also
+    # reported for validation passes.
+    per_example: tuple[str, ...]
 
     def begin_step(self, step: int) -> None: ...
 
@@ -86,6 +100,7 @@ class Supervised:
 
     packing: bool = False
     accuracy_name: str = "mean_token_accuracy"
+    per_example: tuple[str, ...] = ("answer_accuracy",)
 
     def begin_step(self, step: int) -> None:
         """Nothing of the supervised loss depends on the step."""
@@ -101,8 +116,9 @@ class Supervised:
     def measure(
         self, model: CausalLM, batch: Batch, examples: Sequence[TokenizedExample]
     ) -> Measured:
-        loss, right = token_loss(model, batch)
-        return Measured(loss, int(right))
+        loss, hits, mask = scored_tokens(model, batch)
+        exact = exact_answers(hits, mask, batch)
+        return Measured(loss, int(hits.sum()), {"answer_accuracy": float(exact)})
 
 
 @dataclass
@@ -113,6 +129,7 @@ class DirectPreference:
     # A full fine-tune's frozen starting weights; None for LoRA (the adapter switched off).
     frozen_reference: torch.nn.Module | None = None
     accuracy_name: str = "preference_accuracy"
+    per_example: tuple[str, ...] = ()  # a pair is the unit
     # id(pair) → (chosen, rejected) reference log-probabilities.
     _reference: dict[int, tuple[float, float]] = field(default_factory=dict)
 
@@ -211,6 +228,7 @@ class GroupRelative:
     seed: int
     frozen_reference: torch.nn.Module | None = None
     accuracy_name: str = "reward_mean"
+    per_example: tuple[str, ...] = ()  # a prompt is the unit
     step: int = 0
 
     def begin_step(self, step: int) -> None:

@@ -42,23 +42,36 @@ class StepRecord:
     val_mean_token_accuracy: float | None = None
     val_examples: int | None = None
     checkpoint: Path | None = None  # the checkpoint saved after this step, if any
-    # The training method's own figures, means over the step (DPO: preference_accuracy,
-    # reward_margin, chosen_reward, rejected_reward), and over validation (val_…).
+    # The training method's own figures, means over the step (supervised: answer_accuracy;
+    # DPO: preference_accuracy, reward_margin, chosen_reward, rejected_reward), and over
+    # validation (val_…).
     objective_metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def validated(self) -> bool:
         return self.val_loss is not None
 
-    def with_validation(self, loss: float, accuracy: Accuracy, examples: int) -> StepRecord:
+    def with_validation(
+        self,
+        loss: float,
+        accuracy: Accuracy,
+        examples: int,
+        per_example: dict[str, float] | None = None,
+    ) -> StepRecord:
         """The record with the validation pass's loss and accuracy (`accuracy` is named by
-        the objective: mean_token_accuracy, or a method's own)."""
+        the objective: mean_token_accuracy, or a method's own) and the objective's
+        per-example rates (supervised: answer_accuracy), each recorded as `val_NAME`."""
         name, value = accuracy
+        validated = {f"val_{key}": rate for key, rate in (per_example or {}).items()}
         if name == "mean_token_accuracy":
             return dataclasses.replace(
-                self, val_loss=loss, val_mean_token_accuracy=value, val_examples=examples
+                self,
+                val_loss=loss,
+                val_mean_token_accuracy=value,
+                val_examples=examples,
+                objective_metrics={**self.objective_metrics, **validated},
             )
-        metrics = {**self.objective_metrics, f"val_{name}": value}
+        metrics = {**self.objective_metrics, **validated, f"val_{name}": value}
         return dataclasses.replace(
             self, val_loss=loss, val_examples=examples, objective_metrics=metrics
         )

@@ -97,6 +97,8 @@ class TrainResult:
     train_loss: float | None
     val_loss: float | None
     val_mean_token_accuracy: float | None
+    # Supervised: the share of validation examples whose whole answer the model predicts.
+    val_answer_accuracy: float | None
     tokens_per_second: float | None
     elapsed_seconds: float
     last_checkpoint: Path | None
@@ -539,7 +541,10 @@ class _Loop:
         accuracy = step_sums.correct / n_units
         token_accuracy = accuracy if objective.accuracy_name == "mean_token_accuracy" else None
         method_metrics = {} if token_accuracy is not None else {objective.accuracy_name: accuracy}
-        method_metrics |= {name: total / n_units for name, total in step_sums.sums.items()}
+        method_metrics |= {
+            name: total / (len(batch) if name in objective.per_example else n_units)
+            for name, total in step_sums.sums.items()
+        }
         self.step_seconds += time.perf_counter() - began
         self.tokens_seen += n_tokens
         self.steps_done += 1
@@ -585,10 +590,13 @@ class _Loop:
         if self.callback is not None:
             self.callback(record)
 
-    def evaluate(self, indices: list[int]) -> tuple[float, tuple[str, float], int] | None:
+    def evaluate(
+        self, indices: list[int]
+    ) -> tuple[float, tuple[str, float], int, dict[str, float]] | None:
         """Validation loss, accuracy (named by the objective: over the trained tokens of
-        `indices`, or its pairs) and the number of examples; None when cancelled part-way
-        (the run then stops with its checkpoint)."""
+        `indices`, or its pairs), the number of examples and the objective's per-example
+        metrics (supervised: answer_accuracy); None when cancelled part-way (the run then
+        stops with its checkpoint)."""
         val_set = self.val_set
         assert val_set is not None  # validation is due only with a validation set
         size = math.ceil(self.config.batch_size / self.config.gradient_accumulation_steps)
@@ -597,6 +605,7 @@ class _Loop:
         groups = even_share(every, self.ranks) if self.sharded else self.ranks.mine(every)
         objective = self.objective
         loss_sum, correct, n_units, n_tokens = 0.0, 0.0, 0, 0
+        per_example = dict.fromkeys(objective.per_example, 0.0)
         began = time.perf_counter()
         self.model.eval()
         try:
@@ -613,6 +622,8 @@ class _Loop:
                         continue
                     loss_sum += float(measured.loss)
                     correct += measured.correct
+                    for name in per_example:
+                        per_example[name] += measured.sums[name]
                     n_units += objective.units(part)
                     n_tokens += batch.n_tokens
                     if self.on_validation is not None:
@@ -621,9 +632,14 @@ class _Loop:
             self.model.train()
             self.eval_seconds += time.perf_counter() - began
             self.eval_tokens += n_tokens
-        totals = torch.tensor([loss_sum, correct, n_units], dtype=torch.float64)
-        loss_sum, correct, n_units = self.ranks.sum_(totals.to(self.device)).tolist()
-        return loss_sum / n_units, (objective.accuracy_name, correct / n_units), len(order)
+        totals = torch.tensor(
+            [loss_sum, correct, n_units, *per_example.values()], dtype=torch.float64
+        )
+        loss_sum, correct, n_units, *counts = self.ranks.sum_(totals.to(self.device)).tolist()
+        # Every example of `order` is scored once (padding passes count nothing).
+        rates = {name: count / len(order) for name, count in zip(per_example, counts, strict=True)}
+        accuracy = (objective.accuracy_name, correct / n_units)
+        return loss_sum / n_units, accuracy, len(order), rates
 
     def checkpoint(self, position: Position) -> None:
         if not (self.ranks.is_main or self.sharded):
@@ -665,6 +681,9 @@ class _Loop:
             train_loss=record.loss if record else None,
             val_loss=record.val_loss if record else None,
             val_mean_token_accuracy=record.val_mean_token_accuracy if record else None,
+            val_answer_accuracy=record.objective_metrics.get("val_answer_accuracy")
+            if record
+            else None,
             tokens_per_second=record.tokens_per_second if record else None,
             elapsed_seconds=start.elapsed + time.perf_counter() - self.session_start,
             last_checkpoint=self.last_checkpoint or latest_checkpoint(self.run_dir),

@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 
 from tunelab.providers.jobs import organization_of, queue_note, shown_hyperparameters
-from tunelab.providers.local.jobs import GRADER_KEY
-from tunelab.providers.methods import method_object
+from tunelab.providers.methods import GRADER_KEY, method_object
 from tunelab.registry import Checkpoint, Event, File, Job, Model
 
 

@@ -23,7 +23,7 @@ from tunelab.errors import TunelabError
 from tunelab.providers.local import artifacts as local_artifacts
 from tunelab.providers.local.artifacts import JobWorkspace
 from tunelab.providers.local.checkpoint_uploads import CheckpointUploads, checkpoint_uploads
-from tunelab.providers.local.jobs import GRADER_KEY
+from tunelab.providers.methods import GRADER_KEY
 
 if TYPE_CHECKING:
     from tunelab.registry import Job, Store

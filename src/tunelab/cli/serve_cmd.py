@@ -9,6 +9,7 @@ import click
 from tunelab.cli import common
 from tunelab.cli.options import COUNT
 from tunelab.errors import usage_error
+from tunelab.providers.local.llamacpp import BACKENDS, check_backend
 from tunelab.providers.resolve import check_chat_model
 
 
@@ -39,6 +40,14 @@ from tunelab.providers.resolve import check_chat_model
     show_default=True,
     help="Most chat requests answered in one batched generation.",
 )
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="auto",
+    show_default=True,
+    help="Who answers local models' chats: auto (llama.cpp for fine-tunes' plain chats on "
+    "CPU when llama-cpp-python is installed, else PyTorch), torch, or llamacpp.",
+)
 @click.option("--no-worker", is_flag=True, help="Queue jobs without starting a local worker.")
 @click.option(
     "--data-dir",
@@ -64,6 +73,7 @@ def serve_cmd(
     allowed_host,
     max_upload_mb,
     max_batch_size,
+    backend,
     no_worker,
     data_dir,
     models,
@@ -71,6 +81,7 @@ def serve_cmd(
 ) -> int:
     """Serve OpenAI's fine-tuning and chat API for models you own under /v1, and the studio
     (the web UI) at /."""
+    check_backend(backend)
     for name in models:  # a mistyped --model fails now, not at a client's first request
         check_chat_model(name)
     # loaded when this command runs: the others start without it
@@ -95,6 +106,7 @@ def serve_cmd(
         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
         start_worker=not no_worker,
         max_batch_size=max_batch_size,
+        backend=backend,
         data_dir=data_dir.resolve() if data_dir else None,
         models=tuple(models),
         allow_any_model=allow_any_model,

@@ -60,6 +60,7 @@ class ServerConfig:
     start_worker: bool = True  # start a local worker when a job is created
     model_memory_bytes: int | None = None  # budget for cached models (None: automatic)
     max_batch_size: int = 8
+    backend: str = "auto"  # the local inference backend: auto, torch or llamacpp
     max_pending_requests: int = 64
     data_dir: Path | None = None  # the studio may open files under it by path
     models: tuple[str, ...] = ()  # what clients may name besides registry and bundled models
@@ -132,6 +133,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
             memory_budget_bytes=config.model_memory_bytes,
             max_batch_size=config.max_batch_size,
             max_pending=config.max_pending_requests,
+            backend=config.backend,
         )
         try:
             yield

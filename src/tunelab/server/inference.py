@@ -55,10 +55,11 @@ class InferenceService:
         max_batch_size: int = 8,
         max_pending: int = 64,
         batch_window_seconds: float = 0.005,
+        backend: str = "auto",
     ) -> None:
         self.max_pending = max_pending
         self.limits = ServingLimits(
-            memory_budget_bytes, max(1, max_batch_size), batch_window_seconds
+            memory_budget_bytes, max(1, max_batch_size), batch_window_seconds, backend=backend
         )
         # Providers told this server's limits (hosted ones are made per request: held weakly).
         self._serving: weakref.WeakSet[Provider] = weakref.WeakSet()

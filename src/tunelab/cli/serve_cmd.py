@@ -9,6 +9,7 @@ import click
 from tunelab.cli import common
 from tunelab.cli.options import COUNT
 from tunelab.errors import usage_error
+from tunelab.providers.local.llamacpp import BACKENDS, check_backend
 from tunelab.providers.resolve import check_chat_model
 
 
@@ -45,6 +46,15 @@ from tunelab.providers.resolve import check_chat_model
     help="Most LoRA fine-tunes one base model holds loaded at once; past it the least "
     "recently used is unloaded (default: as many as the memory budget holds).",
 )
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="torch",
+    show_default=True,
+    help="Who answers local models' chats: torch (the PyTorch engine), auto (llama.cpp for "
+    "fine-tunes' plain chats on CPU when llama-cpp-python is installed, else PyTorch), or "
+    "llamacpp.",
+)
 @click.option("--no-worker", is_flag=True, help="Queue jobs without starting a local worker.")
 @click.option(
     "--data-dir",
@@ -71,6 +81,7 @@ def serve_cmd(
     max_upload_mb,
     max_batch_size,
     max_adapters,
+    backend,
     no_worker,
     data_dir,
     models,
@@ -78,6 +89,7 @@ def serve_cmd(
 ) -> int:
     """Serve OpenAI's fine-tuning and chat API for models you own under /v1, and the studio
     (the web UI) at /."""
+    check_backend(backend)
     for name in models:  # a mistyped --model fails now, not at a client's first request
         check_chat_model(name)
     # loaded when this command runs: the others start without it
@@ -103,6 +115,7 @@ def serve_cmd(
         start_worker=not no_worker,
         max_batch_size=max_batch_size,
         max_adapters=max_adapters,
+        backend=backend,
         data_dir=data_dir.resolve() if data_dir else None,
         models=tuple(models),
         allow_any_model=allow_any_model,

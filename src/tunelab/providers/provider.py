@@ -63,6 +63,7 @@ class ServingLimits:
     max_batch_size: int = 8  # rows generated together
     batch_window_seconds: float = 0.005  # how long a request waits for others to batch with
     max_adapters: int | None = None  # LoRA adapters one base holds (None: as memory allows)
+    backend: str = "torch"  # the local inference backend: torch, auto or llamacpp
 
 
 @cache

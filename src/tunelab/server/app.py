@@ -61,6 +61,7 @@ class ServerConfig:
     model_memory_bytes: int | None = None  # budget for cached models (None: automatic)
     max_batch_size: int = 8
     max_adapters: int | None = None  # LoRA adapters one base holds (None: as memory allows)
+    backend: str = "torch"  # the local inference backend: torch, auto or llamacpp
     max_pending_requests: int = 64
     data_dir: Path | None = None  # the studio may open files under it by path
     models: tuple[str, ...] = ()  # what clients may name besides registry and bundled models
@@ -134,6 +135,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
             max_batch_size=config.max_batch_size,
             max_pending=config.max_pending_requests,
             max_adapters=config.max_adapters,
+            backend=config.backend,
         )
         try:
             yield

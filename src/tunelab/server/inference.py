@@ -56,10 +56,15 @@ class InferenceService:
         max_pending: int = 64,
         batch_window_seconds: float = 0.005,
         max_adapters: int | None = None,
+        backend: str = "torch",
     ) -> None:
         self.max_pending = max_pending
         self.limits = ServingLimits(
-            memory_budget_bytes, max(1, max_batch_size), batch_window_seconds, max_adapters
+            memory_budget_bytes,
+            max(1, max_batch_size),
+            batch_window_seconds,
+            max_adapters,
+            backend=backend,
         )
         # Providers told this server's limits (hosted ones are made per request: held weakly).
         self._serving: weakref.WeakSet[Provider] = weakref.WeakSet()

@@ -9,15 +9,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tunelab.engine.sources import ModelInfo, resolve_model_source
 from tunelab.errors import usage_error
-from tunelab.providers.answer_stream import AnswerStream
+from tunelab.providers.answer_stream import AnswerStream, feed
 from tunelab.providers.base import ANSWER_FIELDS, ChatOptions, ChatStream, chat_settings
 from tunelab.providers.local import jobs as local
 from tunelab.providers.local.artifacts import JobWorkspace
+from tunelab.providers.local.llamacpp import LlamaCppBackend, LlamaModel
 from tunelab.providers.provider import (
     CHAT,
     FILES,
@@ -26,6 +28,7 @@ from tunelab.providers.provider import (
     SCORING,
     Provider,
     ServingLimits,
+    relay_threads,
 )
 from tunelab.registry import Job
 from tunelab.types import Answer, AnswerScore
@@ -66,6 +69,7 @@ class LocalProvider(Provider):
         self._models: ModelCache | None = None
         self._queues: dict[asyncio.AbstractEventLoop, GenerationQueue] = {}
         self._limits = ServingLimits()
+        self._llamacpp = LlamaCppBackend("torch")  # a server's choice, told in start_serving
 
     @property
     def model_cache(self) -> ModelCache:
@@ -155,6 +159,8 @@ class LocalProvider(Provider):
     def start_serving(self, limits: ServingLimits) -> None:
         super().start_serving(limits)
         self._limits = limits
+        if limits.backend != self._llamacpp.backend:
+            self._llamacpp = LlamaCppBackend(limits.backend)
         if limits.memory_budget_bytes and self._models is not None:
             self._models.memory_budget_bytes = limits.memory_budget_bytes
         if limits.max_adapters and self._models is not None:
@@ -173,6 +179,7 @@ class LocalProvider(Provider):
                 queue.close()
         if self._models is not None:
             self._models.clear()
+        self._llamacpp.clear()
 
     def loaded_models(self) -> list[str]:
         return [] if self._models is None else self._models.directories()
@@ -186,6 +193,11 @@ class LocalProvider(Provider):
         from tunelab.providers.local.answering import structure  # torch: on first answer
         from tunelab.providers.local.queue import BatchRequest
 
+        llama = await self._llama_model(model, options)
+        if llama is not None:
+            return await asyncio.to_thread(
+                lambda: [llama.answer(messages, options, index) for index in range(options.n)]
+            )
         loaded = await self._loaded(model)
         loop = asyncio.get_running_loop()
         tools, constraint = structure(options, loaded.tokenizer)
@@ -212,6 +224,10 @@ class LocalProvider(Provider):
         from tunelab.providers.local.answering import structure  # torch: on first answer
         from tunelab.providers.local.queue import StreamRequest
 
+        llama = await self._llama_model(model, options)
+        if llama is not None:
+            self._relay_llama(llama, messages, options, answer, release)
+            return
         loaded = await self._loaded(model)
         tools, constraint = structure(options, loaded.tokenizer)
         sampling = _sampling(options, loaded.info, constraint)
@@ -230,6 +246,36 @@ class LocalProvider(Provider):
         request = ScoreRequest(loaded, messages, answers, loop.create_future(), loop.time())
         self._queue().submit(request)
         return await request.done
+
+    async def _llama_model(self, model: str, options: ChatOptions) -> LlamaModel | None:
+        """llama.cpp's model when it answers this request (`ServingLimits.backend`), else
+        None; converted and loaded in a thread the first time only."""
+        if not self._llamacpp.takes(options):
+            return None
+        known, llama = self._llamacpp.cached(model)
+        if known:
+            return llama
+        return await asyncio.to_thread(self._llamacpp.model_for, model)
+
+    def _relay_llama(
+        self,
+        llama: LlamaModel,
+        messages: list[dict],
+        options: ChatOptions,
+        answer: AnswerStream,
+        release: Callable[[], None],
+    ) -> None:
+        """Stream llama.cpp's answer from a relay thread, as hosted answers are streamed."""
+        loop = asyncio.get_running_loop()
+        relay = partial(
+            feed,
+            answer,
+            answer.emitter(loop),
+            options.n,
+            lambda index: llama.stream(messages, options, index),
+            stopped=lambda: self.serving_stopped,
+        )
+        loop.run_in_executor(relay_threads(), relay).add_done_callback(lambda _: release())
 
     async def _loaded(self, model: str) -> LoadedModel:
         """The model from the cache: looked up on the event loop, resolved and loaded in a

@@ -94,3 +94,23 @@ def test_a_grammar_that_does_not_compile_is_refused(model, tokenizer):
     with pytest.raises(TunelabError) as caught:
         generate(model, tokenizer, CHATS, constraint=Constraint.lark("start: undefined_rule"))
     assert caught.value.code == "invalid_grammar"
+
+
+@pytest.mark.parametrize("max_new_tokens", [40, 56])
+def test_a_small_budget_still_ends_in_a_valid_object(model, tokenizer, max_new_tokens):
+    home = PERSON["properties"]["home"]
+    schema = {**PERSON, "properties": {"name": {"type": "string"}, "home": home}}
+    schema["required"] = ["name", "home"]
+    answers = generate(
+        model,
+        tokenizer,
+        CHATS * 2,
+        max_new_tokens=max_new_tokens,
+        temperature=1.5,
+        seed=3,
+        constraint=Constraint.json_schema(schema),
+    )
+    for answer in answers:
+        assert answer.finish_reason == "stop", answer.text
+        assert answer.usage.completion_tokens <= max_new_tokens
+        assert list(json.loads(answer.text)) == ["home", "name"]

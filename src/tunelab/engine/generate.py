@@ -471,19 +471,23 @@ def _decode(
         batch = KVBatch(model, _pad_id(tokenizer), adapters)
         logits = batch.start(prompts, prefix)
         bias = _bias(biases or [{} for _ in rows], logits)
-        grammars = RowGrammars(tokenizer, constraints or [None] * len(rows), logits.shape[-1])
+        limits = [row.limit for row in rows]
+        grammars = RowGrammars(
+            tokenizer, constraints or [None] * len(rows), logits.shape[-1], limits
+        )
         active = list(range(len(rows)))
         while True:
             biased = logits if bias is None else logits + bias[active]
             tokens = _pick(grammars.mask(biased, active), sampling, generator)
+            tokens = grammars.settle(active, tokens)
             chosen: list[TokenLogprob | None] = [None] * len(tokens)
             if texts is not None:  # from the raw logits: the model's own probabilities
                 chosen = list(token_logprobs(logits, tokens, sampling.logprobs or 0, texts))
             for index, token, logprob in zip(active, tokens, chosen, strict=True):
                 rows[index].add(token, logprob)
                 grammars.advance(index, token)
-                if grammars.finished(index) and rows[index].finish_reason is None:
-                    rows[index].finish_reason = "stop"  # the grammar allows nothing more
+                if grammars.finished(index) and rows[index].finish_reason != "stop":
+                    rows[index].finish_reason = "stop"  # complete, on its last token too
             yield rows
             keep = [k for k, index in enumerate(active) if rows[index].finish_reason is None]
             if not keep:

@@ -9,6 +9,9 @@ token, under 1% of a SmolLM2-135M decoding step; xgrammar's 0.015 ms saves nothi
 `RowGrammars` holds one matcher per row of a batch: before each step it turns the rows'
 allowed-token bitmasks into -inf on the logits of the tokens their grammar forbids, and after
 it feeds each row its chosen token. A row whose grammar is complete may only end (its EOS).
+Given each row's token budget, a row near its end writes the model's choice only while a
+way out still fits after it, and otherwise follows its way out (`grammar_budget`, `settle`):
+a constrained answer ends complete, not cut in the middle of a value.
 Compiled grammars are cached by constraint, tokenizers' grammar views by tokenizer.
 """
 
@@ -26,6 +29,7 @@ import llguidance.hf
 import llguidance.torch
 import torch
 
+from tunelab.engine.grammar_budget import RESERVE, Alphabet, closing_path
 from tunelab.errors import usage_error
 
 if TYPE_CHECKING:  # a TypedDict of llguidance's type stubs only
@@ -74,11 +78,15 @@ _tokenizers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 def grammar_tokenizer(tokenizer, vocabulary: int) -> llguidance.LLTokenizer:
     """llguidance's view of `tokenizer` (built once per tokenizer: about 0.5 s)."""
+    return _grammar_view(tokenizer, vocabulary)[1]
+
+
+def _grammar_view(tokenizer, vocabulary: int) -> tuple[int, llguidance.LLTokenizer, Alphabet]:
     known = _tokenizers.get(tokenizer)
     if known is None or known[0] != vocabulary:
         view = llguidance.hf.from_tokenizer(tokenizer, n_vocab=vocabulary)
-        known = _tokenizers[tokenizer] = (vocabulary, view)
-    return known[1]
+        known = _tokenizers[tokenizer] = (vocabulary, view, Alphabet.of(view))
+    return known
 
 
 @lru_cache(maxsize=256)
@@ -94,10 +102,21 @@ def check_constraint(constraint: Constraint) -> None:
 class RowGrammars:
     """The grammar state of each row of a batch (None: the row is free)."""
 
-    def __init__(self, tokenizer, constraints: Sequence[Constraint | None], vocabulary: int):
+    def __init__(
+        self,
+        tokenizer,
+        constraints: Sequence[Constraint | None],
+        vocabulary: int,
+        limits: Sequence[int] | None = None,
+    ):
+        """`limits`: each row's token budget, which a constrained row ends within."""
         self.vocabulary = vocabulary
-        view = grammar_tokenizer(tokenizer, vocabulary) if any(constraints) else None
-        self.matchers = [None if c is None else self._matcher(view, c) for c in constraints]
+        if any(constraints):
+            _, self.view, self.letters = _grammar_view(tokenizer, vocabulary)
+        self.matchers = [None if c is None else self._matcher(self.view, c) for c in constraints]
+        self.limits = list(limits) if limits is not None else [None] * len(constraints)
+        self.tokens: list[list[int]] = [[] for _ in constraints]
+        self.plans: list[list[int]] = [[] for _ in constraints]
 
     @staticmethod
     def _matcher(view, constraint: Constraint) -> llguidance.LLMatcher:
@@ -131,11 +150,40 @@ class RowGrammars:
         matcher = self.matchers[row]
         if matcher is not None and not matcher.is_stopped():
             matcher.consume_token(token)
+            self.tokens[row].append(token)
 
     def finished(self, row: int) -> bool:
         """Whether row `row`'s grammar is complete and allows nothing more."""
         matcher = self.matchers[row]
         return matcher is not None and matcher.is_stopped()
+
+    def settle(self, rows: list[int], tokens: list[int]) -> list[int]:
+        """The tokens to write for `rows`: each model's choice, unless it would leave its
+        row no way to end within its budget; then the row's plan's next token."""
+        return [self._settled(row, token) for row, token in zip(rows, tokens, strict=True)]
+
+    def _settled(self, row: int, token: int) -> int:
+        matcher, limit = self.matchers[row], self.limits[row]
+        if matcher is None or limit is None or matcher.is_stopped():
+            return token
+        left = limit - len(self.tokens[row])
+        if left > RESERVE:
+            return token
+        text = self.view.decode_str(self.tokens[row])
+        if not self.plans[row]:  # entering the last stretch: a way out from here
+            self.plans[row] = closing_path(matcher, self.view, self.letters, text, left) or []
+        if self.plans[row][:1] == [token]:  # the model took the planned way out
+            self.plans[row] = self.plans[row][1:]
+            return token
+        after = matcher.deep_copy()
+        after.consume_token(token)
+        text += self.view.decode_str([token])
+        plan = closing_path(after, self.view, self.letters, text, left - 1)
+        if plan is not None or not self.plans[row]:
+            self.plans[row] = plan or []
+            return token
+        planned, self.plans[row] = self.plans[row][0], self.plans[row][1:]
+        return planned
 
 
 def _unpack(bits: torch.Tensor, vocabulary: int) -> torch.Tensor:

@@ -123,3 +123,23 @@ def test_random_model_answers_under_the_grammar_always_parse(tokenizer, schema, 
         query = parse_query(text)
         if schema is not None:
             assert query.collection in schema.names
+
+
+@pytest.mark.parametrize("schema", [None, FARM], ids=["query", "schema"])
+@pytest.mark.parametrize("max_new_tokens", [16, 40])
+def test_a_small_budget_still_ends_in_a_whole_query(tokenizer, schema, max_new_tokens):
+    model = build_model(tokenizer, seed=3).eval()
+    chats = [[{"role": "user", "content": q}] for q in ("Which farms?", "How many cities?")]
+    answers = generate(
+        model,
+        tokenizer,
+        chats * 3,
+        max_new_tokens=max_new_tokens,
+        temperature=1.5,
+        seed=7,
+        constraint=Constraint.lark(query_grammar(schema)),
+    )
+    for answer in answers:
+        assert answer.finish_reason == "stop", answer.text
+        assert answer.usage.completion_tokens <= max_new_tokens
+        parse_query(answer.text)

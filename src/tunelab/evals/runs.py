@@ -153,11 +153,7 @@ def record_run(
     except Interrupted:  # cancelled before any score (a judge's candidates were answering)
         found = TaskResult(answers={}, partial=nothing_scored(kind, data, models))
     except BaseException as err:
-        message = err.message if isinstance(err, TunelabError) else f"{type(err).__name__}: {err}"
-        with job_registry.Store() as store:
-            store.update_eval_run(
-                run.id, status="failed", error_message=message, finished_at=int(time.time())
-            )
+        _mark_failed(run.id, err)
         raise
     metrics, outputs = found.metrics, found.answers
     result = EvaluationResult(
@@ -178,6 +174,24 @@ def record_run(
             run.id, metrics=metrics, finished_at=int(time.time()), **outcome_of(metrics), **paths
         )
     return replace(result, **paths)
+
+
+def record_failure(
+    kind: str, *, models: list[str], data: dict, options: dict, error: BaseException
+) -> EvalRun:
+    """Record a run that failed before its task could start (its data unreadable, say), so
+    that it is listed with its error like a run that failed while scoring."""
+    with job_registry.Store() as store:
+        run = store.create_eval_run(kind, models=models, data=data, options=options)
+    return _mark_failed(run.id, error)
+
+
+def _mark_failed(run_id: str, err: BaseException) -> EvalRun:
+    message = err.message if isinstance(err, TunelabError) else f"{type(err).__name__}: {err}"
+    with job_registry.Store() as store:
+        return store.update_eval_run(
+            run_id, status="failed", error_message=message, finished_at=int(time.time())
+        )
 
 
 def outcome_of(metrics: dict) -> dict:

@@ -82,6 +82,11 @@ def first_record(path: Path) -> dict | None:
     return None
 
 
+def table_delimiter(path: Path) -> str | None:
+    """The delimiter of a CSV or TSV source; None for JSON and JSON Lines."""
+    return {"csv": ",", "tsv": "\t"}.get(_layout(path))
+
+
 def _layout(path: Path) -> str:
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv", ".tab"):

@@ -9,15 +9,37 @@ Labels are stripped of surrounding whitespace; an empty text or label is an erro
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from tunelab.data.example import ChatExample, chat
 from tunelab.data.prompts import ClassificationPrompt
-from tunelab.data.sources.records import Reading, bad_record, iter_records
+from tunelab.data.sources.records import Reading, bad_record, iter_records, table_delimiter
 from tunelab.errors import TunelabError
 
 DEFAULT_SYSTEM = "You classify text into one of a fixed set of categories."
+
+
+@dataclass(frozen=True)
+class TableHead:
+    """A table's columns and its first rows (each cell as the file holds it), for a preview."""
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+
+
+def head_table(path: Path, limit: int = 8) -> TableHead | None:
+    """The header and first `limit` rows of a CSV or TSV file, read as the readers read it;
+    None when the file is not a table or has no row."""
+    if table_delimiter(path) is None:
+        return None
+    records = [record for _, record in itertools.islice(iter_records(path), limit)]
+    if not records:
+        return None
+    columns = tuple(records[0])
+    return TableHead(columns, tuple(tuple(r[name] for name in columns) for r in records))
 
 
 def read_classification(

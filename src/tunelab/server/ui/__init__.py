@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from tunelab.server.ui import (
     auth,
     chat_pages,
+    conversation_pages,
     data_pages,
     eval_pages,
     job_pages,
@@ -31,5 +32,6 @@ def install_ui(app: FastAPI) -> None:
 
     app.middleware("http")(security_headers)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    for module in (auth, data_pages, job_pages, chat_pages, eval_pages, model_pages, lineage_pages):
+    pages = (data_pages, conversation_pages, job_pages, chat_pages, eval_pages, model_pages)
+    for module in (auth, *pages, lineage_pages):
         app.include_router(module.router)

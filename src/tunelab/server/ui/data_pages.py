@@ -18,6 +18,7 @@ from tunelab.data.prompts import ClassificationPrompt
 from tunelab.data.report_html import render_html, render_sections
 from tunelab.data.sources import KINDS, ConversationSchema, SourceOptions, preview_conversations
 from tunelab.data.sources.detect import detect_kind, is_sqlite
+from tunelab.data.sources.tables import head_table
 from tunelab.data.validate import validate_file
 from tunelab.errors import TunelabError
 from tunelab.io import atomic_write_text
@@ -110,7 +111,8 @@ async def source_page(request: Request, source_id: str):
 
 
 def _preview(path: Path) -> dict:
-    """The detected kind and the first rows (a database: its tables, counts and a sample)."""
+    """The detected kind and the first rows (a database: its tables, counts and a sample; a
+    CSV/TSV table: its header and first rows)."""
     try:
         detection = detect_kind(path)
     except TunelabError as err:
@@ -122,14 +124,26 @@ def _preview(path: Path) -> dict:
             "detection": detection,
             "problem": problem,
             "lines": None,
+            "table": None,
             "database": preview_conversations(path).to_dict(),
         }
+    table = _table_head(path)
     return {
         "detection": detection,
         "problem": problem,
-        "lines": workspace.head_text(path),
+        "lines": None if table else workspace.head_text(path),
+        "table": table,
         "database": None,
     }
+
+
+def _table_head(path: Path):
+    """A CSV/TSV source's first rows as a table; a table the reader refuses (its error is
+    shown above the preview) is previewed as text, where the faulty row can be seen."""
+    try:
+        return head_table(path, workspace.PREVIEW_LINES)
+    except TunelabError:
+        return None
 
 
 @router.post("/data/sources/{source_id}/format")

@@ -94,3 +94,14 @@ def data_name(data: dict | None, names: dict[str, str]) -> str:
     """A run's data file as people know it: its uploaded name, else the file's own name."""
     path = (data or {}).get("path") or ""
     return names.get(path) or Path(path).name or "—"
+
+
+def error_text(run, names: dict[str, str]) -> str | None:
+    """A failed run's error, its data file named as people know it (the message of a file
+    that could not be read names its place on the server)."""
+    if not run.error_message:
+        return None
+    path = (run.data or {}).get("path")
+    if not path:
+        return run.error_message
+    return run.error_message.replace(path, data_name(run.data, names))

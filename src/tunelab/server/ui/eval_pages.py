@@ -39,6 +39,7 @@ async def evals_list(request: Request):
     headlines = {r.id: runs.headline(r).text() for r in found}
     names = await run_in_threadpool(eval_answers.file_names)
     data_names = {r.id: eval_answers.data_name(r.data, names) for r in found}
+    errors = {r.id: eval_answers.error_text(r, names) for r in found if r.status == "failed"}
     active = [t for t in _tasks(request).tasks.values() if t.status == "running"]
     return web.page(
         request,
@@ -46,6 +47,7 @@ async def evals_list(request: Request):
         runs=found,
         headlines=headlines,
         data_names=data_names,
+        errors=errors,
         active=active,
     )
 
@@ -155,6 +157,7 @@ async def run_page(request: Request, run_id: str, answers: int = 0, wrong: bool 
         m for m in runs.METRICS if any(isinstance(v.get(m), (int, float)) for v in models.values())
     ]
     others = [r for r in await run_in_threadpool(runs.list_runs, 50) if r.id != run_id]
+    names = await run_in_threadpool(eval_answers.file_names)
     return web.page(
         request,
         "eval_run.html",
@@ -163,9 +166,8 @@ async def run_page(request: Request, run_id: str, answers: int = 0, wrong: bool 
         models=models,
         metrics=metrics,
         others=others,
-        data_name=eval_answers.data_name(
-            run.data, await run_in_threadpool(eval_answers.file_names)
-        ),
+        data_name=eval_answers.data_name(run.data, names),
+        error=eval_answers.error_text(run, names),
         report=web.trusted_html(render_sections(result, answers=False)) if result else None,
         answers=eval_answers.answer_page(result, answers, wrong_only=wrong) if result else None,
         answers_open=answers > 0 or wrong,

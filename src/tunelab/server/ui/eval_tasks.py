@@ -96,7 +96,16 @@ class EvalTasks:
 
 def _record(task: EvalTask) -> EvaluationResult:
     r = task.request
-    data = load_items(r.data_path, None, None, r.limit)
+    try:
+        data = load_items(r.data_path, None, None, r.limit)
+        options = _options(r)
+    except TunelabError as err:  # recorded all the same: the list of runs shows it failed
+        described = {"path": str(r.data_path), "n_items": None}
+        failed = runs.record_failure(
+            r.kind, models=r.models, data=described, options={"limit": r.limit}, error=err
+        )
+        task.run_id = failed.id
+        raise
 
     def progress(name: str, total: int):
         return task.tracker(name, total)
@@ -113,7 +122,14 @@ def _record(task: EvalTask) -> EvaluationResult:
             )
     else:
         compute = _judge(task, data, progress)
-    options = {"limit": r.limit}
+    return runs.record_run(
+        r.kind, models=r.models, data=data.describe(), options=options, task=compute
+    )
+
+
+def _options(r: EvalRequest) -> dict:
+    """The run's options as `tunelab eval` records them."""
+    options: dict = {"limit": r.limit}
     if r.kind == "classify":
         options["method"] = "score"  # label scoring, as `tunelab eval classify` by default
     if r.kind in ("judge", "pairwise"):
@@ -124,9 +140,7 @@ def _record(task: EvalTask) -> EvaluationResult:
             rubric=None,
             judge_max_tokens=r.judge_max_tokens,
         )
-    return runs.record_run(
-        r.kind, models=r.models, data=data.describe(), options=options, task=compute
-    )
+    return options
 
 
 def _judge(task: EvalTask, data, progress):

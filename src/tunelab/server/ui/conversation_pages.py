@@ -1,0 +1,117 @@
+"""Generate conversations (seed 004's first step, `tunelab generate-conversations`): an
+ideas file, uploaded or one of the studio's sources, answered by a model; the progress page
+opens the conversation database as a source when it is written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse
+
+from tunelab.errors import TunelabError
+from tunelab.server.model_access import check_offered
+from tunelab.server.ui import web, workspace
+from tunelab.server.ui.chat_pages import chat_models
+from tunelab.server.ui.conversation_tasks import (
+    GENERATED_ORIGIN,
+    GenerationRequest,
+    GenerationTasks,
+)
+
+router = APIRouter()
+CHUNK = 1 << 20
+MAX_TEMPERATURE = 2.0  # as the CLI's --temperature and the chat API allow
+
+
+def _tasks(request: Request) -> GenerationTasks:
+    state = request.app.state
+    if not hasattr(state, "generation_tasks"):
+        state.generation_tasks = GenerationTasks()
+    return state.generation_tasks
+
+
+@router.get("/data/generate")
+async def generate_form(request: Request, source: str | None = None):
+    models = await run_in_threadpool(chat_models)
+    # A conversation database the studio wrote is no ideas file: the others may be.
+    sources = [s for s in workspace.list_meta("sources") if s["origin"] != GENERATED_ORIGIN]
+    return web.page(
+        request, "generate.html", nav="data", models=models, sources=sources, source=source
+    )
+
+
+@router.post("/data/generate")
+async def generate_start(request: Request):
+    form = await request.form()
+    try:
+        ideas = await _ideas_source(form)
+        model = web.form_text(form, "model", "")
+        await run_in_threadpool(check_offered, [model], request.app.state.config)
+        generation = GenerationRequest(
+            ideas_path=Path(ideas["path"]),
+            ideas_name=ideas["name"],
+            model=model,
+            template=web.form_text(form, "template", "{idea}"),
+            system_prompt=web.form_text(form, "system"),
+            max_tokens=_max_tokens(form),
+            temperature=_temperature(form),
+        )
+        task = await run_in_threadpool(_tasks(request).start, generation)
+    except TunelabError as err:
+        return web.error_page(request, err)
+    return web.see_other(f"/data/generate/tasks/{task.id}")
+
+
+async def _ideas_source(form) -> dict:
+    """The uploaded ideas file (kept as a source, to pick again) or the source chosen."""
+    upload = form.get("ideas")
+    if upload is not None and not isinstance(upload, str) and upload.filename:
+        _, target = workspace.upload_target(upload.filename)
+        with target.open("wb") as handle:  # the body limit is the server's (413 past it)
+            while chunk := await upload.read(CHUNK):
+                handle.write(chunk)
+        return workspace.add_source(target, workspace.safe_name(upload.filename), "upload")
+    source_id = web.form_text(form, "source")
+    if not source_id:
+        raise TunelabError("no_file", "Upload an ideas file or choose one of the sources.")
+    return workspace.read_meta("sources", source_id)
+
+
+def _max_tokens(form) -> int:
+    given = web.form_number(form, "max_tokens", int)
+    if given is not None and given < 1:
+        raise TunelabError("invalid_form", "max tokens: a whole number from 1.")
+    return given or 512
+
+
+def _temperature(form) -> float:
+    given = web.form_number(form, "temperature")
+    if given is not None and not 0 <= given <= MAX_TEMPERATURE:
+        raise TunelabError("invalid_form", f"temperature: from 0 to {MAX_TEMPERATURE:g}.")
+    return given or 0.0
+
+
+@router.get("/data/generate/tasks/{task_id}")
+def task_page(request: Request, task_id: str):
+    try:
+        task = _tasks(request).get(task_id)
+    except TunelabError as err:
+        return web.error_page(request, err, 404)
+    if task.status == "succeeded" and request.headers.get("hx-request"):
+        response = HTMLResponse("")
+        response.headers["HX-Redirect"] = f"/data/sources/{task.source_id}"
+        return response
+    name = "_generate_task.html" if request.headers.get("hx-request") else "generate_task.html"
+    return web.page(request, name, nav="data", task=task)
+
+
+@router.post("/data/generate/tasks/{task_id}/cancel")
+def task_cancel(request: Request, task_id: str):
+    try:
+        _tasks(request).get(task_id).cancel.set()
+    except TunelabError as err:
+        return web.error_page(request, err, 404)
+    return web.see_other(f"/data/generate/tasks/{task_id}")

@@ -762,21 +762,31 @@ def scan_files(
 ) -> tuple[FileScan, FileScan | None]:
     """Scan a training file (`observe` sees its examples) and a validation file, then check
     them against each other. `progress(path, bytes_read)` reports reading progress."""
-    scans = []
-    for file, label, seen in ((path, None, observe), (val_path, str(val_path), None)):
-        if file is None:
-            continue
-        report = (lambda done, f=str(file): progress(f, done)) if progress else None
-        scans.append(
-            scan_file(
-                file,
-                counter=counter,
-                context_limit=context,
-                label=label,
-                observe=seen,
-                progress=report,
-            )
+
+    def scan_one(file, label, report) -> FileScan:
+        seen = observe if label is None else None
+        return scan_file(
+            file, counter=counter, context_limit=context, label=label, observe=seen, progress=report
         )
+
+    return scan_pair(path, val_path, spec, progress, scan_one)
+
+
+def scan_pair(
+    path: str | Path,
+    val_path: str | Path | None,
+    spec: ModelSpec | None,
+    progress: Callable[[str, int], None] | None,
+    scan_one: Callable[[str | Path, str | None, Callable[[int], None] | None], FileScan],
+) -> tuple[FileScan, FileScan | None]:
+    """A training file and its validation file, each read by `scan_one(file, label, report)`
+    (label None for the training file; `report(bytes_read)` feeds `progress(path, ...)`),
+    then checked against each other."""
+    scans = []
+    for file, label in ((path, None), (val_path, str(val_path))):
+        if file is not None:
+            report = (lambda done, f=str(file): progress(f, done)) if progress else None
+            scans.append(scan_one(file, label, report))
     train, val = scans[0], (scans[1] if len(scans) > 1 else None)
     check_across(train, val, spec)
     return train, val

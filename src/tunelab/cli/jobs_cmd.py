@@ -18,7 +18,7 @@ from tunelab.cli import common
 from tunelab.cli.options import (
     base_model_option,
     choice_option,
-    input_file,
+    grader_option,
     json_option,
     training_files,
 )
@@ -49,6 +49,16 @@ STATUS_STYLE = {
     "validating_files": "blue",
 }
 
+# The options `jobs create` and `jobs resume` share: a reinforcement job's grader, and
+# whether to leave a local job queued for a worker started later.
+job_grader_option = grader_option(
+    "--training-method reinforcement: the grader (OpenAI's definition, JSON) that scores "
+    "the answers."
+)
+no_start_option = click.option(
+    "--no-start", is_flag=True, help="Queue a local job without starting a worker."
+)
+
 
 @click.group("jobs")
 def jobs_group() -> None:
@@ -73,14 +83,8 @@ def jobs_group() -> None:
     "Train a local job data-parallel in this many processes (one per GPU; on a CPU, "
     "gloo), started by the worker with torchrun."
 )
-@click.option(
-    "--grader",
-    "grader_file",
-    type=input_file,
-    help="--training-method reinforcement: the grader (OpenAI's definition, JSON) that scores "
-    "the answers.",
-)
-@click.option("--no-start", is_flag=True, help="Queue a local job without starting a worker.")
+@job_grader_option
+@no_start_option
 @click.option("--wait", "wait_", is_flag=True, help="Wait for the job to finish (as `jobs wait`).")
 @json_option("Print the job object as JSON.")
 def create_cmd(
@@ -456,14 +460,8 @@ def pause_cmd(job_id, as_json) -> int:
 
 @jobs_group.command("resume")
 @click.argument("job_id")
-@click.option(
-    "--grader",
-    "grader_file",
-    type=input_file,
-    help="--training-method reinforcement: the grader (OpenAI's definition, JSON) that scores "
-    "the answers.",
-)
-@click.option("--no-start", is_flag=True, help="Queue a local job without starting a worker.")
+@job_grader_option
+@no_start_option
 @json_option()
 def resume_cmd(job_id, no_start, as_json) -> int:
     """Continue a paused job, or a failed or cancelled local job from its last checkpoint."""

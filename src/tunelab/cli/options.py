@@ -279,6 +279,11 @@ def method_option(help: str):
     return choice_option("--method", choices=list(METHODS), help=help)
 
 
+def grader_option(help: str):
+    """`--grader FILE`: a grader definition (OpenAI's, JSON) for reinforcement."""
+    return click.option("--grader", "grader_file", type=input_file, help=help)
+
+
 def grader_field_options(command):
     """`--grader-field NAME` (repeatable) and `--grader FILE`: the item fields a
     reinforcement grader reads, required of every item."""
@@ -289,10 +294,7 @@ def grader_field_options(command):
             multiple=True,
             help="Reinforcement: an item field the grader reads as {{item.NAME}} (repeatable).",
         ),
-        click.option(
-            "--grader",
-            "grader_file",
-            type=input_file,
-            help="Reinforcement: a grader definition (JSON); every item needs the fields it reads.",
+        grader_option(
+            "Reinforcement: a grader definition (JSON); every item needs the fields it reads."
         ),
     )(command)

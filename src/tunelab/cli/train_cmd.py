@@ -25,7 +25,7 @@ from tunelab.cli import common
 from tunelab.cli.cancel import EXIT_INTERRUPTED, ctrl_c_cancels
 from tunelab.cli.options import (
     base_model_option,
-    input_file,
+    grader_option,
     json_option,
     output_option,
     training_files,
@@ -86,12 +86,9 @@ def build_config(settings: dict) -> TrainConfig:
     help="Also send the metrics to this experiment tracker (repeatable; its package must be "
     "installed).",
 )
-@click.option(
-    "--grader",
-    "grader_file",
-    type=input_file,
-    help="Reinforcement: the grader (OpenAI's definition, JSON) whose score of each sampled "
-    "answer is its reward; --resume reuses the run's.",
+@grader_option(
+    "Reinforcement: the grader (OpenAI's definition, JSON) whose score of each sampled "
+    "answer is its reward; --resume reuses the run's."
 )
 @click.option("--dry-run", is_flag=True, help="Print the plan (examples, tokens, steps, time).")
 @click.option(

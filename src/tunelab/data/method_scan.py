@@ -32,11 +32,11 @@ from tunelab.data.validate import (
     MAX_LINE_BYTES,
     FileScan,
     ValidationReport,
-    check_across,
     finish_scan,
     report_bad_line,
     report_duplicate_keys,
     report_long_line,
+    scan_pair,
     special_token_pattern,
     validate_file,
 )
@@ -190,23 +190,13 @@ def scan_method_files(
 ) -> tuple[FileScan, FileScan | None]:
     """`scan_files` for a dpo or reinforcement training file and its validation file."""
     context = context_limit(spec) if spec is not None else None
-    scans = []
-    for file, label in ((path, None), (val_path, str(val_path))):
-        if file is not None:
-            report = (lambda done, f=str(file): progress(f, done)) if progress else None
-            scans.append(
-                scan_method_file(
-                    file,
-                    options,
-                    counter=counter,
-                    context_limit=context,
-                    label=label,
-                    progress=report,
-                )
-            )
-    train, val = scans[0], (scans[1] if len(scans) > 1 else None)
-    check_across(train, val, spec)
-    return train, val
+
+    def scan_one(file, label, report) -> FileScan:
+        return scan_method_file(
+            file, options, counter=counter, context_limit=context, label=label, progress=report
+        )
+
+    return scan_pair(path, val_path, spec, progress, scan_one)
 
 
 def validate_data_file(

@@ -175,11 +175,12 @@ def check_record(record: object, special: re.Pattern[str] = _RESERVED_PATTERN) -
     """Every defect of one parsed line, as (code, message) pairs; [] for a clean example."""
     if not isinstance(record, dict):
         return [("not_an_object", f"the line is a JSON {_json_type(record)}, not an object")]
-    problems = [
-        ("unrecognized_key", f"unrecognized key {key!r}: OpenAI's chat format has no such key")
-        for key in record
-        if key not in TOP_LEVEL_KEYS
-    ]
+    problems = _unrecognized_keys(
+        record,
+        TOP_LEVEL_KEYS,
+        "unrecognized_key",
+        "unrecognized key {key!r}: OpenAI's chat format has no such key",
+    )
     if "messages" not in record:
         return [*problems, ("missing_messages", 'the example has no "messages" list')]
     messages = record["messages"]
@@ -193,6 +194,12 @@ def check_record(record: object, special: re.Pattern[str] = _RESERVED_PATTERN) -
     if not any(isinstance(m, dict) and m.get("role") == "assistant" for m in messages):
         problems.append(("no_assistant_message", "the example has no assistant message"))
     return problems
+
+
+def _unrecognized_keys(found: dict, known, code: str, message: str) -> list:
+    """A (code, message) finding for each key of `found` not in `known`; `message` is
+    formatted with the {key}."""
+    return [(code, message.format(key=key)) for key in found if key not in known]
 
 
 def check_messages(messages: list, special: re.Pattern[str] = _RESERVED_PATTERN) -> list:
@@ -212,11 +219,12 @@ def _check_message(message: object, index: int, special: re.Pattern[str]) -> lis
     where = f"message {index}"
     if not isinstance(message, dict):
         return [("message_not_an_object", f"{where} is a {_json_type(message)}, not an object")]
-    problems = [
-        ("unrecognized_message_key", f"{where} has an unrecognized key {key!r}")
-        for key in message
-        if key not in MESSAGE_KEYS
-    ]
+    problems = _unrecognized_keys(
+        message,
+        MESSAGE_KEYS,
+        "unrecognized_message_key",
+        where + " has an unrecognized key {key!r}",
+    )
     role = message.get("role")
     if "role" not in message:
         problems.append(("missing_role", f"{where} has no role"))
@@ -754,21 +762,31 @@ def scan_files(
 ) -> tuple[FileScan, FileScan | None]:
     """Scan a training file (`observe` sees its examples) and a validation file, then check
     them against each other. `progress(path, bytes_read)` reports reading progress."""
-    scans = []
-    for file, label, seen in ((path, None, observe), (val_path, str(val_path), None)):
-        if file is None:
-            continue
-        report = (lambda done, f=str(file): progress(f, done)) if progress else None
-        scans.append(
-            scan_file(
-                file,
-                counter=counter,
-                context_limit=context,
-                label=label,
-                observe=seen,
-                progress=report,
-            )
+
+    def scan_one(file, label, report) -> FileScan:
+        seen = observe if label is None else None
+        return scan_file(
+            file, counter=counter, context_limit=context, label=label, observe=seen, progress=report
         )
+
+    return scan_pair(path, val_path, spec, progress, scan_one)
+
+
+def scan_pair(
+    path: str | Path,
+    val_path: str | Path | None,
+    spec: ModelSpec | None,
+    progress: Callable[[str, int], None] | None,
+    scan_one: Callable[[str | Path, str | None, Callable[[int], None] | None], FileScan],
+) -> tuple[FileScan, FileScan | None]:
+    """A training file and its validation file, each read by `scan_one(file, label, report)`
+    (label None for the training file; `report(bytes_read)` feeds `progress(path, ...)`),
+    then checked against each other."""
+    scans = []
+    for file, label in ((path, None), (val_path, str(val_path))):
+        if file is not None:
+            report = (lambda done, f=str(file): progress(f, done)) if progress else None
+            scans.append(scan_one(file, label, report))
     train, val = scans[0], (scans[1] if len(scans) > 1 else None)
     check_across(train, val, spec)
     return train, val

@@ -128,18 +128,9 @@ class RecordedCandidate(Candidate):
     def __init__(self, name: str, answers: dict[str, Answer], key: Callable[[list[dict]], str]):
         self.name, self.answers, self.key = name, answers, key
 
-    def answer(
-        self,
-        conversations,
-        *,
-        max_tokens=256,
-        temperature=0.0,
-        progress=None,
-        cancel=None,
-        tools=None,
-        grammar=None,
-    ) -> list[Answer]:
-        """The recorded answers (already given: a grammar cannot change them)."""
+    def answer(self, conversations, *, progress=None, cancel=None, **asking) -> list[Answer]:
+        """The recorded answers: already given, so what the asking would set (`max_tokens`,
+        `temperature`, `tools`, a grammar) cannot change them."""
         answers: list[Answer] = []
         for messages in conversations:
             check_cancel(cancel, answers)

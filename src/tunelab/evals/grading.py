@@ -29,6 +29,7 @@ from tunelab.data.validate import MAX_LINE_BYTES
 from tunelab.errors import TunelabError
 from tunelab.evals.candidates import Interrupted, answer_all
 from tunelab.evals.graders import Grader, GradeResult, Sample, grade, parse_grader
+from tunelab.evals.items import describe_data
 from tunelab.evals.result import TaskResult, partial_of
 from tunelab.io import atomic_write_text, file_sha256
 
@@ -49,12 +50,7 @@ class GradeData:
     checksum: str
 
     def describe(self) -> dict:
-        return {
-            "path": str(self.path),
-            "kind": "reinforcement",
-            "n_items": len(self.items),
-            "sha256": self.checksum,
-        }
+        return describe_data(self.path, "reinforcement", self.items, self.checksum)
 
 
 def load_grade_data(grader_path: Path, data_path: Path, limit: int | None = None) -> GradeData:

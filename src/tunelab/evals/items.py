@@ -43,12 +43,14 @@ class EvalData:
         return [item.messages for item in self.items]
 
     def describe(self) -> dict:
-        return {
-            "path": str(self.path),
-            "kind": self.kind,
-            "n_items": len(self.items),
-            "sha256": self.checksum,
-        }
+        return describe_data(self.path, self.kind, self.items, self.checksum)
+
+
+def describe_data(path: Path, kind: str, items: list, checksum: str, **counts: int) -> dict:
+    """What an evaluation run records about its data file (`data` of the run): where it is,
+    its kind, how many items it gave (and `counts` of others, such as those skipped), and
+    its checksum."""
+    return {"path": str(path), "kind": kind, "n_items": len(items), **counts, "sha256": checksum}
 
 
 def load_items(

@@ -29,6 +29,7 @@ from tunelab.data.jsonl import iter_lines, open_jsonl
 from tunelab.data.tool_calls import call_problem, declared_functions, read_arguments
 from tunelab.errors import TunelabError
 from tunelab.evals.candidates import Interrupted, answer_all
+from tunelab.evals.items import describe_data
 from tunelab.evals.result import TaskResult, partial_of
 from tunelab.io import file_sha256
 from tunelab.types import Answer
@@ -59,13 +60,7 @@ class ToolData:
     checksum: str
 
     def describe(self) -> dict:
-        return {
-            "path": str(self.path),
-            "kind": "chat",
-            "n_items": len(self.items),
-            "n_skipped": self.n_skipped,
-            "sha256": self.checksum,
-        }
+        return describe_data(self.path, "chat", self.items, self.checksum, n_skipped=self.n_skipped)
 
 
 def load_tool_items(path: Path, limit: int | None = None) -> ToolData:

@@ -8,6 +8,7 @@ need OpenAI refuse with a clear message once their date has passed.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
 from tunelab.errors import TunelabError
@@ -51,24 +52,43 @@ def _days(n: int) -> str:
     return f"{n} day" if n == 1 else f"{n} days"
 
 
+@dataclass(frozen=True)
+class Closure:
+    """One part of OpenAI's service that closes on `day`, and how a step needing it refuses."""
+
+    day: date
+    code: str
+    refusal: str  # formatted with the refused {step} and the closing {day}
+    hint: str
+
+    def require_open(self, today: date, step: str) -> None:
+        if today >= self.day:
+            raise TunelabError(
+                self.code, self.refusal.format(step=step, day=self.day), hint=self.hint
+            )
+
+
+ANSWERING = Closure(
+    MODELS_STOP,
+    "openai_models_stopped",
+    "{step} needs the old fine-tuned model to answer, and OpenAI's fine-tuned models stopped "
+    "answering on {day}.",
+    "`tunelab migrate openai plan` and `run` still work from the registry, and `compare` uses "
+    "the answers `distil` recorded",
+)
+NEW_JOBS = Closure(
+    NO_NEW_JOBS,
+    "openai_fine_tuning_closed",
+    "{step} would create a fine-tuning job on OpenAI, which takes no new jobs since {day}.",
+    "choose a local or Together target (`--target local`, `--target together`)",
+)
+
+
 def require_answering(today: date, step: str) -> None:
     """Refuse `step` (it asks the old ft: model) once fine-tuned models have stopped."""
-    if today >= MODELS_STOP:
-        raise TunelabError(
-            "openai_models_stopped",
-            f"{step} needs the old fine-tuned model to answer, and OpenAI's fine-tuned "
-            f"models stopped answering on {MODELS_STOP}.",
-            hint="`tunelab migrate openai plan` and `run` still work from the registry, and "
-            "`compare` uses the answers `distil` recorded",
-        )
+    ANSWERING.require_open(today, step)
 
 
 def require_new_jobs(today: date, step: str) -> None:
     """Refuse `step` (it creates an OpenAI job) once OpenAI takes no new jobs."""
-    if today >= NO_NEW_JOBS:
-        raise TunelabError(
-            "openai_fine_tuning_closed",
-            f"{step} would create a fine-tuning job on OpenAI, which takes no new jobs "
-            f"since {NO_NEW_JOBS}.",
-            hint="choose a local or Together target (`--target local`, `--target together`)",
-        )
+    NEW_JOBS.require_open(today, step)

@@ -288,14 +288,27 @@ class Provider:
         release: Callable[[], None],
     ) -> None:
         """Start streaming `options.n` answers into `answer`; `release()` once done."""
-        loop = asyncio.get_running_loop()
         settings = options.settings()
+        self.relay_streams(
+            answer, options.n, lambda _: self.stream_chat(model, messages, **settings), release
+        )
+
+    def relay_streams(
+        self,
+        answer: AnswerStream,
+        n: int,
+        open_stream: Callable[[int], ChatStream],
+        release: Callable[[], None],
+    ) -> None:
+        """Feed the `n` streams `open_stream(index)` into `answer` from a relay thread (off
+        the running event loop, which it wakes per delta); `release()` once done."""
+        loop = asyncio.get_running_loop()
         relay = partial(
             feed,
             answer,
             answer.emitter(loop),
-            options.n,
-            lambda _: self.stream_chat(model, messages, **settings),
+            n,
+            open_stream,
             stopped=lambda: self.serving_stopped,
         )
         loop.run_in_executor(relay_threads(), relay).add_done_callback(lambda _: release())

@@ -8,9 +8,8 @@ import time
 
 from sqlalchemy import delete, select
 
-from tunelab.errors import TunelabError
 from tunelab.registry.database import Database
-from tunelab.registry.records import ModelAlias
+from tunelab.registry.records import ModelAlias, not_found
 from tunelab.registry.schema import model_aliases
 
 
@@ -40,11 +39,7 @@ class ModelAliases:
     def delete_alias(self, alias: str) -> ModelAlias:
         found = self.find_alias(alias)
         if found is None:
-            raise TunelabError(
-                "alias_not_found",
-                f"no alias {alias} in the registry.",
-                hint="`tunelab models alias` lists the aliases",
-            )
+            raise not_found("alias", alias)
         with self._db.write() as db:
             db.execute(delete(model_aliases).where(model_aliases.c.alias == alias))
         return found

@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select, update
 
-from tunelab.errors import TunelabError
 from tunelab.registry.database import Database
-from tunelab.registry.records import EvalOutput, EvalRun
+from tunelab.registry.records import EvalOutput, EvalRun, not_found
 from tunelab.registry.schema import eval_outputs, eval_runs
 from tunelab.registry.writes import EvalRunChanges, check_names, new_id
 
@@ -49,11 +48,7 @@ class EvalRuns:
     def get_eval_run(self, run_id: str) -> EvalRun:
         row = self._db.execute(select(eval_runs).where(eval_runs.c.id == run_id)).mappings().first()
         if row is None:
-            raise TunelabError(
-                "eval_run_not_found",
-                f"no evaluation run {run_id} in the registry.",
-                hint="`tunelab eval list` shows the runs",
-            )
+            raise not_found("eval_run", run_id)
         return EvalRun.from_row(row)
 
     def list_eval_runs(self, limit: int = 50, kind: str | None = None) -> list[EvalRun]:

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from tunelab.errors import TunelabError
+
 # What `tunelab.registry` offers beside the store.
 __all__ = [
     "Checkpoint",
@@ -30,6 +32,22 @@ __all__ = [
     "ModelAlias",
     "Record",
 ]
+
+# Each kind of record a lookup can miss: what the error calls it, and where to find one.
+_KINDS = {
+    "file": ("file", "GET /v1/files on `tunelab serve` lists the files it holds"),
+    "job": ("job", "`tunelab jobs list` shows the jobs tunelab knows"),
+    "model": ("model", "`tunelab models list` shows the models tunelab knows"),
+    "alias": ("alias", "`tunelab models alias` lists the aliases"),
+    "eval_run": ("evaluation run", "`tunelab eval list` shows the runs"),
+}
+
+
+def not_found(kind: str, key: str) -> TunelabError:
+    """The error for a `kind` of record (file, job, model, alias, eval_run) with no `key`."""
+    name, hint = _KINDS[kind]
+    return TunelabError(f"{kind}_not_found", f"no {name} {key} in the registry.", hint=hint)
+
 
 R = TypeVar("R", bound="Record")
 

@@ -20,11 +20,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import Select, Table, delete, func, insert, or_, select, tuple_, update
 
-from tunelab.errors import TunelabError
 from tunelab.registry.aliases import ModelAliases
 from tunelab.registry.database import Database
 from tunelab.registry.eval_runs import EvalRuns
-from tunelab.registry.records import Checkpoint, Event, File, Job, Model, Record
+from tunelab.registry.records import Checkpoint, Event, File, Job, Model, Record, not_found
 from tunelab.registry.schema import files, job_checkpoints, job_events, job_metrics, jobs, models
 from tunelab.registry.writes import JobChanges, NewJob, check_names, new_id
 from tunelab.settings import get_settings
@@ -33,12 +32,6 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack
 
 R = TypeVar("R", bound=Record)
-# Where a user finds the records of each kind that the registry holds: the hint when one is
-# not found.
-_LISTS = {
-    "file": "GET /v1/files on `tunelab serve` lists the files it holds",
-    "job": "`tunelab jobs list` shows the jobs tunelab knows",
-}
 
 
 def now() -> int:
@@ -79,9 +72,7 @@ class Store(EvalRuns, ModelAliases):
         query = select(table).where(or_(by_id, table.c[f"provider_{noun}_id"] == key))
         row = self._one(record, query.order_by(by_id.desc()).limit(1))
         if row is None:
-            raise TunelabError(
-                f"{noun}_not_found", f"no {noun} {key} in the registry.", hint=_LISTS[noun]
-            )
+            raise not_found(noun, key)
         return row
 
     def _all(self, record: type[R], query: Select[Any]) -> list[R]:
@@ -368,11 +359,7 @@ class Store(EvalRuns, ModelAliases):
     def get_model(self, model_id: str) -> Model:
         row = self.find_model(model_id)
         if row is None:
-            raise TunelabError(
-                "model_not_found",
-                f"no model {model_id} in the registry.",
-                hint="`tunelab models list` shows the models tunelab knows",
-            )
+            raise not_found("model", model_id)
         return row
 
     def list_models(self, provider: str | None = None) -> list[Model]:

@@ -206,20 +206,18 @@ class _Reader:
         return read(self)
 
 
+def _compared(r: _Reader) -> tuple[str, str, str]:
+    """The fields every `_Comparison` grader starts with: name, input, reference."""
+    return r.text("name"), r.text("input"), r.text("reference")
+
+
 def _string_check(r: _Reader) -> StringCheck:
-    return StringCheck(
-        r.text("name"),
-        r.text("input"),
-        r.text("reference"),
-        r.choice("operation", STRING_OPERATIONS),
-    )
+    return StringCheck(*_compared(r), r.choice("operation", STRING_OPERATIONS))
 
 
 def _text_similarity(r: _Reader) -> TextSimilarity:
     return TextSimilarity(
-        r.text("name"),
-        r.text("input"),
-        r.text("reference"),
+        *_compared(r),
         r.choice("evaluation_metric", SIMILARITY_METRICS),
         r.number("pass_threshold"),
     )
@@ -336,18 +334,11 @@ def _sub_graders(r: _Reader) -> dict:
 
 
 def _mongo_query(r: _Reader) -> MongoQuery:
-    return MongoQuery(
-        r.text("name"),
-        r.text("input"),
-        r.text("reference"),
-        r.choice("metric", MONGO_METRICS, "structural"),
-    )
+    return MongoQuery(*_compared(r), r.choice("metric", MONGO_METRICS, "structural"))
 
 
 def _label_match(r: _Reader) -> LabelMatch:
-    return LabelMatch(
-        r.text("name"), r.text("input"), r.text("reference"), r.strings("labels", False)
-    )
+    return LabelMatch(*_compared(r), r.strings("labels", False))
 
 
 _READERS = {

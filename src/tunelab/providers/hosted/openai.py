@@ -275,15 +275,7 @@ class OpenAIProvider(HostedProvider):
     # Chat
 
     def chat(self, model: str, messages: list[dict], **options) -> Answer:
-        sent = self._chat_options(**options)
-        response = self._call(
-            lambda: self._client.chat.completions.create(
-                model=model,
-                messages=_sdk_messages(messages),
-                timeout=http_limits.request_timeout(http_limits.ANSWER_SECONDS),
-                **sent,
-            )
-        )
+        response = self._create_completion(model, messages, options)
         choice = response.choices[0]
         usage = response.usage
         return Answer(
@@ -296,17 +288,9 @@ class OpenAIProvider(HostedProvider):
         )
 
     def stream_chat(self, model: str, messages: list[dict], **options) -> ChatStream:
-        sent = self._chat_options(**options)
         # The request is made here, so a refusal (or a retried 429) comes before any delta.
-        chunks = self._call(
-            lambda: self._client.chat.completions.create(
-                model=model,
-                messages=_sdk_messages(messages),
-                stream=True,
-                stream_options={"include_usage": True},
-                timeout=http_limits.request_timeout(http_limits.ANSWER_SECONDS),
-                **sent,
-            )
+        chunks = self._create_completion(
+            model, messages, options, stream=True, stream_options={"include_usage": True}
         )
         response = getattr(chunks, "response", None)
         if response is not None and "json" in response.headers.get("content-type", ""):
@@ -314,6 +298,20 @@ class OpenAIProvider(HostedProvider):
             response.read()
             return ChatStream.of(whole_answer(response.json(), model))
         return chunk_stream(chunks, model, self._stream_error)
+
+    def _create_completion(self, model: str, messages: list[dict], options: dict, **streaming):
+        """One chat completion request with the caller's `options` (retried as `_call`
+        retries); `streaming`: the SDK's stream arguments, for a stream of chunks."""
+        sent = self._chat_options(**options)
+        return self._call(
+            lambda: self._client.chat.completions.create(
+                model=model,
+                messages=_sdk_messages(messages),
+                timeout=http_limits.request_timeout(http_limits.ANSWER_SECONDS),
+                **streaming,
+                **sent,
+            )
+        )
 
     def _chat_options(self, **options) -> dict:
         """The settings the caller gave, under this server's names."""

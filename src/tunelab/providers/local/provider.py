@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from tunelab.engine.sources import ModelInfo, resolve_model_source
 from tunelab.errors import usage_error
-from tunelab.providers.answer_stream import AnswerStream, feed
+from tunelab.providers.answer_stream import AnswerStream
 from tunelab.providers.base import ANSWER_FIELDS, ChatOptions, ChatStream, chat_settings
 from tunelab.providers.local import jobs as local
 from tunelab.providers.local.artifacts import JobWorkspace
@@ -28,7 +28,6 @@ from tunelab.providers.provider import (
     SCORING,
     Provider,
     ServingLimits,
-    relay_threads,
 )
 from tunelab.registry import Job
 from tunelab.types import Answer, AnswerScore
@@ -226,7 +225,9 @@ class LocalProvider(Provider):
 
         llama = await self._llama_model(model, options)
         if llama is not None:
-            self._relay_llama(llama, messages, options, answer, release)
+            # llama.cpp streams from a relay thread, as hosted answers are streamed
+            stream = partial(llama.stream, messages, options)
+            self.relay_streams(answer, options.n, stream, release)
             return
         loaded = await self._loaded(model)
         tools, constraint = structure(options, loaded.tokenizer)
@@ -256,26 +257,6 @@ class LocalProvider(Provider):
         if known:
             return llama
         return await asyncio.to_thread(self._llamacpp.model_for, model)
-
-    def _relay_llama(
-        self,
-        llama: LlamaModel,
-        messages: list[dict],
-        options: ChatOptions,
-        answer: AnswerStream,
-        release: Callable[[], None],
-    ) -> None:
-        """Stream llama.cpp's answer from a relay thread, as hosted answers are streamed."""
-        loop = asyncio.get_running_loop()
-        relay = partial(
-            feed,
-            answer,
-            answer.emitter(loop),
-            options.n,
-            lambda index: llama.stream(messages, options, index),
-            stopped=lambda: self.serving_stopped,
-        )
-        loop.run_in_executor(relay_threads(), relay).add_done_callback(lambda _: release())
 
     async def _loaded(self, model: str) -> LoadedModel:
         """The model from the cache: looked up on the event loop, resolved and loaded in a

@@ -49,12 +49,12 @@ STATUS_STYLE = {
     "validating_files": "blue",
 }
 
-# The options `jobs create` and `jobs resume` share: a reinforcement job's grader, and
-# whether to leave a local job queued for a worker started later.
+# A reinforcement job's grader (a resumed job keeps the one it was created with).
 job_grader_option = grader_option(
     "--training-method reinforcement: the grader (OpenAI's definition, JSON) that scores "
     "the answers."
 )
+# Whether to leave a local job queued for a worker started later (`create` and `resume`).
 no_start_option = click.option(
     "--no-start", is_flag=True, help="Queue a local job without starting a worker."
 )
@@ -460,7 +460,6 @@ def pause_cmd(job_id, as_json) -> int:
 
 @jobs_group.command("resume")
 @click.argument("job_id")
-@job_grader_option
 @no_start_option
 @json_option()
 def resume_cmd(job_id, no_start, as_json) -> int:

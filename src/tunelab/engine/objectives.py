@@ -84,6 +84,9 @@ class Objective(Protocol):
     # The `Measured.sums` that count examples (divided by the examples, not the units), also
     # reported for validation passes.
     per_example: tuple[str, ...]
+    # Every name `measure` sums (`Measured.sums`): the ranks add them up in this order, the
+    # same on each (one that only padded its step has none of them measured).
+    sum_names: tuple[str, ...]
 
     def begin_step(self, step: int) -> None: ...
 
@@ -101,6 +104,7 @@ class Supervised:
     packing: bool = False
     accuracy_name: str = "mean_token_accuracy"
     per_example: tuple[str, ...] = ("answer_accuracy",)
+    sum_names: tuple[str, ...] = ("answer_accuracy",)
 
     def begin_step(self, step: int) -> None:
         """Nothing of the supervised loss depends on the step."""
@@ -129,6 +133,7 @@ class DirectPreference:
     # A full fine-tune's frozen starting weights; None for LoRA (the adapter switched off).
     frozen_reference: torch.nn.Module | None = None
     accuracy_name: str = "preference_accuracy"
+    sum_names: tuple[str, ...] = ("reward_margin", "chosen_reward", "rejected_reward")
     per_example: tuple[str, ...] = ()  # a pair is the unit
     # id(pair) → (chosen, rejected) reference log-probabilities.
     _reference: dict[int, tuple[float, float]] = field(default_factory=dict)
@@ -229,6 +234,13 @@ class GroupRelative:
     frozen_reference: torch.nn.Module | None = None
     accuracy_name: str = "reward_mean"
     per_example: tuple[str, ...] = ()  # a prompt is the unit
+    sum_names: tuple[str, ...] = (
+        "reward_std",
+        "kl",
+        "clip_fraction",
+        "frac_reward_zero_std",
+        "answer_tokens",
+    )
     step: int = 0
 
     def begin_step(self, step: int) -> None:

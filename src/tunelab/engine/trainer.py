@@ -520,7 +520,7 @@ class _Loop:
                     step_sums.add(measured)
             if not self.sharded:  # FSDP reduced the gradients during backward
                 self.ranks.sum_gradients(self.parameters)
-            step_sums = step_sums.summed(self.ranks, self.device)
+            step_sums = step_sums.summed(self.ranks, self.device, objective.sum_names)
             self.scaler.unscale_(self.optimizer)
             clip = self.config.max_grad_norm or math.inf
             grad_norm = (
@@ -706,15 +706,16 @@ class _Sums:
         for name, value in measured.sums.items():
             self.sums[name] = self.sums.get(name, 0.0) + value
 
-    def summed(self, ranks: Ranks, device: torch.device) -> _Sums:
-        """The totals over every rank (a collective; a no-op in one process)."""
-        names = sorted(self.sums)
+    def summed(self, ranks: Ranks, device: torch.device, names: Sequence[str]) -> _Sums:
+        """The totals over every rank (a collective; a no-op in one process), of the loss,
+        the right answers and the objective's `names`, in that order on every rank (one
+        whose step was all padding passes contributes zeros)."""
         local = torch.stack(
             [
                 torch.as_tensor(self.loss, device=device).float(),
                 *(
                     torch.tensor(float(v), device=device)
-                    for v in (self.correct, *(self.sums[n] for n in names))
+                    for v in (self.correct, *(self.sums.get(n, 0.0) for n in names))
                 ),
             ]
         )

@@ -261,3 +261,18 @@ def test_a_long_label_list_is_advised_out_and_short_prompts_have_none(tmp_path, 
 def test_prompts_without_a_label_list_report_none(tmp_path):
     a = analyze_file(CLEAN, model="gpt-4o-mini")
     assert a.task["classification"]["label_list"] is None
+
+
+def test_analyze_counts_the_tool_definitions_of_each_example(tmp_path):
+    from test_tokens import CALLING, WEATHER
+
+    from tunelab.data.tokens import BpeCounter
+
+    plain, with_tools = tmp_path / "plain.jsonl", tmp_path / "tools.jsonl"
+    plain.write_bytes(orjson.dumps({"messages": CALLING}) + b"\n")
+    with_tools.write_bytes(orjson.dumps({"messages": CALLING, "tools": [WEATHER]}) + b"\n")
+    without, counted = (analyze_file(p, model="gpt-4o-mini") for p in (plain, with_tools))
+
+    expected = BpeCounter("o200k_base", "openai").count([CALLING], [[WEATHER]]).total[0]
+    assert counted.total_tokens == expected > without.total_tokens
+    assert counted.exact_counts is False  # OpenAI's rendering of tools is estimated

@@ -268,3 +268,76 @@ def test_tool_calls_are_counted_as_json_and_make_counts_estimates():
     assert counter.approximated is True
     call_tokens = len(tiktoken_cl100k.encode(json.dumps([call], separators=(",", ":"))))
     assert with_call.total[0] == plain.total[0] + 3 + 1 + call_tokens
+
+
+# ----- tools: definitions and calls counted as training renders them --------------------------
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "description": "The weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "description": "Its name."},
+                "unit": {"type": "string", "enum": ["C", "F"]},
+            },
+            "required": ["city"],
+        },
+    },
+}
+CALLING = [
+    {"role": "user", "content": "Weather in Paris?"},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "c1",
+                "type": "function",
+                "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
+            }
+        ],
+    },
+    {"role": "tool", "tool_call_id": "c1", "content": "18 C, sunny"},
+    {"role": "assistant", "content": "It is 18 C and sunny."},
+]
+
+
+def test_local_counts_of_tools_are_the_tokens_training_renders(chatml_dir):
+    from tunelab.data.tool_text import render_chat, write_call
+
+    spec = resolve_model(str(chatml_dir))
+    counter, tokenizer = load_counter(spec), transformers_tokenizer(spec)
+    counts = counter.count([CALLING, CALLING], [[WEATHER], None])
+
+    def tokens(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    rendered = [render_chat(tokenizer, CALLING, [WEATHER]), render_chat(tokenizer, CALLING)]
+    assert counts.total.tolist() == [tokens(text) for text in rendered]
+    assert counts.total[0] > counts.total[1]  # the tools described in the system prompt
+    call = write_call("weather", '{"city": "Paris"}')
+    answers = tokens(call) + tokens("It is 18 C and sunny.") + 2  # each with its <|im_end|>
+    assert counts.assistant.tolist() == [answers, answers]  # calls are trained; results not
+
+
+def test_openai_tool_definitions_follow_the_cookbooks_estimate():
+    counter = BpeCounter("o200k_base", "openai")
+    plain = counter.count([CONVERSATIONS[0]])
+    assert counter.approximated is False
+    with_tools = counter.count([CONVERSATIONS[0]], [[WEATHER]])
+    assert counter.approximated is True  # OpenAI does not publish how it renders tools
+
+    def n(text: str) -> int:
+        return len(counter.encoding.encode_ordinary(text))
+
+    # the cookbook's num_tokens_for_tools for gpt-4o: function 7, properties 3, each
+    # property 3, an enum -3 and 3 per value, 12 at the end; descriptions lose a final "."
+    function = 7 + n("weather:The weather in a city")
+    properties = 3 + (3 + n("city:string:Its name")) + (3 + n("unit:string:"))
+    enum = -3 + (3 + n("C")) + (3 + n("F"))
+    expected = function + properties + enum + 12
+    assert with_tools.total[0] - plain.total[0] == expected
+    assert with_tools.assistant[0] == plain.assistant[0]

@@ -8,6 +8,7 @@ import pytest
 
 from tunelab.engine.generate import generate, stream_chat
 from tunelab.engine.grammar import Constraint
+from tunelab.engine.grammar_budget import RESERVE, closing_path, still_open
 from tunelab.errors import TunelabError
 
 PERSON = {
@@ -114,3 +115,51 @@ def test_a_small_budget_still_ends_in_a_valid_object(model, tokenizer, max_new_t
         assert answer.finish_reason == "stop", answer.text
         assert answer.usage.completion_tokens <= max_new_tokens
         assert list(json.loads(answer.text)) == ["home", "name"]
+
+
+def test_a_slash_opens_a_regex_only_where_a_value_starts():
+    assert still_open("db.c.find({name: /ab") == "/})"
+    assert still_open('<tool_call>\n{"q": [1') == "]}"
+    assert still_open('{"a": 1}\n</tool_call>\n<tool_call>\n{"q": "a/b') == '"}'
+
+
+def test_near_its_budget_a_second_call_ends_with_its_required_arguments(tokenizer):
+    from tunelab.data.tool_text import ToolFormat
+    from tunelab.engine.grammar import RowGrammars
+    from tunelab.engine.tool_format import grammar
+
+    search = {
+        "type": "function",
+        "function": {
+            "name": "search",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "query": {"type": "string"},
+                    "filters": {
+                        "type": "object",
+                        "properties": {"year_from": {"type": "integer"}},
+                        "required": ["year_from"],
+                        "additionalProperties": False,
+                    },
+                },
+                "required": ["query", "filters"],
+                "additionalProperties": False,
+            },
+        },
+    }
+    constraint = grammar(ToolFormat("hermes", False), [search])
+    rows = RowGrammars(tokenizer, [constraint], len(tokenizer), [200])
+    matcher = rows.matchers[0]
+    first = (
+        '<tool_call>\n{"name": "search", "arguments": {"query": "a", "filters": {"year_from": 1}}}'
+    )
+    text = first + '\n</tool_call>\n<tool_call>\n{"name": "search", "arguments": {"query": "whales'
+    assert all(matcher.consume_token(t) for t in tokenizer.encode(text, add_special_tokens=False))
+
+    plan = closing_path(matcher, rows.view, rows.letters, text, RESERVE)
+
+    assert plan is not None  # ends within the budget a row starts planning at
+    calls = (text + rows.view.decode_str(plan)).split("<tool_call>\n")[1:]
+    arguments = [json.loads(call.split("\n</tool_call>")[0])["arguments"] for call in calls]
+    assert arguments[1]["query"] == "whales" and set(arguments[1]["filters"]) == {"year_from"}

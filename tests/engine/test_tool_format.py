@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from tiny import build_tokenizer
+from tunelab.data.tool_text import write_call
 from tunelab.engine.generate import encode_chat, generate
-from tunelab.engine.tool_format import ToolFormat, grammar, parse, write_call
+from tunelab.engine.tool_format import ToolFormat, grammar, parse
 
 TEMPLATES = Path(__file__).parents[1] / "fixtures" / "chat_templates"
 WEATHER = {

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from tiny import build_family_tokenizer
 from tunelab.data.example import ChatExample
+from tunelab.data.tool_text import write_call
 from tunelab.engine.dataset import IGNORE_INDEX, tokenize_examples
 from tunelab.engine.generate import encode_chat
-from tunelab.engine.tool_format import write_call
 
 WEATHER = {
     "type": "function",

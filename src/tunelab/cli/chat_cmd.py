@@ -4,7 +4,9 @@ Without a PROMPT the session reads one message per line from stdin until EOF or 
 so it works typed at a terminal or with input piped in. Greedy by default (`--temperature
 0`): the same question gets the same answer, as in evaluation. With `--labels` (a
 classification model) nothing is generated: the answer is the label whose answer, as
-`tunelab format` trains it, is most likely (label scoring, as `eval classify` does).
+`tunelab format` trains it, is most likely (label scoring, as `eval classify` does). With
+`--constrain query|schema` a model on this machine answers under the MongoDB query grammar
+(as `eval queries --constrain` does), limited in schema mode to `--schema`'s collections.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import click
 from tunelab.cli import common
 from tunelab.cli.options import (
     SAMPLING_SEED,
+    choice_option,
     label_set,
     max_tokens_option,
     system_option,
@@ -23,6 +26,7 @@ from tunelab.cli.options import (
 )
 from tunelab.data.prompts import ClassificationPrompt
 from tunelab.evals.classify import label_picker
+from tunelab.evals.mongo.grammar import CONSTRAIN_MODES, chat_grammar
 from tunelab.providers.resolve import ChatModel, check_chat_model
 from tunelab.types import Answer
 
@@ -53,6 +57,20 @@ RESET_WORD = "/reset"
 )
 @click.option("--output-tag", help="With --labels: tag around the label [default: category].")
 @click.option("--bare-label", is_flag=True, help="With --labels: the model answers LABEL only.")
+@choice_option(
+    "--constrain",
+    choices=list(CONSTRAIN_MODES),
+    default="off",
+    help="Answer under the MongoDB query grammar, so every finished answer parses: `query` "
+    "(any names) or `schema` (--schema's collections, and a find's fields among its "
+    "collection's). Models on this machine only.",
+)
+@click.option(
+    "--schema",
+    help="With --constrain schema: the collections and fields, as the queries data writes them "
+    '("Collections: head(age, name); department(id)"). It limits the answer only: put it in '
+    "the message too if the model was trained to read it there.",
+)
 def chat_cmd(
     model: str,
     prompt: str | None,
@@ -65,16 +83,23 @@ def chat_cmd(
     label_list: str | None,
     output_tag: str | None,
     bare_label: bool,
+    constrain: str,
+    schema: str | None,
 ) -> int:
     """Chat with MODEL: a base model alias, a Hugging Face directory, a training output, any
     model the registry knows (`ft:...` names from `tunelab jobs`, on any provider),
     PROVIDER/MODEL (`openai/gpt-4o-mini`, `anthropic/...`) or MODEL@URL."""
     labels = label_set(label_list)
+    if labels is not None and constrain != "off":
+        raise click.UsageError("Can't provide both --labels and --constrain. Choose one.")
+    grammar = chat_grammar(constrain, schema)  # a bad --schema fails before anything loads
     chat_model = check_chat_model(model)  # a bad name fails before anything loads
     history = [{"role": "system", "content": system}] if system else []
     settings = dict(
         max_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=list(stop), seed=seed
     )
+    if grammar is not None:
+        settings["grammar"] = grammar
     if chat_model.weights_here:  # loading them takes a while
         common.stderr.print(f"loading {model}…", highlight=False)
     name = chat_model.describe()

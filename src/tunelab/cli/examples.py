@@ -40,6 +40,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         'tunelab chat runs/trec "What is the capital of Peru ?"',
         'tunelab chat smollm2-135m-instruct -s "Be brief."',
         'echo "Hello" | tunelab chat ft:smollm2-135m-instruct:local:trec:1a2b3c4d',
+        'tunelab chat runs/queries "Oldest head?" --constrain schema '
+        '--schema "Collections: head(age, name)"',
     ),
     "jobs": ("tunelab jobs create --train data/train.jsonl", "tunelab jobs list"),
     "jobs create": (

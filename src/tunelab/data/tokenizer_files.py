@@ -58,12 +58,18 @@ class TokenizerFiles:
         self.all_special_tokens = sorted({*self._roles.values(), *extra})
         self._template = _compile(template)
 
-    def apply_chat_template(self, messages: list[dict], tokenize: bool = False) -> str:
+    def apply_chat_template(
+        self,
+        messages: list[dict],
+        tokenize: bool = False,
+        add_generation_prompt: bool = False,
+        tools: list[dict] | None = None,
+    ) -> str:
         return self._template.render(
             messages=messages,
-            tools=None,
+            tools=tools,
             documents=None,
-            add_generation_prompt=False,
+            add_generation_prompt=add_generation_prompt,
             **self._roles,
         )
 

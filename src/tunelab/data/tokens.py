@@ -15,6 +15,14 @@ Two counters, one interface (`count(conversations) -> Counts`):
   it does not match, go through `apply_chat_template`. Assistant tokens are what training on
   assistant tokens trains on: each assistant content and the end-of-turn token after it.
 
+Examples with tools: the local counter counts the text training renders
+(`data.tool_text.render_chat`: the template's own tool format, or tunelab's default with
+the tools described in the system prompt and calls as `<tool_call>` blocks, which count as
+assistant tokens). The BPE counter adds each example's tool definitions as OpenAI's cookbook
+estimates them (a few tokens per function and property plus the tokens of their names,
+types, descriptions and enum values); OpenAI does not publish the exact rendering, so those
+counts are approximate (`approximated` is set).
+
 In both, assistant messages with `weight: 0` are not counted as assistant (trained) tokens.
 Texts are tokenized in parallel native batches; they release the GIL, so the scanner can
 parse the next batch meanwhile.
@@ -26,6 +34,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TypeAlias
 
 import numpy as np
 import orjson
@@ -33,6 +42,7 @@ import quicktok
 
 from tunelab.catalog import ModelSpec, tokenizer_dir
 from tunelab.data.tokenizer_files import open_tokenizer_files
+from tunelab.data.tool_text import ToolFormat, prompt_messages, render_chat, uses_tools
 from tunelab.errors import TunelabError
 
 # Special tokens of the OpenAI encodings and of ChatML: text containing them is either
@@ -50,6 +60,8 @@ MESSAGE_ROLES = ("system", "user", "assistant", "tool", "function")
 _THREADS = max(1, min(os.cpu_count() or 1, 8))
 # Distinct system prompts whose token counts are remembered (bounded: memory stays flat).
 SYSTEM_CACHE_SIZE = 1024
+# Each conversation's tool definitions, None where it declares none (or no list: none at all).
+Tools: TypeAlias = "list[list[dict] | None] | None"
 
 
 @dataclass
@@ -107,25 +119,28 @@ class BpeCounter:
         # Fixed tokens per message: the framing plus the role's tokens.
         self._message_tokens = {role: self._per_message(role) for role in MESSAGE_ROLES}
         self._system_counts: dict[str, int] = {}
-        # Set once a tool call was counted as JSON text: the counts are then estimates.
+        self._tool_counts: dict[str, int] = {}
+        # Set once tool calls (as JSON text) or tool definitions (by OpenAI's cookbook) were
+        # counted: the counts are then estimates.
         self.approximated = False
 
     def _per_message(self, role: str) -> int:
         return self.framing.per_message + len(self.encoding.encode_ordinary(role))
 
-    def count(self, conversations: list[list[dict]]) -> Counts:
-        return self.prepare(conversations)()
+    def count(self, conversations: list[list[dict]], tools: Tools = None) -> Counts:
+        return self.prepare(conversations, tools)()
 
-    def prepare(self, conversations: list[list[dict]]) -> Callable[[], Counts]:
+    def prepare(self, conversations: list[list[dict]], tools: Tools = None) -> Callable[[], Counts]:
         """Collect the texts to tokenize (Python, on the caller's thread); the returned call
-        tokenizes them (native, GIL released) and may run on another thread."""
+        tokenizes them (native, GIL released) and may run on another thread. `tools`: each
+        conversation's tool definitions (None: none declared)."""
         framing, cache, per_message = self.framing, self._system_counts, self._message_tokens
         other, other_owners, trained, trained_owners = [], [], [], []
         # System prompts repeat across a dataset: each distinct one is tokenized once.
         new_systems: dict[str, list[int]] = {}
         fixed = []
         for i, messages in enumerate(conversations):
-            total = framing.per_example
+            total = framing.per_example + self._tool_tokens(tools[i] if tools else None)
             if framing.default_system and messages[0]["role"] != "system":
                 total += framing.default_system
             for message in messages:
@@ -153,6 +168,20 @@ class BpeCounter:
             fixed.append(total)
         texts = (other, other_owners, trained, trained_owners)
         return partial(self._finish, texts, new_systems, np.array(fixed, dtype=np.int64))
+
+    def _tool_tokens(self, tools: list[dict] | None) -> int:
+        """Tokens of the tool definitions, as OpenAI's cookbook estimates them; the same
+        tools repeat across a dataset, so each distinct list is counted once."""
+        if not tools:
+            return 0
+        self.approximated = True
+        key = orjson.dumps(tools, option=orjson.OPT_SORT_KEYS).decode()
+        known = self._tool_counts.get(key)
+        if known is None:
+            known = openai_tool_tokens(tools, self.encoding.encode_ordinary, self.name)
+            if len(self._tool_counts) < SYSTEM_CACHE_SIZE:
+                self._tool_counts[key] = known
+        return known
 
     def _extras(self, message: dict, i: int, texts: list, owners: list) -> int:
         """Queue the other string values of a message (name, tool calls); return fixed tokens."""
@@ -191,6 +220,31 @@ class BpeCounter:
         others = _sum_by_owner(np.asarray(other_owners, dtype=np.int64), counts[:n_other], n)
         assistant = content + np.bincount(owners, minlength=n) * self.framing.assistant_end
         return Counts(fixed + others + content, assistant)
+
+
+def openai_tool_tokens(tools: list[dict], encode: Callable[[str], list], encoding: str) -> int:
+    """OpenAI's tool definitions in prompt tokens, by the OpenAI cookbook's estimate
+    (`num_tokens_for_tools`): per function 7 tokens (10 for cl100k models) and its
+    `name:description`; per property 3 and its `name:type:description`, its enum values 3
+    each (less 3 for the list); 3 where a function has properties, 12 after all."""
+    function_start = 10 if encoding == "cl100k_base" else 7
+    total = 12
+    for function in (tool.get("function") or {} for tool in tools):
+        total += function_start + len(encode(_tool_line(function.get("name"), function)))
+        properties = (function.get("parameters") or {}).get("properties") or {}
+        if properties:
+            total += 3
+        for name, schema in properties.items():
+            schema = schema if isinstance(schema, dict) else {}
+            total += 3 + len(encode(_tool_line(f"{name}:{schema.get('type', '')}", schema)))
+            if isinstance(schema.get("enum"), list):
+                total += -3 + sum(3 + len(encode(str(v))) for v in schema["enum"])
+    return total
+
+
+def _tool_line(head: object, schema: dict) -> str:
+    description = str(schema.get("description") or "").removesuffix(".")
+    return f"{head}:{description}"
 
 
 def _sum_by_owner(owners: np.ndarray, counts: np.ndarray, n: int) -> np.ndarray:
@@ -273,14 +327,28 @@ class ChatTemplateCounter:
             return False, None
         return same, default
 
-    def render(self, messages: list[dict]) -> tuple[str, list]:
+    def render(self, messages: list[dict], tools: list[dict] | None = None) -> tuple[str, list]:
         """The rendered conversation and its assistant spans (see `render_chatml`)."""
+        if uses_tools(messages, tools):
+            return self._render_with_tools(messages, tools)
         if self.chatml and all(_plain(m) for m in messages):
             return render_chatml(messages, self.default_system)
-        return self._render_with_template(messages)
+        return self._locate(self._template(messages), messages)
 
-    def _render_with_template(self, messages: list[dict]) -> tuple[str, list]:
-        text = self._template(messages)
+    def _render_with_tools(self, messages: list[dict], tools: list[dict] | None):
+        """The text training renders (`render_chat`), its spans located on the messages as
+        the template got them: with the default format, calls are assistant text."""
+        text = render_chat(self.tokenizer, messages, tools)
+        shown = prompt_messages(ToolFormat.of(self.tokenizer), messages, tools or ())
+        added = len(shown) - len(messages)  # the system turn describing the tools
+        weighted = shown[:added] + [
+            {**seen, "weight": message["weight"]} if "weight" in message else seen
+            for seen, message in zip(shown[added:], messages, strict=True)
+        ]
+        return self._locate(text, weighted)
+
+    def _locate(self, text: str, messages: list[dict]) -> tuple[str, list]:
+        """`text` and the spans of its trained assistant contents (each to its end of turn)."""
         spans, cursor = [], 0
         for message in messages:
             content = message.get("content")
@@ -295,15 +363,16 @@ class ChatTemplateCounter:
                 spans.append((start, end + len(ends_turn)))
         return text, spans
 
-    def count(self, conversations: list[list[dict]]) -> Counts:
-        return self.prepare(conversations)()
+    def count(self, conversations: list[list[dict]], tools: Tools = None) -> Counts:
+        return self.prepare(conversations, tools)()
 
-    def prepare(self, conversations: list[list[dict]]) -> Callable[[], Counts]:
-        """Render the conversations now; the returned call tokenizes them."""
+    def prepare(self, conversations: list[list[dict]], tools: Tools = None) -> Callable[[], Counts]:
+        """Render the conversations now (with each one's `tools`); the returned call
+        tokenizes them."""
         texts, all_spans, failures = [], [], {}
         for i, messages in enumerate(conversations):
             try:
-                text, spans = self.render(messages)
+                text, spans = self.render(messages, tools[i] if tools else None)
             except Exception as err:  # jinja raise_exception(): the template rejects it
                 failures[i] = f"the chat template of {self.name} rejects this example: {err}"
                 text, spans = "", []

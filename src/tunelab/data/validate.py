@@ -437,6 +437,7 @@ class _Batch:
     lines: list = field(default_factory=list)
     hashes: list = field(default_factory=list)
     messages: list = field(default_factory=list)
+    tools: list = field(default_factory=list)  # each example's tool definitions, or None
 
 
 class _Scanner:
@@ -521,6 +522,8 @@ class _Scanner:
         # all duplicate detection within one run needs.
         batch.hashes.append(hash(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)))
         batch.messages.append(messages)
+        tools = record.get("tools")
+        batch.tools.append(tools if isinstance(tools, list) and tools else None)
 
     def _submit(self, pool: ThreadPoolExecutor) -> None:
         batch, self.batch = self.batch, _Batch()
@@ -528,7 +531,8 @@ class _Scanner:
         if self.counter is not None and batch.messages:
             # Python work here; only the tokenizer's native work goes to the worker, so the
             # two threads do not take turns on the GIL.
-            future = pool.submit(self.counter.prepare(batch.messages))
+            tools = batch.tools if any(batch.tools) else None
+            future = pool.submit(self.counter.prepare(batch.messages, tools))
         self._finalize_pending()
         self.pending = (batch, future)
 

@@ -10,7 +10,7 @@ only), those renders are not prefixes of the whole; the span is then found by di
 renders of the whole conversation in which that answer's content is replaced by two different
 placeholders: the text they share before and after is the template's, the rest is the answer.
 Conversations with tools, tool calls or tool results are rendered by
-`tool_format.render_chat`, the render the model is later asked with: the template's own tool
+`data.tool_text.render_chat`, the render the model is later asked with: the template's own tool
 format, or tunelab's default (tools in the system prompt, calls as `<tool_call>` blocks in the
 answer, which are trained like its text; results as user turns, which are not).
 Templates that drop or rewrite an answer's content (e.g. hiding past answers) are refused with
@@ -34,9 +34,9 @@ import torch
 
 from tunelab.data.example import ROLES, ChatExample
 from tunelab.data.jsonl import iter_lines, open_jsonl
+from tunelab.data.tool_text import render_chat
 from tunelab.engine.batching import prompt_groups
 from tunelab.engine.generate import shared_prefix_length
-from tunelab.engine.tool_format import render_chat
 from tunelab.errors import TunelabError
 
 IGNORE_INDEX = -100

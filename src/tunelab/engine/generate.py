@@ -37,9 +37,9 @@ import torch
 from transformers import DynamicCache
 
 from tunelab import cores
+from tunelab.data.tool_text import render_chat
 from tunelab.engine.grammar import Constraint, RowGrammars, check_constraint
 from tunelab.engine.logprobs import MAX_TOP_LOGPROBS, TokenTexts, bias_matrix, token_logprobs
-from tunelab.engine.tool_format import render_chat
 from tunelab.errors import TunelabError, usage_error
 from tunelab.types import Answer, TextDelta, TokenLogprob, Usage
 
@@ -108,7 +108,7 @@ def generate(
     each answer carries its tokens' log-probabilities and that many most likely tokens at
     each position. `logit_bias`: one for every conversation, or a list of one each;
     `constraint` (the grammar an answer follows) likewise. `tools`: OpenAI's tool
-    definitions, shown to the model as its chat template (or `tool_format`'s default) says.
+    definitions, shown to the model as its chat template (or `data.tool_text`'s default) says.
     `adapters`: the LoRA adapter (loaded into a peft `model`) that answers each conversation,
     or one for all.
     """
@@ -268,7 +268,7 @@ def encode_chat(
     """Token ids of the chat-templated conversation, ending with the assistant's header.
 
     With `tools`, or messages with tool calls or results, the conversation is rendered in the
-    template's tool format (`tunelab.engine.tool_format`)."""
+    template's tool format (`tunelab.data.tool_text`)."""
     if not getattr(tokenizer, "chat_template", None):
         raise TunelabError(
             "no_chat_template",

@@ -7,7 +7,8 @@ model's next token is written only if a plan still fits after it, and otherwise 
 next token is, so the answer ends where the grammar accepts it, within the budget.
 
 The plan is made without the model, on a copy of the row's matcher: end when the grammar
-accepts; else write the character that closes the innermost open thing in the text so far (a
+accepts; else write what the grammar forces next (a property name, in whole tokens); else
+write the character that closes the innermost open thing in the text so far (a
 string's quote, a regex's slash, `}`, `]` or `)`), as one token with what closes next where
 the tokenizer has one (`"}`); else the smallest character the grammar allows (a byte-order
 choice that prefers punctuation to letters: `"` opens an empty string, `-0` a number, `,`
@@ -24,6 +25,9 @@ import llguidance.torch
 
 CLOSERS = {"{": "}", "[": "]", "(": ")"}
 QUOTES = "\"'/"  # strings of either quote; a `/regex/` of the query grammar
+# What a `/` opens a regex after (where a value starts); elsewhere, as in `</tool_call>`, it
+# is only a character.
+VALUE_STARTS = ("", ":", ",", "(", "[", "{")
 RESERVE = 48  # rows start planning when this many tokens are left
 LOOKAHEAD = 24  # how far a plan looks down each word it may start
 
@@ -31,7 +35,7 @@ LOOKAHEAD = 24  # how far a plan looks down each word it may start
 def still_open(text: str) -> str:
     """The characters that close what `text` leaves open, innermost first."""
     stack: list[str] = []
-    quote, escaped = "", False
+    quote, escaped, before = "", False, ""
     for char in text:
         if quote:
             if escaped:
@@ -40,12 +44,14 @@ def still_open(text: str) -> str:
                 escaped = True
             elif char == quote:
                 quote = ""
-        elif char in QUOTES:
+        elif char in QUOTES and (char != "/" or before in VALUE_STARTS):
             quote = char
         elif char in CLOSERS:
             stack.append(CLOSERS[char])
         elif char in CLOSERS.values() and stack:
             stack.pop()
+        if not char.isspace():
+            before = char
     return quote + "".join(reversed(stack))
 
 
@@ -111,6 +117,9 @@ def _next_token(matcher, view, letters: Alphabet, text: str, deep: bool) -> int:
     """The plan's next token (see the module docstring)."""
     if matcher.is_accepting():
         return letters.eos
+    forced = matcher.compute_ff_tokens()  # text only one way on: in whole tokens, not letters
+    if forced and _allowed(matcher, forced[0]):
+        return forced[0]
     needed = still_open(text)
     if needed and (token := _closing_token(matcher, view, letters, needed)) is not None:
         return token

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from tunelab import registry as job_registry  # Store: SQLAlchemy loads on first use
 from tunelab.errors import usage_error
 from tunelab.providers import registry
-from tunelab.providers.base import ChatStream
+from tunelab.providers.base import FIELD_OF_SETTING, ChatStream
 from tunelab.providers.endpoints import find_endpoint
 from tunelab.providers.local.artifacts import model_dir
 from tunelab.providers.provider import SCORING, Provider
@@ -67,8 +67,9 @@ class ChatModel:
 
     def chat(self, messages: list[dict], **options) -> Answer:
         """One whole answer; `options` are `max_tokens`, `temperature`, `top_p`, `stop`, `seed`
-        (and `grammar`, where the provider declares it)."""
-        self._check_grammar(options)
+        (and the answer fields, `grammar` and `tools` among them, where the provider
+        declares them)."""
+        self._check_answer_fields(options)
         began = time.perf_counter()
         answer = self.client().chat(self.model, messages, **options)
         if not answer.latency:
@@ -77,7 +78,7 @@ class ChatModel:
 
     def answer_batch(self, conversations: list[list[dict]], **options) -> list[Answer]:
         """One answer per conversation, in order (`Provider.answer_batch`)."""
-        self._check_grammar(options)
+        self._check_answer_fields(options)
         return self.client().answer_batch(self.model, conversations, **options)
 
     def score(self, conversations: list[list[dict]], answers: list[str], **options):
@@ -86,21 +87,32 @@ class ChatModel:
 
     def stream(self, messages: list[dict], **options) -> ChatStream:
         """The answer as it arrives (one delta for providers that do not stream)."""
-        self._check_grammar(options)
+        self._check_answer_fields(options)
         return self.client().stream_chat(self.model, messages, **options)
 
-    def _check_grammar(self, options: dict) -> None:
-        """Refuse, by name, a grammar the provider cannot follow: dropping it would let an
-        answer break the form it was asked for."""
-        if options.get("grammar") is None or "grammar" in self.client().answer_fields:
-            return
-        raise usage_error(
-            "unsupported_parameter",
-            f"{self.name} is answered by the {self.provider} provider, which cannot follow "
-            "a grammar (constrained decoding).",
-            hint="constrain only models answered on this machine (`--constrain off` for the "
-            "others)",
-        )
+    def _check_answer_fields(self, options: dict) -> None:
+        """Refuse, by name, an answer field (a grammar, tools) the provider cannot honour:
+        dropping it would let an answer break the form it was asked for, and a `chat` that
+        does not take it would fail with a TypeError instead of saying why."""
+        declared = self.client().answer_fields
+        for setting, value in options.items():
+            field_name = FIELD_OF_SETTING.get(setting)
+            if not value or field_name is None or field_name in declared:
+                continue
+            if field_name == "grammar":
+                raise usage_error(
+                    "unsupported_parameter",
+                    f"{self.name} is answered by the {self.provider} provider, which cannot "
+                    "follow a grammar (constrained decoding).",
+                    hint="constrain only models answered on this machine (`--constrain off` "
+                    "for the others)",
+                )
+            raise usage_error(
+                "unsupported_parameter",
+                f"{self.name} is answered by the {self.provider} provider, which does not "
+                f"support `{setting}`.",
+                hint="the README's table of chat request fields says what each provider passes on",
+            )
 
 
 def resolve_chat_model(name: str, *, follow_alias: bool = True) -> ChatModel:

@@ -16,6 +16,9 @@ the field names of a find, findOne, count and distinct (filter, projection, sort
 distinct field) are that collection's own (or a quoted dotted path below one of them). A
 pipeline's field names stay free: its stages name new fields (`as`, `$group`'s outputs).
 
+`chat_grammar(constrain, schema)` is the grammar of `tunelab chat --constrain`, whose schema
+is given once for the session (`--schema "Collections: ..."`).
+
 Spaces are allowed where the shell allows them, one at a time, and a find chains at most
 four cursor calls: a grammar that admits any run of whitespace, or of `.sort(...)`, lets a
 small model loop on it until its token limit.
@@ -27,7 +30,8 @@ import json
 import re
 from functools import lru_cache
 
-from tunelab.evals.mongo.schema import SchemaContext
+from tunelab.errors import usage_error
+from tunelab.evals.mongo.schema import COLLECTIONS_PREFIX, SchemaContext
 
 STAGES = (
     "$match", "$project", "$group", "$sort", "$limit", "$skip", "$unwind", "$count",
@@ -35,6 +39,7 @@ STAGES = (
     "$facet", "$bucket", "$bucketAuto", "$sample", "$lookup", "$unionWith",
 )  # fmt: skip
 LOGICAL = ("$and", "$or", "$nor")
+CONSTRAIN_MODES = ("off", "query", "schema")  # `--constrain`: no grammar, any names, a schema's
 _BARE_KEY = re.compile(r"[A-Za-z_$][\w$]*")  # what the parser reads as an unquoted key
 
 # The shell's literals, as the parser (`syntax.Reader`) reads them. A regex literal never
@@ -153,3 +158,43 @@ def query_grammar(schema: SchemaContext | None = None) -> str:
     head = "start: " + " | ".join(starts) + "\nsubquery: " + " | ".join(subqueries)
     direction = '\ndirection: "1" | "-1"\n'
     return head + direction + VALUES + _stage_rules(schema) + "".join(rules) + TERMINALS
+
+
+def chat_grammar(constrain: str, schema: str | None = None) -> str | None:
+    """The grammar a chat's answers follow under `constrain` (one of `CONSTRAIN_MODES`):
+    none, the query grammar, or the one limited to `schema`, a `Collections: a(x, y); b(z)`
+    line (the context a queries dataset puts in its prompts)."""
+    if constrain not in CONSTRAIN_MODES:
+        raise usage_error(
+            "invalid_constrain",
+            f"--constrain takes {', '.join(CONSTRAIN_MODES)}, not {constrain!r}",
+        )
+    if schema is not None and constrain != "schema":
+        raise usage_error(
+            "invalid_schema",
+            "--schema limits the names of `--constrain schema`; it does nothing without it.",
+            hint="add `--constrain schema`, or leave --schema out",
+        )
+    if constrain == "off":
+        return None
+    if constrain == "query":
+        return query_grammar(None)
+    return query_grammar(_chat_schema(schema))
+
+
+def _chat_schema(schema: str | None) -> SchemaContext:
+    example = f'--schema "{COLLECTIONS_PREFIX}head(age, name); department(id)"'
+    if schema is None:
+        raise usage_error(
+            "missing_schema",
+            "--constrain schema needs the collections and their fields.",
+            hint=f"give them as the queries data does: {example}",
+        )
+    context = SchemaContext.parse(schema.strip())
+    if context is None or not context.collections:
+        raise usage_error(
+            "invalid_schema",
+            f"--schema {schema!r} is not a `{COLLECTIONS_PREFIX}...` line.",
+            hint=f"write it as the queries data does: {example}",
+        )
+    return context

@@ -27,14 +27,13 @@ from tunelab.errors import TunelabError, usage_error
 from tunelab.evals.candidates import Interrupted, answer_all
 from tunelab.evals.items import EvalData
 from tunelab.evals.mongo.executor import UnsupportedQuery, execute, results_match
-from tunelab.evals.mongo.grammar import query_grammar
+from tunelab.evals.mongo.grammar import CONSTRAIN_MODES, query_grammar
 from tunelab.evals.mongo.parser import QueryParseError, exact_match, parse_query, structural_match
 from tunelab.evals.mongo.schema import schema_of
 from tunelab.evals.result import TaskResult, partial_of
 from tunelab.providers.base import Grammar
 
 MAX_TOKENS = 256
-CONSTRAIN_MODES = ("off", "query", "schema")
 
 
 def answer_grammars(data: EvalData, constrain: str) -> Grammar | None:

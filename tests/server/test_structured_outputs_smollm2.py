@@ -1,8 +1,9 @@
 """Structured outputs and tools with the bundled SmolLM2 behind a real `tunelab serve`,
 through the unmodified `openai` SDK: 200 strict `json_schema` requests over ten schemas
 (nested objects, enums, arrays, nullable fields), sampled at four temperatures, all parse
-and validate and end by themselves (`finish_reason: "stop"`); `tool_choice="required"` always gives a call of a
-declared function with arguments valid against its schema; whole and streamed alike.
+and validate and end by themselves (`finish_reason: "stop"`); `tool_choice="required"`
+always gives a call of a declared function with arguments valid against its schema; whole
+and streamed alike.
 
 The whole answers are sent concurrently and unseeded, so the server answers those of one
 temperature in batches (a seeded request, like a streamed one, runs alone so that it is

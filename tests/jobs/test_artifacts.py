@@ -158,9 +158,9 @@ def _stop_after_step(monkeypatch, step: int) -> None:
     controls, stopped = [], []
     real_train, real_recorder = worker._train_job, training.ProgressRecorder
 
-    def train_job(store, workspace, control):
+    def train_job(store, workspace, control, rewards=None):
         controls.append(control)
-        return real_train(store, workspace, control)
+        return real_train(store, workspace, control, rewards)
 
     class Recorder(real_recorder):
         def __call__(self, record: StepRecord) -> None:

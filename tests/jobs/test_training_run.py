@@ -37,6 +37,7 @@ class RecordedRun(run_module.TrainingRun):
             train_loss=1.0,
             val_loss=None,
             val_mean_token_accuracy=None,
+            val_answer_accuracy=None,
             tokens_per_second=None,
             elapsed_seconds=0.1,
             last_checkpoint=None,

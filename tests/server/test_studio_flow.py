@@ -50,7 +50,8 @@ def _data_steps(page, shots) -> str:
     page.get_by_role("button", name="Upload").click()
     page.wait_for_url(re.compile(r"/data/sources/"))
     assert page.locator("#detected-kind").inner_text() == "classification"
-    assert "What holidays are celebrated in Ireland ?" in page.locator("#preview").inner_text()
+    preview = page.locator("#preview-table").inner_text()  # a TSV source shows as a table
+    assert "What holidays are celebrated in Ireland ?" in preview
     shoot(page, shots, "data-source")
     page.locator("#run-format").click()
     page.wait_for_url(re.compile(r"/data/datasets/"))

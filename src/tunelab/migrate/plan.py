@@ -29,7 +29,7 @@ from tunelab.migrate.inventory import MIGRATED_FROM_KEY, PROVIDER, openai_jobs, 
 from tunelab.providers.jobs import JobSpec, create_job
 from tunelab.providers.methods import SUPERVISED, method_of
 from tunelab.providers.models import add_alias
-from tunelab.providers.registry import runs_here, this_machine
+from tunelab.providers.registry import provider_class, runs_here, this_machine
 from tunelab.providers.wire import job_grader
 from tunelab.registry import Job, Store
 
@@ -44,10 +44,6 @@ OPENAI_HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
 # Together: supervised and DPO).
 METHOD_SETTINGS = ("training_method", "dpo_beta")
 CARRIED = {"together": ("n_epochs", *METHOD_SETTINGS)}
-# The methods a target's jobs train: this machine and OpenAI-compatible trainers take all
-# three (a reinforcement job with the old job's grader); Together trains supervised and DPO.
-TRAINED_METHODS = {"together": ("supervised", "dpo")}
-ALL_METHODS = ("supervised", "dpo", "reinforcement")
 # Providers whose new jobs end on the shutdown date: a target there must start before it.
 CLOSING_PROVIDERS = frozenset({PROVIDER})
 DISTILLED_KEY = "tunelab_distilled_file"  # job metadata: the extra training file's path
@@ -131,7 +127,7 @@ def _plan_row(store: Store, job: Job, targets: Targets, prices) -> dict:
 
 def _method_problem(method: str, grader: dict | None, provider: str) -> str | None:
     """Why the old job's method cannot be trained on the target, if it cannot."""
-    trained = TRAINED_METHODS.get(provider, ALL_METHODS)
+    trained = provider_class(provider).training_methods
     if method not in trained:
         return (
             f"a {method} fine-tune: {provider} trains {' and '.join(trained)} "

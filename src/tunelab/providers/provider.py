@@ -107,6 +107,9 @@ class Provider:
     # Which of a chat request's answer fields (`ANSWER_FIELDS`: logprobs, logit_bias) its
     # answers honour; the others are refused by name, never dropped.
     answer_fields: ClassVar[frozenset[str]] = frozenset()
+    # OpenAI's training methods (`method.type`) its fine-tuning jobs take: all three, as
+    # OpenAI's API has them, unless the provider says fewer.
+    training_methods: ClassVar[tuple[str, ...]] = ("supervised", "dpo", "reinforcement")
 
     def __init__(self, *, base_url: str | None = None, key_variable: str | None = None) -> None:
         self.base_url = base_url

@@ -80,6 +80,7 @@ class TogetherProvider(HostedProvider):
     key_variable = KEY_VARIABLE
     official_hosts = ("api.together.xyz", "api.together.ai")
     answer_fields = frozenset({"logit_bias", "response_format", "tools"})
+    training_methods = ("supervised", "dpo")
 
     def _new_client(self, api_key: str, base_url: str | None) -> together.Together:
         return together.Together(api_key=api_key, base_url=_sdk_base_url(base_url), max_retries=0)

@@ -62,3 +62,11 @@ def test_an_endless_python_grader_is_reported_and_the_server_keeps_answering(cli
     assert response.reward == 0.0
     assert response.metadata.errors.unresponsive_reward_error is True
     assert client.get("/health").status_code == 200
+
+
+def test_an_unknown_field_is_refused_by_name(client):
+    grader = {"type": "string_check", "name": "x", "input": "a", "reference": "a"}
+    body = {"grader": {**grader, "operation": "eq"}, "extra_field": 1}
+    answer = client.post("/v1/fine_tuning/alpha/graders/validate", json=body)
+    assert answer.status_code == 400
+    assert "extra_field" in answer.json()["error"]["message"]

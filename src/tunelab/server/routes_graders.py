@@ -16,14 +16,14 @@ router = APIRouter()
 
 
 class RunGrader(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")  # an unknown field is refused by name
     grader: dict
     model_sample: str
     item: dict | None = None
 
 
 class ValidateGrader(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")  # an unknown field is refused by name
     grader: dict
 
 

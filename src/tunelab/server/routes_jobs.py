@@ -32,7 +32,7 @@ OPENAI_HYPERPARAMETERS = ("n_epochs", "batch_size", "learning_rate_multiplier")
 class MethodSection(BaseModel):
     """`method.supervised` or `method.dpo`: the method's hyperparameters."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")  # an unknown field is refused by name
     hyperparameters: dict = Field(default_factory=dict)
 
 
@@ -43,7 +43,7 @@ class ReinforcementSection(MethodSection):
 
 
 class Method(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")  # an unknown field is refused by name
     type: str = SUPERVISED
     supervised: MethodSection | None = None
     dpo: MethodSection | None = None
@@ -51,7 +51,7 @@ class Method(BaseModel):
 
 
 class CreateJob(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")  # an unknown field is refused by name
     model: str
     training_file: str
     validation_file: str | None = None

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from tiny import save_tiny_model
 from tunelab.engine.generate import generate
 from tunelab.engine.models import load_base
+from tunelab.errors import TunelabError
 from tunelab.providers import registry
 from tunelab.providers.hosted.anthropic import AnthropicProvider
 from tunelab.providers.hosted.compatible import OpenAICompatibleProvider
@@ -25,6 +26,7 @@ from tunelab.registry import Store
 from tunelab.server.app import ServerConfig, create_app
 from tunelab.server.chat_fields import IGNORED, NEUTRAL, REFUSED
 from tunelab.server.routes_inference import ChatCompletionRequest
+from tunelab.server.ui.chat_structured import answer_fields
 from tunelab.types import Answer, Usage
 
 try:  # the transport of the `openai` SDK's own client: httpx2 from openai 3.x on
@@ -200,6 +202,221 @@ def test_ignored_and_neutral_fields_are_accepted(client, model_dir):
     assert answer.usage.completion_tokens == 2
 
 
+IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+AUDIO = {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}
+FILE = {"type": "file", "file": {"file_id": "file-1"}}
+EARLIER_CALL = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+FUNCTION_TOOL = {"type": "function", "function": {"name": "f"}}
+BOOK_FORMAT = {"type": "json_schema", "json_schema": {"name": "b", "schema": {"type": "object"}}}
+
+
+def user(content) -> list[dict]:
+    return [{"role": "system", "content": "Be brief."}, {"role": "user", "content": content}]
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        (
+            {"messages": user([{"type": "text", "text": "Describe"}, IMAGE])},
+            "messages[1].content[1].image_url",
+        ),
+        ({"messages": user([AUDIO])}, "messages[1].content[0].input_audio"),
+        ({"messages": user([FILE])}, "messages[1].content[0].file"),
+        ({"messages": user([{"type": "video", "video": "x"}])}, "messages[1].content[0].type"),
+        (
+            {"messages": user([{"type": "refusal", "refusal": "No."}])},
+            "messages[1].content[0].type",
+        ),
+        (
+            {"messages": user([{"type": "text", "text": "Hi", "lang": "en"}])},
+            "messages[1].content[0].lang",
+        ),
+        (
+            {"messages": user([{"type": "text", "text": "Hi", "refusal": "No."}])},
+            "messages[1].content[0].refusal",
+        ),
+        ({"messages": [{"role": "user", "content": "Hi", "mood": "curious"}]}, "messages[0].mood"),
+        (
+            {"messages": [*MESSAGES, {"role": "assistant", "audio": {"id": "a1"}}]},
+            "messages[1].audio",
+        ),
+        (
+            {
+                "messages": [
+                    *MESSAGES,
+                    {"role": "assistant", "function_call": {"name": "f", "arguments": "{}"}},
+                ]
+            },
+            "messages[1].function_call",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "Hi", "tool_calls": [EARLIER_CALL]}]},
+            "messages[0].tool_calls",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "Hi", "tool_call_id": "c1"}]},
+            "messages[0].tool_call_id",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "Hi", "refusal": "No."}]},
+            "messages[0].refusal",
+        ),
+        (
+            {
+                "messages": [
+                    *MESSAGES,
+                    {"role": "assistant", "tool_calls": [EARLIER_CALL]},
+                    {"role": "tool", "tool_call_id": "c1", "content": "ok", "name": "f"},
+                ]
+            },
+            "messages[2].name",
+        ),
+        (
+            {
+                "messages": [
+                    *MESSAGES,
+                    {"role": "assistant", "tool_calls": [{**EARLIER_CALL, "index": 0}]},
+                ]
+            },
+            "messages[1].tool_calls[0].index",
+        ),
+        (
+            {
+                "messages": [
+                    *MESSAGES,
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {
+                                **EARLIER_CALL,
+                                "function": {"name": "f", "arguments": "{}", "strict": True},
+                            }
+                        ],
+                    },
+                ]
+            },
+            "messages[1].tool_calls[0].function.strict",
+        ),
+        (
+            {"tools": [{**FUNCTION_TOOL, "cache_control": {"type": "ephemeral"}}]},
+            "tools[0].cache_control",
+        ),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "returns": {}}}]},
+            "tools[0].function.returns",
+        ),
+        ({"response_format": {"type": "json_object", "schema": {}}}, "response_format.schema"),
+        (
+            {
+                "response_format": {
+                    **BOOK_FORMAT,
+                    "json_schema": {**BOOK_FORMAT["json_schema"], "examples": []},
+                }
+            },
+            "response_format.json_schema.examples",
+        ),
+        (
+            {
+                "tools": [FUNCTION_TOOL],
+                "tool_choice": {"type": "function", "function": {"name": "f"}, "strict": True},
+            },
+            "tool_choice.strict",
+        ),
+        (
+            {
+                "tools": [FUNCTION_TOOL],
+                "tool_choice": {"type": "function", "function": {"name": "f", "arguments": "{}"}},
+            },
+            "tool_choice.function.arguments",
+        ),
+        (
+            {"stream": True, "stream_options": {"include_obfuscation": True}},
+            "stream_options.include_obfuscation",
+        ),
+        (
+            {"stream": True, "stream_options": {"include_usage": True, "chunk_size": 2}},
+            "stream_options.chunk_size",
+        ),
+    ],
+)
+def test_nested_fields_tunelab_does_not_honour_are_refused_by_their_path(
+    client, model_dir, fields, param
+):
+    request = {"model": model_dir, "messages": MESSAGES, "max_tokens": 2, **fields}
+    response = client.post("/v1/chat/completions", json=request)
+
+    error = response.json()["error"]
+    assert response.status_code == 400, error
+    assert (error["code"], error["param"]) == ("unsupported_parameter", param)
+    assert f"`{param}`" in error["message"]
+
+
+def test_nested_fields_ignored_at_null_or_neutral_are_accepted(client, model_dir):
+    conversation = [
+        {"role": "developer", "content": [{"type": "text", "text": "Be brief."}], "name": "ops"},
+        {
+            "role": "user",
+            "name": "ada",
+            "content": [
+                {
+                    "type": "text",
+                    "text": "Who wrote Hamlet?",
+                    "prompt_cache_breakpoint": {"mode": "explicit"},
+                }
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": "Shakespeare.",
+            "refusal": None,
+            "audio": None,
+            "function_call": None,
+        },
+        {"role": "user", "content": "When?", "tool_calls": None},
+    ]
+    answer = sdk(client).chat.completions.create(
+        model=model_dir,
+        messages=conversation,
+        max_tokens=2,
+        stream=True,
+        stream_options={"include_usage": True, "include_obfuscation": False},
+    )
+    chunks = list(answer)
+    assert chunks[-1].usage.completion_tokens == 2
+
+
+def test_an_assistants_earlier_refusal_is_what_it_said(client, model_dir):
+    def answer(assistant: dict) -> tuple[str, int]:
+        conversation = [*MESSAGES, {"role": "assistant", **assistant}, *MESSAGES]
+        reply = sdk(client).chat.completions.create(
+            model=model_dir, messages=conversation, max_tokens=6
+        )
+        return reply.choices[0].message.content, reply.usage.prompt_tokens
+
+    said = answer({"content": "I cannot say."})
+    assert answer({"content": None, "refusal": "I cannot say."}) == said
+    assert answer({"content": [{"type": "refusal", "refusal": "I cannot say."}]}) == said
+    assert answer({"content": None})[1] < said[1]  # had it been dropped
+
+
+def test_an_sdk_answer_sent_back_as_the_next_turn_is_read(client, model_dir):
+    api = sdk(client).chat.completions
+    first = api.create(model=model_dir, messages=MESSAGES, max_tokens=4)
+    conversation = [*MESSAGES, first.choices[0].message, {"role": "user", "content": "Why?"}]
+    again = api.create(model=model_dir, messages=conversation, max_tokens=2)
+    assert again.usage.completion_tokens == 2
+    assert again.usage.prompt_tokens > first.usage.prompt_tokens
+
+
+def test_the_studios_tools_box_refuses_the_same_fields_by_their_path():
+    tools = [FUNCTION_TOOL, {"type": "function", "function": {"name": "g", "returns": {}}}]
+    with pytest.raises(TunelabError) as caught:
+        answer_fields({"tools": json.dumps(tools)})
+    assert "`tools[1].function.returns`" in caught.value.message
+    assert answer_fields({"tools": json.dumps([FUNCTION_TOOL])})["tools"] == (FUNCTION_TOOL,)
+
+
 def test_a_provider_without_logprobs_refuses_them_by_name(client, monkeypatch):
     class TextOnly(Provider):
         name = "textonly"
@@ -328,6 +545,15 @@ def test_an_openai_compatible_endpoint_gets_every_field_and_its_answer_comes_bac
     assert [(t.token, t.logprob) for t in choice.logprobs.content] == [
         ("Let", -0.5),
         (" me", -0.25),
+    ]
+
+
+def test_a_participants_name_reaches_a_hosted_model_and_text_parts_arrive_joined(client, upstream):
+    parts = [{"type": "text", "text": "Who wrote "}, {"type": "text", "text": "Hamlet?"}]
+    messages = [{"role": "user", "name": "ada", "content": parts}]
+    sdk(client).chat.completions.create(model=HOSTED, messages=messages)
+    assert upstream[0]["messages"] == [
+        {"role": "user", "content": "Who wrote Hamlet?", "name": "ada"}
     ]
 
 

@@ -1,16 +1,21 @@
 """Which of OpenAI's chat completion request fields `tunelab serve` honours, accepts and
-ignores (with the reason), or refuses.
+ignores (with the reason), or refuses, at the top of the request and in its nested objects
+(messages, content parts, tool calls, tools, response formats, stream options).
 
 A client written for OpenAI must never get an answer to another question than the one it
 asked: a field tunelab does not implement is refused with 400 `unsupported_parameter`
-naming it, not dropped. The fields the request model declares are honoured; the ones below
-are accepted and ignored because ignoring them changes no answer; a field at its neutral
-value (a penalty of 0, `response_format` text) asks for nothing and is accepted too; `null`
-is the same as leaving a field out. Everything else is refused, OpenAI's fields that tunelab
-does not implement (`functions`, `audio`, ...) and misspellings alike.
+naming it by its whole path (`messages[2].content[0].image_url`), not dropped. The fields the
+request models declare are honoured; the ones below are accepted and ignored because
+ignoring them changes no answer; a field at its neutral value (a penalty of 0, `response_format`
+text) asks for nothing and is accepted too; `null` is the same as leaving a field out.
+Everything else is refused, OpenAI's fields that tunelab does not implement (`functions`,
+`audio`, ...) and misspellings alike.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from tunelab.server.errors import ApiError
 
@@ -43,18 +48,84 @@ REFUSED = {
 }
 
 
-def check_extra_fields(extra: dict) -> None:
-    """Refuse the first request field (of those the request model does not declare) that
-    is neither ignored nor at its neutral value."""
+@dataclass(frozen=True)
+class ExtraFields:
+    """What becomes of the fields of one kind of request object that its model does not
+    declare: ignored (name → why), accepted at a neutral value only, or refused (name →
+    why, where more can be said than "not implemented")."""
+
+    ignored: Mapping[str, str] = field(default_factory=dict)
+    neutral: Mapping[str, object] = field(default_factory=dict)
+    refused: Mapping[str, str] = field(default_factory=dict)
+
+
+REQUEST = ExtraFields(IGNORED, NEUTRAL, REFUSED)
+# Objects whose model declares every field OpenAI defines for them (tool calls, tools,
+# response formats, tool choices): any other field is refused.
+DECLARED_ONLY = ExtraFields()
+MESSAGE = ExtraFields(
+    refused={
+        "audio": "an earlier audio answer; tunelab's models answer in text only",
+        "function_call": "the deprecated function calls are not implemented; use `tool_calls`",
+    }
+)
+TEXT_PART = ExtraFields(
+    ignored={
+        "prompt_cache_breakpoint": "marks the end of a prefix for OpenAI's prompt cache; "
+        "tunelab's prefix cache needs no mark",
+    }
+)
+STREAM_OPTIONS = ExtraFields(
+    neutral={"include_obfuscation": False},
+    refused={
+        "include_obfuscation": "tunelab's streams carry no obfuscation padding; "
+        "only false is accepted",
+    },
+)
+# Content parts tunelab's models cannot read: refused by name, never dropped.
+UNREADABLE_PARTS = {
+    "image_url": "tunelab's models read text only",
+    "input_audio": "tunelab's models read text only",
+    "file": "tunelab's models read text only; put the file's text in a text part",
+}
+# The content part types each role's messages may carry (as OpenAI defines them).
+PART_TYPES_BY_ROLE = {
+    "system": ("text",),
+    "developer": ("text",),
+    "user": ("text", "image_url", "input_audio", "file"),
+    "assistant": ("text", "refusal"),
+    "tool": ("text",),
+}
+# Message fields that only some roles' messages carry (as OpenAI defines them).
+ROLES_BY_MESSAGE_FIELD = {
+    "name": ("system", "developer", "user", "assistant"),
+    "refusal": ("assistant",),
+    "tool_calls": ("assistant",),
+    "tool_call_id": ("tool",),
+}
+
+
+def check_extra_fields(extra: dict, fields: ExtraFields = REQUEST, at: str = "") -> None:
+    """Refuse the first of an object's undeclared fields (`extra`) that is neither ignored
+    nor at its neutral value; `at` is the object's path in the request."""
     for name, value in extra.items():
-        if value is None or name in IGNORED:
+        if value is None or name in fields.ignored:
             continue
-        if name in NEUTRAL and value == NEUTRAL[name]:
+        if name in fields.neutral and value == fields.neutral[name]:
             continue
-        reason = REFUSED.get(name, "tunelab does not implement it")
-        raise ApiError(
-            400,
-            f"Unsupported parameter: `{name}` ({reason}).",
-            code="unsupported_parameter",
-            param=name,
-        )
+        refuse(path_to(at, name), fields.refused.get(name, "tunelab does not implement it"))
+
+
+def refuse(param: str, reason: str) -> None:
+    """Refuse the request for the field at `param`, saying why."""
+    raise ApiError(
+        400,
+        f"Unsupported parameter: `{param}` ({reason}).",
+        code="unsupported_parameter",
+        param=param,
+    )
+
+
+def path_to(at: str, name: str) -> str:
+    """The path of field `name` of the object at `at` (the request itself when empty)."""
+    return f"{at}.{name}" if at else name

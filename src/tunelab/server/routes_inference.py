@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -29,7 +29,20 @@ from tunelab.providers.models import ALIAS, delete_model, list_models
 from tunelab.providers.registry import runs_here
 from tunelab.providers.wire import model_object
 from tunelab.registry import Model
-from tunelab.server.chat_fields import check_extra_fields
+from tunelab.server.chat_fields import (
+    DECLARED_ONLY,
+    MESSAGE,
+    PART_TYPES_BY_ROLE,
+    REQUEST,
+    ROLES_BY_MESSAGE_FIELD,
+    STREAM_OPTIONS,
+    TEXT_PART,
+    UNREADABLE_PARTS,
+    ExtraFields,
+    check_extra_fields,
+    path_to,
+    refuse,
+)
 from tunelab.server.errors import STATUS_BY_CODE, ApiError, envelope
 from tunelab.server.inference import ChatCompletion, ChatOptions
 from tunelab.server.model_access import check_served
@@ -42,56 +55,115 @@ StopText = Annotated[str, StringConstraints(min_length=1)]
 LabelText = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
-class TextPart(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    type: Literal["text"]
-    text: str
+class RequestObject(BaseModel):
+    """An object of OpenAI's request. The fields its model does not declare are kept, to be
+    accepted or refused by name (`chat_fields`) when the request is checked, here or nested."""
+
+    model_config = ConfigDict(extra="allow")
+    extra_fields: ClassVar[ExtraFields] = DECLARED_ONLY
+
+    def check_fields(self, at: str = "") -> None:
+        """Refuse a field tunelab would not honour, in this object (at path `at`) or in the
+        objects it holds."""
+        check_extra_fields(self.model_extra or {}, self.extra_fields, at)
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, RequestObject):
+                value.check_fields(path_to(at, name))
+            elif isinstance(value, list):
+                for index, item in enumerate(value):
+                    if isinstance(item, RequestObject):
+                        item.check_fields(f"{path_to(at, name)}[{index}]")
 
 
-class FunctionCall(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class ContentPart(RequestObject):
+    """A part of a message's content: text, or an assistant's earlier refusal. The parts
+    tunelab's models cannot read (images, audio, files) are refused by name."""
+
+    type: str
+    text: str | None = None  # a text part's
+    refusal: str | None = None  # a refusal part's
+
+    def check_fields(self, at: str = "") -> None:
+        if self.type in UNREADABLE_PARTS:
+            refuse(path_to(at, self.type), UNREADABLE_PARTS[self.type])
+        if self.type not in ("text", "refusal"):
+            refuse(path_to(at, "type"), f"OpenAI defines no `{self.type}` content part")
+        other = "refusal" if self.type == "text" else "text"
+        if getattr(self, other) is not None:
+            refuse(path_to(at, other), f"a {self.type} part has no `{other}`")
+        if getattr(self, self.type) is None:
+            param = path_to(at, self.type)
+            raise ApiError(400, f"{param}: a {self.type} part needs it.", param=param)
+        extra_fields = TEXT_PART if self.type == "text" else DECLARED_ONLY
+        check_extra_fields(self.model_extra or {}, extra_fields, at)
+
+    def said(self) -> str:
+        return self.text if self.type == "text" else self.refusal or ""
+
+
+class FunctionCall(RequestObject):
     name: str
     arguments: str = "{}"
 
 
-class MessageToolCall(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class MessageToolCall(RequestObject):
     id: str = ""
     type: Literal["function"] = "function"
     function: FunctionCall
 
+    def for_template(self) -> dict:
+        function = {"name": self.function.name, "arguments": self.function.arguments}
+        return {"id": self.id, "type": self.type, "function": function}
 
-class Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+
+class Message(RequestObject):
+    extra_fields: ClassVar[ExtraFields] = MESSAGE
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[ContentPart] | None = None
+    name: str | None = None  # the participant's, for templates that render it
+    refusal: str | None = None  # an assistant's earlier refusal: what it said
     tool_calls: list[MessageToolCall] | None = None  # an assistant's earlier calls
     tool_call_id: str | None = None  # which call a tool message answers
+
+    def check_fields(self, at: str = "") -> None:
+        """Besides the fields themselves: each field and content part where OpenAI defines
+        it for the message's role (no `tool_calls` in a user message)."""
+        super().check_fields(at)
+        for name, roles in ROLES_BY_MESSAGE_FIELD.items():
+            if getattr(self, name) is not None and self.role not in roles:
+                refuse(path_to(at, name), f"{self.role} messages carry no `{name}`")
+        for index, part in enumerate(self.content if isinstance(self.content, list) else ()):
+            if part.type not in PART_TYPES_BY_ROLE[self.role]:
+                param = f"{path_to(at, 'content')}[{index}].type"
+                refuse(param, f"{self.role} messages carry no {part.type} part")
 
     def for_template(self) -> dict:
         content = self.content or ""
         if isinstance(content, list):
-            content = "".join(part.text for part in content)
+            content = "".join(part.said() for part in content)
+        content += self.refusal or ""
         # Chat templates know "system"; OpenAI's newer name for it is "developer".
         role = "system" if self.role == "developer" else self.role
         message: dict = {"role": role, "content": content}
+        if self.name is not None:  # as training hands it to the template (`tunelab format`)
+            message["name"] = self.name
         if self.tool_calls:
-            message["tool_calls"] = [call.model_dump() for call in self.tool_calls]
+            message["tool_calls"] = [call.for_template() for call in self.tool_calls]
         if self.tool_call_id is not None:
             message["tool_call_id"] = self.tool_call_id
         return message
 
 
-class JsonSchemaFormat(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+class JsonSchemaFormat(RequestObject):
+    model_config = ConfigDict(populate_by_name=True)
     name: str = Field(min_length=1, max_length=64)
     description: str | None = None
     schema_: dict = Field(alias="schema")
     strict: bool | None = None  # tunelab's answers always follow the schema
 
 
-class ResponseFormat(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ResponseFormat(RequestObject):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
@@ -107,37 +179,36 @@ class ResponseFormat(BaseModel):
         return {"type": "json_schema", "json_schema": schema}
 
 
-class FunctionTool(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class FunctionTool(RequestObject):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     description: str | None = None
     parameters: dict | None = None
     strict: bool | None = None
 
 
-class Tool(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Tool(RequestObject):
     type: Literal["function"]
     function: FunctionTool
 
 
-class NamedFunction(BaseModel):
+class NamedFunction(RequestObject):
     name: str
 
 
-class NamedToolChoice(BaseModel):
+class NamedToolChoice(RequestObject):
     type: Literal["function"]
     function: NamedFunction
 
 
-class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class StreamOptions(RequestObject):
+    extra_fields: ClassVar[ExtraFields] = STREAM_OPTIONS
     include_usage: bool = False
 
 
-class ChatCompletionRequest(BaseModel):
-    """OpenAI's request. Fields it does not declare are refused by name unless
-    `chat_fields` accepts them (`user`, `metadata`, ...: ignored, each for a reason).
+class ChatCompletionRequest(RequestObject):
+    """OpenAI's request. Fields it does not declare, here or in the objects it holds, are
+    refused by name unless `chat_fields` accepts them (`user`, `metadata`, ...: ignored,
+    each for a reason).
 
     Unlike OpenAI, a local model answers greedily when no temperature is given (as `tunelab
     chat` does); a hosted model gets its provider's default.
@@ -149,7 +220,7 @@ class ChatCompletionRequest(BaseModel):
     of the labels. Each choice then carries `label_scores`. Local models only.
     """
 
-    model_config = ConfigDict(extra="allow")  # kept to be refused or ignored by name
+    extra_fields: ClassVar[ExtraFields] = REQUEST
     model: str = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
     temperature: float | None = Field(None, ge=0, le=2)
@@ -182,9 +253,9 @@ class ChatCompletionRequest(BaseModel):
                 raise ValueError(f"biases are between -100 and 100 (got {value})")
         return bias
 
-    def check_fields(self) -> None:
+    def check_fields(self, at: str = "") -> None:
         """Refuse what the schema lets through but tunelab cannot honour."""
-        check_extra_fields(self.model_extra or {})
+        super().check_fields(at)
         if self.top_logprobs is not None and not self.logprobs:
             raise ApiError(400, "top_logprobs needs logprobs set to true.", param="top_logprobs")
         self._check_tools()

@@ -10,6 +10,7 @@ import orjson
 from pydantic import ValidationError
 
 from tunelab.errors import TunelabError
+from tunelab.server.errors import ApiError
 from tunelab.server.routes_inference import JsonSchemaFormat, Tool
 from tunelab.server.ui.web import form_text
 from tunelab.types import ToolCall
@@ -67,9 +68,14 @@ def _tools(form) -> tuple[dict, ...]:
             hint='[{"type": "function", "function": {"name": "...", "parameters": {...}}}]',
         )
     try:
-        return tuple(Tool.model_validate(tool).model_dump(exclude_none=True) for tool in listed)
+        tools = [Tool.model_validate(tool) for tool in listed]
+        for index, tool in enumerate(tools):
+            tool.check_fields(f"tools[{index}]")
     except ValidationError as err:
         raise TunelabError("invalid_form", f"The tools: {_first(err)}.") from None
+    except ApiError as err:  # a field tunelab does not honour, named
+        raise TunelabError("invalid_form", err.message) from None
+    return tuple(tool.model_dump(exclude_none=True) for tool in tools)
 
 
 def _json(text: str, what: str):

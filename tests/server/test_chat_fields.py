@@ -7,6 +7,7 @@ the provider cannot answer them."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import anthropic
@@ -24,8 +25,21 @@ from tunelab.providers.hosted.compatible import OpenAICompatibleProvider
 from tunelab.providers.provider import Provider
 from tunelab.registry import Store
 from tunelab.server.app import ServerConfig, create_app
-from tunelab.server.chat_fields import IGNORED, NEUTRAL, REFUSED
-from tunelab.server.routes_inference import ChatCompletionRequest
+from tunelab.server.chat_fields import (
+    IGNORED,
+    MESSAGE,
+    NEUTRAL,
+    REFUSED,
+    STREAM_OPTIONS,
+    TEXT_PART,
+    UNREADABLE_PARTS,
+)
+from tunelab.server.routes_inference import (
+    ChatCompletionRequest,
+    ContentPart,
+    Message,
+    StreamOptions,
+)
 from tunelab.server.ui.chat_structured import answer_fields
 from tunelab.types import Answer, Usage
 
@@ -297,6 +311,43 @@ def user(content) -> list[dict]:
                 ]
             },
             "messages[1].tool_calls[0].function.strict",
+        ),
+        (
+            {"messages": [*MESSAGES, {"role": "function", "name": "f", "content": "ok"}]},
+            "messages[1].role",
+        ),
+        (
+            {
+                "messages": [
+                    *MESSAGES,
+                    {
+                        "role": "assistant",
+                        "tool_calls": [
+                            {"id": "c1", "type": "custom", "custom": {"name": "f", "input": "x"}}
+                        ],
+                    },
+                ]
+            },
+            "messages[1].tool_calls[0].custom",
+        ),
+        ({"tools": [{"type": "custom", "custom": {"name": "f"}}]}, "tools[0].custom"),
+        (
+            {
+                "tools": [FUNCTION_TOOL],
+                "tool_choice": {
+                    "type": "allowed_tools",
+                    "allowed_tools": {"mode": "auto", "tools": [FUNCTION_TOOL]},
+                },
+            },
+            "tool_choice.allowed_tools",
+        ),
+        (
+            {"tools": [FUNCTION_TOOL], "tool_choice": {"type": "custom", "custom": {"name": "f"}}},
+            "tool_choice.custom",
+        ),
+        (
+            {"response_format": {"type": "json_object", "json_schema": BOOK_FORMAT["json_schema"]}},
+            "response_format.json_schema",
         ),
         (
             {"tools": [{**FUNCTION_TOOL, "cache_control": {"type": "ephemeral"}}]},
@@ -595,3 +646,17 @@ def test_the_readme_says_what_becomes_of_every_field():
     table = readme[readme.index("Chat completion request fields") :]
     names = {*IGNORED, *NEUTRAL, *REFUSED, *ChatCompletionRequest.model_fields}
     assert not [name for name in names if f"`{name}`" not in table]
+    nested = table[table.index("| nested field |") :]
+    nested_names = {
+        *(name for extra in (MESSAGE, TEXT_PART, STREAM_OPTIONS) for name in extra_names(extra)),
+        *UNREADABLE_PARTS,
+        *Message.model_fields,
+        *ContentPart.model_fields,
+        *StreamOptions.model_fields,
+    }
+    # each as a field of its own or at the end of a path (`stream_options.include_usage`)
+    assert not [name for name in nested_names if not re.search(rf"[`.]{name}`", nested)]
+
+
+def extra_names(extra) -> set[str]:
+    return {*extra.ignored, *extra.neutral, *extra.refused}

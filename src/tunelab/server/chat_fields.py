@@ -88,6 +88,9 @@ UNREADABLE_PARTS = {
     "input_audio": "tunelab's models read text only",
     "file": "tunelab's models read text only; put the file's text in a text part",
 }
+CUSTOM_TOOLS = "custom tools (free-form input) are not implemented; use a function tool"
+ALLOWED_TOOLS = "narrowing the tools per request is not implemented; send only those tools"
+FUNCTION_MESSAGES = "the deprecated function messages are not implemented; use `tool` messages"
 # The content part types each role's messages may carry (as OpenAI defines them).
 PART_TYPES_BY_ROLE = {
     "system": ("text",),

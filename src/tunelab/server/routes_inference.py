@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Annotated, ClassVar, Literal
 
 from fastapi import APIRouter, Request
@@ -30,7 +30,10 @@ from tunelab.providers.registry import runs_here
 from tunelab.providers.wire import model_object
 from tunelab.registry import Model
 from tunelab.server.chat_fields import (
+    ALLOWED_TOOLS,
+    CUSTOM_TOOLS,
     DECLARED_ONLY,
+    FUNCTION_MESSAGES,
     MESSAGE,
     PART_TYPES_BY_ROLE,
     REQUEST,
@@ -65,7 +68,7 @@ class RequestObject(BaseModel):
     def check_fields(self, at: str = "") -> None:
         """Refuse a field tunelab would not honour, in this object (at path `at`) or in the
         objects it holds."""
-        check_extra_fields(self.model_extra or {}, self.extra_fields, at)
+        check_extra_fields(self.model_extra or {}, self.extra_fields_here(), at)
         for name in type(self).model_fields:
             value = getattr(self, name)
             if isinstance(value, RequestObject):
@@ -75,28 +78,44 @@ class RequestObject(BaseModel):
                     if isinstance(item, RequestObject):
                         item.check_fields(f"{path_to(at, name)}[{index}]")
 
+    def extra_fields_here(self) -> ExtraFields:
+        return self.extra_fields
 
-class ContentPart(RequestObject):
+
+class TypedObject(RequestObject):
+    """An object whose `type` names the field that holds its data, as OpenAI writes them
+    (`{"type": "function", "function": {...}}`). The types tunelab reads (`read_types`) are
+    fields the model declares; OpenAI's others are refused by their name (`tools[0].custom`)."""
+
+    type: str
+    read_types: ClassVar[tuple[str, ...]] = ("function",)
+    unread_types: ClassVar[Mapping[str, str]] = {}  # OpenAI's other types → why refused
+
+    def check_fields(self, at: str = "") -> None:
+        if self.type in self.unread_types:
+            refuse(path_to(at, self.type), self.unread_types[self.type])
+        if self.type not in self.read_types:
+            refuse(path_to(at, "type"), f"OpenAI defines no `{self.type}` type here")
+        for name in self.read_types:
+            if name != self.type and getattr(self, name) is not None:
+                refuse(path_to(at, name), f"a {self.type} object has no `{name}`")
+        if getattr(self, self.type) is None:
+            param = path_to(at, self.type)
+            raise ApiError(400, f"{param}: a {self.type} object needs it.", param=param)
+        super().check_fields(at)
+
+
+class ContentPart(TypedObject):
     """A part of a message's content: text, or an assistant's earlier refusal. The parts
     tunelab's models cannot read (images, audio, files) are refused by name."""
 
-    type: str
-    text: str | None = None  # a text part's
-    refusal: str | None = None  # a refusal part's
+    read_types: ClassVar[tuple[str, ...]] = ("text", "refusal")
+    unread_types: ClassVar[Mapping[str, str]] = UNREADABLE_PARTS
+    text: str | None = None
+    refusal: str | None = None
 
-    def check_fields(self, at: str = "") -> None:
-        if self.type in UNREADABLE_PARTS:
-            refuse(path_to(at, self.type), UNREADABLE_PARTS[self.type])
-        if self.type not in ("text", "refusal"):
-            refuse(path_to(at, "type"), f"OpenAI defines no `{self.type}` content part")
-        other = "refusal" if self.type == "text" else "text"
-        if getattr(self, other) is not None:
-            refuse(path_to(at, other), f"a {self.type} part has no `{other}`")
-        if getattr(self, self.type) is None:
-            param = path_to(at, self.type)
-            raise ApiError(400, f"{param}: a {self.type} part needs it.", param=param)
-        extra_fields = TEXT_PART if self.type == "text" else DECLARED_ONLY
-        check_extra_fields(self.model_extra or {}, extra_fields, at)
+    def extra_fields_here(self) -> ExtraFields:
+        return TEXT_PART if self.type == "text" else DECLARED_ONLY
 
     def said(self) -> str:
         return self.text if self.type == "text" else self.refusal or ""
@@ -107,10 +126,11 @@ class FunctionCall(RequestObject):
     arguments: str = "{}"
 
 
-class MessageToolCall(RequestObject):
+class MessageToolCall(TypedObject):
+    unread_types: ClassVar[Mapping[str, str]] = {"custom": CUSTOM_TOOLS}
     id: str = ""
-    type: Literal["function"] = "function"
-    function: FunctionCall
+    type: str = "function"
+    function: FunctionCall | None = None
 
     def for_template(self) -> dict:
         function = {"name": self.function.name, "arguments": self.function.arguments}
@@ -119,7 +139,7 @@ class MessageToolCall(RequestObject):
 
 class Message(RequestObject):
     extra_fields: ClassVar[ExtraFields] = MESSAGE
-    role: Literal["system", "developer", "user", "assistant", "tool"]
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None  # the participant's, for templates that render it
     refusal: str | None = None  # an assistant's earlier refusal: what it said
@@ -129,6 +149,8 @@ class Message(RequestObject):
     def check_fields(self, at: str = "") -> None:
         """Besides the fields themselves: each field and content part where OpenAI defines
         it for the message's role (no `tool_calls` in a user message)."""
+        if self.role == "function":
+            refuse(path_to(at, "role"), FUNCTION_MESSAGES)
         super().check_fields(at)
         for name, roles in ROLES_BY_MESSAGE_FIELD.items():
             if getattr(self, name) is not None and self.role not in roles:
@@ -167,6 +189,11 @@ class ResponseFormat(RequestObject):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
+    def check_fields(self, at: str = "") -> None:
+        super().check_fields(at)
+        if self.type != "json_schema" and self.json_schema is not None:
+            refuse(path_to(at, "json_schema"), f"a {self.type} format has no schema")
+
     def for_options(self) -> dict:
         if self.type != "json_schema":
             return {"type": self.type}
@@ -186,18 +213,21 @@ class FunctionTool(RequestObject):
     strict: bool | None = None
 
 
-class Tool(RequestObject):
-    type: Literal["function"]
-    function: FunctionTool
+class Tool(TypedObject):
+    unread_types: ClassVar[Mapping[str, str]] = {"custom": CUSTOM_TOOLS}
+    function: FunctionTool | None = None
 
 
 class NamedFunction(RequestObject):
     name: str
 
 
-class NamedToolChoice(RequestObject):
-    type: Literal["function"]
-    function: NamedFunction
+class NamedToolChoice(TypedObject):
+    unread_types: ClassVar[Mapping[str, str]] = {
+        "custom": CUSTOM_TOOLS,
+        "allowed_tools": ALLOWED_TOOLS,
+    }
+    function: NamedFunction | None = None
 
 
 class StreamOptions(RequestObject):

@@ -54,14 +54,31 @@ def test_method_overrides_detection(capsys, tmp_path):
         "supervised",
         ["no_assistant_message"],
     )
-    code, report = run_json(capsys, ["validate", str(path), "--method", "reinforcement", "--json"])
-    assert (code, report["method"], report["n_errors"]) == (0, "reinforcement", 0)
+    for flag in ("--training-method", "--method"):  # --method: the earlier name, kept
+        code, report = run_json(capsys, ["validate", str(path), flag, "reinforcement", "--json"])
+        assert (code, report["method"], report["n_errors"]) == (0, "reinforcement", 0)
+
+
+def test_validate_and_analyze_take_the_training_method_as_train_does(capsys, tmp_path):
+    path = write(tmp_path / "prompts.jsonl", [{"messages": [USER]}])
+    argv = ["analyze", str(path), "--model", "gpt-4o-mini", "--json"]
+    for flag in ("--training-method", "--method"):
+        code, analysis = run_json(capsys, [*argv, flag, "reinforcement"])
+        assert (code, analysis["method"]) == (0, "reinforcement")
+    for command in ("validate", "analyze", "train"):
+        assert main([command, "--help"]) == 0
+        shown = capsys.readouterr().out
+        assert "--training-method" in shown and "supervised|dpo|reinforcement" in shown
+        assert "--method [supervised" not in shown
+    both = ["validate", str(path), "--training-method", "dpo", "--method", "reinforcement"]
+    assert main(both) == 2
+    assert "Can't provide both `--training-method` and `--method`" in capsys.readouterr().err
 
 
 def test_a_mixed_file_asks_for_method(capsys, tmp_path):
     path = write(tmp_path / "mixed.jsonl", [{"messages": [USER, *GOOD]}, ITEM])
     assert main(["validate", str(path)]) == 2
-    assert "--method" in capsys.readouterr().err
+    assert "--training-method" in capsys.readouterr().err
 
 
 def test_analyze_reports_the_answer_budget(capsys, tmp_path):

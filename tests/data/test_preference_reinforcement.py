@@ -95,7 +95,7 @@ def test_detection_asks_for_method_on_a_mix(tmp_path):
     mixed = write(tmp_path / "mixed.jsonl", [chat, ITEM])
     with pytest.raises(TunelabError) as err:
         detect_method(mixed)
-    assert err.value.code == "ambiguous_method" and "--method" in err.value.hint
+    assert err.value.code == "ambiguous_method" and "--training-method" in err.value.hint
     assert resolve_method(mixed, "reinforcement").method == "reinforcement"
     with pytest.raises(TunelabError, match="unknown method"):
         resolve_method(mixed, "ppo")

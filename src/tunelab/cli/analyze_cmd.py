@@ -13,7 +13,7 @@ from tunelab.cli.options import (
     base_model_option,
     input_file,
     json_option,
-    method_option,
+    training_method_option,
     val_option,
 )
 from tunelab.cli.progress import reading_progress
@@ -33,7 +33,7 @@ from tunelab.io import atomic_write_text, check_output_path
 @click.option("--html", "html_path", type=click.Path(path_type=Path), help="Write an HTML report.")
 @click.option("--prices", type=input_file, help="Price table (JSON) merged over the shipped one.")
 @click.option("--force", is_flag=True, help="Overwrite an existing --html file.")
-@method_option(
+@training_method_option(
     "The file's format: supervised (chat), dpo (preference pairs) or reinforcement "
     "[default: detected]."
 )

@@ -7,6 +7,7 @@ options that travel together are decorators that apply them all (`source_flags`,
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
@@ -274,9 +275,29 @@ evaluation_outputs = option_block(
 )
 
 
-def method_option(help: str):
-    """`--method`: which training data format a file holds, when detection cannot tell."""
-    return choice_option("--method", choices=list(METHODS), help=help)
+def training_method_option(help: str):
+    """`--training-method`: which training data format a file holds, when detection cannot
+    tell, in the word `tunelab train` and `jobs create` take. `--method`, its earlier name
+    on `validate` and `analyze`, still works; --help shows one name, because `--method` on
+    `train` picks lora or full."""
+
+    def decorate(command):
+        @functools.wraps(command)
+        def with_one_method(*args, method_alias: str | None = None, **kwargs):
+            given = kwargs.get("method")
+            if given is not None and method_alias is not None and given != method_alias:
+                raise click.UsageError(
+                    "Can't provide both `--training-method` and `--method`. Choose one."
+                )
+            kwargs["method"] = given or method_alias
+            return command(*args, **kwargs)
+
+        return option_block(
+            choice_option("--training-method", "method", choices=list(METHODS), help=help),
+            click.option("--method", "method_alias", type=click.Choice(list(METHODS)), hidden=True),
+        )(with_one_method)
+
+    return decorate
 
 
 def grader_option(help: str):

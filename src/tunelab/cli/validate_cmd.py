@@ -12,8 +12,8 @@ from tunelab.cli.options import (
     grader_field_options,
     input_file,
     json_option,
-    method_option,
     model_option,
+    training_method_option,
     val_option,
 )
 from tunelab.cli.progress import reading_progress
@@ -29,7 +29,7 @@ from tunelab.data.reinforcement import grader_fields
     "Target model (name, alias or local Hugging Face directory): adds the "
     "context-length, provider-minimum and tokenizer special-token checks."
 )
-@method_option(
+@training_method_option(
     "The file's format: supervised (chat), dpo (preference pairs) or reinforcement "
     "(prompts for a grader) [default: detected]."
 )

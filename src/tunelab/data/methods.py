@@ -80,13 +80,13 @@ def detect_method(path: str | Path) -> MethodDetection:
             "ambiguous_method",
             "some examples end with an answer and some are prompts with item fields: "
             "supervised examples or reinforcement items?",
-            hint="pass --method supervised, --method dpo or --method reinforcement",
+            hint="pass --training-method supervised, dpo or reinforcement",
             path=path,
         )
     if "reinforcement" in seen:
         return MethodDetection("reinforcement", "prompts end with a user turn, with item fields")
     # Prompts without answers or item fields are chat data missing its answers until
-    # --method says otherwise; and an unreadable file is for the chat validator to explain.
+    # --training-method says otherwise; and an unreadable file is for the chat validator to explain.
     return MethodDetection("supervised", "examples end with answers" if seen else None)
 
 

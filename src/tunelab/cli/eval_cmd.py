@@ -297,15 +297,8 @@ def judge_cmd(
             for m in models
         ]
         run = judging.judge_single if mode == "single" else judging.judge_pairwise
-        return run(
-            judge_model,
-            sets,
-            chosen,
-            rubric,
-            progress=progress,
-            cancel=cancel,
-            max_tokens=judge_max_tokens,
-        )
+        setup = judging.JudgeSetup(judge_model, chosen, rubric, judge_max_tokens)
+        return run(setup, sets, progress=progress, cancel=cancel)
 
     described = (
         data.describe() if data else {"path": ", ".join(map(str, databases)), "n_items": None}

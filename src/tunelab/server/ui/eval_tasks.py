@@ -142,15 +142,8 @@ def _judge(task: EvalTask, data, progress):
             for m in r.models
         ]
         run = judging.judge_single if r.kind == "judge" else judging.judge_pairwise
-        return run(
-            r.judge_model,
-            sets,
-            _traits(r.traits),
-            None,
-            progress=progress,
-            cancel=task.cancel,
-            max_tokens=r.judge_max_tokens,
-        )
+        setup = judging.JudgeSetup(r.judge_model, _traits(r.traits), None, r.judge_max_tokens)
+        return run(setup, sets, progress=progress, cancel=task.cancel)
 
     return compute
 

@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tunelab.errors import TunelabError
+from tunelab.evals.conversations import ConversationRecipe
 from tunelab.server.app import ServerConfig, create_app
 from tunelab.server.ui.background import TaskBoard
 from tunelab.server.ui.conversation_tasks import GenerationRequest, GenerationTask
@@ -74,7 +75,9 @@ def _client_with(tasks: dict) -> TestClient:
         ),
         (
             "generation_tasks",
-            GenerationTask("gentask-1", GenerationRequest(Path("i.txt"), "i.txt", "m"), 3),
+            GenerationTask(
+                "gentask-1", GenerationRequest(Path("i"), "i", ConversationRecipe("m")), 3
+            ),
             "/data/generate/tasks",
             "/data/sources/s1",
         ),

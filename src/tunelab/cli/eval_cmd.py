@@ -457,19 +457,16 @@ def generate_conversations_cmd(
 ) -> int:
     """Have MODEL answer one message per idea; write a database `format` and `eval judge` read."""
     # loaded when this command runs: the others start without it
-    from tunelab.evals.conversations import generate_conversations
+    from tunelab.evals.conversations import ConversationRecipe, generate_conversations
 
     candidates.check_models([model])
+    recipe = ConversationRecipe(model, user_message_template, system, max_tokens, temperature)
     cancel = threading.Event()
     with ctrl_c_cancels(cancel), EvalProgress(quiet=as_json) as progress:
         result = generate_conversations(
             ideas,
             output,
-            model=model,
-            template=user_message_template,
-            system_prompt=system,
-            max_tokens=max_tokens,
-            temperature=temperature,
+            recipe,
             force=force,
             progress=_ideas_progress(progress, model, ideas),
             cancel=cancel,

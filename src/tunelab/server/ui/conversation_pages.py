@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 
 from tunelab.errors import TunelabError
+from tunelab.evals.conversations import ConversationRecipe
 from tunelab.server.model_access import check_offered
 from tunelab.server.ui import background, web, workspace
 from tunelab.server.ui.chat_pages import chat_models
@@ -45,11 +46,13 @@ async def generate_start(request: Request):
         generation = GenerationRequest(
             ideas_path=Path(ideas["path"]),
             ideas_name=ideas["name"],
-            model=model,
-            template=web.form_text(form, "template", "{idea}"),
-            system_prompt=web.form_text(form, "system"),
-            max_tokens=_max_tokens(form),
-            temperature=_temperature(form),
+            recipe=ConversationRecipe(
+                model=model,
+                template=web.form_text(form, "template", "{idea}"),
+                system_prompt=web.form_text(form, "system"),
+                max_tokens=_max_tokens(form),
+                temperature=_temperature(form),
+            ),
         )
         task = await run_in_threadpool(GenerationTasks.of(request).start, generation)
     except TunelabError as err:

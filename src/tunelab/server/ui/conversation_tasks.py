@@ -11,7 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunelab.errors import TunelabError
-from tunelab.evals.conversations import generate_conversations, read_ideas
+from tunelab.evals.conversations import (
+    ConversationRecipe,
+    generate_conversations,
+    read_ideas,
+)
 from tunelab.server.ui import workspace
 from tunelab.server.ui.background import TaskBoard
 
@@ -20,15 +24,16 @@ GENERATED_ORIGIN = "generated"  # a source the studio wrote: a conversation data
 
 @dataclass
 class GenerationRequest:
-    """What the form asks for: the CLI's options of the same names."""
+    """What the form asks for: the ideas file (with the name it was uploaded as) and the
+    recipe, as the CLI's options of the same names."""
 
     ideas_path: Path
     ideas_name: str
-    model: str
-    template: str = "{idea}"
-    system_prompt: str | None = None
-    max_tokens: int = 512
-    temperature: float = 0.0
+    recipe: ConversationRecipe
+
+    @property
+    def model(self) -> str:
+        return self.recipe.model
 
 
 @dataclass
@@ -56,7 +61,7 @@ class GenerationTasks(TaskBoard[GenerationTask]):
 
     def start(self, request: GenerationRequest) -> GenerationTask:
         """Check the ideas (an unreadable file is refused here, on the form) and start."""
-        if not request.template.strip():
+        if not request.recipe.template.strip():
             raise TunelabError("invalid_form", "The user message template is empty.")
         total = len(read_ideas(request.ideas_path))
         return self.launch(GenerationTask(workspace.new_id("gentask"), request, total))
@@ -75,15 +80,7 @@ def _generate(task: GenerationTask) -> None:
     name = workspace.safe_name(f"{Path(r.ideas_name).stem}_conversations.db")
     _, output = workspace.upload_target(name)
     result = generate_conversations(
-        r.ideas_path,
-        output,
-        model=r.model,
-        template=r.template,
-        system_prompt=r.system_prompt,
-        max_tokens=r.max_tokens,
-        temperature=r.temperature,
-        progress=task.advance,
-        cancel=task.cancel,
+        r.ideas_path, output, r.recipe, progress=task.advance, cancel=task.cancel
     )
     task.n_conversations, task.n_failed = result["n_conversations"], result["n_failed"]
     if task.n_conversations:

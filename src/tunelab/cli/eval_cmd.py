@@ -297,15 +297,8 @@ def judge_cmd(
             for m in models
         ]
         run = judging.judge_single if mode == "single" else judging.judge_pairwise
-        return run(
-            judge_model,
-            sets,
-            chosen,
-            rubric,
-            progress=progress,
-            cancel=cancel,
-            max_tokens=judge_max_tokens,
-        )
+        setup = judging.JudgeSetup(judge_model, chosen, rubric, judge_max_tokens)
+        return run(setup, sets, progress=progress, cancel=cancel)
 
     described = (
         data.describe() if data else {"path": ", ".join(map(str, databases)), "n_items": None}
@@ -464,19 +457,16 @@ def generate_conversations_cmd(
 ) -> int:
     """Have MODEL answer one message per idea; write a database `format` and `eval judge` read."""
     # loaded when this command runs: the others start without it
-    from tunelab.evals.conversations import generate_conversations
+    from tunelab.evals.conversations import ConversationRecipe, generate_conversations
 
     candidates.check_models([model])
+    recipe = ConversationRecipe(model, user_message_template, system, max_tokens, temperature)
     cancel = threading.Event()
     with ctrl_c_cancels(cancel), EvalProgress(quiet=as_json) as progress:
         result = generate_conversations(
             ideas,
             output,
-            model=model,
-            template=user_message_template,
-            system_prompt=system,
-            max_tokens=max_tokens,
-            temperature=temperature,
+            recipe,
             force=force,
             progress=_ideas_progress(progress, model, ideas),
             cancel=cancel,

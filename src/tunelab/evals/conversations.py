@@ -14,6 +14,7 @@ import os
 import sqlite3
 import string
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tunelab.errors import TunelabError
@@ -96,23 +97,33 @@ def fill_template(template: str, idea: dict, path: Path | None = None) -> str:
     return template.format(**idea)
 
 
+@dataclass(frozen=True)
+class ConversationRecipe:
+    """How each idea becomes a conversation: the model that answers, the user message
+    template filled from the idea, the system prompt, and the answer's length and
+    temperature (`tunelab generate-conversations`' options, the studio's form)."""
+
+    model: str
+    template: str = "{idea}"
+    system_prompt: str | None = None
+    max_tokens: int = 512
+    temperature: float = 0.0
+
+
 def generate_conversations(
     ideas_path: Path,
     output: Path,
+    recipe: ConversationRecipe,
     *,
-    model: str,
-    template: str,
-    system_prompt: str | None,
-    max_tokens: int = 512,
-    temperature: float = 0.0,
     force: bool = False,
     progress=None,
     cancel=None,
 ) -> dict:
-    """Answer every idea with `model` and write the conversation database `output`."""
+    """Answer every idea as `recipe` says and write the conversation database `output`."""
     check_output_path(output, force=force, inputs=(ideas_path,))
     ideas = read_ideas(ideas_path)
-    prompts = [fill_template(template, idea, ideas_path) for idea in ideas]
+    model, system_prompt = recipe.model, recipe.system_prompt
+    prompts = [fill_template(recipe.template, idea, ideas_path) for idea in ideas]
     conversations = [
         ([{"role": "system", "content": system_prompt}] if system_prompt else [])
         + [{"role": "user", "content": prompt}]
@@ -122,8 +133,8 @@ def generate_conversations(
     try:
         answers = candidate.answer(
             conversations,
-            max_tokens=max_tokens,
-            temperature=temperature,
+            max_tokens=recipe.max_tokens,
+            temperature=recipe.temperature,
             progress=progress,
             cancel=cancel,
         )

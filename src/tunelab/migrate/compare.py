@@ -329,12 +329,5 @@ def _evaluate(
         for m in models
     ]
     judge_model, judge_max_tokens = judge
-    return judging.judge_pairwise(
-        judge_model,
-        sets,
-        list(DEFAULT_TRAITS),
-        None,
-        progress=progress,
-        cancel=cancel,
-        max_tokens=judge_max_tokens,
-    )
+    setup = judging.JudgeSetup(judge_model, list(DEFAULT_TRAITS), None, judge_max_tokens)
+    return judging.judge_pairwise(setup, sets, progress=progress, cancel=cancel)

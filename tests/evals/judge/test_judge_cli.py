@@ -434,7 +434,7 @@ def test_a_judge_that_gives_no_verdict_is_stopped_early_naming_it(databases, cap
 
 def test_pairwise_stops_early_too_and_a_readable_judge_is_not_stopped(monkeypatch):
     from tunelab.evals.items import EvalItem
-    from tunelab.evals.judge.task import AnswerSet, judge_pairwise
+    from tunelab.evals.judge.task import AnswerSet, JudgeSetup, judge_pairwise
     from tunelab.evals.judge.verdicts import DEFAULT_TRAITS
 
     prompts = [[{"role": "user", "content": f"Question {n}?"}] for n in range(4)]
@@ -445,10 +445,10 @@ def test_pairwise_stops_early_too_and_a_readable_judge_is_not_stopped(monkeypatc
     wordy = MODELS["wordy"] = Wordy()
     try:
         with pytest.raises(TunelabError) as stopped:
-            judge_pairwise("wordy", sets, list(DEFAULT_TRAITS), None, max_tokens=32)
+            judge_pairwise(JudgeSetup("wordy", list(DEFAULT_TRAITS), max_tokens=32), sets)
     finally:
         del MODELS["wordy"]
     assert stopped.value.code == "judge_unreadable" and "wordy" in stopped.value.message
     assert wordy.max_tokens == [32] * 6  # three comparisons, each asked twice in one order
-    result = judge_pairwise("judge", sets, list(DEFAULT_TRAITS), None)
+    result = judge_pairwise(JudgeSetup("judge", list(DEFAULT_TRAITS)), sets)
     assert result.n_comparisons == 4 and result.error is None

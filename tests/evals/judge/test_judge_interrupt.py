@@ -24,7 +24,7 @@ from fake_upstream import Upstream, paris_judge
 from tunelab.cli import main
 from tunelab.evals.candidates import Answer, Candidate
 from tunelab.evals.items import EvalItem
-from tunelab.evals.judge.task import AnswerSet, judge_pairwise
+from tunelab.evals.judge.task import AnswerSet, JudgeSetup, judge_pairwise
 from tunelab.registry import Store
 
 QUESTIONS = (
@@ -227,7 +227,7 @@ def test_a_partial_pairwise_run_is_not_rated_while_a_model_has_no_decided_compar
     judge = Answers("judge", "", cancel, cancel_after=2)  # a vs b on the first prompt only
     monkeypatch.setattr("tunelab.evals.judge.task.open_candidate", lambda name: judge)
     sets = [answer_set("a", "Paris"), answer_set("b", "Rome"), answer_set("c", "Lyon")]
-    result = judge_pairwise("judge", sets, _traits(), None, cancel=cancel)
+    result = judge_pairwise(JudgeSetup("judge", _traits()), sets, cancel=cancel)
     assert result.partial == {"n_comparisons": 6, "n_judged": 1}
     assert result.ratings == {} and "no decided comparison yet for c" in result.note
     assert result.records["a"] == {"wins": 1.0, "games": 1} and result.error is None

@@ -55,6 +55,17 @@ class VerdictWatch:
             )
 
 
+@dataclass(frozen=True)
+class JudgeSetup:
+    """The judge and what it is asked, the same in single and pairwise mode: the model, the
+    traits it scores, a rubric (None: the traits alone) and its longest reply."""
+
+    judge: str
+    traits: list[Trait]
+    rubric: str | None = None
+    max_tokens: int = JUDGE_MAX_TOKENS
+
+
 @dataclass
 class AnswerSet:
     """One model's answers to a list of prompts."""
@@ -133,21 +144,16 @@ def answers_from_model(
 
 
 def judge_single(
-    judge: str,
-    sets: list[AnswerSet],
-    traits: list[Trait],
-    rubric: str | None,
-    progress=None,
-    cancel=None,
-    max_tokens: int = JUDGE_MAX_TOKENS,
+    setup: JudgeSetup, sets: list[AnswerSet], progress=None, cancel=None
 ) -> JudgeResult:
     """Each answer scored on each trait. A cancel (Ctrl-C, the studio's Cancel) keeps the
     answers judged so far: the result is then marked `partial` (see `runs.partial_message`).
     A judge none of whose first verdicts can be read stops the run (`VerdictWatch`)."""
-    chat, watch = _judge_chat(judge, max_tokens), VerdictWatch(judge)
+    judge, traits = setup.judge, setup.traits
+    chat, watch = _judge_chat(judge, setup.max_tokens), VerdictWatch(judge)
     metrics, outputs, judged = {}, {}, {}
     for answers in sets:
-        results = _score_set(chat, answers, traits, rubric, progress, cancel, watch)
+        results = _score_set(chat, answers, traits, setup.rubric, progress, cancel, watch)
         judged[answers.model] = len(results)
         if results:
             metrics[answers.model] = summarise_scores(results)
@@ -211,13 +217,7 @@ def _nothing_judged(judge: str, what: str, errors: list[str]) -> str:
 
 
 def judge_pairwise(
-    judge: str,
-    sets: list[AnswerSet],
-    traits: list[Trait],
-    rubric: str | None,
-    progress=None,
-    cancel=None,
-    max_tokens: int = JUDGE_MAX_TOKENS,
+    setup: JudgeSetup, sets: list[AnswerSet], progress=None, cancel=None
 ) -> PairwiseResult:
     """Every pair of models compared on every shared prompt, then rated. A cancel keeps the
     comparisons judged so far (`partial`), rated when each model has a decided one. A judge
@@ -227,12 +227,13 @@ def judge_pairwise(
     prompts, aligned = align(sets)
     n_pairs = len(prompts) * len(sets) * (len(sets) - 1) // 2
     task = progress("pairwise comparisons", n_pairs) if progress else None
+    judge, traits = setup.judge, setup.traits
     outcomes, records = run_pairwise(
-        _judge_chat(judge, max_tokens),
+        _judge_chat(judge, setup.max_tokens),
         prompts,
         aligned,
         traits=traits,
-        rubric=rubric,
+        rubric=setup.rubric,
         progress=task,
         cancel=cancel,
         check=VerdictWatch(judge),

@@ -187,66 +187,42 @@ def queue_on_files(store: Store, spec, train: File, val: File | None, *, start: 
             "reinforcement jobs train in one process (their ranks would each need the grader).",
             hint="leave --nproc-per-node out, or run `tunelab train --nproc-per-node N`",
         )
-    info = local_base(spec.model)
-    tuned = spec.model.startswith("ft:")
-    job = queue_job(
-        store,
-        model=spec.model if tuned else info.name,
-        base_path=str(info.path) if tuned or info.kind != "bundled" else None,
-        training_file=train,
-        validation_file=val,
-        hyperparameters=hyperparameters,
-        suffix=spec.suffix,
-        name=spec.name,
-        seed=spec.seed,
-        metadata=spec.metadata,
-        nproc_per_node=spec.nproc_per_node,
-        grader=spec.grader,
-    )
+    job = queue_job(store, spec, train, val, hyperparameters)
     if start:
         start_worker()
     return job
 
 
-def queue_job(
-    store: Store,
-    *,
-    model: str,
-    base_path: str | None,
-    training_file: File,
-    validation_file: File | None,
-    hyperparameters: dict,
-    suffix: str | None,
-    name: str | None,
-    seed: int | None,
-    metadata: dict,
-    nproc_per_node: int = 1,
-    grader: dict | None = None,
-) -> Job:
-    """Insert a queued local job; the worker picks it up."""
+def queue_job(store: Store, spec, train: File, val: File | None, hyperparameters: dict) -> Job:
+    """Insert a queued local job for `spec` (a `JobSpec`) on registered files, with its
+    checked settings; the worker picks it up."""
+    info = local_base(spec.model)
+    tuned = spec.model.startswith("ft:")
+    model = spec.model if tuned else info.name
+    base_path = str(info.path) if tuned or info.kind != "bundled" else None
     job = store.create_job(
         provider=PROVIDER,
         model=model,
-        name=name,
-        training_file=training_file.id,
-        validation_file=validation_file.id if validation_file else None,
+        name=spec.name,
+        training_file=train.id,
+        validation_file=val.id if val else None,
         hyperparameters=hyperparameters,
         method=method_of(hyperparameters),
-        suffix=suffix,
-        seed=seed,
-        metadata=metadata,
+        suffix=spec.suffix,
+        seed=spec.seed,
+        metadata=spec.metadata,
         status="queued",
         raw_status="queued",
     )
     output_dir = local_artifacts.output_location(job.id)
-    extra: dict[str, object] = {"tunelab_model_name": model_name(model, suffix, job.id)}
+    extra: dict[str, object] = {"tunelab_model_name": model_name(model, spec.suffix, job.id)}
     if base_path:
         extra["tunelab_base_path"] = base_path
-    if nproc_per_node > 1:
-        extra[NPROC_KEY] = nproc_per_node
-    if grader is not None:
-        extra[GRADER_KEY] = json.dumps(grader)
-    queued = store.update_job(job.id, output_dir=output_dir, metadata={**metadata, **extra})
+    if spec.nproc_per_node > 1:
+        extra[NPROC_KEY] = spec.nproc_per_node
+    if spec.grader is not None:
+        extra[GRADER_KEY] = json.dumps(spec.grader)
+    queued = store.update_job(job.id, output_dir=output_dir, metadata={**spec.metadata, **extra})
     assert queued is not None  # no `expect`: the write always lands
     store.add_event(queued.id, f"Created fine-tuning job: {queued.id}")
     return queued

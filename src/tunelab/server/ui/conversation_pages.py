@@ -9,11 +9,11 @@ from pathlib import Path
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse
 
 from tunelab.errors import TunelabError
+from tunelab.evals.conversations import ConversationRecipe
 from tunelab.server.model_access import check_offered
-from tunelab.server.ui import web, workspace
+from tunelab.server.ui import background, web, workspace
 from tunelab.server.ui.chat_pages import chat_models
 from tunelab.server.ui.conversation_tasks import (
     GENERATED_ORIGIN,
@@ -24,13 +24,6 @@ from tunelab.server.ui.conversation_tasks import (
 router = APIRouter()
 CHUNK = 1 << 20
 MAX_TEMPERATURE = 2.0  # as the CLI's --temperature and the chat API allow
-
-
-def _tasks(request: Request) -> GenerationTasks:
-    state = request.app.state
-    if not hasattr(state, "generation_tasks"):
-        state.generation_tasks = GenerationTasks()
-    return state.generation_tasks
 
 
 @router.get("/data/generate")
@@ -53,13 +46,15 @@ async def generate_start(request: Request):
         generation = GenerationRequest(
             ideas_path=Path(ideas["path"]),
             ideas_name=ideas["name"],
-            model=model,
-            template=web.form_text(form, "template", "{idea}"),
-            system_prompt=web.form_text(form, "system"),
-            max_tokens=_max_tokens(form),
-            temperature=_temperature(form),
+            recipe=ConversationRecipe(
+                model=model,
+                template=web.form_text(form, "template", "{idea}"),
+                system_prompt=web.form_text(form, "system"),
+                max_tokens=_max_tokens(form),
+                temperature=_temperature(form),
+            ),
         )
-        task = await run_in_threadpool(_tasks(request).start, generation)
+        task = await run_in_threadpool(GenerationTasks.of(request).start, generation)
     except TunelabError as err:
         return web.error_page(request, err)
     return web.see_other(f"/data/generate/tasks/{task.id}")
@@ -94,24 +89,11 @@ def _temperature(form) -> float:
     return given or 0.0
 
 
-@router.get("/data/generate/tasks/{task_id}")
-def task_page(request: Request, task_id: str):
-    try:
-        task = _tasks(request).get(task_id)
-    except TunelabError as err:
-        return web.error_page(request, err, 404)
-    if task.status == "succeeded" and request.headers.get("hx-request"):
-        response = HTMLResponse("")
-        response.headers["HX-Redirect"] = f"/data/sources/{task.source_id}"
-        return response
-    name = "_generate_task.html" if request.headers.get("hx-request") else "generate_task.html"
-    return web.page(request, name, nav="data", task=task)
-
-
-@router.post("/data/generate/tasks/{task_id}/cancel")
-def task_cancel(request: Request, task_id: str):
-    try:
-        _tasks(request).get(task_id).cancel.set()
-    except TunelabError as err:
-        return web.error_page(request, err, 404)
-    return web.see_other(f"/data/generate/tasks/{task_id}")
+background.add_task_routes(
+    router,
+    "/data/generate/tasks",
+    GenerationTasks.of,
+    "generate_task.html",
+    nav="data",
+    made="/data/sources/{task.source_id}",
+)

@@ -11,23 +11,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tunelab.errors import TunelabError
-from tunelab.evals.conversations import generate_conversations, read_ideas
+from tunelab.evals.conversations import (
+    ConversationRecipe,
+    generate_conversations,
+    read_ideas,
+)
 from tunelab.server.ui import workspace
+from tunelab.server.ui.background import TaskBoard
 
 GENERATED_ORIGIN = "generated"  # a source the studio wrote: a conversation database
 
 
 @dataclass
 class GenerationRequest:
-    """What the form asks for: the CLI's options of the same names."""
+    """What the form asks for: the ideas file (with the name it was uploaded as) and the
+    recipe, as the CLI's options of the same names."""
 
     ideas_path: Path
     ideas_name: str
-    model: str
-    template: str = "{idea}"
-    system_prompt: str | None = None
-    max_tokens: int = 512
-    temperature: float = 0.0
+    recipe: ConversationRecipe
+
+    @property
+    def model(self) -> str:
+        return self.recipe.model
 
 
 @dataclass
@@ -49,34 +55,19 @@ class GenerationTask:
         self.done += n
 
 
-class GenerationTasks:
-    def __init__(self) -> None:
-        self.tasks: dict[str, GenerationTask] = {}
+class GenerationTasks(TaskBoard[GenerationTask]):
+    noun = "generation"
+    state_name = "generation_tasks"
 
     def start(self, request: GenerationRequest) -> GenerationTask:
         """Check the ideas (an unreadable file is refused here, on the form) and start."""
-        if not request.template.strip():
+        if not request.recipe.template.strip():
             raise TunelabError("invalid_form", "The user message template is empty.")
         total = len(read_ideas(request.ideas_path))
-        task = GenerationTask(workspace.new_id("gentask"), request, total)
-        self.tasks[task.id] = task
-        threading.Thread(target=self._run, args=(task,), daemon=True, name=task.id).start()
-        return task
+        return self.launch(GenerationTask(workspace.new_id("gentask"), request, total))
 
-    def get(self, task_id: str) -> GenerationTask:
-        if task_id not in self.tasks:
-            raise TunelabError("not_found", f"no generation in progress {task_id!r}.")
-        return self.tasks[task_id]
-
-    def _run(self, task: GenerationTask) -> None:
-        try:
-            _generate(task)
-        except BaseException as err:  # the thread's end: the page shows what went wrong
-            task.status = "cancelled" if task.cancel.is_set() else "failed"
-            task.error = (
-                err.message if isinstance(err, TunelabError) else f"{type(err).__name__}: {err}"
-            )
-            return
+    def perform(self, task: GenerationTask) -> None:
+        _generate(task)
         # Every answer failed: no conversation to format, the page says why it stays.
         task.status = "succeeded" if task.n_conversations else "failed"
         if not task.n_conversations:
@@ -89,15 +80,7 @@ def _generate(task: GenerationTask) -> None:
     name = workspace.safe_name(f"{Path(r.ideas_name).stem}_conversations.db")
     _, output = workspace.upload_target(name)
     result = generate_conversations(
-        r.ideas_path,
-        output,
-        model=r.model,
-        template=r.template,
-        system_prompt=r.system_prompt,
-        max_tokens=r.max_tokens,
-        temperature=r.temperature,
-        progress=task.advance,
-        cancel=task.cancel,
+        r.ideas_path, output, r.recipe, progress=task.advance, cancel=task.cancel
     )
     task.n_conversations, task.n_failed = result["n_conversations"], result["n_failed"]
     if task.n_conversations:

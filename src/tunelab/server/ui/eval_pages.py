@@ -19,18 +19,11 @@ from tunelab.evals.result import EvaluationResult
 from tunelab.providers.registry import this_machine
 from tunelab.registry import EvalRun, Store
 from tunelab.server.model_access import check_offered
-from tunelab.server.ui import eval_answers, web
+from tunelab.server.ui import background, eval_answers, web
 from tunelab.server.ui.chat_pages import chat_models
 from tunelab.server.ui.eval_tasks import KINDS, EvalRequest, EvalTasks
 
 router = APIRouter()
-
-
-def _tasks(request: Request) -> EvalTasks:
-    state = request.app.state
-    if not hasattr(state, "eval_tasks"):
-        state.eval_tasks = EvalTasks()
-    return state.eval_tasks
 
 
 @router.get("/evals")
@@ -40,7 +33,7 @@ async def evals_list(request: Request):
     names = await run_in_threadpool(eval_answers.file_names)
     data_names = {r.id: eval_answers.data_name(r.data, names) for r in found}
     errors = {r.id: eval_answers.error_text(r, names) for r in found if r.status == "failed"}
-    active = [t for t in _tasks(request).tasks.values() if t.status == "running"]
+    active = [t for t in EvalTasks.of(request).tasks.values() if t.status == "running"]
     return web.page(
         request,
         "evals.html",
@@ -82,7 +75,7 @@ async def eval_start(request: Request):
         traits = [t.strip() for t in (web.form_text(form, "traits") or "").split(",") if t.strip()]
         judge = [web.form_text(form, "judge_model")] if web.form_text(form, "judge_model") else []
         await run_in_threadpool(check_offered, [*models, *judge], request.app.state.config)
-        task = _tasks(request).start(
+        task = EvalTasks.of(request).start(
             EvalRequest(
                 kind=web.form_text(form, "kind", "classify"),
                 data_path=Path(data.path),
@@ -106,24 +99,9 @@ def _judge_max_tokens(form) -> int:
     return given or JUDGE_MAX_TOKENS
 
 
-@router.get("/evals/tasks/{task_id}")
-def task_page(request: Request, task_id: str):
-    try:
-        task = _tasks(request).get(task_id)
-    except TunelabError as err:
-        return web.error_page(request, err, 404)
-    if task.status == "succeeded" and request.headers.get("hx-request"):
-        response = HTMLResponse("")
-        response.headers["HX-Redirect"] = f"/evals/{task.run_id}"
-        return response
-    name = "_eval_task.html" if request.headers.get("hx-request") else "eval_task.html"
-    return web.page(request, name, nav="evals", task=task)
-
-
-@router.post("/evals/tasks/{task_id}/cancel")
-def task_cancel(request: Request, task_id: str):
-    _tasks(request).get(task_id).cancel.set()
-    return web.see_other(f"/evals/tasks/{task_id}")
+background.add_task_routes(
+    router, "/evals/tasks", EvalTasks.of, "eval_task.html", nav="evals", made="/evals/{task.run_id}"
+)
 
 
 @router.get("/evals/compare")

@@ -1,5 +1,6 @@
 """Evaluations started from the studio run in a background thread of the server (never in a
-request), recorded in the registry like `tunelab eval`'s; the page follows their progress.
+request, `background.TaskBoard`), recorded in the registry like `tunelab eval`'s; the page
+follows their progress.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from tunelab.evals.judge import task as judging
 from tunelab.evals.judge.verdicts import traits_named
 from tunelab.evals.mongo.task import evaluate_queries
 from tunelab.evals.result import EvaluationResult
+from tunelab.server.ui.background import TaskBoard
 from tunelab.server.ui.workspace import new_id
 
 KINDS = ("classify", "queries", "judge", "pairwise")
@@ -55,9 +57,9 @@ class EvalTask:
         return advance
 
 
-class EvalTasks:
-    def __init__(self) -> None:
-        self.tasks: dict[str, EvalTask] = {}
+class EvalTasks(TaskBoard[EvalTask]):
+    noun = "evaluation"
+    state_name = "eval_tasks"
 
     def start(self, request: EvalRequest) -> EvalTask:
         if request.kind not in KINDS:
@@ -68,25 +70,10 @@ class EvalTasks:
             raise TunelabError("invalid_form", "A judge evaluation needs a judge model.")
         if request.kind == "pairwise" and len(request.models) < 2:
             raise TunelabError("invalid_form", "A pairwise evaluation compares two models.")
-        task = EvalTask(new_id("evaltask"), request)
-        self.tasks[task.id] = task
-        threading.Thread(target=self._run, args=(task,), daemon=True, name=task.id).start()
-        return task
+        return self.launch(EvalTask(new_id("evaltask"), request))
 
-    def get(self, task_id: str) -> EvalTask:
-        if task_id not in self.tasks:
-            raise TunelabError("not_found", f"no evaluation in progress {task_id!r}.")
-        return self.tasks[task_id]
-
-    def _run(self, task: EvalTask) -> None:
-        try:
-            result = _record(task)
-        except BaseException as err:  # the thread's end: the page shows what went wrong
-            task.status = "cancelled" if task.cancel.is_set() else "failed"
-            task.error = (
-                err.message if isinstance(err, TunelabError) else f"{type(err).__name__}: {err}"
-            )
-            return
+    def perform(self, task: EvalTask) -> None:
+        result = _record(task)
         # A run cancelled part-way is recorded as partial, one that scored nothing as failed:
         # the task says so rather than "succeeded" (the page then stays, with the report link).
         outcome = runs.outcome_of(result.metrics)
@@ -155,15 +142,8 @@ def _judge(task: EvalTask, data, progress):
             for m in r.models
         ]
         run = judging.judge_single if r.kind == "judge" else judging.judge_pairwise
-        return run(
-            r.judge_model,
-            sets,
-            _traits(r.traits),
-            None,
-            progress=progress,
-            cancel=task.cancel,
-            max_tokens=r.judge_max_tokens,
-        )
+        setup = judging.JudgeSetup(r.judge_model, _traits(r.traits), None, r.judge_max_tokens)
+        return run(setup, sets, progress=progress, cancel=task.cancel)
 
     return compute
 

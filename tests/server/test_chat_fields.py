@@ -34,7 +34,7 @@ from tunelab.server.chat_fields import (
     TEXT_PART,
     UNREADABLE_PARTS,
 )
-from tunelab.server.routes_inference import (
+from tunelab.server.chat_request import (
     ChatCompletionRequest,
     ContentPart,
     Message,

@@ -10,8 +10,8 @@ import orjson
 from pydantic import ValidationError
 
 from tunelab.errors import TunelabError
+from tunelab.server.chat_request import JsonSchemaFormat, Tool
 from tunelab.server.errors import ApiError
-from tunelab.server.routes_inference import JsonSchemaFormat, Tool
 from tunelab.server.ui.web import form_text
 from tunelab.types import ToolCall
 

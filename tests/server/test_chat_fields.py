@@ -173,21 +173,25 @@ def test_a_stop_string_across_tokens_is_cut_exactly_streamed_or_not(client, mode
     [
         ({"frobnicate": 1}, "frobnicate", "unsupported_parameter"),
         ({"functions": [{"name": "f"}]}, "functions", "unsupported_parameter"),
-        ({"tool_choice": "required"}, "tool_choice", None),
+        ({"tool_choice": "required"}, "tool_choice", "invalid_value"),
         (
             {
                 "tools": [{"type": "function", "function": {"name": "f"}}],
                 "tool_choice": {"type": "function", "function": {"name": "g"}},
             },
             "tool_choice",
-            None,
+            "invalid_value",
         ),
-        ({"response_format": {"type": "json_schema"}}, "response_format", None),
+        (
+            {"response_format": {"type": "json_schema"}},
+            "response_format.json_schema",
+            "missing_required_parameter",
+        ),
         ({"presence_penalty": 0.5}, "presence_penalty", "unsupported_parameter"),
-        ({"top_logprobs": 2}, "top_logprobs", None),
-        ({"logit_bias": {"x": 1}}, "logit_bias", "invalid_request"),
-        ({"logit_bias": {"3": 101}}, "logit_bias", "invalid_request"),
-        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs", "invalid_request"),
+        ({"top_logprobs": 2}, "top_logprobs", "invalid_value"),
+        ({"logit_bias": {"x": 1}}, "logit_bias", "invalid_value"),
+        ({"logit_bias": {"3": 101}}, "logit_bias", "invalid_value"),
+        ({"logprobs": True, "top_logprobs": 21}, "top_logprobs", "invalid_value"),
     ],
 )
 def test_fields_tunelab_does_not_honour_are_refused_by_name(client, model_dir, extra, param, code):

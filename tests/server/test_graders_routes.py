@@ -69,4 +69,6 @@ def test_an_unknown_field_is_refused_by_name(client):
     body = {"grader": {**grader, "operation": "eq"}, "extra_field": 1}
     answer = client.post("/v1/fine_tuning/alpha/graders/validate", json=body)
     assert answer.status_code == 400
-    assert "extra_field" in answer.json()["error"]["message"]
+    error = answer.json()["error"]
+    assert "extra_field" in error["message"]
+    assert (error["code"], error["param"]) == ("unsupported_parameter", "extra_field")

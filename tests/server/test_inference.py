@@ -232,7 +232,7 @@ def test_unknown_model_is_404_in_openais_envelope(client):
     [
         ({"temperature": -1}, "temperature"),
         ({"messages": []}, "messages"),
-        ({"messages": [{"content": "no role"}]}, "messages.0.role"),
+        ({"messages": [{"content": "no role"}]}, "messages[0].role"),
         ({"n": 0}, "n"),
         ({"stop": [""]}, "stop"),
         ({"max_tokens": 0}, "max_tokens"),

@@ -109,7 +109,7 @@ def test_unmatched_routes_and_methods_answer_in_the_envelope(client, method, pat
 
 def test_a_body_that_does_not_fit_the_schema_is_400_in_the_envelope(client):
     response = client.post("/v1/chat/completions", json={"model": "m"})
-    error = assert_envelope(response, 400, "invalid_request")
+    error = assert_envelope(response, 400, "missing_required_parameter")
     assert error["param"] == "messages"
     assert_envelope(
         client.post(

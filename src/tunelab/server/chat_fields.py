@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from tunelab.server.errors import ApiError
+from tunelab.server.errors import unsupported_parameter
 
 # Accepted and ignored: each with why ignoring it changes no answer.
 IGNORED = {
@@ -121,12 +121,7 @@ def check_extra_fields(extra: dict, fields: ExtraFields = REQUEST, at: str = "")
 
 def refuse(param: str, reason: str) -> None:
     """Refuse the request for the field at `param`, saying why."""
-    raise ApiError(
-        400,
-        f"Unsupported parameter: `{param}` ({reason}).",
-        code="unsupported_parameter",
-        param=param,
-    )
+    raise unsupported_parameter(param, reason)
 
 
 def path_to(at: str, name: str) -> str:

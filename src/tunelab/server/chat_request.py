@@ -80,7 +80,12 @@ class TypedObject(RequestObject):
                 refuse(path_to(at, name), f"a {self.type} object has no `{name}`")
         if getattr(self, self.type) is None:
             param = path_to(at, self.type)
-            raise ApiError(400, f"{param}: a {self.type} object needs it.", param=param)
+            raise ApiError(
+                400,
+                f"{param}: a {self.type} object needs it.",
+                code="missing_required_parameter",
+                param=param,
+            )
         super().check_fields(at)
 
 
@@ -178,7 +183,10 @@ class ResponseFormat(RequestObject):
             return {"type": self.type}
         if self.json_schema is None:
             raise ApiError(
-                400, "response_format json_schema needs its `json_schema`.", param="response_format"
+                400,
+                "response_format.json_schema: a json_schema format needs it.",
+                code="missing_required_parameter",
+                param="response_format.json_schema",
             )
         # Whole, as the client wrote it: a hosted provider passes it on (OpenAI needs `name`).
         schema = self.json_schema.model_dump(by_alias=True, exclude_none=True)
@@ -266,23 +274,34 @@ class ChatCompletionRequest(RequestObject):
         """Refuse what the schema lets through but tunelab cannot honour."""
         super().check_fields(at)
         if self.top_logprobs is not None and not self.logprobs:
-            raise ApiError(400, "top_logprobs needs logprobs set to true.", param="top_logprobs")
+            raise ApiError(
+                400,
+                "top_logprobs needs logprobs set to true.",
+                code="invalid_value",
+                param="top_logprobs",
+            )
         self._check_tools()
 
     def _check_tools(self) -> None:
         names = [tool.function.name for tool in self.tools or ()]
         choice = self.tool_choice
         if choice not in (None, "auto", "none") and not names:
-            raise ApiError(400, "tool_choice needs `tools`.", param="tool_choice")
+            raise ApiError(
+                400, "tool_choice needs `tools`.", code="invalid_value", param="tool_choice"
+            )
         if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
             raise ApiError(
                 400,
                 f"tool_choice names `{choice.function.name}`, which is not one of the tools.",
+                code="invalid_value",
                 param="tool_choice",
             )
         if names and self.response_format is not None and self.response_format.type != "text":
             raise ApiError(
-                400, "Use either `tools` or a JSON `response_format`.", param="response_format"
+                400,
+                "Use either `tools` or a JSON `response_format`.",
+                code="invalid_value",
+                param="response_format",
             )
 
     def label_answers(self) -> list[str]:

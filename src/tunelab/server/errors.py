@@ -2,10 +2,16 @@
 matching exception (`BadRequestError` 400, `AuthenticationError` 401, `NotFoundError` 404,
 `ConflictError` 409, `UnprocessableEntityError` 422, `RateLimitError` 429, ...).
 
-Routes raise `ApiError` (or let a `TunelabError` through: its code picks the status).
+Routes raise `ApiError` (or let a `TunelabError` through: its code picks the status). Every
+400 carries a stable code, and `param` names the field at fault as OpenAI writes it, by its
+whole path in the request (`messages[1].content[0].text`). A request the schema refuses gets
+OpenAI's codes for it: `missing_required_parameter`, `invalid_type`, `invalid_value`, and
+`unsupported_parameter` for a field no route takes (as `chat_fields` refuses nested ones).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -62,7 +68,7 @@ class ApiError(Exception):
         status: int,
         message: str,
         *,
-        code: str | None = None,
+        code: str,  # stable: what a client branches on
         param: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
@@ -97,18 +103,88 @@ async def on_tunelab_error(request: Request, err: TunelabError) -> JSONResponse:
     return ApiError(status, message, code=err.code).response()
 
 
+# Pydantic's error types whose last `loc` part names a field the request does not hold.
+FIELD_PROBLEMS = {
+    "missing": "missing_required_parameter",
+    "extra_forbidden": "unsupported_parameter",
+}
+
+
 async def on_validation_error(request: Request, err: RequestValidationError) -> JSONResponse:
-    """A request body that does not fit the schema: 400, naming the first bad field."""
+    """A request that does not fit the schema: 400 with OpenAI's code for its first problem
+    and `param` naming the field, both as a route that checks the field itself writes them."""
     problems = err.errors()
-    first = problems[0] if problems else {}
-    param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
+    if not problems:
+        return ApiError(400, "invalid request", code="invalid_value").response()
+    first = _most_specific(problems)
+    code, param = validation_code(first["type"]), _param_of(first, err.body)
+    if code == "unsupported_parameter":
+        return unsupported_parameter(param, "tunelab does not implement it").response()
     message = "; ".join(
-        f"{'.'.join(str(p) for p in problem.get('loc', ())[1:]) or 'body'}: {problem.get('msg')}"
-        for problem in problems
+        f"{_param_of(problem, err.body) or 'body'}: {problem.get('msg')}" for problem in problems
     )
+    return ApiError(400, message, code=code, param=param).response()
+
+
+def validation_code(problem_type: str) -> str:
+    """OpenAI's error code for one of pydantic's error types."""
+    if problem_type == "json_invalid":
+        return "invalid_json"
+    if problem_type in FIELD_PROBLEMS:
+        return FIELD_PROBLEMS[problem_type]
+    if problem_type.endswith(("_type", "_parsing")) or problem_type == "int_from_float":
+        return "invalid_type"
+    return "invalid_value"  # out of range, not one of the values, too long, a pattern, ...
+
+
+def _most_specific(problems: Sequence[dict]) -> dict:
+    """The deepest problem in the first field at fault: where the value is a union (a string
+    or a list of parts), the branch that got furthest says what is wrong."""
+    field = tuple(problems[0].get("loc", ()))[:2]
+    same_field = [p for p in problems if tuple(p.get("loc", ()))[:2] == field]
+    return max(same_field, key=lambda problem: len(problem.get("loc", ())))
+
+
+def _param_of(problem: dict, body: object) -> str | None:
+    """The problem's field as a path in the request, without the union members pydantic's
+    `loc` names besides the fields (`content.str`, `tool_choice.NamedToolChoice`)."""
+    source, *parts = problem.get("loc", ()) or ("body",)
+    if problem.get("type") == "json_invalid":
+        return None  # the body is no JSON: its `loc` is a position in the text
+    if source != "body":
+        return param_path(parts)  # a query or path parameter
+    named: list[str | int] = []
+    value = body
+    for index, part in enumerate(parts):
+        missing_here = index == len(parts) - 1 and problem.get("type") in FIELD_PROBLEMS
+        if isinstance(value, dict) and (part in value or missing_here):
+            named.append(part)
+            value = value.get(part)
+        elif isinstance(value, list) and isinstance(part, int) and part < len(value):
+            named.append(part)
+            value = value[part]
+    return param_path(named)
+
+
+def param_path(parts: Sequence[str | int]) -> str | None:
+    """A field's path in the request as OpenAI writes it: `messages[1].content[0].text`."""
+    path = ""
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else part
+    return path or None
+
+
+def unsupported_parameter(param: str | None, reason: str) -> ApiError:
+    """The refusal of a field tunelab does not take, at `param`, saying why."""
     return ApiError(
-        400, message or "invalid request", code="invalid_request", param=param
-    ).response()
+        400,
+        f"Unsupported parameter: `{param}` ({reason}).",
+        code="unsupported_parameter",
+        param=param,
+    )
 
 
 async def on_http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:

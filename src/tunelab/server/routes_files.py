@@ -39,10 +39,18 @@ async def upload_file(request: Request) -> dict:
     form = await request.form()
     upload, purpose = form.get("file"), form.get("purpose")
     if not isinstance(upload, UploadFile) and not hasattr(upload, "read"):
-        raise ApiError(400, "Missing the 'file' field (multipart/form-data).", param="file")
+        raise ApiError(
+            400,
+            "Missing the 'file' field (multipart/form-data).",
+            code="missing_required_parameter",
+            param="file",
+        )
     if purpose not in PURPOSES:
         raise ApiError(
-            400, f"purpose must be one of {', '.join(PURPOSES)}; got {purpose!r}.", param="purpose"
+            400,
+            f"purpose must be one of {', '.join(PURPOSES)}; got {purpose!r}.",
+            code="invalid_value",
+            param="purpose",
         )
     staged = await _stage(upload, request.app.state.config.max_upload_bytes)
     name = Path(upload.filename or "upload.jsonl").name  # a label, never a path

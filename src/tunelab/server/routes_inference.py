@@ -61,17 +61,21 @@ async def chat_completions(body: ChatCompletionRequest, request: Request):
 def _check_label_request(body: ChatCompletionRequest) -> None:
     """Label scoring gives one whole answer: streaming or several choices make no sense."""
     if len(set(body.labels)) != len(body.labels):
-        raise ApiError(400, "labels must be different from each other.", param="labels")
+        raise ApiError(
+            400, "labels must be different from each other.", code="invalid_value", param="labels"
+        )
     if body.stream or (body.n or 1) > 1:
         raise ApiError(
             400,
             "labels answer with one scored label: use them without stream and with n=1.",
+            code="invalid_value",
             param="labels",
         )
     if body.logprobs or body.logit_bias:
         raise ApiError(
             400,
             "labels are scored, not generated: use them without logprobs and logit_bias.",
+            code="invalid_value",
             param="labels",
         )
 

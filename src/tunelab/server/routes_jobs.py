@@ -75,6 +75,7 @@ def settings_of(body: CreateJob) -> dict:
             400,
             f"method {kind!r} is not supported by local jobs; use one of "
             f"{', '.join(LOCAL_METHODS)}.",
+            code="unsupported_value",
             param="method.type",
         )
     given = dict(body.hyperparameters or {})
@@ -192,7 +193,9 @@ def _page(data: list[dict], after: str | None, limit: int) -> dict:
     if after is not None:
         ids = [item["id"] for item in data]
         if after not in ids:
-            raise ApiError(404, f"No item {after} to continue after.", param="after")
+            raise ApiError(
+                404, f"No item {after} to continue after.", code="not_found", param="after"
+            )
         data = data[ids.index(after) + 1 :]
     limit = max(1, min(limit, 100))
     return {"object": "list", "data": data[:limit], "has_more": len(data) > limit}

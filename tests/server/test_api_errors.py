@@ -73,6 +73,14 @@ def test_a_value_the_schema_refuses_is_named_by_its_bracket_path(client, fields,
     assert param in error.message
 
 
+def test_the_first_field_at_fault_is_named_when_several_are(client):
+    parts = [{"type": "text", "text": 7}]
+    messages = [{"role": "robot", "content": "x"}, {"role": "user", "content": parts}]
+    error = refused_chat(client, messages=messages)
+    assert (error.code, error.param) == ("invalid_value", "messages[0].role")
+    assert "messages[1].content[0].text" in error.message  # every problem is listed
+
+
 @pytest.mark.parametrize(
     ("part", "role", "param"),
     [

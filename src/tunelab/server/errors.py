@@ -116,7 +116,7 @@ async def on_validation_error(request: Request, err: RequestValidationError) -> 
     problems = err.errors()
     if not problems:
         return ApiError(400, "invalid request", code="invalid_value").response()
-    first = _most_specific(problems)
+    first = _most_specific(problems, err.body)
     code, param = validation_code(first["type"]), _param_of(first, err.body)
     if code == "unsupported_parameter":
         return unsupported_parameter(param, "tunelab does not implement it").response()
@@ -137,12 +137,18 @@ def validation_code(problem_type: str) -> str:
     return "invalid_value"  # out of range, not one of the values, too long, a pattern, ...
 
 
-def _most_specific(problems: Sequence[dict]) -> dict:
-    """The deepest problem in the first field at fault: where the value is a union (a string
-    or a list of parts), the branch that got furthest says what is wrong."""
-    field = tuple(problems[0].get("loc", ()))[:2]
-    same_field = [p for p in problems if tuple(p.get("loc", ()))[:2] == field]
-    return max(same_field, key=lambda problem: len(problem.get("loc", ())))
+def _most_specific(problems: Sequence[dict], body: object) -> dict:
+    """The first problem, or a deeper one inside the same field: where the value may be of
+    several kinds (a string or a list of parts), the kind that got furthest says what is
+    wrong (`messages[0].content[0].text`, not `messages[0].content`)."""
+    field = _param_of(problems[0], body) or ""
+    inside = [problem for problem in problems if _within(_param_of(problem, body) or "", field)]
+    return max(inside, key=lambda problem: len(problem.get("loc", ())))
+
+
+def _within(path: str, field: str) -> bool:
+    """Whether `path` is `field` itself or a field or item inside it."""
+    return path == field or path.startswith((f"{field}.", f"{field}["))
 
 
 def _param_of(problem: dict, body: object) -> str | None:

@@ -5,7 +5,8 @@ An `Answer` is what any model says to one chat, wherever it runs: the engine's g
 a local or hosted provider, an evaluation's candidate, the server's response. Frozen, so
 that a batch's answers can be handed between threads and layers as they are. An
 `AnswerScore` is a fixed answer's log-likelihood after a chat (label scoring), from a
-provider that gives log-likelihoods.
+provider that gives log-likelihoods. A `JobEvent` is one line of a training job's log, as a
+provider reports it and as the registry keeps it (with its job and order added).
 """
 
 from __future__ import annotations
@@ -125,3 +126,15 @@ def best_answer(scores: list[AnswerScore], normalize: str = "sum") -> int:
         raise usage_error("invalid_scoring", f"normalize must be one of {NORMALIZATIONS}")
     values = [score.value(normalize) for score in scores]
     return values.index(max(values))
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One line of a training job's log."""
+
+    id: str
+    created_at: int
+    message: str
+    level: str = "info"  # "info", "warn" or "error"
+    type: str = "message"  # "message" or "metrics"
+    data: dict | None = None

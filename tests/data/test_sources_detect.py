@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tunelab.data.sources import SourceOptions
 from tunelab.data.sources.detect import detect_kind
 from tunelab.data.sources.records import iter_records
 from tunelab.errors import TunelabError
@@ -40,10 +41,10 @@ def test_detects_sqlite_by_header_whatever_the_name(tmp_path):
 
 
 def test_flags_decide_the_kind():
-    assert detect_kind(FIXTURES / "classification.csv", text_column="body").kind == (
+    assert detect_kind(FIXTURES / "classification.csv", SourceOptions(text_column="body")).kind == (
         "classification"
     )
-    assert detect_kind(FIXTURES / "chat.jsonl", question_field="q").kind == "queries"
+    assert detect_kind(FIXTURES / "chat.jsonl", SourceOptions(question_field="q")).kind == "queries"
 
 
 def test_unknown_shape_asks_for_kind(tmp_path):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tunelab.data.sources import SourceOptions
 from tunelab.data.sources.query_pairs import (
     DEFAULT_SQL_SYSTEM,
     DEFAULT_SYSTEM,
@@ -60,7 +61,7 @@ def test_object_answer_is_compact_json_and_string_answer_kept():
 
 
 def test_jsonl_and_csv_sources():
-    jsonl = read_query_pairs(FIXTURES / "queries.jsonl", system="")
+    jsonl = read_query_pairs(FIXTURES / "queries.jsonl", SourceOptions(system=""))
     rows = messages(jsonl)
     assert rows[0][0] == {"role": "user", "content": "Count the users."}
     assert rows[0][1]["content"] == '{"aggregate":"users","pipeline":[{"$count":"n"}]}'
@@ -72,19 +73,19 @@ def test_jsonl_and_csv_sources():
 
 def test_given_fields_are_not_reported_as_detected():
     reading = read_query_pairs(
-        FIXTURES / "queries.json", question_field="question", answer_field="db_id", system="S"
+        FIXTURES / "queries.json",
+        SourceOptions(question_field="question", answer_field="db_id", system="S"),
     )
     assert reading.detected == []
     assert messages(reading)[0][2]["content"] == "farm"
-    only_one = read_query_pairs(FIXTURES / "queries.json", answer_field="query")
+    only_one = read_query_pairs(FIXTURES / "queries.json", SourceOptions(answer_field="query"))
     assert only_one.detected == ["question"]
 
 
 def test_context_from_collections_file_renders_schema():
     reading = read_query_pairs(
         FIXTURES / "queries.json",
-        context_field="db_id",
-        context_file=FIXTURES / "collections.json",
+        SourceOptions(context_field="db_id", context_file=FIXTURES / "collections.json"),
     )
     user = messages(reading)[0][1]["content"]
     assert user == (
@@ -95,10 +96,11 @@ def test_context_from_collections_file_renders_schema():
 
 def test_context_from_mapping_file_or_field_value():
     mapped = read_query_pairs(
-        FIXTURES / "queries.json", context_field="db_id", context_file=FIXTURES / "context_map.json"
+        FIXTURES / "queries.json",
+        SourceOptions(context_field="db_id", context_file=FIXTURES / "context_map.json"),
     )
     assert messages(mapped)[1][1]["content"].startswith("Singers and their concerts.\n\n")
-    plain = read_query_pairs(FIXTURES / "queries.json", context_field="db_id")
+    plain = read_query_pairs(FIXTURES / "queries.json", SourceOptions(context_field="db_id"))
     assert messages(plain)[0][1]["content"] == "db_id: farm\n\nHow many farms are there?"
 
 
@@ -114,7 +116,7 @@ def test_missing_context_entry_names_the_line(tmp_path):
         '{"question": "q2", "query": "b", "db_id": "nowhere"}\n'
     )
     reading = read_query_pairs(
-        source, context_field="db_id", context_file=FIXTURES / "collections.json"
+        source, SourceOptions(context_field="db_id", context_file=FIXTURES / "collections.json")
     )
     with pytest.raises(TunelabError) as caught:
         list(reading.examples)
@@ -155,5 +157,7 @@ def test_invalid_context_file(tmp_path):
     bad = tmp_path / "ctx.json"
     bad.write_text("[1, 2]")
     with pytest.raises(TunelabError) as caught:
-        read_query_pairs(FIXTURES / "queries.json", context_field="db_id", context_file=bad)
+        read_query_pairs(
+            FIXTURES / "queries.json", SourceOptions(context_field="db_id", context_file=bad)
+        )
     assert caught.value.code == "invalid_context_file"

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tunelab.data.prompts import ClassificationPrompt
+from tunelab.data.sources import SourceOptions
 from tunelab.data.sources.tables import DEFAULT_SYSTEM, read_classification
 from tunelab.errors import TunelabError
 
@@ -38,10 +39,7 @@ def test_named_columns_custom_prompt_and_no_system():
     prompt = ClassificationPrompt(instruction="Route it.", bare_label=True)
     reading = read_classification(
         FIXTURES / "classification.csv",
-        text_column="body",
-        label_column="topic",
-        prompt=prompt,
-        system="",
+        SourceOptions(text_column="body", label_column="topic", prompt=prompt, system=""),
     )
     examples = list(reading.examples)
     assert reading.labels == ["account", "billing"]

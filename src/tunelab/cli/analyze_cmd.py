@@ -16,8 +16,8 @@ from tunelab.cli.options import (
     training_method_option,
     val_option,
 )
-from tunelab.cli.progress import reading_progress
-from tunelab.cli.render import say, say_if_converting_tokenizer
+from tunelab.cli.progress import token_counting_progress
+from tunelab.cli.render import say
 from tunelab.cli.render_analysis import render_analysis
 from tunelab.data.analyze import analyze_file
 from tunelab.data.method_scan import DEFAULT_MAX_ANSWER_TOKENS
@@ -59,8 +59,7 @@ def analyze_cmd(
     inputs = (file,) if val_file is None else (file, val_file)
     if html_path is not None:
         check_output_path(html_path, force=force, inputs=inputs)
-    say_if_converting_tokenizer(model)
-    with reading_progress() as progress:
+    with token_counting_progress(model) as progress:
         analysis = analyze_file(
             file,
             val_path=val_file,

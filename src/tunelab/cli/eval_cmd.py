@@ -19,9 +19,9 @@ from tunelab.cli import common
 from tunelab.cli.cancel import KEEPING, ctrl_c_cancels
 from tunelab.cli.options import (
     COUNT,
-    OutputDir,
     choice_option,
     data_option,
+    evaluation_inputs,
     evaluation_outputs,
     input_file,
     json_option,
@@ -32,6 +32,7 @@ from tunelab.cli.options import (
     model_option,
     models_option,
     output_option,
+    report_outputs,
     source_options,
     system_option,
     temperature_option,
@@ -59,19 +60,15 @@ def eval_group() -> None:
     grader."""
 
 
-def _run(
-    kind: str, models, data, options: dict, compute, output_dir, as_json: bool
-) -> EvaluationResult:
-    return _run_described(kind, models, data.describe(), options, compute, output_dir, as_json)
-
-
-def _run_described(
-    kind, models, described: dict, options, compute, output_dir, as_json
-) -> EvaluationResult:
+def _record_and_show(
+    kind, models, described: dict, options: dict, compute, output_dir, as_json: bool
+) -> int:
+    """Run `compute` as a recorded evaluation of `kind` (Ctrl-C cancels, progress shows), then
+    show its result; the exit code."""
     cancel = threading.Event()
     saying = KEEPING_VERDICTS if kind in ("judge", "pairwise") else KEEPING
     with ctrl_c_cancels(cancel, saying), EvalProgress(quiet=as_json) as progress:
-        return runs.record_run(
+        result = runs.record_run(
             kind,
             models=list(models),
             data=described,
@@ -79,12 +76,14 @@ def _run_described(
             task=lambda: compute(progress, cancel),
             output_dir=output_dir,
         )
+    return show_evaluation(result, as_json)
 
 
 @eval_group.command("classify")
-@data_option("TSV/CSV table or chat JSONL (e.g. a validation file from `format`).")
-@models_option("A model to evaluate (repeat to compare; the first is the baseline).")
-@limit_option()
+@evaluation_inputs(
+    "TSV/CSV table or chat JSONL (e.g. a validation file from `format`).",
+    "A model to evaluate (repeat to compare; the first is the baseline).",
+)
 @choice_option(
     "--method",
     choices=["score", "generate"],
@@ -130,14 +129,16 @@ def classify_cmd(
         )
 
     run_options = {"limit": limit, "method": method, "length_norm": length_norm}
-    result = _run("classify", models, data, run_options, compute, output_dir, as_json)
-    return show_evaluation(result, as_json)
+    return _record_and_show(
+        "classify", models, data.describe(), run_options, compute, output_dir, as_json
+    )
 
 
 @eval_group.command("queries")
-@data_option("Question → query pairs (JSON, JSONL, CSV) or chat JSONL.")
-@models_option("A model to evaluate (repeat to compare).")
-@limit_option()
+@evaluation_inputs(
+    "Question → query pairs (JSON, JSONL, CSV) or chat JSONL.",
+    "A model to evaluate (repeat to compare).",
+)
 @click.option(
     "--documents",
     type=click.Path(path_type=Path, file_okay=False),
@@ -201,21 +202,17 @@ def queries_cmd(
         where = str(documents) if documents else ("mongodb" if mongo_uri else None)
         # never the URI: it may hold a password
         settings = {"limit": limit, "executed_on": where, "constrain": constrain}
-        result = _run("queries", models, data, settings, compute, output_dir, as_json)
-    return show_evaluation(result, as_json)
+        return _record_and_show(
+            "queries", models, data.describe(), settings, compute, output_dir, as_json
+        )
 
 
 @eval_group.command("tools")
-@data_option("Chat JSONL with `tools`: each example whose last answer makes tool calls.")
-@models_option("A model to evaluate (repeat to compare; the first is the baseline).")
-@limit_option()
-@output_option(
-    "Where to write result.json and report.html.",
-    type=OutputDir,
-    dest="output_dir",
-    aliases=("--output-dir",),
+@evaluation_inputs(
+    "Chat JSONL with `tools`: each example whose last answer makes tool calls.",
+    "A model to evaluate (repeat to compare; the first is the baseline).",
 )
-@json_option("Print the result as JSON.")
+@report_outputs
 def tools_cmd(data_path, models, limit, output_dir, as_json) -> int:
     """Tool calls: the right function, arguments valid against its schema, exact arguments."""
     candidates.check_models(models)
@@ -224,11 +221,9 @@ def tools_cmd(data_path, models, limit, output_dir, as_json) -> int:
     def compute(progress, cancel):
         return evaluate_tool_calls(data, list(models), progress=progress, cancel=cancel)
 
-    described = data.describe()
-    result = _run_described(
-        "tools", models, described, {"limit": limit}, compute, output_dir, as_json
+    return _record_and_show(
+        "tools", models, data.describe(), {"limit": limit}, compute, output_dir, as_json
     )
-    return show_evaluation(result, as_json)
 
 
 @eval_group.command("judge")
@@ -312,16 +307,8 @@ def judge_cmd(
         "limit": limit,
         "judge_max_tokens": judge_max_tokens,
     }
-    result = _run_described(
-        "pairwise" if mode == "pairwise" else "judge",
-        names,
-        described,
-        options,
-        compute,
-        output_dir,
-        as_json,
-    )
-    return show_evaluation(result, as_json)
+    kind = "pairwise" if mode == "pairwise" else "judge"
+    return _record_and_show(kind, names, described, options, compute, output_dir, as_json)
 
 
 def trait_list(given: tuple[str, ...]):

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 from rich.markup import escape
-from rich.table import Table
 
 from tunelab.cli import common
 from tunelab.cli.cancel import KEEPING, ctrl_c_cancels
@@ -23,7 +22,7 @@ from tunelab.cli.options import (
     output_option,
 )
 from tunelab.cli.progress import EvalProgress
-from tunelab.cli.render_eval import exit_code_of
+from tunelab.cli.render_eval import exit_code_of, scores_table
 from tunelab.evals import candidates, runs
 from tunelab.evals.grading import evaluate_grader, load_grade_data, write_grades
 from tunelab.evals.result import EvaluationResult
@@ -117,18 +116,18 @@ def render_grades(result: EvaluationResult, output: Path | None) -> None:
     """The scores table, each sub-grader's mean, the errors by kind, and where the files are."""
     grader = result.metrics.get("grader") or {}
     title = f"grader {escape(grader.get('name', ''))} ({grader.get('type', '')})"
-    table = Table(title=f"{title}: {result.data['n_items']:,} items")
-    for column in ("answers", "graded", "mean score", "pass rate", "errors"):
-        table.add_column(column, justify="left" if column == "answers" else "right")
-    for name, s in result.scores.items():
-        table.add_row(
+    columns = ("answers", "graded", "mean score", "pass rate", "errors")
+    rows = [
+        (
             escape(name),
             f"{s['n_items']:,}",
             f"{s['mean_score']:.3f}",
             "—" if s["pass_rate"] is None else f"{s['pass_rate']:.1%}",
             f"{s['n_errors']:,}",
         )
-    common.stdout.print(table)
+        for name, s in result.scores.items()
+    ]
+    common.stdout.print(scores_table(f"{title}: {result.data['n_items']:,} items", columns, rows))
     for s in result.scores.values():
         for sub, mean in s["sub_scores"].items():
             shown = "—" if mean is None else f"{mean:.3f}"

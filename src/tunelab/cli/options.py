@@ -262,9 +262,13 @@ def source_options(flags: dict) -> SourceOptions:
     )
 
 
-# The end of every `tunelab eval` run command: how to read --data, where to write, --json.
-evaluation_outputs = option_block(
-    source_flags,
+def evaluation_inputs(data_help: str, models_help: str):
+    """The start of a `tunelab eval` run command: its --data, the --model(s) compared, --limit."""
+    return option_block(data_option(data_help), models_option(models_help), limit_option())
+
+
+# Where an evaluation run writes, and --json.
+report_outputs = option_block(
     output_option(
         "Where to write result.json and report.html.",
         type=OutputDir,
@@ -273,6 +277,9 @@ evaluation_outputs = option_block(
     ),
     json_option("Print the result as JSON."),
 )
+# The end of a `tunelab eval` run command that reads any `format` source: how to read --data,
+# where to write, --json.
+evaluation_outputs = option_block(source_flags, report_outputs)
 
 
 def training_method_option(help: str):

@@ -24,7 +24,7 @@ from rich.progress import (
 )
 
 from tunelab.cli import common
-from tunelab.cli.render import duration
+from tunelab.cli.render import duration, say_if_converting_tokenizer
 
 if TYPE_CHECKING:  # the engine's step record is only annotated here
     from tunelab.engine.steps import StepRecord
@@ -65,6 +65,15 @@ def reading_progress() -> Iterator[Callable[[str, int], None] | None]:
             bar.update(tasks[path], completed=done)
 
         yield update
+
+
+@contextlib.contextmanager
+def token_counting_progress(model: str | None) -> Iterator[Callable[[str, int], None] | None]:
+    """`reading_progress` for reading files while counting `model`'s tokens. Counting the
+    bundled model's tokens first converts its tokenizer, a silent half-minute: said first."""
+    say_if_converting_tokenizer(model)
+    with reading_progress() as progress:
+        yield progress
 
 
 class TrainingProgress:

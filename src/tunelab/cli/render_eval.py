@@ -4,6 +4,8 @@ compare`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from rich.markup import escape
 from rich.table import Table
 
@@ -41,24 +43,24 @@ def exit_code_of(result: EvaluationResult) -> int:
     return 1
 
 
+def scores_table(
+    title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], names=1
+) -> Table:
+    """One row a model (or answer set): the first `names` columns say what it is, left-aligned;
+    the figures follow, right-aligned."""
+    table = Table(title=title)
+    for index, column in enumerate(columns):
+        table.add_column(column, justify="left" if index < names else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
 def render_classify(result: EvaluationResult) -> None:
-    table = Table(title=f"classification: {result.data['n_items']:,} items")
-    for column in ("model", "method", "accuracy", "macro-F1", "invalid", "answers/s"):
-        table.add_column(column, justify="left" if column in ("model", "method") else "right")
-    for name, m in result.scores.items():
-        low, high = m.get("accuracy_ci", (None, None))
-        interval = f" [{low:.1%}–{high:.1%}]" if low is not None else ""
-        method = m.get("method", "generate")
-        method += f" ({m['normalize']})" if method == "score" else ""
-        table.add_row(
-            escape(name),
-            method,
-            f"{m['accuracy']:.1%}{interval}",
-            f"{m['macro_f1']:.3f}",
-            f"{m['invalid_rate']:.1%}",
-            _num(m.get("answers_per_second")),
-        )
-    common.stdout.print(table)
+    columns = ("model", "method", "accuracy", "macro-F1", "invalid", "answers/s")
+    rows = [_classify_row(name, m) for name, m in result.scores.items()]
+    title = f"classification: {result.data['n_items']:,} items"
+    common.stdout.print(scores_table(title, columns, rows, names=2))
     for name, m in result.scores.items():
         if m.get("note"):
             common.stderr.print(f"note: {escape(name)}: {escape(m['note'])}", highlight=False)
@@ -72,41 +74,43 @@ def render_classify(result: EvaluationResult) -> None:
     _say_files(result)
 
 
+def _classify_row(name: str, m: dict) -> tuple[str, ...]:
+    low, high = m.get("accuracy_ci", (None, None))
+    interval = f" [{low:.1%}–{high:.1%}]" if low is not None else ""
+    method = m.get("method", "generate")
+    method += f" ({m['normalize']})" if method == "score" else ""
+    accuracy = f"{m['accuracy']:.1%}{interval}"
+    speed = _num(m.get("answers_per_second"))
+    return (escape(name), method, accuracy, f"{m['macro_f1']:.3f}", _pct(m["invalid_rate"]), speed)
+
+
 def render_queries(result: EvaluationResult) -> None:
-    table = Table(title=f"NL → MongoDB: {result.data['n_items']:,} items")
-    for column in ("model", "exact", "structural", "execution", "parse failures", "answers/s"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for name, m in result.scores.items():
-        execution = "—" if m["execution_match"] is None else f"{m['execution_match']:.1%}"
-        table.add_row(
+    columns = ("model", "exact", "structural", "execution", "parse failures", "answers/s")
+    rows = [
+        (
             escape(name),
-            f"{m['exact_match']:.1%}",
-            f"{m['structural_match']:.1%}",
-            execution,
-            f"{m['parse_failure_rate']:.1%}",
+            *(_pct(m[key]) for key in ("exact_match", "structural_match", "execution_match")),
+            _pct(m["parse_failure_rate"]),
             _num(m.get("answers_per_second")),
         )
-    common.stdout.print(table)
+        for name, m in result.scores.items()
+    ]
+    title = f"NL → MongoDB: {result.data['n_items']:,} items"
+    common.stdout.print(scores_table(title, columns, rows))
     for note in result.metrics.get("notes", [])[:5]:
         common.stderr.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
     _say_files(result)
 
 
 def render_tools(result: EvaluationResult) -> None:
-    table = Table(title=f"tool calls: {result.data['n_items']:,} items")
     columns = ("model", "right function", "valid arguments", "exact", "no call", "answers/s")
-    for column in columns:
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for name, m in result.scores.items():
-        table.add_row(
-            escape(name),
-            f"{m['function_match']:.1%}",
-            f"{m['arguments_valid']:.1%}",
-            f"{m['exact_match']:.1%}",
-            f"{m['no_call_rate']:.1%}",
-            _num(m.get("answers_per_second")),
-        )
-    common.stdout.print(table)
+    rates = ("function_match", "arguments_valid", "exact_match", "no_call_rate")
+    rows = [
+        (escape(name), *(_pct(m[key]) for key in rates), _num(m.get("answers_per_second")))
+        for name, m in result.scores.items()
+    ]
+    title = f"tool calls: {result.data['n_items']:,} items"
+    common.stdout.print(scores_table(title, columns, rows))
     _say_files(result)
 
 
@@ -136,43 +140,42 @@ def render_judge(result: EvaluationResult, outputs: list[dict] | None = None) ->
 
 
 def _ratings_table(result: EvaluationResult) -> Table:
-    table = Table(
-        title=f"pairwise ratings ({result.metrics['n_prompts']} prompts, judge "
+    title = (
+        f"pairwise ratings ({result.metrics['n_prompts']} prompts, judge "
         f"{escape(result.metrics['judge'])})"
     )
-    for column in ("model", "rating", "95% interval", "wins / games"):
-        table.add_column(column, justify="left" if column == "model" else "right")
     rated = [(name, s) for name, s in result.scores.items() if "rating" in s]
-    for name, s in sorted(rated, key=lambda kv: -kv[1]["rating"]):
-        table.add_row(
+    rows = [
+        (
             escape(name),
             f"{s['rating']:.0f}",
             f"{s['low']:.0f} – {s['high']:.0f}",
             f"{s['wins']:g} / {s['games']}",
         )
-    return table
+        for name, s in sorted(rated, key=lambda kv: -kv[1]["rating"])
+    ]
+    return scores_table(title, ("model", "rating", "95% interval", "wins / games"), rows)
 
 
 def _scores_table(result: EvaluationResult) -> Table:
     traits = result.metrics["traits"]
-    table = Table(title=f"judge {escape(result.metrics['judge'])}: scores 1–10 (95% interval)")
-    table.add_column("model")
-    table.add_column("items", justify="right")
-    for trait in traits:
-        table.add_column(trait, justify="right")
-    for column in ("mean", "parse failures", "failed calls"):
-        table.add_column(column, justify="right")
-    for name, s in result.scores.items():
-        intervals = s.get("intervals") or {}
-        table.add_row(
-            escape(name),
-            f"{s['n_scored']}/{s['n']}",
-            *(_score(s["traits"].get(t), intervals.get(t)) for t in traits),
-            _score(s["mean_score"], s.get("mean_interval")),
-            str(s["n_parse_failures"]),
-            str(s.get("n_call_failures", 0)),
-        )
-    return table
+    title = f"judge {escape(result.metrics['judge'])}: scores 1–10 (95% interval)"
+    columns = ("model", "items", *traits, "mean", "parse failures", "failed calls")
+    return scores_table(
+        title, columns, (_judge_row(name, s, traits) for name, s in result.scores.items())
+    )
+
+
+def _judge_row(name: str, s: dict, traits: list[str]) -> tuple[str, ...]:
+    intervals = s.get("intervals") or {}
+    return (
+        escape(name),
+        f"{s['n_scored']}/{s['n']}",
+        *(_score(s["traits"].get(t), intervals.get(t)) for t in traits),
+        _score(s["mean_score"], s.get("mean_interval")),
+        str(s["n_parse_failures"]),
+        str(s.get("n_call_failures", 0)),
+    )
 
 
 def _say_errors(result: EvaluationResult) -> None:
@@ -203,6 +206,10 @@ def print_parse_failures(outputs: list[dict]) -> None:
 
 def _say_files(result: EvaluationResult) -> None:
     common.stdout.print(f"run {result.id}: {escape(result.html_path or '')}", highlight=False)
+
+
+def _pct(rate) -> str:
+    return "—" if rate is None else f"{rate:.1%}"
 
 
 def _num(value) -> str:

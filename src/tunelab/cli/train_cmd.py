@@ -30,12 +30,11 @@ from tunelab.cli.options import (
     output_option,
     training_files,
 )
-from tunelab.cli.progress import TrainingProgress, reading_progress
+from tunelab.cli.progress import TrainingProgress, token_counting_progress
 from tunelab.cli.render import (
     duration,
     findings_table,
     render_training_result,
-    say_if_converting_tokenizer,
     say_waiting,
 )
 from tunelab.cli.train_options import (
@@ -277,9 +276,7 @@ def check_training_data(
 ):
     """Validate the files for the model and training method (the API's rule; reinforcement
     items need the fields the grader reads); on errors, show the findings."""
-    # Counting the bundled model's tokens first converts its tokenizer: a silent half-minute.
-    say_if_converting_tokenizer(info.name)
-    with reading_progress() as progress:
+    with token_counting_progress(info.name) as progress:
         try:
             report = require_valid(
                 train_file,

@@ -16,8 +16,8 @@ from tunelab.cli.options import (
     training_method_option,
     val_option,
 )
-from tunelab.cli.progress import reading_progress
-from tunelab.cli.render import render_validation_report, say_if_converting_tokenizer
+from tunelab.cli.progress import token_counting_progress
+from tunelab.cli.render import render_validation_report
 from tunelab.data.method_scan import validate_data_file
 from tunelab.data.reinforcement import grader_fields
 
@@ -46,8 +46,7 @@ def validate_cmd(
 ) -> int:
     """Check a fine-tuning JSONL file (chat, preference or reinforcement); exit 1 on errors."""
     required = grader_fields(grader_field_names, grader_file)
-    say_if_converting_tokenizer(model)
-    with reading_progress() as progress:
+    with token_counting_progress(model) as progress:
         report = validate_data_file(
             file,
             method=method,

@@ -25,7 +25,7 @@ from typing import IO
 from tunelab.data.example import ChatExample
 from tunelab.data.prompts import label_set_bytes, label_set_path
 from tunelab.data.reinforcement import REFERENCE_FIELD, item_from_example
-from tunelab.data.sources import SourceOptions, detect_source_kind, read_source
+from tunelab.data.sources import SourceOptions, detect_kind, read_source
 from tunelab.data.split import Duplicates, drop_duplicates, split_indices
 from tunelab.errors import TunelabError, usage_error
 from tunelab.io import check_output_path, commit, staged_write
@@ -229,7 +229,7 @@ def _resolve_kind(source: Path, kind: str | None, options: SourceOptions) -> tup
     """The kind to read `source` as, and why when it was detected."""
     detection = None
     if kind is None:
-        found = detect_source_kind(source, options)
+        found = detect_kind(source, options)
         kind, detection = found.kind, found.reason
     _check_options_apply(kind, options)
     return kind, detection

@@ -17,10 +17,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunelab.errors import TunelabError
+from tunelab.errors import TunelabError, usage_error
 from tunelab.evals.candidates import open_candidate
 from tunelab.io import check_output_path
 
+MAX_TEMPERATURE = 2.0  # as the CLI's --temperature and the chat API allow
 SCHEMA = (
     "CREATE TABLE conversations (id INTEGER PRIMARY KEY, system_prompt TEXT, model TEXT, "
     "idea TEXT, created_at TEXT)",
@@ -108,6 +109,13 @@ class ConversationRecipe:
     system_prompt: str | None = None
     max_tokens: int = 512
     temperature: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Checked here, so that the CLI's flags and the studio's form get the same limits.
+        if self.max_tokens < 1:
+            raise usage_error("invalid_max_tokens", "max tokens: a whole number from 1.")
+        if not 0 <= self.temperature <= MAX_TEMPERATURE:
+            raise usage_error("invalid_temperature", f"temperature: from 0 to {MAX_TEMPERATURE:g}.")
 
 
 def generate_conversations(

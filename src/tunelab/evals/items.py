@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tunelab.data.sources import SourceOptions, detect_source_kind, read_source
+from tunelab.data.sources import SourceOptions, detect_kind, read_source
 from tunelab.errors import TunelabError, usage_error
 from tunelab.io import file_sha256
 
@@ -65,7 +65,7 @@ def load_items(
         raise usage_error("file_not_found", f"{path} does not exist.", path=path)
     options = options or SourceOptions()
     if kind is None:
-        kind = detect_source_kind(path, options).kind
+        kind = detect_kind(path, options).kind
     reading = read_source(path, kind, options)
     items = []
     for example in reading.examples:

@@ -114,6 +114,10 @@ def compare(
     }
     kind = "pairwise" if task == "judge" else task
     labels = _labels(whole) if task == "classify" else None
+    # A migration's judge compares pairwise, on the default traits and rubric.
+    setup = (
+        judging.JudgeSetup(judge, list(DEFAULT_TRAITS), None, judge_max_tokens) if judge else None
+    )
     with answering_from(old["stand_in"] or _unaliased(fine_tuned_model)):
         method = _classification_method(models) if task == "classify" else None
         if method is not None:
@@ -125,9 +129,7 @@ def compare(
             data=data.describe(),
             options=options,
             task=lambda: _timed_only_if_asked(
-                _evaluate(
-                    task, data, models, (judge, judge_max_tokens), progress, cancel, labels, method
-                ),
+                _evaluate(task, data, models, setup, progress, cancel, labels, method),
                 old["stand_in"],
             ),
         )
@@ -313,10 +315,10 @@ def _cannot_ask(name: str, fresh: bool, some_recorded: bool) -> TunelabError:
 
 
 def _evaluate(
-    task, data, models, judge: tuple[str | None, int], progress, cancel, labels=None, method=None
+    task, data, models, setup: judging.JudgeSetup | None, progress, cancel, labels=None, method=None
 ):
-    """The run's scores; `judge` is the judge model and its longest reply (judge task),
-    `method` how classification answers (the same for every model)."""
+    """The run's scores; `setup` is the judge (judge task), `method` how classification
+    answers (the same for every model)."""
     if task == "classify":
         return evaluate_classification(
             data, models, labels=labels, method=method or "score", progress=progress, cancel=cancel
@@ -328,6 +330,5 @@ def _evaluate(
         judging.answers_from_model(m, data, max_tokens=512, progress=progress, cancel=cancel)
         for m in models
     ]
-    judge_model, judge_max_tokens = judge
-    setup = judging.JudgeSetup(judge_model, list(DEFAULT_TRAITS), None, judge_max_tokens)
+    assert setup is not None  # `compare` refused the judge task without a judge
     return judging.judge_pairwise(setup, sets, progress=progress, cancel=cancel)

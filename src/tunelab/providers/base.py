@@ -92,16 +92,6 @@ class JobState:
 
 
 @dataclass
-class JobEvent:
-    id: str
-    created_at: int
-    message: str
-    level: str = "info"  # "info", "warn" or "error"
-    type: str = "message"  # "message" or "metrics"
-    data: dict | None = None
-
-
-@dataclass
 class JobCheckpoint:
     id: str
     step: int

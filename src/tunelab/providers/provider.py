@@ -32,14 +32,13 @@ from tunelab.providers.base import (
     ChatOptions,
     ChatStream,
     JobCheckpoint,
-    JobEvent,
     JobRequest,
     JobState,
     RemoteFile,
 )
 from tunelab.registry import Job
 from tunelab.settings import get_secret
-from tunelab.types import Answer, AnswerScore
+from tunelab.types import Answer, AnswerScore, JobEvent
 
 Progress = Callable[[int], None]  # called with the number of items just finished
 

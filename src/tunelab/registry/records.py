@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from tunelab.errors import TunelabError
+from tunelab.types import JobEvent
 
 # What `tunelab.registry` offers beside the store.
 __all__ = [
@@ -122,16 +123,11 @@ class Job(Record):
 
 
 @dataclass(frozen=True)
-class Event(Record):
-    """One line of a job's log; `seq` orders a job's events and continues a read."""
+class Event(Record, JobEvent):
+    """One line of a job's log, kept for `job_id`; `seq` orders a job's events and continues
+    a read."""
 
-    id: str
-    job_id: str
-    created_at: int
-    message: str
-    level: str = "info"  # "info", "warn" or "error"
-    type: str = "message"  # "message" or "metrics"
-    data: dict | None = None
+    job_id: str = field(kw_only=True)
     seq: int = 0
 
 

@@ -7,10 +7,8 @@ the examples plus what it found out (fields used and detected, system prompt, la
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-from tunelab.data.prompts import ClassificationPrompt
 from tunelab.data.sources.chat_formats import read_alpaca, read_chat, read_completion, read_sharegpt
 from tunelab.data.sources.conversations_db import (
     ConversationSchema,
@@ -19,6 +17,7 @@ from tunelab.data.sources.conversations_db import (
     read_conversations,
 )
 from tunelab.data.sources.detect import KINDS, Detection, detect_kind
+from tunelab.data.sources.options import SourceOptions
 from tunelab.data.sources.query_pairs import read_query_pairs
 from tunelab.data.sources.records import Reading
 from tunelab.data.sources.tables import read_classification
@@ -32,67 +31,9 @@ __all__ = [
     "Reading",
     "SourceOptions",
     "detect_kind",
-    "detect_source_kind",
     "preview_conversations",
     "read_source",
 ]
-
-
-@dataclass(frozen=True)
-class SourceOptions:
-    """How to read a source. None means "not given": detect it or use the default."""
-
-    # Applies to every kind: replaces the default or stored system prompt ("" for none).
-    system: str | None = None
-    # queries
-    question_field: str | None = None
-    answer_field: str | None = None
-    context_field: str | None = None
-    context_file: Path | None = None
-    # classification
-    text_column: str | None = None
-    label_column: str | None = None
-    prompt: ClassificationPrompt | None = None
-    # conversations
-    schema: ConversationSchema | None = None
-    max_conversations: int | None = None
-
-    def __post_init__(self) -> None:
-        # The Python API accepts plain strings for paths, as the CLI does.
-        if self.context_file is not None:
-            object.__setattr__(self, "context_file", Path(self.context_file))
-
-    def given_for_other_kinds(self, kind: str) -> list[str]:
-        """Options that were set but do not apply to `kind` (their field names)."""
-        return [
-            name
-            for other, names in KIND_OPTIONS.items()
-            if other != kind
-            for name in names
-            if getattr(self, name) is not None
-        ]
-
-    def for_kind(self, kind: str) -> dict:
-        """The options of `kind`'s reader (see `KIND_OPTIONS`), by name."""
-        return {name: getattr(self, name) for name in KIND_OPTIONS[kind]}
-
-
-# The options that apply to one kind only, each read by that kind's reader.
-KIND_OPTIONS = {
-    "queries": ("question_field", "answer_field", "context_field", "context_file"),
-    "classification": ("text_column", "label_column", "prompt"),
-    "conversations": ("schema", "max_conversations"),
-}
-
-
-def detect_source_kind(path: Path, options: SourceOptions) -> Detection:
-    """`detect_kind`, told the fields the options name."""
-    return detect_kind(
-        path,
-        question_field=options.question_field,
-        text_column=options.text_column,
-        label_column=options.label_column,
-    )
 
 
 def read_source(path: Path, kind: str, options: SourceOptions | None = None) -> Reading:
@@ -104,7 +45,7 @@ def read_source(path: Path, kind: str, options: SourceOptions | None = None) -> 
         )
     structured = {"queries": read_query_pairs, "classification": read_classification}
     if kind in structured:
-        return structured[kind](path, **options.for_kind(kind), system=options.system)
+        return structured[kind](path, options)
     readers = {
         "chat": read_chat,
         "alpaca": read_alpaca,

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from tunelab.data.sources.options import SourceOptions
 from tunelab.data.sources.query_pairs import detect_query_fields
 from tunelab.data.sources.records import first_record
 from tunelab.errors import TunelabError, usage_error
@@ -43,18 +44,13 @@ def is_sqlite(path: Path) -> bool:
         raise TunelabError("source_unreadable", f"cannot read {path}: {err}", path=path) from err
 
 
-def detect_kind(
-    path: Path,
-    *,
-    question_field: str | None = None,
-    text_column: str | None = None,
-    label_column: str | None = None,
-) -> Detection:
+def detect_kind(path: Path, options: SourceOptions | None = None) -> Detection:
+    options = options or SourceOptions()
     if is_sqlite(path):
         return Detection("conversations", "SQLite database")
-    if question_field:
+    if options.question_field:
         return Detection("queries", "--question-field was given")
-    if text_column or label_column:
+    if options.text_column or options.label_column:
         return Detection("classification", "--text-column/--label-column was given")
     record = first_record(path)
     if record is None:

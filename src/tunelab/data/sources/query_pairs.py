@@ -20,6 +20,7 @@ from pathlib import Path
 import orjson
 
 from tunelab.data.example import ChatExample, chat
+from tunelab.data.sources.options import SourceOptions
 from tunelab.data.sources.records import Reading, bad_record, first_record, iter_records
 from tunelab.errors import TunelabError, usage_error
 
@@ -38,21 +39,17 @@ def detect_query_fields(keys: Iterable[str]) -> tuple[str, str] | None:
     return (question, answer) if question and answer else None
 
 
-def read_query_pairs(
-    path: Path,
-    *,
-    question_field: str | None = None,
-    answer_field: str | None = None,
-    context_field: str | None = None,
-    context_file: Path | None = None,
-    system: str | None = None,
-) -> Reading:
-    """`system=None` picks the default (SQL wording when the answer field says sql);
+def read_query_pairs(path: Path, options: SourceOptions | None = None) -> Reading:
+    """Reads the question, answer and context fields `options` name (or detects them).
+    `options.system=None` picks the default (SQL wording when the answer field says sql);
     `system=""` writes no system message."""
-    fields, detected = _resolve_fields(path, question_field, answer_field)
-    if context_field:
-        fields["context"] = context_field
+    options = options or SourceOptions()
+    fields, detected = _resolve_fields(path, options.question_field, options.answer_field)
+    if options.context_field:
+        fields["context"] = options.context_field
+    context_file = options.context_file
     context = load_context(context_file) if context_file else None
+    system = options.system
     if system is None:
         system = DEFAULT_SQL_SYSTEM if "sql" in fields["answer"].lower() else DEFAULT_SYSTEM
     examples = _examples(path, fields, context, system or None, context_file)

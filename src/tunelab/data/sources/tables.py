@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tunelab.data.example import ChatExample, chat
 from tunelab.data.prompts import ClassificationPrompt
+from tunelab.data.sources.options import SourceOptions
 from tunelab.data.sources.records import Reading, bad_record, iter_records, table_delimiter
 from tunelab.errors import TunelabError
 
@@ -42,21 +43,16 @@ def head_table(path: Path, limit: int = 8) -> TableHead | None:
     return TableHead(columns, tuple(tuple(r[name] for name in columns) for r in records))
 
 
-def read_classification(
-    path: Path,
-    *,
-    text_column: str | None = None,
-    label_column: str | None = None,
-    prompt: ClassificationPrompt | None = None,
-    system: str | None = None,
-) -> Reading:
-    """`system=None` uses `DEFAULT_SYSTEM`; `system=""` writes no system message."""
-    columns = {"text": text_column or "text", "label": label_column or "label"}
+def read_classification(path: Path, options: SourceOptions | None = None) -> Reading:
+    """Reads the text and label columns `options` name (default `text` and `label`).
+    `options.system=None` uses `DEFAULT_SYSTEM`; `system=""` writes no system message."""
+    options = options or SourceOptions()
+    columns = {"text": options.text_column or "text", "label": options.label_column or "label"}
     labels = sorted({label for _, _, label in _rows(path, columns)})
     if not labels:
         raise TunelabError("empty_source", f"{path} has no rows.", path=path)
-    prompt = prompt or ClassificationPrompt()
-    system = DEFAULT_SYSTEM if system is None else system
+    prompt = options.prompt or ClassificationPrompt()
+    system = DEFAULT_SYSTEM if options.system is None else options.system
     examples = _examples(path, columns, labels, prompt, system or None)
     return Reading(examples, fields=columns, system=system or None, labels=labels)
 

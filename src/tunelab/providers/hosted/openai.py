@@ -29,7 +29,6 @@ from tunelab.providers.base import (
     REQUEST_ID_KEY,
     ChatStream,
     JobCheckpoint,
-    JobEvent,
     JobRequest,
     JobState,
     RemoteFile,
@@ -41,7 +40,7 @@ from tunelab.providers.hosted.service import HostedProvider, T
 from tunelab.providers.methods import settings_from_method
 from tunelab.providers.provider import CHAT, FILES, FINE_TUNING
 from tunelab.providers.urls import check_base_url
-from tunelab.types import Answer, Usage
+from tunelab.types import Answer, JobEvent, Usage
 
 KEY_VARIABLE = "OPENAI_API_KEY"
 if TYPE_CHECKING:  # the SDK's own types, for the checker

@@ -29,7 +29,6 @@ from tunelab.lazy import LazyModule
 from tunelab.providers.base import (
     ChatStream,
     JobCheckpoint,
-    JobEvent,
     JobRequest,
     JobState,
     RemoteFile,
@@ -47,7 +46,7 @@ from tunelab.providers.hosted.together_mapping import (
     unix_seconds,
 )
 from tunelab.providers.provider import CHAT, FILES, FINE_TUNING, MODEL_DOWNLOAD
-from tunelab.types import Answer, Usage
+from tunelab.types import Answer, JobEvent, Usage
 
 # The SDK loads when a call needs it, not at `tunelab --help`.
 if TYPE_CHECKING:  # the SDK's own types, for the checker

@@ -17,11 +17,11 @@ from tunelab.errors import TunelabError
 from tunelab.providers.base import (
     TERMINAL_STATUSES,
     JobCheckpoint,
-    JobEvent,
     JobRequest,
     JobState,
     RemoteFile,
 )
+from tunelab.types import JobEvent
 
 PROVIDER = "Together AI"
 # Together's names for what a finished job's download holds.

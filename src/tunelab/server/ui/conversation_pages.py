@@ -23,7 +23,6 @@ from tunelab.server.ui.conversation_tasks import (
 
 router = APIRouter()
 CHUNK = 1 << 20
-MAX_TEMPERATURE = 2.0  # as the CLI's --temperature and the chat API allow
 
 
 @router.get("/data/generate")
@@ -43,6 +42,8 @@ async def generate_start(request: Request):
         ideas = await _ideas_source(form)
         model = web.form_text(form, "model", "")
         await run_in_threadpool(check_offered, [model], request.app.state.config)
+        max_tokens = web.form_number(form, "max_tokens", int)
+        temperature = web.form_number(form, "temperature")
         generation = GenerationRequest(
             ideas_path=Path(ideas["path"]),
             ideas_name=ideas["name"],
@@ -50,8 +51,8 @@ async def generate_start(request: Request):
                 model=model,
                 template=web.form_text(form, "template", "{idea}"),
                 system_prompt=web.form_text(form, "system"),
-                max_tokens=_max_tokens(form),
-                temperature=_temperature(form),
+                max_tokens=512 if max_tokens is None else max_tokens,
+                temperature=0.0 if temperature is None else temperature,
             ),
         )
         task = await run_in_threadpool(GenerationTasks.of(request).start, generation)
@@ -73,20 +74,6 @@ async def _ideas_source(form) -> dict:
     if not source_id:
         raise TunelabError("no_file", "Upload an ideas file or choose one of the sources.")
     return workspace.read_meta("sources", source_id)
-
-
-def _max_tokens(form) -> int:
-    given = web.form_number(form, "max_tokens", int)
-    if given is not None and given < 1:
-        raise TunelabError("invalid_form", "max tokens: a whole number from 1.")
-    return given or 512
-
-
-def _temperature(form) -> float:
-    given = web.form_number(form, "temperature")
-    if given is not None and not 0 <= given <= MAX_TEMPERATURE:
-        raise TunelabError("invalid_form", f"temperature: from 0 to {MAX_TEMPERATURE:g}.")
-    return given or 0.0
 
 
 background.add_task_routes(

@@ -2,14 +2,17 @@
 `auto`'s choices and quality_trec's recipe).
 
 Each recipe trains the bundled SmolLM2 on the same TREC questions (quality_trec's data and
-held-out split) for `--steps` steps, keeping a checkpoint every `--every` steps; each
+held-out split, or with `--data demo` the demo's own split of the bundled 600-question
+sample) for `--steps` steps, keeping a checkpoint every `--every` steps; each
 checkpoint is evaluated on the held-out questions by label scoring (tunelab's
 `evaluate_classification`). The figures are accuracy against steps and trained tokens, which
 do not depend on how busy the machine is: the time a recipe needs is its tokens divided by
 the tokens/s that `quality_trec.py` and `train_throughput.py` measure on a quiet machine. So
-this sweep may run beside other work; it records the load it saw anyway.
+this sweep may run beside other work; it records the load it saw anyway. The baselines are
+the base model and `lora-lr2e-4`, the learning rate `auto` gave LoRA until this sweep moved it.
 
     python benchmarks/recipe_sweep.py                       # every recipe below
+    python benchmarks/recipe_sweep.py --data demo --batch-size 8 --steps 40 --every 20
     python benchmarks/recipe_sweep.py --recipes lora-lr1e-3 full-lr5e-5 --steps 240
     python benchmarks/recipe_sweep.py --quick               # a few steps and items
 """
@@ -29,9 +32,10 @@ from quality_trec import FULL, MODEL, QUICK, Budget, prepare_data
 
 IN_MAKE_BENCH = False  # hours of training: `make bench` leaves it out; run it by hand
 
-# name -> settings as `tunelab train --NAME VALUE` takes them (on top of batch 16, seed 42).
+# name -> settings as `tunelab train --NAME VALUE` takes them (on top of the batch size, seed 42).
 RECIPES = {
     "lora-auto": {"method": "lora"},
+    "lora-lr2e-4": {"method": "lora", "learning_rate": 2e-4},
     "lora-lr5e-4": {"method": "lora", "learning_rate": 5e-4},
     "lora-lr1e-3": {"method": "lora", "learning_rate": 1e-3},
     "lora-r64-lr1e-3": {
@@ -52,6 +56,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--every", type=int, default=60, help="steps between evaluations")
     parser.add_argument("--max-train", type=int, default=5000, help="training examples")
     parser.add_argument("--template", choices=("full", "short"), default="short")
+    parser.add_argument(
+        "--data",
+        choices=("shared", "demo"),
+        default="shared",
+        help="quality_trec's TREC split, or the demo's split of the bundled sample",
+    )
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--quick", action="store_true", help="a few steps and items")
     parser.add_argument("--no-record", action="store_true", help="leave RESULTS.md alone")
     args = parser.parse_args(list(argv))
@@ -67,7 +78,7 @@ def train_recipe(name: str, data: dict, out_dir: Path, args: argparse.Namespace)
 
     settings = {
         **RECIPES[name],
-        "batch_size": 4 if args.quick else 16,
+        "batch_size": 4 if args.quick else args.batch_size,
         "seed": 42,
         "max_steps": args.steps,
         "checkpoint_every": args.every,
@@ -153,8 +164,9 @@ def markdown(rows: list[dict], args: argparse.Namespace, data: dict, loads: tupl
         describe_machine(""),
         "",
         f"Data: {data['source']}, {args.template} classification prompt, {data['n_train']} "
-        f"training questions, batch 16, seed 42, no validation during training; accuracy on "
-        f"the held-out questions by label scoring every {args.every} steps. Accuracy per "
+        f"training questions, batch {args.batch_size}, seed 42, no validation during "
+        f"training; accuracy on the held-out questions by label scoring every {args.every} "
+        f"steps of a {args.steps}-step schedule. Accuracy per "
         f"step does not depend on the machine's load (load average before: {loads[0]}, "
         f"after: {loads[1]}); time = tokens / the quiet tokens/s measured by quality_trec.",
         "",
@@ -170,13 +182,31 @@ def markdown(rows: list[dict], args: argparse.Namespace, data: dict, loads: tupl
     return "\n".join(lines)
 
 
+def demo_data(directory: Path, template: str) -> dict:
+    """The demo's own training and held-out files (`tunelab demo`'s split of the sample)."""
+    from tunelab.demo import format_trec_sample
+
+    report = format_trec_sample(directory, template)
+    print(f"data: the demo's split; {report.n_val} held out, {report.n_train} trained on")
+    return {
+        "source": "the bundled 600-question TREC sample split as `tunelab demo` splits it",
+        "train": Path(report.train_output),
+        "held_out": Path(report.val_output),
+        "n_train": report.n_train,
+        "template": template,
+    }
+
+
 def main(argv: Sequence[str] = ()) -> None:
     args = parse_args(argv)
     budget: Budget = QUICK if args.quick else FULL
     budget = Budget(**{**budget.__dict__, "max_train": args.max_train})
     with tempfile.TemporaryDirectory(prefix="tunelab-sweep-") as tmp:
         tmp = Path(tmp)
-        data = prepare_data(tmp, budget, template=args.template)
+        if args.data == "demo":
+            data = demo_data(tmp, args.template)
+        else:
+            data = prepare_data(tmp, budget, template=args.template)
         before = load_average()
         rows = sweep(args, data, tmp)
         section = markdown(rows, args, data, (before, load_average()))

@@ -7,7 +7,17 @@ import json
 import pytest
 
 from tunelab.cli import main
-from tunelab.demo import run_demo
+from tunelab.demo import DEMO_TRAIN_STEPS, demo_train_config, run_demo
+from tunelab.engine.config import AUTO, BASE_LEARNING_RATE
+
+
+def test_demo_trains_with_autos_learning_rate():
+    config = demo_train_config(DEMO_TRAIN_STEPS)
+    # No rate of its own: the demo shows what `tunelab train` does with its defaults.
+    assert config.learning_rate is None and config.learning_rate_multiplier == AUTO
+    resolved = config.resolve(479, 2048)
+    assert resolved.learning_rate == pytest.approx(BASE_LEARNING_RATE["lora"])
+    assert resolved.method == "lora" and resolved.max_steps == DEMO_TRAIN_STEPS
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from tunelab.catalog import DEFAULT_MODEL
 from tunelab.data.analyze import FileAnalysis, analyze_file
 from tunelab.data.formatter import FormatReport, format_dataset
+from tunelab.data.prompts import ClassificationPrompt
 from tunelab.data.report_html import render_html
 from tunelab.data.sources import SourceOptions
 from tunelab.data.validate import ValidationReport, validate_file
@@ -49,7 +50,9 @@ class DatasetRun:
 
 # Enough LoRA steps to see the loss fall and the answer format learnt, in a couple of minutes
 # of two CPU cores; `make demo` is meant to be watched, not waited for.
+DEMO_TEMPLATE = "full"  # the classification prompt of `tunelab format`
 DEMO_TRAIN_STEPS = 40
+DEMO_BATCH_SIZE = 8
 DEMO_QUESTIONS = 4
 _ITEM = re.compile(r"<text>\s*(.*?)\s*</text>", re.DOTALL)
 
@@ -77,11 +80,32 @@ class DemoResult:
     fine_tune: FineTune | None = None
 
 
-def _format_samples(out: Path) -> dict[str, FormatReport]:
+def format_trec_sample(out: Path, template: str = DEMO_TEMPLATE) -> FormatReport:
+    """The bundled TREC sample split into the demo's training and held-out files."""
     # The demo owns its output directory, so it overwrites its own earlier outputs.
-    trec = format_dataset(
-        sample_path("trec"), out / "trec_train.jsonl", out / "trec_val.jsonl", force=True
+    return format_dataset(
+        sample_path("trec"),
+        out / "trec_train.jsonl",
+        out / "trec_val.jsonl",
+        options=SourceOptions(prompt=ClassificationPrompt(template=template)),
+        force=True,
     )
+
+
+def demo_train_config(steps: int) -> TrainConfig:
+    """The demo's LoRA run: `auto`'s recipe (learning rate, schedule) for `steps` steps."""
+    # Validation loss a few times per run: each evaluation costs a pass over the file.
+    return TrainConfig(
+        method="lora",
+        batch_size=DEMO_BATCH_SIZE,
+        max_steps=steps,
+        seed=0,
+        eval_every=max(1, steps // 4),
+    )
+
+
+def _format_samples(out: Path) -> dict[str, FormatReport]:
+    trec = format_trec_sample(out)
     docspider = format_dataset(
         sample_path("docspider"),
         out / "docspider_train.jsonl",
@@ -106,10 +130,7 @@ def fine_tune_trec(
     from tunelab.engine import load_base, train  # torch loads only when the demo trains
 
     base, tokenizer, info = load_base(model)
-    # Validation loss a few times per run: each evaluation costs a pass over the file.
-    config = TrainConfig(
-        method="lora", batch_size=8, max_steps=steps, seed=0, eval_every=max(1, steps // 4)
-    )
+    config = demo_train_config(steps)
     train_path, val_path = Path(run.formatted.train_output), Path(run.formatted.val_output)
     result = train(
         base,

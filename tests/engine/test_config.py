@@ -47,7 +47,7 @@ def test_learning_rates_past_one_are_refused_given_or_multiplied():
     )
     assert TrainConfig(learning_rate=1.0).problems() == []
     [multiplied] = TrainConfig(learning_rate_multiplier=1e4).problems()
-    assert multiplied.startswith("--learning-rate-multiplier 10000 makes a learning rate of 2 ")
+    assert multiplied.startswith("--learning-rate-multiplier 10000 makes a learning rate of 5 ")
     assert TrainConfig(method="full", learning_rate_multiplier=1e4).problems() == []  # 0.2
     assert TrainConfig(weight_decay=2.0).problems() and TrainConfig(lora_alpha=1e5).problems()
 
@@ -74,10 +74,10 @@ def test_auto_batch_size_covers_gradient_accumulation():
 
 
 def test_learning_rate_depends_on_method_and_multiplier():
-    assert TrainConfig().resolve(100, 2048).learning_rate == pytest.approx(2e-4)
+    assert TrainConfig().resolve(100, 2048).learning_rate == pytest.approx(5e-4)
     assert TrainConfig(method="full").resolve(100, 2048).learning_rate == pytest.approx(2e-5)
     halved = TrainConfig(learning_rate_multiplier=0.5).resolve(100, 2048)
-    assert halved.learning_rate == pytest.approx(1e-4)
+    assert halved.learning_rate == pytest.approx(2.5e-4)
     assert TrainConfig(learning_rate=3e-3).resolve(100, 2048).learning_rate == 3e-3
 
 

@@ -282,7 +282,7 @@ def fine_tune(
     cancel = threading.Event()
     timer = threading.Timer(budget.cancel_after_s, cancel.set)
     records: list[dict] = []
-    cpu_start, start = cpu_seconds(), time.perf_counter()
+    cpu_start, started = cpu_seconds(), time.perf_counter()
     timer.start()
     try:
         result = train(
@@ -305,7 +305,7 @@ def fine_tune(
         "status": result.status,
         "steps": result.step,
         "epochs": result.step * recipe["batch_size"] / n_examples,
-        "seconds": time.perf_counter() - start,
+        "seconds": time.perf_counter() - started,
         "cpu_seconds": cpu_seconds() - cpu_start,
         "tokens_per_second": result.tokens_per_second,
         "first_loss": records[0]["loss"],

@@ -11,6 +11,7 @@ import torch
 from tiny import QUESTIONS, Crash, crash_at_step
 from tunelab.data.reinforcement import ReinforcementItem
 from tunelab.engine import train
+from tunelab.engine.checkpoint import complete_checkpoints
 from tunelab.engine.objectives import GroupRelative, RolloutBatch
 from tunelab.engine.reinforcement import rollouts, tokenize_items
 from tunelab.errors import TunelabError
@@ -231,6 +232,149 @@ def test_cancel_stops_after_the_current_step_with_a_checkpoint(
     )
     assert result.status == "cancelled" and result.step == 1
     assert result.last_checkpoint is not None
+
+
+class ForwardCounter:
+    """Counts the model's forward passes (one per generated token while sampling) and sets
+    `cancel` at the `cancel_at`-th pass after `arm()`: Ctrl-C while a step samples."""
+
+    def __init__(self, model, cancel: threading.Event, cancel_at: int) -> None:
+        self.cancel, self.cancel_at = cancel, cancel_at
+        self.passes, self.armed_at = 0, None
+        model.model.register_forward_hook(self.count)
+
+    def arm(self) -> None:
+        self.armed_at = self.passes
+
+    def count(self, module, inputs, output) -> None:
+        self.passes += 1
+        if self.armed_at is not None and self.passes - self.armed_at == self.cancel_at:
+            self.cancel.set()
+
+    @property
+    def after_cancel(self) -> int:
+        assert self.armed_at is not None
+        return self.passes - self.armed_at - self.cancel_at
+
+
+def run_records(result, run_dir) -> dict:
+    """What a cancelled run leaves: its result, checkpoints, metric lines and files."""
+    return {
+        "status": result.status,
+        "step": result.step,
+        "checkpoint": result.last_checkpoint.name,
+        "checkpoints": [p.name for p in complete_checkpoints(run_dir)],
+        "files": sorted(p.name for p in run_dir.iterdir()),
+    }
+
+
+def test_a_cancel_while_sampling_stops_before_the_steps_optimisation_as_sft_cancels(
+    tmp_path, tokenizer, make_model, fast_config, examples
+):
+    cancel, graded = threading.Event(), []
+    model = make_model()
+    counter = ForwardCounter(model, cancel, cancel_at=5)
+    counter.arm()  # step 1's sampling: 4 prompts x 4 answers of up to 32 tokens each
+
+    def reward(answers, item):
+        graded.append(item)
+        return [1.0] * len(answers)
+
+    config = rl_config(fast_config, rl_max_answer_tokens=32)
+    result = train(
+        model, tokenizer, items(), None, config, tmp_path / "rl", cancel=cancel, reward=reward
+    )
+    assert counter.after_cancel == 0  # not one more token, and no optimisation pass
+    assert graded == []
+    sft_cancel = threading.Event()
+    sft_cancel.set()  # an SFT run cancelled before its first step is complete
+    sft = train(
+        make_model(), tokenizer, examples, None, fast_config(), tmp_path / "sft", cancel=sft_cancel
+    )
+    records = run_records(result, tmp_path / "rl")
+    assert records == run_records(sft, tmp_path / "sft")
+    assert (records["status"], records["step"]) == ("cancelled", 0)
+    assert records["checkpoint"] == "step-00000000"
+    assert records["files"] == ["checkpoints"]  # no metrics, no output
+
+
+def test_a_cancel_between_micro_batches_drops_the_step_without_sampling_the_next(
+    tmp_path, tokenizer, make_model, fast_config
+):
+    cancel, graded = threading.Event(), []
+
+    def cancel_when_graded(answers, item):
+        graded.append(item)
+        cancel.set()
+        return [float("a" in answer) for answer in answers]
+
+    config = rl_config(fast_config, gradient_accumulation_steps=2)
+    result = train(
+        make_model(),
+        tokenizer,
+        items(),
+        None,
+        config,
+        tmp_path / "run",
+        cancel=cancel,
+        reward=cancel_when_graded,
+    )
+    assert len(graded) == 2  # the first micro-batch's 2 prompts; the second never sampled
+    assert (result.status, result.step) == ("cancelled", 0)
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_resume_after_a_cancel_while_sampling_reproduces_the_uninterrupted_run(
+    tmp_path, tokenizer, make_model, fast_config
+):
+    config = rl_config(fast_config, rl_max_answer_tokens=12)
+    reward = contains("a")
+    train(make_model(), tokenizer, items(), None, config, tmp_path / "whole", reward=reward)
+    cancel, model = threading.Event(), make_model()
+    counter = ForwardCounter(model, cancel, cancel_at=3)
+    cut = train(
+        model,
+        tokenizer,
+        items(),
+        None,
+        config,
+        tmp_path / "cut",
+        cancel=cancel,
+        callback=lambda record: counter.arm() if record.step == 1 else None,
+        reward=reward,
+    )
+    assert (cut.status, cut.step, counter.after_cancel) == ("cancelled", 1, 0)
+    assert cut.last_checkpoint.name == "step-00000001"
+    result = train(
+        make_model(), tokenizer, items(), None, config, tmp_path / "cut", resume=True, reward=reward
+    )
+    assert result.resumed_from_step == 1 and result.status == "succeeded"
+    whole, resumed = metric_lines(tmp_path / "whole"), metric_lines(tmp_path / "cut")
+    assert [line["step"] for line in resumed] == [line["step"] for line in whole]
+    for after, before in zip(resumed, whole, strict=True):
+        for name in ("loss", *METRICS):
+            assert after[name] == pytest.approx(before[name], abs=1e-5)
+
+
+def test_sampling_reports_the_answers_finished_of_the_step(
+    tmp_path, tokenizer, make_model, fast_config
+):
+    reported: list[tuple[int, int]] = []
+    config = rl_config(fast_config, max_steps=1)
+    train(
+        make_model(),
+        tokenizer,
+        items(),
+        items()[:2],
+        config,
+        tmp_path / "run",
+        reward=contains("a"),
+        on_sampling=lambda done, total: reported.append((done, total)),
+    )
+    assert reported[-1] == (16, 16)  # 4 prompts x 4 answers; validation reports none
+    assert {total for _, total in reported} == {16}
+    done = [d for d, _ in reported]
+    assert done == sorted(set(done))  # each count once, as answers finish
 
 
 def test_reinforcement_without_a_reward_is_refused(tmp_path, tokenizer, make_model, fast_config):

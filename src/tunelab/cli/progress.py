@@ -104,6 +104,12 @@ class TrainingProgress:
         elif not self.quiet and done == 1:
             common.stderr.print(f"validating ({total:,} batches)…", highlight=False)
 
+    def sampling(self, done: int, total: int) -> None:
+        """The engine's `on_sampling`: a reinforcement step's answers as they finish (on a
+        terminal only: piped, a line per step would drown the step lines)."""
+        if self.bar is not None:
+            self.bar.update(self.task, status=f"{self.status}  sampling {done}/{total} answers")
+
     def __call__(self, record: StepRecord) -> None:
         step, total = record.step, record.total_steps
         if record.validated:

@@ -158,6 +158,7 @@ def train_cmd(
         trust_remote_code=trust_remote_code,
         callback=progress,
         on_validation=progress.validating,
+        on_sampling=progress.sampling,
         cancel=cancel,
         launch=Launch(nproc_per_node, nnodes, node_rank, rdzv_endpoint),
         reward=reward_for(grader) if grader is not None else None,

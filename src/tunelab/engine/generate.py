@@ -26,12 +26,13 @@ adapter of the call.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 import torch
 from transformers import DynamicCache
@@ -165,10 +166,13 @@ def sample_answers(
     temperature: float,
     seed: int,
     max_length: int | None = None,
+    on_token: Callable[[int], None] | None = None,
 ) -> list[SampledAnswer]:
     """One answer per tokenized prompt, all decoded in one batch: rows that repeat a prompt
     (a group of samples) or share its beginning start from one prefix cache. `max_length`
-    caps each row's prompt and answer together (default: the model's context)."""
+    caps each row's prompt and answer together (default: the model's context).
+    `on_token(finished)` is called after every token with the number of answers finished;
+    what it raises (a cancelled training run's check) stops the sampling there."""
     sampling = _sampling(max_new_tokens, temperature, 1.0, None, seed)
     rows_in = [list(prompt) for prompt in prompts]
     generator = _generator(seed, model)
@@ -177,7 +181,11 @@ def sample_answers(
         steps = _decode(
             model, tokenizer, rows_in, sampling, generator, prefix, max_length=max_length
         )
-        rows = deque(steps, maxlen=1)[0]
+        # `_decode` is a generator: stopped early, it still puts the model back in training.
+        with contextlib.closing(cast(Generator, steps)):
+            for rows in steps:
+                if on_token is not None:
+                    on_token(sum(row.finish_reason is not None for row in rows))
     return [
         SampledAnswer(tuple(row.tokens), row.text, row.finish_reason or "length") for row in rows
     ]

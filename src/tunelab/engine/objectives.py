@@ -59,7 +59,13 @@ from tunelab.engine.loss import (
     trained_token_logprobs,
 )
 from tunelab.engine.preference import TokenizedPair, collate_pairs
-from tunelab.engine.reinforcement import Reward, TokenizedItem, rollout_seed, rollouts
+from tunelab.engine.reinforcement import (
+    Reward,
+    SamplingWatch,
+    TokenizedItem,
+    rollout_seed,
+    rollouts,
+)
 from tunelab.errors import TunelabError
 
 if TYPE_CHECKING:
@@ -219,8 +225,9 @@ ADVANTAGE_EPSILON = 1e-4
 class GroupRelative:
     """GRPO's clipped policy loss with a KL penalty (see the module docstring).
 
-    `policy` is the model being trained, which samples the answers; `reward` scores them.
-    In evaluation mode (validation) it answers each prompt once, greedily.
+    `policy` is the model being trained, which samples the answers; `reward` scores them;
+    `watch` (the run's cancel token and progress) watches their sampling. In evaluation mode
+    (validation) it answers each prompt once, greedily.
     """
 
     policy: CausalLM
@@ -232,6 +239,7 @@ class GroupRelative:
     clip_epsilon: float
     seed: int
     frozen_reference: torch.nn.Module | None = None
+    watch: SamplingWatch | None = None
     accuracy_name: str = "reward_mean"
     per_example: tuple[str, ...] = ()  # a prompt is the unit
     sum_names: tuple[str, ...] = (
@@ -258,7 +266,10 @@ class GroupRelative:
         size = self.group_size if sampling else 1
         seed = rollout_seed(self.seed, self.step, examples)
         temperature = self.temperature if sampling else 0.0
-        answers = rollouts(self.policy, self.tokenizer, examples, size, temperature, seed)
+        watch = self.watch
+        if watch is not None and not sampling:  # validation reports its own progress
+            watch = dataclasses.replace(watch, progress=None)
+        answers = rollouts(self.policy, self.tokenizer, examples, size, temperature, seed, watch)
         rewards = torch.tensor(
             [
                 score
@@ -342,10 +353,11 @@ def objective_for(
     model: torch.nn.Module,
     tokenizer: Any = None,
     reward: Reward | None = None,
+    watch: SamplingWatch | None = None,
 ) -> Objective:
     """The objective `config.training_method` names; call before the model is made trainable
     (a full fine-tune's reference is a frozen copy of the weights it starts from).
-    Reinforcement samples with `tokenizer` and scores with `reward`."""
+    Reinforcement samples with `tokenizer` (watched by `watch`) and scores with `reward`."""
     frozen = None
     if config.training_method != "supervised" and config.method == "full":
         frozen = copy.deepcopy(model).eval().requires_grad_(False)
@@ -368,5 +380,6 @@ def objective_for(
             clip_epsilon=config.rl_clip_epsilon,
             seed=config.seed,
             frozen_reference=frozen,
+            watch=watch,
         )
     return Supervised(packing=config.packing == "on")

@@ -9,6 +9,10 @@ re-tokenized text, whose tokens may differ), trained on the answer only.
 
 The reward reaches the engine as a callable (`Reward`): the engine knows nothing of graders,
 which live above it (`tunelab.evals.graders`); the caller builds one from a grader.
+
+Sampling is most of a step's time on a CPU, so the run watches it (`SamplingWatch`): its
+cancel token is checked after every generated token, and the answers finished so far are
+reported as progress.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import numpy as np
 from tunelab.data.reinforcement import ReinforcementItem
 from tunelab.engine.dataset import IGNORE_INDEX, TokenizedExample, TrainingSet
 from tunelab.engine.generate import SampledAnswer, encode_chat, sample_answers
+from tunelab.errors import check_cancel
 
 # The scores of a group of answers (their texts) to one item (its record: messages and the
 # fields a grader reads as {{item.NAME}}), one float per answer.
@@ -85,6 +90,29 @@ class Rollout:
     answer: SampledAnswer
 
 
+@dataclass(frozen=True)
+class SamplingWatch:
+    """What a training run asks of sampling while it runs: `cancel` (the run's cancel token,
+    `trainer.Cancel`) is checked after every token, and once set the sampling stops with
+    `tunelab.errors.Interrupted`; `progress(done, total)` hears of each answer finished."""
+
+    cancel: Any = None
+    progress: Callable[[int, int], None] | None = None
+
+    def after_each_token(self, total: int) -> Callable[[int], None]:
+        """`sample_answers`' `on_token` for a batch of `total` answers."""
+        reported = -1
+
+        def after_token(finished: int) -> None:
+            nonlocal reported
+            check_cancel(self.cancel)
+            if self.progress is not None and finished != reported:
+                reported = finished
+                self.progress(finished, total)
+
+        return after_token
+
+
 def rollouts(
     model,
     tokenizer,
@@ -92,11 +120,12 @@ def rollouts(
     group_size: int,
     temperature: float,
     seed: int,
+    watch: SamplingWatch | None = None,
 ) -> list[Rollout]:
     """`group_size` answers to each item (item by item, each group's rows together), sampled
     in one batch with `seed`; temperature 0 answers greedily. Each row's limit is its item's
     answer budget: the batch's longest row is the longest prompt with its budget, and no
-    budget exceeds what --max-seq-len leaves after its prompt."""
+    budget exceeds what --max-seq-len leaves after its prompt. `watch`: see `SamplingWatch`."""
     prompts = [item.prompt for item in items for _ in range(group_size)]
     budgets = [item.answer_budget for item in items for _ in range(group_size)]
     answers = sample_answers(
@@ -107,6 +136,7 @@ def rollouts(
         temperature=temperature,
         seed=seed,
         max_length=max(len(p) + b for p, b in zip(prompts, budgets, strict=True)),
+        on_token=None if watch is None else watch.after_each_token(len(prompts)),
     )
     return [
         Rollout(_answer_row(prompt, answer), answer)

@@ -70,7 +70,9 @@ class TrainingRun:
 
     `need_checkpoint`: `resume` must find a checkpoint (the CLI's `--resume`; the worker
     resumes when it can). `callback` gets each step's `StepRecord` (on rank 0 only), as do the
-    `report_to` trackers; `cancel` stops the run after its current step, with a checkpoint.
+    `report_to` trackers; `cancel` stops the run with a checkpoint of its last complete step
+    (in one process also part-way through a step: `trainer.train`). `on_validation` and
+    `on_sampling` hear of a validation pass's batches and of reinforcement's sampled answers.
     """
 
     model: str
@@ -86,6 +88,7 @@ class TrainingRun:
     trust_remote_code: bool = False
     callback: Callable[[StepRecord], None] | None = None
     on_validation: Callable[[int, int], None] | None = None
+    on_sampling: Callable[[int, int], None] | None = None
     cancel: Cancel | None = None
     launch: Launch = field(default_factory=Launch)
     reward: Reward | None = None
@@ -198,6 +201,7 @@ class TrainingRun:
             force=self.force,
             on_validation=self.on_validation,
             reward=self.reward,
+            on_sampling=self.on_sampling,
         )
 
     def cleanup(self) -> None:

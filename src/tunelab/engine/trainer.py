@@ -49,7 +49,7 @@ from tunelab.engine.distributed import Ranks, stop
 from tunelab.engine.lora import prepare_model, trainable_parameters
 from tunelab.engine.objectives import Measured, Objective, objective_for
 from tunelab.engine.preference import PairDataset, tokenize_pairs
-from tunelab.engine.reinforcement import ItemDataset, Reward, tokenize_items
+from tunelab.engine.reinforcement import ItemDataset, Reward, SamplingWatch, tokenize_items
 from tunelab.engine.sharding import (
     clip_gradients,
     evaluation_mode,
@@ -59,7 +59,7 @@ from tunelab.engine.sharding import (
     shard_model,
 )
 from tunelab.engine.steps import StepRecord
-from tunelab.errors import TunelabError
+from tunelab.errors import Interrupted, TunelabError, check_cancel
 from tunelab.io import atomic_write_text
 from tunelab.throughput import estimate_seconds, record_throughput
 
@@ -83,7 +83,8 @@ Model = TypeVar("Model", bound=torch.nn.Module)
 
 
 class Cancel(Protocol):
-    """Asked before every step whether to stop (a `threading.Event`, or the ranks' stop file)."""
+    """Asked before every step whether to stop (a `threading.Event`, or the ranks' stop file);
+    a single process also asks between micro-batches and while sampling answers."""
 
     def is_set(self) -> bool: ...
 
@@ -215,6 +216,7 @@ def train(
     device: str | None = None,
     on_validation: Callable[[int, int], None] | None = None,
     reward: Reward | None = None,
+    on_sampling: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Fine-tune `model` (a transformers causal LM, modified in place) on chat examples.
 
@@ -223,10 +225,13 @@ def train(
     `reward` scores, for `"reinforcement"`); `config` None means every default.
     `base_model` names the base model in the output and in the throughput record;
     `metadata` is stored as is in `tunelab_config.json`. `cancel` is checked before every
-    step and between validation batches: once set, the run checkpoints (its last complete
-    step) and returns with status "cancelled". `on_validation(done, total)` reports each
-    validation pass's batches. With `resume`, the run continues from the last complete
-    checkpoint in `output_dir` (or starts afresh when there is none).
+    step and between validation batches (in a single process also between micro-batches and
+    after every token of reinforcement's sampling, the step then dropped): once set, the run
+    checkpoints (its last complete step) and returns with status "cancelled".
+    `on_validation(done, total)` reports each validation pass's batches, `on_sampling(done,
+    total)` the answers reinforcement has sampled of a micro-batch's. With `resume`, the run
+    continues from the last complete checkpoint in `output_dir` (or starts afresh when there
+    is none).
     """
     config = config or TrainConfig()
     config.validate()
@@ -254,6 +259,7 @@ def train(
             ranks=ranks,
             on_validation=on_validation,
             reward=reward,
+            on_sampling=on_sampling,
         )
     finally:
         stop(started)
@@ -278,6 +284,7 @@ def _train(
     ranks: Ranks,
     on_validation: Callable[[int, int], None] | None,
     reward: Reward | None,
+    on_sampling: Callable[[int, int], None] | None,
 ) -> TrainResult:
     began = time.perf_counter()
     check_optional_features(
@@ -309,7 +316,12 @@ def _train(
         trained = shard_model(trained, device, ranks)
     trained.train()
     # Before a checkpoint's weights are loaded: a full fine-tune's reference is its start.
-    objective = objective_for(resolved, trained, tokenizer, reward)
+    # Ranks sample in step with each other: only a single process stops while sampling.
+    watch = SamplingWatch(
+        cancel=None if ranks.active else cancel,
+        progress=on_sampling if ranks.is_main else None,
+    )
+    objective = objective_for(resolved, trained, tokenizer, reward, watch)
     optimizer = _optimizer(trained, resolved)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(resolved))
     scaler = grad_scaler(resolved.precision, device)
@@ -456,6 +468,12 @@ class _Loop:
     def cancelled(self) -> bool:
         return self.cancel is not None and self.cancel.is_set()
 
+    def check_cancel_within_step(self) -> None:
+        """Raise `Interrupted` once cancelled; ranks sum their micro-batches (and validation
+        batches) at the end, so only a single process stops part-way."""
+        if not self.ranks.active:
+            check_cancel(self.cancel)
+
     def compute_seconds(self) -> float:
         """Time spent in optimizer steps and validation passes (the rest is overhead)."""
         return self.step_seconds + self.eval_seconds
@@ -478,7 +496,12 @@ class _Loop:
                     return "cancelled", position
                 if position.step >= config.total_steps:
                     return "succeeded", position
-                record = self.train_step(batches[index], position.step + 1, epoch, start)
+                try:
+                    record = self.train_step(batches[index], position.step + 1, epoch, start)
+                except Interrupted:  # cancelled part-way: the step is dropped, never applied
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self.checkpoint(position)
+                    return "cancelled", position
                 end_of_epoch = index == len(batches) - 1
                 position = Position(
                     position.step + 1,
@@ -510,6 +533,7 @@ class _Loop:
         step_sums = _Sums()
         with _out_of_memory_as_error():
             for part, group in zip(parts, groups, strict=True):
+                self.check_cancel_within_step()
                 # Under autocast: reinforcement's collate samples answers with the model.
                 with self.autocast():
                     micro = objective.collate(part, self.pad_id, self.device)
@@ -611,9 +635,7 @@ class _Loop:
         try:
             with evaluation_mode(self.model), _out_of_memory_as_error():
                 for done, group in enumerate(groups, 1):
-                    # Ranks sum their parts at the end: only a single process stops mid-pass.
-                    if not self.ranks.active and self.cancelled():
-                        return None
+                    self.check_cancel_within_step()  # ranks sum their parts at the end
                     part = [val_set.examples[i] for i in group or every[0]]
                     with self.autocast():
                         batch = objective.collate(part, self.pad_id, self.device)
@@ -628,6 +650,8 @@ class _Loop:
                     n_tokens += batch.n_tokens
                     if self.on_validation is not None:
                         self.on_validation(done, len(groups))
+        except Interrupted:  # before a batch, or while reinforcement samples its answers
+            return None
         finally:
             self.model.train()
             self.eval_seconds += time.perf_counter() - began

@@ -68,11 +68,16 @@ def test_demo_api_reports_the_facts_that_decide_a_run(tmp_path):
     assert by_name["docspider"].analysis.task["kind"] == "queries"
 
 
+# The fine-tuned model's lead over the base on the 121 held-out questions, in accuracy points:
+# about half the demo's measured gain, 24.8% → 53.7% (benchmarks/RESULTS.md, `make demo`).
+DEMO_MIN_GAIN = 0.14
+
+
 @pytest.mark.slow
 def test_demo_fine_tunes_and_evaluates_base_against_fine_tuned(tmp_path, smollm2_home):
-    result = run_demo(tmp_path / "demo", train_steps=2)
+    result = run_demo(tmp_path / "demo")  # the demo's own recipe and step count
     tuned = result.fine_tune
-    assert tuned.result.status == "succeeded" and tuned.result.step == 2
+    assert tuned.result.status == "succeeded" and tuned.result.step == DEMO_TRAIN_STEPS
     run_dir = tmp_path / "demo" / "trec-lora"
     assert (run_dir / "adapter_model.safetensors").exists()
     assert (run_dir / "tunelab_config.json").exists()
@@ -84,4 +89,6 @@ def test_demo_fine_tunes_and_evaluates_base_against_fine_tuned(tmp_path, smollm2
     n_val = result.datasets[0].formatted.n_val
     for metrics in evaluation.scores.values():
         assert metrics["n"] == n_val and 0 <= metrics["accuracy"] <= 1
+    base, fine_tuned = (metrics["accuracy"] for metrics in evaluation.scores.values())
+    assert fine_tuned - base >= DEMO_MIN_GAIN, (base, fine_tuned)
     assert (tmp_path / "demo" / "trec_eval" / "report.html").exists()

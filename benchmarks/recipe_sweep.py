@@ -12,7 +12,7 @@ this sweep may run beside other work; it records the load it saw anyway. The bas
 the base model and `lora-lr2e-4`, the learning rate `auto` gave LoRA until this sweep moved it.
 
     python benchmarks/recipe_sweep.py                       # every recipe below
-    python benchmarks/recipe_sweep.py --data demo --batch-size 8 --steps 40 --every 20
+    python benchmarks/recipe_sweep.py --data demo --recipes lora-auto --steps 60 --every 20
     python benchmarks/recipe_sweep.py --recipes lora-lr1e-3 full-lr5e-5 --steps 240
     python benchmarks/recipe_sweep.py --quick               # a few steps and items
 """

@@ -30,7 +30,7 @@ def test_demo_trains_on_the_recipe_measured_best_on_its_split(tmp_path):
     # ...so the label set is kept beside the files, where the evaluation finds it.
     assert len(report.label_set_outputs) == 2
     config = demo_train_config(DEMO_TRAIN_STEPS)
-    assert (config.batch_size, config.max_steps) == (16, 40)
+    assert (config.batch_size, config.max_steps) == (16, 60)
 
 
 @pytest.mark.slow
@@ -69,8 +69,9 @@ def test_demo_api_reports_the_facts_that_decide_a_run(tmp_path):
 
 
 # The fine-tuned model's lead over the base on the 121 held-out questions, in accuracy points:
-# about half the demo's measured gain, 24.8% → 53.7% (benchmarks/RESULTS.md, `make demo`).
-DEMO_MIN_GAIN = 0.14
+# well under the demo's measured gain, 24.8% → 71.9% (benchmarks/RESULTS.md, `make demo`), since
+# the seed alone moves it by many points on 121 questions (53.7% after 40 steps with seed 0).
+DEMO_MIN_GAIN = 0.2
 
 
 @pytest.mark.slow

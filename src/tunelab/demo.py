@@ -49,12 +49,12 @@ class DatasetRun:
 
 
 # The recipe that `benchmarks/recipe_sweep.py --data demo` measured best on the demo's own
-# split (RESULTS.md) within the ~5 minutes `make demo` is meant to take on two CPU cores. The
+# split (RESULTS.md) within the ~6 minutes `make demo` takes on two CPU cores. The
 # short prompt leaves the label list out: its tokens are computed every step though never
 # learned from, so a step costs less and the same minutes train on more questions. (`tunelab
 # format` keeps the full prompt by default: an untrained or hosted model needs the list.)
 DEMO_TEMPLATE = "short"
-DEMO_TRAIN_STEPS = 40
+DEMO_TRAIN_STEPS = 60
 DEMO_BATCH_SIZE = 16
 DEMO_QUESTIONS = 4
 _ITEM = re.compile(r"<text>\s*(.*?)\s*</text>", re.DOTALL)

@@ -15,8 +15,8 @@ from tunelab.errors import TunelabError
 from tunelab.evals.conversations import ConversationRecipe
 from tunelab.server.app import ServerConfig, create_app
 from tunelab.server.ui.background import TaskBoard
-from tunelab.server.ui.conversation_tasks import GenerationRequest, GenerationTask
-from tunelab.server.ui.eval_tasks import EvalRequest, EvalTask
+from tunelab.server.ui.conversation_tasks import GenerationRequest, GenerationTask, GenerationTasks
+from tunelab.server.ui.eval_tasks import EvalRequest, EvalTask, EvalTasks
 
 
 @dataclass
@@ -57,8 +57,9 @@ def test_a_failed_task_says_why_and_a_cancelled_one_is_cancelled():
 
 def _client_with(tasks: dict) -> TestClient:
     app = create_app(ServerConfig(start_worker=False))
+    boards = {board.state_name: board for board in (EvalTasks(), GenerationTasks())}
     for state_name, task in tasks.items():
-        board = TaskBoard()
+        board = boards[state_name]  # the server's own board of that kind
         board.tasks[task.id] = task
         setattr(app.state, state_name, board)
     return TestClient(app, base_url="http://localhost")

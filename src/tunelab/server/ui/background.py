@@ -6,6 +6,7 @@ polls it and moves on to what it made once it has succeeded.
 from __future__ import annotations
 
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
@@ -30,7 +31,7 @@ Task = TypeVar("Task", bound=BackgroundTask)
 Board = TypeVar("Board", bound="TaskBoard")
 
 
-class TaskBoard(Generic[Task]):
+class TaskBoard(ABC, Generic[Task]):
     """The tasks of one kind this server has started, by id; each runs `perform` in a
     thread of its own, which sets the task's outcome."""
 
@@ -48,8 +49,9 @@ class TaskBoard(Generic[Task]):
             setattr(state, cls.state_name, cls())
         return getattr(state, cls.state_name)
 
+    @abstractmethod
     def perform(self, task: Task) -> None:
-        raise NotImplementedError
+        """Do the task's work in its thread (each kind of task says what that is)."""
 
     def launch(self, task: Task) -> Task:
         self.tasks[task.id] = task

@@ -1,10 +1,12 @@
-"""Helpers the benchmarks share: the machine they ran on, process figures, RESULTS.md.
+"""Helpers the benchmarks share: their flags, the machine they ran on, process figures,
+RESULTS.md.
 
 Not a benchmark itself (no `main()`), so `run_all.py` only imports it.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import resource
@@ -15,6 +17,38 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "RESULTS.md"
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+# Figures taken while other work kept more than this fraction of the CPU busy are printed
+# but not recorded: threads waiting on each other make such timings meaningless.
+CONTENDED_ABOVE = 0.15
+
+
+def recording_parser(
+    doc: str, quick_help: str = "a tiny run; not recorded"
+) -> argparse.ArgumentParser:
+    """An argument parser with the flags of a benchmark that records: --quick, --no-record.
+
+    Its description is the first paragraph of `doc` (the benchmark's docstring); the caller
+    adds its own flags before parsing.
+    """
+    parser = argparse.ArgumentParser(description=doc.split("\n\n", 1)[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--no-record", action="store_true", help="leave RESULTS.md alone")
+    return parser
+
+
+def record(section: str, args: argparse.Namespace, busy: float = 0.0) -> None:
+    """Print `section`; append it to RESULTS.md unless it was a check or the CPU was contended.
+
+    A check is a run with --quick or --no-record; `busy` is the fraction of the CPU that
+    other work took while timing (`other_work`), compared with CONTENDED_ABOVE.
+    """
+    print(section)
+    if args.quick or args.no_record:
+        print("not recorded (--quick or --no-record)")
+    elif busy > CONTENDED_ABOVE:
+        print(f"not recorded: other work took {busy:.0%} of the CPU (over {CONTENDED_ABOVE:.0%})")
+    else:
+        append_results(section)
 
 
 def cpu_model() -> str:
@@ -37,6 +71,16 @@ def describe_machine(versions: str) -> str:
     return (
         f"{platform.platform()}; {cpu_model()}; {os.cpu_count()} cores (load average at the "
         f"end: {load_average()}); Python {platform.python_version()}; {versions}"
+    )
+
+
+def torch_versions(*more: str) -> str:
+    """`torch X, transformers Y` and `more`: the versions a model benchmark's figures depend on."""
+    import torch  # here, not at the top: helpers that need no torch stay quick to import
+    import transformers
+
+    return ", ".join(
+        [f"torch {torch.__version__}", f"transformers {transformers.__version__}", *more]
     )
 
 

@@ -23,7 +23,6 @@ Target: in phase 2 each of the two reaches at least 40% of the solo tokens/s.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -38,11 +37,13 @@ from pathlib import Path
 from _common import (
     REPO,
     SHARED_DATASETS,
-    append_results,
     cpu_snapshot,
     describe_machine,
     load_average,
     other_work,
+    record,
+    recording_parser,
+    torch_versions,
     wait_until_quiet,
 )
 
@@ -52,9 +53,6 @@ TREC_SAMPLE = REPO / "src" / "tunelab" / "resources" / "samples" / "trec_sample.
 BATCH_SIZE = 8
 RUN_SECONDS, QUICK_SECONDS = 150, 40
 TARGET_SHARE = 0.40
-# Figures taken while other work kept more than this fraction of the CPU busy are printed
-# but not recorded.
-CONTENDED_ABOVE = 0.15
 SEED = 42
 
 
@@ -165,10 +163,7 @@ def markdown(solo: dict, together: dict, before: dict, context: dict) -> str:
 
 
 def main(argv: Sequence[str] = ()) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="short runs; not recorded")
-    parser.add_argument("--no-record", action="store_true", help="leave RESULTS.md alone")
-    args = parser.parse_args(list(argv))
+    args = recording_parser(__doc__, "short runs; not recorded").parse_args(list(argv))
     seconds = QUICK_SECONDS if args.quick else RUN_SECONDS
 
     from tunelab.engine.models import load_base
@@ -182,26 +177,15 @@ def main(argv: Sequence[str] = ()) -> None:
         together = run_together(train, Path(tmp), "together", 2, tunelab_env, seconds)
         before = run_together(train, Path(tmp), "before", 2, before_env, seconds)
 
-    import torch
-    import transformers
-
-    versions = f"torch {torch.__version__}, transformers {transformers.__version__}"
     context = {
-        "machine": describe_machine(versions),
+        "machine": describe_machine(torch_versions()),
         "source": source,
         "seconds": seconds,
         "quiet": quiet,
         "load_before": load_before,
     }
     section = markdown(solo, together, before, context)
-    print(section)
-    busy = max(run["other_work"] for run in (solo, together, before))
-    if args.quick or args.no_record:
-        print("not recorded (--quick or --no-record)")
-    elif busy > CONTENDED_ABOVE:
-        print(f"not recorded: other work took over {CONTENDED_ABOVE:.0%} of the CPU while timing")
-    else:
-        append_results(section)
+    record(section, args, max(run["other_work"] for run in (solo, together, before)))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from _common import cpu_snapshot, other_work
+from _common import cpu_snapshot, other_work, record
 from quality_docspider import FULL, MAX_NEW_TOKENS, QUICK, prepare_data
 from quality_trec import (
     budget_for,
@@ -29,7 +29,6 @@ from quality_trec import (
     print_progress,
     quiet_start,
     recipe_settings,
-    record,
 )
 
 MODES = ("off", "schema")

@@ -15,14 +15,13 @@ latency per token after it and the tokens/s it gives. Both must give the same to
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
 import tunelab  # noqa: F401  (before torch: the passive OpenMP wait policy tunelab runs with)
-from _common import append_results, describe_machine, wait_until_quiet
+from _common import describe_machine, record, recording_parser, torch_versions, wait_until_quiet
 
 MODEL = "smollm2-135m-instruct"
 MAX_NEW_TOKENS, QUICK_MAX_NEW_TOKENS = 128, 24
@@ -133,13 +132,9 @@ def table(best: dict[str, Timing]) -> str:
 
 
 def main(argv: Sequence[str] = ()) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="a tiny run; not recorded")
-    parser.add_argument("--no-record", action="store_true", help="leave RESULTS.md alone")
-    args = parser.parse_args(list(argv))
+    args = recording_parser(__doc__).parse_args(list(argv))
 
     import torch
-    import transformers
 
     from tunelab.engine.models import load_base
 
@@ -156,19 +151,14 @@ def main(argv: Sequence[str] = ()) -> None:
     dtype = next(model.parameters()).dtype
     section = (
         f"## decode_latency, {date.today()}\n\n"
-        f"{describe_machine(f'torch {torch.__version__}, transformers {transformers.__version__}')}"
-        f"; {quiet}\n\n"
+        f"{describe_machine(torch_versions())}; {quiet}\n\n"
         f"Batch 1, one chat prompt, greedy, at most {limit} new tokens; {MODEL} on the CPU in "
         f"{str(dtype).removeprefix('torch.')}, {torch.get_num_threads()} threads; best of "
         f"{QUICK_ROUNDS if args.quick else ROUNDS} rounds each.\n\n{table(best)}\n\n"
         f"tunelab / transformers decode tokens/s: {baseline.per_token_s / engine.per_token_s:.2f}"
         f"; same tokens: {'yes' if baseline.tokens == engine.tokens else 'NO'}\n"
     )
-    print(section)
-    if args.quick or args.no_record:
-        print("not recorded (--quick or --no-record)")
-    else:
-        append_results(section)
+    record(section, args)
 
 
 if __name__ == "__main__":

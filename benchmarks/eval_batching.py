@@ -21,7 +21,6 @@ those read from the batched generation.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -31,11 +30,13 @@ from itertools import islice
 from _common import (
     REPO,
     SHARED_DATASETS,
-    append_results,
     cpu_snapshot,
     describe_machine,
     load_average,
     other_work,
+    record,
+    recording_parser,
+    torch_versions,
     wait_until_quiet,
 )
 from tunelab.evals.classify import MAX_TOKENS as CLASSIFY_MAX_TOKENS
@@ -49,9 +50,6 @@ QUESTIONS, QUICK_QUESTIONS = 200, 48
 BATCH_SIZE = LOCAL_BATCH_SIZE
 # What `tunelab eval classify` allows an answer (a label, its tags and some slack).
 MAX_NEW_TOKENS = CLASSIFY_MAX_TOKENS
-# Figures taken while other work kept more than this fraction of the CPU busy are printed
-# but not recorded: threads waiting on each other make such timings meaningless.
-CONTENDED_ABOVE = 0.15
 
 
 def questions(n: int) -> tuple[list[list[dict]], str, list[str]]:
@@ -181,10 +179,7 @@ def run_all(model, tokenizer, prompts) -> dict[str, dict]:
 
 
 def main(argv: Sequence[str] = ()) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="fewer questions; not recorded")
-    parser.add_argument("--no-record", action="store_true", help="leave RESULTS.md alone")
-    args = parser.parse_args(list(argv))
+    args = recording_parser(__doc__, "fewer questions; not recorded").parse_args(list(argv))
 
     from tunelab.data.prompts import ClassificationPrompt
     from tunelab.engine.generate import encode_chat, generate, shared_prefix_length
@@ -204,12 +199,8 @@ def main(argv: Sequence[str] = ()) -> None:
         ClassificationPrompt().parse_answer(c.text, labels) for c in batched["completions"]
     ]
 
-    import torch
-    import transformers
-
-    versions = f"torch {torch.__version__}, transformers {transformers.__version__}"
     context = {
-        "machine": describe_machine(versions),
+        "machine": describe_machine(torch_versions()),
         "source": source,
         "prompt_tokens": f"{sum(map(len, encoded)) / len(encoded):.0f}",
         "shared_tokens": shared_prefix_length(encoded),
@@ -220,14 +211,8 @@ def main(argv: Sequence[str] = ()) -> None:
         "load_before": load_before,
     }
     section = markdown(runs, scoring, context)
-    print(section)
     busy = max([r["other_work"] for r in runs.values()] + [scoring["other_work"]])
-    if args.quick or args.no_record:
-        print("not recorded (--quick or --no-record)")
-    elif busy > CONTENDED_ABOVE:
-        print(f"not recorded: other work took over {CONTENDED_ABOVE:.0%} of the CPU while timing")
-    else:
-        append_results(section)
+    record(section, args, busy)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,11 @@ printed and appended to RESULTS.md unless `--quick` or `--no-record`.
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Sequence
 from datetime import date
 
-from _common import append_results, describe_machine, wait_until_quiet
+from _common import describe_machine, record, recording_parser, wait_until_quiet
 
 MODEL = "smollm2-135m-instruct"
 PROMPTS, QUICK_PROMPTS = 16, 2
@@ -53,10 +52,7 @@ def timed(model, tokenizer, chats, max_new_tokens: int, constraint) -> dict:
 
 
 def main(argv: Sequence[str] = ()) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="a tiny run; not recorded")
-    parser.add_argument("--no-record", action="store_true", help="leave RESULTS.md alone")
-    args = parser.parse_args(list(argv))
+    args = recording_parser(__doc__).parse_args(list(argv))
 
     from tunelab.engine.grammar import Constraint
     from tunelab.engine.models import load_base
@@ -80,11 +76,7 @@ def main(argv: Sequence[str] = ()) -> None:
         f"{constrained['rate']:.1f} |\n\n"
         f"constrained / unconstrained tokens/s: {constrained['rate'] / free['rate']:.2f}\n"
     )
-    print(section)
-    if args.quick or args.no_record:
-        print("not recorded (--quick or --no-record)")
-    else:
-        append_results(section)
+    record(section, args)
 
 
 if __name__ == "__main__":

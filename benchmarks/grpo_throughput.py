@@ -41,6 +41,7 @@ from _common import (
     describe_machine,
     load_average,
     peak_rss_mb,
+    torch_versions,
     wait_until_quiet,
 )
 
@@ -292,13 +293,8 @@ def main(argv: Sequence[str] = ()) -> None:
         quiet, load = wait_until_quiet(), load_average()
         sides = {side: run_child(side, items, tmp / side, steps) for side in ("tunelab", "trl")}
     import peft
-    import torch
-    import transformers
 
-    versions = (
-        f"torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"peft {peft.__version__}, trl {sides['trl']['version']}"
-    )
+    versions = torch_versions(f"peft {peft.__version__}", f"trl {sides['trl']['version']}")
     context = {
         "machine": describe_machine(versions),
         "source": source,

@@ -16,7 +16,6 @@ the same one, on the same server (target: at least 70% of the tokens/s), greedy,
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
-from _common import append_results, describe_machine, load_average
+from _common import describe_machine, load_average, record, recording_parser, torch_versions
 from serve import MAX_TOKENS, MODEL, Server, seed_home, short_questions
 
 FINE_TUNES, QUICK_FINE_TUNES = 20, 3
@@ -130,16 +129,12 @@ def throughput(root: Path, adapters: list[Path], prompts, rounds: int) -> tuple[
 
 
 def markdown(count: int, one_mb: float, all_mb: float, different: float, same: float) -> str:
-    import torch
-    import transformers
-
-    versions = f"torch {torch.__version__}, transformers {transformers.__version__}"
     return "\n".join(
         [
             f"## multi_adapter: {count} LoRA fine-tunes of SmolLM2-135M on one `tunelab serve` "
             f"— {date.today().isoformat()}",
             "",
-            f"Machine: {describe_machine(versions)}.",
+            f"Machine: {describe_machine(torch_versions())}.",
             "",
             "| measure | figure | target |",
             "| --- | --- | --- |",
@@ -155,10 +150,7 @@ def markdown(count: int, one_mb: float, all_mb: float, different: float, same: f
 
 
 def main(argv: Sequence[str] = ()) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="3 fine-tunes; not recorded")
-    parser.add_argument("--no-record", action="store_true", help="leave RESULTS.md alone")
-    args = parser.parse_args(list(argv))
+    args = recording_parser(__doc__, "3 fine-tunes; not recorded").parse_args(list(argv))
     count = QUICK_FINE_TUNES if args.quick else FINE_TUNES
     rounds = QUICK_ROUNDS if args.quick else ROUNDS
     prompts = short_questions(CLIENTS * rounds)
@@ -173,9 +165,7 @@ def main(argv: Sequence[str] = ()) -> None:
         f"throughput: {different:.0f} tokens/s different, {same:.0f} same (load {load_average()})"
     )
     section = markdown(count, one_mb, all_mb, different, same)
-    print(section)
-    if not (args.quick or args.no_record):
-        append_results(section)
+    record(section, args)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
-from _common import REPO, SHARED_DATASETS, cpu_snapshot, other_work
+from _common import REPO, SHARED_DATASETS, cpu_snapshot, other_work, record
 from quality_trec import (
     MODEL,
     SEED,
@@ -51,7 +51,6 @@ from quality_trec import (
     print_progress,
     quiet_start,
     recipe_settings,
-    record,
     row_name,
     settings_sentence,
     training_sentence,

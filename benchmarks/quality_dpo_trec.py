@@ -27,7 +27,7 @@ from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
-from _common import cpu_snapshot, other_work
+from _common import cpu_snapshot, other_work, record
 from quality_trec import (
     FULL,
     QUICK,
@@ -43,7 +43,6 @@ from quality_trec import (
     print_progress,
     quiet_start,
     recipe_settings,
-    record,
     settings_sentence,
     training_sentence,
 )

@@ -20,14 +20,20 @@ appended to RESULTS.md only for a full run on a quiet machine (training time dep
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
-from _common import REPO, append_results, busy_fraction, describe_machine, wait_until_quiet
+from _common import (
+    REPO,
+    busy_fraction,
+    describe_machine,
+    record,
+    recording_parser,
+    wait_until_quiet,
+)
 from quality_trec import MODEL, Budget, fine_tune, print_progress
 
 SAMPLE = REPO / "src" / "tunelab" / "resources" / "samples" / "tools_sample.jsonl"
@@ -35,7 +41,6 @@ TRAIN_EXAMPLES = 300
 HELD_OUT = 60
 FULL = Budget(TRAIN_EXAMPLES, None, batch_size=8, max_steps=120, cancel_after_s=15 * 60)
 QUICK = Budget(16, 4, batch_size=4, max_steps=2, cancel_after_s=5 * 60)
-CONTENDED_ABOVE = 0.15
 
 
 def split_sample(directory: Path, budget: Budget) -> tuple[Path, Path]:
@@ -90,15 +95,8 @@ def markdown(result: dict, training: dict, machine: str) -> str:
     )
 
 
-def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a few steps; nothing recorded")
-    parser.add_argument("--no-record", action="store_true", help="leave RESULTS.md alone")
-    return parser.parse_args(list(argv))
-
-
 def main(argv: Sequence[str] = ()) -> None:
-    args = parse_args(argv)
+    args = recording_parser(__doc__, "a few steps; nothing recorded").parse_args(list(argv))
     budget = QUICK if args.quick else FULL
     if not args.quick:
         print(f"waiting for a quiet machine: {wait_until_quiet()}", flush=True)
@@ -109,11 +107,7 @@ def main(argv: Sequence[str] = ()) -> None:
         result = evaluate(held_out, tuned, budget)
     busy = busy_fraction()
     section = markdown(result, training, describe_machine(f"busy after: {busy:.0%}"))
-    print(section)
-    if args.quick or args.no_record or busy > CONTENDED_ABOVE:
-        print("not recorded (--quick, --no-record or a busy machine)")
-        return
-    append_results(section)
+    record(section, args, busy)
 
 
 if __name__ == "__main__":

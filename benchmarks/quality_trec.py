@@ -50,12 +50,14 @@ from pathlib import Path
 from _common import (
     REPO,
     SHARED_DATASETS,
-    append_results,
     cpu_seconds,
     cpu_snapshot,
     describe_machine,
     load_average,
     other_work,
+    record,
+    recording_parser,
+    torch_versions,
     wait_until_quiet,
 )
 
@@ -64,9 +66,6 @@ TREC = SHARED_DATASETS / "trec" / "train.tsv"
 TREC_SAMPLE = REPO / "src" / "tunelab" / "resources" / "samples" / "trec_sample.tsv"
 HELD_OUT = 300
 SEED = 42
-# Figures taken while other work kept more than this fraction of the CPU busy are printed
-# but not recorded.
-CONTENDED_ABOVE = 0.15
 
 
 @dataclass(frozen=True)
@@ -109,7 +108,7 @@ QUICK = Budget(
 
 
 def parse_args(argv: Sequence[str], doc: str, classify: bool = False) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=doc.split("\n", 1)[0])
+    parser = recording_parser(doc, "a few steps and items; not recorded")
     if classify:
         parser.add_argument(
             "--eval-method",
@@ -123,8 +122,6 @@ def parse_args(argv: Sequence[str], doc: str, classify: bool = False) -> argpars
             help="classification prompt of the formatted data: with the label list (full) "
             "or without (short, `tunelab format --template short`); default: the budget's",
         )
-    parser.add_argument("--quick", action="store_true", help="a few steps and items; not recorded")
-    parser.add_argument("--no-record", action="store_true", help="leave RESULTS.md alone")
     parser.add_argument(
         "--set",
         dest="settings",
@@ -470,28 +467,13 @@ def context_sentence(context: dict) -> str:
 
 
 def machine(budget: Budget, quiet: str, load_before: str, busy: float) -> dict:
-    import torch
-    import transformers
-
-    versions = f"torch {torch.__version__}, transformers {transformers.__version__}"
     return {
-        "machine": describe_machine(versions),
+        "machine": describe_machine(torch_versions()),
         "budget": budget,
         "quiet": quiet,
         "load_before": load_before,
         "other_work": busy,
     }
-
-
-def record(section: str, args: argparse.Namespace, busy: float) -> None:
-    """Append `section` to RESULTS.md unless it was a check or the CPU was contended."""
-    print(section)
-    if args.quick or args.no_record:
-        print("not recorded (--quick or --no-record)")
-    elif busy > CONTENDED_ABOVE:
-        print(f"not recorded: other work took {busy:.0%} of the CPU (over {CONTENDED_ABOVE:.0%})")
-    else:
-        append_results(section)
 
 
 def quiet_start(args: argparse.Namespace) -> tuple[str, str]:

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 
-from _common import append_results, describe_machine, load_average
+from _common import describe_machine, load_average, record, recording_parser
 from quality_trec import FULL, MODEL, QUICK, Budget, prepare_data
 
 IN_MAKE_BENCH = False  # hours of training: `make bench` leaves it out; run it by hand
@@ -50,7 +50,7 @@ RECIPES = {
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = recording_parser(__doc__, "a few steps and items; not recorded")
     parser.add_argument("--recipes", nargs="+", choices=sorted(RECIPES), default=list(RECIPES))
     parser.add_argument("--steps", type=int, default=240, help="steps per recipe")
     parser.add_argument("--every", type=int, default=60, help="steps between evaluations")
@@ -63,8 +63,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         help="quality_trec's TREC split, or the demo's split of the bundled sample",
     )
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--quick", action="store_true", help="a few steps and items")
-    parser.add_argument("--no-record", action="store_true", help="leave RESULTS.md alone")
     args = parser.parse_args(list(argv))
     if args.quick:
         args.steps, args.every, args.max_train = 4, 2, 64
@@ -210,9 +208,7 @@ def main(argv: Sequence[str] = ()) -> None:
         before = load_average()
         rows = sweep(args, data, tmp)
         section = markdown(rows, args, data, (before, load_average()))
-    print(section)
-    if not (args.quick or args.no_record):
-        append_results(section)
+    record(section, args)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ Both sides are warmed up first; every server answer is checked against the in-pr
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import socket
@@ -39,11 +38,13 @@ import numpy as np
 
 from _common import (
     REPO,
-    append_results,
     cpu_snapshot,
     describe_machine,
     load_average,
     other_work,
+    record,
+    recording_parser,
+    torch_versions,
     wait_until_quiet,
 )
 
@@ -56,9 +57,6 @@ LATENCY_REQUESTS, QUICK_LATENCY_REQUESTS = 40, 10
 THROUGHPUT_REQUESTS, QUICK_THROUGHPUT_REQUESTS = 160, 16
 WARMUP_REQUESTS = 3
 SERVER_START_TIMEOUT_S = 120
-# Figures taken while other work kept more than this fraction of the CPU busy are printed
-# but not recorded: threads waiting on each other make such timings meaningless.
-CONTENDED_ABOVE = 0.15
 # Answers arriving closer together than this came from one batched generation.
 BATCH_GAP_S = 0.05
 
@@ -297,10 +295,7 @@ def warm_up(client, model, tokenizer, prompts: list[list[dict]]) -> float:
 
 
 def main(argv: Sequence[str] = ()) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true", help="fewer requests; not recorded")
-    parser.add_argument("--no-record", action="store_true", help="leave RESULTS.md alone")
-    args = parser.parse_args(list(argv))
+    args = recording_parser(__doc__, "fewer requests; not recorded").parse_args(list(argv))
 
     from openai import OpenAI
 
@@ -337,12 +332,8 @@ def main(argv: Sequence[str] = ()) -> None:
         finally:
             server.stop()
 
-    import torch
-    import transformers
-
-    versions = f"torch {torch.__version__}, transformers {transformers.__version__}"
     context = {
-        "machine": describe_machine(versions),
+        "machine": describe_machine(torch_versions()),
         "device": str(next(model.parameters()).device),
         "engine_p": percentiles(lat["engine"]),
         "server_p": percentiles(lat["server"]),
@@ -358,14 +349,7 @@ def main(argv: Sequence[str] = ()) -> None:
         "load_before": load_before,
     }
     section = markdown(lat, one, many, context)
-    print(section)
-    contended = max(lat["other_work"], one["other_work"], many["other_work"]) > CONTENDED_ABOVE
-    if args.quick or args.no_record:
-        print("not recorded (--quick or --no-record)")
-    elif contended:
-        print(f"not recorded: other work took over {CONTENDED_ABOVE:.0%} of the CPU while timing")
-    else:
-        append_results(section)
+    record(section, args, max(lat["other_work"], one["other_work"], many["other_work"]))
 
 
 if __name__ == "__main__":

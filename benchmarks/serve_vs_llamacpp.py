@@ -13,13 +13,13 @@ server's answers are checked against llama.cpp's server's under greedy decoding.
 
 Target (issue 29): `tunelab serve` (auto) at 1 and 8 clients ≥ 0.8x llama.cpp's server.
 
-    python benchmarks/serve_vs_llamacpp.py           # or: make bench (needs the bench extra)
-    python benchmarks/serve_vs_llamacpp.py --quick   # few requests, 1 and 8 clients, not recorded
+    python benchmarks/serve_vs_llamacpp.py              # or: make bench (needs the bench extra)
+    python benchmarks/serve_vs_llamacpp.py --quick      # few requests, 1 and 8 clients, unrecorded
+    python benchmarks/serve_vs_llamacpp.py --no-record  # full run, RESULTS.md left alone
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
@@ -36,7 +36,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from _common import REPO, append_results, describe_machine, wait_until_quiet
+from _common import REPO, describe_machine, record, recording_parser, wait_until_quiet
 from serve import MODEL, SERVER_START_TIMEOUT_S, Server, seed_home, short_questions
 
 CLIENT_COUNTS, QUICK_CLIENT_COUNTS = (1, 8, 32), (1, 8)
@@ -207,9 +207,7 @@ def markdown(figures: dict, memory: dict, mismatches: dict, context: str) -> str
 
 
 def main(argv: Sequence[str] = ()) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few requests, nothing recorded")
-    args = parser.parse_args(list(argv))
+    args = recording_parser(__doc__, "few requests, nothing recorded").parse_args(list(argv))
     if importlib.util.find_spec("llama_cpp") is None:
         print("llama-cpp-python is not installed: pip install -e '.[bench]' (make bench does)")
         return
@@ -262,9 +260,7 @@ def main(argv: Sequence[str] = ()) -> None:
     }
     context = f"{describe_machine('llama-cpp-python ' + _llama_version())}; {quiet}"
     report = markdown(figures, memory, mismatches, context)
-    print(report)
-    if not args.quick:
-        append_results(report)
+    record(report, args)
 
 
 def _llama_version() -> str:

@@ -51,6 +51,7 @@ from _common import (
     describe_machine,
     load_average,
     peak_rss_mb,
+    torch_versions,
     wait_until_quiet,
 )
 
@@ -458,13 +459,8 @@ def main(argv: Sequence[str] = ()) -> None:
                 flush=True,
             )
     import peft
-    import torch
-    import transformers
 
-    versions = (
-        f"torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"peft {peft.__version__}, trl {sides['trl']['version']}"
-    )
+    versions = torch_versions(f"peft {peft.__version__}", f"trl {sides['trl']['version']}")
     context = {
         "machine": describe_machine(versions),
         "source": source,

@@ -48,6 +48,27 @@ def rl_config(fast_config, **changes):
     return fast_config(**{**settings, **changes})
 
 
+@pytest.fixture
+def train_rl(tmp_path, tokenizer, make_model):
+    """Trains by reinforcement on `items()` into `tmp_path / name`: a fresh tiny model unless
+    `model` is given, the `validation` items if any, and `options` (reward, cancel, ...)."""
+
+    def run(config, name: str, model=None, validation=None, **options):
+        model = make_model() if model is None else model
+        return train(model, tokenizer, items(), validation, config, tmp_path / name, **options)
+
+    return run
+
+
+def assert_same_metrics(run_dir, reference_dir) -> None:
+    """The run logged the reference run's steps with its loss and metrics (to 1e-5)."""
+    run, reference = metric_lines(run_dir), metric_lines(reference_dir)
+    assert [line["step"] for line in run] == [line["step"] for line in reference]
+    for after, before in zip(run, reference, strict=True):
+        for name in ("loss", *METRICS):
+            assert after[name] == pytest.approx(before[name], abs=1e-5)
+
+
 def test_rollout_rows_hold_the_answers_tokens_as_sampled(tokenizer, make_model):
     model = make_model()
     dataset = tokenize_items(items()[:2], tokenizer, 256, max_answer_tokens=6)
@@ -135,18 +156,10 @@ def test_the_kl_term_is_k3_against_the_reference(tokenizer, make_model):
 
 
 def test_reinforcement_reports_its_metrics_and_validates_greedy_answers(
-    tmp_path, tokenizer, make_model, fast_config
+    tmp_path, train_rl, fast_config
 ):
     config = rl_config(fast_config, eval_every=2)
-    result = train(
-        make_model(),
-        tokenizer,
-        items(),
-        items()[:3],
-        config,
-        tmp_path / "run",
-        reward=contains("a"),
-    )
+    result = train_rl(config, "run", validation=items()[:3], reward=contains("a"))
     assert result.status == "succeeded"
     lines = metric_lines(tmp_path / "run")
     assert [line["step"] for line in lines] == [1, 2, 3]
@@ -158,7 +171,7 @@ def test_reinforcement_reports_its_metrics_and_validates_greedy_answers(
 
 
 @pytest.mark.slow
-def test_the_mean_reward_rises_towards_a_fixed_word(tmp_path, tokenizer, make_model, fast_config):
+def test_the_mean_reward_rises_towards_a_fixed_word(tmp_path, train_rl, fast_config):
     """A string_check grader rewarding a fixed word: the model learns to write it."""
     from tunelab.evals.graders import grade, parse_grader
 
@@ -172,60 +185,30 @@ def test_the_mean_reward_rises_towards_a_fixed_word(tmp_path, tokenizer, make_mo
         }
     )
     config = rl_config(fast_config, n_epochs=4, rl_group_size=8, rl_max_answer_tokens=8)
-    train(
-        make_model(),
-        tokenizer,
-        items(),
-        None,
-        config,
-        tmp_path / "run",
-        reward=lambda answers, item: [grade(grader, a, item).score for a in answers],
+    train_rl(
+        config, "run", reward=lambda answers, item: [grade(grader, a, item).score for a in answers]
     )
     rewards = [line["reward_mean"] for line in metric_lines(tmp_path / "run")]
     assert len(rewards) == 12
     assert sum(rewards[-3:]) / 3 > sum(rewards[:3]) / 3 + 0.3
 
 
-def test_resume_after_a_crash_reproduces_the_uninterrupted_run(
-    tmp_path, tokenizer, make_model, fast_config
-):
+def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tmp_path, train_rl, fast_config):
     config = rl_config(fast_config, checkpoint_every=2, batch_size=3)
     reward = contains("a")
-    train(make_model(), tokenizer, items(), None, config, tmp_path / "whole", reward=reward)
+    train_rl(config, "whole", reward=reward)
     with pytest.raises(Crash):
-        train(
-            make_model(),
-            tokenizer,
-            items(),
-            None,
-            config,
-            tmp_path / "cut",
-            callback=crash_at_step(3),
-            reward=reward,
-        )
-    result = train(
-        make_model(), tokenizer, items(), None, config, tmp_path / "cut", resume=True, reward=reward
-    )
+        train_rl(config, "cut", callback=crash_at_step(3), reward=reward)
+    result = train_rl(config, "cut", resume=True, reward=reward)
     assert result.resumed_from_step == 2 and result.status == "succeeded"
-    whole, cut = metric_lines(tmp_path / "whole"), metric_lines(tmp_path / "cut")
-    assert [line["step"] for line in cut] == [line["step"] for line in whole]
-    for after, before in zip(cut, whole, strict=True):
-        for name in ("loss", *METRICS):
-            assert after[name] == pytest.approx(before[name], abs=1e-5)
+    assert_same_metrics(tmp_path / "cut", tmp_path / "whole")
 
 
-def test_cancel_stops_after_the_current_step_with_a_checkpoint(
-    tmp_path, tokenizer, make_model, fast_config
-):
+def test_cancel_stops_after_the_current_step_with_a_checkpoint(train_rl, fast_config):
     cancel = threading.Event()
-    config = rl_config(fast_config, n_epochs=2)
-    result = train(
-        make_model(),
-        tokenizer,
-        items(),
-        None,
-        config,
-        tmp_path / "run",
+    result = train_rl(
+        rl_config(fast_config, n_epochs=2),
+        "run",
         cancel=cancel,
         callback=lambda record: cancel.set() if record.step == 1 else None,
         reward=contains("a"),
@@ -269,7 +252,7 @@ def run_records(result, run_dir) -> dict:
 
 
 def test_a_cancel_while_sampling_stops_before_the_steps_optimisation_as_sft_cancels(
-    tmp_path, tokenizer, make_model, fast_config, examples
+    tmp_path, tokenizer, make_model, fast_config, examples, train_rl
 ):
     cancel, graded = threading.Event(), []
     model = make_model()
@@ -281,9 +264,7 @@ def test_a_cancel_while_sampling_stops_before_the_steps_optimisation_as_sft_canc
         return [1.0] * len(answers)
 
     config = rl_config(fast_config, rl_max_answer_tokens=32)
-    result = train(
-        model, tokenizer, items(), None, config, tmp_path / "rl", cancel=cancel, reward=reward
-    )
+    result = train_rl(config, "rl", model=model, cancel=cancel, reward=reward)
     assert counter.after_cancel == 0  # not one more token, and no optimisation pass
     assert graded == []
     sft_cancel = threading.Event()
@@ -299,7 +280,7 @@ def test_a_cancel_while_sampling_stops_before_the_steps_optimisation_as_sft_canc
 
 
 def test_a_cancel_between_micro_batches_drops_the_step_without_sampling_the_next(
-    tmp_path, tokenizer, make_model, fast_config
+    tmp_path, train_rl, fast_config
 ):
     cancel, graded = threading.Event(), []
 
@@ -309,65 +290,41 @@ def test_a_cancel_between_micro_batches_drops_the_step_without_sampling_the_next
         return [float("a" in answer) for answer in answers]
 
     config = rl_config(fast_config, gradient_accumulation_steps=2)
-    result = train(
-        make_model(),
-        tokenizer,
-        items(),
-        None,
-        config,
-        tmp_path / "run",
-        cancel=cancel,
-        reward=cancel_when_graded,
-    )
+    result = train_rl(config, "run", cancel=cancel, reward=cancel_when_graded)
     assert len(graded) == 2  # the first micro-batch's 2 prompts; the second never sampled
     assert (result.status, result.step) == ("cancelled", 0)
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
 def test_resume_after_a_cancel_while_sampling_reproduces_the_uninterrupted_run(
-    tmp_path, tokenizer, make_model, fast_config
+    tmp_path, make_model, fast_config, train_rl
 ):
     config = rl_config(fast_config, rl_max_answer_tokens=12)
     reward = contains("a")
-    train(make_model(), tokenizer, items(), None, config, tmp_path / "whole", reward=reward)
+    train_rl(config, "whole", reward=reward)
     cancel, model = threading.Event(), make_model()
     counter = ForwardCounter(model, cancel, cancel_at=3)
-    cut = train(
-        model,
-        tokenizer,
-        items(),
-        None,
+    cut = train_rl(
         config,
-        tmp_path / "cut",
+        "cut",
+        model=model,
         cancel=cancel,
         callback=lambda record: counter.arm() if record.step == 1 else None,
         reward=reward,
     )
     assert (cut.status, cut.step, counter.after_cancel) == ("cancelled", 1, 0)
     assert cut.last_checkpoint.name == "step-00000001"
-    result = train(
-        make_model(), tokenizer, items(), None, config, tmp_path / "cut", resume=True, reward=reward
-    )
+    result = train_rl(config, "cut", resume=True, reward=reward)
     assert result.resumed_from_step == 1 and result.status == "succeeded"
-    whole, resumed = metric_lines(tmp_path / "whole"), metric_lines(tmp_path / "cut")
-    assert [line["step"] for line in resumed] == [line["step"] for line in whole]
-    for after, before in zip(resumed, whole, strict=True):
-        for name in ("loss", *METRICS):
-            assert after[name] == pytest.approx(before[name], abs=1e-5)
+    assert_same_metrics(tmp_path / "cut", tmp_path / "whole")
 
 
-def test_sampling_reports_the_answers_finished_of_the_step(
-    tmp_path, tokenizer, make_model, fast_config
-):
+def test_sampling_reports_the_answers_finished_of_the_step(train_rl, fast_config):
     reported: list[tuple[int, int]] = []
-    config = rl_config(fast_config, max_steps=1)
-    train(
-        make_model(),
-        tokenizer,
-        items(),
-        items()[:2],
-        config,
-        tmp_path / "run",
+    train_rl(
+        rl_config(fast_config, max_steps=1),
+        "run",
+        validation=items()[:2],
         reward=contains("a"),
         on_sampling=lambda done, total: reported.append((done, total)),
     )
@@ -377,9 +334,9 @@ def test_sampling_reports_the_answers_finished_of_the_step(
     assert done == sorted(set(done))  # each count once, as answers finish
 
 
-def test_reinforcement_without_a_reward_is_refused(tmp_path, tokenizer, make_model, fast_config):
+def test_reinforcement_without_a_reward_is_refused(train_rl, fast_config):
     with pytest.raises(TunelabError) as error:
-        train(make_model(), tokenizer, items(), None, rl_config(fast_config), tmp_path / "run")
+        train_rl(rl_config(fast_config), "run")
     assert error.value.code == "reward_missing"
 
 

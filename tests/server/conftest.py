@@ -1,4 +1,5 @@
-"""A real `tunelab serve` process on loopback, with its own TUNELAB_HOME."""
+"""The server under test: a real `tunelab serve` process on loopback, with its own
+TUNELAB_HOME, or the app in this process behind a TestClient (and the openai SDK over it)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import time
 from pathlib import Path
 
 import httpx
+import openai
 import pytest
+from fastapi.testclient import TestClient
 
 from tiny import save_tiny_model, write_chat_jsonl
+from tunelab.server.app import ServerConfig, create_app
 
 
 def free_port() -> int:
@@ -70,6 +74,22 @@ class Server:
             self.process.kill()
             self.process.wait()
         self.log.close()
+
+
+@pytest.fixture
+def client():
+    """The app in this process as `tunelab serve` starts by default (known models only), with
+    no worker; requests go to `testserver`."""
+    app = create_app(ServerConfig(allowed_hosts=("testserver",), start_worker=False))
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def sdk(client: TestClient) -> openai.OpenAI:
+    """The unmodified openai SDK over a TestClient, without retries."""
+    return openai.OpenAI(
+        base_url="http://testserver/v1", api_key="x", http_client=client, max_retries=0
+    )
 
 
 @pytest.fixture(scope="module")

@@ -7,27 +7,13 @@ from __future__ import annotations
 
 import openai
 import pytest
-from fastapi.testclient import TestClient
 
-from tunelab.server.app import ServerConfig, create_app
+from server.conftest import sdk
 from tunelab.server.errors import param_path, validation_code
 
 HI = {"role": "user", "content": "Hi"}
 ROLE = "messages[1].role"
 SERVED = "smollm2-135m-instruct"  # a bundled name: served, never loaded by these requests
-
-
-@pytest.fixture
-def client():
-    app = create_app(ServerConfig(allowed_hosts=("testserver",), start_worker=False))
-    with TestClient(app) as test_client:
-        yield test_client
-
-
-def sdk(client) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url="http://testserver/v1", api_key="x", http_client=client, max_retries=0
-    )
 
 
 def refused_chat(client, **fields) -> openai.BadRequestError:

@@ -15,6 +15,7 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
+from server.conftest import sdk
 from tiny import save_tiny_model
 from tunelab.engine.generate import generate
 from tunelab.engine.models import load_base
@@ -61,12 +62,6 @@ def client():
     config = ServerConfig(allowed_hosts=("testserver",), start_worker=False, allow_any_model=True)
     with TestClient(create_app(config)) as running:
         yield running
-
-
-def sdk(client: TestClient) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url="http://testserver/v1", api_key="x", http_client=client, max_retries=0
-    )
 
 
 def engine_answer(model_dir: str, **settings) -> Answer:

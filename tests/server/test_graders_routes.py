@@ -5,25 +5,11 @@ import time
 
 import openai
 import pytest
-from fastapi.testclient import TestClient
 
-from tunelab.server.app import ServerConfig, create_app
+from server.conftest import sdk
 
 CHECK = {"type": "string_check", "name": "city", "operation": "ilike",
          "input": "{{sample.output_text}}", "reference": "{{item.city}}"}  # fmt: skip
-
-
-@pytest.fixture
-def client():
-    app = create_app(ServerConfig(allowed_hosts=("testserver",), start_worker=False))
-    with TestClient(app) as test_client:
-        yield test_client
-
-
-def sdk(client) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url="http://testserver/v1", api_key="x", http_client=client, max_retries=0
-    )
 
 
 def test_run_scores_a_sample_as_openai_does(client):

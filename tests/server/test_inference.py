@@ -13,6 +13,7 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
+from server.conftest import sdk
 from tiny import QUESTIONS, save_tiny_model
 from tunelab.engine.generate import encode_chat, generate
 from tunelab.engine.models import load_base
@@ -58,12 +59,6 @@ def serve():
 @pytest.fixture
 def client(serve):
     return serve()
-
-
-def sdk(client: TestClient) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url="http://testserver/v1", api_key="x", http_client=client, max_retries=0
-    )
 
 
 def ask(question: str) -> list[dict]:

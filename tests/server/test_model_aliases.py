@@ -11,6 +11,7 @@ import openai
 import pytest
 from fastapi.testclient import TestClient
 
+from server.conftest import sdk
 from tiny import save_tiny_model
 from tunelab.cli import main
 from tunelab.providers.resolve import resolve_chat_model
@@ -44,12 +45,6 @@ def served() -> TestClient:
     """`tunelab serve` as it starts by default: only known models are served."""
     app = create_app(ServerConfig(allowed_hosts=("testserver",), start_worker=False))
     return TestClient(app)
-
-
-def sdk(client: TestClient) -> openai.OpenAI:
-    return openai.OpenAI(
-        base_url="http://testserver/v1", api_key="x", http_client=client, max_retries=0
-    )
 
 
 def ask(api: openai.OpenAI, model: str) -> str:

@@ -22,13 +22,6 @@ from tunelab.server.app import ServerConfig, create_app
 EVIL = "https://evil.example"
 
 
-@pytest.fixture
-def client():
-    app = create_app(ServerConfig(allowed_hosts=("testserver",), start_worker=False))
-    with TestClient(app) as test_client:
-        yield test_client
-
-
 def assert_envelope(response: httpx.Response, status: int, code: str | None = None) -> dict:
     assert response.status_code == status, response.text
     error = response.json()["error"]

@@ -7,6 +7,7 @@ instead (`.ci/run` installs it when missing).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,6 +52,14 @@ def browser_page(base_url: str):
             yield page
         finally:
             browser.close()
+
+
+def upload_source(page, path: Path) -> None:
+    """Upload `path` with the data page's form and wait for the new source's page."""
+    page.goto("/data")
+    page.set_input_files("input[name=file]", str(path))
+    page.get_by_role("button", name="Upload").click()
+    page.wait_for_url(re.compile(r"/data/sources/"))
 
 
 def screenshot_dir(tmp_path: Path) -> Path:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from studio_browser import browser_page, require_browser, screenshot_dir, shoot
+from studio_browser import browser_page, require_browser, screenshot_dir, shoot, upload_source
 from tunelab.samples import sample_path
 
 BUNDLED = "smollm2-135m-instruct"
@@ -20,10 +20,7 @@ def test_dataset_and_evaluation_pages_stay_readable(smollm2_home, start_server, 
     server = start_server(smollm2_home)
     shots = screenshot_dir(tmp_path)
     with browser_page(server.url.removesuffix("/v1")) as page:
-        page.goto("/data")
-        page.set_input_files("input[name=file]", str(sample_path("trec")))
-        page.get_by_role("button", name="Upload").click()
-        page.wait_for_url(re.compile(r"/data/sources/"))
+        upload_source(page, sample_path("trec"))
         page.locator("#run-format").click()
         page.wait_for_url(re.compile(r"/data/datasets/"))
         assert page.locator("h2", has_text="Validation findings").count() == 1

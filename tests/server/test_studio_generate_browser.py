@@ -11,7 +11,7 @@ from itertools import islice
 
 import orjson
 
-from studio_browser import browser_page, require_browser, screenshot_dir, shoot
+from studio_browser import browser_page, require_browser, screenshot_dir, shoot, upload_source
 from tunelab.data.sources.records import iter_records
 from tunelab.providers.local import jobs as local
 from tunelab.registry import Store
@@ -86,10 +86,7 @@ def test_a_tsv_source_is_previewed_as_a_table(start_server, isolated_home, tmp_p
     server = start_server(isolated_home)
     shots = screenshot_dir(tmp_path)
     with browser_page(server.url.removesuffix("/v1")) as page:
-        page.goto("/data")
-        page.set_input_files("input[name=file]", str(sample_path("trec")))
-        page.get_by_role("button", name="Upload").click()
-        page.wait_for_url(re.compile(r"/data/sources/"))
+        upload_source(page, sample_path("trec"))
         table = page.locator("#preview-table")
         headers = table.locator("thead th").all_text_contents()
         assert headers == ["text", "label", "fine_label"]

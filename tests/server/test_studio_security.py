@@ -10,7 +10,7 @@ import threading
 import orjson
 import pytest
 
-from studio_browser import browser_page, require_browser, screenshot_dir, shoot
+from studio_browser import browser_page, require_browser, screenshot_dir, shoot, upload_source
 
 PAYLOADS = [
     "<script>document.title='pwned-by-script'</script>",
@@ -64,10 +64,7 @@ def test_hostile_file_contents_show_as_text(tmp_path, start_server, hostile_file
     require_browser()
     server = start_server(tmp_path / "home")
     with browser_page(server.url.removesuffix("/v1")) as page:
-        page.goto("/data")
-        page.set_input_files("input[name=file]", str(hostile_file))
-        page.get_by_role("button", name="Upload").click()
-        page.wait_for_url(re.compile(r"/data/sources/"))
+        upload_source(page, hostile_file)
         # The preview shows the raw JSON lines: the quotes of the payload come escaped (\").
         preview = page.locator("#preview").inner_text()
         assert PAYLOADS[0] in preview and SHOWN_IMG in preview

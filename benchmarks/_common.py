@@ -7,9 +7,12 @@ Not a benchmark itself (no `main()`), so `run_all.py` only imports it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +20,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "RESULTS.md"
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+TREC = SHARED_DATASETS / "trec" / "train.tsv"
+TREC_SAMPLE = REPO / "src" / "tunelab" / "resources" / "samples" / "trec_sample.tsv"
 # Figures taken while other work kept more than this fraction of the CPU busy are printed
 # but not recorded: threads waiting on each other make such timings meaningless.
 CONTENDED_ABOVE = 0.15
@@ -49,6 +54,29 @@ def record(section: str, args: argparse.Namespace, busy: float = 0.0) -> None:
         print(f"not recorded: other work took {busy:.0%} of the CPU (over {CONTENDED_ABOVE:.0%})")
     else:
         append_results(section)
+
+
+def trec_source() -> tuple[Path, str]:
+    """TREC's training questions (the shared dataset, else the bundled sample) and how
+    RESULTS.md names them."""
+    if TREC.exists():
+        return TREC, "`../shared/datasets/trec/train.tsv`"
+    return TREC_SAMPLE, "the bundled sample"
+
+
+def run_child(script: str, side: str, arguments: list[str], timeout: float) -> dict:
+    """`script --child side arguments` in a process of its own (this checkout's sources first):
+    the figures of its last line of output (JSON), with the wall time it took."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "TOKENIZERS_PARALLELISM": "false"}
+    command = [sys.executable, script, "--child", side, *arguments]
+    started = time.perf_counter()
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the {side} run failed:\n{done.stderr[-4000:]}")
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**figures, "wall_seconds": time.perf_counter() - started}
 
 
 def cpu_model() -> str:

@@ -35,8 +35,6 @@ from datetime import date
 from pathlib import Path
 
 from _common import (
-    REPO,
-    SHARED_DATASETS,
     cpu_snapshot,
     describe_machine,
     load_average,
@@ -44,12 +42,11 @@ from _common import (
     record,
     recording_parser,
     torch_versions,
+    trec_source,
     wait_until_quiet,
 )
 
 MODEL = "smollm2-135m-instruct"
-TREC = SHARED_DATASETS / "trec" / "train.tsv"
-TREC_SAMPLE = REPO / "src" / "tunelab" / "resources" / "samples" / "trec_sample.tsv"
 BATCH_SIZE = 8
 RUN_SECONDS, QUICK_SECONDS = 150, 40
 TARGET_SHARE = 0.40
@@ -60,10 +57,9 @@ def prepare_data(directory: Path) -> tuple[Path, str]:
     """TREC as chat JSONL (the training side of `format_dataset`'s split)."""
     from tunelab.data.formatter import format_dataset
 
-    source = TREC if TREC.exists() else TREC_SAMPLE
+    source, where = trec_source()
     train, val = directory / "train.jsonl", directory / "val.jsonl"
     format_dataset(source, train, val, train_ratio=0.9, seed=SEED)
-    where = "`../shared/datasets/trec/train.tsv`" if source == TREC else "the bundled sample"
     return train, where
 
 

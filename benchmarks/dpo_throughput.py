@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,19 +29,17 @@ from datetime import date
 from pathlib import Path
 
 from _common import (
-    REPO,
-    SHARED_DATASETS,
     append_results,
     describe_machine,
     load_average,
     peak_rss_mb,
+    run_child,
     torch_versions,
+    trec_source,
     wait_until_quiet,
 )
 
 MODEL = "smollm2-135m-instruct"
-TREC = SHARED_DATASETS / "trec" / "train.tsv"
-TREC_SAMPLE = REPO / "src" / "tunelab" / "resources" / "samples" / "trec_sample.tsv"
 BATCH_SIZE = 8
 STEPS = 16  # the first is warm-up
 LEARNING_RATE = 5e-5
@@ -61,7 +57,7 @@ def write_pairs(directory: Path, n_pairs: int) -> tuple[Path, str]:
     from tunelab.data.preference import preference_pair
     from tunelab.engine import read_chat_jsonl
 
-    source = TREC if TREC.exists() else TREC_SAMPLE
+    source, where = trec_source()
     chat = directory / "trec_train.jsonl"
     format_dataset(source, chat, directory / "trec_val.jsonl", train_ratio=0.9, seed=SEED)
     examples = read_chat_jsonl(chat)[:n_pairs]
@@ -73,7 +69,6 @@ def write_pairs(directory: Path, n_pairs: int) -> tuple[Path, str]:
         pairs.append(preference_pair(list(example.messages[:-1]), gold, wrong))
     path = directory / "pairs.jsonl"
     path.write_bytes(b"".join(pair.to_json_line() for pair in pairs))
-    where = "`../shared/datasets/trec/train.tsv`" if source == TREC else "the bundled sample"
     return path, where
 
 
@@ -193,19 +188,6 @@ def run_trl(pairs: Path, out_dir: Path) -> dict:
     }
 
 
-def run_child(side: str, pairs: Path, out_dir: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "TOKENIZERS_PARALLELISM": "false"}
-    command = [sys.executable, __file__, "--child", side, str(pairs), str(out_dir)]
-    started = time.perf_counter()
-    done = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=CHILD_TIMEOUT_S, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"the {side} run failed:\n{done.stderr[-4000:]}")
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
-    return {**figures, "wall_seconds": time.perf_counter() - started}
-
-
 def rate(side: dict, tokens_per_step: list[int]) -> float:
     """Tokens per second from the end of step 1 to the end of the last step."""
     ends = side["step_ends"]
@@ -273,7 +255,10 @@ def main(argv: Sequence[str] = ()) -> None:
         # (equal steps in an epoch: per-step counts are the epoch's mean).
         mean_step = sum(lengths) / steps
         quiet, load = wait_until_quiet(), load_average()
-        sides = {side: run_child(side, pairs, tmp / side) for side in ("tunelab", "trl")}
+        sides = {
+            side: run_child(__file__, side, [str(pairs), str(tmp / side)], CHILD_TIMEOUT_S)
+            for side in ("tunelab", "trl")
+        }
     import peft
 
     versions = torch_versions(f"peft {peft.__version__}", f"trl {sides['trl']['version']}")

@@ -28,8 +28,6 @@ from datetime import date
 from itertools import islice
 
 from _common import (
-    REPO,
-    SHARED_DATASETS,
     cpu_snapshot,
     describe_machine,
     load_average,
@@ -37,14 +35,13 @@ from _common import (
     record,
     recording_parser,
     torch_versions,
+    trec_source,
     wait_until_quiet,
 )
 from tunelab.evals.classify import MAX_TOKENS as CLASSIFY_MAX_TOKENS
 from tunelab.providers.local.answering import BATCH_SIZE as LOCAL_BATCH_SIZE
 
 MODEL = "smollm2-135m-instruct"
-TREC = SHARED_DATASETS / "trec" / "train.tsv"
-TREC_SAMPLE = REPO / "src" / "tunelab" / "resources" / "samples" / "trec_sample.tsv"
 QUESTIONS, QUICK_QUESTIONS = 200, 48
 # What `tunelab eval` uses for local models.
 BATCH_SIZE = LOCAL_BATCH_SIZE
@@ -57,12 +54,11 @@ def questions(n: int) -> tuple[list[list[dict]], str, list[str]]:
     the labels."""
     from tunelab.data.sources.tables import read_classification
 
-    source = TREC if TREC.exists() else TREC_SAMPLE
+    source, where = trec_source()
     reading = read_classification(source)
     prompts = [list(example.messages[:-1]) for example in islice(reading.examples, n)]
     if len(prompts) < n:
         raise RuntimeError(f"{source} has {len(prompts)} questions; the benchmark needs {n}")
-    where = "`../shared/datasets/trec/train.tsv`" if source == TREC else "the bundled sample"
     return prompts, f"{where} ({len(reading.labels)} labels)", sorted(reading.labels)
 
 

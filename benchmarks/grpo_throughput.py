@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,19 +33,17 @@ from datetime import date
 from pathlib import Path
 
 from _common import (
-    REPO,
-    SHARED_DATASETS,
     append_results,
     describe_machine,
     load_average,
     peak_rss_mb,
+    run_child,
     torch_versions,
+    trec_source,
     wait_until_quiet,
 )
 
 MODEL = "smollm2-135m-instruct"
-TREC = SHARED_DATASETS / "trec" / "train.tsv"
-TREC_SAMPLE = REPO / "src" / "tunelab" / "resources" / "samples" / "trec_sample.tsv"
 PROMPTS_PER_STEP = 4
 GROUP_SIZE = 4
 MAX_ANSWER_TOKENS = 32  # a label is a word or two; the budget bounds the ramblers
@@ -76,13 +72,12 @@ def write_items(directory: Path, n_items: int) -> tuple[Path, str]:
     from tunelab.data.reinforcement import item_from_example
     from tunelab.engine import read_chat_jsonl
 
-    source = TREC if TREC.exists() else TREC_SAMPLE
+    source, where = trec_source()
     chat = directory / "trec_train.jsonl"
     format_dataset(source, chat, directory / "trec_val.jsonl", train_ratio=0.9, seed=SEED)
     items = [item_from_example(example) for example in read_chat_jsonl(chat)[:n_items]]
     path = directory / "items.jsonl"
     path.write_bytes(b"".join(item.to_json_line() for item in items if item is not None))
-    where = "`../shared/datasets/trec/train.tsv`" if source == TREC else "the bundled sample"
     return path, where
 
 
@@ -217,19 +212,6 @@ def run_trl(items: Path, out_dir: Path, steps: int) -> dict:
     }
 
 
-def run_child(side: str, items: Path, out_dir: Path, steps: int) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "TOKENIZERS_PARALLELISM": "false"}
-    command = [sys.executable, __file__, "--child", side, str(items), str(out_dir), str(steps)]
-    started = time.perf_counter()
-    done = subprocess.run(
-        command, capture_output=True, text=True, env=env, timeout=CHILD_TIMEOUT_S, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"the {side} run failed:\n{done.stderr[-4000:]}")
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
-    return {**figures, "wall_seconds": time.perf_counter() - started}
-
-
 def rate(side: dict) -> float:
     """Answer tokens per second from the end of step 1 to the end of the last step."""
     ends = side["step_ends"]
@@ -291,7 +273,10 @@ def main(argv: Sequence[str] = ()) -> None:
         items, source = write_items(tmp, steps * PROMPTS_PER_STEP)
         load_base(MODEL)  # converts the bundled model once, before timing
         quiet, load = wait_until_quiet(), load_average()
-        sides = {side: run_child(side, items, tmp / side, steps) for side in ("tunelab", "trl")}
+        arguments = {side: [str(items), str(tmp / side), str(steps)] for side in ("tunelab", "trl")}
+        sides = {
+            side: run_child(__file__, side, a, CHILD_TIMEOUT_S) for side, a in arguments.items()
+        }
     import peft
 
     versions = torch_versions(f"peft {peft.__version__}", f"trl {sides['trl']['version']}")

@@ -48,8 +48,6 @@ from datetime import date
 from pathlib import Path
 
 from _common import (
-    REPO,
-    SHARED_DATASETS,
     cpu_seconds,
     cpu_snapshot,
     describe_machine,
@@ -58,12 +56,11 @@ from _common import (
     record,
     recording_parser,
     torch_versions,
+    trec_source,
     wait_until_quiet,
 )
 
 MODEL = "smollm2-135m-instruct"
-TREC = SHARED_DATASETS / "trec" / "train.tsv"
-TREC_SAMPLE = REPO / "src" / "tunelab" / "resources" / "samples" / "trec_sample.tsv"
 HELD_OUT = 300
 SEED = 42
 
@@ -222,7 +219,7 @@ def prepare_data(directory: Path, budget: Budget, template: str = "full") -> dic
     from tunelab.data.prompts import ClassificationPrompt
     from tunelab.data.sources import SourceOptions
 
-    source = TREC if TREC.exists() else TREC_SAMPLE
+    source, where = trec_source()
     n_rows = sum(1 for _ in source.open(encoding="utf-8")) - 1  # minus the header
     train_all, held_out = directory / "train_all.jsonl", directory / "held_out.jsonl"
     options = SourceOptions(prompt=ClassificationPrompt(template=template))
@@ -237,7 +234,6 @@ def prepare_data(directory: Path, budget: Budget, template: str = "full") -> dic
     train = directory / "train.jsonl"
     # The split shuffled the training file, so its head is a random sample of it.
     n_train = head_lines(train_all, train, budget.max_train)
-    where = "`../shared/datasets/trec/train.tsv`" if source == TREC else "the bundled sample"
     print(f"data: {where}; {report.n_val} held out, {n_train} trained on", flush=True)
     return {
         "source": where,

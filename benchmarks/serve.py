@@ -38,6 +38,7 @@ import numpy as np
 
 from _common import (
     REPO,
+    TREC_SAMPLE,
     cpu_snapshot,
     describe_machine,
     load_average,
@@ -49,7 +50,6 @@ from _common import (
 )
 
 MODEL = "smollm2-135m-instruct"
-TREC_SAMPLE = REPO / "src" / "tunelab" / "resources" / "samples" / "trec_sample.tsv"
 MAX_TOKENS = 16
 CLIENTS = 8
 LATENCY_REQUESTS, QUICK_LATENCY_REQUESTS = 40, 10

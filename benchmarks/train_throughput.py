@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,20 +43,18 @@ from datetime import date
 from pathlib import Path
 
 from _common import (
-    REPO,
-    SHARED_DATASETS,
     append_results,
     cpu_seconds,
     describe_machine,
     load_average,
     peak_rss_mb,
+    run_child,
     torch_versions,
+    trec_source,
     wait_until_quiet,
 )
 
 MODEL = "smollm2-135m-instruct"
-TREC = SHARED_DATASETS / "trec" / "train.tsv"
-TREC_SAMPLE = REPO / "src" / "tunelab" / "resources" / "samples" / "trec_sample.tsv"
 BATCH_SIZE = 8
 WARMUP_STEPS = 1
 MEASURED_STEPS = 20
@@ -89,14 +86,13 @@ def prepare_data(directory: Path) -> tuple[Path, Path, str]:
     """The training slice and the held-out slice as chat JSONL, and where they came from."""
     from tunelab.data.formatter import format_dataset
 
-    source = TREC if TREC.exists() else TREC_SAMPLE
+    source, where = trec_source()
     train, val = directory / "trec_train.jsonl", directory / "trec_val.jsonl"
     format_dataset(source, train, val, train_ratio=0.8, seed=SEED)
     n_train = BATCH_SIZE * (WARMUP_STEPS + MEASURED_STEPS)
     bench_train, bench_eval = directory / "bench_train.jsonl", directory / "bench_eval.jsonl"
     _write_head(train, bench_train, n_train)
     _write_head(val, bench_eval, EVAL_EXAMPLES)
-    where = "`../shared/datasets/trec/train.tsv`" if source == TREC else "the bundled sample"
     return bench_train, bench_eval, where
 
 
@@ -299,31 +295,14 @@ def measure_in_child(
     return run_trl(Path(train_path), Path(eval_path), Path(out_dir))
 
 
-def run_child(side: str, train_path: Path, eval_path: Path, out_dir: Path) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "TOKENIZERS_PARALLELISM": "false"}
-    command = [sys.executable, __file__, "--child", side, str(train_path), str(eval_path)]
-    started = time.perf_counter()
-    done = subprocess.run(
-        [*command, str(out_dir), PACKING[0]],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=CHILD_TIMEOUT_S,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"the {side} run failed:\n{done.stderr[-4000:]}")
-    figures = json.loads(done.stdout.strip().splitlines()[-1])
-    return {**figures, "wall_seconds": time.perf_counter() - started}
-
-
 def measure_quietly(side: str, train_path: Path, eval_path: Path, tmp: Path) -> dict:
     """One side's figures, measured again once if other work took CPU during its timed steps."""
     attempts = []
     for attempt in range(2):
         before = {"quiet": wait_until_quiet(), "load_before": load_average()}
         out_dir = tmp / f"{side}-{attempt}"
-        attempts.append({**run_child(side, train_path, eval_path, out_dir), **before})
+        arguments = [str(train_path), str(eval_path), str(out_dir), PACKING[0]]
+        attempts.append({**run_child(__file__, side, arguments, CHILD_TIMEOUT_S), **before})
         if attempts[-1]["cores_busy"] >= CONTENDED_BELOW * (os.cpu_count() or 1):
             break
         print(f"{side}: other work took CPU during the timed steps; measuring again", flush=True)

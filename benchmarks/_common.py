@@ -22,6 +22,18 @@ RESULTS = HERE / "RESULTS.md"
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 TREC = SHARED_DATASETS / "trec" / "train.tsv"
 TREC_SAMPLE = REPO / "src" / "tunelab" / "resources" / "samples" / "trec_sample.tsv"
+# The LoRA both sides of a comparison with TRL train: rank, alpha, dropout and the 7
+# projections of every block.
+LORA_RANK, LORA_ALPHA, LORA_DROPOUT = 16, 32, 0.05
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# The same LoRA as tunelab's TrainConfig fields.
+TUNELAB_LORA = {
+    "method": "lora",
+    "lora_rank": LORA_RANK,
+    "lora_alpha": LORA_ALPHA,
+    "lora_dropout": LORA_DROPOUT,
+    "lora_target_modules": LORA_TARGETS,
+}
 # Figures taken while other work kept more than this fraction of the CPU busy are printed
 # but not recorded: threads waiting on each other make such timings meaningless.
 CONTENDED_ABOVE = 0.15
@@ -77,6 +89,19 @@ def run_child(script: str, side: str, arguments: list[str], timeout: float) -> d
         raise RuntimeError(f"the {side} run failed:\n{done.stderr[-4000:]}")
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     return {**figures, "wall_seconds": time.perf_counter() - started}
+
+
+def trl_lora():
+    """The same LoRA as peft's `LoraConfig`, as TRL's trainers take it."""
+    from peft import LoraConfig  # here: only the TRL side of a benchmark needs peft
+
+    return LoraConfig(
+        r=LORA_RANK,
+        lora_alpha=LORA_ALPHA,
+        lora_dropout=LORA_DROPOUT,
+        target_modules=list(LORA_TARGETS),
+        task_type="CAUSAL_LM",
+    )
 
 
 def cpu_model() -> str:

@@ -29,6 +29,10 @@ from datetime import date
 from pathlib import Path
 
 from _common import (
+    LORA_ALPHA,
+    LORA_RANK,
+    LORA_TARGETS,
+    TUNELAB_LORA,
     append_results,
     describe_machine,
     load_average,
@@ -36,6 +40,7 @@ from _common import (
     run_child,
     torch_versions,
     trec_source,
+    trl_lora,
     wait_until_quiet,
 )
 
@@ -44,8 +49,6 @@ BATCH_SIZE = 8
 STEPS = 16  # the first is warm-up
 LEARNING_RATE = 5e-5
 BETA = 0.1
-LORA_RANK, LORA_ALPHA, LORA_DROPOUT = 16, 32, 0.05
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SEED = 42
 CHILD_TIMEOUT_S = 1800
 
@@ -89,11 +92,7 @@ def run_tunelab(pairs: Path, out_dir: Path) -> dict:
     config = TrainConfig(
         training_method="dpo",
         dpo_beta=BETA,
-        method="lora",
-        lora_rank=LORA_RANK,
-        lora_alpha=LORA_ALPHA,
-        lora_dropout=LORA_DROPOUT,
-        lora_target_modules=LORA_TARGETS,
+        **TUNELAB_LORA,
         n_epochs=1,
         batch_size=BATCH_SIZE,
         learning_rate=LEARNING_RATE,
@@ -124,7 +123,6 @@ def run_tunelab(pairs: Path, out_dir: Path) -> dict:
 def run_trl(pairs: Path, out_dir: Path) -> dict:
     import trl
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import TrainerCallback
 
     from tunelab.data.preference import read_preference_file
@@ -160,19 +158,12 @@ def run_trl(pairs: Path, out_dir: Path) -> dict:
         seed=SEED,
         disable_tqdm=True,
     )
-    lora = LoraConfig(
-        r=LORA_RANK,
-        lora_alpha=LORA_ALPHA,
-        lora_dropout=LORA_DROPOUT,
-        target_modules=list(LORA_TARGETS),
-        task_type="CAUSAL_LM",
-    )
     trainer = trl.DPOTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=lora,
+        peft_config=trl_lora(),
         callbacks=[StepTimes()],
     )
     trainer.train()

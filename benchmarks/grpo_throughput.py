@@ -33,6 +33,10 @@ from datetime import date
 from pathlib import Path
 
 from _common import (
+    LORA_ALPHA,
+    LORA_RANK,
+    LORA_TARGETS,
+    TUNELAB_LORA,
     append_results,
     describe_machine,
     load_average,
@@ -40,6 +44,7 @@ from _common import (
     run_child,
     torch_versions,
     trec_source,
+    trl_lora,
     wait_until_quiet,
 )
 
@@ -52,8 +57,6 @@ STEPS = 10  # the first is warm-up
 LEARNING_RATE = 2e-5
 KL_BETA = 0.04
 CLIP_EPSILON = 0.2
-LORA_RANK, LORA_ALPHA, LORA_DROPOUT = 16, 32, 0.05
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SEED = 42
 CHILD_TIMEOUT_S = 3600
 GRADER = {
@@ -95,11 +98,7 @@ def run_tunelab(items: Path, out_dir: Path, steps: int) -> dict:
         rl_temperature=TEMPERATURE,
         rl_kl_beta=KL_BETA,
         rl_clip_epsilon=CLIP_EPSILON,
-        method="lora",
-        lora_rank=LORA_RANK,
-        lora_alpha=LORA_ALPHA,
-        lora_dropout=LORA_DROPOUT,
-        lora_target_modules=LORA_TARGETS,
+        **TUNELAB_LORA,
         n_epochs=1,
         max_steps=steps,
         batch_size=PROMPTS_PER_STEP,
@@ -144,7 +143,6 @@ def trl_reward(prompts, completions, reference_answer, **_) -> list[float]:
 def run_trl(items: Path, out_dir: Path, steps: int) -> dict:
     import trl
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import TrainerCallback
 
     from tunelab.data.reinforcement import read_reinforcement_file
@@ -182,20 +180,13 @@ def run_trl(items: Path, out_dir: Path, steps: int) -> dict:
         seed=SEED,
         disable_tqdm=True,
     )
-    lora = LoraConfig(
-        r=LORA_RANK,
-        lora_alpha=LORA_ALPHA,
-        lora_dropout=LORA_DROPOUT,
-        target_modules=list(LORA_TARGETS),
-        task_type="CAUSAL_LM",
-    )
     trainer = trl.GRPOTrainer(
         model=model,
         reward_funcs=trl_reward,
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=lora,
+        peft_config=trl_lora(),
         callbacks=[StepTimes()],
     )
     trainer.train()

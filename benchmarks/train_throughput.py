@@ -43,6 +43,11 @@ from datetime import date
 from pathlib import Path
 
 from _common import (
+    LORA_ALPHA,
+    LORA_DROPOUT,
+    LORA_RANK,
+    LORA_TARGETS,
+    TUNELAB_LORA,
     append_results,
     cpu_seconds,
     describe_machine,
@@ -51,6 +56,7 @@ from _common import (
     run_child,
     torch_versions,
     trec_source,
+    trl_lora,
     wait_until_quiet,
 )
 
@@ -60,8 +66,6 @@ WARMUP_STEPS = 1
 MEASURED_STEPS = 20
 EVAL_EXAMPLES = 64
 LEARNING_RATE = 2e-4
-LORA_RANK, LORA_ALPHA, LORA_DROPOUT = 16, 32, 0.05
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 SEED = 42
 CHILD_TIMEOUT_S = 900  # a bound for a busy machine; a quiet one needs a third
 # A side whose process kept fewer than this fraction of the cores busy during its timed steps
@@ -139,11 +143,7 @@ def run_tunelab(train_path: Path, eval_path: Path, out_dir: Path, packing: str =
     rss_loaded = peak_rss_mb()
     base_loss = eval_loss(model, tokenizer, eval_path)
     config = TrainConfig(
-        method="lora",
-        lora_rank=LORA_RANK,
-        lora_alpha=LORA_ALPHA,
-        lora_dropout=LORA_DROPOUT,
-        lora_target_modules=LORA_TARGETS,
+        **TUNELAB_LORA,
         n_epochs=1,
         batch_size=BATCH_SIZE,
         learning_rate=LEARNING_RATE,
@@ -185,7 +185,6 @@ def run_tunelab(train_path: Path, eval_path: Path, out_dir: Path, packing: str =
 def run_trl(train_path: Path, eval_path: Path, out_dir: Path) -> dict:
     import trl
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import TrainerCallback
 
     from tunelab.engine import read_chat_jsonl
@@ -216,19 +215,12 @@ def run_trl(train_path: Path, eval_path: Path, out_dir: Path) -> dict:
         seed=SEED,
         disable_tqdm=True,
     )
-    lora = LoraConfig(
-        r=LORA_RANK,
-        lora_alpha=LORA_ALPHA,
-        lora_dropout=LORA_DROPOUT,
-        target_modules=list(LORA_TARGETS),
-        task_type="CAUSAL_LM",
-    )
     trainer = trl.SFTTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list([{"messages": c} for c in conversations]),
         processing_class=tokenizer,
-        peft_config=lora,
+        peft_config=trl_lora(),
         callbacks=[StepTimes()],
     )
     cpu_start = cpu_seconds()

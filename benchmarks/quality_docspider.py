@@ -33,6 +33,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 from _common import REPO, SHARED_DATASETS, cpu_snapshot, other_work, record
@@ -48,9 +49,9 @@ from quality_trec import (
     head_lines,
     machine,
     parse_args,
-    print_progress,
     quiet_start,
     recipe_settings,
+    recorded_run,
     row_name,
     settings_sentence,
     training_sentence,
@@ -132,7 +133,6 @@ def evaluate(data: dict, tuned: Path, budget: Budget) -> dict:
     """Base vs fine-tuned on the held-out questions, recorded as a tunelab evaluation run."""
     from tunelab.evals.items import load_items
     from tunelab.evals.mongo.task import evaluate_queries
-    from tunelab.evals.runs import record_run
 
     held_out = load_items(data["held_out"], limit=budget.max_items)
     models = [MODEL, str(tuned)]
@@ -142,17 +142,9 @@ def evaluate(data: dict, tuned: Path, budget: Budget) -> dict:
         "max_new_tokens": MAX_NEW_TOKENS,
         "fine_tuned": "LoRA output in a temporary directory, deleted after the run",
     }
-    result = record_run(
-        "queries",
-        models=models,
-        data=held_out.describe(),
-        options=options,
-        task=lambda: evaluate_queries(
-            held_out, models, progress=print_progress, max_tokens=MAX_NEW_TOKENS
-        ),
-    ).to_dict()
+    answering = partial(evaluate_queries, max_tokens=MAX_NEW_TOKENS)
+    result = recorded_run("queries", held_out, models, options, answering)
     result.update(paired_figures(held_out, result["json_path"], models))
-    print(f"evaluation run {result['id']}: {result['html_path']}", flush=True)
     return result
 
 

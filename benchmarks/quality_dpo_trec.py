@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 from _common import cpu_snapshot, other_work, record
@@ -40,9 +41,9 @@ from quality_trec import (
     machine,
     parse_args,
     prepare_data,
-    print_progress,
     quiet_start,
     recipe_settings,
+    recorded_run,
     settings_sentence,
     training_sentence,
 )
@@ -59,20 +60,11 @@ def classify_run(path: Path, models: list[str], limit: int | None, what: str) ->
     """`tunelab eval classify` by label scoring on `path`, recorded; the run as a dict."""
     from tunelab.evals.classify import evaluate_classification
     from tunelab.evals.items import load_items
-    from tunelab.evals.runs import record_run
 
     items = load_items(path, limit=limit)
-    result = record_run(
-        "classify",
-        models=models,
-        data=items.describe(),
-        options={"benchmark": "quality_dpo_trec", "evaluated": what},
-        task=lambda: evaluate_classification(
-            items, models, method="score", progress=print_progress
-        ),
-    ).to_dict()
-    print(f"evaluation run {result['id']} ({what}): {result['html_path']}", flush=True)
-    return result
+    options = {"benchmark": "quality_dpo_trec", "evaluated": what}
+    scoring = partial(evaluate_classification, method="score")
+    return recorded_run("classify", items, models, options, scoring, what=f" ({what})")
 
 
 def preference_pairs(train: Path, sft: Path, pool: int, out: Path) -> dict:

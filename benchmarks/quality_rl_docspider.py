@@ -27,6 +27,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 from _common import cpu_snapshot, other_work, record
@@ -40,9 +41,9 @@ from quality_trec import (
     fine_tune,
     machine,
     parse_args,
-    print_progress,
     quiet_start,
     recipe_settings,
+    recorded_run,
     settings_sentence,
     training_sentence,
 )
@@ -100,20 +101,12 @@ def queries_run(held_out: Path, models: list[str], limit: int | None) -> dict:
     """`tunelab eval queries` on the held-out questions for both models, recorded."""
     from tunelab.evals.items import load_items
     from tunelab.evals.mongo.task import evaluate_queries
-    from tunelab.evals.runs import record_run
 
     items = load_items(held_out, limit=limit)
-    result = record_run(
-        "queries",
-        models=models,
-        data=items.describe(),
-        options={"benchmark": "quality_rl_docspider", "max_new_tokens": MAX_NEW_TOKENS},
-        task=lambda: evaluate_queries(
-            items, models, progress=print_progress, max_tokens=MAX_NEW_TOKENS
-        ),
-    ).to_dict()
+    options = {"benchmark": "quality_rl_docspider", "max_new_tokens": MAX_NEW_TOKENS}
+    answering = partial(evaluate_queries, max_tokens=MAX_NEW_TOKENS)
+    result = recorded_run("queries", items, models, options, answering)
     comparison = paired_figures(items, result["json_path"], models)
-    print(f"evaluation run {result['id']}: {result['html_path']}", flush=True)
     return {**result, **comparison, "models_order": models}
 
 

@@ -34,7 +34,7 @@ from _common import (
     recording_parser,
     wait_until_quiet,
 )
-from quality_trec import MODEL, Budget, fine_tune, print_progress
+from quality_trec import MODEL, Budget, fine_tune, recorded_run
 
 SAMPLE = REPO / "src" / "tunelab" / "resources" / "samples" / "tools_sample.jsonl"
 TRAIN_EXAMPLES = 300
@@ -54,21 +54,11 @@ def split_sample(directory: Path, budget: Budget) -> tuple[Path, Path]:
 
 def evaluate(held_out: Path, tuned: Path, budget: Budget) -> dict:
     """Base vs fine-tuned on the held-out requests, recorded as a tunelab evaluation run."""
-    from tunelab.evals.runs import record_run
     from tunelab.evals.tools import evaluate_tool_calls, load_tool_items
 
     data = load_tool_items(held_out, budget.max_items)
-    models = [MODEL, str(tuned)]
     options = {"benchmark": "quality_tools", "quick": budget is QUICK}
-    result = record_run(
-        "tools",
-        models=models,
-        data=data.describe(),
-        options=options,
-        task=lambda: evaluate_tool_calls(data, models, progress=print_progress),
-    ).to_dict()
-    print(f"evaluation run {result['id']}: {result['html_path']}", flush=True)
-    return result
+    return recorded_run("tools", data, [MODEL, str(tuned)], options, evaluate_tool_calls)
 
 
 def markdown(result: dict, training: dict, machine: str) -> str:

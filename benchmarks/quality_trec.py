@@ -45,6 +45,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 from _common import (
@@ -334,31 +335,38 @@ def majority_floor(data: dict, held_out) -> tuple[str, float]:
     return label, held_out_golds.count(label) / len(held_out_golds)
 
 
+def recorded_run(kind: str, items, models: list[str], options: dict, evaluate, what="") -> dict:
+    """`evaluate(items, models, progress=...)` (one of tunelab's evaluations, its progress
+    printed) recorded as an evaluation run of `kind`, as `tunelab eval` records it; the run as
+    a dict, once its report's path is printed (`what` names the run there)."""
+    from tunelab.evals.runs import record_run
+
+    result = record_run(
+        kind,
+        models=models,
+        data=items.describe(),
+        options=options,
+        task=lambda: evaluate(items, models, progress=print_progress),
+    ).to_dict()
+    print(f"evaluation run {result['id']}{what}: {result['html_path']}", flush=True)
+    return result
+
+
 def evaluate(data: dict, tuned: Path, budget: Budget, method: str = "score") -> dict:
     """Base vs fine-tuned on the held-out questions, recorded as a tunelab evaluation run."""
     from tunelab.evals.classify import evaluate_classification
     from tunelab.evals.items import load_items
-    from tunelab.evals.runs import record_run
 
     held_out = load_items(data["held_out"], limit=budget.max_items)
-    models = [MODEL, str(tuned)]
     options = {
         "benchmark": "quality_trec",
         "quick": budget.max_steps == QUICK.max_steps,
         "method": method,
         "fine_tuned": "LoRA output in a temporary directory, deleted after the run",
     }
-    result = record_run(
-        "classify",
-        models=models,
-        data=held_out.describe(),
-        options=options,
-        task=lambda: evaluate_classification(
-            held_out, models, method=method, progress=print_progress
-        ),
-    ).to_dict()
+    scoring = partial(evaluate_classification, method=method)
+    result = recorded_run("classify", held_out, [MODEL, str(tuned)], options, scoring)
     result["majority"] = majority_floor(data, held_out)
-    print(f"evaluation run {result['id']}: {result['html_path']}", flush=True)
     return result
 
 

@@ -264,3 +264,68 @@ def test_under_gradient_checkpointing_every_row_runs_whole(
     shared = _loss_and_gradients(model, batch)
     whole = _loss_and_gradients(model, replace(batch, shared_prefix=0))
     assert shared[0] == pytest.approx(whole[0], rel=1e-5)
+
+
+def _scores_and_gradients(model, batch):
+    """The per-token losses, hits, each row's log-probability and the gradients of their sum."""
+    from tunelab.engine.loss import sequence_logprobs, token_losses
+
+    model.zero_grad(set_to_none=True)
+    losses, hits, _ = token_losses(model, batch)
+    losses.sum().backward()
+    trained = [p for p in model.parameters() if p.requires_grad]
+    with torch.no_grad():
+        rows = sequence_logprobs(model, batch)
+    return losses.detach(), hits, rows, [p.grad.clone() for p in trained]
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_logits_in_chunks_give_the_whole_batchs_losses_and_gradients(
+    monkeypatch, tokenizer, make_model, examples, fast_config, shared
+):
+    """Chunks of trained positions (recomputed in backward) score as one projection does: the
+    batch is padded (ignored targets between rows' trained tokens), with and without the
+    prefix its rows share, and for a full fine-tune (the head itself trained)."""
+    from tunelab.engine import loss as loss_module
+
+    model = make_model()  # every weight trained: the head's gradient goes through the chunks
+    tokenized = tokenize_examples(_prompted(examples), tokenizer, 512).examples
+    batch = collate(tokenized, tokenizer.pad_token_id, "cpu")
+    assert batch.shared_prefix > 0 and len(set(e.n_tokens for e in tokenized)) > 1
+    if not shared:
+        batch = replace(batch, shared_prefix=0)
+    whole = _scores_and_gradients(model, batch)
+    monkeypatch.setattr(loss_module, "LOGITS_CHUNK", 5)
+    assert batch.n_trained > 3 * 5  # several chunks, the last one partial
+    chunked = _scores_and_gradients(model, batch)
+    assert torch.allclose(chunked[0], whole[0], rtol=1e-5, atol=1e-6)
+    assert torch.equal(chunked[1], whole[1])
+    assert torch.allclose(chunked[2], whole[2], rtol=1e-5, atol=1e-5)
+    assert all(_close(a, b) for a, b in zip(chunked[3], whole[3], strict=True))
+
+
+def test_the_rows_share_one_attention_mask_and_unrepeated_keys_on_cpu(tokenizer, make_model):
+    """Under PyTorch's attention on CPU the suffix pass gets one broadcast mask and keeps the
+    grouped keys and values; the switch for it is the caller's again afterwards."""
+    import os
+
+    from tunelab.engine import loss as loss_module
+
+    model = make_model()
+    assert model.config.num_key_value_heads < model.config.num_attention_heads  # grouped
+    tokenized = tokenize_examples(_prompted(EXAMPLES_FOR_MASK), tokenizer, 512).examples
+    batch = collate(tokenized, tokenizer.pad_token_id, "cpu")
+    assert loss_module._can_mask_once(model.get_decoder(), batch)
+    mask = loss_module._suffix_mask(3, 2, torch.device("cpu"))
+    assert mask.shape == (1, 1, 3, 5)
+    assert mask[0, 0].tolist() == [
+        [True, True, True, False, False],
+        [True, True, True, True, False],
+        [True, True, True, True, True],
+    ]
+    before = os.environ.get("TRANSFORMERS_SDPA_FORCE_GQA")
+    loss_module.token_losses(model, batch)
+    assert os.environ.get("TRANSFORMERS_SDPA_FORCE_GQA") == before
+
+
+EXAMPLES_FOR_MASK = [chat("What is two plus two?", "Four"), chat("What do bees make?", "Honey")]

@@ -124,6 +124,9 @@ def test_output_directory_holds_a_loadable_adapter_metrics_and_config(
         {"loss", "learning_rate", "tokens_per_second", "eta_seconds"} <= set(line) for line in lines
     )
     assert [line["step"] for line in lines if "val_loss" in line] == [2, 4, 6]
+    # Each step's resident memory: the peak so far never falls; the process holds the model.
+    peaks = [line["peak_rss_mb"] for line in lines]
+    assert peaks == sorted(peaks) and all(line["rss_mb"] > 50 for line in lines)
     assert updates[-1].total_steps == 6 and updates[-1].val_loss == result.val_loss
     assert 0 <= result.val_mean_token_accuracy <= 1
 

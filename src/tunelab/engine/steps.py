@@ -13,6 +13,8 @@ from pathlib import Path
 
 # Validation figures are written only at the steps that validated.
 _VALIDATION = ("val_loss", "val_mean_token_accuracy", "val_examples")
+# Written only where the platform can read them (engine.memory).
+_MEMORY = ("rss_mb", "peak_rss_mb")
 # Said to the callback, never recorded as a metric: the run's length and where it saved.
 _NOT_METRICS = ("total_steps", "checkpoint")
 
@@ -38,6 +40,10 @@ class StepRecord:
     threads: int  # the torch threads the step ran with
     elapsed: float  # seconds since the run began, earlier sessions of a resumed run included
     eta_seconds: float  # remaining steps and validation passes at this session's pace
+    # The process's resident memory (MB) after the step, and the most it has held so far
+    # (ru_maxrss: the step's peak once it is the highest yet); None where unreadable.
+    rss_mb: float | None = None
+    peak_rss_mb: float | None = None
     val_loss: float | None = None
     val_mean_token_accuracy: float | None = None
     val_examples: int | None = None
@@ -83,7 +89,7 @@ class StepRecord:
             item.name: getattr(self, item.name)
             for item in dataclasses.fields(self)
             if item.name not in _NOT_METRICS
-            and not (item.name in _VALIDATION and getattr(self, item.name) is None)
+            and not (item.name in (*_VALIDATION, *_MEMORY) and getattr(self, item.name) is None)
         }
         if metrics["mean_token_accuracy"] is None:
             del metrics["mean_token_accuracy"]

@@ -47,6 +47,7 @@ from tunelab.engine.dataset import TokenizedDataset, read_chat_jsonl, tokenize_e
 from tunelab.engine.device import Capabilities, check_optional_features, choose_device
 from tunelab.engine.distributed import Ranks, stop
 from tunelab.engine.lora import prepare_model, trainable_parameters
+from tunelab.engine.memory import release_freed_memory, resident_memory
 from tunelab.engine.objectives import Measured, Objective, objective_for
 from tunelab.engine.preference import PairDataset, tokenize_pairs
 from tunelab.engine.reinforcement import ItemDataset, Reward, SamplingWatch, tokenize_items
@@ -560,6 +561,7 @@ class _Loop:
             self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        release_freed_memory()  # the step's activations, freed but kept by the allocator
         n_tokens = sum(self.train_set.lengths[i] for i in batch)
         n_trained = sum(examples[i].n_trained for i in batch)
         accuracy = step_sums.correct / n_units
@@ -573,6 +575,7 @@ class _Loop:
         self.tokens_seen += n_tokens
         self.steps_done += 1
         wall = time.perf_counter() - self.session_start
+        memory = resident_memory()
         return StepRecord(
             step=step,
             total_steps=self.config.total_steps,
@@ -587,6 +590,8 @@ class _Loop:
             threads=threads,
             elapsed=start.elapsed + wall,
             eta_seconds=self.eta_seconds(step, wall),
+            rss_mb=memory.now_mb,
+            peak_rss_mb=memory.peak_mb,
             objective_metrics=method_metrics,
         )
 

@@ -149,7 +149,8 @@ def evaluate(data: dict, tuned: Path, budget: Budget) -> dict:
 
 
 def paired_figures(held_out, json_path: str, models: list[str]) -> dict:
-    """Intervals and the base-vs-tuned comparison, over the items whose gold query parses."""
+    """Intervals and the comparison of `models` (the first against the second), over the items
+    whose gold query parses, and the first model's first answers."""
     import numpy as np
 
     from tunelab.evals.metrics import bootstrap_ci, paired_comparison, wilson_interval
@@ -169,7 +170,7 @@ def paired_figures(held_out, json_path: str, models: list[str]) -> dict:
     return {
         "intervals": intervals,
         "comparison": paired_comparison(*exact),
-        "first_base_answers": [row["answer"] for row in outputs[MODEL][:3]],
+        "first_answers": [row["answer"] for row in outputs[models[0]][:3]],
     }
 
 
@@ -217,7 +218,7 @@ def markdown(data: dict, result: dict, training: dict, context: dict) -> str:
         + " "
         + context_sentence(context)
         + " First base answers: "
-        + "; ".join(f"`{text[:120]!r}`" for text in result["first_base_answers"])
+        + "; ".join(f"`{text[:120]!r}`" for text in result["first_answers"])
         + ".",
     ]
     return "\n".join(lines)

@@ -103,7 +103,7 @@ def token_losses(model: CausalLM, batch: Batch) -> tuple[torch.Tensor, torch.Ten
     # Recomputed in backward only where there is a backward (not for the reference's or a
     # validation's scores) and a projection to recompute.
     recompute = project is not None and torch.is_grad_enabled() and hidden.requires_grad
-    parts = []
+    parts: list[tuple[torch.Tensor, torch.Tensor]] = []
     for start in range(0, len(targets), LOGITS_CHUNK):
         chunk = (
             project,
@@ -114,8 +114,7 @@ def token_losses(model: CausalLM, batch: Batch) -> tuple[torch.Tensor, torch.Ten
             parts.append(checkpoint(_chunk_losses, *chunk, use_reentrant=False))
         else:
             parts.append(_chunk_losses(*chunk))
-    losses, hits = zip(*parts, strict=True)
-    return torch.cat(losses), torch.cat(hits), mask
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), mask
 
 
 def _chunk_losses(

@@ -545,7 +545,8 @@ class PrefixCache:
                 ids = torch.tensor([tokens] * len(self.adapters or [None]), device=self.device)
                 cache = {cache_keyword(model): self.cache}
                 named = adapter_keywords(self.adapters)
-                model(input_ids=ids, use_cache=True, logits_to_keep=1, **cache, **named)
+                keep = last_position(ids)
+                model(input_ids=ids, use_cache=True, logits_to_keep=keep, **cache, **named)
         finally:
             model.train(was_training)
 
@@ -656,10 +657,21 @@ class KVBatch:
             position_ids=positions,
             use_cache=True,
             **{self.cache_keyword: self.cache},
-            logits_to_keep=1,  # only the last position's logits: the vocabulary is wide
+            logits_to_keep=last_position(ids),  # the vocabulary is wide
             **adapter_keywords(self.adapters),
         )
         return output.logits[:, -1].float()
+
+
+def last_position(ids: torch.Tensor) -> int | torch.Tensor:
+    """`logits_to_keep` for only the last position's logits. Over several positions, an index
+    tensor rather than the count 1: transformers slices the hidden states with it, and the
+    last position sliced from a longer sequence is not contiguous, which under bf16 autocast
+    on the CPU sends the output head through a batched matmul that copies its weight for
+    every row (905 MB for 16 rows of SmolLM2: a third of sampling a group's answers); an
+    index tensor gathers a contiguous copy of the hidden states instead."""
+    width = ids.shape[1]
+    return 1 if width == 1 else torch.tensor([width - 1], device=ids.device)
 
 
 def adapter_keywords(adapters: list[str] | None) -> dict:

@@ -1,0 +1,102 @@
+"""A decode session that rows join and leave between steps: a row that joins a running batch
+computes what it computes alone (logits and greedy tokens), whatever its batch mates' lengths,
+sampling settings or departures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import DynamicCache
+
+from tunelab.engine.generate import DecodeSession, KVBatch, Sampling, encode_chat, generate
+from tunelab.engine.kv_merge import join_caches, left_pad, trim_unused
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "Who wrote Hamlet and when did he write it, and where?",
+    "Hi",
+    "What do bees make?",
+]
+
+
+@pytest.fixture
+def model(make_model):
+    return make_model().eval()
+
+
+def prompts(tokenizer) -> list[list[int]]:
+    return [encode_chat(tokenizer, [{"role": "user", "content": q}]) for q in QUESTIONS]
+
+
+def alone(model, tokenizer, prompt: list[int], steps: int) -> tuple[list[int], torch.Tensor]:
+    """Greedy tokens of `prompt` decoded by itself, and the logits of each step."""
+    session = DecodeSession(model, tokenizer)
+    logits = []
+    group = session.add([prompt], Sampling(max_new_tokens=steps))
+    while not group.done:
+        logits.append(session._logits.clone())
+        session.step()
+    return group.rows[0].tokens, torch.cat(logits)
+
+
+def test_left_pad_and_join_stack_rows_at_a_common_length():
+    short, long = DynamicCache(), DynamicCache()
+    short.update(torch.ones(1, 2, 3, 4), torch.ones(1, 2, 3, 4), 0)
+    long.update(torch.full((2, 2, 5, 4), 2.0), torch.full((2, 2, 5, 4), 2.0), 0)
+    mask = join_caches(short, torch.ones(1, 3, dtype=torch.long), long, torch.ones(2, 5))
+    assert short.layers[0].keys.shape == (3, 2, 5, 4)
+    assert mask.tolist() == [[0, 0, 1, 1, 1], [1] * 5, [1] * 5]
+    assert short.layers[0].keys[0, :, :2].abs().sum() == 0  # the padding is zeros
+    assert left_pad(torch.ones(2, 2), 2, -1).shape == (2, 2)
+
+
+def test_trim_unused_drops_positions_no_row_attends_to():
+    cache = DynamicCache()
+    cache.update(torch.randn(2, 1, 4, 2), torch.randn(2, 1, 4, 2), 0)
+    mask = trim_unused(cache, torch.tensor([[0, 0, 1, 1], [0, 1, 1, 1]]))
+    assert mask.tolist() == [[0, 1, 1], [1, 1, 1]]
+    assert cache.layers[0].keys.shape[-2] == 3
+
+
+def test_a_row_joining_mid_decode_computes_what_it_computes_alone(model, tokenizer):
+    rows = prompts(tokenizer)
+    expected = [alone(model, tokenizer, prompt, 12) for prompt in rows]
+    session = DecodeSession(model, tokenizer)
+    groups, logits = [], {}
+    for index, prompt in enumerate(rows):  # each joins two steps after the one before
+        groups.append(session.add([prompt], Sampling(max_new_tokens=12), owner=index))
+        for _ in range(2):
+            offset = 0
+            for group in session.groups:
+                logits.setdefault(group.owner, []).append(session._logits[offset].clone())
+                offset += len(group.active)
+            session.step()
+    while session.groups:
+        offset = 0
+        for group in session.groups:
+            logits.setdefault(group.owner, []).append(session._logits[offset].clone())
+            offset += len(group.active)
+        session.step()
+    for index, (tokens, steps) in enumerate(expected):
+        assert groups[index].rows[0].tokens == tokens
+        torch.testing.assert_close(torch.stack(logits[index]), steps, atol=1e-4, rtol=1e-4)
+
+
+def test_batch_mates_sampling_and_departures_leave_a_greedy_row_unchanged(model, tokenizer):
+    rows = prompts(tokenizer)
+    [expected] = generate(model, tokenizer, [[{"role": "user", "content": QUESTIONS[1]}]])
+    session = DecodeSession(model, tokenizer)
+    sampled = session.add(rows[:1], Sampling(max_new_tokens=3, temperature=1.5, seed=4))
+    session.step()
+    greedy = session.add(rows[1:2], Sampling(max_new_tokens=256))
+    noisy = session.add(rows[2:], Sampling(max_new_tokens=40, temperature=0.9, top_p=0.5))
+    session.step()
+    session.drop(noisy)  # a client that went away
+    while not greedy.done:
+        session.step()
+    assert sampled.done and greedy.rows[0].completion() == expected
+
+
+def test_join_refuses_rows_with_and_without_adapters(model):
+    with pytest.raises(ValueError):
+        KVBatch(model, 0, ["a"]).join(KVBatch(model, 0))

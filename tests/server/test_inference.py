@@ -200,6 +200,39 @@ def test_concurrent_requests_decode_in_one_batch(serve, model_dir, monkeypatch):
     ]
 
 
+def test_streamed_and_whole_requests_joining_at_different_times_answer_as_alone(
+    client, model_dir, monkeypatch
+):
+    """Greedy answers do not depend on batch mates: requests arrive one after another while
+    others decode, streamed and not, beside a sampled one with other settings."""
+    questions = [q for q, _ in QUESTIONS[:6]]
+    api = sdk(client)
+    widths, real_step = [], DecodeSession.step
+    monkeypatch.setattr(
+        DecodeSession, "step", lambda self: widths.append(self.rows) or real_step(self)
+    )
+
+    def answer(index: int) -> str:
+        time.sleep(0.01 * index)  # each arrives while the earlier ones decode
+        settings = dict(model=str(model_dir), messages=ask(questions[index]), max_tokens=12)
+        if index % 2:
+            chunks = api.chat.completions.create(**settings, stream=True, temperature=0)
+            return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        return api.chat.completions.create(**settings, temperature=0).choices[0].message.content
+
+    def sampled() -> None:
+        settings = dict(model=str(model_dir), messages=ask("Hi"), max_tokens=200)
+        api.chat.completions.create(**settings, temperature=1.3, top_p=0.7, seed=3)
+
+    with ThreadPoolExecutor(len(questions) + 1) as pool:
+        mate = pool.submit(sampled)
+        texts = list(pool.map(answer, range(len(questions))))
+        mate.result()
+    expected = engine_answers(model_dir, [ask(q) for q in questions], 12)
+    assert texts == [e.text for e in expected]
+    assert max(widths) > 2  # they did decode together
+
+
 def test_busy_server_answers_429_with_retry_after(serve, model_dir, monkeypatch):
     client = serve(max_pending_requests=1)
     release = threading.Event()

@@ -9,7 +9,7 @@ import torch
 from transformers import DynamicCache
 
 from tunelab.engine.generate import DecodeSession, KVBatch, Sampling, encode_chat, generate
-from tunelab.engine.kv_merge import join_caches, left_pad, trim_unused
+from tunelab.engine.kv_merge import decode_cache, join_caches, joinable, left_pad, trim_unused
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -56,6 +56,24 @@ def test_trim_unused_drops_positions_no_row_attends_to():
     mask = trim_unused(cache, torch.tensor([[0, 0, 1, 1], [0, 1, 1, 1]]))
     assert mask.tolist() == [[0, 1, 1], [1, 1, 1]]
     assert cache.layers[0].keys.shape[-2] == 3
+
+
+def test_a_decode_cache_appends_in_place_and_holds_what_concatenation_would():
+    cache, plain = decode_cache(), DynamicCache()
+    steps = [torch.randn(2, 3, 5, 4), *(torch.randn(2, 3, 1, 4) for _ in range(70))]
+    storages = set()
+    for index, states in enumerate(steps):
+        keys, values = cache.update(states, -states, 0)
+        expected, _ = plain.update(states, -states, 0)
+        torch.testing.assert_close(keys, expected, rtol=0, atol=0)
+        torch.testing.assert_close(values, -expected, rtol=0, atol=0)
+        storages.add(keys.data_ptr())
+        if index == 30:  # a row leaves: new tensors, copied into new room at the next step
+            cache.batch_select_indices(torch.tensor([1]))
+            plain.batch_select_indices(torch.tensor([1]))
+            steps[31:] = [s[1:] for s in steps[31:]]
+    assert len(storages) <= 3  # made at the prefill, after the departure, when the room ran out
+    assert joinable(cache)
 
 
 def test_a_row_joining_mid_decode_computes_what_it_computes_alone(model, tokenizer):

@@ -40,7 +40,7 @@ from transformers import DynamicCache
 from tunelab import cores
 from tunelab.data.tool_text import render_chat
 from tunelab.engine.grammar import Constraint, RowGrammars, check_constraint
-from tunelab.engine.kv_merge import join_caches, joinable, trim_unused
+from tunelab.engine.kv_merge import decode_cache, join_caches, joinable, trim_unused
 from tunelab.engine.logprobs import MAX_TOP_LOGPROBS, TokenTexts, bias_matrix, token_logprobs
 from tunelab.errors import TunelabError, usage_error
 from tunelab.types import Answer, TextDelta, TokenLogprob, Usage
@@ -686,7 +686,7 @@ class PrefixCache:
     ) -> None:
         self.tokens = tokens
         self.adapters = None if adapters is None else sorted(set(adapters))
-        self.cache, self.device = DynamicCache(), _device(model)
+        self.cache, self.device = decode_cache(), _device(model)
         was_training = model.training
         model.eval()  # no dropout: the cache must be what decoding would compute
         try:
@@ -758,7 +758,7 @@ class KVBatch:
     ) -> None:
         self.model, self.pad_id, self.device = model, pad_id, _device(model)
         self.adapters = adapters  # each row's adapter (None: the model as it is)
-        self.cache = DynamicCache()
+        self.cache = decode_cache()
         self.cache_keyword = cache_keyword(model)
 
     @torch.inference_mode()

@@ -33,6 +33,7 @@ def alone(model, tokenizer, prompt: list[int], steps: int) -> tuple[list[int], t
     session = DecodeSession(model, tokenizer)
     logits = []
     group = session.add([prompt], Sampling(max_new_tokens=steps))
+    session.prefill()
     while not group.done:
         logits.append(session._logits.clone())
         session.step()
@@ -83,6 +84,7 @@ def test_a_row_joining_mid_decode_computes_what_it_computes_alone(model, tokeniz
     groups, logits = [], {}
     for index, prompt in enumerate(rows):  # each joins two steps after the one before
         groups.append(session.add([prompt], Sampling(max_new_tokens=12), owner=index))
+        session.prefill()
         for _ in range(2):
             offset = 0
             for group in session.groups:
@@ -98,6 +100,53 @@ def test_a_row_joining_mid_decode_computes_what_it_computes_alone(model, tokeniz
     for index, (tokens, steps) in enumerate(expected):
         assert groups[index].rows[0].tokens == tokens
         torch.testing.assert_close(torch.stack(logits[index]), steps, atol=1e-4, rtol=1e-4)
+
+
+def test_rows_added_between_two_steps_are_prefilled_together_and_compute_what_alone(
+    model, tokenizer, monkeypatch
+):
+    rows = prompts(tokenizer)  # different lengths, one system prompt: a shared prefix
+    expected = [alone(model, tokenizer, prompt, 10) for prompt in rows]
+    starts, real_start = [], KVBatch.start
+    monkeypatch.setattr(
+        KVBatch,
+        "start",
+        lambda self, ps, prefix=None: starts.append((ps, prefix)) or real_start(self, ps, prefix),
+    )
+    session = DecodeSession(model, tokenizer)
+    first = session.add([rows[0]], Sampling(max_new_tokens=10), owner=0)
+    session.step()
+    later = [
+        session.add([p], Sampling(max_new_tokens=10), owner=i) for i, p in enumerate(rows[1:], 1)
+    ]
+    logits: dict[int, list[torch.Tensor]] = {}
+    session.prefill()
+    while session.groups:
+        offset = 0
+        for group in session.groups:
+            logits.setdefault(group.owner, []).append(session._logits[offset].clone())
+            offset += len(group.active)
+        session.step()
+    assert [len(ps) for ps, _ in starts] == [1, 3]  # the three later rows in one forward
+    assert starts[1][1] is not None and len(starts[1][1]) >= 8  # from their shared prefix
+    assert first.rows[0].tokens == expected[0][0]
+    for index, group in enumerate(later, 1):
+        tokens, steps = expected[index]
+        assert group.rows[0].tokens == tokens
+        torch.testing.assert_close(torch.stack(logits[index]), steps, atol=1e-4, rtol=1e-4)
+
+
+def test_a_group_dropped_before_its_prefill_never_runs(model, tokenizer):
+    rows = prompts(tokenizer)
+    [expected] = generate(model, tokenizer, [[{"role": "user", "content": QUESTIONS[0]}]])
+    session = DecodeSession(model, tokenizer)
+    kept = session.add(rows[:1], Sampling(max_new_tokens=256))
+    gone = session.add(rows[1:3], Sampling(max_new_tokens=256))
+    session.drop(gone)
+    assert session.rows == 1 and gone.done
+    while not kept.done:
+        session.step()
+    assert kept.rows[0].completion() == expected and gone.rows[0].tokens == []
 
 
 def test_batch_mates_sampling_and_departures_leave_a_greedy_row_unchanged(model, tokenizer):

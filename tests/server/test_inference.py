@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from server.conftest import sdk
 from tiny import QUESTIONS, save_tiny_model
-from tunelab.engine.generate import DecodeSession, encode_chat, generate
+from tunelab.engine.generate import DecodeSession, KVBatch, encode_chat, generate
 from tunelab.engine.models import load_base
 from tunelab.engine.score import score_answers
 from tunelab.providers import registry
@@ -183,6 +183,14 @@ def test_concurrent_requests_decode_in_one_batch(serve, model_dir, monkeypatch):
     monkeypatch.setattr(
         DecodeSession, "step", lambda self: widths.append(self.rows) or real_step(self)
     )
+    prefills, real_start = [], KVBatch.start
+    monkeypatch.setattr(
+        KVBatch,
+        "start",
+        lambda self, prompts, prefix=None: (
+            prefills.append(len(prompts)) or real_start(self, prompts, prefix)
+        ),
+    )
     with ThreadPoolExecutor(len(questions)) as pool:
         responses = list(
             pool.map(
@@ -194,6 +202,8 @@ def test_concurrent_requests_decode_in_one_batch(serve, model_dir, monkeypatch):
     assert len(loads) == 1  # loaded once for all six
     assert max(widths) == len(questions)  # all six decoded in one batch
     assert sum(len(call[1]) for call in adds) == len(questions)  # each conversation once
+    # Those that waited while the first one was added were prefilled in one forward pass.
+    assert sum(prefills) == len(questions) and len(prefills) <= 2
     expected = engine_answers(model_dir, [ask(q) for q in questions], 8)
     assert [r.json()["choices"][0]["message"]["content"] for r in responses] == [
         e.text for e in expected

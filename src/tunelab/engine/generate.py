@@ -32,7 +32,7 @@ import inspect
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, cast, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import torch
 from transformers import DynamicCache
@@ -525,12 +525,14 @@ class DecodeGroup:
 class DecodeSession:
     """One decode batch that rows join and leave between steps: every generation runs in one.
 
-    `add` runs a group's prompts in a batch of their own and joins it to the running batch
-    (`KVBatch.join`); `step` gives every active row its next token, each group sampling with
-    its own settings and generator, and rows that finish leave at once. A call's rows form
-    one group (`_decode`); a server adds each request as it arrives (iteration-level, or
-    continuous, batching). Positions count each row's real tokens, so a row computes what it
-    would alone, whoever its batch mates are.
+    `add` registers a group's prompts; the next `step` prefills every group added since the
+    last one in one forward pass (from the cache of the tokens they all start with, when
+    groups added apart share enough of them) and joins them to the running batch once
+    (`KVBatch.join`). `step` then gives every active row its next token, each group sampling
+    with its own settings and generator, and rows that finish leave at once. A call's rows
+    form one group (`_decode`); a server adds each request as it arrives (iteration-level,
+    or continuous, batching). Positions count each row's real tokens, so a row computes what
+    it would alone, whoever its batch mates are.
     """
 
     def __init__(self, model: torch.nn.Module, tokenizer, max_length: int | None = None) -> None:
@@ -544,11 +546,23 @@ class DecodeSession:
         self._texts: TokenTexts | None = None
         self._batch: KVBatch | None = None
         self._logits: torch.Tensor | None = None  # each active row's next-token logits
+        self._pending: list[_Prefill] = []  # groups added since the last step, in order
+        self._vocabulary: int | None = None
 
     @property
     def rows(self) -> int:
-        """Active rows."""
+        """Active rows (those waiting for their prefill included)."""
         return sum(len(group.active) for group in self.groups)
+
+    @property
+    def vocabulary(self) -> int:
+        """The width of the model's logits: the rows of its output embeddings."""
+        if self._vocabulary is None:
+            model = cast(Any, self.model)  # a transformers model (or a peft wrapper of one)
+            weight = getattr(model.get_output_embeddings(), "weight", None)
+            size = weight.shape[0] if weight is not None else model.config.vocab_size
+            self._vocabulary = int(size)
+        return self._vocabulary
 
     def joinable(self) -> bool:
         """Whether more rows can join now (a sliding-window cache cannot be joined)."""
@@ -558,8 +572,15 @@ class DecodeSession:
         """Run the next steps on `model`, the active rows naming `adapters` (in batch order):
         a shared base may have been wrapped by peft, or adapters loaded back, meanwhile."""
         self.model = model
+        # The rows already in the batch come first, then those of the groups to prefill.
+        start = 0 if self._logits is None else self._logits.shape[0]
         if self._batch is not None:
-            self._batch.model, self._batch.adapters = model, adapters
+            self._batch.model = model
+            self._batch.adapters = None if adapters is None else adapters[:start]
+        for entry in self._pending:
+            end = start + len(entry.prompts)
+            entry.adapters = None if adapters is None else adapters[start:end]
+            start = end
 
     def add(
         self,
@@ -572,37 +593,60 @@ class DecodeSession:
         adapters: list[str] | None = None,
         owner: object = None,
     ) -> DecodeGroup:
-        """Prefill `prompts` and join them to the batch (`generator`: None for a new one from
-        `sampling.seed`); the rows get their first token at the next `step`."""
+        """Add `prompts` as a group (`generator`: None for a new one from `sampling.seed`).
+        They are prefilled at the next `step` (or `prefill`), in one forward pass with every
+        group added since the last step, and get their first token in that step. Settings a
+        request can get wrong (a prompt over the context, a bias or grammar that cannot apply)
+        are refused here, for this group alone."""
         rows = [self._row(prompt, sampling) for prompt in prompts]
-        batch = KVBatch(self.model, _pad_id(self.tokenizer), adapters)
-        was_training = self.model.training
-        self.model.eval()  # no dropout: the cache must be what decoding would compute
-        try:
-            logits = batch.start(prompts, prefix)
-        finally:
-            self.model.train(was_training)
         limits = [row.limit for row in rows]
         grammars = RowGrammars(
-            self.tokenizer, constraints or [None] * len(rows), logits.shape[-1], limits
+            self.tokenizer, constraints or [None] * len(rows), self.vocabulary, limits
         )
-        bias = _bias(biases or [{} for _ in rows], logits)
+        bias = _bias(biases or [{} for _ in rows], self.vocabulary, _device(self.model))
         generator = generator or _generator(sampling.seed, self.model)
         group = DecodeGroup(rows, sampling, generator, bias, grammars, list(range(len(rows))))
         group.owner = owner
         if sampling.logprobs is not None and self._texts is None:
             self._texts = TokenTexts(self.tokenizer)
+        self.groups.append(group)
+        self._pending.append(_Prefill(group, prompts, prefix, adapters))
+        return group
+
+    def prefill(self) -> None:
+        """Run the prompts of the groups added since the last step, all in one forward pass,
+        and join them to the batch: their next-token logits are then ready to sample."""
+        if not self._pending:
+            return
+        prompts = [prompt for entry in self._pending for prompt in entry.prompts]
+        adapters = _joined_adapters([entry.adapters for entry in self._pending])
+        batch = KVBatch(self.model, _pad_id(self.tokenizer), adapters)
+        was_training = self.model.training
+        self.model.eval()  # no dropout: the cache must be what decoding would compute
+        try:
+            logits = batch.start(prompts, self._prefix(prompts, adapters))
+        finally:
+            self.model.train(was_training)
+        self._pending = []
         if self._batch is None or self._logits is None:
             self._batch, self._logits = batch, logits
         else:
             self._batch.join(batch)
             self._logits = torch.cat([self._logits, logits])
-        self.groups.append(group)
-        return group
+
+    def _prefix(self, prompts: list[list[int]], adapters: list[str] | None) -> PrefixCache | None:
+        """The prefix cache the pending rows start from: their call's own, or, for groups
+        added apart (a server's requests), the one of the tokens they all start with."""
+        first = self._pending[0].prefix
+        shared = first is not None and all(entry.prefix is first for entry in self._pending)
+        if len(self._pending) == 1 or shared:
+            return first
+        return PrefixCache.of(self.model, prompts, adapters)
 
     def step(self) -> list[DecodeGroup]:
         """Give every active row its next token; rows that finished leave the batch. Returns
         the groups stepped (those now `done` have left the session)."""
+        self.prefill()
         assert self._logits is not None, "step() on a session with no active rows"
         stepped, tokens, keep, offset = self.groups, [], [], 0
         for group in stepped:
@@ -625,22 +669,26 @@ class DecodeSession:
 
     def drop(self, group: DecodeGroup) -> None:
         """Stop decoding `group`'s rows (its client went away): they leave the batch now."""
-        if group not in self.groups or self._batch is None or self._logits is None:
+        if group not in self.groups:
             return
-        offset = 0
-        for other in self.groups:
-            if other is group:
-                break
-            offset += len(other.active)
-        gone = set(range(offset, offset + len(group.active)))
-        keep = [k for k in range(self._logits.shape[0]) if k not in gone]
+        waiting = [entry for entry in self._pending if entry.group is not group]
+        if len(waiting) < len(self._pending):  # not prefilled yet: nothing to take out
+            self._pending = waiting
+        elif self._batch is not None and self._logits is not None:
+            offset = 0
+            for other in self.groups:
+                if other is group:
+                    break
+                offset += len(other.active)
+            gone = range(offset, offset + len(group.active))
+            keep = [k for k in range(self._logits.shape[0]) if k not in gone]
+            if keep:
+                self._batch.select(keep)
+                self._logits = self._logits[keep]
+            else:
+                self._batch = self._logits = None
         group.active = []
         self.groups = [other for other in self.groups if other is not group]
-        if not keep:
-            self._batch = self._logits = None
-            return
-        self._batch.select(keep)
-        self._logits = self._logits[keep]
 
     def _row(self, prompt: list[int], sampling: Sampling) -> _Row:
         room = sampling.max_new_tokens if self.context is None else self.context - len(prompt)
@@ -656,9 +704,10 @@ class DecodeSession:
         return row
 
 
-def _bias(biases: list[dict[int, float]], logits: torch.Tensor) -> torch.Tensor | None:
+def _bias(
+    biases: list[dict[int, float]], vocabulary: int, device: torch.device
+) -> torch.Tensor | None:
     """The rows' logit biases as one matrix, refusing token ids outside the vocabulary."""
-    vocabulary = logits.shape[-1]
     wrong = sorted({token for bias in biases for token in bias if not 0 <= token < vocabulary})
     if wrong:
         raise usage_error(
@@ -666,7 +715,26 @@ def _bias(biases: list[dict[int, float]], logits: torch.Tensor) -> torch.Tensor 
             f"logit_bias names token ids the model does not have: {wrong[:5]} "
             f"(its vocabulary is {vocabulary} tokens).",
         )
-    return bias_matrix(biases, vocabulary, logits.device)
+    return bias_matrix(biases, vocabulary, device)
+
+
+@dataclass(eq=False)
+class _Prefill:
+    """A group added to a session and not yet prefilled: its prompts and how to start them."""
+
+    group: DecodeGroup
+    prompts: list[list[int]]
+    prefix: PrefixCache | None
+    adapters: list[str] | None
+
+
+def _joined_adapters(adapters: list[list[str] | None]) -> list[str] | None:
+    """The adapters of groups prefilled together, in order (None: no group names any)."""
+    if all(names is None for names in adapters):
+        return None
+    if any(names is None for names in adapters):
+        raise ValueError("rows naming adapters cannot join rows that name none")
+    return [name for names in adapters if names is not None for name in names]
 
 
 class PrefixCache:

@@ -4,12 +4,14 @@ and the queue in front of it, used from the server's event loop.
 Requests are batched continuously (iteration-level): the worker keeps one decode session
 (`DecodeSession`) for a model's weights, and between two decoding steps every waiting request
 for those weights joins it, streamed or not, whatever its sampling settings, logit bias or
-grammar (each request samples with its own settings and generator). The LoRA fine-tunes of
-one base count as one model there, each row answered by its own adapter over the one copy of
-the base (`ModelHost`). A row leaves the batch as soon as it is done: a request's answer is
-returned, or its stream ended, at once, not when the batch's longest row ends. Streamed
-deltas go to the event loop through the request's `AnswerStream` as each step makes them;
-the choices of a streamed request run one after another, as the local provider streams them.
+grammar (each request samples with its own settings and generator). The requests that join
+at one step boundary are prefilled together, in one forward pass from the cache of the tokens
+they all start with (the system prompt). The LoRA fine-tunes of one base count as one model
+there, each row answered by its own adapter over the one copy of the base (`ModelHost`). A
+row leaves the batch as soon as it is done: a request's answer is returned, or its stream
+ended, at once, not when the batch's longest row ends. Streamed deltas go to the event loop
+through the request's `AnswerStream` as each step makes them; the choices of a streamed
+request run one after another, as the local provider streams them.
 Label scoring requests (`labels` in a request: classification without generation) run
 between steps. A request for other weights waits until the running session drains, and
 requests for the running weights that arrived after it wait behind it: oldest first.
@@ -25,7 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Protocol
+from typing import Protocol, cast
 
 from tunelab.engine.generate import (
     DecodeGroup,
@@ -185,13 +187,19 @@ class GenerationQueue:
 class _Member(Protocol):
     """A request's part in a session: it adds its rows and hears how they went."""
 
-    request: BatchRequest | StreamRequest
+    @property
+    def request(self) -> BatchRequest | StreamRequest: ...
 
     def abandoned(self) -> bool: ...  # its client went away
 
     def stepped(self, group: DecodeGroup) -> None: ...  # its rows got a token each
 
     def failed(self, error: Exception) -> None: ...
+
+
+def _member(group: DecodeGroup) -> _Member:
+    """The request part that added `group` to a session (its owner)."""
+    return cast(_Member, group.owner)
 
 
 class _Running:
@@ -229,7 +237,7 @@ class _Running:
     def step(self) -> None:
         """One token for every row; deltas and finished answers go to their clients."""
         for group in list(self.session.groups):
-            if group.owner.abandoned():
+            if _member(group).abandoned():
                 self.session.drop(group)
         if not self.session.rows:
             return
@@ -241,13 +249,13 @@ class _Running:
             self.fail(err)
             return
         for group in stepped:
-            group.owner.stepped(group)
+            _member(group).stepped(group)
 
     def fail(self, error: Exception) -> None:
         """End every request in the session with `error`."""
         for group in list(self.session.groups):
             self.session.drop(group)
-            group.owner.failed(error)
+            _member(group).failed(error)
 
     def deliver(self, call: Callable[[], None]) -> None:
         """Run `call` on the event loop (dropped once the loop has closed)."""
@@ -257,7 +265,7 @@ class _Running:
     def _refresh(self) -> None:
         """The host's model and each active row's adapter name for the next step: the base
         may have been wrapped by peft, or an adapter evicted, since the last one."""
-        owners = [g.owner.request.loaded for g in self.session.groups for _ in g.active]
+        owners = [_member(g).request.loaded for g in self.session.groups for _ in g.active]
         self.session.use(self.host.model, self.host.adapter_names(owners) if owners else None)
 
 

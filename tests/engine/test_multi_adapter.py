@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from tiny import save_tiny_adapter, save_tiny_model
-from tunelab.engine.generate import BASE_ROW, generate, stream_chat
+from tunelab.engine.generate import (
+    BASE_ROW,
+    DecodeSession,
+    Sampling,
+    encode_chat,
+    generate,
+    stream_chat,
+)
 from tunelab.engine.models import add_adapter, load_base, remove_adapter
 from tunelab.engine.score import score_answers
 
@@ -44,6 +51,24 @@ def test_a_mixed_batch_answers_each_row_as_its_adapter_alone(outputs):
     answers = generate(model, tokenizer, CHATS + CHATS, max_new_tokens=8, adapters=names)
     for row, (name, answer) in enumerate(zip(names, answers, strict=True)):
         assert answer.text == expected[name][row % 3], (row, name)
+
+
+def test_requests_of_different_adapters_prefilled_together_answer_as_alone(outputs):
+    base, first, second = outputs
+    expected = {"first": alone(first), "second": alone(second), BASE_ROW: alone(base)}
+    model, tokenizer = shared(outputs)
+    session = DecodeSession(model, tokenizer)
+    names = ["second", BASE_ROW, "first"]
+    groups = [
+        session.add(
+            [encode_chat(tokenizer, chat)], Sampling(max_new_tokens=8), adapters=[name]
+        )  # one request each, added apart: one prefill from a prefix computed per adapter
+        for chat, name in zip(CHATS, names, strict=True)
+    ]
+    while session.groups:
+        session.step()
+    for row, (name, group) in enumerate(zip(names, groups, strict=True)):
+        assert group.rows[0].text == expected[name][row], (row, name)
 
 
 def test_streams_and_scores_name_their_adapter(outputs):

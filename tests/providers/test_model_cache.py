@@ -3,13 +3,14 @@ LoRA fine-tunes of one base share one copy of it."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
 import torch
 
 from tiny import save_tiny_adapter, save_tiny_model
-from tunelab.engine.generate import Sampling, generate
+from tunelab.engine.generate import DecodeSession, Sampling, generate
 from tunelab.engine.models import load_base
 from tunelab.providers.local import model_cache, queue
 from tunelab.providers.local.model_cache import ModelCache
@@ -108,16 +109,34 @@ def test_max_adapters_caps_the_adapters_one_base_holds(tmp_path):
     assert set(loaded[0].host.adapters) == {loaded[1].adapter, loaded[2].adapter}
 
 
-def test_adapters_of_one_base_batch_together_each_row_with_its_own(tmp_path):
-    """The generation queue's batches: one key for a base's fine-tunes, each row its answer."""
+def test_adapters_of_one_base_batch_together_each_row_with_its_own(tmp_path, monkeypatch):
+    """The generation queue's batches: a base's fine-tunes decode together, each row its
+    answer."""
     base, fine_tunes = adapters_of_one_base(tmp_path, 2)
     cache = ModelCache()
     models = [cache.get(str(d)) for d in [*fine_tunes, base]]
     sampling = Sampling(max_new_tokens=6)
     messages = [{"role": "user", "content": "Who wrote Hamlet?"}]
-    requests = [BatchRequest(m, messages, sampling, 1, None, 0.0) for m in models]  # type: ignore[arg-type]
-    assert len({queue._batch_key(r) for r in requests}) == 1
-    mixed = [answers[0].text for answers in queue._generate_batch(requests, 8)]
+    widths, real_step = [], DecodeSession.step
+    monkeypatch.setattr(
+        DecodeSession, "step", lambda self: widths.append(self.rows) or real_step(self)
+    )
+
+    async def answer_together() -> list[str]:
+        loop, generation = asyncio.get_running_loop(), queue.GenerationQueue()
+        requests = [
+            BatchRequest(m, messages, sampling, 1, loop.create_future(), loop.time())
+            for m in models
+        ]
+        for request in requests:
+            generation.submit(request)
+        try:
+            return [(await request.done)[0].text for request in requests]
+        finally:
+            generation.close()
+
+    mixed = asyncio.run(answer_together())
+    assert max(widths) == 3  # one batch
     for directory, text in zip([*fine_tunes, base], mixed, strict=True):
         alone, tokenizer, _ = load_base(str(directory))  # a fine-tune merged, as before
         [answer] = generate(alone, tokenizer, [messages], max_new_tokens=6)

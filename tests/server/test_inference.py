@@ -15,12 +15,11 @@ from fastapi.testclient import TestClient
 
 from server.conftest import sdk
 from tiny import QUESTIONS, save_tiny_model
-from tunelab.engine.generate import encode_chat, generate
+from tunelab.engine.generate import DecodeSession, KVBatch, encode_chat, generate
 from tunelab.engine.models import load_base
 from tunelab.engine.score import score_answers
 from tunelab.providers import registry
 from tunelab.providers.local import model_cache
-from tunelab.providers.local import queue as generation_queue
 from tunelab.providers.provider import Provider
 from tunelab.registry import Store
 from tunelab.server.app import ServerConfig, create_app
@@ -77,8 +76,9 @@ def chat(client, model, messages, **fields):
     )
 
 
-# Where the server calls the engine: loading in the model cache, generating in the queue.
-ENGINE_CALLS = {"load_base": model_cache, "generate": generation_queue}
+# Where the server calls the engine: loading in the model cache, adding rows to the queue's
+# decode session.
+ENGINE_CALLS = {"load_base": model_cache, "add": DecodeSession}
 
 
 def count_calls(monkeypatch, name: str, before=None) -> list:
@@ -168,17 +168,29 @@ def test_sdk_stream_concatenates_to_the_plain_answer_greedy_by_default(client, m
     assert chunks[-1].choices[0].finish_reason is not None
 
 
-def test_concurrent_requests_share_batched_generate_calls(serve, model_dir, monkeypatch):
+def test_concurrent_requests_decode_in_one_batch(serve, model_dir, monkeypatch):
     client = serve()
     service = client.app.state.inference
     questions = [q for q, _ in QUESTIONS[:6]]
 
-    def hold_first_batch(call: int) -> None:
-        if call == 1:  # the others arrive while the worker is busy: they must gather
+    def hold_first_request(call: int) -> None:
+        if call == 1:  # the others arrive while the worker is busy: they must join it
             wait_until(lambda: service.pending == len(questions))
 
     loads = count_calls(monkeypatch, "load_base")
-    calls = count_calls(monkeypatch, "generate", before=hold_first_batch)
+    adds = count_calls(monkeypatch, "add", before=hold_first_request)
+    widths, real_step = [], DecodeSession.step
+    monkeypatch.setattr(
+        DecodeSession, "step", lambda self: widths.append(self.rows) or real_step(self)
+    )
+    prefills, real_start = [], KVBatch.start
+    monkeypatch.setattr(
+        KVBatch,
+        "start",
+        lambda self, prompts, prefix=None: (
+            prefills.append(len(prompts)) or real_start(self, prompts, prefix)
+        ),
+    )
     with ThreadPoolExecutor(len(questions)) as pool:
         responses = list(
             pool.map(
@@ -188,18 +200,53 @@ def test_concurrent_requests_share_batched_generate_calls(serve, model_dir, monk
         )
     assert [r.status_code for r in responses] == [200] * len(questions)
     assert len(loads) == 1  # loaded once for all six
-    assert len(calls) < len(questions)
-    assert sum(len(call[2]) for call in calls) == len(questions)  # each conversation once
+    assert max(widths) == len(questions)  # all six decoded in one batch
+    assert sum(len(call[1]) for call in adds) == len(questions)  # each conversation once
+    # Those that waited while the first one was added were prefilled in one forward pass.
+    assert sum(prefills) == len(questions) and len(prefills) <= 2
     expected = engine_answers(model_dir, [ask(q) for q in questions], 8)
     assert [r.json()["choices"][0]["message"]["content"] for r in responses] == [
         e.text for e in expected
     ]
 
 
+def test_streamed_and_whole_requests_joining_at_different_times_answer_as_alone(
+    client, model_dir, monkeypatch
+):
+    """Greedy answers do not depend on batch mates: requests arrive one after another while
+    others decode, streamed and not, beside a sampled one with other settings."""
+    questions = [q for q, _ in QUESTIONS[:6]]
+    api = sdk(client)
+    widths, real_step = [], DecodeSession.step
+    monkeypatch.setattr(
+        DecodeSession, "step", lambda self: widths.append(self.rows) or real_step(self)
+    )
+
+    def answer(index: int) -> str:
+        time.sleep(0.01 * index)  # each arrives while the earlier ones decode
+        settings = dict(model=str(model_dir), messages=ask(questions[index]), max_tokens=12)
+        if index % 2:
+            chunks = api.chat.completions.create(**settings, stream=True, temperature=0)
+            return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        return api.chat.completions.create(**settings, temperature=0).choices[0].message.content
+
+    def sampled() -> None:
+        settings = dict(model=str(model_dir), messages=ask("Hi"), max_tokens=200)
+        api.chat.completions.create(**settings, temperature=1.3, top_p=0.7, seed=3)
+
+    with ThreadPoolExecutor(len(questions) + 1) as pool:
+        mate = pool.submit(sampled)
+        texts = list(pool.map(answer, range(len(questions))))
+        mate.result()
+    expected = engine_answers(model_dir, [ask(q) for q in questions], 12)
+    assert texts == [e.text for e in expected]
+    assert max(widths) > 2  # they did decode together
+
+
 def test_busy_server_answers_429_with_retry_after(serve, model_dir, monkeypatch):
     client = serve(max_pending_requests=1)
     release = threading.Event()
-    count_calls(monkeypatch, "generate", before=lambda _: release.wait(10))
+    count_calls(monkeypatch, "add", before=lambda _: release.wait(10))
     with ThreadPoolExecutor(1) as pool:
         first = pool.submit(chat, client, str(model_dir), ask("Hi"), max_tokens=2)
         wait_until(lambda: client.app.state.inference.pending == 1)

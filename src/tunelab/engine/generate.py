@@ -32,7 +32,7 @@ import inspect
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, cast, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import torch
 from transformers import DynamicCache
@@ -40,6 +40,7 @@ from transformers import DynamicCache
 from tunelab import cores
 from tunelab.data.tool_text import render_chat
 from tunelab.engine.grammar import Constraint, RowGrammars, check_constraint
+from tunelab.engine.kv_merge import decode_cache, join_caches, joinable, trim_unused
 from tunelab.engine.logprobs import MAX_TOP_LOGPROBS, TokenTexts, bias_matrix, token_logprobs
 from tunelab.errors import TunelabError, usage_error
 from tunelab.types import Answer, TextDelta, TokenLogprob, Usage
@@ -221,7 +222,7 @@ class ChatStream:
         return self
 
     def __iter__(self) -> Iterator[str]:
-        sent = given = 0  # characters sent; tokens whose log-probs were sent
+        cursor = StreamCursor(self._sampling.stop)
         generator = _generator(self._sampling.seed, self._model)
         biases = [dict(self._sampling.logit_bias)]
         with cores.computing():
@@ -237,13 +238,32 @@ class ChatStream:
                 adapters=self._adapters,
             ):
                 row = rows[0]
-                done = row.finish_reason is not None
-                end = len(row.text) if done else _settled(row.text, self._sampling.stop)
-                if end > sent or (done and row.logprobs is not None and given < len(row.tokens)):
-                    logprobs = None if row.logprobs is None else tuple(row.logprobs[given:])
-                    yield TextDelta(row.text[sent:end], logprobs)
-                    sent, given = end, len(row.tokens)
+                delta = cursor.delta(row)
+                if delta is not None:
+                    yield delta
         self.completion = row.completion()
+
+
+class StreamCursor:
+    """How much of a streamed row has been sent: each `delta` is what may be sent next.
+
+    Text that might be the start of a stop string, or half of a multi-byte character, is held
+    back until the next tokens decide it, so no delta is ever taken back."""
+
+    def __init__(self, stop: tuple[str, ...]) -> None:
+        self.stop = stop
+        self.sent = self.given = 0  # characters sent; tokens whose log-probs were sent
+
+    def delta(self, row: _Row) -> TextDelta | None:
+        """The text (and log-probs) the row settled since the last delta, or None."""
+        done = row.finish_reason is not None
+        end = len(row.text) if done else _settled(row.text, self.stop)
+        if end > self.sent or (done and row.logprobs is not None and self.given < len(row.tokens)):
+            logprobs = None if row.logprobs is None else tuple(row.logprobs[self.given :])
+            delta = TextDelta(row.text[self.sent : end], logprobs)
+            self.sent, self.given = end, len(row.tokens)
+            return delta
+        return None
 
 
 def stream_chat(
@@ -455,61 +475,239 @@ def _decode(
     """Generate for a batch of prompts (`biases`: each row's logit bias; `constraints`: each
     row's grammar; `max_length`: a limit on prompt and answer below the model's context;
     `adapters`: each row's adapter); yields every row after each new token."""
-    context = getattr(model.config, "max_position_embeddings", None)
-    if max_length is not None:
-        context = max_length if context is None else min(context, max_length)
-    eos_ids = _eos_ids(model, tokenizer)
-    rows = []
-    for prompt in prompts:
-        room = sampling.max_new_tokens if context is None else context - len(prompt)
-        if room < 1 or not prompt:
-            raise TunelabError(
-                "prompt_too_long",
-                f"the prompt is {len(prompt)} tokens; the model's context is {context}.",
-                hint="shorten the conversation or the system prompt",
-            )
-        limit = min(sampling.max_new_tokens, room)
-        row = _Row(tokenizer, len(prompt), limit, eos_ids, sampling.stop)
-        row.logprobs = None if sampling.logprobs is None else []
-        rows.append(row)
-    texts = TokenTexts(tokenizer) if sampling.logprobs is not None else None
+    session = DecodeSession(model, tokenizer, max_length)
+    group = session.add(prompts, sampling, generator, prefix, biases, constraints, adapters)
     was_training = model.training
     model.eval()  # no dropout while generating, even in the middle of a training run
     try:
-        batch = KVBatch(model, _pad_id(tokenizer), adapters)
-        logits = batch.start(prompts, prefix)
-        bias = _bias(biases or [{} for _ in rows], logits)
-        limits = [row.limit for row in rows]
-        grammars = RowGrammars(
-            tokenizer, constraints or [None] * len(rows), logits.shape[-1], limits
-        )
-        active = list(range(len(rows)))
-        while True:
-            biased = logits if bias is None else logits + bias[active]
-            tokens = _pick(grammars.mask(biased, active), sampling, generator)
-            tokens = grammars.settle(active, tokens)
-            chosen: list[TokenLogprob | None] = [None] * len(tokens)
-            if texts is not None:  # from the raw logits: the model's own probabilities
-                chosen = list(token_logprobs(logits, tokens, sampling.logprobs or 0, texts))
-            for index, token, logprob in zip(active, tokens, chosen, strict=True):
-                rows[index].add(token, logprob)
-                grammars.advance(index, token)
-                if grammars.finished(index) and rows[index].finish_reason != "stop":
-                    rows[index].finish_reason = "stop"  # complete, on its last token too
-            yield rows
-            keep = [k for k, index in enumerate(active) if rows[index].finish_reason is None]
-            if not keep:
-                return
-            active = [active[k] for k in keep]
-            _rebalance()
-            logits = batch.step([tokens[k] for k in keep], keep)
+        while not group.done:
+            session.step()
+            yield group.rows
     finally:
         model.train(was_training)
 
 
-def _bias(biases: list[dict[int, float]], logits: torch.Tensor) -> torch.Tensor | None:
+@dataclass(eq=False)
+class DecodeGroup:
+    """Rows that joined a `DecodeSession` together (one call, one request): their sampling
+    settings, random generator, logit biases and grammars, and which of them still decode."""
+
+    rows: list[_Row]
+    sampling: Sampling
+    generator: torch.Generator
+    bias: torch.Tensor | None
+    grammars: RowGrammars
+    active: list[int]  # indices of the rows still decoding, in the batch's order
+    owner: object = None  # whoever added the rows (a server's request)
+
+    @property
+    def done(self) -> bool:
+        return not self.active
+
+    def advance(self, logits: torch.Tensor, texts: TokenTexts | None) -> list[int]:
+        """Choose and write each active row's next token from its line of `logits`."""
+        biased = logits if self.bias is None else logits + self.bias[self.active]
+        tokens = _pick(self.grammars.mask(biased, self.active), self.sampling, self.generator)
+        tokens = self.grammars.settle(self.active, tokens)
+        chosen: list[TokenLogprob | None] = [None] * len(tokens)
+        if texts is not None and self.sampling.logprobs is not None:
+            # From the raw logits: the model's own probabilities.
+            chosen = list(token_logprobs(logits, tokens, self.sampling.logprobs, texts))
+        for index, token, logprob in zip(self.active, tokens, chosen, strict=True):
+            row = self.rows[index]
+            row.add(token, logprob)
+            self.grammars.advance(index, token)
+            if self.grammars.finished(index) and row.finish_reason != "stop":
+                row.finish_reason = "stop"  # complete, on its last token too
+        return tokens
+
+
+class DecodeSession:
+    """One decode batch that rows join and leave between steps: every generation runs in one.
+
+    `add` registers a group's prompts; the next `step` prefills every group added since the
+    last one in one forward pass (from the cache of the tokens they all start with, when
+    groups added apart share enough of them) and joins them to the running batch once
+    (`KVBatch.join`). `step` then gives every active row its next token, each group sampling
+    with its own settings and generator, and rows that finish leave at once. A call's rows
+    form one group (`_decode`); a server adds each request as it arrives (iteration-level,
+    or continuous, batching). Positions count each row's real tokens, so a row computes what
+    it would alone, whoever its batch mates are.
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer, max_length: int | None = None) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        context = getattr(model.config, "max_position_embeddings", None)
+        if max_length is not None:
+            context = max_length if context is None else min(context, max_length)
+        self.context = context
+        self.eos_ids = _eos_ids(model, tokenizer)
+        self.groups: list[DecodeGroup] = []  # those with active rows, in the batch's order
+        self._texts: TokenTexts | None = None
+        self._batch: KVBatch | None = None
+        self._logits: torch.Tensor | None = None  # each active row's next-token logits
+        self._pending: list[_Prefill] = []  # groups added since the last step, in order
+        self._vocabulary: int | None = None
+
+    @property
+    def rows(self) -> int:
+        """Active rows (those waiting for their prefill included)."""
+        return sum(len(group.active) for group in self.groups)
+
+    @property
+    def vocabulary(self) -> int:
+        """The width of the model's logits: the rows of its output embeddings."""
+        if self._vocabulary is None:
+            model = cast(Any, self.model)  # a transformers model (or a peft wrapper of one)
+            weight = getattr(model.get_output_embeddings(), "weight", None)
+            size = weight.shape[0] if weight is not None else model.config.vocab_size
+            self._vocabulary = int(size)
+        return self._vocabulary
+
+    def joinable(self) -> bool:
+        """Whether more rows can join now (a sliding-window cache cannot be joined)."""
+        return self._batch is None or joinable(self._batch.cache)
+
+    def use(self, model: torch.nn.Module, adapters: list[str] | None) -> None:
+        """Run the next steps on `model`, the active rows naming `adapters` (in batch order):
+        a shared base may have been wrapped by peft, or adapters loaded back, meanwhile."""
+        self.model = model
+        # The rows already in the batch come first, then those of the groups to prefill.
+        start = 0 if self._logits is None else self._logits.shape[0]
+        if self._batch is not None:
+            self._batch.model = model
+            self._batch.adapters = None if adapters is None else adapters[:start]
+        for entry in self._pending:
+            end = start + len(entry.prompts)
+            entry.adapters = None if adapters is None else adapters[start:end]
+            start = end
+
+    def add(
+        self,
+        prompts: list[list[int]],
+        sampling: Sampling,
+        generator: torch.Generator | None = None,
+        prefix: PrefixCache | None = None,
+        biases: list[dict[int, float]] | None = None,
+        constraints: list[Constraint | None] | None = None,
+        adapters: list[str] | None = None,
+        owner: object = None,
+    ) -> DecodeGroup:
+        """Add `prompts` as a group (`generator`: None for a new one from `sampling.seed`).
+        They are prefilled at the next `step` (or `prefill`), in one forward pass with every
+        group added since the last step, and get their first token in that step. Settings a
+        request can get wrong (a prompt over the context, a bias or grammar that cannot apply)
+        are refused here, for this group alone."""
+        rows = [self._row(prompt, sampling) for prompt in prompts]
+        limits = [row.limit for row in rows]
+        grammars = RowGrammars(
+            self.tokenizer, constraints or [None] * len(rows), self.vocabulary, limits
+        )
+        bias = _bias(biases or [{} for _ in rows], self.vocabulary, _device(self.model))
+        generator = generator or _generator(sampling.seed, self.model)
+        group = DecodeGroup(rows, sampling, generator, bias, grammars, list(range(len(rows))))
+        group.owner = owner
+        if sampling.logprobs is not None and self._texts is None:
+            self._texts = TokenTexts(self.tokenizer)
+        self.groups.append(group)
+        self._pending.append(_Prefill(group, prompts, prefix, adapters))
+        return group
+
+    def prefill(self) -> None:
+        """Run the prompts of the groups added since the last step, all in one forward pass,
+        and join them to the batch: their next-token logits are then ready to sample."""
+        if not self._pending:
+            return
+        prompts = [prompt for entry in self._pending for prompt in entry.prompts]
+        adapters = _joined_adapters([entry.adapters for entry in self._pending])
+        batch = KVBatch(self.model, _pad_id(self.tokenizer), adapters)
+        was_training = self.model.training
+        self.model.eval()  # no dropout: the cache must be what decoding would compute
+        try:
+            logits = batch.start(prompts, self._prefix(prompts, adapters))
+        finally:
+            self.model.train(was_training)
+        self._pending = []
+        if self._batch is None or self._logits is None:
+            self._batch, self._logits = batch, logits
+        else:
+            self._batch.join(batch)
+            self._logits = torch.cat([self._logits, logits])
+
+    def _prefix(self, prompts: list[list[int]], adapters: list[str] | None) -> PrefixCache | None:
+        """The prefix cache the pending rows start from: their call's own, or, for groups
+        added apart (a server's requests), the one of the tokens they all start with."""
+        first = self._pending[0].prefix
+        shared = first is not None and all(entry.prefix is first for entry in self._pending)
+        if len(self._pending) == 1 or shared:
+            return first
+        return PrefixCache.of(self.model, prompts, adapters)
+
+    def step(self) -> list[DecodeGroup]:
+        """Give every active row its next token; rows that finished leave the batch. Returns
+        the groups stepped (those now `done` have left the session)."""
+        self.prefill()
+        assert self._logits is not None, "step() on a session with no active rows"
+        stepped, tokens, keep, offset = self.groups, [], [], 0
+        for group in stepped:
+            count = len(group.active)
+            chosen = group.advance(self._logits[offset : offset + count], self._texts)
+            for k, (index, token) in enumerate(zip(group.active, chosen, strict=True)):
+                if group.rows[index].finish_reason is None:
+                    keep.append(offset + k)
+                    tokens.append(token)
+            group.active = [i for i in group.active if group.rows[i].finish_reason is None]
+            offset += count
+        self.groups = [group for group in stepped if group.active]
+        if not keep:
+            self._batch = self._logits = None
+            return stepped
+        _rebalance()
+        assert self._batch is not None
+        self._logits = self._batch.step(tokens, keep)
+        return stepped
+
+    def drop(self, group: DecodeGroup) -> None:
+        """Stop decoding `group`'s rows (its client went away): they leave the batch now."""
+        if group not in self.groups:
+            return
+        waiting = [entry for entry in self._pending if entry.group is not group]
+        if len(waiting) < len(self._pending):  # not prefilled yet: nothing to take out
+            self._pending = waiting
+        elif self._batch is not None and self._logits is not None:
+            offset = 0
+            for other in self.groups:
+                if other is group:
+                    break
+                offset += len(other.active)
+            gone = range(offset, offset + len(group.active))
+            keep = [k for k in range(self._logits.shape[0]) if k not in gone]
+            if keep:
+                self._batch.select(keep)
+                self._logits = self._logits[keep]
+            else:
+                self._batch = self._logits = None
+        group.active = []
+        self.groups = [other for other in self.groups if other is not group]
+
+    def _row(self, prompt: list[int], sampling: Sampling) -> _Row:
+        room = sampling.max_new_tokens if self.context is None else self.context - len(prompt)
+        if room < 1 or not prompt:
+            raise TunelabError(
+                "prompt_too_long",
+                f"the prompt is {len(prompt)} tokens; the model's context is {self.context}.",
+                hint="shorten the conversation or the system prompt",
+            )
+        limit = min(sampling.max_new_tokens, room)
+        row = _Row(self.tokenizer, len(prompt), limit, self.eos_ids, sampling.stop)
+        row.logprobs = None if sampling.logprobs is None else []
+        return row
+
+
+def _bias(
+    biases: list[dict[int, float]], vocabulary: int, device: torch.device
+) -> torch.Tensor | None:
     """The rows' logit biases as one matrix, refusing token ids outside the vocabulary."""
-    vocabulary = logits.shape[-1]
     wrong = sorted({token for bias in biases for token in bias if not 0 <= token < vocabulary})
     if wrong:
         raise usage_error(
@@ -517,7 +715,26 @@ def _bias(biases: list[dict[int, float]], logits: torch.Tensor) -> torch.Tensor 
             f"logit_bias names token ids the model does not have: {wrong[:5]} "
             f"(its vocabulary is {vocabulary} tokens).",
         )
-    return bias_matrix(biases, vocabulary, logits.device)
+    return bias_matrix(biases, vocabulary, device)
+
+
+@dataclass(eq=False)
+class _Prefill:
+    """A group added to a session and not yet prefilled: its prompts and how to start them."""
+
+    group: DecodeGroup
+    prompts: list[list[int]]
+    prefix: PrefixCache | None
+    adapters: list[str] | None
+
+
+def _joined_adapters(adapters: list[list[str] | None]) -> list[str] | None:
+    """The adapters of groups prefilled together, in order (None: no group names any)."""
+    if all(names is None for names in adapters):
+        return None
+    if any(names is None for names in adapters):
+        raise ValueError("rows naming adapters cannot join rows that name none")
+    return [name for names in adapters if names is not None for name in names]
 
 
 class PrefixCache:
@@ -537,7 +754,7 @@ class PrefixCache:
     ) -> None:
         self.tokens = tokens
         self.adapters = None if adapters is None else sorted(set(adapters))
-        self.cache, self.device = DynamicCache(), _device(model)
+        self.cache, self.device = decode_cache(), _device(model)
         was_training = model.training
         model.eval()  # no dropout: the cache must be what decoding would compute
         try:
@@ -610,7 +827,7 @@ class KVBatch:
     ) -> None:
         self.model, self.pad_id, self.device = model, pad_id, _device(model)
         self.adapters = adapters  # each row's adapter (None: the model as it is)
-        self.cache = DynamicCache()
+        self.cache = decode_cache()
         self.cache_keyword = cache_keyword(model)
 
     @torch.inference_mode()
@@ -639,16 +856,34 @@ class KVBatch:
 
     @torch.inference_mode()
     def step(self, tokens: list[int], keep: list[int]) -> torch.Tensor:
+        """Feed each kept row (`keep`: indices of the rows staying) its token; returns each
+        row's next-token logits."""
         if len(keep) < self.mask.shape[0]:
-            index = torch.tensor(keep, device=self.device)
-            self.cache.batch_select_indices(index)
-            self.mask, self.positions = self.mask[index], self.positions[index]
-            if self.adapters is not None:
-                self.adapters = [self.adapters[k] for k in keep]
+            self.select(keep)
         self.mask = torch.cat([self.mask, self.mask.new_ones((len(keep), 1))], dim=-1)
         self.positions = self.positions[:, -1:] + 1
         ids = torch.tensor(tokens, device=self.device)[:, None]
         return self._forward(ids, self.positions)
+
+    @torch.inference_mode()
+    def select(self, keep: list[int]) -> None:
+        """Keep only the rows `keep` (indices), dropping the cache positions no row needs."""
+        index = torch.tensor(keep, device=self.device)
+        self.cache.batch_select_indices(index)
+        self.mask, self.positions = self.mask[index], self.positions[index]
+        self.mask = trim_unused(self.cache, self.mask)
+        if self.adapters is not None:
+            self.adapters = [self.adapters[k] for k in keep]
+
+    def join(self, other: KVBatch) -> None:
+        """Append `other`'s rows (started, not yet stepped past this batch) to this batch's,
+        as if they had been started together: each row computes what it would alone."""
+        if (self.adapters is None) != (other.adapters is None):
+            raise ValueError("rows naming adapters cannot join rows that name none")
+        self.mask = join_caches(self.cache, self.mask, other.cache, other.mask)
+        self.positions = torch.cat([self.positions[:, -1:], other.positions[:, -1:]])
+        if self.adapters is not None and other.adapters is not None:
+            self.adapters = [*self.adapters, *other.adapters]
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         output = self.model(

@@ -115,20 +115,28 @@ def engine_stream(
                 yield from chat
         done = chat.completion
         assert done is not None, "the engine's stream ended without its completion"
-        answer = Answer(
-            done.text,
-            done.finish_reason,
-            done.usage,
-            time.perf_counter() - began,
-            model=loaded.info.name,
-            logprobs=done.logprobs,
-        )
-        answer = structure.finish(loaded.tokenizer, answer)
+        answer = streamed_answer(loaded, structure, done, time.perf_counter() - began)
         if structure.reads_calls and answer.text:
             yield answer.text
         return answer
 
     return ChatStream(events())
+
+
+def streamed_answer(
+    loaded: LoadedModel, structure: Structure, done: Answer, seconds: float
+) -> Answer:
+    """A streamed choice's whole answer (`done`: the engine's) as the local provider ends its
+    stream: timed, named after its model, its tool calls read back."""
+    answer = Answer(
+        done.text,
+        done.finish_reason,
+        done.usage,
+        seconds,
+        model=loaded.info.name,
+        logprobs=done.logprobs,
+    )
+    return structure.finish(loaded.tokenizer, answer)
 
 
 def answer_chats(

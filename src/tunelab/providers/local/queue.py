@@ -1,36 +1,46 @@
 """The local provider's generation queue: the one thread that runs a server's torch work,
 and the queue in front of it, used from the server's event loop.
 
-Non-streaming requests for the same model and sampling settings that arrive together (or
-while the worker is busy) are answered by one call to the engine's batched `generate`; the
-LoRA fine-tunes of one base count as one model there, each row answered by its own adapter
-over the one copy of the base (`ModelHost`);
-streamed requests run there one at a time, streamed as the local provider streams
-(`engine_stream`) and fed to the event loop by the same `feed` as hosted answers; label
-scoring requests (`labels` in a request: classification without generation) run there one at
-a time too. Groups run oldest first.
+Requests are batched continuously (iteration-level): the worker keeps one decode session
+(`DecodeSession`) for a model's weights, and between two decoding steps every waiting request
+for those weights joins it, streamed or not, whatever its sampling settings, logit bias or
+grammar (each request samples with its own settings and generator). The requests that join
+at one step boundary are prefilled together, in one forward pass from the cache of the tokens
+they all start with (the system prompt). The LoRA fine-tunes of one base count as one model
+there, each row answered by its own adapter over the one copy of the base (`ModelHost`). A
+row leaves the batch as soon as it is done: a request's answer is returned, or its stream
+ended, at once, not when the batch's longest row ends. Streamed deltas go to the event loop
+through the request's `AnswerStream` as each step makes them; the choices of a streamed
+request run one after another, as the local provider streams them.
+Label scoring requests (`labels` in a request: classification without generation) run
+between steps. A request for other weights waits until the running session drains, and
+requests for the running weights that arrived after it wait behind it: oldest first.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-from collections import OrderedDict
+import contextlib
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
+from typing import Protocol, cast
 
-from tunelab.engine.generate import Sampling, encode_chat, generate
+from tunelab.engine.generate import (
+    DecodeGroup,
+    DecodeSession,
+    Sampling,
+    StreamCursor,
+    encode_chat,
+)
 from tunelab.engine.score import score_answers
 from tunelab.errors import TunelabError
-from tunelab.providers.answer_stream import AnswerStream, feed
-from tunelab.providers.base import ChatStream
-from tunelab.providers.local.answering import NO_STRUCTURE, Structure, engine_stream
-from tunelab.providers.local.model_cache import LoadedModel
-
-# After a batch of several rows, how long the next group may wait for those clients to return.
-REFILL_SECONDS = 0.03
+from tunelab.providers.answer_stream import END, AnswerStream
+from tunelab.providers.local.answering import NO_STRUCTURE, Structure, streamed_answer
+from tunelab.providers.local.model_cache import LoadedModel, ModelHost
 
 
 @dataclass(eq=False)
@@ -72,182 +82,305 @@ class ScoreRequest:
     n: int = 1
 
 
+Request = BatchRequest | StreamRequest | ScoreRequest
+
+
 class GenerationQueue:
     """Runs requests in the worker thread; used from the server's event loop."""
 
     def __init__(self, max_batch_size: int = 8, batch_window_seconds: float = 0.005) -> None:
         self.max_batch_size = max(1, max_batch_size)
         self.batch_window_seconds = batch_window_seconds
-        self._waiting: OrderedDict[object, list] = OrderedDict()  # batch key → requests
-        self._wakeup = asyncio.Event()
-        self._dispatcher: asyncio.Task | None = None
+        self._waiting: list[Request] = []  # oldest first; guarded by `_lock`
+        self._lock = threading.Lock()
+        self._working = False  # whether the worker loop runs (guarded by `_lock`)
         self._closed = False
-        # Rows of the last batch and when it finished: clients it answered come back together.
-        self._last_rows, self._free_since = 1, 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="tunelab-generate")
 
-    def submit(self, request: BatchRequest | StreamRequest | ScoreRequest) -> None:
+    def submit(self, request: Request) -> None:
         """Queue `request`: a batch request's `done` gets its completions (or its error)."""
-        key = _batch_key(request) if isinstance(request, BatchRequest) else request
-        self._waiting.setdefault(key, []).append(request)
-        if self._dispatcher is None or self._dispatcher.done():
-            self._dispatcher = asyncio.create_task(self._dispatch())
-        self._wakeup.set()
+        self._loop = asyncio.get_running_loop()
+        with self._lock:
+            self._waiting.append(request)
+            start, self._working = not self._working, True
+        if start:
+            self._loop.run_in_executor(self._worker, self._work, self._loop)
 
     def close(self) -> None:
         """Stop: requests still waiting are answered 503, streams stop at their next delta."""
         self._closed = True
-        if self._dispatcher is not None:
-            self._dispatcher.cancel()
-        for item in itertools.chain.from_iterable(self._waiting.values()):
-            if isinstance(item, (BatchRequest, ScoreRequest)) and not item.done.done():
-                item.done.set_exception(shutting_down())
-        self._waiting.clear()
+        with self._lock:
+            waiting, self._waiting = self._waiting, []
+        if self._loop is not None:
+            for request in waiting:
+                _refuse(request, shutting_down(), self._loop)
         self._worker.shutdown(wait=False, cancel_futures=True)
 
-    async def _dispatch(self) -> None:
-        """Run the oldest group next; requests arriving meanwhile gather into groups."""
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._waiting:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            key, group = next(iter(self._waiting.items()))
-            if isinstance(group[0], BatchRequest):
-                await self._gather(group)
-            batch = self._take(key)
-            if isinstance(key, StreamRequest):
-                try:
-                    await loop.run_in_executor(self._worker, self._stream_in_worker, key, loop)
-                finally:
-                    key.release()
-            elif batch:
-                work = _score if isinstance(key, ScoreRequest) else _generate_batch
-                try:
-                    outcomes = await loop.run_in_executor(
-                        self._worker, work, batch, self.max_batch_size
-                    )
-                except asyncio.CancelledError:  # closing: answer them rather than leave them
-                    _settle(batch, [shutting_down() for _ in batch])
-                    raise
-                _settle(batch, outcomes)
-                self._last_rows, self._free_since = _rows(batch), loop.time()
+    def _work(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The worker's loop: score, admit, step, until nothing waits or runs."""
+        running: _Running | None = None
+        try:
+            while not self._closed:
+                for request in self._take_scores():
+                    _answer_scores(request, self.max_batch_size, loop)
+                if running is None or not running.session.rows:
+                    running = self._next_session(loop)
+                    if running is None:
+                        if self._stop_when_idle():
+                            return
+                        continue
+                running.admit(self._take_for(running))
+                if running.session.rows:
+                    running.step()
+        finally:
+            if running is not None:
+                running.fail(shutting_down())
 
-    async def _gather(self, group: list) -> None:
-        """Let a group fill before it runs.
+    def _stop_when_idle(self) -> bool:
+        """Whether nothing waits; then the worker stops and the next `submit` starts it."""
+        with self._lock:
+            if self._waiting:
+                return False
+            self._working = False
+            return True
 
-        Every group waits `batch_window_seconds` after its first request. After a batch of
-        several rows, a group smaller than it also waits (up to REFILL_SECONDS after the
-        worker came free) for the clients just answered to send their next requests:
-        otherwise concurrent clients split into half-size batches that alternate.
-        """
-        now = asyncio.get_running_loop().time
-        target = min(self.max_batch_size, self._last_rows)
-        deadline = group[0].arrived + self.batch_window_seconds
-        if self._last_rows > 1 and _rows(group) < target:
-            deadline = max(deadline, self._free_since + REFILL_SECONDS)
-        while _rows(group) < self.max_batch_size and (delay := deadline - now()) > 0:
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), delay)
-            except asyncio.TimeoutError:
-                return
-            if self._last_rows > 1 and _rows(group) >= target:
-                return
+    def _next_session(self, loop: asyncio.AbstractEventLoop) -> _Running | None:
+        """A session for the oldest waiting request's weights, started once its batching
+        window has passed (None when only scoring requests, or none, wait)."""
+        with self._lock:
+            oldest = next((r for r in self._waiting if not isinstance(r, ScoreRequest)), None)
+        if oldest is None:
+            return None
+        # Requests that arrive together start together (the loop's clock is monotonic).
+        time.sleep(max(0.0, oldest.arrived + self.batch_window_seconds - time.monotonic()))
+        return _Running(oldest.loaded, loop)
 
-    def _take(self, key: object) -> list:
-        """Up to `max_batch_size` rows of the group, skipping requests already given up."""
-        group, rows = self._waiting[key], 0
-        batch: list[BatchRequest | StreamRequest | ScoreRequest] = []
-        while group and (not batch or rows + group[0].n <= self.max_batch_size):
-            item = group.pop(0)
-            if isinstance(item, (BatchRequest, ScoreRequest)) and item.done.done():
-                continue  # its client went away
-            batch.append(item)
-            rows += item.n
-        if not group:
-            del self._waiting[key]
-        return batch
+    def _take_scores(self) -> list[ScoreRequest]:
+        with self._lock:
+            scores = [r for r in self._waiting if isinstance(r, ScoreRequest)]
+            self._waiting = [r for r in self._waiting if not isinstance(r, ScoreRequest)]
+        return scores
 
-    def _stream_in_worker(self, job: StreamRequest, loop: asyncio.AbstractEventLoop) -> None:
-        feed(
-            job.answer,
-            job.answer.emitter(loop),
-            job.n,
-            partial(_local_choice, job),
-            stopped=lambda: self._closed,
-        )
+    def _take_for(self, running: _Running) -> list[BatchRequest | StreamRequest]:
+        """The waiting requests that join `running` now: for its weights, in arrival order,
+        up to the batch's size, none past an older request for other weights."""
+        if not running.session.joinable():
+            return []
+        taken: list[BatchRequest | StreamRequest] = []
+        rows = running.session.rows
+        with self._lock:
+            for request in list(self._waiting):
+                if isinstance(request, ScoreRequest):
+                    continue
+                if request.loaded.host is not running.host:
+                    break
+                size = 1 if isinstance(request, StreamRequest) else request.n
+                if rows and rows + size > self.max_batch_size:
+                    break
+                self._waiting.remove(request)
+                taken.append(request)
+                rows += size
+        return taken
 
 
-def _local_choice(job: StreamRequest, index: int) -> ChatStream:
-    """Choice `index` of a streamed request, as the local provider streams it."""
-    # Each choice of a seeded request gets its own seed, or all would be the same.
-    seed = None if job.sampling.seed is None else job.sampling.seed + index
-    sampling = _settings(replace(job.sampling, seed=seed))
-    return engine_stream(job.loaded, job.messages, job.structure, **sampling)
+class _Member(Protocol):
+    """A request's part in a session: it adds its rows and hears how they went."""
+
+    @property
+    def request(self) -> BatchRequest | StreamRequest: ...
+
+    def abandoned(self) -> bool: ...  # its client went away
+
+    def stepped(self, group: DecodeGroup) -> None: ...  # its rows got a token each
+
+    def failed(self, error: Exception) -> None: ...
 
 
-def _settings(sampling: Sampling) -> dict:
-    """The engine's keywords for `sampling` (its grammar kept as it is, not as a dict)."""
-    return {field.name: getattr(sampling, field.name) for field in fields(sampling)}
+def _member(group: DecodeGroup) -> _Member:
+    """The request part that added `group` to a session (its owner)."""
+    return cast(_Member, group.owner)
 
 
-def _batch_key(request: BatchRequest) -> object:
-    # A seeded sample depends on its batch's other rows: it runs alone, so it is reproducible.
-    if request.sampling.seed is not None:
-        return request
-    # Each row carries its own logit bias and grammar: requests differing only there batch
-    # together; the tools are in the prompt, the same for the whole call.
-    rowwise = replace(request.sampling, logit_bias=(), constraint=None)
-    # Keyed by the weights, not the fine-tune: adapters of one base batch together, each
-    # row with its own adapter.
-    return (request.loaded.host, rowwise, request.structure.tools_json)
+class _Running:
+    """The decode session of one model's weights and the requests decoding in it."""
 
+    def __init__(self, loaded: LoadedModel, loop: asyncio.AbstractEventLoop) -> None:
+        self.host: ModelHost = loaded.host
+        self.tokenizer = loaded.tokenizer
+        self.session = DecodeSession(self.host.model, self.tokenizer)
+        self.loop = loop
 
-def _rows(group: list) -> int:
-    return sum(item.n for item in group)
+    def admit(self, requests: list[BatchRequest | StreamRequest]) -> None:
+        for request in requests:
+            if isinstance(request, StreamRequest):
+                _Streamed(request, self).next_choice()
+            elif not request.done.done():  # its client is still there
+                _Whole(request, self).start()
 
-
-def _generate_batch(requests: list[BatchRequest], batch_size: int) -> list:
-    """Each request's completions, or the exception it failed with (runs in the worker)."""
-    first = requests[0]
-    conversations = [request.messages for request in requests for _ in range(request.n)]
-    biases = [dict(r.sampling.logit_bias) for r in requests for _ in range(r.n)]
-    grammars = [r.sampling.constraint for r in requests for _ in range(r.n)]
-    settings = {**_settings(first.sampling), "logit_bias": biases, "constraint": grammars}
-    host = first.loaded.host
-    try:
-        with host.lock:
-            completions = generate(
-                host.model,
-                first.loaded.tokenizer,
-                conversations,
-                batch_size=batch_size,
-                tools=first.structure.tools,
-                adapters=host.adapter_names([r.loaded for r in requests for _ in range(r.n)]),
-                **settings,
+    def add(self, member: _Member, sampling: Sampling, rows: int) -> None:
+        """Join `rows` rows of `member`'s prompt to the session (holding the host)."""
+        request = member.request
+        prompt = encode_chat(self.tokenizer, request.messages, request.structure.tools)
+        with self.host.lock:
+            adapters = self.host.adapter_names([request.loaded] * rows)
+            self._refresh()
+            self.session.add(
+                [prompt] * rows,
+                sampling,
+                biases=[dict(sampling.logit_bias)] * rows,
+                constraints=[sampling.constraint] * rows,
+                adapters=adapters,
+                owner=member,
             )
-    except Exception as err:
-        if len(requests) == 1:
-            return [err]
-        # One bad request (a prompt over the context, say) must not fail the others with it.
-        return [
-            outcome for request in requests for outcome in _generate_batch([request], batch_size)
-        ]
-    outcomes, begin = [], 0
-    for request in requests:
-        answers = completions[begin : begin + request.n]
-        tokenizer = request.loaded.tokenizer
-        outcomes.append([request.structure.finish(tokenizer, answer) for answer in answers])
-        begin += request.n
-    return outcomes
+
+    def step(self) -> None:
+        """One token for every row; deltas and finished answers go to their clients."""
+        for group in list(self.session.groups):
+            if _member(group).abandoned():
+                self.session.drop(group)
+        if not self.session.rows:
+            return
+        try:
+            with self.host.lock:
+                self._refresh()
+                stepped = self.session.step()
+        except Exception as err:  # a bug: fail what runs rather than leave its clients hanging
+            self.fail(err)
+            return
+        for group in stepped:
+            _member(group).stepped(group)
+
+    def fail(self, error: Exception) -> None:
+        """End every request in the session with `error`."""
+        for group in list(self.session.groups):
+            self.session.drop(group)
+            _member(group).failed(error)
+
+    def deliver(self, call: Callable[[], None]) -> None:
+        """Run `call` on the event loop (dropped once the loop has closed)."""
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is listening
+            self.loop.call_soon_threadsafe(call)
+
+    def _refresh(self) -> None:
+        """The host's model and each active row's adapter name for the next step: the base
+        may have been wrapped by peft, or an adapter evicted, since the last one."""
+        owners = [_member(g).request.loaded for g in self.session.groups for _ in g.active]
+        self.session.use(self.host.model, self.host.adapter_names(owners) if owners else None)
 
 
-def _score(requests: list[ScoreRequest], batch_size: int) -> list:
-    """The one request's answer scores and prompt length, or the exception it failed with
-    (runs in the worker)."""
-    [request] = requests
+@dataclass(eq=False)
+class _Whole:
+    """A request answered whole: its `n` choices are rows of one group (one generator)."""
+
+    request: BatchRequest
+    running: _Running
+
+    def start(self) -> None:
+        try:
+            self.running.add(self, self.request.sampling, self.request.n)
+        except Exception as err:  # a prompt over the context, a bad bias: this request only
+            self.failed(err)
+
+    def abandoned(self) -> bool:
+        return self.request.done.done()
+
+    def stepped(self, group: DecodeGroup) -> None:
+        if group.done:
+            structure, tokenizer = self.request.structure, self.running.tokenizer
+            answers = [structure.finish(tokenizer, row.completion()) for row in group.rows]
+            self.running.deliver(partial(_resolve, self.request.done, answers))
+
+    def failed(self, error: Exception) -> None:
+        self.running.deliver(partial(_resolve, self.request.done, error))
+
+
+@dataclass(eq=False)
+class _Streamed:
+    """A streamed request: one choice at a time, each a group with its own seed."""
+
+    request: StreamRequest
+    running: _Running
+    index: int = -1
+    cursor: StreamCursor = field(default_factory=lambda: StreamCursor(()))
+    began: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.emit = self.request.answer.emitter(self.running.loop)
+
+    def next_choice(self) -> None:
+        """Start the next choice, or end the stream after the last."""
+        self.index += 1
+        if self.index == self.request.n:
+            self._end()
+            return
+        sampling = self.request.sampling
+        # Each choice of a seeded request gets its own seed, or all would be the same.
+        seed = None if sampling.seed is None else sampling.seed + self.index
+        self.cursor, self.began = StreamCursor(sampling.stop), time.perf_counter()
+        try:
+            self.running.add(self, replace(sampling, seed=seed), 1)
+        except Exception as err:
+            self.failed(err)
+
+    def abandoned(self) -> bool:
+        if not self.request.answer.cancelled.is_set():
+            return False
+        self._end()
+        return True
+
+    def stepped(self, group: DecodeGroup) -> None:
+        row, structure = group.rows[0], self.request.structure
+        delta = self.cursor.delta(row)
+        if delta is not None and not structure.reads_calls:  # a call's text is held back
+            self.emit((self.index, delta))
+        if not group.done:
+            return
+        seconds = time.perf_counter() - self.began
+        answer = streamed_answer(self.request.loaded, structure, row.completion(), seconds)
+        if structure.reads_calls and answer.text:
+            self.emit((self.index, answer.text))
+        self.emit((self.index, answer))
+        self.next_choice()
+
+    def failed(self, error: Exception) -> None:
+        self.emit(error)
+        self._end()
+
+    def _end(self) -> None:
+        self.emit(END)
+        self.running.deliver(self.request.release)
+
+
+def _resolve(future: asyncio.Future, outcome: object) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+def _refuse(request: Request, error: Exception, loop: asyncio.AbstractEventLoop) -> None:
+    """End a request that never ran with `error` (on the event loop)."""
+    if isinstance(request, StreamRequest):
+        emit = request.answer.emitter(loop)
+        emit(error)
+        emit(END)
+        request.release()
+    else:
+        _resolve(request.done, error)
+
+
+def _answer_scores(request: ScoreRequest, batch_size: int, loop: asyncio.AbstractEventLoop) -> None:
+    if not request.done.done():
+        outcome = _score(request, batch_size)
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is listening
+            loop.call_soon_threadsafe(_resolve, request.done, outcome)
+
+
+def _score(request: ScoreRequest, batch_size: int) -> object:
+    """The request's answer scores and prompt length, or the exception it failed with."""
     try:
         tokenizer = request.loaded.tokenizer
         with request.loaded.running() as (model, adapter):
@@ -259,19 +392,9 @@ def _score(requests: list[ScoreRequest], batch_size: int) -> list:
                 batch_size=batch_size,
                 adapter=adapter,
             )
-        return [(scores, len(encode_chat(tokenizer, request.messages)))]
+        return scores, len(encode_chat(tokenizer, request.messages))
     except Exception as err:
-        return [err]
-
-
-def _settle(batch: list[BatchRequest | ScoreRequest], outcomes: list) -> None:
-    for request, outcome in zip(batch, outcomes, strict=True):
-        if request.done.done():
-            continue
-        if isinstance(outcome, Exception):
-            request.done.set_exception(outcome)
-        else:
-            request.done.set_result(outcome)
+        return err
 
 
 def shutting_down() -> TunelabError:

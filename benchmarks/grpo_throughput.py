@@ -3,8 +3,10 @@ SmolLM2, CPU).
 
 Same base model (the bundled SmolLM2-135M-Instruct, loaded by `load_base` on both sides), same
 items (TREC questions formatted as chat by `format_dataset`, the gold label kept as each
-item's `reference_answer`), same reward (tunelab's `string_check` grader, `ilike` against the
-reference, through `reward_for`: TRL gets it as its reward function), same group size, answer
+item's `reference_answer`), same reward (tunelab's `text_similarity` grader, `fuzzy_match`
+against the reference, through `reward_for`: TRL gets it as its reward function; a graded
+score, so that the base model's answers, which never name a label exactly, still spread the
+rewards of a group and the reward curves say something), same group size, answer
 budget, temperature, LoRA (rank, alpha, dropout, the 7 projections of every block), prompts
 per step, learning rate and schedule (linear to 0, no warm-up), and the same loss: GRPO's
 (`loss_type="grpo"`: each answer's tokens averaged, then the group), advantages normalised by
@@ -60,9 +62,9 @@ CLIP_EPSILON = 0.2
 SEED = 42
 CHILD_TIMEOUT_S = 3600
 GRADER = {
-    "type": "string_check",
+    "type": "text_similarity",
     "name": "label",
-    "operation": "ilike",
+    "evaluation_metric": "fuzzy_match",
     "input": "{{ sample.output_text }}",
     "reference": "{{ item.reference_answer }}",
 }
@@ -223,7 +225,7 @@ def markdown(ours: dict, theirs: dict, context: dict) -> str:
             "",
             f"Data: {context['steps'] * PROMPTS_PER_STEP} TREC questions from "
             f"{context['source']} as reinforcement items (the label as reference); reward: "
-            f"`string_check` `ilike` against it (tunelab's grader on both sides); "
+            f"`text_similarity` `fuzzy_match` against it (tunelab's grader on both sides); "
             f"{PROMPTS_PER_STEP} prompts × {GROUP_SIZE} answers per step, at most "
             f"{MAX_ANSWER_TOKENS} answer tokens, temperature {TEMPERATURE}; {context['steps']} "
             f"steps (the first is warm-up); LoRA r={LORA_RANK}, alpha={LORA_ALPHA} on "

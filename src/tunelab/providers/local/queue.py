@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Protocol, cast
 
+from tunelab import cores
 from tunelab.engine.generate import (
     DecodeGroup,
     DecodeSession,
@@ -118,21 +119,24 @@ class GenerationQueue:
         self._worker.shutdown(wait=False, cancel_futures=True)
 
     def _work(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The worker's loop: score, admit, step, until nothing waits or runs."""
+        """The worker's loop: score, admit, step, until nothing waits or runs; the process
+        counts as computing meanwhile (its share of the cores, see tunelab.cores)."""
         running: _Running | None = None
         try:
-            while not self._closed:
-                for request in self._take_scores():
-                    _answer_scores(request, self.max_batch_size, loop)
-                if running is None or not running.session.rows:
-                    running = self._next_session(loop)
-                    if running is None:
-                        if self._stop_when_idle():
-                            return
-                        continue
-                running.admit(self._take_for(running))
-                if running.session.rows:
-                    running.step()
+            with cores.computing() as share:
+                while not self._closed:
+                    share.rebalance()  # others may have started computing since
+                    for request in self._take_scores():
+                        _answer_scores(request, self.max_batch_size, loop)
+                    if running is None or not running.session.rows:
+                        running = self._next_session(loop)
+                        if running is None:
+                            if self._stop_when_idle():
+                                return
+                            continue
+                    running.admit(self._take_for(running))
+                    if running.session.rows:
+                        running.step()
         finally:
             if running is not None:
                 running.fail(shutting_down())

@@ -40,6 +40,15 @@ def alone(model, tokenizer, prompt: list[int], steps: int) -> tuple[list[int], t
     return group.rows[0].tokens, torch.cat(logits)
 
 
+def step_keeping_logits(session: DecodeSession, logits: dict[int, list[torch.Tensor]]) -> None:
+    """Keep each group's next-token logits (by owner), then step the session."""
+    offset = 0
+    for group in session.groups:
+        logits.setdefault(group.owner, []).append(session._logits[offset].clone())
+        offset += len(group.active)
+    session.step()
+
+
 def test_left_pad_and_join_stack_rows_at_a_common_length():
     short, long = DynamicCache(), DynamicCache()
     short.update(torch.ones(1, 2, 3, 4), torch.ones(1, 2, 3, 4), 0)
@@ -86,17 +95,9 @@ def test_a_row_joining_mid_decode_computes_what_it_computes_alone(model, tokeniz
         groups.append(session.add([prompt], Sampling(max_new_tokens=12), owner=index))
         session.prefill()
         for _ in range(2):
-            offset = 0
-            for group in session.groups:
-                logits.setdefault(group.owner, []).append(session._logits[offset].clone())
-                offset += len(group.active)
-            session.step()
+            step_keeping_logits(session, logits)
     while session.groups:
-        offset = 0
-        for group in session.groups:
-            logits.setdefault(group.owner, []).append(session._logits[offset].clone())
-            offset += len(group.active)
-        session.step()
+        step_keeping_logits(session, logits)
     for index, (tokens, steps) in enumerate(expected):
         assert groups[index].rows[0].tokens == tokens
         torch.testing.assert_close(torch.stack(logits[index]), steps, atol=1e-4, rtol=1e-4)
@@ -122,11 +123,7 @@ def test_rows_added_between_two_steps_are_prefilled_together_and_compute_what_al
     logits: dict[int, list[torch.Tensor]] = {}
     session.prefill()
     while session.groups:
-        offset = 0
-        for group in session.groups:
-            logits.setdefault(group.owner, []).append(session._logits[offset].clone())
-            offset += len(group.active)
-        session.step()
+        step_keeping_logits(session, logits)
     assert [len(ps) for ps, _ in starts] == [1, 3]  # the three later rows in one forward
     assert starts[1][1] is not None and len(starts[1][1]) >= 8  # from their shared prefix
     assert first.rows[0].tokens == expected[0][0]
